@@ -1,0 +1,1 @@
+//! tiermesh certs (in progress).

@@ -1,0 +1,5 @@
+//! The `tiermesh` command.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! tiermesh client (in progress).

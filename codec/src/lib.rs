@@ -1,0 +1,1 @@
+//! tiermesh codec (in progress).

@@ -1,0 +1,1 @@
+//! tiermesh link (in progress).

@@ -1,0 +1,1 @@
+//! tiermesh relay (in progress).
