@@ -5,6 +5,7 @@
 //! outputs are drained through `poll_*`.
 
 pub mod coding;
+pub mod kvp;
 
 pub use coding::{Decode, DecodeError, Encode, TerminationCode};
 
