@@ -1,5 +1,27 @@
-//! The `tiermesh` command.
+//! The `tiermesh` command: one binary with a subcommand per job. Each subcommand's arguments
+//! and start-up live in the library crate that does the work, so tests and embedders call
+//! the same function; this file only wires them together.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tiermesh", version, about = "Media relay mesh for real-time video over QUIC")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    // Each subcommand is one variant: `Name(crate::cli::Args)`, dispatched in `main` below.
+    /// Make and inspect TLS material: dev certificates, the mesh CA, node certificates.
+    Cert(tiermesh_certs::cli::Args),
+}
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Cert(args) => tiermesh_certs::cli::run(args)?,
+    }
     Ok(())
 }
