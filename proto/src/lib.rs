@@ -6,6 +6,8 @@
 
 pub mod coding;
 pub mod kvp;
+pub mod message;
+pub mod types;
 
 pub use coding::{Decode, DecodeError, Encode, TerminationCode};
 

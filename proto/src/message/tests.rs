@@ -1,0 +1,1 @@
+//! Hand-written wire fixtures for every control message and parameter.
