@@ -16,12 +16,15 @@ enum Command {
     // Each subcommand is one variant: `Name(crate::cli::Args)`, dispatched in `main` below.
     /// Make and inspect TLS material: dev certificates, the mesh CA, node certificates.
     Cert(tiermesh_certs::cli::Args),
+    /// Emulate a slow, lossy or changing link: a UDP relay with rate, delay, jitter and loss.
+    Link(tiermesh_link::cli::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Cert(args) => tiermesh_certs::cli::run(args)?,
+        Command::Link(args) => tiermesh_link::cli::run(args)?,
     }
     Ok(())
 }

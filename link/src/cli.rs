@@ -157,16 +157,19 @@ async fn serve(args: Args, up: Schedule, down: Schedule) -> anyhow::Result<()> {
     );
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let mut last = LinkStats::default();
+    let (mut last, mut last_at) = (LinkStats::default(), start);
     loop {
         tokio::select! {
             _ = interval.tick() => {
-                let now = emulator.stats();
+                // The counters are as of the emulator's last step; they do not change while
+                // it is idle, so the interval is measured on this clock.
+                let (now, now_at) = (emulator.stats(), Instant::now());
                 if !args.stats_interval.is_zero() {
-                    writeln!(out, "{}", stats_line(&last, &now))?;
+                    let line = stats_line(&last, &now, now_at - start, now_at - last_at);
+                    writeln!(out, "{line}")?;
                     out.flush()?;
                 }
-                last = now;
+                (last, last_at) = (now, now_at);
             }
             _ = async { tokio::time::sleep_until(end.unwrap_or_else(far_future)).await } => break,
             _ = &mut ctrl_c => break,
@@ -190,9 +193,9 @@ fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
-/// One line of counters for the interval between `last` and `now`.
-fn stats_line(last: &LinkStats, now: &LinkStats) -> String {
-    let secs = now.elapsed.saturating_sub(last.elapsed).as_secs_f64().max(1e-3);
+/// One line of counters for the `interval` between `last` and `now`, `elapsed` since start.
+fn stats_line(last: &LinkStats, now: &LinkStats, elapsed: Duration, interval: Duration) -> String {
+    let secs = interval.as_secs_f64().max(1e-3);
     let direction = |name: &str, a: &PipeStats, b: &PipeStats| {
         let bits = (b.bytes_out - a.bytes_out) as f64 * 8.0;
         format!(
@@ -207,7 +210,7 @@ fn stats_line(last: &LinkStats, now: &LinkStats) -> String {
     };
     format!(
         "{:>7.1}s  {} | {} | clients {}",
-        now.elapsed.as_secs_f64(),
+        elapsed.as_secs_f64(),
         direction("up", &last.up, &now.up),
         direction("down", &last.down, &now.down),
         now.clients
@@ -288,11 +291,14 @@ mod tests {
     #[test]
     fn stats_line_reports_the_interval_rate() {
         let last = LinkStats::default();
-        let mut now = LinkStats { elapsed: Duration::from_secs(1), ..Default::default() };
+        let mut now = LinkStats::default();
         now.up.bytes_out = 125_000;
         now.up.packets_out = 100;
         now.up.dropped_loss = 1;
-        let line = stats_line(&last, &now).split_whitespace().collect::<Vec<_>>().join(" ");
+        let line = stats_line(&last, &now, Duration::from_secs(3), Duration::from_secs(1))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         assert!(line.contains("up 1.00 Mbit/s 100 pkt/s drop q0 l1 b0"), "{line}");
     }
 }

@@ -312,7 +312,7 @@ impl Driver {
                     break;
                 }
                 Event::Timer => {}
-                Event::FromClient(from, data) => self.from_client(now, from, data).await,
+                Event::FromClient(from, data) => self.client_packet(now, from, data).await,
                 Event::FromUpstream(client, data) => {
                     if let Some(c) = self.clients.get_mut(&client) {
                         c.last_seen = now;
@@ -358,7 +358,7 @@ impl Driver {
         Poll::Pending
     }
 
-    async fn from_client(&mut self, now: Instant, from: SocketAddr, data: Bytes) {
+    async fn client_packet(&mut self, now: Instant, from: SocketAddr, data: Bytes) {
         if let Some(client) = self.clients.get_mut(&from) {
             client.last_seen = now;
         } else {

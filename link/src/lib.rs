@@ -20,8 +20,8 @@ pub mod cli;
 pub use emulator::{Emulator, EmulatorConfig, LinkStats};
 pub use params::{
     BurstLoss, DEFAULT_QUEUE_TIME, LinkParams, MIN_QUEUE_BYTES, Overrides, QueueLimit,
-    format_bits_per_second, format_rate, parse_burst, parse_duration, parse_percent,
-    parse_queue, parse_rate,
+    format_bits_per_second, format_rate, parse_burst, parse_duration, parse_percent, parse_queue,
+    parse_rate,
 };
 pub use pipe::{Packet, Pipe, PipeStats};
 pub use profile::{Profile, STEP_CUT, STEP_DEFAULT_START};

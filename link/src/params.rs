@@ -222,7 +222,7 @@ pub fn parse_rate(input: &str) -> Result<Option<u64>, Error> {
         _ => return Err(parse_error("rate", input, "unknown unit: use bit, kbit, mbit or gbit")),
     };
     let bps = value * scale;
-    if !bps.is_finite() || bps < 1.0 || bps > 1e12 {
+    if !(1.0..=1e12).contains(&bps) {
         return Err(parse_error("rate", input, "must be between 1 bit/s and 1000 gbit/s"));
     }
     Ok(Some(bps.round() as u64))
@@ -276,11 +276,11 @@ pub fn parse_queue(input: &str) -> Result<QueueLimit, Error> {
         "mb" | "m" => 1e6,
         _ => return parse_duration(input).map(QueueLimit::Time),
     };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| parse_error("queue", input, "expected bytes (30000, 30kb) or a time (100ms)"))?;
+    let value: f64 = number.parse().map_err(|_| {
+        parse_error("queue", input, "expected bytes (30000, 30kb) or a time (100ms)")
+    })?;
     let bytes = value * scale;
-    if !bytes.is_finite() || bytes < 1.0 || bytes > 1e12 {
+    if !(1.0..=1e12).contains(&bytes) {
         return Err(parse_error("queue", input, "must be between 1 byte and 1000 GB"));
     }
     Ok(QueueLimit::Bytes(bytes.round() as u64))
@@ -393,9 +393,10 @@ pub fn format_rate(rate_bps: Option<u64>) -> String {
 
 /// Formats a measured rate in bits per second for people.
 pub fn format_bits_per_second(bps: f64) -> String {
-    if bps >= 1e9 {
+    // Thresholds just below the round numbers, so that 999.7 kbit/s reads 1.00 Mbit/s.
+    if bps >= 999.5e6 {
         format!("{:.2} Gbit/s", bps / 1e9)
-    } else if bps >= 1e6 {
+    } else if bps >= 999.5e3 {
         format!("{:.2} Mbit/s", bps / 1e6)
     } else if bps >= 1e3 {
         format!("{:.0} kbit/s", bps / 1e3)

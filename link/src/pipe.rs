@@ -277,7 +277,8 @@ impl<M> Pipe<M> {
         };
         let size = packet.data.len() as u64;
         self.stats.queued_bytes -= size;
-        self.head_done = self.queue.front().map(|next| t + self.serialization(next.data.len() as u64));
+        self.head_done =
+            self.queue.front().map(|next| t + self.serialization(next.data.len() as u64));
 
         // Always five draws per packet, so that one parameter's value never shifts the
         // stream that the others see.
@@ -343,9 +344,7 @@ mod tests {
             let Some(next) = next else { break };
             assert!(next >= now, "time never goes back");
             now = next;
-            while let Some((_, size, meta)) =
-                arrivals.next_if(|(at, _, _)| start + *at <= now)
-            {
+            while let Some((_, size, meta)) = arrivals.next_if(|(at, _, _)| start + *at <= now) {
                 pipe.handle_packet(now, Bytes::from(vec![0u8; size]), meta);
             }
         }
@@ -405,8 +404,7 @@ mod tests {
     fn queue_overflow_drops_the_tail() {
         // 1 Mbit/s with a 5000-byte queue; 10 packets of 1000 bytes at once: 5 fit.
         let start = Instant::now();
-        let params =
-            LinkParams::default().with_rate(1_000_000).with_queue(QueueLimit::Bytes(5000));
+        let params = LinkParams::default().with_rate(1_000_000).with_queue(QueueLimit::Bytes(5000));
         let mut pipe = Pipe::new(start, params, 1);
         let out = run(&mut pipe, start, (0..10).map(|i| (Duration::ZERO, 1000, i)));
         let delivered: Vec<usize> = out.iter().map(|(_, p)| p.meta).collect();
@@ -445,10 +443,12 @@ mod tests {
         let got: Vec<usize> = out.iter().map(|(_, p)| p.meta).collect();
         let lost = 100_000 - got.len();
         let expected = burst.mean_loss() * 100_000.0;
-        assert!((lost as f64 - expected).abs() < expected * 0.15, "lost {lost}, expected {expected}");
+        assert!(
+            (lost as f64 - expected).abs() < expected * 0.15,
+            "lost {lost}, expected {expected}"
+        );
         // Mean length of a run of consecutive losses.
-        let gaps: Vec<usize> =
-            got.windows(2).map(|w| w[1] - w[0] - 1).filter(|g| *g > 0).collect();
+        let gaps: Vec<usize> = got.windows(2).map(|w| w[1] - w[0] - 1).filter(|g| *g > 0).collect();
         let mean_run = gaps.iter().sum::<usize>() as f64 / gaps.len() as f64;
         assert!((3.2..=4.8).contains(&mean_run), "mean burst {mean_run}");
         assert_eq!(pipe.stats().dropped_burst as usize, lost);
@@ -474,25 +474,19 @@ mod tests {
     #[test]
     fn reorder_lets_some_packets_overtake() {
         let start = Instant::now();
-        let params = LinkParams::default()
-            .with_delay(50 * MS)
-            .with_jitter(20 * MS)
-            .with_reorder(0.05);
+        let params =
+            LinkParams::default().with_delay(50 * MS).with_jitter(20 * MS).with_reorder(0.05);
         let mut pipe = Pipe::new(start, params, 3);
         let out = run(&mut pipe, start, paced(2000, 1200, 5 * MS));
         assert_eq!(out.len(), 2000);
-        let inversions =
-            out.windows(2).filter(|w| w[0].1.meta > w[1].1.meta).count();
+        let inversions = out.windows(2).filter(|w| w[0].1.meta > w[1].1.meta).count();
         assert!(inversions > 10, "{inversions} packets overtaken");
     }
 
     #[test]
     fn same_seed_same_output_other_seed_differs() {
-        let params = Profile::Congested.params().with_burst(BurstLoss {
-            enter: 0.01,
-            exit: 0.3,
-            loss: 1.0,
-        });
+        let params =
+            Profile::Congested.params().with_burst(BurstLoss { enter: 0.01, exit: 0.3, loss: 1.0 });
         let trace = |seed| {
             let start = Instant::now();
             let mut pipe = Pipe::new(start, params, seed);
