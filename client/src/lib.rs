@@ -1,1 +1,3 @@
 //! tiermesh client (in progress).
+
+pub mod transport;

@@ -1,0 +1,256 @@
+//! Transport tuning shared by the server and the client side.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The congestion controller a connection uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CongestionControl {
+    /// CUBIC (RFC 9438): the default, the most widely deployed controller and the one whose
+    /// behaviour against competing TCP and QUIC flows is best understood.
+    #[default]
+    Cubic,
+    /// BBR (v1 as quinn implements it): probes for bandwidth and RTT instead of reacting to
+    /// loss, keeping queues short on links with random loss. Still marked experimental in
+    /// quinn.
+    Bbr,
+    /// NewReno (RFC 9002): the reference controller, for comparisons.
+    NewReno,
+}
+
+impl std::str::FromStr for CongestionControl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "cubic" => Ok(Self::Cubic),
+            "bbr" => Ok(Self::Bbr),
+            "newreno" | "new-reno" | "reno" => Ok(Self::NewReno),
+            other => Err(format!(
+                "unknown congestion controller `{other}`: expected cubic, bbr or newreno"
+            )),
+        }
+    }
+}
+
+/// QUIC transport settings for real-time media, and the MoQT versions offered.
+///
+/// `Default` gives values suited to live media; each setter changes one of them:
+///
+/// ```
+/// use std::time::Duration;
+/// use tiermesh_client::transport::{CongestionControl, TransportConfig};
+///
+/// let config = TransportConfig::default()
+///     .idle_timeout(Duration::from_secs(5))
+///     .congestion(CongestionControl::Bbr);
+/// assert_eq!(config.get_idle_timeout(), Duration::from_secs(5));
+/// ```
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    idle_timeout: Duration,
+    keep_alive: Option<Duration>,
+    handshake_timeout: Duration,
+    max_concurrent_uni_streams: u32,
+    max_concurrent_bidi_streams: u32,
+    stream_receive_window: u32,
+    receive_window: u64,
+    send_window: u64,
+    datagram_receive_buffer: usize,
+    datagram_send_buffer: usize,
+    congestion: CongestionControl,
+    protocols: Vec<String>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            // A peer silent for 10 s is gone: far beyond any RTT we serve (the glass-to-glass
+            // budget is 500 ms), short enough that a relay frees a dead subscriber quickly.
+            idle_timeout: Duration::from_secs(10),
+            // A PING every 3 s keeps an idle session (a subscriber waiting for a broadcast to
+            // start) and its NAT binding alive; three can be lost before the idle timeout.
+            keep_alive: Some(Duration::from_secs(3)),
+            // The QUIC handshake plus, over WebTransport, the HTTP/3 SETTINGS and CONNECT
+            // exchange: a few RTTs. 10 s bounds what a client that never sends CONNECT costs.
+            handshake_timeout: Duration::from_secs(10),
+            // MoQT sends each subgroup (a group of a track, for us) on its own
+            // unidirectional stream, and audio starts a group every 20 ms: 50 new streams a
+            // second per audio track. A stream stays open until the peer has read it, so with
+            // ~0.5 s in flight one broadcast (audio plus one or two video groups) holds ~30.
+            // A mesh link carries dozens of broadcasts, and a slow link holds streams until
+            // their delivery timeout: 1000 leaves room for ~30 broadcasts on one connection.
+            // The limit only grants credit; memory is spent per open stream, bounded by the
+            // windows below.
+            max_concurrent_uni_streams: 1000,
+            // Bidirectional streams carry the control stream and SUBSCRIBE_NAMESPACE
+            // requests: a handful per session.
+            max_concurrent_bidi_streams: 100,
+            // One group of the top tier (a 2 s GOP at 6 Mbit/s is 1.5 MB) may be in flight on
+            // one stream; 2 MiB lets it flow without stalling on flow control.
+            stream_receive_window: 2 * 1024 * 1024,
+            // Bounds the memory one peer can make us buffer across all its streams: 16 MiB is
+            // more than a second of every tier of a few broadcasts.
+            receive_window: 16 * 1024 * 1024,
+            // Bytes written into QUIC are committed (the send scheduler can no longer drop
+            // them), so this stays near the bandwidth-delay product rather than a large
+            // buffer: 4 MiB covers 80 Mbit/s at 400 ms RTT.
+            send_window: 4 * 1024 * 1024,
+            // Datagrams are enabled; 1 MiB of receive and send buffer each is a few hundred
+            // full-size datagrams, enough for bursts of a key frame.
+            datagram_receive_buffer: 1024 * 1024,
+            datagram_send_buffer: 1024 * 1024,
+            congestion: CongestionControl::Cubic,
+            protocols: vec![tiermesh_proto::ALPN.to_owned()],
+        }
+    }
+}
+
+impl TransportConfig {
+    /// How long a silent peer is waited for before the connection is closed (default 10 s).
+    pub fn idle_timeout(mut self, value: Duration) -> Self {
+        self.idle_timeout = value;
+        self
+    }
+
+    /// Interval between keep-alive PINGs, or `None` for no keep-alive (default 3 s).
+    pub fn keep_alive(mut self, value: Option<Duration>) -> Self {
+        self.keep_alive = value;
+        self
+    }
+
+    /// Deadline for the QUIC handshake plus the WebTransport CONNECT exchange (default 10 s).
+    pub fn handshake_timeout(mut self, value: Duration) -> Self {
+        self.handshake_timeout = value;
+        self
+    }
+
+    /// How many unidirectional streams the peer may have open at once (default 1000).
+    pub fn max_concurrent_uni_streams(mut self, value: u32) -> Self {
+        self.max_concurrent_uni_streams = value;
+        self
+    }
+
+    /// How many bidirectional streams the peer may have open at once (default 100).
+    pub fn max_concurrent_bidi_streams(mut self, value: u32) -> Self {
+        self.max_concurrent_bidi_streams = value;
+        self
+    }
+
+    /// Bytes the peer may send on one stream ahead of our reading (default 2 MiB).
+    pub fn stream_receive_window(mut self, value: u32) -> Self {
+        self.stream_receive_window = value;
+        self
+    }
+
+    /// Bytes the peer may send across all streams ahead of our reading (default 16 MiB).
+    pub fn receive_window(mut self, value: u64) -> Self {
+        self.receive_window = value;
+        self
+    }
+
+    /// Bytes we may have written but not yet had acknowledged (default 4 MiB).
+    pub fn send_window(mut self, value: u64) -> Self {
+        self.send_window = value;
+        self
+    }
+
+    /// Receive and send buffer for datagrams, in bytes each (default 1 MiB).
+    pub fn datagram_buffer(mut self, value: usize) -> Self {
+        self.datagram_receive_buffer = value;
+        self.datagram_send_buffer = value;
+        self
+    }
+
+    /// The congestion controller (default [`CongestionControl::Cubic`]).
+    pub fn congestion(mut self, value: CongestionControl) -> Self {
+        self.congestion = value;
+        self
+    }
+
+    /// The MoQT versions offered (client) or accepted (server), most preferred first: the
+    /// ALPN on raw QUIC and the WebTransport protocol (`WT-Available-Protocols`). Default:
+    /// [`tiermesh_proto::ALPN`] alone.
+    pub fn protocols<I, S>(mut self, value: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.protocols = value.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The idle timeout.
+    pub fn get_idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// The handshake (and CONNECT) deadline.
+    pub fn get_handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// The congestion controller.
+    pub fn get_congestion(&self) -> CongestionControl {
+        self.congestion
+    }
+
+    /// The MoQT versions offered or accepted.
+    pub fn get_protocols(&self) -> &[String] {
+        &self.protocols
+    }
+
+    /// Builds quinn's transport configuration.
+    pub(crate) fn quinn(&self) -> Arc<quinn::TransportConfig> {
+        let mut t = quinn::TransportConfig::default();
+        // An idle timeout above QUIC's varint range is treated as "as long as possible".
+        let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
+            .unwrap_or_else(|_| quinn::IdleTimeout::from(quinn::VarInt::MAX));
+        t.max_idle_timeout(Some(idle))
+            .keep_alive_interval(self.keep_alive)
+            .max_concurrent_uni_streams(self.max_concurrent_uni_streams.into())
+            .max_concurrent_bidi_streams(self.max_concurrent_bidi_streams.into())
+            .stream_receive_window(self.stream_receive_window.into())
+            .receive_window(
+                quinn::VarInt::from_u64(self.receive_window).unwrap_or(quinn::VarInt::MAX),
+            )
+            .send_window(self.send_window)
+            .datagram_receive_buffer_size(Some(self.datagram_receive_buffer))
+            .datagram_send_buffer_size(self.datagram_send_buffer);
+        match self.congestion {
+            CongestionControl::Cubic => {
+                t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
+            }
+            CongestionControl::Bbr => {
+                t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
+            }
+            CongestionControl::NewReno => t.congestion_controller_factory(Arc::new(
+                quinn::congestion::NewRenoConfig::default(),
+            )),
+        };
+        Arc::new(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn congestion_names_parse_and_unknown_names_say_what_is_accepted() {
+        assert_eq!("BBR".parse::<CongestionControl>(), Ok(CongestionControl::Bbr));
+        assert_eq!("cubic".parse::<CongestionControl>(), Ok(CongestionControl::Cubic));
+        assert_eq!("newreno".parse::<CongestionControl>(), Ok(CongestionControl::NewReno));
+        let err = "vegas".parse::<CongestionControl>().unwrap_err();
+        assert!(err.contains("vegas") && err.contains("cubic, bbr or newreno"), "{err}");
+    }
+
+    #[test]
+    fn defaults_offer_the_one_moqt_version() {
+        let c = TransportConfig::default();
+        assert_eq!(c.get_protocols(), [tiermesh_proto::ALPN.to_owned()]);
+        assert_eq!(c.get_congestion(), CongestionControl::Cubic);
+        // Building quinn's config must accept every default.
+        let _ = c.quinn();
+    }
+}

@@ -1,0 +1,604 @@
+//! One established session, raw QUIC or WebTransport, behind one API.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use web_transport_quinn as wt;
+
+use super::{Error, Kind};
+
+/// Who ended a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// This endpoint.
+    Local,
+    /// The other endpoint.
+    Peer,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Local => "us",
+            Side::Peer => "the peer",
+        })
+    }
+}
+
+/// Why a session ended: who closed it, with which code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The application closed it ([`Session::close`] here, or its peer's counterpart): `code`
+    /// is the MoQT termination code (draft-16 §3.4).
+    Application {
+        /// Who closed the session.
+        by: Side,
+        /// The application's error code; over WebTransport already mapped back from the
+        /// HTTP/3 range.
+        code: u64,
+        /// The reason phrase.
+        reason: String,
+    },
+    /// A QUIC transport error ended the connection (a protocol violation, a TLS alert, …).
+    Transport {
+        /// Who detected the error.
+        by: Side,
+        /// The QUIC transport error code.
+        code: u64,
+        /// The reason text.
+        reason: String,
+    },
+    /// Nothing was heard from the peer within the idle timeout.
+    IdleTimeout,
+    /// The peer lost its connection state (a stateless reset).
+    Reset,
+    /// Anything else: the endpoint was shut down, version negotiation failed, …
+    Other(String),
+}
+
+impl CloseReason {
+    /// Who closed the session, when known.
+    pub fn by(&self) -> Option<Side> {
+        match self {
+            Self::Application { by, .. } | Self::Transport { by, .. } => Some(*by),
+            _ => None,
+        }
+    }
+
+    /// The application close code, for an application close.
+    pub fn code(&self) -> Option<u64> {
+        match self {
+            Self::Application { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The reason phrase, for an application or transport close.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Application { reason, .. } | Self::Transport { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn from_quinn(e: &quinn::ConnectionError, kind: Kind) -> Self {
+        use quinn::ConnectionError as C;
+        match e {
+            C::ApplicationClosed(c) => {
+                let raw = c.error_code.into_inner();
+                let code = match kind {
+                    Kind::WebTransport => wt::proto::error_from_http3(raw)
+                        .map(u64::from)
+                        .unwrap_or(raw),
+                    Kind::RawQuic => raw,
+                };
+                Self::Application {
+                    by: Side::Peer,
+                    code,
+                    reason: String::from_utf8_lossy(&c.reason).into_owned(),
+                }
+            }
+            C::ConnectionClosed(c) => Self::Transport {
+                by: Side::Peer,
+                code: u64::from(c.error_code),
+                reason: String::from_utf8_lossy(&c.reason).into_owned(),
+            },
+            C::TransportError(t) => Self::Transport {
+                by: Side::Local,
+                code: u64::from(t.code),
+                reason: t.reason.clone(),
+            },
+            C::TimedOut => Self::IdleTimeout,
+            C::Reset => Self::Reset,
+            C::LocallyClosed => Self::Application {
+                by: Side::Local,
+                code: 0,
+                reason: String::new(),
+            },
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Application { by, code, reason } => {
+                write!(f, "closed by {by} with code {code:#x}")?;
+                if !reason.is_empty() {
+                    write!(f, ": {reason}")?;
+                }
+                Ok(())
+            }
+            Self::Transport { by, code, reason } => {
+                write!(f, "QUIC transport error {code:#x} detected by {by}")?;
+                if !reason.is_empty() {
+                    write!(f, ": {reason}")?;
+                }
+                Ok(())
+            }
+            Self::IdleTimeout => f.write_str("the peer went silent (idle timeout)"),
+            Self::Reset => f.write_str("the peer lost the connection (stateless reset)"),
+            Self::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Connection figures at one instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    /// Smoothed round-trip time.
+    pub rtt: Duration,
+    /// Smallest RTT seen.
+    pub min_rtt: Duration,
+    /// Congestion window, in bytes.
+    pub cwnd: u64,
+    /// UDP payload bytes sent.
+    pub bytes_sent: u64,
+    /// UDP payload bytes received.
+    pub bytes_received: u64,
+    /// Bytes declared lost.
+    pub bytes_lost: u64,
+    /// Packets sent.
+    pub packets_sent: u64,
+    /// Packets declared lost.
+    pub packets_lost: u64,
+    /// Congestion events (window reductions).
+    pub congestion_events: u64,
+    /// Current path MTU (UDP payload bytes).
+    pub mtu: u16,
+    /// What the sender may send now, in bits per second: the controller's pacing rate where
+    /// it has one (BBR), else the congestion window per RTT.
+    pub send_rate_estimate_bps: u64,
+}
+
+/// What every handle of one session shares.
+#[derive(Debug)]
+struct Shared {
+    /// The first close this side asked for, so `closed()` can report its code and reason.
+    local_close: OnceLock<CloseReason>,
+    path: Option<String>,
+    query: Option<String>,
+    /// Keeps a client's endpoint (and its socket) alive as long as the session.
+    _endpoint: Option<quinn::Endpoint>,
+}
+
+/// An established MoQT transport session: raw QUIC (ALPN `moqt-16`) or a WebTransport
+/// session. Cheap to clone; every clone is the same session.
+#[derive(Clone)]
+pub struct Session {
+    inner: wt::Session,
+    kind: Kind,
+    shared: Arc<Shared>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        inner: wt::Session,
+        kind: Kind,
+        url: Option<&url::Url>,
+        endpoint: Option<quinn::Endpoint>,
+    ) -> Self {
+        let shared = Shared {
+            local_close: OnceLock::new(),
+            path: url.map(|u| u.path().to_owned()),
+            query: url.and_then(|u| u.query().map(str::to_owned)),
+            _endpoint: endpoint,
+        };
+        Self {
+            inner,
+            kind,
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Raw QUIC or WebTransport.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The peer's UDP address (it may change if the peer migrates).
+    pub fn peer(&self) -> SocketAddr {
+        self.inner.remote_address()
+    }
+
+    /// The WebTransport CONNECT path (`/room/42`); `None` on raw QUIC, where the path arrives
+    /// in the MoQT SETUP message instead.
+    pub fn path(&self) -> Option<&str> {
+        self.shared.path.as_deref()
+    }
+
+    /// The WebTransport CONNECT query without `?`, if any. It may hold a token: do not log it.
+    pub fn query(&self) -> Option<&str> {
+        self.shared.query.as_deref()
+    }
+
+    /// The negotiated MoQT version: the ALPN on raw QUIC, the WebTransport protocol the
+    /// server selected otherwise. `None` when a WebTransport peer negotiated no protocol.
+    pub fn protocol(&self) -> Option<&str> {
+        self.inner.protocol()
+    }
+
+    /// The certificate chain (DER, leaf first) the peer presented, if any: the server's on a
+    /// client, the client's on a server that asked for mutual TLS.
+    pub fn peer_certificates(&self) -> Option<Vec<Vec<u8>>> {
+        let identity = self.inner.peer_identity()?;
+        let chain = identity
+            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .ok()?;
+        Some(chain.iter().map(|c| c.to_vec()).collect())
+    }
+
+    /// Opens a bidirectional stream (waits while the peer's stream limit is reached).
+    pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), Error> {
+        let (s, r) = self.inner.open_bi().await.map_err(|e| self.session_error(e))?;
+        Ok((self.send(s), self.recv(r)))
+    }
+
+    /// Waits for the peer to open a bidirectional stream.
+    pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), Error> {
+        let (s, r) = self
+            .inner
+            .accept_bi()
+            .await
+            .map_err(|e| self.session_error(e))?;
+        Ok((self.send(s), self.recv(r)))
+    }
+
+    /// Opens a unidirectional stream (waits while the peer's stream limit is reached).
+    pub async fn open_uni(&self) -> Result<SendStream, Error> {
+        let s = self
+            .inner
+            .open_uni()
+            .await
+            .map_err(|e| self.session_error(e))?;
+        Ok(self.send(s))
+    }
+
+    /// Waits for the peer to open a unidirectional stream.
+    pub async fn accept_uni(&self) -> Result<RecvStream, Error> {
+        let r = self
+            .inner
+            .accept_uni()
+            .await
+            .map_err(|e| self.session_error(e))?;
+        Ok(self.recv(r))
+    }
+
+    /// Sends one datagram (unreliable, unordered). At most
+    /// [`max_datagram_size`](Self::max_datagram_size) bytes.
+    pub fn send_datagram(&self, data: Bytes) -> Result<(), Error> {
+        let max = self.max_datagram_size();
+        if max == 0 {
+            return Err(Error::DatagramsUnsupported);
+        }
+        if data.len() > max {
+            return Err(Error::DatagramTooLarge {
+                size: data.len(),
+                max,
+            });
+        }
+        self.inner.send_datagram(data).map_err(|e| match e {
+            wt::SessionError::SendDatagramError(quinn::SendDatagramError::TooLarge) => {
+                Error::DatagramTooLarge {
+                    size: 0,
+                    max: self.max_datagram_size(),
+                }
+            }
+            wt::SessionError::SendDatagramError(
+                quinn::SendDatagramError::UnsupportedByPeer | quinn::SendDatagramError::Disabled,
+            ) => Error::DatagramsUnsupported,
+            e => self.session_error(e),
+        })
+    }
+
+    /// Waits for the next datagram.
+    pub async fn read_datagram(&self) -> Result<Bytes, Error> {
+        self.inner
+            .read_datagram()
+            .await
+            .map_err(|e| self.session_error(e))
+    }
+
+    /// The largest datagram payload that can be sent now, 0 if the peer accepts none.
+    pub fn max_datagram_size(&self) -> usize {
+        self.inner.max_datagram_size()
+    }
+
+    /// Closes the session with a MoQT termination code and a reason phrase; the peer sees
+    /// both. Over raw QUIC this is a CONNECTION_CLOSE; over WebTransport a
+    /// CLOSE_WEBTRANSPORT_SESSION capsule, whose code is 32 bits (larger codes are sent as
+    /// `0xffff_ffff`). A second close does nothing.
+    pub fn close(&self, code: u64, reason: &str) {
+        if self.inner.close_reason().is_some() {
+            return;
+        }
+        let _ = self.shared.local_close.set(CloseReason::Application {
+            by: Side::Local,
+            code,
+            reason: reason.to_owned(),
+        });
+        match self.kind {
+            Kind::RawQuic => {
+                // Straight to QUIC: the whole 62-bit code range fits in CONNECTION_CLOSE.
+                let code = quinn::VarInt::from_u64(code).unwrap_or(quinn::VarInt::MAX);
+                let conn: &quinn::Connection = &self.inner;
+                conn.close(code, reason.as_bytes());
+            }
+            Kind::WebTransport => {
+                self.inner
+                    .close(u32::try_from(code).unwrap_or(u32::MAX), reason.as_bytes());
+            }
+        }
+    }
+
+    /// Waits until the session has ended and says why.
+    pub async fn closed(&self) -> CloseReason {
+        let e = self.inner.closed().await;
+        self.reason_of(&e)
+    }
+
+    /// Why the session ended, or `None` while it is open.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        let e = self.inner.close_reason()?;
+        Some(self.reason_of(&e))
+    }
+
+    /// Connection figures now.
+    pub fn stats(&self) -> Stats {
+        let conn: &quinn::Connection = &self.inner;
+        let s = conn.stats();
+        let rtt = self.inner.rtt();
+        let cwnd = s.path.cwnd;
+        let pacing = self.inner.congestion_state().metrics().pacing_rate;
+        let per_rtt = if rtt.is_zero() {
+            0
+        } else {
+            (cwnd as u128 * 8 * 1_000_000 / rtt.as_micros().max(1)) as u64
+        };
+        Stats {
+            rtt,
+            min_rtt: s.path.min_rtt,
+            cwnd,
+            bytes_sent: s.udp_tx.bytes,
+            bytes_received: s.udp_rx.bytes,
+            bytes_lost: s.path.lost_bytes,
+            packets_sent: s.path.sent_packets,
+            packets_lost: s.path.lost_packets,
+            congestion_events: s.path.congestion_events,
+            mtu: s.path.current_mtu,
+            send_rate_estimate_bps: pacing.unwrap_or(per_rtt),
+        }
+    }
+
+    fn send(&self, inner: wt::SendStream) -> SendStream {
+        SendStream {
+            inner,
+            session: self.clone(),
+        }
+    }
+
+    fn recv(&self, inner: wt::RecvStream) -> RecvStream {
+        RecvStream {
+            inner,
+            session: self.clone(),
+        }
+    }
+
+    fn reason_of(&self, e: &wt::SessionError) -> CloseReason {
+        if let Some(local) = self.shared.local_close.get() {
+            return local.clone();
+        }
+        match e {
+            wt::SessionError::WebTransportError(wt::WebTransportError::Closed(code, reason)) => {
+                CloseReason::Application {
+                    by: Side::Peer,
+                    code: u64::from(*code),
+                    reason: reason.clone(),
+                }
+            }
+            wt::SessionError::ConnectionError(c)
+            | wt::SessionError::SendDatagramError(quinn::SendDatagramError::ConnectionLost(c)) => {
+                match (c, self.kind) {
+                    // The library closes the QUIC connection itself when the peer ends the
+                    // CONNECT stream without a close capsule.
+                    (quinn::ConnectionError::LocallyClosed, Kind::WebTransport) => {
+                        CloseReason::Application {
+                            by: Side::Peer,
+                            code: 0,
+                            reason: "the peer ended the WebTransport session".into(),
+                        }
+                    }
+                    (c, kind) => CloseReason::from_quinn(c, kind),
+                }
+            }
+            other => CloseReason::Other(other.to_string()),
+        }
+    }
+
+    /// The error for an operation that failed because of the session, not the stream.
+    fn session_error(&self, e: wt::SessionError) -> Error {
+        match self.inner.close_reason() {
+            Some(c) => Error::Closed(self.reason_of(&c)),
+            None => match e {
+                wt::SessionError::WebTransportError(wt::WebTransportError::Closed(..))
+                | wt::SessionError::ConnectionError(_) => Error::Closed(self.reason_of(&e)),
+                other => Error::Protocol(other.to_string()),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("kind", &self.kind)
+            .field("peer", &self.peer())
+            .field("path", &self.path())
+            .field("protocol", &self.protocol())
+            .finish()
+    }
+}
+
+/// The sending half of a stream.
+///
+/// Dropping it finishes the stream gracefully; call [`reset`](Self::reset) to abandon it.
+pub struct SendStream {
+    inner: wt::SendStream,
+    session: Session,
+}
+
+impl SendStream {
+    /// Writes some of `buf`, returning how many bytes were taken (waits for flow control).
+    pub async fn write(&mut self, buf: &[u8]) -> Result<usize, Error> {
+        self.inner.write(buf).await.map_err(|e| self.error(e))
+    }
+
+    /// Writes all of `buf`.
+    pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), Error> {
+        self.inner.write_all(buf).await.map_err(|e| self.error(e))
+    }
+
+    /// Writes a whole chunk without copying it.
+    pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), Error> {
+        self.inner.write_chunk(chunk).await.map_err(|e| self.error(e))
+    }
+
+    /// Writes several chunks without copying them.
+    pub async fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), Error> {
+        self.inner
+            .write_all_chunks(chunks)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Sets the send priority among this session's streams. **Higher values are sent
+    /// first** (QUIC's order, the opposite of MoQT's where lower numbers are more
+    /// important): the MoQT layer maps its priorities onto this. Streams of equal priority
+    /// share the link round-robin.
+    pub fn set_priority(&self, priority: i32) -> Result<(), Error> {
+        self.inner
+            .set_priority(priority)
+            .map_err(|_| Error::StreamClosed)
+    }
+
+    /// Ends the stream: everything written is still delivered.
+    pub fn finish(&mut self) -> Result<(), Error> {
+        self.inner.finish().map_err(|_| Error::StreamClosed)
+    }
+
+    /// Abandons the stream: unsent data is dropped and the peer's reads fail with `code`.
+    /// Stream codes are 32 bits on both transports (WebTransport's range), so a code means
+    /// the same over raw QUIC and WebTransport.
+    pub fn reset(&mut self, code: u32) -> Result<(), Error> {
+        self.inner.reset(code).map_err(|_| Error::StreamClosed)
+    }
+
+    /// Waits until the peer has read everything (`Ok(None)`) or asked us to stop
+    /// (`Ok(Some(code))`).
+    pub async fn stopped(&self) -> Result<Option<u32>, Error> {
+        self.inner
+            .stopped()
+            .await
+            .map_err(|e| self.session.session_error(e))
+    }
+
+    fn error(&self, e: wt::WriteError) -> Error {
+        match e {
+            wt::WriteError::Stopped(code) => Error::Stopped { code },
+            wt::WriteError::InvalidStopped(code) => Error::Protocol(format!(
+                "the peer stopped the stream with a code outside the WebTransport range: {code}"
+            )),
+            wt::WriteError::SessionError(e) => self.session.session_error(e),
+            wt::WriteError::ClosedStream => Error::StreamClosed,
+        }
+    }
+}
+
+impl fmt::Debug for SendStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendStream").finish_non_exhaustive()
+    }
+}
+
+/// The receiving half of a stream.
+pub struct RecvStream {
+    inner: wt::RecvStream,
+    session: Session,
+}
+
+impl RecvStream {
+    /// Reads the next chunk of at most `max` bytes, in order, without copying; `None` at
+    /// the end of the stream.
+    pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, Error> {
+        match self.inner.read_chunk(max, true).await {
+            Ok(chunk) => Ok(chunk.map(|c| c.bytes)),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Reads into `buf`, returning how many bytes were read; `None` at the end of the stream.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Error> {
+        self.inner.read(buf).await.map_err(|e| self.error(e))
+    }
+
+    /// Reads the whole stream, refusing one longer than `limit` bytes.
+    pub async fn read_to_end(&mut self, limit: usize) -> Result<Bytes, Error> {
+        let mut out = bytes::BytesMut::new();
+        while let Some(chunk) = self.read_chunk(64 * 1024).await? {
+            if out.len() + chunk.len() > limit {
+                return Err(Error::TooLong { limit });
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Asks the peer to stop sending, with a 32-bit code (see [`SendStream::reset`]).
+    pub fn stop(&mut self, code: u32) -> Result<(), Error> {
+        self.inner.stop(code).map_err(|_| Error::StreamClosed)
+    }
+
+    fn error(&self, e: wt::ReadError) -> Error {
+        match e {
+            wt::ReadError::Reset(code) => Error::Reset { code },
+            wt::ReadError::InvalidReset(code) => Error::Protocol(format!(
+                "the peer reset the stream with a code outside the WebTransport range: {code}"
+            )),
+            wt::ReadError::SessionError(e) => self.session.session_error(e),
+            wt::ReadError::ClosedStream => Error::StreamClosed,
+            wt::ReadError::IllegalOrderedRead => {
+                Error::Protocol("ordered read on an unordered stream".into())
+            }
+        }
+    }
+}
+
+impl fmt::Debug for RecvStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvStream").finish_non_exhaustive()
+    }
+}
