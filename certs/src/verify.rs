@@ -32,7 +32,6 @@ impl PinnedHashVerifier {
 }
 
 /// The presented certificate is not the pinned one.
-#[derive(Debug)]
 struct HashMismatch {
     pinned: CertHash,
     presented: CertHash,
@@ -45,6 +44,14 @@ impl fmt::Display for HashMismatch {
             "server certificate SHA-256 {} does not match the pinned {}",
             self.presented, self.pinned
         )
+    }
+}
+
+/// rustls shows the inner error of `CertificateError::Other` with `Debug`: make that the
+/// readable message too.
+impl fmt::Debug for HashMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
