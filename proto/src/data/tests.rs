@@ -1,0 +1,1 @@
+//! Hand-written wire fixtures for the data plane.
