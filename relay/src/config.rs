@@ -1,0 +1,430 @@
+//! The relay's configuration: a TOML file and/or command-line flags.
+//!
+//! Every key is optional; a missing key takes its default. Unknown keys are an error that
+//! names the key. Durations are written the way people say them: `"5s"`, `"250ms"`, `"1m"`.
+//! Relative paths in the file are relative to the file's folder; relative paths in flags are
+//! relative to the working directory. A flag given on the command line replaces the file's
+//! value; a flag not given leaves it alone. See relay/README.md for a full example.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Action, Authorizer, KeyError, Prefix};
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema; the message names the key and line.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error (names unknown or mistyped keys).
+        source: toml::de::Error,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key, dotted (`tls.cert`).
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The relay's whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// UDP address for MoQT over QUIC and WebTransport. Default `[::]:4443`: a relay exists to
+    /// be reached from other machines, every request needs a token unless a prefix is made
+    /// public, and on Linux `[::]` also accepts IPv4. Use `127.0.0.1:4443` for local tests.
+    pub listen: SocketAddr,
+    /// TCP address of the ops listener (`/metrics`, `/healthz`). Default `127.0.0.1:9090`:
+    /// metrics carry no authentication, so they stay on loopback unless the operator opens
+    /// them to a scraper.
+    pub ops: SocketAddr,
+    /// Certificate and key.
+    pub tls: TlsConfig,
+    /// Token keys and public prefixes.
+    pub auth: AuthConfig,
+    /// The per-track cache that serves joining subscribers.
+    pub cache: CacheConfig,
+    /// How long a track stays subscribed upstream after its last subscriber leaves, so a tier
+    /// switch or a page reload finds it warm. Default 5 s: longer than a player's tier switch
+    /// or reload, short enough that an abandoned track soon stops costing upstream bandwidth.
+    #[serde(with = "duration")]
+    pub linger: Duration,
+    /// Resource limits.
+    pub limits: LimitsConfig,
+    /// After sending GOAWAY, how long sessions get to move to another relay before they are
+    /// closed. Default 10 s: a client needs one round trip to learn the new relay and one
+    /// group (about 2 s) to start there; 10 s covers a slow link several times over.
+    #[serde(with = "duration")]
+    pub goaway_grace: Duration,
+    /// The send scheduler.
+    pub scheduler: SchedulerConfig,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 4443),
+            ops: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
+            cache: CacheConfig::default(),
+            linger: Duration::from_secs(5),
+            limits: LimitsConfig::default(),
+            goaway_grace: Duration::from_secs(10),
+            scheduler: SchedulerConfig::default(),
+        }
+    }
+}
+
+/// TLS material: a certificate and key, or a generated development certificate.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Generate a development certificate at start-up (browsers accept it by its SHA-256,
+    /// which the relay prints as 64 hex digits). Only when no `cert`/`key` is given.
+    pub generate: bool,
+}
+
+/// Token verification and public prefixes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Public key files (PEM, JWK or JWK Set) whose tokens the relay trusts.
+    pub keys: Vec<PathBuf>,
+    /// Namespace prefixes anyone may subscribe to without a token.
+    pub public: Vec<Prefix>,
+    /// Namespace prefixes anyone may publish under without a token (development only: anyone
+    /// could then impersonate a broadcast there).
+    pub public_publish: Vec<Prefix>,
+}
+
+impl AuthConfig {
+    /// Builds the authorizer: reads every key file and adds the public prefixes.
+    pub fn authorizer(&self) -> Result<Authorizer, KeyError> {
+        let mut authorizer = Authorizer::load(&self.keys)?;
+        for prefix in &self.public {
+            authorizer = authorizer.with_public(Action::Subscribe, prefix.clone());
+        }
+        for prefix in &self.public_publish {
+            authorizer = authorizer.with_public(Action::Publish, prefix.clone());
+        }
+        Ok(authorizer)
+    }
+}
+
+/// The per-track cache.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Newest groups kept per track. Default 2: the group in progress plus the one before it,
+    /// so a joining FETCH can always start at a key frame even right after a new group began.
+    pub groups: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { groups: 2 }
+    }
+}
+
+/// Resource limits: what one client or all of them together can make the relay hold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Concurrent sessions. Default 1000: a two-core relay forwarding a few tiers to each
+    /// subscriber saturates its CPU well before that; the limit stops a connection flood
+    /// from exhausting memory.
+    pub max_sessions: usize,
+    /// Concurrent requests one session may have open (the MAX_REQUEST_ID the relay grants).
+    /// Default 100: a player needs catalog, audio, one or two video tiers and their joining
+    /// fetches; 100 leaves room for many broadcasts per session.
+    pub max_requests_per_session: u64,
+    /// Namespace fields accepted. Default 32, the draft's maximum (cannot be raised above it).
+    pub max_namespace_depth: usize,
+    /// Bytes of a Full Track Name accepted. Default 4096, the draft's maximum.
+    pub max_namespace_len: usize,
+    /// Bytes of registered authorization tokens one session may keep (the relay's
+    /// MAX_AUTH_TOKEN_CACHE_SIZE). Default 16 KiB: a few tokens of a few hundred bytes each.
+    pub max_auth_token_cache: u64,
+    /// A session with no traffic for this long is closed (the QUIC idle timeout). Default
+    /// 30 s: rides out a mobile handover, frees a vanished client's state soon enough.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: 1000,
+            max_requests_per_session: 100,
+            max_namespace_depth: 32,
+            max_namespace_len: 4096,
+            max_auth_token_cache: 16 * 1024,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The send scheduler.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// How a congested link chooses what to send.
+    pub mode: SchedulerMode,
+}
+
+/// How a congested link chooses what to send.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchedulerMode {
+    /// Publisher priority and group order: stale groups and the highest tiers go first, the
+    /// catalog, audio and base tier keep flowing.
+    #[default]
+    Priority,
+    /// Arrival order, nothing dropped by priority: the baseline benchmarks compare against.
+    Fifo,
+}
+
+/// Flags of `tiermesh relay` that override the file. Each is `None` (or empty, or unset)
+/// unless given, and then leaves the file's value alone.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Flags {
+    /// UDP address for MoQT (QUIC and WebTransport) [default: [::]:4443]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// TCP address of the ops listener (/metrics, /healthz) [default: 127.0.0.1:9090]
+    #[arg(long, value_name = "ADDR")]
+    pub ops: Option<SocketAddr>,
+    /// PEM certificate chain
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Generate a development certificate and print its SHA-256
+    #[arg(long)]
+    pub tls_generate: bool,
+    /// Public key file trusted for tokens (repeatable; replaces the file's list)
+    #[arg(long = "auth-key", value_name = "FILE")]
+    pub auth_keys: Vec<PathBuf>,
+    /// Namespace prefix anyone may subscribe to (repeatable; replaces the file's list)
+    #[arg(long, value_name = "PREFIX")]
+    pub public: Vec<Prefix>,
+    /// Namespace prefix anyone may publish under (repeatable; development only)
+    #[arg(long, value_name = "PREFIX")]
+    pub public_publish: Vec<Prefix>,
+    /// Newest groups cached per track [default: 2]
+    #[arg(long, value_name = "N")]
+    pub cache_groups: Option<usize>,
+    /// Keep an unwatched track subscribed upstream this long [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub linger: Option<Duration>,
+    /// Concurrent sessions [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+    /// Close a silent session after this long [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Time sessions get to move after GOAWAY [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub goaway_grace: Option<Duration>,
+    /// Send scheduler [default: priority]
+    #[arg(long, value_name = "MODE")]
+    pub scheduler: Option<SchedulerMode>,
+}
+
+impl RelayConfig {
+    /// Reads `path` (if any), applies `flags` over it, and checks the result.
+    pub fn load(path: Option<&Path>, flags: &Flags) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let mut config = Self::parse(&text, path)?;
+                config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+                config
+            }
+            None => Self::default(),
+        };
+        config.apply(flags);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; `path` names it in errors. Relative paths are left as written.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+    }
+
+    fn resolve_paths(&mut self, dir: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        self.tls.cert.as_mut().map(resolve);
+        self.tls.key.as_mut().map(resolve);
+        self.auth.keys.iter_mut().for_each(resolve);
+    }
+
+    /// Applies every flag that was given.
+    pub fn apply(&mut self, flags: &Flags) {
+        fn set<T: Clone>(target: &mut T, flag: &Option<T>) {
+            if let Some(value) = flag {
+                *target = value.clone();
+            }
+        }
+        fn replace<T: Clone>(target: &mut Vec<T>, flag: &[T]) {
+            if !flag.is_empty() {
+                *target = flag.to_vec();
+            }
+        }
+        set(&mut self.listen, &flags.listen);
+        set(&mut self.ops, &flags.ops);
+        if flags.tls_cert.is_some() {
+            self.tls.cert = flags.tls_cert.clone();
+        }
+        if flags.tls_key.is_some() {
+            self.tls.key = flags.tls_key.clone();
+        }
+        if flags.tls_generate {
+            self.tls.generate = true;
+        }
+        replace(&mut self.auth.keys, &flags.auth_keys);
+        replace(&mut self.auth.public, &flags.public);
+        replace(&mut self.auth.public_publish, &flags.public_publish);
+        set(&mut self.cache.groups, &flags.cache_groups);
+        set(&mut self.linger, &flags.linger);
+        set(&mut self.limits.max_sessions, &flags.max_sessions);
+        set(&mut self.limits.idle_timeout, &flags.idle_timeout);
+        set(&mut self.goaway_grace, &flags.goaway_grace);
+        set(&mut self.scheduler.mode, &flags.scheduler);
+    }
+
+    /// Checks values that TOML types alone cannot: ranges and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_owned() });
+        match (&self.tls.cert, &self.tls.key, self.tls.generate) {
+            (Some(_), None, _) => return invalid("tls.key", "tls.cert is set but tls.key is not"),
+            (None, Some(_), _) => return invalid("tls.cert", "tls.key is set but tls.cert is not"),
+            (Some(_), Some(_), true) => {
+                return invalid(
+                    "tls.generate",
+                    "give either tls.cert and tls.key, or tls.generate, not both",
+                );
+            }
+            (None, None, false) => {
+                return invalid(
+                    "tls",
+                    "no certificate: set tls.cert and tls.key, or tls.generate (--tls-generate)",
+                );
+            }
+            _ => {}
+        }
+        if self.cache.groups == 0 {
+            return invalid(
+                "cache.groups",
+                "must be at least 1 (joining subscribers start from the cache)",
+            );
+        }
+        let limits = &self.limits;
+        if limits.max_sessions == 0 {
+            return invalid("limits.max_sessions", "must be at least 1");
+        }
+        if limits.max_requests_per_session == 0 {
+            return invalid("limits.max_requests_per_session", "must be at least 1");
+        }
+        if !(1..=32).contains(&limits.max_namespace_depth) {
+            return invalid("limits.max_namespace_depth", "must be 1 to 32 (the draft's maximum)");
+        }
+        if !(1..=4096).contains(&limits.max_namespace_len) {
+            return invalid("limits.max_namespace_len", "must be 1 to 4096 (the draft's maximum)");
+        }
+        if limits.idle_timeout.is_zero() {
+            return invalid("limits.idle_timeout", "must be more than 0s");
+        }
+        if self.listen == self.ops && self.listen.port() != 0 {
+            // Different protocols (UDP vs TCP) could share a port, but one address for both is
+            // almost always a typo.
+            return invalid("ops", "must differ from listen");
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, every key written out.
+    pub fn to_toml(&self) -> String {
+        // Every field is a plain value, path, list or table: serialization cannot fail.
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// serde for `Duration` as human-readable text ("5s", "250ms", "1m 30s").
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{e} (write durations like \"5s\" or \"250ms\")"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_only_a_certificate_choice() {
+        let mut config = RelayConfig::default();
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "tls", .. })));
+        config.tls.generate = true;
+        config.validate().unwrap();
+        assert_eq!(config.ops.to_string(), "127.0.0.1:9090");
+        assert_eq!(config.listen.to_string(), "[::]:4443");
+        assert_eq!(config.limits.max_namespace_depth, 32);
+        assert_eq!(config.cache.groups, 2);
+        assert_eq!(config.linger, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let mut config = RelayConfig::default();
+        config.tls.cert = Some("c.pem".into());
+        config.tls.key = Some("k.pem".into());
+        config.auth.public.push("demo".parse().unwrap());
+        config.limits.idle_timeout = Duration::from_millis(1500);
+        let text = config.to_toml();
+        assert_eq!(RelayConfig::parse(&text, Path::new("x.toml")).unwrap(), config);
+    }
+}

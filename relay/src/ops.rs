@@ -1,0 +1,213 @@
+//! The ops listener: a small HTTP/1.1 server, separate from the media port, with
+//! `GET /metrics` (Prometheus text format) and `GET /healthz` (200 when ready, 503 when
+//! starting or draining, so a load balancer stops sending new clients to a draining relay).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::metrics::Metrics;
+
+/// Connections served at once. A scraper and a health checker need one or two; the cap keeps
+/// a misbehaving client from piling up tasks on the relay.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Time a client gets to send its request headers. Scrapers send at once; this frees a
+/// connection that opened and went silent.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The relay's state as `/healthz` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthState {
+    /// Not yet accepting sessions: 503 `starting`.
+    Starting,
+    /// Accepting sessions: 200 `ok`.
+    Ready,
+    /// Sent GOAWAY, accepting no new sessions: 503 `draining`.
+    Draining,
+}
+
+/// Shared, cheap-to-clone health state. Starts [`HealthState::Ready`].
+#[derive(Clone, Debug)]
+pub struct Health(Arc<AtomicU8>);
+
+impl Default for Health {
+    fn default() -> Self {
+        Self(Arc::new(AtomicU8::new(HealthState::Ready as u8)))
+    }
+}
+
+impl Health {
+    /// A new state, [`HealthState::Ready`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the state.
+    pub fn set(&self, state: HealthState) {
+        self.0.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The current state.
+    pub fn get(&self) -> HealthState {
+        match self.0.load(Ordering::Relaxed) {
+            0 => HealthState::Starting,
+            1 => HealthState::Ready,
+            _ => HealthState::Draining,
+        }
+    }
+}
+
+/// A bound ops listener; [`Server::run`] serves it.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Health,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port; see [`Server::local_addr`]).
+    pub async fn bind(
+        addr: SocketAddr,
+        metrics: Arc<Metrics>,
+        health: Health,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self { listener, metrics, health })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes; open connections are then closed.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => accepted,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            };
+            let (stream, peer) = match accepted {
+                Ok(ok) => ok,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the others.
+                    tracing::warn!(error = %e, "ops listener accept failed");
+                    continue;
+                }
+            };
+            if connections.len() >= MAX_CONNECTIONS {
+                tracing::debug!(%peer, "ops listener busy, dropping connection");
+                continue;
+            }
+            let metrics = self.metrics.clone();
+            let health = self.health.clone();
+            connections.spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let response = respond(&req, &metrics, &health);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                if let Err(e) = served {
+                    tracing::debug!(%peer, error = %e, "ops connection ended with an error");
+                }
+            });
+        }
+        connections.shutdown().await;
+    }
+}
+
+fn respond(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, content_type: &'static str, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+    };
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "only GET\n".into());
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.render())
+        }
+        "/healthz" => match health.get() {
+            HealthState::Ready => text(StatusCode::OK, PLAIN, "ok\n".into()),
+            HealthState::Starting => {
+                text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "starting\n".into())
+            }
+            HealthState::Draining => {
+                text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "draining\n".into())
+            }
+        },
+        _ => text(StatusCode::NOT_FOUND, PLAIN, "not found: try /metrics or /healthz\n".into()),
+    }
+}
+
+/// A running ops listener started by [`serve`].
+#[derive(Debug)]
+pub struct Handle {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Handle {
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops the listener and waits until it has closed its connections.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // Dropping the handle stops the listener rather than leaking it.
+        self.task.abort();
+    }
+}
+
+/// Binds `addr` and serves `/metrics` and `/healthz` on a spawned task until the returned
+/// handle is shut down or dropped. Must be called inside a tokio runtime.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Health,
+) -> std::io::Result<Handle> {
+    let server = Server::bind(addr, metrics, health).await?;
+    let local_addr = server.local_addr()?;
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    Ok(Handle { local_addr, stop: Some(stop), task })
+}
