@@ -5,7 +5,10 @@
 //! outputs are drained through `poll_*`.
 
 pub mod coding;
+pub mod data;
+pub mod ext;
 pub mod kvp;
+pub mod priority;
 pub mod message;
 pub mod types;
 
