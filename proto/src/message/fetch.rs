@@ -1,7 +1,7 @@
 //! FETCH, FETCH_OK and FETCH_CANCEL (draft-16 §9.16 to §9.18).
 
 use crate::coding::{DecodeError, get_u8, get_varint, put_varint};
-use crate::kvp::KeyValue;
+use crate::ext::Extensions;
 use crate::message::{MessageParams, MessageType, Payload, decode_extensions, encode_extensions};
 use crate::types::{FullTrackName, Location, RequestId};
 
@@ -115,8 +115,8 @@ pub struct FetchOk {
     pub end_location: Location,
     /// Parameters (draft-16 defines none for FETCH_OK; only negotiated ones are kept).
     pub params: MessageParams,
-    /// Track Extensions: extension headers to the end of the message, sorted by type.
-    pub extensions: Vec<KeyValue>,
+    /// Track Extensions: extension headers to the end of the message.
+    pub extensions: Extensions,
 }
 
 impl Payload for FetchOk {

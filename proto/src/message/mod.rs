@@ -9,7 +9,7 @@
 use bytes::BufMut;
 
 use crate::coding::{Decode, DecodeError, Encode, get_bytes, get_u16, get_varint, put_varint};
-use crate::kvp::{self, KeyValue};
+use crate::ext::Extensions;
 
 mod control;
 mod fetch;
@@ -295,14 +295,15 @@ impl Decode for Message {
     }
 }
 
-/// Reads Track Extensions: Key-Value-Pairs up to the end of the payload.
-fn decode_extensions(buf: &mut &[u8]) -> Result<Vec<KeyValue>, DecodeError> {
-    kvp::get_pairs_to_end(buf)
+/// Reads Track Extensions: Key-Value-Pairs up to the end of the payload, interpreted by
+/// [`Extensions`] (which closes the session for values the draft forbids).
+fn decode_extensions(buf: &mut &[u8]) -> Result<Extensions, DecodeError> {
+    let ext = Extensions::decode_track_block(buf)?;
+    *buf = &[];
+    Ok(ext)
 }
 
-/// Writes Track Extensions sorted by type (the delta encoding needs that).
-fn encode_extensions(buf: &mut Vec<u8>, ext: &[KeyValue]) {
-    let mut v = ext.to_vec();
-    kvp::sort(&mut v);
-    kvp::put_pairs(buf, &v);
+/// Writes Track Extensions, sorted by type as the delta encoding needs.
+fn encode_extensions(buf: &mut Vec<u8>, ext: &Extensions) {
+    ext.encode_block(buf);
 }

@@ -1,7 +1,7 @@
 //! PUBLISH, PUBLISH_OK and PUBLISH_DONE (draft-16 §9.13 to §9.15).
 
 use crate::coding::{DecodeError, get_varint, put_varint};
-use crate::kvp::KeyValue;
+use crate::ext::Extensions;
 use crate::message::{MessageParams, MessageType, Payload, decode_extensions, encode_extensions};
 use crate::types::{FullTrackName, ReasonPhrase, RequestId, TrackAlias};
 
@@ -16,8 +16,8 @@ pub struct Publish {
     pub track_alias: TrackAlias,
     /// Parameters (AUTHORIZATION_TOKEN, EXPIRES, LARGEST_OBJECT, FORWARD).
     pub params: MessageParams,
-    /// Track Extensions: extension headers to the end of the message, sorted by type.
-    pub extensions: Vec<KeyValue>,
+    /// Track Extensions: extension headers to the end of the message.
+    pub extensions: Extensions,
 }
 
 impl Payload for Publish {

@@ -2,7 +2,7 @@
 //! (draft-16 §9.9 to §9.12, §9.19).
 
 use crate::coding::DecodeError;
-use crate::kvp::KeyValue;
+use crate::ext::Extensions;
 use crate::message::{MessageParams, MessageType, Payload, decode_extensions, encode_extensions};
 use crate::types::{FullTrackName, RequestId, TrackAlias};
 
@@ -44,8 +44,8 @@ pub struct SubscribeOk {
     pub track_alias: TrackAlias,
     /// Parameters (EXPIRES, LARGEST_OBJECT).
     pub params: MessageParams,
-    /// Track Extensions: extension headers to the end of the message, sorted by type.
-    pub extensions: Vec<KeyValue>,
+    /// Track Extensions: extension headers to the end of the message.
+    pub extensions: Extensions,
 }
 
 impl Payload for SubscribeOk {

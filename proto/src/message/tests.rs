@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::coding::{Encode, TerminationCode};
+use crate::ext::Extensions;
 use crate::kvp::KeyValue;
 use crate::types::*;
 
@@ -264,7 +265,12 @@ fn subscribe_ok() {
             largest_object: Some(Location::new(10, 3)),
             ..MessageParams::default()
         },
-        extensions: vec![KeyValue::int(0x02, 200), KeyValue::int(0x0e, 32), KeyValue::int(0x22, 2)],
+        extensions: Extensions {
+            delivery_timeout: Some(200),
+            default_publisher_priority: Some(32),
+            default_publisher_group_order: Some(GroupOrder::Descending),
+            ..Extensions::default()
+        },
     };
     check(&fixture, m);
 }
@@ -351,7 +357,11 @@ fn publish() {
             forward: Some(false),
             ..MessageParams::default()
         },
-        extensions: vec![KeyValue::int(0x04, 5000), KeyValue::int(0x30, 1)],
+        extensions: Extensions {
+            max_cache_duration: Some(5000),
+            dynamic_groups: Some(true),
+            ..Extensions::default()
+        },
     };
     check(&fixture, m);
 }
@@ -495,7 +505,7 @@ fn fetch_ok() {
         end_of_track: true,
         end_location: Location::new(3, 0),
         params: MessageParams::default(),
-        extensions: vec![KeyValue::int(0x04, 10)],
+        extensions: Extensions { max_cache_duration: Some(10), ..Extensions::default() },
     };
     check(&fixture, m);
 }
@@ -949,6 +959,30 @@ fn message_field_errors() {
 }
 
 #[test]
+fn track_extensions() {
+    // SUBSCRIBE_OK, Request ID 0, Track Alias 0, no parameters, then Track Extensions:
+    //   delta 0x0b -> IMMUTABLE_EXTENSIONS, len 2: (delta 0x0e DEFAULT_PUBLISHER_PRIORITY 5)
+    //   delta 0x35 -> unknown 0x40 (even) = 1
+    let fixture = "04 0009 00 00 00 0b 02 0e 05 35 01";
+    let Message::SubscribeOk(m) = Message::decode(&mut &hex(fixture)[..]).unwrap() else {
+        panic!()
+    };
+    let imm = m.extensions.immutable.as_ref().expect("immutable block");
+    assert_eq!(imm.extensions().default_publisher_priority, Some(5));
+    assert_eq!(imm.raw().as_ref(), &[0x0e, 0x05]);
+    assert_eq!(m.extensions.other, vec![KeyValue::int(0x40, 1)], "unknown kept raw");
+    // Forwarded unchanged: the same bytes come out.
+    check(fixture, m);
+    // Values the draft forbids close the session (PUBLISH, FETCH_OK, SUBSCRIBE_OK):
+    closes_hex("04 0005 00 00 00 02 00", PV); // DELIVERY_TIMEOUT extension 0
+    closes_hex("04 0006 00 00 00 0e 4100", PV); // DEFAULT_PUBLISHER_PRIORITY 256
+    closes_hex("18 0007 00 00 00 00 00 22 03", PV); // DEFAULT_PUBLISHER_GROUP_ORDER 3
+    closes_hex("1d 0009 00 01 01 61 00 00 00 30 02", PV); // DYNAMIC_GROUPS 2
+    // A pair cut off by the end of the message.
+    closes_hex("04 0005 00 00 00 01 05", PV);
+}
+
+#[test]
 fn setup_parameter_rules() {
     use TerminationCode::*;
     // SERVER_SETUP with PATH "/" or AUTHORITY "a".
@@ -1014,6 +1048,11 @@ fn all_fixtures() -> Vec<Vec<u8>> {
         "02 0016 06 02 06 02 4064 01 02 02 01 0d 00 10 01 01 04 04050009 11 0b",
         "04 0010 02 07 02 08 00 01 02 0a03 02 40c8 0c 20 14 02",
         "18 0007 04 01 03 00 00 04 0a",
+        "04 0009 00 00 00 0b 02 0e 05 35 01",
+        "16 0021 04 01 02 06 636c696e6963 03 723432 05 766964656f 01 00 03 00 03 03 02 0300 \
+         1d 0a 02 02",
+        "03 0028 02 02 06 636c696e6963 03 723432 05 766964656f 07 02 41f4 01 04 03 01 6162 \
+         0d 01 10 20 01 01 02 01 02 10 00",
         "05 000d 03 10 43e9 08 6e6f20747261636b",
         "11 000d 04 01 06 636c696e6963 01 01 10 00",
         "20 001a 02 01 04 2f6d6f71 04 11 72656c61792e6578616d706c653a343433",
