@@ -18,6 +18,8 @@ enum Command {
     Cert(tiermesh_certs::cli::Args),
     /// Emulate a slow, lossy or changing link: a UDP relay with rate, delay, jitter and loss.
     Link(tiermesh_link::cli::Args),
+    /// Create token signing keys, issue and check access tokens.
+    Token(tiermesh_relay::token_cli::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -25,6 +27,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Cert(args) => tiermesh_certs::cli::run(args)?,
         Command::Link(args) => tiermesh_link::cli::run(args)?,
+        Command::Token(args) => tiermesh_relay::token_cli::run(args)?,
     }
     Ok(())
 }
