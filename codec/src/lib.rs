@@ -11,17 +11,17 @@
 //! This crate does no network I/O and reads no clock: capture times are passed in.
 
 pub mod av1;
-//TMP pub mod catalog;
+pub mod catalog;
 pub mod frame;
 pub mod h264;
-//TMP pub mod ladder;
-//TMP pub mod loc;
-//TMP pub mod opus;
+pub mod ladder;
+pub mod loc;
+pub mod opus;
 pub mod scale;
 pub mod test_pattern;
 
 pub use frame::{Audio, I420};
-//TMP pub use ladder::{Codec, EncodedFrame, Ladder, LadderConfig, Rung};
+pub use ladder::{Codec, EncodedFrame, Ladder, LadderConfig, Rung};
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
