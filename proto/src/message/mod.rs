@@ -10,6 +10,7 @@ use bytes::BufMut;
 
 use crate::coding::{Decode, DecodeError, Encode, get_bytes, get_u16, get_varint, put_varint};
 use crate::ext::Extensions;
+use crate::types::RequestId;
 
 mod control;
 mod fetch;
@@ -87,7 +88,7 @@ impl<'a> Frame<'a> {
 }
 
 macro_rules! messages {
-    ($($(#[$doc:meta])* $name:ident = $code:literal,)*) => {
+    ($($(#[$doc:meta])* $name:ident = $code:literal, $wire:literal,)*) => {
         /// A control message type code (draft-16 §9, the Message Types table).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum MessageType {
@@ -108,6 +109,19 @@ macro_rules! messages {
                     $($code => Some(MessageType::$name),)*
                     _ => None,
                 }
+            }
+
+            /// The draft's name, such as `SUBSCRIBE_OK`, for logs and reason phrases.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(MessageType::$name => $wire,)*
+                }
+            }
+        }
+
+        impl std::fmt::Display for MessageType {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
             }
         }
 
@@ -168,53 +182,53 @@ macro_rules! messages {
 
 messages! {
     /// CLIENT_SETUP (0x20).
-    ClientSetup = 0x20,
+    ClientSetup = 0x20, "CLIENT_SETUP",
     /// SERVER_SETUP (0x21).
-    ServerSetup = 0x21,
+    ServerSetup = 0x21, "SERVER_SETUP",
     /// GOAWAY (0x10).
-    GoAway = 0x10,
+    GoAway = 0x10, "GOAWAY",
     /// MAX_REQUEST_ID (0x15).
-    MaxRequestId = 0x15,
+    MaxRequestId = 0x15, "MAX_REQUEST_ID",
     /// REQUESTS_BLOCKED (0x1A).
-    RequestsBlocked = 0x1A,
+    RequestsBlocked = 0x1A, "REQUESTS_BLOCKED",
     /// REQUEST_OK (0x7).
-    RequestOk = 0x7,
+    RequestOk = 0x7, "REQUEST_OK",
     /// REQUEST_ERROR (0x5).
-    RequestError = 0x5,
+    RequestError = 0x5, "REQUEST_ERROR",
     /// SUBSCRIBE (0x3).
-    Subscribe = 0x3,
+    Subscribe = 0x3, "SUBSCRIBE",
     /// SUBSCRIBE_OK (0x4).
-    SubscribeOk = 0x4,
+    SubscribeOk = 0x4, "SUBSCRIBE_OK",
     /// REQUEST_UPDATE (0x2).
-    RequestUpdate = 0x2,
+    RequestUpdate = 0x2, "REQUEST_UPDATE",
     /// UNSUBSCRIBE (0xA).
-    Unsubscribe = 0xA,
+    Unsubscribe = 0xA, "UNSUBSCRIBE",
     /// PUBLISH (0x1D).
-    Publish = 0x1D,
+    Publish = 0x1D, "PUBLISH",
     /// PUBLISH_OK (0x1E).
-    PublishOk = 0x1E,
+    PublishOk = 0x1E, "PUBLISH_OK",
     /// PUBLISH_DONE (0xB).
-    PublishDone = 0xB,
+    PublishDone = 0xB, "PUBLISH_DONE",
     /// FETCH (0x16).
-    Fetch = 0x16,
+    Fetch = 0x16, "FETCH",
     /// FETCH_OK (0x18).
-    FetchOk = 0x18,
+    FetchOk = 0x18, "FETCH_OK",
     /// FETCH_CANCEL (0x17).
-    FetchCancel = 0x17,
+    FetchCancel = 0x17, "FETCH_CANCEL",
     /// TRACK_STATUS (0xD).
-    TrackStatus = 0xD,
+    TrackStatus = 0xD, "TRACK_STATUS",
     /// PUBLISH_NAMESPACE (0x6).
-    PublishNamespace = 0x6,
+    PublishNamespace = 0x6, "PUBLISH_NAMESPACE",
     /// NAMESPACE (0x8).
-    Namespace = 0x8,
+    Namespace = 0x8, "NAMESPACE",
     /// PUBLISH_NAMESPACE_DONE (0x9).
-    PublishNamespaceDone = 0x9,
+    PublishNamespaceDone = 0x9, "PUBLISH_NAMESPACE_DONE",
     /// NAMESPACE_DONE (0xE).
-    NamespaceDone = 0xE,
+    NamespaceDone = 0xE, "NAMESPACE_DONE",
     /// PUBLISH_NAMESPACE_CANCEL (0xC).
-    PublishNamespaceCancel = 0xC,
+    PublishNamespaceCancel = 0xC, "PUBLISH_NAMESPACE_CANCEL",
     /// SUBSCRIBE_NAMESPACE (0x11).
-    SubscribeNamespace = 0x11,
+    SubscribeNamespace = 0x11, "SUBSCRIBE_NAMESPACE",
 }
 
 fn put_frame<B: BufMut>(buf: &mut B, t: MessageType, payload: &[u8]) -> Result<(), EncodeError> {
@@ -226,7 +240,55 @@ fn put_frame<B: BufMut>(buf: &mut B, t: MessageType, payload: &[u8]) -> Result<(
     Ok(())
 }
 
+impl MessageType {
+    /// True for the messages that open a new request and so take the sender's next Request
+    /// ID (draft-16 §9.1): SUBSCRIBE, FETCH, REQUEST_UPDATE, SUBSCRIBE_NAMESPACE, PUBLISH,
+    /// PUBLISH_NAMESPACE and TRACK_STATUS.
+    pub fn is_request(self) -> bool {
+        use MessageType::*;
+        matches!(
+            self,
+            Subscribe
+                | Fetch
+                | RequestUpdate
+                | SubscribeNamespace
+                | Publish
+                | PublishNamespace
+                | TrackStatus
+        )
+    }
+}
+
 impl Message {
+    /// The message's Request ID field: the new ID for a request (see
+    /// [`MessageType::is_request`]), the referenced ID for responses and other messages.
+    /// `None` for messages without one (SETUP, GOAWAY, MAX_REQUEST_ID, REQUESTS_BLOCKED,
+    /// NAMESPACE, NAMESPACE_DONE).
+    pub fn request_id(&self) -> Option<RequestId> {
+        use Message::*;
+        Some(match self {
+            ClientSetup(_) | ServerSetup(_) | GoAway(_) | MaxRequestId(_) | RequestsBlocked(_)
+            | Namespace(_) | NamespaceDone(_) => return None,
+            RequestOk(m) => m.request_id,
+            RequestError(m) => m.request_id,
+            Subscribe(m) => m.request_id,
+            SubscribeOk(m) => m.request_id,
+            RequestUpdate(m) => m.request_id,
+            Unsubscribe(m) => m.request_id,
+            Publish(m) => m.request_id,
+            PublishOk(m) => m.request_id,
+            PublishDone(m) => m.request_id,
+            Fetch(m) => m.request_id,
+            FetchOk(m) => m.request_id,
+            FetchCancel(m) => m.request_id,
+            TrackStatus(m) => m.request_id,
+            PublishNamespace(m) => m.request_id,
+            PublishNamespaceDone(m) => m.request_id,
+            PublishNamespaceCancel(m) => m.request_id,
+            SubscribeNamespace(m) => m.request_id,
+        })
+    }
+
     /// Reads one message from the front of `buf`, allowing no extension parameters.
     ///
     /// `Short` (with `buf` untouched) until the whole frame is present; an unknown message

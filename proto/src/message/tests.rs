@@ -776,6 +776,63 @@ fn check_nonminimal() {
 }
 
 #[test]
+fn message_type_table() {
+    // The draft's Message Types table, code by code.
+    let table: &[(u64, &str)] = &[
+        (0x20, "CLIENT_SETUP"),
+        (0x21, "SERVER_SETUP"),
+        (0x10, "GOAWAY"),
+        (0x15, "MAX_REQUEST_ID"),
+        (0x1a, "REQUESTS_BLOCKED"),
+        (0x07, "REQUEST_OK"),
+        (0x05, "REQUEST_ERROR"),
+        (0x03, "SUBSCRIBE"),
+        (0x04, "SUBSCRIBE_OK"),
+        (0x02, "REQUEST_UPDATE"),
+        (0x0a, "UNSUBSCRIBE"),
+        (0x1d, "PUBLISH"),
+        (0x1e, "PUBLISH_OK"),
+        (0x0b, "PUBLISH_DONE"),
+        (0x16, "FETCH"),
+        (0x18, "FETCH_OK"),
+        (0x17, "FETCH_CANCEL"),
+        (0x0d, "TRACK_STATUS"),
+        (0x06, "PUBLISH_NAMESPACE"),
+        (0x08, "NAMESPACE"),
+        (0x09, "PUBLISH_NAMESPACE_DONE"),
+        (0x0e, "NAMESPACE_DONE"),
+        (0x0c, "PUBLISH_NAMESPACE_CANCEL"),
+        (0x11, "SUBSCRIBE_NAMESPACE"),
+    ];
+    for &(code, name) in table {
+        let t = MessageType::from_code(code).expect(name);
+        assert_eq!((t.code(), t.name()), (code, name));
+    }
+    let defined = (0..0x100).filter(|c| MessageType::from_code(*c).is_some()).count();
+    assert_eq!(defined, table.len(), "no other code is a message type");
+    let requests: Vec<_> = table
+        .iter()
+        .filter(|(c, _)| MessageType::from_code(*c).unwrap().is_request())
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(
+        requests,
+        [
+            "SUBSCRIBE",
+            "REQUEST_UPDATE",
+            "PUBLISH",
+            "FETCH",
+            "TRACK_STATUS",
+            "PUBLISH_NAMESPACE",
+            "SUBSCRIBE_NAMESPACE"
+        ]
+    );
+    let m: Message = Unsubscribe { request_id: RequestId(8) }.into();
+    assert_eq!(m.request_id(), Some(RequestId(8)));
+    assert_eq!(Message::from(GoAway::default()).request_id(), None);
+}
+
+#[test]
 fn frame_hook_reads_unknown_types() {
     let input = hex("4040 0002 abcd 0a");
     let mut cur = &input[..];
