@@ -98,7 +98,7 @@ impl Ca {
             .map_err(|e| Error::BadKey { path: key_path.clone(), detail: e.to_string() })?;
         let issuer = rcgen::Issuer::from_ca_cert_der(&cert, key)?;
         let cert_pem = std::fs::read_to_string(&cert_path)
-            .map_err(|source| Error::Read { path: cert_path, source })?;
+            .map_err(|error| Error::Read { path: cert_path, error })?;
         Ok(Ca { cert, cert_pem, issuer })
     }
 

@@ -2,24 +2,27 @@ use std::io;
 use std::path::PathBuf;
 
 /// What went wrong with TLS material. Every variant about a file names the file.
+///
+/// Messages are complete on their own (they include the underlying error's message), so the
+/// underlying errors are fields, not `source()`s: printing an error chain repeats nothing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A file could not be read (missing, unreadable, a directory…).
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
     /// A file or directory could not be written.
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}: {error}", path.display())]
     Write {
         /// The file or directory.
         path: PathBuf,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
     /// Writing would overwrite a file that must not be lost (a CA key).
     #[error("{} already exists; refusing to overwrite it", path.display())]
@@ -117,11 +120,29 @@ pub enum Error {
     },
     /// Generating or signing a certificate failed.
     #[error("certificate generation failed: {0}")]
-    Generate(#[from] rcgen::Error),
+    Generate(rcgen::Error),
     /// rustls refused the configuration (e.g. no usable trust anchor).
     #[error("TLS configuration: {0}")]
-    Tls(#[from] rustls::Error),
+    Tls(rustls::Error),
     /// A certificate verifier could not be built (e.g. an empty trust store).
     #[error("certificate verifier: {0}")]
-    Verifier(#[from] rustls::server::VerifierBuilderError),
+    Verifier(rustls::server::VerifierBuilderError),
+}
+
+impl From<rcgen::Error> for Error {
+    fn from(e: rcgen::Error) -> Self {
+        Self::Generate(e)
+    }
+}
+
+impl From<rustls::Error> for Error {
+    fn from(e: rustls::Error) -> Self {
+        Self::Tls(e)
+    }
+}
+
+impl From<rustls::server::VerifierBuilderError> for Error {
+    fn from(e: rustls::server::VerifierBuilderError) -> Self {
+        Self::Verifier(e)
+    }
 }

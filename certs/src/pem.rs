@@ -138,7 +138,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
 
 /// Reads a file and decodes all its PEM blocks of known kinds.
 fn read_sections(path: &Path) -> Result<Vec<(SectionKind, Vec<u8>)>, Error> {
-    let bytes = fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+    let bytes = fs::read(path).map_err(|error| Error::Read { path: path.to_owned(), error })?;
     if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
         let detail = if bytes.is_empty() {
             "the file is empty".to_owned()
@@ -200,7 +200,7 @@ fn check_validity(path: &Path, index: usize, der: &[u8], now: i64) -> Result<(),
 /// process reloading it never reads half a file. Secret files are created readable by the
 /// owner only.
 pub(crate) fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), Error> {
-    let write_err = |source| Error::Write { path: path.to_owned(), source };
+    let write_err = |error| Error::Write { path: path.to_owned(), error };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     let tmp: PathBuf = path.with_file_name(format!(".{}.tmp", name.unwrap_or_default()));
     let mut options = fs::OpenOptions::new();
@@ -224,7 +224,7 @@ pub(crate) fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(
 
 /// Creates a directory (and its parents) for output files.
 pub(crate) fn create_dir(dir: &Path) -> Result<(), Error> {
-    fs::create_dir_all(dir).map_err(|source| Error::Write { path: dir.to_owned(), source })
+    fs::create_dir_all(dir).map_err(|error| Error::Write { path: dir.to_owned(), error })
 }
 
 #[cfg(test)]
