@@ -6,14 +6,15 @@ use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ResolvesServerCert;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use sha2::{Digest, Sha256};
+use tiermesh_certs::CertHash;
+use tiermesh_certs::verify::{NoVerifier, PinnedHashVerifier};
 
 use super::Error;
 
@@ -25,39 +26,6 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 static TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
-
-/// The SHA-256 of a certificate's DER encoding, as browsers pin it in
-/// `serverCertificateHashes` and `--tls-cert-hash` takes it.
-pub fn cert_sha256(der: &[u8]) -> [u8; 32] {
-    Sha256::digest(der).into()
-}
-
-/// Parses a SHA-256 certificate hash: 64 hex digits, optionally in colon-separated pairs
-/// (`AB:CD:…`, as `openssl x509 -fingerprint -sha256` prints it).
-pub fn parse_cert_hash(text: &str) -> Result<[u8; 32], Error> {
-    let bad = || Error::InvalidCertHash {
-        input: text.to_owned(),
-    };
-    let digits: Vec<u8> = text
-        .trim()
-        .bytes()
-        .filter(|b| *b != b':')
-        .collect();
-    if digits.len() != 64 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in digits.chunks(2).enumerate() {
-        let hi = (pair[0] as char).to_digit(16).ok_or_else(bad)?;
-        let lo = (pair[1] as char).to_digit(16).ok_or_else(bad)?;
-        out[i] = (hi * 16 + lo) as u8;
-    }
-    Ok(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn private_key(der: Vec<u8>) -> Result<PrivateKeyDer<'static>, Error> {
     PrivateKeyDer::try_from(der).map_err(|e| {
@@ -141,7 +109,7 @@ impl fmt::Debug for ServerTls {
         let certs = match &self.certs {
             ServerCerts::Single { chain, .. } => format!(
                 "leaf sha256 {}",
-                hex(&cert_sha256(chain.first().map(|c| c.as_ref()).unwrap_or(&[])))
+                CertHash::of(chain.first().map(|c| c.as_ref()).unwrap_or(&[]))
             ),
             ServerCerts::Resolver(_) => "resolver".to_owned(),
         };
@@ -154,67 +122,80 @@ impl fmt::Debug for ServerTls {
 
 /// How a client decides to trust the server's certificate, and the certificate it presents
 /// itself, if any (mutual TLS).
+/// How a client decides to trust the server's certificate, and the certificate it presents
+/// itself, if any (mutual TLS).
 #[derive(Clone)]
 pub struct ClientTls {
     trust: Trust,
-    identity: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+    identity: Option<Identity>,
 }
 
 #[derive(Clone)]
 enum Trust {
-    System,
-    Roots(Arc<RootCertStore>),
-    Pinned(Vec<[u8; 32]>),
+    WebPki(Arc<RootCertStore>),
+    Pinned(CertHash),
     Insecure,
     Custom(Arc<dyn ServerCertVerifier>),
 }
 
+#[derive(Clone)]
+enum Identity {
+    Fixed(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>),
+    Resolver(Arc<dyn ResolvesClientCert>),
+}
+
 impl ClientTls {
-    /// The operating system's trusted roots (read once per process); when the system has
-    /// none (a minimal container), the Mozilla roots bundled with `webpki-roots`.
+    /// The public web PKI: Mozilla's root program as bundled by `webpki-roots`. Compiled in
+    /// rather than read from the operating system, as the certs crate does, so a client
+    /// behaves the same in a minimal container, on CI and on a desktop.
     pub fn system_roots() -> Self {
-        Self::with_trust(Trust::System)
+        static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+        let roots = ROOTS.get_or_init(|| {
+            Arc::new(RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            })
+        });
+        Self::with_trust(Trust::WebPki(roots.clone()))
     }
 
     /// The CA certificates in a PEM file, and only those.
     pub fn ca_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let bad = |reason: String| Error::CaFile {
+        let certs = tiermesh_certs::pem::load_chain(path).map_err(|e| Error::CaFile {
             path: path.to_owned(),
-            reason,
-        };
-        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-        let certs = CertificateDer::pem_slice_iter(&bytes)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
-        if certs.is_empty() {
-            return Err(bad("holds no PEM CERTIFICATE block".into()));
-        }
+            reason: e.to_string(),
+        })?;
         Self::ca_der(certs.into_iter().map(|c| c.to_vec()).collect())
-            .map_err(|e| bad(e.to_string()))
     }
 
     /// These CA certificates (DER), and only those.
     pub fn ca_der(certs: Vec<Vec<u8>>) -> Result<Self, Error> {
+        if certs.is_empty() {
+            return Err(Error::TlsConfig("no CA certificate given".into()));
+        }
         let mut roots = RootCertStore::empty();
         for (i, der) in certs.into_iter().enumerate() {
             roots
                 .add(CertificateDer::from(der))
                 .map_err(|e| Error::TlsConfig(format!("CA certificate #{}: {e}", i + 1)))?;
         }
-        Ok(Self::with_trust(Trust::Roots(Arc::new(roots))))
+        Ok(Self::with_trust(Trust::WebPki(Arc::new(roots))))
     }
 
-    /// Trusts exactly the server certificates with these SHA-256 hashes (of the leaf's DER),
-    /// whatever their issuer and name: how browsers accept a self-signed development
-    /// certificate (`serverCertificateHashes`).
-    pub fn pinned_sha256(hashes: impl IntoIterator<Item = [u8; 32]>) -> Self {
-        Self::with_trust(Trust::Pinned(hashes.into_iter().collect()))
+    /// Trusts exactly the server certificate with this SHA-256 (of the leaf's DER), whatever
+    /// its issuer and name, while it is within its validity: how browsers accept a
+    /// self-signed development certificate (`serverCertificateHashes`).
+    pub fn pinned(hash: CertHash) -> Self {
+        Self::with_trust(Trust::Pinned(hash))
     }
 
-    /// [`pinned_sha256`](Self::pinned_sha256) from the hex form `--tls-cert-hash` takes.
+    /// [`pinned`](Self::pinned) from the hex form `--tls-cert-hash` takes: 64 hex digits,
+    /// optionally in colon-separated pairs.
     pub fn pinned_hex(text: &str) -> Result<Self, Error> {
-        Ok(Self::pinned_sha256([parse_cert_hash(text)?]))
+        let hash = CertHash::from_hex(text).map_err(|_| Error::InvalidCertHash {
+            input: text.to_owned(),
+        })?;
+        Ok(Self::pinned(hash))
     }
 
     /// Trusts any certificate: anyone on the path can read and alter the session. Only for
@@ -227,7 +208,7 @@ impl ClientTls {
         Self::with_trust(Trust::Insecure)
     }
 
-    /// A verifier of the caller's own (for example the mesh CA's).
+    /// A verifier of the caller's own.
     pub fn custom_verifier(verifier: Arc<dyn ServerCertVerifier>) -> Self {
         Self::with_trust(Trust::Custom(verifier))
     }
@@ -238,11 +219,18 @@ impl ClientTls {
         if chain.is_empty() {
             return Err(Error::TlsConfig("the client certificate chain is empty".into()));
         }
-        self.identity = Some((
+        self.identity = Some(Identity::Fixed(
             chain.into_iter().map(CertificateDer::from).collect(),
             Arc::new(private_key(key)?),
         ));
         Ok(self)
+    }
+
+    /// Presents whatever certificate `resolver` picks (for example a mesh node certificate
+    /// that reloads when renewed): mutual TLS.
+    pub fn with_client_cert_resolver(mut self, resolver: Arc<dyn ResolvesClientCert>) -> Self {
+        self.identity = Some(Identity::Resolver(resolver));
+        self
     }
 
     /// Whether this trusts any certificate.
@@ -265,16 +253,18 @@ impl ClientTls {
         failure: &Failure,
     ) -> Result<rustls::ClientConfig, Error> {
         let inner: Arc<dyn ServerCertVerifier> = match &self.trust {
-            Trust::System => webpki(system_roots())?,
-            Trust::Roots(roots) => webpki(roots.clone())?,
-            Trust::Pinned(pins) => Arc::new(AnyCert {
-                pins: Some(pins.clone()),
-            }),
+            Trust::WebPki(roots) => {
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    roots.clone(),
+                    provider(),
+                )
+                .build()
+                .map_err(|e| Error::TlsConfig(format!("trusted roots: {e}")))?
+            }
+            Trust::Pinned(hash) => Arc::new(PinnedHashVerifier::new(*hash)),
             Trust::Insecure => {
-                tracing::warn!(
-                    "connecting WITHOUT TLS certificate verification (--tls-insecure)"
-                );
-                Arc::new(AnyCert { pins: None })
+                tracing::warn!("connecting WITHOUT TLS certificate verification (--tls-insecure)");
+                Arc::new(NoVerifier::new())
             }
             Trust::Custom(v) => v.clone(),
         };
@@ -288,9 +278,10 @@ impl ClientTls {
             .dangerous()
             .with_custom_certificate_verifier(verifier);
         let mut config = match &self.identity {
-            Some((chain, key)) => builder
+            Some(Identity::Fixed(chain, key)) => builder
                 .with_client_auth_cert(chain.clone(), key.clone_key())
                 .map_err(|e| Error::TlsConfig(format!("client certificate and key: {e}")))?,
+            Some(Identity::Resolver(r)) => builder.with_client_cert_resolver(r.clone()),
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
@@ -301,12 +292,8 @@ impl ClientTls {
 impl fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let trust = match &self.trust {
-            Trust::System => "system roots".to_owned(),
-            Trust::Roots(r) => format!("{} CA certificates", r.len()),
-            Trust::Pinned(p) => format!(
-                "pinned sha256 {}",
-                p.iter().map(|h| hex(h)).collect::<Vec<_>>().join(",")
-            ),
+            Trust::WebPki(r) => format!("{} trusted roots", r.len()),
+            Trust::Pinned(h) => format!("pinned sha256 {h}"),
             Trust::Insecure => "INSECURE (no verification)".to_owned(),
             Trust::Custom(_) => "custom verifier".to_owned(),
         };
@@ -315,32 +302,6 @@ impl fmt::Debug for ClientTls {
             .field("client_cert", &self.identity.is_some())
             .finish()
     }
-}
-
-fn system_roots() -> Arc<RootCertStore> {
-    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
-    ROOTS
-        .get_or_init(|| {
-            let mut roots = RootCertStore::empty();
-            let found = rustls_native_certs::load_native_certs();
-            for e in &found.errors {
-                tracing::debug!(error = %e, "reading system root certificates");
-            }
-            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                tracing::info!("no system root certificates found; using the bundled Mozilla roots");
-                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            }
-            Arc::new(roots)
-        })
-        .clone()
-}
-
-fn webpki(roots: Arc<RootCertStore>) -> Result<Arc<dyn ServerCertVerifier>, Error> {
-    let v = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
-        .build()
-        .map_err(|e| Error::TlsConfig(format!("trusted roots: {e}")))?;
-    Ok(v)
 }
 
 /// Where a client's verifier records why it refused a certificate, so the connection error
@@ -359,24 +320,6 @@ impl Failure {
         }
     }
 }
-
-/// A certificate that does not match any pinned hash.
-#[derive(Debug)]
-struct NotPinned {
-    got: [u8; 32],
-}
-
-impl fmt::Display for NotPinned {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "its SHA-256 is {}, which matches no pinned certificate hash",
-            hex(&self.got)
-        )
-    }
-}
-
-impl std::error::Error for NotPinned {}
 
 fn describe(error: &rustls::Error) -> String {
     let rustls::Error::InvalidCertificate(ce) = error else {
@@ -455,91 +398,17 @@ impl ServerCertVerifier for Recording {
     }
 }
 
-/// Accepts a certificate by its hash (`pins`), or any certificate (`None`, insecure). In both
-/// cases the handshake signature is still checked, so the server must hold the key.
-#[derive(Debug)]
-struct AnyCert {
-    pins: Option<Vec<[u8; 32]>>,
-}
-
-impl ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Some(pins) = &self.pins {
-            let got = cert_sha256(end_entity);
-            if !pins.contains(&got) {
-                return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                    rustls::OtherError(Arc::new(NotPinned { got })),
-                )));
-            }
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn cert_hash_parses_plain_and_fingerprint_forms() {
-        let h = cert_sha256(b"abc");
-        let plain = hex(&h);
-        assert_eq!(
-            plain,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        assert_eq!(parse_cert_hash(&plain).unwrap(), h);
-        let colons: Vec<String> = h.iter().map(|b| format!("{b:02X}")).collect();
-        assert_eq!(parse_cert_hash(&colons.join(":")).unwrap(), h);
-    }
-
-    #[test]
     fn bad_cert_hash_says_what_is_expected() {
         for bad in ["", "abc", &"g".repeat(64), &"a".repeat(66)] {
-            let err = parse_cert_hash(bad).unwrap_err().to_string();
+            let err = ClientTls::pinned_hex(bad).unwrap_err().to_string();
             assert!(err.contains("64 hex digits"), "{err}");
         }
+        assert!(ClientTls::pinned_hex(&format!("{}AB", "AB:".repeat(31))).is_ok());
     }
 
     #[test]
@@ -550,11 +419,10 @@ mod tests {
 
     #[test]
     fn a_file_without_certificates_is_refused() {
-        let dir = std::env::temp_dir().join(format!("tiermesh-ca-{}", std::process::id()));
-        std::fs::write(&dir, "hello").unwrap();
-        let err = ClientTls::ca_file(&dir).unwrap_err().to_string();
-        std::fs::remove_file(&dir).ok();
-        assert!(err.contains("no PEM CERTIFICATE"), "{err}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "hello").unwrap();
+        let err = ClientTls::ca_file(file.path()).unwrap_err().to_string();
+        assert!(err.contains("CA file"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,113 @@
+//! Shared set-up for the transport tests: a fresh ECDSA P-256 development certificate valid
+//! for less than 14 days (what browsers accept by hash), a server on 127.0.0.1, deadlines.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use tiermesh_client::transport::{
+    self, CertHash, ClientTls, Request, Server, ServerTls, Session, TransportConfig, Url,
+};
+
+/// A self-signed certificate and its key, DER.
+pub struct DevCert {
+    pub chain: Vec<Vec<u8>>,
+    pub key: Vec<u8>,
+    pub sha256: CertHash,
+}
+
+/// An ECDSA P-256 certificate for localhost and 127.0.0.1, valid 10 days from 5 minutes ago.
+pub fn dev_cert() -> DevCert {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::days(10);
+    let cert = params.self_signed(&key).unwrap();
+    let der = cert.der().to_vec();
+    DevCert {
+        sha256: CertHash::of(&der),
+        chain: vec![der],
+        key: key.serialize_der(),
+    }
+}
+
+impl DevCert {
+    pub fn server_tls(&self) -> ServerTls {
+        ServerTls::from_der(self.chain.clone(), self.key.clone()).unwrap()
+    }
+
+    pub fn pinned(&self) -> ClientTls {
+        ClientTls::pinned(self.sha256)
+    }
+}
+
+/// A server on an ephemeral port of 127.0.0.1 with a fresh development certificate.
+pub fn server() -> (Server, DevCert) {
+    server_with(TransportConfig::default())
+}
+
+pub fn server_with(config: TransportConfig) -> (Server, DevCert) {
+    let cert = dev_cert();
+    let server =
+        Server::bind_with("127.0.0.1:0".parse().unwrap(), cert.server_tls(), config).unwrap();
+    (server, cert)
+}
+
+/// `scheme://127.0.0.1:PORT{rest}`.
+pub fn url(server: &Server, scheme: &str, rest: &str) -> Url {
+    format!("{scheme}://127.0.0.1:{}{rest}", server.local_addr().port())
+        .parse()
+        .unwrap()
+}
+
+/// Runs `f` and fails the test if it takes longer than 10 s.
+pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// Connects a client and accepts it on the server, returning both sessions and what the
+/// server saw of the request (kind, path, query, offered protocols).
+pub async fn pair(
+    server: &mut Server,
+    url: &Url,
+    tls: &ClientTls,
+) -> (Session, Session, RequestInfo) {
+    let (client, server_side) = within("connect and accept", async {
+        tokio::join!(transport::connect(url, tls), async {
+            let request = server.accept().await.expect("server closed");
+            let info = RequestInfo::of(&request);
+            (request.accept().await.expect("accept"), info)
+        })
+    })
+    .await;
+    let (server_session, info) = server_side;
+    (client.expect("client connect"), server_session, info)
+}
+
+/// What the server learnt from a request before accepting it.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub kind: transport::Kind,
+    pub path: Option<String>,
+    pub query: Option<String>,
+    pub offered: Vec<String>,
+    pub peer: std::net::SocketAddr,
+}
+
+impl RequestInfo {
+    pub fn of(r: &Request) -> Self {
+        Self {
+            kind: r.kind(),
+            path: r.path().map(str::to_owned),
+            query: r.query().map(str::to_owned),
+            offered: r.offered_protocols(),
+            peer: r.peer(),
+        }
+    }
+}
