@@ -4,12 +4,15 @@
 //! reads no clock and spawns nothing: time is passed in through `handle_*(now, …)` and
 //! outputs are drained through `poll_*`.
 
+pub mod catalog;
 pub mod coding;
 pub mod data;
 pub mod ext;
 pub mod kvp;
+pub mod loc;
 pub mod priority;
 pub mod message;
+pub mod session;
 pub mod types;
 
 pub use coding::{Decode, DecodeError, Encode, TerminationCode};
