@@ -5,6 +5,20 @@
 //! present and [`DecodeError::Malformed`] with the draft's termination code for anything that
 //! must close the session. A payload is parsed only within its length, and nothing is
 //! reserved from a count the peer sent.
+//!
+//! Rules enforced here: unknown message type, length mismatch, unknown or repeated message
+//! parameter (extension parameters allowed through [`Message::decode_with`]), parameter
+//! values out of range, namespace field count and lengths, name and reason-phrase limits,
+//! key-value lengths and delta overflow, Token structure, Fetch Type, End Of Track,
+//! Subscribe Options, Track Extension values, SETUP PATH/AUTHORITY syntax, PATH or
+//! AUTHORITY from a server, DELETE/USE_ALIAS tokens in CLIENT_SETUP.
+//!
+//! Rules that need session state stay with the session: Request ID order and parity and
+//! the Maximum Request ID, duplicate track aliases, token alias registration and cache size,
+//! repeated GOAWAY and a GOAWAY URI sent to a server, PATH/AUTHORITY over WebTransport, a
+//! decreasing MAX_REQUEST_ID, REQUEST_UPDATE parameters against the request they update
+//! ([`MessageParams::check_update`]), tokens repeated after alias resolution, and which
+//! stream a message may arrive on.
 
 use bytes::BufMut;
 
