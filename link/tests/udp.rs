@@ -152,6 +152,50 @@ async fn loss_drops_exactly_the_packets_the_seeded_pipe_drops() {
 }
 
 #[tokio::test]
+async fn jitter_varies_the_delay_within_bounds_and_keeps_order() {
+    // 60 ms ± 20 ms, one packet every 10 ms for 1.5 s: every packet arrives, in order, 40 ms
+    // to 80 ms after it was sent (plus at most 30 ms of lateness), and the delays do vary.
+    const COUNT: u32 = 150;
+    let sink = UdpSocket::bind(loopback()).await.unwrap();
+    let up = LinkParams::default().with_delay(60 * MS).with_jitter(20 * MS);
+    let emulator =
+        Emulator::bind(loopback(), sink.local_addr().unwrap(), up, LinkParams::default(), 5)
+            .await
+            .unwrap();
+    let client = UdpSocket::bind(loopback()).await.unwrap();
+    client.connect(emulator.local_addr()).await.unwrap();
+    let origin = Instant::now();
+    let sender = tokio::spawn(async move {
+        let mut pace = tokio::time::interval(10 * MS);
+        for i in 0..COUNT {
+            pace.tick().await;
+            // Each packet carries its index and its send time (µs since `origin`).
+            let mut packet = [0u8; 12];
+            packet[..4].copy_from_slice(&i.to_be_bytes());
+            packet[4..].copy_from_slice(&(origin.elapsed().as_micros() as u64).to_be_bytes());
+            client.send(&packet).await.unwrap();
+        }
+    });
+    let mut buf = [0u8; 64];
+    let mut delays = Vec::new();
+    for expected in 0..COUNT {
+        let n = recv(&sink, &mut buf).await;
+        let arrived = origin.elapsed();
+        assert_eq!(n, 12);
+        let index = u32::from_be_bytes(buf[..4].try_into().unwrap());
+        assert_eq!(index, expected, "packets arrive in order");
+        let sent = Duration::from_micros(u64::from_be_bytes(buf[4..12].try_into().unwrap()));
+        delays.push(arrived - sent);
+    }
+    sender.await.unwrap();
+    let (min, max) = (*delays.iter().min().unwrap(), *delays.iter().max().unwrap());
+    println!("60 ms ± 20 ms jitter, order kept: delays {min:?} .. {max:?}");
+    assert!(min >= 40 * MS, "never below delay - jitter: {min:?}");
+    assert!(max < 110 * MS, "below delay + jitter + 30 ms: {max:?}");
+    assert!(max - min >= 15 * MS, "the delay varies: {min:?} .. {max:?}");
+}
+
+#[tokio::test]
 async fn each_client_gets_its_own_replies() {
     let (echo, _server) = echo_server().await;
     let link = LinkParams::default().with_rate(5_000_000).with_delay(5 * MS);
