@@ -12,6 +12,7 @@ pub mod kvp;
 pub mod loc;
 pub mod priority;
 pub mod message;
+pub mod session;
 pub mod types;
 
 pub use coding::{Decode, DecodeError, Encode, TerminationCode};
