@@ -707,6 +707,14 @@ fn each_message_parameter_alone() {
         let mut out = Vec::new();
         want.encode(&mut out);
         assert_eq!(hex::encode(out), hex::encode(&bytes), "encode {h}");
+        for k in 0..bytes.len() {
+            let mut cur = &bytes[..k];
+            assert_eq!(
+                MessageParams::decode(&mut cur, t, &[]),
+                Err(DecodeError::Short),
+                "{h}[..{k}]"
+            );
+        }
     }
 }
 
