@@ -200,6 +200,17 @@ pub enum AuthError {
     OutOfScope(Action),
 }
 
+impl AuthError {
+    /// When the same request could succeed later: a token not yet valid becomes valid after
+    /// this long (the REQUEST_ERROR Retry Interval). `None` for every other error.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AuthError::NotYetValid { wait } => Some(*wait),
+            _ => None,
+        }
+    }
+}
+
 /// Why a key could not be read, parsed or generated.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -359,6 +370,12 @@ impl Grant {
     /// Whether the grant's token has expired at `now`.
     pub fn is_expired(&self, now: SystemTime) -> bool {
         now >= self.expires_at
+    }
+
+    /// Time left until the token expires (zero once it has): arm the session's close timer
+    /// with it.
+    pub fn expires_in(&self, now: SystemTime) -> Duration {
+        self.expires_at.duration_since(now).unwrap_or_default()
     }
 }
 

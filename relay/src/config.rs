@@ -212,7 +212,10 @@ pub enum SchedulerMode {
 /// unless given, and then leaves the file's value alone.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct Flags {
-    /// UDP address for MoQT (QUIC and WebTransport) [default: [::]:4443]
+    /// TOML configuration file (flags given here override its values)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// UDP address for MoQT (QUIC and WebTransport) [default: port 4443, all addresses]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// TCP address of the ops listener (/metrics, /healthz) [default: 127.0.0.1:9090]
@@ -272,6 +275,12 @@ impl RelayConfig {
         config.apply(flags);
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads the file named by `--config` (if any) and applies the other flags over it:
+    /// `load(flags.config.as_deref(), flags)`.
+    pub fn from_flags(flags: &Flags) -> Result<Self, ConfigError> {
+        Self::load(flags.config.as_deref(), flags)
     }
 
     /// Parses TOML text; `path` names it in errors. Relative paths are left as written.

@@ -114,6 +114,8 @@ fn each_kind_of_bad_token_has_its_own_error() {
         auth.verify(key.sign(&c).unwrap().expose(), now()),
         Err(AuthError::NotYetValid { wait: Duration::from_secs(3600) })
     );
+    let not_yet = auth.verify(key.sign(&c).unwrap().expose(), now()).unwrap_err();
+    assert_eq!(not_yet.retry_after(), Some(Duration::from_secs(3600)));
     // ...while a few seconds ahead is clock skew and accepted.
     c.nbf = Some(1_800_000_000 + 5);
     assert!(auth.verify(key.sign(&c).unwrap().expose(), now()).is_ok());
@@ -250,6 +252,8 @@ fn a_grant_stops_working_when_its_token_expires() {
     let grant = auth.verify(key.sign(&claims(&["a"], &[])).unwrap().expose(), now()).unwrap();
     let later = now() + Duration::from_secs(3600);
     assert!(grant.is_expired(later));
+    assert_eq!(grant.expires_in(now()), Duration::from_secs(3600));
+    assert_eq!(grant.expires_in(later + Duration::from_secs(5)), Duration::ZERO);
     assert_eq!(
         auth.authorize(Some(&grant), Action::Publish, &ns("a"), later + Duration::from_secs(2)),
         Err(AuthError::Expired { ago: Duration::from_secs(2) })

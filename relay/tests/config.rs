@@ -115,6 +115,16 @@ fn flags_not_given_do_not_clobber_the_file() {
 }
 
 #[test]
+fn config_flag_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), FILE);
+    let f = flags(&["--config", path.to_str().unwrap(), "--max-sessions", "7"]);
+    let config = RelayConfig::from_flags(&f).unwrap();
+    assert_eq!(config.limits.max_sessions, 7);
+    assert_eq!(config.cache.groups, 3, "the file's value survives");
+}
+
+#[test]
 fn flags_alone_make_a_config() {
     let config = RelayConfig::load(
         None,
