@@ -348,6 +348,10 @@ impl Message {
 
     /// Writes the frame, or an error if the payload exceeds 65535 bytes (nothing is written
     /// then).
+    ///
+    /// # Panics
+    /// If an integer field holds more than 2^62-1, which no varint can carry (values
+    /// decoded from the wire never do).
     pub fn try_encode<B: BufMut>(&self, buf: &mut B) -> Result<(), EncodeError> {
         let mut payload = Vec::new();
         self.encode_payload(&mut payload);
