@@ -516,3 +516,84 @@ impl SubscriptionFilter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_orders_by_group_then_object() {
+        // draft-16 §1.4.1: A < B if A.Group < B.Group, or same group and A.Object < B.Object.
+        assert!(Location::new(1, 9) < Location::new(2, 0));
+        assert!(Location::new(2, 0) < Location::new(2, 1));
+        assert_eq!(Location::new(3, 3).max(Location::new(3, 2)), Location::new(3, 3));
+        assert_eq!(Location::new(4, 5).to_string(), "{4, 5}");
+    }
+
+    #[test]
+    fn names_render_as_the_draft_recommends() {
+        // The example of draft-16 §1.5.
+        let ns = TrackNamespace::new(["example.net", "team2", "project_x"]).unwrap();
+        let full = FullTrackName::new(ns, "report").unwrap();
+        assert_eq!(full.to_string(), "example.2enet-team2-project_x--report");
+        let binary = TrackNamespace::new([Bytes::from_static(&[0x00, 0xff, b'A'])]).unwrap();
+        assert_eq!(binary.to_string(), ".00.ffA");
+    }
+
+    #[test]
+    fn namespace_limits_on_construction() {
+        assert_eq!(TrackNamespace::new((0..33).map(|_| "x")), Err(ValueError::TooManyFields(33)));
+        assert!(TrackNamespace::new((0..32).map(|_| "x")).is_ok());
+        assert_eq!(TrackNamespace::new(["a", ""]), Err(ValueError::EmptyField));
+        let big = Bytes::from(vec![b'a'; 4097]);
+        assert_eq!(TrackNamespace::new([big]), Err(ValueError::NameTooLong(4097)));
+        let ns = TrackNamespace::new([Bytes::from(vec![b'a'; 4000])]).unwrap();
+        assert_eq!(
+            FullTrackName::new(ns.clone(), TrackName(Bytes::from(vec![b'n'; 97]))),
+            Err(ValueError::NameTooLong(4097))
+        );
+        assert!(FullTrackName::new(ns, TrackName(Bytes::from(vec![b'n'; 96]))).is_ok());
+    }
+
+    #[test]
+    fn namespace_prefixes() {
+        let full = TrackNamespace::from_path("clinic/room-42/dr-lee").unwrap();
+        let prefix = TrackNamespace::from_path("clinic/room-42").unwrap();
+        assert_eq!(full.len(), 3);
+        assert!(full.has_prefix(&prefix));
+        assert!(full.has_prefix(&TrackNamespace::default()));
+        // Field-wise, not byte-wise: "clinic/room-4" is no prefix of "clinic/room-42".
+        assert!(!full.has_prefix(&TrackNamespace::from_path("clinic/room-4").unwrap()));
+        let suffix = full.strip_prefix(&prefix).unwrap();
+        assert_eq!(suffix, TrackNamespace::from_path("dr-lee").unwrap());
+        assert_eq!(prefix.join(&suffix).unwrap(), full);
+        assert_eq!(full.strip_prefix(&full), Some(TrackNamespace::default()));
+    }
+
+    #[test]
+    fn reason_phrase_limits() {
+        assert_eq!(
+            ReasonPhrase::new(Bytes::from(vec![b'r'; 1025])),
+            Err(ValueError::ReasonTooLong(1025))
+        );
+        assert!(ReasonPhrase::new(Bytes::from(vec![b'r'; 1024])).is_ok());
+        // Cut at a character boundary: 1023 ASCII bytes then a 2-byte character.
+        let text = format!("{}é", "a".repeat(1023));
+        let cut = ReasonPhrase::truncated(&text);
+        assert_eq!(cut.as_bytes().len(), 1023);
+        assert_eq!(cut.to_string(), "a".repeat(1023));
+        assert_eq!(ReasonPhrase::truncated("short").to_string(), "short");
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for order in [GroupOrder::Ascending, GroupOrder::Descending] {
+            assert_eq!(GroupOrder::from_code(order.code()), Some(order));
+        }
+        assert_eq!(GroupOrder::from_code(0), None);
+        for t in 1..=4 {
+            assert_eq!(FilterType::from_code(t).unwrap().code(), t);
+        }
+        assert_eq!(FilterType::from_code(5), None);
+    }
+}

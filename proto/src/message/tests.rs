@@ -1237,3 +1237,66 @@ fn decoder_survives_random_bytes() {
     eprintln!("random bytes: {seen:?}");
     assert!(seen.ok > 100 && seen.malformed > 1000, "{seen:?}");
 }
+
+#[test]
+fn error_code_tables() {
+    use RequestErrorCode as R;
+    // IANA "REQUEST_ERROR Codes".
+    let request = [
+        (R::InternalError, 0x0),
+        (R::Unauthorized, 0x1),
+        (R::Timeout, 0x2),
+        (R::NotSupported, 0x3),
+        (R::MalformedAuthToken, 0x4),
+        (R::ExpiredAuthToken, 0x5),
+        (R::DoesNotExist, 0x10),
+        (R::InvalidRange, 0x11),
+        (R::MalformedTrack, 0x12),
+        (R::DuplicateSubscription, 0x19),
+        (R::Uninterested, 0x20),
+        (R::PrefixOverlap, 0x30),
+        (R::InvalidJoiningRequestId, 0x32),
+    ];
+    for (c, v) in request {
+        assert_eq!((c.code(), R::from_code(v)), (v, c));
+    }
+    assert_eq!(R::from_code(0x6), R::Other(0x6));
+    use PublishDoneCode as P;
+    // IANA "PUBLISH_DONE Codes".
+    let done = [
+        (P::InternalError, 0x0),
+        (P::Unauthorized, 0x1),
+        (P::TrackEnded, 0x2),
+        (P::SubscriptionEnded, 0x3),
+        (P::GoingAway, 0x4),
+        (P::Expired, 0x5),
+        (P::TooFarBehind, 0x6),
+        (P::UpdateFailed, 0x8),
+        (P::MalformedTrack, 0x12),
+    ];
+    for (c, v) in done {
+        assert_eq!((c.code(), P::from_code(v)), (v, c));
+    }
+    assert_eq!(P::from_code(0x7), P::Other(0x7));
+    // IANA "Authorization Token Alias Type".
+    for (a, v) in [
+        (AliasType::Delete, 0),
+        (AliasType::Register, 1),
+        (AliasType::UseAlias, 2),
+        (AliasType::UseValue, 3),
+    ] {
+        assert_eq!((a.code(), AliasType::from_code(v)), (v, Some(a)));
+    }
+    assert_eq!(AliasType::from_code(4), None);
+}
+
+#[test]
+fn token_values_never_reach_debug_output() {
+    let t = AuthToken::UseValue { token_type: 1, value: token("secret-jwt") };
+    let shown = format!(
+        "{t:?} {:?}",
+        MessageParams { auth_tokens: vec![t.clone()], ..MessageParams::default() }
+    );
+    assert!(!shown.contains("secret"), "{shown}");
+    assert!(shown.contains("<10 bytes>"));
+}
