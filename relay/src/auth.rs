@@ -42,6 +42,11 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
 use serde::{Deserialize, Serialize};
 
+/// The Token Type tiermesh uses in the AUTHORIZATION TOKEN parameter: 0, "negotiated out of
+/// band" in the draft's registry (no JWT type is registered), with the JWT's ASCII bytes as
+/// the Token Value.
+pub const TOKEN_TYPE: u64 = 0;
+
 /// The most namespace fields a prefix may have: the draft's limit for a Track Namespace.
 pub const MAX_PREFIX_FIELDS: usize = 32;
 
