@@ -108,7 +108,7 @@ impl Args {
             if let Some(dir) = dir {
                 dir.apply(&mut params);
             }
-            let schedule = self.profile.schedule(params, self.duration);
+            let schedule = self.profile.schedule_with(params, self.duration);
             schedule
                 .validate()
                 .map_err(|e| Error::InvalidParams(format!("{name} direction: {e}")))?;

@@ -191,6 +191,7 @@ impl Emulator {
             rejected_clients: 0,
             send_errors: 0,
             buf: vec![0; MAX_DATAGRAM],
+            clients_first: false,
         };
         info!(%local_addr, %upstream, "link emulator listening");
         let task = tokio::spawn(driver.run());
@@ -279,6 +280,8 @@ struct Driver {
     rejected_clients: u64,
     send_errors: u64,
     buf: Vec<u8>,
+    /// Alternates which side is read first, so a flood on one side cannot starve the other.
+    clients_first: bool,
 }
 
 impl Driver {
@@ -333,14 +336,39 @@ impl Driver {
             // A stop message, or the handle was dropped without one.
             return Poll::Ready(Event::Stop);
         }
-        let mut buf = ReadBuf::new(&mut self.buf);
-        match self.listen.poll_recv_from(cx, &mut buf) {
-            Poll::Ready(Ok(from)) => {
-                return Poll::Ready(Event::FromClient(from, Bytes::copy_from_slice(buf.filled())));
+        self.clients_first = !self.clients_first;
+        if self.clients_first {
+            if let Poll::Ready(event) = self.poll_upstream(cx) {
+                return Poll::Ready(event);
             }
-            Poll::Ready(Err(e)) => return Poll::Ready(Event::RecvError(None, e)),
-            Poll::Pending => {}
+            if let Poll::Ready(event) = self.poll_listen(cx) {
+                return Poll::Ready(event);
+            }
+        } else {
+            if let Poll::Ready(event) = self.poll_listen(cx) {
+                return Poll::Ready(event);
+            }
+            if let Poll::Ready(event) = self.poll_upstream(cx) {
+                return Poll::Ready(event);
+            }
         }
+        if sleep.poll(cx).is_ready() {
+            return Poll::Ready(Event::Timer);
+        }
+        Poll::Pending
+    }
+
+    /// A packet from a client at the listening socket.
+    fn poll_listen(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        let mut buf = ReadBuf::new(&mut self.buf);
+        self.listen.poll_recv_from(cx, &mut buf).map(|result| match result {
+            Ok(from) => Event::FromClient(from, Bytes::copy_from_slice(buf.filled())),
+            Err(e) => Event::RecvError(None, e),
+        })
+    }
+
+    /// A packet from the upstream on any client's socket.
+    fn poll_upstream(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         for (addr, client) in &self.clients {
             let mut buf = ReadBuf::new(&mut self.buf);
             match client.socket.poll_recv(cx, &mut buf) {
@@ -351,9 +379,6 @@ impl Driver {
                 Poll::Ready(Err(e)) => return Poll::Ready(Event::RecvError(Some(*addr), e)),
                 Poll::Pending => {}
             }
-        }
-        if sleep.poll(cx).is_ready() {
-            return Poll::Ready(Event::Timer);
         }
         Poll::Pending
     }

@@ -8,6 +8,32 @@
 //!   named links (`fiber`, `rural`, `congested`, `satellite`, `step`).
 //! - [`Emulator`]: the tokio UDP proxy that runs two pipes between clients and an upstream.
 //! - [`cli`]: the `tiermesh link` subcommand.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tiermesh_link::{Emulator, EmulatorConfig, Profile};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+//! // The rural profile both ways, seed 7, stopping by itself after 30 s.
+//! let config = EmulatorConfig::default()
+//!     .both(Profile::Rural.schedule(None))
+//!     .seed(7)
+//!     .duration(Duration::from_secs(30));
+//! let emulator =
+//!     Emulator::bind_with("127.0.0.1:0".parse()?, server.local_addr()?, config).await?;
+//!
+//! let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+//! client.send_to(b"hello", emulator.local_addr()).await?;
+//! let mut buf = [0; 16];
+//! let (n, _via) = server.recv_from(&mut buf).await?; // 60 ms later (if not among the 1% lost)
+//! assert_eq!(&buf[..n], b"hello");
+//!
+//! let stats = emulator.shutdown().await?;
+//! assert_eq!(stats.up.packets_in, 1);
+//! # Ok(())
+//! # }
+//! ```
 
 mod emulator;
 mod params;
@@ -17,7 +43,9 @@ mod schedule;
 
 pub mod cli;
 
-pub use emulator::{Emulator, EmulatorConfig, LinkStats};
+pub use emulator::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CLIENTS, Emulator, EmulatorConfig, LinkStats,
+};
 pub use params::{
     BurstLoss, DEFAULT_QUEUE_TIME, LinkParams, MIN_QUEUE_BYTES, Overrides, QueueLimit,
     format_bits_per_second, format_rate, parse_burst, parse_duration, parse_percent, parse_queue,

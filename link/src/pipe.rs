@@ -503,7 +503,7 @@ mod tests {
     fn schedule_changes_apply_at_their_time() {
         // The step profile over a 30 s run: 3 Mbit/s, 1 Mbit/s from 10 s to 20 s, 3 again.
         let start = Instant::now();
-        let sched = Profile::Step.schedule(Profile::Step.params(), Some(Duration::from_secs(30)));
+        let sched = Profile::Step.schedule(Some(Duration::from_secs(30)));
         let mut pipe = Pipe::new(start, sched, 1);
         // Offer 4 Mbit/s throughout so the link is always busy.
         let gap = Duration::from_nanos(1000 * 8 * 1_000_000_000 / 4_000_000);

@@ -68,12 +68,18 @@ impl Profile {
         }
     }
 
+    /// The profile's schedule for one direction, in a run of length `run` if known (only
+    /// `step` needs it). See [`schedule_with`](Self::schedule_with).
+    pub fn schedule(self, run: Option<Duration>) -> Schedule {
+        self.schedule_with(self.params(), run)
+    }
+
     /// The schedule for one direction, starting from `base` (the profile's
     /// [`params`](Self::params), possibly with user overrides). Only `step` changes over
     /// time: its cut to a third of `base`'s rate lasts [`STEP_CUT`] and is centred in a run
     /// of length `run` (starting at 0 if the run is shorter than the cut), or starts at
     /// [`STEP_DEFAULT_START`] when the run length is unknown.
-    pub fn schedule(self, base: LinkParams, run: Option<Duration>) -> Schedule {
+    pub fn schedule_with(self, base: LinkParams, run: Option<Duration>) -> Schedule {
         if self != Profile::Step {
             return Schedule::constant(base);
         }
@@ -123,12 +129,12 @@ mod tests {
     #[test]
     fn step_cuts_to_a_third_in_the_middle_of_the_run() {
         let s = Duration::from_secs;
-        let sched = Profile::Step.schedule(Profile::Step.params(), Some(s(40)));
+        let sched = Profile::Step.schedule(Some(s(40)));
         assert_eq!(sched.params_at(s(14)).rate_bps, Some(3_000_000));
         assert_eq!(sched.params_at(s(15)).rate_bps, Some(1_000_000));
         assert_eq!(sched.params_at(s(24)).rate_bps, Some(1_000_000));
         assert_eq!(sched.params_at(s(25)).rate_bps, Some(3_000_000));
-        let default = Profile::Step.schedule(Profile::Step.params(), None);
+        let default = Profile::Step.schedule(None);
         assert_eq!(default.changes()[0].0, s(10));
         assert_eq!(default.changes()[1].0, s(20));
     }
