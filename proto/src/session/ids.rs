@@ -249,17 +249,29 @@ mod tests {
     fn peer_ids_enforce_sequence_and_maximum() {
         let mut p = PeerIds::new(0, 4);
         assert_eq!(p.advertised(), 8);
-        assert_eq!(p.accept(1, Arrival::Control).unwrap_err().code, TerminationCode::InvalidRequestId);
+        assert_eq!(
+            p.accept(1, Arrival::Control).unwrap_err().code,
+            TerminationCode::InvalidRequestId
+        );
         p.accept(0, Arrival::Control).unwrap();
-        assert_eq!(p.accept(0, Arrival::Control).unwrap_err().code, TerminationCode::InvalidRequestId);
+        assert_eq!(
+            p.accept(0, Arrival::Control).unwrap_err().code,
+            TerminationCode::InvalidRequestId
+        );
         // A SUBSCRIBE_NAMESPACE stream may overtake the control stream...
         p.accept(4, Arrival::OwnStream).unwrap();
         assert!(!p.seen(2) && p.seen(4));
         // ...and the control stream then fills the gap.
         p.accept(2, Arrival::Control).unwrap();
-        assert_eq!(p.accept(2, Arrival::OwnStream).unwrap_err().code, TerminationCode::InvalidRequestId);
+        assert_eq!(
+            p.accept(2, Arrival::OwnStream).unwrap_err().code,
+            TerminationCode::InvalidRequestId
+        );
         p.accept(6, Arrival::Control).unwrap();
-        assert_eq!(p.accept(8, Arrival::Control).unwrap_err().code, TerminationCode::TooManyRequests);
+        assert_eq!(
+            p.accept(8, Arrival::Control).unwrap_err().code,
+            TerminationCode::TooManyRequests
+        );
     }
 
     #[test]

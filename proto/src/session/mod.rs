@@ -602,7 +602,8 @@ impl Session {
             Role::Server => (1, 0),
         };
         let peer_ids = PeerIds::new(peer_first, config.max_requests);
-        let peer_tokens = TokenCache { limit: config.max_auth_token_cache_size, ..Default::default() };
+        let peer_tokens =
+            TokenCache { limit: config.max_auth_token_cache_size, ..Default::default() };
         let mut s = Session {
             role,
             phase: Phase::Setup,
@@ -740,7 +741,11 @@ impl Session {
         if self.phase == Phase::Closed {
             return;
         }
-        self.finish_close(CloseReason { code: code.code(), reason: reason.to_owned(), by_peer: false });
+        self.finish_close(CloseReason {
+            code: code.code(),
+            reason: reason.to_owned(),
+            by_peer: false,
+        });
     }
 
     /// The subscription an incoming data stream's or datagram's Track Alias belongs to.
@@ -887,7 +892,11 @@ impl Session {
         if self.phase == Phase::Closed {
             return;
         }
-        self.finish_close(CloseReason { code: code.code(), reason: reason.to_owned(), by_peer: false });
+        self.finish_close(CloseReason {
+            code: code.code(),
+            reason: reason.to_owned(),
+            by_peer: false,
+        });
     }
 
     fn finish_close(&mut self, reason: CloseReason) {

@@ -4,8 +4,8 @@ use std::time::Instant;
 
 use super::ids::{Arrival, Violation};
 use super::{
-    Event, FetchRange, FetchState, JoinKind, NsSubscription, Phase, PeerSetup, Request,
-    Role, Session, Stream, SubState, Subscription, Timer, Transport,
+    Event, FetchRange, FetchState, JoinKind, NsSubscription, PeerSetup, Phase, Request, Role,
+    Session, Stream, SubState, Subscription, Timer, Transport,
 };
 use crate::coding::{DecodeError, TerminationCode};
 use crate::message::{
@@ -696,7 +696,8 @@ impl Session {
                         announced: true,
                     }),
                 );
-                let range = FetchRange { track: f.track, start: f.start, end: f.end, joining: None };
+                let range =
+                    FetchRange { track: f.track, start: f.start, end: f.end, joining: None };
                 self.events.push_back(Event::FetchRequested {
                     request_id: id,
                     range,
@@ -711,7 +712,9 @@ impl Session {
         let state = match self.requests.get(&sub_id) {
             Some(Request::Subscription(s)) if s.we_publish && s.state != SubState::Ended => {
                 if s.filter.is_some_and(|f| f.filter_type() != FilterType::LargestObject) {
-                    return self.violation("joining FETCH for a subscription without the Largest Object filter");
+                    return self.violation(
+                        "joining FETCH for a subscription without the Largest Object filter",
+                    );
                 }
                 s.state
             }
@@ -971,7 +974,11 @@ impl Session {
             return self.close_with(code, reason);
         }
         self.requests.insert(id, Request::Update { existing, params: m.params.clone() });
-        self.events.push_back(Event::UpdateRequested { request_id: id, existing, params: m.params });
+        self.events.push_back(Event::UpdateRequested {
+            request_id: id,
+            existing,
+            params: m.params,
+        });
     }
 
     // ----- namespaces -----
@@ -996,8 +1003,12 @@ impl Session {
         if !self.reference_target(id, "PUBLISH_NAMESPACE_DONE for a namespace never published") {
             return;
         }
-        if self.is_local(id) || !matches!(self.requests.get(&id), Some(Request::PublishNamespace { .. })) {
-            return self.violation("PUBLISH_NAMESPACE_DONE for a request that is not the peer's PUBLISH_NAMESPACE");
+        if self.is_local(id)
+            || !matches!(self.requests.get(&id), Some(Request::PublishNamespace { .. }))
+        {
+            return self.violation(
+                "PUBLISH_NAMESPACE_DONE for a request that is not the peer's PUBLISH_NAMESPACE",
+            );
         }
         self.requests.remove(&id);
         self.events.push_back(Event::PublishNamespaceDone { request_id: id });
@@ -1009,7 +1020,9 @@ impl Session {
         if !self.reference_target(id, "PUBLISH_NAMESPACE_CANCEL for a namespace never published") {
             return;
         }
-        if !self.is_local(id) || !matches!(self.requests.get(&id), Some(Request::PublishNamespace { .. })) {
+        if !self.is_local(id)
+            || !matches!(self.requests.get(&id), Some(Request::PublishNamespace { .. }))
+        {
             return self.violation("PUBLISH_NAMESPACE_CANCEL for a request that is not this endpoint's PUBLISH_NAMESPACE");
         }
         self.requests.remove(&id);
@@ -1036,7 +1049,9 @@ impl Session {
             (Some(ns), Message::RequestUpdate(m)) if m.existing_request_id == ns => {
                 self.on_request_update(m, Arrival::OwnStream)
             }
-            (None, _) => self.violation("bidirectional stream does not begin with SUBSCRIBE_NAMESPACE"),
+            (None, _) => {
+                self.violation("bidirectional stream does not begin with SUBSCRIBE_NAMESPACE")
+            }
             (Some(_), _) => self.violation("unexpected message on a SUBSCRIBE_NAMESPACE stream"),
         }
     }

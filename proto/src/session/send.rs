@@ -112,8 +112,10 @@ impl Session {
             message::Subscribe { request_id, track: track.clone(), params: params.clone() }.into()
         })?;
         self.by_track.insert((track.clone(), false), id);
-        self.requests
-            .insert(id, Request::Subscription(Self::new_subscription(track, false, false, &params)));
+        self.requests.insert(
+            id,
+            Request::Subscription(Self::new_subscription(track, false, false, &params)),
+        );
         self.send_control(bytes);
         self.await_answer(now, id);
         Ok(id)
@@ -284,22 +286,29 @@ impl Session {
             }
             FetchRequest::RelativeJoining { subscription, groups_back } => {
                 let largest = self.joinable(subscription)?;
-                let start = largest.map(|l| Location::new(l.group.0.saturating_sub(groups_back), 0));
-                let j = JoiningFetch { joining_request_id: subscription, joining_start: groups_back };
+                let start =
+                    largest.map(|l| Location::new(l.group.0.saturating_sub(groups_back), 0));
+                let j =
+                    JoiningFetch { joining_request_id: subscription, joining_start: groups_back };
                 (FetchType::RelativeJoining(j), start)
             }
             FetchRequest::AbsoluteJoining { subscription, start_group } => {
                 self.joinable(subscription)?;
-                let j = JoiningFetch { joining_request_id: subscription, joining_start: start_group };
+                let j =
+                    JoiningFetch { joining_request_id: subscription, joining_start: start_group };
                 (FetchType::AbsoluteJoining(j), Some(Location::new(start_group, 0)))
             }
         };
-        let (id, bytes) = self.start_request(|request_id| {
-            message::Fetch { request_id, fetch_type, params }.into()
-        })?;
+        let (id, bytes) = self
+            .start_request(|request_id| message::Fetch { request_id, fetch_type, params }.into())?;
         self.requests.insert(
             id,
-            Request::Fetch(FetchState { we_publish: false, established: false, start, announced: true }),
+            Request::Fetch(FetchState {
+                we_publish: false,
+                established: false,
+                start,
+                announced: true,
+            }),
         );
         self.send_control(bytes);
         self.await_answer(now, id);
@@ -458,7 +467,8 @@ impl Session {
                 self.finish_peer_request(request_id);
             }
             Some(Request::Update { .. }) => {
-                if let Some(Request::Update { existing, params }) = self.requests.remove(&request_id)
+                if let Some(Request::Update { existing, params }) =
+                    self.requests.remove(&request_id)
                 {
                     self.apply_update(existing, &params);
                 }
@@ -765,7 +775,8 @@ impl Session {
         if uri.len() > MAX_GOAWAY_URI_LEN {
             return Err(Error::Invalid("GOAWAY URI longer than 8192 bytes"));
         }
-        let msg = message::GoAway { new_session_uri: bytes::Bytes::copy_from_slice(uri.as_bytes()) };
+        let msg =
+            message::GoAway { new_session_uri: bytes::Bytes::copy_from_slice(uri.as_bytes()) };
         let bytes = encode(&msg.into())?;
         self.send_control(bytes);
         self.goaway_sent = true;
