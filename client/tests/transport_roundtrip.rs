@@ -54,7 +54,7 @@ async fn exercise(client: &Session, server: &Session) {
 async fn raw_quic_round_trip() {
     let (mut server, cert) = server();
     let url = url(&server, "moqt", "/ignored/on/raw");
-    let (client, srv, info) = pair(&mut server, &url, &cert.pinned()).await;
+    let (client, srv, info) = pair(&url, &mut server, &cert.pinned()).await;
 
     assert_eq!(info.kind, Kind::RawQuic);
     assert_eq!(info.path, None, "raw QUIC carries the path in SETUP, not the transport");
@@ -75,11 +75,11 @@ async fn webtransport_round_trip_on_the_same_port_as_raw_quic() {
 
     // First a raw QUIC client, then a WebTransport client, on the same endpoint.
     let raw_url = url(&server, "moqt", "/");
-    let (raw_client, raw_srv, raw_info) = pair(&mut server, &raw_url, &cert.pinned()).await;
+    let (raw_client, raw_srv, raw_info) = pair(&raw_url, &mut server, &cert.pinned()).await;
     assert_eq!(raw_info.kind, Kind::RawQuic);
 
     let wt_url = url(&server, "https", "/clinic/room-42?jwt=abc.def");
-    let (client, srv, info) = pair(&mut server, &wt_url, &cert.pinned()).await;
+    let (client, srv, info) = pair(&wt_url, &mut server, &cert.pinned()).await;
     assert_eq!(info.kind, Kind::WebTransport);
     assert_eq!(info.path.as_deref(), Some("/clinic/room-42"));
     assert_eq!(info.query.as_deref(), Some("jwt=abc.def"));
@@ -100,7 +100,7 @@ async fn webtransport_round_trip_on_the_same_port_as_raw_quic() {
 async fn stats_report_rtt_window_and_bytes_after_traffic() {
     let (mut server, cert) = server();
     let url = url(&server, "moqt", "/");
-    let (client, srv, _) = pair(&mut server, &url, &cert.pinned()).await;
+    let (client, srv, _) = pair(&url, &mut server, &cert.pinned()).await;
     exercise(&client, &srv).await;
     let stats = client.stats();
     assert!(stats.rtt > std::time::Duration::ZERO, "{stats:?}");

@@ -45,14 +45,10 @@ pub(crate) async fn resolve(target: &Target) -> Result<SocketAddr, Error> {
     let host = target.host();
     let mut addrs = tokio::net::lookup_host((host, target.port()))
         .await
-        .map_err(|e| Error::Resolve {
-            host: host.to_owned(),
-            reason: e.to_string(),
-        })?;
-    addrs.next().ok_or_else(|| Error::Resolve {
-        host: host.to_owned(),
-        reason: "no address found".into(),
-    })
+        .map_err(|e| Error::Resolve { host: host.to_owned(), reason: e.to_string() })?;
+    addrs
+        .next()
+        .ok_or_else(|| Error::Resolve { host: host.to_owned(), reason: "no address found".into() })
 }
 
 /// Connects from `endpoint` to `addr`, which `target` names.
@@ -78,16 +74,12 @@ pub(crate) async fn dial(
     let server = target.to_string();
     let connecting = endpoint
         .connect_with(client_config, addr, target.host())
-        .map_err(|e| Error::Connect {
-            server: server.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| Error::Connect { server: server.clone(), reason: e.to_string() })?;
     tracing::debug!(%server, %addr, kind = ?target.kind(), "connecting");
 
     let handshake = async {
-        let conn = connecting
-            .await
-            .map_err(|e| handshake_error(&e, &server, &failure, &alpn, config))?;
+        let conn =
+            connecting.await.map_err(|e| handshake_error(&e, &server, &failure, &alpn, config))?;
         let inner = match target.kind() {
             Kind::RawQuic => wt::Session::raw(conn),
             Kind::WebTransport => {
@@ -106,10 +98,7 @@ pub(crate) async fn dial(
     };
     match tokio::time::timeout(config.get_handshake_timeout(), handshake).await {
         Ok(result) => result,
-        Err(_) => Err(Error::HandshakeTimeout {
-            server,
-            after: config.get_handshake_timeout(),
-        }),
+        Err(_) => Err(Error::HandshakeTimeout { server, after: config.get_handshake_timeout() }),
     }
 }
 
@@ -122,10 +111,7 @@ fn handshake_error(
     config: &TransportConfig,
 ) -> Error {
     if let Some(reason) = failure.take() {
-        return Error::UntrustedCertificate {
-            server: server.to_owned(),
-            reason,
-        };
+        return Error::UntrustedCertificate { server: server.to_owned(), reason };
     }
     match e {
         quinn::ConnectionError::ConnectionClosed(c)
@@ -138,10 +124,9 @@ fn handshake_error(
                     .into(),
             }
         }
-        quinn::ConnectionError::TimedOut => Error::HandshakeTimeout {
-            server: server.to_owned(),
-            after: config.get_idle_timeout(),
-        },
+        quinn::ConnectionError::TimedOut => {
+            Error::HandshakeTimeout { server: server.to_owned(), after: config.get_idle_timeout() }
+        }
         other => Error::Connect {
             server: server.to_owned(),
             reason: super::CloseReason::from_quinn(other, Kind::RawQuic).to_string(),
@@ -159,10 +144,10 @@ fn connect_error(
 ) -> Error {
     match e {
         wt::ClientError::Connection(c) => handshake_error(&c, server, failure, offered, config),
-        wt::ClientError::HttpError(wt::ConnectError::ErrorStatus(status)) => Error::Rejected {
-            server: server.to_owned(),
-            status: status.as_u16(),
-        },
+        wt::ClientError::HttpError(
+            wt::ConnectError::ErrorStatus(status)
+            | wt::ConnectError::ProtoError(wt::proto::ConnectError::WrongStatus(Some(status))),
+        ) => Error::Rejected { server: server.to_owned(), status: status.as_u16() },
         wt::ClientError::HttpError(wt::ConnectError::ProtocolMismatch(p)) => {
             Error::ProtocolRefused {
                 server: server.to_owned(),

@@ -92,7 +92,9 @@ pub enum Error {
     },
     /// The QUIC handshake (plus, over WebTransport, the CONNECT exchange) did not finish in
     /// time.
-    #[error("no session with {server} within {after:?}: the server did not answer (wrong port, firewall, or not running?)")]
+    #[error(
+        "no session with {server} within {after:?}: the server did not answer (wrong port, firewall, or not running?)"
+    )]
     HandshakeTimeout {
         /// The server URL.
         server: String,

@@ -40,8 +40,8 @@ pub use error::Error;
 pub use server::{Request, Server};
 pub use session::{CloseReason, RecvStream, SendStream, Session, Side, Stats};
 pub use target::{DEFAULT_PORT, Target};
-pub use tls::{ClientTls, ServerTls};
 pub use tiermesh_certs::CertHash;
+pub use tls::{ClientTls, ServerTls};
 pub use url::Url;
 
 /// How a session is carried.

@@ -42,16 +42,9 @@ impl Server {
         let server_config = server_config(&tls, &config)?;
         let endpoint = quinn::Endpoint::server(server_config, addr)
             .map_err(|source| Error::Bind { addr, source })?;
-        let local_addr = endpoint
-            .local_addr()
-            .map_err(|source| Error::Bind { addr, source })?;
+        let local_addr = endpoint.local_addr().map_err(|source| Error::Bind { addr, source })?;
         tracing::info!(%local_addr, protocols = ?config.get_protocols(), "listening (raw QUIC and WebTransport)");
-        Ok(Self {
-            endpoint,
-            local_addr,
-            config,
-            pending: FuturesUnordered::new(),
-        })
+        Ok(Self { endpoint, local_addr, config, pending: FuturesUnordered::new() })
     }
 
     /// The bound address (with the real port when bound to port 0).
@@ -61,8 +54,7 @@ impl Server {
 
     /// Replaces the certificates for new connections; established ones keep theirs.
     pub fn set_tls(&self, tls: ServerTls) -> Result<(), Error> {
-        self.endpoint
-            .set_server_config(Some(server_config(&tls, &self.config)?));
+        self.endpoint.set_server_config(Some(server_config(&tls, &self.config)?));
         Ok(())
     }
 
@@ -134,10 +126,7 @@ fn server_config(tls: &ServerTls, config: &TransportConfig) -> Result<quinn::Ser
 
 /// The ALPN the handshake settled on.
 fn negotiated_alpn(conn: &quinn::Connection) -> Option<String> {
-    let data = conn
-        .handshake_data()?
-        .downcast::<quinn::crypto::rustls::HandshakeData>()
-        .ok()?;
+    let data = conn.handshake_data()?.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?;
     String::from_utf8(data.protocol?).ok()
 }
 
@@ -150,9 +139,7 @@ async fn handshake(
 ) -> Option<Request> {
     let peer = incoming.remote_address();
     let work = async {
-        let conn = incoming
-            .await
-            .map_err(|e| format!("QUIC handshake failed: {e}"))?;
+        let conn = incoming.await.map_err(|e| format!("QUIC handshake failed: {e}"))?;
         match negotiated_alpn(&conn).as_deref() {
             Some(wt::ALPN) => {
                 let request = wt::Request::accept(conn)
@@ -162,16 +149,12 @@ async fn handshake(
                 Ok(Request {
                     peer,
                     protocols,
-                    inner: Inner::WebTransport { request, url },
+                    inner: Inner::WebTransport { request: Box::new(request), url },
                 })
             }
             Some(p) if protocols.iter().any(|ours| ours == p) => {
                 let alpn = p.to_owned();
-                Ok(Request {
-                    peer,
-                    protocols,
-                    inner: Inner::Raw { conn, alpn },
-                })
+                Ok(Request { peer, protocols, inner: Inner::Raw { conn, alpn } })
             }
             other => {
                 // rustls refuses a client whose ALPN list shares nothing with ours, but one
@@ -211,7 +194,8 @@ pub struct Request {
 
 enum Inner {
     Raw { conn: quinn::Connection, alpn: String },
-    WebTransport { request: wt::Request, url: Url },
+    // Boxed: the CONNECT request (headers and all) is far larger than a raw connection.
+    WebTransport { request: Box<wt::Request>, url: Url },
 }
 
 impl Request {
@@ -268,25 +252,18 @@ impl Request {
     /// [`protocol`](Session::protocol) is `None`.
     pub async fn accept(self) -> Result<Session, Error> {
         match self.inner {
-            Inner::Raw { conn, .. } => Ok(Session::new(
-                wt::Session::raw(conn),
-                Kind::RawQuic,
-                None,
-                None,
-            )),
+            Inner::Raw { conn, .. } => {
+                Ok(Session::new(wt::Session::raw(conn), Kind::RawQuic, None, None))
+            }
             Inner::WebTransport { request, url } => {
                 let offered = request.protocols.clone();
-                let chosen = self
-                    .protocols
-                    .iter()
-                    .find(|ours| offered.contains(ours))
-                    .cloned();
+                let chosen = self.protocols.iter().find(|ours| offered.contains(ours)).cloned();
                 let response = wt::proto::ConnectResponse::OK;
                 let response = match chosen {
                     Some(p) => response.with_protocol(p),
                     None if offered.is_empty() => response,
                     None => {
-                        reject_and_linger(request, wt::http::StatusCode::BAD_REQUEST).await;
+                        reject_and_linger(*request, wt::http::StatusCode::BAD_REQUEST).await;
                         return Err(Error::ProtocolRefused {
                             server: format!("client {}", self.peer),
                             offered: offered.join(", "),
@@ -320,7 +297,7 @@ impl Request {
             Inner::WebTransport { request, .. } => {
                 let status = wt::http::StatusCode::from_u16(status)
                     .map_err(|_| Error::Protocol(format!("{status} is not an HTTP status")))?;
-                reject_and_linger(request, status).await;
+                reject_and_linger(*request, status).await;
                 Ok(())
             }
         }

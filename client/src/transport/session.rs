@@ -90,9 +90,9 @@ impl CloseReason {
             C::ApplicationClosed(c) => {
                 let raw = c.error_code.into_inner();
                 let code = match kind {
-                    Kind::WebTransport => wt::proto::error_from_http3(raw)
-                        .map(u64::from)
-                        .unwrap_or(raw),
+                    Kind::WebTransport => {
+                        wt::proto::error_from_http3(raw).map(u64::from).unwrap_or(raw)
+                    }
                     Kind::RawQuic => raw,
                 };
                 Self::Application {
@@ -113,11 +113,9 @@ impl CloseReason {
             },
             C::TimedOut => Self::IdleTimeout,
             C::Reset => Self::Reset,
-            C::LocallyClosed => Self::Application {
-                by: Side::Local,
-                code: 0,
-                reason: String::new(),
-            },
+            C::LocallyClosed => {
+                Self::Application { by: Side::Local, code: 0, reason: String::new() }
+            }
             other => Self::Other(other.to_string()),
         }
     }
@@ -208,11 +206,7 @@ impl Session {
             query: url.and_then(|u| u.query().map(str::to_owned)),
             _endpoint: endpoint,
         };
-        Self {
-            inner,
-            kind,
-            shared: Arc::new(shared),
-        }
+        Self { inner, kind, shared: Arc::new(shared) }
     }
 
     /// Raw QUIC or WebTransport.
@@ -246,9 +240,7 @@ impl Session {
     /// client, the client's on a server that asked for mutual TLS.
     pub fn peer_certificates(&self) -> Option<Vec<Vec<u8>>> {
         let identity = self.inner.peer_identity()?;
-        let chain = identity
-            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-            .ok()?;
+        let chain = identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
         Some(chain.iter().map(|c| c.to_vec()).collect())
     }
 
@@ -260,31 +252,19 @@ impl Session {
 
     /// Waits for the peer to open a bidirectional stream.
     pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), Error> {
-        let (s, r) = self
-            .inner
-            .accept_bi()
-            .await
-            .map_err(|e| self.session_error(e))?;
+        let (s, r) = self.inner.accept_bi().await.map_err(|e| self.session_error(e))?;
         Ok((self.send(s), self.recv(r)))
     }
 
     /// Opens a unidirectional stream (waits while the peer's stream limit is reached).
     pub async fn open_uni(&self) -> Result<SendStream, Error> {
-        let s = self
-            .inner
-            .open_uni()
-            .await
-            .map_err(|e| self.session_error(e))?;
+        let s = self.inner.open_uni().await.map_err(|e| self.session_error(e))?;
         Ok(self.send(s))
     }
 
     /// Waits for the peer to open a unidirectional stream.
     pub async fn accept_uni(&self) -> Result<RecvStream, Error> {
-        let r = self
-            .inner
-            .accept_uni()
-            .await
-            .map_err(|e| self.session_error(e))?;
+        let r = self.inner.accept_uni().await.map_err(|e| self.session_error(e))?;
         Ok(self.recv(r))
     }
 
@@ -296,17 +276,11 @@ impl Session {
             return Err(Error::DatagramsUnsupported);
         }
         if data.len() > max {
-            return Err(Error::DatagramTooLarge {
-                size: data.len(),
-                max,
-            });
+            return Err(Error::DatagramTooLarge { size: data.len(), max });
         }
         self.inner.send_datagram(data).map_err(|e| match e {
             wt::SessionError::SendDatagramError(quinn::SendDatagramError::TooLarge) => {
-                Error::DatagramTooLarge {
-                    size: 0,
-                    max: self.max_datagram_size(),
-                }
+                Error::DatagramTooLarge { size: 0, max: self.max_datagram_size() }
             }
             wt::SessionError::SendDatagramError(
                 quinn::SendDatagramError::UnsupportedByPeer | quinn::SendDatagramError::Disabled,
@@ -317,10 +291,7 @@ impl Session {
 
     /// Waits for the next datagram.
     pub async fn read_datagram(&self) -> Result<Bytes, Error> {
-        self.inner
-            .read_datagram()
-            .await
-            .map_err(|e| self.session_error(e))
+        self.inner.read_datagram().await.map_err(|e| self.session_error(e))
     }
 
     /// The largest datagram payload that can be sent now, 0 if the peer accepts none.
@@ -349,8 +320,7 @@ impl Session {
                 conn.close(code, reason.as_bytes());
             }
             Kind::WebTransport => {
-                self.inner
-                    .close(u32::try_from(code).unwrap_or(u32::MAX), reason.as_bytes());
+                self.inner.close(u32::try_from(code).unwrap_or(u32::MAX), reason.as_bytes());
             }
         }
     }
@@ -395,17 +365,11 @@ impl Session {
     }
 
     fn send(&self, inner: wt::SendStream) -> SendStream {
-        SendStream {
-            inner,
-            session: self.clone(),
-        }
+        SendStream { inner, session: self.clone() }
     }
 
     fn recv(&self, inner: wt::RecvStream) -> RecvStream {
-        RecvStream {
-            inner,
-            session: self.clone(),
-        }
+        RecvStream { inner, session: self.clone() }
     }
 
     fn reason_of(&self, e: &wt::SessionError) -> CloseReason {
@@ -489,10 +453,7 @@ impl SendStream {
 
     /// Writes several chunks without copying them.
     pub async fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), Error> {
-        self.inner
-            .write_all_chunks(chunks)
-            .await
-            .map_err(|e| self.error(e))
+        self.inner.write_all_chunks(chunks).await.map_err(|e| self.error(e))
     }
 
     /// Sets the send priority among this session's streams. **Higher values are sent
@@ -500,9 +461,7 @@ impl SendStream {
     /// important): the MoQT layer maps its priorities onto this. Streams of equal priority
     /// share the link round-robin.
     pub fn set_priority(&self, priority: i32) -> Result<(), Error> {
-        self.inner
-            .set_priority(priority)
-            .map_err(|_| Error::StreamClosed)
+        self.inner.set_priority(priority).map_err(|_| Error::StreamClosed)
     }
 
     /// Ends the stream: everything written is still delivered.
@@ -520,10 +479,7 @@ impl SendStream {
     /// Waits until the peer has read everything (`Ok(None)`) or asked us to stop
     /// (`Ok(Some(code))`).
     pub async fn stopped(&self) -> Result<Option<u32>, Error> {
-        self.inner
-            .stopped()
-            .await
-            .map_err(|e| self.session.session_error(e))
+        self.inner.stopped().await.map_err(|e| self.session.session_error(e))
     }
 
     fn error(&self, e: wt::WriteError) -> Error {

@@ -76,12 +76,7 @@ impl Target {
             Some(p) => p,
             None => DEFAULT_PORT,
         };
-        Ok(Self {
-            url: url.clone(),
-            kind,
-            host,
-            port,
-        })
+        Ok(Self { url: url.clone(), kind, host, port })
     }
 
     /// Raw QUIC (`moqt://`) or WebTransport (`https://`).
@@ -192,7 +187,10 @@ mod tests {
     fn moqt_url_gives_host_port_path() {
         let t = Target::parse("moqt://relay.example:4443/a/b").unwrap();
         assert_eq!(t.kind(), Kind::RawQuic);
-        assert_eq!((t.host(), t.port(), t.path(), t.query()), ("relay.example", 4443, "/a/b", None));
+        assert_eq!(
+            (t.host(), t.port(), t.path(), t.query()),
+            ("relay.example", 4443, "/a/b", None)
+        );
     }
 
     #[test]
@@ -224,8 +222,10 @@ mod tests {
     #[test]
     fn bad_urls_say_what_is_wrong() {
         assert!(reason("http://relay.example/x").contains("unsupported scheme `http`"));
-        assert!(reason("relay.example:443/x").contains("unsupported scheme")
-            || reason("relay.example:443/x").contains("not an absolute URL"));
+        assert!(
+            reason("relay.example:443/x").contains("unsupported scheme")
+                || reason("relay.example:443/x").contains("not an absolute URL")
+        );
         assert!(reason("/just/a/path").contains("not an absolute URL"));
         assert!(reason("moqt://relay.example:99999/x").contains("port"));
         assert!(reason("https://:443/x").contains("host"));

@@ -20,18 +20,14 @@ use super::Error;
 
 fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
+    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
 }
 
 static TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
 fn private_key(der: Vec<u8>) -> Result<PrivateKeyDer<'static>, Error> {
     PrivateKeyDer::try_from(der).map_err(|e| {
-        Error::TlsConfig(format!(
-            "the private key is not PKCS#8, SEC1 or PKCS#1 DER: {e}"
-        ))
+        Error::TlsConfig(format!("the private key is not PKCS#8, SEC1 or PKCS#1 DER: {e}"))
     })
 }
 
@@ -46,10 +42,7 @@ pub struct ServerTls {
 
 #[derive(Clone)]
 enum ServerCerts {
-    Single {
-        chain: Vec<CertificateDer<'static>>,
-        key: Arc<PrivateKeyDer<'static>>,
-    },
+    Single { chain: Vec<CertificateDer<'static>>, key: Arc<PrivateKeyDer<'static>> },
     Resolver(Arc<dyn ResolvesServerCert>),
 }
 
@@ -72,10 +65,7 @@ impl ServerTls {
     /// A resolver that chooses the certificate for each handshake (for example one that
     /// reloads its files when they change).
     pub fn from_resolver(resolver: Arc<dyn ResolvesServerCert>) -> Self {
-        Self {
-            certs: ServerCerts::Resolver(resolver),
-            client_verifier: None,
-        }
+        Self { certs: ServerCerts::Resolver(resolver), client_verifier: None }
     }
 
     /// Requires (or offers, as the verifier decides) client certificates: mutual TLS.
@@ -151,9 +141,7 @@ impl ClientTls {
     pub fn system_roots() -> Self {
         static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
         let roots = ROOTS.get_or_init(|| {
-            Arc::new(RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            })
+            Arc::new(RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
         });
         Self::with_trust(Trust::WebPki(roots.clone()))
     }
@@ -161,10 +149,8 @@ impl ClientTls {
     /// The CA certificates in a PEM file, and only those.
     pub fn ca_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let certs = tiermesh_certs::pem::load_chain(path).map_err(|e| Error::CaFile {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let certs = tiermesh_certs::pem::load_chain(path)
+            .map_err(|e| Error::CaFile { path: path.to_owned(), reason: e.to_string() })?;
         Self::ca_der(certs.into_iter().map(|c| c.to_vec()).collect())
     }
 
@@ -192,9 +178,8 @@ impl ClientTls {
     /// [`pinned`](Self::pinned) from the hex form `--tls-cert-hash` takes: 64 hex digits,
     /// optionally in colon-separated pairs.
     pub fn pinned_hex(text: &str) -> Result<Self, Error> {
-        let hash = CertHash::from_hex(text).map_err(|_| Error::InvalidCertHash {
-            input: text.to_owned(),
-        })?;
+        let hash = CertHash::from_hex(text)
+            .map_err(|_| Error::InvalidCertHash { input: text.to_owned() })?;
         Ok(Self::pinned(hash))
     }
 
@@ -239,10 +224,7 @@ impl ClientTls {
     }
 
     fn with_trust(trust: Trust) -> Self {
-        Self {
-            trust,
-            identity: None,
-        }
+        Self { trust, identity: None }
     }
 
     /// The rustls configuration offering `alpn`, recording why a certificate was refused in
@@ -253,14 +235,12 @@ impl ClientTls {
         failure: &Failure,
     ) -> Result<rustls::ClientConfig, Error> {
         let inner: Arc<dyn ServerCertVerifier> = match &self.trust {
-            Trust::WebPki(roots) => {
-                rustls::client::WebPkiServerVerifier::builder_with_provider(
-                    roots.clone(),
-                    provider(),
-                )
-                .build()
-                .map_err(|e| Error::TlsConfig(format!("trusted roots: {e}")))?
-            }
+            Trust::WebPki(roots) => rustls::client::WebPkiServerVerifier::builder_with_provider(
+                roots.clone(),
+                provider(),
+            )
+            .build()
+            .map_err(|e| Error::TlsConfig(format!("trusted roots: {e}")))?,
             Trust::Pinned(hash) => Arc::new(PinnedHashVerifier::new(*hash)),
             Trust::Insecure => {
                 tracing::warn!("connecting WITHOUT TLS certificate verification (--tls-insecure)");
@@ -268,10 +248,7 @@ impl ClientTls {
             }
             Trust::Custom(v) => v.clone(),
         };
-        let verifier = Arc::new(Recording {
-            inner,
-            failure: failure.clone(),
-        });
+        let verifier = Arc::new(Recording { inner, failure: failure.clone() });
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(TLS13)
             .map_err(|e| Error::TlsConfig(e.to_string()))?
@@ -427,9 +404,7 @@ mod tests {
 
     #[test]
     fn garbage_key_is_refused_clearly() {
-        let err = ServerTls::from_der(vec![vec![1, 2, 3]], vec![9, 9, 9])
-            .unwrap_err()
-            .to_string();
+        let err = ServerTls::from_der(vec![vec![1, 2, 3]], vec![9, 9, 9]).unwrap_err().to_string();
         assert!(err.contains("private key"), "{err}");
     }
 }

@@ -28,11 +28,7 @@ pub fn dev_cert() -> DevCert {
     params.not_after = now + time::Duration::days(10);
     let cert = params.self_signed(&key).unwrap();
     let der = cert.der().to_vec();
-    DevCert {
-        sha256: CertHash::of(&der),
-        chain: vec![der],
-        key: key.serialize_der(),
-    }
+    DevCert { sha256: CertHash::of(&der), chain: vec![der], key: key.serialize_der() }
 }
 
 impl DevCert {
@@ -59,9 +55,7 @@ pub fn server_with(config: TransportConfig) -> (Server, DevCert) {
 
 /// `scheme://127.0.0.1:PORT{rest}`.
 pub fn url(server: &Server, scheme: &str, rest: &str) -> Url {
-    format!("{scheme}://127.0.0.1:{}{rest}", server.local_addr().port())
-        .parse()
-        .unwrap()
+    format!("{scheme}://127.0.0.1:{}{rest}", server.local_addr().port()).parse().unwrap()
 }
 
 /// Runs `f` and fails the test if it takes longer than 10 s.
@@ -74,8 +68,8 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
 /// Connects a client and accepts it on the server, returning both sessions and what the
 /// server saw of the request (kind, path, query, offered protocols).
 pub async fn pair(
-    server: &mut Server,
     url: &Url,
+    server: &mut Server,
     tls: &ClientTls,
 ) -> (Session, Session, RequestInfo) {
     let (client, server_side) = within("connect and accept", async {
