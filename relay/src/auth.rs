@@ -696,9 +696,17 @@ fn jwk_members(alg: Algorithm, public: &[u8]) -> serde_json::Map<String, serde_j
 
 /// RFC 7638: SHA-256 over the required members in lexicographic order, no whitespace.
 fn thumbprint(alg: Algorithm, public: &[u8]) -> String {
-    let members = jwk_members(alg, public);
-    // serde_json's Map is a BTreeMap here (no preserve_order feature), so keys are sorted.
-    let canonical = serde_json::to_string(&members).unwrap_or_default();
+    // Written out rather than serialized from a map: serde_json keeps insertion order when
+    // any crate in the build enables its `preserve_order` feature. Base64url needs no escaping.
+    let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+    let canonical = match alg {
+        Algorithm::Es256 => format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+            b64(&public[1..33]),
+            b64(&public[33..65])
+        ),
+        Algorithm::EdDsa => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, b64(public)),
+    };
     URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()))
 }
 
