@@ -216,7 +216,7 @@ mod tests {
     /// group first within a tier.
     #[test]
     fn sorting_a_mixed_queue() {
-        let mut q = vec![
+        let mut q = [
             ("video-hi g9", SendOrder::subgroup(128, 48, Descending, 9, 0)),
             ("video-lo g8", SendOrder::subgroup(128, 32, Descending, 8, 0)),
             ("audio g100", SendOrder::subgroup(128, 16, Descending, 100, 0)),
@@ -224,7 +224,7 @@ mod tests {
             ("catalog g1", SendOrder::subgroup(128, 0, Descending, 1, 0)),
             ("urgent fetch", SendOrder::subgroup(0, 200, Ascending, 1, 0)),
         ];
-        q.sort_by(|a, b| a.1.cmp(&b.1));
+        q.sort_by_key(|a| a.1);
         let names: Vec<_> = q.iter().map(|x| x.0).collect();
         assert_eq!(
             names,
