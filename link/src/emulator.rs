@@ -24,7 +24,7 @@ use std::{
 
 use bytes::Bytes;
 use tokio::{io::ReadBuf, net::UdpSocket, sync::oneshot, task::JoinHandle, time::Sleep};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{Error, Pipe, PipeStats, Schedule};
 
@@ -194,7 +194,8 @@ impl Emulator {
             clients_first: false,
         };
         info!(%local_addr, %upstream, "link emulator listening");
-        let task = tokio::spawn(driver.run());
+        let span = info_span!("link", %local_addr, %upstream);
+        let task = tokio::spawn(driver.run().instrument(span));
         Ok(Emulator { local_addr, upstream, stats, stop: Some(stop_tx), task: Some(task) })
     }
 

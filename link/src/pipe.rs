@@ -380,6 +380,7 @@ mod tests {
         let (first, last) = (out.first().unwrap().0, out.last().unwrap().0);
         let bits = (out.len() - 1) as f64 * 8000.0;
         let rate = bits / (last - first).as_secs_f64();
+        println!("2 Mbit/s link, offered 3 Mbit/s for 20 s: delivered {rate:.0} bit/s");
         assert!((rate / 2e6 - 1.0).abs() < 0.01, "delivered {rate} bit/s");
         let stats = pipe.stats();
         assert!(stats.dropped_queue_full > 2000, "{stats:?}");
@@ -429,6 +430,7 @@ mod tests {
         let out = run(&mut pipe, start, paced(100_000, 100, MS / 10));
         let lost = 100_000 - out.len();
         let rate = lost as f64 / 100_000.0;
+        println!("1% loss: {lost} of 100000 lost");
         assert!((0.007..=0.013).contains(&rate), "lost {lost} of 100000");
         assert_eq!(pipe.stats().dropped_loss as usize, lost);
     }
@@ -450,6 +452,9 @@ mod tests {
         // Mean length of a run of consecutive losses.
         let gaps: Vec<usize> = got.windows(2).map(|w| w[1] - w[0] - 1).filter(|g| *g > 0).collect();
         let mean_run = gaps.iter().sum::<usize>() as f64 / gaps.len() as f64;
+        println!(
+            "burst 1%:25%: {lost} of 100000 lost (model {expected:.0}), mean run {mean_run:.2}"
+        );
         assert!((3.2..=4.8).contains(&mean_run), "mean burst {mean_run}");
         assert_eq!(pipe.stats().dropped_burst as usize, lost);
     }
@@ -466,6 +471,7 @@ mod tests {
         assert!(order.windows(2).all(|w| w[0] < w[1]), "order kept");
         let delays: Vec<Duration> = out.iter().map(|(at, p)| *at - p.arrived).collect();
         let (min, max) = (*delays.iter().min().unwrap(), *delays.iter().max().unwrap());
+        println!("100 ms ± 30 ms, one packet per 20 ms: delays {min:?} .. {max:?}, order kept");
         // Serialization at 100 Mbit/s adds 96 µs.
         assert!(min >= 70 * MS && max <= 131 * MS, "delays {min:?}..{max:?}");
         assert!(min < 75 * MS && max > 125 * MS, "jitter spans its range: {min:?}..{max:?}");
@@ -517,6 +523,7 @@ mod tests {
         let before = rate_between(1, 10);
         let during = rate_between(11, 20);
         let after = rate_between(21, 29);
+        println!("step: {before:.0} / {during:.0} / {after:.0} bit/s before / during / after");
         assert!((before / 3e6 - 1.0).abs() < 0.01, "before {before}");
         assert!((during / 1e6 - 1.0).abs() < 0.01, "during {during}");
         assert!((after / 3e6 - 1.0).abs() < 0.01, "after {after}");
