@@ -934,7 +934,9 @@ impl Authorizer {
                 return Err(AuthError::NotYetValid { wait: Duration::from_secs(nbf - now_secs) });
             }
         }
-        let expires_at = UNIX_EPOCH + Duration::from_secs(claims.exp);
+        let expires_at = UNIX_EPOCH
+            .checked_add(Duration::from_secs(claims.exp))
+            .ok_or_else(|| AuthError::InvalidClaims("\"exp\" is out of range".into()))?;
         if now >= expires_at {
             let ago = now.duration_since(expires_at).unwrap_or_default();
             return Err(AuthError::Expired { ago });
@@ -943,7 +945,12 @@ impl Authorizer {
             list.iter()
                 .map(|p| {
                     p.parse().map_err(|e: PrefixError| {
-                        AuthError::InvalidClaims(format!("\"{name}\": {e}"))
+                        // Describe the fault without echoing the prefix: it may name a person.
+                        let fault = match e {
+                            PrefixError::EmptyField(_) => "an empty namespace field".to_owned(),
+                            other => other.to_string(),
+                        };
+                        AuthError::InvalidClaims(format!("\"{name}\" holds a prefix with {fault}"))
                     })
                 })
                 .collect()
