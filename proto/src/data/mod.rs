@@ -13,6 +13,7 @@
 
 mod datagram;
 mod fetch;
+mod object;
 mod subgroup;
 
 pub use datagram::{Datagram, DatagramBody};
@@ -20,6 +21,7 @@ pub use fetch::{
     EndOfRange, FetchHeader, FetchItem, FetchObject, FetchPrior, FetchReader, FetchWriter,
     RangeKind, decode_fetch_stream,
 };
+pub use object::{Forwarding, Object};
 pub use subgroup::{
     SubgroupHeader, SubgroupIdMode, SubgroupObject, SubgroupReader, SubgroupWriter,
     decode_subgroup_stream,

@@ -929,3 +929,39 @@ fn mutated_fixtures_never_panic() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Canonical objects
+// ---------------------------------------------------------------------------------------
+
+/// A relay reads an object in one form and writes it in another without losing a
+/// canonical property (§10.2.1).
+#[test]
+fn canonical_object_conversions() {
+    // Subgroup stream with a default priority: the subscription's (here 16) applies.
+    let (header, objects) = one_shot(&h("33 03 01   02 02 1025 01 61"));
+    let o = Object::from_subgroup(&header, 2, objects[0].clone(), 16);
+    assert_eq!(o.location(), crate::types::Location::new(1, 2));
+    assert_eq!((o.forwarding, o.publisher_priority), (Forwarding::Subgroup(2), 16));
+    assert_eq!(o.to_subgroup_object(), objects[0]);
+    // As a fetch object and back.
+    let f = o.to_fetch_object().unwrap();
+    assert_eq!(f.subgroup_id, Some(2));
+    assert_eq!(Object::from_fetch(f), o);
+    // As a datagram and back; the priority is omitted when it is the default.
+    let d = o.to_datagram(TrackAlias(9), Some(16));
+    assert_eq!(d.publisher_priority, None);
+    let back = Object::from_datagram(d, 16);
+    assert_eq!(
+        (back.forwarding, &back.payload, &back.extensions),
+        (Forwarding::Datagram, &o.payload, &o.extensions)
+    );
+    assert_eq!(o.to_datagram(TrackAlias(9), Some(1)).publisher_priority, Some(16));
+    // Status objects: a datagram with a status body; no fetch form.
+    let eog = Object::from_subgroup(&header, 2, status(3, ObjectStatus::EndOfGroup), 16);
+    assert_eq!(eog.to_fetch_object(), None);
+    let d = eog.to_datagram(TrackAlias(9), None);
+    assert_eq!(d.body, DatagramBody::Status(ObjectStatus::EndOfGroup));
+    // type 0x20 (STATUS) | Track Alias 9 | Group 1 | Object 3 | Priority 16 | End of Group
+    assert_eq!(d.to_vec().unwrap(), h("20 09 01 03 10 03"));
+}
