@@ -48,6 +48,13 @@ async fn exercise(client: &Session, server: &Session) {
     server.send_datagram(Bytes::from_static(b"dgram down")).unwrap();
     let d = within("client datagram", client.read_datagram()).await.unwrap();
     assert_eq!(&d[..], b"dgram down");
+    // Too large for one packet: refused with the sizes, not silently dropped.
+    let max = client.max_datagram_size();
+    let err = client.send_datagram(Bytes::from(vec![0u8; max + 1])).unwrap_err();
+    assert!(
+        matches!(err, tiermesh_client::transport::Error::DatagramTooLarge { size, .. } if size == max + 1),
+        "{err}"
+    );
 }
 
 #[tokio::test]

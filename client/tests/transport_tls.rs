@@ -55,6 +55,7 @@ async fn wrong_pinned_hash_is_refused_naming_both_hashes() {
     for scheme in ["moqt", "https"] {
         let err = refused(&url(&server, scheme, "/"), &mut server, &other.pinned()).await;
         let text = err.to_string();
+        println!("{scheme}, wrong pin: {text}");
         assert!(matches!(err, Error::UntrustedCertificate { .. }), "{text}");
         assert!(text.contains("is not trusted"), "{text}");
         assert!(text.contains(&cert.sha256.to_string()), "names the presented hash: {text}");
@@ -69,6 +70,7 @@ async fn self_signed_certificate_is_refused_under_system_roots() {
     let (mut server, _cert) = server();
     let err = refused(&url(&server, "https", "/"), &mut server, &ClientTls::system_roots()).await;
     let text = err.to_string();
+    println!("self-signed under system roots: {text}");
     assert!(matches!(err, Error::UntrustedCertificate { .. }), "{text}");
     assert!(text.contains("not issued by a trusted certificate authority"), "{text}");
     assert!(text.contains("--tls-cert-hash"), "says how to trust it anyway: {text}");
@@ -123,6 +125,7 @@ async fn wrong_alpn_is_refused_with_a_clear_error() {
     let config = TransportConfig::default().protocols(["moqt-99"]);
     let err = refused_with(&url(&server, "moqt", "/"), &mut server, &cert.pinned(), &config).await;
     let text = err.to_string();
+    println!("wrong ALPN: {text}");
     assert!(matches!(err, Error::ProtocolRefused { .. }), "{text}");
     assert!(text.contains("moqt-99"), "names what was offered: {text}");
     assert!(text.contains("ALPN"), "{text}");
@@ -164,6 +167,7 @@ async fn webtransport_connect_can_be_rejected_with_an_http_status() {
     let err = client.unwrap_err();
     assert!(matches!(err, Error::Rejected { status: 403, .. }), "{err}");
     let text = err.to_string();
+    println!("rejected: {text}");
     assert!(text.contains("403"), "{text}");
     assert!(!text.contains("expired"), "the token never appears in errors: {text}");
 }
@@ -181,4 +185,73 @@ async fn nothing_listening_times_out_with_a_hint() {
         .unwrap_err();
     assert!(matches!(err, Error::HandshakeTimeout { .. }), "{err}");
     assert!(err.to_string().contains("did not answer"), "{err}");
+}
+
+/// A private CA: its certificate and an issuer to sign leaves with.
+fn private_ca() -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    (cert, rcgen::Issuer::new(params, key))
+}
+
+/// A leaf signed by `issuer` for `names`: (certificate DER, key DER).
+fn leaf(
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    names: &[&str],
+    client: bool,
+) -> (Vec<u8>, Vec<u8>) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    if client {
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    }
+    (params.signed_by(&key, issuer).unwrap().der().to_vec(), key.serialize_der())
+}
+
+#[tokio::test]
+async fn mutual_tls_admits_clients_of_the_mesh_ca_only() {
+    let (ca, issuer) = private_ca();
+    let (server_cert, server_key) = leaf(&issuer, &["127.0.0.1"], false);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .unwrap();
+    let tls = ServerTls::from_der(vec![server_cert], server_key).unwrap().client_verifier(verifier);
+    let mut server = Server::bind("127.0.0.1:0".parse().unwrap(), tls).unwrap();
+    let trust = ClientTls::ca_der(vec![ca.der().to_vec()]).unwrap();
+
+    // A node certificate from the mesh CA: admitted, and the server sees who it is.
+    let (node_cert, node_key) = leaf(&issuer, &["node-a.mesh"], true);
+    let with_cert = trust.clone().with_client_cert(vec![node_cert.clone()], node_key).unwrap();
+    for scheme in ["moqt", "https"] {
+        let (_c, srv, _) = pair(&url(&server, scheme, "/mesh"), &mut server, &with_cert).await;
+        assert_eq!(srv.peer_certificates().unwrap()[0], node_cert, "{scheme}");
+    }
+
+    // No client certificate: refused, and the error says a certificate was required.
+    for scheme in ["moqt", "https"] {
+        let url = url(&server, scheme, "/mesh");
+        let outcome = within("no client cert", async {
+            tokio::select! {
+                r = transport::connect(&url, &trust) => match r {
+                    // TLS 1.3 lets the client finish first; the server's refusal then ends
+                    // the session.
+                    Ok(s) => s.closed().await.to_string(),
+                    Err(e) => e.to_string(),
+                },
+                r = server.accept() => panic!("admitted without a client certificate: {r:?}"),
+            }
+        })
+        .await;
+        println!("{scheme}, no client certificate: {outcome}");
+        assert!(outcome.contains("client certificate"), "{scheme}: {outcome}");
+    }
 }

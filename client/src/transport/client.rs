@@ -85,9 +85,17 @@ pub(crate) async fn dial(
             Kind::WebTransport => {
                 let request = wt::proto::ConnectRequest::new(target.connect_url())
                     .with_protocols(protocols.clone());
-                wt::Session::connect(conn, request)
-                    .await
-                    .map_err(|e| connect_error(e, &server, &failure, &protocols, config))?
+                let quic = conn.clone();
+                wt::Session::connect(conn, request).await.map_err(|e| {
+                    // When the connection itself ended (a TLS alert after the handshake, an
+                    // idle timeout), its close reason says more than the HTTP/3 layer's error.
+                    match quic.close_reason() {
+                        Some(closed) => {
+                            handshake_error(&closed, &server, &failure, &protocols, config)
+                        }
+                        None => connect_error(e, &server, &failure, &protocols, config),
+                    }
+                })?
             }
         };
         if target.kind() == Kind::WebTransport && inner.protocol().is_none() {

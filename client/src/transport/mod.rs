@@ -26,6 +26,7 @@
 //! certificate resolvers and verifiers ([`ServerTls::from_resolver`],
 //! [`ServerTls::client_verifier`], [`ClientTls::custom_verifier`]).
 
+mod args;
 mod client;
 mod config;
 mod error;
@@ -34,6 +35,7 @@ mod session;
 mod target;
 mod tls;
 
+pub use args::TlsArgs;
 pub use client::{connect, connect_with};
 pub use config::{CongestionControl, TransportConfig};
 pub use error::Error;

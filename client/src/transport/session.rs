@@ -132,7 +132,10 @@ impl fmt::Display for CloseReason {
                 Ok(())
             }
             Self::Transport { by, code, reason } => {
-                write!(f, "QUIC transport error {code:#x} detected by {by}")?;
+                match tls_alert(*code) {
+                    Some(alert) => write!(f, "TLS alert {alert} ({code:#x}) from {by}")?,
+                    None => write!(f, "QUIC transport error {code:#x} detected by {by}")?,
+                }
                 if !reason.is_empty() {
                     write!(f, ": {reason}")?;
                 }
@@ -143,6 +146,25 @@ impl fmt::Display for CloseReason {
             Self::Other(s) => f.write_str(s),
         }
     }
+}
+
+/// Names the TLS alert a QUIC CRYPTO_ERROR code (0x100 + alert) carries, with a hint for the
+/// ones a user can act on.
+fn tls_alert(code: u64) -> Option<&'static str> {
+    if !(0x100..=0x1ff).contains(&code) {
+        return None;
+    }
+    Some(match code - 0x100 {
+        40 => "handshake_failure",
+        42 => "bad_certificate: the certificate presented was refused",
+        45 => "certificate_expired",
+        46 => "certificate_unknown: the certificate presented was refused",
+        48 => "unknown_ca: the certificate presented is not from a trusted authority",
+        80 => "internal_error",
+        116 => "certificate_required: the server requires a client certificate (mutual TLS)",
+        120 => "no_application_protocol: no common ALPN",
+        _ => "(other)",
+    })
 }
 
 /// Connection figures at one instant.
