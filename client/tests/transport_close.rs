@@ -4,7 +4,9 @@
 
 mod transport_common;
 
-use tiermesh_client::transport::{CloseReason, Error, Side};
+use std::time::Duration;
+
+use tiermesh_client::transport::{self, CloseReason, Error, Side, TransportConfig};
 use transport_common::{pair, server, url, within};
 
 #[tokio::test]
@@ -87,4 +89,45 @@ async fn stream_reset_and_stop_codes_arrive() {
         .await;
         assert!(matches!(err, Error::Stopped { code: 0x7 }), "{scheme}: {err}");
     }
+}
+
+#[tokio::test]
+async fn a_silent_peer_ends_the_session_with_an_idle_timeout() {
+    let (mut server, cert) = server();
+    // The idle timeout in force is the smaller of both sides': 300 ms, and no keep-alive.
+    let quiet =
+        TransportConfig::default().idle_timeout(Duration::from_millis(300)).keep_alive(None);
+    let url = url(&server, "moqt", "/");
+    let tls = cert.pinned();
+    let (client, srv) = within("connect", async {
+        tokio::join!(transport::connect_with(&url, &tls, &quiet), async {
+            server.accept().await.unwrap().accept().await.unwrap()
+        })
+    })
+    .await;
+    let client = client.unwrap();
+    // The server keeps its 3 s keep-alive, but its PINGs only go out every 3 s: the client
+    // times out first.
+    assert_eq!(within("idle", client.closed()).await, CloseReason::IdleTimeout);
+    let _ = srv;
+}
+
+#[tokio::test]
+async fn a_keep_alive_holds_an_idle_session_open() {
+    let (mut server, cert) = server();
+    let short = TransportConfig::default()
+        .idle_timeout(Duration::from_millis(600))
+        .keep_alive(Some(Duration::from_millis(100)));
+    let url = url(&server, "moqt", "/");
+    let tls = cert.pinned();
+    let (client, _srv) = within("connect", async {
+        tokio::join!(transport::connect_with(&url, &tls, &short), async {
+            server.accept().await.unwrap().accept().await.unwrap()
+        })
+    })
+    .await;
+    let client = client.unwrap();
+    // Three idle timeouts pass without traffic from the application: still open.
+    let closed = tokio::time::timeout(Duration::from_millis(1800), client.closed()).await;
+    assert!(closed.is_err(), "closed although keep-alives were flowing: {closed:?}");
 }
