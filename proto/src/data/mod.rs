@@ -15,6 +15,7 @@ mod datagram;
 mod fetch;
 mod object;
 mod subgroup;
+mod track;
 
 pub use datagram::{Datagram, DatagramBody};
 pub use fetch::{
@@ -26,6 +27,7 @@ pub use subgroup::{
     SubgroupHeader, SubgroupIdMode, SubgroupObject, SubgroupReader, SubgroupWriter,
     decode_subgroup_stream,
 };
+pub use track::TrackChecker;
 
 use crate::coding::{DecodeError, TerminationCode, get_varint};
 

@@ -965,3 +965,119 @@ fn canonical_object_conversions() {
     // type 0x20 (STATUS) | Track Alias 9 | Group 1 | Object 3 | Priority 16 | End of Group
     assert_eq!(d.to_vec().unwrap(), h("20 09 01 03 10 03"));
 }
+
+// ---------------------------------------------------------------------------------------
+// Malformed tracks across streams
+// ---------------------------------------------------------------------------------------
+
+fn obj_at(group_id: u64, object_id: u64, forwarding: Forwarding) -> Object {
+    Object {
+        group_id,
+        object_id,
+        forwarding,
+        publisher_priority: 128,
+        status: ObjectStatus::Normal,
+        extensions: Extensions::default(),
+        payload: Bytes::from_static(b"x"),
+    }
+}
+
+fn with_status(mut o: Object, s: ObjectStatus) -> Object {
+    o.status = s;
+    o.payload = Bytes::new();
+    o
+}
+
+fn with_ext(mut o: Object, ext: Extensions) -> Object {
+    o.extensions = ext;
+    o
+}
+
+const SG0: Forwarding = Forwarding::Subgroup(0);
+
+#[test]
+fn track_checker_final_objects() {
+    // Condition 7: an object beyond the End of Group object, in either arrival order.
+    let mut t = TrackChecker::new();
+    t.handle_object(&obj_at(1, 0, SG0)).unwrap();
+    t.handle_object(&with_status(obj_at(1, 3, Forwarding::Subgroup(1)), ObjectStatus::EndOfGroup))
+        .unwrap();
+    t.handle_object(&obj_at(1, 2, SG0)).unwrap();
+    malformed_track(t.handle_object(&obj_at(1, 4, SG0)));
+    t.handle_object(&obj_at(2, 9, SG0)).unwrap();
+    let mut t = TrackChecker::new();
+    t.handle_object(&obj_at(1, 5, SG0)).unwrap();
+    malformed_track(t.handle_object(&with_status(obj_at(1, 3, SG0), ObjectStatus::EndOfGroup)));
+    // ... and beyond a datagram's END_OF_GROUP bit.
+    let mut t = TrackChecker::new();
+    t.handle_end_of_group(4, 2).unwrap();
+    malformed_track(t.handle_object(&obj_at(4, 3, Forwarding::Datagram)));
+    t.handle_object(&obj_at(4, 2, Forwarding::Datagram)).unwrap();
+    malformed_track(t.handle_end_of_group(4, 1));
+
+    // Condition 8: beyond the End of Track, in either order.
+    let mut t = TrackChecker::new();
+    t.handle_object(&with_status(obj_at(7, 0, SG0), ObjectStatus::EndOfTrack)).unwrap();
+    assert_eq!(t.end_of_track(), Some(crate::types::Location::new(7, 0)));
+    t.handle_object(&obj_at(6, 30, SG0)).unwrap();
+    malformed_track(t.handle_object(&obj_at(7, 1, SG0)));
+    malformed_track(t.handle_object(&obj_at(8, 0, SG0)));
+    let mut t = TrackChecker::new();
+    t.handle_object(&obj_at(8, 0, SG0)).unwrap();
+    malformed_track(t.handle_object(&with_status(obj_at(7, 0, SG0), ObjectStatus::EndOfTrack)));
+
+    // Conditions 5 and 6: subgroup final objects.
+    let mut t = TrackChecker::new();
+    t.handle_object(&obj_at(1, 0, Forwarding::Subgroup(2))).unwrap();
+    t.handle_subgroup_fin(1, 2, 0).unwrap();
+    t.handle_subgroup_fin(1, 2, 0).unwrap();
+    malformed_track(t.handle_subgroup_fin(1, 2, 1));
+    malformed_track(t.handle_object(&obj_at(1, 1, Forwarding::Subgroup(2))));
+    t.handle_object(&obj_at(1, 1, Forwarding::Subgroup(3))).unwrap();
+    malformed_track(t.handle_subgroup_fin(1, 3, 0));
+
+    // Condition 10: one Location, two forwarding preferences.
+    let mut t = TrackChecker::new();
+    t.handle_object(&obj_at(1, 1, SG0)).unwrap();
+    t.handle_object(&obj_at(1, 1, SG0)).unwrap();
+    malformed_track(t.handle_object(&obj_at(1, 1, Forwarding::Datagram)));
+}
+
+#[test]
+fn track_checker_gap_extensions() {
+    let ggap = |g| Extensions { prior_group_id_gap: Some(g), ..Default::default() };
+    let ogap = |g| Extensions { prior_object_id_gap: Some(g), ..Default::default() };
+    // Group 10 says groups 8 and 9 never exist.
+    let mut t = TrackChecker::new();
+    t.handle_object(&obj_at(7, 0, SG0)).unwrap();
+    t.handle_object(&with_ext(obj_at(10, 0, SG0), ggap(2))).unwrap();
+    malformed_track(t.handle_object(&obj_at(9, 0, SG0)));
+    malformed_track(t.handle_object(&obj_at(8, 4, SG0)));
+    // Same value again in the group is fine, another value is not.
+    t.handle_object(&with_ext(obj_at(10, 1, SG0), ggap(2))).unwrap();
+    malformed_track(t.handle_object(&with_ext(obj_at(10, 2, SG0), ggap(1))));
+    // A gap covering a received group.
+    malformed_track(t.handle_object(&with_ext(obj_at(12, 0, SG0), ggap(5))));
+
+    // Object 10 says objects 8 and 9 never exist.
+    let mut t = TrackChecker::new();
+    t.handle_object(&obj_at(3, 7, SG0)).unwrap();
+    t.handle_object(&with_ext(obj_at(3, 10, Forwarding::Subgroup(1)), ogap(2))).unwrap();
+    malformed_track(t.handle_object(&obj_at(3, 9, Forwarding::Subgroup(2))));
+    malformed_track(t.handle_object(&with_ext(obj_at(3, 12, SG0), ogap(5))));
+    t.handle_object(&with_ext(obj_at(3, 12, SG0), ogap(1))).unwrap();
+}
+
+#[test]
+fn track_checker_keeps_a_bounded_window() {
+    let mut t = TrackChecker::new().with_group_window(4);
+    t.handle_object(&with_status(obj_at(0, 0, SG0), ObjectStatus::EndOfGroup)).unwrap();
+    for g in 1..=10 {
+        t.handle_object(&obj_at(g, 0, SG0)).unwrap();
+    }
+    // Group 0 is forgotten: a late object there is no longer judged.
+    t.handle_object(&obj_at(0, 5, SG0)).unwrap();
+    // Recent groups still are.
+    t.handle_object(&with_status(obj_at(10, 1, SG0), ObjectStatus::EndOfGroup)).unwrap();
+    malformed_track(t.handle_object(&obj_at(10, 2, SG0)));
+}
