@@ -1,0 +1,10 @@
+/**
+ * tiermesh browser client: MoQT draft-16 over WebTransport, with a WebCodecs player and
+ * publisher. See README.md for the API.
+ */
+export * from './wire/coding.js';
+export * from './wire/kvp.js';
+export * from './wire/message.js';
+export * from './wire/data.js';
+export * from './wire/ext.js';
+export * from './wire/catalog.js';
