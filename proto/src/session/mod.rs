@@ -635,7 +635,7 @@ impl Session {
             }
         }
         if let Some(t) = s.config.control_message_timeout {
-            s.set_timer(Timer::Setup, now + t);
+            s.set_timer(Timer::Setup, now, t);
         }
         if role == Role::Client {
             let params = s.own_setup_params();
@@ -841,7 +841,13 @@ impl Session {
         id.0 % 2 == self.local_ids.parity()
     }
 
-    fn set_timer(&mut self, timer: Timer, at: Instant) {
+    /// Arms `timer` to fire `after` from `now`. A duration too long for the clock means
+    /// the timer never fires.
+    fn set_timer(&mut self, timer: Timer, now: Instant, after: std::time::Duration) {
+        let Some(at) = now.checked_add(after) else {
+            self.deadlines.remove(&timer);
+            return;
+        };
         self.deadlines.insert(timer, at);
         self.timers.push(Reverse((at, timer)));
     }
@@ -961,7 +967,7 @@ impl Session {
         if release_now {
             self.release_subscription(id);
         } else {
-            self.set_timer(Timer::Linger(id), now + linger);
+            self.set_timer(Timer::Linger(id), now, linger);
         }
     }
 
@@ -997,7 +1003,7 @@ impl Session {
                         ));
                     }
                     let size = ENTRY_OVERHEAD + value.0.len() as u64;
-                    if self.peer_tokens.size + size > self.peer_tokens.limit {
+                    if self.peer_tokens.size.saturating_add(size) > self.peer_tokens.limit {
                         if in_client_setup {
                             // §9.3.1.5: treated as USE_VALUE, not a session error.
                             out.push(AuthToken::UseValue { token_type, value });

@@ -65,7 +65,7 @@ impl Session {
     /// Arms the CONTROL_MESSAGE_TIMEOUT for one of this endpoint's requests.
     fn await_answer(&mut self, now: Instant, id: RequestId) {
         if let Some(t) = self.config.control_message_timeout {
-            self.set_timer(Timer::Response(id), now + t);
+            self.set_timer(Timer::Response(id), now, t);
         }
     }
 
@@ -781,7 +781,7 @@ impl Session {
         self.send_control(bytes);
         self.goaway_sent = true;
         if let Some(t) = self.config.goaway_timeout {
-            self.set_timer(Timer::Goaway, now + t);
+            self.set_timer(Timer::Goaway, now, t);
         }
         Ok(())
     }

@@ -1404,6 +1404,45 @@ fn client_setup_token_beyond_the_cache_is_used_once_not_an_error() {
     assert_eq!(peer.auth_tokens, vec![(0, TokenValue(Bytes::from_static(b"tok")))]);
 }
 
+#[test]
+fn timeouts_beyond_the_clock_never_fire() {
+    let cfg = SessionConfig::default()
+        .control_message_timeout(Some(Duration::MAX))
+        .goaway_timeout(Some(Duration::MAX))
+        .publish_done_linger(Duration::MAX);
+    let mut p = Pair::with(cfg.clone(), cfg);
+    let _ = (p.client_event(), p.server_event());
+    let sub = p.client.subscribe(p.now, track("a", "b"), Default::default()).unwrap();
+    p.drive();
+    p.server.goaway(p.now, "").unwrap();
+    p.drive();
+    p.client.unsubscribe(p.now, sub).unwrap();
+    assert_eq!(p.client.poll_timeout(), None);
+    assert_eq!(p.server.poll_timeout(), None);
+}
+
+#[test]
+fn reset_of_a_namespace_stream_ends_the_subscription() {
+    let mut s = server_ready(SessionConfig::default());
+    let now = Instant::now();
+    let m = message::SubscribeNamespace {
+        request_id: RequestId(0),
+        prefix: ns("a"),
+        ..Default::default()
+    };
+    s.handle_stream_bytes(now, Stream::Peer(4), &m.to_vec(), false);
+    assert!(matches!(s.poll_event(), Some(Event::SubscribeNamespaceRequested { .. })));
+    s.accept_request(now, RequestId(0), Default::default()).unwrap();
+    s.handle_stream_reset(now, Stream::Peer(4));
+    assert_eq!(s.poll_event(), Some(Event::SubscribeNamespaceEnded { request_id: RequestId(0) }));
+    assert_eq!(s.open_requests(), 0);
+    assert!(s.namespace(now, RequestId(0), &ns("a/b")).is_err());
+    assert!(!s.is_closed());
+    // Resetting the control stream, though, ends the session.
+    s.handle_stream_reset(now, Stream::Control);
+    assert_closed(&mut s, TerminationCode::ProtocolViolation);
+}
+
 // ----- no panic on any input -----
 
 /// A small deterministic generator (xorshift64*), so a failing input can be replayed.
