@@ -3,6 +3,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+use tracing::Instrument;
 use url::Url;
 use web_transport_quinn as wt;
 
@@ -104,7 +105,8 @@ pub(crate) async fn dial(
         let url = (target.kind() == Kind::WebTransport).then(|| target.url());
         Ok(Session::new(inner, target.kind(), url, Some(endpoint.clone())))
     };
-    match tokio::time::timeout(config.get_handshake_timeout(), handshake).await {
+    let span = tracing::debug_span!("connect", %server, %addr);
+    match tokio::time::timeout(config.get_handshake_timeout(), handshake).instrument(span).await {
         Ok(result) => result,
         Err(_) => Err(Error::HandshakeTimeout { server, after: config.get_handshake_timeout() }),
     }

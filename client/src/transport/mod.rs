@@ -24,7 +24,8 @@
 //!
 //! No quinn or rustls type appears in this API except the rustls traits that plug in
 //! certificate resolvers and verifiers ([`ServerTls::from_resolver`],
-//! [`ServerTls::client_verifier`], [`ClientTls::custom_verifier`]).
+//! [`ServerTls::client_verifier`], [`ClientTls::custom_verifier`],
+//! [`ClientTls::with_client_cert_resolver`]).
 
 mod args;
 mod client;
@@ -61,5 +62,26 @@ impl std::fmt::Display for Kind {
             Kind::RawQuic => "raw QUIC",
             Kind::WebTransport => "WebTransport",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    /// The relay runs each session, stream and accept loop on its own task.
+    #[test]
+    fn handles_can_move_between_tasks() {
+        send_sync::<Session>();
+        send_sync::<Request>();
+        send::<Server>();
+        send_sync::<SendStream>();
+        send_sync::<RecvStream>();
+        send_sync::<ClientTls>();
+        send_sync::<ServerTls>();
+        send_sync::<Error>();
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use tracing::Instrument;
 use url::Url;
 use web_transport_quinn as wt;
 
@@ -169,7 +170,8 @@ async fn handshake(
             }
         }
     };
-    match tokio::time::timeout(timeout, work).await {
+    let span = tracing::debug_span!("handshake", %peer);
+    match tokio::time::timeout(timeout, work).instrument(span).await {
         Ok(Ok(request)) => {
             tracing::debug!(%peer, kind = ?request.kind(), "handshake complete");
             Some(request)

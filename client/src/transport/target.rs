@@ -121,7 +121,7 @@ impl Target {
     /// is always written out.
     pub(crate) fn connect_url(&self) -> Url {
         let mut url = self.url.clone();
-        // Both calls only fail for URLs that cannot have a port, which `from_url` refused.
+        // Only fails for URLs that cannot have a port, which `from_url` refused.
         let _ = url.set_port(Some(self.port));
         url
     }
