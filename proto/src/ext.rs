@@ -17,6 +17,11 @@
 //! | 0x3C | PRIOR_GROUP_ID_GAP | Object |
 //! | 0x3E | PRIOR_OBJECT_ID_GAP | Object |
 //!
+//! Encoding writes every pair sorted by type, as the delta encoding requires. Integer
+//! values are written in their shortest varint form (the same value a peer may have sent
+//! in a longer form); byte values, and the Immutable Extensions container as a whole, are
+//! written exactly as received.
+//!
 //! A known type met outside its scope (a track extension on an object, or the reverse) has
 //! no meaning the draft defines and no error either: it is kept raw in `other` and
 //! forwarded like an unknown extension.

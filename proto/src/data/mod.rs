@@ -196,6 +196,140 @@ impl StreamKind {
     }
 }
 
+/// Reader of a unidirectional stream whose kind is not known yet: it waits for the
+/// stream type, then reads it as a subgroup or a fetch stream. An unknown stream type is
+/// a PROTOCOL_VIOLATION.
+#[derive(Debug)]
+pub struct StreamReader {
+    cfg: ReaderConfig,
+    state: StreamState,
+}
+
+#[derive(Debug)]
+enum StreamState {
+    Pending(Vec<u8>, bool),
+    Subgroup(SubgroupReader, u64),
+    Fetch(FetchReader),
+    Failed(Error),
+}
+
+/// One item of a [`StreamReader`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamItem {
+    /// An object of a subgroup stream.
+    Subgroup(SubgroupObject),
+    /// An object or End of Range of a fetch stream.
+    Fetch(FetchItem),
+}
+
+impl Default for StreamReader {
+    fn default() -> Self {
+        Self::new(ReaderConfig::default())
+    }
+}
+
+impl StreamReader {
+    /// A reader with the given limits.
+    pub fn new(cfg: ReaderConfig) -> Self {
+        StreamReader { cfg, state: StreamState::Pending(Vec::new(), false) }
+    }
+
+    /// Appends bytes received on the stream.
+    pub fn handle_bytes(&mut self, data: &[u8]) {
+        match &mut self.state {
+            StreamState::Subgroup(r, _) => r.handle_bytes(data),
+            StreamState::Fetch(r) => r.handle_bytes(data),
+            StreamState::Failed(_) => {}
+            StreamState::Pending(buf, _) => {
+                buf.extend_from_slice(data);
+                self.settle();
+            }
+        }
+    }
+
+    /// The stream ended with FIN.
+    pub fn handle_fin(&mut self) {
+        match &mut self.state {
+            StreamState::Subgroup(r, _) => r.handle_fin(),
+            StreamState::Fetch(r) => r.handle_fin(),
+            StreamState::Failed(_) => {}
+            StreamState::Pending(_, fin) => *fin = true,
+        }
+    }
+
+    fn settle(&mut self) {
+        let StreamState::Pending(buf, fin) = &mut self.state else { return };
+        let (buf, fin) = (std::mem::take(buf), *fin);
+        self.state = match StreamKind::peek(&buf) {
+            Err(Error::Short) => StreamState::Pending(buf, fin),
+            Err(e) => StreamState::Failed(e),
+            Ok(StreamKind::Subgroup(ty)) => {
+                let mut r = SubgroupReader::new(self.cfg);
+                r.handle_bytes(&buf);
+                StreamState::Subgroup(r, ty)
+            }
+            Ok(StreamKind::Fetch) => {
+                let mut r = FetchReader::new(self.cfg);
+                r.handle_bytes(&buf);
+                StreamState::Fetch(r)
+            }
+        };
+        if fin {
+            self.handle_fin();
+        }
+    }
+
+    /// The stream's kind, once its type has arrived.
+    pub fn kind(&self) -> Option<StreamKind> {
+        match &self.state {
+            StreamState::Subgroup(_, ty) => Some(StreamKind::Subgroup(*ty)),
+            StreamState::Fetch(_) => Some(StreamKind::Fetch),
+            _ => None,
+        }
+    }
+
+    /// The subgroup reader, once the stream is known to be a subgroup stream (for its
+    /// header and Subgroup ID).
+    pub fn subgroup(&self) -> Option<&SubgroupReader> {
+        match &self.state {
+            StreamState::Subgroup(r, _) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The fetch reader, once the stream is known to be a fetch stream.
+    pub fn fetch(&self) -> Option<&FetchReader> {
+        match &self.state {
+            StreamState::Fetch(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// True once FIN has arrived and every item has been yielded without error.
+    pub fn is_finished(&self) -> bool {
+        match &self.state {
+            StreamState::Subgroup(r, _) => r.is_finished(),
+            StreamState::Fetch(r) => r.is_finished(),
+            _ => false,
+        }
+    }
+
+    /// The next item, `None` when more bytes are needed, or the error that ends the stream.
+    pub fn poll_object(&mut self) -> Option<Result<StreamItem, Error>> {
+        match &mut self.state {
+            StreamState::Subgroup(r, _) => r.poll_object().map(|x| x.map(StreamItem::Subgroup)),
+            StreamState::Fetch(r) => r.poll_object().map(|x| x.map(StreamItem::Fetch)),
+            StreamState::Failed(e) => Some(Err(e.clone())),
+            StreamState::Pending(_, true) => {
+                let e = Error::violation("stream ended before its type");
+                self.state = StreamState::Failed(e.clone());
+                Some(Err(e))
+            }
+            StreamState::Pending(_, false) => None,
+        }
+    }
+}
+
 /// Limits for the incremental readers. Values announced by the peer are checked against
 /// them before any byte of the value is buffered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1081,3 +1081,54 @@ fn track_checker_keeps_a_bounded_window() {
     t.handle_object(&with_status(obj_at(10, 1, SG0), ObjectStatus::EndOfGroup)).unwrap();
     malformed_track(t.handle_object(&obj_at(10, 2, SG0)));
 }
+
+#[test]
+fn stream_reader_detects_the_kind() {
+    // A subgroup stream (draft example 1) and the fetch fixture, byte by byte.
+    let sub = h("14 02 00 00 00 00 04 61626364 00 04 65666768");
+    let mut r = StreamReader::default();
+    let mut items = Vec::new();
+    for b in &sub {
+        assert!(r.kind().is_none() || r.subgroup().is_some());
+        r.handle_bytes(&[*b]);
+        while let Some(i) = r.poll_object() {
+            items.push(i.unwrap());
+        }
+    }
+    r.handle_fin();
+    assert_eq!(r.poll_object(), None);
+    assert!(r.is_finished());
+    assert_eq!(r.kind(), Some(StreamKind::Subgroup(0x14)));
+    let (_, objs) = one_shot(&sub);
+    assert_eq!(items, objs.into_iter().map(StreamItem::Subgroup).collect::<Vec<_>>());
+
+    let (fetch, header, fetch_items) = fetch_fixture();
+    let mut r = StreamReader::default();
+    let mut items = Vec::new();
+    for b in &fetch {
+        r.handle_bytes(&[*b]);
+        while let Some(i) = r.poll_object() {
+            items.push(i.unwrap());
+        }
+    }
+    r.handle_fin();
+    assert!(r.is_finished());
+    assert_eq!(r.fetch().unwrap().header(), Some(&header));
+    assert_eq!(items, fetch_items.into_iter().map(StreamItem::Fetch).collect::<Vec<_>>());
+
+    // A two-byte stream type split across calls, then an unknown type.
+    let mut r = StreamReader::default();
+    r.handle_bytes(&h("40"));
+    assert_eq!(r.poll_object(), None);
+    r.handle_bytes(&h("06"));
+    violation(r.poll_object().unwrap());
+    // FIN before the type.
+    let mut r = StreamReader::default();
+    r.handle_fin();
+    violation(r.poll_object().unwrap());
+    // FIN that arrives while the type is incomplete, then the rest never comes.
+    let mut r = StreamReader::default();
+    r.handle_bytes(&h("40"));
+    r.handle_fin();
+    violation(r.poll_object().unwrap());
+}
