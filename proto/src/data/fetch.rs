@@ -487,7 +487,8 @@ impl FetchReader {
         self
     }
 
-    /// Appends bytes received on the stream.
+    /// Appends bytes received on the stream. They stay buffered until the objects they
+    /// complete are drained with `poll_object`, so call it until it returns `None`.
     pub fn handle_bytes(&mut self, data: &[u8]) {
         if self.error.is_some() || self.fin {
             return;

@@ -9,7 +9,13 @@
 //! [`Error::Short`] until the input holds the whole value, and consumes nothing then) and a
 //! writer that picks the compact wire form. Streams also have an incremental reader
 //! ([`SubgroupReader`], [`FetchReader`]) that is fed bytes as they arrive and yields each
-//! object as soon as its payload is complete, as a shared [`bytes::Bytes`].
+//! object as soon as its payload is complete, as a shared [`bytes::Bytes`];
+//! [`StreamReader`] picks the right one from the stream type.
+//!
+//! Errors ([`Error`]) tell the session whether to wait, close the session with a code, or
+//! treat the track as malformed. [`Object`] holds the canonical properties of an object
+//! whatever form it came in, and [`TrackChecker`] finds the malformed-track conditions that
+//! only show across several streams and datagrams of a track.
 
 mod datagram;
 mod fetch;
