@@ -394,6 +394,21 @@ fn subgroup_stream_errors() {
     violation(SubgroupObject::decode(&mut &h("00 02 1025 00 04")[..], &hdr(true), None));
     // Key-value length above 2^16-1 inside the extensions (§1.4.2) -> PROTOCOL_VIOLATION.
     violation(SubgroupObject::decode(&mut &h("00 05 01 80010000 00")[..], &hdr(true), None));
+    // Delta Types summing past 2^64-1 (§1.4.2): five pairs of delta 2^62-1, each with an
+    // empty value (length 0 for odd types, value 0 for even ones): 45 bytes = 0x2d.
+    violation(SubgroupObject::decode(
+        &mut &h(concat!(
+            "00 2d",
+            "ffffffffffffffff 00",
+            "ffffffffffffffff 00",
+            "ffffffffffffffff 00",
+            "ffffffffffffffff 00",
+            "ffffffffffffffff 00",
+            "01 61"
+        ))[..],
+        &hdr(true),
+        None,
+    ));
     // Object ID past 2^62-1.
     violation(SubgroupObject::decode(
         &mut &h("00 01 61")[..],
