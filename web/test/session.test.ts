@@ -1,0 +1,107 @@
+// Guards: two sessions joined by an in-memory transport run SETUP, SUBSCRIBE (Largest
+// Object) plus a relative Joining FETCH, and deliver every object of the current group once
+// and in order, so a player starts at a key frame; unknown tracks are refused with
+// DOES_NOT_EXIST; UNSUBSCRIBE stops the publisher forwarding.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { memoryPair } from '../src/transport.js';
+import { RequestError, Session } from '../src/session.js';
+import { RequestErrorCode } from '../src/wire/message.js';
+import { captureTimestampUs, locToExtensions } from '../src/wire/ext.js';
+import type { MoqObject } from '../src/wire/data.js';
+
+async function pair() {
+  const { a, b } = memoryPair();
+  const [sub, pub] = await Promise.all([Session.open(a, 'client'), Session.open(b, 'server')]);
+  return { sub, pub };
+}
+
+/** Resolves when `cond()` holds, polling each macrotask; rejects after `ms`. */
+async function until(cond: () => boolean, ms = 2000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+const bytes = (g: number, o: number) => new TextEncoder().encode(`g${g}o${o}`);
+
+test('subscribe + joining fetch deliver the current group from its start, then live objects', async () => {
+  const { sub, pub } = await pair();
+  const track = pub.publishTrack(['clinic', 'room-42'], 'video/360p', { priority: 48, push: false });
+  for (let o = 0; o < 5; o++) track.write(0, o, bytes(0, o), locToExtensions({ timestamp: 1000 + o }));
+  for (let o = 0; o < 3; o++) track.write(1, o, bytes(1, o), locToExtensions({ timestamp: 2000 + o }));
+
+  const got: [number, number, string, string][] = [];
+  const s = await sub.subscribe(['clinic', 'room-42'], 'video/360p', {
+    onObject: (obj: MoqObject, source) => got.push([obj.groupId, obj.objectId, new TextDecoder().decode(obj.payload), source]),
+  });
+  assert.deepEqual(s.largest, { group: 1, object: 2 });
+  const f = await s.joiningFetch(0);
+  assert.ok(f);
+  await f.done;
+  track.write(1, 3, bytes(1, 3));
+  track.write(2, 0, bytes(2, 0), locToExtensions({ timestamp: 3000 }));
+  track.write(2, 1, bytes(2, 1));
+  await until(() => got.length === 6);
+  got.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+  assert.deepEqual(got.map((g) => `${g[0]}/${g[1]}:${g[2]}:${g[3]}`), [
+    '1/0:g1o0:fetch',
+    '1/1:g1o1:fetch',
+    '1/2:g1o2:fetch',
+    '1/3:g1o3:subgroup',
+    '2/0:g2o0:subgroup',
+    '2/1:g2o1:subgroup',
+  ]);
+  assert.equal(track.stats().subscribers, 1);
+  sub.close();
+});
+
+test('LOC timestamps survive the trip', async () => {
+  const { sub, pub } = await pair();
+  const track = pub.publishTrack(['a'], 'audio', { priority: 16, push: false });
+  const stamps: (number | undefined)[] = [];
+  await sub.subscribe(['a'], 'audio', { onObject: (o) => stamps.push(captureTimestampUs(o.extensions)) });
+  const now = 1_764_000_000_000_000;
+  for (let g = 0; g < 5; g++) track.write(g, 0, new Uint8Array([g]), locToExtensions({ timestamp: now + g * 20000 }));
+  await until(() => stamps.length === 5);
+  assert.deepEqual([...stamps].sort(), [0, 1, 2, 3, 4].map((g) => now + g * 20000));
+  sub.close();
+});
+
+test('an unknown track is refused with DOES_NOT_EXIST', async () => {
+  const { sub } = await pair();
+  await assert.rejects(
+    sub.subscribe(['nobody', 'here'], 'catalog', { onObject: () => undefined }),
+    (e: unknown) => e instanceof RequestError && e.code === RequestErrorCode.DoesNotExist && /DoesNotExist/.test(e.message),
+  );
+  sub.close();
+});
+
+test('unsubscribe stops forwarding and ends the publisher side', async () => {
+  const { sub, pub } = await pair();
+  const track = pub.publishTrack(['x'], 'video/180p', { priority: 32, push: false });
+  let n = 0;
+  const s = await sub.subscribe(['x'], 'video/180p', { onObject: () => n++ });
+  track.write(0, 0, new Uint8Array(10));
+  await until(() => n === 1);
+  s.unsubscribe();
+  await until(() => track.stats().subscribers === 0);
+  track.write(0, 1, new Uint8Array(10));
+  track.write(1, 0, new Uint8Array(10));
+  assert.equal(n, 1);
+  sub.close();
+});
+
+test('closing the session sends PUBLISH_DONE, then the close reason reaches the peer', async () => {
+  const { sub, pub } = await pair();
+  pub.publishTrack(['x'], 'audio', { priority: 16, push: false });
+  let ended = '';
+  await sub.subscribe(['x'], 'audio', { onObject: () => undefined, onDone: (_c, r) => (ended = r) });
+  pub.close(0, 'publisher left');
+  const info = await sub.closed;
+  assert.equal(info.by, 'remote');
+  assert.equal(info.reason, 'publisher left');
+  assert.equal(ended, 'track ended', 'PUBLISH_DONE came before the close');
+});
