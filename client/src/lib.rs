@@ -1,3 +1,4 @@
 //! tiermesh client (in progress).
 
+pub mod scheduler;
 pub mod transport;

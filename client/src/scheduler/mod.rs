@@ -1,0 +1,793 @@
+//! The send scheduler of one outgoing session, without I/O.
+//!
+//! Every link tiermesh sends on (relay to subscriber, publisher to relay, relay to relay)
+//! has one [`Scheduler`]. It holds the objects that wait to be sent and decides, each time
+//! the transport can take more, which bytes go next, which objects are too late to be worth
+//! starting, and which streams must be reset. It reads no clock (time is passed in), opens
+//! no socket and spawns nothing, so it is tested on virtual time through a simulated link.
+//!
+//! # The driver loop
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use bytes::Bytes;
+//! use tiermesh_client::scheduler::*;
+//! use tiermesh_proto::types::GroupOrder;
+//!
+//! let now = Instant::now();
+//! let mut scheduler = Scheduler::new(SchedulerConfig::default());
+//! // A subgroup stream of the audio track: draft priorities, newest group first, 400 ms.
+//! let spec = StreamSpec::new(TrackKey(1), TrackClass::Audio, 7, 0)
+//!     .priority(128, 16)
+//!     .group_order(GroupOrder::Descending)
+//!     .delivery_timeout(Some(Duration::from_millis(400)))
+//!     .header(Bytes::from_static(b"subgroup header"));
+//! scheduler.open_stream(StreamKey(10), spec)?;
+//! scheduler.push_object(StreamKey(10), Object::new(now, Bytes::from_static(b"obj hdr"), Bytes::from_static(b"opus")))?;
+//! scheduler.finish_stream(StreamKey(10))?;
+//!
+//! // On every wake-up: measure the transport, drain the scheduler, apply, arm the timer.
+//! let mut budget = SendBudget { cwnd: 14_720, cwnd_available: 14_720, buffered: 0, send_rate_bps: 0 };
+//! let mut written = Vec::new();
+//! while let Some(action) = scheduler.poll_send(now, &mut budget) {
+//!     match action {
+//!         Action::Write { key, chunk, quinn_priority } => written.push((key, chunk)), // open stream on first write, set_priority, write_chunk
+//!         Action::Finish { key } => {}         // SendStream::finish
+//!         Action::Reset { key, code, .. } => {} // SendStream::reset(code)
+//!         Action::Abandon { key, .. } => {}    // nothing was opened; forget the key
+//!     }
+//! }
+//! assert_eq!(written.len(), 3); // stream header, object header, payload
+//! let _wake_at: Option<Instant> = scheduler.poll_timeout();
+//! # Ok::<(), tiermesh_client::scheduler::Error>(())
+//! ```
+//!
+//! A session driver: pushes each object as it arrives ([`Scheduler::push_object`], after
+//! [`Scheduler::open_stream`] for a new subgroup); on each wake-up reads the congestion
+//! window, what is in flight and what sits unsent in QUIC into a [`SendBudget`], calls
+//! [`Scheduler::poll_send`] until it returns `None` and applies each [`Action`] to the
+//! quinn streams, then sleeps until [`Scheduler::poll_timeout`], a new object, or the
+//! transport draining (a short tick, or a write completing). If quinn takes only part of a
+//! chunk, the driver hands the rest back with [`Scheduler::handle_blocked`] and calls
+//! [`Scheduler::handle_unblocked`] once the stream is writable again.
+//!
+//! # Priority mode: the algorithm
+//!
+//! **Order.** Streams are grouped into *levels* by `(subscriber priority, publisher
+//! priority)`, the first two rules of the draft's scheduling algorithm (§7.2). The most
+//! important level with data ready always goes first: strict priority, so the catalog,
+//! audio and the base video tier are never held back by higher tiers. Inside a level, each
+//! track (one request: a subscription or fetch) is a *flow*; inside a flow, the stream whose
+//! [`SendOrder`](tiermesh_proto::priority::SendOrder) is smallest goes first, which is the
+//! draft's group order of that subscription (Descending: newest group first) and then the
+//! lowest Subgroup ID. The comparison itself is `tiermesh_proto::priority`'s.
+//!
+//! **Fair share.** The draft leaves requests of equal priorities unordered and expects all
+//! of them to make progress. Flows of one level take turns by deficit round robin: each
+//! turn adds a quantum (9600 bytes by default) to a flow's credit, the flow writes while its
+//! credit is positive, and a write may overdraw the credit, which the next turn repays. So
+//! tracks of equal priority get equal bytes over time whatever their object sizes.
+//!
+//! **A small buffer in QUIC.** A write never exceeds the [`SendBudget`]'s allowance:
+//! what the congestion window can take now plus a headroom of `max(cwnd / 4, 4 KiB)`,
+//! minus what QUIC already holds unsent. Bytes written to QUIC are committed; keeping them
+//! to about a quarter window means a newly arrived audio frame waits at most about a
+//! quarter RTT behind video already handed over. One write is at most one quantum, so a
+//! large key frame goes out in pieces that a more important object can overtake, and
+//! quinn's stream priorities ([`quinn_priority`]) back the order up inside QUIC.
+//!
+//! **Delivery timeout** (§9.2.2.2 and the DELIVERY TIMEOUT extension): each object gets a
+//! deadline `arrival + timeout`, where the timeout given with the stream is the minimum of
+//! the subscriber's parameter and the track's extension. An object whose deadline has passed
+//! when its turn comes, or that cannot leave before it at the estimated send rate, is not
+//! started. An object whose deadline passes while it is queued or half written ends its
+//! stream: `Reset` with DELIVERY_TIMEOUT if any byte of the stream was written, otherwise
+//! `Abandon` (no stream is opened). The rest of the subgroup goes with it: objects on a
+//! subgroup stream are delta-coded against the previous one, the draft requires the reset
+//! and forbids a new stream for that subgroup ([`Error::SubgroupAbandoned`]).
+//!
+//! **Capture age.** Per-hop timeouts add up across hops, so an object that carries its
+//! capture age (from the LOC timestamp) also gets a deadline `arrival + (budget - age)`;
+//! one already past the end-to-end budget (default 800 ms) on arrival is dropped at once.
+//!
+//! **Stale groups.** The draft defines no staleness of its own; it lets a publisher stop
+//! forwarding before the delivery timeout at its discretion. Streams that ask for it
+//! ([`StreamSpec::drop_stale`], on by default for video) do not start another object once
+//! a newer group of the same track has started: a new video group begins with a key frame,
+//! so the rest of an older group only costs bandwidth. An object already half written is
+//! completed, and a stream whose objects were all written is left to finish normally.
+//!
+//! **Nothing is dropped without a delivery timeout.** The draft says that if neither side
+//! set a DELIVERY TIMEOUT, every object is delivered: streams without one are never dropped
+//! by age, capture age or staleness (the catalog, typically).
+//!
+//! # FIFO mode
+//!
+//! Objects go out in arrival order across all streams, whole, with one quinn priority for
+//! all, and nothing is ever dropped: the baseline the benchmarks compare against. The
+//! budget, the stream life cycle and the actions are the same.
+
+mod config;
+mod error;
+mod stats;
+mod types;
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+pub use config::{
+    DEFAULT_CAPTURE_AGE_BUDGET, DEFAULT_HEADROOM_DIVISOR, DEFAULT_HEADROOM_MIN, DEFAULT_QUANTUM,
+    Mode, SchedulerConfig, SendBudget,
+};
+pub use error::Error;
+pub use stats::{Count, Stats};
+pub use types::{
+    Action, DropReason, Object, StreamKey, StreamSpec, TrackClass, TrackKey, quinn_priority,
+    reset_code,
+};
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tiermesh_proto::priority::SendOrder;
+
+use config::MIN_WRITE;
+
+/// `(subscriber priority, publisher priority)` as one number; smaller is more important.
+type Level = u16;
+
+/// How many abandoned subgroups a track remembers (the newest are kept): far more than the
+/// groups that can be in flight at once.
+const ABANDONED_MEMORY: usize = 1024;
+
+/// The FIFO entry of a stream that carries only its header.
+const HEADER_ONLY: u64 = u64::MAX;
+
+fn level_of(order: &SendOrder) -> Level {
+    (u16::from(order.subscriber_priority()) << 8) | u16::from(order.publisher_priority())
+}
+
+/// One object waiting (or half written).
+#[derive(Debug)]
+struct Queued {
+    header: Bytes,
+    payload: Bytes,
+    seq: u64,
+    deadline: Option<(Instant, DropReason)>,
+}
+
+impl Queued {
+    fn len(&self) -> u64 {
+        (self.header.len() + self.payload.len()) as u64
+    }
+}
+
+#[derive(Debug)]
+struct Stream {
+    track: TrackKey,
+    class: TrackClass,
+    order: SendOrder,
+    quinn_priority: i32,
+    group: u64,
+    subgroup: u64,
+    timeout: Option<Duration>,
+    drop_stale: bool,
+    /// The subgroup header while not yet written.
+    header: Bytes,
+    queue: VecDeque<Queued>,
+    /// Bytes of `queue.front()` already written.
+    offset: u64,
+    /// Bytes handed back by the driver, written before anything else.
+    rest: Option<Bytes>,
+    started: bool,
+    finishing: bool,
+    blocked: bool,
+    /// In its flow's ready set (priority mode).
+    ready: bool,
+}
+
+impl Stream {
+    fn has_data(&self) -> bool {
+        self.rest.is_some()
+            || !self.queue.is_empty()
+            || (self.finishing && !self.header.is_empty())
+    }
+}
+
+/// One track's streams at one level.
+#[derive(Debug, Default)]
+struct Flow {
+    ready: BTreeSet<(SendOrder, StreamKey)>,
+    credit: i64,
+}
+
+#[derive(Debug, Default)]
+struct Track {
+    streams: BTreeSet<StreamKey>,
+    /// The newest group of this track that started sending.
+    newest_started: Option<u64>,
+    /// Subgroups whose stream was reset or abandoned.
+    abandoned: BTreeSet<(u64, u64)>,
+}
+
+enum Step {
+    Write(Action, u64),
+    Again,
+    Idle,
+}
+
+/// The send scheduler of one session. See the [module docs](self).
+#[derive(Debug)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    streams: HashMap<StreamKey, Stream>,
+    tracks: HashMap<TrackKey, Track>,
+    flows: HashMap<(TrackKey, Level), Flow>,
+    /// Levels with ready flows, most important first; each a ring of tracks.
+    levels: BTreeMap<Level, VecDeque<TrackKey>>,
+    /// FIFO mode: `(stream, object seq)` in arrival order.
+    fifo: VecDeque<(StreamKey, u64)>,
+    /// Object deadlines; entries of objects already written or dropped are skipped.
+    deadlines: BinaryHeap<Reverse<(Instant, u64, StreamKey)>>,
+    actions: VecDeque<Action>,
+    next_seq: u64,
+    queued_bytes: u64,
+    stats: Stats,
+}
+
+impl Scheduler {
+    /// An empty scheduler.
+    pub fn new(config: SchedulerConfig) -> Self {
+        Scheduler {
+            config,
+            streams: HashMap::new(),
+            tracks: HashMap::new(),
+            flows: HashMap::new(),
+            levels: BTreeMap::new(),
+            fifo: VecDeque::new(),
+            deadlines: BinaryHeap::new(),
+            actions: VecDeque::new(),
+            next_seq: 0,
+            queued_bytes: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Object bytes waiting, not yet written. A driver can end a subscription that stays
+    /// too far behind (`TOO_FAR_BEHIND`) when this keeps growing.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes
+    }
+
+    /// Streams open (not yet ended by `Finish`, `Reset` or `Abandon`).
+    pub fn open_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Opens a subgroup stream. Nothing reaches the transport until its first object is
+    /// pushed (or it is finished with a header and no object).
+    pub fn open_stream(&mut self, key: StreamKey, spec: StreamSpec) -> Result<(), Error> {
+        if self.streams.contains_key(&key) {
+            return Err(Error::DuplicateStream(key));
+        }
+        let track = self.tracks.entry(spec.track).or_default();
+        if track.abandoned.contains(&(spec.group, spec.subgroup)) {
+            return Err(Error::SubgroupAbandoned {
+                track: spec.track,
+                group: spec.group,
+                subgroup: spec.subgroup,
+            });
+        }
+        track.streams.insert(key);
+        let order = spec.send_order();
+        let quinn_priority = match self.config.mode {
+            Mode::Priority => quinn_priority(&order),
+            Mode::Fifo => 0,
+        };
+        self.streams.insert(
+            key,
+            Stream {
+                track: spec.track,
+                class: spec.class,
+                order,
+                quinn_priority,
+                group: spec.group,
+                subgroup: spec.subgroup,
+                timeout: spec.delivery_timeout,
+                drop_stale: spec.drop_stale,
+                header: spec.header,
+                queue: VecDeque::new(),
+                offset: 0,
+                rest: None,
+                started: false,
+                finishing: false,
+                blocked: false,
+                ready: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Queues the next object of a stream. An object already past the capture-age budget
+    /// ends its stream at once (`Reset` or `Abandon` follows from `poll_send`).
+    pub fn push_object(&mut self, key: StreamKey, object: Object) -> Result<(), Error> {
+        let mode = self.config.mode;
+        let budget = self.config.capture_age_budget;
+        let s = self.streams.get_mut(&key).ok_or(Error::UnknownStream(key))?;
+        if s.finishing {
+            return Err(Error::Finished(key));
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut deadline = None;
+        let mut too_old = false;
+        if let (Mode::Priority, Some(timeout)) = (mode, s.timeout) {
+            deadline = object.arrival.checked_add(timeout).map(|d| (d, DropReason::DeliveryTimeout));
+            if let (Some(budget), Some(age)) = (budget, object.capture_age) {
+                match budget.checked_sub(age).filter(|left| !left.is_zero()) {
+                    None => too_old = true,
+                    Some(left) => {
+                        if let Some(d) = object.arrival.checked_add(left) {
+                            if deadline.is_none_or(|(t, _)| d < t) {
+                                deadline = Some((d, DropReason::CaptureAge));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let queued = Queued { header: object.header, payload: object.payload, seq, deadline };
+        self.queued_bytes += queued.len();
+        s.queue.push_back(queued);
+        if too_old {
+            self.kill(key, DropReason::CaptureAge, Some(seq));
+            return Ok(());
+        }
+        if let Some((d, _)) = deadline {
+            self.deadlines.push(Reverse((d, seq, key)));
+        }
+        if mode == Mode::Fifo {
+            self.fifo.push_back((key, seq));
+        }
+        self.settle(key);
+        Ok(())
+    }
+
+    /// No more objects will be pushed: once everything is written, `poll_send` returns
+    /// `Finish`.
+    pub fn finish_stream(&mut self, key: StreamKey) -> Result<(), Error> {
+        let s = self.streams.get_mut(&key).ok_or(Error::UnknownStream(key))?;
+        s.finishing = true;
+        if self.config.mode == Mode::Fifo && s.queue.is_empty() && !s.header.is_empty() {
+            self.fifo.push_back((key, HEADER_ONLY));
+        }
+        self.settle(key);
+        Ok(())
+    }
+
+    /// Abandons a stream (UNSUBSCRIBE, STOP_SENDING, an upstream reset): its queued
+    /// objects are dropped as `Cancelled`, and `poll_send` returns `Reset` with CANCELLED
+    /// if any byte was written, else `Abandon`.
+    pub fn cancel_stream(&mut self, key: StreamKey) -> Result<(), Error> {
+        if !self.streams.contains_key(&key) {
+            return Err(Error::UnknownStream(key));
+        }
+        self.kill(key, DropReason::Cancelled, None);
+        Ok(())
+    }
+
+    /// Forgets a track (its request ended): cancels its open streams and drops what the
+    /// scheduler remembers of it (newest group, abandoned subgroups).
+    pub fn remove_track(&mut self, track: TrackKey) {
+        let keys: Vec<StreamKey> =
+            self.tracks.get(&track).map(|t| t.streams.iter().copied().collect()).unwrap_or_default();
+        for key in keys {
+            self.kill(key, DropReason::Cancelled, None);
+        }
+        self.tracks.remove(&track);
+    }
+
+    /// Applies a new subscriber priority (REQUEST_UPDATE) to every open stream of a track,
+    /// including objects already queued. Later writes carry the new quinn priority.
+    pub fn set_subscriber_priority(&mut self, track: TrackKey, priority: u8) {
+        let keys: Vec<StreamKey> =
+            self.tracks.get(&track).map(|t| t.streams.iter().copied().collect()).unwrap_or_default();
+        for key in keys {
+            self.unready(key);
+            let fifo = self.config.mode == Mode::Fifo;
+            if let Some(s) = self.streams.get_mut(&key) {
+                s.order = s.order.with_subscriber_priority(priority);
+                s.quinn_priority = if fifo { 0 } else { quinn_priority(&s.order) };
+            }
+            self.settle(key);
+        }
+    }
+
+    /// The driver could not write all of the last chunk of `key`: `rest` is what the
+    /// transport did not take (possibly all of it). The scheduler writes it first once
+    /// [`handle_unblocked`](Self::handle_unblocked) is called, and meanwhile sends other
+    /// streams.
+    pub fn handle_blocked(&mut self, key: StreamKey, rest: Bytes) -> Result<(), Error> {
+        let s = self.streams.get_mut(&key).ok_or(Error::UnknownStream(key))?;
+        if !rest.is_empty() {
+            s.rest = Some(match s.rest.take() {
+                None => rest,
+                Some(old) => {
+                    let mut joined = BytesMut::with_capacity(rest.len() + old.len());
+                    joined.extend_from_slice(&rest);
+                    joined.extend_from_slice(&old);
+                    joined.freeze()
+                }
+            });
+        }
+        s.blocked = true;
+        self.settle(key);
+        Ok(())
+    }
+
+    /// The stream can be written again (flow control credit, or a stream could be opened).
+    pub fn handle_unblocked(&mut self, key: StreamKey) -> Result<(), Error> {
+        let s = self.streams.get_mut(&key).ok_or(Error::UnknownStream(key))?;
+        s.blocked = false;
+        self.settle(key);
+        Ok(())
+    }
+
+    /// Ends every stream holding an object whose deadline is at or before `now`. Nothing
+    /// happens if nothing is due; `poll_send` calls it itself.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&Reverse((deadline, seq, key))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(reason) = self.queued_deadline(key, seq) {
+                self.kill(key, reason, Some(seq));
+            }
+        }
+    }
+
+    /// When an object next expires: the driver wakes up then (or earlier).
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((deadline, seq, key))) = self.deadlines.peek() {
+            if self.queued_deadline(key, seq).is_some() {
+                return Some(deadline);
+            }
+            self.deadlines.pop();
+        }
+        None
+    }
+
+    /// The next thing to do, or `None` when there is nothing the budget allows. Every
+    /// `Write` adds its length to `budget.buffered`, so a driver calls this until `None`
+    /// with the same budget. `Finish`, `Reset` and `Abandon` need no budget.
+    pub fn poll_send(&mut self, now: Instant, budget: &mut SendBudget) -> Option<Action> {
+        self.handle_timeout(now);
+        loop {
+            if let Some(action) = self.actions.pop_front() {
+                return Some(action);
+            }
+            let allowance = budget.allowance(&self.config);
+            if allowance == 0 {
+                return None;
+            }
+            let step = match self.config.mode {
+                Mode::Priority => self.next_priority(now, allowance, budget),
+                Mode::Fifo => self.next_fifo(allowance),
+            };
+            match step {
+                Step::Write(action, len) => {
+                    budget.buffered = budget.buffered.saturating_add(len);
+                    self.stats.written_bytes += len;
+                    return Some(action);
+                }
+                Step::Again => continue,
+                Step::Idle => return None,
+            }
+        }
+    }
+
+    /// The deadline reason of object `seq` if it is still queued on `key`.
+    fn queued_deadline(&self, key: StreamKey, seq: u64) -> Option<DropReason> {
+        let s = self.streams.get(&key)?;
+        let (first, last) = (s.queue.front()?.seq, s.queue.back()?.seq);
+        if seq < first || seq > last {
+            return None;
+        }
+        let i = s.queue.binary_search_by_key(&seq, |q| q.seq).ok()?;
+        s.queue[i].deadline.map(|(_, r)| r)
+    }
+
+    fn next_priority(&mut self, now: Instant, allowance: u64, budget: &SendBudget) -> Step {
+        let quantum = self.config.quantum as i64;
+        loop {
+            let Some((&level, ring)) = self.levels.iter_mut().next() else {
+                return Step::Idle;
+            };
+            let Some(&track) = ring.front() else {
+                self.levels.remove(&level);
+                continue;
+            };
+            let id = (track, level);
+            let Some(flow) = self.flows.get_mut(&id) else {
+                ring.pop_front();
+                continue;
+            };
+            if flow.credit <= 0 {
+                flow.credit += quantum;
+                ring.rotate_left(1);
+                continue;
+            }
+            let Some(&(_, key)) = flow.ready.first() else {
+                self.flows.remove(&id);
+                ring.pop_front();
+                continue;
+            };
+            if let Some((reason, trigger)) = self.check_start(now, key, budget) {
+                self.kill(key, reason, trigger);
+                return Step::Again;
+            }
+            let Some((action, len)) = self.take_chunk(key, allowance) else {
+                return Step::Idle;
+            };
+            if let Some(flow) = self.flows.get_mut(&id) {
+                flow.credit -= len as i64;
+            }
+            self.settle(key);
+            return Step::Write(action, len);
+        }
+    }
+
+    fn next_fifo(&mut self, allowance: u64) -> Step {
+        let mut i = 0;
+        while let Some(&(key, seq)) = self.fifo.get(i) {
+            let Some(s) = self.streams.get(&key) else {
+                self.fifo.remove(i);
+                continue;
+            };
+            let current = if seq == HEADER_ONLY {
+                !s.header.is_empty()
+            } else {
+                match s.queue.front() {
+                    Some(front) if front.seq == seq => true,
+                    Some(front) if front.seq < seq => {
+                        // An earlier object of this stream is still ahead (held back).
+                        i += 1;
+                        continue;
+                    }
+                    _ => false,
+                }
+            };
+            if !current {
+                self.fifo.remove(i);
+                continue;
+            }
+            if s.blocked {
+                i += 1;
+                continue;
+            }
+            let Some((action, len)) = self.take_chunk(key, allowance) else {
+                return Step::Idle;
+            };
+            let done = match self.streams.get(&key) {
+                None => true,
+                Some(s) if seq == HEADER_ONLY => s.header.is_empty(),
+                Some(s) => s.queue.front().is_none_or(|f| f.seq != seq),
+            };
+            if done {
+                self.fifo.remove(i);
+            }
+            self.settle(key);
+            return Step::Write(action, len);
+        }
+        Step::Idle
+    }
+
+    /// Whether the next object of `key` must not be started, and why.
+    fn check_start(
+        &self,
+        now: Instant,
+        key: StreamKey,
+        budget: &SendBudget,
+    ) -> Option<(DropReason, Option<u64>)> {
+        let s = self.streams.get(&key)?;
+        if s.rest.is_some() || s.offset > 0 {
+            return None;
+        }
+        let head = s.queue.front()?;
+        if let Some((deadline, reason)) = head.deadline {
+            if now >= deadline {
+                return Some((reason, Some(head.seq)));
+            }
+            let pending = head.len() + s.header.len() as u64;
+            if let Some(t) = budget.time_to_send(pending) {
+                if now.checked_add(t).is_none_or(|eta| eta > deadline) {
+                    return Some((reason, Some(head.seq)));
+                }
+            }
+        }
+        if s.drop_stale && s.timeout.is_some() {
+            let newest = self.tracks.get(&s.track).and_then(|t| t.newest_started);
+            if newest.is_some_and(|n| n > s.group) {
+                return Some((DropReason::Stale, None));
+            }
+        }
+        None
+    }
+
+    /// Takes the next chunk of `key`: handed-back bytes, then the stream header, then the
+    /// head object. `None` if the allowance is below one packet and the piece is larger.
+    fn take_chunk(&mut self, key: StreamKey, allowance: u64) -> Option<(Action, u64)> {
+        let quantum = self.config.quantum;
+        let fit = |remaining: usize| -> Option<usize> {
+            let remaining = remaining as u64;
+            let n = remaining.min(allowance).min(quantum);
+            (n == remaining || n >= MIN_WRITE.min(quantum)).then_some(n as usize)
+        };
+        let s = self.streams.get_mut(&key)?;
+        let write = |chunk: Bytes, s: &Stream| {
+            let len = chunk.len() as u64;
+            (Action::Write { key, chunk, quinn_priority: s.quinn_priority }, len)
+        };
+        if let Some(rest) = s.rest.as_mut() {
+            let n = fit(rest.len())?;
+            let chunk = if n == rest.len() { s.rest.take().unwrap_or_default() } else { rest.split_to(n) };
+            return Some(write(chunk, s));
+        }
+        // Zero-length objects have nothing to write.
+        while s.queue.front().is_some_and(|q| q.len() == 0) {
+            s.queue.pop_front();
+            self.stats.sent.entry(s.class).or_default().add(0);
+        }
+        if !s.header.is_empty() {
+            let n = fit(s.header.len())?;
+            let chunk = s.header.split_to(n);
+            Self::mark_started(&mut self.tracks, s);
+            return Some(write(chunk, s));
+        }
+        let head = s.queue.front()?;
+        let header_len = head.header.len() as u64;
+        let (part, at) = if s.offset < header_len {
+            (&head.header, s.offset)
+        } else {
+            (&head.payload, s.offset - header_len)
+        };
+        let at = at as usize;
+        let n = fit(part.len() - at)?;
+        let chunk = part.slice(at..at + n);
+        let total = head.len();
+        s.offset += n as u64;
+        self.queued_bytes -= n as u64;
+        Self::mark_started(&mut self.tracks, s);
+        if s.offset == total {
+            s.queue.pop_front();
+            s.offset = 0;
+            self.stats.sent.entry(s.class).or_default().add(total);
+        }
+        Some(write(chunk, s))
+    }
+
+    fn mark_started(tracks: &mut HashMap<TrackKey, Track>, s: &mut Stream) {
+        if s.started {
+            return;
+        }
+        s.started = true;
+        if let Some(t) = tracks.get_mut(&s.track) {
+            if t.newest_started.is_none_or(|n| s.group > n) {
+                t.newest_started = Some(s.group);
+            }
+        }
+    }
+
+    /// Brings a stream's place in the schedule up to date after any change, and finishes
+    /// it when everything was written.
+    fn settle(&mut self, key: StreamKey) {
+        let Some(s) = self.streams.get(&key) else {
+            return;
+        };
+        if s.finishing && !s.has_data() {
+            self.remove_stream(key);
+            self.actions.push_back(Action::Finish { key });
+            self.stats.finishes += 1;
+            return;
+        }
+        if self.config.mode == Mode::Fifo {
+            return;
+        }
+        let want = s.has_data() && !s.blocked;
+        if want && !s.ready {
+            self.make_ready(key);
+        } else if !want && s.ready {
+            self.unready(key);
+        }
+    }
+
+    fn make_ready(&mut self, key: StreamKey) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        s.ready = true;
+        let level = level_of(&s.order);
+        let flow = self.flows.entry((s.track, level)).or_insert_with(|| {
+            self.levels.entry(level).or_default().push_back(s.track);
+            Flow::default()
+        });
+        flow.ready.insert((s.order, key));
+    }
+
+    fn unready(&mut self, key: StreamKey) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        if !s.ready {
+            return;
+        }
+        s.ready = false;
+        let level = level_of(&s.order);
+        let id = (s.track, level);
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return;
+        };
+        flow.ready.remove(&(s.order, key));
+        if flow.ready.is_empty() {
+            self.flows.remove(&id);
+            if let Some(ring) = self.levels.get_mut(&level) {
+                ring.retain(|t| *t != s.track);
+                if ring.is_empty() {
+                    self.levels.remove(&level);
+                }
+            }
+        }
+    }
+
+    fn remove_stream(&mut self, key: StreamKey) -> Option<Stream> {
+        self.unready(key);
+        let s = self.streams.remove(&key)?;
+        if let Some(t) = self.tracks.get_mut(&s.track) {
+            t.streams.remove(&key);
+        }
+        Some(s)
+    }
+
+    /// Ends a stream early. Object `trigger` (or every object, if `None`) is counted under
+    /// `reason`, the others as `StreamReset`.
+    fn kill(&mut self, key: StreamKey, reason: DropReason, trigger: Option<u64>) {
+        let Some(s) = self.remove_stream(key) else {
+            return;
+        };
+        let mut offset = s.offset;
+        for q in &s.queue {
+            let r = if trigger.is_none_or(|t| t == q.seq) { reason } else { DropReason::StreamReset };
+            self.stats.dropped.entry((s.class, r)).or_default().add(q.len());
+            self.queued_bytes -= q.len() - offset;
+            offset = 0;
+        }
+        if let Some(t) = self.tracks.get_mut(&s.track) {
+            t.abandoned.insert((s.group, s.subgroup));
+            while t.abandoned.len() > ABANDONED_MEMORY {
+                t.abandoned.pop_first();
+            }
+        }
+        if s.started {
+            self.stats.resets += 1;
+            self.actions.push_back(Action::Reset { key, code: reason.reset_code(), reason });
+        } else {
+            self.stats.abandons += 1;
+            self.actions.push_back(Action::Abandon { key, reason });
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! Unit tests of the scheduler's rules, on virtual time.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tiermesh_proto::priority::SendOrder;
+use tiermesh_proto::types::GroupOrder::{self, Ascending, Descending};
+
+use super::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A budget that allows `bytes` now and knows no rate.
+fn budget(bytes: u64) -> SendBudget {
+    // cwnd 0 makes the headroom its minimum (4 KiB); subtract it so `bytes` is the allowance.
+    SendBudget {
+        cwnd: 0,
+        cwnd_available: bytes.saturating_sub(DEFAULT_HEADROOM_MIN),
+        buffered: DEFAULT_HEADROOM_MIN.saturating_sub(bytes),
+        send_rate_bps: 0,
+    }
+}
+
+fn unlimited() -> SendBudget {
+    SendBudget { cwnd: 1 << 30, cwnd_available: 1 << 30, buffered: 0, send_rate_bps: 0 }
+}
+
+fn drain(s: &mut Scheduler, now: Instant, b: &mut SendBudget) -> Vec<Action> {
+    let mut out = Vec::new();
+    while let Some(a) = s.poll_send(now, b) {
+        out.push(a);
+        assert!(out.len() < 100_000, "poll_send never returned None");
+    }
+    out
+}
+
+fn obj(at: Instant, len: usize) -> Object {
+    Object::new(at, Bytes::from_static(&[0xAA; 4]), Bytes::from(vec![7u8; len]))
+}
+
+fn written_keys(actions: &[Action]) -> Vec<u64> {
+    let mut keys: Vec<u64> = Vec::new();
+    for a in actions {
+        if let Action::Write { key, .. } = a {
+            if keys.last() != Some(&key.0) {
+                keys.push(key.0);
+            }
+        }
+    }
+    keys
+}
+
+fn written_bytes(actions: &[Action], key: u64) -> usize {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Write { key: k, chunk, .. } if k.0 == key => chunk.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+fn video(track: u64, tier: u8, group: u64) -> StreamSpec {
+    StreamSpec::new(TrackKey(track), TrackClass::Video { tier }, group, 0)
+        .priority(128, 32 + 16 * tier)
+        .group_order(Descending)
+        .delivery_timeout(Some(ms(1000)))
+}
+
+fn audio(track: u64, group: u64) -> StreamSpec {
+    StreamSpec::new(TrackKey(track), TrackClass::Audio, group, 0)
+        .priority(128, 16)
+        .group_order(Descending)
+        .delivery_timeout(Some(ms(400)))
+}
+
+/// The quinn mapping sends first what the draft sends first, strictly across priority
+/// levels, and gives streams the draft does not order (equal priorities) equal values.
+#[test]
+fn quinn_priority_inverts_the_draft_order_and_keeps_ties() {
+    let prios = [0u8, 1, 16, 32, 127, 128, 129, 254, 255];
+    let mut orders = Vec::new();
+    for &s in &prios {
+        for &p in &prios {
+            for g in [0u64, 5, 1 << 40] {
+                for order in [Ascending, Descending] {
+                    orders.push(SendOrder::subgroup(s, p, order, g, g % 3));
+                }
+            }
+        }
+    }
+    orders.sort();
+    for w in orders.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        let (qa, qb) = (quinn_priority(a), quinn_priority(b));
+        assert!(qa >= qb, "{a:?} goes first in the draft but has lower quinn priority");
+        let same_level = (a.subscriber_priority(), a.publisher_priority())
+            == (b.subscriber_priority(), b.publisher_priority());
+        if same_level {
+            assert_eq!(qa, qb, "tie not preserved");
+        } else {
+            assert!(qa > qb, "levels must map strictly");
+        }
+    }
+    // The product's defaults: catalog > audio > base tier > higher tiers.
+    let q = |p| quinn_priority(&SendOrder::subgroup(128, p, Descending, 0, 0));
+    assert!(q(0) > q(16) && q(16) > q(32) && q(32) > q(48) && q(48) > q(64));
+    // The subscriber priority dominates.
+    let urgent = quinn_priority(&SendOrder::subgroup(0, 255, Ascending, 0, 0));
+    assert!(urgent > quinn_priority(&SendOrder::subgroup(1, 0, Ascending, 0, 0)));
+}
+
+/// With room for only part of the queue, the catalog goes first, then audio, then the
+/// video tiers from the lowest (most important) up.
+#[test]
+fn draft_order_catalog_audio_then_tiers_from_the_base_up() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.open_stream(StreamKey(4), video(4, 2, 1)).unwrap();
+    s.open_stream(StreamKey(3), video(3, 0, 1)).unwrap();
+    s.open_stream(StreamKey(2), audio(2, 1)).unwrap();
+    s.open_stream(
+        StreamKey(1),
+        StreamSpec::new(TrackKey(1), TrackClass::Catalog, 0, 0).priority(128, 0),
+    )
+    .unwrap();
+    for k in [4, 3, 2, 1] {
+        s.push_object(StreamKey(k), obj(t0, 1000)).unwrap();
+    }
+    let actions = drain(&mut s, t0, &mut unlimited());
+    assert_eq!(written_keys(&actions), [1, 2, 3, 4]);
+}
+
+/// Descending group order (the product's default) sends the newer group first; a
+/// subscription that asked for Ascending gets the older group first.
+#[test]
+fn group_order_of_each_subscription_is_honoured() {
+    for (order, expect) in [(Descending, [11, 10]), (Ascending, [10, 11])] {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(SchedulerConfig::default());
+        for (key, group) in [(10, 5), (11, 6)] {
+            let spec = video(1, 0, group).group_order(order).drop_stale(false);
+            s.open_stream(StreamKey(key), spec).unwrap();
+            s.push_object(StreamKey(key), obj(t0, 500)).unwrap();
+        }
+        let actions = drain(&mut s, t0, &mut unlimited());
+        assert_eq!(written_keys(&actions), expect, "{order:?}");
+    }
+}
+
+/// Two tracks of equal priority with very different object sizes get within 10% of each
+/// other's bytes while both have data waiting.
+#[test]
+fn equal_priority_tracks_share_the_link_fairly() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let spec = |t| {
+        StreamSpec::new(TrackKey(t), TrackClass::Other, 0, 0).priority(128, 64).group_order(Ascending)
+    };
+    s.open_stream(StreamKey(1), spec(1)).unwrap();
+    s.open_stream(StreamKey(2), spec(2)).unwrap();
+    for _ in 0..400 {
+        s.push_object(StreamKey(1), obj(t0, 900)).unwrap();
+    }
+    for _ in 0..60 {
+        s.push_object(StreamKey(2), obj(t0, 7000)).unwrap();
+    }
+    let (mut a, mut b) = (0usize, 0usize);
+    // 100 rounds of 2500 bytes: 250 kB, less than either backlog (360 kB and 420 kB).
+    for i in 0..100 {
+        let now = t0 + ms(i);
+        let actions = drain(&mut s, now, &mut budget(2500));
+        a += written_bytes(&actions, 1);
+        b += written_bytes(&actions, 2);
+    }
+    let ratio = a as f64 / b as f64;
+    println!("fair share: track A {a} bytes, track B {b} bytes, ratio {ratio:.3}");
+    assert!((0.9..=1.1).contains(&ratio), "A {a} B {b}");
+}
+
+/// An object whose delivery timeout passes before it gets any bandwidth is never started:
+/// its stream is abandoned without a byte, counted, and the subgroup cannot be reopened.
+#[test]
+fn late_object_is_never_started() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.open_stream(StreamKey(1), audio(1, 9).header(Bytes::from_static(b"hdr"))).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 100)).unwrap();
+    assert_eq!(s.poll_timeout(), Some(t0 + ms(400)));
+    // No budget until the deadline.
+    assert_eq!(s.poll_send(t0 + ms(399), &mut budget(0)), None);
+    let actions = drain(&mut s, t0 + ms(400), &mut unlimited());
+    assert_eq!(
+        actions,
+        [Action::Abandon { key: StreamKey(1), reason: DropReason::DeliveryTimeout }]
+    );
+    assert_eq!(s.stats().dropped(TrackClass::Audio, DropReason::DeliveryTimeout).objects, 1);
+    assert_eq!(s.stats().written_bytes, 0);
+    assert_eq!(s.queued_bytes(), 0);
+    assert_eq!(s.poll_timeout(), None);
+    assert_eq!(
+        s.push_object(StreamKey(1), obj(t0, 1)),
+        Err(Error::UnknownStream(StreamKey(1)))
+    );
+    assert!(matches!(
+        s.open_stream(StreamKey(2), audio(1, 9)),
+        Err(Error::SubgroupAbandoned { group: 9, subgroup: 0, .. })
+    ));
+}
+
+/// An object that expires half written resets its stream with DELIVERY_TIMEOUT; nothing
+/// more is written for it and the rest of the subgroup is dropped with it.
+#[test]
+fn object_expiring_mid_send_resets_its_stream() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.open_stream(StreamKey(1), video(1, 0, 3)).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 50_000)).unwrap();
+    s.push_object(StreamKey(1), obj(t0 + ms(30), 2_000)).unwrap();
+    let first = drain(&mut s, t0 + ms(30), &mut budget(10_000));
+    assert!(written_bytes(&first, 1) >= 9_000, "started");
+    assert_eq!(s.poll_timeout(), Some(t0 + ms(1000)));
+    s.handle_timeout(t0 + ms(999));
+    let later = drain(&mut s, t0 + ms(1000), &mut unlimited());
+    assert_eq!(
+        later,
+        [Action::Reset {
+            key: StreamKey(1),
+            code: reset_code::DELIVERY_TIMEOUT,
+            reason: DropReason::DeliveryTimeout
+        }]
+    );
+    let v0 = TrackClass::Video { tier: 0 };
+    assert_eq!(s.stats().dropped(v0, DropReason::DeliveryTimeout).objects, 1);
+    assert_eq!(s.stats().dropped(v0, DropReason::StreamReset).objects, 1);
+    assert_eq!(s.stats().resets, 1);
+    assert_eq!(s.queued_bytes(), 0);
+}
+
+/// With a known send rate, an object that cannot leave before its deadline is not
+/// started, even though its deadline has not passed yet.
+#[test]
+fn object_that_cannot_make_its_deadline_is_not_started() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.open_stream(StreamKey(1), audio(1, 1)).unwrap();
+    // 100 kB at 1 Mbit/s takes 800 ms; the timeout is 400 ms.
+    s.push_object(StreamKey(1), obj(t0, 100_000)).unwrap();
+    s.open_stream(StreamKey(2), audio(1, 2)).unwrap();
+    s.push_object(StreamKey(2), obj(t0, 1_000)).unwrap();
+    let mut b = unlimited();
+    b.send_rate_bps = 1_000_000;
+    let actions = drain(&mut s, t0, &mut b);
+    assert!(actions.contains(&Action::Abandon {
+        key: StreamKey(1),
+        reason: DropReason::DeliveryTimeout
+    }));
+    assert_eq!(written_bytes(&actions, 1), 0);
+    assert_eq!(written_bytes(&actions, 2), 1_004, "the small one fits and goes");
+}
+
+/// Objects past the end-to-end capture-age budget are dropped: at once if already too old
+/// on arrival, or when their age would pass it while they wait.
+#[test]
+fn capture_age_budget_drops_objects() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.open_stream(StreamKey(1), video(1, 0, 1)).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 100).capture_age(ms(900))).unwrap();
+    assert_eq!(
+        drain(&mut s, t0, &mut unlimited()),
+        [Action::Abandon { key: StreamKey(1), reason: DropReason::CaptureAge }]
+    );
+
+    s.open_stream(StreamKey(2), video(1, 0, 2)).unwrap();
+    s.push_object(StreamKey(2), obj(t0, 100).capture_age(ms(700))).unwrap();
+    // 800 - 700 = 100 ms left, earlier than the 1 s delivery timeout.
+    assert_eq!(s.poll_timeout(), Some(t0 + ms(100)));
+    assert_eq!(s.poll_send(t0 + ms(50), &mut budget(0)), None);
+    assert_eq!(
+        drain(&mut s, t0 + ms(100), &mut unlimited()),
+        [Action::Abandon { key: StreamKey(2), reason: DropReason::CaptureAge }]
+    );
+    let v0 = TrackClass::Video { tier: 0 };
+    assert_eq!(s.stats().dropped(v0, DropReason::CaptureAge).objects, 2);
+
+    // A budget of None turns the check off.
+    let mut s = Scheduler::new(SchedulerConfig::default().capture_age_budget(None));
+    s.open_stream(StreamKey(1), video(1, 0, 1)).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 100).capture_age(ms(900))).unwrap();
+    assert_eq!(written_bytes(&drain(&mut s, t0, &mut unlimited()), 1), 104);
+}
+
+/// Without any delivery timeout the draft says every object is delivered: no age, capture
+/// age or staleness drops it.
+#[test]
+fn without_delivery_timeout_nothing_is_dropped() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let spec = |g| video(1, 0, g).delivery_timeout(None);
+    s.open_stream(StreamKey(1), spec(1)).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 100).capture_age(ms(5000))).unwrap();
+    s.open_stream(StreamKey(2), spec(2)).unwrap();
+    s.push_object(StreamKey(2), obj(t0, 100)).unwrap();
+    assert_eq!(s.poll_timeout(), None);
+    let actions = drain(&mut s, t0 + ms(60_000), &mut unlimited());
+    assert_eq!(written_keys(&actions), [2, 1]);
+    assert_eq!(s.stats().drops().count(), 0);
+}
+
+/// Once a newer group of a video track has started, the older group's waiting objects are
+/// not started (its stream is reset); an audio track keeps every group.
+#[test]
+fn stale_video_groups_are_dropped_but_audio_groups_are_not() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.open_stream(StreamKey(1), video(1, 0, 5)).unwrap();
+    for _ in 0..3 {
+        s.push_object(StreamKey(1), obj(t0, 3000)).unwrap();
+    }
+    // One object's worth goes out; then the next group arrives.
+    let first = drain(&mut s, t0, &mut budget(3004));
+    assert_eq!(written_bytes(&first, 1), 3004);
+    s.open_stream(StreamKey(2), video(1, 0, 6)).unwrap();
+    s.push_object(StreamKey(2), obj(t0 + ms(10), 3000)).unwrap();
+    let actions = drain(&mut s, t0 + ms(10), &mut unlimited());
+    assert_eq!(written_keys(&actions), [2]);
+    assert!(actions.contains(&Action::Reset {
+        key: StreamKey(1),
+        code: reset_code::DELIVERY_TIMEOUT,
+        reason: DropReason::Stale
+    }));
+    assert_eq!(s.stats().dropped(TrackClass::Video { tier: 0 }, DropReason::Stale).objects, 2);
+
+    // Audio: a burst of three single-frame groups all goes out, newest first.
+    for g in 1..=3 {
+        s.open_stream(StreamKey(10 + g), audio(9, g)).unwrap();
+        s.push_object(StreamKey(10 + g), obj(t0, 80)).unwrap();
+    }
+    let actions = drain(&mut s, t0 + ms(20), &mut unlimited());
+    assert_eq!(written_keys(&actions), [13, 12, 11]);
+}
+
+/// What the scheduler hands out in one wake-up never exceeds what the window can take plus
+/// the headroom, no single write exceeds the quantum, and `buffered` counts it all.
+#[test]
+fn budget_bounds_what_reaches_quic() {
+    let t0 = Instant::now();
+    let config = SchedulerConfig::default();
+    let mut s = Scheduler::new(config.clone());
+    s.open_stream(StreamKey(1), video(1, 2, 1)).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 500_000)).unwrap();
+    let mut b =
+        SendBudget { cwnd: 100_000, cwnd_available: 30_000, buffered: 5_000, send_rate_bps: 0 };
+    let allowed = 30_000 + 25_000 - 5_000;
+    assert_eq!(b.allowance(&config), allowed);
+    let actions = drain(&mut s, t0, &mut b);
+    let total = written_bytes(&actions, 1) as u64;
+    assert!(total <= allowed && total + MIN_WRITE > allowed, "wrote {total} of {allowed}");
+    assert!(actions.iter().all(|a| match a {
+        Action::Write { chunk, .. } => chunk.len() as u64 <= DEFAULT_QUANTUM,
+        _ => false,
+    }));
+    assert_eq!(b.buffered, 5_000 + total);
+    // Headroom never below its minimum.
+    assert_eq!(config.get_headroom(1000), DEFAULT_HEADROOM_MIN);
+}
+
+/// FIFO mode writes objects whole in arrival order across streams, with one quinn priority,
+/// and never drops, however late.
+#[test]
+fn fifo_keeps_arrival_order_and_never_drops() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default().mode(Mode::Fifo));
+    s.open_stream(StreamKey(1), video(1, 2, 1)).unwrap();
+    s.open_stream(StreamKey(2), audio(2, 1)).unwrap();
+    s.open_stream(StreamKey(3), video(3, 0, 1)).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 20_000)).unwrap();
+    s.push_object(StreamKey(2), obj(t0, 80).capture_age(ms(5000))).unwrap();
+    s.push_object(StreamKey(3), obj(t0, 1000)).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 100)).unwrap();
+    for k in 1..=3 {
+        s.finish_stream(StreamKey(k)).unwrap();
+    }
+    assert_eq!(s.poll_timeout(), None);
+    let actions = drain(&mut s, t0 + ms(10_000), &mut unlimited());
+    assert_eq!(written_keys(&actions), [1, 2, 3, 1]);
+    assert!(actions.iter().all(|a| match a {
+        Action::Write { quinn_priority, .. } => *quinn_priority == 0,
+        Action::Finish { .. } => true,
+        _ => false,
+    }));
+    assert_eq!(actions.iter().filter(|a| matches!(a, Action::Finish { .. })).count(), 3);
+    assert_eq!(s.stats().drops().count(), 0);
+    assert_eq!(s.open_streams(), 0);
+}
+
+/// A stream the transport cannot take more of is skipped; the bytes handed back go first
+/// once it is writable again, and the stream then finishes normally.
+#[test]
+fn blocked_stream_is_skipped_then_resumed_with_its_rest() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.open_stream(StreamKey(1), audio(1, 1)).unwrap();
+    s.open_stream(StreamKey(2), video(2, 0, 1)).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 96)).unwrap();
+    s.finish_stream(StreamKey(1)).unwrap();
+    s.push_object(StreamKey(2), obj(t0, 500)).unwrap();
+    let Some(Action::Write { key, chunk, .. }) = s.poll_send(t0, &mut unlimited()) else {
+        panic!("expected a write");
+    };
+    assert_eq!(key, StreamKey(1));
+    // The transport took 30 bytes.
+    s.handle_blocked(key, chunk.slice(30..)).unwrap();
+    let actions = drain(&mut s, t0, &mut unlimited());
+    assert_eq!(written_keys(&actions), [2]);
+    s.handle_unblocked(StreamKey(1)).unwrap();
+    let actions = drain(&mut s, t0, &mut unlimited());
+    assert_eq!(written_bytes(&actions, 1), 100 - 30);
+    assert_eq!(actions.last(), Some(&Action::Finish { key: StreamKey(1) }));
+}
+
+/// A stream finishes only after its last byte; a subgroup with a header and no object
+/// still goes out as header plus FIN.
+#[test]
+fn finish_follows_the_last_write_and_empty_subgroups_send_their_header() {
+    let t0 = Instant::now();
+    for mode in [Mode::Priority, Mode::Fifo] {
+        let mut s = Scheduler::new(SchedulerConfig::default().mode(mode));
+        let hdr = Bytes::from_static(b"HEADER");
+        s.open_stream(StreamKey(1), video(1, 0, 1).header(hdr.clone())).unwrap();
+        s.push_object(StreamKey(1), obj(t0, 10)).unwrap();
+        s.finish_stream(StreamKey(1)).unwrap();
+        s.open_stream(StreamKey(2), video(2, 0, 1).header(hdr.clone())).unwrap();
+        s.finish_stream(StreamKey(2)).unwrap();
+        let actions = drain(&mut s, t0, &mut unlimited());
+        let pos = |a: &Action| actions.iter().position(|x| x == a).unwrap();
+        let fin1 = pos(&Action::Finish { key: StreamKey(1) });
+        let fin2 = pos(&Action::Finish { key: StreamKey(2) });
+        let last_write1 = actions
+            .iter()
+            .rposition(|a| matches!(a, Action::Write { key: StreamKey(1), .. }))
+            .unwrap();
+        assert!(fin1 > last_write1, "{mode:?}");
+        assert_eq!(written_bytes(&actions, 1), 6 + 14, "{mode:?}");
+        assert_eq!(written_bytes(&actions, 2), 6, "{mode:?}");
+        assert!(fin2 > 0);
+    }
+}
+
+/// REQUEST_UPDATE raising a subscription's priority moves its queued objects ahead.
+#[test]
+fn subscriber_priority_update_reorders_queued_objects() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.open_stream(StreamKey(1), audio(1, 1)).unwrap();
+    s.open_stream(StreamKey(2), video(2, 2, 1)).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 100)).unwrap();
+    s.push_object(StreamKey(2), obj(t0, 100)).unwrap();
+    s.set_subscriber_priority(TrackKey(2), 10);
+    let actions = drain(&mut s, t0, &mut unlimited());
+    assert_eq!(written_keys(&actions), [2, 1]);
+    let Some(Action::Write { quinn_priority: q, .. }) = actions.first() else { panic!() };
+    assert_eq!(*q, quinn_priority(&SendOrder::subgroup(10, 64, Descending, 1, 0)));
+}
+
+/// Cancelling resets a started stream with CANCELLED and abandons an unstarted one;
+/// removing a track cancels all its streams.
+#[test]
+fn cancel_and_remove_track() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.open_stream(StreamKey(1), video(1, 0, 1)).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 10_000)).unwrap();
+    let _ = drain(&mut s, t0, &mut budget(2000));
+    s.cancel_stream(StreamKey(1)).unwrap();
+    assert_eq!(
+        drain(&mut s, t0, &mut budget(0)),
+        [Action::Reset {
+            key: StreamKey(1),
+            code: reset_code::CANCELLED,
+            reason: DropReason::Cancelled
+        }]
+    );
+    s.open_stream(StreamKey(2), video(2, 0, 1)).unwrap();
+    s.open_stream(StreamKey(3), video(2, 0, 2)).unwrap();
+    s.push_object(StreamKey(2), obj(t0, 10)).unwrap();
+    s.remove_track(TrackKey(2));
+    let actions = drain(&mut s, t0, &mut budget(0));
+    assert_eq!(actions.len(), 2);
+    assert!(actions.iter().all(|a| matches!(a, Action::Abandon { .. })));
+    assert_eq!(s.open_streams(), 0);
+    assert_eq!(s.cancel_stream(StreamKey(2)), Err(Error::UnknownStream(StreamKey(2))));
+    // After remove_track the track's subgroups may be opened again.
+    s.open_stream(StreamKey(2), video(2, 0, 1)).unwrap();
+}
+
+/// Misuse of the stream life cycle is an error, never a panic; a timeout call with nothing
+/// due does nothing.
+#[test]
+fn lifecycle_errors_and_idle_timeouts() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_timeout(t0);
+    assert_eq!(s.poll_send(t0, &mut unlimited()), None);
+    s.open_stream(StreamKey(1), audio(1, 1)).unwrap();
+    assert_eq!(s.open_stream(StreamKey(1), audio(1, 2)), Err(Error::DuplicateStream(StreamKey(1))));
+    s.finish_stream(StreamKey(1)).unwrap();
+    // A stream with no header and no object finishes without a write.
+    assert_eq!(drain(&mut s, t0, &mut unlimited()), [Action::Finish { key: StreamKey(1) }]);
+    s.open_stream(StreamKey(1), audio(1, 2)).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 1)).unwrap();
+    s.finish_stream(StreamKey(1)).unwrap();
+    assert_eq!(s.push_object(StreamKey(1), obj(t0, 1)), Err(Error::Finished(StreamKey(1))));
+    assert_eq!(s.handle_unblocked(StreamKey(9)), Err(Error::UnknownStream(StreamKey(9))));
+    // A delivery timeout too large for the clock never expires and never panics.
+    s.open_stream(StreamKey(5), audio(1, 5).delivery_timeout(Some(Duration::MAX))).unwrap();
+    s.push_object(StreamKey(5), obj(t0, 1).capture_age(Duration::MAX)).unwrap();
+    let _ = drain(&mut s, t0, &mut unlimited());
+    let _ = GroupOrder::Ascending;
+}
