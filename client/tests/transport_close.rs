@@ -131,3 +131,41 @@ async fn a_keep_alive_holds_an_idle_session_open() {
     let closed = tokio::time::timeout(Duration::from_millis(1800), client.closed()).await;
     assert!(closed.is_err(), "closed although keep-alives were flowing: {closed:?}");
 }
+
+#[tokio::test]
+async fn a_rejected_raw_quic_client_learns_the_status_from_the_close() {
+    let (mut server, cert) = server();
+    let url = url(&server, "moqt", "/");
+    let tls = cert.pinned();
+    let (client, ()) = within("reject", async {
+        tokio::join!(transport::connect(&url, &tls), async {
+            server.accept().await.unwrap().reject(401).await.unwrap();
+        })
+    })
+    .await;
+    // Raw QUIC has no HTTP exchange: the QUIC handshake completes, then the close carries
+    // the status as its code.
+    let reason = match client {
+        Ok(session) => within("closed", session.closed()).await,
+        Err(Error::Connect { reason, .. }) => panic!("connect failed instead: {reason}"),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(
+        reason,
+        CloseReason::Application {
+            by: Side::Peer,
+            code: 401,
+            reason: "rejected with HTTP status 401".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn sessions_have_distinct_ids() {
+    let (mut server, cert) = server();
+    let (a, sa, _) = pair(&url(&server, "moqt", "/"), &mut server, &cert.pinned()).await;
+    let (b, sb, _) = pair(&url(&server, "https", "/"), &mut server, &cert.pinned()).await;
+    assert_ne!(sa.id(), sb.id());
+    assert_eq!(sa.id(), sa.clone().id());
+    let _ = (a, b);
+}

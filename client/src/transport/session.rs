@@ -236,6 +236,12 @@ impl Session {
         self.kind
     }
 
+    /// A number that identifies this session among the endpoint's live sessions (for maps
+    /// and logs); it may be reused once the session has ended.
+    pub fn id(&self) -> u64 {
+        self.inner.stable_id() as u64
+    }
+
     /// The peer's UDP address (it may change if the peer migrates).
     pub fn peer(&self) -> SocketAddr {
         self.inner.remote_address()
@@ -441,6 +447,7 @@ impl Session {
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
+            .field("id", &self.id())
             .field("kind", &self.kind)
             .field("peer", &self.peer())
             .field("path", &self.path())
