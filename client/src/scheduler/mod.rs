@@ -192,9 +192,7 @@ struct Stream {
 
 impl Stream {
     fn has_data(&self) -> bool {
-        self.rest.is_some()
-            || !self.queue.is_empty()
-            || (self.finishing && !self.header.is_empty())
+        self.rest.is_some() || !self.queue.is_empty() || (self.finishing && !self.header.is_empty())
     }
 }
 
@@ -336,7 +334,8 @@ impl Scheduler {
         let mut deadline = None;
         let mut too_old = false;
         if let (Mode::Priority, Some(timeout)) = (mode, s.timeout) {
-            deadline = object.arrival.checked_add(timeout).map(|d| (d, DropReason::DeliveryTimeout));
+            deadline =
+                object.arrival.checked_add(timeout).map(|d| (d, DropReason::DeliveryTimeout));
             if let (Some(budget), Some(age)) = (budget, object.capture_age) {
                 match budget.checked_sub(age).filter(|left| !left.is_zero()) {
                     None => too_old = true,
@@ -393,8 +392,11 @@ impl Scheduler {
     /// Forgets a track (its request ended): cancels its open streams and drops what the
     /// scheduler remembers of it (newest group, abandoned subgroups).
     pub fn remove_track(&mut self, track: TrackKey) {
-        let keys: Vec<StreamKey> =
-            self.tracks.get(&track).map(|t| t.streams.iter().copied().collect()).unwrap_or_default();
+        let keys: Vec<StreamKey> = self
+            .tracks
+            .get(&track)
+            .map(|t| t.streams.iter().copied().collect())
+            .unwrap_or_default();
         for key in keys {
             self.kill(key, DropReason::Cancelled, None);
         }
@@ -404,8 +406,11 @@ impl Scheduler {
     /// Applies a new subscriber priority (REQUEST_UPDATE) to every open stream of a track,
     /// including objects already queued. Later writes carry the new quinn priority.
     pub fn set_subscriber_priority(&mut self, track: TrackKey, priority: u8) {
-        let keys: Vec<StreamKey> =
-            self.tracks.get(&track).map(|t| t.streams.iter().copied().collect()).unwrap_or_default();
+        let keys: Vec<StreamKey> = self
+            .tracks
+            .get(&track)
+            .map(|t| t.streams.iter().copied().collect())
+            .unwrap_or_default();
         for key in keys {
             self.unready(key);
             let fifo = self.config.mode == Mode::Fifo;
@@ -645,7 +650,8 @@ impl Scheduler {
         };
         if let Some(rest) = s.rest.as_mut() {
             let n = fit(rest.len())?;
-            let chunk = if n == rest.len() { s.rest.take().unwrap_or_default() } else { rest.split_to(n) };
+            let chunk =
+                if n == rest.len() { s.rest.take().unwrap_or_default() } else { rest.split_to(n) };
             return Some(write(chunk, s));
         }
         // Zero-length objects have nothing to write.
@@ -771,7 +777,8 @@ impl Scheduler {
         };
         let mut offset = s.offset;
         for q in &s.queue {
-            let r = if trigger.is_none_or(|t| t == q.seq) { reason } else { DropReason::StreamReset };
+            let r =
+                if trigger.is_none_or(|t| t == q.seq) { reason } else { DropReason::StreamReset };
             self.stats.dropped.entry((s.class, r)).or_default().add(q.len());
             self.queued_bytes -= q.len() - offset;
             offset = 0;

@@ -283,6 +283,7 @@ pub enum Action {
 /// and subgroup order are left to the scheduler: it keeps so little in QUIC that two groups
 /// of one track rarely sit there together.
 pub fn quinn_priority(order: &SendOrder) -> i32 {
-    let level = (i32::from(order.subscriber_priority()) << 8) | i32::from(order.publisher_priority());
+    let level =
+        (i32::from(order.subscriber_priority()) << 8) | i32::from(order.publisher_priority());
     0xFFFF - level
 }
