@@ -41,6 +41,7 @@ pub struct SessionConfig {
     pub(crate) publish_done_linger: Duration,
     pub(crate) reject_requests_after_goaway: bool,
     pub(crate) max_auth_token_cache_size: u64,
+    pub(crate) setup_auth_tokens: Vec<crate::message::AuthToken>,
 }
 
 impl Default for SessionConfig {
@@ -69,11 +70,18 @@ impl Default for SessionConfig {
             reject_requests_after_goaway: true,
             // Room for a dozen registered tokens of about a kilobyte (a signed JWT) each.
             max_auth_token_cache_size: 16 * 1024,
+            setup_auth_tokens: Vec::new(),
         }
     }
 }
 
 impl SessionConfig {
+    /// AUTHORIZATION TOKEN parameters a client sends in CLIENT_SETUP (ignored for a server).
+    pub fn setup_auth_tokens(mut self, tokens: Vec<crate::message::AuthToken>) -> Self {
+        self.setup_auth_tokens = tokens;
+        self
+    }
+
     /// Defaults for the given transport.
     pub fn new(transport: Transport) -> Self {
         SessionConfig { transport, ..Default::default() }

@@ -589,6 +589,25 @@ pub struct Session {
     goaway_received: bool,
     peer_tokens: TokenCache,
     close: Option<CloseReason>,
+    stats: SessionStats,
+}
+
+/// Counters for metrics: plain numbers the relay turns into Prometheus series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionStats {
+    /// Control messages received (control and SUBSCRIBE_NAMESPACE streams).
+    pub messages_received: u64,
+    /// Bytes of control messages queued for sending.
+    pub bytes_sent: u64,
+    /// Bytes received on the control and SUBSCRIBE_NAMESPACE streams.
+    pub bytes_received: u64,
+    /// Requests this endpoint sent.
+    pub requests_sent: u64,
+    /// Requests the peer sent.
+    pub requests_received: u64,
+    /// Peer requests the session refused by itself (duplicate subscription, overlapping
+    /// prefix, invalid range or joining request, after GOAWAY, update of an ended request).
+    pub requests_refused: u64,
 }
 
 impl Session {
@@ -623,6 +642,7 @@ impl Session {
             goaway_received: false,
             peer_tokens,
             close: None,
+            stats: SessionStats::default(),
             config,
         };
         if let Some(p) = &s.config.protocol {
@@ -830,6 +850,11 @@ impl Session {
         self.peer_ids.advertised()
     }
 
+    /// Counters since the session started.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
     /// How many requests (either side's) the session holds state for.
     pub fn open_requests(&self) -> usize {
         self.requests.len()
@@ -865,6 +890,9 @@ impl Session {
         if self.config.max_auth_token_cache_size > 0 {
             p.max_auth_token_cache_size = Some(self.config.max_auth_token_cache_size);
         }
+        if self.role == Role::Client {
+            p.auth_tokens = self.config.setup_auth_tokens.clone();
+        }
         if self.role == Role::Client && self.config.transport == Transport::Quic {
             p.path = self.config.path.clone();
             p.authority = self.config.authority.clone();
@@ -884,6 +912,7 @@ impl Session {
     }
 
     fn queue_bytes(&mut self, stream: Stream, data: Vec<u8>, fin: bool) {
+        self.stats.bytes_sent += data.len() as u64;
         if let Some(last) = self.transmits.back_mut() {
             if last.stream == stream && !last.fin {
                 last.data.extend_from_slice(&data);

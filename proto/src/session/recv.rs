@@ -35,6 +35,7 @@ impl Session {
         if self.phase == Phase::Closed {
             return;
         }
+        self.stats.bytes_received += data.len() as u64;
         self.control_buf.extend_from_slice(data);
         let mut consumed = 0;
         while self.phase != Phase::Closed {
@@ -86,6 +87,7 @@ impl Session {
             return;
         }
         entry.buf.extend_from_slice(data);
+        self.stats.bytes_received += data.len() as u64;
         entry.recv_closed |= fin;
         if self.phase == Phase::Setup {
             if entry.buf.len() > MAX_EARLY_STREAM_BYTES {
@@ -181,6 +183,7 @@ impl Session {
     }
 
     fn handle_control_message(&mut self, now: Instant, msg: Message) {
+        self.stats.messages_received += 1;
         if self.phase == Phase::Setup {
             match (self.role, msg) {
                 (Role::Server, Message::ClientSetup(m)) => self.on_client_setup(now, m),
@@ -314,6 +317,7 @@ impl Session {
 
     /// Accepts the ID of a new request from the peer; closes the session if it is invalid.
     fn new_request(&mut self, id: RequestId, arrival: Arrival) -> bool {
+        self.stats.requests_received += 1;
         match self.peer_ids.accept(id.0, arrival) {
             Ok(()) => true,
             Err(v) => {
@@ -339,6 +343,7 @@ impl Session {
 
     /// Sends REQUEST_ERROR for a peer request the session refuses by itself.
     fn auto_reject(&mut self, stream: Stream, id: RequestId, code: RequestErrorCode, why: &str) {
+        self.stats.requests_refused += 1;
         let retry_interval = match code {
             // Retry at once, on the session the GOAWAY points to.
             RequestErrorCode::InternalError if self.goaway_sent => 1,
@@ -1035,6 +1040,9 @@ impl Session {
     }
 
     fn handle_stream_message(&mut self, now: Instant, stream: Stream, msg: Message) {
+        if stream != Stream::Control {
+            self.stats.messages_received += 1;
+        }
         match stream {
             Stream::Peer(_) => self.on_peer_stream_message(stream, msg),
             Stream::SubscribeNamespace(id) => self.on_own_stream_message(now, id, msg),

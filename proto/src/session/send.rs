@@ -59,6 +59,7 @@ impl Session {
         let bytes = encode(&build(id))?;
         let allocated = self.local_ids.allocate();
         debug_assert_eq!(allocated, Ok(id.0));
+        self.stats.requests_sent += 1;
         Ok((id, bytes))
     }
 

@@ -468,6 +468,11 @@ fn subscribe_join_fetch_objects_update_unsubscribe() {
     assert_eq!(p.client.lookup_alias(alias), None);
     assert_eq!(p.client.open_requests(), 0);
     assert_eq!(p.server.open_requests(), 0);
+    let (c, s) = (p.client.stats(), p.server.stats());
+    // SUBSCRIBE, FETCH and REQUEST_UPDATE went each way once.
+    assert_eq!((c.requests_sent, s.requests_received, s.requests_refused), (3, 3, 0));
+    assert_eq!(c.bytes_sent, s.bytes_received);
+    assert_eq!(s.bytes_sent, c.bytes_received);
     p.assert_quiet();
 }
 
