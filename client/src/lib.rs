@@ -1,4 +1,6 @@
 //! tiermesh client (in progress).
 
+pub mod report;
 pub mod scheduler;
+pub mod synthetic;
 pub mod transport;

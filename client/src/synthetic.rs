@@ -1,0 +1,497 @@
+//! A synthetic broadcast: the tracks `tiermesh pub` sends, with the sizes, cadence, group
+//! structure, priorities and timestamps of real media, and payloads of filler bytes (real
+//! encoded media comes from the codec crate).
+//!
+//! Sans-IO: a [`Generator`] is given wall-clock time in microseconds and hands out the
+//! objects due by then ([`Generator::poll_object`]) and the time of the next one
+//! ([`Generator::poll_timeout`]). Every time is a point on a fixed grid of wall-clock time,
+//! so group IDs derive from time and a publisher that restarts keeps them increasing:
+//!
+//! | track        | priority | group                         | objects per group        |
+//! |--------------|----------|-------------------------------|--------------------------|
+//! | `catalog`    | 0        | start time in whole seconds   | 1 (the MSF catalog JSON) |
+//! | `audio`      | 16       | capture time / 20 ms          | 1 (one 20 ms frame)      |
+//! | `video/180p` | 32       | capture time / 1 s            | 30 (key frame first)     |
+//! | `video/360p` | 48       | capture time / 1 s            | 30                       |
+//! | `video/720p` | 64       | capture time / 1 s            | 30                       |
+//!
+//! Video frame `n` of second `s` is captured at `s·10⁶ + n·10⁶/30` µs and is object `n`
+//! of group `s`. Video starts at the first whole second after the generator starts, so
+//! every group begins with its key frame. A group of one second carries exactly the tier's
+//! bit rate: its key frame is [`KEY_FRAME_RATIO`] times the size of the other frames.
+//! Every object carries its capture time in the LOC Timestamp property (wall-clock
+//! microseconds, no Timescale).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tiermesh_proto::catalog::{self, CATALOG_TRACK_NAME, Catalog};
+use tiermesh_proto::ext::Extensions;
+use tiermesh_proto::loc;
+use tiermesh_proto::types::GroupOrder;
+
+/// Microseconds between audio frames: one frame per group, so a late or lost frame costs
+/// 20 ms of sound and never more.
+pub const AUDIO_FRAME_US: u64 = 20_000;
+/// Microseconds per video group: one key frame a second, the usual live trade-off between
+/// join time and compression.
+pub const VIDEO_GROUP_US: u64 = 1_000_000;
+/// Video frames per second.
+pub const VIDEO_FPS: u64 = 30;
+/// How many times larger a key frame is than the other frames of its group: real encoders
+/// give 5 to 10 at these rates.
+pub const KEY_FRAME_RATIO: u64 = 6;
+/// The audio bit rate, that of speech-quality Opus.
+pub const AUDIO_BITRATE: u64 = 48_000;
+/// The MSF version written into the catalog.
+pub const MSF_VERSION: &str = "draft-01";
+
+/// What a track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    /// The MSF catalog.
+    Catalog,
+    /// 20 ms audio frames, one per group.
+    Audio,
+    /// 30 fps video, one-second groups starting with a key frame.
+    Video,
+}
+
+/// One track of the synthetic broadcast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackSpec {
+    /// The track name (`catalog`, `audio`, `video/360p`, …).
+    pub name: String,
+    /// What it carries.
+    pub kind: TrackKind,
+    /// DEFAULT PUBLISHER PRIORITY (lower is more important).
+    pub priority: u8,
+    /// Bits per second of object payload (0 for the catalog).
+    pub bitrate: u64,
+    /// Picture size of a video tier.
+    pub size: Option<(u32, u32)>,
+    /// DELIVERY TIMEOUT the publisher declares, if any.
+    pub delivery_timeout: Option<Duration>,
+}
+
+impl TrackSpec {
+    /// The track's extension headers: DEFAULT PUBLISHER PRIORITY, DEFAULT PUBLISHER GROUP
+    /// ORDER (descending: newest first), DYNAMIC GROUPS and DELIVERY TIMEOUT.
+    pub fn extensions(&self) -> Extensions {
+        Extensions {
+            default_publisher_priority: Some(self.priority),
+            default_publisher_group_order: Some(GroupOrder::Descending),
+            dynamic_groups: Some(true),
+            delivery_timeout: self
+                .delivery_timeout
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)),
+            ..Extensions::default()
+        }
+    }
+
+    /// Payload bytes of one group: the bit rate times the group's duration.
+    pub fn group_bytes(&self) -> u64 {
+        match self.kind {
+            TrackKind::Catalog => 0,
+            TrackKind::Audio => self.bitrate * AUDIO_FRAME_US / 8 / 1_000_000,
+            TrackKind::Video => self.bitrate * VIDEO_GROUP_US / 8 / 1_000_000,
+        }
+    }
+
+    /// Payload size of object `object_id` of a group (audio and video; the catalog's size is
+    /// its JSON's).
+    pub fn object_size(&self, object_id: u64) -> usize {
+        let size = match self.kind {
+            TrackKind::Catalog => 0,
+            TrackKind::Audio => self.group_bytes(),
+            TrackKind::Video => {
+                let (delta, key) = video_frame_sizes(self.group_bytes());
+                if object_id == 0 { key } else { delta }
+            }
+        };
+        usize::try_from(size).unwrap_or(usize::MAX)
+    }
+}
+
+/// (other frame, key frame) sizes that add up to exactly `group` bytes over a group of
+/// [`VIDEO_FPS`] frames, the key frame about [`KEY_FRAME_RATIO`] times the others.
+fn video_frame_sizes(group: u64) -> (u64, u64) {
+    let delta = group / (KEY_FRAME_RATIO + VIDEO_FPS - 1);
+    (delta, group - delta * (VIDEO_FPS - 1))
+}
+
+/// The tracks of a synthetic broadcast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BroadcastSpec {
+    /// Catalog first, then audio, then the video tiers from lowest to highest.
+    pub tracks: Vec<TrackSpec>,
+}
+
+impl Default for BroadcastSpec {
+    /// The broadcast `tiermesh pub` sends: catalog, audio and three video tiers of about
+    /// 150, 500 and 1500 kbit/s.
+    fn default() -> Self {
+        let video = |height: u32, width: u32, kbps: u64, priority: u8| TrackSpec {
+            name: format!("video/{height}p"),
+            kind: TrackKind::Video,
+            priority,
+            bitrate: kbps * 1000,
+            size: Some((width, height)),
+            delivery_timeout: Some(Duration::from_secs(1)),
+        };
+        Self {
+            tracks: vec![
+                TrackSpec {
+                    name: CATALOG_TRACK_NAME.to_owned(),
+                    kind: TrackKind::Catalog,
+                    priority: 0,
+                    bitrate: 0,
+                    size: None,
+                    delivery_timeout: None,
+                },
+                TrackSpec {
+                    name: "audio".to_owned(),
+                    kind: TrackKind::Audio,
+                    priority: 16,
+                    bitrate: AUDIO_BITRATE,
+                    size: None,
+                    delivery_timeout: Some(Duration::from_millis(400)),
+                },
+                video(180, 320, 150, 32),
+                video(360, 640, 500, 48),
+                video(720, 1280, 1500, 64),
+            ],
+        }
+    }
+}
+
+impl BroadcastSpec {
+    /// The track named `name`.
+    pub fn track(&self, name: &str) -> Option<&TrackSpec> {
+        self.tracks.iter().find(|t| t.name == name)
+    }
+
+    /// The MSF catalog listing every track but the catalog itself. The video tiers share an
+    /// alternate group (a player picks one) and a render group with the audio.
+    pub fn catalog(&self, generated_at_ms: u64) -> Catalog {
+        let tracks = self
+            .tracks
+            .iter()
+            .filter(|t| t.kind != TrackKind::Catalog)
+            .map(|t| {
+                let mut track = catalog::Track {
+                    name: t.name.clone(),
+                    packaging: Some(catalog::packaging::LOC.to_owned()),
+                    is_live: Some(true),
+                    render_group: Some(1),
+                    bitrate: Some(t.bitrate),
+                    ..catalog::Track::default()
+                };
+                match t.kind {
+                    TrackKind::Audio => {
+                        track.role = Some(catalog::role::AUDIO.to_owned());
+                        track.samplerate = Some(48_000);
+                        track.channel_config = Some("1".to_owned());
+                        track.max_group_duration = Some(AUDIO_FRAME_US / 1000);
+                    }
+                    TrackKind::Video => {
+                        track.role = Some(catalog::role::VIDEO.to_owned());
+                        track.alt_group = Some(1);
+                        track.framerate = Some(VIDEO_FPS as f64);
+                        track.max_group_duration = Some(VIDEO_GROUP_US / 1000);
+                        if let Some((w, h)) = t.size {
+                            track.width = Some(w);
+                            track.height = Some(h);
+                        }
+                    }
+                    TrackKind::Catalog => {}
+                }
+                track
+            })
+            .collect();
+        Catalog {
+            version: Some(MSF_VERSION.to_owned()),
+            generated_at: Some(generated_at_ms),
+            tracks: Some(tracks),
+            ..Catalog::default()
+        }
+    }
+}
+
+/// One object of the synthetic broadcast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    /// Index of its track in [`BroadcastSpec::tracks`].
+    pub track: usize,
+    /// Group ID.
+    pub group_id: u64,
+    /// Object ID within the group.
+    pub object_id: u64,
+    /// Wall-clock capture time, microseconds since the Unix epoch.
+    pub capture_us: u64,
+    /// True for the first object of a group (a key frame, for video).
+    pub key: bool,
+    /// Object extensions: the LOC Timestamp.
+    pub extensions: Extensions,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// Produces the objects of a [`BroadcastSpec`] as wall-clock time passes.
+#[derive(Debug)]
+pub struct Generator {
+    spec: BroadcastSpec,
+    /// Per track, the capture time of its next object (`u64::MAX`: nothing more, the
+    /// catalog once sent).
+    next: Vec<u64>,
+    start_us: u64,
+    /// Filler bytes every payload is a slice of, so objects cost no copies.
+    filler: Bytes,
+}
+
+impl Generator {
+    /// Starts at wall-clock `now_us`: the catalog is due at once, audio at the next 20 ms
+    /// boundary, video at the next whole second.
+    pub fn new(spec: BroadcastSpec, now_us: u64) -> Self {
+        let next = spec
+            .tracks
+            .iter()
+            .map(|t| match t.kind {
+                TrackKind::Catalog => now_us,
+                TrackKind::Audio => now_us.div_ceil(AUDIO_FRAME_US) * AUDIO_FRAME_US,
+                TrackKind::Video => now_us.div_ceil(VIDEO_GROUP_US) * VIDEO_GROUP_US,
+            })
+            .collect();
+        let largest = spec.tracks.iter().map(|t| t.object_size(0)).max().unwrap_or(0);
+        let filler: Vec<u8> = (0..largest).map(|i| (i % 251) as u8).collect();
+        Self { spec, next, start_us: now_us, filler: Bytes::from(filler) }
+    }
+
+    /// The broadcast's tracks.
+    pub fn spec(&self) -> &BroadcastSpec {
+        &self.spec
+    }
+
+    /// The wall-clock time this generator started at.
+    pub fn start_us(&self) -> u64 {
+        self.start_us
+    }
+
+    /// When the next object is due, microseconds since the Unix epoch; `None` if the
+    /// broadcast has no media tracks left.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.next.iter().copied().filter(|&t| t != u64::MAX).min()
+    }
+
+    /// The earliest object due at or before `now_us`, or `None` if none is due yet. Objects
+    /// come out in capture-time order; on a tie, the more important track first.
+    pub fn poll_object(&mut self, now_us: u64) -> Option<Object> {
+        let (index, at) = self
+            .next
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, t)| t <= now_us)
+            .min_by_key(|&(i, t)| (t, self.spec.tracks[i].priority))?;
+        let spec = &self.spec.tracks[index];
+        let (group_id, object_id, payload, next) = match spec.kind {
+            TrackKind::Catalog => {
+                let json = self.spec.catalog(at / 1000).to_vec();
+                (at / 1_000_000, 0, Bytes::from(json), u64::MAX)
+            }
+            TrackKind::Audio => {
+                let size = spec.object_size(0);
+                (at / AUDIO_FRAME_US, 0, self.filler.slice(..size), at + AUDIO_FRAME_US)
+            }
+            TrackKind::Video => {
+                let group = at / VIDEO_GROUP_US;
+                let frame = frame_index(at);
+                let size = spec.object_size(frame);
+                let next = if frame + 1 == VIDEO_FPS {
+                    (group + 1) * VIDEO_GROUP_US
+                } else {
+                    frame_time(group, frame + 1)
+                };
+                (group, frame, self.filler.slice(..size), next)
+            }
+        };
+        self.next[index] = next;
+        let mut extensions = Extensions::default();
+        loc::set_capture_timestamp_us(&mut extensions, at);
+        Some(Object {
+            track: index,
+            group_id,
+            object_id,
+            capture_us: at,
+            key: object_id == 0,
+            extensions,
+            payload,
+        })
+    }
+}
+
+/// Capture time of video frame `frame` of group `group`.
+fn frame_time(group: u64, frame: u64) -> u64 {
+    group * VIDEO_GROUP_US + frame * VIDEO_GROUP_US / VIDEO_FPS
+}
+
+/// The index within its group of the video frame captured at `at` (a grid point).
+fn frame_index(at: u64) -> u64 {
+    let offset = at % VIDEO_GROUP_US;
+    // Grid points are floor(n·10⁶/30); the ceiling of the inverse recovers n.
+    (offset * VIDEO_FPS).div_ceil(VIDEO_GROUP_US)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// 12:00:00.437 UTC on some day: not on any grid, so start-up alignment is exercised.
+    const START: u64 = 1_764_158_400_437_000;
+
+    fn run(seconds: u64) -> (Generator, Vec<Object>) {
+        let mut g = Generator::new(BroadcastSpec::default(), START);
+        let mut out = Vec::new();
+        let end = START + seconds * 1_000_000;
+        while let Some(t) = g.poll_timeout() {
+            if t > end {
+                break;
+            }
+            while let Some(o) = g.poll_object(t) {
+                assert!(o.capture_us <= t);
+                out.push(o);
+            }
+        }
+        (g, out)
+    }
+
+    #[test]
+    fn bit_rates_are_within_five_percent() {
+        let (g, objects) = run(10);
+        // Whole seconds of video: from the first whole second to the last.
+        let first_video = START.div_ceil(VIDEO_GROUP_US) * VIDEO_GROUP_US;
+        let mut bytes: HashMap<usize, u64> = HashMap::new();
+        for o in &objects {
+            if o.capture_us >= first_video && o.capture_us < first_video + 9 * VIDEO_GROUP_US {
+                *bytes.entry(o.track).or_default() += o.payload.len() as u64;
+            }
+        }
+        for (i, t) in g.spec().tracks.iter().enumerate() {
+            if t.kind == TrackKind::Catalog {
+                continue;
+            }
+            let rate = bytes[&i] as f64 * 8.0 / 9.0;
+            let want = t.bitrate as f64;
+            assert!((rate - want).abs() / want < 0.05, "{}: {rate} bit/s, want {want}", t.name);
+        }
+        let tier = |n: &str| g.spec().track(n).unwrap().bitrate;
+        assert_eq!(
+            (tier("video/180p"), tier("video/360p"), tier("video/720p")),
+            (150_000, 500_000, 1_500_000)
+        );
+    }
+
+    #[test]
+    fn key_frames_start_groups_and_are_several_times_larger() {
+        let (g, objects) = run(4);
+        for (i, t) in g.spec().tracks.iter().enumerate() {
+            if t.kind != TrackKind::Video {
+                continue;
+            }
+            let of_track: Vec<&Object> = objects.iter().filter(|o| o.track == i).collect();
+            assert_eq!(of_track[0].object_id, 0, "{}: video starts at a key frame", t.name);
+            let key = of_track.iter().find(|o| o.key).unwrap().payload.len();
+            let delta = of_track.iter().find(|o| !o.key).unwrap().payload.len();
+            assert!(key >= 4 * delta, "{}: key {key} vs {delta}", t.name);
+            // Every group holds 30 objects 0..29 in order, all of one size but the first.
+            let mut groups: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+            for o in &of_track {
+                groups.entry(o.group_id).or_default().push(o.object_id);
+                assert_eq!(o.key, o.object_id == 0);
+            }
+            // Three whole seconds and the start of a fourth (the run ends at .437).
+            assert_eq!(groups.len(), 4);
+            for ids in groups.values().take(3) {
+                assert_eq!(ids, &(0..VIDEO_FPS).collect::<Vec<_>>());
+            }
+            assert_eq!(groups.values().last().unwrap().len(), 14);
+        }
+    }
+
+    #[test]
+    fn group_ids_derive_from_wall_clock_time() {
+        let (g, objects) = run(3);
+        for o in &objects {
+            let t = &g.spec().tracks[o.track];
+            let want = match t.kind {
+                TrackKind::Catalog => START / 1_000_000,
+                TrackKind::Audio => o.capture_us / AUDIO_FRAME_US,
+                TrackKind::Video => o.capture_us / VIDEO_GROUP_US,
+            };
+            assert_eq!(o.group_id, want, "{} at {}", t.name, o.capture_us);
+            assert_eq!(loc::capture_timestamp_us(&o.extensions), Some(o.capture_us));
+        }
+        // A publisher started later (a restart) continues with larger group IDs.
+        let mut later = Generator::new(BroadcastSpec::default(), START + 5_000_000);
+        let mut seen = HashMap::new();
+        while let Some(o) = later.poll_object(START + 7_000_000) {
+            seen.entry(o.track).or_insert(o.group_id);
+        }
+        for o in &objects {
+            assert!(seen[&o.track] > o.group_id);
+        }
+    }
+
+    #[test]
+    fn audio_is_one_twenty_ms_frame_per_group_without_gaps() {
+        let (g, objects) = run(2);
+        let audio = g.spec().tracks.iter().position(|t| t.name == "audio").unwrap();
+        let groups: Vec<u64> =
+            objects.iter().filter(|o| o.track == audio).map(|o| o.group_id).collect();
+        assert_eq!(groups.len(), 100);
+        assert!(groups.windows(2).all(|w| w[1] == w[0] + 1));
+        assert!(objects.iter().filter(|o| o.track == audio).all(|o| o.object_id == 0));
+    }
+
+    #[test]
+    fn catalog_comes_first_and_lists_the_tiers() {
+        let (_, objects) = run(1);
+        assert_eq!(objects[0].track, 0);
+        let catalog = Catalog::from_slice(&objects[0].payload).unwrap();
+        catalog.validate().unwrap();
+        let names: Vec<&str> = catalog.tracks().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["audio", "video/180p", "video/360p", "video/720p"]);
+        let t = catalog.track(None, "video/720p").unwrap();
+        assert_eq!((t.width, t.height, t.bitrate), (Some(1280), Some(720), Some(1_500_000)));
+        assert_eq!(objects.iter().filter(|o| o.track == 0).count(), 1);
+    }
+
+    #[test]
+    fn track_extensions_carry_the_publisher_defaults() {
+        let spec = BroadcastSpec::default();
+        let want = [
+            ("catalog", 0, None),
+            ("audio", 16, Some(400)),
+            ("video/180p", 32, Some(1000)),
+            ("video/360p", 48, Some(1000)),
+            ("video/720p", 64, Some(1000)),
+        ];
+        for (name, priority, timeout) in want {
+            let ext = spec.track(name).unwrap().extensions();
+            assert_eq!(ext.publisher_priority(), priority, "{name}");
+            assert_eq!(ext.group_order(), GroupOrder::Descending);
+            assert!(ext.dynamic_groups());
+            assert_eq!(ext.delivery_timeout_ms(), timeout, "{name}");
+        }
+    }
+
+    #[test]
+    fn nothing_is_due_before_its_time() {
+        let mut g = Generator::new(BroadcastSpec::default(), START);
+        assert_eq!(g.poll_object(START).map(|o| o.track), Some(0));
+        assert_eq!(g.poll_object(START), None);
+        assert_eq!(g.poll_timeout(), Some(START.div_ceil(AUDIO_FRAME_US) * AUDIO_FRAME_US));
+    }
+}
