@@ -470,6 +470,9 @@ struct Subscription {
     waiting_fetches: Vec<(RequestId, JoinKind, u64, MessageParams)>,
     /// The response from the peer has arrived (for subscriptions this endpoint started).
     answered: bool,
+    /// The track declared DYNAMIC_GROUPS = 1 (in SUBSCRIBE_OK or PUBLISH): only then may the
+    /// subscriber send NEW_GROUP_REQUEST in PUBLISH_OK or REQUEST_UPDATE (draft-16 §9.2.2.9).
+    dynamic_groups: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -466,6 +466,7 @@ impl Session {
                 expected_streams: None,
                 waiting_fetches: Vec::new(),
                 answered: false,
+                dynamic_groups: false,
             }),
         );
         self.events.push_back(Event::SubscribeRequested {
@@ -519,6 +520,7 @@ impl Session {
         let Some(Request::Subscription(s)) = self.requests.get_mut(&id) else { return };
         s.state = SubState::Established;
         s.largest = m.params.largest_object;
+        s.dynamic_groups = m.extensions.dynamic_groups();
         self.incoming_aliases.insert(m.track_alias, id);
         self.cancel_timer(Timer::Response(id));
         self.events.push_back(Event::SubscribeOk {
@@ -604,6 +606,7 @@ impl Session {
                 expected_streams: None,
                 waiting_fetches: Vec::new(),
                 answered: true,
+                dynamic_groups: m.extensions.dynamic_groups(),
             }),
         );
         self.events.push_back(Event::PublishRequested {

@@ -93,6 +93,7 @@ impl Session {
             expected_streams: None,
             waiting_fetches: Vec::new(),
             answered: false,
+            dynamic_groups: false,
         }
     }
 
@@ -222,7 +223,14 @@ impl Session {
         self.check_open()?;
         match self.requests.get(&request_id) {
             Some(Request::Subscription(s))
-                if !s.we_publish && s.via_publish && s.state == SubState::Pending => {}
+                if !s.we_publish && s.via_publish && s.state == SubState::Pending =>
+            {
+                if params.new_group_request.is_some() && !s.dynamic_groups {
+                    return Err(Error::Invalid(
+                        "NEW_GROUP_REQUEST for a track without DYNAMIC_GROUPS",
+                    ));
+                }
+            }
             _ => return Err(Error::UnknownRequest(request_id)),
         }
         let forward = params.forward.unwrap_or(true);
@@ -412,6 +420,11 @@ impl Session {
             Some(Request::Subscription(s))
                 if s.state != SubState::Ended && (local || (!s.we_publish && s.via_publish)) =>
             {
+                if params.new_group_request.is_some() && !s.we_publish && !s.dynamic_groups {
+                    return Err(Error::Invalid(
+                        "NEW_GROUP_REQUEST for a track without DYNAMIC_GROUPS",
+                    ));
+                }
                 UpdateTarget::Subscription
             }
             Some(Request::Fetch(f)) if !f.we_publish => UpdateTarget::Fetch,

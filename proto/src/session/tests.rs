@@ -545,6 +545,24 @@ fn publish_done_with_streams_still_in_flight_lingers() {
 }
 
 #[test]
+fn new_group_request_needs_dynamic_groups() {
+    let mut p = Pair::ready();
+    let plain = p.client.subscribe(p.now, track("a", "plain"), Default::default()).unwrap();
+    let dynamic = p.client.subscribe(p.now, track("a", "dynamic"), Default::default()).unwrap();
+    p.drive();
+    p.server.accept_subscribe(p.now, plain, Default::default(), Default::default()).unwrap();
+    let ext = Extensions { dynamic_groups: Some(true), ..Default::default() };
+    p.server.accept_subscribe(p.now, dynamic, Default::default(), ext).unwrap();
+    p.drive();
+    let ngr = MessageParams { new_group_request: Some(0), ..Default::default() };
+    assert_eq!(
+        p.client.request_update(p.now, plain, ngr.clone()),
+        Err(Error::Invalid("NEW_GROUP_REQUEST for a track without DYNAMIC_GROUPS"))
+    );
+    assert!(p.client.request_update(p.now, dynamic, ngr).is_ok());
+}
+
+#[test]
 fn track_status_answers_with_largest_object() {
     let mut p = Pair::ready();
     let t = track("clinic/room-42/dr-lee", "catalog");
