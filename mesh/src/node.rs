@@ -583,6 +583,16 @@ impl Node {
         None
     }
 
+    /// The next hop towards relay `origin` (cheaper than [`Self::route_to`]).
+    pub fn next_hop_to(&self, origin: &str) -> Option<Hop> {
+        let &o = self.ids.get(origin)?;
+        let b = self.origins[o as usize].best?;
+        Some(match b.via {
+            None => Hop::Local,
+            Some(v) => Hop::Peer(self.names[v as usize].clone()),
+        })
+    }
+
     /// The best route to relay `origin`.
     pub fn route_to(&self, origin: &str) -> Option<Route> {
         self.ids.get(origin).and_then(|&o| self.route_to_id(o))
