@@ -103,8 +103,16 @@ impl Report {
         let _ = writeln!(
             out,
             "{:<12} {:>8} {:>7} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            "track", "objects", "groups", "bytes", "miss.obj", "miss.grp", "p50 ms", "p95 ms",
-            "p99 ms", "max ms"
+            "track",
+            "objects",
+            "groups",
+            "bytes",
+            "miss.obj",
+            "miss.grp",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms"
         );
         for t in &self.tracks {
             let q = |f: fn(&LatencyMs) -> f64| {
@@ -241,8 +249,7 @@ impl TrackStats {
             (Some((&first, _)), Some((&last, _))) if self.count_group_gaps => {
                 // Gaps declared by groups after the first one; the first group's gap points
                 // before what we saw.
-                let declared: u64 =
-                    self.groups.range(first + 1..).map(|(_, g)| g.group_gap).sum();
+                let declared: u64 = self.groups.range(first + 1..).map(|(_, g)| g.group_gap).sum();
                 (last - first + 1).saturating_sub(self.groups.len() as u64 + declared)
             }
             _ => 0,
@@ -562,7 +569,11 @@ mod tests {
             (Distribution::new(), Distribution::new(), Distribution::new());
         for v in 0..1000u64 {
             let x = v * v;
-            if v % 2 == 0 { a.record(x) } else { b.record(x) }
+            if v % 2 == 0 {
+                a.record(x)
+            } else {
+                b.record(x)
+            }
             all.record(x);
         }
         a.merge(&b);
