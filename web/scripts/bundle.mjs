@@ -8,12 +8,15 @@ const root = new URL('..', import.meta.url).pathname;
 const pages = join(root, 'pages');
 const out = join(root, 'dist');
 mkdirSync(out, { recursive: true });
-const entries = readdirSync(pages).filter((f) => f.endsWith('.ts')).map((f) => join(pages, f));
+const entries = readdirSync(pages)
+  .filter((f) => f.endsWith('.ts') && f !== 'common.ts')
+  .map((f) => join(pages, f));
 if (entries.length > 0) {
   await build({
     entryPoints: entries,
     bundle: true,
-    format: 'esm',
+    // Classic scripts (not modules), so the pages also work when opened from file://.
+    format: 'iife',
     target: 'chrome110',
     sourcemap: true,
     outdir: out,

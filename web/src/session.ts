@@ -100,6 +100,8 @@ export interface SubscribeOptions {
   deliveryTimeoutMs?: number;
   /** Called for every object, from subgroup streams and from joining fetches. */
   onObject: (o: MoqObject, source: 'subgroup' | 'fetch') => void;
+  /** Called when a subgroup stream ends cleanly: no more objects of that group come on it. */
+  onGroupEnd?: (groupId: number, lastObjectId: number | undefined) => void;
   /** Called when the publisher ends the subscription (PUBLISH_DONE) or the session closes. */
   onDone?: (code: number, reason: string) => void;
 }
@@ -1038,10 +1040,13 @@ export class Session {
       const r = await reader.read();
       if (r.done) {
         sg.finish();
+        let last: number | undefined;
         for (let o = sg.poll(); o; o = sg.poll()) {
           sub.bytesReceived += o.payload.length;
           sub.opts.onObject(o, 'subgroup');
+          last = o.objectId;
         }
+        if (!sub.done) sub.opts.onGroupEnd?.(sg.header.groupId, last ?? sg.lastObjectId);
         return;
       }
       sg.push(r.value, this.now());

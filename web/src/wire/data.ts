@@ -212,6 +212,11 @@ export class SubgroupReader {
     return this.hdr;
   }
 
+  /** The ID of the last object returned by {@link poll}. */
+  get lastObjectId(): number | undefined {
+    return this.prev;
+  }
+
   /** The Subgroup ID, once known. */
   get subgroupId(): number | undefined {
     return this.sgid;

@@ -1,0 +1,185 @@
+/**
+ * Playout timing shared by audio and video, and the audio jitter buffer. Pure logic on
+ * numbers (wall-clock milliseconds), so it is tested without a browser.
+ *
+ * Every object carries its capture time (LOC Timestamp). Its transit is arrival minus
+ * capture: the network delay plus the offset between the publisher's clock and ours. The
+ * {@link PlayoutClock} plays an object at capture + delay, where the delay is the low
+ * percentile of recent transits plus their spread: frames then arrive before their turn,
+ * and audio and video share one delay, so they stay in sync.
+ */
+
+/** Tuning of {@link PlayoutClock}. */
+export interface PlayoutConfig {
+  /** Smallest delay above the transit floor (ms): 70 ms covers the audio scheduler deciding each slot 40 ms ahead, decoding, and timer noise. */
+  minMarginMs: number;
+  /** Largest delay above the transit floor (ms): beyond it late frames are dropped instead of waited for. */
+  maxMarginMs: number;
+  /** Transit samples kept (ms of history). */
+  windowMs: number;
+  /** How fast the delay shrinks when the network calms down (ms per second). */
+  shrinkPerSecond: number;
+}
+
+/** Defaults of {@link PlayoutConfig}. */
+export const DEFAULT_PLAYOUT: PlayoutConfig = {
+  minMarginMs: 70,
+  maxMarginMs: 600,
+  windowMs: 5000,
+  shrinkPerSecond: 20,
+};
+
+/** Capture-to-playout delay from the transit of recent objects. */
+export class PlayoutClock {
+  private readonly cfg: PlayoutConfig;
+  private samples: { t: number; transit: number }[] = [];
+  private current?: number;
+  private lastUpdate = 0;
+
+  constructor(cfg: Partial<PlayoutConfig> = {}) {
+    this.cfg = { ...DEFAULT_PLAYOUT, ...cfg };
+  }
+
+  /** Records one object's arrival at `arrivalMs` (wall clock) captured at `captureMs`. */
+  observe(arrivalMs: number, captureMs: number): void {
+    const transit = arrivalMs - captureMs;
+    this.samples.push({ t: arrivalMs, transit });
+    while (this.samples.length > 0 && arrivalMs - this.samples[0].t > this.cfg.windowMs) this.samples.shift();
+    this.update(arrivalMs);
+  }
+
+  private target(): number | undefined {
+    if (this.samples.length === 0) return undefined;
+    const s = this.samples.map((x) => x.transit).sort((a, b) => a - b);
+    const floor = s[0];
+    const p95 = s[Math.min(s.length - 1, Math.floor(s.length * 0.95))];
+    const margin = Math.min(this.cfg.maxMarginMs, Math.max(this.cfg.minMarginMs, p95 - floor + 15));
+    return floor + margin;
+  }
+
+  private update(now: number): void {
+    const target = this.target();
+    if (target === undefined) return;
+    if (this.current === undefined || target > this.current) {
+      this.current = target;
+    } else {
+      const step = ((now - this.lastUpdate) / 1000) * this.cfg.shrinkPerSecond;
+      this.current = Math.max(target, this.current - Math.max(0, step));
+    }
+    this.lastUpdate = now;
+  }
+
+  /** The delay (ms) from capture to playout, or undefined before the first object. */
+  get delayMs(): number | undefined {
+    return this.current;
+  }
+
+  /** The lowest transit in the window (ms). */
+  get floorMs(): number | undefined {
+    let m: number | undefined;
+    for (const s of this.samples) m = m === undefined ? s.transit : Math.min(m, s.transit);
+    return m;
+  }
+
+  /** When (wall clock ms) an object captured at `captureMs` plays. */
+  playoutAt(captureMs: number): number | undefined {
+    return this.current === undefined ? undefined : captureMs + this.current;
+  }
+}
+
+/** What the audio scheduler does for one 20 ms slot. */
+export type AudioSlot<T> =
+  | { kind: 'play'; seq: number; captureMs: number; frame: T }
+  | { kind: 'conceal'; seq: number; captureMs: number };
+
+/**
+ * The audio jitter buffer. Audio frames are numbered by their group (one 20 ms frame per
+ * group, consecutive), so a missing number is a lost or late frame. {@link next} hands out
+ * slots in order: a frame that is there, or a concealment for one that is not there when
+ * its slot must be scheduled. A frame arriving after its slot passed is dropped: the
+ * timeline never waits, so a loss costs one click, never a stall.
+ */
+export class AudioJitter<T> {
+  private frames = new Map<number, { captureMs: number; frame: T }>();
+  private nextSeq?: number;
+  private nextCapture = 0;
+  private run = 0;
+  /** Frames that arrived after their slot. */
+  late = 0;
+  /** Slots concealed. */
+  concealed = 0;
+
+  constructor(
+    /** Frame duration in ms. */
+    readonly frameMs = 20,
+    /** Longest run of concealment before the buffer resynchronizes on what arrives. */
+    readonly maxConcealRun = 10,
+  ) {}
+
+  /** Frames waiting. */
+  get size(): number {
+    return this.frames.size;
+  }
+
+  /** Adds a decoded frame with sequence number `seq` (the group ID) captured at `captureMs`. */
+  push(seq: number, captureMs: number, frame: T): void {
+    if (this.nextSeq !== undefined && seq < this.nextSeq) {
+      this.late++;
+      return;
+    }
+    this.frames.set(seq, { captureMs, frame });
+  }
+
+  /**
+   * The next slot, if it is due: `deadlineCaptureMs` is the capture time of the latest
+   * slot that must be decided now (now - delay + lookahead). Returns undefined when the next
+   * slot can still wait.
+   */
+  next(deadlineCaptureMs: number): AudioSlot<T> | undefined {
+    if (this.nextSeq === undefined) {
+      if (this.frames.size === 0) return undefined;
+      const first = Math.min(...this.frames.keys());
+      this.nextSeq = first;
+      this.nextCapture = this.frames.get(first)!.captureMs;
+    }
+    const seq = this.nextSeq;
+    const f = this.frames.get(seq);
+    if (f) {
+      if (f.captureMs > deadlineCaptureMs) return undefined;
+      this.frames.delete(seq);
+      this.nextSeq = seq + 1;
+      this.nextCapture = f.captureMs + this.frameMs;
+      this.run = 0;
+      return { kind: 'play', seq, captureMs: f.captureMs, frame: f.frame };
+    }
+    if (this.nextCapture > deadlineCaptureMs) return undefined;
+    // The frame is missing at its deadline. After a long gap (the publisher paused, or
+    // numbering jumped) resynchronize on the oldest frame present instead of concealing on.
+    if (this.frames.size > 0) {
+      const oldest = Math.min(...this.frames.keys());
+      if (oldest - seq > this.maxConcealRun) {
+        this.nextSeq = oldest;
+        this.nextCapture = this.frames.get(oldest)!.captureMs;
+        return this.next(deadlineCaptureMs);
+      }
+    }
+    if (this.frames.size === 0 && this.run >= this.maxConcealRun) {
+      // Nothing is coming: stop concealing and wait for the stream to come back.
+      this.reset();
+      return undefined;
+    }
+    this.run++;
+    const captureMs = this.nextCapture;
+    this.nextSeq = seq + 1;
+    this.nextCapture += this.frameMs;
+    this.concealed++;
+    return { kind: 'conceal', seq, captureMs };
+  }
+
+  /** Drops everything (after a long silence the timeline restarts at the next frame). */
+  reset(): void {
+    this.frames.clear();
+    this.nextSeq = undefined;
+    this.run = 0;
+  }
+}

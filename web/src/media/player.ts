@@ -1,0 +1,759 @@
+/**
+ * The player: reads a broadcast's catalog, subscribes to its audio and one video tier,
+ * decodes with WebCodecs, draws video on a canvas and plays audio through WebAudio, both on
+ * one playout clock (capture time + delay), and moves between tiers at group boundaries.
+ */
+import { Session, RequestError, type Subscription, type SessionOptions } from '../session.js';
+import { ConnectError, redact } from '../transport.js';
+import { RequestErrorCode } from '../wire/message.js';
+import { ObjectStatus, type MoqObject } from '../wire/data.js';
+import { CATALOG_TRACK, type Catalog, type CatalogTrack, applyDelta, mediaTracks, parseCatalog } from '../wire/catalog.js';
+import { captureTimestampUs, locFromExtensions } from '../wire/ext.js';
+import { toHex } from '../wire/coding.js';
+import { Abr, type AbrConfig } from './abr.js';
+import { AudioJitter, PlayoutClock } from './jitter.js';
+
+/** Why playback failed; `kind` says what to tell the user. */
+export class PlayerError extends Error {
+  /**
+   * `unsupported`: no WebTransport or WebCodecs in this browser. `connect`: the relay could
+   * not be reached or its certificate was refused. `not-found`: no such broadcast.
+   * `unauthorized`: the token does not allow it. `catalog`: the catalog is missing or bad.
+   * `decode`: the media cannot be decoded here. `closed`: the session ended.
+   */
+  readonly kind: 'unsupported' | 'connect' | 'not-found' | 'unauthorized' | 'catalog' | 'decode' | 'closed';
+  constructor(kind: PlayerError['kind'], message: string) {
+    super(message);
+    this.name = 'PlayerError';
+    this.kind = kind;
+  }
+}
+
+/** Live figures of a player, also exposed as `window.tiermeshStats` by the pages. */
+export interface PlayerStats {
+  /** `connecting`, `playing`, `ended` or `error`. */
+  state: 'connecting' | 'playing' | 'ended' | 'error';
+  /** Video frames out of the decoder. */
+  framesDecoded: number;
+  /** Video frames drawn on the canvas. */
+  framesDrawn: number;
+  /** Video frames skipped: late, or lost with the rest of their group. */
+  framesDropped: number;
+  /** Audio frames out of the decoder. */
+  audioFramesDecoded: number;
+  /** Audio frames scheduled for playback. */
+  audioFramesPlayed: number;
+  /** 20 ms audio slots filled by concealment (a lost or late frame). */
+  audioFramesConcealed: number;
+  /** Audio frames that arrived after their slot was concealed. */
+  audioFramesLate: number;
+  /** State of the WebAudio context (`running`, `suspended`: click to enable sound). */
+  audioState: string;
+  /** The video track playing. */
+  tier: string;
+  /** Its index in the ladder (0 = lowest). */
+  tierIndex: number;
+  /** The ladder, lowest first. */
+  tiers: string[];
+  /** Tier switches so far. */
+  switches: { at: number; from: string; to: string; reason: string }[];
+  /** Received media bit rate (audio + video), kb/s over the last 2 s. */
+  bitrateKbps: number;
+  /** ABR throughput estimate, kb/s (0 while unknown). */
+  throughputKbps: number;
+  /** Capture-to-display latency of drawn frames, from their LOC timestamps (ms). */
+  latencyMs: { p50: number; last: number };
+  /** Capture-to-arrival latency of video objects (ms). */
+  arrivalLatencyMs: { p50: number; last: number };
+  /** The playout delay in use (ms after capture). */
+  playoutDelayMs: number;
+  /** Errors met, newest last. */
+  errors: string[];
+}
+
+/** Options of {@link Player.start}. */
+export interface PlayerOptions {
+  /** `https://host:port/<broadcast path>[?jwt=…]`. */
+  url: string;
+  /** SHA-256 of the relay's development certificate (64 hex digits). */
+  certificateHash?: string;
+  /** Where video is drawn. */
+  canvas: HTMLCanvasElement;
+  /** The broadcast namespace; by default the URL path's segments. */
+  namespace?: string[];
+  /** Play audio (default true). */
+  audio?: boolean;
+  /** First tier: `lowest` (default), `highest`, or an index. */
+  startTier?: 'lowest' | 'highest' | number;
+  /** ABR tuning, or false to stay on the start tier. */
+  abr?: Partial<AbrConfig> | false;
+  /** Called about four times a second with fresh stats. */
+  onStats?: (s: PlayerStats) => void;
+  /** Called when playback fails after it started (the session closed, decoding failed). */
+  onError?: (e: PlayerError) => void;
+  /** Use this session instead of connecting (it is not closed by stop()). */
+  useSession?: Session;
+  /** Extra session options. */
+  session?: SessionOptions;
+}
+
+/** The namespace a URL names: its path segments (`/clinic/room-42` → ["clinic","room-42"]). */
+export function namespaceFromUrl(url: string): string[] {
+  const u = new URL(url);
+  return u.pathname
+    .split('/')
+    .filter((s) => s.length > 0)
+    .map((s) => decodeURIComponent(s));
+}
+
+/** Maps session and request failures to a {@link PlayerError} a person can act on. */
+export function explain(e: unknown, what: string): PlayerError {
+  if (e instanceof PlayerError) return e;
+  if (e instanceof ConnectError) return new PlayerError(e.kind === 'unsupported' ? 'unsupported' : 'connect', e.message);
+  if (e instanceof RequestError) {
+    if (e.code === RequestErrorCode.DoesNotExist) return new PlayerError('not-found', `Broadcast ${what} not found on the relay.`);
+    if (e.code === RequestErrorCode.Unauthorized || e.code === RequestErrorCode.ExpiredAuthToken || e.code === RequestErrorCode.MalformedAuthToken) {
+      return new PlayerError('unauthorized', `Not allowed to play ${what}: ${e.message}. Check the ?jwt= token.`);
+    }
+    return new PlayerError('closed', e.message);
+  }
+  return new PlayerError('closed', e instanceof Error ? e.message : String(e));
+}
+
+const SAMPLES = 120;
+
+function median(xs: number[]): number {
+  if (xs.length === 0) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** The WebCodecs codec string for an avcC record (`avc1.PPCCLL`). */
+export function avcCodecString(avcC: Uint8Array): string {
+  return `avc1.${toHex(avcC.subarray(1, 4))}`;
+}
+
+interface TierState {
+  index: number;
+  track: CatalogTrack;
+  sub?: Subscription;
+  groups: Map<number, Map<number, MoqObject>>;
+  ended: Map<number, number | undefined>;
+  /** First group whose start this tier has (for a pending switch). */
+  firstGroup?: number;
+}
+
+/** A running player. */
+export class Player {
+  /** Live figures. */
+  readonly stats: PlayerStats = {
+    state: 'connecting',
+    framesDecoded: 0,
+    framesDrawn: 0,
+    framesDropped: 0,
+    audioFramesDecoded: 0,
+    audioFramesPlayed: 0,
+    audioFramesConcealed: 0,
+    audioFramesLate: 0,
+    audioState: 'none',
+    tier: '',
+    tierIndex: -1,
+    tiers: [],
+    switches: [],
+    bitrateKbps: 0,
+    throughputKbps: 0,
+    latencyMs: { p50: 0, last: 0 },
+    arrivalLatencyMs: { p50: 0, last: 0 },
+    playoutDelayMs: 0,
+    errors: [],
+  };
+  /** The broadcast namespace. */
+  readonly namespace: string[];
+  /** The catalog in use. */
+  catalog?: Catalog;
+
+  private session?: Session;
+  private ladder: CatalogTrack[] = [];
+  private clock = new PlayoutClock();
+  private abr?: Abr;
+  private feed?: TierState;
+  private pendingTier?: TierState;
+  private expect?: { group: number; object: number };
+  private lastProgress = 0;
+  private decoder?: VideoDecoder;
+  private decoderConfig = '';
+  private frames: { frame: VideoFrame; captureMs: number }[] = [];
+  private drawLatency: number[] = [];
+  private arrivalLatency: number[] = [];
+  private received: { t: number; n: number }[] = [];
+  private timers: ReturnType<typeof setInterval>[] = [];
+  private raf = 0;
+  private stopped = false;
+  private ctx2d: CanvasRenderingContext2D;
+  private audio?: AudioPipeline;
+  private audioSub?: Subscription;
+
+  private constructor(private readonly opts: PlayerOptions) {
+    this.namespace = opts.namespace ?? namespaceFromUrl(opts.url);
+    const ctx = opts.canvas.getContext('2d');
+    if (!ctx) throw new PlayerError('unsupported', 'This browser cannot draw on a canvas.');
+    this.ctx2d = ctx;
+  }
+
+  /**
+   * Connects, reads the catalog and starts playing. Rejects with {@link PlayerError} when
+   * it cannot start (no WebTransport, certificate refused, broadcast not found, …).
+   */
+  static async start(opts: PlayerOptions): Promise<Player> {
+    const p = new Player(opts);
+    try {
+      await p.run();
+    } catch (e) {
+      const err = explain(e, p.namespace.join('/'));
+      p.fail(err);
+      p.stop();
+      throw err;
+    }
+    return p;
+  }
+
+  private fail(e: PlayerError): void {
+    this.stats.errors.push(e.message);
+    this.stats.state = 'error';
+  }
+
+  private async run(): Promise<void> {
+    if (typeof VideoDecoder !== 'function') {
+      throw new PlayerError('unsupported', 'This browser has no WebCodecs (VideoDecoder): use a recent Chrome or Edge.');
+    }
+    const name = this.namespace.join('/');
+    this.session =
+      this.opts.useSession ?? (await Session.connect(this.opts.url, { certificateHash: this.opts.certificateHash, ...this.opts.session }));
+    void this.session.closed.then((info) => {
+      if (this.stopped) return;
+      const e = new PlayerError('closed', `The relay closed the session${info.reason ? `: ${info.reason}` : ''} (code ${info.code}).`);
+      this.fail(e);
+      this.opts.onError?.(e);
+    });
+    this.catalog = await this.readCatalog(name);
+    const media = mediaTracks(this.catalog);
+    this.ladder = media.video;
+    if (this.ladder.length === 0 && !media.audio) throw new PlayerError('catalog', `The catalog of ${name} lists no audio or video track.`);
+    this.stats.tiers = this.ladder.map((t) => t.name);
+    const top = this.ladder[this.ladder.length - 1];
+    if (top?.width && top?.height) {
+      this.opts.canvas.width = top.width;
+      this.opts.canvas.height = top.height;
+    }
+    if (media.audio && this.opts.audio !== false) {
+      this.audio = new AudioPipeline(media.audio, this.clock, this.stats, (m) => this.error(m));
+      this.audioSub = await this.session.subscribe(this.namespace, media.audio.name, {
+        priority: 16,
+        onObject: (o) => {
+          this.count(o.payload.length);
+          this.audio?.onObject(o);
+        },
+      });
+    }
+    if (this.ladder.length > 0) {
+      const s = this.opts.startTier ?? 'lowest';
+      const start = s === 'lowest' ? 0 : s === 'highest' ? this.ladder.length - 1 : Math.max(0, Math.min(s, this.ladder.length - 1));
+      if (this.opts.abr !== false) this.abr = new Abr(this.ladder.map((t) => ({ name: t.name, bitrate: t.bitrate ?? 0 })), start, this.opts.abr);
+      this.feed = await this.openTier(start, true);
+      this.stats.tier = this.feed.track.name;
+      this.stats.tierIndex = start;
+    }
+    this.stats.state = 'playing';
+    this.timers.push(setInterval(() => this.tick(), 250));
+    this.timers.push(setInterval(() => this.pump(), 50));
+    const frame = () => {
+      if (this.stopped) return;
+      this.render();
+      this.raf = requestAnimationFrame(frame);
+    };
+    this.raf = requestAnimationFrame(frame);
+  }
+
+  private error(message: string): void {
+    this.stats.errors.push(message);
+    if (this.stats.errors.length > 50) this.stats.errors.shift();
+  }
+
+  private count(n: number): void {
+    this.received.push({ t: performance.now(), n });
+  }
+
+  private async readCatalog(name: string): Promise<Catalog> {
+    const session = this.session!;
+    let catalog: Catalog | undefined;
+    let resolve!: (c: Catalog) => void;
+    let reject!: (e: Error) => void;
+    const first = new Promise<Catalog>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const onObject = (o: MoqObject) => {
+      if (o.status !== ObjectStatus.Normal || o.payload.length === 0) return;
+      try {
+        const c = parseCatalog(o.payload);
+        if (c.deltaUpdate) {
+          if (catalog) catalog = applyDelta(catalog, c);
+        } else {
+          catalog = c;
+        }
+        if (catalog) {
+          this.catalog = catalog;
+          if (catalog.isComplete) this.stats.state = 'ended';
+          resolve(catalog);
+        }
+      } catch (e) {
+        this.error(`catalog: ${(e as Error).message}`);
+        reject(new PlayerError('catalog', `The catalog of ${name} is not valid: ${(e as Error).message}`));
+      }
+    };
+    const sub = await session.subscribe(this.namespace, CATALOG_TRACK, { priority: 0, onObject });
+    const f = await sub.joiningFetch(0);
+    if (!f && sub.largest === undefined) {
+      // Nothing published yet: the next catalog object comes on the subscription.
+    }
+    const timeout = new Promise<never>((_, rej) =>
+      setTimeout(() => rej(new PlayerError('catalog', `No catalog arrived for ${name} within 5 s.`)), 5000),
+    );
+    return Promise.race([first, timeout]);
+  }
+
+  private async openTier(index: number, join: boolean): Promise<TierState> {
+    const track = this.ladder[index];
+    const st: TierState = { index, track, groups: new Map(), ended: new Map() };
+    st.sub = await this.session!.subscribe(this.namespace, track.name, {
+      priority: 32 + 16 * index,
+      filter: join ? { type: 'largest-object' } : { type: 'next-group-start' },
+      onObject: (o) => this.onVideoObject(st, o),
+      onGroupEnd: (g, last) => {
+        st.ended.set(g, last);
+        this.pump();
+      },
+    });
+    if (join) {
+      await st.sub.joiningFetch(0).catch((e) => this.error(`joining fetch: ${(e as Error).message}`));
+    }
+    return st;
+  }
+
+  private onVideoObject(st: TierState, o: MoqObject): void {
+    this.count(o.payload.length);
+    if (o.status !== ObjectStatus.Normal) {
+      if (o.status === ObjectStatus.EndOfGroup) st.ended.set(o.groupId, o.objectId - 1);
+      this.pump();
+      return;
+    }
+    const us = captureTimestampUs(o.extensions);
+    if (us !== undefined) {
+      const captureMs = us / 1000;
+      const lat = Date.now() - captureMs;
+      this.clock.observe(Date.now(), captureMs);
+      if (st === this.feed) {
+        this.arrivalLatency.push(lat);
+        if (this.arrivalLatency.length > SAMPLES) this.arrivalLatency.shift();
+        this.abr?.onObject(performance.now(), o.payload.length, o.firstByteAt, o.receivedAt, lat);
+      }
+    }
+    let g = st.groups.get(o.groupId);
+    if (!g) {
+      g = new Map();
+      st.groups.set(o.groupId, g);
+    }
+    g.set(o.objectId, o);
+    if (o.objectId === 0 && st.firstGroup === undefined) st.firstGroup = o.groupId;
+    this.pump();
+  }
+
+  /** Feeds the decoder in order, moving to the next group (or the next tier) at group boundaries. */
+  private pump(): void {
+    if (this.stopped || !this.feed) return;
+    const now = performance.now();
+    for (let guard = 0; guard < 1000; guard++) {
+      const feed = this.feed;
+      if (!this.expect) {
+        // Waiting for a key frame: the oldest group start we have.
+        const starts = [...feed.groups.entries()].filter(([, m]) => m.has(0)).map(([g]) => g);
+        if (starts.length === 0) return;
+        this.expect = { group: Math.min(...starts), object: 0 };
+        this.dropBefore(feed, this.expect.group);
+      }
+      const e = this.expect;
+      const o = feed.groups.get(e.group)?.get(e.object);
+      if (o) {
+        feed.groups.get(e.group)!.delete(e.object);
+        this.decode(feed, o);
+        e.object++;
+        this.lastProgress = now;
+        continue;
+      }
+      // The next object is not here. Move on when this group is over (its stream ended, or
+      // it stalled while a later group waits) to the next group start, on the new tier if a
+      // switch is pending and that tier has it.
+      const ended = feed.ended.has(e.group) && (feed.ended.get(e.group) ?? -1) < e.object;
+      const pend = this.pendingTier;
+      const nextGroup = e.group + 1;
+      const laterStart = [...feed.groups.entries()].filter(([g, m]) => g > e.group && m.has(0)).map(([g]) => g);
+      const pendingHas = pend?.groups.get(nextGroup)?.has(0) ?? false;
+      const stalled = now - this.lastProgress > 400 && (laterStart.length > 0 || pendingHas);
+      if (!ended && !stalled) return;
+      if (pend && pend.firstGroup !== undefined && pend.firstGroup <= nextGroup && pendingHas) {
+        this.completeSwitch(pend, nextGroup);
+        continue;
+      }
+      if (laterStart.length === 0) {
+        if (ended && pend && pend.firstGroup !== undefined && pend.firstGroup > nextGroup) {
+          // The new tier starts later than the old tier's next group; keep the old one.
+        }
+        return;
+      }
+      const g = Math.min(...laterStart);
+      const skipped = g === nextGroup ? 0 : g - nextGroup;
+      if (!ended) this.stats.framesDropped += feed.groups.get(e.group)?.size ?? 0;
+      if (skipped > 0) this.error(`skipped ${skipped} group(s) of ${feed.track.name}`);
+      this.dropBefore(feed, g);
+      this.expect = { group: g, object: 0 };
+    }
+  }
+
+  private dropBefore(st: TierState, group: number): void {
+    for (const g of [...st.groups.keys()]) if (g < group) st.groups.delete(g);
+    for (const g of [...st.ended.keys()]) if (g < group) st.ended.delete(g);
+  }
+
+  private completeSwitch(to: TierState, group: number): void {
+    const from = this.feed!;
+    from.sub?.unsubscribe();
+    this.feed = to;
+    this.pendingTier = undefined;
+    this.dropBefore(to, group);
+    this.expect = { group, object: 0 };
+    this.stats.tier = to.track.name;
+    this.stats.tierIndex = to.index;
+    this.stats.switches.push({ at: Date.now(), from: from.track.name, to: to.track.name, reason: this.switchReason });
+  }
+
+  private switchReason = '';
+
+  /** Switches to tier `index` at the next group boundary (or at once if nothing plays). */
+  async switchTier(index: number, reason = 'manual'): Promise<void> {
+    if (!this.feed || index === this.feed.index || this.stopped) return;
+    if (this.pendingTier?.index === index) return;
+    this.pendingTier?.sub?.unsubscribe();
+    this.pendingTier = undefined;
+    this.switchReason = reason;
+    const stalled = performance.now() - this.lastProgress > 1500;
+    const st = await this.openTier(index, stalled);
+    if (this.stopped) return;
+    if (stalled) {
+      // Nothing is playing: take the new tier at once, from the start of its current group.
+      const from = this.feed;
+      from.sub?.unsubscribe();
+      this.feed = st;
+      this.expect = undefined;
+      this.stats.tier = st.track.name;
+      this.stats.tierIndex = st.index;
+      this.stats.switches.push({ at: Date.now(), from: from.track.name, to: st.track.name, reason: `${reason} (stalled)` });
+      this.pump();
+      return;
+    }
+    this.pendingTier = st;
+  }
+
+  /** Fixes the tier (an index) or gives the choice back to ABR ('auto'). */
+  setTier(t: number | 'auto'): void {
+    if (t === 'auto') {
+      if (!this.abr && this.opts.abr !== false) {
+        this.abr = new Abr(this.ladder.map((x) => ({ name: x.name, bitrate: x.bitrate ?? 0 })), this.feed?.index ?? 0, this.opts.abr || {});
+      }
+      return;
+    }
+    this.abr = undefined;
+    void this.switchTier(t, 'manual');
+  }
+
+  private decode(st: TierState, o: MoqObject): void {
+    const loc = (() => {
+      try {
+        return locFromExtensions(o.extensions);
+      } catch (e) {
+        this.error(`LOC: ${(e as Error).message}`);
+        return {};
+      }
+    })();
+    const key = o.objectId === 0;
+    if (key) {
+      const desc = loc.videoConfig;
+      let codec = st.track.codec ?? '';
+      if (desc && (codec === '' || codec.startsWith('avc1') || codec.startsWith('avc3')) && desc.length >= 4 && desc[0] === 1) {
+        codec = avcCodecString(desc);
+      }
+      const id = `${codec}|${desc ? toHex(desc) : ''}`;
+      if (!this.decoder || this.decoder.state === 'closed' || id !== this.decoderConfig) {
+        this.configure(codec, desc);
+        this.decoderConfig = id;
+      }
+    }
+    if (!this.decoder || this.decoder.state !== 'configured') {
+      this.stats.framesDropped++;
+      return;
+    }
+    const us = captureTimestampUs(o.extensions) ?? Date.now() * 1000;
+    try {
+      this.decoder.decode(new EncodedVideoChunk({ type: key ? 'key' : 'delta', timestamp: us, data: o.payload }));
+    } catch (e) {
+      this.error(`decode: ${(e as Error).message}`);
+      this.resetDecoder();
+    }
+  }
+
+  private configure(codec: string, description?: Uint8Array): void {
+    if (!this.decoder || this.decoder.state === 'closed') {
+      this.decoder = new VideoDecoder({
+        output: (f) => {
+          this.stats.framesDecoded++;
+          this.frames.push({ frame: f, captureMs: f.timestamp / 1000 });
+          if (this.frames.length > 60) {
+            this.frames.shift()!.frame.close();
+            this.stats.framesDropped++;
+          }
+        },
+        error: (e) => {
+          this.error(`video decoder: ${e.message}`);
+          this.resetDecoder();
+        },
+      });
+    }
+    const config: VideoDecoderConfig = { codec, optimizeForLatency: true };
+    if (description) config.description = description as BufferSource;
+    try {
+      this.decoder.configure(config);
+    } catch (e) {
+      const err = new PlayerError('decode', `This browser cannot decode ${codec}: ${(e as Error).message}`);
+      this.error(err.message);
+      this.opts.onError?.(err);
+    }
+  }
+
+  private resetDecoder(): void {
+    try {
+      this.decoder?.close();
+    } catch {
+      // Already closed.
+    }
+    this.decoder = undefined;
+    this.decoderConfig = '';
+    // Start again at the next key frame.
+    this.expect = undefined;
+    if (this.feed) for (const [g, m] of this.feed.groups) if (!m.has(0)) this.feed.groups.delete(g);
+  }
+
+  private render(): void {
+    const now = Date.now();
+    const delay = this.clock.delayMs;
+    let pick: { frame: VideoFrame; captureMs: number } | undefined;
+    while (this.frames.length > 0) {
+      const f = this.frames[0];
+      if (delay !== undefined && f.captureMs + delay > now) break;
+      this.frames.shift();
+      if (pick) {
+        pick.frame.close();
+        this.stats.framesDropped++;
+      }
+      pick = f;
+    }
+    if (!pick) return;
+    const c = this.opts.canvas;
+    this.ctx2d.drawImage(pick.frame, 0, 0, c.width, c.height);
+    pick.frame.close();
+    this.stats.framesDrawn++;
+    const lat = now - pick.captureMs;
+    this.drawLatency.push(lat);
+    if (this.drawLatency.length > SAMPLES) this.drawLatency.shift();
+  }
+
+  private tick(): void {
+    const now = performance.now();
+    while (this.received.length > 0 && now - this.received[0].t > 2000) this.received.shift();
+    const bytes = this.received.reduce((n, r) => n + r.n, 0);
+    this.stats.bitrateKbps = Math.round((bytes * 8) / 2000);
+    this.stats.latencyMs = { p50: Math.round(median(this.drawLatency)), last: Math.round(this.drawLatency.at(-1) ?? 0) };
+    this.stats.arrivalLatencyMs = { p50: Math.round(median(this.arrivalLatency)), last: Math.round(this.arrivalLatency.at(-1) ?? 0) };
+    this.stats.playoutDelayMs = Math.round(this.clock.delayMs ?? 0);
+    if (this.audio) {
+      this.stats.audioState = this.audio.state;
+      this.stats.audioFramesLate = this.audio.late;
+    }
+    if (this.abr) {
+      this.stats.throughputKbps = Math.round(this.abr.throughput / 1000);
+      if (!this.pendingTier && this.feed) {
+        const d = this.abr.decide(now);
+        if (d && d.tier !== this.feed.index) void this.switchTier(d.tier, d.reason).catch((e) => this.error(`switch: ${(e as Error).message}`));
+      }
+    }
+    this.opts.onStats?.(this.stats);
+  }
+
+  /** Resumes audio after a user gesture (browsers start WebAudio suspended). */
+  resumeAudio(): Promise<void> {
+    return this.audio?.resume() ?? Promise.resolve();
+  }
+
+  /** Stops playback and closes the session. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    cancelAnimationFrame(this.raf);
+    for (const f of this.frames) f.frame.close();
+    this.frames = [];
+    try {
+      this.decoder?.close();
+    } catch {
+      // Already closed.
+    }
+    this.audio?.close();
+    this.audioSub?.unsubscribe();
+    if (!this.opts.useSession) this.session?.close(0, 'player stopped');
+    if (this.stats.state !== 'error') this.stats.state = 'ended';
+  }
+
+  /** The URL without its token, for display. */
+  get displayUrl(): string {
+    return redact(this.opts.url);
+  }
+}
+
+/** Decodes Opus with WebCodecs and schedules it on WebAudio through the jitter buffer. */
+class AudioPipeline {
+  private ctx: AudioContext;
+  private decoder: AudioDecoder;
+  private jitter = new AudioJitter<Float32Array[]>();
+  // Decoder outputs come in input order, one per Opus packet; their timestamps may be
+  // regenerated by the decoder, so the group ID and capture time travel in this queue.
+  private inFlight: { seq: number; captureMs: number }[] = [];
+  private last?: Float32Array[];
+  private run = 0;
+  private nextStart = 0;
+  private timer: ReturnType<typeof setInterval>;
+  private readonly channels: number;
+  private readonly rate: number;
+
+  constructor(
+    track: CatalogTrack,
+    private readonly clock: PlayoutClock,
+    private readonly stats: PlayerStats,
+    private readonly error: (m: string) => void,
+  ) {
+    this.rate = track.samplerate ?? 48000;
+    this.channels = Math.max(1, parseInt(track.channelConfig ?? '1', 10) || 1);
+    this.ctx = new AudioContext({ sampleRate: this.rate, latencyHint: 'interactive' });
+    void this.ctx.resume().catch(() => undefined);
+    this.decoder = new AudioDecoder({
+      output: (d) => this.onDecoded(d),
+      error: (e) => this.error(`audio decoder: ${e.message}`),
+    });
+    this.decoder.configure({ codec: track.codec ?? 'opus', sampleRate: this.rate, numberOfChannels: this.channels });
+    this.timer = setInterval(() => this.schedule(), 10);
+  }
+
+  get state(): string {
+    return this.ctx.state;
+  }
+
+  get late(): number {
+    return this.jitter.late;
+  }
+
+  resume(): Promise<void> {
+    return this.ctx.resume();
+  }
+
+  onObject(o: MoqObject): void {
+    if (o.status !== ObjectStatus.Normal || o.payload.length === 0) return;
+    const us = captureTimestampUs(o.extensions);
+    if (us === undefined) return;
+    this.clock.observe(Date.now(), us / 1000);
+    if (this.decoder.state !== 'configured') return;
+    try {
+      this.decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp: us, data: o.payload }));
+      this.inFlight.push({ seq: o.groupId, captureMs: us / 1000 });
+    } catch (e) {
+      this.error(`audio decode: ${(e as Error).message}`);
+    }
+  }
+
+  private onDecoded(d: AudioData): void {
+    this.stats.audioFramesDecoded++;
+    const meta = this.inFlight.shift();
+    const planes: Float32Array[] = [];
+    for (let c = 0; c < d.numberOfChannels; c++) {
+      const p = new Float32Array(d.numberOfFrames);
+      d.copyTo(p, { planeIndex: c, format: 'f32-planar' });
+      planes.push(p);
+    }
+    d.close();
+    if (meta) this.jitter.push(meta.seq, meta.captureMs, planes);
+  }
+
+  /** Maps a wall-clock time (ms) to the AudioContext's clock (s). */
+  private ctxTime(wallMs: number): number {
+    const ts = this.ctx.getOutputTimestamp?.();
+    if (ts && ts.contextTime !== undefined && ts.performanceTime !== undefined && ts.performanceTime > 0) {
+      return ts.contextTime + (wallMs - (performance.timeOrigin + ts.performanceTime)) / 1000;
+    }
+    return this.ctx.currentTime + (wallMs - Date.now()) / 1000;
+  }
+
+  private schedule(): void {
+    const delay = this.clock.delayMs;
+    if (delay === undefined) return;
+    // Decide slots 40 ms ahead of their playout so the context has them in time.
+    const deadline = Date.now() - delay + 40;
+    for (let slot = this.jitter.next(deadline); slot; slot = this.jitter.next(deadline)) {
+      let planes: Float32Array[];
+      if (slot.kind === 'play') {
+        planes = slot.frame;
+        this.last = planes;
+        this.run = 0;
+        this.stats.audioFramesPlayed++;
+      } else {
+        // Concealment: the previous frame, fading out over a run of losses.
+        this.run++;
+        this.stats.audioFramesConcealed++;
+        const gain = Math.pow(0.5, this.run);
+        const n = this.last?.[0].length ?? Math.round(this.rate / 50);
+        planes = Array.from({ length: this.channels }, (_, c) => {
+          const p = new Float32Array(n);
+          const src = this.last?.[c] ?? this.last?.[0];
+          if (src) for (let i = 0; i < n; i++) p[i] = src[i] * gain;
+          return p;
+        });
+      }
+      let at = this.ctxTime(slot.captureMs + delay);
+      // Frames follow each other without gaps when they are close to back to back.
+      if (Math.abs(at - this.nextStart) < 0.015) at = this.nextStart;
+      if (at < this.ctx.currentTime) continue;
+      const buf = this.ctx.createBuffer(this.channels, planes[0].length, this.rate);
+      for (let c = 0; c < this.channels; c++) buf.copyToChannel((planes[c] ?? planes[0]) as Float32Array<ArrayBuffer>, c);
+      const src = this.ctx.createBufferSource();
+      src.buffer = buf;
+      src.connect(this.ctx.destination);
+      src.start(at);
+      this.nextStart = at + buf.duration;
+    }
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    try {
+      this.decoder.close();
+    } catch {
+      // Already closed.
+    }
+    void this.ctx.close().catch(() => undefined);
+  }
+}

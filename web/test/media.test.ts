@@ -1,0 +1,100 @@
+// Guards: the player's timing and tier logic. The audio jitter buffer turns a lost frame
+// into one concealed 20 ms slot and never stalls; the playout delay follows network jitter
+// up at once and down slowly; ABR steps down within a second when latency builds and steps
+// up only after a calm hold with enough measured throughput.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { AudioJitter, PlayoutClock } from '../src/media/jitter.js';
+import { Abr } from '../src/media/abr.js';
+
+test('a lost audio frame is one concealed slot, and the timeline goes on', () => {
+  const j = new AudioJitter<string>();
+  for (const seq of [0, 1, 2, 4, 5]) j.push(seq, 1000 + seq * 20, `f${seq}`);
+  const out: string[] = [];
+  for (let t = 1000; t <= 1100; t += 20) {
+    const s = j.next(t);
+    if (s) out.push(s.kind === 'play' ? s.frame : `conceal${s.seq}`);
+  }
+  assert.deepEqual(out, ['f0', 'f1', 'f2', 'conceal3', 'f4', 'f5']);
+  assert.equal(j.concealed, 1);
+  j.push(3, 1060, 'late3');
+  assert.equal(j.late, 1, 'a frame after its slot is dropped, not played out of turn');
+});
+
+test('frames not yet due wait; a long gap resynchronizes instead of concealing for ever', () => {
+  const j = new AudioJitter<number>();
+  j.push(10, 5000, 10);
+  assert.equal(j.next(4990), undefined, 'not due yet');
+  assert.equal(j.next(5000)?.kind, 'play');
+  j.push(100, 6800, 100);
+  const kinds: string[] = [];
+  for (let t = 5020; t <= 6800; t += 20) {
+    const s = j.next(t);
+    if (s) kinds.push(s.kind === 'play' ? `play${s.seq}` : 'conceal');
+  }
+  assert.ok(kinds.includes('play100'), 'the frame after the gap plays');
+  assert.ok(kinds.filter((k) => k === 'conceal').length <= 10, 'at most a short run of concealment');
+});
+
+test('playout delay rises with jitter at once and shrinks slowly', () => {
+  const c = new PlayoutClock();
+  for (let i = 0; i < 50; i++) c.observe(10_000 + i * 20 + 40, 10_000 + i * 20);
+  const calm = c.delayMs!;
+  assert.ok(calm >= 40 + 70 && calm < 40 + 100, `calm delay ${calm}`);
+  c.observe(11_000 + 300, 11_000);
+  assert.ok(c.delayMs! < 140, 'one outlier is not jitter');
+  for (let i = 1; i <= 4; i++) c.observe(11_000 + i * 20 + 300, 11_000 + i * 20);
+  assert.ok(c.delayMs! >= 300, 'repeated late objects raise the delay at once');
+  const high = c.delayMs!;
+  for (let i = 5; i <= 100; i++) c.observe(11_000 + i * 20 + 40, 11_000 + i * 20);
+  assert.ok(c.delayMs! < high && c.delayMs! > high - 60, `shrinks slowly: ${c.delayMs}`);
+});
+
+const ladder = [
+  { name: 'video/180p', bitrate: 250_000 },
+  { name: 'video/360p', bitrate: 700_000 },
+  { name: 'video/720p', bitrate: 2_500_000 },
+];
+
+test('ABR steps down within a second when latency builds', () => {
+  const abr = new Abr(ladder, 2);
+  let t = 0;
+  for (; t < 5000; t += 33) abr.onObject(t, 8000, t, t + 5, 50);
+  assert.equal(abr.decide(t), undefined);
+  let decided: number | undefined;
+  const start = t;
+  for (; t < start + 2000 && decided === undefined; t += 33) {
+    abr.onObject(t, 8000, t, t + 5, 50 + (t - start) * 0.5);
+    decided = abr.decide(t)?.tier;
+  }
+  assert.equal(decided, 1);
+  assert.ok(t - start < 1000, `stepped down after ${t - start} ms`);
+});
+
+test('ABR steps down when bursts show the link is slower than the tier', () => {
+  const abr = new Abr(ladder, 2);
+  // 30 kB key frames taking 200 ms: 1.2 Mb/s, below 2.5 Mb/s.
+  for (let g = 0; g < 4; g++) abr.onObject(g * 1000, 30000, g * 1000, g * 1000 + 200, 60);
+  const d = abr.decide(4000);
+  assert.equal(d?.tier, 1);
+});
+
+test('ABR steps up only after a calm hold and with enough throughput', () => {
+  const abr = new Abr(ladder, 0, { holdMs: 8000 });
+  let t = 0;
+  let up: number | undefined;
+  // 20 kB key frames in 20 ms: 8 Mb/s, plenty for 360p.
+  for (; t < 20000 && up === undefined; t += 100) {
+    abr.onObject(t, t % 1000 === 0 ? 20000 : 2000, t, t + 20, 60);
+    up = abr.decide(t)?.tier;
+  }
+  assert.equal(up, 1);
+  assert.ok(t >= 8000, `not before the hold: ${t}`);
+
+  const slow = new Abr(ladder, 0, { holdMs: 1000 });
+  // Bursts at 600 kb/s: not enough for 700 kb/s * 1.4.
+  for (let i = 0; i < 100; i++) {
+    slow.onObject(i * 100, 7500, i * 100, i * 100 + 100, 60);
+    assert.equal(slow.decide(i * 100), undefined);
+  }
+});
