@@ -97,12 +97,8 @@ fn live(mode: Mode) -> Figures {
             s.push_object(key, object).expect("open stream");
             objects += 1;
         }
-        let mut budget = SendBudget {
-            cwnd: 1 << 30,
-            cwnd_available: 1 << 30,
-            buffered: 0,
-            send_rate_bps: 0,
-        };
+        let mut budget =
+            SendBudget { cwnd: 1 << 30, cwnd_available: 1 << 30, buffered: 0, send_rate_bps: 0 };
         bytes += drain(&mut s, now, &mut budget);
     }
     Figures { objects, bytes, elapsed: start.elapsed() }
@@ -157,14 +153,7 @@ fn main() {
     println!("send scheduler, ns per object pushed + sent (median of {RUNS} runs)");
     println!(
         "{:<9} {:>9} {:>12} | {:>12} {:>12} | {:>12} {:>12} | {:>7}",
-        "workload",
-        "objects",
-        "MiB",
-        "priority ns",
-        "ns/KiB",
-        "fifo ns",
-        "ns/KiB",
-        "p/fifo"
+        "workload", "objects", "MiB", "priority ns", "ns/KiB", "fifo ns", "ns/KiB", "p/fifo"
     );
     type Workload = fn(Mode) -> Figures;
     for (name, run) in [("live", live as Workload), ("backlog", backlog as Workload)] {

@@ -35,6 +35,7 @@
 //!         Action::Finish { key } => {}         // SendStream::finish
 //!         Action::Reset { key, code, .. } => {} // SendStream::reset(code)
 //!         Action::Abandon { key, .. } => {}    // nothing was opened; forget the key
+//!         Action::Datagram { key, datagram } => {} // Session::send_datagram
 //!     }
 //! }
 //! assert_eq!(written.len(), 3); // stream header, object header, payload
@@ -58,7 +59,7 @@
 //! important level with data ready always goes first: strict priority, so the catalog,
 //! audio and the base video tier are never held back by higher tiers. Inside a level, each
 //! track (one request: a subscription or fetch) is a *flow*; inside a flow, the stream whose
-//! [`SendOrder`](tiermesh_proto::priority::SendOrder) is smallest goes first, which is the
+//! [`SendOrder`] is smallest goes first, which is the
 //! draft's group order of that subscription (Descending: newest group first) and then the
 //! lowest Subgroup ID. The comparison itself is `tiermesh_proto::priority`'s.
 //!
@@ -96,6 +97,11 @@
 //! a newer group of the same track has started: a new video group begins with a key frame,
 //! so the rest of an older group only costs bandwidth. An object already half written is
 //! completed, and a stream whose objects were all written is left to finish normally.
+//!
+//! **Datagrams.** A lane ([`StreamSpec::datagrams`], one per group of a datagram track)
+//! takes part in the same order and fair share, but each object leaves whole as one
+//! [`Action::Datagram`], and a late or stale datagram is dropped on its own: datagrams do
+//! not depend on each other and there is no stream to reset.
 //!
 //! **Nothing is dropped without a delivery timeout.** The draft says that if neither side
 //! set a DELIVERY TIMEOUT, every object is delivered: streams without one are never dropped
@@ -176,6 +182,8 @@ struct Stream {
     subgroup: u64,
     timeout: Option<Duration>,
     drop_stale: bool,
+    /// A datagram lane: objects go whole, one by one, and are dropped one by one.
+    datagram: bool,
     /// The subgroup header while not yet written.
     header: Bytes,
     queue: VecDeque<Queued>,
@@ -283,7 +291,7 @@ impl Scheduler {
             return Err(Error::DuplicateStream(key));
         }
         let track = self.tracks.entry(spec.track).or_default();
-        if track.abandoned.contains(&(spec.group, spec.subgroup)) {
+        if !spec.datagram && track.abandoned.contains(&(spec.group, spec.subgroup)) {
             return Err(Error::SubgroupAbandoned {
                 track: spec.track,
                 group: spec.group,
@@ -307,7 +315,8 @@ impl Scheduler {
                 subgroup: spec.subgroup,
                 timeout: spec.delivery_timeout,
                 drop_stale: spec.drop_stale,
-                header: spec.header,
+                datagram: spec.datagram,
+                header: if spec.datagram { Bytes::new() } else { spec.header },
                 queue: VecDeque::new(),
                 offset: 0,
                 rest: None,
@@ -353,7 +362,7 @@ impl Scheduler {
         self.queued_bytes += queued.len();
         s.queue.push_back(queued);
         if too_old {
-            self.kill(key, DropReason::CaptureAge, Some(seq));
+            self.expire(key, DropReason::CaptureAge, seq);
             return Ok(());
         }
         if let Some((d, _)) = deadline {
@@ -428,7 +437,7 @@ impl Scheduler {
     /// streams.
     pub fn handle_blocked(&mut self, key: StreamKey, rest: Bytes) -> Result<(), Error> {
         let s = self.streams.get_mut(&key).ok_or(Error::UnknownStream(key))?;
-        if !rest.is_empty() {
+        if !rest.is_empty() && !s.datagram {
             s.rest = Some(match s.rest.take() {
                 None => rest,
                 Some(old) => {
@@ -461,7 +470,7 @@ impl Scheduler {
             }
             self.deadlines.pop();
             if let Some(reason) = self.queued_deadline(key, seq) {
-                self.kill(key, reason, Some(seq));
+                self.expire(key, reason, seq);
             }
         }
     }
@@ -542,8 +551,11 @@ impl Scheduler {
                 ring.pop_front();
                 continue;
             };
-            if let Some((reason, trigger)) = self.check_start(now, key, budget) {
-                self.kill(key, reason, trigger);
+            if let Some((reason, seq)) = self.check_start(now, key, budget) {
+                match seq {
+                    Some(seq) => self.expire(key, reason, seq),
+                    None => self.kill(key, reason, None),
+                }
                 return Step::Again;
             }
             let Some((action, len)) = self.take_chunk(key, allowance) else {
@@ -628,7 +640,8 @@ impl Scheduler {
         if s.drop_stale && s.timeout.is_some() {
             let newest = self.tracks.get(&s.track).and_then(|t| t.newest_started);
             if newest.is_some_and(|n| n > s.group) {
-                return Some((DropReason::Stale, None));
+                // A datagram goes alone; a subgroup goes with the rest of its stream.
+                return Some((DropReason::Stale, s.datagram.then_some(head.seq)));
             }
         }
         None
@@ -644,6 +657,25 @@ impl Scheduler {
             (n == remaining || n >= MIN_WRITE.min(quantum)).then_some(n as usize)
         };
         let s = self.streams.get_mut(&key)?;
+        if s.datagram {
+            let len = s.queue.front()?.len();
+            if len > allowance {
+                return None;
+            }
+            let head = s.queue.pop_front()?;
+            let datagram = if head.header.is_empty() {
+                head.payload
+            } else {
+                let mut joined = BytesMut::with_capacity(len as usize);
+                joined.extend_from_slice(&head.header);
+                joined.extend_from_slice(&head.payload);
+                joined.freeze()
+            };
+            self.queued_bytes -= len;
+            self.stats.sent.entry(s.class).or_default().add(len);
+            Self::mark_started(&mut self.tracks, s);
+            return Some((Action::Datagram { key, datagram }, len));
+        }
         let write = |chunk: Bytes, s: &Stream| {
             let len = chunk.len() as u64;
             (Action::Write { key, chunk, quinn_priority: s.quinn_priority }, len)
@@ -769,6 +801,26 @@ impl Scheduler {
         Some(s)
     }
 
+    /// Drops object `seq` of `key` for `reason`: alone on a datagram lane, with the rest of
+    /// its stream on a subgroup stream.
+    fn expire(&mut self, key: StreamKey, reason: DropReason, seq: u64) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        if !s.datagram {
+            self.kill(key, reason, Some(seq));
+            return;
+        }
+        let Ok(i) = s.queue.binary_search_by_key(&seq, |q| q.seq) else {
+            return;
+        };
+        if let Some(q) = s.queue.remove(i) {
+            self.queued_bytes -= q.len();
+            self.stats.dropped.entry((s.class, reason)).or_default().add(q.len());
+        }
+        self.settle(key);
+    }
+
     /// Ends a stream early. Object `trigger` (or every object, if `None`) is counted under
     /// `reason`, the others as `StreamReset`.
     fn kill(&mut self, key: StreamKey, reason: DropReason, trigger: Option<u64>) {
@@ -783,13 +835,13 @@ impl Scheduler {
             self.queued_bytes -= q.len() - offset;
             offset = 0;
         }
-        if let Some(t) = self.tracks.get_mut(&s.track) {
+        if let Some(t) = self.tracks.get_mut(&s.track).filter(|_| !s.datagram) {
             t.abandoned.insert((s.group, s.subgroup));
             while t.abandoned.len() > ABANDONED_MEMORY {
                 t.abandoned.pop_first();
             }
         }
-        if s.started {
+        if s.started && !s.datagram {
             self.stats.resets += 1;
             self.actions.push_back(Action::Reset { key, code: reason.reset_code(), reason });
         } else {

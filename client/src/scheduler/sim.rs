@@ -254,6 +254,7 @@ pub(super) fn run(mode: Mode, link_bps: u64) -> Outcome {
                     streams.get_mut(&key).unwrap().objects.clear();
                 }
                 Action::Finish { .. } => {}
+                Action::Datagram { .. } => unreachable!("the workload has no datagram lanes"),
             }
         }
         let buffered: u64 = streams.values().map(|s| s.written - s.sent).sum();

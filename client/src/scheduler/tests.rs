@@ -522,3 +522,41 @@ fn lifecycle_errors_and_idle_timeouts() {
     let _ = drain(&mut s, t0, &mut unlimited());
     let _ = GroupOrder::Ascending;
 }
+
+/// Datagram lanes: each object goes whole as one datagram, newest group first; an expired
+/// datagram is dropped alone (no reset) and the next one still goes; the lane finishes.
+#[test]
+fn datagram_lanes_send_whole_objects_and_drop_them_one_by_one() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let lane = |g| {
+        StreamSpec::datagrams(TrackKey(1), TrackClass::Audio, g)
+            .priority(128, 16)
+            .group_order(Descending)
+            .delivery_timeout(Some(ms(100)))
+    };
+    s.open_stream(StreamKey(1), lane(1)).unwrap();
+    s.open_stream(StreamKey(2), lane(2)).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 50)).unwrap();
+    s.push_object(StreamKey(1), obj(t0 + ms(60), 50)).unwrap();
+    s.push_object(StreamKey(2), obj(t0 + ms(60), 60)).unwrap();
+    // Nothing can go until t0 + 100 ms: the first datagram of group 1 expires.
+    assert_eq!(s.poll_send(t0 + ms(99), &mut budget(0)), None);
+    s.finish_stream(StreamKey(1)).unwrap();
+    let actions = drain(&mut s, t0 + ms(100), &mut unlimited());
+    let sizes: Vec<(u64, usize)> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Datagram { key, datagram } => Some((key.0, datagram.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, [(2, 64), (1, 54)], "newer group first, whole objects");
+    assert!(actions.contains(&Action::Finish { key: StreamKey(1) }));
+    assert!(!actions.iter().any(|a| matches!(a, Action::Reset { .. } | Action::Abandon { .. })));
+    assert_eq!(s.stats().dropped(TrackClass::Audio, DropReason::DeliveryTimeout).objects, 1);
+    // A datagram larger than the allowance waits rather than being split.
+    s.push_object(StreamKey(2), obj(t0 + ms(100), 3000)).unwrap();
+    assert_eq!(s.poll_send(t0 + ms(100), &mut budget(2000)), None);
+    assert!(matches!(s.poll_send(t0 + ms(101), &mut budget(3004)), Some(Action::Datagram { .. })));
+}

@@ -132,8 +132,10 @@ pub struct StreamSpec {
     /// still count). Applies only with a delivery timeout.
     pub drop_stale: bool,
     /// The subgroup header, written before the first object (may be empty if the caller
-    /// puts it into the first object).
+    /// puts it into the first object). Unused for datagrams.
     pub header: Bytes,
+    /// A lane of datagrams rather than a subgroup stream: see [`StreamSpec::datagrams`].
+    pub datagram: bool,
 }
 
 impl StreamSpec {
@@ -151,7 +153,17 @@ impl StreamSpec {
             delivery_timeout: None,
             drop_stale: matches!(class, TrackClass::Video { .. }),
             header: Bytes::new(),
+            datagram: false,
         }
+    }
+
+    /// A lane for the datagrams of group `group` of `track` (forwarding preference
+    /// Datagram). Each object is one datagram, sent whole as [`Action::Datagram`] in
+    /// arrival (Object ID) order; a datagram that expires or goes stale is dropped on its
+    /// own, since datagrams do not depend on each other. The lane ends with `Finish` (there
+    /// is nothing to close on the transport).
+    pub fn datagrams(track: TrackKey, class: TrackClass, group: u64) -> Self {
+        StreamSpec { datagram: true, ..StreamSpec::new(track, class, group, 0) }
     }
 
     /// Sets the subscriber and publisher priorities.
@@ -185,8 +197,18 @@ impl StreamSpec {
         self
     }
 
-    /// The draft's send order of this stream's objects.
+    /// The draft's send order of this stream's objects (of a datagram lane: of its
+    /// datagrams against other streams; inside the lane they keep their order).
     pub fn send_order(&self) -> SendOrder {
+        if self.datagram {
+            return SendOrder::datagram(
+                self.subscriber_priority,
+                self.publisher_priority,
+                self.group_order,
+                self.group,
+                0,
+            );
+        }
         SendOrder::subgroup(
             self.subscriber_priority,
             self.publisher_priority,
@@ -248,8 +270,15 @@ pub enum Action {
         /// The stream's priority in quinn's order (higher is sent first).
         quinn_priority: i32,
     },
+    /// Send one whole datagram (object header and payload) of a datagram lane.
+    Datagram {
+        /// The lane.
+        key: StreamKey,
+        /// The datagram.
+        datagram: Bytes,
+    },
     /// Everything was written: finish the stream (FIN). A key that never had a `Write`
-    /// (a stream without bytes) has nothing to finish.
+    /// (a stream without bytes) and a datagram lane have nothing to finish.
     Finish {
         /// The stream.
         key: StreamKey,
@@ -264,8 +293,8 @@ pub enum Action {
         /// Why.
         reason: DropReason,
     },
-    /// The stream's objects were all dropped before any byte was written: no QUIC stream
-    /// was opened and none will be.
+    /// The stream's objects were all dropped before any byte was written (or a datagram
+    /// lane was cancelled): no QUIC stream was opened and none will be.
     Abandon {
         /// The stream.
         key: StreamKey,
