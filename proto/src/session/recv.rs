@@ -378,7 +378,7 @@ impl Session {
         if self.requests.contains_key(&id) {
             Ref::Live
         } else if (self.is_local(id) && self.local_ids.issued(id.0))
-            || (!self.is_local(id) && self.peer_ids.seen(id.0))
+            || (!self.is_local(id) && self.peer_ids.at_or_below_sequence(id.0))
         {
             Ref::Finished
         } else {
