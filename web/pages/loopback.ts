@@ -1,34 +1,49 @@
 // Publisher and player joined by an in-memory transport: real capture, encoders, decoders,
-// canvas and WebAudio, no network. ?codec=av1 to try AV1.
+// canvas and WebAudio, no network. Query: ?codec=av1, ?ladder=1 (publish 180p/360p/720p
+// here, as an ingest would), ?kbps=N (a bottleneck from publisher to player; change it
+// later through window.tiermeshLink.bps), ?start=highest.
 import { Session } from '../src/session.js';
-import { memoryPair } from '../src/transport.js';
+import { MemoryLink, memoryPair } from '../src/transport.js';
 import { Publisher } from '../src/media/publisher.js';
 import { Player } from '../src/media/player.js';
 import { exposeStats, renderStats, showError } from './common.js';
 
 async function main(): Promise<void> {
   const params = new URLSearchParams(location.search);
-  const { a, b } = memoryPair();
+  const link = new MemoryLink(Number(params.get('kbps') ?? 0) * 1000);
+  (window as unknown as { tiermeshLink: MemoryLink }).tiermeshLink = link;
+  const { a, b } = memoryPair({ bToA: link });
   const [playerSession, pubSession] = await Promise.all([Session.open(a, 'client'), Session.open(b, 'server')]);
   const url = 'https://loopback.invalid/demo/live';
+  const ladder = params.get('ladder') === '1';
   const publisher = await Publisher.start({
     url,
     namespace: ['demo', 'live'],
     useSession: pubSession,
     announce: false,
     codec: params.get('codec') === 'av1' ? 'av1' : 'h264',
+    lowerTiers: ladder
+      ? [
+          { width: 320, height: 180, bitrate: 250_000 },
+          { width: 640, height: 360, bitrate: 700_000 },
+        ]
+      : [],
     preview: document.getElementById('preview') as HTMLVideoElement,
     onStats: (s) => renderStats(document.getElementById('pubstats'), s),
   });
+  (window as unknown as { tiermeshPublisherStats: object }).tiermeshPublisherStats = publisher.stats;
+  const holdMs = params.get('hold');
   const player = await Player.start({
     url,
     useSession: playerSession,
     canvas: document.getElementById('video') as HTMLCanvasElement,
+    startTier: params.get('start') === 'highest' ? 'highest' : 'lowest',
+    abr: holdMs ? { holdMs: Number(holdMs) } : {},
     onStats: (s) => renderStats(document.getElementById('stats'), s),
     onError: (e) => showError(e.message, e.kind),
   });
   exposeStats(player.stats);
-  (window as unknown as { tiermeshPublisherStats: object }).tiermeshPublisherStats = publisher.stats;
+  (window as unknown as { tiermeshPlayer: Player }).tiermeshPlayer = player;
 }
 
 main().catch((e) => {

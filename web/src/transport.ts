@@ -117,12 +117,49 @@ export function redact(url: string): string {
 }
 
 /**
- * Two transports connected in memory, for tests of the session logic: what one writes the
- * other reads. `a` is the client side (it owns the control stream).
+ * A one-way bottleneck for {@link memoryPair}: bytes leave at `bps` (0: unlimited), one
+ * queue shared by every stream in that direction, then wait `delayMs`. Both can change
+ * while it runs, to emulate a link that degrades.
  */
-export function memoryPair(): { a: Transport; b: Transport } {
-  const c1 = new TransformStream<Uint8Array, Uint8Array>();
-  const c2 = new TransformStream<Uint8Array, Uint8Array>();
+export class MemoryLink {
+  private nextFree = 0;
+
+  constructor(
+    /** Bits per second, 0 for unlimited. */
+    public bps = 0,
+    /** One-way delay in ms. */
+    public delayMs = 0,
+  ) {}
+
+  /** Resolves when `n` bytes entering now have crossed the link. */
+  async pass(n: number): Promise<void> {
+    const now = performance.now();
+    const start = Math.max(now, this.nextFree);
+    const serialize = this.bps > 0 ? (n * 8000) / this.bps : 0;
+    this.nextFree = start + serialize;
+    const wait = start + serialize + this.delayMs - now;
+    if (wait >= 1) await new Promise((r) => setTimeout(r, wait));
+  }
+}
+
+function pipe(link?: MemoryLink): TransformStream<Uint8Array, Uint8Array> {
+  if (!link) return new TransformStream<Uint8Array, Uint8Array>();
+  return new TransformStream<Uint8Array, Uint8Array>({
+    async transform(chunk, c) {
+      await link.pass(chunk.length);
+      c.enqueue(chunk);
+    },
+  });
+}
+
+/**
+ * Two transports connected in memory, for tests of the session logic: what one writes the
+ * other reads. `a` is the client side (it owns the control stream). `aToB` and `bToA`
+ * optionally shape each direction.
+ */
+export function memoryPair(links: { aToB?: MemoryLink; bToA?: MemoryLink } = {}): { a: Transport; b: Transport } {
+  const c1 = pipe(links.aToB);
+  const c2 = pipe(links.bToA);
   const make = (
     control: { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> },
   ): { t: Transport; push: (s: ReadableStream<Uint8Array>) => void; shut: (i: CloseInfo) => void } => {
@@ -162,9 +199,9 @@ export function memoryPair(): { a: Transport; b: Transport } {
   };
   const A = make({ readable: c2.readable, writable: c1.writable });
   const B = make({ readable: c1.readable, writable: c2.writable });
-  const link = (from: typeof A, to: typeof B) => {
+  const link = (from: typeof A, to: typeof B, shape?: MemoryLink) => {
     from.t.createStream = async () => {
-      const s = new TransformStream<Uint8Array, Uint8Array>();
+      const s = pipe(shape);
       to.push(s.readable);
       return s.writable;
     };
@@ -173,7 +210,7 @@ export function memoryPair(): { a: Transport; b: Transport } {
       to.shut({ code, reason, by: 'remote' });
     };
   };
-  link(A, B);
-  link(B, A);
+  link(A, B, links.aToB);
+  link(B, A, links.bToA);
   return { a: A.t, b: B.t };
 }

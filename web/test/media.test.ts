@@ -98,3 +98,15 @@ test('ABR steps up only after a calm hold and with enough throughput', () => {
     assert.equal(slow.decide(i * 100), undefined);
   }
 });
+
+test('a frame arriving after the lookahead but before its conceal deadline still plays', () => {
+  const j = new AudioJitter<string>();
+  j.push(0, 1000, 'f0');
+  assert.equal(j.next(1000, 990)?.kind, 'play');
+  // Frame 1 (capture 1020) is not there when the lookahead reaches it…
+  assert.equal(j.next(1030, 1005), undefined, 'not concealed before its conceal deadline');
+  j.push(1, 1020, 'f1');
+  const s = j.next(1040, 1015);
+  assert.equal(s?.kind === 'play' && s.frame, 'f1');
+  assert.equal(j.concealed, 0);
+});

@@ -53,7 +53,8 @@ export class PlayoutClock {
     const s = this.samples.map((x) => x.transit).sort((a, b) => a - b);
     const floor = s[0];
     const p95 = s[Math.min(s.length - 1, Math.floor(s.length * 0.95))];
-    const margin = Math.min(this.cfg.maxMarginMs, Math.max(this.cfg.minMarginMs, p95 - floor + 15));
+    // 30 ms above the 95th percentile: time to decode and schedule what arrives last.
+    const margin = Math.min(this.cfg.maxMarginMs, Math.max(this.cfg.minMarginMs, p95 - floor + 30));
     return floor + margin;
   }
 
@@ -131,11 +132,13 @@ export class AudioJitter<T> {
   }
 
   /**
-   * The next slot, if it is due: `deadlineCaptureMs` is the capture time of the latest
-   * slot that must be decided now (now - delay + lookahead). Returns undefined when the next
-   * slot can still wait.
+   * The next slot, if it is due. A frame that is there is handed out once its capture time
+   * reaches `deadlineCaptureMs` (now - delay + the scheduler's lookahead); a missing frame
+   * is concealed only once its capture time reaches `concealCaptureMs` (by default the same;
+   * later gives a late frame until the last moment). Returns undefined when the next slot
+   * can still wait.
    */
-  next(deadlineCaptureMs: number): AudioSlot<T> | undefined {
+  next(deadlineCaptureMs: number, concealCaptureMs = deadlineCaptureMs): AudioSlot<T> | undefined {
     if (this.nextSeq === undefined) {
       if (this.frames.size === 0) return undefined;
       const first = Math.min(...this.frames.keys());
@@ -152,7 +155,7 @@ export class AudioJitter<T> {
       this.run = 0;
       return { kind: 'play', seq, captureMs: f.captureMs, frame: f.frame };
     }
-    if (this.nextCapture > deadlineCaptureMs) return undefined;
+    if (this.nextCapture > concealCaptureMs) return undefined;
     // The frame is missing at its deadline. After a long gap (the publisher paused, or
     // numbering jumped) resynchronize on the oldest frame present instead of concealing on.
     if (this.frames.size > 0) {
@@ -160,7 +163,7 @@ export class AudioJitter<T> {
       if (oldest - seq > this.maxConcealRun) {
         this.nextSeq = oldest;
         this.nextCapture = this.frames.get(oldest)!.captureMs;
-        return this.next(deadlineCaptureMs);
+        return this.next(deadlineCaptureMs, concealCaptureMs);
       }
     }
     if (this.frames.size === 0 && this.run >= this.maxConcealRun) {

@@ -141,6 +141,8 @@ interface TierState {
   ended: Map<number, number | undefined>;
   /** First group whose start this tier has (for a pending switch). */
   firstGroup?: number;
+  /** For a Next Group Start subscription: the group it starts with. */
+  startGroup?: number;
 }
 
 /** A running player. */
@@ -336,6 +338,8 @@ export class Player {
     });
     if (join) {
       await st.sub.joiningFetch(0).catch((e) => this.error(`joining fetch: ${(e as Error).message}`));
+    } else {
+      st.startGroup = (st.sub.largest?.group ?? -1) + 1;
     }
     return st;
   }
@@ -400,9 +404,16 @@ export class Player {
       const pendingHas = pend?.groups.get(nextGroup)?.has(0) ?? false;
       const stalled = now - this.lastProgress > 400 && (laterStart.length > 0 || pendingHas);
       if (!ended && !stalled) return;
-      if (pend && pend.firstGroup !== undefined && pend.firstGroup <= nextGroup && pendingHas) {
-        this.completeSwitch(pend, nextGroup);
-        continue;
+      const pendStart = pend?.startGroup ?? pend?.firstGroup;
+      if (pend && pendStart !== undefined && pendStart <= nextGroup) {
+        if (pendingHas) {
+          this.completeSwitch(pend, nextGroup);
+          continue;
+        }
+        // The new tier's start of this group is on its way (its encoder or stream runs a
+        // little behind the old tier's): wait for it briefly rather than play one more
+        // group of the old tier.
+        if (now - this.lastProgress < 500) return;
       }
       if (laterStart.length === 0) {
         if (ended && pend && pend.firstGroup !== undefined && pend.firstGroup > nextGroup) {
@@ -711,9 +722,11 @@ class AudioPipeline {
   private schedule(): void {
     const delay = this.clock.delayMs;
     if (delay === undefined) return;
-    // Decide slots 40 ms ahead of their playout so the context has them in time.
-    const deadline = Date.now() - delay + 40;
-    for (let slot = this.jitter.next(deadline); slot; slot = this.jitter.next(deadline)) {
+    // Frames that are there go to the context up to 40 ms ahead of their playout; a missing
+    // frame is concealed only 15 ms before its turn (the timer runs every 10 ms), so a
+    // frame that is a little late still plays.
+    const base = Date.now() - delay;
+    for (let slot = this.jitter.next(base + 40, base + 15); slot; slot = this.jitter.next(base + 40, base + 15)) {
       let planes: Float32Array[];
       if (slot.kind === 'play') {
         planes = slot.frame;

@@ -80,6 +80,11 @@ export interface PublisherOptions {
   framerate?: number;
   /** Starting and highest video bit rate (default 2.5 Mb/s, the top tier). */
   bitrate?: number;
+  /**
+   * Extra lower tiers to encode here as well (simulcast), each aligned on the same groups
+   * as the top tier: for a relay without an ingest ladder, and for tests. Default none.
+   */
+  lowerTiers?: { width: number; height: number; bitrate: number }[];
   /** Lowest video bit rate the uplink control goes to (default 250 kb/s). */
   minBitrate?: number;
   /** Opus bit rate (default 32 kb/s). */
@@ -132,19 +137,19 @@ export class Publisher {
   private session?: Session;
   private ownSession = false;
   private catalogTrack?: PublishedTrack;
-  private videoTrack?: PublishedTrack;
   private audioTrack?: PublishedTrack;
-  private venc?: VideoEncoder;
+  private tiers: TierEncoder[] = [];
   private aenc?: AudioEncoder;
   private vconfig?: VideoEncoderConfig;
-  private description?: Uint8Array;
   private group = -1;
-  private object = 0;
+  private objectInGroup = 0;
+  private frameIds = new Map<number, { group: number; object: number }>();
   private audioGroup = 0;
   private groupStartUs = -Infinity;
   private forceKey = false;
   private captureOf = new Map<number, number>();
-  private audioOffsetUs?: number;
+  private audioInputs: { sample: number; wallUs: number }[] = [];
+  private audioSamples = 0;
   private bitrate: number;
   private pendingBitrate?: number;
   private lastReconfigure = 0;
@@ -154,7 +159,6 @@ export class Publisher {
   private timers: ReturnType<typeof setInterval>[] = [];
   private stopped = false;
   private catalogGroup = 0;
-  private codecString = '';
 
   private constructor(private readonly opts: PublisherOptions) {
     this.namespace = opts.namespace ?? [...namespaceFromUrl(opts.url), 'source'];
@@ -214,7 +218,6 @@ export class Publisher {
     const support = await VideoEncoder.isConfigSupported(config);
     if (!support.supported) throw new PublisherError('unsupported', `This browser cannot encode ${codec} at ${width}x${height}.`);
     this.vconfig = config;
-    this.codecString = codec;
     this.stats.codec = codec;
     this.stats.resolution = `${width}x${height}`;
     this.stats.targetKbps = Math.round(this.bitrate / 1000);
@@ -252,12 +255,17 @@ export class Publisher {
     // Priorities follow DESIGN.md: catalog 0, audio 16, the (only) video tier 32.
     this.catalogTrack = this.session.publishTrack(this.namespace, CATALOG_TRACK, { priority: 0, cacheGroups: 1 });
     this.audioTrack = this.session.publishTrack(this.namespace, 'audio', { priority: 16, maxQueueMs: 300, cacheGroups: 1 });
-    this.videoTrack = this.session.publishTrack(this.namespace, sourceTrackName(height), { priority: 32, maxQueueMs: 1000 });
-    this.videoTrack.onNewGroupRequest = () => (this.forceKey = true);
-    this.videoTrack.onGroupDropped = () => {
+    const lower = [...(this.opts.lowerTiers ?? [])].sort((a, b) => a.bitrate - b.bitrate);
+    const all = [...lower, { width, height, bitrate: this.bitrate }];
+    for (const [i, t] of all.entries()) {
+      // Priorities: the lowest video tier 32, each higher tier +16 (DESIGN.md).
+      const track = this.session.publishTrack(this.namespace, sourceTrackName(t.height), { priority: 32 + 16 * i, maxQueueMs: 1000 });
+      track.onNewGroupRequest = () => (this.forceKey = true);
       // The uplink could not carry the group: the next frame starts a fresh one.
-      this.forceKey = true;
-    };
+      track.onGroupDropped = () => (this.forceKey = true);
+      const cfg = { ...config, width: t.width, height: t.height, bitrate: t.bitrate } as VideoEncoderConfig;
+      this.tiers.push(new TierEncoder(cfg, track, this));
+    }
     this.writeCatalog();
 
     const vtrack = this.stream.getVideoTracks()[0];
@@ -269,24 +277,23 @@ export class Publisher {
   }
 
   private catalog(): Catalog {
-    const v = this.vconfig!;
     return {
       version: MSF_VERSION,
       generatedAt: Date.now(),
       tracks: [
-        {
-          name: sourceTrackName(v.height),
+        ...this.tiers.map((t) => ({
+          name: t.track.name,
           packaging: 'loc',
           isLive: true,
           role: 'video',
-          codec: this.codecString,
-          width: v.width,
-          height: v.height,
-          framerate: v.framerate,
-          bitrate: this.opts.bitrate ?? 2_500_000,
+          codec: t.codecString,
+          width: t.config.width,
+          height: t.config.height,
+          framerate: t.config.framerate,
+          bitrate: t.maxBitrate,
           altGroup: 1,
           renderGroup: 1,
-        },
+        })),
         {
           name: 'audio',
           packaging: 'loc',
@@ -302,25 +309,22 @@ export class Publisher {
     };
   }
 
-  private writeCatalog(): void {
+  /** @internal Republishes the catalog (a new group) after a codec string changed. */
+  writeCatalog(): void {
     this.catalogTrack?.write(this.catalogGroup++, 0, encodeCatalog(this.catalog()));
   }
 
   private startVideo(track: MediaStreamTrack): void {
     const groupUs = (this.opts.groupMs ?? 1000) * 1000;
-    this.venc = new VideoEncoder({
-      output: (chunk, meta) => this.onVideoChunk(chunk, meta),
-      error: (e) => this.error(`video encoder: ${e.message}`),
-    });
-    this.venc.configure(this.vconfig!);
+    for (const t of this.tiers) t.start((m) => this.error(m));
     const onFrame = (frame: VideoFrame) => {
-      if (this.stopped || !this.venc || this.venc.state !== 'configured') {
+      if (this.stopped || this.tiers.some((t) => t.enc?.state !== 'configured')) {
         frame.close();
         return;
       }
       const nowUs = Date.now() * 1000;
-      if (this.venc.encodeQueueSize > 2) {
-        // The encoder is behind: skipping a camera frame keeps latency down.
+      if (this.tiers.some((t) => t.enc!.encodeQueueSize > 2)) {
+        // An encoder is behind: skipping a camera frame keeps latency down.
         this.stats.framesSkipped++;
         frame.close();
         return;
@@ -334,10 +338,22 @@ export class Publisher {
       if (key) {
         this.groupStartUs = nowUs;
         this.forceKey = false;
+        this.group++;
+        this.objectInGroup = 0;
+        this.stats.keyFrames++;
+      } else {
+        this.objectInGroup++;
       }
+      // Every tier encodes this frame as the same {group, object}: group N of every tier
+      // covers the same media time, so a player can switch at any group boundary.
+      this.frameIds.set(frame.timestamp, { group: this.group, object: this.objectInGroup });
       this.captureOf.set(frame.timestamp, nowUs);
-      if (this.captureOf.size > 300) this.captureOf.delete(this.captureOf.keys().next().value as number);
-      this.venc.encode(frame, { keyFrame: key });
+      if (this.captureOf.size > 300) {
+        const k = this.captureOf.keys().next().value as number;
+        this.captureOf.delete(k);
+        this.frameIds.delete(k);
+      }
+      for (const t of this.tiers) t.encode(frame, key);
       frame.close();
     };
     if (typeof MediaStreamTrackProcessor === 'function') {
@@ -365,31 +381,19 @@ export class Publisher {
     }
   }
 
-  private onVideoChunk(chunk: EncodedVideoChunk, meta?: EncodedVideoChunkMetadata): void {
-    const desc = meta?.decoderConfig?.description;
-    if (desc) {
-      this.description = new Uint8Array(desc instanceof ArrayBuffer ? desc : (desc as ArrayBufferView).buffer.slice((desc as ArrayBufferView).byteOffset, (desc as ArrayBufferView).byteOffset + (desc as ArrayBufferView).byteLength));
-      const codec = this.codecString.startsWith('avc1') && this.description[0] === 1 ? avcCodecString(this.description) : (meta?.decoderConfig?.codec ?? this.codecString);
-      if (codec !== this.codecString) {
-        this.codecString = codec;
-        this.stats.codec = codec;
-        this.writeCatalog();
-      }
+  /** @internal The {group, object} and capture time of an encoded frame. */
+  frameInfo(timestamp: number): { group: number; object: number; captureUs: number } | undefined {
+    const id = this.frameIds.get(timestamp);
+    if (!id) return undefined;
+    return { ...id, captureUs: this.captureOf.get(timestamp) ?? Date.now() * 1000 };
+  }
+
+  /** @internal */
+  onEncoded(tier: TierEncoder): void {
+    if (tier === this.tiers[this.tiers.length - 1]) {
+      this.stats.framesEncoded++;
+      this.stats.codec = tier.codecString;
     }
-    const data = new Uint8Array(chunk.byteLength);
-    chunk.copyTo(data);
-    const captureUs = this.captureOf.get(chunk.timestamp) ?? Date.now() * 1000;
-    if (chunk.type === 'key') {
-      this.group++;
-      this.object = 0;
-      this.stats.keyFrames++;
-    } else {
-      if (this.group < 0) return;
-      this.object++;
-    }
-    this.stats.framesEncoded++;
-    const ext = locToExtensions({ timestamp: Math.round(captureUs), videoConfig: chunk.type === 'key' ? this.description : undefined });
-    this.videoTrack?.write(this.group, this.object, data, ext);
   }
 
   private async startAudio(track: MediaStreamTrack): Promise<void> {
@@ -411,7 +415,8 @@ export class Publisher {
       output: (chunk) => {
         const data = new Uint8Array(chunk.byteLength);
         chunk.copyTo(data);
-        const captureUs = chunk.timestamp + (this.audioOffsetUs ?? Date.now() * 1000 - chunk.timestamp);
+        // Packet n holds samples [n*960, (n+1)*960) of the microphone's stream.
+        const captureUs = this.audioCaptureUs(this.stats.audioFramesEncoded * 960);
         this.stats.audioFramesEncoded++;
         // One group per 20 ms frame: a late frame costs 20 ms, never a second of sound.
         this.audioTrack?.write(this.audioGroup++, 0, data, locToExtensions({ timestamp: Math.round(captureUs) }));
@@ -429,9 +434,12 @@ export class Publisher {
         const { value, done } = await reader.read();
         if (done || this.stopped) break;
         const data = value as AudioData;
-        const offset = Date.now() * 1000 - data.timestamp;
-        // Follow the capture clock, ignoring scheduling noise: jumps only beyond 50 ms.
-        if (this.audioOffsetUs === undefined || Math.abs(offset - this.audioOffsetUs) > 50_000) this.audioOffsetUs = offset;
+        // The buffer arrives when its last sample was captured: its first sample is one
+        // buffer duration older. Frames count at 48 kHz, what the encoder consumes.
+        const frames48 = Math.round((data.numberOfFrames * sampleRate) / data.sampleRate);
+        this.audioInputs.push({ sample: this.audioSamples, wallUs: Date.now() * 1000 - (frames48 / sampleRate) * 1e6 });
+        this.audioSamples += frames48;
+        if (this.audioInputs.length > 200) this.audioInputs.shift();
         if (this.aenc?.state === 'configured') {
           if (data.numberOfChannels > 1 || data.sampleRate !== sampleRate) {
             this.aenc.encode(downmix(data, sampleRate));
@@ -447,22 +455,40 @@ export class Publisher {
     })().catch((e) => this.error(`microphone: ${(e as Error).message} (${settings.sampleRate ?? '?'} Hz)`));
   }
 
+  /** Wall-clock capture time (µs) of microphone sample `n` (counted at 48 kHz). */
+  private audioCaptureUs(n: number): number {
+    let best = this.audioInputs[0];
+    for (const i of this.audioInputs) {
+      if (i.sample > n) break;
+      best = i;
+    }
+    if (!best) return Date.now() * 1000;
+    return best.wallUs + ((n - best.sample) / 48000) * 1e6;
+  }
+
   private applyBitrate(bps: number): void {
     this.pendingBitrate = undefined;
-    if (!this.venc || !this.vconfig || bps === this.bitrate) return;
+    if (this.tiers.length === 0 || bps === this.bitrate) return;
+    const scale = bps / (this.opts.bitrate ?? 2_500_000);
     this.bitrate = bps;
-    this.vconfig = { ...this.vconfig, bitrate: bps };
-    this.venc.configure(this.vconfig);
+    // Every tier follows the uplink in proportion.
+    for (const t of this.tiers) t.setBitrate(Math.round(t.maxBitrate * Math.min(1, scale)));
     this.lastReconfigure = performance.now();
     this.stats.targetKbps = Math.round(bps / 1000);
   }
 
   /** Uplink control: follow the age of the send queue. */
   private control(): void {
-    const v = this.videoTrack?.stats();
+    const vs = this.tiers.map((t) => t.track.stats());
     const a = this.audioTrack?.stats();
     const now = performance.now();
-    if (!v) return;
+    if (vs.length === 0) return;
+    const v = {
+      bytesSent: vs.reduce((n, x) => n + x.bytesSent, 0),
+      queueAgeMs: Math.max(...vs.map((x) => x.queueAgeMs)),
+      groupsDropped: vs.reduce((n, x) => n + x.groupsDropped, 0),
+      subscribers: vs[vs.length - 1].subscribers,
+    };
     const sent = v.bytesSent + (a?.bytesSent ?? 0);
     this.sentSamples.push({ t: now, bytes: sent });
     while (this.sentSamples.length > 1 && now - this.sentSamples[0].t > 2000) this.sentSamples.shift();
@@ -504,18 +530,110 @@ export class Publisher {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     for (const t of this.stream?.getTracks() ?? []) t.stop();
-    for (const enc of [this.venc, this.aenc]) {
-      try {
-        enc?.close();
-      } catch {
-        // Already closed.
-      }
+    for (const t of this.tiers) t.close();
+    try {
+      this.aenc?.close();
+    } catch {
+      // Already closed.
     }
-    this.videoTrack?.close();
     this.audioTrack?.close();
     this.catalogTrack?.close();
     if (this.ownSession) this.session?.close(0, 'publisher stopped');
     if (this.stats.state !== 'error') this.stats.state = 'stopped';
+  }
+}
+
+/** One video tier: its encoder, its scaler and its track. */
+class TierEncoder {
+  enc?: VideoEncoder;
+  codecString: string;
+  readonly maxBitrate: number;
+  private description?: Uint8Array;
+  private canvas?: OffscreenCanvas;
+  private ctx?: OffscreenCanvasRenderingContext2D;
+  private lastGroup = -1;
+  private lastObject = -1;
+
+  constructor(
+    public config: VideoEncoderConfig,
+    readonly track: PublishedTrack,
+    private readonly pub: Publisher,
+  ) {
+    this.codecString = config.codec;
+    this.maxBitrate = config.bitrate ?? 0;
+  }
+
+  start(error: (m: string) => void): void {
+    this.enc = new VideoEncoder({
+      output: (chunk, meta) => this.onChunk(chunk, meta),
+      error: (e) => error(`video encoder ${this.track.name}: ${e.message}`),
+    });
+    this.enc.configure(this.config);
+  }
+
+  encode(frame: VideoFrame, key: boolean): void {
+    if (!this.enc) return;
+    if (frame.displayWidth === this.config.width && frame.displayHeight === this.config.height) {
+      this.enc.encode(frame, { keyFrame: key });
+      return;
+    }
+    this.canvas ??= new OffscreenCanvas(this.config.width, this.config.height);
+    this.ctx ??= this.canvas.getContext('2d')!;
+    this.ctx.drawImage(frame, 0, 0, this.config.width, this.config.height);
+    const scaled = new VideoFrame(this.canvas, { timestamp: frame.timestamp });
+    this.enc.encode(scaled, { keyFrame: key });
+    scaled.close();
+  }
+
+  setBitrate(bps: number): void {
+    if (!this.enc || this.enc.state !== 'configured' || bps === this.config.bitrate) return;
+    this.config = { ...this.config, bitrate: bps };
+    this.enc.configure(this.config);
+  }
+
+  private onChunk(chunk: EncodedVideoChunk, meta?: EncodedVideoChunkMetadata): void {
+    const desc = meta?.decoderConfig?.description;
+    if (desc) {
+      const view = desc instanceof ArrayBuffer ? new Uint8Array(desc) : new Uint8Array((desc as ArrayBufferView).buffer, (desc as ArrayBufferView).byteOffset, (desc as ArrayBufferView).byteLength);
+      this.description = view.slice();
+      const codec =
+        this.config.codec.startsWith('avc1') && this.description[0] === 1 ? avcCodecString(this.description) : (meta?.decoderConfig?.codec ?? this.codecString);
+      if (codec !== this.codecString) {
+        this.codecString = codec;
+        this.pub.writeCatalog();
+      }
+    }
+    const info = this.pub.frameInfo(chunk.timestamp);
+    if (!info) return;
+    let group: number;
+    let object: number;
+    if (info.group > this.lastGroup && chunk.type === 'key') {
+      group = info.group;
+      object = 0;
+    } else if (this.lastGroup >= 0) {
+      // A delta frame, or a key frame inside a group: it extends the current group, so
+      // object IDs stay consecutive and decodable in order.
+      group = this.lastGroup;
+      object = this.lastObject + 1;
+    } else {
+      return;
+    }
+    this.lastGroup = group;
+    this.lastObject = object;
+    const data = new Uint8Array(chunk.byteLength);
+    chunk.copyTo(data);
+    const ext = locToExtensions({ timestamp: Math.round(info.captureUs), videoConfig: object === 0 ? this.description : undefined });
+    this.track.write(group, object, data, ext);
+    this.pub.onEncoded(this);
+  }
+
+  close(): void {
+    try {
+      this.enc?.close();
+    } catch {
+      // Already closed.
+    }
+    this.track.close();
   }
 }
 
