@@ -194,6 +194,7 @@ export class Player {
   private ctx2d: CanvasRenderingContext2D;
   private audio?: AudioPipeline;
   private audioSub?: Subscription;
+  private catalogSub?: Subscription;
 
   private constructor(private readonly opts: PlayerOptions) {
     this.namespace = opts.namespace ?? namespaceFromUrl(opts.url);
@@ -314,10 +315,9 @@ export class Player {
       }
     };
     const sub = await session.subscribe(this.namespace, CATALOG_TRACK, { priority: 0, onObject });
-    const f = await sub.joiningFetch(0);
-    if (!f && sub.largest === undefined) {
-      // Nothing published yet: the next catalog object comes on the subscription.
-    }
+    this.catalogSub = sub;
+    // Nothing published yet (no largest object): the first catalog comes on the subscription.
+    await sub.joiningFetch(0);
     const timeout = new Promise<never>((_, rej) =>
       setTimeout(() => rej(new PlayerError('catalog', `No catalog arrived for ${name} within 5 s.`)), 5000),
     );
@@ -628,6 +628,9 @@ export class Player {
     }
     this.audio?.close();
     this.audioSub?.unsubscribe();
+    this.catalogSub?.unsubscribe();
+    this.feed?.sub?.unsubscribe();
+    this.pendingTier?.sub?.unsubscribe();
     if (!this.opts.useSession) this.session?.close(0, 'player stopped');
     if (this.stats.state !== 'error') this.stats.state = 'ended';
   }
