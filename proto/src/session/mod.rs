@@ -18,6 +18,48 @@
 //! the I/O layer which subscription an incoming Track Alias belongs to
 //! ([`Session::lookup_alias`]) and which alias to write for an outgoing one
 //! ([`Session::open_data_stream`]).
+//!
+//! A driver loop drains `poll_transmit` and `poll_event` after every input, then sleeps until
+//! `poll_timeout`. Two sessions wired back to back:
+//!
+//! ```
+//! use std::time::Instant;
+//! use tiermesh_proto::session::{Event, Role, Session, SessionConfig, Stream};
+//! use tiermesh_proto::types::{FullTrackName, TrackNamespace};
+//!
+//! let now = Instant::now();
+//! let mut client = Session::new(now, Role::Client, SessionConfig::default());
+//! let mut server = Session::new(now, Role::Server, SessionConfig::default());
+//! let shuttle = |from: &mut Session, to: &mut Session| {
+//!     while let Some(t) = from.poll_transmit() {
+//!         assert_eq!(t.stream, Stream::Control);
+//!         to.handle_control_bytes(now, &t.data);
+//!     }
+//! };
+//! shuttle(&mut client, &mut server); // CLIENT_SETUP
+//! shuttle(&mut server, &mut client); // SERVER_SETUP
+//! assert!(client.is_ready() && server.is_ready());
+//!
+//! let ns = TrackNamespace::from_path("clinic/room-42/dr-lee").unwrap();
+//! let track = FullTrackName::new(ns, "audio").unwrap();
+//! let sub = client.subscribe(now, track, Default::default()).unwrap();
+//! shuttle(&mut client, &mut server);
+//! while let Some(e) = server.poll_event() {
+//!     if let Event::SubscribeRequested { request_id, .. } = e {
+//!         server.accept_subscribe(now, request_id, Default::default(), Default::default()).unwrap();
+//!     }
+//! }
+//! shuttle(&mut server, &mut client);
+//! let alias = loop {
+//!     match client.poll_event() {
+//!         Some(Event::SubscribeOk { track_alias, .. }) => break track_alias,
+//!         Some(_) => continue,
+//!         None => panic!("no SUBSCRIBE_OK"),
+//!     }
+//! };
+//! // A subgroup stream arriving with this alias belongs to `sub`.
+//! assert_eq!(client.lookup_alias(alias).unwrap().request_id, sub);
+//! ```
 
 mod config;
 mod ids;
