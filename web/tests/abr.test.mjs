@@ -1,0 +1,47 @@
+// Guards: tier switching in a real Chromium with a three-tier ladder encoded in the page.
+// ABR steps up after a calm hold and steps down within seconds when the link from the
+// publisher drops to 500 kb/s, and the picture never freezes for long across a switch.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { haveChromium, launch, open, pageUrl, stats, longestFreeze } from './chromium.mjs';
+
+let browser;
+before(async () => {
+  if (haveChromium()) browser = await launch();
+});
+after(async () => browser?.close());
+
+test('ABR steps up to the top tier on a calm link, without freezing', { skip: !haveChromium() && 'no chromium' }, async () => {
+  const { page, pageErrors } = await open(browser, pageUrl('loopback.html', '?ladder=1&hold=3000'));
+  await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 10, null, { timeout: 15000 });
+  const freeze = await longestFreeze(page, 9000);
+  await page.waitForFunction(() => window.tiermeshStats?.tier === 'video/720p', null, { timeout: 15000 });
+  const s = await stats(page);
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(s.tiers, ['video/180p', 'video/360p', 'video/720p']);
+  assert.deepEqual(s.switches.map((x) => x.to), ['video/360p', 'video/720p']);
+  assert.ok(freeze < 700, `picture froze for ${freeze} ms around a switch`);
+  console.log(`up-switches: ${s.switches.map((x) => `${x.to} (${x.reason})`).join(', ')}; longest freeze ${freeze} ms`);
+  await page.close();
+});
+
+test('ABR steps down quickly when the link degrades', { skip: !haveChromium() && 'no chromium' }, async () => {
+  const { page, pageErrors } = await open(browser, pageUrl('loopback.html', '?ladder=1&start=highest&kbps=8000'));
+  await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 60, null, { timeout: 15000 });
+  const before = await stats(page);
+  assert.equal(before.tier, 'video/720p');
+  const t0 = Date.now();
+  await page.evaluate(() => {
+    window.tiermeshLink.bps = 500_000;
+  });
+  await page.waitForFunction(() => window.tiermeshStats.tierIndex < 2, null, { timeout: 6000 });
+  const took = Date.now() - t0;
+  const drawnAtSwitch = (await stats(page)).framesDrawn;
+  await page.waitForFunction((n) => window.tiermeshStats.framesDrawn > n + 30, drawnAtSwitch, { timeout: 10000 });
+  const s = await stats(page);
+  assert.deepEqual(pageErrors, []);
+  assert.match(s.switches.at(-1).reason, /latency|throughput/);
+  console.log(`down-switch to ${s.tier} ${took} ms after the link dropped to 500 kb/s (${s.switches.at(-1).reason})`);
+  assert.ok(took < 5000, `stepped down after ${took} ms`);
+  await page.close();
+});
