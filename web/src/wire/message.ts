@@ -149,7 +149,7 @@ export type FetchKind =
   | { kind: 'absolute'; joiningRequestId: number; joiningStart: number };
 
 /** SUBSCRIBE_NAMESPACE options. */
-export type SubscribeOptions = 'publish' | 'namespace' | 'both';
+export type SubscribeNamespaceOptions = 'publish' | 'namespace' | 'both';
 
 /** Any draft-16 control message. Namespaces are arrays of UTF-8 fields. */
 export type Message =
@@ -195,7 +195,7 @@ export type Message =
       type: 'subscribe_namespace';
       requestId: number;
       prefix: string[];
-      options: SubscribeOptions;
+      options: SubscribeNamespaceOptions;
       params: MessageParams;
     };
 
