@@ -1,5 +1,6 @@
 //! tiermesh client (in progress).
 
+pub mod moq;
 pub mod report;
 pub mod scheduler;
 pub mod synthetic;

@@ -1,0 +1,1007 @@
+//! The driver loop of one MoQT connection. See the module documentation of [`super`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use tiermesh_proto::TerminationCode;
+use tiermesh_proto::data::Datagram;
+use tiermesh_proto::ext::Extensions;
+use tiermesh_proto::message::{
+    MessageParams, PublishDoneCode, RequestErrorCode, SubscribeOptions as NsOptions,
+};
+use tiermesh_proto::priority::resolve_group_order;
+use tiermesh_proto::session::{
+    self, Event as ProtoEvent, FetchRequest, PeerSetup, Role, SessionConfig, Stream,
+};
+use tiermesh_proto::types::{FullTrackName, Location, RequestId, TrackAlias, TrackNamespace};
+
+use super::events::{
+    Event, IncomingFetch, IncomingPublish, NamespaceRequest, NamespaceSubscribeRequest,
+    SubscribeRequest,
+};
+use super::recv::{self, Input};
+use super::send::{self, SendPath};
+use super::track::{
+    FetchReader, FetchResponse, NamespaceEvent, NamespaceSubscription, PublishDone, ReceivedObject,
+    Sink, TrackEvent, TrackReader, TrackWriter, WriterEnd, WriterInner,
+};
+use super::{CloseReason, Connection, Error, Inner};
+use crate::transport::{self, RecvStream, SendStream};
+
+/// How long an incoming data stream whose Track Alias is not known yet waits for the
+/// SUBSCRIBE_OK that names it (data may overtake the control stream). One second is many
+/// round trips on any link tiermesh serves.
+const PARKED_ALIAS_WAIT: Duration = Duration::from_secs(1);
+
+/// Streams waiting for an unknown alias at once: bounds what a peer sending streams with
+/// made-up aliases can make this endpoint hold.
+const MAX_PARKED: usize = 256;
+
+/// How long streams of a subscription that PUBLISH_DONE ended are still read: the
+/// publisher may send PUBLISH_DONE before its last streams arrive. Two seconds covers the
+/// delivery timeouts tiermesh uses (the proto session keeps the alias as long).
+const ENDED_SINK_LINGER: Duration = Duration::from_secs(2);
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// What the application asks the driver to do.
+pub(crate) enum Command {
+    Subscribe {
+        track: FullTrackName,
+        params: MessageParams,
+        reply: Reply<TrackReader>,
+        join: Option<(u64, MessageParams, Reply<FetchReader>)>,
+    },
+    Unsubscribe {
+        request_id: RequestId,
+    },
+    Fetch {
+        request: FetchRequest,
+        params: MessageParams,
+        reply: Reply<FetchReader>,
+    },
+    PublishNamespace {
+        namespace: TrackNamespace,
+        params: MessageParams,
+        reply: Reply<RequestId>,
+    },
+    PublishNamespaceDone {
+        request_id: RequestId,
+    },
+    SubscribeNamespace {
+        prefix: TrackNamespace,
+        params: MessageParams,
+        reply: Reply<NamespaceSubscription>,
+    },
+    UnsubscribeNamespace {
+        request_id: RequestId,
+    },
+    Publish {
+        track: FullTrackName,
+        params: MessageParams,
+        extensions: Extensions,
+        reply: Reply<TrackWriter>,
+    },
+    AcceptSubscribe {
+        request_id: RequestId,
+        params: MessageParams,
+        extensions: Extensions,
+        subscriber: MessageParams,
+        reply: Reply<TrackWriter>,
+    },
+    AcceptPublish {
+        request_id: RequestId,
+        reply: Reply<TrackReader>,
+    },
+    AcceptFetch {
+        request_id: RequestId,
+        end_of_track: bool,
+        end_location: Location,
+        extensions: Extensions,
+        reply: Reply<FetchResponse>,
+    },
+    AcceptRequest {
+        request_id: RequestId,
+    },
+    Reject {
+        request_id: RequestId,
+        code: RequestErrorCode,
+        reason: String,
+    },
+    PublishDone {
+        request_id: RequestId,
+        code: PublishDoneCode,
+        reason: String,
+    },
+    StreamOpened {
+        request_id: RequestId,
+    },
+    Namespace {
+        request_id: RequestId,
+        namespace: TrackNamespace,
+        done: bool,
+    },
+    Goaway {
+        uri: String,
+        reply: Reply<()>,
+    },
+    Close {
+        code: TerminationCode,
+        reason: String,
+    },
+}
+
+impl Command {
+    fn needs_ready(&self) -> bool {
+        !matches!(self, Command::Close { .. })
+    }
+}
+
+enum Pending {
+    Subscribe {
+        reply: Reply<TrackReader>,
+        rx: mpsc::UnboundedReceiver<TrackEvent>,
+        tx: mpsc::UnboundedSender<TrackEvent>,
+        track: FullTrackName,
+    },
+    Fetch {
+        reply: Reply<FetchReader>,
+        rx: mpsc::UnboundedReceiver<ReceivedObject>,
+    },
+    Publish {
+        reply: Reply<TrackWriter>,
+        alias: TrackAlias,
+        extensions: Extensions,
+    },
+    Request {
+        reply: Reply<RequestId>,
+    },
+    SubscribeNamespace {
+        reply: Reply<NamespaceSubscription>,
+        rx: mpsc::UnboundedReceiver<NamespaceEvent>,
+    },
+}
+
+struct UnacceptedPublish {
+    rx: mpsc::UnboundedReceiver<TrackEvent>,
+    track: FullTrackName,
+    alias: TrackAlias,
+    extensions: Extensions,
+    largest: Option<Location>,
+}
+
+/// Runs one MoQT connection. Spawn [`Driver::run`]; the [`Connection`] handles work while
+/// it runs, and the session ends when it returns.
+pub struct Driver {
+    session: session::Session,
+    transport: transport::Session,
+    inner: Weak<Inner>,
+    cmd_rx: mpsc::UnboundedReceiver<Command>,
+    cmd_tx: mpsc::WeakUnboundedSender<Command>,
+    inputs_tx: mpsc::UnboundedSender<Input>,
+    inputs_rx: mpsc::UnboundedReceiver<Input>,
+    tasks: JoinSet<()>,
+    io: Option<(SendStream, RecvStream, mpsc::UnboundedReceiver<send::SendCmd>)>,
+    control_tx: mpsc::UnboundedSender<Vec<u8>>,
+    control_rx: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    closed_tx: watch::Sender<Option<CloseReason>>,
+    setup_tx: watch::Sender<Option<Arc<PeerSetup>>>,
+    send: SendPath,
+    deferred: Vec<Command>,
+    pending: HashMap<RequestId, Pending>,
+    sinks: HashMap<RequestId, Sink>,
+    fetch_sinks: HashMap<RequestId, mpsc::UnboundedSender<ReceivedObject>>,
+    unaccepted: HashMap<RequestId, UnacceptedPublish>,
+    writers: HashMap<RequestId, watch::Sender<Option<WriterEnd>>>,
+    fetch_priority: HashMap<RequestId, u8>,
+    ns_streams: HashMap<Stream, mpsc::UnboundedSender<(Vec<u8>, bool)>>,
+    ns_subs: HashMap<RequestId, mpsc::UnboundedSender<NamespaceEvent>>,
+    peer_namespaces: HashMap<RequestId, TrackNamespace>,
+    parked: Vec<(TrackAlias, oneshot::Sender<Option<Sink>>, Instant)>,
+    /// Sinks of subscriptions ended by PUBLISH_DONE, kept for streams still in flight
+    /// until the deadline.
+    ended_sinks: HashMap<RequestId, (Sink, Instant)>,
+    transport_reason: Option<transport::CloseReason>,
+    span: tracing::Span,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("role", &self.session.role()).finish_non_exhaustive()
+    }
+}
+
+pub(crate) async fn start(
+    transport: transport::Session,
+    mut control_send: SendStream,
+    control_recv: RecvStream,
+    role: Role,
+    config: SessionConfig,
+) -> (Connection, Driver) {
+    let now = Instant::now();
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (closed_tx, closed_rx) = watch::channel(None);
+    let (setup_tx, setup_rx) = watch::channel(None);
+    let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (send, send_rx) = SendPath::new();
+    let inner = Arc::new(Inner {
+        cmd: cmd_tx.clone(),
+        events: tokio::sync::Mutex::new(events_rx),
+        closed: closed_rx,
+        setup: setup_rx,
+        kind: transport.kind(),
+        peer: transport.peer(),
+        path: transport.path().map(str::to_owned),
+        query: transport.query().map(str::to_owned),
+    });
+    let span = tracing::info_span!("moq", role = ?role, peer = %transport.peer(), kind = %transport.kind());
+    let mut session = session::Session::new(now, role, config);
+    // CLIENT_SETUP goes out before the driver runs: over raw QUIC the server sees the
+    // control stream only once bytes arrive on it.
+    while let Some(t) = session.poll_transmit() {
+        if t.stream == Stream::Control {
+            if let Err(e) = control_send.write_all(&t.data).await {
+                tracing::debug!(error = %e, "SETUP not written");
+            }
+        }
+    }
+    let driver = Driver {
+        session,
+        transport,
+        inner: Arc::downgrade(&inner),
+        cmd_rx,
+        cmd_tx: cmd_tx.downgrade(),
+        inputs_tx,
+        inputs_rx,
+        tasks: JoinSet::new(),
+        io: Some((control_send, control_recv, send_rx)),
+        control_tx,
+        control_rx: Some(control_rx),
+        events_tx,
+        closed_tx,
+        setup_tx,
+        send,
+        deferred: Vec::new(),
+        pending: HashMap::new(),
+        sinks: HashMap::new(),
+        fetch_sinks: HashMap::new(),
+        unaccepted: HashMap::new(),
+        writers: HashMap::new(),
+        fetch_priority: HashMap::new(),
+        ns_streams: HashMap::new(),
+        ns_subs: HashMap::new(),
+        peer_namespaces: HashMap::new(),
+        parked: Vec::new(),
+        ended_sinks: HashMap::new(),
+        transport_reason: None,
+        span,
+    };
+    drop(cmd_tx);
+    (Connection { inner }, driver)
+}
+
+impl Driver {
+    /// Runs the connection until the session closes; returns who closed it and why.
+    pub async fn run(mut self) -> CloseReason {
+        let span = self.span.clone();
+        let _enter = span.enter();
+        self.spawn_io();
+        let reason = loop {
+            if let Some(reason) = self.flush() {
+                break reason;
+            }
+            let timeout = self.session.poll_timeout();
+            let sleep = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let next_expiry = self.ended_sinks.values().map(|(_, at)| *at).min();
+            let expiry = async {
+                match next_expiry {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let parked_wait = async {
+                if self.parked.is_empty() {
+                    std::future::pending::<()>().await
+                } else {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+            };
+            tokio::select! {
+                cmd = self.cmd_rx.recv() => match cmd {
+                    Some(cmd) => self.handle_command(cmd),
+                    None => self.session.close(Instant::now(), TerminationCode::NoError, "connection dropped"),
+                },
+                Some(input) = self.inputs_rx.recv() => self.handle_input(input),
+                _ = sleep => self.session.handle_timeout(Instant::now()),
+                _ = parked_wait => {}
+                _ = expiry => {
+                    let now = Instant::now();
+                    self.ended_sinks.retain(|_, (_, at)| *at > now);
+                }
+            }
+        };
+        tracing::info!(%reason, "session closed");
+        for (_, w) in self.writers.drain() {
+            let _ = w.send(Some(WriterEnd::SessionClosed));
+        }
+        let _ = self.closed_tx.send(Some(reason.clone()));
+        reason
+    }
+
+    fn spawn_io(&mut self) {
+        let Some((control_send, control_recv, send_rx)) = self.io.take() else { return };
+        let t = &self.transport;
+        let i = &self.inputs_tx;
+        self.tasks.spawn(recv::control(control_recv, i.clone()));
+        if let Some(rx) = self.control_rx.take() {
+            self.tasks.spawn(recv::control_writer(control_send, rx));
+        }
+        self.tasks.spawn(recv::watch_close(t.clone(), i.clone()));
+        self.tasks.spawn(recv::datagrams(t.clone(), i.clone()));
+        self.tasks.spawn(recv::accept_uni(t.clone(), i.clone()));
+        self.tasks.spawn(recv::accept_bi(t.clone(), i.clone()));
+        self.tasks.spawn(send::run(t.clone(), send_rx));
+    }
+
+    /// Drains transmits and events until there are none; returns the close reason once
+    /// the session has closed.
+    fn flush(&mut self) -> Option<CloseReason> {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.session.poll_transmit() {
+                progressed = true;
+                self.transmit(t);
+            }
+            while let Some(e) = self.session.poll_event() {
+                progressed = true;
+                if let ProtoEvent::Closed(reason) = e {
+                    return Some(self.finish_close(reason));
+                }
+                self.handle_event(e);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if !self.parked.is_empty() {
+            self.retry_parked();
+        }
+        None
+    }
+
+    fn finish_close(&mut self, reason: session::CloseReason) -> CloseReason {
+        if let Some(t) = self.transport_reason.take() {
+            if t.code().is_none() || t.by() != Some(transport::Side::Peer) {
+                return CloseReason::Transport(t);
+            }
+        }
+        if reason.by_peer {
+            CloseReason::Peer { code: reason.code, reason: reason.reason }
+        } else {
+            self.transport.close(reason.code, &reason.reason);
+            CloseReason::Local { code: reason.code, reason: reason.reason }
+        }
+    }
+
+    fn transmit(&mut self, t: session::Transmit) {
+        match t.stream {
+            Stream::Control => {
+                let _ = self.control_tx.send(t.data);
+            }
+            stream => {
+                if let (
+                    Stream::SubscribeNamespace(_),
+                    std::collections::hash_map::Entry::Vacant(v),
+                ) = (stream, self.ns_streams.entry(stream))
+                {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    v.insert(tx);
+                    self.tasks.spawn(recv::open_ns_stream(
+                        self.transport.clone(),
+                        stream,
+                        rx,
+                        self.inputs_tx.clone(),
+                    ));
+                }
+                if let Some(tx) = self.ns_streams.get(&stream) {
+                    let _ = tx.send((t.data, t.fin));
+                }
+                if t.fin {
+                    self.ns_streams.remove(&stream);
+                }
+            }
+        }
+    }
+
+    fn conn(&self) -> Option<Connection> {
+        self.inner.upgrade().map(|inner| Connection { inner })
+    }
+
+    fn cmd_sender(&self) -> Option<mpsc::UnboundedSender<Command>> {
+        self.cmd_tx.upgrade()
+    }
+
+    fn emit(&self, e: Event) {
+        let _ = self.events_tx.send(e);
+    }
+
+    // ----- commands -----
+
+    fn handle_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        if cmd.needs_ready() && !self.session.is_ready() && !self.session.is_closed() {
+            self.deferred.push(cmd);
+            return;
+        }
+        let s = &mut self.session;
+        match cmd {
+            Command::Subscribe { track, params, reply, join } => {
+                match s.subscribe(now, track.clone(), params) {
+                    Ok(id) => {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        self.pending.insert(id, Pending::Subscribe { reply, rx, tx, track });
+                        if let Some((groups_back, params, freply)) = join {
+                            let req =
+                                FetchRequest::RelativeJoining { subscription: id, groups_back };
+                            self.start_fetch(now, req, params, freply);
+                        }
+                    }
+                    Err(e) => {
+                        if let Some((_, _, freply)) = join {
+                            let _ = freply.send(Err(e.clone().into()));
+                        }
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::Unsubscribe { request_id } => {
+                let _ = s.unsubscribe(now, request_id);
+                self.sinks.remove(&request_id);
+                self.ended_sinks.remove(&request_id);
+            }
+            Command::Fetch { request, params, reply } => {
+                self.start_fetch(now, request, params, reply)
+            }
+            Command::PublishNamespace { namespace, params, reply } => {
+                match s.publish_namespace(now, namespace, params) {
+                    Ok(id) => {
+                        self.pending.insert(id, Pending::Request { reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::PublishNamespaceDone { request_id } => {
+                let _ = s.publish_namespace_done(now, request_id);
+            }
+            Command::SubscribeNamespace { prefix, params, reply } => {
+                match s.subscribe_namespace(now, prefix, NsOptions::Namespace, params) {
+                    Ok(id) => {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        self.ns_subs.insert(id, tx);
+                        self.pending.insert(id, Pending::SubscribeNamespace { reply, rx });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::UnsubscribeNamespace { request_id } => {
+                let _ = s.unsubscribe_namespace(now, request_id);
+                self.ns_subs.remove(&request_id);
+            }
+            Command::Publish { track, params, extensions, reply } => {
+                match s.publish(now, track, params, extensions.clone()) {
+                    Ok((id, alias)) => {
+                        self.pending.insert(id, Pending::Publish { reply, alias, extensions });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::AcceptSubscribe { request_id, params, extensions, subscriber, reply } => {
+                match s.accept_subscribe(now, request_id, params, extensions.clone()) {
+                    Ok(alias) => {
+                        let w = self.writer(request_id, alias, &extensions, &subscriber);
+                        let _ = reply.send(w);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::AcceptPublish { request_id, reply } => {
+                let params = MessageParams { forward: Some(true), ..Default::default() };
+                match s.accept_publish(now, request_id, params) {
+                    Ok(()) => match (self.unaccepted.remove(&request_id), self.cmd_sender()) {
+                        (Some(u), Some(cmd)) => {
+                            let _ = reply.send(Ok(TrackReader {
+                                request_id,
+                                track: u.track,
+                                alias: u.alias,
+                                largest: u.largest,
+                                extensions: u.extensions,
+                                rx: u.rx,
+                                cmd,
+                                done: None,
+                                unsubscribed: false,
+                            }));
+                        }
+                        _ => {
+                            let _ = reply.send(Err(Error::Ended));
+                        }
+                    },
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::AcceptFetch { request_id, end_of_track, end_location, extensions, reply } => {
+                let r = s.accept_fetch(
+                    now,
+                    request_id,
+                    end_of_track,
+                    end_location,
+                    MessageParams::default(),
+                    extensions,
+                );
+                let prio = self.fetch_priority.remove(&request_id).unwrap_or(128);
+                let _ = reply.send(match r {
+                    Ok(()) => {
+                        // The stream's FIN releases the fetch state at the peer; here the
+                        // state is released at once, nothing more is expected for it.
+                        let _ = self.session.fetch_finished(now, request_id);
+                        Ok(FetchResponse::open(self.send.clone(), request_id, prio))
+                    }
+                    Err(e) => Err(e.into()),
+                });
+            }
+            Command::AcceptRequest { request_id } => {
+                let _ = s.accept_request(now, request_id, MessageParams::default());
+            }
+            Command::Reject { request_id, code, reason } => {
+                let _ = s.reject(now, request_id, code, 0, &reason);
+                self.unaccepted.remove(&request_id);
+                self.sinks.remove(&request_id);
+                self.fetch_priority.remove(&request_id);
+            }
+            Command::PublishDone { request_id, code, reason } => {
+                let _ = s.publish_done(now, request_id, code, &reason);
+                if let Some(w) = self.writers.remove(&request_id) {
+                    let _ = w.send(Some(WriterEnd::Done));
+                }
+            }
+            Command::StreamOpened { request_id } => {
+                let _ = s.open_data_stream(request_id);
+            }
+            Command::Namespace { request_id, namespace, done } => {
+                let r = if done {
+                    s.namespace_done(now, request_id, &namespace)
+                } else {
+                    s.namespace(now, request_id, &namespace)
+                };
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "namespace notice not sent");
+                }
+            }
+            Command::Goaway { uri, reply } => {
+                let _ = reply.send(s.goaway(now, &uri).map_err(Error::from));
+            }
+            Command::Close { code, reason } => s.close(now, code, &reason),
+        }
+    }
+
+    fn start_fetch(
+        &mut self,
+        now: Instant,
+        request: FetchRequest,
+        params: MessageParams,
+        reply: Reply<FetchReader>,
+    ) {
+        match self.session.fetch(now, request, params) {
+            Ok(id) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.fetch_sinks.insert(id, tx);
+                self.pending.insert(id, Pending::Fetch { reply, rx });
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    fn writer(
+        &mut self,
+        request_id: RequestId,
+        alias: TrackAlias,
+        extensions: &Extensions,
+        subscriber: &MessageParams,
+    ) -> Result<TrackWriter, Error> {
+        let cmd = self.cmd_sender().ok_or(Error::Ended)?;
+        let (tx, rx) = watch::channel(None);
+        self.writers.insert(request_id, tx);
+        Ok(TrackWriter {
+            inner: Arc::new(WriterInner {
+                request_id,
+                alias,
+                subscriber_priority: subscriber
+                    .subscriber_priority
+                    .unwrap_or(tiermesh_proto::priority::DEFAULT_PRIORITY),
+                group_order: resolve_group_order(
+                    subscriber.group_order,
+                    Some(extensions.group_order()),
+                ),
+                default_priority: extensions.publisher_priority(),
+                cmd,
+                send: self.send.clone(),
+                end: rx,
+            }),
+        })
+    }
+
+    // ----- session events -----
+
+    fn handle_event(&mut self, e: ProtoEvent) {
+        let now = Instant::now();
+        match e {
+            ProtoEvent::SetupComplete { peer } => {
+                let _ = self.setup_tx.send(Some(Arc::from(peer)));
+                for cmd in std::mem::take(&mut self.deferred) {
+                    self.handle_command(cmd);
+                }
+            }
+            ProtoEvent::Goaway { uri } => {
+                self.emit(Event::Goaway { uri: String::from_utf8_lossy(&uri).into_owned() })
+            }
+            ProtoEvent::RequestsBlocked { .. } | ProtoEvent::RequestsUnblocked => {}
+            ProtoEvent::SubscribeRequested { request_id, track, params } => match self.conn() {
+                Some(conn) => self.emit(Event::Subscribe(SubscribeRequest {
+                    conn,
+                    request_id,
+                    answered: false,
+                    track,
+                    params,
+                })),
+                None => self.refuse(request_id),
+            },
+            ProtoEvent::SubscribeOk { request_id, track_alias, params, extensions } => {
+                if let Some(Pending::Subscribe { reply, rx, tx, track }) =
+                    self.pending.remove(&request_id)
+                {
+                    self.sinks.insert(
+                        request_id,
+                        Sink { tx, default_priority: extensions.publisher_priority() },
+                    );
+                    match self.cmd_sender() {
+                        Some(cmd) => {
+                            let _ = reply.send(Ok(TrackReader {
+                                request_id,
+                                track,
+                                alias: track_alias,
+                                largest: params.largest_object,
+                                extensions,
+                                rx,
+                                cmd,
+                                done: None,
+                                unsubscribed: false,
+                            }));
+                        }
+                        None => {
+                            let _ = reply.send(Err(Error::Ended));
+                        }
+                    }
+                }
+            }
+            ProtoEvent::PublishRequested { request_id, track, track_alias, params, extensions } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.sinks.insert(
+                    request_id,
+                    Sink { tx, default_priority: extensions.publisher_priority() },
+                );
+                self.unaccepted.insert(
+                    request_id,
+                    UnacceptedPublish {
+                        rx,
+                        track: track.clone(),
+                        alias: track_alias,
+                        extensions: extensions.clone(),
+                        largest: params.largest_object,
+                    },
+                );
+                match self.conn() {
+                    Some(conn) => self.emit(Event::Publish(IncomingPublish {
+                        conn,
+                        request_id,
+                        answered: false,
+                        track,
+                        track_alias,
+                        params,
+                        extensions,
+                    })),
+                    None => self.refuse(request_id),
+                }
+            }
+            ProtoEvent::PublishOk { request_id, params } => {
+                if let Some(Pending::Publish { reply, alias, extensions }) =
+                    self.pending.remove(&request_id)
+                {
+                    let w = self.writer(request_id, alias, &extensions, &params);
+                    let _ = reply.send(w);
+                }
+            }
+            ProtoEvent::PublishDone { request_id, status, reason, .. } => {
+                if let Some(sink) = self.sinks.remove(&request_id) {
+                    let _ = sink.tx.send(TrackEvent::Done(PublishDone {
+                        code: status,
+                        reason: reason.to_string_lossy(),
+                    }));
+                    self.ended_sinks.insert(request_id, (sink, now + ENDED_SINK_LINGER));
+                }
+                self.unaccepted.remove(&request_id);
+            }
+            ProtoEvent::Unsubscribed { request_id } => {
+                if let Some(w) = self.writers.remove(&request_id) {
+                    let _ = w.send(Some(WriterEnd::Unsubscribed));
+                }
+            }
+            ProtoEvent::FetchRequested { request_id, range, params } => {
+                self.fetch_priority.insert(
+                    request_id,
+                    params
+                        .subscriber_priority
+                        .unwrap_or(tiermesh_proto::priority::DEFAULT_PRIORITY),
+                );
+                match self.conn() {
+                    Some(conn) => self.emit(Event::Fetch(IncomingFetch {
+                        conn,
+                        request_id,
+                        answered: false,
+                        range,
+                        params,
+                    })),
+                    None => self.refuse(request_id),
+                }
+            }
+            ProtoEvent::FetchOk { request_id, end_of_track, end_location, extensions, .. } => {
+                if let Some(Pending::Fetch { reply, rx }) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Ok(FetchReader {
+                        request_id,
+                        end_location,
+                        end_of_track,
+                        extensions,
+                        rx,
+                    }));
+                }
+            }
+            ProtoEvent::FetchCancelled { .. } => {}
+            ProtoEvent::TrackStatusRequested { request_id, .. } => {
+                let _ = self.session.reject(
+                    now,
+                    request_id,
+                    RequestErrorCode::NotSupported,
+                    0,
+                    "TRACK_STATUS is not supported",
+                );
+            }
+            ProtoEvent::UpdateRequested { request_id, .. } => {
+                let _ = self.session.accept_request(now, request_id, MessageParams::default());
+            }
+            ProtoEvent::RequestOk { request_id, .. } => match self.pending.remove(&request_id) {
+                Some(Pending::Request { reply }) => {
+                    let _ = reply.send(Ok(request_id));
+                }
+                Some(Pending::SubscribeNamespace { reply, rx }) => match self.cmd_sender() {
+                    Some(cmd) => {
+                        let _ = reply.send(Ok(NamespaceSubscription { request_id, rx, cmd }));
+                    }
+                    None => {
+                        let _ = reply.send(Err(Error::Ended));
+                    }
+                },
+                Some(other) => {
+                    self.pending.insert(request_id, other);
+                }
+                None => {}
+            },
+            ProtoEvent::RequestError { request_id, code, retry_interval, reason, .. } => {
+                let err =
+                    Error::Rejected { code, reason: reason.to_string_lossy(), retry_interval };
+                self.fetch_sinks.remove(&request_id);
+                self.ns_subs.remove(&request_id);
+                match self.pending.remove(&request_id) {
+                    Some(Pending::Subscribe { reply, .. }) => {
+                        let _ = reply.send(Err(err));
+                    }
+                    Some(Pending::Fetch { reply, .. }) => {
+                        let _ = reply.send(Err(err));
+                    }
+                    Some(Pending::Publish { reply, .. }) => {
+                        let _ = reply.send(Err(err));
+                    }
+                    Some(Pending::Request { reply }) => {
+                        let _ = reply.send(Err(err));
+                    }
+                    Some(Pending::SubscribeNamespace { reply, .. }) => {
+                        let _ = reply.send(Err(err));
+                    }
+                    None => {}
+                }
+            }
+            ProtoEvent::PublishNamespaceRequested { request_id, namespace, params } => {
+                self.peer_namespaces.insert(request_id, namespace.clone());
+                match self.conn() {
+                    Some(conn) => self.emit(Event::PublishNamespace(NamespaceRequest {
+                        conn,
+                        request_id,
+                        answered: false,
+                        namespace,
+                        params,
+                    })),
+                    None => self.refuse(request_id),
+                }
+            }
+            ProtoEvent::PublishNamespaceDone { request_id } => {
+                if let Some(namespace) = self.peer_namespaces.remove(&request_id) {
+                    self.emit(Event::PublishNamespaceDone { request_id, namespace });
+                }
+            }
+            ProtoEvent::PublishNamespaceCancelled { request_id, .. } => {
+                tracing::info!(request = %request_id, "namespace publication cancelled by the peer");
+            }
+            ProtoEvent::SubscribeNamespaceRequested { request_id, prefix, params, .. } => {
+                match self.conn() {
+                    Some(conn) => self.emit(Event::SubscribeNamespace(NamespaceSubscribeRequest {
+                        conn,
+                        request_id,
+                        answered: false,
+                        prefix,
+                        params,
+                    })),
+                    None => self.refuse(request_id),
+                }
+            }
+            ProtoEvent::SubscribeNamespaceEnded { request_id } => {
+                if self.ns_subs.remove(&request_id).is_none() {
+                    self.emit(Event::SubscribeNamespaceEnded { request_id });
+                }
+            }
+            ProtoEvent::Namespace { request_id, namespace } => {
+                if let Some(tx) = self.ns_subs.get(&request_id) {
+                    let _ = tx.send(NamespaceEvent::Added(namespace));
+                }
+            }
+            ProtoEvent::NamespaceDone { request_id, namespace } => {
+                if let Some(tx) = self.ns_subs.get(&request_id) {
+                    let _ = tx.send(NamespaceEvent::Removed(namespace));
+                }
+            }
+            ProtoEvent::Closed(_) => {}
+        }
+    }
+
+    fn refuse(&mut self, request_id: RequestId) {
+        let _ = self.session.reject(
+            Instant::now(),
+            request_id,
+            RequestErrorCode::InternalError,
+            0,
+            "no application",
+        );
+    }
+
+    // ----- I/O inputs -----
+
+    fn handle_input(&mut self, input: Input) {
+        let now = Instant::now();
+        match input {
+            Input::Control(b) => self.session.handle_control_bytes(now, &b),
+            Input::ControlEnded => {
+                if !self.session.is_closed() && self.transport.close_reason().is_none() {
+                    self.session.close(
+                        now,
+                        TerminationCode::ProtocolViolation,
+                        "control stream closed",
+                    );
+                }
+            }
+            Input::NsBytes { stream, data, fin } => {
+                self.session.handle_stream_bytes(now, stream, &data, fin)
+            }
+            Input::NsReset { stream } => {
+                self.ns_streams.remove(&stream);
+                self.session.handle_stream_reset(now, stream);
+            }
+            Input::PeerBi { key, tx } => {
+                self.ns_streams.insert(Stream::Peer(key), tx);
+            }
+            Input::DataStream { alias, reply } => match self.session.handle_data_stream(now, alias)
+            {
+                Some(t) if t.ended => {
+                    let _ = reply.send(self.ended_sinks.get(&t.request_id).map(|(s, _)| s.clone()));
+                }
+                Some(t) => {
+                    let _ = reply.send(self.sinks.get(&t.request_id).cloned());
+                }
+                None => {
+                    if self.parked.len() >= MAX_PARKED {
+                        let _ = reply.send(None);
+                    } else {
+                        self.parked.push((alias, reply, now));
+                    }
+                }
+            },
+            Input::FetchStream { request_id, reply } => {
+                let sink = if self.session.fetch_is_live(request_id) {
+                    self.fetch_sinks.remove(&request_id)
+                } else {
+                    None
+                };
+                let _ = reply.send(sink);
+            }
+            Input::FetchFinished { request_id } => {
+                let _ = self.session.fetch_finished(now, request_id);
+            }
+            Input::Datagram(d) => match Datagram::decode_bytes(d) {
+                Ok(d) => {
+                    if let Some(t) = self.session.lookup_alias(d.track_alias) {
+                        if let (false, Some(sink)) = (t.ended, self.sinks.get(&t.request_id)) {
+                            let obj = tiermesh_proto::data::Object::from_datagram(
+                                d,
+                                sink.default_priority,
+                            );
+                            let _ = sink.tx.send(TrackEvent::Object(ReceivedObject::new(obj, now)));
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Some(code) = e.session_code() {
+                        self.session.close(now, code, "malformed datagram");
+                    }
+                }
+            },
+            Input::Violation { code, reason } => self.session.close(now, code, reason),
+            Input::TransportClosed(reason) => {
+                let (code, text) = match &reason {
+                    transport::CloseReason::Application { code, reason, .. } => {
+                        (*code, reason.clone())
+                    }
+                    other => (TerminationCode::InternalError.code(), other.to_string()),
+                };
+                self.transport_reason = Some(reason);
+                self.session.handle_connection_closed(now, code, &text);
+            }
+        }
+    }
+
+    fn retry_parked(&mut self) {
+        let now = Instant::now();
+        for (alias, reply, since) in std::mem::take(&mut self.parked) {
+            match self.session.handle_data_stream(now, alias) {
+                Some(t) if !t.ended => {
+                    let _ = reply.send(self.sinks.get(&t.request_id).cloned());
+                }
+                Some(_) => {
+                    let _ = reply.send(None);
+                }
+                None if now.duration_since(since) > PARKED_ALIAS_WAIT => {
+                    let _ = reply.send(None);
+                }
+                None => self.parked.push((alias, reply, since)),
+            }
+        }
+    }
+}

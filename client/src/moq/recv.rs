@@ -1,0 +1,335 @@
+//! Tasks that read the transport: incoming data streams, datagrams, the control stream and
+//! peer-opened bidirectional streams. They feed the driver through [`Input`]s and hand
+//! objects straight to the subscription they belong to.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use tiermesh_proto::TerminationCode;
+use tiermesh_proto::data::{
+    Error as DataError, FetchItem, FetchReader, Object, ReaderConfig, StreamKind, SubgroupReader,
+};
+use tiermesh_proto::session::Stream;
+use tiermesh_proto::types::{RequestId, TrackAlias};
+
+use super::track::{ReceivedObject, Sink, TrackEvent};
+use crate::transport::{self, RecvStream, SendStream};
+
+/// Largest chunk read at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What the I/O tasks tell the driver.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// Bytes of the control stream.
+    Control(Bytes),
+    /// The control stream ended (FIN or error).
+    ControlEnded,
+    /// Bytes of a SUBSCRIBE_NAMESPACE stream.
+    NsBytes { stream: Stream, data: Bytes, fin: bool },
+    /// A SUBSCRIBE_NAMESPACE stream was reset.
+    NsReset { stream: Stream },
+    /// The peer opened a bidirectional stream (a SUBSCRIBE_NAMESPACE); its writer.
+    PeerBi { key: u64, tx: mpsc::UnboundedSender<(Vec<u8>, bool)> },
+    /// A subgroup stream's header: which subscription does the alias belong to?
+    DataStream { alias: TrackAlias, reply: oneshot::Sender<Option<Sink>> },
+    /// A fetch stream's header: which fetch?
+    FetchStream {
+        request_id: RequestId,
+        reply: oneshot::Sender<Option<mpsc::UnboundedSender<ReceivedObject>>>,
+    },
+    /// A fetch stream ended with FIN.
+    FetchFinished { request_id: RequestId },
+    /// A datagram.
+    Datagram(Bytes),
+    /// Data-plane input broke a rule that closes the session.
+    Violation { code: TerminationCode, reason: &'static str },
+    /// The transport ended.
+    TransportClosed(transport::CloseReason),
+}
+
+pub(crate) type Inputs = mpsc::UnboundedSender<Input>;
+
+/// Reads the control stream into the driver.
+pub(crate) async fn control(mut recv: RecvStream, inputs: Inputs) {
+    while let Ok(Some(b)) = recv.read_chunk(READ_CHUNK).await {
+        if inputs.send(Input::Control(b)).is_err() {
+            return;
+        }
+    }
+    let _ = inputs.send(Input::ControlEnded);
+}
+
+/// Writes the control stream.
+pub(crate) async fn control_writer(mut send: SendStream, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+    while let Some(data) = rx.recv().await {
+        if send.write_all(&data).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reports the end of the transport.
+pub(crate) async fn watch_close(session: transport::Session, inputs: Inputs) {
+    let reason = session.closed().await;
+    let _ = inputs.send(Input::TransportClosed(reason));
+}
+
+/// Reads datagrams into the driver.
+pub(crate) async fn datagrams(session: transport::Session, inputs: Inputs) {
+    while let Ok(d) = session.read_datagram().await {
+        if inputs.send(Input::Datagram(d)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Accepts the peer's unidirectional streams and reads each in its own task (aborted with
+/// this one).
+pub(crate) async fn accept_uni(session: transport::Session, inputs: Inputs) {
+    let mut tasks = JoinSet::new();
+    while let Ok(stream) = session.accept_uni().await {
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(data_stream(stream, inputs.clone()));
+    }
+}
+
+/// Accepts the peer's bidirectional streams (SUBSCRIBE_NAMESPACE exchanges).
+pub(crate) async fn accept_bi(session: transport::Session, inputs: Inputs) {
+    let mut tasks = JoinSet::new();
+    let mut key = 0u64;
+    while let Ok((send, recv)) = session.accept_bi().await {
+        while tasks.try_join_next().is_some() {}
+        key += 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        if inputs.send(Input::PeerBi { key, tx }).is_err() {
+            return;
+        }
+        tasks.spawn(ns_stream(Stream::Peer(key), send, recv, rx, inputs.clone()));
+    }
+}
+
+/// Opens this endpoint's SUBSCRIBE_NAMESPACE stream, then runs it.
+pub(crate) async fn open_ns_stream(
+    session: transport::Session,
+    stream: Stream,
+    rx: mpsc::UnboundedReceiver<(Vec<u8>, bool)>,
+    inputs: Inputs,
+) {
+    match session.open_bi().await {
+        Ok((send, recv)) => ns_stream(stream, send, recv, rx, inputs).await,
+        Err(_) => {
+            let _ = inputs.send(Input::NsReset { stream });
+        }
+    }
+}
+
+async fn ns_stream(
+    stream: Stream,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    mut rx: mpsc::UnboundedReceiver<(Vec<u8>, bool)>,
+    inputs: Inputs,
+) {
+    let write = async {
+        while let Some((data, fin)) = rx.recv().await {
+            if !data.is_empty() && send.write_all(&data).await.is_err() {
+                return;
+            }
+            if fin {
+                let _ = send.finish();
+                return;
+            }
+        }
+    };
+    let read = async {
+        loop {
+            match recv.read_chunk(READ_CHUNK).await {
+                Ok(Some(data)) => {
+                    let _ = inputs.send(Input::NsBytes { stream, data, fin: false });
+                }
+                Ok(None) => {
+                    let _ = inputs.send(Input::NsBytes { stream, data: Bytes::new(), fin: true });
+                    return;
+                }
+                Err(_) => {
+                    let _ = inputs.send(Input::NsReset { stream });
+                    return;
+                }
+            }
+        }
+    };
+    tokio::join!(write, read);
+}
+
+/// Reads one data stream: subgroup or fetch, told apart by its first varint.
+async fn data_stream(mut recv: RecvStream, inputs: Inputs) {
+    let mut first = BytesMut::new();
+    let kind = loop {
+        match StreamKind::peek(&first) {
+            Ok(k) => break k,
+            Err(DataError::Short) => {}
+            Err(e) => return report(&inputs, &e, &mut recv),
+        }
+        match recv.read_chunk(READ_CHUNK).await {
+            Ok(Some(b)) => first.extend_from_slice(&b),
+            _ => return,
+        }
+    };
+    match kind {
+        StreamKind::Subgroup(_) => subgroup(recv, first.freeze(), inputs).await,
+        StreamKind::Fetch => fetch(recv, first.freeze(), inputs).await,
+    }
+}
+
+/// A data-plane error: a session error goes to the driver, anything else stops the stream.
+fn report(inputs: &Inputs, e: &DataError, recv: &mut RecvStream) {
+    match e {
+        DataError::Session { code, reason } => {
+            let _ = inputs.send(Input::Violation { code: *code, reason });
+        }
+        DataError::TooLarge { .. } => {
+            let _ = inputs.send(Input::Violation {
+                code: TerminationCode::ProtocolViolation,
+                reason: "object larger than accepted",
+            });
+        }
+        DataError::MalformedTrack { reason } => {
+            tracing::warn!(reason, "malformed track: stream dropped");
+            let _ = recv.stop(0);
+        }
+        DataError::Short => {}
+    }
+}
+
+async fn subgroup(mut recv: RecvStream, first: Bytes, inputs: Inputs) {
+    let mut reader = SubgroupReader::new(ReaderConfig::default());
+    reader.handle_bytes(&first);
+    let mut sink: Option<Sink> = None;
+    let mut fin = false;
+    loop {
+        if sink.is_none() {
+            if let Some(h) = reader.header() {
+                let (reply, rx) = oneshot::channel();
+                if inputs.send(Input::DataStream { alias: h.track_alias, reply }).is_err() {
+                    return;
+                }
+                match rx.await {
+                    Ok(Some(s)) => sink = Some(s),
+                    _ => {
+                        // Unknown or ended subscription: not wanted.
+                        let _ = recv.stop(0);
+                        return;
+                    }
+                }
+            }
+        }
+        if let (Some(s), Some(header)) = (&sink, reader.header().copied()) {
+            while let Some(r) = reader.poll_object() {
+                match r {
+                    Ok(o) => {
+                        let sg = reader.subgroup_id().unwrap_or(0);
+                        let obj = Object::from_subgroup(&header, sg, o, s.default_priority);
+                        let e = TrackEvent::Object(ReceivedObject::new(obj, Instant::now()));
+                        if s.tx.send(e).is_err() {
+                            let _ = recv.stop(0);
+                            return;
+                        }
+                    }
+                    Err(e) => return report(&inputs, &e, &mut recv),
+                }
+            }
+            if fin || reader.is_finished() {
+                let _ = s.tx.send(TrackEvent::StreamEnd {
+                    group_id: header.group_id,
+                    subgroup_id: reader.subgroup_id().unwrap_or(0),
+                    reset: None,
+                });
+                return;
+            }
+        } else if fin {
+            return;
+        }
+        match recv.read_chunk(READ_CHUNK).await {
+            Ok(Some(b)) => reader.handle_bytes(&b),
+            Ok(None) => {
+                reader.handle_fin();
+                fin = true;
+            }
+            Err(e) => {
+                if let (Some(s), Some(h)) = (&sink, reader.header()) {
+                    let code = match e {
+                        transport::Error::Reset { code } => Some(code),
+                        _ => None,
+                    };
+                    if code.is_some() {
+                        let _ = s.tx.send(TrackEvent::StreamEnd {
+                            group_id: h.group_id,
+                            subgroup_id: reader.subgroup_id().unwrap_or(0),
+                            reset: code,
+                        });
+                    }
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn fetch(mut recv: RecvStream, first: Bytes, inputs: Inputs) {
+    let mut reader = FetchReader::new(ReaderConfig::default());
+    reader.handle_bytes(&first);
+    let mut sink: Option<mpsc::UnboundedSender<ReceivedObject>> = None;
+    let mut request = None;
+    let mut fin = false;
+    loop {
+        if sink.is_none() {
+            if let Some(h) = reader.header() {
+                let (reply, rx) = oneshot::channel();
+                request = Some(h.request_id);
+                if inputs.send(Input::FetchStream { request_id: h.request_id, reply }).is_err() {
+                    return;
+                }
+                match rx.await {
+                    Ok(Some(s)) => sink = Some(s),
+                    _ => {
+                        let _ = recv.stop(0);
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some(s) = &sink {
+            while let Some(r) = reader.poll_object() {
+                match r {
+                    Ok(FetchItem::Object(o)) => {
+                        let obj = ReceivedObject::new(Object::from_fetch(o), Instant::now());
+                        if s.send(obj).is_err() {
+                            let _ = recv.stop(0);
+                            return;
+                        }
+                    }
+                    Ok(FetchItem::EndOfRange(_)) => {}
+                    Err(e) => return report(&inputs, &e, &mut recv),
+                }
+            }
+        }
+        if fin {
+            if let Some(request_id) = request {
+                let _ = inputs.send(Input::FetchFinished { request_id });
+            }
+            return;
+        }
+        match recv.read_chunk(READ_CHUNK).await {
+            Ok(Some(b)) => reader.handle_bytes(&b),
+            Ok(None) => {
+                reader.handle_fin();
+                fin = true;
+            }
+            Err(_) => return,
+        }
+    }
+}

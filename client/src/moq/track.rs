@@ -1,0 +1,558 @@
+//! Reading and writing tracks: what subscribers receive and publishers send.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, watch};
+
+use tiermesh_proto::Encode;
+use tiermesh_proto::coding::put_varint;
+use tiermesh_proto::data::{
+    FetchHeader, FetchItem, Forwarding, Object, ObjectStatus, SubgroupHeader, SubgroupIdMode,
+    WriteError,
+};
+use tiermesh_proto::ext::Extensions;
+use tiermesh_proto::message::PublishDoneCode;
+use tiermesh_proto::priority::SendOrder;
+use tiermesh_proto::types::{
+    FullTrackName, GroupOrder, Location, RequestId, TrackAlias, TrackNamespace,
+};
+
+use super::Error;
+use super::driver::Command;
+use super::send::{SendCmd, SendPath, quic_priority};
+
+/// One object as it arrived, with its arrival time at this endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedObject {
+    /// The Group ID.
+    pub group_id: u64,
+    /// The Subgroup ID; `None` for an object sent as a datagram.
+    pub subgroup_id: Option<u64>,
+    /// The Object ID.
+    pub object_id: u64,
+    /// The publisher priority (resolved from the track's default when not sent).
+    pub publisher_priority: u8,
+    /// Normal, End of Group or End of Track.
+    pub status: ObjectStatus,
+    /// Extension headers (LOC properties among them).
+    pub extensions: Extensions,
+    /// The payload, shared with whoever else holds it.
+    pub payload: Bytes,
+    /// When its last byte was read here.
+    pub arrival: Instant,
+}
+
+impl ReceivedObject {
+    pub(crate) fn new(o: Object, arrival: Instant) -> Self {
+        Self {
+            group_id: o.group_id,
+            subgroup_id: o.forwarding.subgroup_id(),
+            object_id: o.object_id,
+            publisher_priority: o.publisher_priority,
+            status: o.status,
+            extensions: o.extensions,
+            payload: o.payload,
+            arrival,
+        }
+    }
+
+    /// The object's location.
+    pub fn location(&self) -> Location {
+        Location::new(self.group_id, self.object_id)
+    }
+
+    /// The LOC capture timestamp (wall-clock microseconds since the Unix epoch), if any.
+    pub fn capture_timestamp_us(&self) -> Option<u64> {
+        tiermesh_proto::loc::capture_timestamp_us(&self.extensions)
+    }
+
+    /// The canonical object (payload shared, not copied).
+    pub fn to_object(&self) -> Object {
+        Object {
+            group_id: self.group_id,
+            object_id: self.object_id,
+            forwarding: match self.subgroup_id {
+                Some(s) => Forwarding::Subgroup(s),
+                None => Forwarding::Datagram,
+            },
+            publisher_priority: self.publisher_priority,
+            status: self.status,
+            extensions: self.extensions.clone(),
+            payload: self.payload.clone(),
+        }
+    }
+}
+
+/// How a publisher ended a subscription (PUBLISH_DONE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishDone {
+    /// The status code.
+    pub code: PublishDoneCode,
+    /// The reason phrase.
+    pub reason: String,
+}
+
+/// What a [`TrackReader`] yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackEvent {
+    /// An object, the moment its payload is complete.
+    Object(ReceivedObject),
+    /// A subgroup stream ended: with FIN (`reset` `None`) or reset with a code.
+    StreamEnd {
+        /// The group.
+        group_id: u64,
+        /// The subgroup.
+        subgroup_id: u64,
+        /// The reset code, if the stream was reset.
+        reset: Option<u32>,
+    },
+    /// The publisher ended the subscription. Objects of streams still in flight may follow.
+    Done(PublishDone),
+}
+
+/// Where an incoming subscription's objects go.
+#[derive(Debug, Clone)]
+pub(crate) struct Sink {
+    pub(crate) tx: mpsc::UnboundedSender<TrackEvent>,
+    pub(crate) default_priority: u8,
+}
+
+/// The receiving side of a subscription (SUBSCRIBE accepted, or the peer's PUBLISH
+/// accepted). Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct TrackReader {
+    pub(crate) request_id: RequestId,
+    pub(crate) track: FullTrackName,
+    pub(crate) alias: TrackAlias,
+    pub(crate) largest: Option<Location>,
+    pub(crate) extensions: Extensions,
+    pub(crate) rx: mpsc::UnboundedReceiver<TrackEvent>,
+    pub(crate) cmd: mpsc::UnboundedSender<Command>,
+    pub(crate) done: Option<PublishDone>,
+    pub(crate) unsubscribed: bool,
+}
+
+impl TrackReader {
+    /// This endpoint's request ID (SUBSCRIBE) or the peer's (PUBLISH).
+    pub fn request_id(&self) -> RequestId {
+        self.request_id
+    }
+
+    /// The track.
+    pub fn track(&self) -> &FullTrackName {
+        &self.track
+    }
+
+    /// The Track Alias on the wire.
+    pub fn alias(&self) -> TrackAlias {
+        self.alias
+    }
+
+    /// The largest location the publisher reported in SUBSCRIBE_OK / PUBLISH.
+    pub fn largest(&self) -> Option<Location> {
+        self.largest
+    }
+
+    /// The track's extension headers (publisher priority, group order, ...).
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// The PUBLISH_DONE, once received.
+    pub fn done(&self) -> Option<&PublishDone> {
+        self.done.as_ref()
+    }
+
+    /// The next object, stream end or PUBLISH_DONE, in arrival order; `None` when nothing
+    /// more can arrive.
+    pub async fn next(&mut self) -> Option<TrackEvent> {
+        let e = self.rx.recv().await?;
+        if let TrackEvent::Done(d) = &e {
+            self.done = Some(d.clone());
+        }
+        Some(e)
+    }
+
+    /// The next object; `None` once the track has ended (after PUBLISH_DONE, when the
+    /// streams still in flight have arrived) or the session has closed.
+    pub async fn next_object(&mut self) -> Option<ReceivedObject> {
+        loop {
+            match self.next().await? {
+                TrackEvent::Object(o) => return Some(o),
+                TrackEvent::StreamEnd { .. } | TrackEvent::Done(_) => {}
+            }
+        }
+    }
+
+    /// Sends UNSUBSCRIBE (also done on drop).
+    pub fn unsubscribe(&mut self) {
+        if !self.unsubscribed && self.done.is_none() {
+            self.unsubscribed = true;
+            let _ = self.cmd.send(Command::Unsubscribe { request_id: self.request_id });
+        }
+    }
+}
+
+impl Drop for TrackReader {
+    fn drop(&mut self) {
+        self.unsubscribe();
+    }
+}
+
+/// The receiving side of a FETCH.
+#[derive(Debug)]
+pub struct FetchReader {
+    pub(crate) request_id: RequestId,
+    pub(crate) end_location: Location,
+    pub(crate) end_of_track: bool,
+    pub(crate) extensions: Extensions,
+    pub(crate) rx: mpsc::UnboundedReceiver<ReceivedObject>,
+}
+
+impl FetchReader {
+    /// This endpoint's FETCH request ID.
+    pub fn request_id(&self) -> RequestId {
+        self.request_id
+    }
+
+    /// The end of the range served (FETCH_OK's End Location).
+    pub fn end_location(&self) -> Location {
+        self.end_location
+    }
+
+    /// True if the track ends at the end location.
+    pub fn end_of_track(&self) -> bool {
+        self.end_of_track
+    }
+
+    /// The track's extension headers.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// The next object; `None` when the fetch stream has ended.
+    pub async fn next(&mut self) -> Option<ReceivedObject> {
+        self.rx.recv().await
+    }
+}
+
+/// A namespace appearing or going away under a SUBSCRIBE_NAMESPACE prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceEvent {
+    /// NAMESPACE: the full namespace.
+    Added(TrackNamespace),
+    /// NAMESPACE_DONE.
+    Removed(TrackNamespace),
+}
+
+/// This endpoint's SUBSCRIBE_NAMESPACE. Dropping it ends the subscription.
+#[derive(Debug)]
+pub struct NamespaceSubscription {
+    pub(crate) request_id: RequestId,
+    pub(crate) rx: mpsc::UnboundedReceiver<NamespaceEvent>,
+    pub(crate) cmd: mpsc::UnboundedSender<Command>,
+}
+
+impl NamespaceSubscription {
+    /// The request ID.
+    pub fn request_id(&self) -> RequestId {
+        self.request_id
+    }
+
+    /// The next namespace change; `None` when the subscription or session ended.
+    pub async fn next(&mut self) -> Option<NamespaceEvent> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for NamespaceSubscription {
+    fn drop(&mut self) {
+        let _ = self.cmd.send(Command::UnsubscribeNamespace { request_id: self.request_id });
+    }
+}
+
+/// Why a [`TrackWriter`] stopped being wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterEnd {
+    /// The subscriber sent UNSUBSCRIBE.
+    Unsubscribed,
+    /// This endpoint sent PUBLISH_DONE.
+    Done,
+    /// The session closed.
+    SessionClosed,
+}
+
+#[derive(Debug)]
+pub(crate) struct WriterInner {
+    pub(crate) request_id: RequestId,
+    pub(crate) alias: TrackAlias,
+    pub(crate) subscriber_priority: u8,
+    pub(crate) group_order: GroupOrder,
+    pub(crate) default_priority: u8,
+    pub(crate) cmd: mpsc::UnboundedSender<Command>,
+    pub(crate) send: SendPath,
+    pub(crate) end: watch::Receiver<Option<WriterEnd>>,
+}
+
+/// The sending side of one subscription (the peer's SUBSCRIBE accepted, or this
+/// endpoint's PUBLISH accepted). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TrackWriter {
+    pub(crate) inner: Arc<WriterInner>,
+}
+
+impl TrackWriter {
+    /// The subscription's request ID.
+    pub fn request_id(&self) -> RequestId {
+        self.inner.request_id
+    }
+
+    /// The Track Alias written in headers.
+    pub fn alias(&self) -> TrackAlias {
+        self.inner.alias
+    }
+
+    /// The subscriber's priority (128 when it gave none).
+    pub fn subscriber_priority(&self) -> u8 {
+        self.inner.subscriber_priority
+    }
+
+    /// The group order in force for this subscription.
+    pub fn group_order(&self) -> GroupOrder {
+        self.inner.group_order
+    }
+
+    /// Opens the stream of one subgroup. `priority` is the objects' publisher priority;
+    /// `None` uses the track's default.
+    pub fn open_subgroup(
+        &self,
+        group_id: u64,
+        subgroup_id: u64,
+        priority: Option<u8>,
+    ) -> SubgroupStream {
+        let i = &self.inner;
+        let prio = priority.unwrap_or(i.default_priority);
+        let header = SubgroupHeader {
+            track_alias: i.alias,
+            group_id,
+            subgroup_id: if subgroup_id == 0 {
+                SubgroupIdMode::Zero
+            } else {
+                SubgroupIdMode::Explicit(subgroup_id)
+            },
+            publisher_priority: if prio == i.default_priority { None } else { Some(prio) },
+            extensions: true,
+            end_of_group: false,
+        };
+        let stream = i.send.allocate();
+        let _ = i.cmd.send(Command::StreamOpened { request_id: i.request_id });
+        let order =
+            SendOrder::subgroup(i.subscriber_priority, prio, i.group_order, group_id, subgroup_id);
+        i.send.push(SendCmd::Open {
+            stream,
+            order,
+            quic_priority: quic_priority(i.subscriber_priority, prio, i.group_order, group_id),
+            header: Bytes::from(header.to_vec()),
+        });
+        SubgroupStream {
+            send: i.send.clone(),
+            stream,
+            group_id,
+            subgroup_id,
+            prev: None,
+            ended: false,
+            closed: false,
+        }
+    }
+
+    /// Sends one object as a datagram.
+    pub fn send_datagram(&self, object: &Object) -> Result<(), Error> {
+        let d = object.to_datagram(self.inner.alias, Some(self.inner.default_priority));
+        let data = d.to_vec()?;
+        self.inner.send.push(SendCmd::Datagram { data: Bytes::from(data) });
+        Ok(())
+    }
+
+    /// Ends the subscription with PUBLISH_DONE. Finish the subgroup streams first.
+    pub fn publish_done(&self, code: PublishDoneCode, reason: &str) {
+        let _ = self.inner.cmd.send(Command::PublishDone {
+            request_id: self.inner.request_id,
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// True once the subscriber unsubscribed, PUBLISH_DONE was sent or the session closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.end.borrow().is_some()
+    }
+
+    /// Waits until the subscription is no longer wanted and says why.
+    pub async fn closed(&self) -> WriterEnd {
+        let mut end = self.inner.end.clone();
+        loop {
+            if let Some(e) = *end.borrow() {
+                return e;
+            }
+            if end.changed().await.is_err() {
+                return end.borrow().unwrap_or(WriterEnd::SessionClosed);
+            }
+        }
+    }
+}
+
+/// One outgoing subgroup stream. Objects are written in increasing Object ID order; dropping
+/// it finishes the stream.
+#[derive(Debug)]
+pub struct SubgroupStream {
+    send: SendPath,
+    stream: u64,
+    group_id: u64,
+    subgroup_id: u64,
+    prev: Option<u64>,
+    ended: bool,
+    closed: bool,
+}
+
+impl SubgroupStream {
+    /// The group.
+    pub fn group_id(&self) -> u64 {
+        self.group_id
+    }
+
+    /// The subgroup.
+    pub fn subgroup_id(&self) -> u64 {
+        self.subgroup_id
+    }
+
+    /// Writes one object. The payload is passed on without copying.
+    pub fn write(
+        &mut self,
+        object_id: u64,
+        extensions: &Extensions,
+        status: ObjectStatus,
+        payload: Bytes,
+    ) -> Result<(), Error> {
+        if self.ended || self.closed {
+            return Err(WriteError::AfterEnd.into());
+        }
+        let delta = match self.prev {
+            None => object_id,
+            Some(p) if object_id > p => object_id - p - 1,
+            Some(p) => {
+                return Err(WriteError::ObjectIdNotIncreasing { prev: p, id: object_id }.into());
+            }
+        };
+        if status != ObjectStatus::Normal && (!payload.is_empty() || !extensions.is_empty()) {
+            return Err(WriteError::StatusWithContent(status).into());
+        }
+        let mut head = BytesMut::with_capacity(16);
+        put_varint(&mut head, delta);
+        extensions.encode_object(&mut head);
+        put_varint(&mut head, payload.len() as u64);
+        let mut chunks = vec![];
+        if payload.is_empty() {
+            put_varint(&mut head, status.code());
+            chunks.push(head.freeze());
+        } else {
+            chunks.push(head.freeze());
+            chunks.push(payload);
+        }
+        self.prev = Some(object_id);
+        self.ended = matches!(status, ObjectStatus::EndOfGroup | ObjectStatus::EndOfTrack);
+        if !self.send.push(SendCmd::Write { stream: self.stream, chunks, enqueued: Instant::now() })
+        {
+            return Err(Error::Ended);
+        }
+        Ok(())
+    }
+
+    /// Writes an object received elsewhere (a relay forwarding it).
+    pub fn write_object(&mut self, object: &Object) -> Result<(), Error> {
+        self.write(object.object_id, &object.extensions, object.status, object.payload.clone())
+    }
+
+    /// Writes a received object as is.
+    pub fn write_received(&mut self, object: &ReceivedObject) -> Result<(), Error> {
+        self.write(object.object_id, &object.extensions, object.status, object.payload.clone())
+    }
+
+    /// Ends the stream: everything written is delivered.
+    pub fn finish(mut self) {
+        self.closed = true;
+        self.send.push(SendCmd::Finish { stream: self.stream });
+    }
+
+    /// Abandons the stream with a reset code.
+    pub fn reset(mut self, code: u32) {
+        self.closed = true;
+        self.send.push(SendCmd::Reset { stream: self.stream, code });
+    }
+}
+
+impl Drop for SubgroupStream {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.send.push(SendCmd::Finish { stream: self.stream });
+        }
+    }
+}
+
+/// The stream answering a peer's FETCH. Dropping it finishes the stream.
+#[derive(Debug)]
+pub struct FetchResponse {
+    pub(crate) send: SendPath,
+    pub(crate) stream: u64,
+    pub(crate) writer: tiermesh_proto::data::FetchWriter,
+    pub(crate) closed: bool,
+}
+
+impl FetchResponse {
+    pub(crate) fn open(send: SendPath, request_id: RequestId, subscriber_priority: u8) -> Self {
+        let stream = send.allocate();
+        let header = FetchHeader { request_id }.to_vec();
+        send.push(SendCmd::Open {
+            stream,
+            order: SendOrder::subgroup(subscriber_priority, 0, GroupOrder::Ascending, 0, 0),
+            quic_priority: quic_priority(subscriber_priority, 0, GroupOrder::Ascending, 0),
+            header: Bytes::from(header),
+        });
+        Self { send, stream, writer: tiermesh_proto::data::FetchWriter::new(), closed: false }
+    }
+
+    /// Writes one object (objects with a status other than Normal are skipped: a fetch
+    /// conveys them by its range).
+    pub fn write(&mut self, object: &Object) -> Result<(), Error> {
+        let Some(o) = object.to_fetch_object() else { return Ok(()) };
+        let mut buf = Vec::with_capacity(o.payload.len() + 16);
+        self.writer.encode_item(&FetchItem::Object(o), &mut buf)?;
+        self.send.push(SendCmd::Write {
+            stream: self.stream,
+            chunks: vec![Bytes::from(buf)],
+            enqueued: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Ends the fetch stream.
+    pub fn finish(mut self) {
+        self.closed = true;
+        self.send.push(SendCmd::Finish { stream: self.stream });
+    }
+
+    /// Abandons the fetch stream with a reset code.
+    pub fn reset(mut self, code: u32) {
+        self.closed = true;
+        self.send.push(SendCmd::Reset { stream: self.stream, code });
+    }
+}
+
+impl Drop for FetchResponse {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.send.push(SendCmd::Finish { stream: self.stream });
+        }
+    }
+}
