@@ -72,7 +72,9 @@ pub struct TrackReport {
     pub first_object_ms: Option<f64>,
     /// Capture-to-arrival latency of objects delivered by the subscription.
     pub latency_ms: Option<LatencyMs>,
-    /// Why the track ended early or could not be subscribed, if it did.
+    /// How the publisher ended the track (PUBLISH_DONE), if it did.
+    pub ended: Option<String>,
+    /// Why the track could not be subscribed or failed, if it did.
     pub error: Option<String>,
 }
 
@@ -132,6 +134,9 @@ impl Report {
                 q(|l| l.p99),
                 q(|l| l.max)
             );
+            if let Some(e) = &t.ended {
+                let _ = writeln!(out, "  {}: ended by the publisher: {e}", t.name);
+            }
             if let Some(e) = &t.error {
                 let _ = writeln!(out, "  {}: {e}", t.name);
             }
@@ -166,6 +171,7 @@ pub struct TrackStats {
     latency_us: Distribution,
     started_us: u64,
     first_arrival: Option<Duration>,
+    ended: Option<String>,
     error: Option<String>,
 }
 
@@ -185,6 +191,7 @@ impl TrackStats {
             latency_us: Distribution::new(),
             started_us,
             first_arrival: None,
+            ended: None,
             error: None,
         }
     }
@@ -220,9 +227,19 @@ impl TrackStats {
         }
     }
 
-    /// Notes why the track ended early.
+    /// Notes why the track failed.
     pub fn set_error(&mut self, error: impl Into<String>) {
         self.error = Some(error.into());
+    }
+
+    /// Notes that the publisher ended the track, and how.
+    pub fn set_ended(&mut self, how: impl Into<String>) {
+        self.ended = Some(how.into());
+    }
+
+    /// The track name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Distinct objects so far.
@@ -274,6 +291,7 @@ impl TrackStats {
                 p99: ms(s.p99),
                 max: ms(s.max),
             }),
+            ended: self.ended.clone(),
             error: self.error.clone(),
         }
     }

@@ -1,0 +1,415 @@
+//! `tiermesh pub` and `tiermesh sub`: the command-line publisher and subscriber.
+//!
+//! A broadcast URL names a relay and a broadcast: `moqt://host:port/clinic/room-42` (raw
+//! QUIC) or `https://host:port/clinic/room-42` (WebTransport) is the broadcast whose track
+//! namespace is the tuple (`clinic`, `room-42`) on the relay at `host:port`
+//! ([`BroadcastUrl`]). The session itself is opened to the same URL, so a relay sees the
+//! path too (PATH in CLIENT_SETUP on raw QUIC, the CONNECT path on WebTransport), and a
+//! `?jwt=` query travels with it.
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use tiermesh_proto::types::TrackNamespace;
+
+use crate::moq::{self, ClientOptions, Connection, Error as MoqError};
+use crate::publish::{Publisher, Served, now_us};
+use crate::report::Report;
+use crate::subscribe::{WatchConfig, path, watch};
+use crate::synthetic::BroadcastSpec;
+use crate::transport::{Target, TlsArgs, Url};
+
+/// A broadcast URL: where to connect and which namespace is the broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BroadcastUrl {
+    /// The checked URL to connect to (query included; it may hold a token).
+    pub target: Target,
+    /// The broadcast's track namespace: the URL path's segments, percent-decoded.
+    pub namespace: TrackNamespace,
+}
+
+impl BroadcastUrl {
+    /// Parses `moqt://host:port/a/b` or `https://host:port/a/b`, saying what is wrong.
+    ///
+    /// # Errors
+    /// The URL is not a usable MoQT URL, or its path names no broadcast.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let target = Target::parse(text)?;
+        let mut fields = Vec::new();
+        for segment in target.path().split('/').filter(|s| !s.is_empty()) {
+            let field = percent_decode(segment)
+                .with_context(|| format!("bad %-escape in the path segment `{segment}`"))?;
+            fields.push(Bytes::from(field));
+        }
+        if fields.is_empty() {
+            bail!(
+                "{target} names no broadcast: put its namespace in the path, e.g. \
+                 moqt://host:port/clinic/room-42"
+            );
+        }
+        let namespace = TrackNamespace::new(fields)
+            .with_context(|| format!("{target}: the path is not a valid track namespace"))?;
+        Ok(Self { target, namespace })
+    }
+
+    /// The URL to connect to.
+    pub fn url(&self) -> &Url {
+        self.target.url()
+    }
+}
+
+impl FromStr for BroadcastUrl {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Self::parse(s)
+    }
+}
+
+fn percent_decode(segment: &str) -> Option<Vec<u8>> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// How to reach the relay: URL, TLS trust and token. Shared by `pub` and `sub`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectArgs {
+    /// The broadcast: moqt://host:port/clinic/room-42 (raw QUIC) or https://host:port/…
+    /// (WebTransport).
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// How to trust the relay's certificate.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Access token (a JWT from `tiermesh token issue`), sent as AUTHORIZATION TOKEN.
+    #[arg(long, env = "TIERMESH_TOKEN", hide_env_values = true, value_name = "JWT")]
+    pub token: Option<String>,
+}
+
+impl ConnectArgs {
+    fn broadcast(&self) -> anyhow::Result<BroadcastUrl> {
+        BroadcastUrl::parse(&self.url)
+    }
+
+    fn token(&self) -> Option<Bytes> {
+        self.token.as_ref().map(|t| Bytes::from(t.trim().to_owned()))
+    }
+
+    fn options(&self) -> anyhow::Result<ClientOptions> {
+        let tls = self.tls.client_tls()?;
+        let mut options = ClientOptions::new(tls);
+        if let Some(t) = self.token() {
+            options = options.token(t);
+        }
+        Ok(options)
+    }
+}
+
+/// `tiermesh pub URL`: publish a synthetic broadcast.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PubArgs {
+    /// Relay, broadcast, trust and token.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Stop after this long (e.g. `30s`, `5m`); without it, run until Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+/// `tiermesh sub URL`: subscribe to a broadcast and report what arrived.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SubArgs {
+    /// Relay, broadcast, trust and token.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Only these tracks (repeatable); without it, every track of the catalog.
+    #[arg(long = "track", value_name = "NAME")]
+    pub tracks: Vec<String>,
+    /// How long to watch.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Print exactly one JSON object on stdout (see the README for its fields).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Logs to stderr, `RUST_LOG` filtering (default `info`), so stdout carries only results.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")
+}
+
+/// A termination or request error code as the draft writes it (`UNAUTHORIZED`).
+pub fn code_name(debug: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in debug.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// Explains an error of the MoQT layer with the draft's code names.
+pub fn explain(e: &MoqError) -> String {
+    match e {
+        MoqError::Rejected { code, reason, .. } => {
+            format!("refused by the relay with {}: {reason}", code_name(&format!("{code:?}")))
+        }
+        MoqError::Closed(reason) => explain_close(reason),
+        other => other.to_string(),
+    }
+}
+
+/// A close reason with the termination code's name.
+pub fn explain_close(reason: &moq::CloseReason) -> String {
+    let name = reason
+        .code()
+        .and_then(tiermesh_proto::TerminationCode::from_code)
+        .map(|c| code_name(&format!("{c:?}")));
+    match (reason, name) {
+        (moq::CloseReason::Transport(_), _) | (_, None) => format!("session {reason}"),
+        (_, Some(name)) => format!("session {reason} ({name})"),
+    }
+}
+
+async fn connect(args: &ConnectArgs, url: &Url) -> anyhow::Result<Connection> {
+    let (conn, driver) = moq::connect(url, args.options()?)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {}", redacted(url), explain(&e)))?;
+    tokio::spawn(driver.run());
+    conn.ready()
+        .await
+        .map_err(|e| anyhow::anyhow!("SETUP with {} failed: {}", redacted(url), explain(&e)))?;
+    Ok(conn)
+}
+
+fn redacted(url: &Url) -> String {
+    Target::from_url(url).map_or_else(|_| "the relay".to_owned(), |t| t.to_string())
+}
+
+async fn ctrl_c_or(duration: Option<Duration>) {
+    let stop = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = stop => {}
+    }
+}
+
+/// Runs `tiermesh pub`.
+///
+/// # Errors
+/// Bad URL or TLS flags, the relay cannot be reached at first, or it refuses the broadcast.
+pub fn run_pub(args: PubArgs) -> anyhow::Result<()> {
+    init_logging();
+    runtime()?.block_on(publish(&args, ctrl_c_or(args.duration)))
+}
+
+/// How long `pub` waits between attempts to reconnect after losing its session: short,
+/// so subscribers see a gap of about a second, well within a relay's linger period.
+const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+
+/// Publishes the synthetic broadcast named by `args` until `stop` resolves, reconnecting
+/// when the session is lost. Prints `published <url> (<namespace>)` on stdout each time the
+/// relay accepts the broadcast.
+///
+/// # Errors
+/// Bad URL or TLS flags, the relay cannot be reached at first, or it refuses the broadcast.
+pub async fn publish(args: &PubArgs, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let broadcast = args.connect.broadcast()?;
+    let mut publisher = Publisher::new(
+        broadcast.namespace.clone(),
+        BroadcastSpec::default(),
+        now_us(),
+        args.connect.token(),
+    );
+    tokio::pin!(stop);
+    let mut first = true;
+    loop {
+        let conn = tokio::select! {
+            c = connect(&args.connect, broadcast.url()) => c,
+            () = &mut stop => return Ok(()),
+        };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) if first => return Err(e),
+            Err(e) => {
+                tracing::warn!("{e:#}; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(RECONNECT_DELAY) => continue,
+                    () = &mut stop => return Ok(()),
+                }
+            }
+        };
+        first = false;
+        let shown = broadcast.target.to_string();
+        let served = publisher
+            .serve(&conn, &mut stop, || {
+                println!("published {shown} ({})", path(&broadcast.namespace));
+            })
+            .await;
+        match served {
+            Ok(Served::Stopped) => {
+                conn.close(tiermesh_proto::TerminationCode::NoError, "publisher stopped");
+                // Let the close reach the relay before the process exits.
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
+                println!("stopped after {} objects", publisher.objects_sent());
+                return Ok(());
+            }
+            Ok(Served::Closed(reason)) => {
+                eprintln!("{}; reconnecting", explain_close(&reason));
+            }
+            Err(e) => bail!("publishing {} failed: {}", path(&broadcast.namespace), explain(&e)),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RECONNECT_DELAY) => {}
+            () = &mut stop => return Ok(()),
+        }
+    }
+}
+
+/// Runs `tiermesh sub`. Prints the report (JSON with `--json`) on stdout.
+///
+/// # Errors
+/// Bad URL or TLS flags, the relay cannot be reached, or a track failed (the report is
+/// printed first).
+pub fn run_sub(args: SubArgs) -> anyhow::Result<()> {
+    init_logging();
+    let report = runtime()?.block_on(subscribe(&args))?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
+    }
+    let failed: Vec<&str> =
+        report.tracks.iter().filter(|t| t.error.is_some()).map(|t| t.name.as_str()).collect();
+    if let Some(e) = &report.error {
+        bail!("{e}");
+    }
+    if !failed.is_empty() {
+        bail!("tracks failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+async fn subscribe(args: &SubArgs) -> anyhow::Result<Report> {
+    let broadcast = args.connect.broadcast()?;
+    let conn = connect(&args.connect, broadcast.url()).await?;
+    let mut report = watch(
+        &conn,
+        WatchConfig {
+            namespace: broadcast.namespace.clone(),
+            tracks: args.tracks.clone(),
+            duration: args.duration,
+            token: args.connect.token(),
+        },
+    )
+    .await;
+    if let Some(reason) = conn.close_reason() {
+        report.error = Some(explain_close(&reason));
+    } else {
+        conn.close(tiermesh_proto::TerminationCode::NoError, "done");
+        let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn url_path_is_the_namespace() {
+        let b = BroadcastUrl::parse("moqt://127.0.0.1:4443/clinic/room-42").unwrap();
+        assert_eq!(b.namespace, TrackNamespace::from_path("clinic/room-42").unwrap());
+        assert_eq!(b.target.port(), 4443);
+        let b = BroadcastUrl::parse("https://relay.example/clinic/dr%20lee/?jwt=x").unwrap();
+        assert_eq!(b.namespace.fields()[1].as_ref(), b"dr lee");
+        assert_eq!(b.namespace.len(), 2);
+        assert_eq!(b.target.query(), Some("jwt=x"));
+    }
+
+    #[test]
+    fn url_without_broadcast_or_with_bad_escape_is_refused() {
+        let e = BroadcastUrl::parse("moqt://127.0.0.1:4443/").unwrap_err().to_string();
+        assert!(e.contains("names no broadcast"), "{e}");
+        let e = format!("{:#}", BroadcastUrl::parse("moqt://h:1/a/%zz").unwrap_err());
+        assert!(e.contains("%-escape"), "{e}");
+        let e = format!("{:#}", BroadcastUrl::parse("http://h:1/a").unwrap_err());
+        assert!(e.contains("unsupported scheme"), "{e}");
+    }
+
+    #[derive(Parser)]
+    enum Cli {
+        Pub(PubArgs),
+        Sub(SubArgs),
+    }
+
+    #[test]
+    fn flags_parse() {
+        let hash = "ab".repeat(32);
+        let Cli::Sub(s) = Cli::try_parse_from([
+            "x",
+            "sub",
+            "moqt://127.0.0.1:1/a/b",
+            "--tls-cert-hash",
+            &hash,
+            "--track",
+            "audio",
+            "--track",
+            "video/180p",
+            "--duration",
+            "3s",
+            "--json",
+        ])
+        .unwrap() else {
+            panic!("not sub")
+        };
+        assert_eq!(s.tracks, ["audio", "video/180p"]);
+        assert_eq!(s.duration, Duration::from_secs(3));
+        assert!(s.json);
+        let Cli::Pub(p) =
+            Cli::try_parse_from(["x", "pub", "https://h:1/a", "--token", "t", "--duration", "1m"])
+                .unwrap()
+        else {
+            panic!("not pub")
+        };
+        assert_eq!(p.duration, Some(Duration::from_secs(60)));
+        assert_eq!(p.connect.token(), Some(Bytes::from_static(b"t")));
+    }
+
+    #[test]
+    fn code_names_read_like_the_draft() {
+        assert_eq!(code_name("Unauthorized"), "UNAUTHORIZED");
+        assert_eq!(code_name("ProtocolViolation"), "PROTOCOL_VIOLATION");
+    }
+}

@@ -1,0 +1,302 @@
+//! Publishing a synthetic broadcast over a MoQT session: what `tiermesh pub` and
+//! `tiermesh dev` run.
+//!
+//! A [`Publisher`] owns a [`Generator`] and the state of each track (its subscribers and a
+//! short cache of recent objects). [`Publisher::serve`] publishes the broadcast's namespace
+//! on one connection (PUBLISH_NAMESPACE), then, in one loop, hands out objects as they fall
+//! due, accepts SUBSCRIBEs for the broadcast's tracks and answers FETCHes (joining fetches
+//! included) from the cache. If the connection is lost the same `Publisher` can serve a new
+//! one: group IDs come from wall-clock time, so its tracks continue where they were.
+//!
+//! Each group is one subgroup stream (subgroup 0) per subscriber, finished as soon as its
+//! last object is written: at once for an audio frame, after the 30th frame for video.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tiermesh_proto::data::{Forwarding, Object, ObjectStatus};
+use tiermesh_proto::ext::Extensions;
+use tiermesh_proto::message::{PublishDoneCode, RequestErrorCode};
+use tiermesh_proto::types::{
+    FullTrackName, Location, SubscriptionFilter, TrackName, TrackNamespace,
+};
+
+use crate::moq::{CloseReason, TrackWriter};
+use crate::moq::{Connection, Error, Event, IncomingFetch, SubgroupStream, SubscribeRequest};
+use crate::synthetic::{BroadcastSpec, Generator, TrackKind, VIDEO_FPS};
+
+/// Wall-clock microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Groups of history kept per track for FETCH: the current group and the one before for
+/// video (a joining fetch asks for the current group; one more covers a request made just
+/// as a group ended), one second of audio frames.
+fn cache_groups(kind: TrackKind) -> u64 {
+    match kind {
+        TrackKind::Catalog => 1,
+        TrackKind::Audio => 50,
+        TrackKind::Video => 2,
+    }
+}
+
+struct Subscriber {
+    writer: TrackWriter,
+    stream: Option<SubgroupStream>,
+    /// Next Group Start filter: nothing until a group begins.
+    wait_for_group: bool,
+}
+
+struct TrackState {
+    name: TrackName,
+    kind: TrackKind,
+    extensions: Extensions,
+    cache: VecDeque<Object>,
+    largest: Option<Location>,
+    subscribers: Vec<Subscriber>,
+    objects_sent: u64,
+}
+
+impl TrackState {
+    fn push(&mut self, object: Object) {
+        let last_in_group = match self.kind {
+            TrackKind::Catalog | TrackKind::Audio => true,
+            TrackKind::Video => object.object_id + 1 == VIDEO_FPS,
+        };
+        self.subscribers.retain(|s| !s.writer.is_closed());
+        for sub in &mut self.subscribers {
+            if sub.wait_for_group {
+                if object.object_id != 0 {
+                    continue;
+                }
+                sub.wait_for_group = false;
+            }
+            let stream = match &mut sub.stream {
+                Some(s) if s.group_id() == object.group_id => s,
+                slot => {
+                    // A new group: the previous one's stream is finished by dropping it.
+                    slot.insert(sub.writer.open_subgroup(object.group_id, 0, None))
+                }
+            };
+            if let Err(e) = stream.write_object(&object) {
+                tracing::debug!(error = %e, "write failed; dropping the group's stream");
+                sub.stream = None;
+                continue;
+            }
+            self.objects_sent += 1;
+            if last_in_group && let Some(s) = sub.stream.take() {
+                s.finish();
+            }
+        }
+        self.largest = Some(object.location());
+        let keep_from = object.group_id.saturating_sub(cache_groups(self.kind) - 1);
+        self.cache.push_back(object);
+        while self.cache.front().is_some_and(|o| o.group_id < keep_from) {
+            self.cache.pop_front();
+        }
+    }
+
+    /// Cached objects from `start` to `end` (the wire's end: object 0 means all of the end
+    /// group).
+    fn range(&self, start: Location, end: Location) -> Vec<&Object> {
+        self.cache
+            .iter()
+            .filter(|o| {
+                let l = o.location();
+                l >= start && if end.object.0 == 0 { l.group <= end.group } else { l < end }
+            })
+            .collect()
+    }
+}
+
+/// Why [`Publisher::serve`] returned.
+#[derive(Debug)]
+pub enum Served {
+    /// The stop signal fired: the namespace was withdrawn and the tracks ended.
+    Stopped,
+    /// The session closed.
+    Closed(CloseReason),
+}
+
+/// Publishes one synthetic broadcast; survives reconnections.
+pub struct Publisher {
+    namespace: TrackNamespace,
+    generator: Generator,
+    tracks: Vec<TrackState>,
+    token: Option<Bytes>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("namespace", &self.namespace).finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// A publisher of `spec` under `namespace`, starting at wall-clock `now_us`. `token` is
+    /// sent with PUBLISH_NAMESPACE as an AUTHORIZATION TOKEN.
+    pub fn new(
+        namespace: TrackNamespace,
+        spec: BroadcastSpec,
+        now_us: u64,
+        token: Option<Bytes>,
+    ) -> Self {
+        let tracks = spec
+            .tracks
+            .iter()
+            .map(|t| TrackState {
+                name: TrackName(Bytes::from(t.name.clone().into_bytes())),
+                kind: t.kind,
+                extensions: t.extensions(),
+                cache: VecDeque::new(),
+                largest: None,
+                subscribers: Vec::new(),
+                objects_sent: 0,
+            })
+            .collect();
+        Self { namespace, generator: Generator::new(spec, now_us), tracks, token }
+    }
+
+    /// The broadcast's namespace.
+    pub fn namespace(&self) -> &TrackNamespace {
+        &self.namespace
+    }
+
+    /// Objects written to subscribers so far, all tracks together.
+    pub fn objects_sent(&self) -> u64 {
+        self.tracks.iter().map(|t| t.objects_sent).sum()
+    }
+
+    /// Subscriptions currently served.
+    pub fn subscribers(&self) -> usize {
+        self.tracks.iter().map(|t| t.subscribers.len()).sum()
+    }
+
+    /// Hands every object due by `now_us` to its track (subscribers and cache).
+    fn produce(&mut self, now_us: u64) {
+        let spec = self.generator.spec().clone();
+        while let Some(o) = self.generator.poll_object(now_us) {
+            let priority = spec.tracks[o.track].priority;
+            let object = Object {
+                group_id: o.group_id,
+                object_id: o.object_id,
+                forwarding: Forwarding::Subgroup(0),
+                publisher_priority: priority,
+                status: ObjectStatus::Normal,
+                extensions: o.extensions,
+                payload: o.payload,
+            };
+            self.tracks[o.track].push(object);
+        }
+    }
+
+    /// Publishes the namespace on `conn` and serves it until `stop` resolves or the session
+    /// closes. `on_published` runs once REQUEST_OK has arrived.
+    ///
+    /// # Errors
+    /// The relay refused PUBLISH_NAMESPACE, or the session closed before answering.
+    pub async fn serve(
+        &mut self,
+        conn: &Connection,
+        stop: impl Future<Output = ()>,
+        on_published: impl FnOnce(),
+    ) -> Result<Served, Error> {
+        let request = conn.publish_namespace(self.namespace.clone(), self.token.clone()).await?;
+        on_published();
+        // Subscriptions of an earlier connection are gone with it.
+        for t in &mut self.tracks {
+            t.subscribers.clear();
+        }
+        tokio::pin!(stop);
+        loop {
+            let now = now_us();
+            self.produce(now);
+            let wait = self.generator.poll_timeout().map_or(Duration::from_secs(3600), |t| {
+                Duration::from_micros(t.saturating_sub(now))
+            });
+            tokio::select! {
+                () = &mut stop => {
+                    for t in &mut self.tracks {
+                        for s in t.subscribers.drain(..) {
+                            drop(s.stream);
+                            s.writer.publish_done(PublishDoneCode::TrackEnded, "publisher stopped");
+                        }
+                    }
+                    conn.publish_namespace_done(request);
+                    return Ok(Served::Stopped);
+                }
+                reason = conn.closed() => return Ok(Served::Closed(reason)),
+                event = conn.next_event() => match event {
+                    Some(Event::Subscribe(req)) => self.subscribe(req).await,
+                    Some(Event::Fetch(req)) => self.fetch(req).await,
+                    Some(other) => tracing::debug!(?other, "ignored"),
+                    None => return Ok(Served::Closed(conn.closed().await)),
+                },
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn track_index(&self, track: &FullTrackName) -> Option<usize> {
+        if track.namespace != self.namespace {
+            return None;
+        }
+        self.tracks.iter().position(|t| t.name == track.name)
+    }
+
+    async fn subscribe(&mut self, req: SubscribeRequest) {
+        let Some(i) = self.track_index(&req.track) else {
+            tracing::info!(track = %req.track, "SUBSCRIBE for a track this broadcast has not");
+            req.reject(RequestErrorCode::DoesNotExist, "no such track in this broadcast");
+            return;
+        };
+        let wait_for_group =
+            matches!(req.params.subscription_filter, Some(SubscriptionFilter::NextGroupStart));
+        let t = &self.tracks[i];
+        let (extensions, largest) = (t.extensions.clone(), t.largest);
+        match req.accept(extensions, largest).await {
+            Ok(writer) => {
+                tracing::info!(track = %String::from_utf8_lossy(&self.tracks[i].name.0), "subscribed");
+                self.tracks[i].subscribers.push(Subscriber {
+                    writer,
+                    stream: None,
+                    wait_for_group,
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "accepting SUBSCRIBE failed"),
+        }
+    }
+
+    async fn fetch(&mut self, req: IncomingFetch) {
+        let Some(i) = self.track_index(&req.range.track) else {
+            req.reject(RequestErrorCode::DoesNotExist, "no such track in this broadcast");
+            return;
+        };
+        let t = &self.tracks[i];
+        let objects: Vec<Object> =
+            t.range(req.range.start, req.range.end).into_iter().cloned().collect();
+        let Some(last) = objects.last().map(Object::location) else {
+            req.reject(RequestErrorCode::InvalidRange, "no cached objects in that range");
+            return;
+        };
+        let extensions = t.extensions.clone();
+        match req.accept(false, last, extensions).await {
+            Ok(mut response) => {
+                for o in &objects {
+                    if let Err(e) = response.write(o) {
+                        tracing::warn!(error = %e, "writing FETCH response failed");
+                        return;
+                    }
+                }
+                response.finish();
+            }
+            Err(e) => tracing::warn!(error = %e, "accepting FETCH failed"),
+        }
+    }
+}
