@@ -3,7 +3,7 @@
 // here, as an ingest would), ?kbps=N (a bottleneck from publisher to player; change it
 // later through window.tiermeshLink.bps), ?start=highest.
 import { Session } from '../src/session.js';
-import { MemoryLink, memoryPair } from '../src/transport.js';
+import { MemoryLink, connectWebTransport, memoryPair } from '../src/transport.js';
 import { Publisher } from '../src/media/publisher.js';
 import { Player } from '../src/media/player.js';
 import { exposeStats, renderStats, showError } from './common.js';
@@ -12,8 +12,22 @@ async function main(): Promise<void> {
   const params = new URLSearchParams(location.search);
   const link = new MemoryLink(Number(params.get('kbps') ?? 0) * 1000);
   (window as unknown as { tiermeshLink: MemoryLink }).tiermeshLink = link;
-  const { a, b } = memoryPair({ bToA: link });
-  const [playerSession, pubSession] = await Promise.all([Session.open(a, 'client'), Session.open(b, 'server')]);
+  // ?bridge=https://127.0.0.1:port/x&hash=… runs both sessions over real WebTransport
+  // connections joined by a bridge (tests/wt_bridge.py) instead of in memory.
+  const bridge = params.get('bridge');
+  let playerSession: Session;
+  let pubSession: Session;
+  if (bridge) {
+    const hash = params.get('hash') ?? undefined;
+    const ta = await connectWebTransport(bridge, hash);
+    // The client's SETUP is what makes the bridge open the other side's control stream.
+    const pa = Session.open(ta, 'client');
+    const tb = await connectWebTransport(bridge, hash, { acceptControl: true });
+    [playerSession, pubSession] = await Promise.all([pa, Session.open(tb, 'server')]);
+  } else {
+    const { a, b } = memoryPair({ bToA: link });
+    [playerSession, pubSession] = await Promise.all([Session.open(a, 'client'), Session.open(b, 'server')]);
+  }
   const url = 'https://loopback.invalid/demo/live';
   const ladder = params.get('ladder') === '1';
   const publisher = await Publisher.start({

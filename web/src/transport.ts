@@ -55,12 +55,18 @@ export function parseCertHash(hash: string): Uint8Array {
 export const MOQT_PROTOCOL = 'moqt-16';
 
 /**
- * Opens a WebTransport session to `url` offering `moqt-16`, then the control stream.
+ * Opens a WebTransport session to `url` offering `moqt-16`, then the control stream. With
+ * `acceptControl` (the server role behind a test bridge) it reads the control stream the
+ * peer opens and writes on one it opens itself.
  * With `certificateHash` the browser accepts the relay's development certificate by its
  * SHA-256 (valid for less than 14 days, ECDSA); without it the usual certificate checks
  * apply.
  */
-export async function connectWebTransport(url: string, certificateHash?: string): Promise<Transport> {
+export async function connectWebTransport(
+  url: string,
+  certificateHash?: string,
+  opts: { acceptControl?: boolean } = {},
+): Promise<Transport> {
   if (typeof globalThis.WebTransport !== 'function') {
     throw new ConnectError('unsupported', 'This browser has no WebTransport: use a recent Chrome, Edge or Firefox.');
   }
@@ -87,7 +93,18 @@ export async function connectWebTransport(url: string, certificateHash?: string)
     wt.close({ closeCode: 0x15, reason: 'version negotiation failed' });
     throw new ConnectError('handshake', `The relay chose protocol ${protocol}, this client speaks ${MOQT_PROTOCOL}.`);
   }
-  const control = await wt.createBidirectionalStream();
+  // The client opens the control stream. A page taking the server role behind a bridge
+  // (tests) reads the stream the bridge opens and writes on one of its own.
+  const control = opts.acceptControl
+    ? await (async () => {
+        const r = wt.incomingBidirectionalStreams.getReader();
+        const { value } = await r.read();
+        r.releaseLock();
+        if (!value) throw new ConnectError('handshake', 'The session closed before the control stream opened.');
+        const own = await wt.createBidirectionalStream();
+        return { readable: (value as WebTransportBidirectionalStream).readable, writable: own.writable };
+      })()
+    : await wt.createBidirectionalStream();
   let localClose: CloseInfo | undefined;
   const closed = wt.closed.then(
     (info): CloseInfo => localClose ?? { code: info.closeCode ?? 0, reason: info.reason ?? '', by: 'remote' },

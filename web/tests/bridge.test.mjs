@@ -1,0 +1,72 @@
+// Guards: the client over real QUIC and WebTransport in Chromium. Publisher and player run
+// in one page on two WebTransport sessions (offering moqt-16, development certificate by
+// hash) joined by tests/wt_bridge.py: SETUP, SUBSCRIBE + joining FETCH, one stream per
+// group with sendOrder, and ABR over the real streams. Skipped without python3 + aioquic.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { haveChromium, launch, open, pageUrl, stats, longestFreeze } from './chromium.mjs';
+
+const BRIDGE = fileURLToPath(new URL('./wt_bridge.py', import.meta.url));
+const haveAioquic = spawnSync('python3', ['-c', 'import aioquic'], { stdio: 'ignore' }).status === 0;
+const skip = (!haveChromium() && 'no chromium') || (!haveAioquic && 'python3 with aioquic not installed');
+
+let browser;
+let bridge;
+let port;
+let hash;
+
+before(async () => {
+  if (skip) return;
+  browser = await launch();
+  bridge = spawn('python3', [BRIDGE, '--lifetime', '300'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const line = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('bridge did not start within 10 s')), 10000);
+    let out = '';
+    bridge.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/ready (\d+) ([0-9a-f]{64})/);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m);
+      }
+    });
+    bridge.on('exit', (code) => reject(new Error(`bridge exited with ${code}`)));
+  });
+  port = line[1];
+  hash = line[2];
+});
+
+after(async () => {
+  await browser?.close();
+  bridge?.kill();
+});
+
+test('over WebTransport: video drawn and audio played', { skip }, async () => {
+  const { page, pageErrors } = await open(browser, pageUrl('loopback.html', `?bridge=https://127.0.0.1:${port}/demo/a&hash=${hash}`));
+  await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 30, null, { timeout: 20000 });
+  const freeze = await longestFreeze(page, 4000);
+  const s = await stats(page);
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(s.errors, []);
+  assert.ok(freeze < 500, `picture froze for ${freeze} ms`);
+  assert.ok(s.audioFramesPlayed >= 100, `audio frames played: ${s.audioFramesPlayed}`);
+  assert.ok(s.audioFramesConcealed <= 0.1 * s.audioFramesPlayed, `concealed ${s.audioFramesConcealed} of ${s.audioFramesPlayed}`);
+  assert.ok(s.latencyMs.p50 < 300, `latency p50 ${s.latencyMs.p50} ms`);
+  console.log(`webtransport: ${s.framesDrawn} frames, audio ${s.audioFramesPlayed}/${s.audioFramesConcealed} concealed, latency p50 ${s.latencyMs.p50} ms, throughput estimate ${s.throughputKbps} kb/s`);
+  await page.close();
+});
+
+test('over WebTransport: ABR climbs the ladder without a freeze', { skip }, async () => {
+  const { page, pageErrors } = await open(browser, pageUrl('loopback.html', `?bridge=https://127.0.0.1:${port}/demo/b&hash=${hash}&ladder=1&hold=3000`));
+  await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 10, null, { timeout: 20000 });
+  const freeze = await longestFreeze(page, 8000);
+  await page.waitForFunction(() => window.tiermeshStats?.tier === 'video/720p', null, { timeout: 15000 });
+  const s = await stats(page);
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(s.errors, []);
+  assert.ok(freeze < 700, `picture froze for ${freeze} ms`);
+  console.log(`webtransport ladder: ${s.switches.map((x) => `${x.to} (${x.reason})`).join(', ')}; freeze ${freeze} ms`);
+  await page.close();
+});
