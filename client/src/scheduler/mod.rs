@@ -115,6 +115,7 @@
 
 mod config;
 mod error;
+mod ready;
 mod stats;
 mod types;
 
@@ -135,13 +136,16 @@ pub use types::{
 };
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tiermesh_proto::priority::SendOrder;
 
 use config::MIN_WRITE;
+use ready::{BuildKeyHasher, LevelSet};
+
+type Map<K, V> = HashMap<K, V, BuildKeyHasher>;
 
 /// `(subscriber priority, publisher priority)` as one number; smaller is more important.
 type Level = u16;
@@ -204,10 +208,12 @@ impl Stream {
     }
 }
 
-/// One track's streams at one level.
+/// One track's streams at one level. Kept while the track lives, so a flow that empties
+/// and fills again (every object, when the link keeps up) costs no allocation.
 #[derive(Debug, Default)]
 struct Flow {
-    ready: BTreeSet<(SendOrder, StreamKey)>,
+    /// Ready streams in send order (most important first); rarely more than a few.
+    ready: Vec<(SendOrder, StreamKey)>,
     credit: i64,
 }
 
@@ -230,11 +236,13 @@ enum Step {
 #[derive(Debug)]
 pub struct Scheduler {
     config: SchedulerConfig,
-    streams: HashMap<StreamKey, Stream>,
-    tracks: HashMap<TrackKey, Track>,
-    flows: HashMap<(TrackKey, Level), Flow>,
-    /// Levels with ready flows, most important first; each a ring of tracks.
-    levels: BTreeMap<Level, VecDeque<TrackKey>>,
+    streams: Map<StreamKey, Stream>,
+    tracks: Map<TrackKey, Track>,
+    flows: Map<(TrackKey, Level), Flow>,
+    /// Per level, the ring of tracks with ready streams (kept when empty).
+    levels: Map<Level, VecDeque<TrackKey>>,
+    /// The levels whose ring is not empty.
+    active: LevelSet,
     /// FIFO mode: `(stream, object seq)` in arrival order.
     fifo: VecDeque<(StreamKey, u64)>,
     /// Object deadlines; entries of objects already written or dropped are skipped.
@@ -250,10 +258,11 @@ impl Scheduler {
     pub fn new(config: SchedulerConfig) -> Self {
         Scheduler {
             config,
-            streams: HashMap::new(),
-            tracks: HashMap::new(),
-            flows: HashMap::new(),
-            levels: BTreeMap::new(),
+            streams: Map::default(),
+            tracks: Map::default(),
+            flows: Map::default(),
+            levels: Map::default(),
+            active: LevelSet::default(),
             fifo: VecDeque::new(),
             deadlines: BinaryHeap::new(),
             actions: VecDeque::new(),
@@ -410,6 +419,7 @@ impl Scheduler {
             self.kill(key, DropReason::Cancelled, None);
         }
         self.tracks.remove(&track);
+        self.flows.retain(|(t, _), _| *t != track);
     }
 
     /// Applies a new subscriber priority (REQUEST_UPDATE) to every open stream of a track,
@@ -529,28 +539,28 @@ impl Scheduler {
     fn next_priority(&mut self, now: Instant, allowance: u64, budget: &SendBudget) -> Step {
         let quantum = self.config.quantum as i64;
         loop {
-            let Some((&level, ring)) = self.levels.iter_mut().next() else {
+            let Some(level) = self.active.first() else {
                 return Step::Idle;
             };
-            let Some(&track) = ring.front() else {
-                self.levels.remove(&level);
+            let Some(&track) = self.levels.get(&level).and_then(|r| r.front()) else {
+                self.active.remove(level);
                 continue;
             };
             let id = (track, level);
-            let Some(flow) = self.flows.get_mut(&id) else {
-                ring.pop_front();
+            let Some(flow) = self.flows.get_mut(&id).filter(|f| !f.ready.is_empty()) else {
+                if let Some(ring) = self.levels.get_mut(&level) {
+                    ring.pop_front();
+                }
                 continue;
             };
             if flow.credit <= 0 {
                 flow.credit += quantum;
-                ring.rotate_left(1);
+                if let Some(ring) = self.levels.get_mut(&level) {
+                    ring.rotate_left(1);
+                }
                 continue;
             }
-            let Some(&(_, key)) = flow.ready.first() else {
-                self.flows.remove(&id);
-                ring.pop_front();
-                continue;
-            };
+            let (_, key) = flow.ready[0];
             if let Some((reason, seq)) = self.check_start(now, key, budget) {
                 match seq {
                     Some(seq) => self.expire(key, reason, seq),
@@ -719,7 +729,7 @@ impl Scheduler {
         Some(write(chunk, s))
     }
 
-    fn mark_started(tracks: &mut HashMap<TrackKey, Track>, s: &mut Stream) {
+    fn mark_started(tracks: &mut Map<TrackKey, Track>, s: &mut Stream) {
         if s.started {
             return;
         }
@@ -760,11 +770,14 @@ impl Scheduler {
         };
         s.ready = true;
         let level = level_of(&s.order);
-        let flow = self.flows.entry((s.track, level)).or_insert_with(|| {
+        let flow = self.flows.entry((s.track, level)).or_default();
+        if flow.ready.is_empty() {
             self.levels.entry(level).or_default().push_back(s.track);
-            Flow::default()
-        });
-        flow.ready.insert((s.order, key));
+            self.active.insert(level);
+        }
+        let entry = (s.order, key);
+        let at = flow.ready.binary_search(&entry).unwrap_or_else(|i| i);
+        flow.ready.insert(at, entry);
     }
 
     fn unready(&mut self, key: StreamKey) {
@@ -780,13 +793,16 @@ impl Scheduler {
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
         };
-        flow.ready.remove(&(s.order, key));
+        if let Ok(at) = flow.ready.binary_search(&(s.order, key)) {
+            flow.ready.remove(at);
+        }
         if flow.ready.is_empty() {
-            self.flows.remove(&id);
+            // An empty flow starts its next turn afresh (deficit round robin).
+            flow.credit = 0;
             if let Some(ring) = self.levels.get_mut(&level) {
                 ring.retain(|t| *t != s.track);
                 if ring.is_empty() {
-                    self.levels.remove(&level);
+                    self.active.remove(level);
                 }
             }
         }
