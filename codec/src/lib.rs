@@ -16,6 +16,7 @@ pub mod frame;
 pub mod h264;
 pub mod ladder;
 pub mod loc;
+pub mod media;
 pub mod opus;
 pub mod scale;
 pub mod test_pattern;
