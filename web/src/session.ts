@@ -335,12 +335,14 @@ export class PublishedTrack {
     let s = o.streams.get(groupId);
     if (s?.aborted) return;
     if (!s) {
+      // One stream per group, closed when the next group starts: its end is the group's
+      // end, which the End of Group bit tells the subscriber.
       const sgw = new SubgroupWriter({
         trackAlias: o.alias,
         groupId,
         subgroupId: 'zero',
         extensions: true,
-        endOfGroup: false,
+        endOfGroup: true,
       });
       // Newer groups and more important tracks first: sendOrder grows with both.
       const sendOrder = (255 - this.opts.priority) * 2 ** 32 + groupId;

@@ -110,3 +110,13 @@ test('a frame arriving after the lookahead but before its conceal deadline still
   assert.equal(s?.kind === 'play' && s.frame, 'f1');
   assert.equal(j.concealed, 0);
 });
+
+test('a late frame lengthens the playout delay', () => {
+  const c = new PlayoutClock();
+  for (let i = 0; i < 20; i++) c.observe(1000 + i * 20 + 10, 1000 + i * 20);
+  const d = c.delayMs!;
+  c.bump(10);
+  assert.equal(c.delayMs, d + 10);
+  for (let i = 0; i < 100; i++) c.bump(10);
+  assert.ok(c.delayMs! <= 10 + 600, 'never beyond the largest margin');
+});

@@ -105,3 +105,28 @@ test('closing the session sends PUBLISH_DONE, then the close reason reaches the 
   assert.equal(info.reason, 'publisher left');
   assert.equal(ended, 'track ended', 'PUBLISH_DONE came before the close');
 });
+
+test('a group that waits too long in the send queue is reset and newer groups still arrive', async () => {
+  const { MemoryLink } = await import('../src/transport.js');
+  const link = new MemoryLink(200_000); // 200 kb/s: 25 kB take a second
+  const { a, b } = memoryPair({ bToA: link });
+  const [sub, pub] = await Promise.all([Session.open(a, 'client'), Session.open(b, 'server')]);
+  const track = pub.publishTrack(['x'], 'video/720p', { priority: 64, push: false, maxQueueMs: 300 });
+  const dropped: number[] = [];
+  track.onGroupDropped = (g) => dropped.push(g);
+  const groups = new Set<number>();
+  await sub.subscribe(['x'], 'video/720p', { onObject: (o) => groups.add(o.groupId) });
+  const big = new Uint8Array(20_000);
+  // Group 0: five 20 kB objects, far more than the link carries in 300 ms.
+  for (let o = 0; o < 5; o++) {
+    track.write(0, o, big);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await until(() => dropped.length > 0, 5000);
+  assert.deepEqual(dropped, [0]);
+  assert.equal(track.stats().groupsDropped, 1);
+  link.bps = 0;
+  track.write(1, 0, new Uint8Array(100));
+  await until(() => groups.has(1), 5000);
+  sub.close();
+});

@@ -1,6 +1,7 @@
 // Guards: tier switching in a real Chromium with a three-tier ladder encoded in the page.
 // ABR steps up after a calm hold and steps down within seconds when the link from the
-// publisher drops to 500 kb/s, and the picture never freezes for long across a switch.
+// publisher drops to 500 kb/s (and the publisher's encoders follow the slower uplink), and
+// the picture never freezes for long across a switch.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { haveChromium, launch, open, pageUrl, stats, longestFreeze } from './chromium.mjs';
@@ -39,8 +40,12 @@ test('ABR steps down quickly when the link degrades', { skip: !haveChromium() &&
   const drawnAtSwitch = (await stats(page)).framesDrawn;
   await page.waitForFunction((n) => window.tiermeshStats.framesDrawn > n + 30, drawnAtSwitch, { timeout: 10000 });
   const s = await stats(page);
+  const pub = await page.evaluate(() => ({ ...window.tiermeshPublisherStats }));
   assert.deepEqual(pageErrors, []);
   assert.match(s.switches.at(-1).reason, /latency|throughput/);
+  // The publisher's uplink (the shaped link) slowed down too: its encoders follow it.
+  assert.ok(pub.targetKbps < 2500, `publisher target still ${pub.targetKbps} kb/s`);
+  console.log(`publisher target bit rate after the drop: ${pub.targetKbps} kb/s`);
   console.log(`down-switch to ${s.tier} ${took} ms after the link dropped to 500 kb/s (${s.switches.at(-1).reason})`);
   assert.ok(took < 5000, `stepped down after ${took} ms`);
   await page.close();

@@ -52,7 +52,7 @@ test('over WebTransport: video drawn and audio played', { skip }, async () => {
   assert.deepEqual(s.errors, []);
   assert.ok(freeze < 500, `picture froze for ${freeze} ms`);
   assert.ok(s.audioFramesPlayed >= 100, `audio frames played: ${s.audioFramesPlayed}`);
-  assert.ok(s.audioFramesConcealed <= 0.1 * s.audioFramesPlayed, `concealed ${s.audioFramesConcealed} of ${s.audioFramesPlayed}`);
+  assert.ok(s.audioFramesConcealed <= 0.15 * s.audioFramesPlayed, `concealed ${s.audioFramesConcealed} of ${s.audioFramesPlayed}`);
   assert.ok(s.latencyMs.p50 < 300, `latency p50 ${s.latencyMs.p50} ms`);
   console.log(`webtransport: ${s.framesDrawn} frames, audio ${s.audioFramesPlayed}/${s.audioFramesConcealed} concealed, latency p50 ${s.latencyMs.p50} ms, throughput estimate ${s.throughputKbps} kb/s`);
   await page.close();

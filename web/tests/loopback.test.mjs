@@ -22,7 +22,7 @@ test('loopback: video drawn, audio played, latency low', { skip: !haveChromium()
   assert.equal(s.state, 'playing');
   assert.ok(freeze < 500, `picture froze for ${freeze} ms`);
   assert.ok(s.audioFramesPlayed >= 150, `audio frames played: ${s.audioFramesPlayed}`);
-  assert.ok(s.audioFramesConcealed <= 0.1 * s.audioFramesPlayed, `concealed ${s.audioFramesConcealed} of ${s.audioFramesPlayed}`);
+  assert.ok(s.audioFramesConcealed <= 0.15 * s.audioFramesPlayed, `concealed ${s.audioFramesConcealed} of ${s.audioFramesPlayed}`);
   assert.ok(s.latencyMs.p50 > 0 && s.latencyMs.p50 < 300, `capture-to-display latency p50 ${s.latencyMs.p50} ms`);
   console.log(`loopback: ${s.framesDrawn} frames drawn, freeze ${freeze} ms, audio ${s.audioFramesPlayed} played / ${s.audioFramesConcealed} concealed, latency p50 ${s.latencyMs.p50} ms`);
   await page.close();

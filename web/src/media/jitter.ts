@@ -70,6 +70,16 @@ export class PlayoutClock {
     this.lastUpdate = now;
   }
 
+  /**
+   * Raises the delay by `ms` (up to the largest margin): called when a frame arrived too late
+   * to play, which transit alone does not show (decoding and scheduling take time too).
+   */
+  bump(ms: number): void {
+    if (this.current === undefined) return;
+    const floor = this.floorMs ?? 0;
+    this.current = Math.min(floor + this.cfg.maxMarginMs, this.current + ms);
+  }
+
   /** The delay (ms) from capture to playout, or undefined before the first object. */
   get delayMs(): number | undefined {
     return this.current;
@@ -122,13 +132,17 @@ export class AudioJitter<T> {
     return this.frames.size;
   }
 
-  /** Adds a decoded frame with sequence number `seq` (the group ID) captured at `captureMs`. */
-  push(seq: number, captureMs: number, frame: T): void {
+  /**
+   * Adds a decoded frame with sequence number `seq` (the group ID) captured at `captureMs`.
+   * Returns false if it came after its slot (it is dropped).
+   */
+  push(seq: number, captureMs: number, frame: T): boolean {
     if (this.nextSeq !== undefined && seq < this.nextSeq) {
       this.late++;
-      return;
+      return false;
     }
     this.frames.set(seq, { captureMs, frame });
+    return true;
   }
 
   /**

@@ -710,7 +710,9 @@ class AudioPipeline {
       planes.push(p);
     }
     d.close();
-    if (meta) this.jitter.push(meta.seq, meta.captureMs, planes);
+    // A frame too late for its slot means the delay is short of what decoding and
+    // scheduling need here: lengthen it (it shrinks again slowly when things calm down).
+    if (meta && !this.jitter.push(meta.seq, meta.captureMs, planes)) this.clock.bump(10);
   }
 
   /** Maps a wall-clock time (ms) to the AudioContext's clock (s). */
