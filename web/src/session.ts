@@ -604,8 +604,11 @@ export class Session {
     const parity = this.role === 'client' ? 1 : 0;
     if (id % 2 !== parity) throw new ProtocolError('Request ID of the wrong parity', TerminationCode.InvalidRequestId);
     if (id >= this.maxRequestIdGiven) throw new ProtocolError('Request ID above the maximum', TerminationCode.TooManyRequests);
-    if (id + 64 >= this.maxRequestIdGiven) {
-      this.maxRequestIdGiven += 256;
+    // Credit grows by the initial window each time the peer is past half of what it has,
+    // so a peer that keeps requesting at a steady pace never blocks.
+    const window = this.opts.maxRequestId ?? 256;
+    if (id >= this.maxRequestIdGiven - window / 2) {
+      this.maxRequestIdGiven += window;
       this.send({ type: 'max_request_id', maxRequestId: this.maxRequestIdGiven });
     }
   }
@@ -712,14 +715,24 @@ export class Session {
   // -------------------------------------------------------------------------------------
 
   private async request<T extends Message>(build: (id: number) => Message, what: string): Promise<T> {
+    const timeout = this.opts.requestTimeoutMs ?? 10000;
+    const blockedSince = Date.now();
     while (!this.closeInfo && this.nextRequestId >= this.peerMaxRequestId) {
+      if (Date.now() - blockedSince >= timeout) {
+        throw new RequestError(what, RequestErrorCode.Timeout, `the peer allows no more requests (MAX_REQUEST_ID ${this.peerMaxRequestId})`);
+      }
       this.send({ type: 'requests_blocked', maxRequestId: this.peerMaxRequestId });
-      await new Promise<void>((r) => this.blockedWaiters.push(r));
+      await new Promise<void>((r) => {
+        const timer = setTimeout(r, timeout);
+        this.blockedWaiters.push(() => {
+          clearTimeout(timer);
+          r();
+        });
+      });
     }
     if (this.closeInfo) throw new SessionClosedError(this.closeInfo);
     const id = this.nextRequestId;
     this.nextRequestId += 2;
-    const timeout = this.opts.requestTimeoutMs ?? 10000;
     const p = new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);

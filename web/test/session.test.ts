@@ -130,3 +130,22 @@ test('a group that waits too long in the send queue is reset and newer groups st
   await until(() => groups.has(1), 5000);
   sub.close();
 });
+
+test('requests wait for MAX_REQUEST_ID credit and fail clearly without it', async () => {
+  const { a, b } = memoryPair();
+  // The publisher side grants the subscriber one request (ID 0), and more only once it is
+  // past half of its credit: with a window of 2 that never happens here.
+  const [sub, pub] = await Promise.all([Session.open(a, 'client', { requestTimeoutMs: 300 }), Session.open(b, 'server', { maxRequestId: 2 })]);
+  pub.publishTrack(['x'], 'a', { priority: 16, push: false });
+  pub.publishTrack(['x'], 'b', { priority: 16, push: false });
+  await sub.subscribe(['x'], 'a', { onObject: () => undefined });
+  await assert.rejects(sub.subscribe(['x'], 'b', { onObject: () => undefined }), /allows no more requests \(MAX_REQUEST_ID 2\)/);
+
+  // With a window of 4 the grant comes before the subscriber runs out.
+  const p2 = memoryPair();
+  const [sub2, pub2] = await Promise.all([Session.open(p2.a, 'client', { requestTimeoutMs: 300 }), Session.open(p2.b, 'server', { maxRequestId: 4 })]);
+  for (const n of ['a', 'b', 'c', 'd', 'e']) pub2.publishTrack(['x'], n, { priority: 16, push: false });
+  for (const n of ['a', 'b', 'c', 'd', 'e']) await sub2.subscribe(['x'], n, { onObject: () => undefined });
+  sub2.close();
+  sub.close();
+});
