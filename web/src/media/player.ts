@@ -31,8 +31,8 @@ export class PlayerError extends Error {
 
 /** Live figures of a player, also exposed as `window.tiermeshStats` by the pages. */
 export interface PlayerStats {
-  /** `connecting`, `playing`, `ended` or `error`. */
-  state: 'connecting' | 'playing' | 'ended' | 'error';
+  /** `connecting`, `playing`, `reconnecting` (after GOAWAY or a lost connection), `ended` or `error`. */
+  state: 'connecting' | 'playing' | 'reconnecting' | 'ended' | 'error';
   /** Video frames out of the decoder. */
   framesDecoded: number;
   /** Video frames drawn on the canvas. */
@@ -230,14 +230,8 @@ export class Player {
       throw new PlayerError('unsupported', 'This browser has no WebCodecs (VideoDecoder): use a recent Chrome or Edge.');
     }
     const name = this.namespace.join('/');
-    this.session =
-      this.opts.useSession ?? (await Session.connect(this.opts.url, { certificateHash: this.opts.certificateHash, ...this.opts.session }));
-    void this.session.closed.then((info) => {
-      if (this.stopped) return;
-      const e = new PlayerError('closed', `The relay closed the session${info.reason ? `: ${info.reason}` : ''} (code ${info.code}).`);
-      this.fail(e);
-      this.opts.onError?.(e);
-    });
+    this.session = this.opts.useSession ?? (await this.connect(this.opts.url));
+    this.watch(this.session);
     this.catalog = await this.readCatalog(name);
     const media = mediaTracks(this.catalog);
     this.ladder = media.video;
@@ -275,6 +269,83 @@ export class Player {
       this.raf = requestAnimationFrame(frame);
     };
     this.raf = requestAnimationFrame(frame);
+  }
+
+  private connect(url: string): Promise<Session> {
+    return Session.connect(url, {
+      certificateHash: this.opts.certificateHash,
+      ...this.opts.session,
+      onGoaway: (uri) => void this.reconnect(this.goawayUrl(uri), 'the relay sent GOAWAY'),
+    });
+  }
+
+  /** The URL to reconnect to after GOAWAY: the new URI if it is https, with our token. */
+  private goawayUrl(uri: string): string {
+    if (!uri.startsWith('https://')) return this.opts.url;
+    const next = new URL(uri);
+    const jwt = new URL(this.opts.url).searchParams.get('jwt');
+    if (jwt && !next.searchParams.has('jwt')) next.searchParams.set('jwt', jwt);
+    return next.toString();
+  }
+
+  /** Reacts to the end of `session`: reconnects if it was ours and playback goes on. */
+  private watch(session: Session): void {
+    void session.closed.then((info) => {
+      if (this.stopped || session !== this.session || info.by === 'local') return;
+      const why = `The relay closed the session${info.reason ? `: ${info.reason}` : ''} (code ${info.code}).`;
+      if (this.opts.useSession) {
+        const e = new PlayerError('closed', why);
+        this.fail(e);
+        this.opts.onError?.(e);
+        return;
+      }
+      void this.reconnect(this.opts.url, why);
+    });
+  }
+
+  private reconnecting = false;
+
+  /**
+   * Opens a new session (after GOAWAY or a lost connection), subscribes again to the
+   * catalog, the audio and the current tier (with a joining fetch, so video resumes at a key
+   * frame), then drops the old session. Retries with backoff until stopped.
+   */
+  private async reconnect(url: string, why: string): Promise<void> {
+    if (this.stopped || this.reconnecting || this.opts.useSession) return;
+    this.reconnecting = true;
+    this.stats.state = 'reconnecting';
+    this.error(`reconnecting: ${why}`);
+    const old = this.session;
+    for (let attempt = 0; !this.stopped; attempt++) {
+      try {
+        const session = await this.connect(url);
+        this.session = session;
+        this.watch(session);
+        await this.readCatalog(this.namespace.join('/'));
+        const audio = this.audioSub;
+        if (audio && this.audio) {
+          this.audioSub = await session.subscribe(this.namespace, audio.name, {
+            priority: 16,
+            onObject: (o) => {
+              this.count(o.payload.length);
+              this.audio?.onObject(o);
+            },
+          });
+        }
+        if (this.feed) {
+          this.pendingTier = undefined;
+          this.feed = await this.openTier(this.feed.index, true);
+          this.expect = undefined;
+        }
+        if (old && old !== session) old.close(0, 'moved to a new session');
+        this.stats.state = 'playing';
+        break;
+      } catch (e) {
+        this.error(`reconnect: ${(e as Error).message}`);
+        await new Promise((r) => setTimeout(r, Math.min(5000, 500 * 2 ** attempt)));
+      }
+    }
+    this.reconnecting = false;
   }
 
   private error(message: string): void {
