@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tiermesh_proto::types::TrackNamespace;
 
 use crate::wire::{
-    LoadReport, NamespaceRecord, NodeAnnouncement, RelayName, RouteAdvert, RouteMessage,
+    LinkRecord, LoadReport, NamespaceRecord, NodeAnnouncement, RelayName, RouteAdvert, RouteMessage,
 };
 
 /// Deterministic hashing (SipHash with fixed keys): the same inputs give the same iteration
@@ -63,6 +63,9 @@ pub struct NodeConfig {
     pub node_ttl: Duration,
     /// Most records in one message; larger batches are split.
     pub max_items_per_message: usize,
+    /// After the session to a peer drops, how long this relay takes no route to that peer
+    /// as origin through others (they may not have noticed yet that it died).
+    pub suspect_hold: Duration,
 }
 
 impl NodeConfig {
@@ -91,6 +94,11 @@ impl NodeConfig {
             // 1024 records keep one message around 30 to 60 KB: a few QUIC packets' worth
             // of head-of-line blocking on the routes track.
             max_items_per_message: 1024,
+            // 100 ms: long enough for the link reports of the dead relay's other
+            // neighbours to arrive (they lose their sessions at about the same time), so two
+            // of them never point at each other for the dead relay; short enough that, when
+            // only the link died, the relay behind it is reachable again almost at once.
+            suspect_hold: Duration::from_millis(100),
         }
     }
 
@@ -247,6 +255,7 @@ struct Peer {
     dirty_nodes: Vec<Id>,
     node_flag: Vec<bool>,
     dirty_ns: Vec<(Arc<TrackNamespace>, Id)>,
+    dirty_links: Vec<(Id, Id)>,
     wants: Vec<Id>,
 }
 
@@ -281,8 +290,16 @@ impl Peer {
         !self.dirty_routes.is_empty()
             || !self.dirty_nodes.is_empty()
             || !self.dirty_ns.is_empty()
+            || !self.dirty_links.is_empty()
             || !self.wants.is_empty()
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct LinkState {
+    epoch: u64,
+    seq: u64,
+    up: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -338,6 +355,13 @@ pub struct Node {
     namespaces: Map<Arc<TrackNamespace>, NsEntry>,
     ns_seq: u64,
     ann_seq: u64,
+    /// Link records by (reporter, peer).
+    links: Map<(Id, Id), LinkState>,
+    /// Per relay: how many down links touch it (a cheap pre-check before `links`).
+    down_touch: Vec<u32>,
+    link_seq: u64,
+    /// Peers lost recently: no route to them as origin until the instant.
+    suspects: Vec<(Id, Instant)>,
     load: LoadReport,
     outbox: VecDeque<(RelayName, RouteMessage)>,
     events: VecDeque<Event>,
@@ -359,6 +383,10 @@ impl Node {
             namespaces: Map::default(),
             ns_seq: 0,
             ann_seq: 0,
+            links: Map::default(),
+            down_touch: Vec::new(),
+            link_seq: 0,
+            suspects: Vec::new(),
             load: LoadReport { healthy: true, ..LoadReport::default() },
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -433,7 +461,16 @@ impl Node {
                 }
             }
         }
+        for (&(a, b), l) in &self.links {
+            if (transit || a == ME) && self.is_current_epoch(a, l.epoch) {
+                p.dirty_links.push((a, b));
+            }
+        }
         self.peers.insert(id, p);
+        self.suspects.retain(|s| s.0 != id);
+        if self.links.get(&(ME, id)).is_some_and(|l| !l.up) {
+            self.report_link(now, id, true);
+        }
         self.schedule_flush(now);
     }
 
@@ -442,6 +479,11 @@ impl Node {
     pub fn handle_peer_down(&mut self, now: Instant, peer: &str) {
         let Some(&id) = self.ids.get(peer) else { return };
         let Some(p) = self.peers.remove(&id) else { return };
+        // Tell the mesh first: the report travels in the same message as the withdrawals it
+        // causes, so no relay tries a path over this link in the meantime.
+        self.report_link(now, id, false);
+        self.suspects.retain(|s| s.0 != id);
+        self.suspects.push((id, now + self.cfg.suspect_hold));
         for (o, e) in p.rib.iter().enumerate() {
             if e.is_some() {
                 self.recompute(now, o as Id, None);
@@ -463,6 +505,27 @@ impl Node {
         self.stats.messages_received += 1;
         for ann in msg.nodes {
             self.receive_announcement(now, from_id, ann);
+        }
+        let (mut went_down, mut came_up) = (Vec::new(), false);
+        for l in msg.links {
+            match self.receive_link(now, from_id, l) {
+                Some((a, b, false)) => went_down.push((a, b)),
+                Some((_, _, true)) => came_up = true,
+                None => {}
+            }
+        }
+        if came_up {
+            // A link is back: paths over it are usable again; any origin may improve.
+            for o in 1..self.origins.len() as Id {
+                self.recompute(now, o, None);
+            }
+        } else if !went_down.is_empty() {
+            // Only an origin whose best path crosses a dead link can change.
+            for o in 1..self.origins.len() as Id {
+                if self.best_crosses(o, &went_down) {
+                    self.recompute(now, o, None);
+                }
+            }
         }
         for w in &msg.withdrawn {
             if let Some(&o) = self.ids.get(w) {
@@ -505,6 +568,13 @@ impl Node {
             self.repair(now);
             self.schedule_flush(now);
         }
+        if self.suspects.iter().any(|s| s.1 <= now) {
+            let (done, keep): (Vec<_>, Vec<_>) = self.suspects.iter().partition(|s| s.1 <= now);
+            self.suspects = keep;
+            for (o, _) in done {
+                self.recompute(now, o, None);
+            }
+        }
         if self.next_flush.is_some_and(|t| t <= now) {
             self.next_flush = None;
             self.flush(now);
@@ -513,10 +583,11 @@ impl Node {
 
     /// The next instant [`Self::handle_timeout`] has work, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(match self.next_flush {
-            Some(f) => f.min(self.next_announce),
-            None => self.next_announce,
-        })
+        let mut t = self.next_announce;
+        for s in &self.suspects {
+            t = t.min(s.1);
+        }
+        Some(self.next_flush.map_or(t, |f| f.min(t)))
     }
 
     /// The next message to send, with the peer it goes to.
@@ -787,6 +858,7 @@ impl Node {
             self.events.push_back(Event::NodeUp(ann.name.clone()));
         }
         if ann.epoch > self.origins[o as usize].ns_epoch {
+            self.purge_links(o);
             self.purge_records(now, o);
             self.origins[o as usize].ns_epoch = ann.epoch;
         }
@@ -852,9 +924,13 @@ impl Node {
         if o == ME {
             return;
         }
+        // While `o` is suspected dead, keep the current next hop if its path still holds,
+        // but switch to no other: the other paths may cross links not reported down yet.
+        let suspect = self.suspects.iter().any(|s| s.0 == o && now < s.1);
+        let old_via = self.origins[o as usize].best.and_then(|b| b.via);
         let mut best: Option<Best> = None;
-        for (&id, p) in &self.peers {
-            if let Some(e) = p.rib(o) {
+        for (&id, p) in self.peers.iter().filter(|(id, _)| !suspect || Some(**id) == old_via) {
+            if let Some(e) = p.rib(o).filter(|e| !self.crosses_down_link(&e.path)) {
                 let cand = Best { via: Some(id), cost: e.cost, len: e.path.len() as u32 + 1 };
                 if best.is_none_or(|b| self.cmp_best(cand, b).is_lt()) {
                     best = Some(cand);
@@ -883,6 +959,108 @@ impl Node {
                 origin: self.names[o as usize].clone(),
                 next_hop,
             });
+        }
+    }
+
+    /// Whether records of reporter `a` with `epoch` belong to its current membership.
+    fn is_current_epoch(&self, a: Id, epoch: u64) -> bool {
+        if a == ME {
+            return epoch == self.cfg.epoch;
+        }
+        self.origins[a as usize].member.as_ref().is_some_and(|m| m.ann.epoch == epoch)
+    }
+
+    fn is_down(&self, x: Id, y: Id) -> bool {
+        let touched = |i: Id| self.down_touch.get(i as usize).is_some_and(|c| *c > 0);
+        if !touched(x) || !touched(y) {
+            return false;
+        }
+        let down = |k: (Id, Id)| self.links.get(&k).is_some_and(|l| !l.up);
+        down((x, y)) || down((y, x))
+    }
+
+    /// Whether a peer's path crosses a link reported down.
+    fn crosses_down_link(&self, path: &[Id]) -> bool {
+        path.windows(2).any(|w| self.is_down(w[0], w[1]))
+    }
+
+    fn best_crosses(&self, o: Id, links: &[(Id, Id)]) -> bool {
+        let Some(via) = self.origins[o as usize].best.and_then(|b| b.via) else { return false };
+        let Some(e) = self.peers.get(&via).and_then(|p| p.rib(o)) else { return false };
+        e.path.windows(2).any(|w| {
+            links.iter().any(|&(a, b)| (w[0] == a && w[1] == b) || (w[0] == b && w[1] == a))
+        })
+    }
+
+    /// Stores a link record; returns (reporter, peer, up) when the link's state changed.
+    fn set_link(&mut self, a: Id, b: Id, st: LinkState) -> Option<(Id, Id, bool)> {
+        let was_down = self.links.get(&(a, b)).is_some_and(|l| !l.up);
+        self.links.insert((a, b), st);
+        let need = (a.max(b) as usize) + 1;
+        if self.down_touch.len() < need {
+            self.down_touch.resize(need, 0);
+        }
+        match (was_down, st.up) {
+            (false, false) => {
+                self.down_touch[a as usize] += 1;
+                self.down_touch[b as usize] += 1;
+            }
+            (true, true) => {
+                self.down_touch[a as usize] -= 1;
+                self.down_touch[b as usize] -= 1;
+            }
+            _ => return None,
+        }
+        Some((a, b, st.up))
+    }
+
+    /// This relay's own link to `peer` went down or came back.
+    fn report_link(&mut self, now: Instant, peer: Id, up: bool) {
+        self.link_seq += 1;
+        let st = LinkState { epoch: self.cfg.epoch, seq: self.link_seq, up };
+        self.set_link(ME, peer, st);
+        self.changed(now);
+        for p in self.peers.values_mut() {
+            p.dirty_links.push((ME, peer));
+        }
+        self.schedule_flush(now);
+    }
+
+    fn receive_link(&mut self, now: Instant, from: Id, l: LinkRecord) -> Option<(Id, Id, bool)> {
+        let a = *self.ids.get(&l.reporter)?;
+        if a == ME || !self.is_current_epoch(a, l.epoch) {
+            return None;
+        }
+        let b = self.intern(&l.peer);
+        if self.links.get(&(a, b)).is_some_and(|h| (h.epoch, h.seq) >= (l.epoch, l.seq)) {
+            return None;
+        }
+        let changed = self.set_link(a, b, LinkState { epoch: l.epoch, seq: l.seq, up: l.up });
+        if !l.up && b != ME && !self.suspects.iter().any(|s| s.0 == b) {
+            self.suspects.push((b, now + self.cfg.suspect_hold));
+        }
+        self.changed(now);
+        if self.cfg.transit {
+            for (&id, p) in self.peers.iter_mut() {
+                if id != from {
+                    p.dirty_links.push((a, b));
+                }
+            }
+            self.schedule_flush(now);
+        }
+        changed
+    }
+
+    /// Drops the link records reported by `a` (expired, or restarted with a new epoch).
+    fn purge_links(&mut self, a: Id) {
+        let keys: Vec<(Id, Id)> = self.links.keys().filter(|k| k.0 == a).copied().collect();
+        for k in keys {
+            if let Some(l) = self.links.remove(&k)
+                && !l.up
+            {
+                self.down_touch[k.0 as usize] -= 1;
+                self.down_touch[k.1 as usize] -= 1;
+            }
         }
     }
 
@@ -936,6 +1114,7 @@ impl Node {
             if expired {
                 let name = self.origins[o].member.take().map(|m| m.ann.name);
                 self.purge_records(now, o as Id);
+                self.purge_links(o as Id);
                 self.changed(now);
                 if let Some(name) = name {
                     self.events.push_back(Event::NodeDown(name));
@@ -999,6 +1178,21 @@ impl Node {
                 cur.nodes.push(ann);
                 push(&mut cur, &mut out);
             }
+        }
+        let mut seen_links = HashSet::new();
+        for (a, b) in std::mem::take(&mut p.dirty_links) {
+            let Some(l) = self.links.get(&(a, b)) else { continue };
+            if !seen_links.insert((a, b)) || !self.is_current_epoch(a, l.epoch) {
+                continue;
+            }
+            cur.links.push(LinkRecord {
+                reporter: self.names[a as usize].clone(),
+                peer: self.names[b as usize].clone(),
+                epoch: l.epoch,
+                seq: l.seq,
+                up: l.up,
+            });
+            push(&mut cur, &mut out);
         }
         for o in std::mem::take(&mut p.dirty_routes) {
             p.route_flag[o as usize] = false;

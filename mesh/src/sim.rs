@@ -105,7 +105,8 @@ pub struct PhaseReport {
     /// Moves that carried NEW GROUP REQUEST.
     pub new_group_requests: u64,
     /// Instants at which some relay's next hops towards a sampled origin formed a loop
-    /// (sampled every 5 ms of virtual time during the phase).
+    /// (sampled every 5 ms of virtual time during the phase, towards up to eight of the
+    /// relays that failed or returned and one bystander).
     pub transient_loops: u64,
 }
 
@@ -132,6 +133,8 @@ pub struct CheckReport {
     pub upstream_subscriptions: u64,
     /// Longest next-hop chain seen.
     pub max_hops: usize,
+    /// (relay, live origin) pairs the failures cut apart (correctly without a route).
+    pub cut_off: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -396,7 +399,10 @@ impl Sim {
     /// window.
     pub fn fail(&mut self, name: &str, which: &[usize]) -> PhaseReport {
         let which = which.to_vec();
-        let probes = [which.first().copied().unwrap_or(0), self.names.len() / 2];
+        // Loops are looked for towards the first few relays that change (the origins whose
+        // routes are in flux) and one bystander.
+        let mut probes: Vec<usize> = which.iter().copied().take(8).collect();
+        probes.push(self.names.len() / 2);
         self.run_phase(name, &probes, |sim| {
             for &i in &which {
                 sim.nodes[i] = None;
@@ -425,7 +431,10 @@ impl Sim {
     /// with them) and runs one window.
     pub fn restore(&mut self, name: &str, which: &[usize]) -> PhaseReport {
         let which = which.to_vec();
-        let probes = [which.first().copied().unwrap_or(0), self.names.len() / 2];
+        // Loops are looked for towards the first few relays that change (the origins whose
+        // routes are in flux) and one bystander.
+        let mut probes: Vec<usize> = which.iter().copied().take(8).collect();
+        probes.push(self.names.len() / 2);
         self.run_phase(name, &probes, |sim| {
             for &i in &which {
                 sim.boot(i);
@@ -739,19 +748,63 @@ impl Sim {
         false
     }
 
-    /// Verifies the converged state (see the module documentation).
+    /// For every live relay, the components of the live hub graph it touches: two relays can
+    /// reach each other through the mesh (leaves never transit) iff these intersect.
+    fn hub_components(&self) -> Vec<Vec<usize>> {
+        let n = self.names.len();
+        let live_hub = |i: usize| self.hub[i] && self.nodes[i].is_some();
+        let mut comp = vec![usize::MAX; n];
+        let mut next = 0;
+        for h in 0..n {
+            if !live_hub(h) || comp[h] != usize::MAX {
+                continue;
+            }
+            comp[h] = next;
+            let mut stack = vec![h];
+            while let Some(a) = stack.pop() {
+                for &(b, _) in &self.adj[a] {
+                    if live_hub(b) && comp[b] == usize::MAX {
+                        comp[b] = next;
+                        stack.push(b);
+                    }
+                }
+            }
+            next += 1;
+        }
+        (0..n)
+            .map(|i| {
+                if self.nodes[i].is_none() {
+                    return Vec::new();
+                }
+                if self.hub[i] {
+                    return vec![comp[i]];
+                }
+                let mut c: Vec<usize> =
+                    self.adj[i].iter().filter(|l| live_hub(l.0)).map(|l| comp[l.0]).collect();
+                c.sort();
+                c.dedup();
+                c
+            })
+            .collect()
+    }
+
+    /// Verifies the converged state (see the module documentation). A relay cut off from
+    /// an origin by the failures (every hub it peers with dead) must have no route to it.
     pub fn check(&self) -> Result<CheckReport, String> {
         let n = self.names.len();
         let live = |i: usize| self.nodes[i].is_some();
+        let comps = self.hub_components();
+        let reach = |a: usize, b: usize| a == b || comps[a].iter().any(|c| comps[b].contains(c));
         let mut rep = CheckReport::default();
         for o in 0..n {
             for start in 0..n {
                 let Some(s) = self.nodes[start].as_ref() else { continue };
                 let route = s.node.route_to(self.names[o].as_str());
-                if !live(o) {
+                if !live(o) || !reach(start, o) {
+                    rep.cut_off += u64::from(live(o));
                     if route.is_some() {
                         return Err(format!(
-                            "{} keeps a route to dead {}",
+                            "{} keeps a route to unreachable {}",
                             self.names[start], self.names[o]
                         ));
                     }
@@ -812,7 +865,7 @@ impl Sim {
             for i in 0..n {
                 let Some(s) = self.nodes[i].as_ref() else { continue };
                 let got = s.node.route(ns).map(|r| r.origin);
-                let want = live(*at).then(|| self.names[*at].clone());
+                let want = (live(*at) && reach(i, *at)).then(|| self.names[*at].clone());
                 if got != want {
                     return Err(format!(
                         "{} routes {ns} to {got:?}, expected {want:?}",

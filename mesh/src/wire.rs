@@ -16,6 +16,7 @@
 //! RouteMessage {
 //!   Name Count (i), Name (Length (i), Bytes) ...,
 //!   Node Count (i), NodeAnnouncement ...,
+//!   Link Count (i), LinkRecord ...,
 //!   Route Count (i), Route ...,
 //!   Withdraw Count (i), Origin Name Index (i) ...,
 //!   Namespace Count (i), NamespaceRecord ...,
@@ -24,6 +25,7 @@
 //! NodeAnnouncement { Name Index (i), Region (Length (i), Bytes), URL (Length (i), Bytes),
 //!   Epoch (i), Seq (i), Age Ms (i), Namespace Seq (i), Flags (i),
 //!   Sessions (i), Egress Bits Per Second (i), CPU Permille (i) }
+//! LinkRecord { Reporter Name Index (i), Peer Name Index (i), Epoch (i), Seq (i), Up (i) }
 //! Route { Cost (i), Path Length (i), Name Index (i) ... }   path[0] = sender, last = origin
 //! NamespaceRecord { Origin Name Index (i), Epoch (i), Seq (i), Present (i), Track Namespace }
 //! ```
@@ -172,11 +174,30 @@ pub struct NamespaceRecord {
     pub namespace: Arc<TrackNamespace>,
 }
 
+/// The state of the mesh link between `reporter` and `peer`, as `reporter` saw it: the root
+/// cause of the route changes that follow, flooded so that no relay picks a path over a
+/// link known to be down (which is what keeps the path exploration short after a failure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRecord {
+    /// The relay that saw the link change.
+    pub reporter: RelayName,
+    /// The relay at the other end.
+    pub peer: RelayName,
+    /// The reporter's epoch.
+    pub epoch: u64,
+    /// The reporter's link-record sequence number of this change.
+    pub seq: u64,
+    /// Whether the link is up.
+    pub up: bool,
+}
+
 /// One batch of mesh updates from a relay to one of its mesh peers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteMessage {
     /// Membership and load records being flooded.
     pub nodes: Vec<NodeAnnouncement>,
+    /// Link state records being flooded.
+    pub links: Vec<LinkRecord>,
     /// Best routes of the sender.
     pub routes: Vec<RouteAdvert>,
     /// Origins the sender no longer offers a route to.
@@ -191,6 +212,7 @@ impl RouteMessage {
     /// True if the message carries nothing.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+            && self.links.is_empty()
             && self.routes.is_empty()
             && self.withdrawn.is_empty()
             && self.namespaces.is_empty()
@@ -200,6 +222,7 @@ impl RouteMessage {
     /// Number of records (announcements, routes, withdrawals, namespaces, wants) carried.
     pub fn items(&self) -> usize {
         self.nodes.len()
+            + self.links.len()
             + self.routes.len()
             + self.withdrawn.len()
             + self.namespaces.len()
@@ -211,6 +234,10 @@ impl RouteMessage {
         let mut table = NameTable::default();
         for n in &self.nodes {
             table.index(&n.name);
+        }
+        for l in &self.links {
+            table.index(&l.reporter);
+            table.index(&l.peer);
         }
         for r in &self.routes {
             for p in &r.path {
@@ -241,6 +268,14 @@ impl RouteMessage {
             put_varint(&mut b, n.load.sessions);
             put_varint(&mut b, n.load.egress_bps);
             put_varint(&mut b, n.load.cpu_permille);
+        }
+        put_varint(&mut b, self.links.len() as u64);
+        for l in &self.links {
+            put_varint(&mut b, table.get(&l.reporter));
+            put_varint(&mut b, table.get(&l.peer));
+            put_varint(&mut b, l.epoch);
+            put_varint(&mut b, l.seq);
+            put_varint(&mut b, u64::from(l.up));
         }
         put_varint(&mut b, self.routes.len() as u64);
         for r in &self.routes {
@@ -300,6 +335,11 @@ impl RouteMessage {
                 len += varint_len(v);
             }
         }
+        for l in &self.links {
+            name(&l.reporter, &mut len);
+            name(&l.peer, &mut len);
+            len += varint_len(l.epoch) + varint_len(l.seq) + 1;
+        }
         for r in &self.routes {
             len += varint_len(r.cost) + varint_len(r.path.len() as u64);
             for p in &r.path {
@@ -319,6 +359,7 @@ impl RouteMessage {
         }
         len + varint_len(table.names.len() as u64)
             + varint_len(self.nodes.len() as u64)
+            + varint_len(self.links.len() as u64)
             + varint_len(self.routes.len() as u64)
             + varint_len(self.withdrawn.len() as u64)
             + varint_len(self.namespaces.len() as u64)
@@ -372,6 +413,20 @@ impl RouteMessage {
                 transit: flags & 1 != 0,
                 load,
             });
+        }
+        let count = bounded_count(buf, usize::MAX)?;
+        m.links.reserve(count);
+        for _ in 0..count {
+            let reporter = name(buf)?;
+            let peer = name(buf)?;
+            let epoch = get_varint(buf)?;
+            let seq = get_varint(buf)?;
+            let up = match get_varint(buf)? {
+                0 => false,
+                1 => true,
+                _ => return Err(MeshError::Malformed("link up flag is not 0 or 1")),
+            };
+            m.links.push(LinkRecord { reporter, peer, epoch, seq, up });
         }
         let count = bounded_count(buf, usize::MAX)?;
         m.routes.reserve(count);
@@ -511,6 +566,13 @@ mod tests {
                     healthy: true,
                 },
             }],
+            links: vec![LinkRecord {
+                reporter: "eu-1".into(),
+                peer: "ap-3".into(),
+                epoch: 1_700_000_000_000,
+                seq: 4,
+                up: false,
+            }],
             routes: vec![
                 RouteAdvert { cost: 110, path: vec!["eu-1".into(), "us-2".into(), "us-9".into()] },
                 RouteAdvert { cost: 0, path: vec!["eu-1".into()] },
@@ -572,8 +634,9 @@ mod tests {
         let mut b = Vec::new();
         put_varint(&mut b, 1);
         put_len_bytes(&mut b, b"a");
-        put_varint(&mut b, 0);
-        put_varint(&mut b, 1);
+        put_varint(&mut b, 0); // no announcements
+        put_varint(&mut b, 0); // no link records
+        put_varint(&mut b, 1); // one route
         put_varint(&mut b, 10);
         put_varint(&mut b, 1);
         put_varint(&mut b, 5);
