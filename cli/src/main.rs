@@ -20,6 +20,8 @@ enum Command {
     Link(tiermesh_link::cli::Args),
     /// Create token signing keys, issue and check access tokens.
     Token(tiermesh_relay::token_cli::Args),
+    /// Run a relay: MoQT over raw QUIC and WebTransport on one UDP port, plus /metrics.
+    Relay(tiermesh_relay::cli::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,6 +30,7 @@ fn main() -> anyhow::Result<()> {
         Command::Cert(args) => tiermesh_certs::cli::run(args)?,
         Command::Link(args) => tiermesh_link::cli::run(args)?,
         Command::Token(args) => tiermesh_relay::token_cli::run(args)?,
+        Command::Relay(args) => tiermesh_relay::cli::run(args)?,
     }
     Ok(())
 }

@@ -1,0 +1,649 @@
+//! One relay session: SETUP and its token, then every request the peer makes, each passing
+//! the one authorization check, and the upstream subscriptions the relay makes for them.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tiermesh_client::moq::{
+    self, Connection, Event, IncomingFetch, IncomingPublish, NamespaceRequest,
+    NamespaceSubscribeRequest, ServerOptions, SubscribeOptions, SubscribeRequest, TrackEvent,
+    TrackReader,
+};
+use tiermesh_client::transport;
+use tiermesh_proto::TerminationCode;
+use tiermesh_proto::message::{MessageParams, PublishDoneCode, RequestErrorCode};
+use tiermesh_proto::types::{SubscriptionFilter, TrackNamespace};
+
+use crate::auth::{Action, AuthError, Grant, TOKEN_TYPE, token_from_query};
+use crate::registry::{Announcement, NamespaceSubscriber};
+use crate::server::Ctx;
+use crate::track::{SessionId, Track, Upstream, filter_bounds};
+
+/// How long a client has to complete SETUP after its control stream opened. SETUP is one
+/// round trip; 10 s bounds what a client that never sends it costs.
+const SETUP_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs one accepted transport session to its end.
+pub(crate) async fn run(ctx: Arc<Ctx>, session: transport::Session, id: SessionId) {
+    let peer = session.peer();
+    let kind = session.kind();
+    let span = tracing::info_span!("session", id, %peer, %kind);
+    let _e = span.enter();
+    let query_token = session.query().and_then(token_from_query);
+    let limits = &ctx.config.limits;
+    let options = ServerOptions::default()
+        .max_requests(limits.max_requests_per_session)
+        .max_auth_token_cache(limits.max_auth_token_cache);
+    let (conn, driver) = match moq::accept(session, options).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::info!(error = %e, "session not started");
+            return;
+        }
+    };
+    let driver = tokio::spawn(driver.run());
+    ctx.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(id, conn.clone());
+    ctx.metrics.sessions_accepted.inc();
+    serve(&ctx, &conn, id, query_token).await;
+    let reason = conn.closed().await;
+    let _ = driver.await;
+    tracing::info!(%reason, "session ended");
+    ctx.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    session_closed(&ctx, id);
+}
+
+async fn serve(
+    ctx: &Arc<Ctx>,
+    conn: &Connection,
+    id: SessionId,
+    query_token: Option<crate::auth::Secret<String>>,
+) {
+    let setup = match tokio::time::timeout(SETUP_WAIT, conn.ready()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "SETUP failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!("SETUP not completed in time");
+            conn.close(TerminationCode::ControlMessageTimeout, "SETUP not completed in time");
+            return;
+        }
+    };
+    // The session's token: CLIENT_SETUP's AUTHORIZATION TOKEN, else `?jwt=` in the URL
+    // (WebTransport CONNECT, or the PATH of raw QUIC).
+    let now = SystemTime::now();
+    let path_token = setup
+        .path
+        .as_deref()
+        .and_then(|p| p.split_once('?'))
+        .and_then(|(_, q)| token_from_query(q));
+    let setup_token =
+        setup.auth_tokens.iter().find(|(t, _)| *t == TOKEN_TYPE).map(|(_, v)| v.0.clone());
+    let verified = match (setup_token, query_token.or(path_token)) {
+        (Some(t), _) => Some(ctx.authorizer.verify_bytes(&t, now)),
+        (None, Some(q)) => Some(ctx.authorizer.verify(q.expose(), now)),
+        (None, None) => None,
+    };
+    let grant = match verified {
+        None => None,
+        Some(Ok(g)) => Some(g),
+        Some(Err(e)) => {
+            let code = match e {
+                AuthError::Expired { .. } => TerminationCode::ExpiredAuthToken,
+                AuthError::Malformed(_) => TerminationCode::MalformedAuthToken,
+                _ => TerminationCode::Unauthorized,
+            };
+            tracing::info!(error = %e, "session token refused");
+            conn.close(code, &e.to_string());
+            return;
+        }
+    };
+    let expiry = grant.as_ref().map(|g| g.expires_in(SystemTime::now()));
+    let expired = async {
+        match expiry {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
+    let grant = grant.map(Arc::new);
+    loop {
+        tokio::select! {
+            event = conn.next_event() => match event {
+                Some(e) => handle(ctx, conn, id, grant.clone(), e),
+                None => return,
+            },
+            _ = &mut expired => {
+                tracing::info!("session token expired: closing");
+                conn.close(TerminationCode::ExpiredAuthToken, "authorization token expired");
+                return;
+            }
+        }
+    }
+}
+
+fn handle(
+    ctx: &Arc<Ctx>,
+    conn: &Connection,
+    id: SessionId,
+    grant: Option<Arc<Grant>>,
+    event: Event,
+) {
+    match event {
+        Event::Subscribe(r) => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { subscribe(ctx, id, grant, r).await });
+        }
+        Event::Fetch(f) => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { fetch(ctx, grant, f).await });
+        }
+        Event::Publish(p) => {
+            let ctx = ctx.clone();
+            let conn = conn.clone();
+            tokio::spawn(async move { publish(ctx, id, conn, grant, p).await });
+        }
+        Event::PublishNamespace(r) => publish_namespace(ctx, id, conn, grant.as_deref(), r),
+        Event::PublishNamespaceDone { namespace, .. } => unannounce(ctx, id, &namespace),
+        Event::SubscribeNamespace(r) => subscribe_namespace(ctx, id, conn, grant.as_deref(), r),
+        Event::SubscribeNamespaceEnded { request_id } => {
+            ctx.registry
+                .lock()
+                .ns_subscribers
+                .retain(|s| !(s.session == id && s.request_id == request_id));
+        }
+        Event::Goaway { .. } => {}
+    }
+}
+
+/// The one authorization check: a token in the request itself, else the session's.
+fn authorize(
+    ctx: &Ctx,
+    grant: Option<&Grant>,
+    params: &MessageParams,
+    action: Action,
+    namespace: &TrackNamespace,
+) -> Result<(), AuthError> {
+    let now = SystemTime::now();
+    let own = params.auth_tokens.iter().find_map(|t| match t {
+        tiermesh_proto::message::AuthToken::UseValue { token_type, value }
+            if *token_type == TOKEN_TYPE =>
+        {
+            Some(value.0.clone())
+        }
+        _ => None,
+    });
+    let own = match own {
+        Some(t) => Some(ctx.authorizer.verify_bytes(&t, now)?),
+        None => None,
+    };
+    ctx.authorizer.authorize(own.as_ref().or(grant), action, namespace.fields(), now)
+}
+
+/// Checks the configured namespace limits; the error is the reason to refuse with.
+fn check_namespace(ctx: &Ctx, namespace: &TrackNamespace) -> Result<(), String> {
+    let l = &ctx.config.limits;
+    if namespace.len() > l.max_namespace_depth {
+        return Err(format!("namespace deeper than {} fields", l.max_namespace_depth));
+    }
+    if namespace.byte_len() > l.max_namespace_len {
+        return Err(format!("namespace longer than {} bytes", l.max_namespace_len));
+    }
+    Ok(())
+}
+
+macro_rules! admit {
+    ($ctx:expr, $grant:expr, $req:expr, $action:expr, $ns:expr) => {
+        if let Err(reason) = check_namespace($ctx, $ns) {
+            tracing::info!(%reason, "request refused: limit");
+            $req.reject(RequestErrorCode::NotSupported, &reason);
+            return;
+        }
+        if let Err(e) = authorize($ctx, $grant, &$req.params, $action, $ns) {
+            tracing::info!(error = %e, action = %$action, "request refused: unauthorized");
+            $ctx.metrics.auth_refused($action);
+            $req.reject(RequestErrorCode::Unauthorized, &e.to_string());
+            return;
+        }
+    };
+}
+
+async fn subscribe(ctx: Arc<Ctx>, id: SessionId, grant: Option<Arc<Grant>>, req: SubscribeRequest) {
+    admit!(&ctx, grant.as_deref(), req, Action::Subscribe, &req.track.namespace);
+    match route(&ctx, id, req) {
+        Route::Attach(track, req) => attach(ctx, track, req, id).await,
+        Route::Waiting => {}
+        Route::NoPublisher(req) => {
+            tracing::info!(track = %req.track, "subscribe refused: no publisher");
+            req.reject(RequestErrorCode::DoesNotExist, "no publisher for this track");
+        }
+        Route::New(track, publisher, conn) => {
+            tokio::spawn(upstream(ctx, track, publisher, conn));
+        }
+    }
+}
+
+enum Route {
+    Attach(Arc<Track>, SubscribeRequest),
+    Waiting,
+    NoPublisher(SubscribeRequest),
+    New(Arc<Track>, SessionId, Connection),
+}
+
+/// Decides where a downstream SUBSCRIBE goes: onto a known track, into the wait list of a
+/// pending upstream, or onto a new track with a new upstream subscription.
+fn route(ctx: &Ctx, id: SessionId, req: SubscribeRequest) -> Route {
+    let name = req.track.clone();
+    let mut reg = ctx.registry.lock();
+    if let Some(track) = reg.tracks.get(&name).cloned() {
+        drop(reg);
+        let mut st = track.lock();
+        if let Upstream::Pending { .. } = st.upstream {
+            st.waiting.push((req, id));
+            return Route::Waiting;
+        }
+        drop(st);
+        return Route::Attach(track, req);
+    }
+    let Some((publisher, conn)) = reg.publisher_for(&name) else {
+        return Route::NoPublisher(req);
+    };
+    let track =
+        Track::new(name.clone(), ctx.config.cache.groups, Upstream::Pending { session: publisher });
+    track.lock().waiting.push((req, id));
+    reg.tracks.insert(name, track.clone());
+    ctx.metrics.tracks.inc();
+    Route::New(track, publisher, conn)
+}
+
+/// Accepts a downstream SUBSCRIBE for a track whose upstream is established (or lingering)
+/// and adds it to the fan-out.
+async fn attach(ctx: Arc<Ctx>, track: Arc<Track>, req: SubscribeRequest, session: SessionId) {
+    let filter = req.params.subscription_filter;
+    let (extensions, largest) = {
+        let st = track.lock();
+        (st.extensions.clone(), st.cache.largest())
+    };
+    if let (Some(SubscriptionFilter::AbsoluteRange { end_group, .. }), Some(l)) = (filter, largest)
+    {
+        if end_group.0 < l.group.0 {
+            req.reject(RequestErrorCode::InvalidRange, "the range's end group has passed");
+            return;
+        }
+    }
+    let (start, end_group) = filter_bounds(filter, largest);
+    let writer = match req.accept(extensions, largest).await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::debug!(error = %e, "downstream subscription not accepted");
+            return;
+        }
+    };
+    let key = {
+        let mut st = track.lock();
+        if st.removed {
+            writer.publish_done(PublishDoneCode::TrackEnded, "track ended");
+            return;
+        }
+        st.add_downstream(writer.clone(), session, start, end_group, &ctx.metrics)
+    };
+    ctx.metrics.subscriptions.inc();
+    tracing::debug!(track = %track.name, "downstream subscription added");
+    let end = writer.closed().await;
+    tracing::debug!(track = %track.name, ?end, "downstream subscription ended");
+    release_downstream(&ctx, &track, key);
+}
+
+/// Removes a downstream subscription; the last one releases the relay's own upstream
+/// SUBSCRIBE.
+fn release_downstream(ctx: &Ctx, track: &Arc<Track>, key: u64) {
+    let mut st = track.lock();
+    if st.remove_downstream(key) {
+        ctx.metrics.subscriptions.dec();
+    }
+    if !st.downstream.is_empty() || !st.waiting.is_empty() || st.removed {
+        return;
+    }
+    let release = match &mut st.upstream {
+        Upstream::Active { pushed: false, release, .. } => release.take(),
+        Upstream::Lingering => None,
+        _ => return,
+    };
+    if let Some(r) = release {
+        let _ = r.send(());
+    }
+    st.removed = true;
+    drop(st);
+    remove_track(ctx, track);
+}
+
+fn remove_track(ctx: &Ctx, track: &Arc<Track>) {
+    let mut reg = ctx.registry.lock();
+    if reg.tracks.get(&track.name).is_some_and(|t| Arc::ptr_eq(t, track)) {
+        reg.tracks.remove(&track.name);
+        ctx.metrics.tracks.dec();
+    }
+}
+
+/// The relay's one SUBSCRIBE for a track, to the session publishing its namespace.
+async fn upstream(ctx: Arc<Ctx>, track: Arc<Track>, session: SessionId, conn: Connection) {
+    // Largest Object: downstream subscribers with different filters come and go without
+    // changing the upstream subscription (draft-16 §8.3).
+    let options = SubscribeOptions::largest_object();
+    match conn.subscribe(track.name.clone(), options).await {
+        Ok(reader) => run_upstream(ctx, track, session, reader, false).await,
+        Err(e) => {
+            tracing::info!(track = %track.name, error = %e, "upstream subscription refused");
+            let code = match &e {
+                moq::Error::Rejected { code, .. } => *code,
+                _ => RequestErrorCode::InternalError,
+            };
+            let (waiting, held) = {
+                let mut st = track.lock();
+                (std::mem::take(&mut st.waiting), !st.downstream.is_empty())
+            };
+            for (req, _) in waiting {
+                req.reject(code, "the publisher refused the subscription");
+            }
+            if held {
+                lose_upstream(&ctx, &track);
+            } else {
+                track.lock().removed = true;
+                remove_track(&ctx, &track);
+            }
+        }
+    }
+}
+
+/// Forwards an established upstream subscription's objects until it ends.
+pub(crate) async fn run_upstream(
+    ctx: Arc<Ctx>,
+    track: Arc<Track>,
+    session: SessionId,
+    mut reader: TrackReader,
+    pushed: bool,
+) {
+    let (release, mut released) = tokio::sync::oneshot::channel();
+    let waiting = {
+        let mut st = track.lock();
+        st.set_upstream_info(reader.extensions(), reader.largest());
+        st.upstream = Upstream::Active { session, pushed, release: Some(release) };
+        st.generation += 1;
+        std::mem::take(&mut st.waiting)
+    };
+    ctx.upstreams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(track = %track.name, pushed, "upstream established");
+    for (req, s) in waiting {
+        tokio::spawn(attach(ctx.clone(), track.clone(), req, s));
+    }
+    let mut done = None;
+    let lost = loop {
+        tokio::select! {
+            e = reader.next() => match e {
+                Some(TrackEvent::Object(o)) => {
+                    let ended = track.lock().forward(&o, &ctx.metrics);
+                    if ended > 0 {
+                        ctx.metrics.subscriptions.set(ctx.metrics.subscriptions.get() - ended as i64);
+                    }
+                }
+                Some(TrackEvent::StreamEnd { group_id, subgroup_id, reset }) => {
+                    track.lock().end_stream(group_id, subgroup_id, reset);
+                }
+                Some(TrackEvent::Done(d)) => done = Some(d),
+                None => break true,
+            },
+            _ = &mut released => break false,
+        }
+    };
+    ctx.upstreams.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    if !lost {
+        tracing::info!(track = %track.name, "upstream released: no subscribers left");
+        return;
+    }
+    match done {
+        Some(d) => {
+            tracing::info!(track = %track.name, code = ?d.code, "publisher ended the track");
+            let n = {
+                let mut st = track.lock();
+                st.removed = true;
+                st.end_all(d.code, &d.reason)
+            };
+            ctx.metrics.subscriptions.set(ctx.metrics.subscriptions.get() - n as i64);
+            remove_track(&ctx, &track);
+        }
+        None => lose_upstream(&ctx, &track),
+    }
+}
+
+/// The publisher left without ending the track: hold the subscribers for the linger time.
+fn lose_upstream(ctx: &Arc<Ctx>, track: &Arc<Track>) {
+    let generation = {
+        let mut st = track.lock();
+        if st.removed {
+            return;
+        }
+        if st.downstream.is_empty() && st.waiting.is_empty() {
+            st.removed = true;
+            drop(st);
+            remove_track(ctx, track);
+            return;
+        }
+        st.finish_all_streams();
+        st.upstream = Upstream::Lingering;
+        st.generation += 1;
+        st.generation
+    };
+    tracing::info!(track = %track.name, linger = ?ctx.config.linger, "publisher gone: holding subscribers");
+    let ctx = ctx.clone();
+    let track = track.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(ctx.config.linger).await;
+        let n = {
+            let mut st = track.lock();
+            if st.generation != generation || st.removed {
+                return;
+            }
+            st.removed = true;
+            st.end_all(PublishDoneCode::TrackEnded, "the publisher left")
+        };
+        tracing::info!(track = %track.name, subscribers = n, "linger over: PUBLISH_DONE");
+        ctx.metrics.subscriptions.set(ctx.metrics.subscriptions.get() - n as i64);
+        remove_track(&ctx, &track);
+    });
+}
+
+async fn fetch(ctx: Arc<Ctx>, grant: Option<Arc<Grant>>, req: IncomingFetch) {
+    let ns = req.range.track.namespace.clone();
+    admit!(&ctx, grant.as_deref(), req, Action::Subscribe, &ns);
+    let track = ctx.registry.lock().tracks.get(&req.range.track).cloned();
+    let Some(track) = track else {
+        req.reject(RequestErrorCode::DoesNotExist, "track not cached here");
+        return;
+    };
+    let (objects, extensions) = {
+        let st = track.lock();
+        (st.cache.range(req.range.start, req.range.end), st.extensions.clone())
+    };
+    let end = req.range.end;
+    match req.accept(false, end, extensions).await {
+        Ok(mut resp) => {
+            for o in &objects {
+                if resp.write(o).is_err() {
+                    return;
+                }
+            }
+            resp.finish();
+        }
+        Err(e) => tracing::debug!(error = %e, "fetch not accepted"),
+    }
+}
+
+async fn publish(
+    ctx: Arc<Ctx>,
+    id: SessionId,
+    conn: Connection,
+    grant: Option<Arc<Grant>>,
+    req: IncomingPublish,
+) {
+    admit!(&ctx, grant.as_deref(), req, Action::Publish, &req.track.namespace);
+    let name = req.track.clone();
+    let track = {
+        let mut reg = ctx.registry.lock();
+        match reg.tracks.get(&name).cloned() {
+            Some(t) => {
+                if matches!(t.lock().upstream, Upstream::Active { .. } | Upstream::Pending { .. }) {
+                    drop(reg);
+                    req.reject(RequestErrorCode::DuplicateSubscription, "track already published");
+                    return;
+                }
+                t
+            }
+            None => {
+                let t = Track::new(
+                    name.clone(),
+                    ctx.config.cache.groups,
+                    Upstream::Pending { session: id },
+                );
+                reg.tracks.insert(name.clone(), t.clone());
+                ctx.metrics.tracks.inc();
+                t
+            }
+        }
+    };
+    {
+        let mut st = track.lock();
+        st.upstream = Upstream::Pending { session: id };
+        st.generation += 1;
+    }
+    match req.accept().await {
+        Ok(reader) => {
+            announce(&ctx, id, &conn, name.namespace.clone(), false);
+            run_upstream(ctx, track, id, reader, true).await;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "PUBLISH not accepted");
+            lose_upstream(&ctx, &track);
+        }
+    }
+}
+
+fn publish_namespace(
+    ctx: &Arc<Ctx>,
+    id: SessionId,
+    conn: &Connection,
+    grant: Option<&Grant>,
+    req: NamespaceRequest,
+) {
+    admit!(ctx, grant, req, Action::Publish, &req.namespace);
+    let ns = req.namespace.clone();
+    req.accept();
+    tracing::info!(namespace = %ns, "namespace published");
+    announce(ctx, id, conn, ns.clone(), true);
+    // A publisher that comes back continues the tracks its subscribers are held on.
+    let lingering: Vec<Arc<Track>> = ctx
+        .registry
+        .lock()
+        .tracks
+        .values()
+        .filter(|t| t.name.namespace.has_prefix(&ns))
+        .filter(|t| matches!(t.lock().upstream, Upstream::Lingering))
+        .cloned()
+        .collect();
+    for track in lingering {
+        {
+            let mut st = track.lock();
+            st.upstream = Upstream::Pending { session: id };
+            st.generation += 1;
+        }
+        tracing::info!(track = %track.name, "publisher back: resubscribing");
+        tokio::spawn(upstream(ctx.clone(), track, id, conn.clone()));
+    }
+}
+
+/// Records a published namespace and tells the namespace subscribers about it.
+fn announce(
+    ctx: &Ctx,
+    id: SessionId,
+    conn: &Connection,
+    namespace: TrackNamespace,
+    subscribable: bool,
+) {
+    let mut reg = ctx.registry.lock();
+    let known = reg.is_announced(&namespace);
+    if reg
+        .announcements
+        .iter()
+        .any(|a| a.session == id && a.namespace == namespace && a.subscribable == subscribable)
+    {
+        return;
+    }
+    reg.announcements.push(Announcement {
+        session: id,
+        namespace: namespace.clone(),
+        conn: conn.clone(),
+        subscribable,
+    });
+    if !known {
+        for s in reg.subscribers_of(&namespace) {
+            s.conn.namespace(s.request_id, namespace.clone());
+        }
+    }
+}
+
+fn unannounce(ctx: &Ctx, id: SessionId, namespace: &TrackNamespace) {
+    let mut reg = ctx.registry.lock();
+    reg.announcements.retain(|a| !(a.session == id && &a.namespace == namespace));
+    if !reg.is_announced(namespace) {
+        for s in reg.subscribers_of(namespace) {
+            s.conn.namespace_done(s.request_id, namespace.clone());
+        }
+    }
+}
+
+fn subscribe_namespace(
+    ctx: &Ctx,
+    id: SessionId,
+    conn: &Connection,
+    grant: Option<&Grant>,
+    req: NamespaceSubscribeRequest,
+) {
+    admit!(ctx, grant, req, Action::Subscribe, &req.prefix);
+    let prefix = req.prefix.clone();
+    let request_id = req.request_id();
+    req.accept();
+    let mut reg = ctx.registry.lock();
+    for ns in reg.announced_under(&prefix) {
+        conn.namespace(request_id, ns);
+    }
+    reg.ns_subscribers.push(NamespaceSubscriber {
+        session: id,
+        prefix,
+        request_id,
+        conn: conn.clone(),
+    });
+}
+
+/// Forgets what a closed session published and subscribed to namespaces.
+fn session_closed(ctx: &Ctx, id: SessionId) {
+    let gone: Vec<TrackNamespace> = {
+        let mut reg = ctx.registry.lock();
+        reg.ns_subscribers.retain(|s| s.session != id);
+        let gone = reg
+            .announcements
+            .iter()
+            .filter(|a| a.session == id)
+            .map(|a| a.namespace.clone())
+            .collect();
+        reg.announcements.retain(|a| a.session != id);
+        gone
+    };
+    for ns in gone {
+        let reg = ctx.registry.lock();
+        if !reg.is_announced(&ns) {
+            for s in reg.subscribers_of(&ns) {
+                s.conn.namespace_done(s.request_id, ns.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! One track at the relay: its cache, its one upstream and its downstream subscribers, and
+//! the fan-out that forwards each object the moment it arrives.
+//!
+//! Invariants:
+//! - a track has at most one upstream (a SUBSCRIBE the relay sent, or a publisher's
+//!   PUBLISH) however many downstream subscribers it has;
+//! - an object goes to every downstream subscription whose filter it passes, on that
+//!   subscriber's stream for the object's (group, subgroup), as the same `Bytes`;
+//! - a downstream stream is finished when its upstream stream ends (or reset with the
+//!   same code), so the relay holds no stream longer than its publisher does.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tiermesh_client::moq::{ReceivedObject, SubgroupStream, SubscribeRequest, TrackWriter};
+use tiermesh_proto::data::Object;
+use tiermesh_proto::ext::Extensions;
+use tiermesh_proto::message::PublishDoneCode;
+use tiermesh_proto::types::{FullTrackName, Location, SubscriptionFilter};
+use tokio::sync::oneshot;
+
+use crate::cache::Cache;
+use crate::metrics::{DropReason, Metrics, TrackClass};
+
+/// A relay session's number.
+pub type SessionId = u64;
+
+/// Open downstream streams one subscriber may have on one track before the oldest are
+/// finished: a publisher normally ends each group's stream, but one that vanishes mid-group
+/// must not make the relay hold streams forever. 64 covers several groups of many
+/// subgroups each.
+const MAX_STREAMS_PER_SUBSCRIBER: usize = 64;
+
+/// Where a track's objects come from.
+#[derive(Debug)]
+pub enum Upstream {
+    /// The relay's SUBSCRIBE to the publisher session is on its way.
+    Pending {
+        /// The publisher's session.
+        #[allow(dead_code)]
+        session: SessionId,
+    },
+    /// Objects flow.
+    Active {
+        /// The publisher's session.
+        #[allow(dead_code)]
+        session: SessionId,
+        /// True for a publisher's PUBLISH, false for the relay's SUBSCRIBE.
+        pushed: bool,
+        /// Ends the relay's upstream subscription (UNSUBSCRIBE) when fired.
+        release: Option<oneshot::Sender<()>>,
+    },
+    /// The publisher left; subscribers are held until the linger ends or it returns.
+    Lingering,
+}
+
+/// One downstream subscription.
+#[derive(Debug)]
+pub struct Downstream {
+    pub(crate) writer: TrackWriter,
+    #[allow(dead_code)]
+    pub(crate) session: SessionId,
+    start: Location,
+    end_group: Option<u64>,
+    streams: HashMap<(u64, u64), SubgroupStream>,
+}
+
+/// The mutable state of a track.
+#[derive(Debug)]
+pub struct TrackState {
+    pub(crate) cache: Cache,
+    pub(crate) extensions: Extensions,
+    pub(crate) class: TrackClass,
+    pub(crate) upstream: Upstream,
+    pub(crate) downstream: HashMap<u64, Downstream>,
+    next_key: u64,
+    pub(crate) waiting: Vec<(SubscribeRequest, SessionId)>,
+    /// Bumped whenever the upstream changes, so that a stale linger timer does nothing.
+    pub(crate) generation: u64,
+    pub(crate) removed: bool,
+    /// Upstream (group, subgroup) streams that have ended, for groups still cached.
+    ended_streams: HashSet<(u64, u64)>,
+}
+
+/// A track known to the relay.
+#[derive(Debug)]
+pub struct Track {
+    pub(crate) name: FullTrackName,
+    state: Mutex<TrackState>,
+}
+
+impl Track {
+    pub(crate) fn new(name: FullTrackName, cache_groups: usize, upstream: Upstream) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            state: Mutex::new(TrackState {
+                cache: Cache::new(cache_groups),
+                extensions: Extensions::default(),
+                class: TrackClass::Other,
+                upstream,
+                downstream: HashMap::new(),
+                next_key: 0,
+                waiting: Vec::new(),
+                generation: 0,
+                removed: false,
+                ended_streams: HashSet::new(),
+            }),
+        })
+    }
+
+    /// The state, locked. Never held across an `await`.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, TrackState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The start location and end group a downstream filter selects, given the largest
+/// location the relay reported in SUBSCRIBE_OK (draft-16 §5.1.2). No filter passes every
+/// object, like AbsoluteStart {0, 0}.
+pub fn filter_bounds(
+    filter: Option<SubscriptionFilter>,
+    largest: Option<Location>,
+) -> (Location, Option<u64>) {
+    match filter {
+        None => (Location::new(0, 0), None),
+        Some(SubscriptionFilter::LargestObject) => (
+            largest.map_or(Location::new(0, 0), |l| Location::new(l.group.0, l.object.0 + 1)),
+            None,
+        ),
+        Some(SubscriptionFilter::NextGroupStart) => {
+            (largest.map_or(Location::new(0, 0), |l| Location::new(l.group.0 + 1, 0)), None)
+        }
+        Some(SubscriptionFilter::AbsoluteStart(s)) => (s, None),
+        Some(SubscriptionFilter::AbsoluteRange { start, end_group }) => (start, Some(end_group.0)),
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+impl TrackState {
+    /// Learns the track's extensions from the upstream's SUBSCRIBE_OK or PUBLISH.
+    pub(crate) fn set_upstream_info(&mut self, extensions: &Extensions, largest: Option<Location>) {
+        self.extensions = extensions.clone();
+        self.class = TrackClass::from_publisher_priority(extensions.publisher_priority());
+        if let Some(l) = largest {
+            self.cache.note_largest(l);
+        }
+    }
+
+    /// Adds a downstream subscription and replays the cached objects its filter passes.
+    /// Returns its key.
+    pub(crate) fn add_downstream(
+        &mut self,
+        writer: TrackWriter,
+        session: SessionId,
+        start: Location,
+        end_group: Option<u64>,
+        metrics: &Metrics,
+    ) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        let mut d = Downstream { writer, session, start, end_group, streams: HashMap::new() };
+        for obj in self.cache.from(start, end_group) {
+            send(&mut d, &obj, self.class, metrics, None);
+        }
+        let ended: Vec<_> =
+            d.streams.keys().filter(|k| self.ended_streams.contains(k)).copied().collect();
+        for k in ended {
+            if let Some(s) = d.streams.remove(&k) {
+                s.finish();
+            }
+        }
+        self.downstream.insert(key, d);
+        key
+    }
+
+    /// Removes a downstream subscription, finishing its streams. True if it was there.
+    pub(crate) fn remove_downstream(&mut self, key: u64) -> bool {
+        match self.downstream.remove(&key) {
+            Some(d) => {
+                for (_, s) in d.streams {
+                    s.finish();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Caches an object from upstream and forwards it to every subscriber it is for.
+    /// Returns how many downstream subscriptions ended because their filter's range is
+    /// over.
+    pub(crate) fn forward(&mut self, o: &ReceivedObject, metrics: &Metrics) -> usize {
+        let obj = o.to_object();
+        let class = self.class;
+        metrics.object_in(class, obj.payload.len());
+        if let Some(ts) = o.capture_timestamp_us() {
+            metrics.observe_capture_age(ts, now_us());
+        }
+        self.cache.insert(obj.clone());
+        let mut ended = Vec::new();
+        for (key, d) in self.downstream.iter_mut() {
+            if d.writer.is_closed() {
+                continue;
+            }
+            if d.end_group.is_some_and(|e| obj.group_id > e) {
+                ended.push(*key);
+                continue;
+            }
+            send(d, &obj, class, metrics, Some(o));
+        }
+        for key in &ended {
+            if let Some(d) = self.downstream.remove(key) {
+                for (_, s) in d.streams {
+                    s.finish();
+                }
+                d.writer
+                    .publish_done(PublishDoneCode::SubscriptionEnded, "end of the filter's range");
+            }
+        }
+        ended.len()
+    }
+
+    /// An upstream subgroup stream ended: end the downstream streams that mirror it.
+    pub(crate) fn end_stream(&mut self, group: u64, subgroup: u64, reset: Option<u32>) {
+        self.ended_streams.insert((group, subgroup));
+        if self.ended_streams.len() > 4 * MAX_STREAMS_PER_SUBSCRIBER {
+            let oldest = self.ended_streams.iter().map(|k| k.0).min().unwrap_or(0);
+            self.ended_streams.retain(|k| k.0 != oldest);
+        }
+        for d in self.downstream.values_mut() {
+            if let Some(s) = d.streams.remove(&(group, subgroup)) {
+                match reset {
+                    Some(code) => s.reset(code),
+                    None => s.finish(),
+                }
+            }
+        }
+    }
+
+    /// The upstream is gone: finish every downstream stream (its upstream stream will
+    /// never end).
+    pub(crate) fn finish_all_streams(&mut self) {
+        for d in self.downstream.values_mut() {
+            for (_, s) in d.streams.drain() {
+                s.finish();
+            }
+        }
+    }
+
+    /// Ends every downstream subscription with PUBLISH_DONE.
+    pub(crate) fn end_all(&mut self, code: PublishDoneCode, reason: &str) -> usize {
+        let n = self.downstream.len();
+        for (_, d) in self.downstream.drain() {
+            for (_, s) in d.streams {
+                s.finish();
+            }
+            d.writer.publish_done(code, reason);
+        }
+        n
+    }
+}
+
+/// Sends one object to one subscriber if its filter passes it.
+fn send(
+    d: &mut Downstream,
+    obj: &Object,
+    class: TrackClass,
+    metrics: &Metrics,
+    received: Option<&ReceivedObject>,
+) {
+    if obj.location() < d.start {
+        return;
+    }
+    match obj.forwarding.subgroup_id() {
+        Some(sg) => {
+            let key = (obj.group_id, sg);
+            if !d.streams.contains_key(&key) {
+                if d.streams.len() >= MAX_STREAMS_PER_SUBSCRIBER {
+                    if let Some(oldest) = d.streams.keys().min().copied() {
+                        if let Some(s) = d.streams.remove(&oldest) {
+                            s.finish();
+                        }
+                    }
+                }
+                let s = d.writer.open_subgroup(obj.group_id, sg, Some(obj.publisher_priority));
+                d.streams.insert(key, s);
+            }
+            let Some(stream) = d.streams.get_mut(&key) else { return };
+            if let Err(e) = stream.write_object(obj) {
+                tracing::debug!(error = %e, "object not forwarded");
+                if matches!(e, tiermesh_client::moq::Error::Ended) {
+                    metrics.dropped(class, DropReason::Reset);
+                }
+                return;
+            }
+        }
+        None => {
+            if d.writer.send_datagram(obj).is_err() {
+                return;
+            }
+        }
+    }
+    metrics.object_out(class, obj.payload.len());
+    if let Some(r) = received {
+        metrics.observe_forward_delay(r.arrival.elapsed());
+    }
+}

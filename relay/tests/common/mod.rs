@@ -1,0 +1,163 @@
+//! Shared set-up for the relay tests: a relay on loopback with a generated certificate,
+//! clients connected to it by pinned hash, a publisher that hands the test a writer for
+//! every subscription the relay makes, and deadlines.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tiermesh_client::moq::{self, ClientOptions, Connection, Event, TrackReader, TrackWriter};
+use tiermesh_client::transport::ClientTls;
+use tiermesh_proto::data::ObjectStatus;
+use tiermesh_proto::ext::Extensions;
+use tiermesh_proto::types::{FullTrackName, TrackNamespace};
+use tiermesh_relay::config::RelayConfig;
+use tiermesh_relay::{Relay, RelayHandle};
+use tokio::sync::mpsc;
+
+/// A relay config for tests: loopback ports, a generated certificate, everything public.
+pub fn config() -> RelayConfig {
+    let mut c = RelayConfig::default();
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.ops = "127.0.0.1:0".parse().unwrap();
+    c.tls.generate = true;
+    c.auth.public = vec!["".parse().unwrap()];
+    c.auth.public_publish = vec!["".parse().unwrap()];
+    c
+}
+
+pub async fn relay(config: RelayConfig) -> RelayHandle {
+    within("relay start", Relay::start(config)).await.unwrap()
+}
+
+pub fn url(relay: &RelayHandle, scheme: &str) -> tiermesh_client::transport::Url {
+    format!("{scheme}://127.0.0.1:{}/", relay.local_addr().port()).parse().unwrap()
+}
+
+pub fn options(relay: &RelayHandle) -> ClientOptions {
+    ClientOptions::new(ClientTls::pinned(relay.cert_hash()))
+}
+
+/// Connects, runs the driver and waits for SETUP.
+pub async fn connect_with(relay: &RelayHandle, scheme: &str, options: ClientOptions) -> Connection {
+    let (conn, driver) =
+        within("connect", moq::connect(&url(relay, scheme), options)).await.unwrap();
+    tokio::spawn(driver.run());
+    within("setup", conn.ready()).await.unwrap();
+    conn
+}
+
+pub async fn connect(relay: &RelayHandle, scheme: &str) -> Connection {
+    connect_with(relay, scheme, options(relay)).await
+}
+
+/// Runs `f` and fails the test if it takes longer than 10 s.
+pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
+    within_for(what, Duration::from_secs(10), f).await
+}
+
+pub async fn within_for<F: Future>(what: &str, limit: Duration, f: F) -> F::Output {
+    tokio::time::timeout(limit, f).await.unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+pub fn ns() -> TrackNamespace {
+    TrackNamespace::from_path("clinic/room-42/dr-lee").unwrap()
+}
+
+pub fn track(name: &str) -> FullTrackName {
+    FullTrackName::new(ns(), name).unwrap()
+}
+
+pub fn payload(g: u64, o: u64) -> Bytes {
+    Bytes::from(format!("g{g} o{o} {}", "v".repeat((100 + o * 37 % 900) as usize)))
+}
+
+pub fn ext(g: u64, o: u64) -> Extensions {
+    let mut e = Extensions::default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    tiermesh_proto::loc::set_capture_timestamp_us(&mut e, now.as_micros() as u64 - 1000 + g + o);
+    e
+}
+
+/// A publisher session that published `ns()`: every SUBSCRIBE the relay sends is
+/// accepted (reporting `largest`) and its writer handed to the test.
+pub struct Publisher {
+    pub conn: Connection,
+    pub writers: mpsc::UnboundedReceiver<TrackWriter>,
+}
+
+pub async fn publisher(
+    relay: &RelayHandle,
+    scheme: &str,
+    largest: Option<tiermesh_proto::types::Location>,
+) -> Publisher {
+    publisher_with(relay, scheme, options(relay), largest).await
+}
+
+pub async fn publisher_with(
+    relay: &RelayHandle,
+    scheme: &str,
+    options: ClientOptions,
+    largest: Option<tiermesh_proto::types::Location>,
+) -> Publisher {
+    let conn = connect_with(relay, scheme, options).await;
+    within("publish_namespace", conn.publish_namespace(ns(), None)).await.unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let c = conn.clone();
+    tokio::spawn(async move {
+        while let Some(e) = c.next_event().await {
+            if let Event::Subscribe(r) = e {
+                if let Ok(w) = r.accept(Extensions::default(), largest).await {
+                    let _ = tx.send(w);
+                }
+            }
+        }
+    });
+    Publisher { conn, writers: rx }
+}
+
+/// Writes objects `objects` of group `g` on one stream and finishes it unless `open`.
+pub fn write_group(
+    w: &TrackWriter,
+    g: u64,
+    objects: std::ops::Range<u64>,
+    open: bool,
+) -> Option<moq::SubgroupStream> {
+    let mut s = w.open_subgroup(g, 0, None);
+    for o in objects {
+        s.write(o, &ext(g, o), ObjectStatus::Normal, payload(g, o)).unwrap();
+    }
+    if open {
+        Some(s)
+    } else {
+        s.finish();
+        None
+    }
+}
+
+/// Reads `n` objects and checks each group's objects arrive in order with their bytes.
+pub async fn expect_objects(r: &mut TrackReader, n: usize) -> Vec<(u64, u64)> {
+    let mut seen = Vec::new();
+    let mut next = std::collections::HashMap::new();
+    for _ in 0..n {
+        let o = within("object", r.next_object()).await.expect("track ended early");
+        let want = next.entry(o.group_id).or_insert(o.object_id);
+        assert_eq!(o.object_id, *want, "objects of group {} in order", o.group_id);
+        *want += 1;
+        assert_eq!(o.payload, payload(o.group_id, o.object_id), "same bytes");
+        seen.push((o.group_id, o.object_id));
+    }
+    seen
+}
+
+/// Waits (polling the relay's own counters, bounded) until `f` holds.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    within(what, async {
+        while !f() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
