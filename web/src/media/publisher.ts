@@ -238,35 +238,20 @@ export class Publisher {
       void this.opts.preview.play().catch(() => undefined);
     }
 
+    const lower = [...(this.opts.lowerTiers ?? [])].sort((a, b) => a.bitrate - b.bitrate);
+    const all = [...lower, { width, height, bitrate: this.bitrate }];
+    for (const t of all) {
+      const cfg = { ...config, width: t.width, height: t.height, bitrate: t.bitrate } as VideoEncoderConfig;
+      this.tiers.push(new TierEncoder(cfg, this));
+    }
     if (this.opts.useSession) {
       this.session = this.opts.useSession;
     } else {
-      this.session = await Session.connect(this.opts.url, { certificateHash: this.opts.certificateHash, ...this.opts.session });
+      this.session = await this.connect(this.opts.url);
       this.ownSession = true;
     }
-    void this.session.closed.then((info) => {
-      if (this.stopped) return;
-      const e = new PublisherError('closed', `The relay closed the session${info.reason ? `: ${info.reason}` : ''} (code ${info.code}).`);
-      this.error(e.message);
-      this.stats.state = 'error';
-      this.opts.onError?.(e);
-    });
-    if (this.opts.announce ?? true) await this.session.publishNamespace(this.namespace);
-    // Priorities follow DESIGN.md: catalog 0, audio 16, the (only) video tier 32.
-    this.catalogTrack = this.session.publishTrack(this.namespace, CATALOG_TRACK, { priority: 0, cacheGroups: 1 });
-    this.audioTrack = this.session.publishTrack(this.namespace, 'audio', { priority: 16, maxQueueMs: 300, cacheGroups: 1 });
-    const lower = [...(this.opts.lowerTiers ?? [])].sort((a, b) => a.bitrate - b.bitrate);
-    const all = [...lower, { width, height, bitrate: this.bitrate }];
-    for (const [i, t] of all.entries()) {
-      // Priorities: the lowest video tier 32, each higher tier +16 (DESIGN.md).
-      const track = this.session.publishTrack(this.namespace, sourceTrackName(t.height), { priority: 32 + 16 * i, maxQueueMs: 1000 });
-      track.onNewGroupRequest = () => (this.forceKey = true);
-      // The uplink could not carry the group: the next frame starts a fresh one.
-      track.onGroupDropped = () => (this.forceKey = true);
-      const cfg = { ...config, width: t.width, height: t.height, bitrate: t.bitrate } as VideoEncoderConfig;
-      this.tiers.push(new TierEncoder(cfg, track, this));
-    }
-    this.writeCatalog();
+    this.watch(this.session);
+    await this.publishOn(this.session);
 
     const vtrack = this.stream.getVideoTracks()[0];
     const atrack = this.stream.getAudioTracks()[0];
@@ -276,13 +261,85 @@ export class Publisher {
     this.timers.push(setInterval(() => this.control(), 250));
   }
 
+  private connect(url: string): Promise<Session> {
+    return Session.connect(url, {
+      certificateHash: this.opts.certificateHash,
+      ...this.opts.session,
+      onGoaway: (uri) => void this.reconnect(uri.startsWith('https://') ? uri : this.opts.url, 'the relay sent GOAWAY'),
+    });
+  }
+
+  /** Announces the namespace and creates the tracks on `session`. */
+  private async publishOn(session: Session): Promise<void> {
+    if (this.opts.announce ?? true) await session.publishNamespace(this.namespace);
+    // Priorities follow DESIGN.md: catalog 0, audio 16, the lowest video tier 32, each
+    // higher tier +16.
+    this.catalogTrack = session.publishTrack(this.namespace, CATALOG_TRACK, { priority: 0, cacheGroups: 1 });
+    this.audioTrack = session.publishTrack(this.namespace, 'audio', { priority: 16, maxQueueMs: 300, cacheGroups: 1 });
+    for (const [i, t] of this.tiers.entries()) {
+      const track = session.publishTrack(this.namespace, sourceTrackName(t.config.height), { priority: 32 + 16 * i, maxQueueMs: 1000 });
+      track.onNewGroupRequest = () => (this.forceKey = true);
+      // The uplink could not carry the group: the next frame starts a fresh one.
+      track.onGroupDropped = () => (this.forceKey = true);
+      t.track = track;
+    }
+    this.writeCatalog();
+  }
+
+  /** Reacts to the end of `session`: publishes again on a new one if it was ours. */
+  private watch(session: Session): void {
+    void session.closed.then((info) => {
+      if (this.stopped || session !== this.session || info.by === 'local') return;
+      const why = `The relay closed the session${info.reason ? `: ${info.reason}` : ''} (code ${info.code}).`;
+      if (!this.ownSession) {
+        const e = new PublisherError('closed', why);
+        this.error(e.message);
+        this.stats.state = 'error';
+        this.opts.onError?.(e);
+        return;
+      }
+      void this.reconnect(this.opts.url, why);
+    });
+  }
+
+  private reconnecting = false;
+
+  /**
+   * Opens a new session (after GOAWAY or a lost connection) and publishes there; the
+   * encoders keep running and the next frame starts a new group. Retries with backoff.
+   */
+  private async reconnect(url: string, why: string): Promise<void> {
+    if (this.stopped || this.reconnecting || !this.ownSession) return;
+    this.reconnecting = true;
+    this.error(`reconnecting: ${why}`);
+    const old = this.session;
+    const oldTracks = [this.catalogTrack, this.audioTrack, ...this.tiers.map((t) => t.track)];
+    for (let attempt = 0; !this.stopped; attempt++) {
+      try {
+        const session = await this.connect(url);
+        this.session = session;
+        this.watch(session);
+        await this.publishOn(session);
+        this.forceKey = true;
+        for (const t of oldTracks) t?.close();
+        if (old && old !== session) old.close(0, 'moved to a new session');
+        this.stats.state = 'publishing';
+        break;
+      } catch (e) {
+        this.error(`reconnect: ${(e as Error).message}`);
+        await new Promise((r) => setTimeout(r, Math.min(5000, 500 * 2 ** attempt)));
+      }
+    }
+    this.reconnecting = false;
+  }
+
   private catalog(): Catalog {
     return {
       version: MSF_VERSION,
       generatedAt: Date.now(),
       tracks: [
         ...this.tiers.map((t) => ({
-          name: t.track.name,
+          name: sourceTrackName(t.config.height),
           packaging: 'loc',
           isLive: true,
           role: 'video',
@@ -479,7 +536,7 @@ export class Publisher {
 
   /** Uplink control: follow the age of the send queue. */
   private control(): void {
-    const vs = this.tiers.map((t) => t.track.stats());
+    const vs = this.tiers.flatMap((t) => (t.track ? [t.track.stats()] : []));
     const a = this.audioTrack?.stats();
     const now = performance.now();
     if (vs.length === 0) return;
@@ -554,9 +611,11 @@ class TierEncoder {
   private lastGroup = -1;
   private lastObject = -1;
 
+  /** The track it writes to (replaced when the publisher moves to a new session). */
+  track?: PublishedTrack;
+
   constructor(
     public config: VideoEncoderConfig,
-    readonly track: PublishedTrack,
     private readonly pub: Publisher,
   ) {
     this.codecString = config.codec;
@@ -566,7 +625,7 @@ class TierEncoder {
   start(error: (m: string) => void): void {
     this.enc = new VideoEncoder({
       output: (chunk, meta) => this.onChunk(chunk, meta),
-      error: (e) => error(`video encoder ${this.track.name}: ${e.message}`),
+      error: (e) => error(`video encoder ${this.config.width}x${this.config.height}: ${e.message}`),
     });
     this.enc.configure(this.config);
   }
@@ -623,7 +682,7 @@ class TierEncoder {
     const data = new Uint8Array(chunk.byteLength);
     chunk.copyTo(data);
     const ext = locToExtensions({ timestamp: Math.round(info.captureUs), videoConfig: object === 0 ? this.description : undefined });
-    this.track.write(group, object, data, ext);
+    this.track?.write(group, object, data, ext);
     this.pub.onEncoded(this);
   }
 
@@ -633,7 +692,7 @@ class TierEncoder {
     } catch {
       // Already closed.
     }
-    this.track.close();
+    this.track?.close();
   }
 }
 
