@@ -11,7 +11,10 @@
 //! - **backlog**: the link is congested. 64 equal-priority tracks and 4 priority levels
 //!   queue 50 000 objects first; then the scheduler is drained 64 KiB per wake-up.
 //!
-//! Each figure is the median of 7 runs.
+//! Each figure is the median of 11 runs, the two modes taking turns so that both see the
+//! same machine load. Time is the thread's CPU time (`/proc/thread-self/schedstat`, so
+//! other processes on a busy machine do not inflate it), or wall time where that file is
+//! missing.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -23,12 +26,36 @@ use tiermesh_client::scheduler::{
 };
 use tiermesh_proto::types::GroupOrder;
 
-const RUNS: usize = 7;
+const RUNS: usize = 11;
 
 struct Figures {
     objects: u64,
     bytes: u64,
     elapsed: Duration,
+}
+
+/// A clock of this thread's CPU time, or of wall time if the kernel does not say.
+struct Clock {
+    cpu: Option<u64>,
+    wall: Instant,
+}
+
+fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok().filter(|&ns| ns > 0)
+}
+
+impl Clock {
+    fn start() -> Self {
+        Clock { cpu: thread_cpu_ns(), wall: Instant::now() }
+    }
+
+    fn elapsed(&self) -> Duration {
+        match (self.cpu, thread_cpu_ns()) {
+            (Some(a), Some(b)) => Duration::from_nanos(b.saturating_sub(a)),
+            _ => self.wall.elapsed(),
+        }
+    }
 }
 
 fn drain(s: &mut Scheduler, now: Instant, budget: &mut SendBudget) -> u64 {
@@ -74,7 +101,7 @@ fn live(mode: Mode) -> Figures {
     let mut next_key = 0;
     let mut counts = vec![0u64; tracks.len()];
     let (mut objects, mut bytes) = (0, 0);
-    let start = Instant::now();
+    let start = Clock::start();
     for ms in 0..20_000u64 {
         let now = t0 + Duration::from_millis(ms);
         for (i, &(class, prio, period, _)) in tracks.iter().enumerate() {
@@ -110,7 +137,7 @@ fn backlog(mode: Mode) -> Figures {
     let sizes = [80usize, 1000, 2700, 6700];
     let payloads: Vec<Bytes> = sizes.iter().map(|&n| Bytes::from(vec![0u8; n])).collect();
     let object_header = Bytes::from_static(&[0, 0, 0x40, 0]);
-    let start = Instant::now();
+    let start = Clock::start();
     let mut objects = 0;
     let mut key = 0;
     // 4 levels x 16 tracks, groups of 30 objects: 50 000 objects.
@@ -150,15 +177,20 @@ fn median(mut f: Vec<Figures>) -> Figures {
 }
 
 fn main() {
-    println!("send scheduler, ns per object pushed + sent (median of {RUNS} runs)");
+    let clock = if thread_cpu_ns().is_some() { "thread CPU time" } else { "wall time" };
+    println!("send scheduler, ns per object pushed + sent ({clock}, median of {RUNS} runs)");
     println!(
         "{:<9} {:>9} {:>12} | {:>12} {:>12} | {:>12} {:>12} | {:>7}",
         "workload", "objects", "MiB", "priority ns", "ns/KiB", "fifo ns", "ns/KiB", "p/fifo"
     );
     type Workload = fn(Mode) -> Figures;
     for (name, run) in [("live", live as Workload), ("backlog", backlog as Workload)] {
-        let p = median((0..RUNS).map(|_| run(Mode::Priority)).collect());
-        let f = median((0..RUNS).map(|_| run(Mode::Fifo)).collect());
+        let (mut p, mut f) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            p.push(run(Mode::Priority));
+            f.push(run(Mode::Fifo));
+        }
+        let (p, f) = (median(p), median(f));
         let per_obj = |x: &Figures| x.elapsed.as_nanos() as f64 / x.objects as f64;
         let per_kib = |x: &Figures| x.elapsed.as_nanos() as f64 / (x.bytes as f64 / 1024.0);
         println!(
