@@ -176,3 +176,26 @@ test('a first fetch object that refers to a prior object is a protocol violation
   r2.push(fromHex('05 04 4085 00'));
   assert.throws(() => r2.poll(), /Serialization Flags/);
 });
+
+test('random bytes on a data stream give objects or a ProtocolError, never anything else', () => {
+  let seed = 7;
+  const rand = () => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed;
+  };
+  for (let i = 0; i < 3000; i++) {
+    const len = 1 + (rand() % 40);
+    const b = new Uint8Array(len);
+    for (let j = 0; j < len; j++) b[j] = rand() & 0xff;
+    b[0] = [0x10, 0x11, 0x14, 0x15, 0x31, 0x35, 0x38, 0x05][rand() % 8];
+    const r = b[0] === 0x05 ? new FetchReader() : new SubgroupReader();
+    try {
+      r.push(b.subarray(0, len >> 1));
+      r.push(b.subarray(len >> 1));
+      r.finish();
+      for (let k = 0; k < 100 && r.poll(); k++);
+    } catch (e) {
+      assert.ok(e instanceof ProtocolError, `unexpected ${String(e)}`);
+    }
+  }
+});

@@ -149,3 +149,14 @@ test('requests wait for MAX_REQUEST_ID credit and fail clearly without it', asyn
   sub2.close();
   sub.close();
 });
+
+test('a malformed data stream closes the session with PROTOCOL_VIOLATION', async () => {
+  const { a, b } = memoryPair();
+  const [sub, pub] = await Promise.all([Session.open(a, 'client'), Session.open(b, 'server')]);
+  const ws = await pub.transport.createStream(0);
+  const w = ws.getWriter();
+  await w.write(new Uint8Array([0x01, 0x02, 0x03])); // 0x01 is no data stream type
+  const info = await sub.closed;
+  assert.equal(info.code, 0x3);
+  assert.match(info.reason, /unknown data stream type/);
+});
