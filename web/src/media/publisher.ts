@@ -307,13 +307,18 @@ export class Publisher {
   /**
    * Opens a new session (after GOAWAY or a lost connection) and publishes there; the
    * encoders keep running and the next frame starts a new group. Retries with backoff.
+   * The old session is closed first: a relay keeps one publisher per track, and holds the
+   * subscribers of a track whose publisher left until it comes back.
    */
   private async reconnect(url: string, why: string): Promise<void> {
     if (this.stopped || this.reconnecting || !this.ownSession) return;
     this.reconnecting = true;
     this.error(`reconnecting: ${why}`);
     const old = this.session;
-    const oldTracks = [this.catalogTrack, this.audioTrack, ...this.tiers.map((t) => t.track)];
+    for (const t of [this.catalogTrack, this.audioTrack, ...this.tiers.map((x) => x.track)]) t?.close();
+    this.catalogTrack = this.audioTrack = undefined;
+    for (const t of this.tiers) t.track = undefined;
+    old?.close(0, 'moving to a new session');
     for (let attempt = 0; !this.stopped; attempt++) {
       try {
         const session = await this.connect(url);
@@ -321,8 +326,6 @@ export class Publisher {
         this.watch(session);
         await this.publishOn(session);
         this.forceKey = true;
-        for (const t of oldTracks) t?.close();
-        if (old && old !== session) old.close(0, 'moved to a new session');
         this.stats.state = 'publishing';
         break;
       } catch (e) {
