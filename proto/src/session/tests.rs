@@ -156,6 +156,16 @@ fn setup_exchange_grants_request_ids() {
 }
 
 #[test]
+fn client_setup_carries_auth_tokens() {
+    let token = TokenValue(Bytes::from_static(b"session-token"));
+    let tokens = vec![AuthToken::UseValue { token_type: 1, value: token.clone() }];
+    let mut p =
+        Pair::with(SessionConfig::default().setup_auth_tokens(tokens), SessionConfig::default());
+    let Event::SetupComplete { peer } = p.server_event() else { panic!() };
+    assert_eq!(peer.auth_tokens, vec![(1, token)]);
+}
+
+#[test]
 fn webtransport_client_sends_no_path_or_authority() {
     let mut p = Pair::with(
         SessionConfig::new(Transport::WebTransport).path("/x").authority("h"),
