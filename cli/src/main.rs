@@ -20,8 +20,10 @@ enum Command {
     Link(tiermesh_link::cli::Args),
     /// Create token signing keys, issue and check access tokens.
     Token(tiermesh_relay::token_cli::Args),
-    /// Run a relay: MoQT over raw QUIC and WebTransport on one UDP port, plus /metrics.
-    Relay(tiermesh_relay::cli::Args),
+    /// Publish a synthetic broadcast (catalog, audio, three video tiers) to a relay.
+    Pub(tiermesh_client::cli::PubArgs),
+    /// Subscribe to a broadcast and report objects, gaps and latency per track.
+    Sub(tiermesh_client::cli::SubArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,7 +32,8 @@ fn main() -> anyhow::Result<()> {
         Command::Cert(args) => tiermesh_certs::cli::run(args)?,
         Command::Link(args) => tiermesh_link::cli::run(args)?,
         Command::Token(args) => tiermesh_relay::token_cli::run(args)?,
-        Command::Relay(args) => tiermesh_relay::cli::run(args)?,
+        Command::Pub(args) => tiermesh_client::cli::run_pub(args)?,
+        Command::Sub(args) => tiermesh_client::cli::run_sub(args)?,
     }
     Ok(())
 }

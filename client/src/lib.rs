@@ -1,7 +1,10 @@
 //! tiermesh client (in progress).
 
+pub mod cli;
 pub mod moq;
+pub mod publish;
 pub mod report;
 pub mod scheduler;
+pub mod subscribe;
 pub mod synthetic;
 pub mod transport;

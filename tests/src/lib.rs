@@ -109,6 +109,7 @@ impl Proc {
     /// Starts `cmd` with stdout and stderr captured and stdin closed.
     pub fn spawn(name: &str, mut cmd: Command) -> Result<Proc> {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.env("NO_COLOR", "1");
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
@@ -253,6 +254,24 @@ impl Drop for Proc {
     }
 }
 
+/// `text` without terminal colour sequences (`ESC [ … letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn collect(stream: impl Read + Send + 'static, stderr: bool, out: Shared, name: &str) {
     let name = name.to_owned();
     let spawned = std::thread::Builder::new().name(format!("{name}-output")).spawn({
@@ -265,7 +284,7 @@ fn collect(stream: impl Read + Send + 'static, stderr: bool, out: Shared, name: 
                 match reader.read_until(b'\n', &mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        let text = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                        let text = strip_ansi(String::from_utf8_lossy(&buf).trim_end());
                         let (lock, cond) = &*out;
                         lock.lock().unwrap().lines.push(Line { stderr, text });
                         cond.notify_all();
@@ -283,3 +302,141 @@ fn collect(stream: impl Read + Send + 'static, stderr: bool, out: Shared, name: 
         cond.notify_all();
     }
 }
+
+/// A `tiermesh relay` child on loopback, with what it printed about itself.
+pub struct Relay {
+    /// The process.
+    pub proc: Proc,
+    /// The UDP address serving MoQT (raw QUIC and WebTransport).
+    pub addr: std::net::SocketAddr,
+    /// The ops listener (`/metrics`, `/healthz`).
+    pub ops: std::net::SocketAddr,
+    /// SHA-256 of its generated certificate, 64 hex digits.
+    pub cert_hash: String,
+}
+
+impl Relay {
+    /// Starts `tiermesh relay` on ephemeral loopback ports with a generated certificate,
+    /// plus `extra` flags, and waits until it has printed its addresses and certificate hash.
+    pub fn start(extra: &[&str]) -> Result<Relay> {
+        let mut args =
+            vec!["relay", "--listen", "127.0.0.1:0", "--ops", "127.0.0.1:0", "--tls-generate"];
+        args.extend_from_slice(extra);
+        let proc = Proc::tiermesh("relay", &args)?;
+        let wait = Duration::from_secs(30);
+        // `moqt://ADDR` or `local_addr=ADDR`; `http://ADDR` or `ops=ADDR`.
+        let moqt = |t: &str| find_addr(t, "moqt://").or_else(|| find_addr(t, "local_addr="));
+        let http = |t: &str| find_addr(t, "http://").or_else(|| find_addr(t, "ops="));
+        let addr = moqt(&proc.wait_line(wait, |l| moqt(&l.text).is_some())?.text);
+        let ops = http(&proc.wait_line(wait, |l| http(&l.text).is_some())?.text);
+        let cert_hash = proc
+            .wait_line(wait, |l| find_hash(&l.text).is_some())
+            .map(|l| find_hash(&l.text).unwrap())?;
+        let (addr, ops) = (addr.context("relay address")?, ops.context("ops address")?);
+        Ok(Relay { proc, addr, ops, cert_hash })
+    }
+
+    /// `scheme://ADDR/broadcast`.
+    pub fn url(&self, scheme: &str, broadcast: &str) -> String {
+        format!("{scheme}://{}/{broadcast}", self.addr)
+    }
+
+    /// The flag pinning its certificate.
+    pub fn pin(&self) -> [String; 2] {
+        ["--tls-cert-hash".to_owned(), self.cert_hash.clone()]
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> Result<String> {
+        http_get(self.ops, "/metrics")
+    }
+}
+
+/// The first `host:port` after `scheme` in `text` that parses as a socket address.
+pub fn find_addr(text: &str, scheme: &str) -> Option<std::net::SocketAddr> {
+    let mut rest = text;
+    while let Some(i) = rest.find(scheme) {
+        let after = &rest[i + scheme.len()..];
+        let end =
+            after.find(|c: char| c == '/' || c.is_whitespace() || c == '"').unwrap_or(after.len());
+        if let Ok(a) = after[..end].parse() {
+            return Some(a);
+        }
+        rest = after;
+    }
+    None
+}
+
+/// The first word of 64 hex digits in `text` (a certificate's SHA-256).
+pub fn find_hash(text: &str) -> Option<String> {
+    text.split(|c: char| !c.is_ascii_hexdigit())
+        .find(|w| w.len() == 64)
+        .map(str::to_ascii_lowercase)
+}
+
+/// A plain HTTP/1.1 GET on loopback, returning the body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
+    }
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return Ok(dechunk(body));
+    }
+    Ok(body.to_owned())
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The value of an unlabelled Prometheus sample, or the sum over its labelled samples.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((key, value)) = line.rsplit_once(' ') else { continue };
+        let base = key.split('{').next().unwrap_or(key);
+        if base == name {
+            let v: f64 = value.parse().ok()?;
+            found = Some(found.unwrap_or(0.0) + v);
+        }
+    }
+    found
+}
+
+/// Runs `tiermesh sub --json` with `args` to the end and parses its report. Returns the
+/// report (if it printed one), the exit status and the process (for its stderr).
+pub fn sub_json(
+    name: &str,
+    args: &[String],
+    timeout: Duration,
+) -> Result<(Option<Report>, bool, Proc)> {
+    let mut all = vec!["sub".to_owned(), "--json".to_owned()];
+    all.extend_from_slice(args);
+    let mut p = Proc::tiermesh(name, &all)?;
+    let status = p.wait_exit(timeout)?;
+    let out = p.stdout();
+    let report = match out.lines().find(|l| l.starts_with('{')) {
+        Some(l) => Some(serde_json::from_str(l).with_context(|| format!("bad JSON: {l}"))?),
+        None => None,
+    };
+    Ok((report, status.success(), p))
+}
+
+pub use tiermesh_client::report::{Report, TrackReport};
