@@ -154,6 +154,9 @@ type Level = u16;
 /// groups that can be in flight at once.
 const ABANDONED_MEMORY: usize = 1024;
 
+/// The smallest deadline heap that is swept of entries for objects no longer queued.
+const SWEEP_MIN: usize = 4096;
+
 /// The FIFO entry of a stream that carries only its header.
 const HEADER_ONLY: u64 = u64::MAX;
 
@@ -247,6 +250,8 @@ pub struct Scheduler {
     fifo: VecDeque<(StreamKey, u64)>,
     /// Object deadlines; entries of objects already written or dropped are skipped.
     deadlines: BinaryHeap<Reverse<(Instant, u64, StreamKey)>>,
+    /// Heap size at which stale entries are swept out (see `push_deadline`).
+    sweep_at: usize,
     actions: VecDeque<Action>,
     next_seq: u64,
     queued_bytes: u64,
@@ -265,6 +270,7 @@ impl Scheduler {
             active: LevelSet::default(),
             fifo: VecDeque::new(),
             deadlines: BinaryHeap::new(),
+            sweep_at: SWEEP_MIN,
             actions: VecDeque::new(),
             next_seq: 0,
             queued_bytes: 0,
@@ -375,7 +381,7 @@ impl Scheduler {
             return Ok(());
         }
         if let Some((d, _)) = deadline {
-            self.deadlines.push(Reverse((d, seq, key)));
+            self.push_deadline(d, seq, key);
         }
         if mode == Mode::Fifo {
             self.fifo.push_back((key, seq));
@@ -522,6 +528,19 @@ impl Scheduler {
                 Step::Again => continue,
                 Step::Idle => return None,
             }
+        }
+    }
+
+    /// Entries of objects already sent stay in the heap until their deadline; with long
+    /// timeouts that could be many. When the heap doubles past its last swept size, it
+    /// keeps only the objects still queued (amortized constant time per object).
+    fn push_deadline(&mut self, deadline: Instant, seq: u64, key: StreamKey) {
+        self.deadlines.push(Reverse((deadline, seq, key)));
+        if self.deadlines.len() >= self.sweep_at {
+            let mut heap = std::mem::take(&mut self.deadlines);
+            heap.retain(|Reverse((_, seq, key))| self.queued_deadline(*key, *seq).is_some());
+            self.sweep_at = (2 * heap.len()).max(SWEEP_MIN);
+            self.deadlines = heap;
         }
     }
 

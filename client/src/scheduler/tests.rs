@@ -560,3 +560,20 @@ fn datagram_lanes_send_whole_objects_and_drop_them_one_by_one() {
     assert_eq!(s.poll_send(t0 + ms(100), &mut budget(2000)), None);
     assert!(matches!(s.poll_send(t0 + ms(101), &mut budget(3004)), Some(Action::Datagram { .. })));
 }
+
+/// Deadline entries of objects already sent do not pile up, however long the timeout.
+#[test]
+fn deadline_heap_stays_bounded_with_long_timeouts() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    for g in 0..20_000u64 {
+        let spec = audio(1, g).delivery_timeout(Some(Duration::from_secs(3600)));
+        s.open_stream(StreamKey(g), spec).unwrap();
+        s.push_object(StreamKey(g), obj(t0 + ms(g), 80)).unwrap();
+        s.finish_stream(StreamKey(g)).unwrap();
+        let _ = drain(&mut s, t0 + ms(g), &mut unlimited());
+    }
+    assert_eq!(s.open_streams(), 0);
+    assert!(s.deadlines.len() <= super::SWEEP_MIN, "{} entries", s.deadlines.len());
+    assert_eq!(s.poll_timeout(), None);
+}

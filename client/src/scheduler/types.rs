@@ -311,6 +311,9 @@ pub enum Action {
 /// priorities, different requests) get equal ones, which quinn serves round-robin. Group
 /// and subgroup order are left to the scheduler: it keeps so little in QUIC that two groups
 /// of one track rarely sit there together.
+///
+/// Values lie in `0..=65535`, so the driver gives the control stream a higher one (the
+/// draft: control messages SHOULD go before all objects), e.g. `i32::MAX`.
 pub fn quinn_priority(order: &SendOrder) -> i32 {
     let level =
         (i32::from(order.subscriber_priority()) << 8) | i32::from(order.publisher_priority());
