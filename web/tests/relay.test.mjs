@@ -1,0 +1,184 @@
+// Guards: the browser client against the real relay (`tiermesh relay`, development
+// certificate pinned by hash, WebTransport on loopback): a browser publisher's camera and
+// microphone reach a browser player through the relay; a missing broadcast is reported as
+// such; a doctor and a patient in a room see and hear each other; the Rust subscriber
+// (`tiermesh sub`) reads what the browser publishes and the browser player reads what the
+// Rust publisher (`tiermesh pub`) sends. Skipped when the tiermesh binary is not built
+// (TIERMESH_BIN, default ../target/debug/tiermesh).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { haveChromium, launch, open, pageUrl, stats, longestFreeze } from './chromium.mjs';
+
+const BIN = process.env.TIERMESH_BIN ?? fileURLToPath(new URL('../../target/debug/tiermesh', import.meta.url));
+const hasRelay = existsSync(BIN) && spawnSync(BIN, ['relay', '--help'], { stdio: 'ignore' }).status === 0;
+const skip = (!haveChromium() && 'no chromium') || (!hasRelay && `no tiermesh binary with a relay subcommand at ${BIN}`);
+
+let browser;
+let relay;
+let base; // https://127.0.0.1:PORT
+let hash;
+const children = [];
+
+/** Runs a child process, kills it at the end of the run. */
+function child(args) {
+  const c = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(c);
+  return c;
+}
+
+/** Resolves with the match of `re` in the process's output, or rejects after `ms`. */
+function waitOutput(proc, re, ms, what) {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`${what}: not seen within ${ms} ms; output:\n${out}`)), ms);
+    const on = (d) => {
+      out += d;
+      const m = out.match(re);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m);
+      }
+    };
+    proc.stdout.on('data', on);
+    proc.stderr.on('data', on);
+    proc.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what}: exited with ${code}; output:\n${out}`));
+    });
+  });
+}
+
+/** Collects a process's stdout until it exits (bounded by `ms`). */
+function runToEnd(proc, ms) {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => {
+      proc.kill();
+      reject(new Error(`did not finish within ${ms} ms; stderr:\n${err}`));
+    }, ms);
+    proc.stdout.on('data', (d) => (out += d));
+    proc.stderr.on('data', (d) => (err += d));
+    proc.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out, err });
+    });
+  });
+}
+
+before(async () => {
+  if (skip) return;
+  browser = await launch();
+  relay = child([
+    'relay',
+    '--tls-generate',
+    '--listen',
+    '127.0.0.1:0',
+    '--ops',
+    '127.0.0.1:0',
+    '--public',
+    'demo',
+    '--public-publish',
+    'demo',
+    '--public',
+    'clinic',
+    '--public-publish',
+    'clinic',
+  ]);
+  const [hashLine, listen] = await Promise.all([
+    waitOutput(relay, /^([0-9a-f]{64})$/m, 60000, 'relay certificate hash'),
+    waitOutput(relay, /relay listening on ([0-9.]+:\d+)/, 60000, 'relay address'),
+  ]);
+  hash = hashLine[1];
+  base = `https://${listen[1]}`;
+});
+
+after(async () => {
+  await browser?.close();
+  for (const c of children) c.kill();
+});
+
+test('a browser publisher reaches a browser player through the relay', { skip }, async () => {
+  const pub = await open(browser, pageUrl('publisher.html', `?url=${base}/demo/live&hash=${hash}`));
+  await pub.page.waitForFunction(() => window.tiermeshStats?.state === 'publishing', null, { timeout: 20000 });
+  const player = await open(browser, pageUrl('player.html', `?url=${base}/demo/live/source&hash=${hash}`));
+  await player.page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 30, null, { timeout: 20000 });
+  const freeze = await longestFreeze(player.page, 4000);
+  const s = await stats(player.page);
+  const p = await stats(pub.page);
+  assert.deepEqual(pub.pageErrors, []);
+  assert.deepEqual(player.pageErrors, []);
+  assert.equal(s.state, 'playing');
+  assert.ok(freeze < 500, `picture froze for ${freeze} ms`);
+  assert.ok(s.audioFramesPlayed >= 100, `audio frames played ${s.audioFramesPlayed}`);
+  assert.ok(s.latencyMs.p50 < 400, `capture-to-display latency p50 ${s.latencyMs.p50} ms`);
+  console.log(
+    `relay: ${s.framesDrawn} frames drawn, audio ${s.audioFramesPlayed} played / ${s.audioFramesConcealed} concealed, ` +
+      `latency p50 ${s.latencyMs.p50} ms (arrival ${s.arrivalLatencyMs.p50} ms), publisher ${p.sentKbps} kb/s`,
+  );
+  await player.page.close();
+  await pub.page.close();
+});
+
+test('a broadcast that is not there is reported as not found', { skip }, async () => {
+  const { page } = await open(browser, pageUrl('player.html', `?url=${base}/demo/nobody&hash=${hash}`));
+  await page.waitForFunction(() => window.tiermeshStats?.state === 'error', null, { timeout: 20000 });
+  const s = await stats(page);
+  assert.equal(s.errorKind, 'not-found');
+  assert.match(await page.locator('#error').textContent(), /Broadcast demo\/nobody not found/);
+  await page.close();
+});
+
+test('a doctor and a patient see and hear each other', { skip }, async () => {
+  const q = `?url=${base}/clinic/room-42&hash=${hash}`;
+  const doctor = await open(browser, pageUrl('room.html', `${q}&role=doctor`));
+  const patient = await open(browser, pageUrl('room.html', `${q}&role=patient`));
+  for (const side of [doctor, patient]) {
+    await side.page.waitForFunction(
+      () => window.tiermeshStats?.framesDrawn >= 20 && window.tiermeshStats?.audioFramesDecoded >= 50,
+      null,
+      { timeout: 30000 },
+    );
+  }
+  const d = await stats(doctor.page);
+  const p = await stats(patient.page);
+  assert.match(d.playing, /^clinic\/room-42\/patient/);
+  assert.match(p.playing, /^clinic\/room-42\/doctor/);
+  assert.deepEqual(doctor.pageErrors, []);
+  assert.deepEqual(patient.pageErrors, []);
+  console.log(`room: doctor sees ${d.playing} (latency ${d.latencyMs.p50} ms), patient sees ${p.playing} (latency ${p.latencyMs.p50} ms)`);
+  await doctor.page.close();
+  await patient.page.close();
+});
+
+test('the Rust subscriber reads what the browser publishes', { skip }, async () => {
+  const pub = await open(browser, pageUrl('publisher.html', `?url=${base}/demo/rust-sub&hash=${hash}`));
+  await pub.page.waitForFunction(() => window.tiermeshStats?.state === 'publishing', null, { timeout: 20000 });
+  const sub = child(['sub', `${base}/demo/rust-sub/source`, '--tls-cert-hash', hash, '--duration', '4s', '--json']);
+  const { out, err } = await runToEnd(sub, 30000);
+  const report = JSON.parse(out.trim().split('\n').at(-1) || '{}');
+  assert.equal(report.error ?? null, null, `tiermesh sub: ${err}`);
+  const byName = Object.fromEntries(report.tracks.map((t) => [t.name, t]));
+  assert.ok(byName.audio?.objects >= 100, `audio objects ${byName.audio?.objects}`);
+  assert.ok(byName['video/720p']?.objects >= 40, `video objects ${byName['video/720p']?.objects}`);
+  assert.equal(byName['video/720p'].missing_objects, 0);
+  console.log(`tiermesh sub: ${report.tracks.map((t) => `${t.name} ${t.objects} objects, latency ${JSON.stringify(t.latency_ms)}`).join('; ')}`);
+  await pub.page.close();
+});
+
+test('the browser player reads what the Rust publisher sends', { skip }, async () => {
+  const rust = child(['pub', `${base}/demo/synthetic`, '--tls-cert-hash', hash, '--duration', '60s']);
+  await new Promise((r) => setTimeout(r, 1500));
+  const { page } = await open(browser, pageUrl('player.html', `?url=${base}/demo/synthetic&hash=${hash}&audio=0`));
+  // The synthetic payloads are filler bytes, not media: this checks the protocol, not decoding.
+  await page.waitForFunction(() => window.tiermeshStats?.bitrateKbps > 50, null, { timeout: 20000 });
+  const s = await stats(page);
+  assert.deepEqual(s.tiers, ['video/180p', 'video/360p', 'video/720p']);
+  assert.ok(s.arrivalLatencyMs.p50 > 0 && s.arrivalLatencyMs.p50 < 500, `arrival latency ${s.arrivalLatencyMs.p50} ms`);
+  console.log(`synthetic: tiers ${s.tiers.join(', ')}, ${s.bitrateKbps} kb/s, arrival latency p50 ${s.arrivalLatencyMs.p50} ms`);
+  await page.close();
+  rust.kill();
+});
