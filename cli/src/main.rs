@@ -4,6 +4,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod dev;
+
 #[derive(Parser)]
 #[command(name = "tiermesh", version, about = "Media relay mesh for real-time video over QUIC")]
 struct Cli {
@@ -20,10 +22,14 @@ enum Command {
     Link(tiermesh_link::cli::Args),
     /// Create token signing keys, issue and check access tokens.
     Token(tiermesh_relay::token_cli::Args),
+    /// Run a relay: MoQT over raw QUIC and WebTransport on one UDP port, plus /metrics.
+    Relay(tiermesh_relay::cli::Args),
     /// Publish a synthetic broadcast (catalog, audio, three video tiers) to a relay.
     Pub(tiermesh_client::cli::PubArgs),
     /// Subscribe to a broadcast and report objects, gaps and latency per track.
     Sub(tiermesh_client::cli::SubArgs),
+    /// A relay on localhost with a generated certificate and a synthetic publisher.
+    Dev(dev::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,8 +38,10 @@ fn main() -> anyhow::Result<()> {
         Command::Cert(args) => tiermesh_certs::cli::run(args)?,
         Command::Link(args) => tiermesh_link::cli::run(args)?,
         Command::Token(args) => tiermesh_relay::token_cli::run(args)?,
+        Command::Relay(args) => tiermesh_relay::cli::run(args)?,
         Command::Pub(args) => tiermesh_client::cli::run_pub(args)?,
         Command::Sub(args) => tiermesh_client::cli::run_sub(args)?,
+        Command::Dev(args) => dev::run(args)?,
     }
     Ok(())
 }
