@@ -63,7 +63,12 @@ fn decode_video(samples: &[&MediaSample], width: usize, height: usize) -> Result
             }
         };
         if let Some(p) = picture {
-            ensure!((p.width, p.height) == (width, height), "sample {i} decoded to {}x{}", p.width, p.height);
+            ensure!(
+                (p.width, p.height) == (width, height),
+                "sample {i} decoded to {}x{}",
+                p.width,
+                p.height
+            );
             pictures += 1;
         }
     }
@@ -113,7 +118,18 @@ fn ivf_av1_from_ffmpeg_has_key_frames_and_decodes() -> Result<()> {
     let path = dir.path().join("in.ivf");
     make(
         &[testsrc(160, 96, 25, 1.0)],
-        &["-c:v", "libaom-av1", "-cpu-used", "8", "-usage", "realtime", "-g", "10", "-keyint_min", "10"],
+        &[
+            "-c:v",
+            "libaom-av1",
+            "-cpu-used",
+            "8",
+            "-usage",
+            "realtime",
+            "-g",
+            "10",
+            "-keyint_min",
+            "10",
+        ],
         &path,
     )?;
     let mut src = encoded(&path)?;
@@ -122,7 +138,11 @@ fn ivf_av1_from_ffmpeg_has_key_frames_and_decodes() -> Result<()> {
     assert_eq!(info.format, Format::Ivf);
     assert_eq!((v.codec, v.width, v.height, v.frames), (Some(Codec::Av1), 160, 96, 25));
     assert!((v.fps - 25.0).abs() < 0.01, "{}", v.fps);
-    assert!(v.codec_string.as_deref().is_some_and(|c| c.starts_with("av01.0.")), "{:?}", v.codec_string);
+    assert!(
+        v.codec_string.as_deref().is_some_and(|c| c.starts_with("av01.0.")),
+        "{:?}",
+        v.codec_string
+    );
     let samples = all_samples(src.as_mut())?;
     let vs = video(&samples);
     assert_eq!(vs.len(), 25);
@@ -146,7 +166,18 @@ fn annexb_h264_from_ffmpeg_splits_access_units_and_reads_the_sps() -> Result<()>
     // 160x90 is coded as 160x96 with 6 lines cropped: the size must come out cropped.
     make(
         &[testsrc(160, 90, 25, 1.0)],
-        &["-c:v", "libx264", "-profile:v", "baseline", "-g", "10", "-sc_threshold", "0", "-f", "h264"],
+        &[
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-g",
+            "10",
+            "-sc_threshold",
+            "0",
+            "-f",
+            "h264",
+        ],
         &path,
     )?;
     let mut src = encoded(&path)?;
@@ -155,7 +186,11 @@ fn annexb_h264_from_ffmpeg_splits_access_units_and_reads_the_sps() -> Result<()>
     assert_eq!(info.format, Format::AnnexB);
     assert_eq!((v.codec, v.width, v.height, v.frames), (Some(Codec::H264), 160, 90, 25));
     assert!((v.fps - 25.0).abs() < 1e-9, "frame rate from the VUI: {}", v.fps);
-    assert!(v.codec_string.as_deref().is_some_and(|c| c.starts_with("avc1.42")), "{:?}", v.codec_string);
+    assert!(
+        v.codec_string.as_deref().is_some_and(|c| c.starts_with("avc1.42")),
+        "{:?}",
+        v.codec_string
+    );
     let samples = all_samples(src.as_mut())?;
     let vs = video(&samples);
     assert_eq!(vs.len(), 25);
@@ -171,7 +206,12 @@ fn annexb_without_vui_timing_uses_the_configured_rate() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("openh264.264");
     let generator = tiermesh_codec::test_pattern::Generator::new(160, 96, 30.0)?;
-    let mut enc = h264::Encoder::new(h264::EncoderConfig { width: 160, height: 96, fps: 30.0, bitrate: 300_000 })?;
+    let mut enc = h264::Encoder::new(h264::EncoderConfig {
+        width: 160,
+        height: 96,
+        fps: 30.0,
+        bitrate: 300_000,
+    })?;
     let mut stream = Vec::new();
     for i in 0..12 {
         let p = enc.encode(&generator.next_frame(i), i % 6 == 0)?;
@@ -197,11 +237,16 @@ fn check_mp4(path: &Path, codec: Codec, codec_prefix: &str) -> Result<()> {
     let v = info.video.clone().context("video info")?;
     assert_eq!((v.codec, v.width, v.height, v.frames), (Some(codec), 160, 96, 25));
     assert!((v.fps - 25.0).abs() < 0.01, "{}", v.fps);
-    assert!(v.codec_string.as_deref().is_some_and(|c| c.starts_with(codec_prefix)), "{:?}", v.codec_string);
+    assert!(
+        v.codec_string.as_deref().is_some_and(|c| c.starts_with(codec_prefix)),
+        "{:?}",
+        v.codec_string
+    );
     let a = info.audio.clone().context("audio info")?;
     assert_eq!((a.sample_rate, a.channels), (48_000, 1));
     let probed = media_common::probe(path)?;
-    let opus_packets = probed.iter().find(|s| s.codec_name == "opus").context("ffprobe sees opus")?.packets;
+    let opus_packets =
+        probed.iter().find(|s| s.codec_name == "opus").context("ffprobe sees opus")?.packets;
     assert_eq!(a.packets, opus_packets);
 
     let samples = all_samples(src.as_mut())?;
@@ -234,7 +279,20 @@ fn mp4_h264_opus_from_ffmpeg() -> Result<()> {
     let path = dir.path().join("in.mp4");
     make(
         &[testsrc(160, 96, 25, 1.0), sine(1.0)],
-        &["-c:v", "libx264", "-profile:v", "baseline", "-g", "10", "-sc_threshold", "0", "-c:a", "libopus", "-ac", "1"],
+        &[
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-g",
+            "10",
+            "-sc_threshold",
+            "0",
+            "-c:a",
+            "libopus",
+            "-ac",
+            "1",
+        ],
         &path,
     )?;
     check_mp4(&path, Codec::H264, "avc1.42")
@@ -277,7 +335,11 @@ fn looped_input_keeps_time_going() -> Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("in.ivf");
-    make(&[testsrc(160, 96, 25, 0.4)], &["-c:v", "libaom-av1", "-cpu-used", "8", "-usage", "realtime"], &path)?;
+    make(
+        &[testsrc(160, 96, 25, 0.4)],
+        &["-c:v", "libaom-av1", "-cpu-used", "8", "-usage", "realtime"],
+        &path,
+    )?;
     let mut src = input::open(&path)?.looped().into_encoded().context("encoded")?;
     let mut last = None;
     for i in 0..35u64 {
@@ -312,7 +374,10 @@ fn assert_error_names(result: Result<Input, Error>, path: &Path, expect: &str) {
         Ok(i) => panic!("{} opened: {i:?}", path.display()),
         Err(e) => {
             let text = e.to_string();
-            assert!(text.contains(&path.display().to_string()), "error {text:?} does not name the file");
+            assert!(
+                text.contains(&path.display().to_string()),
+                "error {text:?} does not name the file"
+            );
             assert!(text.contains(expect), "error {text:?} does not say {expect:?}");
         }
     }
@@ -342,7 +407,8 @@ fn garbage_and_empty_files_are_clear_errors() -> Result<()> {
     assert_error_names(input::open(&y4m_444), &y4m_444, "C444");
     let y4m_odd = write("odd.y4m", b"YUV4MPEG2 W15 H16\n")?;
     assert_error_names(input::open(&y4m_odd), &y4m_odd, "unsupported");
-    let av1_in_ivf = write("vp8.ivf", b"DKIF\0\0\x20\0VP80\xa0\0\x60\0\x19\0\0\0\x01\0\0\0\x01\0\0\0\0\0\0\0")?;
+    let av1_in_ivf =
+        write("vp8.ivf", b"DKIF\0\0\x20\0VP80\xa0\0\x60\0\x19\0\0\0\x01\0\0\0\x01\0\0\0\0\0\0\0")?;
     assert_error_names(input::open(&av1_in_ivf), &av1_in_ivf, "only AV1");
     let no_start = write("x.h264", &[0x42; 64])?;
     assert_error_names(input::open(&no_start), &no_start, "start code");
@@ -361,7 +427,11 @@ fn truncated_files_are_errors_or_shorter_never_panics() -> Result<()> {
     let y4m = dir.path().join("t.y4m");
     make(&[testsrc(64, 64, 25, 0.2)], &["-pix_fmt", "yuv420p"], &y4m)?;
     let ivf = dir.path().join("t.ivf");
-    make(&[testsrc(160, 96, 25, 0.4)], &["-c:v", "libaom-av1", "-cpu-used", "8", "-usage", "realtime"], &ivf)?;
+    make(
+        &[testsrc(160, 96, 25, 0.4)],
+        &["-c:v", "libaom-av1", "-cpu-used", "8", "-usage", "realtime"],
+        &ivf,
+    )?;
     let h264 = dir.path().join("t.h264");
     make(&[testsrc(160, 96, 25, 0.4)], &["-c:v", "libx264", "-f", "h264"], &h264)?;
     let mp4 = dir.path().join("t.mp4");
@@ -369,11 +439,9 @@ fn truncated_files_are_errors_or_shorter_never_panics() -> Result<()> {
 
     // Specific messages for the cuts a user meets: a frame cut in the middle, an
     // unfinished MP4 (ffmpeg writes its moov last).
-    for (path, cut_from_end, expect) in [
-        (&y4m, 100, "frame 4"),
-        (&ivf, 10, "remain"),
-        (&mp4, 100, "moov"),
-    ] {
+    for (path, cut_from_end, expect) in
+        [(&y4m, 100, "frame 4"), (&ivf, 10, "remain"), (&mp4, 100, "moov")]
+    {
         let bytes = std::fs::read(path)?;
         let cut = dir.path().join(format!("cut-{}", path.file_name().unwrap().to_string_lossy()));
         std::fs::write(&cut, &bytes[..bytes.len() - cut_from_end])?;
@@ -430,7 +498,9 @@ fn corrupted_bytes_never_panic() -> Result<()> {
         for round in 0..60 {
             let mut bytes = clean.clone();
             for _ in 0..4 {
-                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
                 let at = (state >> 33) as usize % bytes.len();
                 bytes[at] ^= (state >> 24) as u8 | 1;
             }

@@ -15,7 +15,10 @@ pub fn have_ffmpeg(test: &str) -> bool {
         Command::new(tool).arg("-version").output().map(|o| o.status.success()).unwrap_or(false)
     });
     if !ok {
-        assert!(std::env::var_os("CI").is_none(), "{test}: ffmpeg/ffprobe missing under CI (scripts/setup.sh installs them)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: ffmpeg/ffprobe missing under CI (scripts/setup.sh installs them)"
+        );
         eprintln!("SKIPPED {test}: ffmpeg/ffprobe are not installed (apt-get install ffmpeg)");
     }
     ok
@@ -23,8 +26,16 @@ pub fn have_ffmpeg(test: &str) -> bool {
 
 /// Runs `ffmpeg -v error -y <args>` and fails with its message if it fails.
 pub fn ffmpeg(args: &[&str]) -> Result<()> {
-    let out = Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).output().context("running ffmpeg")?;
-    ensure!(out.status.success(), "ffmpeg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .output()
+        .context("running ffmpeg")?;
+    ensure!(
+        out.status.success(),
+        "ffmpeg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -40,7 +51,12 @@ pub fn testsrc(width: u32, height: u32, fps: u32, seconds: f64) -> Vec<String> {
 
 /// A 440 Hz sine at 48 kHz as ffmpeg input arguments.
 pub fn sine(seconds: f64) -> Vec<String> {
-    vec!["-f".into(), "lavfi".into(), "-i".into(), format!("sine=frequency=440:sample_rate=48000:duration={seconds}")]
+    vec![
+        "-f".into(),
+        "lavfi".into(),
+        "-i".into(),
+        format!("sine=frequency=440:sample_rate=48000:duration={seconds}"),
+    ]
 }
 
 /// Builds a file with ffmpeg from input arguments, output options and the output path.
@@ -73,7 +89,12 @@ pub fn probe(path: &Path) -> Result<Vec<Stream>> {
         .arg(path)
         .output()
         .context("running ffprobe")?;
-    ensure!(out.status.success(), "ffprobe failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "ffprobe failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let streams = json["streams"].as_array().context("no streams array")?;
     let num = |v: &serde_json::Value| -> u64 {

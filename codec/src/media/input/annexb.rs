@@ -493,14 +493,15 @@ mod tests {
 
     #[test]
     fn sps_size_crop_and_timing() {
-        // x264 baseline 320x180 at 30 fps (timing_info 1/60): 20x12 macroblocks cropped by
-        // 6 lines at the bottom.
+        // x264 High profile 160x90 at 25 fps (timing_info 1/50): 10x6 macroblocks cropped
+        // by 6 lines at the bottom, emulation prevention bytes inside.
         let sps = [
-            0x67, 0x42, 0xc0, 0x0c, 0xd9, 0x01, 0x41, 0x7f, 0xcb, 0x80, 0x88, 0x00, 0x00, 0x03,
-            0x00, 0x08, 0x00, 0x00, 0x03, 0x01, 0xe0, 0x78, 0xa1, 0x52, 0x40,
+            0x67, 0x64, 0x00, 0x0b, 0xac, 0xd9, 0x42, 0x8d, 0xf9, 0x30, 0x11, 0x00, 0x00, 0x03,
+            0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x32, 0x0f, 0x14, 0x29, 0x96,
         ];
         let parsed = parse_sps(&sps).expect("parses");
-        assert_eq!((parsed.width, parsed.height), (320, 180));
+        assert_eq!((parsed.width, parsed.height), (160, 90));
+        assert_eq!(parsed.fps, Some(25.0));
         for cut in 0..sps.len() {
             let _ = parse_sps(&sps[..cut]);
         }
