@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
         "| phase | live relays | convergence (virtual ms) | msgs/relay (mean) | msgs/relay (max) | KB/relay (mean) | KB/relay (max) | upstream moves | NEW GROUP REQUESTs | loop samples | check (wall s) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut row = |sim: &mut Sim, r: PhaseReport| -> anyhow::Result<()> {
+    let row = |sim: &mut Sim, r: PhaseReport| -> anyhow::Result<()> {
         let t = Instant::now();
         let check = sim.check().map_err(|e| anyhow!("{}: {e}", r.name))?;
         println!(

@@ -165,6 +165,7 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<(Instant, u64)>>,
     pending: HashMap<u64, Ev>,
     names: Vec<RelayName>,
+    index: HashMap<RelayName, usize>,
     region: Vec<usize>,
     hub: Vec<bool>,
     adj: Vec<Vec<(usize, Duration)>>,
@@ -218,16 +219,17 @@ impl Sim {
         let mut region = Vec::new();
         let mut hub = Vec::new();
         let mut members: Vec<Vec<usize>> = vec![Vec::new(); cfg.regions];
-        for r in 0..cfg.regions {
+        for (r, m) in members.iter_mut().enumerate() {
             let count = cfg.relays / cfg.regions + usize::from(r < cfg.relays % cfg.regions);
             for i in 0..count {
                 let id = names.len();
                 names.push(RelayName::from(format!("r{r:02}-{i:03}")));
                 region.push(r);
                 hub.push(i < cfg.hubs_per_region);
-                members[r].push(id);
+                m.push(id);
             }
         }
+        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
         let n = names.len();
         let mut adj: Vec<Vec<(usize, Duration)>> = vec![Vec::new(); n];
         let mut linked = HashSet::new();
@@ -320,6 +322,7 @@ impl Sim {
             moves: 0,
             new_group_requests: 0,
             rng,
+            index,
             names,
             cfg,
         };
@@ -562,8 +565,7 @@ impl Sim {
     }
 
     fn index_of(&self, name: &RelayName) -> Option<usize> {
-        // Names are "rRR-III" in index order within each region.
-        self.names.binary_search(name).ok()
+        self.index.get(name).copied()
     }
 
     fn send_sub(&mut self, from: usize, to: &RelayName, track: FullTrackName, on: bool) {
