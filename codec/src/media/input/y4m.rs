@@ -122,7 +122,7 @@ impl Reader {
         I420::new(width, height).map_err(|e| unsupported(path, e.to_string()))?;
         let rate = rate.unwrap_or_else(|| {
             // The default as a fraction with millihertz precision.
-            ((config.default_fps * 1000.0).round() as u64, 1000)
+            (((config.default_fps * 1000.0).round() as u64).max(1), 1000)
         });
         let picture_len = (width * height + 2 * width.div_ceil(2) * height.div_ceil(2)) as u64;
 
