@@ -523,3 +523,29 @@ fn corrupted_bytes_never_panic() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn mp4_with_b_frames_gives_presentation_times_in_decode_order() -> Result<()> {
+    if !have_ffmpeg("mp4_with_b_frames_gives_presentation_times_in_decode_order") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("bframes.mp4");
+    // x264's default (High profile, B-frames): decode order differs from display order and
+    // the file has an edit list for the reordering delay.
+    make(&[testsrc(160, 96, 25, 1.0)], &["-c:v", "libx264", "-bf", "2", "-g", "25"], &path)?;
+    let mut src = encoded(&path)?;
+    let samples = all_samples(src.as_mut())?;
+    assert_eq!(samples.len(), 25);
+    let pts: Vec<Duration> = samples.iter().map(|s| s.pts).collect();
+    assert!(
+        pts.windows(2).any(|w| w[1] < w[0]),
+        "B-frames come before the frame they follow: {pts:?}"
+    );
+    let mut shown = pts.clone();
+    shown.sort();
+    let expected: Vec<Duration> = (0..25).map(|i| Duration::from_millis(40 * i)).collect();
+    assert_eq!(shown, expected, "presentation times are the display times from 0");
+    assert!(samples[0].is_key());
+    Ok(())
+}

@@ -192,18 +192,22 @@ fn h264_with_opus_audio_plays_in_ffmpeg() -> Result<()> {
     let tracks = Tracks::video(video_track(Codec::H264, &frames, 160, 96)?)
         .with_audio(AudioTrack::opus(48_000, 1));
     let mut w = Mp4Writer::create(&path, tracks)?;
+    // Timestamps as a subscriber sees them: wall-clock capture times (2026-01-01T00:00:00Z
+    // onwards); the file starts at 0 all the same.
+    let epoch = Duration::from_secs(1_767_225_600);
+    let audio_time = |n: usize| epoch + Duration::from_millis(20 * n as u64);
     // Interleaved as they would arrive: everything up to each video frame's time.
     let mut next_audio = 0;
     for (i, (data, key, _)) in frames.iter().enumerate() {
-        let t = frame_time(i as u64);
-        while next_audio < packets.len() && Duration::from_millis(20 * next_audio as u64) <= t {
-            w.write_audio(&packets[next_audio], Duration::from_millis(20 * next_audio as u64))?;
+        let t = epoch + frame_time(i as u64);
+        while next_audio < packets.len() && audio_time(next_audio) <= t {
+            w.write_audio(&packets[next_audio], audio_time(next_audio))?;
             next_audio += 1;
         }
         w.write_video(data, t, *key)?;
     }
     for (n, p) in packets.iter().enumerate().skip(next_audio) {
-        w.write_audio(p, Duration::from_millis(20 * n as u64))?;
+        w.write_audio(p, audio_time(n))?;
     }
     let stats = w.finish()?;
     assert_eq!((stats.video_samples, stats.audio_samples), (60, 100));
