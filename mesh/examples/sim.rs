@@ -35,14 +35,14 @@ fn main() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| phase | live relays | convergence (virtual ms) | msgs/relay (mean) | msgs/relay (max) | KB/relay (mean) | KB/relay (max) | upstream moves | NEW GROUP REQUESTs | loop samples | check (wall s) |"
+        "| phase | live relays | convergence (virtual ms) | msgs/relay (mean) | msgs/relay (max) | KB/relay (mean) | KB/relay (max) | upstream moves | NEW GROUP REQUESTs | loops live / dead / samples | check (wall s) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let row = |sim: &mut Sim, r: PhaseReport| -> anyhow::Result<()> {
         let t = Instant::now();
         let check = sim.check().map_err(|e| anyhow!("{}: {e}", r.name))?;
         println!(
-            "| {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {} | {} | {:.1} |",
+            "| {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {} | {} / {} / {} | {:.1} |",
             r.name,
             r.live_relays,
             r.convergence.as_secs_f64() * 1000.0,
@@ -52,7 +52,9 @@ fn main() -> anyhow::Result<()> {
             r.max_bytes_per_relay as f64 / 1024.0,
             r.moves,
             r.new_group_requests,
-            r.transient_loops,
+            r.loops_live,
+            r.loops_dead,
+            r.loop_samples,
             t.elapsed().as_secs_f64(),
         );
         if r.name.starts_with("initial") {

@@ -63,8 +63,9 @@ pub struct NodeConfig {
     pub node_ttl: Duration,
     /// Most records in one message; larger batches are split.
     pub max_items_per_message: usize,
-    /// After the session to a peer drops, how long this relay takes no route to that peer
-    /// as origin through others (they may not have noticed yet that it died).
+    /// After the session to a peer drops, or a link to a relay is reported down, how long
+    /// this relay takes no new path through that relay (its other neighbours may not have
+    /// noticed yet that it died).
     pub suspect_hold: Duration,
 }
 
@@ -360,8 +361,10 @@ pub struct Node {
     /// Per relay: how many down links touch it (a cheap pre-check before `links`).
     down_touch: Vec<u32>,
     link_seq: u64,
-    /// Peers lost recently: no route to them as origin until the instant.
+    /// Relays possibly dead: no new path through them until the instant.
     suspects: Vec<(Id, Instant)>,
+    /// The same, indexed by relay, for the per-path check.
+    suspect_until: Vec<Option<Instant>>,
     load: LoadReport,
     outbox: VecDeque<(RelayName, RouteMessage)>,
     events: VecDeque<Event>,
@@ -387,6 +390,7 @@ impl Node {
             down_touch: Vec::new(),
             link_seq: 0,
             suspects: Vec::new(),
+            suspect_until: Vec::new(),
             load: LoadReport { healthy: true, ..LoadReport::default() },
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -467,7 +471,7 @@ impl Node {
             }
         }
         self.peers.insert(id, p);
-        self.suspects.retain(|s| s.0 != id);
+        self.unsuspect(id);
         if self.links.get(&(ME, id)).is_some_and(|l| !l.up) {
             self.report_link(now, id, true);
         }
@@ -482,8 +486,7 @@ impl Node {
         // Tell the mesh first: the report travels in the same message as the withdrawals it
         // causes, so no relay tries a path over this link in the meantime.
         self.report_link(now, id, false);
-        self.suspects.retain(|s| s.0 != id);
-        self.suspects.push((id, now + self.cfg.suspect_hold));
+        self.suspect(id, now);
         for (o, e) in p.rib.iter().enumerate() {
             if e.is_some() {
                 self.recompute(now, o as Id, None);
@@ -569,9 +572,12 @@ impl Node {
             self.schedule_flush(now);
         }
         if self.suspects.iter().any(|s| s.1 <= now) {
-            let (done, keep): (Vec<_>, Vec<_>) = self.suspects.iter().partition(|s| s.1 <= now);
-            self.suspects = keep;
-            for (o, _) in done {
+            let done: Vec<Id> = self.suspects.iter().filter(|s| s.1 <= now).map(|s| s.0).collect();
+            for id in done {
+                self.unsuspect(id);
+            }
+            // Paths through those relays are usable again: any origin may improve.
+            for o in 1..self.origins.len() as Id {
                 self.recompute(now, o, None);
             }
         }
@@ -924,13 +930,16 @@ impl Node {
         if o == ME {
             return;
         }
-        // While `o` is suspected dead, keep the current next hop if its path still holds,
-        // but switch to no other: the other paths may cross links not reported down yet.
-        let suspect = self.suspects.iter().any(|s| s.0 == o && now < s.1);
+        // A path through a relay suspected dead is taken only if it is the current next
+        // hop's: the others may cross links whose loss is not reported yet.
         let old_via = self.origins[o as usize].best.and_then(|b| b.via);
         let mut best: Option<Best> = None;
-        for (&id, p) in self.peers.iter().filter(|(id, _)| !suspect || Some(**id) == old_via) {
-            if let Some(e) = p.rib(o).filter(|e| !self.crosses_down_link(&e.path)) {
+        for (&id, p) in &self.peers {
+            let usable = |e: &&RibEntry| {
+                !self.crosses_down_link(&e.path)
+                    && (Some(id) == old_via || !self.through_suspect(&e.path, now))
+            };
+            if let Some(e) = p.rib(o).filter(usable) {
                 let cand = Best { via: Some(id), cost: e.cost, len: e.path.len() as u32 + 1 };
                 if best.is_none_or(|b| self.cmp_best(cand, b).is_lt()) {
                     best = Some(cand);
@@ -977,6 +986,30 @@ impl Node {
         }
         let down = |k: (Id, Id)| self.links.get(&k).is_some_and(|l| !l.up);
         down((x, y)) || down((y, x))
+    }
+
+    fn suspect(&mut self, id: Id, now: Instant) {
+        let until = now + self.cfg.suspect_hold;
+        self.suspects.retain(|s| s.0 != id);
+        self.suspects.push((id, until));
+        if self.suspect_until.len() <= id as usize {
+            self.suspect_until.resize(id as usize + 1, None);
+        }
+        self.suspect_until[id as usize] = Some(until);
+    }
+
+    fn unsuspect(&mut self, id: Id) {
+        self.suspects.retain(|s| s.0 != id);
+        if let Some(s) = self.suspect_until.get_mut(id as usize) {
+            *s = None;
+        }
+    }
+
+    fn through_suspect(&self, path: &[Id], now: Instant) -> bool {
+        !self.suspects.is_empty()
+            && path.iter().any(|&x| {
+                self.suspect_until.get(x as usize).copied().flatten().is_some_and(|t| now < t)
+            })
     }
 
     /// Whether a peer's path crosses a link reported down.
@@ -1036,8 +1069,8 @@ impl Node {
             return None;
         }
         let changed = self.set_link(a, b, LinkState { epoch: l.epoch, seq: l.seq, up: l.up });
-        if !l.up && b != ME && !self.suspects.iter().any(|s| s.0 == b) {
-            self.suspects.push((b, now + self.cfg.suspect_hold));
+        if !l.up && b != ME && self.suspect_until.get(b as usize).is_none_or(Option::is_none) {
+            self.suspect(b, now);
         }
         self.changed(now);
         if self.cfg.transit {

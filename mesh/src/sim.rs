@@ -48,6 +48,8 @@ pub struct SimConfig {
     pub wire_roundtrip: bool,
     /// Virtual time each phase runs for.
     pub window: Duration,
+    /// Origins besides the changed relays towards which loops are sampled.
+    pub bystander_probes: usize,
 }
 
 impl Default for SimConfig {
@@ -63,6 +65,7 @@ impl Default for SimConfig {
             seed: 1,
             wire_roundtrip: true,
             window: Duration::from_secs(20),
+            bystander_probes: 20,
         }
     }
 }
@@ -76,6 +79,7 @@ impl SimConfig {
             broadcasts: 10_000,
             subscribers: 5_000,
             wire_roundtrip: false,
+            bystander_probes: 4,
             ..SimConfig::default()
         }
     }
@@ -104,10 +108,15 @@ pub struct PhaseReport {
     pub moves: u64,
     /// Moves that carried NEW GROUP REQUEST.
     pub new_group_requests: u64,
-    /// Instants at which some relay's next hops towards a sampled origin formed a loop
-    /// (sampled every 5 ms of virtual time during the phase, towards up to eight of the
-    /// relays that failed or returned and one bystander).
-    pub transient_loops: u64,
+    /// Sampling instants at which the next hops towards a live sampled origin formed a
+    /// loop. Sampled every 5 ms of virtual time during the phase, towards up to eight of the
+    /// relays that failed or returned and [`SimConfig::bystander_probes`] others.
+    pub loops_live: u64,
+    /// The same, towards a sampled origin that is dead (a loop there carries no media: no
+    /// publisher is behind it).
+    pub loops_dead: u64,
+    /// Loop samples taken.
+    pub loop_samples: u64,
 }
 
 impl PhaseReport {
@@ -382,7 +391,7 @@ impl Sim {
     /// window.
     pub fn start(&mut self) -> PhaseReport {
         let all: Vec<usize> = (0..self.names.len()).collect();
-        let probes = [self.names.len() / 2];
+        let probes = self.bystanders();
         self.run_phase("initial convergence", &probes, |sim| {
             for &i in &all {
                 sim.boot(i);
@@ -405,7 +414,7 @@ impl Sim {
         // Loops are looked for towards the first few relays that change (the origins whose
         // routes are in flux) and one bystander.
         let mut probes: Vec<usize> = which.iter().copied().take(8).collect();
-        probes.push(self.names.len() / 2);
+        probes.extend(self.bystanders());
         self.run_phase(name, &probes, |sim| {
             for &i in &which {
                 sim.nodes[i] = None;
@@ -437,7 +446,7 @@ impl Sim {
         // Loops are looked for towards the first few relays that change (the origins whose
         // routes are in flux) and one bystander.
         let mut probes: Vec<usize> = which.iter().copied().take(8).collect();
-        probes.push(self.names.len() / 2);
+        probes.extend(self.bystanders());
         self.run_phase(name, &probes, |sim| {
             for &i in &which {
                 sim.boot(i);
@@ -667,16 +676,29 @@ impl Sim {
         let end = t0 + self.cfg.window;
         let sample_every = Duration::from_millis(5);
         let mut next_sample = t0;
-        let mut transient_loops = 0;
+        let (mut loops_live, mut loops_dead, mut loop_samples) = (0, 0, 0);
         while let Some(Reverse((at, _))) = self.queue.peek() {
             if *at > end {
                 break;
             }
             if *at >= next_sample {
                 // Sampled: do next hops towards one origin form a loop right now?
-                if probes.iter().any(|&p| self.has_loop_towards(p)) {
-                    transient_loops += 1;
+                loop_samples += 1;
+                let looped = |live: bool| {
+                    probes
+                        .iter()
+                        .filter(|&&p| self.nodes[p].is_some() == live)
+                        .any(|&p| self.has_loop_towards(p))
+                };
+                loops_live += u64::from(looped(true));
+                if std::env::var_os("MESH_SIM_DEBUG").is_some() && looped(true) {
+                    for &p in probes.iter().filter(|&&p| self.nodes[p].is_some()) {
+                        if self.has_loop_towards(p) {
+                            self.debug_loop(p);
+                        }
+                    }
                 }
+                loops_dead += u64::from(looped(false));
                 next_sample = *at + sample_every;
             }
             self.step();
@@ -702,7 +724,9 @@ impl Sim {
             max_bytes_per_relay: per.iter().map(|p| p.1).max().unwrap_or(0),
             moves: self.moves - moves0,
             new_group_requests: self.new_group_requests - ngr0,
-            transient_loops,
+            loops_live,
+            loops_dead,
+            loop_samples,
         }
     }
 
@@ -710,10 +734,40 @@ impl Sim {
     pub fn idle(&mut self, name: &str, d: Duration) -> PhaseReport {
         let window = self.cfg.window;
         self.cfg.window = d;
-        let probes = [self.names.len() / 2];
+        let probes = self.bystanders();
         let r = self.run_phase(name, &probes, |_| {});
         self.cfg.window = window;
         r
+    }
+
+    fn debug_loop(&self, origin: usize) {
+        let target = self.names[origin].as_str();
+        eprintln!("t={:?} loop towards {target}", self.now - self.base);
+        for i in 0..self.names.len() {
+            if let Some(s) = self.nodes[i].as_ref()
+                && let Some(r) = s.node.route_to(target)
+            {
+                let path: Vec<&str> = r.path.iter().map(|p| p.as_str()).collect();
+                // Print only relays whose next hop points back into a relay that points at them.
+                if let Hop::Peer(p) = &r.next_hop {
+                    let j = self.index_of(p).unwrap();
+                    if let Some(Hop::Peer(q)) =
+                        self.nodes[j].as_ref().and_then(|s| s.node.next_hop_to(target))
+                    {
+                        if q == self.names[i] {
+                            eprintln!("  {} -> {:?} cost {}", self.names[i], path, r.cost);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Evenly spread relays whose routes loops are sampled towards.
+    fn bystanders(&self) -> Vec<usize> {
+        let n = self.names.len();
+        let k = self.cfg.bystander_probes.min(n);
+        (0..k).map(|i| (i * n / k.max(1) + n / (2 * k.max(1))) % n).collect()
     }
 
     fn has_loop_towards(&self, origin: usize) -> bool {

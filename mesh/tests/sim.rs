@@ -8,7 +8,7 @@ use tiermesh_mesh::sim::{PhaseReport, Sim, SimConfig};
 
 fn show(r: &PhaseReport) {
     println!(
-        "{:<28} live {:>4}  converged {:>7.1} ms  msgs/relay {:>7.1}  bytes/relay {:>9.0}  moves {:>4}  NGR {:>4}  transient loops {}",
+        "{:<20} live {:>4}  converged {:>6.1} ms  msgs/relay {:>6.1}  bytes/relay {:>8.0}  moves {:>4}  NGR {:>4}  loops live {} dead {} of {} samples",
         r.name,
         r.live_relays,
         r.convergence.as_secs_f64() * 1000.0,
@@ -16,7 +16,9 @@ fn show(r: &PhaseReport) {
         r.bytes_per_relay(),
         r.moves,
         r.new_group_requests,
-        r.transient_loops,
+        r.loops_live,
+        r.loops_dead,
+        r.loop_samples,
     );
 }
 
@@ -41,6 +43,11 @@ fn small_mesh_converges_fails_over_and_recovers() {
     show(&fail);
     sim.check().unwrap();
     assert!(fail.convergence < Duration::from_secs(2), "failover took {:?}", fail.convergence);
+    assert!(
+        fail.new_group_requests > 0,
+        "subscriptions behind the hub moved with NEW GROUP REQUEST"
+    );
+    assert_eq!(fail.loops_live + fail.loops_dead, 0, "no loop seen while routes changed");
 
     let back = sim.restore("hub return", &[hub]);
     show(&back);
@@ -50,6 +57,7 @@ fn small_mesh_converges_fails_over_and_recovers() {
     let down = sim.fail("10 relays fail", &batch);
     show(&down);
     sim.check().unwrap();
+    assert_eq!(down.loops_live, 0);
     let up = sim.restore("10 relays return", &batch);
     show(&up);
     sim.check().unwrap();
@@ -61,4 +69,26 @@ fn small_mesh_converges_fails_over_and_recovers() {
     let members = sim.node(0).unwrap().members();
     assert_eq!(members.len(), 100);
     assert_eq!(idle.moves, 0, "nothing moves when nothing changes");
+}
+
+/// Same seed, same run: every figure of every phase repeats exactly.
+#[test]
+fn simulation_is_deterministic() {
+    let cfg = SimConfig {
+        relays: 40,
+        regions: 4,
+        broadcasts: 100,
+        subscribers: 60,
+        ..SimConfig::default()
+    };
+    let run = || {
+        let mut sim = Sim::new(cfg.clone()).unwrap();
+        let a = sim.start();
+        let hub = sim.hubs()[1];
+        let b = sim.fail("hub failure", &[hub]);
+        let c = sim.restore("hub return", &[hub]);
+        sim.check().unwrap();
+        [a, b, c].map(|r| (r.convergence, r.messages, r.bytes, r.moves, r.new_group_requests))
+    };
+    assert_eq!(run(), run());
 }
