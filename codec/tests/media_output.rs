@@ -371,3 +371,34 @@ fn ffmpeg_media_remuxed_through_tiermesh_plays() -> Result<()> {
     assert_eq!(a_in, a_out, "every payload survives the copy");
     Ok(())
 }
+
+#[test]
+fn b_frame_video_keeps_its_display_times() -> Result<()> {
+    // H.264 with B-frames (x264's default) arrives in decode order with presentation times
+    // that jump back; the recording must show every frame at its own time.
+    if !have_ffmpeg("b_frame_video_keeps_its_display_times") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let source = dir.path().join("bframes.mp4");
+    media_common::make(
+        &[media_common::testsrc(160, 96, 25, 1.0)],
+        &["-c:v", "libx264", "-bf", "2", "-g", "10", "-sc_threshold", "0"],
+        &source,
+    )?;
+    let samples = read_back(&source)?;
+    assert!(samples.windows(2).any(|w| w[1].pts < w[0].pts), "the source reorders frames");
+    let v = input::open(&source)?.info().video.clone().context("video")?;
+    let track = VideoTrack::new(Codec::H264, v.width, v.height, v.config.context("avcC")?);
+    let out = dir.path().join("copy.mp4");
+    let mut w = Mp4Writer::create(&out, Tracks::video(track))?;
+    for s in &samples {
+        w.write_video(&s.data, s.pts, s.is_key())?;
+    }
+    w.finish()?;
+    check_playable(&out, "h264", 160, 96, 25)?;
+    let copy = read_back(&out)?;
+    let times = |v: &[MediaSample]| v.iter().map(|s| s.pts).collect::<Vec<_>>();
+    assert_eq!(times(&copy), times(&samples), "every frame keeps its presentation time");
+    Ok(())
+}

@@ -7,10 +7,12 @@
 //! crash, a lost machine) still plays up to its last closed fragment. A progressive MP4
 //! with its `moov` at the end would be unplayable in that case.
 //!
-//! Timestamps are presentation times; samples must come in presentation order (tiermesh's
-//! encoders never reorder frames). The file's time 0 is the earliest timestamp among the
-//! first samples of the tracks when the first fragment is closed; a timestamp that does not
-//! increase is moved one tick after the previous one.
+//! Timestamps are presentation times, samples come in decode order. The file's time 0 is
+//! the earliest timestamp among the first samples of the tracks when the first fragment is
+//! closed. Decode times are the fragment's presentation times sorted, so frames reordered
+//! by B-frames get composition offsets (signed, `trun` version 1) and keep their display
+//! times; tiermesh's own encoders never reorder, and then decode time = presentation time.
+//! Two samples with the same time are moved one tick apart.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -495,16 +497,25 @@ impl Mp4Writer {
             if ready == 0 {
                 continue;
             }
-            // Decode times of every queued sample, strictly increasing.
-            let mut dts = Vec::with_capacity(t.queue.len());
+            // Presentation times in ticks, in arrival (decode) order.
+            let pts: Vec<u64> = t
+                .queue
+                .iter()
+                .map(|(_, p, _)| duration_to_ticks(p.saturating_sub(origin), t.timescale))
+                .collect();
+            // Decode times: the presentation times in ascending order, strictly increasing.
+            // Without frame reordering they are the presentation times themselves; with
+            // B-frames (decode order differs from display order) each frame gets the
+            // composition offset that puts it back at its presentation time.
+            let mut sorted = pts.clone();
+            sorted.sort_unstable();
+            let mut dts = Vec::with_capacity(sorted.len());
             let mut prev = t.last_dts;
-            for (_, pts, _) in &t.queue {
-                let mut d = duration_to_ticks(pts.saturating_sub(origin), t.timescale);
-                if let Some(p) = prev
-                    && d <= p
-                {
-                    d = p + 1;
-                }
+            for d in sorted {
+                let d = match prev {
+                    Some(p) if d <= p => p + 1,
+                    _ => d,
+                };
                 dts.push(d);
                 prev = Some(d);
             }
@@ -516,13 +527,19 @@ impl Mp4Writer {
                     None => t.last_duration,
                 };
                 t.last_duration = if duration > 0 { duration } else { t.default_duration };
+                let offset = i64::try_from(pts[i]).unwrap_or(i64::MAX)
+                    - i64::try_from(dts[i]).unwrap_or(i64::MAX);
                 entries.push(TrunEntry {
                     duration: Some(duration),
                     size: Some(payload.len() as u32),
                     flags: Some(if key { FLAGS_KEY } else { FLAGS_DELTA }),
-                    cts: None,
+                    cts: Some(offset.clamp(i64::from(i32::MIN), i64::from(i32::MAX))),
                 });
                 data.push(payload);
+            }
+            if entries.iter().all(|e| e.cts == Some(0)) {
+                // No reordering: leave the offsets out.
+                entries.iter_mut().for_each(|e| e.cts = None);
             }
             t.last_dts = Some(dts[ready - 1]);
             t.samples += ready as u64;
