@@ -114,7 +114,9 @@ impl Session {
         if let Some(e) = self.streams.get_mut(&stream) {
             e.buf.clear();
             e.recv_closed = true;
-            self.process_stream(now, stream);
+            if self.phase == Phase::Ready {
+                self.process_stream(now, stream);
+            }
         }
     }
 
@@ -296,7 +298,12 @@ impl Session {
         };
         self.events.push_back(Event::SetupComplete { peer: Box::new(peer) });
         // SUBSCRIBE_NAMESPACE streams that arrived before the control stream.
-        let early: Vec<Stream> = self.streams.keys().copied().collect();
+        // In the transport's stream order, so that a run can be repeated exactly.
+        let mut early: Vec<Stream> = self.streams.keys().copied().collect();
+        early.sort_by_key(|s| match s {
+            Stream::Peer(k) => *k,
+            _ => u64::MAX,
+        });
         for s in early {
             self.process_stream(now, s);
         }
