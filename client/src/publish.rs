@@ -25,7 +25,7 @@ use tiermesh_proto::types::{
 
 use crate::moq::{CloseReason, TrackWriter};
 use crate::moq::{Connection, Error, Event, IncomingFetch, SubgroupStream, SubscribeRequest};
-use crate::synthetic::{BroadcastSpec, Generator, TrackKind, VIDEO_FPS};
+use crate::synthetic::{self, BroadcastSpec, Generator, TrackKind, VIDEO_FPS};
 
 /// Wall-clock microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
@@ -180,19 +180,35 @@ impl Publisher {
 
     /// Hands every object due by `now_us` to its track (subscribers and cache).
     fn produce(&mut self, now_us: u64) {
-        let spec = self.generator.spec().clone();
         while let Some(o) = self.generator.poll_object(now_us) {
-            let priority = spec.tracks[o.track].priority;
-            let object = Object {
-                group_id: o.group_id,
-                object_id: o.object_id,
-                forwarding: Forwarding::Subgroup(0),
-                publisher_priority: priority,
-                status: ObjectStatus::Normal,
-                extensions: o.extensions,
-                payload: o.payload,
-            };
-            self.tracks[o.track].push(object);
+            self.push(o);
+        }
+    }
+
+    fn push(&mut self, o: synthetic::Object) {
+        let priority = self.generator.spec().tracks[o.track].priority;
+        let object = Object {
+            group_id: o.group_id,
+            object_id: o.object_id,
+            forwarding: Forwarding::Subgroup(0),
+            publisher_priority: priority,
+            status: ObjectStatus::Normal,
+            extensions: o.extensions,
+            payload: o.payload,
+        };
+        self.tracks[o.track].push(object);
+    }
+
+    /// Sends the catalog again as a new group, so a subscription that starts after the
+    /// largest object (a relay's, a late joiner's) receives it at once.
+    fn republish_catalog(&mut self, track: usize) {
+        let now = now_us();
+        let group = match self.tracks[track].largest {
+            Some(l) => (l.group.0 + 1).max(now / 1_000_000),
+            None => now / 1_000_000,
+        };
+        if let Some(o) = self.generator.catalog_object(group, now) {
+            self.push(o);
         }
     }
 
@@ -268,6 +284,9 @@ impl Publisher {
                     stream: None,
                     wait_for_group,
                 });
+                if self.tracks[i].kind == TrackKind::Catalog {
+                    self.republish_catalog(i);
+                }
             }
             Err(e) => tracing::warn!(error = %e, "accepting SUBSCRIBE failed"),
         }

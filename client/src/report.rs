@@ -484,11 +484,9 @@ mod tests {
     fn declared_gaps_are_not_missing() {
         let mut s = TrackStats::new("audio", 0, true);
         s.record(100, 0, 10, &Extensions::default(), 0, false);
-        let mut gap = Extensions::default();
-        gap.prior_group_id_gap = Some(3);
+        let gap = Extensions { prior_group_id_gap: Some(3), ..Default::default() };
         s.record(104, 0, 10, &gap, 0, false);
-        let mut object_gap = Extensions::default();
-        object_gap.prior_object_id_gap = Some(2);
+        let object_gap = Extensions { prior_object_id_gap: Some(2), ..Default::default() };
         s.record(105, 0, 10, &Extensions::default(), 0, false);
         s.record(105, 3, 10, &object_gap, 0, false);
         let r = s.report();

@@ -65,6 +65,7 @@ pub async fn watch(conn: &Connection, config: WatchConfig) -> Report {
     let options = SubscribeOptions { token: config.token.clone(), ..Default::default() };
     let track = |name: &str| FullTrackName::new(config.namespace.clone(), name);
 
+    let mut missing_catalog = false;
     let names = if config.tracks.is_empty() {
         // The catalog first: it names the rest.
         let (tx, rx) = oneshot::channel();
@@ -82,9 +83,16 @@ pub async fn watch(conn: &Connection, config: WatchConfig) -> Report {
                 };
             }
         }
-        tokio::select! {
-            r = rx => r.unwrap_or_default(),
-            () = tokio::time::sleep_until(deadline) => Vec::new(),
+        let names = tokio::select! {
+            r = rx => r.ok(),
+            () = tokio::time::sleep_until(deadline) => None,
+        };
+        match names {
+            Some(n) => n,
+            None => {
+                missing_catalog = true;
+                Vec::new()
+            }
         }
     } else {
         config.tracks.clone()
@@ -115,6 +123,12 @@ pub async fn watch(conn: &Connection, config: WatchConfig) -> Report {
         }
     }
     stats.sort_by_key(|s| order.iter().position(|n| n == s.name()));
+    if missing_catalog
+        && let Some(catalog) = stats.iter_mut().find(|s| s.name() == CATALOG_TRACK_NAME)
+        && catalog.report().error.is_none()
+    {
+        catalog.set_error("no catalog arrived: the broadcast's tracks are unknown");
+    }
     Report {
         broadcast: path(&config.namespace),
         duration_s: clock.instant.elapsed().as_secs_f64(),

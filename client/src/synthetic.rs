@@ -330,6 +330,27 @@ impl Generator {
     }
 }
 
+impl Generator {
+    /// A catalog object for group `group_id`, generated at `now_us`: what a publisher sends
+    /// again, as a new group, when a subscriber arrives after the first one (a relay's
+    /// subscription starts after the largest object, so it would otherwise never see the
+    /// catalog).
+    pub fn catalog_object(&self, group_id: u64, now_us: u64) -> Option<Object> {
+        let track = self.spec.tracks.iter().position(|t| t.kind == TrackKind::Catalog)?;
+        let mut extensions = Extensions::default();
+        loc::set_capture_timestamp_us(&mut extensions, now_us);
+        Some(Object {
+            track,
+            group_id,
+            object_id: 0,
+            capture_us: now_us,
+            key: true,
+            extensions,
+            payload: Bytes::from(self.spec.catalog(now_us / 1000).to_vec()),
+        })
+    }
+}
+
 /// Capture time of video frame `frame` of group `group`.
 fn frame_time(group: u64, frame: u64) -> u64 {
     group * VIDEO_GROUP_US + frame * VIDEO_GROUP_US / VIDEO_FPS

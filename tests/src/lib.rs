@@ -324,9 +324,16 @@ impl Relay {
         args.extend_from_slice(extra);
         let proc = Proc::tiermesh("relay", &args)?;
         let wait = Duration::from_secs(30);
-        // `moqt://ADDR` or `local_addr=ADDR`; `http://ADDR` or `ops=ADDR`.
-        let moqt = |t: &str| find_addr(t, "moqt://").or_else(|| find_addr(t, "local_addr="));
-        let http = |t: &str| find_addr(t, "http://").or_else(|| find_addr(t, "ops="));
+        // `moqt://ADDR`, `listening on ADDR` or `local_addr=ADDR`; `http://ADDR`, `ops on ADDR`
+        // or `ops=ADDR`.
+        let moqt = |t: &str| {
+            find_addr(t, "moqt://")
+                .or_else(|| find_addr(t, "listening on "))
+                .or_else(|| find_addr(t, "local_addr="))
+        };
+        let http = |t: &str| {
+            find_addr(t, "http://").or_else(|| find_addr(t, "ops on ")).or_else(|| find_addr(t, "ops="))
+        };
         let addr = moqt(&proc.wait_line(wait, |l| moqt(&l.text).is_some())?.text);
         let ops = http(&proc.wait_line(wait, |l| http(&l.text).is_some())?.text);
         let cert_hash = proc
