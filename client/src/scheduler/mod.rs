@@ -160,6 +160,9 @@ const SWEEP_MIN: usize = 4096;
 /// The FIFO entry of a stream that carries only its header.
 const HEADER_ONLY: u64 = u64::MAX;
 
+/// The FIFO entry of bytes the driver handed back (`handle_blocked`): they go first.
+const REST: u64 = u64::MAX - 1;
+
 fn level_of(order: &SendOrder) -> Level {
     (u16::from(order.subscriber_priority()) << 8) | u16::from(order.publisher_priority())
 }
@@ -203,6 +206,8 @@ struct Stream {
     blocked: bool,
     /// In its flow's ready set (priority mode).
     ready: bool,
+    /// In `Scheduler::to_finish`.
+    finish_queued: bool,
 }
 
 impl Stream {
@@ -253,6 +258,8 @@ pub struct Scheduler {
     /// Heap size at which stale entries are swept out (see `push_deadline`).
     sweep_at: usize,
     actions: VecDeque<Action>,
+    /// Streams finished and fully written: `Finish` on the next poll.
+    to_finish: VecDeque<StreamKey>,
     next_seq: u64,
     queued_bytes: u64,
     stats: Stats,
@@ -272,6 +279,7 @@ impl Scheduler {
             deadlines: BinaryHeap::new(),
             sweep_at: SWEEP_MIN,
             actions: VecDeque::new(),
+            to_finish: VecDeque::new(),
             next_seq: 0,
             queued_bytes: 0,
             stats: Stats::default(),
@@ -339,6 +347,7 @@ impl Scheduler {
                 finishing: false,
                 blocked: false,
                 ready: false,
+                finish_queued: false,
             },
         );
         Ok(())
@@ -454,6 +463,9 @@ impl Scheduler {
     pub fn handle_blocked(&mut self, key: StreamKey, rest: Bytes) -> Result<(), Error> {
         let s = self.streams.get_mut(&key).ok_or(Error::UnknownStream(key))?;
         if !rest.is_empty() && !s.datagram {
+            if self.config.mode == Mode::Fifo && s.rest.is_none() {
+                self.fifo.push_front((key, REST));
+            }
             s.rest = Some(match s.rest.take() {
                 None => rest,
                 Some(old) => {
@@ -511,6 +523,9 @@ impl Scheduler {
             if let Some(action) = self.actions.pop_front() {
                 return Some(action);
             }
+            if let Some(action) = self.next_finish() {
+                return Some(action);
+            }
             let allowance = budget.allowance(&self.config);
             if allowance == 0 {
                 return None;
@@ -542,6 +557,22 @@ impl Scheduler {
             self.sweep_at = (2 * heap.len()).max(SWEEP_MIN);
             self.deadlines = heap;
         }
+    }
+
+    /// `Finish` for the next stream whose bytes were all written, if any.
+    fn next_finish(&mut self) -> Option<Action> {
+        while let Some(key) = self.to_finish.pop_front() {
+            let Some(s) = self.streams.get_mut(&key) else {
+                continue;
+            };
+            s.finish_queued = false;
+            if s.finishing && !s.has_data() {
+                self.remove_stream(key);
+                self.stats.finishes += 1;
+                return Some(Action::Finish { key });
+            }
+        }
+        None
     }
 
     /// The deadline reason of object `seq` if it is still queued on `key`.
@@ -607,6 +638,8 @@ impl Scheduler {
             };
             let current = if seq == HEADER_ONLY {
                 !s.header.is_empty()
+            } else if seq == REST {
+                s.rest.is_some()
             } else {
                 match s.queue.front() {
                     Some(front) if front.seq == seq => true,
@@ -632,6 +665,7 @@ impl Scheduler {
             let done = match self.streams.get(&key) {
                 None => true,
                 Some(s) if seq == HEADER_ONLY => s.header.is_empty(),
+                Some(s) if seq == REST => s.rest.is_none(),
                 Some(s) => s.queue.front().is_none_or(|f| f.seq != seq),
             };
             if done {
@@ -763,14 +797,14 @@ impl Scheduler {
     /// Brings a stream's place in the schedule up to date after any change, and finishes
     /// it when everything was written.
     fn settle(&mut self, key: StreamKey) {
-        let Some(s) = self.streams.get(&key) else {
+        let Some(s) = self.streams.get_mut(&key) else {
             return;
         };
-        if s.finishing && !s.has_data() {
-            self.remove_stream(key);
-            self.actions.push_back(Action::Finish { key });
-            self.stats.finishes += 1;
-            return;
+        if s.finishing && !s.has_data() && !s.finish_queued {
+            // Not ended here: until the next poll the driver may still hand back part of
+            // the last chunk (`handle_blocked`).
+            s.finish_queued = true;
+            self.to_finish.push_back(key);
         }
         if self.config.mode == Mode::Fifo {
             return;

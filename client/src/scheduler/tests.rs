@@ -577,3 +577,203 @@ fn deadline_heap_stays_bounded_with_long_timeouts() {
     assert!(s.deadlines.len() <= super::SWEEP_MIN, "{} entries", s.deadlines.len());
     assert_eq!(s.poll_timeout(), None);
 }
+
+/// Random sequences of every input, in both modes: no panic, and what reaches each stream
+/// is always a prefix of its header and objects in order, whole for `Finish`ed streams,
+/// empty for `Abandon`ed ones; each key ends exactly once; nothing stays queued.
+#[test]
+fn random_inputs_keep_every_stream_a_prefix_of_its_data() {
+    struct Lcg(u64);
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+    #[derive(Default)]
+    struct Expect {
+        data: Vec<u8>,
+        written: Vec<u8>,
+        writes: usize,
+        ends: Vec<Action>,
+        open: bool,
+        finished: bool,
+        cancelled: bool,
+        /// The scheduler already ended it (its terminal action is still to come).
+        dead: bool,
+        opened_subgroup: Option<(u64, u64, u64)>,
+    }
+    for (mode, seed) in [(Mode::Priority, 1), (Mode::Priority, 2), (Mode::Fifo, 3), (Mode::Fifo, 4)]
+    {
+        let t0 = Instant::now();
+        let mut rng = Lcg(seed);
+        let mut s = Scheduler::new(SchedulerConfig::default().mode(mode).quantum(3000));
+        let mut keys: Vec<Expect> = (0..40).map(|_| Expect::default()).collect();
+        let mut now = t0;
+        let mut blocked: Vec<usize> = Vec::new();
+        let mut done: Vec<Expect> = Vec::new();
+        let apply = |a: Action,
+                     keys: &mut Vec<Expect>,
+                     done: &mut Vec<Expect>,
+                     blocked: &mut Vec<usize>,
+                     s: &mut Scheduler,
+                     rng: &mut Lcg| {
+            match &a {
+                Action::Write { key, chunk, .. } => {
+                    let e = &mut keys[key.0 as usize];
+                    assert!(e.open, "write to {key:?}, which is not open");
+                    assert!(chunk.len() <= 3000);
+                    e.writes += 1;
+                    // Now and then the transport takes only part of a chunk.
+                    if rng.below(10) == 0 && chunk.len() > 1 {
+                        let took = rng.below(chunk.len() as u64) as usize;
+                        e.written.extend_from_slice(&chunk[..took]);
+                        s.handle_blocked(*key, chunk.slice(took..)).unwrap();
+                        blocked.push(key.0 as usize);
+                    } else {
+                        e.written.extend_from_slice(chunk);
+                    }
+                }
+                Action::Finish { key }
+                | Action::Reset { key, .. }
+                | Action::Abandon { key, .. } => {
+                    let e = &mut keys[key.0 as usize];
+                    assert!(e.open, "{a:?} for a key that is not open");
+                    e.ends.push(a.clone());
+                    e.open = false;
+                    done.push(std::mem::take(e));
+                    blocked.retain(|k| *k != key.0 as usize);
+                }
+                Action::Datagram { .. } => unreachable!(),
+            }
+        };
+        for step in 0..4000u64 {
+            let k = rng.below(40) as usize;
+            let key = StreamKey(k as u64);
+            match rng.below(12) {
+                0 | 1 if !keys[k].open => {
+                    let track = rng.below(4);
+                    let group = step / 50 + rng.below(3);
+                    let class =
+                        [TrackClass::Audio, TrackClass::Video { tier: 1 }][track as usize % 2];
+                    let timeout = [None, Some(ms(50)), Some(ms(300))][rng.below(3) as usize];
+                    let hdr = Bytes::from(vec![0xF0, k as u8]);
+                    let spec = StreamSpec::new(TrackKey(track), class, group, k as u64 % 2)
+                        .priority(rng.below(2) as u8 * 100, 16 * (1 + track as u8))
+                        .group_order([Ascending, Descending][rng.below(2) as usize])
+                        .delivery_timeout(timeout)
+                        .header(hdr.clone());
+                    match s.open_stream(key, spec) {
+                        Ok(()) => {
+                            keys[k].open = true;
+                            keys[k].data.extend_from_slice(&hdr);
+                            keys[k].opened_subgroup = Some((track, group, k as u64 % 2));
+                        }
+                        Err(Error::SubgroupAbandoned { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                2..=5 if keys[k].open && !keys[k].finished && !keys[k].dead => {
+                    let n = keys[k].data.len();
+                    let header = Bytes::from(vec![k as u8, n as u8, 0xAB]);
+                    let payload: Vec<u8> =
+                        (0..rng.below(5000)).map(|i| (i as u8) ^ (n as u8)).collect();
+                    let mut o = Object::new(now, header.clone(), Bytes::from(payload.clone()));
+                    if rng.below(4) == 0 {
+                        o = o.capture_age(ms(rng.below(900)));
+                    }
+                    match s.push_object(key, o) {
+                        Ok(()) => {
+                            keys[k].data.extend_from_slice(&header);
+                            keys[k].data.extend_from_slice(&payload);
+                        }
+                        Err(Error::UnknownStream(_)) => keys[k].dead = true,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                6 if keys[k].open && !keys[k].finished && !keys[k].dead => {
+                    match s.finish_stream(key) {
+                        Ok(()) => keys[k].finished = true,
+                        Err(Error::UnknownStream(_)) => keys[k].dead = true,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                7 if keys[k].open && !keys[k].dead && rng.below(8) == 0 => {
+                    match s.cancel_stream(key) {
+                        Ok(()) => keys[k].cancelled = true,
+                        Err(Error::UnknownStream(_)) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                    keys[k].dead = true;
+                }
+                8 => {
+                    if let Some(b) = blocked.pop() {
+                        let _ = s.handle_unblocked(StreamKey(b as u64));
+                    }
+                }
+                9 => s.set_subscriber_priority(TrackKey(rng.below(4)), rng.below(256) as u8),
+                _ => {
+                    now += ms(rng.below(20));
+                    let mut b = budget(rng.below(20_000));
+                    b.send_rate_bps = [0, 2_000_000][rng.below(2) as usize];
+                    while let Some(a) = s.poll_send(now, &mut b) {
+                        apply(a, &mut keys, &mut done, &mut blocked, &mut s, &mut rng);
+                    }
+                    let _ = s.poll_timeout();
+                }
+            }
+        }
+        // Finish everything and drain far in the future.
+        for (k, e) in keys.iter_mut().enumerate() {
+            if e.open && !e.finished && !e.dead {
+                match s.finish_stream(StreamKey(k as u64)) {
+                    Ok(()) => e.finished = true,
+                    Err(Error::UnknownStream(_)) => e.dead = true,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        for _ in 0..10_000 {
+            for b in std::mem::take(&mut blocked) {
+                let _ = s.handle_unblocked(StreamKey(b as u64));
+            }
+            now += ms(10);
+            let mut b = unlimited();
+            while let Some(a) = s.poll_send(now, &mut b) {
+                apply(a, &mut keys, &mut done, &mut blocked, &mut s, &mut rng);
+            }
+            if s.open_streams() == 0 {
+                break;
+            }
+        }
+        assert_eq!(s.open_streams(), 0, "{mode:?}");
+        assert_eq!(s.queued_bytes(), 0, "{mode:?}");
+        let st = s.stats();
+        println!(
+            "{mode:?} seed {seed}: {} finishes, {} resets, {} abandons, {} bytes written",
+            st.finishes, st.resets, st.abandons, st.written_bytes
+        );
+        assert!(keys.iter().all(|e| !e.open), "{mode:?}: a stream never ended");
+        assert!(done.len() > 200, "{mode:?}: only {} streams", done.len());
+        for (k, e) in done.iter().enumerate() {
+            assert_eq!(e.ends.len(), 1, "{mode:?} key {k}: {:?}", e.ends);
+            assert!(e.data.starts_with(&e.written), "{mode:?} key {k}: not a prefix");
+            match &e.ends[0] {
+                Action::Finish { .. } => assert_eq!(e.written, e.data, "{mode:?} key {k}"),
+                Action::Abandon { .. } => assert_eq!(e.writes, 0, "{mode:?} key {k}"),
+                Action::Reset { reason, .. } => {
+                    // The stream was opened (its first write), even if the transport then
+                    // took nothing of it.
+                    assert!(e.writes > 0, "{mode:?} key {k}");
+                    if mode == Mode::Fifo {
+                        assert_eq!(*reason, DropReason::Cancelled, "FIFO never drops");
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+            if mode == Mode::Fifo && !e.cancelled {
+                assert!(matches!(e.ends[0], Action::Finish { .. }), "{mode:?} key {k}");
+            }
+        }
+    }
+}
