@@ -75,6 +75,9 @@ impl Encoder {
             libopus::Encoder::new(SAMPLE_RATE, channels(config.channels)?, libopus::Application::Voip)
                 .map_err(enc_err)?;
         inner.set_inband_fec(true).map_err(enc_err)?;
+        // In-band FEC exists only in Opus' SILK layer; telling libopus the signal is speech
+        // keeps it in SILK/hybrid modes, where every frame carries the previous one's copy.
+        inner.set_signal(libopus::Signal::Voice).map_err(enc_err)?;
         inner.set_packet_loss_perc(i32::from(config.expected_loss_percent.min(100))).map_err(enc_err)?;
         let mut this = Self { inner, config: config.clone() };
         this.set_bitrate(config.bitrate)?;
