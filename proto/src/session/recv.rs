@@ -724,14 +724,16 @@ impl Session {
             FetchType::AbsoluteJoining(j) => (j, JoinKind::Absolute),
         };
         let sub_id = join.joining_request_id;
-        let state = match self.requests.get(&sub_id) {
+        // A subscription made with SUBSCRIBE waits for this endpoint's SUBSCRIBE_OK, which
+        // fixes its largest location; one made with PUBLISH carried it from the start.
+        let wait = match self.requests.get(&sub_id) {
             Some(Request::Subscription(s)) if s.we_publish && s.state != SubState::Ended => {
                 if s.filter.is_some_and(|f| f.filter_type() != FilterType::LargestObject) {
                     return self.violation(
                         "joining FETCH for a subscription without the Largest Object filter",
                     );
                 }
-                s.state
+                s.state == SubState::Pending && !s.via_publish
             }
             _ => {
                 return self.auto_reject(
@@ -751,7 +753,7 @@ impl Session {
                 announced: false,
             }),
         );
-        if state == SubState::Pending {
+        if wait {
             if let Some(Request::Subscription(s)) = self.requests.get_mut(&sub_id) {
                 s.waiting_fetches.push((id, kind, join.joining_start, m.params));
             }

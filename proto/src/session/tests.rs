@@ -530,6 +530,34 @@ fn publish_then_publish_done_counts_streams() {
 }
 
 #[test]
+fn joining_fetch_on_a_published_track_uses_the_largest_from_publish() {
+    let mut p = Pair::ready();
+    let (id, _) =
+        p.server.publish(p.now, track("a", "v"), largest(7, 2), Default::default()).unwrap();
+    p.drive();
+    let _ = p.client_event();
+    p.client.accept_publish(p.now, id, Default::default()).unwrap();
+    // The client joins the server's PUBLISH (written by hand: the session's own `fetch` joins
+    // only its SUBSCRIBEs).
+    let m = message::Fetch {
+        request_id: RequestId(0),
+        fetch_type: message::FetchType::AbsoluteJoining(message::JoiningFetch {
+            joining_request_id: id,
+            joining_start: 6,
+        }),
+        params: Default::default(),
+    };
+    let t = p.client.poll_transmit().unwrap();
+    p.server.handle_control_bytes(p.now, &t.data);
+    p.server.handle_control_bytes(p.now, &m.to_vec());
+    p.drive();
+    let _ = p.server_event();
+    let Event::FetchRequested { range, .. } = p.server_event() else { panic!() };
+    assert_eq!((range.start, range.end), (Location::new(6, 0), Location::new(7, 3)));
+    assert_eq!(range.joining, Some(id));
+}
+
+#[test]
 fn publish_done_with_streams_still_in_flight_lingers() {
     let mut p = Pair::ready();
     let sub = p.client.subscribe(p.now, track("a", "b"), Default::default()).unwrap();
