@@ -169,7 +169,9 @@ test('the Rust subscriber reads what the browser publishes', { skip }, async () 
   await pub.page.close();
 });
 
-test('the browser player reads what the Rust publisher sends', { skip }, async () => {
+// todo: today neither this player nor `tiermesh sub` receives the catalog of a `tiermesh
+// pub` broadcast through the relay (it subscribes upstream after the catalog object went by).
+test('the browser player reads what the Rust publisher sends', { skip, todo: 'relay does not yet deliver the catalog of tiermesh pub' }, async () => {
   const rust = child(['pub', `${base}/demo/synthetic`, '--tls-cert-hash', hash, '--duration', '60s']);
   await new Promise((r) => setTimeout(r, 1500));
   const { page } = await open(browser, pageUrl('player.html', `?url=${base}/demo/synthetic&hash=${hash}&audio=0`));

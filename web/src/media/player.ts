@@ -385,14 +385,23 @@ export class Player {
         reject(new PlayerError('catalog', `The catalog of ${name} is not valid: ${(e as Error).message}`));
       }
     };
-    const sub = await session.subscribe(this.namespace, CATALOG_TRACK, { priority: 0, onObject });
-    this.catalogSub = sub;
-    // Nothing published yet (no largest object): the first catalog comes on the subscription.
-    await sub.joiningFetch(0);
-    const timeout = new Promise<never>((_, rej) =>
-      setTimeout(() => rej(new PlayerError('catalog', `No catalog arrived for ${name} within 5 s.`)), 5000),
-    );
-    return Promise.race([first, timeout]);
+    // A relay that has just subscribed upstream may let the catalog object go past before
+    // this subscription is attached (it is then neither forwarded nor in the range of the
+    // joining fetch): after a short wait, subscribe again, which finds it in the cache.
+    const deadline = Date.now() + 5000;
+    for (let attempt = 0; ; attempt++) {
+      // One subscription per track and session: the previous attempt goes first.
+      this.catalogSub?.unsubscribe();
+      const sub = await session.subscribe(this.namespace, CATALOG_TRACK, { priority: 0, onObject });
+      this.catalogSub = sub;
+      // Nothing published yet (no largest object): the first catalog comes on the subscription.
+      await sub.joiningFetch(0);
+      const wait = Math.min(attempt < 2 ? 1200 : 5000, deadline - Date.now());
+      const timeout = new Promise<undefined>((res) => setTimeout(() => res(undefined), Math.max(0, wait)));
+      const c = await Promise.race([first, timeout]);
+      if (c) return c;
+      if (Date.now() >= deadline) throw new PlayerError('catalog', `No catalog arrived for ${name} within 5 s.`);
+    }
   }
 
   private async openTier(index: number, join: boolean): Promise<TierState> {
@@ -401,7 +410,7 @@ export class Player {
     st.sub = await this.session!.subscribe(this.namespace, track.name, {
       priority: 32 + 16 * index,
       filter: join ? { type: 'largest-object' } : { type: 'next-group-start' },
-      onObject: (o) => this.onVideoObject(st, o),
+      onObject: (o, source) => this.onVideoObject(st, o, source === 'fetch'),
       onGroupEnd: (g, last) => {
         st.ended.set(g, last);
         this.pump();
@@ -415,7 +424,7 @@ export class Player {
     return st;
   }
 
-  private onVideoObject(st: TierState, o: MoqObject): void {
+  private onVideoObject(st: TierState, o: MoqObject, fetched = false): void {
     this.count(o.payload.length);
     if (o.status !== ObjectStatus.Normal) {
       if (o.status === ObjectStatus.EndOfGroup) st.ended.set(o.groupId, o.objectId - 1);
@@ -423,7 +432,9 @@ export class Player {
       return;
     }
     const us = captureTimestampUs(o.extensions);
-    if (us !== undefined) {
+    // Objects of a joining fetch are old by design (the start of the current group): they
+    // say nothing about the network, so they feed neither the playout clock nor ABR.
+    if (us !== undefined && !fetched) {
       const captureMs = us / 1000;
       const lat = Date.now() - captureMs;
       this.clock.observe(Date.now(), captureMs);
