@@ -47,7 +47,12 @@ fn mean_psnr(refs: &[I420], got: &[I420]) -> Result<f64> {
     Ok(sum / refs.len() as f64)
 }
 
-fn run_ladder(cfg: LadderConfig, name: &str, sources: &[I420], scaled: &[(usize, Vec<I420>)]) -> Result<Row> {
+fn run_ladder(
+    cfg: LadderConfig,
+    name: &str,
+    sources: &[I420],
+    scaled: &[(usize, Vec<I420>)],
+) -> Result<Row> {
     let mut ladder = Ladder::new(cfg.clone())?;
     let mut out = Vec::new();
     let cpu0 = cpu_ms()?;
@@ -138,17 +143,27 @@ fn run_ffmpeg(
     for (i, (label, _, _, bps)) in rungs.iter().enumerate() {
         args.extend(["-map".to_string(), format!("{i}:v")]);
         args.extend(encoder_args(*bps));
-        args.extend(["-f".into(), "matroska".into(), dir.join(format!("{name}-{label}.mkv")).display().to_string()]);
+        args.extend([
+            "-f".into(),
+            "matroska".into(),
+            dir.join(format!("{name}-{label}.mkv")).display().to_string(),
+        ]);
     }
     let t0 = Instant::now();
-    let out = Command::new("/usr/bin/time").args(["-f", "%U %S"]).arg("ffmpeg").args(&args).output()?;
+    let out =
+        Command::new("/usr/bin/time").args(["-f", "%U %S"]).arg("ffmpeg").args(&args).output()?;
     let wall = t0.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         bail!("ffmpeg {name} failed: {stderr}");
     }
-    let times: Vec<f64> =
-        stderr.lines().last().unwrap_or("").split_whitespace().filter_map(|s| s.parse().ok()).collect();
+    let times: Vec<f64> = stderr
+        .lines()
+        .last()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
     ensure!(times.len() == 2, "no CPU times from /usr/bin/time: {stderr}");
     let cpu = (times[0] + times[1]) * 1000.0;
     let mut psnrs = Vec::new();
@@ -178,10 +193,11 @@ fn run_ffmpeg(
 }
 
 fn ffmpeg_has(encoder: &str) -> bool {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-encoders"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.split_whitespace().nth(1) == Some(encoder)))
+    Command::new("ffmpeg").args(["-hide_banner", "-encoders"]).output().is_ok_and(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(encoder))
+    })
 }
 
 fn main() -> Result<()> {
@@ -191,7 +207,8 @@ fn main() -> Result<()> {
     let mut scaler = Scaler::new();
     let mut scaled = Vec::new();
     for (w, h) in [(1280, 720), (640, 360), (320, 180)] {
-        let s: Vec<I420> = sources.iter().map(|f| scaler.scale(f, w, h)).collect::<Result<_, _>>()?;
+        let s: Vec<I420> =
+            sources.iter().map(|f| scaler.scale(f, w, h)).collect::<Result<_, _>>()?;
         scaled.push((h, s));
     }
     println!("source: {frames} frames of 1280x720 test pattern with noise, 30 fps, 1 s groups");
@@ -206,31 +223,70 @@ fn main() -> Result<()> {
         &scaled,
     )?);
 
-    let dir: PathBuf = std::env::temp_dir().join(format!("tiermesh-ladder-bench-{}", std::process::id()));
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("tiermesh-ladder-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let h264_rungs = [("720p", 1280, 720, 1_500_000), ("360p", 640, 360, 500_000), ("180p", 320, 180, 150_000)];
+    let h264_rungs =
+        [("720p", 1280, 720, 1_500_000), ("360p", 640, 360, 500_000), ("180p", 320, 180, 150_000)];
     let av1_rungs = [("360p", 640, 360, 500_000), ("180p", 320, 180, 150_000)];
     for (label, _, h, _) in &h264_rungs {
-        write_yuv(&dir.join(format!("src-{label}.yuv")), &scaled.iter().find(|(hh, _)| hh == h).context("s")?.1)?;
+        write_yuv(
+            &dir.join(format!("src-{label}.yuv")),
+            &scaled.iter().find(|(hh, _)| hh == h).context("s")?.1,
+        )?;
     }
     if ffmpeg_has("libx264") {
         let x264 = |bps: u32| -> Vec<String> {
             let k = format!("{}k", bps / 1000);
-            ["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-threads", "1", "-g", "30", "-b:v", &k,
-                "-maxrate", &k, "-bufsize", &k]
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
+            [
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-tune",
+                "zerolatency",
+                "-threads",
+                "1",
+                "-g",
+                "30",
+                "-b:v",
+                &k,
+                "-maxrate",
+                &k,
+                "-bufsize",
+                &k,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
         };
-        rows.push(run_ffmpeg("ffmpeg libx264 veryfast", &h264_rungs, &x264, &dir, &scaled, frames)?);
+        rows.push(run_ffmpeg(
+            "ffmpeg libx264 veryfast",
+            &h264_rungs,
+            &x264,
+            &dir,
+            &scaled,
+            frames,
+        )?);
     }
     if ffmpeg_has("libsvtav1") {
         let svt = |bps: u32| -> Vec<String> {
             let k = format!("{}k", bps / 1000);
-            ["-c:v", "libsvtav1", "-preset", "10", "-g", "30", "-b:v", &k, "-svtav1-params", "pred-struct=1:lp=1"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
+            [
+                "-c:v",
+                "libsvtav1",
+                "-preset",
+                "10",
+                "-g",
+                "30",
+                "-b:v",
+                &k,
+                "-svtav1-params",
+                "pred-struct=1:lp=1",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
         };
         match run_ffmpeg("ffmpeg libsvtav1 preset 10", &av1_rungs, &svt, &dir, &scaled, frames) {
             Ok(r) => rows.push(r),
@@ -243,8 +299,16 @@ fn main() -> Result<()> {
     println!("| encoder | rungs | fps | CPU ms/frame | per rung: PSNR dB @ kbit/s |");
     println!("|---|---|---:|---:|---|");
     for r in &rows {
-        let q: Vec<String> = r.psnr.iter().map(|(n, p, k)| format!("{n} {p:.1} @ {k:.0}")).collect();
-        println!("| {} | {} | {:.1} | {:.1} | {} |", r.name, r.rungs, r.fps, r.cpu_ms_per_frame, q.join(", "));
+        let q: Vec<String> =
+            r.psnr.iter().map(|(n, p, k)| format!("{n} {p:.1} @ {k:.0}")).collect();
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {} |",
+            r.name,
+            r.rungs,
+            r.fps,
+            r.cpu_ms_per_frame,
+            q.join(", ")
+        );
     }
     Ok(())
 }

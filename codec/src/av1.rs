@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use rav1e::config::SpeedSettings;
 use rav1e::prelude::{
-    ChromaSampling, Config, Context, EncoderConfig as RavConfig, EncoderStatus, FrameParameters, FrameType,
-    FrameTypeOverride, Opaque, Rational, SceneDetectionSpeed,
+    ChromaSampling, Config, Context, EncoderConfig as RavConfig, EncoderStatus, FrameParameters,
+    FrameType, FrameTypeOverride, Opaque, Rational, SceneDetectionSpeed,
 };
 
 use crate::frame::I420;
@@ -66,7 +66,10 @@ pub struct Encoder<T> {
 
 impl<T> std::fmt::Debug for Encoder<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("av1::Encoder").field("config", &self.config).field("sent", &self.sent).finish()
+        f.debug_struct("av1::Encoder")
+            .field("config", &self.config)
+            .field("sent", &self.sent)
+            .finish()
     }
 }
 
@@ -153,7 +156,11 @@ impl<T> Encoder<T> {
         self.sent += 1;
         self.tags.insert(seq, tag);
         let params = FrameParameters {
-            frame_type_override: if force_key { FrameTypeOverride::Key } else { FrameTypeOverride::No },
+            frame_type_override: if force_key {
+                FrameTypeOverride::Key
+            } else {
+                FrameTypeOverride::No
+            },
             opaque: Some(Opaque::new(seq)),
             t35_metadata: Box::new([]),
         };
@@ -185,22 +192,29 @@ impl<T> Encoder<T> {
         loop {
             match self.ctx.receive_packet() {
                 Ok(p) => {
-                    let seq = p
-                        .opaque
-                        .and_then(|o| o.downcast::<u64>().ok())
-                        .map(|b| *b)
-                        .ok_or_else(|| Error::Encode { codec: "av1", message: "packet lost its frame tag".into() })?;
-                    let tag = self
-                        .tags
-                        .remove(&seq)
-                        .ok_or_else(|| Error::Encode { codec: "av1", message: format!("unknown frame tag {seq}") })?;
+                    let seq =
+                        p.opaque.and_then(|o| o.downcast::<u64>().ok()).map(|b| *b).ok_or_else(
+                            || Error::Encode {
+                                codec: "av1",
+                                message: "packet lost its frame tag".into(),
+                            },
+                        )?;
+                    let tag = self.tags.remove(&seq).ok_or_else(|| Error::Encode {
+                        codec: "av1",
+                        message: format!("unknown frame tag {seq}"),
+                    })?;
                     let key = p.frame_type == FrameType::KEY;
                     let config = if key { Some(av1c_from_temporal_unit(&p.data)?) } else { None };
                     out.push(Packet { data: p.data, key, config, tag });
                 }
                 Err(EncoderStatus::Encoded) => continue,
                 Err(EncoderStatus::NeedMoreData | EncoderStatus::LimitReached) => return Ok(()),
-                Err(e) => return Err(Error::Encode { codec: "av1", message: format!("receive_packet: {e}") }),
+                Err(e) => {
+                    return Err(Error::Encode {
+                        codec: "av1",
+                        message: format!("receive_packet: {e}"),
+                    });
+                }
             }
         }
     }
@@ -227,8 +241,8 @@ impl Decoder {
         let mut settings = dav1d::Settings::new();
         settings.set_n_threads(1);
         settings.set_max_frame_delay(1);
-        let inner =
-            dav1d::Decoder::with_settings(&settings).map_err(|e| Error::Decode { codec: "av1", message: e.to_string() })?;
+        let inner = dav1d::Decoder::with_settings(&settings)
+            .map_err(|e| Error::Decode { codec: "av1", message: e.to_string() })?;
         Ok(Self { inner })
     }
 
@@ -318,7 +332,9 @@ pub fn split_obus(data: &[u8]) -> Result<Vec<Obu<'_>>, Error> {
         let mut size: u64 = 0;
         let mut i = 0;
         loop {
-            let b = *data.get(p).ok_or_else(|| malformed("AV1 OBU", format!("size cut at byte {p}")))?;
+            let b = *data
+                .get(p)
+                .ok_or_else(|| malformed("AV1 OBU", format!("size cut at byte {p}")))?;
             size |= u64::from(b & 0x7f) << (7 * i);
             p += 1;
             i += 1;
@@ -333,7 +349,9 @@ pub fn split_obus(data: &[u8]) -> Result<Vec<Obu<'_>>, Error> {
             .ok()
             .and_then(|s| p.checked_add(s))
             .filter(|&e| e <= data.len())
-            .ok_or_else(|| malformed("AV1 OBU", format!("OBU of {size} bytes at byte {pos} runs past the end")))?;
+            .ok_or_else(|| {
+                malformed("AV1 OBU", format!("OBU of {size} bytes at byte {pos} runs past the end"))
+            })?;
         out.push(Obu { kind, raw: &data[pos..end], payload: &data[p..end] });
         pos = end;
     }

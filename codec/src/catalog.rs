@@ -87,9 +87,13 @@ impl Catalog {
     /// [`Error::Malformed`] for invalid JSON, a missing required field, or an MSF version
     /// other than [`MSF_VERSION`] (the specification forbids guessing at one).
     pub fn from_json(json: &[u8]) -> Result<Self, Error> {
-        let c: Self = serde_json::from_slice(json).map_err(|e| malformed("catalog", e.to_string()))?;
+        let c: Self =
+            serde_json::from_slice(json).map_err(|e| malformed("catalog", e.to_string()))?;
         if c.version != MSF_VERSION {
-            return Err(malformed("catalog", format!("MSF version {:?}, this build reads {MSF_VERSION:?}", c.version)));
+            return Err(malformed(
+                "catalog",
+                format!("MSF version {:?}, this build reads {MSF_VERSION:?}", c.version),
+            ));
         }
         Ok(c)
     }
@@ -133,7 +137,13 @@ mod tests {
         });
         c.tracks.push(Catalog::opus_track("audio", 1, 32_000, 1));
         let json = c.to_json();
-        for field in ["\"generatedAt\"", "\"isLive\"", "\"altGroup\"", "\"renderGroup\"", "\"channelConfig\""] {
+        for field in [
+            "\"generatedAt\"",
+            "\"isLive\"",
+            "\"altGroup\"",
+            "\"renderGroup\"",
+            "\"channelConfig\"",
+        ] {
             assert!(json.contains(field), "{field} missing in {json}");
         }
         assert!(!json.contains("null"), "absent fields are left out: {json}");

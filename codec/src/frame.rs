@@ -33,7 +33,13 @@ impl I420 {
     pub fn new(width: usize, height: usize) -> Result<Self, Error> {
         check_size(width, height)?;
         let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
-        Ok(Self { width, height, y: vec![128; width * height], u: vec![128; cw * ch], v: vec![128; cw * ch] })
+        Ok(Self {
+            width,
+            height,
+            y: vec![128; width * height],
+            u: vec![128; cw * ch],
+            v: vec![128; cw * ch],
+        })
     }
 
     /// Builds a picture from planes with arbitrary strides (as decoders hand them out),
@@ -105,7 +111,13 @@ impl I420 {
 }
 
 fn check_size(width: usize, height: usize) -> Result<(), Error> {
-    if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 || width > 8192 || height > 8192 {
+    if width == 0
+        || height == 0
+        || width % 2 != 0
+        || height % 2 != 0
+        || width > 8192
+        || height > 8192
+    {
         return Err(Error::InvalidFrame(format!(
             "size {width}x{height}: sides must be even and between 2 and 8192"
         )));
@@ -138,9 +150,14 @@ impl Audio {
 /// [`Error::InvalidFrame`] if the planes differ in length or are empty.
 pub fn psnr_plane(a: &[u8], b: &[u8]) -> Result<f64, Error> {
     if a.len() != b.len() || a.is_empty() {
-        return Err(Error::InvalidFrame(format!("cannot compare planes of {} and {} bytes", a.len(), b.len())));
+        return Err(Error::InvalidFrame(format!(
+            "cannot compare planes of {} and {} bytes",
+            a.len(),
+            b.len()
+        )));
     }
-    let sse: u64 = a.iter().zip(b).map(|(&x, &y)| (i64::from(x) - i64::from(y)).unsigned_abs().pow(2)).sum();
+    let sse: u64 =
+        a.iter().zip(b).map(|(&x, &y)| (i64::from(x) - i64::from(y)).unsigned_abs().pow(2)).sum();
     if sse == 0 {
         return Ok(f64::INFINITY);
     }

@@ -8,8 +8,8 @@
 use openh264::OpenH264API;
 use openh264::decoder::{Decoder as RawDecoder, DecoderConfig};
 use openh264::encoder::{
-    BitRate, Complexity, Encoder as RawEncoder, EncoderConfig as RawConfig, FrameRate, FrameType, IntraFramePeriod,
-    RateControlMode, UsageType,
+    BitRate, Complexity, Encoder as RawEncoder, EncoderConfig as RawConfig, FrameRate, FrameType,
+    IntraFramePeriod, RateControlMode, UsageType,
 };
 use openh264::formats::YUVSource;
 
@@ -60,7 +60,10 @@ pub struct Encoder {
 
 impl std::fmt::Debug for Encoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("h264::Encoder").field("config", &self.config).field("frames", &self.frames).finish()
+        f.debug_struct("h264::Encoder")
+            .field("config", &self.config)
+            .field("frames", &self.frames)
+            .finish()
     }
 }
 
@@ -91,7 +94,10 @@ impl Encoder {
     pub fn new(config: EncoderConfig) -> Result<Self, Error> {
         I420::new(config.width, config.height)?;
         if config.bitrate == 0 || !(config.fps > 0.0 && config.fps <= 240.0) {
-            return Err(Error::Config(format!("h264 bit rate {} / frame rate {}", config.bitrate, config.fps)));
+            return Err(Error::Config(format!(
+                "h264 bit rate {} / frame rate {}",
+                config.bitrate, config.fps
+            )));
         }
         let inner = raw_encoder(&config)?;
         Ok(Self { config, pending_bitrate: None, inner, frames: 0 })
@@ -122,11 +128,12 @@ impl Encoder {
             )));
         }
         let force_key = force_key || self.frames == 0;
-        if force_key && let Some(bps) = self.pending_bitrate.take() {
-            if bps != self.config.bitrate || self.frames == 0 {
-                self.config.bitrate = bps;
-                self.inner = raw_encoder(&self.config)?;
-            }
+        if force_key
+            && let Some(bps) = self.pending_bitrate.take()
+            && (bps != self.config.bitrate || self.frames == 0)
+        {
+            self.config.bitrate = bps;
+            self.inner = raw_encoder(&self.config)?;
         }
         if force_key && self.frames > 0 {
             self.inner.force_intra_frame();
@@ -136,13 +143,19 @@ impl Encoder {
             .encode(&Source(frame))
             .map_err(|e| Error::Encode { codec: "h264", message: e.to_string() })?;
         if matches!(bitstream.frame_type(), FrameType::Skip | FrameType::Invalid) {
-            return Err(Error::Encode { codec: "h264", message: format!("frame {} was skipped", self.frames) });
+            return Err(Error::Encode {
+                codec: "h264",
+                message: format!("frame {} was skipped", self.frames),
+            });
         }
         let annexb = bitstream.to_vec();
         self.frames += 1;
         let packet = package(&annexb)?;
         if force_key && !packet.key {
-            return Err(Error::Encode { codec: "h264", message: "asked for an IDR picture, got none".into() });
+            return Err(Error::Encode {
+                codec: "h264",
+                message: "asked for an IDR picture, got none".into(),
+            });
         }
         Ok(packet)
     }
@@ -218,7 +231,9 @@ pub fn package(annexb: &[u8]) -> Result<Packet, Error> {
     }
     let config = match (key, sps, pps) {
         (true, Some(sps), Some(pps)) => Some(avcc(sps, pps)?),
-        (true, _, _) => return Err(malformed("H.264 access unit", "IDR picture without SPS and PPS")),
+        (true, _, _) => {
+            return Err(malformed("H.264 access unit", "IDR picture without SPS and PPS"));
+        }
         _ => None,
     };
     Ok(Packet { data, key, config })
@@ -230,7 +245,10 @@ pub fn package(annexb: &[u8]) -> Result<Packet, Error> {
 /// [`Error::Malformed`] for an SPS shorter than 4 bytes or parameter sets over 64 KiB.
 pub fn avcc(sps: &[u8], pps: &[u8]) -> Result<Vec<u8>, Error> {
     if sps.len() < 4 || sps.len() > 0xffff || pps.is_empty() || pps.len() > 0xffff {
-        return Err(malformed("avcC", format!("SPS of {} bytes, PPS of {} bytes", sps.len(), pps.len())));
+        return Err(malformed(
+            "avcC",
+            format!("SPS of {} bytes, PPS of {} bytes", sps.len(), pps.len()),
+        ));
     }
     let mut out = vec![1, sps[1], sps[2], sps[3], 0xfc | 3, 0xe0 | 1];
     out.extend_from_slice(&(sps.len() as u16).to_be_bytes());
@@ -323,13 +341,16 @@ pub fn to_annexb(payload: &[u8], config: Option<&[u8]>) -> Result<Vec<u8>, Error
     }
     let mut pos = 0;
     while pos < payload.len() {
-        let len_bytes = payload
-            .get(pos..pos + length_size)
-            .ok_or_else(|| malformed("H.264 payload", format!("length prefix cut at byte {pos}")))?;
+        let len_bytes = payload.get(pos..pos + length_size).ok_or_else(|| {
+            malformed("H.264 payload", format!("length prefix cut at byte {pos}"))
+        })?;
         let len = len_bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        let nal = payload
-            .get(pos + length_size..pos + length_size + len)
-            .ok_or_else(|| malformed("H.264 payload", format!("NAL unit of {len} bytes at byte {pos} runs past the end")))?;
+        let nal = payload.get(pos + length_size..pos + length_size + len).ok_or_else(|| {
+            malformed(
+                "H.264 payload",
+                format!("NAL unit of {len} bytes at byte {pos} runs past the end"),
+            )
+        })?;
         if nal.is_empty() {
             return Err(malformed("H.264 payload", format!("empty NAL unit at byte {pos}")));
         }
@@ -404,13 +425,13 @@ fn to_annexb_sized(payload: &[u8], length_size: usize) -> Result<Vec<u8>, Error>
     let mut prefixed = Vec::with_capacity(payload.len() + 16);
     let mut pos = 0;
     while pos < payload.len() {
-        let len_bytes = payload
-            .get(pos..pos + length_size)
-            .ok_or_else(|| malformed("H.264 payload", format!("length prefix cut at byte {pos}")))?;
+        let len_bytes = payload.get(pos..pos + length_size).ok_or_else(|| {
+            malformed("H.264 payload", format!("length prefix cut at byte {pos}"))
+        })?;
         let len = len_bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        let nal = payload
-            .get(pos + length_size..pos + length_size + len)
-            .ok_or_else(|| malformed("H.264 payload", format!("NAL unit at byte {pos} runs past the end")))?;
+        let nal = payload.get(pos + length_size..pos + length_size + len).ok_or_else(|| {
+            malformed("H.264 payload", format!("NAL unit at byte {pos} runs past the end"))
+        })?;
         prefixed.extend_from_slice(&(len as u32).to_be_bytes());
         prefixed.extend_from_slice(nal);
         pos += length_size + len;

@@ -55,7 +55,14 @@ pub struct Rung {
 
 impl Rung {
     /// A rung.
-    pub fn new(name: &str, width: usize, height: usize, fps: f64, bitrate: u32, codec: Codec) -> Self {
+    pub fn new(
+        name: &str,
+        width: usize,
+        height: usize,
+        fps: f64,
+        bitrate: u32,
+        codec: Codec,
+    ) -> Self {
         Self { name: name.to_string(), width, height, fps, bitrate, codec }
     }
 
@@ -179,10 +186,14 @@ impl LadderConfig {
             if r.name.is_empty() || self.rungs[..i].iter().any(|o| o.name == r.name) {
                 return Err(Error::Config(format!("rung name {:?} is empty or repeated", r.name)));
             }
-            if !(r.fps > 0.0) || r.bitrate == 0 {
-                return Err(Error::Config(format!("rung {}: frame rate {} / bit rate {}", r.name, r.fps, r.bitrate)));
+            if r.fps.is_nan() || r.fps <= 0.0 || r.bitrate == 0 {
+                return Err(Error::Config(format!(
+                    "rung {}: frame rate {} / bit rate {}",
+                    r.name, r.fps, r.bitrate
+                )));
             }
-            I420::new(r.width, r.height).map_err(|e| Error::Config(format!("rung {}: {e}", r.name)))?;
+            I420::new(r.width, r.height)
+                .map_err(|e| Error::Config(format!("rung {}: {e}", r.name)))?;
         }
         Ok(())
     }
@@ -247,7 +258,7 @@ struct Tag {
 }
 
 enum Coder {
-    H264(h264::Encoder),
+    H264(Box<h264::Encoder>),
     Av1(Box<av1::Encoder<Tag>>),
 }
 
@@ -287,9 +298,11 @@ impl RungState {
                 let p = enc.encode(picture, key)?;
                 vec![(p.data, p.key, p.config, tag)]
             }
-            Coder::Av1(enc) => {
-                enc.send(picture, key, tag)?.into_iter().map(|p| (p.data, p.key, p.config, p.tag)).collect()
-            }
+            Coder::Av1(enc) => enc
+                .send(picture, key, tag)?
+                .into_iter()
+                .map(|p| (p.data, p.key, p.config, p.tag))
+                .collect(),
         };
         Ok(self.package(frames))
     }
@@ -297,7 +310,9 @@ impl RungState {
     fn flush(&mut self) -> Result<Vec<EncodedFrame>, Error> {
         let frames = match &mut self.coder {
             Coder::H264(_) => Vec::new(),
-            Coder::Av1(enc) => enc.flush()?.into_iter().map(|p| (p.data, p.key, p.config, p.tag)).collect(),
+            Coder::Av1(enc) => {
+                enc.flush()?.into_iter().map(|p| (p.data, p.key, p.config, p.tag)).collect()
+            }
         };
         Ok(self.package(frames))
     }
@@ -343,12 +358,12 @@ impl RungState {
 
 fn make_coder(rung: &Rung, speed: u8) -> Result<Coder, Error> {
     Ok(match rung.codec {
-        Codec::H264 => Coder::H264(h264::Encoder::new(h264::EncoderConfig {
+        Codec::H264 => Coder::H264(Box::new(h264::Encoder::new(h264::EncoderConfig {
             width: rung.width,
             height: rung.height,
             fps: rung.fps as f32,
             bitrate: rung.bitrate,
-        })?),
+        })?)),
         Codec::Av1 => Coder::Av1(Box::new(av1::Encoder::new(av1::EncoderConfig {
             width: rung.width,
             height: rung.height,
@@ -364,9 +379,14 @@ fn make_coder(rung: &Rung, speed: u8) -> Result<Coder, Error> {
 /// the start.
 fn probe_codec_string(rung: &Rung, speed: u8) -> Result<String, Error> {
     let grey = I420::new(rung.width, rung.height)?;
-    let probe_err = || Error::Encode { codec: "probe", message: format!("no key frame for rung {}", rung.name) };
+    let probe_err = || Error::Encode {
+        codec: "probe",
+        message: format!("no key frame for rung {}", rung.name),
+    };
     match make_coder(rung, speed)? {
-        Coder::H264(mut e) => h264::codec_string(&e.encode(&grey, true)?.config.ok_or_else(probe_err)?),
+        Coder::H264(mut e) => {
+            h264::codec_string(&e.encode(&grey, true)?.config.ok_or_else(probe_err)?)
+        }
         Coder::Av1(mut e) => {
             let tag = Tag { input_index: 0, capture_us: 0, group_id: 0, object_id: 0 };
             let mut packets = e.send(&grey, true, tag)?;
@@ -547,7 +567,12 @@ impl Ladder {
                 continue;
             }
             r.taken_in_group = due;
-            let tag = Tag { input_index: index, capture_us, group_id: self.group_id, object_id: r.next_object };
+            let tag = Tag {
+                input_index: index,
+                capture_us,
+                group_id: self.group_id,
+                object_id: r.next_object,
+            };
             r.next_object += 1;
             jobs.push((r.index, tag));
         }
@@ -585,13 +610,17 @@ impl Ladder {
                     .collect();
                 for h in handles {
                     results.push(h.join().unwrap_or_else(|_| {
-                        Err(Error::Encode { codec: "ladder", message: "an encoder thread panicked".into() })
+                        Err(Error::Encode {
+                            codec: "ladder",
+                            message: "an encoder thread panicked".into(),
+                        })
                     }));
                 }
             });
         } else {
             for (r, tag) in selected {
-                let pic = picture_for(r).ok_or_else(|| Error::InvalidFrame("no scaled picture".into()))?;
+                let pic = picture_for(r)
+                    .ok_or_else(|| Error::InvalidFrame("no scaled picture".into()))?;
                 results.push(r.encode(pic, new_group, tag));
             }
         }
@@ -619,7 +648,9 @@ impl Ladder {
     /// (tracks inherit the catalog track's namespace).
     pub fn catalog_tracks(&self, namespace: Option<&str>) -> Vec<Track> {
         let max_group_ms = match self.config.group_length {
-            GroupLength::Frames(n) => (f64::from(n) * 1000.0 / self.config.source_fps).ceil() as u64,
+            GroupLength::Frames(n) => {
+                (f64::from(n) * 1000.0 / self.config.source_fps).ceil() as u64
+            }
             GroupLength::Micros(us) => us.div_ceil(1000),
         };
         self.rungs

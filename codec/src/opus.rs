@@ -71,14 +71,19 @@ impl Encoder {
     /// # Errors
     /// [`Error::Config`] for a bad channel count or a setting libopus refuses.
     pub fn new(config: EncoderConfig) -> Result<Self, Error> {
-        let mut inner =
-            libopus::Encoder::new(SAMPLE_RATE, channels(config.channels)?, libopus::Application::Voip)
-                .map_err(enc_err)?;
+        let mut inner = libopus::Encoder::new(
+            SAMPLE_RATE,
+            channels(config.channels)?,
+            libopus::Application::Voip,
+        )
+        .map_err(enc_err)?;
         inner.set_inband_fec(true).map_err(enc_err)?;
         // In-band FEC exists only in Opus' SILK layer; telling libopus the signal is speech
         // keeps it in SILK/hybrid modes, where every frame carries the previous one's copy.
         inner.set_signal(libopus::Signal::Voice).map_err(enc_err)?;
-        inner.set_packet_loss_perc(i32::from(config.expected_loss_percent.min(100))).map_err(enc_err)?;
+        inner
+            .set_packet_loss_perc(i32::from(config.expected_loss_percent.min(100)))
+            .map_err(enc_err)?;
         let mut this = Self { inner, config: config.clone() };
         this.set_bitrate(config.bitrate)?;
         Ok(this)
@@ -117,7 +122,9 @@ impl Encoder {
     /// count, [`Error::Encode`] if libopus fails.
     pub fn encode(&mut self, audio: &Audio) -> Result<Vec<u8>, Error> {
         let expected = FRAME_SAMPLES * usize::from(self.config.channels);
-        if audio.sample_rate != SAMPLE_RATE || audio.channels != self.config.channels || audio.samples.len() != expected
+        if audio.sample_rate != SAMPLE_RATE
+            || audio.channels != self.config.channels
+            || audio.samples.len() != expected
         {
             return Err(Error::InvalidFrame(format!(
                 "opus wants {expected} samples at {SAMPLE_RATE} Hz x{}, got {} at {} Hz x{}",
@@ -149,7 +156,8 @@ impl Decoder {
     /// # Errors
     /// [`Error::Config`] for a bad channel count.
     pub fn new(channels: u16) -> Result<Self, Error> {
-        let inner = libopus::Decoder::new(SAMPLE_RATE, self::channels(channels)?).map_err(dec_err)?;
+        let inner =
+            libopus::Decoder::new(SAMPLE_RATE, self::channels(channels)?).map_err(dec_err)?;
         Ok(Self { inner, channels })
     }
 

@@ -55,10 +55,13 @@ impl Scaler {
         dw: usize,
         dh: usize,
     ) -> Result<(), Error> {
-        let bad = |e: &dyn std::fmt::Display| Error::InvalidFrame(format!("scaling {sw}x{sh} to {dw}x{dh}: {e}"));
-        let src_img = ImageRef::new(to_u32(sw)?, to_u32(sh)?, src, PixelType::U8).map_err(|e| bad(&e))?;
-        let mut dst_img =
-            Image::from_slice_u8(to_u32(dw)?, to_u32(dh)?, dst, PixelType::U8).map_err(|e| bad(&e))?;
+        let bad = |e: &dyn std::fmt::Display| {
+            Error::InvalidFrame(format!("scaling {sw}x{sh} to {dw}x{dh}: {e}"))
+        };
+        let src_img =
+            ImageRef::new(to_u32(sw)?, to_u32(sh)?, src, PixelType::U8).map_err(|e| bad(&e))?;
+        let mut dst_img = Image::from_slice_u8(to_u32(dw)?, to_u32(dh)?, dst, PixelType::U8)
+            .map_err(|e| bad(&e))?;
         self.resizer.resize(&src_img, &mut dst_img, &self.options).map_err(|e| bad(&e))
     }
 }

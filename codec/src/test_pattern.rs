@@ -8,8 +8,8 @@
 //! sixteenth of the height tall (13 x 11 pixels at 320x180), enough to survive scaling and
 //! low-rate compression. [`read_barcode`] reads it back from decoded pixels.
 
-use crate::frame::{Audio, I420};
 use crate::Error;
+use crate::frame::{Audio, I420};
 
 /// Number of blocks (and bits) in the barcode.
 pub const BARCODE_BITS: u32 = 24;
@@ -34,7 +34,9 @@ impl Generator {
     pub fn new(width: usize, height: usize, fps: f64) -> Result<Self, Error> {
         I420::new(width, height)?;
         if width < 96 || height < 64 {
-            return Err(Error::InvalidFrame(format!("test pattern needs at least 96x64, got {width}x{height}")));
+            return Err(Error::InvalidFrame(format!(
+                "test pattern needs at least 96x64, got {width}x{height}"
+            )));
         }
         if !(fps > 0.0 && fps.is_finite()) {
             return Err(Error::Config(format!("test pattern frame rate {fps}")));
@@ -129,7 +131,16 @@ impl Generator {
         let panel_w = (counter.len().max(clock.len()) * 6 + 2) * scale;
         let panel_y = h - 2 * line_h - 3 * scale;
         let panel_x = scale * 2;
-        fill(&mut f, panel_x, panel_y, panel_w.min(w - panel_x), 2 * line_h + 2 * scale, BLACK, 128, 128);
+        fill(
+            &mut f,
+            panel_x,
+            panel_y,
+            panel_w.min(w - panel_x),
+            2 * line_h + 2 * scale,
+            BLACK,
+            128,
+            128,
+        );
         draw_text(&mut f, panel_x + scale, panel_y + scale, scale, &counter);
         draw_text(&mut f, panel_x + scale, panel_y + scale + line_h, scale, &clock);
         f
@@ -248,8 +259,12 @@ impl Tone {
     /// # Errors
     /// [`Error::Config`] for a sample rate or channel count Opus cannot take.
     pub fn new(sample_rate: u32, channels: u16) -> Result<Self, Error> {
-        if ![8000, 12000, 16000, 24000, 48000].contains(&sample_rate) || !(1..=2).contains(&channels) {
-            return Err(Error::Config(format!("tone at {sample_rate} Hz with {channels} channels")));
+        if ![8000, 12000, 16000, 24000, 48000].contains(&sample_rate)
+            || !(1..=2).contains(&channels)
+        {
+            return Err(Error::Config(format!(
+                "tone at {sample_rate} Hz with {channels} channels"
+            )));
         }
         Ok(Self { sample_rate, channels, position: 0 })
     }
@@ -286,7 +301,11 @@ mod tests {
             let f = g.next_frame(index);
             assert_eq!(read_barcode(&f), Some(index));
             for (w, h) in [(640, 360), (320, 180)] {
-                assert_eq!(read_barcode(&scale(&f, w, h).unwrap()), Some(index), "{w}x{h} frame {index}");
+                assert_eq!(
+                    read_barcode(&scale(&f, w, h).unwrap()),
+                    Some(index),
+                    "{w}x{h} frame {index}"
+                );
             }
         }
     }

@@ -14,10 +14,13 @@ use tiermesh_codec::{Codec, Ladder, LadderConfig};
 const FRAMES: u32 = 60;
 
 fn ffmpeg_has_decoder(name: &str) -> bool {
-    std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-decoders"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.split_whitespace().nth(1) == Some(name)))
+    std::process::Command::new("ffmpeg").args(["-hide_banner", "-decoders"]).output().is_ok_and(
+        |o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(name))
+        },
+    )
 }
 
 #[test]
@@ -31,7 +34,9 @@ fn av1_ladder_decodes_every_frame_of_every_rung() -> Result<()> {
     let mut keys = Vec::new();
     for (i, frames) in out.iter().enumerate() {
         let mut dec = av1::Decoder::new()?;
-        let report = check_rung(&sources, &cfg, i, frames, FRAMES as usize, 30.0, |e| Ok(dec.decode(&e.data)?))?;
+        let report = check_rung(&sources, &cfg, i, frames, FRAMES as usize, 30.0, |e| {
+            Ok(dec.decode(&e.data)?)
+        })?;
         let kbps = report.bytes as f64 * 8.0 / (f64::from(FRAMES) / 30.0) / 1000.0;
         println!(
             "{}: {} frames, PSNR min {:.1} mean {:.1} dB, {kbps:.0} kbit/s, key frames at {:?}",
@@ -44,7 +49,11 @@ fn av1_ladder_decodes_every_frame_of_every_rung() -> Result<()> {
         let first_config = frames[0].config.as_deref().context("first frame carries av1C")?;
         let codec = av1::codec_string(first_config)?;
         ensure!(codec.starts_with("av01.0.") && codec.ends_with(".08"), "codec string {codec}");
-        ensure!(ladder.codec_string(i) == Some(codec.as_str()), "catalog codec {:?} vs {codec}", ladder.codec_string(i));
+        ensure!(
+            ladder.codec_string(i) == Some(codec.as_str()),
+            "catalog codec {:?} vs {codec}",
+            ladder.codec_string(i)
+        );
 
         if have("ffmpeg") && ffmpeg_has_decoder("libaom-av1") {
             let stream: Vec<u8> = frames.iter().flat_map(|e| e.data.iter().copied()).collect();
@@ -52,7 +61,11 @@ fn av1_ladder_decodes_every_frame_of_every_rung() -> Result<()> {
             let pictures = ffmpeg_decode(&stream, "obu", "libaom-av1", w, h)?;
             ensure!(pictures.len() == FRAMES as usize, "libaom decoded {} frames", pictures.len());
             for (n, p) in pictures.iter().enumerate() {
-                ensure!(read_barcode(p) == Some(n as u32), "libaom picture {n} of {}", cfg.rungs[i].name);
+                ensure!(
+                    read_barcode(p) == Some(n as u32),
+                    "libaom picture {n} of {}",
+                    cfg.rungs[i].name
+                );
             }
         } else {
             println!("ffmpeg with libaom not installed: second decoder skipped");

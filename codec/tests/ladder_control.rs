@@ -16,7 +16,11 @@ fn small_sources(n: u32) -> Vec<I420> {
     (0..n).map(|i| g.frame(i, common::capture_us(i))).collect()
 }
 
-fn push_all(ladder: &mut Ladder, sources: &[I420], range: std::ops::Range<usize>) -> Result<Vec<EncodedFrame>> {
+fn push_all(
+    ladder: &mut Ladder,
+    sources: &[I420],
+    range: std::ops::Range<usize>,
+) -> Result<Vec<EncodedFrame>> {
     let mut out = Vec::new();
     for i in range {
         out.extend(ladder.push(&sources[i], common::capture_us(i as u32))?);
@@ -46,7 +50,10 @@ fn key_frame_request_starts_a_group_on_every_rung_at_the_next_frame() -> Result<
         let keys: Vec<u64> = frames.iter().filter(|e| e.key_frame).map(|e| e.input_index).collect();
         ensure!(keys == vec![0, 13], "rung {rung}: key frames at {keys:?}");
         let at13 = frames.iter().find(|e| e.input_index == 13).unwrap();
-        ensure!(at13.group_id == 1 && at13.object_id == 0 && at13.config.is_some(), "rung {rung}: {at13:?}");
+        ensure!(
+            at13.group_id == 1 && at13.object_id == 0 && at13.config.is_some(),
+            "rung {rung}: {at13:?}"
+        );
         let at19 = frames.iter().find(|e| e.input_index == 19).unwrap();
         ensure!(at19.group_id == 1 && at19.object_id == 6, "rung {rung}: {at19:?}");
     }
@@ -79,9 +86,16 @@ fn bitrate_changes_and_top_rung_drop_follow_group_boundaries() -> Result<()> {
     let mut out = push_all(&mut ladder, &sources, 0..5)?;
     ladder.set_bitrate(1, 60_000)?;
     out.extend(push_all(&mut ladder, &sources, 5..20)?);
-    let bytes = |g: u64| -> usize { out.iter().filter(|e| e.rung == 1 && e.group_id == g).map(|e| e.data.len()).sum() };
+    let bytes = |g: u64| -> usize {
+        out.iter().filter(|e| e.rung == 1 && e.group_id == g).map(|e| e.data.len()).sum()
+    };
     println!("180p group bytes: before {} after {}", bytes(0), bytes(1));
-    ensure!(bytes(1) * 2 < bytes(0), "group 1 ({} B) should be well below group 0 ({} B)", bytes(1), bytes(0));
+    ensure!(
+        bytes(1) * 2 < bytes(0),
+        "group 1 ({} B) should be well below group 0 ({} B)",
+        bytes(1),
+        bytes(0)
+    );
     ensure!(ladder.rungs()[1].bitrate == 60_000, "rung reports its new rate");
     ensure!(ladder.catalog(None, None).tracks[1].bitrate == Some(60_000), "catalog follows");
 
@@ -95,8 +109,14 @@ fn bitrate_changes_and_top_rung_drop_follow_group_boundaries() -> Result<()> {
     ladder.restore_top_rung();
     let back = push_all(&mut ladder, &sources, 33..50)?;
     let top: Vec<&EncodedFrame> = back.iter().filter(|e| e.rung == 0).collect();
-    ensure!(top.first().is_some_and(|e| e.input_index == 40 && e.key_frame && e.group_id == 4 && e.object_id == 0),
-        "top rung resumed with {:?}", top.first());
+    ensure!(
+        top.first().is_some_and(|e| e.input_index == 40
+            && e.key_frame
+            && e.group_id == 4
+            && e.object_id == 0),
+        "top rung resumed with {:?}",
+        top.first()
+    );
     let low40 = back.iter().find(|e| e.rung == 1 && e.input_index == 40).unwrap();
     ensure!(low40.group_id == 4 && low40.key_frame, "both rungs start group 4 at frame 40");
     ensure!(top.len() == 10, "top rung encodes every frame again: {}", top.len());
@@ -116,8 +136,15 @@ fn lower_frame_rate_rungs_still_start_groups_with_the_others() -> Result<()> {
     let out = push_all(&mut ladder, &sources, 0..30)?;
     let half: Vec<&EncodedFrame> = out.iter().filter(|e| e.rung == 1).collect();
     ensure!(half.len() == 15, "15 fps rung took {} of 30 frames", half.len());
-    let keys = |r: usize| -> Vec<u64> { out.iter().filter(|e| e.rung == r && e.key_frame).map(|e| e.input_index).collect() };
-    ensure!(keys(0) == vec![0, 10, 20] && keys(1) == vec![0, 10, 20], "keys {:?} / {:?}", keys(0), keys(1));
+    let keys = |r: usize| -> Vec<u64> {
+        out.iter().filter(|e| e.rung == r && e.key_frame).map(|e| e.input_index).collect()
+    };
+    ensure!(
+        keys(0) == vec![0, 10, 20] && keys(1) == vec![0, 10, 20],
+        "keys {:?} / {:?}",
+        keys(0),
+        keys(1)
+    );
     ensure!(half.iter().all(|e| e.input_index % 2 == 0), "the 15 fps rung takes every other frame");
     Ok(())
 }
@@ -126,8 +153,15 @@ fn lower_frame_rate_rungs_still_start_groups_with_the_others() -> Result<()> {
 fn bad_configurations_are_refused_with_a_reason() {
     let e = Ladder::new(LadderConfig::default().rungs(vec![])).unwrap_err();
     assert!(e.to_string().contains("at least one rung"), "{e}");
-    let e = Ladder::new(LadderConfig::default().rungs(vec![Rung::new("odd", 641, 360, 30.0, 1, Codec::H264)]))
-        .unwrap_err();
+    let e = Ladder::new(LadderConfig::default().rungs(vec![Rung::new(
+        "odd",
+        641,
+        360,
+        30.0,
+        1,
+        Codec::H264,
+    )]))
+    .unwrap_err();
     assert!(e.to_string().contains("odd"), "{e}");
     let e = Ladder::new(LadderConfig::default().group_length(GroupLength::Frames(0))).unwrap_err();
     assert!(e.to_string().contains("group length"), "{e}");

@@ -16,11 +16,14 @@ const FRAMES: u32 = 60;
 #[test]
 fn default_h264_ladder_decodes_every_frame_of_every_rung() -> Result<()> {
     let cfg = LadderConfig::default();
-    assert_eq!(cfg.rungs.iter().map(|r| (r.height, r.bitrate, r.codec)).collect::<Vec<_>>(), vec![
-        (720, 1_500_000, Codec::H264),
-        (360, 500_000, Codec::H264),
-        (180, 150_000, Codec::H264)
-    ]);
+    assert_eq!(
+        cfg.rungs.iter().map(|r| (r.height, r.bitrate, r.codec)).collect::<Vec<_>>(),
+        vec![
+            (720, 1_500_000, Codec::H264),
+            (360, 500_000, Codec::H264),
+            (180, 150_000, Codec::H264)
+        ]
+    );
     let mut ladder = Ladder::new(cfg.clone())?;
     let sources = sources(FRAMES);
     let out = run_ladder(&mut ladder, &sources)?;
@@ -45,7 +48,11 @@ fn default_h264_ladder_decodes_every_frame_of_every_rung() -> Result<()> {
         let first_config = frames[0].config.as_deref().context("first frame carries avcC")?;
         let codec = h264::codec_string(first_config)?;
         ensure!(codec.starts_with("avc1.") && codec.len() == 11, "codec string {codec}");
-        ensure!(ladder.codec_string(i) == Some(codec.as_str()), "catalog codec {:?} vs {codec}", ladder.codec_string(i));
+        ensure!(
+            ladder.codec_string(i) == Some(codec.as_str()),
+            "catalog codec {:?} vs {codec}",
+            ladder.codec_string(i)
+        );
 
         if have("ffmpeg") {
             let mut annexb = Vec::new();
@@ -56,7 +63,11 @@ fn default_h264_ladder_decodes_every_frame_of_every_rung() -> Result<()> {
             let pictures = ffmpeg_decode(&annexb, "h264", "h264", w, h)?;
             ensure!(pictures.len() == FRAMES as usize, "ffmpeg decoded {} frames", pictures.len());
             for (n, p) in pictures.iter().enumerate() {
-                ensure!(read_barcode(p) == Some(n as u32), "ffmpeg picture {n} of {}", cfg.rungs[i].name);
+                ensure!(
+                    read_barcode(p) == Some(n as u32),
+                    "ffmpeg picture {n} of {}",
+                    cfg.rungs[i].name
+                );
             }
         } else {
             println!("ffmpeg not installed: independent decode skipped");
@@ -70,7 +81,10 @@ fn default_h264_ladder_decodes_every_frame_of_every_rung() -> Result<()> {
     for (i, t) in catalog.tracks.iter().enumerate() {
         ensure!(t.alt_group == Some(1) && t.packaging == "loc", "track {t:?}");
         ensure!(t.codec.as_deref() == ladder.codec_string(i), "track codec");
-        ensure!(t.width == Some(cfg.rungs[i].width as u32) && t.bitrate == Some(u64::from(cfg.rungs[i].bitrate)));
+        ensure!(
+            t.width == Some(cfg.rungs[i].width as u32)
+                && t.bitrate == Some(u64::from(cfg.rungs[i].bitrate))
+        );
     }
     ensure!(json.contains("\"video/180p\"") && json.contains("\"altGroup\":1"), "{json}");
     Ok(())

@@ -10,7 +10,8 @@ use tiermesh_codec::test_pattern::Tone;
 /// Signal-to-noise ratio of `got` against `reference`, in dB.
 fn snr(reference: &[i16], got: &[i16]) -> f64 {
     let signal: f64 = reference.iter().map(|&s| f64::from(s).powi(2)).sum();
-    let noise: f64 = reference.iter().zip(got).map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2)).sum();
+    let noise: f64 =
+        reference.iter().zip(got).map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2)).sum();
     10.0 * (signal / noise.max(1.0)).log10()
 }
 
@@ -26,7 +27,10 @@ fn syllables(frames: usize) -> Vec<Audio> {
                     let t = (f * FRAME_SAMPLES + i) as f64 / rate;
                     let envelope = (std::f64::consts::PI * t * 4.0).sin().abs();
                     let voice: f64 = (1..=12)
-                        .map(|h| (2.0 * std::f64::consts::PI * 140.0 * f64::from(h) * t).sin() / f64::from(h))
+                        .map(|h| {
+                            (2.0 * std::f64::consts::PI * 140.0 * f64::from(h) * t).sin()
+                                / f64::from(h)
+                        })
                         .sum();
                     (6000.0 * envelope * voice) as i16
                 })
@@ -57,7 +61,8 @@ fn opus_round_trip_with_fec_rebuilds_a_lost_frame() -> Result<()> {
     for (i, d) in decoded.iter().enumerate() {
         ensure!(d.samples.len() == FRAME_SAMPLES && d.duration_us() == 20_000, "frame {i} length");
     }
-    let level = |frames: &[Audio]| -> f64 { frames.iter().map(rms).sum::<f64>() / frames.len() as f64 };
+    let level =
+        |frames: &[Audio]| -> f64 { frames.iter().map(rms).sum::<f64>() / frames.len() as f64 };
     let ratio = level(&decoded) / level(&input);
     ensure!((0.8..1.2).contains(&ratio), "decoded level {ratio:.2} of the input");
 
@@ -84,10 +89,15 @@ fn opus_round_trip_with_fec_rebuilds_a_lost_frame() -> Result<()> {
     ensure!(fec.samples.len() == FRAME_SAMPLES, "FEC frame is 20 ms");
     let fec_snr = snr(&decoded[lost].samples, &fec.samples);
     let plc_snr = snr(&decoded[lost].samples, &plc.samples);
-    println!("lost frame rebuilt: FEC {fec_snr:.1} dB, concealment {plc_snr:.1} dB against the clean decode");
+    println!(
+        "lost frame rebuilt: FEC {fec_snr:.1} dB, concealment {plc_snr:.1} dB against the clean decode"
+    );
     // Seen here: FEC 24 dB, concealment 12 dB.
     ensure!(fec_snr > 15.0, "FEC rebuild too far from the clean frame: {fec_snr:.1} dB");
-    ensure!(fec_snr > plc_snr + 6.0, "FEC ({fec_snr:.1} dB) must clearly beat concealment ({plc_snr:.1} dB)");
+    ensure!(
+        fec_snr > plc_snr + 6.0,
+        "FEC ({fec_snr:.1} dB) must clearly beat concealment ({plc_snr:.1} dB)"
+    );
     // The stream goes on normally after the loss.
     let next = with_fec.decode(&packets[lost + 1])?;
     ensure!(next.samples.len() == FRAME_SAMPLES, "decoding resumes");

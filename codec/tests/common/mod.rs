@@ -72,16 +72,30 @@ pub fn check_rung(
     mut decode: impl FnMut(&EncodedFrame) -> Result<Option<I420>>,
 ) -> Result<RungReport> {
     let r = &cfg.rungs[rung];
-    ensure!(frames.len() == expected_frames, "{}: {} frames, expected {expected_frames}", r.name, frames.len());
+    ensure!(
+        frames.len() == expected_frames,
+        "{}: {} frames, expected {expected_frames}",
+        r.name,
+        frames.len()
+    );
     let mut scaler = Scaler::new();
     let (mut min, mut sum) = (f64::INFINITY, 0.0);
     let mut key_inputs = Vec::new();
     let mut bytes = 0;
     for (n, e) in frames.iter().enumerate() {
         ensure!(e.track_name == format!("video/{}", r.name), "track name {}", e.track_name);
-        ensure!(e.input_index == n as u64, "{}: frame {n} has input index {}", r.name, e.input_index);
+        ensure!(
+            e.input_index == n as u64,
+            "{}: frame {n} has input index {}",
+            r.name,
+            e.input_index
+        );
         ensure!(e.capture_us == capture_us(n as u32), "{}: capture time of frame {n}", r.name);
-        ensure!(e.key_frame == e.config.is_some(), "{}: config record must come with key frames", r.name);
+        ensure!(
+            e.key_frame == e.config.is_some(),
+            "{}: config record must come with key frames",
+            r.name
+        );
         ensure!(e.key_frame == (e.object_id == 0), "{}: key frames open groups (object 0)", r.name);
         if e.key_frame {
             key_inputs.push(e.input_index);
@@ -108,13 +122,24 @@ pub fn check_rung(
 }
 
 pub fn have(tool: &str) -> bool {
-    Command::new(tool).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new(tool)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Decodes a whole elementary stream with Debian's ffmpeg (`format` is `h264` or `obu`,
 /// `decoder` an ffmpeg decoder name) and returns the pictures. Fails on any message ffmpeg
 /// prints at error level.
-pub fn ffmpeg_decode(stream: &[u8], format: &str, decoder: &str, width: usize, height: usize) -> Result<Vec<I420>> {
+pub fn ffmpeg_decode(
+    stream: &[u8],
+    format: &str,
+    decoder: &str,
+    width: usize,
+    height: usize,
+) -> Result<Vec<I420>> {
     let dir = tempdir()?;
     let input = dir.join(format!("stream.{format}"));
     std::fs::File::create(&input)?.write_all(stream)?;
@@ -130,7 +155,10 @@ pub fn ffmpeg_decode(stream: &[u8], format: &str, decoder: &str, width: usize, h
         bail!("ffmpeg ({decoder}) failed: {stderr}");
     }
     let frame_len = width * height * 3 / 2;
-    ensure!(out.stdout.len() % frame_len == 0, "ffmpeg output is not whole {width}x{height} frames");
+    ensure!(
+        out.stdout.len() % frame_len == 0,
+        "ffmpeg output is not whole {width}x{height} frames"
+    );
     out.stdout
         .chunks(frame_len)
         .map(|c| {
