@@ -1,5 +1,5 @@
 // The publisher page: ?url=https://host:port/<broadcast>&hash=<certificate sha-256>
-// [&codec=av1][&width=1280&height=720][&kbps=2500]. Publishes camera and microphone to
+// [&codec=av1][&width=1280&height=720][&kbps=2500][&ladder=1]. Publishes camera and microphone to
 // <broadcast>/source, where the relay's ingest builds the ladder.
 import { Publisher, PublisherError, type PublisherStats } from '../src/media/publisher.js';
 import { exposeStats, pageConfig, renderStats, showError } from './common.js';
@@ -25,6 +25,14 @@ async function main(): Promise<void> {
       width: num('width'),
       height: num('height'),
       bitrate: num('kbps') !== undefined ? num('kbps')! * 1000 : undefined,
+      // ?ladder=1: also encode 180p and 360p here (for a relay without an ingest ladder).
+      lowerTiers:
+        cfg.params.get('ladder') === '1'
+          ? [
+              { width: 320, height: 180, bitrate: 250_000 },
+              { width: 640, height: 360, bitrate: 700_000 },
+            ]
+          : [],
       preview: document.getElementById('preview') as HTMLVideoElement,
       onStats: (s) => renderStats(document.getElementById('stats'), s),
       onError: (e) => showError(e.message, e.kind),

@@ -120,3 +120,13 @@ test('a late frame lengthens the playout delay', () => {
   for (let i = 0; i < 100; i++) c.bump(10);
   assert.ok(c.delayMs! <= 10 + 600, 'never beyond the largest margin');
 });
+
+test('ABR compares throughput with what the tier really carries', () => {
+  const abr = new Abr(ladder, 2);
+  // The 720p tier carries 500 kb/s (an easy picture); bursts show 1.2 Mb/s: enough.
+  abr.observedBitrate = 500_000;
+  for (let g = 0; g < 4; g++) abr.onObject(g * 1000, 30000, g * 1000, g * 1000 + 200, 60);
+  assert.equal(abr.decide(4000), undefined);
+  abr.observedBitrate = 2_400_000;
+  assert.equal(abr.decide(4000)?.tier, 1);
+});

@@ -79,6 +79,8 @@ export class Abr {
   private lastSwitch = -Infinity;
   private hold: number;
   private lastUp?: number;
+  /** The current tier's bit rate as received (bits/s), when the player measured it. */
+  observedBitrate = 0;
 
   constructor(
     readonly tiers: AbrTier[],
@@ -159,10 +161,13 @@ export class Abr {
     if (this.current > 0 && settled && excess >= this.cfg.downExcessMs) {
       return this.switchTo(this.current - 1, now, `latency ${Math.round(excess)} ms above floor`, true);
     }
-    if (this.current > 0 && settled && this.burstSamples >= 3 && tp > 0 && tp < cur.bitrate * this.cfg.downMargin) {
+    // What the current tier needs: its bit rate as received when known (an easy picture
+    // takes far less than the catalog's figure), else the catalog's.
+    const need = this.observedBitrate > 0 ? Math.min(cur.bitrate, this.observedBitrate * 1.25) : cur.bitrate;
+    if (this.current > 0 && settled && this.burstSamples >= 3 && tp > 0 && tp < need * this.cfg.downMargin) {
       let t = this.current - 1;
       while (t > 0 && this.tiers[t].bitrate > tp * this.cfg.downMargin) t--;
-      return this.switchTo(t, now, `throughput ${Math.round(tp / 1000)} kb/s below ${Math.round(cur.bitrate / 1000)} kb/s`, true);
+      return this.switchTo(t, now, `throughput ${Math.round(tp / 1000)} kb/s below the ${Math.round(need / 1000)} kb/s of ${cur.name}`, true);
     }
     if (excess > this.cfg.calmExcessMs) {
       this.calmSince = undefined;

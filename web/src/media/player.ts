@@ -682,6 +682,8 @@ export class Player {
     }
     if (this.abr) {
       this.stats.throughputKbps = Math.round(this.abr.throughput / 1000);
+      // The video tier's own rate (audio is about 32 kb/s of the total).
+      this.abr.observedBitrate = Math.max(0, this.stats.bitrateKbps - 40) * 1000;
       if (!this.pendingTier && this.feed) {
         const d = this.abr.decide(now);
         if (d && d.tier !== this.feed.index) void this.switchTier(d.tier, d.reason).catch((e) => this.error(`switch: ${(e as Error).message}`));
