@@ -2,6 +2,9 @@
 # Installs the system packages tiermesh builds and tests with (Debian 12, as root).
 set -euo pipefail
 pkgs=(pkg-config build-essential nasm cmake clang libclang-dev)
+# codec/: dav1d and libopus are linked from Debian; ffmpeg (with libaom, libx264, libsvtav1) is
+# the independent decoder of the codec tests and the baseline of ladder_bench.
+pkgs+=(libdav1d-dev libopus-dev ffmpeg)
 # ffmpeg/ffprobe make the test media of codec/tests/media_*.rs and check the MP4s tiermesh writes.
 pkgs+=(ffmpeg)
 missing=()
