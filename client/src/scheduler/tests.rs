@@ -602,6 +602,10 @@ fn random_inputs_keep_every_stream_a_prefix_of_its_data() {
         /// The scheduler already ended it (its terminal action is still to come).
         dead: bool,
         opened_subgroup: Option<(u64, u64, u64)>,
+        /// A datagram lane: its pushed objects, and how many went out.
+        lane: bool,
+        objects: std::collections::VecDeque<Vec<u8>>,
+        datagrams: usize,
     }
     for (mode, seed) in [(Mode::Priority, 1), (Mode::Priority, 2), (Mode::Fifo, 3), (Mode::Fifo, 4)]
     {
@@ -621,7 +625,7 @@ fn random_inputs_keep_every_stream_a_prefix_of_its_data() {
             match &a {
                 Action::Write { key, chunk, .. } => {
                     let e = &mut keys[key.0 as usize];
-                    assert!(e.open, "write to {key:?}, which is not open");
+                    assert!(e.open && !e.lane, "write to {key:?}, which is not an open stream");
                     assert!(chunk.len() <= 3000);
                     e.writes += 1;
                     // Now and then the transport takes only part of a chunk.
@@ -644,7 +648,16 @@ fn random_inputs_keep_every_stream_a_prefix_of_its_data() {
                     done.push(std::mem::take(e));
                     blocked.retain(|k| *k != key.0 as usize);
                 }
-                Action::Datagram { .. } => unreachable!(),
+                Action::Datagram { key, datagram } => {
+                    let e = &mut keys[key.0 as usize];
+                    assert!(e.open && e.lane, "datagram on {key:?}, which is not an open lane");
+                    // The next datagram is one of the pushed objects, in order (some dropped).
+                    while e.objects.front().is_some_and(|o| o[..] != datagram[..]) {
+                        e.objects.pop_front();
+                    }
+                    assert!(e.objects.pop_front().is_some(), "{key:?}: not a pushed object");
+                    e.datagrams += 1;
+                }
             }
         };
         for step in 0..4000u64 {
@@ -658,7 +671,13 @@ fn random_inputs_keep_every_stream_a_prefix_of_its_data() {
                         [TrackClass::Audio, TrackClass::Video { tier: 1 }][track as usize % 2];
                     let timeout = [None, Some(ms(50)), Some(ms(300))][rng.below(3) as usize];
                     let hdr = Bytes::from(vec![0xF0, k as u8]);
-                    let spec = StreamSpec::new(TrackKey(track), class, group, k as u64 % 2)
+                    let lane = rng.below(6) == 0;
+                    let spec = if lane {
+                        StreamSpec::datagrams(TrackKey(track), class, group)
+                    } else {
+                        StreamSpec::new(TrackKey(track), class, group, k as u64 % 2)
+                    };
+                    let spec = spec
                         .priority(rng.below(2) as u8 * 100, 16 * (1 + track as u8))
                         .group_order([Ascending, Descending][rng.below(2) as usize])
                         .delivery_timeout(timeout)
@@ -666,7 +685,10 @@ fn random_inputs_keep_every_stream_a_prefix_of_its_data() {
                     match s.open_stream(key, spec) {
                         Ok(()) => {
                             keys[k].open = true;
-                            keys[k].data.extend_from_slice(&hdr);
+                            keys[k].lane = lane;
+                            if !lane {
+                                keys[k].data.extend_from_slice(&hdr);
+                            }
                             keys[k].opened_subgroup = Some((track, group, k as u64 % 2));
                         }
                         Err(Error::SubgroupAbandoned { .. }) => {}
@@ -683,6 +705,9 @@ fn random_inputs_keep_every_stream_a_prefix_of_its_data() {
                         o = o.capture_age(ms(rng.below(900)));
                     }
                     match s.push_object(key, o) {
+                        Ok(()) if keys[k].lane => {
+                            keys[k].objects.push_back([&header[..], &payload[..]].concat());
+                        }
                         Ok(()) => {
                             keys[k].data.extend_from_slice(&header);
                             keys[k].data.extend_from_slice(&payload);
@@ -758,6 +783,13 @@ fn random_inputs_keep_every_stream_a_prefix_of_its_data() {
         for (k, e) in done.iter().enumerate() {
             assert_eq!(e.ends.len(), 1, "{mode:?} key {k}: {:?}", e.ends);
             assert!(e.data.starts_with(&e.written), "{mode:?} key {k}: not a prefix");
+            if e.lane {
+                assert!(e.writes == 0 && e.written.is_empty());
+                assert!(!matches!(e.ends[0], Action::Reset { .. }), "lanes are never reset");
+                if mode == Mode::Fifo && !e.cancelled {
+                    assert!(e.objects.is_empty(), "FIFO sends every datagram");
+                }
+            }
             match &e.ends[0] {
                 Action::Finish { .. } => assert_eq!(e.written, e.data, "{mode:?} key {k}"),
                 Action::Abandon { .. } => assert_eq!(e.writes, 0, "{mode:?} key {k}"),
