@@ -513,7 +513,7 @@ impl Mp4Writer {
             let mut prev = t.last_dts;
             for d in sorted {
                 let d = match prev {
-                    Some(p) if d <= p => p + 1,
+                    Some(p) if d <= p => p.saturating_add(1),
                     _ => d,
                 };
                 dts.push(d);

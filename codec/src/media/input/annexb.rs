@@ -417,7 +417,7 @@ impl Reader {
         let first =
             first_sps.ok_or_else(|| malformed(path, "no SPS and PPS before any IDR picture"))?;
         let fps = first.fps.unwrap_or(config.default_fps);
-        let frame = Duration::from_secs_f64(1.0 / fps);
+        let frame = Duration::try_from_secs_f64(1.0 / fps).unwrap_or(Duration::from_secs(1));
         let count = units.len() as u64;
         let avcc = configs.first().map(|c| c.avcc.clone());
         let info = Info {

@@ -231,7 +231,7 @@ impl Reader {
             duration: if count == 0 {
                 Duration::ZERO
             } else {
-                Duration::from_secs_f64(count as f64 / fps)
+                Duration::try_from_secs_f64(count as f64 / fps).unwrap_or(Duration::MAX)
             },
         };
         Ok(this)
@@ -274,7 +274,10 @@ impl Source for Reader {
         let pts = self.time(self.frames[index].timestamp);
         let duration = match self.frames.get(index + 1) {
             Some(n) => self.time(n.timestamp) - pts,
-            None => Duration::from_secs_f64(1.0 / self.info.video.as_ref().map_or(30.0, |v| v.fps)),
+            None => {
+                let fps = self.info.video.as_ref().map_or(30.0, |v| v.fps);
+                Duration::try_from_secs_f64(1.0 / fps).unwrap_or(Duration::ZERO)
+            }
         };
         Ok(Some(MediaSample {
             kind: SampleKind::Video {

@@ -112,11 +112,11 @@ pub fn open(path: impl AsRef<Path>) -> Result<Input, Error> {
 /// As [`open`].
 pub fn open_with(path: impl AsRef<Path>, config: &Config) -> Result<Input, Error> {
     let path = path.as_ref();
-    if !(config.default_fps > 0.0 && config.default_fps <= 1000.0) {
+    if !(0.001..=1000.0).contains(&config.default_fps) {
         return Err(Error::Unsupported {
             path: path.to_path_buf(),
             format: "input",
-            reason: format!("default frame rate {} is outside (0, 1000]", config.default_fps),
+            reason: format!("default frame rate {} is outside [0.001, 1000]", config.default_fps),
         });
     }
     let format = detect(path)?;
@@ -230,7 +230,7 @@ impl<S> Looped<S> {
 
     fn note(&mut self, pts: Duration, duration: Duration) {
         self.yielded = true;
-        self.pass_end = self.pass_end.max(pts + duration);
+        self.pass_end = self.pass_end.max(pts.saturating_add(duration));
     }
 
     fn restart(&mut self) {
@@ -245,7 +245,7 @@ impl<S> Looped<S> {
         if !self.yielded {
             return false;
         }
-        self.offset += self.pass_end;
+        self.offset = self.offset.saturating_add(self.pass_end);
         self.pass_end = Duration::ZERO;
         self.yielded = false;
         self.passes += 1;
@@ -263,7 +263,7 @@ impl Source for Looped<Box<dyn Source>> {
         for _ in 0..2 {
             if let Some(mut s) = self.inner.next_sample()? {
                 self.note(s.pts, s.duration);
-                s.pts += self.offset;
+                s.pts = s.pts.saturating_add(self.offset);
                 return Ok(Some(s));
             }
             if !self.end_pass() {
@@ -289,7 +289,7 @@ impl RawSource for Looped<Box<dyn RawSource>> {
         for _ in 0..2 {
             if let Some(mut f) = self.inner.next_frame()? {
                 self.note(f.pts, f.duration);
-                f.pts += self.offset;
+                f.pts = f.pts.saturating_add(self.offset);
                 return Ok(Some(f));
             }
             if !self.end_pass() {

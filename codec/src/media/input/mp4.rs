@@ -186,7 +186,7 @@ fn progressive_samples(path: &Path, trak: &Trak) -> Result<Vec<Sample>, Error> {
                 break 'chunks;
             };
             offsets.push(offset);
-            offset += u64::from(size);
+            offset = offset.saturating_add(u64::from(size));
         }
     }
     if offsets.len() != sizes.len() {
@@ -287,8 +287,8 @@ fn fragment_samples(
                     duration,
                     key: flags & NON_SYNC == 0,
                 });
-                data += u64::from(size);
-                dts += u64::from(duration);
+                data = data.saturating_add(u64::from(size));
+                dts = dts.saturating_add(u64::from(duration));
             }
         }
         track.next_dts = dts;
@@ -445,18 +445,17 @@ impl Reader {
             ));
         }
         for t in &mut tracks {
-            t.next_dts = t.samples.last().map_or(0, |s| s.dts + u64::from(s.duration));
+            t.next_dts =
+                t.samples.last().map_or(0, |s| s.dts.saturating_add(u64::from(s.duration)));
         }
         for (offset, moof) in &moofs {
             fragment_samples(path, moof, *offset, &mut tracks)?;
         }
         // Samples must lie inside the file; a fragmented file cut short loses its tail.
         for t in &mut tracks {
-            if let Some(bad) = t
-                .samples
-                .iter()
-                .position(|s| s.size > MAX_SAMPLE || s.offset + u64::from(s.size) > len)
-            {
+            if let Some(bad) = t.samples.iter().position(|s| {
+                s.size > MAX_SAMPLE || s.offset.saturating_add(u64::from(s.size)) > len
+            }) {
                 let s = t.samples[bad];
                 if cut_short || !moofs.is_empty() {
                     tracing::warn!(path = %path.display(), track = t.id, sample = bad, "sample past the end of a cut-off file; the rest of the track is dropped");
