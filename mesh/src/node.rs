@@ -227,7 +227,6 @@ struct Member {
     expires: Instant,
 }
 
-#[derive(Default)]
 struct Origin {
     member: Option<Member>,
     best: Option<Best>,
@@ -236,6 +235,25 @@ struct Origin {
     /// Highest namespace sequence received in that epoch.
     ns_have: u64,
     last_want: Option<Instant>,
+    /// Feasibility distance: the least cost this relay has had to the origin since it last
+    /// lost every route to it. A new next hop must advertise less, or wait (see `recompute`).
+    fd: u64,
+    /// Set while only "uphill" routes exist: none is taken before this instant.
+    starved_until: Option<Instant>,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin {
+            member: None,
+            best: None,
+            ns_epoch: 0,
+            ns_have: 0,
+            last_want: None,
+            fd: u64::MAX,
+            starved_until: None,
+        }
+    }
 }
 
 struct RibEntry {
@@ -365,6 +383,8 @@ pub struct Node {
     suspects: Vec<(Id, Instant)>,
     /// The same, indexed by relay, for the per-path check.
     suspect_until: Vec<Option<Instant>>,
+    /// Origins waiting out a starvation hold, with its end.
+    starved: Vec<(Id, Instant)>,
     load: LoadReport,
     outbox: VecDeque<(RelayName, RouteMessage)>,
     events: VecDeque<Event>,
@@ -372,6 +392,7 @@ pub struct Node {
     next_announce: Instant,
     stats: NodeStats,
     last_change: Option<Instant>,
+    last_member_change: Option<Instant>,
 }
 
 impl Node {
@@ -391,6 +412,7 @@ impl Node {
             link_seq: 0,
             suspects: Vec::new(),
             suspect_until: Vec::new(),
+            starved: Vec::new(),
             load: LoadReport { healthy: true, ..LoadReport::default() },
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -398,6 +420,7 @@ impl Node {
             next_announce: now + cfg.announce_interval,
             stats: NodeStats::default(),
             last_change: None,
+            last_member_change: None,
             cfg,
         };
         let me = node.intern(&node.cfg.name.clone());
@@ -423,10 +446,16 @@ impl Node {
         self.stats
     }
 
-    /// When a route, a namespace record or the membership last changed here (refreshes of
-    /// known announcements do not count). The simulation measures convergence with it.
+    /// When a route, a link record or a live relay's namespace record last changed here.
+    /// The simulation measures routing convergence with it.
     pub fn last_change(&self) -> Option<Instant> {
         self.last_change
+    }
+
+    /// When a relay last joined or aged out of this node's membership view (refreshes of
+    /// known announcements do not count).
+    pub fn last_membership_change(&self) -> Option<Instant> {
+        self.last_member_change
     }
 
     /// A mesh session to `peer` is established (both sides sent the mesh setup parameter).
@@ -581,6 +610,13 @@ impl Node {
                 self.recompute(now, o, None);
             }
         }
+        if self.starved.iter().any(|s| s.1 <= now) {
+            let done: Vec<Id> = self.starved.iter().filter(|s| s.1 <= now).map(|s| s.0).collect();
+            self.starved.retain(|s| s.1 > now);
+            for o in done {
+                self.recompute(now, o, None);
+            }
+        }
         if self.next_flush.is_some_and(|t| t <= now) {
             self.next_flush = None;
             self.flush(now);
@@ -590,7 +626,7 @@ impl Node {
     /// The next instant [`Self::handle_timeout`] has work, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = self.next_announce;
-        for s in &self.suspects {
+        for s in self.suspects.iter().chain(&self.starved) {
             t = t.min(s.1);
         }
         Some(self.next_flush.map_or(t, |f| f.min(t)))
@@ -817,7 +853,7 @@ impl Node {
     }
 
     /// Drops every namespace record of origin `o`.
-    fn purge_records(&mut self, now: Instant, o: Id) {
+    fn purge_records(&mut self, now: Instant, o: Id, counts_as_change: bool) {
         let mut gone = Vec::new();
         self.namespaces.retain(|ns, e| {
             if !e.iter().any(|r| r.origin == o) {
@@ -831,7 +867,7 @@ impl Node {
             }
             keep
         });
-        if !gone.is_empty() {
+        if counts_as_change && !gone.is_empty() {
             self.changed(now);
         }
         for namespace in gone {
@@ -860,12 +896,12 @@ impl Node {
         let fresh =
             self.origins[o as usize].member.as_ref().is_none_or(|m| m.ann.epoch != ann.epoch);
         if fresh {
-            self.changed(now);
+            self.last_member_change = Some(now);
             self.events.push_back(Event::NodeUp(ann.name.clone()));
         }
         if ann.epoch > self.origins[o as usize].ns_epoch {
             self.purge_links(o);
-            self.purge_records(now, o);
+            self.purge_records(now, o, true);
             self.origins[o as usize].ns_epoch = ann.epoch;
         }
         let expires = now + Duration::from_millis(ttl_ms - ann.age_ms);
@@ -933,7 +969,8 @@ impl Node {
         // A path through a relay suspected dead is taken only if it is the current next
         // hop's: the others may cross links whose loss is not reported yet.
         let old_via = self.origins[o as usize].best.and_then(|b| b.via);
-        let mut best: Option<Best> = None;
+        let fd = self.origins[o as usize].fd;
+        let (mut feasible, mut any): (Option<Best>, Option<Best>) = (None, None);
         for (&id, p) in &self.peers {
             let usable = |e: &&RibEntry| {
                 !self.crosses_down_link(&e.path)
@@ -941,13 +978,53 @@ impl Node {
             };
             if let Some(e) = p.rib(o).filter(usable) {
                 let cand = Best { via: Some(id), cost: e.cost, len: e.path.len() as u32 + 1 };
-                if best.is_none_or(|b| self.cmp_best(cand, b).is_lt()) {
-                    best = Some(cand);
+                if any.is_none_or(|b| self.cmp_best(cand, b).is_lt()) {
+                    any = Some(cand);
+                }
+                // Feasible (as in Babel and DUAL): the neighbour advertises less than this
+                // relay ever had since it last lost the origin, so it cannot be routing
+                // through this relay on stale information.
+                let advertised = e.cost.saturating_sub(p.cost);
+                if (Some(id) == old_via || advertised < fd)
+                    && feasible.is_none_or(|b| self.cmp_best(cand, b).is_lt())
+                {
+                    feasible = Some(cand);
                 }
             }
         }
-        let old = self.origins[o as usize].best;
-        self.origins[o as usize].best = best;
+        let hold = self.cfg.suspect_hold;
+        let origin = &mut self.origins[o as usize];
+        let best = if feasible.is_some() {
+            origin.starved_until = None;
+            feasible
+        } else if any.is_none() {
+            origin.starved_until = None;
+            origin.fd = u64::MAX;
+            None
+        } else {
+            // Only uphill routes: one of them may lead back here through a relay that has
+            // not heard of the loss yet. Wait the suspect hold for the news to spread, then
+            // take the best left and start a new feasibility distance.
+            match origin.starved_until {
+                Some(t) if now >= t => {
+                    origin.starved_until = None;
+                    origin.fd = u64::MAX;
+                    any
+                }
+                Some(_) => None,
+                None => {
+                    origin.starved_until = Some(now + hold);
+                    self.starved.push((o, now + hold));
+                    None
+                }
+            }
+        };
+        let origin = &mut self.origins[o as usize];
+        if let Some(b) = best {
+            origin.fd = origin.fd.min(b.cost);
+        }
+        let old = origin.best;
+        origin.best = best;
         let path_changed = best.is_some_and(|b| b.via.is_some() && b.via == touched);
         if old == best && !path_changed {
             return;
@@ -1146,9 +1223,10 @@ impl Node {
             let expired = self.origins[o].member.as_ref().is_some_and(|m| m.expires <= now);
             if expired {
                 let name = self.origins[o].member.take().map(|m| m.ann.name);
-                self.purge_records(now, o as Id);
+                // Routes to it went when its sessions dropped; this is only cleanup.
+                self.purge_records(now, o as Id, false);
                 self.purge_links(o as Id);
-                self.changed(now);
+                self.last_member_change = Some(now);
                 if let Some(name) = name {
                     self.events.push_back(Event::NodeDown(name));
                 }

@@ -361,10 +361,11 @@ impl Sim {
         self.nodes[i].as_ref().map(|s| &s.node)
     }
 
-    /// `count` distinct random relay indices (seeded).
+    /// `count` distinct random live relay indices (seeded).
     pub fn pick(&mut self, count: usize, hubs_only: bool) -> Vec<usize> {
-        let pool: Vec<usize> =
-            (0..self.names.len()).filter(|&i| !hubs_only || self.hub[i]).collect();
+        let pool: Vec<usize> = (0..self.names.len())
+            .filter(|&i| (!hubs_only || self.hub[i]) && self.nodes[i].is_some())
+            .collect();
         let mut chosen = BTreeSet::new();
         while chosen.len() < count.min(pool.len()) {
             chosen.insert(pool[self.rng.below(pool.len())]);
@@ -407,12 +408,15 @@ impl Sim {
         })
     }
 
-    /// Stops relays `which` at once (crash: their peers see the sessions drop) and runs one
+    /// Stops the live relays of `which` at once (crash: their peers see the sessions drop) and runs one
     /// window.
     pub fn fail(&mut self, name: &str, which: &[usize]) -> PhaseReport {
-        let which = which.to_vec();
+        let mut which: Vec<usize> =
+            which.iter().copied().filter(|&i| self.nodes[i].is_some()).collect();
+        which.sort();
+        which.dedup();
         // Loops are looked for towards the first few relays that change (the origins whose
-        // routes are in flux) and one bystander.
+        // routes are in flux) and evenly spread bystanders.
         let mut probes: Vec<usize> = which.iter().copied().take(8).collect();
         probes.extend(self.bystanders());
         self.run_phase(name, &probes, |sim| {
@@ -439,12 +443,15 @@ impl Sim {
         })
     }
 
-    /// Restarts relays `which` with a new epoch (their publishers and subscribers come back
+    /// Restarts the dead relays of `which` with a new epoch (their publishers and subscribers come back
     /// with them) and runs one window.
     pub fn restore(&mut self, name: &str, which: &[usize]) -> PhaseReport {
-        let which = which.to_vec();
+        let mut which: Vec<usize> =
+            which.iter().copied().filter(|&i| self.nodes[i].is_none()).collect();
+        which.sort();
+        which.dedup();
         // Loops are looked for towards the first few relays that change (the origins whose
-        // routes are in flux) and one bystander.
+        // routes are in flux) and evenly spread bystanders.
         let mut probes: Vec<usize> = which.iter().copied().take(8).collect();
         probes.extend(self.bystanders());
         self.run_phase(name, &probes, |sim| {

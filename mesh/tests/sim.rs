@@ -92,3 +92,34 @@ fn simulation_is_deterministic() {
     };
     assert_eq!(run(), run());
 }
+
+/// Other seeds, other topologies and failure sets: the checks and the absence of loops do
+/// not depend on one lucky layout.
+#[test]
+fn other_seeds_converge_without_loops() {
+    for seed in 2..8 {
+        let cfg = SimConfig {
+            relays: 60,
+            regions: 4,
+            broadcasts: 150,
+            subscribers: 100,
+            seed,
+            ..SimConfig::default()
+        };
+        let mut sim = Sim::new(cfg).unwrap();
+        let mut reports = vec![sim.start()];
+        sim.check().unwrap_or_else(|e| panic!("seed {seed} start: {e}"));
+        let batch = sim.pick(6, false);
+        reports.push(sim.fail("6 relays fail", &batch));
+        sim.check().unwrap_or_else(|e| panic!("seed {seed} fail: {e}"));
+        let hubs = sim.pick(2, true);
+        reports.push(sim.fail("2 hubs fail", &hubs));
+        sim.check().unwrap_or_else(|e| panic!("seed {seed} hubs: {e}"));
+        reports.push(sim.restore("all return", &[batch, hubs].concat()));
+        sim.check().unwrap_or_else(|e| panic!("seed {seed} return: {e}"));
+        for r in &reports {
+            show(r);
+            assert_eq!(r.loops_live, 0, "seed {seed} {}", r.name);
+        }
+    }
+}
