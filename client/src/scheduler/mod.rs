@@ -43,14 +43,27 @@
 //! # Ok::<(), tiermesh_client::scheduler::Error>(())
 //! ```
 //!
-//! A session driver: pushes each object as it arrives ([`Scheduler::push_object`], after
-//! [`Scheduler::open_stream`] for a new subgroup); on each wake-up reads the congestion
-//! window, what is in flight and what sits unsent in QUIC into a [`SendBudget`], calls
-//! [`Scheduler::poll_send`] until it returns `None` and applies each [`Action`] to the
-//! quinn streams, then sleeps until [`Scheduler::poll_timeout`], a new object, or the
-//! transport draining (a short tick, or a write completing). If quinn takes only part of a
-//! chunk, the driver hands the rest back with [`Scheduler::handle_blocked`] and calls
-//! [`Scheduler::handle_unblocked`] once the stream is writable again.
+//! A session driver:
+//! 1. pushes each object as it arrives ([`Scheduler::push_object`], after
+//!    [`Scheduler::open_stream`] for a new subgroup, [`Scheduler::finish_stream`] when the
+//!    subgroup ends, [`Scheduler::cancel_stream`] on STOP_SENDING or an upstream reset,
+//!    [`Scheduler::remove_track`] when the request ends);
+//! 2. on each wake-up measures the transport into a [`SendBudget`] (congestion window,
+//!    what it can take now, what sits unsent in QUIC, the send rate), calls
+//!    [`Scheduler::poll_send`] until it returns `None`, and applies each [`Action`]: the
+//!    first `Write` of a key opens its unidirectional stream and sets its quinn priority;
+//! 3. sleeps until [`Scheduler::poll_timeout`], a new object, or the transport draining
+//!    (a short tick, or a write completing), and starts again.
+//!
+//! If quinn takes only part of a chunk, the driver hands the rest back with
+//! [`Scheduler::handle_blocked`] (other streams go on meanwhile) and calls
+//! [`Scheduler::handle_unblocked`] once the stream is writable again. That works for the
+//! last chunk of a stream too: its `Finish` comes from a later `poll_send` call.
+//!
+//! The scheduler only keeps QUIC's buffer small if `buffered` is right. quinn reports the
+//! congestion window (`transport::Stats::cwnd`) but not the bytes that wait unsent, so the
+//! driver estimates them (what it wrote minus what left); an estimate that runs high costs
+//! throughput, one that runs low lets a queue build up inside QUIC.
 //!
 //! # Priority mode: the algorithm
 //!
@@ -59,9 +72,9 @@
 //! important level with data ready always goes first: strict priority, so the catalog,
 //! audio and the base video tier are never held back by higher tiers. Inside a level, each
 //! track (one request: a subscription or fetch) is a *flow*; inside a flow, the stream whose
-//! [`SendOrder`] is smallest goes first, which is the
-//! draft's group order of that subscription (Descending: newest group first) and then the
-//! lowest Subgroup ID. The comparison itself is `tiermesh_proto::priority`'s.
+//! [`SendOrder`] is smallest goes first, which is the draft's group order of that
+//! subscription (Descending: newest group first) and then the lowest Subgroup ID. The
+//! comparison itself is `tiermesh_proto::priority`'s.
 //!
 //! **Fair share.** The draft leaves requests of equal priorities unordered and expects all
 //! of them to make progress. Flows of one level take turns by deficit round robin: each
@@ -109,9 +122,17 @@
 //!
 //! # FIFO mode
 //!
-//! Objects go out in arrival order across all streams, whole, with one quinn priority for
-//! all, and nothing is ever dropped: the baseline the benchmarks compare against. The
-//! budget, the stream life cycle and the actions are the same.
+//! Objects go out in arrival order across all streams (each one completed before the next
+//! starts), with one quinn priority for all, and nothing is ever dropped, however late: the
+//! baseline the benchmarks compare against. The budget, the stream life cycle and the
+//! actions are the same.
+//!
+//! # Memory
+//!
+//! Queued objects are held until written or dropped ([`Scheduler::queued_bytes`] tells how
+//! much; without delivery timeouts nothing bounds it but the driver). Per track the
+//! scheduler remembers the newest group started and up to 1024 abandoned subgroups, until
+//! [`Scheduler::remove_track`].
 
 mod config;
 mod error;
