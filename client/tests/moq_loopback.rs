@@ -258,3 +258,14 @@ async fn goaway_reaches_the_client_as_an_event() {
         other => panic!("expected GOAWAY, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn next_event_ends_when_the_session_closes() {
+    let (client, server) = pair("moqt", "/").await;
+    within("ready", server.ready()).await.unwrap();
+    let s2 = server.clone();
+    let waiter = tokio::spawn(async move { s2.next_event().await.is_none() });
+    tokio::task::yield_now().await;
+    client.close(TerminationCode::NoError, "bye");
+    assert!(within("next_event ends", waiter).await.unwrap());
+}

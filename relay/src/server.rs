@@ -44,6 +44,8 @@ pub(crate) struct Ctx {
     pub(crate) registry: Registry,
     pub(crate) sessions: Mutex<HashMap<SessionId, Connection>>,
     pub(crate) upstreams: AtomicUsize,
+    /// Notified whenever a session ends.
+    pub(crate) session_gone: tokio::sync::Notify,
     next_session: AtomicU64,
     draining: AtomicBool,
 }
@@ -90,6 +92,7 @@ impl Relay {
             registry: Registry::default(),
             sessions: Mutex::new(HashMap::new()),
             upstreams: AtomicUsize::new(0),
+            session_gone: tokio::sync::Notify::new(),
             next_session: AtomicU64::new(1),
             draining: AtomicBool::new(false),
         });
@@ -216,18 +219,18 @@ impl RelayHandle {
                 tracing::debug!(error = %e, "GOAWAY not sent");
             }
         }
+        drop(conns);
         let deadline = tokio::time::Instant::now() + self.ctx.config.goaway_grace;
-        while self.sessions() > 0 && tokio::time::Instant::now() < deadline {
-            let remaining: Vec<Connection> = self
-                .ctx
-                .sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned()
-                .collect();
-            let all = futures::future::join_all(remaining.iter().map(|c| c.closed()));
-            let _ = tokio::time::timeout_at(deadline, all).await;
+        loop {
+            let gone = self.ctx.session_gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            if self.sessions() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, gone).await.is_err() {
+                break;
+            }
         }
         for c in self.ctx.sessions.lock().unwrap_or_else(|e| e.into_inner()).values() {
             c.close(TerminationCode::GoawayTimeout, "relay shutting down");

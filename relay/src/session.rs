@@ -14,6 +14,8 @@ use tiermesh_proto::TerminationCode;
 use tiermesh_proto::message::{MessageParams, PublishDoneCode, RequestErrorCode};
 use tiermesh_proto::types::{SubscriptionFilter, TrackNamespace};
 
+use tracing::Instrument;
+
 use crate::auth::{Action, AuthError, Grant, TOKEN_TYPE, token_from_query};
 use crate::registry::{Announcement, NamespaceSubscriber};
 use crate::server::Ctx;
@@ -25,10 +27,11 @@ const SETUP_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs one accepted transport session to its end.
 pub(crate) async fn run(ctx: Arc<Ctx>, session: transport::Session, id: SessionId) {
-    let peer = session.peer();
-    let kind = session.kind();
-    let span = tracing::info_span!("session", id, %peer, %kind);
-    let _e = span.enter();
+    let span = tracing::info_span!("session", id, peer = %session.peer(), kind = %session.kind());
+    run_session(ctx, session, id).instrument(span).await
+}
+
+async fn run_session(ctx: Arc<Ctx>, session: transport::Session, id: SessionId) {
     let query_token = session.query().and_then(token_from_query);
     let limits = &ctx.config.limits;
     let options = ServerOptions::default()
@@ -49,6 +52,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, session: transport::Session, id: SessionI
     let _ = driver.await;
     tracing::info!(%reason, "session ended");
     ctx.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    ctx.session_gone.notify_waiters();
     session_closed(&ctx, id);
 }
 
@@ -114,6 +118,7 @@ async fn serve(
                 Some(e) => handle(ctx, conn, id, grant.clone(), e),
                 None => return,
             },
+            _ = conn.closed() => return,
             _ = &mut expired => {
                 tracing::info!("session token expired: closing");
                 conn.close(TerminationCode::ExpiredAuthToken, "authorization token expired");

@@ -289,9 +289,13 @@ pub(crate) async fn start(
 
 impl Driver {
     /// Runs the connection until the session closes; returns who closed it and why.
-    pub async fn run(mut self) -> CloseReason {
+    pub async fn run(self) -> CloseReason {
+        use tracing::Instrument;
         let span = self.span.clone();
-        let _enter = span.enter();
+        self.run_inner().instrument(span).await
+    }
+
+    async fn run_inner(mut self) -> CloseReason {
         self.spawn_io();
         let reason = loop {
             if let Some(reason) = self.flush() {

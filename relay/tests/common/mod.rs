@@ -19,9 +19,11 @@ use tokio::sync::mpsc;
 
 /// A relay config for tests: loopback ports, a generated certificate, everything public.
 pub fn config() -> RelayConfig {
-    let mut c = RelayConfig::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.ops = "127.0.0.1:0".parse().unwrap();
+    let mut c = RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ops: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
     c.tls.generate = true;
     c.auth.public = vec!["".parse().unwrap()];
     c.auth.public_publish = vec!["".parse().unwrap()];
