@@ -549,3 +549,80 @@ fn mp4_with_b_frames_gives_presentation_times_in_decode_order() -> Result<()> {
     assert!(samples[0].is_key());
     Ok(())
 }
+
+#[test]
+fn damaged_recordings_never_panic() -> Result<()> {
+    // Recordings tiermesh wrote itself (fragmented MP4) with bytes flipped and cut.
+    use tiermesh_codec::media::output::{Mp4Writer, Tracks, VideoTrack};
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("rec.mp4");
+    let generator = tiermesh_codec::test_pattern::Generator::new(96, 64, 30.0)?;
+    let mut enc = h264::Encoder::new(h264::EncoderConfig {
+        width: 96,
+        height: 64,
+        fps: 30.0,
+        bitrate: 200_000,
+    })?;
+    let mut w = None;
+    for i in 0..20 {
+        let p = enc.encode(&generator.next_frame(i), i % 5 == 0)?;
+        let writer = match &mut w {
+            Some(w) => w,
+            None => {
+                let config = p.config.clone().context("first frame has avcC")?;
+                let track = VideoTrack::new(Codec::H264, 96, 64, config);
+                w.insert(Mp4Writer::create(&path, Tracks::video(track))?)
+            }
+        };
+        writer.write_video(&p.data, Duration::from_millis(33 * u64::from(i)), p.key)?;
+    }
+    w.context("writer")?.finish()?;
+    let clean = std::fs::read(&path)?;
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    for round in 0..200 {
+        let mut bytes = clean.clone();
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let at = (state % bytes.len() as u64) as usize;
+        if round % 2 == 0 {
+            bytes[at] ^= (state >> 40) as u8 | 1;
+        } else {
+            bytes.truncate(at);
+        }
+        let bad = dir.path().join("bad.mp4");
+        std::fs::write(&bad, &bytes)?;
+        match input::open(&bad) {
+            Err(e) => assert!(e.to_string().contains(&bad.display().to_string()), "{e}"),
+            Ok(i) => {
+                let mut s = i.into_encoded().context("encoded")?;
+                for _ in 0..100 {
+                    match s.next_sample() {
+                        Ok(Some(_)) => {}
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn looped_y4m_repeats_pictures_with_increasing_times() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("two.y4m");
+    let mut bytes = b"YUV4MPEG2 W4 H2 F10:1 Ip A1:1 C420jpeg\n".to_vec();
+    for shade in [10u8, 20] {
+        bytes.extend_from_slice(b"FRAME\n");
+        bytes.extend(std::iter::repeat_n(shade, 4 * 2 + 2 * 2));
+    }
+    std::fs::write(&path, &bytes)?;
+    let Input::Raw(mut src) = input::open(&path)?.looped() else { anyhow::bail!("raw") };
+    for i in 0..5u64 {
+        let f = src.next_frame()?.context("a loop never ends")?;
+        assert_eq!(f.pts, Duration::from_millis(100 * i));
+        assert_eq!(f.picture.y[0], if i % 2 == 0 { 10 } else { 20 });
+    }
+    Ok(())
+}
