@@ -130,3 +130,12 @@ test('ABR compares throughput with what the tier really carries', () => {
   abr.observedBitrate = 2_400_000;
   assert.equal(abr.decide(4000)?.tier, 1);
 });
+
+test('ABR does not step up while nothing arrives, and steps down when video stops', () => {
+  const abr = new Abr(ladder, 1, { holdMs: 1000 });
+  abr.onObject(0, 2000, 0, 1, 50);
+  for (let t = 100; t < 1900; t += 100) assert.equal(abr.decide(t), undefined, `no step up at ${t} ms without objects`);
+  const d = abr.decide(2500);
+  assert.equal(d?.tier, 0);
+  assert.match(d!.reason, /no video/);
+});

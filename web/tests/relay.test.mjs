@@ -1,7 +1,9 @@
 // Guards: the browser client against the real relay (`tiermesh relay`, development
 // certificate pinned by hash, WebTransport on loopback): a browser publisher's camera and
-// microphone reach a browser player through the relay; a missing broadcast is reported as
-// such; a doctor and a patient in a room see and hear each other; the Rust subscriber
+// microphone reach a browser player through the relay; over an emulated rural link
+// (`tiermesh link`) a player that starts at 720p steps down within seconds and plays on
+// without stalls; a missing broadcast is reported as such; a doctor and a patient in a
+// room see and hear each other; the Rust subscriber
 // (`tiermesh sub`) reads what the browser publishes and the browser player reads what the
 // Rust publisher (`tiermesh pub`) sends. Skipped when the tiermesh binary is not built
 // (TIERMESH_BIN, default ../target/debug/tiermesh).
@@ -9,6 +11,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { createSocket } from 'node:dgram';
 import { fileURLToPath } from 'node:url';
 import { haveChromium, launch, open, pageUrl, stats, longestFreeze } from './chromium.mjs';
 
@@ -118,6 +121,47 @@ test('a browser publisher reaches a browser player through the relay', { skip },
   console.log(
     `relay: ${s.framesDrawn} frames drawn, audio ${s.audioFramesPlayed} played / ${s.audioFramesConcealed} concealed, ` +
       `latency p50 ${s.latencyMs.p50} ms (arrival ${s.arrivalLatencyMs.p50} ms), publisher ${p.sentKbps} kb/s`,
+  );
+  await player.page.close();
+  await pub.page.close();
+});
+
+/** A UDP port that was free a moment ago. */
+function freeUdpPort() {
+  return new Promise((resolve) => {
+    const s = createSocket('udp4');
+    s.bind(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+test('over a rural link the player steps down at once and plays on', { skip }, async () => {
+  const port = await freeUdpPort();
+  const relayAddr = base.replace('https://', '');
+  // 1 Mbit/s, 60 ms one way, 1 % loss, the same random run every time.
+  child(['link', '--listen', `127.0.0.1:${port}`, '--to', relayAddr, '--profile', 'rural', '--seed', '7', '--duration', '90s', '--stats-interval', '0']);
+  const pub = await open(browser, pageUrl('publisher.html', `?url=${base}/demo/rural&hash=${hash}&ladder=1`));
+  await pub.page.waitForFunction(() => window.tiermeshStats?.state === 'publishing', null, { timeout: 20000 });
+  const t0 = Date.now();
+  const player = await open(browser, pageUrl('player.html', `?url=https://127.0.0.1:${port}/demo/rural/source&hash=${hash}&start=highest`));
+  await player.page.waitForFunction(() => window.tiermeshStats?.tierIndex >= 0 && window.tiermeshStats.tierIndex < 2, null, { timeout: 15000 });
+  const took = Date.now() - t0;
+  await player.page.waitForTimeout(3000);
+  const before = await stats(player.page);
+  const freeze = await longestFreeze(player.page, 8000);
+  const s = await stats(player.page);
+  const played = s.audioFramesPlayed - before.audioFramesPlayed;
+  const concealed = s.audioFramesConcealed - before.audioFramesConcealed;
+  assert.deepEqual(player.pageErrors, []);
+  assert.ok(freeze < 1000, `picture froze for ${freeze} ms`);
+  assert.ok(played >= 300, `audio frames played in 8 s: ${played}`);
+  assert.ok(concealed <= 0.05 * played, `audio concealed ${concealed} of ${played}`);
+  assert.ok(s.latencyMs.p50 < 800, `latency p50 ${s.latencyMs.p50} ms`);
+  console.log(
+    `rural link: down to ${s.switches[0]?.to} ${took} ms after opening (${s.switches[0]?.reason}); then freeze ${freeze} ms, ` +
+      `audio ${concealed}/${played} concealed, latency p50 ${s.latencyMs.p50} ms, tier ${s.tier}`,
   );
   await player.page.close();
   await pub.page.close();

@@ -169,7 +169,14 @@ export class Abr {
       while (t > 0 && this.tiers[t].bitrate > tp * this.cfg.downMargin) t--;
       return this.switchTo(t, now, `throughput ${Math.round(tp / 1000)} kb/s below the ${Math.round(need / 1000)} kb/s of ${cur.name}`, true);
     }
-    if (excess > this.cfg.calmExcessMs) {
+    // Calm needs evidence: objects arriving lately, with latency near its floor. A tier that
+    // delivers nothing is not calm, and nothing at all for two seconds steps down.
+    const last = this.samples.at(-1);
+    const starved = last === undefined || now - last.t > 1000;
+    if (this.current > 0 && settled && last !== undefined && now - last.t > 2000) {
+      return this.switchTo(this.current - 1, now, `no video for ${Math.round((now - last.t) / 1000)} s`, true);
+    }
+    if (starved || excess > this.cfg.calmExcessMs) {
       this.calmSince = undefined;
       return undefined;
     }

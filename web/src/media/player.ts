@@ -122,6 +122,11 @@ export function explain(e: unknown, what: string): PlayerError {
 
 const SAMPLES = 120;
 
+/** Delivery timeout asked for video: past a second an object is only in the way. */
+const VIDEO_DELIVERY_TIMEOUT_MS = 1000;
+/** Delivery timeout asked for audio: beyond the largest playout margin a frame cannot play. */
+const AUDIO_DELIVERY_TIMEOUT_MS = 600;
+
 function median(xs: number[]): number {
   if (xs.length === 0) return 0;
   const s = [...xs].sort((a, b) => a - b);
@@ -246,6 +251,7 @@ export class Player {
       this.audio = new AudioPipeline(media.audio, this.clock, this.stats, (m) => this.error(m));
       this.audioSub = await this.session.subscribe(this.namespace, media.audio.name, {
         priority: 16,
+        deliveryTimeoutMs: AUDIO_DELIVERY_TIMEOUT_MS,
         onObject: (o) => {
           this.count(o.payload.length);
           this.audio?.onObject(o);
@@ -409,6 +415,9 @@ export class Player {
     const st: TierState = { index, track, groups: new Map(), ended: new Map() };
     st.sub = await this.session!.subscribe(this.namespace, track.name, {
       priority: 32 + 16 * index,
+      // A video object more than a second late is worth less than the bandwidth it takes:
+      // the relay may reset its stream (the player moves on to the next group).
+      deliveryTimeoutMs: VIDEO_DELIVERY_TIMEOUT_MS,
       filter: join ? { type: 'largest-object' } : { type: 'next-group-start' },
       onObject: (o, source) => this.onVideoObject(st, o, source === 'fetch'),
       onGroupEnd: (g, last) => {
