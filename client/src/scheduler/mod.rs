@@ -553,7 +553,7 @@ impl Scheduler {
             }
             let step = match self.config.mode {
                 Mode::Priority => self.next_priority(now, allowance, budget),
-                Mode::Fifo => self.next_fifo(allowance),
+                Mode::Fifo => self.next_fifo(allowance, budget),
             };
             match step {
                 Step::Write(action, len) => {
@@ -639,7 +639,7 @@ impl Scheduler {
                 }
                 return Step::Again;
             }
-            let Some((action, len)) = self.take_chunk(key, allowance) else {
+            let Some((action, len)) = self.take_chunk(key, allowance, budget) else {
                 return Step::Idle;
             };
             if let Some(flow) = self.flows.get_mut(&id) {
@@ -650,7 +650,7 @@ impl Scheduler {
         }
     }
 
-    fn next_fifo(&mut self, allowance: u64) -> Step {
+    fn next_fifo(&mut self, allowance: u64, budget: &SendBudget) -> Step {
         let mut i = 0;
         while let Some(&(key, seq)) = self.fifo.get(i) {
             let Some(s) = self.streams.get(&key) else {
@@ -680,7 +680,7 @@ impl Scheduler {
                 i += 1;
                 continue;
             }
-            let Some((action, len)) = self.take_chunk(key, allowance) else {
+            let Some((action, len)) = self.take_chunk(key, allowance, budget) else {
                 return Step::Idle;
             };
             let done = match self.streams.get(&key) {
@@ -733,12 +733,20 @@ impl Scheduler {
 
     /// Takes the next chunk of `key`: handed-back bytes, then the stream header, then the
     /// head object. `None` if the allowance is below one packet and the piece is larger.
-    fn take_chunk(&mut self, key: StreamKey, allowance: u64) -> Option<(Action, u64)> {
+    fn take_chunk(
+        &mut self,
+        key: StreamKey,
+        allowance: u64,
+        budget: &SendBudget,
+    ) -> Option<(Action, u64)> {
+        // Never more than the headroom, or an empty transport could not unblock it.
+        let min_write =
+            MIN_WRITE.min(self.config.quantum).min(self.config.get_headroom(budget.cwnd)).max(1);
         let quantum = self.config.quantum;
         let fit = |remaining: usize| -> Option<usize> {
             let remaining = remaining as u64;
             let n = remaining.min(allowance).min(quantum);
-            (n == remaining || n >= MIN_WRITE.min(quantum)).then_some(n as usize)
+            (n == remaining || n >= min_write).then_some(n as usize)
         };
         let s = self.streams.get_mut(&key)?;
         if s.datagram {
