@@ -106,10 +106,12 @@
 //!
 //! **Stale groups.** The draft defines no staleness of its own; it lets a publisher stop
 //! forwarding before the delivery timeout at its discretion. Streams that ask for it
-//! ([`StreamSpec::drop_stale`], on by default for video) do not start another object once
-//! a newer group of the same track has started: a new video group begins with a key frame,
-//! so the rest of an older group only costs bandwidth. An object already half written is
-//! completed, and a stream whose objects were all written is left to finish normally.
+//! ([`StreamSpec::drop_stale`], on by default for video) and whose subscription wants the
+//! newest group first (Descending) do not start another object once a newer group of the
+//! same track has started: a new video group begins with a key frame, so for a live viewer
+//! the rest of an older group only costs bandwidth. An object already half written is
+//! completed, and a stream whose objects were all written is left to finish normally. A
+//! subscription that asked for Ascending order (a recorder, say) keeps every group.
 //!
 //! **Datagrams.** A lane ([`StreamSpec::datagrams`], one per group of a datagram track)
 //! takes part in the same order and fair share, but each object leaves whole as one
@@ -162,6 +164,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tiermesh_proto::priority::SendOrder;
+use tiermesh_proto::types::GroupOrder;
 
 use config::MIN_WRITE;
 use ready::{BuildKeyHasher, LevelSet};
@@ -212,6 +215,7 @@ struct Stream {
     group: u64,
     subgroup: u64,
     timeout: Option<Duration>,
+    /// Asked for, with a delivery timeout and Descending order (see the module docs).
     drop_stale: bool,
     /// A datagram lane: objects go whole, one by one, and are dropped one by one.
     datagram: bool,
@@ -358,7 +362,9 @@ impl Scheduler {
                 group: spec.group,
                 subgroup: spec.subgroup,
                 timeout: spec.delivery_timeout,
-                drop_stale: spec.drop_stale,
+                drop_stale: spec.drop_stale
+                    && spec.delivery_timeout.is_some()
+                    && spec.group_order == GroupOrder::Descending,
                 datagram: spec.datagram,
                 header: if spec.datagram { Bytes::new() } else { spec.header },
                 queue: VecDeque::new(),
@@ -721,7 +727,7 @@ impl Scheduler {
                 }
             }
         }
-        if s.drop_stale && s.timeout.is_some() {
+        if s.drop_stale {
             let newest = self.tracks.get(&s.track).and_then(|t| t.newest_started);
             if newest.is_some_and(|n| n > s.group) {
                 // A datagram goes alone; a subgroup goes with the rest of its stream.

@@ -333,6 +333,22 @@ fn stale_video_groups_are_dropped_but_audio_groups_are_not() {
     }));
     assert_eq!(s.stats().dropped(TrackClass::Video { tier: 0 }, DropReason::Stale).objects, 2);
 
+    // A subscription in Ascending order keeps every group.
+    s.open_stream(StreamKey(20), video(5, 0, 1).group_order(Ascending)).unwrap();
+    s.push_object(StreamKey(20), obj(t0 + ms(10), 100)).unwrap();
+    let _ = drain(&mut s, t0 + ms(10), &mut unlimited());
+    s.push_object(StreamKey(20), obj(t0 + ms(11), 100)).unwrap();
+    s.open_stream(StreamKey(21), video(5, 0, 2).group_order(Ascending)).unwrap();
+    s.push_object(StreamKey(21), obj(t0 + ms(12), 100)).unwrap();
+    let first = drain(&mut s, t0 + ms(12), &mut budget(104));
+    assert_eq!(written_keys(&first), [20], "Ascending: the older group first");
+    let second = drain(&mut s, t0 + ms(12), &mut unlimited());
+    assert_eq!(written_keys(&second), [21], "then the newer group starts");
+    s.push_object(StreamKey(20), obj(t0 + ms(13), 100)).unwrap();
+    let actions = drain(&mut s, t0 + ms(13), &mut unlimited());
+    assert_eq!(written_bytes(&actions, 20), 104, "{actions:?}");
+    assert_eq!(s.stats().dropped(TrackClass::Video { tier: 0 }, DropReason::Stale).objects, 2);
+
     // Audio: a burst of three single-frame groups all goes out, newest first.
     for g in 1..=3 {
         s.open_stream(StreamKey(10 + g), audio(9, g)).unwrap();

@@ -129,7 +129,7 @@ pub struct StreamSpec {
     /// Drop the rest of this group once a newer group of the same track has started.
     /// Default: on for video (a newer group starts with a key frame and supersedes the
     /// rest of an older one), off otherwise (audio groups are single frames that each
-    /// still count). Applies only with a delivery timeout.
+    /// still count). Applies only with a delivery timeout and Descending group order.
     pub drop_stale: bool,
     /// The subgroup header, written before the first object (may be empty if the caller
     /// puts it into the first object). Unused for datagrams.
