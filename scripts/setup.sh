@@ -5,8 +5,6 @@ pkgs=(pkg-config build-essential nasm cmake clang libclang-dev)
 # codec/: dav1d and libopus are linked from Debian; ffmpeg (with libaom, libx264, libsvtav1) is
 # the independent decoder of the codec tests and the baseline of ladder_bench.
 pkgs+=(libdav1d-dev libopus-dev ffmpeg)
-# ffmpeg/ffprobe make the test media of codec/tests/media_*.rs and check the MP4s tiermesh writes.
-pkgs+=(ffmpeg)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
