@@ -192,6 +192,24 @@ fn run_ffmpeg(
     })
 }
 
+fn print_rows(rows: &[Row]) {
+    println!();
+    println!("| encoder | rungs | fps | CPU ms/frame | per rung: PSNR dB @ kbit/s |");
+    println!("|---|---|---:|---:|---|");
+    for r in rows {
+        let q: Vec<String> =
+            r.psnr.iter().map(|(n, p, k)| format!("{n} {p:.1} @ {k:.0}")).collect();
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {} |",
+            r.name,
+            r.rungs,
+            r.fps,
+            r.cpu_ms_per_frame,
+            q.join(", ")
+        );
+    }
+}
+
 fn ffmpeg_has(encoder: &str) -> bool {
     Command::new("ffmpeg").args(["-hide_banner", "-encoders"]).output().is_ok_and(|o| {
         String::from_utf8_lossy(&o.stdout)
@@ -202,6 +220,9 @@ fn ffmpeg_has(encoder: &str) -> bool {
 
 fn main() -> Result<()> {
     let frames: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(150);
+    let av1_speed: u8 =
+        std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(av1::DEFAULT_SPEED);
+    let only_av1 = std::env::args().nth(3).is_some_and(|s| s == "av1-only");
     let g = Generator::new(1280, 720, 30.0)?.with_noise(4);
     let sources: Vec<I420> = (0..frames as u32).map(|i| g.next_frame(i)).collect();
     let mut scaler = Scaler::new();
@@ -214,8 +235,15 @@ fn main() -> Result<()> {
     println!("source: {frames} frames of 1280x720 test pattern with noise, 30 fps, 1 s groups");
 
     let mut rows = Vec::new();
+    let av1_cfg = LadderConfig::av1_low().av1_speed(av1_speed);
+    let av1_name = format!("tiermesh AV1 (rav1e speed {av1_speed})");
+    if only_av1 {
+        let row = run_ladder(av1_cfg, &av1_name, &sources, &scaled)?;
+        print_rows(&[row]);
+        return Ok(());
+    }
     rows.push(run_ladder(LadderConfig::default(), "tiermesh H.264 (OpenH264)", &sources, &scaled)?);
-    rows.push(run_ladder(LadderConfig::av1_low(), "tiermesh AV1 (rav1e)", &sources, &scaled)?);
+    rows.push(run_ladder(av1_cfg, &av1_name, &sources, &scaled)?);
     rows.push(run_ladder(
         LadderConfig::default().parallel(false),
         "tiermesh H.264, one thread",
@@ -295,20 +323,6 @@ fn main() -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&dir);
 
-    println!();
-    println!("| encoder | rungs | fps | CPU ms/frame | per rung: PSNR dB @ kbit/s |");
-    println!("|---|---|---:|---:|---|");
-    for r in &rows {
-        let q: Vec<String> =
-            r.psnr.iter().map(|(n, p, k)| format!("{n} {p:.1} @ {k:.0}")).collect();
-        println!(
-            "| {} | {} | {:.1} | {:.1} | {} |",
-            r.name,
-            r.rungs,
-            r.fps,
-            r.cpu_ms_per_frame,
-            q.join(", ")
-        );
-    }
+    print_rows(&rows);
     Ok(())
 }

@@ -626,3 +626,53 @@ fn looped_y4m_repeats_pictures_with_increasing_times() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn annexb_stream_that_changes_size_reports_each_part() -> Result<()> {
+    // Two streams back to back (as a camera that renegotiated, or `cat a.h264 b.h264`):
+    // the second IDR brings a new SPS, and its samples carry the new size and avcC.
+    if !have_ffmpeg("annexb_stream_that_changes_size_reports_each_part") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let (a, b) = (dir.path().join("a.h264"), dir.path().join("b.h264"));
+    let opts = [
+        "-c:v",
+        "libx264",
+        "-profile:v",
+        "baseline",
+        "-g",
+        "5",
+        "-sc_threshold",
+        "0",
+        "-f",
+        "h264",
+    ];
+    make(&[testsrc(160, 96, 25, 0.4)], &opts, &a)?;
+    make(&[testsrc(320, 180, 25, 0.4)], &opts, &b)?;
+    let joined = dir.path().join("joined.h264");
+    std::fs::write(&joined, [std::fs::read(&a)?, std::fs::read(&b)?].concat())?;
+    let mut src = encoded(&joined)?;
+    let samples = all_samples(src.as_mut())?;
+    assert_eq!(samples.len(), 20);
+    let sizes: Vec<(u32, u32)> = samples
+        .iter()
+        .map(|s| match s.kind {
+            SampleKind::Video { width, height, .. } => (width, height),
+            SampleKind::Audio { .. } => (0, 0),
+        })
+        .collect();
+    assert!(sizes[..10].iter().all(|&s| s == (160, 96)), "{sizes:?}");
+    assert!(sizes[10..].iter().all(|&s| s == (320, 180)), "{sizes:?}");
+    let configs: Vec<_> = samples
+        .iter()
+        .filter_map(|s| match &s.kind {
+            SampleKind::Video { config: Some(c), .. } => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(configs.len(), 4, "one avcC per IDR");
+    assert_eq!(configs[0], configs[1]);
+    assert_ne!(configs[1], configs[2], "the new SPS makes a new avcC");
+    Ok(())
+}
