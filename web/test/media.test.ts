@@ -139,3 +139,11 @@ test('ABR does not step up while nothing arrives, and steps down when video stop
   assert.equal(d?.tier, 0);
   assert.match(d!.reason, /no video/);
 });
+
+test('ABR steps down when a group is lost even if latency shows nothing', () => {
+  const abr = new Abr(ladder, 2);
+  for (let t = 0; t < 3000; t += 33) abr.onObject(t, 3000, t, t + 1, 900);
+  assert.equal(abr.decide(3000), undefined, 'a high but steady latency alone is no reason');
+  abr.onStall(3100);
+  assert.deepEqual(abr.decide(3200), { tier: 1, reason: 'video stalled: a group was lost' });
+});

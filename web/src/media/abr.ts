@@ -81,6 +81,16 @@ export class Abr {
   private lastUp?: number;
   /** The current tier's bit rate as received (bits/s), when the player measured it. */
   observedBitrate = 0;
+  private stalls: number[] = [];
+
+  /**
+   * Records that playback of the current tier lost the rest of a group (it stalled or its
+   * stream was reset): the link does not carry the tier, whatever latency says (a link
+   * congested from the start has a high latency floor and shows no rise).
+   */
+  onStall(now: number): void {
+    this.stalls.push(now);
+  }
 
   constructor(
     readonly tiers: AbrTier[],
@@ -157,6 +167,10 @@ export class Abr {
     const settled = now - this.lastSwitch >= this.cfg.settleMs;
     if (this.current > 0 && excess >= this.cfg.panicExcessMs && settled) {
       return this.switchTo(0, now, `latency ${Math.round(excess)} ms above floor`, true);
+    }
+    this.stalls = this.stalls.filter((t) => now - t < 3000 && t >= this.lastSwitch);
+    if (this.current > 0 && settled && this.stalls.length > 0) {
+      return this.switchTo(this.current - 1, now, 'video stalled: a group was lost', true);
     }
     if (this.current > 0 && settled && excess >= this.cfg.downExcessMs) {
       return this.switchTo(this.current - 1, now, `latency ${Math.round(excess)} ms above floor`, true);

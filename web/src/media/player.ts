@@ -514,7 +514,10 @@ export class Player {
       }
       const g = Math.min(...laterStart);
       const skipped = g === nextGroup ? 0 : g - nextGroup;
-      if (!ended) this.stats.framesDropped += feed.groups.get(e.group)?.size ?? 0;
+      if (!ended) {
+        this.stats.framesDropped += feed.groups.get(e.group)?.size ?? 0;
+        this.abr?.onStall(performance.now());
+      }
       if (skipped > 0) this.error(`skipped ${skipped} group(s) of ${feed.track.name}`);
       this.dropBefore(feed, g);
       this.expect = { group: g, object: 0 };
