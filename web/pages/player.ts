@@ -44,6 +44,8 @@ async function main(): Promise<void> {
   tierSel.onchange = () => player.setTier(tierSel.value === 'auto' ? 'auto' : Number(tierSel.value));
   document.getElementById('sound')!.onclick = () => void player.resumeAudio();
   (window as unknown as { tiermeshPlayer: Player }).tiermeshPlayer = player;
+  // Leave cleanly: the relay sees the session close with no error.
+  addEventListener('pagehide', () => player.stop());
 }
 
 function fail(e: Error, kind: string): void {

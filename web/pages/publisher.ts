@@ -46,6 +46,8 @@ async function main(): Promise<void> {
   document.getElementById('stop')!.onclick = () => publisher.stop();
   document.getElementById('key')!.onclick = () => publisher.requestKeyFrame();
   (window as unknown as { tiermeshPublisher: Publisher }).tiermeshPublisher = publisher;
+  // Leave cleanly: subscribers get PUBLISH_DONE, the relay a clean close.
+  addEventListener('pagehide', () => publisher.stop());
 }
 
 function fail(e: Error, kind: string): void {

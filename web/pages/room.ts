@@ -83,6 +83,10 @@ async function main(): Promise<void> {
       onError: (e) => showError(e.message, e.kind),
     });
     stats.publisher = publisher.stats;
+    addEventListener('pagehide', () => {
+      publisher.stop();
+      session.close(0, 'left the room');
+    });
   } catch (e) {
     fail(e as Error, e instanceof PublisherError ? e.kind : 'error');
     return;
