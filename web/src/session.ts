@@ -431,6 +431,7 @@ export class Session {
   private nextRequestId: number;
   private writer: WritableStreamDefaultWriter<Uint8Array>;
   private pending = new Map<number, Pending>();
+  private abandoned = new Set<number>();
   private subsByAlias = new Map<number, Subscription>();
   private subsById = new Map<number, Subscription>();
   private aliasWaiters = new Map<number, (() => void)[]>();
@@ -635,6 +636,12 @@ export class Session {
       case 'request_error': {
         const p = this.pending.get(m.requestId);
         if (!p) {
+          if (this.abandoned.delete(m.requestId)) {
+            // A late answer to a request this side gave up on: undo what it started.
+            if (m.type === 'subscribe_ok') this.send({ type: 'unsubscribe', requestId: m.requestId });
+            if (m.type === 'fetch_ok') this.send({ type: 'fetch_cancel', requestId: m.requestId });
+            return;
+          }
           if (m.type === 'publish_ok') return;
           throw new ProtocolError(`${m.type.toUpperCase()} for an unknown request`, TerminationCode.InvalidRequestId);
         }
@@ -736,6 +743,8 @@ export class Session {
     const p = new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
+        // The answer may still come: it is then undone, not taken for a protocol error.
+        this.abandoned.add(id);
         reject(new RequestError(what, RequestErrorCode.Timeout, `no answer within ${timeout} ms`));
       }, timeout);
       this.pending.set(id, { resolve: resolve as (m: Message) => void, reject, what, timer });

@@ -160,3 +160,22 @@ test('a malformed data stream closes the session with PROTOCOL_VIOLATION', async
   assert.equal(info.code, 0x3);
   assert.match(info.reason, /unknown data stream type/);
 });
+
+test('an answer that comes after the request timed out is undone, not a protocol error', async () => {
+  const { MemoryLink } = await import('../src/transport.js');
+  const slow = new MemoryLink(0, 300); // answers take 300 ms
+  const { a, b } = memoryPair({ bToA: slow });
+  const [sub, pub] = await Promise.all([Session.open(a, 'client', { requestTimeoutMs: 100 }), Session.open(b, 'server')]);
+  const track = pub.publishTrack(['x'], 'video/360p', { priority: 48, push: false });
+  const pending = sub.subscribe(['x'], 'video/360p', { onObject: () => undefined });
+  await until(() => track.outlets.length === 1);
+  await assert.rejects(pending, /Timeout/);
+  // The late SUBSCRIBE_OK arrives; the subscriber answers it with UNSUBSCRIBE.
+  await until(() => track.outlets.length === 0, 3000);
+  let closed = false;
+  void sub.closed.then(() => (closed = true));
+  // A message round trip later the session is still open.
+  await sub.subscribe(['x'], 'video/360p', { onObject: () => undefined }).catch(() => undefined);
+  assert.equal(closed, false, 'the session is still open');
+  sub.close();
+});
