@@ -34,9 +34,14 @@ pub(crate) async fn run(ctx: Arc<Ctx>, session: transport::Session, id: SessionI
 async fn run_session(ctx: Arc<Ctx>, session: transport::Session, id: SessionId) {
     let query_token = session.query().and_then(token_from_query);
     let limits = &ctx.config.limits;
+    let mode = match ctx.config.scheduler.mode {
+        crate::config::SchedulerMode::Priority => tiermesh_client::scheduler::Mode::Priority,
+        crate::config::SchedulerMode::Fifo => tiermesh_client::scheduler::Mode::Fifo,
+    };
     let options = ServerOptions::default()
         .max_requests(limits.max_requests_per_session)
-        .max_auth_token_cache(limits.max_auth_token_cache);
+        .max_auth_token_cache(limits.max_auth_token_cache)
+        .scheduler(tiermesh_client::scheduler::SchedulerConfig::default().mode(mode));
     let (conn, driver) = match moq::accept(session, options).await {
         Ok(x) => x,
         Err(e) => {

@@ -207,6 +207,7 @@ pub struct Driver {
     /// until the deadline.
     ended_sinks: HashMap<RequestId, (Sink, Instant)>,
     transport_reason: Option<transport::CloseReason>,
+    scheduler: crate::scheduler::SchedulerConfig,
     span: tracing::Span,
 }
 
@@ -222,6 +223,7 @@ pub(crate) async fn start(
     control_recv: RecvStream,
     role: Role,
     config: SessionConfig,
+    scheduler: crate::scheduler::SchedulerConfig,
 ) -> (Connection, Driver) {
     let now = Instant::now();
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -281,6 +283,7 @@ pub(crate) async fn start(
         parked: Vec::new(),
         ended_sinks: HashMap::new(),
         transport_reason: None,
+        scheduler,
         span,
     };
     drop(cmd_tx);
@@ -356,7 +359,7 @@ impl Driver {
         self.tasks.spawn(recv::datagrams(t.clone(), i.clone()));
         self.tasks.spawn(recv::accept_uni(t.clone(), i.clone()));
         self.tasks.spawn(recv::accept_bi(t.clone(), i.clone()));
-        self.tasks.spawn(send::run(t.clone(), send_rx));
+        self.tasks.spawn(send::run(t.clone(), send_rx, self.scheduler.clone()));
     }
 
     /// Drains transmits and events until there are none; returns the close reason once
@@ -650,6 +653,14 @@ impl Driver {
                     Some(extensions.group_order()),
                 ),
                 default_priority: extensions.publisher_priority(),
+                delivery_timeout: match (
+                    subscriber.delivery_timeout_ms,
+                    extensions.delivery_timeout_ms(),
+                ) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+                .map(Duration::from_millis),
                 cmd,
                 send: self.send.clone(),
                 end: rx,

@@ -59,6 +59,7 @@ use tiermesh_proto::types::{
     FullTrackName, GroupOrder, Location, RequestId, SubscriptionFilter, TrackNamespace,
 };
 
+use crate::scheduler::SchedulerConfig;
 use crate::transport::{self, ClientTls, Kind, TransportConfig, Url};
 
 pub use driver::Driver;
@@ -90,12 +91,25 @@ pub struct ClientOptions {
     transport: TransportConfig,
     token: Option<Bytes>,
     max_requests: u64,
+    scheduler: SchedulerConfig,
 }
 
 impl ClientOptions {
     /// Defaults with the given way of trusting the server.
     pub fn new(tls: ClientTls) -> Self {
-        Self { tls, transport: TransportConfig::default(), token: None, max_requests: 100 }
+        Self {
+            tls,
+            transport: TransportConfig::default(),
+            token: None,
+            max_requests: 100,
+            scheduler: SchedulerConfig::default(),
+        }
+    }
+
+    /// The send scheduler of this connection's outgoing data (priority mode by default).
+    pub fn scheduler(mut self, config: SchedulerConfig) -> Self {
+        self.scheduler = config;
+        self
     }
 
     /// An AUTHORIZATION TOKEN sent in CLIENT_SETUP (Token Type [`TOKEN_TYPE`]).
@@ -123,6 +137,7 @@ pub struct ServerOptions {
     max_requests: u64,
     max_auth_token_cache: u64,
     control_message_timeout: Option<Duration>,
+    scheduler: SchedulerConfig,
 }
 
 impl Default for ServerOptions {
@@ -131,6 +146,7 @@ impl Default for ServerOptions {
             max_requests: 100,
             max_auth_token_cache: 16 * 1024,
             control_message_timeout: Some(Duration::from_secs(30)),
+            scheduler: SchedulerConfig::default(),
         }
     }
 }
@@ -146,6 +162,12 @@ impl ServerOptions {
     /// Bytes of registered authorization tokens the client may keep.
     pub fn max_auth_token_cache(mut self, bytes: u64) -> Self {
         self.max_auth_token_cache = bytes;
+        self
+    }
+
+    /// The send scheduler of this connection's outgoing data (priority mode by default).
+    pub fn scheduler(mut self, config: SchedulerConfig) -> Self {
+        self.scheduler = config;
         self
     }
 
@@ -189,7 +211,15 @@ pub async fn connect(url: &Url, options: ClientOptions) -> Result<(Connection, D
             value: TokenValue(token),
         }]);
     }
-    Ok(driver::start(session, send, recv, tiermesh_proto::session::Role::Client, config).await)
+    Ok(driver::start(
+        session,
+        send,
+        recv,
+        tiermesh_proto::session::Role::Client,
+        config,
+        options.scheduler,
+    )
+    .await)
 }
 
 /// Starts MoQT on a session accepted by [`transport::Server`]: waits for the client's
@@ -215,7 +245,15 @@ pub async fn accept(
     .max_requests(options.max_requests)
     .max_auth_token_cache_size(options.max_auth_token_cache)
     .control_message_timeout(options.control_message_timeout);
-    Ok(driver::start(session, send, recv, tiermesh_proto::session::Role::Server, config).await)
+    Ok(driver::start(
+        session,
+        send,
+        recv,
+        tiermesh_proto::session::Role::Server,
+        config,
+        options.scheduler,
+    )
+    .await)
 }
 
 /// Who closed a MoQT session, and why.

@@ -14,14 +14,14 @@ use tiermesh_proto::data::{
 };
 use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::message::PublishDoneCode;
-use tiermesh_proto::priority::SendOrder;
 use tiermesh_proto::types::{
     FullTrackName, GroupOrder, Location, RequestId, TrackAlias, TrackNamespace,
 };
 
 use super::Error;
 use super::driver::Command;
-use super::send::{SendCmd, SendPath, quic_priority};
+use super::send::{SendCmd, SendPath, class_of};
+use crate::scheduler::{StreamSpec, TrackKey};
 
 /// One object as it arrived, with its arrival time at this endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,6 +273,10 @@ impl Drop for NamespaceSubscription {
     }
 }
 
+/// Track keys of fetch responses carry this bit, so they never share a flow with a
+/// subscription's track.
+const FETCH_TRACK_BIT: u64 = 1 << 63;
+
 /// Why a [`TrackWriter`] stopped being wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriterEnd {
@@ -291,6 +295,7 @@ pub(crate) struct WriterInner {
     pub(crate) subscriber_priority: u8,
     pub(crate) group_order: GroupOrder,
     pub(crate) default_priority: u8,
+    pub(crate) delivery_timeout: Option<std::time::Duration>,
     pub(crate) cmd: mpsc::UnboundedSender<Command>,
     pub(crate) send: SendPath,
     pub(crate) end: watch::Receiver<Option<WriterEnd>>,
@@ -348,14 +353,12 @@ impl TrackWriter {
         };
         let stream = i.send.allocate();
         let _ = i.cmd.send(Command::StreamOpened { request_id: i.request_id });
-        let order =
-            SendOrder::subgroup(i.subscriber_priority, prio, i.group_order, group_id, subgroup_id);
-        i.send.push(SendCmd::Open {
-            stream,
-            order,
-            quic_priority: quic_priority(i.subscriber_priority, prio, i.group_order, group_id),
-            header: Bytes::from(header.to_vec()),
-        });
+        let spec = StreamSpec::new(TrackKey(i.request_id.0), class_of(prio), group_id, subgroup_id)
+            .priority(i.subscriber_priority, prio)
+            .group_order(i.group_order)
+            .delivery_timeout(i.delivery_timeout)
+            .header(Bytes::from(header.to_vec()));
+        i.send.push(SendCmd::Open { stream, spec });
         SubgroupStream {
             send: i.send.clone(),
             stream,
@@ -435,6 +438,19 @@ impl SubgroupStream {
         status: ObjectStatus,
         payload: Bytes,
     ) -> Result<(), Error> {
+        self.write_at(object_id, extensions, status, payload, Instant::now())
+    }
+
+    /// Writes one object that reached this endpoint at `arrival` (its delivery timeout
+    /// counts from then).
+    pub fn write_at(
+        &mut self,
+        object_id: u64,
+        extensions: &Extensions,
+        status: ObjectStatus,
+        payload: Bytes,
+        arrival: Instant,
+    ) -> Result<(), Error> {
         if self.ended || self.closed {
             return Err(WriteError::AfterEnd.into());
         }
@@ -452,18 +468,23 @@ impl SubgroupStream {
         put_varint(&mut head, delta);
         extensions.encode_object(&mut head);
         put_varint(&mut head, payload.len() as u64);
-        let mut chunks = vec![];
         if payload.is_empty() {
             put_varint(&mut head, status.code());
-            chunks.push(head.freeze());
-        } else {
-            chunks.push(head.freeze());
-            chunks.push(payload);
         }
         self.prev = Some(object_id);
         self.ended = matches!(status, ObjectStatus::EndOfGroup | ObjectStatus::EndOfTrack);
-        if !self.send.push(SendCmd::Write { stream: self.stream, chunks, enqueued: Instant::now() })
-        {
+        let capture_age = tiermesh_proto::loc::capture_timestamp_us(extensions).and_then(|ts| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+            now.checked_sub(std::time::Duration::from_micros(ts))
+        });
+        let cmd = SendCmd::Write {
+            stream: self.stream,
+            head: head.freeze(),
+            payload,
+            arrival,
+            capture_age,
+        };
+        if !self.send.push(cmd) {
             return Err(Error::Ended);
         }
         Ok(())
@@ -474,9 +495,15 @@ impl SubgroupStream {
         self.write(object.object_id, &object.extensions, object.status, object.payload.clone())
     }
 
-    /// Writes a received object as is.
+    /// Writes a received object as is; its delivery timeout counts from its arrival here.
     pub fn write_received(&mut self, object: &ReceivedObject) -> Result<(), Error> {
-        self.write(object.object_id, &object.extensions, object.status, object.payload.clone())
+        self.write_at(
+            object.object_id,
+            &object.extensions,
+            object.status,
+            object.payload.clone(),
+            object.arrival,
+        )
     }
 
     /// Ends the stream: everything written is delivered.
@@ -488,7 +515,8 @@ impl SubgroupStream {
     /// Abandons the stream with a reset code.
     pub fn reset(mut self, code: u32) {
         self.closed = true;
-        self.send.push(SendCmd::Reset { stream: self.stream, code });
+        tracing::debug!(code, "subgroup stream dropped");
+        self.send.push(SendCmd::Reset { stream: self.stream });
     }
 }
 
@@ -513,12 +541,11 @@ impl FetchResponse {
     pub(crate) fn open(send: SendPath, request_id: RequestId, subscriber_priority: u8) -> Self {
         let stream = send.allocate();
         let header = FetchHeader { request_id }.to_vec();
-        send.push(SendCmd::Open {
-            stream,
-            order: SendOrder::subgroup(subscriber_priority, 0, GroupOrder::Ascending, 0, 0),
-            quic_priority: quic_priority(subscriber_priority, 0, GroupOrder::Ascending, 0),
-            header: Bytes::from(header),
-        });
+        // Fetch responses form their own flow, apart from the subscriptions' tracks.
+        let spec = StreamSpec::new(TrackKey(FETCH_TRACK_BIT | request_id.0), class_of(1), 0, 0)
+            .priority(subscriber_priority, tiermesh_proto::priority::DEFAULT_PRIORITY)
+            .header(Bytes::from(header));
+        send.push(SendCmd::Open { stream, spec });
         Self { send, stream, writer: tiermesh_proto::data::FetchWriter::new(), closed: false }
     }
 
@@ -530,8 +557,10 @@ impl FetchResponse {
         self.writer.encode_item(&FetchItem::Object(o), &mut buf)?;
         self.send.push(SendCmd::Write {
             stream: self.stream,
-            chunks: vec![Bytes::from(buf)],
-            enqueued: Instant::now(),
+            head: Bytes::from(buf),
+            payload: Bytes::new(),
+            arrival: Instant::now(),
+            capture_age: None,
         });
         Ok(())
     }
@@ -545,7 +574,8 @@ impl FetchResponse {
     /// Abandons the fetch stream with a reset code.
     pub fn reset(mut self, code: u32) {
         self.closed = true;
-        self.send.push(SendCmd::Reset { stream: self.stream, code });
+        tracing::debug!(code, "fetch stream dropped");
+        self.send.push(SendCmd::Reset { stream: self.stream });
     }
 }
 
