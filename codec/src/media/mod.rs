@@ -169,6 +169,22 @@ impl MediaSample {
     pub fn is_video(&self) -> bool {
         matches!(self.kind, SampleKind::Video { .. })
     }
+
+    /// The sample as a LOC object whose Timestamp is `start_us` (the wall-clock time in
+    /// microseconds at which the file started playing) plus its presentation time.
+    pub fn to_loc(&self, start_us: u64) -> crate::loc::Object {
+        let pts_us = u64::try_from(self.pts.as_micros()).unwrap_or(u64::MAX);
+        let video_config = match &self.kind {
+            SampleKind::Video { config, .. } => config.as_ref().map(|c| c.to_vec()),
+            SampleKind::Audio { .. } => None,
+        };
+        crate::loc::Object {
+            payload: self.data.to_vec(),
+            timestamp_us: start_us.saturating_add(pts_us),
+            video_config,
+            key_frame: self.is_key(),
+        }
+    }
 }
 
 impl std::fmt::Debug for MediaSample {
@@ -305,6 +321,27 @@ pub(crate) fn duration_to_ticks(d: Duration, timescale: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_become_loc_objects_at_start_plus_pts() {
+        let s = MediaSample {
+            kind: SampleKind::Video {
+                codec: Codec::Av1,
+                key: true,
+                width: 2,
+                height: 2,
+                config: Some(Bytes::from_static(&[0x81, 0, 0, 0])),
+            },
+            data: Bytes::from_static(&[1, 2, 3]),
+            pts: Duration::from_millis(40),
+            duration: Duration::from_millis(40),
+        };
+        let o = s.to_loc(1_000_000);
+        assert_eq!(o.timestamp_us, 1_040_000);
+        assert_eq!(o.payload, vec![1, 2, 3]);
+        assert_eq!(o.video_config, Some(vec![0x81, 0, 0, 0]));
+        assert!(o.key_frame);
+    }
 
     #[test]
     fn tick_conversions_round_trip() {
