@@ -30,6 +30,8 @@ enum Command {
     Sub(tiermesh_client::cli::SubArgs),
     /// A relay on localhost with a generated certificate and a synthetic publisher.
     Dev(dev::Args),
+    /// Load a relay with many subscribers (and publishers); report latency, stalls, relay CPU.
+    Bees(tiermesh_bees::cli::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Command::Pub(args) => tiermesh_client::cli::run_pub(args)?,
         Command::Sub(args) => tiermesh_client::cli::run_sub(args)?,
         Command::Dev(args) => dev::run(args)?,
+        Command::Bees(args) => tiermesh_bees::cli::run(args)?,
     }
     Ok(())
 }
