@@ -4,10 +4,10 @@
 //! `cargo run --release -p tiermesh-client --example scheduler_bench`
 //!
 //! Two workloads, both on virtual time (no sockets, no sleeping):
-//! - **live**: the link keeps up. Every millisecond, the objects that arrived (audio every
-//!   20 ms, three 30 fps video tiers and 12 more equal-priority tracks, groups of 30
-//!   objects, each group its own stream) are pushed and the scheduler is drained with an
-//!   ample budget, as a relay does in steady state.
+//! - **live**: the link keeps up (100 s of media). Every millisecond, the objects that
+//!   arrived (audio every 20 ms, three 30 fps video tiers and 12 more equal-priority
+//!   tracks, groups of 30 objects, each group its own stream) are pushed and the scheduler
+//!   is drained with an ample budget, as a relay does in steady state.
 //! - **backlog**: the link is congested. 64 equal-priority tracks and 4 priority levels
 //!   queue 50 000 objects first; then the scheduler is drained 64 KiB per wake-up.
 //!
@@ -102,7 +102,7 @@ fn live(mode: Mode) -> Figures {
     let mut counts = vec![0u64; tracks.len()];
     let (mut objects, mut bytes) = (0, 0);
     let start = Clock::start();
-    for ms in 0..20_000u64 {
+    for ms in 0..100_000u64 {
         let now = t0 + Duration::from_millis(ms);
         for (i, &(class, prio, period, _)) in tracks.iter().enumerate() {
             if ms % period != 0 {
