@@ -6,7 +6,7 @@
 // room see and hear each other; the Rust subscriber
 // (`tiermesh sub`) reads what the browser publishes and the browser player reads what the
 // Rust publisher (`tiermesh pub`) sends. Skipped when the tiermesh binary is not built
-// (TIERMESH_BIN, default ../target/debug/tiermesh).
+// (TIERMESH_BIN, else $CARGO_TARGET_DIR/debug/tiermesh, else ../target/debug/tiermesh).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -15,7 +15,13 @@ import { createSocket } from 'node:dgram';
 import { fileURLToPath } from 'node:url';
 import { haveChromium, launch, open, pageUrl, stats, longestFreeze } from './chromium.mjs';
 
-const BIN = process.env.TIERMESH_BIN ?? fileURLToPath(new URL('../../target/debug/tiermesh', import.meta.url));
+// The binary cargo built: $TIERMESH_BIN, else in $CARGO_TARGET_DIR (as CI sets it), else in
+// the workspace's target/.
+const BIN =
+  process.env.TIERMESH_BIN ??
+  (process.env.CARGO_TARGET_DIR
+    ? `${process.env.CARGO_TARGET_DIR}/debug/tiermesh`
+    : fileURLToPath(new URL('../../target/debug/tiermesh', import.meta.url)));
 const hasRelay = existsSync(BIN) && spawnSync(BIN, ['relay', '--help'], { stdio: 'ignore' }).status === 0;
 const skip = (!haveChromium() && 'no chromium') || (!hasRelay && `no tiermesh binary with a relay subcommand at ${BIN}`);
 
