@@ -402,3 +402,33 @@ fn b_frame_video_keeps_its_display_times() -> Result<()> {
     assert_eq!(times(&copy), times(&samples), "every frame keeps its presentation time");
     Ok(())
 }
+
+#[test]
+fn av1_tier_switch_mid_recording_still_decodes() -> Result<()> {
+    // A subscriber moved down the ladder: AV1 key frames carry their sequence header in
+    // band, so one file can hold both sizes.
+    if !have_ffmpeg("av1_tier_switch_mid_recording_still_decodes") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("switch.mp4");
+    let high = av1_frames(160, 96, 4, 4)?;
+    let low = av1_frames(96, 64, 4, 4)?;
+    let mut w = Mp4Writer::create(&path, Tracks::video(video_track(Codec::Av1, &high, 160, 96)?))?;
+    for (i, (data, key, _)) in high.iter().chain(&low).enumerate() {
+        w.write_video(data, frame_time(i as u64), *key)?;
+    }
+    w.finish()?;
+    let streams = probe(&path)?;
+    assert_eq!(streams[0].frames, 8, "ffmpeg decodes every frame of both tiers");
+    let errors = decode_errors(&path)?;
+    assert!(errors.is_empty(), "ffmpeg decode errors:\n{errors}");
+    let mut dec = av1::Decoder::new()?;
+    let sizes: Vec<(usize, usize)> = read_back(&path)?
+        .iter()
+        .filter_map(|s| dec.decode(&s.data).ok().flatten())
+        .map(|p| (p.width, p.height))
+        .collect();
+    assert_eq!(sizes, [vec![(160, 96); 4], vec![(96, 64); 4]].concat());
+    Ok(())
+}
