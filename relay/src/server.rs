@@ -97,6 +97,7 @@ impl Relay {
             draining: AtomicBool::new(false),
         });
         let (stop_tx, mut stop_rx) = watch::channel(false);
+        let reload_resolver = resolver.clone();
         let accept_ctx = ctx.clone();
         let task = tokio::spawn(async move {
             let mut reload = tokio::time::interval(CERT_RELOAD_INTERVAL);
@@ -141,6 +142,7 @@ impl Relay {
         Ok(RelayHandle {
             local_addr,
             cert_hash,
+            resolver: reload_resolver,
             ctx,
             health,
             ops: Some(ops),
@@ -155,6 +157,7 @@ impl Relay {
 pub struct RelayHandle {
     local_addr: SocketAddr,
     cert_hash: CertHash,
+    resolver: Option<Arc<ReloadingResolver>>,
     ctx: Arc<Ctx>,
     health: Health,
     ops: Option<ops::Handle>,
@@ -176,6 +179,20 @@ impl RelayHandle {
     /// SHA-256 of the certificate in service at start.
     pub fn cert_hash(&self) -> CertHash {
         self.cert_hash
+    }
+
+    /// SHA-256 of the certificate in service now (it changes when the files are replaced).
+    pub fn current_cert_hash(&self) -> CertHash {
+        self.resolver.as_ref().map_or(self.cert_hash, |r| r.sha256())
+    }
+
+    /// Checks the certificate files now instead of at the next interval; true if a new
+    /// certificate is in service. A generated certificate never changes.
+    pub fn reload_tls(&self) -> Result<bool, Error> {
+        match &self.resolver {
+            Some(r) => Ok(r.reload_if_changed()?),
+            None => Ok(false),
+        }
     }
 
     /// The relay's metrics.

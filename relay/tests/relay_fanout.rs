@@ -38,6 +38,8 @@ async fn one_publisher_three_subscribers_one_upstream() {
     eventually("metrics", || m.objects_out(class) == 300).await;
     assert_eq!(m.objects_in(class), 100);
     assert_eq!(m.subscriptions.get(), 3);
+    assert_eq!(m.forward_delay.count(), 300, "every forwarded object's delay is measured");
+    assert_eq!(m.capture_age.count(), 100, "every received object's capture age is measured");
     let rendered = m.render();
     let bytes_in: u64 = (0..4).flat_map(|g| (0..25).map(move |o| payload(g, o).len() as u64)).sum();
     assert!(rendered.contains(&format!("{bytes_in}")), "bytes in counted:\n{rendered}");

@@ -97,3 +97,21 @@ async fn too_many_requests_closes_the_session() {
     assert_eq!(app_code(&reason), Some(TerminationCode::TooManyRequests.code()), "{reason}");
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn namespaces_deeper_than_the_limit_are_refused() {
+    let mut c = config();
+    c.limits.max_namespace_depth = 2;
+    let relay = relay(c).await;
+    let conn = connect(&relay, "moqt").await;
+    match within("publish_namespace", conn.publish_namespace(ns(), None)).await {
+        Err(tiermesh_client::moq::Error::Rejected { code, .. }) => {
+            assert_eq!(code, tiermesh_proto::message::RequestErrorCode::NotSupported)
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The session carries on.
+    let short = tiermesh_proto::types::TrackNamespace::from_path("clinic/room-42").unwrap();
+    within("publish_namespace", conn.publish_namespace(short, None)).await.unwrap();
+    relay.shutdown().await;
+}
