@@ -53,8 +53,9 @@ pub struct Packet<T> {
 /// rav1e in low-latency mode: no frame reordering, one-frame RDO lookahead, no scene-cut
 /// key frames (the caller decides where groups start).
 ///
-/// rav1e still holds back a couple of frames before emitting the first packet; packets
-/// come out in input order, each with the tag its frame was sent with. A bit-rate change
+/// rav1e still holds frames back for its lookahead: a packet comes out up to 4 frames after its
+/// picture went in (133 ms at 30 fps, measured by the ladder tests), in input order, with
+/// the tag its frame was sent with. H.264 has no such delay. A bit-rate change
 /// applies from the next key frame: rav1e fixes rate control at creation, so the encoder
 /// is drained and rebuilt there.
 pub struct Encoder<T> {

@@ -519,7 +519,7 @@ impl Ladder {
 
     /// Encodes one source picture captured at `capture_us` (wall-clock microseconds) on
     /// every active rung. Returns the frames that came out, in rung order; AV1 rungs return
-    /// a frame a couple of pushes later than H.264 rungs (rav1e's lookahead).
+    /// each frame up to 4 pushes later than H.264 rungs (rav1e's lookahead).
     ///
     /// # Errors
     /// [`Error::InvalidFrame`] for an inconsistent picture, [`Error::Encode`] if an encoder fails.
