@@ -562,7 +562,17 @@ async fn subscriber(
         };
         match joined {
             Ok(Ok((reader, fetch))) => {
-                let fetch = fetch.ok();
+                let fetch = match fetch {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        // Not fatal: the subscription runs, starting mid-group.
+                        result.errors.push(format!(
+                            "joining fetch {name}: {}",
+                            tiermesh_client::cli::explain(&e)
+                        ));
+                        None
+                    }
+                };
                 let tracker = Tracker::new(&name, asked, config.stall);
                 followers.spawn(follow(tracker, reader, fetch, live.clone(), clock, deadline));
             }
@@ -639,8 +649,12 @@ struct Group {
     /// Bit per object ID seen.
     seen: Vec<u64>,
     count: u64,
+    min: u64,
     max: u64,
     declared: u64,
+    /// The subscription (not a fetch) delivered this group's first object seen: the group
+    /// the subscription joined in, whose start only the joining FETCH brings.
+    joined_here: bool,
 }
 
 /// Counts what one subscription delivers, in bounded memory (see [`OPEN_GROUPS`]).
@@ -656,6 +670,7 @@ struct Tracker {
     distinct_groups: u64,
     declared_group_gaps: u64,
     last_live: Option<Instant>,
+    any_live: bool,
     totals: TrackTotals,
     error: Option<String>,
 }
@@ -673,6 +688,7 @@ impl Tracker {
             distinct_groups: 0,
             declared_group_gaps: 0,
             last_live: None,
+            any_live: false,
             totals: TrackTotals { subscriptions: 1, ..TrackTotals::default() },
             error: None,
         }
@@ -680,7 +696,16 @@ impl Tracker {
 
     fn record(&mut self, o: &ReceivedObject, fetched: bool, live: &Live, clock: &Clock) {
         let new_group = !self.groups.contains_key(&o.group_id);
+        let first_live = !fetched && self.last_live.is_none() && !self.any_live;
+        if !fetched {
+            self.any_live = true;
+        }
         let g = self.groups.entry(o.group_id).or_default();
+        if new_group {
+            g.min = o.object_id;
+            g.joined_here = first_live;
+        }
+        g.min = g.min.min(o.object_id);
         let (word, bit) = ((o.object_id / 64) as usize, o.object_id % 64);
         if word > 1024 {
             // An object ID this large is not a frame of any real group; count it without
@@ -741,7 +766,9 @@ impl Tracker {
     }
 
     fn settle(&mut self, g: &Group) {
-        let expected = g.max + 1;
+        // The group the subscription joined in counts from its first object received unless
+        // the joining FETCH brought the start (a failed fetch is reported as an error).
+        let expected = if g.joined_here && g.min > 0 { g.max + 1 - g.min } else { g.max + 1 };
         self.totals.missing_objects += expected.saturating_sub(g.count + g.declared);
     }
 

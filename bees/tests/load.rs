@@ -20,9 +20,11 @@ use tiermesh_relay::{Relay, RelayHandle};
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn relay() -> RelayHandle {
-    let mut config = RelayConfig::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.ops = "127.0.0.1:0".parse().unwrap();
+    let mut config = RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ops: "127.0.0.1:0".parse().unwrap(),
+        ..RelayConfig::default()
+    };
     config.tls.generate = true;
     config.auth.public = vec!["bench".parse().unwrap()];
     config.auth.public_publish = config.auth.public.clone();
