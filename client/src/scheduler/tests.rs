@@ -848,3 +848,26 @@ fn tiny_headroom_still_makes_progress() {
     }
     assert_eq!(total, 1004);
 }
+
+/// The last chunk of a finished stream can still be handed back: `Finish` waits until the
+/// rest is written.
+#[test]
+fn last_chunk_can_be_handed_back_before_finish() {
+    for mode in [Mode::Priority, Mode::Fifo] {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(SchedulerConfig::default().mode(mode));
+        s.open_stream(StreamKey(1), audio(1, 1)).unwrap();
+        s.push_object(StreamKey(1), Object::new(t0, Bytes::new(), Bytes::from(vec![1u8; 500])))
+            .unwrap();
+        s.finish_stream(StreamKey(1)).unwrap();
+        let Some(Action::Write { chunk, .. }) = s.poll_send(t0, &mut unlimited()) else {
+            panic!("expected a write");
+        };
+        s.handle_blocked(StreamKey(1), chunk.slice(200..)).unwrap();
+        assert_eq!(s.poll_send(t0, &mut unlimited()), None, "{mode:?}: blocked, no Finish");
+        s.handle_unblocked(StreamKey(1)).unwrap();
+        let actions = drain(&mut s, t0, &mut unlimited());
+        assert_eq!(written_bytes(&actions, 1), 300, "{mode:?}");
+        assert_eq!(actions.last(), Some(&Action::Finish { key: StreamKey(1) }), "{mode:?}");
+    }
+}
