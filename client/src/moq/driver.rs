@@ -245,6 +245,9 @@ pub(crate) async fn start(
     });
     let span = tracing::info_span!("moq", role = ?role, peer = %transport.peer(), kind = %transport.kind());
     let mut session = session::Session::new(now, role, config);
+    // Control messages go before every object (media streams use 0..=65535, see
+    // `scheduler::quinn_priority`); without this SUBSCRIBE_OK waits behind queued video.
+    let _ = control_send.set_priority(i32::MAX);
     // CLIENT_SETUP goes out before the driver runs: over raw QUIC the server sees the
     // control stream only once bytes arrive on it.
     while let Some(t) = session.poll_transmit() {

@@ -134,6 +134,8 @@ async fn ns_stream(
     mut rx: mpsc::UnboundedReceiver<(Vec<u8>, bool)>,
     inputs: Inputs,
 ) {
+    // Control messages, above every media stream (see `driver::start`).
+    let _ = send.set_priority(i32::MAX);
     let write = async {
         while let Some((data, fin)) = rx.recv().await {
             if !data.is_empty() && send.write_all(&data).await.is_err() {
