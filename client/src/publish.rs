@@ -124,15 +124,46 @@ pub enum Served {
     Closed(CloseReason),
 }
 
-/// Publishes one synthetic broadcast; survives reconnections.
-pub struct Publisher {
+/// Where a [`Publisher`]'s objects come from: the synthetic [`Generator`] or real media
+/// (`crate::media::MediaBroadcast`). Sans-IO, like the generator: given wall-clock time, it
+/// hands out the objects due by then.
+pub trait Source: Send {
+    /// The broadcast's tracks (catalog first).
+    fn spec(&self) -> &BroadcastSpec;
+    /// The next object due at or before `now_us`, or `None`.
+    fn poll_object(&mut self, now_us: u64) -> Option<synthetic::Object>;
+    /// When the next object is due, wall-clock microseconds; `None` if nothing more comes.
+    fn poll_timeout(&self) -> Option<u64>;
+    /// A catalog object for group `group_id`, generated at `now_us`.
+    fn catalog_object(&self, group_id: u64, now_us: u64) -> Option<synthetic::Object>;
+    /// A subscriber asked for a new group (NEW GROUP REQUEST): start one at the next frame.
+    fn request_key_frame(&mut self) {}
+}
+
+impl Source for Generator {
+    fn spec(&self) -> &BroadcastSpec {
+        Generator::spec(self)
+    }
+    fn poll_object(&mut self, now_us: u64) -> Option<synthetic::Object> {
+        Generator::poll_object(self, now_us)
+    }
+    fn poll_timeout(&self) -> Option<u64> {
+        Generator::poll_timeout(self)
+    }
+    fn catalog_object(&self, group_id: u64, now_us: u64) -> Option<synthetic::Object> {
+        Generator::catalog_object(self, group_id, now_us)
+    }
+}
+
+/// Publishes one broadcast (synthetic by default); survives reconnections.
+pub struct Publisher<S = Generator> {
     namespace: TrackNamespace,
-    generator: Generator,
+    generator: S,
     tracks: Vec<TrackState>,
     token: Option<Bytes>,
 }
 
-impl std::fmt::Debug for Publisher {
+impl<S> std::fmt::Debug for Publisher<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher").field("namespace", &self.namespace).finish_non_exhaustive()
     }
@@ -147,7 +178,16 @@ impl Publisher {
         now_us: u64,
         token: Option<Bytes>,
     ) -> Self {
-        let tracks = spec
+        Publisher::with_source(namespace, Generator::new(spec, now_us), token)
+    }
+}
+
+impl<S: Source> Publisher<S> {
+    /// A publisher of the objects of `source` under `namespace`. `token` is sent with
+    /// PUBLISH_NAMESPACE as an AUTHORIZATION TOKEN.
+    pub fn with_source(namespace: TrackNamespace, source: S, token: Option<Bytes>) -> Self {
+        let tracks = source
+            .spec()
             .tracks
             .iter()
             .map(|t| TrackState {
@@ -160,7 +200,7 @@ impl Publisher {
                 objects_sent: 0,
             })
             .collect();
-        Self { namespace, generator: Generator::new(spec, now_us), tracks, token }
+        Self { namespace, generator: source, tracks, token }
     }
 
     /// The broadcast's namespace.
@@ -272,6 +312,9 @@ impl Publisher {
             req.reject(RequestErrorCode::DoesNotExist, "no such track in this broadcast");
             return;
         };
+        if req.params.new_group_request.is_some() {
+            self.generator.request_key_frame();
+        }
         let wait_for_group =
             matches!(req.params.subscription_filter, Some(SubscriptionFilter::NextGroupStart));
         let t = &self.tracks[i];

@@ -1,0 +1,708 @@
+//! Real media for the publisher: what `tiermesh pub --test-pattern` and
+//! `tiermesh pub --input FILE` send.
+//!
+//! A [`MediaBroadcast`] is a [`Source`] for [`crate::publish::Publisher`], so it goes out
+//! through the same publishing path as the synthetic broadcast (subscribers, cache,
+//! joining fetches, reconnection). Sans-IO like the synthetic generator: it is given
+//! wall-clock time and hands out the objects due by then, encoding as it goes.
+//!
+//! ```text
+//! test pattern / Y4M frames ─┐
+//! decoded H.264 / AV1 (--ladder) ─► codec::Ladder ─► one LOC object per frame per rung
+//! tone ─► Opus ─────────────────────────────────────► `audio`, one object per group
+//! H.264 / AV1 / Opus samples of a file (no --ladder) ─► passed through as one tier
+//! ```
+//!
+//! Each encoded frame is one object: LOC Timestamp = capture time (wall clock), Video
+//! Config = the avcC / av1C on key frames. Tracks, priorities and extensions are those of
+//! the synthetic broadcast ([`crate::synthetic::TrackSpec::extensions`]): catalog 0, audio
+//! 16, lowest tier 32 and +16 per higher tier, descending group order, DYNAMIC GROUPS,
+//! delivery timeouts 400 ms (audio) and 1 s (video). The catalog lists every rung with its
+//! WebCodecs codec string, size, frame rate, bit rate and the alternate group that ties
+//! them together.
+//!
+//! Real time comes first: when encoding falls behind the frame clock by more than
+//! [`MAX_LAG_FRAMES`] frames, source frames are skipped (and counted in
+//! [`MediaStats::frames_dropped`]) rather than sent late.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tiermesh_codec::catalog::{Catalog, Track};
+use tiermesh_codec::ladder::{GroupLength, Rung};
+use tiermesh_codec::media::{self, Input, MediaSample, RawSource, SampleKind};
+use tiermesh_codec::{Codec, EncodedFrame, I420, Ladder, LadderConfig, h264, opus, test_pattern};
+use tiermesh_proto::catalog::CATALOG_TRACK_NAME;
+use tiermesh_proto::ext::Extensions;
+use tiermesh_proto::loc::{self, LocProperties};
+
+use crate::publish::Source;
+use crate::synthetic::{self, AUDIO_FRAME_US, BroadcastSpec, TrackKind, TrackSpec};
+
+/// How many frame intervals the encoder may lag behind the frame clock before source
+/// frames are skipped: two frames (66 ms at 30 fps) absorb a slow key frame without
+/// dropping, more would add latency every viewer sees.
+pub const MAX_LAG_FRAMES: u64 = 2;
+
+/// Audio bit rate of the test tone's Opus encoding (speech quality, with FEC room).
+const TONE_BITRATE: u32 = 32_000;
+
+/// Errors of setting up a media broadcast.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// The encoders or the test pattern refused the configuration.
+    #[error("{0}")]
+    Codec(#[from] tiermesh_codec::Error),
+    /// The input file cannot be read.
+    #[error("{0}")]
+    Input(#[from] media::Error),
+    /// The input holds nothing tiermesh can publish.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// What a [`MediaBroadcast`] did so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaStats {
+    /// Source video frames taken in (pattern pictures, file frames or samples).
+    pub frames_in: u64,
+    /// Source frames skipped because encoding fell behind real time.
+    pub frames_dropped: u64,
+    /// Encoded video objects handed out, all tiers together.
+    pub video_objects: u64,
+    /// Audio objects handed out.
+    pub audio_objects: u64,
+    /// Frames an encoder or decoder failed on (logged, skipped).
+    pub errors: u64,
+    /// Groups started early for a key-frame request.
+    pub key_frame_requests: u64,
+}
+
+/// The ladder used by `tiermesh pub --test-pattern`: three rungs for H.264 (the codec
+/// crate's default), the two AV1 rungs this machine class encodes in real time for AV1.
+pub fn ladder_for(codec: Codec) -> LadderConfig {
+    match codec {
+        Codec::H264 => LadderConfig::default(),
+        Codec::Av1 => LadderConfig::av1_low(),
+    }
+}
+
+/// A light H.264 ladder (360p and 180p at 30 fps) that runs in real time on a shared
+/// two-core machine beside a relay: what `tiermesh dev` publishes.
+pub fn light_ladder() -> LadderConfig {
+    LadderConfig::default().rungs(vec![
+        Rung::new("360p", 640, 360, 30.0, 500_000, Codec::H264),
+        Rung::new("180p", 320, 180, 30.0, 150_000, Codec::H264),
+    ])
+}
+
+enum Video {
+    /// The generated test pattern, at the top rung's size.
+    Pattern(test_pattern::Generator),
+    /// Raw pictures from a file (Y4M).
+    Raw(Box<dyn RawSource>),
+    /// Encoded samples of a file, decoded and encoded again on the ladder.
+    Transcode { source: Box<dyn media::Source>, decoder: Decoder },
+    /// Encoded samples of a file sent as they are (video and audio).
+    Pass(Box<dyn media::Source>),
+}
+
+/// A video decoder of either codec.
+enum Decoder {
+    H264(h264::Decoder),
+    Av1(tiermesh_codec::av1::Decoder),
+}
+
+impl Decoder {
+    fn decode(&mut self, sample: &MediaSample) -> Result<Option<I420>, tiermesh_codec::Error> {
+        match (self, &sample.kind) {
+            (Decoder::H264(d), SampleKind::Video { config, .. }) => {
+                d.decode(&sample.data, config.as_deref())
+            }
+            (Decoder::Av1(d), SampleKind::Video { .. }) => d.decode(&sample.data),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Publishes real encoded media as the tracks of one broadcast.
+pub struct MediaBroadcast {
+    spec: BroadcastSpec,
+    ladder: Option<Ladder>,
+    /// Track index of each ladder rung (rungs are highest first, tracks lowest first).
+    rung_track: Vec<usize>,
+    video: Video,
+    tone: Option<(test_pattern::Tone, opus::Encoder)>,
+    catalog_tracks: Vec<Track>,
+    catalog_due: Option<u64>,
+    start_us: u64,
+    frame_us: f64,
+    /// Index of the next video frame on the frame clock.
+    next_frame: u64,
+    /// Capture time of the next video frame (`u64::MAX` when the source ended).
+    next_video_us: u64,
+    /// Capture time of the next audio frame (`u64::MAX`: no audio or it ended).
+    next_audio_us: u64,
+    /// A file sample read ahead of its time.
+    ahead: Option<MediaSample>,
+    /// The file source returned its last sample.
+    file_ended: bool,
+    audio_group: u64,
+    /// Group IDs start at the start time in seconds, so a restarted publisher keeps them
+    /// increasing.
+    group_base: u64,
+    pass_group: Option<u64>,
+    pass_object: u64,
+    pending: VecDeque<synthetic::Object>,
+    stats: MediaStats,
+}
+
+impl std::fmt::Debug for MediaBroadcast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaBroadcast")
+            .field("tracks", &self.spec.tracks.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn catalog_spec() -> TrackSpec {
+    TrackSpec {
+        name: CATALOG_TRACK_NAME.to_owned(),
+        kind: TrackKind::Catalog,
+        priority: 0,
+        bitrate: 0,
+        size: None,
+        delivery_timeout: None,
+    }
+}
+
+fn audio_spec(bitrate: u64) -> TrackSpec {
+    TrackSpec {
+        name: "audio".to_owned(),
+        kind: TrackKind::Audio,
+        priority: 16,
+        bitrate,
+        size: None,
+        delivery_timeout: Some(Duration::from_millis(400)),
+    }
+}
+
+fn video_spec(name: String, lowest_first: usize, bitrate: u64, size: (u32, u32)) -> TrackSpec {
+    TrackSpec {
+        name,
+        kind: TrackKind::Video,
+        priority: u8::try_from(32 + 16 * lowest_first).unwrap_or(u8::MAX),
+        bitrate,
+        size: Some(size),
+        delivery_timeout: Some(Duration::from_secs(1)),
+    }
+}
+
+impl MediaBroadcast {
+    /// The test pattern (with noise of `noise` luma steps; 0 for none) encoded on `ladder`
+    /// at its source frame rate, and a tone in Opus, starting at wall-clock `now_us`.
+    ///
+    /// # Errors
+    /// The ladder's configuration or an encoder is refused.
+    pub fn test_pattern(ladder: LadderConfig, noise: u8, now_us: u64) -> Result<Self, MediaError> {
+        let top = ladder
+            .rungs
+            .first()
+            .ok_or_else(|| MediaError::Unsupported("a ladder needs at least one rung".into()))?;
+        let pattern = test_pattern::Generator::new(top.width, top.height, ladder.source_fps)?
+            .with_noise(noise);
+        let tone = test_pattern::Tone::new(opus::SAMPLE_RATE, 1)?;
+        let encoder = opus::Encoder::new(opus::EncoderConfig {
+            bitrate: TONE_BITRATE,
+            ..opus::EncoderConfig::default()
+        })?;
+        let fps = ladder.source_fps;
+        let mut this = Self::with_ladder(ladder, Video::Pattern(pattern), true, now_us)?;
+        this.tone = Some((tone, encoder));
+        this.frame_us = 1_000_000.0 / fps;
+        Ok(this)
+    }
+
+    /// The media of the file at `path`. Raw video (Y4M) always goes through `ladder`;
+    /// encoded video goes through it (decoded first) when `transcode` is set, else it is
+    /// sent as it is as one tier named after its height, with the file's Opus audio.
+    /// `looped` plays the file endlessly.
+    ///
+    /// # Errors
+    /// The file cannot be read or holds nothing publishable; an encoder is refused.
+    pub fn file(
+        path: &Path,
+        ladder: LadderConfig,
+        transcode: bool,
+        looped: bool,
+        now_us: u64,
+    ) -> Result<Self, MediaError> {
+        let input = media::input::open(path)?;
+        let input = if looped { input.looped() } else { input };
+        let info = input.info().clone();
+        match input {
+            Input::Raw(src) => {
+                let v = info.video.as_ref().ok_or_else(|| {
+                    MediaError::Unsupported(format!("{}: no video", path.display()))
+                })?;
+                let ladder = fit_ladder(ladder, v.width, v.height, v.fps);
+                let fps = ladder.source_fps;
+                let mut this = Self::with_ladder(ladder, Video::Raw(src), false, now_us)?;
+                this.frame_us = 1_000_000.0 / fps;
+                Ok(this)
+            }
+            Input::Encoded(src) if transcode => {
+                let v = info.video.as_ref().ok_or_else(|| {
+                    MediaError::Unsupported(format!("{}: no video to transcode", path.display()))
+                })?;
+                let decoder = match v.codec {
+                    Some(Codec::Av1) => Decoder::Av1(tiermesh_codec::av1::Decoder::new()?),
+                    _ => Decoder::H264(h264::Decoder::new()?),
+                };
+                let ladder = fit_ladder(ladder, v.width, v.height, v.fps);
+                let fps = ladder.source_fps;
+                let mut this = Self::with_ladder(
+                    ladder,
+                    Video::Transcode { source: src, decoder },
+                    info.audio.is_some(),
+                    now_us,
+                )?;
+                this.frame_us = 1_000_000.0 / fps;
+                Ok(this)
+            }
+            Input::Encoded(src) => Self::pass(path, src, &info, now_us),
+        }
+    }
+
+    fn with_ladder(
+        config: LadderConfig,
+        video: Video,
+        audio: bool,
+        now_us: u64,
+    ) -> Result<Self, MediaError> {
+        let ladder = Ladder::new(config)?;
+        let rungs = ladder.rungs();
+        let n = rungs.len();
+        let mut tracks = vec![catalog_spec()];
+        if audio {
+            tracks.push(audio_spec(u64::from(TONE_BITRATE)));
+        }
+        let first_video = tracks.len();
+        for (lowest_first, r) in rungs.iter().rev().enumerate() {
+            let size = (u32::try_from(r.width).unwrap_or(0), u32::try_from(r.height).unwrap_or(0));
+            tracks.push(video_spec(r.track_name(), lowest_first, u64::from(r.bitrate), size));
+        }
+        let rung_track = (0..n).map(|i| first_video + (n - 1 - i)).collect();
+        let mut catalog_tracks = ladder.catalog_tracks(None);
+        if audio {
+            catalog_tracks.push(Catalog::opus_track(
+                "audio",
+                1,
+                TONE_BITRATE,
+                ladder.config().render_group,
+            ));
+        }
+        let mut this =
+            Self::blank(BroadcastSpec { tracks }, Video::Pattern(dummy_pattern()?), now_us);
+        this.video = video;
+        this.ladder = Some(ladder);
+        this.rung_track = rung_track;
+        this.catalog_tracks = catalog_tracks;
+        if audio {
+            this.next_audio_us = now_us.div_ceil(AUDIO_FRAME_US) * AUDIO_FRAME_US;
+        }
+        Ok(this)
+    }
+
+    fn blank(spec: BroadcastSpec, video: Video, now_us: u64) -> Self {
+        Self {
+            spec,
+            ladder: None,
+            rung_track: Vec::new(),
+            video,
+            tone: None,
+            catalog_tracks: Vec::new(),
+            catalog_due: Some(now_us),
+            start_us: now_us,
+            frame_us: 1_000_000.0 / 30.0,
+            next_frame: 0,
+            next_video_us: now_us,
+            next_audio_us: u64::MAX,
+            ahead: None,
+            file_ended: false,
+            audio_group: now_us / AUDIO_FRAME_US,
+            group_base: now_us / 1_000_000,
+            pass_group: None,
+            pass_object: 0,
+            pending: VecDeque::new(),
+            stats: MediaStats::default(),
+        }
+    }
+
+    fn pass(
+        path: &Path,
+        src: Box<dyn media::Source>,
+        info: &media::Info,
+        now_us: u64,
+    ) -> Result<Self, MediaError> {
+        let mut tracks = vec![catalog_spec()];
+        let mut catalog_tracks = Vec::new();
+        if let Some(a) = &info.audio {
+            tracks.push(audio_spec(64_000));
+            catalog_tracks.push(Catalog::opus_track("audio", a.channels, 64_000, 1));
+        }
+        if let Some(v) = &info.video {
+            let name = format!("video/{}p", v.height);
+            let seconds = info.duration.as_secs_f64().max(0.001);
+            // The file's average rate: what the catalog can say without encoding.
+            let bitrate = (src_bytes_estimate(v) as f64 * 8.0 / seconds) as u64;
+            tracks.push(video_spec(name.clone(), 0, bitrate, (v.width, v.height)));
+            catalog_tracks.push(Track {
+                name,
+                packaging: "loc".into(),
+                is_live: true,
+                role: Some("video".into()),
+                render_group: Some(1),
+                alt_group: Some(1),
+                codec: v.codec_string.clone(),
+                width: Some(v.width),
+                height: Some(v.height),
+                framerate: Some(v.fps),
+                bitrate: (bitrate > 0).then_some(bitrate),
+                ..Track::default()
+            });
+        }
+        if tracks.len() == 1 {
+            return Err(MediaError::Unsupported(format!(
+                "{}: neither H.264/AV1 video nor Opus audio",
+                path.display()
+            )));
+        }
+        let mut this = Self::blank(BroadcastSpec { tracks }, Video::Pass(src), now_us);
+        this.catalog_tracks = catalog_tracks;
+        Ok(this)
+    }
+
+    /// What happened so far.
+    pub fn stats(&self) -> MediaStats {
+        self.stats
+    }
+
+    fn catalog_json(&self, now_us: u64) -> Bytes {
+        let mut c = Catalog::new(Some(now_us / 1000));
+        c.tracks = self.catalog_tracks.clone();
+        Bytes::from(c.to_json().into_bytes())
+    }
+
+    fn track_index(&self, kind: TrackKind) -> Option<usize> {
+        self.spec.tracks.iter().position(|t| t.kind == kind)
+    }
+
+    fn object(
+        track: usize,
+        group_id: u64,
+        object_id: u64,
+        capture_us: u64,
+        key: bool,
+        config: Option<Bytes>,
+        payload: Bytes,
+    ) -> synthetic::Object {
+        let mut extensions = Extensions::default();
+        let props = LocProperties {
+            timestamp: Some(capture_us),
+            video_config: config,
+            ..LocProperties::default()
+        };
+        if let Err(e) = props.apply(&mut extensions) {
+            tracing::warn!(error = %e, "LOC properties not written");
+            loc::set_capture_timestamp_us(&mut extensions, capture_us);
+        }
+        synthetic::Object { track, group_id, object_id, capture_us, key, extensions, payload }
+    }
+
+    fn push_encoded(&mut self, frames: Vec<EncodedFrame>) {
+        for f in frames {
+            let Some(&track) = self.rung_track.get(f.rung) else { continue };
+            self.stats.video_objects += 1;
+            self.pending.push_back(Self::object(
+                track,
+                self.group_base + f.group_id,
+                f.object_id,
+                f.capture_us,
+                f.key_frame,
+                f.config.map(Bytes::from),
+                Bytes::from(f.data),
+            ));
+        }
+    }
+
+    fn encode(&mut self, picture: &I420, capture_us: u64) {
+        let Some(ladder) = &mut self.ladder else { return };
+        match ladder.push(picture, capture_us) {
+            Ok(frames) => self.push_encoded(frames),
+            Err(e) => {
+                self.stats.errors += 1;
+                tracing::warn!(error = %e, "encoding a frame failed");
+            }
+        }
+    }
+
+    /// Takes the video frame due at `at` (skipping frames if far behind `now_us`).
+    fn video_frame(&mut self, at: u64, now_us: u64) {
+        let behind = now_us.saturating_sub(at) as f64 / self.frame_us;
+        let skip = if behind > MAX_LAG_FRAMES as f64 { behind as u64 } else { 0 };
+        match &mut self.video {
+            Video::Pattern(p) => {
+                self.stats.frames_dropped += skip;
+                self.next_frame += skip;
+                let capture = self.start_us + (self.next_frame as f64 * self.frame_us) as u64;
+                let picture = p.frame(u32::try_from(self.next_frame).unwrap_or(u32::MAX), capture);
+                self.next_frame += 1;
+                self.stats.frames_in += 1;
+                self.encode(&picture, capture);
+            }
+            Video::Raw(src) => {
+                let mut skipped = 0;
+                let frame = loop {
+                    match src.next_frame() {
+                        Ok(Some(_)) if skipped < skip => skipped += 1,
+                        Ok(Some(f)) => break Some(f),
+                        Ok(None) => break None,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading the input failed");
+                            break None;
+                        }
+                    }
+                };
+                self.stats.frames_dropped += skipped;
+                self.next_frame += skipped + 1;
+                match frame {
+                    Some(f) => {
+                        self.stats.frames_in += 1;
+                        let capture = self.start_us + duration_us(f.pts);
+                        self.encode(&f.picture, capture);
+                    }
+                    None => self.next_video_us = u64::MAX,
+                }
+            }
+            Video::Transcode { .. } | Video::Pass(_) => {}
+        }
+        if self.next_video_us != u64::MAX && matches!(self.video, Video::Pattern(_) | Video::Raw(_))
+        {
+            self.next_video_us = self.start_us + (self.next_frame as f64 * self.frame_us) as u64;
+        }
+    }
+
+    fn tone_frame(&mut self, at: u64) {
+        let Some((tone, encoder)) = &mut self.tone else { return };
+        let audio = tone.next_frame();
+        self.next_audio_us = at + AUDIO_FRAME_US;
+        match encoder.encode(&audio) {
+            Ok(packet) => {
+                let Some(track) = self.track_index(TrackKind::Audio) else { return };
+                self.stats.audio_objects += 1;
+                self.pending.push_back(Self::object(
+                    track,
+                    at / AUDIO_FRAME_US,
+                    0,
+                    at,
+                    true,
+                    None,
+                    Bytes::from(packet),
+                ));
+            }
+            Err(e) => {
+                self.stats.errors += 1;
+                tracing::warn!(error = %e, "encoding audio failed");
+            }
+        }
+    }
+
+    /// The next sample of a file source, read ahead once.
+    fn peek_sample(&mut self) -> Option<&MediaSample> {
+        if self.ahead.is_none() && !self.file_ended {
+            let src = match &mut self.video {
+                Video::Pass(s) | Video::Transcode { source: s, .. } => s,
+                _ => return None,
+            };
+            match src.next_sample() {
+                Ok(Some(s)) => self.ahead = Some(s),
+                Ok(None) => self.file_ended = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the input failed");
+                    self.file_ended = true;
+                }
+            }
+        }
+        self.ahead.as_ref()
+    }
+
+    fn sample_due(&mut self) -> Option<u64> {
+        let start = self.start_us;
+        self.peek_sample().map(|s| start + duration_us(s.pts))
+    }
+
+    fn file_sample(&mut self, now_us: u64) {
+        let Some(sample) = self.ahead.take() else { return };
+        let at = self.start_us + duration_us(sample.pts);
+        match &sample.kind {
+            SampleKind::Audio { .. } => {
+                let Some(track) = self.track_index(TrackKind::Audio) else { return };
+                self.stats.audio_objects += 1;
+                let group = self.audio_group.max(at / AUDIO_FRAME_US);
+                self.audio_group = group + 1;
+                self.pending.push_back(Self::object(track, group, 0, at, true, None, sample.data));
+            }
+            SampleKind::Video { key, config, .. } => {
+                self.stats.frames_in += 1;
+                if let Video::Transcode { decoder, .. } = &mut self.video {
+                    match decoder.decode(&sample) {
+                        Ok(Some(picture)) => {
+                            let late = now_us.saturating_sub(at) as f64 / self.frame_us;
+                            if late > MAX_LAG_FRAMES as f64 && !*key {
+                                self.stats.frames_dropped += 1;
+                            } else {
+                                self.encode(&picture, at);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            self.stats.errors += 1;
+                            tracing::warn!(error = %e, "decoding the input failed");
+                        }
+                    }
+                    return;
+                }
+                let Some(track) = self.track_index(TrackKind::Video) else { return };
+                let group = match (self.pass_group, *key) {
+                    (None, false) => return,
+                    (Some(g), false) => g,
+                    (prev, true) => {
+                        self.pass_object = 0;
+                        prev.map_or(self.group_base, |g| g + 1)
+                    }
+                };
+                self.pass_group = Some(group);
+                self.stats.video_objects += 1;
+                let object = self.pass_object;
+                self.pass_object += 1;
+                self.pending.push_back(Self::object(
+                    track,
+                    group,
+                    object,
+                    at,
+                    *key,
+                    if *key { config.clone() } else { None },
+                    sample.data,
+                ));
+            }
+        }
+    }
+}
+
+fn dummy_pattern() -> Result<test_pattern::Generator, tiermesh_codec::Error> {
+    test_pattern::Generator::new(96, 64, 30.0)
+}
+
+fn duration_us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// An estimate of a file's video bytes for the catalog's bit rate: none is known before
+/// reading, so 0 (the catalog then leaves the bit rate out).
+fn src_bytes_estimate(_v: &media::VideoInfo) -> u64 {
+    0
+}
+
+/// The ladder for a source of `width`x`height` at `fps`: rungs taller than the source are
+/// left out (never upscale), the source frame rate is the file's.
+fn fit_ladder(mut ladder: LadderConfig, width: u32, height: u32, fps: f64) -> LadderConfig {
+    ladder.source_fps = if fps > 0.0 { fps } else { 30.0 };
+    let fitting: Vec<Rung> = ladder
+        .rungs
+        .iter()
+        .filter(|r| r.height <= height as usize && r.width <= width as usize)
+        .cloned()
+        .collect();
+    if fitting.is_empty() {
+        // A source smaller than every rung: one rung at the source size.
+        let (w, h) = (width as usize & !1, height as usize & !1);
+        let codec = ladder.rungs.first().map_or(Codec::H264, |r| r.codec);
+        ladder.rungs = vec![Rung::new(&format!("{h}p"), w, h, ladder.source_fps, 300_000, codec)];
+    } else {
+        ladder.rungs = fitting;
+    }
+    if let GroupLength::Micros(_) = ladder.group_length {
+    } else {
+        ladder.group_length = GroupLength::Micros(1_000_000);
+    }
+    ladder
+}
+
+impl Source for MediaBroadcast {
+    fn spec(&self) -> &BroadcastSpec {
+        &self.spec
+    }
+
+    fn poll_object(&mut self, now_us: u64) -> Option<synthetic::Object> {
+        loop {
+            if let Some(o) = self.pending.pop_front() {
+                return Some(o);
+            }
+            if let Some(at) = self.catalog_due
+                && at <= now_us
+            {
+                self.catalog_due = None;
+                return self.catalog_object(at / 1_000_000, at);
+            }
+            let file = matches!(self.video, Video::Pass(_) | Video::Transcode { .. });
+            let video_at =
+                if file { self.sample_due().unwrap_or(u64::MAX) } else { self.next_video_us };
+            let audio_at = self.next_audio_us;
+            if audio_at <= now_us && audio_at <= video_at && self.tone.is_some() {
+                self.tone_frame(audio_at);
+            } else if video_at <= now_us {
+                if file {
+                    self.file_sample(now_us);
+                } else {
+                    self.video_frame(video_at, now_us);
+                }
+            } else {
+                return None;
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        if !self.pending.is_empty() {
+            return Some(0);
+        }
+        let video = match &self.video {
+            Video::Pass(_) | Video::Transcode { .. } => match &self.ahead {
+                Some(s) => self.start_us + duration_us(s.pts),
+                None if self.file_ended => u64::MAX,
+                // Not read ahead yet: poll at once and read.
+                None => self.start_us,
+            },
+            _ => self.next_video_us,
+        };
+        let audio = if self.tone.is_some() { self.next_audio_us } else { u64::MAX };
+        let next = video.min(audio).min(self.catalog_due.unwrap_or(u64::MAX));
+        (next != u64::MAX).then_some(next)
+    }
+
+    fn catalog_object(&self, group_id: u64, now_us: u64) -> Option<synthetic::Object> {
+        let track = self.track_index(TrackKind::Catalog)?;
+        Some(Self::object(track, group_id, 0, now_us, true, None, self.catalog_json(now_us)))
+    }
+
+    fn request_key_frame(&mut self) {
+        if let Some(l) = &mut self.ladder {
+            l.request_key_frame();
+            self.stats.key_frame_requests += 1;
+        }
+    }
+}
