@@ -238,8 +238,11 @@ struct Origin {
     /// Feasibility distance: the least cost this relay has had to the origin since it last
     /// lost every route to it. A new next hop must advertise less, or wait (see `recompute`).
     fd: u64,
-    /// Set while only "uphill" routes exist: none is taken before this instant.
+    /// Set while only "uphill" routes exist: none learnt before the loss is taken before
+    /// this instant.
     starved_until: Option<Instant>,
+    /// The input count when the relay started waiting.
+    starved_at: u32,
 }
 
 impl Default for Origin {
@@ -252,6 +255,7 @@ impl Default for Origin {
             last_want: None,
             fd: u64::MAX,
             starved_until: None,
+            starved_at: 0,
         }
     }
 }
@@ -261,6 +265,8 @@ struct RibEntry {
     cost: u64,
     /// The peer's path: the peer first, the origin last.
     path: Box<[Id]>,
+    /// The input count (`Node::inputs`) when it arrived.
+    at: u32,
 }
 
 #[derive(Default)]
@@ -393,6 +399,9 @@ pub struct Node {
     stats: NodeStats,
     last_change: Option<Instant>,
     last_member_change: Option<Instant>,
+    /// Inputs handled so far (messages, peer changes, timeouts): tells routes learnt after
+    /// a loss from routes learnt before it.
+    inputs: u32,
 }
 
 impl Node {
@@ -421,6 +430,7 @@ impl Node {
             stats: NodeStats::default(),
             last_change: None,
             last_member_change: None,
+            inputs: 0,
             cfg,
         };
         let me = node.intern(&node.cfg.name.clone());
@@ -510,6 +520,7 @@ impl Node {
     /// The mesh session to `peer` ended: every route through it is withdrawn and the next
     /// best takes over.
     pub fn handle_peer_down(&mut self, now: Instant, peer: &str) {
+        self.inputs = self.inputs.wrapping_add(1);
         let Some(&id) = self.ids.get(peer) else { return };
         let Some(p) = self.peers.remove(&id) else { return };
         // Tell the mesh first: the report travels in the same message as the withdrawals it
@@ -535,6 +546,7 @@ impl Node {
             return Err(crate::MeshError::UnknownPeer(from.to_owned()));
         };
         self.stats.messages_received += 1;
+        self.inputs = self.inputs.wrapping_add(1);
         for ann in msg.nodes {
             self.receive_announcement(now, from_id, ann);
         }
@@ -674,6 +686,16 @@ impl Node {
 
     /// The best route for `namespace` (see [`Self::next_hop`]).
     pub fn route(&self, namespace: &TrackNamespace) -> Option<Route> {
+        self.best_origin(namespace).and_then(|o| self.route_to_id(o))
+    }
+
+    /// The origin relay [`Self::route`] would take for `namespace`, without building the
+    /// path.
+    pub fn origin_for(&self, namespace: &TrackNamespace) -> Option<&RelayName> {
+        self.best_origin(namespace).map(|o| &self.names[o as usize])
+    }
+
+    fn best_origin(&self, namespace: &TrackNamespace) -> Option<Id> {
         let fields = namespace.fields();
         for n in (1..=fields.len()).rev() {
             let found = if n == fields.len() {
@@ -689,7 +711,7 @@ impl Node {
                     .filter_map(|r| self.origins[r.origin as usize].best.map(|b| (r.origin, b)))
                     .min_by(|a, b| self.cmp_best(a.1, b.1).then(a.0.cmp(&b.0)));
                 if let Some((o, _)) = best {
-                    return self.route_to_id(o);
+                    return Some(o);
                 }
             }
         }
@@ -936,7 +958,8 @@ impl Node {
         }
         let link = self.peers.get(&from).map_or(u64::MAX, |p| p.cost);
         let cost = r.cost.saturating_add(link);
-        self.set_rib(now, from, o, Some(RibEntry { cost, path }));
+        let at = self.inputs;
+        self.set_rib(now, from, o, Some(RibEntry { cost, path, at }));
     }
 
     fn set_rib(&mut self, now: Instant, from: Id, o: Id, e: Option<RibEntry>) {
@@ -970,7 +993,10 @@ impl Node {
         // hop's: the others may cross links whose loss is not reported yet.
         let old_via = self.origins[o as usize].best.and_then(|b| b.via);
         let fd = self.origins[o as usize].fd;
-        let (mut feasible, mut any): (Option<Best>, Option<Best>) = (None, None);
+        let starved_at = self.origins[o as usize].starved_at;
+        let waiting = self.origins[o as usize].starved_until.is_some();
+        let (mut feasible, mut any, mut fresh): (Option<Best>, Option<Best>, Option<Best>) =
+            (None, None, None);
         for (&id, p) in &self.peers {
             let usable = |e: &&RibEntry| {
                 !self.crosses_down_link(&e.path)
@@ -980,6 +1006,14 @@ impl Node {
                 let cand = Best { via: Some(id), cost: e.cost, len: e.path.len() as u32 + 1 };
                 if any.is_none_or(|b| self.cmp_best(cand, b).is_lt()) {
                     any = Some(cand);
+                }
+                // Learnt after the relay started waiting: the neighbour chose it knowing of
+                // the loss, and split horizon means it does not route through this relay.
+                if waiting
+                    && e.at.wrapping_sub(starved_at) as i32 > 0
+                    && fresh.is_none_or(|b| self.cmp_best(cand, b).is_lt())
+                {
+                    fresh = Some(cand);
                 }
                 // Feasible (as in Babel and DUAL): the neighbour advertises less than this
                 // relay ever had since it last lost the origin, so it cannot be routing
@@ -993,6 +1027,7 @@ impl Node {
             }
         }
         let hold = self.cfg.suspect_hold;
+        let inputs = self.inputs;
         let origin = &mut self.origins[o as usize];
         let best = if feasible.is_some() {
             origin.starved_until = None;
@@ -1002,18 +1037,25 @@ impl Node {
             origin.fd = u64::MAX;
             None
         } else {
-            // Only uphill routes: one of them may lead back here through a relay that has
-            // not heard of the loss yet. Wait the suspect hold for the news to spread, then
-            // take the best left and start a new feasibility distance.
+            // Only uphill routes: one learnt before the loss may lead back here through a
+            // relay that has not heard of it yet. Take one learnt since (the neighbour
+            // re-advertised knowing of the loss), or wait the suspect hold for the news to
+            // spread; then start a new feasibility distance.
             match origin.starved_until {
                 Some(t) if now >= t => {
                     origin.starved_until = None;
                     origin.fd = u64::MAX;
                     any
                 }
+                Some(_) if fresh.is_some() => {
+                    origin.starved_until = None;
+                    origin.fd = u64::MAX;
+                    fresh
+                }
                 Some(_) => None,
                 None => {
                     origin.starved_until = Some(now + hold);
+                    origin.starved_at = inputs;
                     self.starved.push((o, now + hold));
                     None
                 }

@@ -927,7 +927,7 @@ impl Sim {
         for (ns, at) in &self.broadcasts {
             for i in 0..n {
                 let Some(s) = self.nodes[i].as_ref() else { continue };
-                let got = s.node.route(ns).map(|r| r.origin);
+                let got = s.node.origin_for(ns).cloned();
                 let want = (live(*at) && reach(i, *at)).then(|| self.names[*at].clone());
                 if got != want {
                     return Err(format!(

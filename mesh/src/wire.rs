@@ -367,12 +367,13 @@ impl RouteMessage {
     }
 
     /// Reads one message from the whole of `bytes` (one object payload). Never panics:
-    /// malformed or truncated input is an error, and no allocation is larger than the input.
+    /// malformed or truncated input is an error, and nothing is reserved from a count the
+    /// peer wrote (memory grows only with what actually decoded).
     pub fn decode(bytes: &[u8]) -> Result<Self, MeshError> {
         let mut buf = bytes;
         let buf = &mut buf;
         let count = bounded_count(buf, MAX_NAMES)?;
-        let mut names = Vec::with_capacity(count);
+        let mut names = Vec::new();
         for _ in 0..count {
             let raw = get_len_bytes(buf, MAX_NAME_LEN, "relay name too long")?;
             names.push(RelayName::from(utf8(raw, "relay name is not UTF-8")?));
@@ -383,7 +384,6 @@ impl RouteMessage {
         };
         let mut m = RouteMessage::default();
         let count = bounded_count(buf, usize::MAX)?;
-        m.nodes.reserve(count);
         for _ in 0..count {
             let n = name(buf)?;
             let region = utf8(get_len_bytes(buf, MAX_REGION_LEN, "region too long")?, "region")?;
@@ -415,7 +415,6 @@ impl RouteMessage {
             });
         }
         let count = bounded_count(buf, usize::MAX)?;
-        m.links.reserve(count);
         for _ in 0..count {
             let reporter = name(buf)?;
             let peer = name(buf)?;
@@ -429,7 +428,6 @@ impl RouteMessage {
             m.links.push(LinkRecord { reporter, peer, epoch, seq, up });
         }
         let count = bounded_count(buf, usize::MAX)?;
-        m.routes.reserve(count);
         for _ in 0..count {
             let cost = get_varint(buf)?;
             let len = get_varint(buf)?;
@@ -443,12 +441,10 @@ impl RouteMessage {
             m.routes.push(RouteAdvert { cost, path });
         }
         let count = bounded_count(buf, usize::MAX)?;
-        m.withdrawn.reserve(count);
         for _ in 0..count {
             m.withdrawn.push(name(buf)?);
         }
         let count = bounded_count(buf, usize::MAX)?;
-        m.namespaces.reserve(count);
         for _ in 0..count {
             let origin = name(buf)?;
             let epoch = get_varint(buf)?;
@@ -462,7 +458,6 @@ impl RouteMessage {
             m.namespaces.push(NamespaceRecord { origin, epoch, seq, present, namespace });
         }
         let count = bounded_count(buf, usize::MAX)?;
-        m.wants.reserve(count);
         for _ in 0..count {
             m.wants.push(name(buf)?);
         }
