@@ -68,6 +68,8 @@ pub struct TrackReport {
     pub first_group: Option<u64>,
     /// Object ID of the first object of `first_group` received.
     pub first_object: Option<u64>,
+    /// Largest group ID received.
+    pub last_group: Option<u64>,
     /// Milliseconds from subscribing to the first object's arrival.
     pub first_object_ms: Option<f64>,
     /// Capture-to-arrival latency of objects delivered by the subscription.
@@ -284,6 +286,7 @@ impl TrackStats {
             fetched_objects: self.fetched,
             first_group: first.map(|(&g, _)| g),
             first_object: first.and_then(|(_, g)| g.objects.first().copied()),
+            last_group: self.groups.last_key_value().map(|(&g, _)| g),
             first_object_ms: self.first_arrival.map(|d| d.as_secs_f64() * 1000.0),
             latency_ms: self.latency_us.summary().map(|s| LatencyMs {
                 p50: ms(s.p50),

@@ -165,7 +165,7 @@ async fn follow(
     let (mut reader, fetch) = match joined {
         Ok(j) => j,
         Err(e) => {
-            stats.set_error(e.to_string());
+            stats.set_error(crate::cli::explain(&e));
             return stats;
         }
     };

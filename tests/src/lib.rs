@@ -332,7 +332,9 @@ impl Relay {
                 .or_else(|| find_addr(t, "local_addr="))
         };
         let http = |t: &str| {
-            find_addr(t, "http://").or_else(|| find_addr(t, "ops on ")).or_else(|| find_addr(t, "ops="))
+            find_addr(t, "http://")
+                .or_else(|| find_addr(t, "ops on "))
+                .or_else(|| find_addr(t, "ops="))
         };
         let addr = moqt(&proc.wait_line(wait, |l| moqt(&l.text).is_some())?.text);
         let ops = http(&proc.wait_line(wait, |l| http(&l.text).is_some())?.text);
@@ -447,3 +449,77 @@ pub fn sub_json(
 }
 
 pub use tiermesh_client::report::{Report, TrackReport};
+
+/// Starts `tiermesh pub` on `url` with `extra` flags and waits until the relay has accepted
+/// the broadcast (`published …` on stdout).
+pub fn start_pub(name: &str, url: &str, extra: &[String]) -> Result<Proc> {
+    let mut args = vec!["pub".to_owned(), url.to_owned()];
+    args.extend_from_slice(extra);
+    let p = Proc::tiermesh(name, &args)?;
+    p.wait_line(Duration::from_secs(30), |l| !l.stderr && l.text.starts_with("published "))?;
+    Ok(p)
+}
+
+/// The `q` quantile (0..1) of a Prometheus histogram, in the histogram's unit, interpolated
+/// linearly within the bucket that holds it (as PromQL's `histogram_quantile` does).
+pub fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(&prefix) else { continue };
+        let (le, count) = rest.split_once("\"} ")?;
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+        buckets.push((le, count.trim().parse().ok()?));
+    }
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(lower);
+            }
+            let within = count - below;
+            let frac = if within > 0.0 { (rank - below) / within } else { 1.0 };
+            return Some(lower + (le - lower) * frac);
+        }
+        lower = le;
+        below = count;
+    }
+    None
+}
+
+/// Objects a report says arrived by subscription (not by FETCH), and their bytes are not
+/// known separately, so only objects: all tracks together.
+pub fn subscribed_objects(report: &Report) -> u64 {
+    report.tracks.iter().map(|t| t.objects - t.fetched_objects).sum()
+}
+
+/// Waits until `cond` holds for the relay's metrics text, reading `/metrics` again every
+/// 50 ms, with a deadline. (Metrics change without a notification; this is the only way to
+/// watch them.)
+pub fn wait_metrics(
+    relay: &Relay,
+    timeout: Duration,
+    cond: impl Fn(&str) -> bool,
+) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = relay.metrics()?;
+        if cond(&text) {
+            return Ok(text);
+        }
+        if Instant::now() >= deadline {
+            bail!("metrics condition not met within {timeout:?}; last metrics:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// stdout and stderr of a process, for searching error messages.
+pub fn all_output(p: &Proc) -> String {
+    format!("{}{}", p.stdout(), p.stderr())
+}
