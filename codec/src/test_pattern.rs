@@ -61,10 +61,14 @@ impl Generator {
     /// time since the Unix epoch shows as UTC time of day).
     pub fn frame(&self, index: u32, clock_us: u64) -> I420 {
         let (w, h) = (self.width, self.height);
-        let mut f = match I420::new(w, h) {
-            Ok(f) => f,
-            // The size was checked in `new`.
-            Err(_) => unreachable_frame(),
+        // The size was checked in `new`, so the planes are built directly.
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let mut f = I420 {
+            width: w,
+            height: h,
+            y: vec![0; w * h],
+            u: vec![128; cw * ch],
+            v: vec![128; cw * ch],
         };
         let t = index as usize;
         // Background: a diagonal luma ramp scrolling two pixels a frame, slow colour drift.
@@ -76,7 +80,6 @@ impl Generator {
                 *s = (48 + ramp * 150 / 255) as u8;
             }
         }
-        let (cw, ch) = (f.chroma_width(), f.chroma_height());
         for y in 0..ch {
             for x in 0..cw {
                 f.u[y * cw + x] = (96 + (x * 64 / cw + t) % 64) as u8;
@@ -145,10 +148,6 @@ impl Generator {
         draw_text(&mut f, panel_x + scale, panel_y + scale + line_h, scale, &clock);
         f
     }
-}
-
-fn unreachable_frame() -> I420 {
-    I420 { width: 0, height: 0, y: Vec::new(), u: Vec::new(), v: Vec::new() }
 }
 
 /// Fills a rectangle (clipped to the picture) with one colour.
