@@ -113,8 +113,8 @@ impl I420 {
 fn check_size(width: usize, height: usize) -> Result<(), Error> {
     if width == 0
         || height == 0
-        || width % 2 != 0
-        || height % 2 != 0
+        || !width.is_multiple_of(2)
+        || !height.is_multiple_of(2)
         || width > 8192
         || height > 8192
     {
