@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tiermesh_proto::types::TrackNamespace;
 
 use crate::moq::{self, ClientOptions, Connection, Error as MoqError};
-use crate::publish::{Publisher, Served, now_us};
+use crate::publish::{Publisher, Served, Source, now_us};
 use crate::report::Report;
 use crate::subscribe::{WatchConfig, path, watch};
 use crate::synthetic::BroadcastSpec;
@@ -129,6 +129,74 @@ pub struct PubArgs {
     /// Stop after this long (e.g. `30s`, `5m`); without it, run until Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+    /// Real media instead of the synthetic broadcast (see [`MediaArgs`]).
+    #[command(flatten)]
+    pub media: MediaArgs,
+}
+
+/// What `tiermesh pub` sends: without `--test-pattern` or `--input`, the synthetic
+/// broadcast (filler payloads).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MediaArgs {
+    /// Send a generated moving picture (clock, frame counter) and a tone, encoded for real
+    /// on the ladder.
+    #[arg(long, conflicts_with = "input")]
+    pub test_pattern: bool,
+    /// Send a media file: Y4M, IVF (AV1), Annex B H.264, or MP4 (H.264/AV1 + Opus).
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<std::path::PathBuf>,
+    /// Play the input file endlessly.
+    #[arg(long = "loop", requires = "input")]
+    pub looped: bool,
+    /// Encode the ladder here (an encoded file is decoded first); without it an encoded
+    /// file is sent as one tier for the relay's ingest to make the ladder.
+    #[arg(long)]
+    pub ladder: bool,
+    /// Video codec of the ladder.
+    #[arg(long, value_enum, default_value = "h264")]
+    pub codec: VideoCodec,
+    /// Only the 360p and 180p rungs (real time on a small machine).
+    #[arg(long)]
+    pub light: bool,
+}
+
+/// Video codec choice on the command line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum VideoCodec {
+    /// H.264 (OpenH264).
+    #[default]
+    H264,
+    /// AV1 (rav1e).
+    Av1,
+}
+
+impl MediaArgs {
+    /// The media source these flags ask for, or `None` for the synthetic broadcast.
+    ///
+    /// # Errors
+    /// The file cannot be read or an encoder is refused.
+    pub fn source(&self, now_us: u64) -> anyhow::Result<Option<crate::media::MediaBroadcast>> {
+        use crate::media::{MediaBroadcast, ladder_for, light_ladder};
+        let codec = match self.codec {
+            VideoCodec::H264 => tiermesh_codec::Codec::H264,
+            VideoCodec::Av1 => tiermesh_codec::Codec::Av1,
+        };
+        let ladder = if self.light && codec == tiermesh_codec::Codec::H264 {
+            light_ladder()
+        } else {
+            ladder_for(codec)
+        };
+        if self.test_pattern {
+            return Ok(Some(MediaBroadcast::test_pattern(ladder, 0, now_us)?));
+        }
+        match &self.input {
+            Some(path) => Ok(Some(
+                MediaBroadcast::file(path, ladder, self.ladder, self.looped, now_us)
+                    .with_context(|| format!("--input {}", path.display()))?,
+            )),
+            None => Ok(None),
+        }
+    }
 }
 
 /// `tiermesh sub URL`: subscribe to a broadcast and report what arrived.
@@ -244,12 +312,30 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// Bad URL or TLS flags, the relay cannot be reached at first, or it refuses the broadcast.
 pub async fn publish(args: &PubArgs, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let broadcast = args.connect.broadcast()?;
-    let mut publisher = Publisher::new(
-        broadcast.namespace.clone(),
-        BroadcastSpec::default(),
-        now_us(),
-        args.connect.token(),
-    );
+    match args.media.source(now_us())? {
+        Some(media) => {
+            let publisher =
+                Publisher::with_source(broadcast.namespace.clone(), media, args.connect.token());
+            publish_with(args, &broadcast, publisher, stop).await
+        }
+        None => {
+            let publisher = Publisher::new(
+                broadcast.namespace.clone(),
+                BroadcastSpec::default(),
+                now_us(),
+                args.connect.token(),
+            );
+            publish_with(args, &broadcast, publisher, stop).await
+        }
+    }
+}
+
+async fn publish_with<S: Source>(
+    args: &PubArgs,
+    broadcast: &BroadcastUrl,
+    mut publisher: Publisher<S>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     tokio::pin!(stop);
     let mut first = true;
     loop {
