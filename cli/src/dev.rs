@@ -1,5 +1,5 @@
 //! `tiermesh dev`: one command, no set-up. A relay on localhost with a freshly generated
-//! development certificate, and a synthetic publisher feeding it one public broadcast. It
+//! development certificate, and a publisher of the encoded test pattern feeding it one public broadcast. It
 //! prints the certificate hash and the broadcast's `moqt://` and `https://` URLs in the
 //! form `tiermesh sub` accepts as they are.
 //!
@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use tiermesh_client::cli::{ConnectArgs, PubArgs, init_logging, publish};
+use tiermesh_client::cli::{ConnectArgs, MediaArgs, PubArgs, init_logging, publish};
 use tiermesh_client::transport::TlsArgs;
 use tiermesh_relay::Relay;
 use tiermesh_relay::config::RelayConfig;
@@ -31,13 +31,19 @@ pub struct Args {
     /// Stop after this long (e.g. `60s`); without it, run until Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// Publish the synthetic broadcast (filler payloads) instead of the encoded test
+    /// pattern (360p and 180p H.264 and an Opus tone, which run in real time here).
+    #[arg(long)]
+    synthetic: bool,
 }
 
 /// Runs `tiermesh dev`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     init_logging();
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
     runtime.block_on(dev(args))
 }
 
@@ -74,6 +80,7 @@ async fn dev(args: Args) -> anyhow::Result<()> {
             token: None,
         },
         duration: args.duration,
+        media: MediaArgs { test_pattern: !args.synthetic, ..MediaArgs::default() },
     };
     let stop = async {
         match args.duration {
