@@ -1,6 +1,7 @@
 //! tiermesh client (in progress).
 
 pub mod cli;
+pub mod decode;
 pub mod media;
 pub mod moq;
 pub mod publish;
