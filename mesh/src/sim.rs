@@ -427,7 +427,7 @@ impl Sim {
                 let peers: Vec<usize> = sim.adj[i].iter().map(|l| l.0).collect();
                 for p in peers {
                     let g = sim.generation.entry(key(i, p)).or_default();
-                    if *g % 2 == 0 {
+                    if g.is_multiple_of(2) {
                         continue;
                     }
                     *g += 1;
@@ -498,7 +498,7 @@ impl Sim {
                 continue;
             }
             let g = self.generation.entry(key(i, p)).or_default();
-            if *g % 2 == 0 {
+            if g.is_multiple_of(2) {
                 // Even generation: the link is down; make it up (odd).
                 *g += 1;
             } else {
@@ -758,12 +758,9 @@ impl Sim {
                 // Print only relays whose next hop points back into a relay that points at them.
                 if let Hop::Peer(p) = &r.next_hop {
                     let j = self.index_of(p).unwrap();
-                    if let Some(Hop::Peer(q)) =
-                        self.nodes[j].as_ref().and_then(|s| s.node.next_hop_to(target))
-                    {
-                        if q == self.names[i] {
-                            eprintln!("  {} -> {:?} cost {}", self.names[i], path, r.cost);
-                        }
+                    let back = self.nodes[j].as_ref().and_then(|s| s.node.next_hop_to(target));
+                    if back == Some(Hop::Peer(self.names[i].clone())) {
+                        eprintln!("  {} -> {:?} cost {}", self.names[i], path, r.cost);
                     }
                 }
             }
