@@ -214,6 +214,13 @@ pub struct SubArgs {
     /// Print exactly one JSON object on stdout (see the README for its fields).
     #[arg(long)]
     pub json: bool,
+    /// Decode the video tier (`--track video/…`, else the highest) and the audio; report
+    /// decoded frames, decode errors and freezes.
+    #[arg(long)]
+    pub decode: bool,
+    /// Write what arrived (one video tier and the audio) into a playable MP4 file.
+    #[arg(long, value_name = "FILE.mp4")]
+    pub save: Option<std::path::PathBuf>,
 }
 
 /// Logs to stderr, `RUST_LOG` filtering (default `info`), so stdout carries only results.
@@ -388,6 +395,9 @@ async fn publish_with<S: Source>(
 /// printed first).
 pub fn run_sub(args: SubArgs) -> anyhow::Result<()> {
     init_logging();
+    if args.decode || args.save.is_some() {
+        return run_decode(&args);
+    }
     let report = runtime()?.block_on(subscribe(&args))?;
     if args.json {
         println!("{}", report.to_json());
@@ -401,6 +411,59 @@ pub fn run_sub(args: SubArgs) -> anyhow::Result<()> {
     }
     if !failed.is_empty() {
         bail!("tracks failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// `tiermesh sub --decode` / `--save`: prints the decode report (JSON with `--json`).
+fn run_decode(args: &SubArgs) -> anyhow::Result<()> {
+    use crate::decode::{ReceiveConfig, receive};
+    if let Some(path) = &args.save
+        && !crate::decode::is_mp4_path(path)
+    {
+        bail!("--save {}: the file must end in .mp4", path.display());
+    }
+    let report = runtime()?.block_on(async {
+        let broadcast = args.connect.broadcast()?;
+        let conn = connect(&args.connect, broadcast.url()).await?;
+        let report = receive(
+            &conn,
+            ReceiveConfig {
+                namespace: broadcast.namespace.clone(),
+                video_track: args.tracks.iter().find(|t| t.starts_with("video/")).cloned(),
+                decode: args.decode,
+                save: args.save.clone(),
+                duration: args.duration,
+                token: args.connect.token(),
+            },
+        )
+        .await;
+        conn.close(tiermesh_proto::TerminationCode::NoError, "done");
+        let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
+        anyhow::Ok(report)
+    })?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "video_track": report.video_track,
+                "codec": report.codec,
+                "video_objects": report.video_objects,
+                "frames_decoded": report.frames_decoded,
+                "decode_errors": report.decode_errors,
+                "freezes": report.freezes,
+                "audio_packets": report.audio_packets,
+                "audio_decoded": report.audio_decoded,
+                "saved_video": report.saved_video,
+                "saved_audio": report.saved_audio,
+                "error": report.error,
+            })
+        );
+    } else {
+        print!("{}", report.to_text());
+    }
+    if let Some(e) = report.error {
+        bail!("{e}");
     }
     Ok(())
 }
