@@ -18,6 +18,8 @@ use crate::node::{Hop, Node};
 struct Sub {
     via: Option<Hop>,
     downstream: usize,
+    /// The track has had an upstream: subscribers are decoding it.
+    flowed: bool,
 }
 
 /// A track whose upstream subscription must move.
@@ -30,14 +32,17 @@ pub struct Move {
     /// Where it must be subscribed now (`None`: no route any more; keep the downstream
     /// subscriptions and wait for a route to come back).
     pub to: Option<Hop>,
+    /// The track flowed before (now, or before a gap with no route).
+    flowed: bool,
 }
 
 impl Move {
-    /// True when the new upstream subscription must carry NEW GROUP REQUEST: the track was
-    /// flowing before, so subscribers already decode it and need a fresh key frame from the
-    /// new path rather than waiting for the publisher's next group.
+    /// True when the new upstream subscription must carry NEW GROUP REQUEST: the track
+    /// flowed before (up to now, or before a gap without a route), so subscribers already
+    /// decode it and need a fresh key frame from the new path rather than waiting for the
+    /// publisher's next group.
     pub fn new_group_request(&self) -> bool {
-        matches!(self.to, Some(Hop::Peer(_))) && self.from.is_some()
+        matches!(self.to, Some(Hop::Peer(_))) && self.flowed
     }
 }
 
@@ -63,7 +68,8 @@ impl Upstream {
             return None;
         }
         let via = node.next_hop(&track.namespace);
-        self.tracks.insert(track.clone(), Sub { via: via.clone(), downstream: 1 });
+        let flowed = via.is_some();
+        self.tracks.insert(track.clone(), Sub { via: via.clone(), downstream: 1, flowed });
         via
     }
 
@@ -110,7 +116,14 @@ impl Upstream {
         for (track, s) in self.tracks.iter_mut() {
             let to = node.next_hop(&track.namespace);
             if to != s.via {
-                moves.push(Move { track: track.clone(), from: s.via.clone(), to: to.clone() });
+                let flowed = s.flowed;
+                moves.push(Move {
+                    track: track.clone(),
+                    from: s.via.clone(),
+                    to: to.clone(),
+                    flowed,
+                });
+                s.flowed |= to.is_some();
                 s.via = to;
             }
         }
