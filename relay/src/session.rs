@@ -391,14 +391,12 @@ pub(crate) async fn run_upstream(
     let lost = loop {
         tokio::select! {
             e = reader.next() => match e {
-                Some(TrackEvent::Object(o)) => {
-                    let ended = track.lock().forward(&o, &ctx.metrics);
+                Some(TrackEvent::Object(o)) => track.lock().forward(&o, &ctx.metrics),
+                Some(TrackEvent::StreamEnd { group_id, subgroup_id, reset }) => {
+                    let ended = track.lock().end_stream(group_id, subgroup_id, reset);
                     if ended > 0 {
                         ctx.metrics.subscriptions.set(ctx.metrics.subscriptions.get() - ended as i64);
                     }
-                }
-                Some(TrackEvent::StreamEnd { group_id, subgroup_id, reset }) => {
-                    track.lock().end_stream(group_id, subgroup_id, reset);
                 }
                 Some(TrackEvent::Done(d)) => done = Some(d),
                 None => break true,

@@ -190,10 +190,9 @@ impl TrackState {
         }
     }
 
-    /// Caches an object from upstream and forwards it to every subscriber it is for.
-    /// Returns how many downstream subscriptions ended because their filter's range is
-    /// over.
-    pub(crate) fn forward(&mut self, o: &ReceivedObject, metrics: &Metrics) -> usize {
+    /// Caches an object from upstream and forwards it to every subscriber whose filter
+    /// passes it.
+    pub(crate) fn forward(&mut self, o: &ReceivedObject, metrics: &Metrics) {
         let obj = o.to_object();
         let class = self.class;
         metrics.object_in(class, obj.payload.len());
@@ -201,18 +200,36 @@ impl TrackState {
             metrics.observe_capture_age(ts, now_us());
         }
         self.cache.insert(obj.clone());
-        let mut ended = Vec::new();
-        for (key, d) in self.downstream.iter_mut() {
-            if d.writer.is_closed() {
-                continue;
-            }
-            if d.end_group.is_some_and(|e| obj.group_id > e) {
-                ended.push(*key);
+        for d in self.downstream.values_mut() {
+            if d.writer.is_closed() || d.end_group.is_some_and(|e| obj.group_id > e) {
                 continue;
             }
             send(d, &obj, class, metrics, Some(o));
         }
-        for key in &ended {
+    }
+
+    /// An upstream subgroup stream ended: end the downstream streams that mirror it. A
+    /// subscription whose AbsoluteRange ends with this group is over: it gets PUBLISH_DONE
+    /// (SUBSCRIPTION_ENDED). Returns how many subscriptions ended so.
+    pub(crate) fn end_stream(&mut self, group: u64, subgroup: u64, reset: Option<u32>) -> usize {
+        self.ended_streams.insert((group, subgroup));
+        if self.ended_streams.len() > 4 * MAX_STREAMS_PER_SUBSCRIBER {
+            let oldest = self.ended_streams.iter().map(|k| k.0).min().unwrap_or(0);
+            self.ended_streams.retain(|k| k.0 != oldest);
+        }
+        let mut over = Vec::new();
+        for (key, d) in self.downstream.iter_mut() {
+            if let Some(s) = d.streams.remove(&(group, subgroup)) {
+                match reset {
+                    Some(code) => s.reset(code),
+                    None => s.finish(),
+                }
+            }
+            if d.end_group == Some(group) {
+                over.push(*key);
+            }
+        }
+        for key in &over {
             if let Some(d) = self.downstream.remove(key) {
                 for (_, s) in d.streams {
                     s.finish();
@@ -221,24 +238,7 @@ impl TrackState {
                     .publish_done(PublishDoneCode::SubscriptionEnded, "end of the filter's range");
             }
         }
-        ended.len()
-    }
-
-    /// An upstream subgroup stream ended: end the downstream streams that mirror it.
-    pub(crate) fn end_stream(&mut self, group: u64, subgroup: u64, reset: Option<u32>) {
-        self.ended_streams.insert((group, subgroup));
-        if self.ended_streams.len() > 4 * MAX_STREAMS_PER_SUBSCRIBER {
-            let oldest = self.ended_streams.iter().map(|k| k.0).min().unwrap_or(0);
-            self.ended_streams.retain(|k| k.0 != oldest);
-        }
-        for d in self.downstream.values_mut() {
-            if let Some(s) = d.streams.remove(&(group, subgroup)) {
-                match reset {
-                    Some(code) => s.reset(code),
-                    None => s.finish(),
-                }
-            }
-        }
+        over.len()
     }
 
     /// The upstream is gone: finish every downstream stream (its upstream stream will
@@ -307,5 +307,36 @@ fn send(
     metrics.object_out(class, obj.payload.len());
     if let Some(r) = received {
         metrics.observe_forward_delay(r.arrival.elapsed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tiermesh_proto::types::GroupId;
+
+    #[test]
+    fn filters_start_where_the_draft_says() {
+        let largest = Some(Location::new(7, 4));
+        let f = |filter| filter_bounds(filter, largest);
+        assert_eq!(f(Some(SubscriptionFilter::LargestObject)), (Location::new(7, 5), None));
+        assert_eq!(f(Some(SubscriptionFilter::NextGroupStart)), (Location::new(8, 0), None));
+        assert_eq!(
+            f(Some(SubscriptionFilter::AbsoluteStart(Location::new(3, 2)))),
+            (Location::new(3, 2), None)
+        );
+        let range =
+            SubscriptionFilter::AbsoluteRange { start: Location::new(6, 0), end_group: GroupId(9) };
+        assert_eq!(f(Some(range)), (Location::new(6, 0), Some(9)));
+        assert_eq!(f(None), (Location::new(0, 0), None));
+        // Nothing published yet: every relative filter starts at {0, 0}.
+        assert_eq!(
+            filter_bounds(Some(SubscriptionFilter::LargestObject), None).0,
+            Location::new(0, 0)
+        );
+        assert_eq!(
+            filter_bounds(Some(SubscriptionFilter::NextGroupStart), None).0,
+            Location::new(0, 0)
+        );
     }
 }
