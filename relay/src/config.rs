@@ -75,6 +75,56 @@ pub struct RelayConfig {
     pub goaway_grace: Duration,
     /// The send scheduler.
     pub scheduler: SchedulerConfig,
+    /// The regional mesh; absent (the default), the relay runs alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<MeshConfig>,
+}
+
+/// The relay's place in the regional mesh (`[mesh]`). Mesh links are QUIC sessions on their
+/// own port (`listen`) that require a client certificate from the mesh CA.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    /// This relay's name: unique in the mesh, and the name its node certificate was issued
+    /// for.
+    pub name: String,
+    /// The region this relay serves (`eu-west`, ...).
+    pub region: String,
+    /// The public URL clients use to reach this relay (the routing API hands it out).
+    pub url: String,
+    /// UDP address of the mesh listener (mutual TLS, mesh peers only).
+    pub listen: SocketAddr,
+    /// Node directory with `node.pem`, `node.key` and `ca.pem` (`tiermesh cert node`).
+    pub dir: PathBuf,
+    /// Peers this relay dials. List each link on one side only; the other side accepts it.
+    #[serde(default)]
+    pub peers: Vec<MeshPeer>,
+    /// Cost of a link to a peer of the same region. Default 10.
+    #[serde(default = "default_intra_cost")]
+    pub intra_cost: u64,
+    /// Cost of a link to a peer of another region. Default 100.
+    #[serde(default = "default_inter_cost")]
+    pub inter_cost: u64,
+}
+
+/// A mesh peer to dial.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshPeer {
+    /// The peer's relay name (its certificate must be valid for the host in `addr`).
+    pub name: String,
+    /// The peer's region.
+    pub region: String,
+    /// The peer's mesh listener, `moqt://host:port`.
+    pub addr: String,
+}
+
+fn default_intra_cost() -> u64 {
+    10
+}
+
+fn default_inter_cost() -> u64 {
+    100
 }
 
 impl Default for RelayConfig {
@@ -89,6 +139,7 @@ impl Default for RelayConfig {
             limits: LimitsConfig::default(),
             goaway_grace: Duration::from_secs(10),
             scheduler: SchedulerConfig::default(),
+            mesh: None,
         }
     }
 }
@@ -297,6 +348,9 @@ impl RelayConfig {
         self.tls.cert.as_mut().map(resolve);
         self.tls.key.as_mut().map(resolve);
         self.auth.keys.iter_mut().for_each(resolve);
+        if let Some(m) = self.mesh.as_mut() {
+            resolve(&mut m.dir);
+        }
     }
 
     /// Applies every flag that was given.

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod mesh;
 pub mod metrics;
 pub mod ops;
 mod registry;
@@ -36,6 +37,9 @@ pub enum Error {
     /// The MoQT port could not be bound or its TLS set up.
     #[error("listener: {0}")]
     Transport(#[from] tiermesh_client::transport::Error),
+    /// The mesh could not start.
+    #[error("mesh: {0}")]
+    Mesh(#[from] mesh::MeshError),
     /// The ops listener could not be bound.
     #[error("ops listener on {addr}: {source}")]
     Ops {

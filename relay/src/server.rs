@@ -46,6 +46,8 @@ pub(crate) struct Ctx {
     pub(crate) upstreams: AtomicUsize,
     /// Notified whenever a session ends.
     pub(crate) session_gone: tokio::sync::Notify,
+    /// The regional mesh, when `[mesh]` is configured.
+    pub(crate) mesh: Option<Arc<crate::mesh::Mesh>>,
     next_session: AtomicU64,
     draining: AtomicBool,
 }
@@ -79,6 +81,10 @@ impl Relay {
         let transport = TransportConfig::default().idle_timeout(config.limits.idle_timeout);
         let mut server = Server::bind_with(config.listen, tls, transport)?;
         let local_addr = server.local_addr();
+        let mesh = match &config.mesh {
+            Some(m) => Some(crate::mesh::Mesh::bind(m.clone())?),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let health = Health::new();
         let ops = ops::serve(config.ops, metrics.clone(), health.clone())
@@ -93,10 +99,14 @@ impl Relay {
             sessions: Mutex::new(HashMap::new()),
             upstreams: AtomicUsize::new(0),
             session_gone: tokio::sync::Notify::new(),
+            mesh,
             next_session: AtomicU64::new(1),
             draining: AtomicBool::new(false),
         });
         let (stop_tx, mut stop_rx) = watch::channel(false);
+        if let Some(m) = &ctx.mesh {
+            m.spawn(ctx.clone(), stop_rx.clone());
+        }
         let reload_resolver = resolver.clone();
         let accept_ctx = ctx.clone();
         let task = tokio::spawn(async move {
@@ -204,6 +214,16 @@ impl RelayHandle {
     /// are established now.
     pub fn upstream_subscriptions(&self) -> usize {
         self.ctx.upstreams.load(Ordering::Relaxed)
+    }
+
+    /// The mesh listener's address, when the mesh is on.
+    pub fn mesh_addr(&self) -> Option<SocketAddr> {
+        self.ctx.mesh.as_ref().map(|m| m.local_addr())
+    }
+
+    /// The mesh peers whose links are up now (empty without a mesh).
+    pub fn mesh_peers(&self) -> Vec<String> {
+        self.ctx.mesh.as_ref().map(|m| m.peers()).unwrap_or_default()
     }
 
     /// How many tracks the relay holds.

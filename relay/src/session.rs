@@ -133,7 +133,7 @@ async fn serve(
     }
 }
 
-fn handle(
+pub(crate) fn handle(
     ctx: &Arc<Ctx>,
     conn: &Connection,
     id: SessionId,
@@ -220,6 +220,8 @@ macro_rules! admit {
 }
 
 async fn subscribe(ctx: Arc<Ctx>, id: SessionId, grant: Option<Arc<Grant>>, req: SubscribeRequest) {
+    // The mesh's internal routes track is served on mesh links only (crate::mesh).
+    let Some(req) = crate::mesh::refuse_routes(req) else { return };
     admit!(&ctx, grant.as_deref(), req, Action::Subscribe, &req.track.namespace);
     match route(&ctx, id, req) {
         Route::Attach(track, req) => attach(ctx, track, req, id).await,
@@ -256,7 +258,11 @@ fn route(ctx: &Ctx, id: SessionId, req: SubscribeRequest) -> Route {
         drop(st);
         return Route::Attach(track, req);
     }
-    let Some((publisher, conn)) = reg.publisher_for(&name) else {
+    // No local publisher: the next hop of the best mesh route, if any.
+    let found = reg
+        .publisher_for(&name)
+        .or_else(|| ctx.mesh.as_ref().and_then(|m| m.next_hop(&name.namespace)));
+    let Some((publisher, conn)) = found else {
         return Route::NoPublisher(req);
     };
     let track =
@@ -337,7 +343,12 @@ fn remove_track(ctx: &Ctx, track: &Arc<Track>) {
 }
 
 /// The relay's one SUBSCRIBE for a track, to the session publishing its namespace.
-async fn upstream(ctx: Arc<Ctx>, track: Arc<Track>, session: SessionId, conn: Connection) {
+pub(crate) async fn upstream(
+    ctx: Arc<Ctx>,
+    track: Arc<Track>,
+    session: SessionId,
+    conn: Connection,
+) {
     // Largest Object: downstream subscribers with different filters come and go without
     // changing the upstream subscription (draft-16 §8.3).
     let options = SubscribeOptions::largest_object();
@@ -443,6 +454,9 @@ fn lose_upstream(ctx: &Arc<Ctx>, track: &Arc<Track>) {
         st.generation
     };
     tracing::info!(track = %track.name, linger = ?ctx.config.linger, "publisher gone: holding subscribers");
+    if let Some(m) = &ctx.mesh {
+        m.wake();
+    }
     let ctx = ctx.clone();
     let track = track.clone();
     tokio::spawn(async move {
@@ -597,11 +611,17 @@ fn announce(
             s.conn.namespace(s.request_id, namespace.clone());
         }
     }
+    if let Some(m) = &ctx.mesh {
+        m.wake();
+    }
 }
 
 fn unannounce(ctx: &Ctx, id: SessionId, namespace: &TrackNamespace) {
     let mut reg = ctx.registry.lock();
     reg.announcements.retain(|a| !(a.session == id && &a.namespace == namespace));
+    if let Some(m) = &ctx.mesh {
+        m.wake();
+    }
     if !reg.is_announced(namespace) {
         for s in reg.subscribers_of(namespace) {
             s.conn.namespace_done(s.request_id, namespace.clone());
@@ -646,6 +666,9 @@ fn session_closed(ctx: &Ctx, id: SessionId) {
         reg.announcements.retain(|a| a.session != id);
         gone
     };
+    if let Some(m) = &ctx.mesh {
+        m.wake();
+    }
     for ns in gone {
         let reg = ctx.registry.lock();
         if !reg.is_announced(&ns) {

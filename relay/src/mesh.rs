@@ -1,0 +1,575 @@
+//! The relay's side of the regional mesh: the mesh listener (mutual TLS with the mesh CA),
+//! links to the configured peers, the internal routes track `.tiermesh/routes` that carries
+//! `tiermesh_mesh` route messages between peers, and the hook that sends a SUBSCRIBE for a
+//! track no local publisher has to the next hop of the best mesh route.
+//!
+//! - A mesh link is a MoQT draft-16 session on the mesh port. The listener requires a client
+//!   certificate chaining to the mesh CA; the dialer trusts only servers with a mesh-CA
+//!   certificate. Clients never reach the mesh port, so they never see the routes track;
+//!   on the client port a SUBSCRIBE for it is refused as if the track did not exist.
+//! - The dialer names itself in the CLIENT_SETUP path (`/.tiermesh?name=…&region=…`); the
+//!   acceptor knows it only after the TLS handshake proved the certificate is the mesh CA's.
+//! - Each side subscribes to the other's routes track; every route message is one object
+//!   (its own group).
+//! - A track with no local publisher is subscribed at the next hop towards its namespace's
+//!   origin, through the relay's ordinary track table, so a relay holds at most one upstream
+//!   subscription per track and a link carries a track once. When a link dies its
+//!   subscriptions linger (the relay's `linger`), and as soon as the mesh has a new route the
+//!   relay subscribes again through it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tiermesh_client::moq::{
+    self, ClientOptions, Connection, Event, ServerOptions, SubscribeOptions, SubscribeRequest,
+    TrackEvent, TrackWriter,
+};
+use tiermesh_client::transport::{ClientTls, Server, ServerTls, Url};
+use tiermesh_mesh::{Hop, Node, NodeConfig, PeerInfo, RelayName, RouteMessage};
+use tiermesh_proto::TerminationCode;
+use tiermesh_proto::data::ObjectStatus;
+use tiermesh_proto::ext::Extensions;
+use tiermesh_proto::message::RequestErrorCode;
+use tiermesh_proto::types::{FullTrackName, TrackNamespace};
+use tokio::sync::{Notify, watch};
+
+use crate::auth::{Grant, Prefix};
+use crate::config::MeshConfig;
+use crate::server::Ctx;
+use crate::track::{SessionId, Upstream};
+
+/// Session numbers of mesh links start here, apart from client sessions.
+const MESH_SESSION_BASE: u64 = 1 << 62;
+
+/// Wait before dialing a peer again after its link failed or could not be set up.
+const REDIAL_DELAY: Duration = Duration::from_millis(500);
+
+/// Route messages queued for a peer whose routes subscription is not set up yet.
+const MAX_QUEUED: usize = 1024;
+
+/// Why the mesh could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// The node directory could not be read.
+    #[error("mesh identity in {dir}: {source}")]
+    Identity {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// What went wrong.
+        source: tiermesh_certs::Error,
+    },
+    /// The mesh TLS configuration could not be built.
+    #[error("mesh TLS: {0}")]
+    Tls(String),
+    /// The mesh listener could not be bound.
+    #[error("mesh listener: {0}")]
+    Listen(#[from] tiermesh_client::transport::Error),
+    /// A peer's address is not a URL.
+    #[error("mesh peer {name}: address {addr:?} is not a URL")]
+    PeerAddr {
+        /// The peer.
+        name: String,
+        /// The address given.
+        addr: String,
+    },
+}
+
+/// The full name of the internal routes track.
+pub(crate) fn routes_track() -> FullTrackName {
+    let (ns, name) =
+        tiermesh_mesh::wire::ROUTES_TRACK.split_once('/').unwrap_or((".tiermesh", "routes"));
+    let ns = TrackNamespace::from_path(ns).unwrap_or_default();
+    FullTrackName::new(ns.clone(), name)
+        .unwrap_or(FullTrackName { namespace: ns, name: Default::default() })
+}
+
+/// One mesh link that is up.
+struct Link {
+    session: SessionId,
+    conn: Connection,
+    writer: Option<TrackWriter>,
+    queue: Vec<Bytes>,
+    group: u64,
+}
+
+struct State {
+    node: Node,
+    links: HashMap<RelayName, Link>,
+    published: BTreeSet<TrackNamespace>,
+}
+
+/// The relay's mesh: its routing node and its links.
+pub(crate) struct Mesh {
+    config: MeshConfig,
+    state: Mutex<State>,
+    wake: Notify,
+    next_session: AtomicU64,
+    server: Mutex<Option<Server>>,
+    local_addr: SocketAddr,
+    client_tls: ClientTls,
+    /// The grant mesh peers act under: they may subscribe to anything (they are relays of
+    /// this operator, authenticated by the mesh CA).
+    grant: Arc<Grant>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("name", &self.config.name)
+            .field("listen", &self.local_addr)
+            .finish()
+    }
+}
+
+impl Mesh {
+    /// Loads the identity and binds the mesh listener.
+    pub(crate) fn bind(config: MeshConfig) -> Result<Arc<Self>, MeshError> {
+        let identity = tiermesh_certs::mesh::Identity::load(&config.dir)
+            .map_err(|source| MeshError::Identity { dir: config.dir.clone(), source })?;
+        let ca = tiermesh_certs::pem::load_chain(config.dir.join(tiermesh_certs::ca::CA_CERT_FILE))
+            .map_err(|source| MeshError::Identity { dir: config.dir.clone(), source })?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in &ca {
+            roots.add(c.clone()).map_err(|e| MeshError::Tls(e.to_string()))?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            tiermesh_certs::provider(),
+        )
+        .build()
+        .map_err(|e| MeshError::Tls(e.to_string()))?;
+        let server_tls =
+            ServerTls::from_resolver(identity.certs().clone()).client_verifier(verifier);
+        let server = Server::bind(config.listen, server_tls)?;
+        let local_addr = server.local_addr();
+        let client_tls = ClientTls::ca_der(ca.iter().map(|c| c.to_vec()).collect())?
+            .with_client_cert_resolver(identity.certs().clone());
+        for p in &config.peers {
+            if p.addr.parse::<Url>().is_err() {
+                return Err(MeshError::PeerAddr { name: p.name.clone(), addr: p.addr.clone() });
+            }
+        }
+        let epoch =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64);
+        let node_config = NodeConfig::new(config.name.as_str(), &config.region, &config.url)
+            .epoch(epoch)
+            .costs(config.intra_cost, config.inter_cost);
+        let node = Node::new(Instant::now(), node_config);
+        tracing::info!(name = %config.name, region = %config.region, %local_addr, ca_sha256 = %identity.ca_sha256().hex(), "mesh listener bound");
+        Ok(Arc::new(Self {
+            state: Mutex::new(State { node, links: HashMap::new(), published: BTreeSet::new() }),
+            wake: Notify::new(),
+            next_session: AtomicU64::new(MESH_SESSION_BASE),
+            server: Mutex::new(Some(server)),
+            local_addr,
+            client_tls,
+            grant: Arc::new(Grant {
+                subject: None,
+                publish: vec![Prefix::root()],
+                subscribe: vec![Prefix::root()],
+                expires_at: SystemTime::now() + Duration::from_secs(100 * 365 * 24 * 3600),
+            }),
+            config,
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The mesh listener's address.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Asks the mesh task to look at the relay's state again (a namespace was published or
+    /// left, an upstream was lost).
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The mesh peer to subscribe at for a track in `namespace`, if the best route leads to
+    /// a peer whose link is up.
+    pub(crate) fn next_hop(&self, namespace: &TrackNamespace) -> Option<(SessionId, Connection)> {
+        let st = self.lock();
+        match st.node.next_hop(namespace)? {
+            Hop::Local => None,
+            Hop::Peer(p) => st.links.get(&p).map(|l| (l.session, l.conn.clone())),
+        }
+    }
+
+    /// Mesh peers that are up now.
+    pub(crate) fn peers(&self) -> Vec<String> {
+        self.lock().links.keys().map(|k| k.as_str().to_owned()).collect()
+    }
+
+    /// Every live relay the mesh knows, for the routing API.
+    pub(crate) fn members(&self) -> Vec<tiermesh_mesh::NodeState> {
+        self.lock().node.members()
+    }
+
+    /// A SUBSCRIBE for the routes track: accepted from a mesh link, refused otherwise.
+    /// False if `req` is not for the routes track (the caller handles it).
+    pub(crate) fn routes_subscribe(self: &Arc<Self>, req: &SubscribeRequest) -> bool {
+        req.track == routes_track()
+    }
+
+    fn accept_routes(self: &Arc<Self>, req: SubscribeRequest, peer: RelayName, session: SessionId) {
+        let mesh = self.clone();
+        tokio::spawn(async move {
+            let writer = match req.accept(Extensions::default(), None).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::debug!(error = %e, "routes subscription not accepted");
+                    return;
+                }
+            };
+            let mut st = mesh.lock();
+            if let Some(link) = st.links.get_mut(&peer).filter(|l| l.session == session) {
+                let queued = std::mem::take(&mut link.queue);
+                link.writer = Some(writer);
+                for m in queued {
+                    write_message(link, m);
+                }
+            }
+        });
+    }
+
+    /// Starts the mesh: the listener, the dialers and the routing loop.
+    pub(crate) fn spawn(self: &Arc<Self>, ctx: Arc<Ctx>, stop: watch::Receiver<bool>) {
+        let Some(mut server) = self.server.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let mesh = self.clone();
+        let accept_ctx = ctx.clone();
+        let mut accept_stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    request = server.accept() => {
+                        let Some(request) = request else { break };
+                        let mesh = mesh.clone();
+                        let ctx = accept_ctx.clone();
+                        tokio::spawn(async move {
+                            let peer = request.peer();
+                            let session = match request.accept().await {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    tracing::warn!(%peer, error = %e, "mesh peer refused (TLS)");
+                                    return;
+                                }
+                            };
+                            let (conn, driver) = match moq::accept(session, ServerOptions::default()).await {
+                                Ok(x) => x,
+                                Err(e) => {
+                                    tracing::info!(%peer, error = %e, "mesh session not started");
+                                    return;
+                                }
+                            };
+                            tokio::spawn(driver.run());
+                            let setup = match tokio::time::timeout(Duration::from_secs(10), conn.ready()).await {
+                                Ok(Ok(s)) => s,
+                                _ => {
+                                    conn.close(TerminationCode::ProtocolViolation, "mesh SETUP failed");
+                                    return;
+                                }
+                            };
+                            let Some((name, region)) = setup.path.as_deref().and_then(parse_hello) else {
+                                conn.close(TerminationCode::ProtocolViolation, "mesh peer did not name itself");
+                                return;
+                            };
+                            mesh.run_link(ctx, conn, name, region).await;
+                        });
+                    }
+                    _ = accept_stop.changed() => break,
+                }
+            }
+            server.close(TerminationCode::NoError.code() as u32, "relay shutting down");
+        });
+        for peer in self.config.peers.clone() {
+            let mesh = self.clone();
+            let ctx = ctx.clone();
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                let Ok(mut url) = peer.addr.parse::<Url>() else { return };
+                url.set_path("/.tiermesh");
+                url.query_pairs_mut()
+                    .append_pair("name", &mesh.config.name)
+                    .append_pair("region", &mesh.config.region);
+                loop {
+                    let dial = async {
+                        let options = ClientOptions::new(mesh.client_tls.clone());
+                        match moq::connect(&url, options).await {
+                            Ok((conn, driver)) => {
+                                tokio::spawn(driver.run());
+                                match conn.ready().await {
+                                    Ok(_) => {
+                                        mesh.run_link(
+                                            ctx.clone(),
+                                            conn,
+                                            peer.name.clone(),
+                                            peer.region.clone(),
+                                        )
+                                        .await
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(peer = %peer.name, error = %e, "mesh link SETUP failed")
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(peer = %peer.name, error = %e, "mesh peer not reached")
+                            }
+                        }
+                        tokio::time::sleep(REDIAL_DELAY).await;
+                    };
+                    tokio::select! {
+                        _ = dial => {}
+                        _ = stop.changed() => break,
+                    }
+                    if *stop.borrow() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mesh = self.clone();
+        let mut stop = stop;
+        tokio::spawn(async move {
+            loop {
+                mesh.step(&ctx);
+                let deadline = mesh.lock().node.poll_timeout();
+                let sleep = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = mesh.wake.notified() => {}
+                    _ = sleep => {}
+                    _ = stop.changed() => break,
+                }
+            }
+            let conns: Vec<Connection> =
+                mesh.lock().links.values().map(|l| l.conn.clone()).collect();
+            for c in conns {
+                c.close(TerminationCode::NoError, "relay shutting down");
+            }
+        });
+    }
+
+    /// Runs one mesh link until it ends.
+    async fn run_link(
+        self: &Arc<Self>,
+        ctx: Arc<Ctx>,
+        conn: Connection,
+        name: String,
+        region: String,
+    ) {
+        let peer = RelayName::from(name.as_str());
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut st = self.lock();
+            if st.links.contains_key(&peer) {
+                drop(st);
+                tracing::info!(peer = %name, "second link to a peer already linked: closed");
+                conn.close(TerminationCode::NoError, "already linked");
+                return;
+            }
+            st.links.insert(
+                peer.clone(),
+                Link { session, conn: conn.clone(), writer: None, queue: Vec::new(), group: 0 },
+            );
+            st.node.handle_peer_up(
+                Instant::now(),
+                peer.as_str(),
+                PeerInfo { region: region.clone() },
+            );
+        }
+        tracing::info!(peer = %name, %region, "mesh link up");
+        self.wake();
+        // The peer's routes.
+        let mesh = self.clone();
+        let routes_conn = conn.clone();
+        let routes_peer = peer.clone();
+        let routes = tokio::spawn(async move {
+            let mut reader = match routes_conn
+                .subscribe(routes_track(), SubscribeOptions::default())
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(peer = %routes_peer, error = %e, "routes subscription refused: closing link");
+                    routes_conn.close(TerminationCode::ProtocolViolation, "routes track refused");
+                    return;
+                }
+            };
+            while let Some(e) = reader.next().await {
+                let TrackEvent::Object(o) = e else { continue };
+                match RouteMessage::decode(&o.payload) {
+                    Ok(m) => {
+                        let r = mesh.lock().node.handle_message(
+                            Instant::now(),
+                            routes_peer.as_str(),
+                            m,
+                        );
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "route message not taken");
+                        }
+                        mesh.wake();
+                    }
+                    Err(e) => tracing::warn!(peer = %routes_peer, error = %e, "bad route message"),
+                }
+            }
+        });
+        loop {
+            tokio::select! {
+                event = conn.next_event() => match event {
+                    Some(Event::Subscribe(req)) if self.routes_subscribe(&req) => {
+                        self.accept_routes(req, peer.clone(), session);
+                    }
+                    Some(e) => crate::session::handle(&ctx, &conn, session, Some(self.grant.clone()), e),
+                    None => break,
+                },
+                _ = conn.closed() => break,
+            }
+        }
+        routes.abort();
+        {
+            let mut st = self.lock();
+            if st.links.get(&peer).is_some_and(|l| l.session == session) {
+                st.links.remove(&peer);
+                st.node.handle_peer_down(Instant::now(), peer.as_str());
+            }
+        }
+        let reason = conn.closed().await;
+        tracing::info!(peer = %name, %reason, "mesh link down");
+        self.wake();
+    }
+
+    /// Feeds the node what changed, sends its messages and re-routes lingering tracks.
+    fn step(&self, ctx: &Arc<Ctx>) {
+        let now = Instant::now();
+        let published: BTreeSet<TrackNamespace> = ctx
+            .registry
+            .lock()
+            .announcements
+            .iter()
+            .filter(|a| a.session < MESH_SESSION_BASE)
+            .map(|a| a.namespace.clone())
+            .collect();
+        let mut st = self.lock();
+        let added: Vec<_> = published.difference(&st.published).cloned().collect();
+        let removed: Vec<_> = st.published.difference(&published).cloned().collect();
+        for ns in added {
+            st.node.local_publish(now, ns);
+        }
+        for ns in &removed {
+            st.node.local_unpublish(now, ns);
+        }
+        st.published = published;
+        if st.node.poll_timeout().is_some_and(|t| t <= now) {
+            st.node.handle_timeout(now);
+        }
+        while let Some((peer, msg)) = st.node.poll_send() {
+            let bytes = msg.encode();
+            if let Some(link) = st.links.get_mut(&peer) {
+                if link.writer.is_some() {
+                    write_message(link, bytes);
+                } else if link.queue.len() < MAX_QUEUED {
+                    link.queue.push(bytes);
+                }
+            }
+        }
+        while st.node.poll_event().is_some() {}
+        drop(st);
+        self.reroute(ctx);
+    }
+
+    /// Subscribes again, along the current best route, every track whose upstream was lost
+    /// and that no local publisher serves.
+    fn reroute(&self, ctx: &Arc<Ctx>) {
+        let tracks: Vec<_> = ctx.registry.lock().tracks.values().cloned().collect();
+        for track in tracks {
+            if !matches!(track.lock().upstream, Upstream::Lingering) {
+                continue;
+            }
+            if ctx.registry.lock().publisher_for(&track.name).is_some() {
+                continue;
+            }
+            let Some((session, conn)) = self.next_hop(&track.name.namespace) else { continue };
+            {
+                let mut st = track.lock();
+                if !matches!(st.upstream, Upstream::Lingering) || st.removed {
+                    continue;
+                }
+                st.upstream = Upstream::Pending { session };
+                st.generation += 1;
+            }
+            tracing::info!(track = %track.name, "mesh: subscribing again along the new route");
+            tokio::spawn(crate::session::upstream(ctx.clone(), track, session, conn));
+        }
+    }
+}
+
+/// Writes one route message as its own group on the peer's routes subscription.
+fn write_message(link: &mut Link, bytes: Bytes) {
+    let Some(writer) = &link.writer else { return };
+    let mut stream = writer.open_subgroup(link.group, 0, Some(0));
+    link.group += 1;
+    if let Err(e) = stream.write(0, &Extensions::default(), ObjectStatus::Normal, bytes) {
+        tracing::debug!(error = %e, "route message not sent");
+    }
+    stream.finish();
+}
+
+/// The dialer's name and region from its CLIENT_SETUP path `/.tiermesh?name=…&region=…`.
+fn parse_hello(path: &str) -> Option<(String, String)> {
+    let url = Url::parse(&format!("moqt://mesh{path}")).ok()?;
+    let mut name = None;
+    let mut region = None;
+    for (k, v) in url.query_pairs() {
+        match &*k {
+            "name" if !v.is_empty() && v.len() <= 255 => name = Some(v.into_owned()),
+            "region" if v.len() <= 255 => region = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    Some((name?, region?))
+}
+
+/// Refuses a SUBSCRIBE for the routes track on a client session: clients never see it.
+pub(crate) fn refuse_routes(req: SubscribeRequest) -> Option<SubscribeRequest> {
+    if req.track == routes_track() {
+        req.reject(RequestErrorCode::DoesNotExist, "no publisher for this track");
+        None
+    } else {
+        Some(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_names_the_dialer() {
+        assert_eq!(
+            parse_hello("/.tiermesh?name=b1&region=eu"),
+            Some(("b1".to_owned(), "eu".to_owned()))
+        );
+        assert_eq!(parse_hello("/.tiermesh?region=eu"), None);
+        assert_eq!(parse_hello("/"), None);
+    }
+
+    #[test]
+    fn routes_track_is_the_mesh_crates() {
+        let t = routes_track();
+        assert_eq!(t.namespace, TrackNamespace::from_path(".tiermesh").unwrap());
+    }
+}

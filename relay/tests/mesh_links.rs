@@ -1,0 +1,247 @@
+//! The regional mesh on loopback with real QUIC and mutual TLS from a generated mesh CA:
+//! A in region r1, B and C in region r2, links A–B, B–C and A–C (C's inter-region links cost
+//! 300, so C's best route to A goes through B).
+//!
+//! - a publisher at A reaches subscribers at C through the mesh, with one upstream
+//!   subscription per track at every relay however many subscribers C has;
+//! - a relay whose certificate comes from another CA, or a client without a certificate,
+//!   is refused on the mesh port;
+//! - when B dies, C's subscription moves to the direct link without the subscriber doing
+//!   anything, with no object duplicated or reordered (the freeze is printed).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tiermesh_client::moq::{self, ClientOptions, SubscribeOptions, TrackReader};
+use tiermesh_client::transport::{ClientTls, Url};
+use tiermesh_proto::data::ObjectStatus;
+use tiermesh_relay::RelayHandle;
+use tiermesh_relay::config::{MeshConfig, MeshPeer, RelayConfig};
+
+fn node_dir(ca: &tiermesh_certs::ca::Ca, root: &Path, name: &str) -> std::path::PathBuf {
+    let dir = root.join(name);
+    ca.issue_node(name, &["127.0.0.1".to_owned()]).unwrap().save(&dir).unwrap();
+    dir
+}
+
+fn mesh_config(
+    name: &str,
+    region: &str,
+    dir: std::path::PathBuf,
+    peers: &[(&str, &str, &RelayHandle)],
+    inter_cost: u64,
+) -> RelayConfig {
+    let mut c = config();
+    c.mesh = Some(MeshConfig {
+        name: name.into(),
+        region: region.into(),
+        url: format!("moqt://{name}.example:4443"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        dir,
+        peers: peers
+            .iter()
+            .map(|(n, r, h)| MeshPeer {
+                name: (*n).into(),
+                region: (*r).into(),
+                addr: format!("moqt://127.0.0.1:{}", h.mesh_addr().unwrap().port()),
+            })
+            .collect(),
+        intra_cost: 10,
+        inter_cost,
+    });
+    c
+}
+
+struct Mesh3 {
+    a: RelayHandle,
+    b: RelayHandle,
+    c: RelayHandle,
+    _dir: tempfile::TempDir,
+}
+
+async fn mesh3() -> Mesh3 {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tiermesh_certs::ca::generate("test mesh").unwrap();
+    let a = relay(mesh_config("a", "r1", node_dir(&ca, dir.path(), "a"), &[], 100)).await;
+    let b = relay(mesh_config("b", "r2", node_dir(&ca, dir.path(), "b"), &[("a", "r1", &a)], 100))
+        .await;
+    let c = relay(mesh_config(
+        "c",
+        "r2",
+        node_dir(&ca, dir.path(), "c"),
+        &[("b", "r2", &b), ("a", "r1", &a)],
+        300,
+    ))
+    .await;
+    eventually("links up", || c.mesh_peers().len() == 2 && b.mesh_peers().len() == 2).await;
+    Mesh3 { a, b, c, _dir: dir }
+}
+
+/// Subscribes at `relay` until the mesh has a route for the track (bounded by `within`).
+async fn subscribe_when_routed(relay: &RelayHandle, conn: &moq::Connection) -> TrackReader {
+    let _ = relay;
+    within("routed subscribe", async {
+        loop {
+            match conn.subscribe(track("video"), SubscribeOptions::default()).await {
+                Ok(r) => return r,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn publisher_at_a_reaches_subscribers_at_c_once_per_link() {
+    let m = mesh3().await;
+    let mut publisher = publisher(&m.a, "moqt", None).await;
+    let mut readers = Vec::new();
+    for scheme in ["moqt", "https", "moqt"] {
+        let sub = connect(&m.c, scheme).await;
+        let r = subscribe_when_routed(&m.c, &sub).await;
+        readers.push((sub, r));
+    }
+    let w = within("upstream at the publisher", publisher.writers.recv()).await.unwrap();
+    for g in 0..3 {
+        write_group(&w, g, 0..20, false);
+    }
+    for (_, r) in readers.iter_mut() {
+        assert_eq!(expect_objects(r, 60).await.len(), 60);
+    }
+    assert!(publisher.writers.try_recv().is_err(), "a second SUBSCRIBE reached the publisher");
+    // One upstream subscription per track at each relay on the path, none at the others.
+    assert_eq!(m.c.upstream_subscriptions(), 1, "C subscribes upstream once for 3 subscribers");
+    assert_eq!(m.b.upstream_subscriptions(), 1, "B carries the track once");
+    assert_eq!(m.a.upstream_subscriptions(), 1);
+    assert_eq!(m.c.metrics().subscriptions.get(), 3);
+    assert_eq!(m.b.metrics().subscriptions.get(), 1, "B has one downstream: C");
+    assert_eq!(m.a.metrics().subscriptions.get(), 1, "A has one downstream: B");
+    // Clients never see the routes track.
+    let sub = connect(&m.c, "moqt").await;
+    let routes = tiermesh_proto::types::FullTrackName::new(
+        tiermesh_proto::types::TrackNamespace::from_path(".tiermesh").unwrap(),
+        "routes",
+    )
+    .unwrap();
+    assert!(within("routes", sub.subscribe(routes, SubscribeOptions::default())).await.is_err());
+    m.c.shutdown().await;
+    m.b.shutdown().await;
+    m.a.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_relay_from_another_ca_is_refused() {
+    let m = mesh3().await;
+    let dir = tempfile::tempdir().unwrap();
+    let other = tiermesh_certs::ca::generate("another mesh").unwrap();
+    let foreign = node_dir(&other, dir.path(), "x");
+    let url: Url =
+        format!("moqt://127.0.0.1:{}/.tiermesh?name=x&region=r1", m.a.mesh_addr().unwrap().port())
+            .parse()
+            .unwrap();
+    // Trusting the right CA but presenting a certificate of another CA.
+    let good_ca = tiermesh_certs::pem::load_chain(m_dir_ca(&m)).unwrap();
+    let identity = tiermesh_certs::mesh::Identity::load(&foreign).unwrap();
+    let tls = ClientTls::ca_der(good_ca.iter().map(|c| c.to_vec()).collect())
+        .unwrap()
+        .with_client_cert_resolver(identity.certs().clone());
+    assert!(refused(&url, tls).await, "a certificate from another CA joined the mesh");
+    // No certificate at all (what a client has).
+    let tls = ClientTls::ca_der(good_ca.iter().map(|c| c.to_vec()).collect()).unwrap();
+    assert!(refused(&url, tls).await, "a session without a certificate joined the mesh");
+    // The foreign relay itself, configured to dial A, never becomes A's peer.
+    let x = relay(mesh_config("x", "r1", foreign, &[("a", "r1", &m.a)], 100)).await;
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        assert!(!m.a.mesh_peers().contains(&"x".to_owned()), "A linked with a foreign relay");
+        assert!(x.mesh_peers().is_empty());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    x.shutdown().await;
+    m.c.shutdown().await;
+    m.b.shutdown().await;
+    m.a.shutdown().await;
+}
+
+fn m_dir_ca(m: &Mesh3) -> std::path::PathBuf {
+    m._dir.path().join("a").join("ca.pem")
+}
+
+/// True if a MoQT session to `url` with `tls` fails to set up.
+async fn refused(url: &Url, tls: ClientTls) -> bool {
+    let result = within("mesh dial", async {
+        let (conn, driver) = moq::connect(url, ClientOptions::new(tls)).await?;
+        tokio::spawn(driver.run());
+        conn.ready().await.map(|_| ())
+    })
+    .await;
+    result.is_err()
+}
+
+#[tokio::test]
+async fn subscriber_at_c_survives_the_loss_of_b() {
+    let m = mesh3().await;
+    let mut publisher = publisher(&m.a, "moqt", None).await;
+    let sub = connect(&m.c, "moqt").await;
+    let mut r = subscribe_when_routed(&m.c, &sub).await;
+    let w = within("upstream", publisher.writers.recv()).await.unwrap();
+    // One object per group, every 10 ms, for at most 10 s; each SUBSCRIBE the relay A
+    // receives (the re-routed one) gets the stream continued.
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut writers = vec![w];
+    let pub_task = tokio::spawn(async move {
+        for g in 0..1000u64 {
+            while let Ok(w) = publisher.writers.try_recv() {
+                writers.push(w);
+            }
+            for w in &writers {
+                if w.is_closed() {
+                    continue;
+                }
+                let mut s = w.open_subgroup(g, 0, None);
+                let _ = s.write(0, &ext(g, 0), ObjectStatus::Normal, payload(g, 0));
+                s.finish();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = &mut stop_rx => break,
+            }
+        }
+        publisher
+    });
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        let o = within("object before", r.next_object()).await.unwrap();
+        seen.push((o.group_id, Instant::now()));
+    }
+    let killed = Instant::now();
+    m.b.shutdown().await;
+    let before = seen.len();
+    while seen.len() < before + 30 {
+        let o = within("object after B died", r.next_object()).await.expect("subscription ended");
+        seen.push((o.group_id, Instant::now()));
+    }
+    let _ = stop_tx.send(());
+    let _publisher = pub_task.await.unwrap();
+    for pair in seen.windows(2) {
+        assert!(
+            pair[1].0 > pair[0].0,
+            "group {} after group {}: duplicated or reordered",
+            pair[1].0,
+            pair[0].0
+        );
+    }
+    let freeze = seen.windows(2).map(|p| p[1].1 - p[0].1).max().unwrap();
+    let first_after = seen[before].1 - killed;
+    println!(
+        "mesh failover: longest gap between objects {freeze:?}, first object after the kill {first_after:?}"
+    );
+    assert!(freeze < Duration::from_secs(2), "freeze {freeze:?}");
+    assert_eq!(m.c.upstream_subscriptions(), 1);
+    assert_eq!(m.c.mesh_peers(), vec!["a".to_owned()]);
+    m.c.shutdown().await;
+    m.a.shutdown().await;
+}
