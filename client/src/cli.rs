@@ -452,6 +452,7 @@ fn run_decode(args: &SubArgs) -> anyhow::Result<()> {
                 "frames_decoded": report.frames_decoded,
                 "decode_errors": report.decode_errors,
                 "freezes": report.freezes,
+                "skipped_before_key": report.skipped_before_key,
                 "audio_packets": report.audio_packets,
                 "audio_decoded": report.audio_decoded,
                 "saved_video": report.saved_video,

@@ -20,9 +20,9 @@ use tiermesh_codec::media::output::{AudioTrack, Mp4Writer, Tracks, VideoTrack};
 use tiermesh_codec::{Codec, av1, h264, opus};
 use tiermesh_proto::catalog::CATALOG_TRACK_NAME;
 use tiermesh_proto::loc::LocProperties;
-use tiermesh_proto::types::{FullTrackName, TrackName, TrackNamespace};
+use tiermesh_proto::types::{FullTrackName, Location, TrackName, TrackNamespace};
 
-use crate::moq::{Connection, SubscribeOptions, TrackEvent, TrackReader};
+use crate::moq::{Connection, FetchReader, SubscribeOptions, TrackEvent, TrackReader};
 
 /// Consecutive decoded frames further apart than this many frame intervals count as a
 /// freeze: three frames (100 ms at 30 fps) is where a viewer sees the picture stop.
@@ -46,6 +46,9 @@ pub struct DecodeReport {
     pub decode_errors: u64,
     /// Freezes (see the module documentation).
     pub freezes: u64,
+    /// Video objects received before the first key frame (a subscription that starts in
+    /// the middle of a group): not decodable, not an error.
+    pub skipped_before_key: u64,
     /// Audio packets received.
     pub audio_packets: u64,
     /// Audio packets decoded.
@@ -66,13 +69,14 @@ impl DecodeReport {
         let mut s = String::new();
         if let Some(t) = &self.video_track {
             s.push_str(&format!(
-                "video {t} ({}): {} objects, {} frames decoded{}, {} decode errors, {} freezes\n",
+                "video {t} ({}): {} objects, {} frames decoded{}, {} decode errors, {} freezes, {} skipped before the first key frame\n",
                 self.codec.as_deref().unwrap_or("?"),
                 self.video_objects,
                 self.frames_decoded,
                 self.last_size.map(|(w, h)| format!(" at {w}x{h}")).unwrap_or_default(),
                 self.decode_errors,
-                self.freezes
+                self.freezes,
+                self.skipped_before_key
             ));
         }
         s.push_str(&format!(
@@ -262,7 +266,11 @@ impl Receiver {
             self.group = Some(group_id);
         }
         if self.waiting_for_key {
-            self.report.decode_errors += u64::from(self.decoder.is_some());
+            if self.report.frames_decoded + self.report.saved_video == 0 {
+                self.report.skipped_before_key += 1;
+            } else {
+                self.report.decode_errors += u64::from(self.decoder.is_some());
+            }
             return;
         }
         let capture = props.capture_timestamp_us().unwrap_or(0);
@@ -387,6 +395,45 @@ fn full(namespace: &TrackNamespace, name: &str) -> FullTrackName {
     }
 }
 
+/// A joined track: the joining fetch's objects first (from the current group's key
+/// frame), then the subscription's, each location once.
+struct Joined {
+    fetch: Option<FetchReader>,
+    reader: TrackReader,
+    last: Option<Location>,
+}
+
+impl Joined {
+    async fn open(
+        conn: &Connection,
+        track: FullTrackName,
+        options: SubscribeOptions,
+    ) -> Result<Self, crate::moq::Error> {
+        let (reader, fetch) = conn.join(track, options, 0).await?;
+        Ok(Self { fetch: fetch.ok(), reader, last: None })
+    }
+
+    async fn next(&mut self) -> Option<crate::moq::ReceivedObject> {
+        loop {
+            let o = match &mut self.fetch {
+                Some(f) => match f.next().await {
+                    Some(o) => o,
+                    None => {
+                        self.fetch = None;
+                        continue;
+                    }
+                },
+                None => next_object(&mut self.reader).await?,
+            };
+            if self.last.is_some_and(|l| o.location() <= l) {
+                continue;
+            }
+            self.last = Some(o.location());
+            return Some(o);
+        }
+    }
+}
+
 async fn next_object(reader: &mut TrackReader) -> Option<crate::moq::ReceivedObject> {
     loop {
         match reader.next().await? {
@@ -408,11 +455,11 @@ pub async fn receive(conn: &Connection, config: ReceiveConfig) -> DecodeReport {
     };
     let failed = |e: String| DecodeReport { error: Some(e), ..DecodeReport::default() };
     let catalog_track = full(&config.namespace, CATALOG_TRACK_NAME);
-    let mut catalog_reader = match conn.subscribe(catalog_track, options()).await {
+    let mut catalog_reader = match Joined::open(conn, catalog_track, options()).await {
         Ok(r) => r,
         Err(e) => return failed(format!("subscribing to the catalog: {e}")),
     };
-    let catalog = match tokio::time::timeout_at(deadline, next_object(&mut catalog_reader)).await {
+    let catalog = match tokio::time::timeout_at(deadline, catalog_reader.next()).await {
         Ok(Some(o)) => match Catalog::from_json(&o.payload) {
             Ok(c) => c,
             Err(e) => return failed(format!("bad catalog: {e}")),
@@ -429,14 +476,14 @@ pub async fn receive(conn: &Connection, config: ReceiveConfig) -> DecodeReport {
         Err(e) => return failed(e),
     };
     let mut video = match rx.video_track().map(|n| full(&config.namespace, n)) {
-        Some(t) => match conn.subscribe(t, options()).await {
+        Some(t) => match Joined::open(conn, t, options()).await {
             Ok(r) => Some(r),
             Err(e) => return failed(format!("subscribing to the video: {e}")),
         },
         None => None,
     };
     let mut audio = match rx.audio_track().map(|n| full(&config.namespace, n)) {
-        Some(t) => conn.subscribe(t, options()).await.ok(),
+        Some(t) => Joined::open(conn, t, options()).await.ok(),
         None => None,
     };
     let sleep = tokio::time::sleep_until(deadline);
@@ -444,12 +491,12 @@ pub async fn receive(conn: &Connection, config: ReceiveConfig) -> DecodeReport {
     loop {
         tokio::select! {
             () = &mut sleep => break,
-            o = async { match &mut video { Some(r) => next_object(r).await, None => std::future::pending().await } } => {
+            o = async { match &mut video { Some(r) => r.next().await, None => std::future::pending().await } } => {
                 let Some(o) = o else { video = None; continue };
                 let props = LocProperties::from_extensions(&o.extensions).unwrap_or_default();
                 rx.video_object(o.group_id, o.object_id, &props, &o.payload);
             }
-            o = async { match &mut audio { Some(r) => next_object(r).await, None => std::future::pending().await } } => {
+            o = async { match &mut audio { Some(r) => r.next().await, None => std::future::pending().await } } => {
                 let Some(o) = o else { audio = None; continue };
                 let props = LocProperties::from_extensions(&o.extensions).unwrap_or_default();
                 rx.audio_object(&props, &o.payload);
