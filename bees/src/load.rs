@@ -39,6 +39,10 @@ use crate::report::{Point, RelayUsage, Report, Shard, TrackTotals};
 /// How long one subscriber may take to connect and finish SETUP: a loaded relay on
 /// loopback answers in milliseconds; 10 s only bounds a relay that stopped answering.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a SUBSCRIBE and its joining FETCH may take to be answered: a relay answers
+/// from its registry and cache at once; a subscriber still waiting after 5 s is counted as
+/// not subscribed, so the steady window can open without it.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long publishers may take to have their broadcasts accepted before subscribers start.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long after the deadline a subscriber may take to close its session and hand in its
@@ -174,6 +178,8 @@ struct SubResult {
 pub async fn run(config: LoadConfig) -> Result<Report, Error> {
     config.validate()?;
     let relay = config.relay_pid.map(Process::new).transpose()?;
+    let me = Process::new(std::process::id()).ok();
+    let my_start = me.as_ref().and_then(|p| p.sample().ok());
     let clock = Clock::now();
     let start = TokioInstant::now();
     let deadline = start + config.duration;
@@ -341,6 +347,10 @@ pub async fn run(config: LoadConfig) -> Result<Report, Error> {
         started_unix_ms,
         duration_s,
         ramp_s,
+        bees_cpu_s: match (me.and_then(|p| p.sample().ok()), my_start) {
+            (Some(end), Some(start)) => end.cpu_s - start.cpu_s,
+            _ => 0.0,
+        },
     });
     if let (Some(p), Some(before), Some(end)) = (&relay, before, end) {
         let max = report.timeline.values().filter_map(|p| p.relay_rss_kib).max().unwrap_or(0);
@@ -549,7 +559,8 @@ async fn subscriber(
         let name = name.clone();
         joins.spawn(async move {
             let asked = Instant::now();
-            let joined = tokio::time::timeout_at(deadline, conn.join(track, options, 0)).await;
+            let by = (TokioInstant::now() + JOIN_TIMEOUT).min(deadline);
+            let joined = tokio::time::timeout_at(by, conn.join(track, options, 0)).await;
             (name, asked, joined)
         });
     }
@@ -584,7 +595,7 @@ async fn subscriber(
             }
             Err(_) => {
                 all_joined = false;
-                result.errors.push(format!("subscribe {name}: no answer before the end"));
+                result.errors.push(format!("subscribe {name}: no answer in time"));
                 tracing::warn!(subscriber = index, track = %name, "no answer to SUBSCRIBE");
             }
         }

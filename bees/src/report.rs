@@ -49,6 +49,10 @@ pub struct Shard {
     pub duration_s: f64,
     /// Seconds from the start until the last subscriber was connected (the ramp).
     pub ramp_s: f64,
+    /// CPU time this bees process used, seconds: near `duration_s` per thread means the
+    /// load generator, not the relay, was the limit.
+    #[serde(default)]
+    pub bees_cpu_s: f64,
 }
 
 /// Counts of subscribers.
@@ -383,6 +387,17 @@ impl Report {
                 f(|q| q.p95),
                 f(|q| q.p99),
                 f(|q| q.max)
+            );
+        }
+        for sh in &self.shards {
+            let _ = writeln!(
+                out,
+                "bees shard {}/{}: CPU {:.2} s in {:.1} s ({:.0} % of a core)",
+                sh.index,
+                sh.count,
+                sh.bees_cpu_s,
+                sh.duration_s,
+                sh.bees_cpu_s / sh.duration_s.max(1e-9) * 100.0
             );
         }
         for r in &self.relays {
