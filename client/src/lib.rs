@@ -1,5 +1,6 @@
 //! tiermesh client (in progress).
 
+pub mod abr;
 pub mod cli;
 pub mod decode;
 pub mod media;
