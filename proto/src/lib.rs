@@ -10,8 +10,8 @@ pub mod data;
 pub mod ext;
 pub mod kvp;
 pub mod loc;
-pub mod priority;
 pub mod message;
+pub mod priority;
 pub mod session;
 pub mod types;
 
