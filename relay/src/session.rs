@@ -282,11 +282,10 @@ async fn attach(ctx: Arc<Ctx>, track: Arc<Track>, req: SubscribeRequest, session
         (st.extensions.clone(), st.cache.largest())
     };
     if let (Some(SubscriptionFilter::AbsoluteRange { end_group, .. }), Some(l)) = (filter, largest)
+        && end_group.0 < l.group.0
     {
-        if end_group.0 < l.group.0 {
-            req.reject(RequestErrorCode::InvalidRange, "the range's end group has passed");
-            return;
-        }
+        req.reject(RequestErrorCode::InvalidRange, "the range's end group has passed");
+        return;
     }
     let (start, end_group) = filter_bounds(filter, largest);
     let writer = match req.accept(extensions, largest).await {

@@ -279,12 +279,11 @@ fn send(
         Some(sg) => {
             let key = (obj.group_id, sg);
             if !d.streams.contains_key(&key) {
-                if d.streams.len() >= MAX_STREAMS_PER_SUBSCRIBER {
-                    if let Some(oldest) = d.streams.keys().min().copied() {
-                        if let Some(s) = d.streams.remove(&oldest) {
-                            s.finish();
-                        }
-                    }
+                if d.streams.len() >= MAX_STREAMS_PER_SUBSCRIBER
+                    && let Some(oldest) = d.streams.keys().min().copied()
+                    && let Some(s) = d.streams.remove(&oldest)
+                {
+                    s.finish();
                 }
                 let s = d.writer.open_subgroup(obj.group_id, sg, Some(obj.publisher_priority));
                 d.streams.insert(key, s);

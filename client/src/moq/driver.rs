@@ -251,10 +251,10 @@ pub(crate) async fn start(
     // CLIENT_SETUP goes out before the driver runs: over raw QUIC the server sees the
     // control stream only once bytes arrive on it.
     while let Some(t) = session.poll_transmit() {
-        if t.stream == Stream::Control {
-            if let Err(e) = control_send.write_all(&t.data).await {
-                tracing::debug!(error = %e, "SETUP not written");
-            }
+        if t.stream == Stream::Control
+            && let Err(e) = control_send.write_all(&t.data).await
+        {
+            tracing::debug!(error = %e, "SETUP not written");
         }
     }
     let driver = Driver {
@@ -392,10 +392,10 @@ impl Driver {
     }
 
     fn finish_close(&mut self, reason: session::CloseReason) -> CloseReason {
-        if let Some(t) = self.transport_reason.take() {
-            if t.code().is_none() || t.by() != Some(transport::Side::Peer) {
-                return CloseReason::Transport(t);
-            }
+        if let Some(t) = self.transport_reason.take()
+            && (t.code().is_none() || t.by() != Some(transport::Side::Peer))
+        {
+            return CloseReason::Transport(t);
         }
         if reason.by_peer {
             CloseReason::Peer { code: reason.code, reason: reason.reason }
@@ -975,14 +975,12 @@ impl Driver {
             }
             Input::Datagram(d) => match Datagram::decode_bytes(d) {
                 Ok(d) => {
-                    if let Some(t) = self.session.lookup_alias(d.track_alias) {
-                        if let (false, Some(sink)) = (t.ended, self.sinks.get(&t.request_id)) {
-                            let obj = tiermesh_proto::data::Object::from_datagram(
-                                d,
-                                sink.default_priority,
-                            );
-                            let _ = sink.tx.send(TrackEvent::Object(ReceivedObject::new(obj, now)));
-                        }
+                    if let Some(t) = self.session.lookup_alias(d.track_alias)
+                        && let (false, Some(sink)) = (t.ended, self.sinks.get(&t.request_id))
+                    {
+                        let obj =
+                            tiermesh_proto::data::Object::from_datagram(d, sink.default_priority);
+                        let _ = sink.tx.send(TrackEvent::Object(ReceivedObject::new(obj, now)));
                     }
                 }
                 Err(e) => {

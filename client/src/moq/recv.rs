@@ -213,19 +213,19 @@ async fn subgroup(mut recv: RecvStream, first: Bytes, inputs: Inputs) {
     let mut sink: Option<Sink> = None;
     let mut fin = false;
     loop {
-        if sink.is_none() {
-            if let Some(h) = reader.header() {
-                let (reply, rx) = oneshot::channel();
-                if inputs.send(Input::DataStream { alias: h.track_alias, reply }).is_err() {
+        if sink.is_none()
+            && let Some(h) = reader.header()
+        {
+            let (reply, rx) = oneshot::channel();
+            if inputs.send(Input::DataStream { alias: h.track_alias, reply }).is_err() {
+                return;
+            }
+            match rx.await {
+                Ok(Some(s)) => sink = Some(s),
+                _ => {
+                    // Unknown or ended subscription: not wanted.
+                    let _ = recv.stop(0);
                     return;
-                }
-                match rx.await {
-                    Ok(Some(s)) => sink = Some(s),
-                    _ => {
-                        // Unknown or ended subscription: not wanted.
-                        let _ = recv.stop(0);
-                        return;
-                    }
                 }
             }
         }
@@ -288,19 +288,19 @@ async fn fetch(mut recv: RecvStream, first: Bytes, inputs: Inputs) {
     let mut request = None;
     let mut fin = false;
     loop {
-        if sink.is_none() {
-            if let Some(h) = reader.header() {
-                let (reply, rx) = oneshot::channel();
-                request = Some(h.request_id);
-                if inputs.send(Input::FetchStream { request_id: h.request_id, reply }).is_err() {
+        if sink.is_none()
+            && let Some(h) = reader.header()
+        {
+            let (reply, rx) = oneshot::channel();
+            request = Some(h.request_id);
+            if inputs.send(Input::FetchStream { request_id: h.request_id, reply }).is_err() {
+                return;
+            }
+            match rx.await {
+                Ok(Some(s)) => sink = Some(s),
+                _ => {
+                    let _ = recv.stop(0);
                     return;
-                }
-                match rx.await {
-                    Ok(Some(s)) => sink = Some(s),
-                    _ => {
-                        let _ = recv.stop(0);
-                        return;
-                    }
                 }
             }
         }

@@ -110,10 +110,10 @@ pub async fn publisher_with(
     let c = conn.clone();
     tokio::spawn(async move {
         while let Some(e) = c.next_event().await {
-            if let Event::Subscribe(r) = e {
-                if let Ok(w) = r.accept(Extensions::default(), largest).await {
-                    let _ = tx.send(w);
-                }
+            if let Event::Subscribe(r) = e
+                && let Ok(w) = r.accept(Extensions::default(), largest).await
+            {
+                let _ = tx.send(w);
             }
         }
     });
