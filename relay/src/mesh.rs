@@ -100,6 +100,8 @@ struct State {
     node: Node,
     links: HashMap<RelayName, Link>,
     published: BTreeSet<TrackNamespace>,
+    /// Client sessions last reported in the mesh load.
+    sessions: Option<u64>,
 }
 
 /// The relay's mesh: its routing node and its links.
@@ -161,7 +163,12 @@ impl Mesh {
         let node = Node::new(Instant::now(), node_config);
         tracing::info!(name = %config.name, region = %config.region, %local_addr, ca_sha256 = %identity.ca_sha256().hex(), "mesh listener bound");
         Ok(Arc::new(Self {
-            state: Mutex::new(State { node, links: HashMap::new(), published: BTreeSet::new() }),
+            state: Mutex::new(State {
+                node,
+                links: HashMap::new(),
+                published: BTreeSet::new(),
+                sessions: None,
+            }),
             wake: Notify::new(),
             next_session: AtomicU64::new(MESH_SESSION_BASE),
             server: Mutex::new(Some(server)),
@@ -202,14 +209,71 @@ impl Mesh {
         }
     }
 
+    /// The best route's path for `namespace`, from this relay to the origin.
+    pub(crate) fn route_path(&self, namespace: &TrackNamespace) -> Option<Vec<String>> {
+        let route = self.lock().node.route(namespace)?;
+        Some(route.path.iter().map(|r| r.as_str().to_owned()).collect())
+    }
+
     /// Mesh peers that are up now.
     pub(crate) fn peers(&self) -> Vec<String> {
         self.lock().links.keys().map(|k| k.as_str().to_owned()).collect()
     }
 
-    /// Every live relay the mesh knows, for the routing API.
-    pub(crate) fn members(&self) -> Vec<tiermesh_mesh::NodeState> {
-        self.lock().node.members()
+    /// The routing API: `broadcast=<namespace path>&region=<client region>` → the relay the
+    /// client should use: healthy, reachable over the mesh, in the nearest region, least
+    /// loaded. 404 if no relay of the mesh publishes the broadcast.
+    pub(crate) fn route_hook(self: &Arc<Self>) -> crate::ops::RouteHook {
+        let mesh = Arc::downgrade(self);
+        crate::ops::RouteHook(Arc::new(move |query: &str| {
+            let Some(mesh) = mesh.upgrade() else { return (503, error_json("mesh stopped")) };
+            mesh.answer_route(query)
+        }))
+    }
+
+    fn answer_route(&self, query: &str) -> (u16, String) {
+        let mut broadcast = None;
+        let mut region = None;
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "broadcast" => broadcast = Some(v.into_owned()),
+                "region" => region = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        let (Some(broadcast), Some(region)) = (broadcast, region) else {
+            return (400, error_json("give broadcast=<namespace>&region=<region>"));
+        };
+        let Ok(ns) = TrackNamespace::from_path(&broadcast) else {
+            return (400, error_json("broadcast is not a namespace path"));
+        };
+        let st = self.lock();
+        let Some(route) = st.node.route(&ns) else {
+            return (404, error_json("no relay of the mesh publishes this broadcast"));
+        };
+        let members = st.node.members();
+        drop(st);
+        let chosen = tiermesh_mesh::routing_api::choose(
+            &members,
+            &region,
+            &tiermesh_mesh::RegionCosts::default(),
+            &tiermesh_mesh::LoadWeights::default(),
+        );
+        match chosen {
+            Some(n) => (
+                200,
+                serde_json::json!({
+                    "broadcast": broadcast,
+                    "client_region": region,
+                    "relay": n.name.as_str(),
+                    "region": &*n.region,
+                    "url": &*n.url,
+                    "origin": route.origin.as_str(),
+                })
+                .to_string(),
+            ),
+            None => (503, error_json("no healthy relay reachable")),
+        }
     }
 
     /// A SUBSCRIBE for the routes track: accepted from a mesh link, refused otherwise.
@@ -473,6 +537,14 @@ impl Mesh {
             st.node.local_unpublish(now, ns);
         }
         st.published = published;
+        let sessions = ctx.metrics.sessions.get().max(0) as u64;
+        if st.sessions != Some(sessions) {
+            st.sessions = Some(sessions);
+            st.node.set_load(
+                now,
+                tiermesh_mesh::LoadReport { sessions, healthy: true, ..Default::default() },
+            );
+        }
         if st.node.poll_timeout().is_some_and(|t| t <= now) {
             st.node.handle_timeout(now);
         }
@@ -515,6 +587,10 @@ impl Mesh {
             tokio::spawn(crate::session::upstream(ctx.clone(), track, session, conn));
         }
     }
+}
+
+fn error_json(reason: &str) -> String {
+    serde_json::json!({ "error": reason }).to_string()
 }
 
 /// Writes one route message as its own group on the peer's routes subscription.

@@ -77,6 +77,21 @@ pub struct Server {
     listener: TcpListener,
     metrics: Arc<Metrics>,
     health: Health,
+    route: Option<RouteHook>,
+}
+
+/// Answers `GET /route?…` (the mesh's routing API): given the query string, an HTTP status
+/// and a JSON body.
+#[derive(Clone)]
+pub struct RouteHook(pub Arc<RouteFn>);
+
+/// The function behind a [`RouteHook`]: query string in, status and JSON body out.
+pub type RouteFn = dyn Fn(&str) -> (u16, String) + Send + Sync;
+
+impl std::fmt::Debug for RouteHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteHook")
+    }
 }
 
 impl Server {
@@ -87,7 +102,13 @@ impl Server {
         health: Health,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Self { listener, metrics, health })
+        Ok(Self { listener, metrics, health, route: None })
+    }
+
+    /// Serves `/route` with `hook` too.
+    pub fn with_route(mut self, hook: RouteHook) -> Self {
+        self.route = Some(hook);
+        self
     }
 
     /// The address actually bound.
@@ -119,9 +140,10 @@ impl Server {
             }
             let metrics = self.metrics.clone();
             let health = self.health.clone();
+            let route = self.route.clone();
             connections.spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let response = respond(&req, &metrics, &health);
+                    let response = respond(&req, &metrics, &health, route.as_ref());
                     async move { Ok::<_, Infallible>(response) }
                 });
                 let served = hyper::server::conn::http1::Builder::new()
@@ -138,7 +160,12 @@ impl Server {
     }
 }
 
-fn respond(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+fn respond(
+    req: &Request<Incoming>,
+    metrics: &Metrics,
+    health: &Health,
+    route: Option<&RouteHook>,
+) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, content_type: &'static str, body: String| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
@@ -162,6 +189,12 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Respo
                 text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "draining\n".into())
             }
         },
+        "/route" if route.is_some() => {
+            let (status, body) =
+                route.map_or((404, String::new()), |r| (r.0)(req.uri().query().unwrap_or("")));
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            text(status, "application/json", body)
+        }
         _ => text(StatusCode::NOT_FOUND, PLAIN, "not found: try /metrics or /healthz\n".into()),
     }
 }
@@ -203,7 +236,20 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     health: Health,
 ) -> std::io::Result<Handle> {
-    let server = Server::bind(addr, metrics, health).await?;
+    serve_with(addr, metrics, health, None).await
+}
+
+/// [`serve`], plus `/route` answered by `route` when given.
+pub async fn serve_with(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Health,
+    route: Option<RouteHook>,
+) -> std::io::Result<Handle> {
+    let mut server = Server::bind(addr, metrics, health).await?;
+    if let Some(r) = route {
+        server = server.with_route(r);
+    }
     let local_addr = server.local_addr()?;
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(server.run(async move {

@@ -87,7 +87,8 @@ impl Relay {
         };
         let metrics = Arc::new(Metrics::new());
         let health = Health::new();
-        let ops = ops::serve(config.ops, metrics.clone(), health.clone())
+        let route_hook = mesh.as_ref().map(|m| m.route_hook());
+        let ops = ops::serve_with(config.ops, metrics.clone(), health.clone(), route_hook)
             .await
             .map_err(|source| Error::Ops { addr: config.ops, source })?;
         tracing::info!(%local_addr, ops = %ops.local_addr(), cert_sha256 = %cert_hash.hex(), "relay started");
@@ -224,6 +225,15 @@ impl RelayHandle {
     /// The mesh peers whose links are up now (empty without a mesh).
     pub fn mesh_peers(&self) -> Vec<String> {
         self.ctx.mesh.as_ref().map(|m| m.peers()).unwrap_or_default()
+    }
+
+    /// The mesh route this relay would subscribe along for `namespace`: relay names from
+    /// this one to the origin (just this one for a local publisher); `None` without a route.
+    pub fn mesh_route(
+        &self,
+        namespace: &tiermesh_proto::types::TrackNamespace,
+    ) -> Option<Vec<String>> {
+        self.ctx.mesh.as_ref().and_then(|m| m.route_path(namespace))
     }
 
     /// How many tracks the relay holds.

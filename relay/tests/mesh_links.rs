@@ -80,6 +80,12 @@ async fn mesh3() -> Mesh3 {
     Mesh3 { a, b, c, _dir: dir }
 }
 
+/// Waits until C's best route to the broadcast goes through B (the routes converged).
+async fn routed_through_b(m: &Mesh3) {
+    let want = Some(vec!["c".to_owned(), "b".to_owned(), "a".to_owned()]);
+    eventually("C routes through B", || m.c.mesh_route(&ns()) == want).await;
+}
+
 /// Subscribes at `relay` until the mesh has a route for the track (bounded by `within`).
 async fn subscribe_when_routed(relay: &RelayHandle, conn: &moq::Connection) -> TrackReader {
     let _ = relay;
@@ -98,6 +104,7 @@ async fn subscribe_when_routed(relay: &RelayHandle, conn: &moq::Connection) -> T
 async fn publisher_at_a_reaches_subscribers_at_c_once_per_link() {
     let m = mesh3().await;
     let mut publisher = publisher(&m.a, "moqt", None).await;
+    routed_through_b(&m).await;
     let mut readers = Vec::new();
     for scheme in ["moqt", "https", "moqt"] {
         let sub = connect(&m.c, scheme).await;
@@ -185,6 +192,7 @@ async fn refused(url: &Url, tls: ClientTls) -> bool {
 async fn subscriber_at_c_survives_the_loss_of_b() {
     let m = mesh3().await;
     let mut publisher = publisher(&m.a, "moqt", None).await;
+    routed_through_b(&m).await;
     let sub = connect(&m.c, "moqt").await;
     let mut r = subscribe_when_routed(&m.c, &sub).await;
     let w = within("upstream", publisher.writers.recv()).await.unwrap();
@@ -242,6 +250,73 @@ async fn subscriber_at_c_survives_the_loss_of_b() {
     assert!(freeze < Duration::from_secs(2), "freeze {freeze:?}");
     assert_eq!(m.c.upstream_subscriptions(), 1);
     assert_eq!(m.c.mesh_peers(), vec!["a".to_owned()]);
+    m.c.shutdown().await;
+    m.a.shutdown().await;
+}
+
+/// `GET path` on the ops listener; (status, body).
+async fn http_get(relay: &RelayHandle, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(relay.ops_addr()).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: ops\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn routing_api_picks_a_relay_by_region() {
+    let m = mesh3().await;
+    let _publisher = publisher(&m.a, "moqt", None).await;
+    let q = |region: &str| format!("/route?broadcast=clinic/room-42/dr-lee&region={region}");
+    // Every relay answers alike once the broadcast's and the relays' records reached it.
+    for relay in [&m.a, &m.b, &m.c] {
+        let body = within("route known", async {
+            loop {
+                // Until the membership of r2 has reached this relay, r1's relay is the
+                // only healthy one it knows.
+                let (status, body) = http_get(relay, &q("r2")).await;
+                if status == 200 && body.contains("\"region\":\"r2\"") {
+                    return body;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["relay"], "b", "{body}");
+        assert_eq!(v["region"], "r2");
+        assert_eq!(v["url"], "moqt://b.example:4443");
+        assert_eq!(v["origin"], "a");
+        let (status, body) = http_get(relay, &q("r1")).await;
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["relay"], "a", "{body}");
+        assert_eq!(v["url"], "moqt://a.example:4443");
+    }
+    let (status, body) = http_get(&m.c, "/route?broadcast=nobody/here&region=r2").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = http_get(&m.c, "/route?region=r2").await;
+    assert_eq!(status, 400);
+    // Without B, clients of r2 go to C.
+    m.b.shutdown().await;
+    let body = within("route moves to c", async {
+        loop {
+            let (_, body) = http_get(&m.a, &q("r2")).await;
+            if body.contains("\"relay\":\"c\"") {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(body.contains("moqt://c.example:4443"), "{body}");
     m.c.shutdown().await;
     m.a.shutdown().await;
 }
