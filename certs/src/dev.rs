@@ -136,7 +136,7 @@ fn to_time(d: Duration) -> time::Duration {
 
 fn describe(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs % 86400 == 0 { format!("{} days", secs / 86400) } else { format!("{secs} s") }
+    if secs.is_multiple_of(86400) { format!("{} days", secs / 86400) } else { format!("{secs} s") }
 }
 
 #[cfg(test)]

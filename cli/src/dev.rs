@@ -54,9 +54,7 @@ async fn dev(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("--broadcast must name a namespace, e.g. demo/room-1");
     }
     let prefix = public.parse().with_context(|| format!("--broadcast {broadcast}"))?;
-    let mut config = RelayConfig::default();
-    config.listen = args.listen;
-    config.ops = args.ops;
+    let mut config = RelayConfig { listen: args.listen, ops: args.ops, ..Default::default() };
     config.tls.generate = true;
     config.auth.public = vec![prefix];
     config.auth.public_publish = config.auth.public.clone();

@@ -110,7 +110,7 @@ fn live(mode: Mode) -> Figures {
             }
             let n = counts[i];
             counts[i] += 1;
-            if n % 30 == 0 {
+            if n.is_multiple_of(30) {
                 if let Some((old, _)) = open[i].take() {
                     s.finish_stream(old).expect("open");
                 }

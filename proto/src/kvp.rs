@@ -33,7 +33,7 @@ impl KeyValue {
     /// # Panics
     /// If `key` is odd: that is a bug in the caller.
     pub fn int(key: u64, v: u64) -> Self {
-        assert!(key % 2 == 0, "integer key-value pairs have even types");
+        assert!(key.is_multiple_of(2), "integer key-value pairs have even types");
         KeyValue { key, value: Value::Int(v) }
     }
 

@@ -400,11 +400,10 @@ impl Scheduler {
                 match budget.checked_sub(age).filter(|left| !left.is_zero()) {
                     None => too_old = true,
                     Some(left) => {
-                        if let Some(d) = object.arrival.checked_add(left) {
-                            if deadline.is_none_or(|(t, _)| d < t) {
+                        if let Some(d) = object.arrival.checked_add(left)
+                            && deadline.is_none_or(|(t, _)| d < t) {
                                 deadline = Some((d, DropReason::CaptureAge));
                             }
-                        }
                     }
                 }
             }
@@ -721,11 +720,10 @@ impl Scheduler {
                 return Some((reason, Some(head.seq)));
             }
             let pending = head.len() + s.header.len() as u64;
-            if let Some(t) = budget.time_to_send(pending) {
-                if now.checked_add(t).is_none_or(|eta| eta > deadline) {
+            if let Some(t) = budget.time_to_send(pending)
+                && now.checked_add(t).is_none_or(|eta| eta > deadline) {
                     return Some((reason, Some(head.seq)));
                 }
-            }
         }
         if s.drop_stale {
             let newest = self.tracks.get(&s.track).and_then(|t| t.newest_started);
@@ -822,11 +820,10 @@ impl Scheduler {
             return;
         }
         s.started = true;
-        if let Some(t) = tracks.get_mut(&s.track) {
-            if t.newest_started.is_none_or(|n| s.group > n) {
+        if let Some(t) = tracks.get_mut(&s.track)
+            && t.newest_started.is_none_or(|n| s.group > n) {
                 t.newest_started = Some(s.group);
             }
-        }
     }
 
     /// Brings a stream's place in the schedule up to date after any change, and finishes

@@ -171,12 +171,11 @@ impl PeerIds {
                 "request ID at or above the Maximum Request ID",
             ));
         }
-        if arrival == Arrival::Control {
-            if let Some(last) = self.last_control {
-                if id <= last {
-                    return Err(Violation::new(InvalidRequestId, "request ID out of sequence"));
-                }
-            }
+        if arrival == Arrival::Control
+            && let Some(last) = self.last_control
+            && id <= last
+        {
+            return Err(Violation::new(InvalidRequestId, "request ID out of sequence"));
         }
         if id >= self.high {
             let skipped = (id - self.high) / 2;

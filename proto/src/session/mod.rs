@@ -690,14 +690,14 @@ impl Session {
             stats: SessionStats::default(),
             config,
         };
-        if let Some(p) = &s.config.protocol {
-            if p != crate::ALPN {
-                s.close_with(
-                    TerminationCode::VersionNegotiationFailed,
-                    "transport negotiated an unsupported MoQT version",
-                );
-                return s;
-            }
+        if let Some(p) = &s.config.protocol
+            && p != crate::ALPN
+        {
+            s.close_with(
+                TerminationCode::VersionNegotiationFailed,
+                "transport negotiated an unsupported MoQT version",
+            );
+            return s;
         }
         if let Some(t) = s.config.control_message_timeout {
             s.set_timer(Timer::Setup, now, t);
@@ -958,12 +958,13 @@ impl Session {
 
     fn queue_bytes(&mut self, stream: Stream, data: Vec<u8>, fin: bool) {
         self.stats.bytes_sent += data.len() as u64;
-        if let Some(last) = self.transmits.back_mut() {
-            if last.stream == stream && !last.fin {
-                last.data.extend_from_slice(&data);
-                last.fin = fin;
-                return;
-            }
+        if let Some(last) = self.transmits.back_mut()
+            && last.stream == stream
+            && !last.fin
+        {
+            last.data.extend_from_slice(&data);
+            last.fin = fin;
+            return;
         }
         self.transmits.push_back(Transmit { stream, data, fin });
     }
@@ -1006,12 +1007,11 @@ impl Session {
     /// Forgets a subscription and its alias and track index.
     fn release_subscription(&mut self, id: RequestId) {
         if let Some(Request::Subscription(s)) = self.requests.remove(&id) {
-            if !s.we_publish {
-                if let Some(a) = s.alias {
-                    if self.incoming_aliases.get(&a) == Some(&id) {
-                        self.incoming_aliases.remove(&a);
-                    }
-                }
+            if !s.we_publish
+                && let Some(a) = s.alias
+                && self.incoming_aliases.get(&a) == Some(&id)
+            {
+                self.incoming_aliases.remove(&a);
             }
             let key = (s.track, s.we_publish);
             if self.by_track.get(&key) == Some(&id) {

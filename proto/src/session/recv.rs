@@ -162,13 +162,13 @@ impl Session {
         let Some(entry) = self.streams.get(&stream) else { return };
         let request = entry.request;
         let send_closed = entry.send_closed;
-        if let Some(id) = request {
-            if let Some(Request::SubscribeNamespace(_)) = self.requests.get(&id) {
-                self.requests.remove(&id);
-                self.cancel_timer(Timer::Response(id));
-                self.events.push_back(Event::SubscribeNamespaceEnded { request_id: id });
-                self.finish_peer_request(id);
-            }
+        if let Some(id) = request
+            && let Some(Request::SubscribeNamespace(_)) = self.requests.get(&id)
+        {
+            self.requests.remove(&id);
+            self.cancel_timer(Timer::Response(id));
+            self.events.push_back(Event::SubscribeNamespaceEnded { request_id: id });
+            self.finish_peer_request(id);
         }
         if !send_closed {
             self.queue_bytes(stream, Vec::new(), true);
@@ -447,15 +447,14 @@ impl Session {
         }
         if let Some(SubscriptionFilter::AbsoluteRange { start, end_group }) =
             m.params.subscription_filter
+            && end_group < start.group
         {
-            if end_group < start.group {
-                return self.auto_reject(
-                    Stream::Control,
-                    id,
-                    RequestErrorCode::InvalidRange,
-                    "end group before start group",
-                );
-            }
+            return self.auto_reject(
+                Stream::Control,
+                id,
+                RequestErrorCode::InvalidRange,
+                "end group before start group",
+            );
         }
         self.by_track.insert((m.track.clone(), true), id);
         self.requests.insert(
@@ -575,15 +574,15 @@ impl Session {
         if !self.new_request(id, Arrival::Control) || !self.tokens(&mut m.params) {
             return;
         }
-        if let Some(&other) = self.incoming_aliases.get(&m.track_alias) {
-            if let Some(Request::Subscription(o)) = self.requests.get(&other) {
-                if o.state != SubState::Ended && o.track != m.track {
-                    return self.close_with(
-                        TerminationCode::DuplicateTrackAlias,
-                        "PUBLISH reuses a live track alias",
-                    );
-                }
-            }
+        if let Some(&other) = self.incoming_aliases.get(&m.track_alias)
+            && let Some(Request::Subscription(o)) = self.requests.get(&other)
+            && o.state != SubState::Ended
+            && o.track != m.track
+        {
+            return self.close_with(
+                TerminationCode::DuplicateTrackAlias,
+                "PUBLISH reuses a live track alias",
+            );
         }
         if self.refused_after_goaway(Stream::Control, id) {
             return;
