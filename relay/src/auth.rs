@@ -551,14 +551,17 @@ impl VerifyingKey {
     /// Parses a DER SubjectPublicKeyInfo holding an uncompressed P-256 or an Ed25519 key.
     pub fn from_spki_der(der: &[u8], origin: &str) -> Result<Self, KeyError> {
         if let Some(point) = der.strip_prefix(&P256_SPKI_PREFIX[..])
-            && point.len() == 65 && point[0] == 0x04 {
-                check_p256_point(point, origin)?;
-                return Ok(Self::from_raw(Algorithm::Es256, point.to_vec(), None));
-            }
+            && point.len() == 65
+            && point[0] == 0x04
+        {
+            check_p256_point(point, origin)?;
+            return Ok(Self::from_raw(Algorithm::Es256, point.to_vec(), None));
+        }
         if let Some(key) = der.strip_prefix(&ED25519_SPKI_PREFIX[..])
-            && key.len() == 32 {
-                return Ok(Self::from_raw(Algorithm::EdDsa, key.to_vec(), None));
-            }
+            && key.len() == 32
+        {
+            return Ok(Self::from_raw(Algorithm::EdDsa, key.to_vec(), None));
+        }
         Err(invalid(origin, "not an uncompressed P-256 or an Ed25519 public key"))
     }
 
@@ -610,12 +613,10 @@ impl VerifyingKey {
             }
         };
         if let Some(declared) = field("alg")
-            && declared != alg.jose_name() {
-                return Err(invalid(
-                    origin,
-                    format!("JWK alg {declared:?} does not fit its key type"),
-                ));
-            }
+            && declared != alg.jose_name()
+        {
+            return Err(invalid(origin, format!("JWK alg {declared:?} does not fit its key type")));
+        }
         let public = match alg {
             Algorithm::Es256 => {
                 let mut point = vec![0x04];

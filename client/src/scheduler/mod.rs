@@ -401,9 +401,10 @@ impl Scheduler {
                     None => too_old = true,
                     Some(left) => {
                         if let Some(d) = object.arrival.checked_add(left)
-                            && deadline.is_none_or(|(t, _)| d < t) {
-                                deadline = Some((d, DropReason::CaptureAge));
-                            }
+                            && deadline.is_none_or(|(t, _)| d < t)
+                        {
+                            deadline = Some((d, DropReason::CaptureAge));
+                        }
                     }
                 }
             }
@@ -721,9 +722,10 @@ impl Scheduler {
             }
             let pending = head.len() + s.header.len() as u64;
             if let Some(t) = budget.time_to_send(pending)
-                && now.checked_add(t).is_none_or(|eta| eta > deadline) {
-                    return Some((reason, Some(head.seq)));
-                }
+                && now.checked_add(t).is_none_or(|eta| eta > deadline)
+            {
+                return Some((reason, Some(head.seq)));
+            }
         }
         if s.drop_stale {
             let newest = self.tracks.get(&s.track).and_then(|t| t.newest_started);
@@ -821,9 +823,10 @@ impl Scheduler {
         }
         s.started = true;
         if let Some(t) = tracks.get_mut(&s.track)
-            && t.newest_started.is_none_or(|n| s.group > n) {
-                t.newest_started = Some(s.group);
-            }
+            && t.newest_started.is_none_or(|n| s.group > n)
+        {
+            t.newest_started = Some(s.group);
+        }
     }
 
     /// Brings a stream's place in the schedule up to date after any change, and finishes

@@ -44,9 +44,10 @@ fn written_keys(actions: &[Action]) -> Vec<u64> {
     let mut keys: Vec<u64> = Vec::new();
     for a in actions {
         if let Action::Write { key, .. } = a
-            && keys.last() != Some(&key.0) {
-                keys.push(key.0);
-            }
+            && keys.last() != Some(&key.0)
+        {
+            keys.push(key.0);
+        }
     }
     keys
 }
