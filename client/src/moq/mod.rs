@@ -16,7 +16,7 @@
 //! Data flows outside the driver: an incoming subgroup stream's task asks the driver once
 //! which subscription its Track Alias belongs to and then hands each object to that
 //! subscription's [`TrackReader`] the moment its payload is complete. Outgoing objects go
-//! from a [`TrackWriter`] to the connection's one send path ([`send`]), which opens the
+//! from a [`TrackWriter`] to the connection's one send path (the `send` module), which opens the
 //! QUIC streams, sets their priority from the draft's send order and writes payloads
 //! without copying them.
 //!
