@@ -255,6 +255,9 @@ fn route(ctx: &Ctx, id: SessionId, req: SubscribeRequest) -> Route {
             st.waiting.push((req, id));
             return Route::Waiting;
         }
+        // Counted before the registry lock is released, so that the last subscriber
+        // leaving meanwhile does not end the track under this one.
+        st.attaching += 1;
         drop(st);
         return Route::Attach(track, req);
     }
@@ -274,8 +277,32 @@ fn route(ctx: &Ctx, id: SessionId, req: SubscribeRequest) -> Route {
 }
 
 /// Accepts a downstream SUBSCRIBE for a track whose upstream is established (or lingering)
-/// and adds it to the fan-out.
+/// and adds it to the fan-out. The caller counted it in `attaching`.
 async fn attach(ctx: Arc<Ctx>, track: Arc<Track>, req: SubscribeRequest, session: SessionId) {
+    let added = attach_inner(&ctx, &track, req, session).await;
+    {
+        let mut st = track.lock();
+        st.attaching = st.attaching.saturating_sub(1);
+    }
+    let Some((key, writer)) = added else {
+        // Not added: release the track if nothing else holds it.
+        release_downstream(&ctx, &track, u64::MAX);
+        return;
+    };
+    ctx.metrics.subscriptions.inc();
+    tracing::debug!(track = %track.name, "downstream subscription added");
+    let end = writer.closed().await;
+    tracing::debug!(track = %track.name, ?end, "downstream subscription ended");
+    release_downstream(&ctx, &track, key);
+}
+
+/// Answers the SUBSCRIBE and adds the subscription; its key and writer if it was added.
+async fn attach_inner(
+    ctx: &Arc<Ctx>,
+    track: &Arc<Track>,
+    req: SubscribeRequest,
+    session: SessionId,
+) -> Option<(u64, moq::TrackWriter)> {
     let filter = req.params.subscription_filter;
     let (extensions, largest) = {
         let st = track.lock();
@@ -285,29 +312,23 @@ async fn attach(ctx: Arc<Ctx>, track: Arc<Track>, req: SubscribeRequest, session
         && end_group.0 < l.group.0
     {
         req.reject(RequestErrorCode::InvalidRange, "the range's end group has passed");
-        return;
+        return None;
     }
     let (start, end_group) = filter_bounds(filter, largest);
     let writer = match req.accept(extensions, largest).await {
         Ok(w) => w,
         Err(e) => {
             tracing::debug!(error = %e, "downstream subscription not accepted");
-            return;
+            return None;
         }
     };
-    let key = {
-        let mut st = track.lock();
-        if st.removed {
-            writer.publish_done(PublishDoneCode::TrackEnded, "track ended");
-            return;
-        }
-        st.add_downstream(writer.clone(), session, start, end_group, &ctx.metrics)
-    };
-    ctx.metrics.subscriptions.inc();
-    tracing::debug!(track = %track.name, "downstream subscription added");
-    let end = writer.closed().await;
-    tracing::debug!(track = %track.name, ?end, "downstream subscription ended");
-    release_downstream(&ctx, &track, key);
+    let mut st = track.lock();
+    if st.removed {
+        writer.publish_done(PublishDoneCode::TrackEnded, "track ended");
+        return None;
+    }
+    let key = st.add_downstream(writer.clone(), session, start, end_group, &ctx.metrics);
+    Some((key, writer))
 }
 
 /// Removes a downstream subscription; the last one releases the relay's own upstream
@@ -317,7 +338,7 @@ fn release_downstream(ctx: &Ctx, track: &Arc<Track>, key: u64) {
     if st.remove_downstream(key) {
         ctx.metrics.subscriptions.dec();
     }
-    if !st.downstream.is_empty() || !st.waiting.is_empty() || st.removed {
+    if !st.downstream.is_empty() || !st.waiting.is_empty() || st.attaching > 0 || st.removed {
         return;
     }
     let release = match &mut st.upstream {
@@ -390,7 +411,9 @@ pub(crate) async fn run_upstream(
         st.set_upstream_info(reader.extensions(), reader.largest());
         st.upstream = Upstream::Active { session, pushed, release: Some(release) };
         st.generation += 1;
-        std::mem::take(&mut st.waiting)
+        let waiting = std::mem::take(&mut st.waiting);
+        st.attaching += waiting.len();
+        waiting
     };
     ctx.upstreams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(track = %track.name, pushed, "upstream established");
@@ -441,7 +464,7 @@ fn lose_upstream(ctx: &Arc<Ctx>, track: &Arc<Track>) {
         if st.removed {
             return;
         }
-        if st.downstream.is_empty() && st.waiting.is_empty() {
+        if st.downstream.is_empty() && st.waiting.is_empty() && st.attaching == 0 {
             st.removed = true;
             drop(st);
             remove_track(ctx, track);
@@ -487,6 +510,7 @@ async fn fetch(ctx: Arc<Ctx>, grant: Option<Arc<Grant>>, req: IncomingFetch) {
         (st.cache.range(req.range.start, req.range.end), st.extensions.clone())
     };
     let end = req.range.end;
+    tracing::debug!(track = %track.name, start = ?req.range.start, ?end, objects = objects.len(), "fetch served");
     match req.accept(false, end, extensions).await {
         Ok(mut resp) => {
             for o in &objects {

@@ -76,6 +76,9 @@ pub struct TrackState {
     pub(crate) downstream: HashMap<u64, Downstream>,
     next_key: u64,
     pub(crate) waiting: Vec<(SubscribeRequest, SessionId)>,
+    /// Downstream SUBSCRIBEs routed to this track whose SUBSCRIBE_OK is on its way: they
+    /// hold the track (and its upstream) like subscribers do until they are added.
+    pub(crate) attaching: usize,
     /// Bumped whenever the upstream changes, so that a stale linger timer does nothing.
     pub(crate) generation: u64,
     pub(crate) removed: bool,
@@ -102,6 +105,7 @@ impl Track {
                 downstream: HashMap::new(),
                 next_key: 0,
                 waiting: Vec::new(),
+                attaching: 0,
                 generation: 0,
                 removed: false,
                 ended_streams: HashSet::new(),

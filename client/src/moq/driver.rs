@@ -206,6 +206,9 @@ pub struct Driver {
     /// Sinks of subscriptions ended by PUBLISH_DONE, kept for streams still in flight
     /// until the deadline.
     ended_sinks: HashMap<RequestId, (Sink, Instant)>,
+    /// This endpoint's fetches whose data stream ended before FETCH_OK was read (the data
+    /// and control streams are not ordered): released once the answer arrives.
+    fetches_finished_early: std::collections::HashSet<RequestId>,
     transport_reason: Option<transport::CloseReason>,
     scheduler: crate::scheduler::SchedulerConfig,
     span: tracing::Span,
@@ -285,6 +288,7 @@ pub(crate) async fn start(
         peer_namespaces: HashMap::new(),
         parked: Vec::new(),
         ended_sinks: HashMap::new(),
+        fetches_finished_early: std::collections::HashSet::new(),
         transport_reason: None,
         scheduler,
         span,
@@ -795,6 +799,9 @@ impl Driver {
                 }
             }
             ProtoEvent::FetchOk { request_id, end_of_track, end_location, extensions, .. } => {
+                if self.fetches_finished_early.remove(&request_id) {
+                    let _ = self.session.fetch_finished(now, request_id);
+                }
                 if let Some(Pending::Fetch { reply, rx }) = self.pending.remove(&request_id) {
                     let _ = reply.send(Ok(FetchReader {
                         request_id,
@@ -839,6 +846,7 @@ impl Driver {
                 let err =
                     Error::Rejected { code, reason: reason.to_string_lossy(), retry_interval };
                 self.fetch_sinks.remove(&request_id);
+                self.fetches_finished_early.remove(&request_id);
                 self.ns_subs.remove(&request_id);
                 match self.pending.remove(&request_id) {
                     Some(Pending::Subscribe { reply, .. }) => {
@@ -971,7 +979,12 @@ impl Driver {
                 let _ = reply.send(sink);
             }
             Input::FetchFinished { request_id } => {
-                let _ = self.session.fetch_finished(now, request_id);
+                if matches!(self.pending.get(&request_id), Some(Pending::Fetch { .. })) {
+                    // Releasing the request now would drop the FETCH_OK still on its way.
+                    self.fetches_finished_early.insert(request_id);
+                } else {
+                    let _ = self.session.fetch_finished(now, request_id);
+                }
             }
             Input::Datagram(d) => match Datagram::decode_bytes(d) {
                 Ok(d) => {
