@@ -25,6 +25,10 @@ use crate::track::{SessionId, Track, Upstream, filter_bounds};
 /// round trip; 10 s bounds what a client that never sends it costs.
 const SETUP_WAIT: Duration = Duration::from_secs(10);
 
+/// How long the relay's joining FETCH upstream may take to fill the cache with the current
+/// group before downstream subscribers are answered without it.
+const UPSTREAM_FETCH_WAIT: Duration = Duration::from_secs(2);
+
 /// Runs one accepted transport session to its end.
 pub(crate) async fn run(ctx: Arc<Ctx>, session: transport::Session, id: SessionId) {
     let span = tracing::info_span!("session", id, peer = %session.peer(), kind = %session.kind());
@@ -372,8 +376,23 @@ pub(crate) async fn upstream(
     // Largest Object: downstream subscribers with different filters come and go without
     // changing the upstream subscription (draft-16 §8.3).
     let options = SubscribeOptions::largest_object();
-    match conn.subscribe(track.name.clone(), options).await {
-        Ok(reader) => run_upstream(ctx, track, session, reader, false).await,
+    // With a joining FETCH for the current group: the subscription starts after the
+    // largest object, which downstream joiners are then told of, so the cache must hold
+    // that group up to and including it before they are answered.
+    match conn.join(track.name.clone(), options, 0).await {
+        Ok((reader, fetch)) => {
+            if let Ok(mut f) = fetch {
+                let fill = async {
+                    while let Some(o) = f.next().await {
+                        track.lock().cache.insert(o.to_object());
+                    }
+                };
+                if tokio::time::timeout(UPSTREAM_FETCH_WAIT, fill).await.is_err() {
+                    tracing::info!(track = %track.name, "upstream joining fetch incomplete");
+                }
+            }
+            run_upstream(ctx, track, session, reader, false).await
+        }
         Err(e) => {
             tracing::info!(track = %track.name, error = %e, "upstream subscription refused");
             let code = match &e {

@@ -132,8 +132,25 @@ async fn a_burst_of_joins_as_the_first_viewer_leaves_is_all_answered() {
                     )
                     .await
                     .unwrap_or_else(|e| panic!("join {i} {name} refused: {e}"));
-                    fetch.unwrap_or_else(|e| panic!("joining fetch {i} {name} refused: {e}"));
-                    within("live object", live.next_object()).await.expect("live object");
+                    let mut fetch =
+                        fetch.unwrap_or_else(|e| panic!("joining fetch {i} {name} refused: {e}"));
+                    let mut fetched = Vec::new();
+                    while let Some(o) = within("fetched object", fetch.next()).await {
+                        fetched.push(o.location());
+                    }
+                    let first = within("live object", live.next_object())
+                        .await
+                        .expect("live object")
+                        .location();
+                    let last = *fetched
+                        .last()
+                        .unwrap_or_else(|| panic!("joiner {i} {name}: the join point fetched"));
+                    assert_eq!(fetched[0].object.0, 0, "joiner {i} {name}: from object 0");
+                    assert!(
+                        (first.group == last.group && first.object.0 == last.object.0 + 1)
+                            || (first.group > last.group && first.object.0 == 0),
+                        "joiner {i} {name}: live {first:?} follows fetched {last:?}"
+                    );
                     (live, c)
                 }));
             }
