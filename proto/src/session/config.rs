@@ -42,6 +42,7 @@ pub struct SessionConfig {
     pub(crate) reject_requests_after_goaway: bool,
     pub(crate) max_auth_token_cache_size: u64,
     pub(crate) setup_auth_tokens: Vec<crate::message::AuthToken>,
+    pub(crate) extension_setup_params: Vec<crate::kvp::KeyValue>,
 }
 
 impl Default for SessionConfig {
@@ -71,6 +72,7 @@ impl Default for SessionConfig {
             // Room for a dozen registered tokens of about a kilobyte (a signed JWT) each.
             max_auth_token_cache_size: 16 * 1024,
             setup_auth_tokens: Vec::new(),
+            extension_setup_params: Vec::new(),
         }
     }
 }
@@ -79,6 +81,14 @@ impl SessionConfig {
     /// AUTHORIZATION TOKEN parameters a client sends in CLIENT_SETUP (ignored for a server).
     pub fn setup_auth_tokens(mut self, tokens: Vec<crate::message::AuthToken>) -> Self {
         self.setup_auth_tokens = tokens;
+        self
+    }
+
+    /// Extra setup parameters this endpoint sends in its CLIENT_SETUP or SERVER_SETUP, for
+    /// Extension Negotiation (draft-16 §3.3): types the draft does not define, which a peer
+    /// that does not know them ignores (§9.3).
+    pub fn extension_setup_params(mut self, params: Vec<crate::kvp::KeyValue>) -> Self {
+        self.extension_setup_params = params;
         self
     }
 

@@ -942,6 +942,7 @@ impl Session {
             p.path = self.config.path.clone();
             p.authority = self.config.authority.clone();
         }
+        p.unknown = self.config.extension_setup_params.clone();
         p
     }
 
