@@ -245,6 +245,7 @@ pub(crate) async fn start(
         peer: transport.peer(),
         path: transport.path().map(str::to_owned),
         query: transport.query().map(str::to_owned),
+        peer_certificates: transport.peer_certificates(),
     });
     let span = tracing::info_span!("moq", role = ?role, peer = %transport.peer(), kind = %transport.kind());
     let mut session = session::Session::new(now, role, config);

@@ -92,6 +92,7 @@ pub struct ClientOptions {
     token: Option<Bytes>,
     max_requests: u64,
     scheduler: SchedulerConfig,
+    setup_params: Vec<tiermesh_proto::kvp::KeyValue>,
 }
 
 impl ClientOptions {
@@ -103,7 +104,15 @@ impl ClientOptions {
             token: None,
             max_requests: 100,
             scheduler: SchedulerConfig::default(),
+            setup_params: Vec::new(),
         }
+    }
+
+    /// An extra parameter for CLIENT_SETUP (Extension Negotiation, draft-16 §3.3): a type the
+    /// draft does not define, which other implementations ignore.
+    pub fn setup_param(mut self, param: tiermesh_proto::kvp::KeyValue) -> Self {
+        self.setup_params.push(param);
+        self
     }
 
     /// The send scheduler of this connection's outgoing data (priority mode by default).
@@ -138,6 +147,7 @@ pub struct ServerOptions {
     max_auth_token_cache: u64,
     control_message_timeout: Option<Duration>,
     scheduler: SchedulerConfig,
+    setup_params: Vec<tiermesh_proto::kvp::KeyValue>,
 }
 
 impl Default for ServerOptions {
@@ -147,6 +157,7 @@ impl Default for ServerOptions {
             max_auth_token_cache: 16 * 1024,
             control_message_timeout: Some(Duration::from_secs(30)),
             scheduler: SchedulerConfig::default(),
+            setup_params: Vec::new(),
         }
     }
 }
@@ -171,6 +182,12 @@ impl ServerOptions {
         self
     }
 
+    /// An extra parameter for SERVER_SETUP (Extension Negotiation, draft-16 §3.3).
+    pub fn setup_param(mut self, param: tiermesh_proto::kvp::KeyValue) -> Self {
+        self.setup_params.push(param);
+        self
+    }
+
     /// How long SETUP and answers to this endpoint's requests may take.
     pub fn control_message_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.control_message_timeout = timeout;
@@ -189,7 +206,8 @@ pub async fn connect(url: &Url, options: ClientOptions) -> Result<(Connection, D
         Kind::RawQuic => tiermesh_proto::session::Transport::Quic,
         Kind::WebTransport => tiermesh_proto::session::Transport::WebTransport,
     })
-    .max_requests(options.max_requests);
+    .max_requests(options.max_requests)
+    .extension_setup_params(options.setup_params);
     if kind == Kind::RawQuic {
         let mut path = url.path().to_owned();
         if let Some(q) = url.query() {
@@ -244,7 +262,8 @@ pub async fn accept(
     })
     .max_requests(options.max_requests)
     .max_auth_token_cache_size(options.max_auth_token_cache)
-    .control_message_timeout(options.control_message_timeout);
+    .control_message_timeout(options.control_message_timeout)
+    .extension_setup_params(options.setup_params);
     Ok(driver::start(
         session,
         send,
@@ -381,6 +400,7 @@ struct Inner {
     peer: SocketAddr,
     path: Option<String>,
     query: Option<String>,
+    peer_certificates: Option<Vec<Vec<u8>>>,
 }
 
 /// A handle on one MoQT session. Cheap to clone; every clone is the same session. The
@@ -436,6 +456,12 @@ impl Connection {
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
         self.inner.peer
+    }
+
+    /// The certificate chain (DER, leaf first) the peer presented in the TLS handshake, if
+    /// any: the server's on a client, the client's on a server that asked for mutual TLS.
+    pub fn peer_certificates(&self) -> Option<&[Vec<u8>]> {
+        self.inner.peer_certificates.as_deref()
     }
 
     /// The WebTransport URL path (server side), if any.
