@@ -78,6 +78,11 @@ pub struct RelayConfig {
     /// The regional mesh; absent (the default), the relay runs alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mesh: Option<MeshConfig>,
+    /// Folder of the browser pages (`web/dist` after `npm run build` in web/), served on the
+    /// ops listener at `/` (`http://127.0.0.1:9090/player.html`). Absent (the default), no
+    /// pages are served. Plain HTTP is a secure context for WebTransport only on loopback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web: Option<PathBuf>,
 }
 
 /// The relay's place in the regional mesh (`[mesh]`). Mesh links are QUIC sessions on their
@@ -140,6 +145,7 @@ impl Default for RelayConfig {
             goaway_grace: Duration::from_secs(10),
             scheduler: SchedulerConfig::default(),
             mesh: None,
+            web: None,
         }
     }
 }
@@ -308,6 +314,9 @@ pub struct Flags {
     /// Send scheduler [default: priority]
     #[arg(long, value_name = "MODE")]
     pub scheduler: Option<SchedulerMode>,
+    /// Folder of the browser pages (web/dist) to serve on the ops listener
+    #[arg(long, value_name = "DIR")]
+    pub web: Option<PathBuf>,
 }
 
 impl RelayConfig {
@@ -351,6 +360,7 @@ impl RelayConfig {
         if let Some(m) = self.mesh.as_mut() {
             resolve(&mut m.dir);
         }
+        self.web.as_mut().map(resolve);
     }
 
     /// Applies every flag that was given.
@@ -385,6 +395,9 @@ impl RelayConfig {
         set(&mut self.limits.idle_timeout, &flags.idle_timeout);
         set(&mut self.goaway_grace, &flags.goaway_grace);
         set(&mut self.scheduler.mode, &flags.scheduler);
+        if flags.web.is_some() {
+            self.web = flags.web.clone();
+        }
     }
 
     /// Checks values that TOML types alone cannot: ranges and combinations.

@@ -17,6 +17,7 @@ mod server;
 mod session;
 pub mod token_cli;
 mod track;
+pub mod web;
 
 use std::net::SocketAddr;
 

@@ -1,6 +1,11 @@
 //! The ops listener: a small HTTP/1.1 server, separate from the media port, with
 //! `GET /metrics` (Prometheus text format) and `GET /healthz` (200 when ready, 503 when
 //! starting or draining, so a load balancer stops sending new clients to a draining relay).
+//! With a web folder configured (`web = "web/dist"`), every other path serves the browser
+//! pages from it ([`crate::web`]): `http://127.0.0.1:9090/player.html?url=…&hash=…`.
+//! Browsers allow WebTransport only from a secure context, which plain HTTP is on loopback
+//! (`127.0.0.1`, `localhost`) but nowhere else; pages for other machines belong on an HTTPS
+//! server (they are static files that take the relay URL as a parameter).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -20,6 +25,7 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::metrics::Metrics;
+use crate::web::StaticFiles;
 
 /// Connections served at once. A scraper and a health checker need one or two; the cap keeps
 /// a misbehaving client from piling up tasks on the relay.
@@ -78,6 +84,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     health: Health,
     route: Option<RouteHook>,
+    web: Option<Arc<StaticFiles>>,
 }
 
 /// Answers `GET /route?…` (the mesh's routing API): given the query string, an HTTP status
@@ -102,12 +109,18 @@ impl Server {
         health: Health,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Self { listener, metrics, health, route: None })
+        Ok(Self { listener, metrics, health, route: None, web: None })
     }
 
     /// Serves `/route` with `hook` too.
     pub fn with_route(mut self, hook: RouteHook) -> Self {
         self.route = Some(hook);
+        self
+    }
+
+    /// Serves the files of `web` at every path the ops endpoints do not use.
+    pub fn with_web(mut self, web: StaticFiles) -> Self {
+        self.web = Some(Arc::new(web));
         self
     }
 
@@ -141,10 +154,16 @@ impl Server {
             let metrics = self.metrics.clone();
             let health = self.health.clone();
             let route = self.route.clone();
+            let web = self.web.clone();
             connections.spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let response = respond(&req, &metrics, &health, route.as_ref());
-                    async move { Ok::<_, Infallible>(response) }
+                    let (metrics, health, route, web) =
+                        (metrics.clone(), health.clone(), route.clone(), web.clone());
+                    async move {
+                        Ok::<_, Infallible>(
+                            respond(&req, &metrics, &health, route.as_ref(), web.as_deref()).await,
+                        )
+                    }
                 });
                 let served = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -160,11 +179,12 @@ impl Server {
     }
 }
 
-fn respond(
+async fn respond(
     req: &Request<Incoming>,
     metrics: &Metrics,
     health: &Health,
     route: Option<&RouteHook>,
+    web: Option<&StaticFiles>,
 ) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, content_type: &'static str, body: String| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -195,7 +215,23 @@ fn respond(
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             text(status, "application/json", body)
         }
-        _ => text(StatusCode::NOT_FOUND, PLAIN, "not found: try /metrics or /healthz\n".into()),
+        path => match web {
+            Some(web) => match web.get(path).await {
+                Some(file) => {
+                    let mut response = Response::new(Full::new(file.body));
+                    let headers = response.headers_mut();
+                    headers.insert(CONTENT_TYPE, HeaderValue::from_static(file.content_type));
+                    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+                    // The pages change with every build; a reload must not show stale ones.
+                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                    response
+                }
+                None => text(StatusCode::NOT_FOUND, PLAIN, "not found\n".into()),
+            },
+            None => {
+                text(StatusCode::NOT_FOUND, PLAIN, "not found: try /metrics or /healthz\n".into())
+            }
+        },
     }
 }
 
@@ -236,19 +272,28 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     health: Health,
 ) -> std::io::Result<Handle> {
-    serve_with(addr, metrics, health, None).await
+    serve_with(addr, metrics, health, None, None).await
 }
 
-/// [`serve`], plus `/route` answered by `route` when given.
+/// [`serve`], plus `/route` answered by `route` and the browser pages from the folder `web`
+/// when given.
+///
+/// # Errors
+/// The address cannot be bound, or `web` is not a readable folder (the error names it).
 pub async fn serve_with(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     health: Health,
     route: Option<RouteHook>,
+    web: Option<&std::path::Path>,
 ) -> std::io::Result<Handle> {
+    let web = web.map(StaticFiles::new).transpose()?;
     let mut server = Server::bind(addr, metrics, health).await?;
     if let Some(r) = route {
         server = server.with_route(r);
+    }
+    if let Some(w) = web {
+        server = server.with_web(w);
     }
     let local_addr = server.local_addr()?;
     let (stop, stopped) = oneshot::channel();

@@ -88,9 +88,15 @@ impl Relay {
         let metrics = Arc::new(Metrics::new());
         let health = Health::new();
         let route_hook = mesh.as_ref().map(|m| m.route_hook());
-        let ops = ops::serve_with(config.ops, metrics.clone(), health.clone(), route_hook)
-            .await
-            .map_err(|source| Error::Ops { addr: config.ops, source })?;
+        let ops = ops::serve_with(
+            config.ops,
+            metrics.clone(),
+            health.clone(),
+            route_hook,
+            config.web.as_deref(),
+        )
+        .await
+        .map_err(|source| Error::Ops { addr: config.ops, source })?;
         tracing::info!(%local_addr, ops = %ops.local_addr(), cert_sha256 = %cert_hash.hex(), "relay started");
         let ctx = Arc::new(Ctx {
             config,
