@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tiermesh_client::transport::CongestionControl;
 
 use crate::auth::{Action, Authorizer, KeyError, Prefix};
 
@@ -75,6 +76,10 @@ pub struct RelayConfig {
     pub goaway_grace: Duration,
     /// The send scheduler.
     pub scheduler: SchedulerConfig,
+    /// The QUIC congestion controller of client sessions: `cubic`, `bbr` or `newreno`.
+    /// The default is the one measured best on the link profiles (docs/BENCHMARKS.md,
+    /// "Congestion controller").
+    pub congestion: CongestionControl,
     /// The regional mesh; absent (the default), the relay runs alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mesh: Option<MeshConfig>,
@@ -144,6 +149,7 @@ impl Default for RelayConfig {
             limits: LimitsConfig::default(),
             goaway_grace: Duration::from_secs(10),
             scheduler: SchedulerConfig::default(),
+            congestion: CongestionControl::default(),
             mesh: None,
             web: None,
         }
@@ -317,6 +323,9 @@ pub struct Flags {
     /// Folder of the browser pages (web/dist) to serve on the ops listener
     #[arg(long, value_name = "DIR")]
     pub web: Option<PathBuf>,
+    /// QUIC congestion controller: cubic, bbr or newreno [default: see docs/BENCHMARKS.md]
+    #[arg(long = "cc", value_name = "ALGO")]
+    pub congestion: Option<CongestionControl>,
 }
 
 impl RelayConfig {
@@ -395,6 +404,7 @@ impl RelayConfig {
         set(&mut self.limits.idle_timeout, &flags.idle_timeout);
         set(&mut self.goaway_grace, &flags.goaway_grace);
         set(&mut self.scheduler.mode, &flags.scheduler);
+        set(&mut self.congestion, &flags.congestion);
         if flags.web.is_some() {
             self.web = flags.web.clone();
         }
@@ -502,5 +512,18 @@ mod tests {
         config.limits.idle_timeout = Duration::from_millis(1500);
         let text = config.to_toml();
         assert_eq!(RelayConfig::parse(&text, Path::new("x.toml")).unwrap(), config);
+    }
+
+    #[test]
+    fn congestion_controller_from_file_and_flag() {
+        let file = RelayConfig::parse("congestion = \"newreno\"\n", Path::new("x.toml")).unwrap();
+        assert_eq!(file.congestion, CongestionControl::NewReno);
+        let mut config = file.clone();
+        config.apply(&Flags::default());
+        assert_eq!(config.congestion, CongestionControl::NewReno, "no flag keeps the file's");
+        config.apply(&Flags { congestion: Some(CongestionControl::Bbr), ..Flags::default() });
+        assert_eq!(config.congestion, CongestionControl::Bbr);
+        let e = RelayConfig::parse("congestion = \"vegas\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("vegas"), "{e}");
     }
 }

@@ -78,7 +78,9 @@ impl Relay {
             let hash = resolver.sha256();
             (ServerTls::from_resolver(resolver.clone()), hash, Some(resolver))
         };
-        let transport = TransportConfig::default().idle_timeout(config.limits.idle_timeout);
+        let transport = TransportConfig::default()
+            .idle_timeout(config.limits.idle_timeout)
+            .congestion(config.congestion);
         let mut server = Server::bind_with(config.listen, tls, transport)?;
         let local_addr = server.local_addr();
         let mesh = match &config.mesh {

@@ -3,8 +3,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The congestion controller a connection uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The congestion controller a connection uses (`cubic`, `bbr` or `newreno` in
+/// configuration files and on the command line).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum CongestionControl {
     /// CUBIC (RFC 9438): the default, the most widely deployed controller and the one whose
     /// behaviour against competing TCP and QUIC flows is best understood.
@@ -15,6 +27,8 @@ pub enum CongestionControl {
     /// quinn.
     Bbr,
     /// NewReno (RFC 9002): the reference controller, for comparisons.
+    #[value(name = "newreno", alias = "new-reno", alias = "reno")]
+    #[serde(alias = "new-reno", alias = "reno")]
     NewReno,
 }
 
