@@ -275,6 +275,36 @@ pub struct Metrics {
     /// Objects whose capture timestamp lay in the relay's future: the publisher's clock is
     /// ahead. They are not in `capture_age`.
     pub capture_age_negative: Counter,
+    /// More metrics that other parts of the relay write at render time (the mesh's
+    /// per-link figures).
+    pub extra: ExtraMetrics,
+}
+
+/// A writer of more metrics text, called by [`Metrics::render`].
+pub type ExtraFn = dyn Fn(&mut String) + Send + Sync;
+
+/// Writers of more metrics text appended to [`Metrics::render`]'s output.
+#[derive(Default)]
+pub struct ExtraMetrics(std::sync::Mutex<Vec<std::sync::Arc<ExtraFn>>>);
+
+impl ExtraMetrics {
+    /// Adds a writer.
+    pub fn add(&self, f: std::sync::Arc<ExtraFn>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+    }
+
+    fn render(&self, out: &mut String) {
+        let writers = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for w in writers {
+            w(out);
+        }
+    }
+}
+
+impl std::fmt::Debug for ExtraMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtraMetrics")
+    }
 }
 
 impl Default for Metrics {
@@ -301,6 +331,7 @@ impl Metrics {
             forward_delay: Histogram::new(LATENCY_BUCKETS_US),
             capture_age: Histogram::new(LATENCY_BUCKETS_US),
             capture_age_negative: Counter::default(),
+            extra: ExtraMetrics::default(),
         }
     }
 
@@ -461,6 +492,7 @@ impl Metrics {
             "Objects whose capture timestamp was in the relay's future (publisher clock ahead).",
             self.capture_age_negative.get(),
         );
+        self.extra.render(&mut out);
         out
     }
 }
