@@ -1,11 +1,14 @@
 //! `tiermesh dev`: one command, no set-up. A relay on localhost with a freshly generated
 //! development certificate, and a publisher of the encoded test pattern feeding it one public broadcast. It
 //! prints the certificate hash and the broadcast's `moqt://` and `https://` URLs in the
-//! form `tiermesh sub` accepts as they are.
+//! form `tiermesh sub` accepts as they are. When the browser pages are built (`npm run
+//! build` in web/ makes web/dist), the relay serves them on its ops listener and `dev`
+//! prints the player's address with the relay URL and certificate hash filled in.
 //!
 //! It lives in the binary crate because it needs both the relay and the client library.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,9 +23,13 @@ pub struct Args {
     /// UDP address of the relay (raw QUIC and WebTransport on one port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4443")]
     listen: SocketAddr,
-    /// TCP address of the ops listener (/metrics, /healthz).
+    /// TCP address of the ops listener (/metrics, /healthz and the browser pages).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
     ops: SocketAddr,
+    /// Folder of the built browser pages. Default: web/dist in the working directory, else
+    /// in the source tree this binary was built from.
+    #[arg(long, value_name = "DIR")]
+    web: Option<PathBuf>,
     /// The demo broadcast's namespace, fields joined by '/'. Its first field is made a
     /// public prefix: anyone on this machine may subscribe and publish under it without a
     /// token.
@@ -35,6 +42,24 @@ pub struct Args {
     /// pattern (360p and 180p H.264 and an Opus tone, which run in real time here).
     #[arg(long)]
     synthetic: bool,
+}
+
+/// web/dist in the working directory, else in the source tree of this binary, if built.
+fn default_web_dir() -> Option<PathBuf> {
+    let source_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist");
+    [PathBuf::from("web/dist"), source_tree]
+        .into_iter()
+        .find(|dir| dir.join("player.html").is_file())
+}
+
+/// The address to print for a bound one: an unspecified address (`0.0.0.0`, `[::]`) is
+/// reached on this machine through loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+    } else {
+        addr
+    }
 }
 
 /// Runs `tiermesh dev`.
@@ -54,22 +79,38 @@ async fn dev(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("--broadcast must name a namespace, e.g. demo/room-1");
     }
     let prefix = public.parse().with_context(|| format!("--broadcast {broadcast}"))?;
-    let mut config = RelayConfig { listen: args.listen, ops: args.ops, ..Default::default() };
+    let web = match &args.web {
+        Some(dir) => Some(dir.clone()),
+        None => default_web_dir(),
+    };
+    let mut config =
+        RelayConfig { listen: args.listen, ops: args.ops, web: web.clone(), ..Default::default() };
     config.tls.generate = true;
     config.auth.public = vec![prefix];
     config.auth.public_publish = config.auth.public.clone();
     let relay = Relay::start(config).await.context("starting the relay")?;
-    let addr = relay.local_addr();
+    let addr = reachable(relay.local_addr());
+    let ops = reachable(relay.ops_addr());
     let hash = relay.cert_hash().hex();
     let moqt = format!("moqt://{addr}/{broadcast}");
     let https = format!("https://{addr}/{broadcast}");
     println!("relay       moqt://{addr} (raw QUIC) and https://{addr} (WebTransport)");
     println!("cert hash   {hash}");
-    println!("metrics     http://{}/metrics", relay.ops_addr());
+    println!("metrics     http://{ops}/metrics");
     println!("broadcast   {moqt}");
     println!("            {https}");
     println!("watch it:   tiermesh sub {moqt} --tls-cert-hash {hash}");
     println!("            tiermesh sub {https} --tls-cert-hash {hash}");
+    match &web {
+        Some(_) => {
+            println!("in Chromium: http://{ops}/player.html?url={https}&hash={hash}");
+            println!("            (all pages: http://{ops}/?url={https}&hash={hash})");
+        }
+        None => println!(
+            "in Chromium: the browser pages are not built: run `npm ci && npm run build` in web/, \
+             then start tiermesh dev again (or pass --web DIR)"
+        ),
+    }
 
     let publisher = PubArgs {
         connect: ConnectArgs {
@@ -78,7 +119,7 @@ async fn dev(args: Args) -> anyhow::Result<()> {
             token: None,
         },
         duration: args.duration,
-        media: MediaArgs { test_pattern: !args.synthetic, ..MediaArgs::default() },
+        media: MediaArgs { test_pattern: !args.synthetic, light: true, ..MediaArgs::default() },
     };
     let stop = async {
         match args.duration {

@@ -302,3 +302,77 @@ pub async fn serve_with(
     }));
     Ok(Handle { local_addr, stop: Some(stop), task })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Sends `request_line` as written (no normalisation) and returns the status and head.
+    async fn raw_get(addr: SocketAddr, target: &str) -> (u16, String, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {target} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response))
+            .await
+            .expect("answered within 10 s")
+            .unwrap();
+        let status = response.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        (status, head.to_ascii_lowercase(), body.to_owned())
+    }
+
+    #[tokio::test]
+    async fn pages_are_served_beside_metrics_and_nothing_outside_their_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let dist = dir.path().join("dist");
+        std::fs::create_dir(&dist).unwrap();
+        std::fs::write(dist.join("index.html"), "<p>index</p>").unwrap();
+        std::fs::write(dist.join("player.js"), "run()").unwrap();
+        std::fs::write(dist.join("style.css"), "body{}").unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "private").unwrap();
+        let server = serve_with(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Metrics::new()),
+            Health::new(),
+            None,
+            Some(&dist),
+        )
+        .await
+        .unwrap();
+        let addr = server.local_addr();
+
+        let (status, head, body) = raw_get(addr, "/").await;
+        assert_eq!((status, body.as_str()), (200, "<p>index</p>"));
+        assert!(head.contains("content-type: text/html; charset=utf-8"), "{head}");
+        assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+        let (status, head, _) = raw_get(addr, "/player.js?x=1").await;
+        assert_eq!(status, 200);
+        assert!(head.contains("content-type: text/javascript"), "{head}");
+        let (_, head, _) = raw_get(addr, "/style.css").await;
+        assert!(head.contains("content-type: text/css"), "{head}");
+        // The ops endpoints keep their paths.
+        let (status, _, body) = raw_get(addr, "/healthz").await;
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+        for target in ["/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt", "/nope.html"] {
+            let (status, _, body) = raw_get(addr, target).await;
+            assert_ne!(status, 200, "{target}");
+            assert!(!body.contains("private"), "{target}: {body}");
+        }
+
+        let missing = dir.path().join("not-built");
+        let e = serve_with(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Metrics::new()),
+            Health::new(),
+            None,
+            Some(&missing),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("not-built"), "{e}");
+        server.shutdown().await;
+    }
+}
