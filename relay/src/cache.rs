@@ -44,8 +44,9 @@ impl Cache {
     }
 
     /// Adds an object. An object of a group older than every cached one, when the cache is
-    /// full, is not kept; a repeated location is ignored.
-    pub fn insert(&mut self, object: Object) {
+    /// full, is not kept; a repeated location is ignored. False for a repeated location (a
+    /// duplicate, which the relay does not forward again), true otherwise.
+    pub fn insert(&mut self, object: Object) -> bool {
         let loc = object.location();
         self.note_largest(loc);
         let g = object.group_id;
@@ -54,14 +55,14 @@ impl Cache {
             Some(i) if self.groups[i].id == g => {
                 let objects = &mut self.groups[i].objects;
                 if objects.iter().any(|o| o.object_id == object.object_id) {
-                    return;
+                    return false;
                 }
                 let at = objects.partition_point(|o| o.object_id < object.object_id);
                 objects.insert(at, object);
             }
             Some(i) => {
                 if i == 0 && self.groups.len() >= self.max_groups {
-                    return;
+                    return true;
                 }
                 self.groups.insert(i, Group { id: g, objects: vec![object] });
             }
@@ -70,6 +71,7 @@ impl Cache {
         while self.groups.len() > self.max_groups {
             self.groups.pop_front();
         }
+        true
     }
 
     /// Cached objects with `start <= location < end` (an `end` object of 0 means the whole
@@ -135,8 +137,9 @@ mod tests {
         assert_eq!(all.len(), 6);
         assert_eq!(c.largest(), Some(Location::new(3, 2)));
         // A late object of an evicted group is not cached.
-        c.insert(obj(0, 5));
+        assert!(c.insert(obj(0, 5)), "a late object is not a duplicate");
         assert_eq!(c.groups(), 2);
+        assert!(!c.insert(obj(3, 1)), "a repeated location is a duplicate");
     }
 
     #[test]

@@ -49,6 +49,23 @@ impl State {
             .map(|(_, a)| (a.session, a.conn.clone()))
     }
 
+    /// Like [`State::publisher_for`], leaving out the session `except` (one whose upstream
+    /// was just lost and whose announcements may not be cleared yet).
+    pub(crate) fn publisher_for_except(
+        &self,
+        track: &FullTrackName,
+        except: SessionId,
+    ) -> Option<(SessionId, Connection)> {
+        self.announcements
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| {
+                a.subscribable && a.session != except && track.namespace.has_prefix(&a.namespace)
+            })
+            .max_by_key(|(i, a)| (a.namespace.len(), *i))
+            .map(|(_, a)| (a.session, a.conn.clone()))
+    }
+
     /// True if some session announces exactly `namespace`.
     pub(crate) fn is_announced(&self, namespace: &TrackNamespace) -> bool {
         self.announcements.iter().any(|a| &a.namespace == namespace)

@@ -373,26 +373,8 @@ pub(crate) async fn upstream(
     session: SessionId,
     conn: Connection,
 ) {
-    // Largest Object: downstream subscribers with different filters come and go without
-    // changing the upstream subscription (draft-16 §8.3).
-    let options = SubscribeOptions::largest_object();
-    // With a joining FETCH for the current group: the subscription starts after the
-    // largest object, which downstream joiners are then told of, so the cache must hold
-    // that group up to and including it before they are answered.
-    match conn.join(track.name.clone(), options, 0).await {
-        Ok((reader, fetch)) => {
-            if let Ok(mut f) = fetch {
-                let fill = async {
-                    while let Some(o) = f.next().await {
-                        track.lock().cache.insert(o.to_object());
-                    }
-                };
-                if tokio::time::timeout(UPSTREAM_FETCH_WAIT, fill).await.is_err() {
-                    tracing::info!(track = %track.name, "upstream joining fetch incomplete");
-                }
-            }
-            run_upstream(ctx, track, session, reader, false).await
-        }
+    match join_upstream(&track, &conn, &ctx).await {
+        Ok(reader) => run_upstream(ctx, track, session, reader, false).await,
         Err(e) => {
             tracing::info!(track = %track.name, error = %e, "upstream subscription refused");
             let code = match &e {
@@ -407,13 +389,62 @@ pub(crate) async fn upstream(
                 req.reject(code, "the publisher refused the subscription");
             }
             if held {
-                lose_upstream(&ctx, &track);
+                lose_upstream(&ctx, &track, None);
             } else {
                 track.lock().removed = true;
                 remove_track(&ctx, &track);
             }
         }
     }
+}
+
+/// Subscribes to a second publisher of a track whose upstream is established elsewhere (a
+/// publisher that reconnected before its old session was seen to die, or a newer publisher
+/// of the namespace): draft-16 §8.5 requires a SUBSCRIBE to a publisher whose
+/// PUBLISH_NAMESPACE matches an existing subscription. The relay keeps one upstream per
+/// track (§8.3 lets it UNSUBSCRIBE a publisher it cannot keep): once the new subscription
+/// is established it replaces the old one, which is released. If the new publisher
+/// refuses, the old upstream carries on untouched.
+pub(crate) async fn take_over(
+    ctx: Arc<Ctx>,
+    track: Arc<Track>,
+    session: SessionId,
+    conn: Connection,
+) {
+    match join_upstream(&track, &conn, &ctx).await {
+        Ok(reader) => run_upstream(ctx, track, session, reader, false).await,
+        Err(e) => {
+            tracing::info!(track = %track.name, error = %e, "second publisher refused: the current upstream stays");
+        }
+    }
+}
+
+/// SUBSCRIBE (Largest Object) upstream with a joining FETCH for the current group, whose
+/// objects are forwarded (to the cache and to subscribers already held on the track, so
+/// that a track continued by a new publisher restarts at its group's first object).
+async fn join_upstream(
+    track: &Track,
+    conn: &Connection,
+    ctx: &Ctx,
+) -> Result<TrackReader, moq::Error> {
+    // Largest Object: downstream subscribers with different filters come and go without
+    // changing the upstream subscription (draft-16 §8.4).
+    let options = SubscribeOptions::largest_object();
+    // With a joining FETCH for the current group: the subscription starts after the
+    // largest object, which downstream joiners are then told of, so the cache must hold
+    // that group up to and including it before they are answered.
+    let (reader, fetch) = conn.join(track.name.clone(), options, 0).await?;
+    if let Ok(mut f) = fetch {
+        let fill = async {
+            while let Some(o) = f.next().await {
+                track.lock().forward(&o, &ctx.metrics);
+            }
+        };
+        if tokio::time::timeout(UPSTREAM_FETCH_WAIT, fill).await.is_err() {
+            tracing::info!(track = %track.name, "upstream joining fetch incomplete");
+        }
+    }
+    Ok(reader)
 }
 
 /// Forwards an established upstream subscription's objects until it ends.
@@ -425,14 +456,31 @@ pub(crate) async fn run_upstream(
     pushed: bool,
 ) {
     let (release, mut released) = tokio::sync::oneshot::channel();
-    let waiting = {
+    let (waiting, generation) = {
         let mut st = track.lock();
+        if st.removed {
+            // Nobody holds the track any more: dropping the reader unsubscribes.
+            return;
+        }
+        // A newer publisher takes the track over: the older upstream is released and the
+        // streams that mirrored it are finished (its streams will not end by themselves).
+        let replaced = match &mut st.upstream {
+            Upstream::Active { release, .. } => Some(release.take()),
+            _ => None,
+        };
+        if let Some(old) = replaced {
+            if let Some(r) = old {
+                let _ = r.send(());
+            }
+            st.finish_all_streams();
+            tracing::info!(track = %track.name, "new publisher takes over the track");
+        }
         st.set_upstream_info(reader.extensions(), reader.largest());
         st.upstream = Upstream::Active { session, pushed, release: Some(release) };
         st.generation += 1;
         let waiting = std::mem::take(&mut st.waiting);
         st.attaching += waiting.len();
-        waiting
+        (waiting, st.generation)
     };
     ctx.upstreams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(track = %track.name, pushed, "upstream established");
@@ -458,7 +506,11 @@ pub(crate) async fn run_upstream(
     };
     ctx.upstreams.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     if !lost {
-        tracing::info!(track = %track.name, "upstream released: no subscribers left");
+        tracing::info!(track = %track.name, "upstream released");
+        return;
+    }
+    if track.lock().generation != generation {
+        tracing::info!(track = %track.name, "replaced upstream ended");
         return;
     }
     match done {
@@ -472,12 +524,15 @@ pub(crate) async fn run_upstream(
             ctx.metrics.subscriptions.set(ctx.metrics.subscriptions.get() - n as i64);
             remove_track(&ctx, &track);
         }
-        None => lose_upstream(&ctx, &track),
+        None => lose_upstream(&ctx, &track, Some(session)),
     }
 }
 
 /// The publisher left without ending the track: hold the subscribers for the linger time.
-fn lose_upstream(ctx: &Arc<Ctx>, track: &Arc<Track>) {
+/// `lost` is the session of an established upstream that was lost: if another session
+/// publishes the track's namespace (a publisher that came back before the old session was
+/// seen to die), the track is resubscribed there at once.
+fn lose_upstream(ctx: &Arc<Ctx>, track: &Arc<Track>, lost: Option<SessionId>) {
     let generation = {
         let mut st = track.lock();
         if st.removed {
@@ -495,7 +550,16 @@ fn lose_upstream(ctx: &Arc<Ctx>, track: &Arc<Track>) {
         st.generation
     };
     tracing::info!(track = %track.name, linger = ?ctx.config.linger, "publisher gone: holding subscribers");
-    if let Some(m) = &ctx.mesh {
+    let other = lost.and_then(|s| ctx.registry.lock().publisher_for_except(&track.name, s));
+    if let Some((session, conn)) = other {
+        let mut st = track.lock();
+        if matches!(st.upstream, Upstream::Lingering) && !st.removed {
+            st.upstream = Upstream::Pending { session };
+            drop(st);
+            tracing::info!(track = %track.name, "another publisher of the namespace: resubscribing");
+            tokio::spawn(upstream(ctx.clone(), track.clone(), session, conn));
+        }
+    } else if let Some(m) = &ctx.mesh {
         m.wake();
     }
     let ctx = ctx.clone();
@@ -556,7 +620,14 @@ async fn publish(
         let mut reg = ctx.registry.lock();
         match reg.tracks.get(&name).cloned() {
             Some(t) => {
-                if matches!(t.lock().upstream, Upstream::Active { .. } | Upstream::Pending { .. }) {
+                let refuse = match t.lock().upstream {
+                    // Another publisher's track: this PUBLISH takes it over once accepted
+                    // (draft-16 §8.5 requires PUBLISH_OK for a track with subscribers).
+                    Upstream::Active { session, .. } => session == id,
+                    Upstream::Pending { .. } => true,
+                    Upstream::Lingering => false,
+                };
+                if refuse {
                     drop(reg);
                     req.reject(RequestErrorCode::DuplicateSubscription, "track already published");
                     return;
@@ -575,11 +646,15 @@ async fn publish(
             }
         }
     };
-    {
+    let taking_over = {
         let mut st = track.lock();
-        st.upstream = Upstream::Pending { session: id };
-        st.generation += 1;
-    }
+        let active = matches!(st.upstream, Upstream::Active { .. });
+        if !active {
+            st.upstream = Upstream::Pending { session: id };
+            st.generation += 1;
+        }
+        active
+    };
     match req.accept().await {
         Ok(reader) => {
             announce(&ctx, id, &conn, name.namespace.clone(), false);
@@ -587,7 +662,9 @@ async fn publish(
         }
         Err(e) => {
             tracing::debug!(error = %e, "PUBLISH not accepted");
-            lose_upstream(&ctx, &track);
+            if !taking_over {
+                lose_upstream(&ctx, &track, None);
+            }
         }
     }
 }
@@ -622,6 +699,26 @@ fn publish_namespace(
         }
         tracing::info!(track = %track.name, "publisher back: resubscribing");
         tokio::spawn(upstream(ctx.clone(), track, id, conn.clone()));
+    }
+    // Tracks established from another session that this one now publishes best (draft-16
+    // §8.5: a SUBSCRIBE goes to the new publisher for each matching subscription). This is
+    // how a publisher whose old connection died silently (no close seen before its idle
+    // timeout) continues its subscribers' tracks at once.
+    let active: Vec<Arc<Track>> = {
+        let reg = ctx.registry.lock();
+        reg.tracks
+            .values()
+            .filter(|t| t.name.namespace.has_prefix(&ns))
+            .filter(|t| {
+                matches!(t.lock().upstream, Upstream::Active { session, pushed: false, .. } if session != id)
+            })
+            .filter(|t| reg.publisher_for(&t.name).is_some_and(|(s, _)| s == id))
+            .cloned()
+            .collect()
+    };
+    for track in active {
+        tracing::info!(track = %track.name, "new publisher of the namespace: subscribing");
+        tokio::spawn(take_over(ctx.clone(), track, id, conn.clone()));
     }
 }
 

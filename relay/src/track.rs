@@ -44,7 +44,6 @@ pub enum Upstream {
     /// Objects flow.
     Active {
         /// The publisher's session.
-        #[allow(dead_code)]
         session: SessionId,
         /// True for a publisher's PUBLISH, false for the relay's SUBSCRIBE.
         pushed: bool,
@@ -203,7 +202,12 @@ impl TrackState {
         if let Some(ts) = o.capture_timestamp_us() {
             metrics.observe_capture_age(ts, now_us());
         }
-        self.cache.insert(obj.clone());
+        // Objects of one track can come from more than one publisher (a publisher that
+        // reconnected while its old session lingers, draft-16 §8.3 "Multiple Publishers"):
+        // a location already cached is a duplicate and is not forwarded again.
+        if !self.cache.insert(obj.clone()) {
+            return;
+        }
         for d in self.downstream.values_mut() {
             if d.writer.is_closed() || d.end_group.is_some_and(|e| obj.group_id > e) {
                 continue;

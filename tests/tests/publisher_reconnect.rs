@@ -12,7 +12,6 @@ fn now_us() -> u64 {
 }
 
 #[test]
-#[ignore = "known bug: through the real binaries, audio does not resume after `tiermesh pub` restarts within the linger (the in-process relay_linger test passes); run with --ignored"]
 fn publisher_back_within_linger_continues_the_tracks() {
     let relay =
         Relay::start(&["--public", "e2e", "--public-publish", "e2e", "--linger", "10s"]).unwrap();
