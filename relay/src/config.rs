@@ -115,6 +115,46 @@ pub struct MeshConfig {
     /// Cost of a link to a peer of another region. Default 100.
     #[serde(default = "default_inter_cost")]
     pub inter_cost: u64,
+    /// Mesh listeners of seed relays (`moqt://host:port`): this relay links to them and
+    /// learns the rest of the mesh from them, then links to the relays [`Self::discover`]
+    /// asks for.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// Where other relays dial this relay's mesh listener (`moqt://host:port`), announced to
+    /// the mesh so that relays that learn of it through seeds can link to it.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Which learned relays to link to.
+    #[serde(default)]
+    pub discover: DiscoverConfig,
+}
+
+/// Which relays learned through the mesh a relay links to (`[mesh.discover]`). Both ends of a
+/// link make the same choice from the same membership, and only the one with the smaller
+/// name dials, so each pair gets one link.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverConfig {
+    /// Link to every relay of the same region. Default true.
+    #[serde(default = "default_true")]
+    pub same_region: bool,
+    /// Link to this many relays of each other region (the first by name). Default 1.
+    #[serde(default = "default_per_region")]
+    pub per_other_region: usize,
+}
+
+impl Default for DiscoverConfig {
+    fn default() -> Self {
+        Self { same_region: true, per_other_region: 1 }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_per_region() -> usize {
+    1
 }
 
 /// A mesh peer to dial.
