@@ -43,6 +43,9 @@ pub struct NodeConfig {
     pub region: String,
     /// The URL clients use to reach this relay.
     pub url: String,
+    /// Where other relays dial this relay's mesh listener, announced to the whole mesh so
+    /// relays that learn of this one through a seed can link to it. `None`: not announced.
+    pub mesh_addr: Option<String>,
     /// Incarnation number: must grow at every restart (the relay uses its start time in
     /// milliseconds since the Unix epoch), so records of a previous run are replaced.
     pub epoch: u64,
@@ -76,6 +79,7 @@ impl NodeConfig {
             name: name.into(),
             region: region.to_owned(),
             url: url.to_owned(),
+            mesh_addr: None,
             epoch: 0,
             // Within a region links are short and cheap; crossing regions costs ten times
             // more so that a route stays inside a region whenever it can.
@@ -106,6 +110,12 @@ impl NodeConfig {
     /// Sets the epoch.
     pub fn epoch(mut self, epoch: u64) -> Self {
         self.epoch = epoch;
+        self
+    }
+
+    /// Sets the mesh address announced to other relays (`moqt://host:port`).
+    pub fn mesh_addr(mut self, addr: impl Into<String>) -> Self {
+        self.mesh_addr = Some(addr.into());
         self
     }
 
@@ -746,6 +756,7 @@ impl Node {
                     url: m.ann.url.clone(),
                     load: m.ann.load,
                     reachable: o.best.is_some(),
+                    mesh_addr: m.ann.mesh_addr.clone(),
                 })
             })
             .collect()
@@ -829,6 +840,7 @@ impl Node {
             ns_seq: self.ns_seq,
             transit: self.cfg.transit,
             load: self.load,
+            mesh_addr: self.cfg.mesh_addr.as_deref().map(Arc::from),
         };
         self.origins[ME as usize].member = Some(Member { ann, expires: now + self.cfg.node_ttl });
     }

@@ -25,6 +25,8 @@ pub struct NodeState {
     pub load: LoadReport,
     /// Whether the relay asking has a mesh route to it.
     pub reachable: bool,
+    /// Where relays dial its mesh listener, if it announced it (seed discovery).
+    pub mesh_addr: Option<Arc<str>>,
 }
 
 /// Distances between regions: 0 within a region, a configured cost for a pair, and a
@@ -181,6 +183,7 @@ mod tests {
                 healthy,
             },
             reachable: true,
+            mesh_addr: None,
         }
     }
 

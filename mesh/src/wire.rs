@@ -24,7 +24,8 @@
 //! }
 //! NodeAnnouncement { Name Index (i), Region (Length (i), Bytes), URL (Length (i), Bytes),
 //!   Epoch (i), Seq (i), Age Ms (i), Namespace Seq (i), Flags (i),
-//!   Sessions (i), Egress Bits Per Second (i), CPU Permille (i) }
+//!   Sessions (i), Egress Bits Per Second (i), CPU Permille (i),
+//!   [Mesh Address (Length (i), Bytes)] }   present when Flags has bit 2 (value 4)
 //! LinkRecord { Reporter Name Index (i), Peer Name Index (i), Epoch (i), Seq (i), Up (i) }
 //! Route { Cost (i), Path Length (i), Name Index (i) ... }   path[0] = sender, last = origin
 //! NamespaceRecord { Origin Name Index (i), Epoch (i), Seq (i), Present (i), Track Namespace }
@@ -141,6 +142,9 @@ pub struct NodeAnnouncement {
     pub transit: bool,
     /// Its load.
     pub load: LoadReport,
+    /// Where other relays dial its mesh listener (`moqt://host:port`), if it accepts links
+    /// from relays it has not been configured with (seed discovery).
+    pub mesh_addr: Option<Arc<str>>,
 }
 
 /// A path-vector route: `path[0]` is the sender, the last entry the origin relay.
@@ -264,10 +268,13 @@ impl RouteMessage {
             put_varint(&mut b, n.seq);
             put_varint(&mut b, n.age_ms);
             put_varint(&mut b, n.ns_seq);
-            put_varint(&mut b, u64::from(n.transit) | u64::from(n.load.healthy) << 1);
+            put_varint(&mut b, announcement_flags(n));
             put_varint(&mut b, n.load.sessions);
             put_varint(&mut b, n.load.egress_bps);
             put_varint(&mut b, n.load.cpu_permille);
+            if let Some(a) = &n.mesh_addr {
+                put_len_bytes(&mut b, a.as_bytes());
+            }
         }
         put_varint(&mut b, self.links.len() as u64);
         for l in &self.links {
@@ -327,12 +334,15 @@ impl RouteMessage {
                 n.seq,
                 n.age_ms,
                 n.ns_seq,
-                u64::from(n.transit) | u64::from(n.load.healthy) << 1,
+                announcement_flags(n),
                 n.load.sessions,
                 n.load.egress_bps,
                 n.load.cpu_permille,
             ] {
                 len += varint_len(v);
+            }
+            if let Some(a) = &n.mesh_addr {
+                len += varint_len(a.len() as u64) + a.len();
             }
         }
         for l in &self.links {
@@ -393,7 +403,7 @@ impl RouteMessage {
             let age_ms = get_varint(buf)?;
             let ns_seq = get_varint(buf)?;
             let flags = get_varint(buf)?;
-            if flags > 3 {
+            if flags > 7 {
                 return Err(MeshError::Malformed("unknown announcement flags"));
             }
             let load = LoadReport {
@@ -401,6 +411,14 @@ impl RouteMessage {
                 egress_bps: get_varint(buf)?,
                 cpu_permille: get_varint(buf)?,
                 healthy: flags & 2 != 0,
+            };
+            let mesh_addr = if flags & 4 != 0 {
+                Some(Arc::from(utf8(
+                    get_len_bytes(buf, MAX_URL_LEN, "mesh address too long")?,
+                    "mesh address",
+                )?))
+            } else {
+                None
             };
             m.nodes.push(NodeAnnouncement {
                 name: n,
@@ -412,6 +430,7 @@ impl RouteMessage {
                 ns_seq,
                 transit: flags & 1 != 0,
                 load,
+                mesh_addr,
             });
         }
         let count = bounded_count(buf, usize::MAX)?;
@@ -502,6 +521,11 @@ impl PeerHello {
     }
 }
 
+/// The flags of an announcement: transit (1), healthy (2), mesh address follows (4).
+fn announcement_flags(n: &NodeAnnouncement) -> u64 {
+    u64::from(n.transit) | u64::from(n.load.healthy) << 1 | u64::from(n.mesh_addr.is_some()) << 2
+}
+
 /// A count that cannot exceed the bytes left (every entry takes at least one byte), so a
 /// hostile count never makes a large allocation.
 fn bounded_count(buf: &mut &[u8], max: usize) -> Result<usize, MeshError> {
@@ -560,6 +584,7 @@ mod tests {
                     cpu_permille: 350,
                     healthy: true,
                 },
+                mesh_addr: Some("moqt://eu-1.mesh.example:4444".into()),
             }],
             links: vec![LinkRecord {
                 reporter: "eu-1".into(),

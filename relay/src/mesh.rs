@@ -7,8 +7,19 @@
 //!   certificate chaining to the mesh CA; the dialer trusts only servers with a mesh-CA
 //!   certificate. Clients never reach the mesh port, so they never see the routes track;
 //!   on the client port a SUBSCRIBE for it is refused as if the track did not exist.
-//! - The dialer names itself in the CLIENT_SETUP path (`/.tiermesh?name=…&region=…`); the
-//!   acceptor knows it only after the TLS handshake proved the certificate is the mesh CA's.
+//! - Both sides name themselves with the setup parameter `SETUP_PARAM_MESH_PEER` (draft-16
+//!   Extension Negotiation; other implementations ignore it) holding a `PeerHello` (mesh
+//!   version, relay name, region). The name must be one the peer's mesh-CA certificate was
+//!   issued for (its common name or a DNS name), and, for a relay dialled from the
+//!   configuration, the name configured; otherwise the link is closed. The mesh listener
+//!   always answers with the parameter: only holders of a mesh-CA certificate get that far.
+//! - Seeds: a relay dials its configured seeds (name learned from their hello), learns every
+//!   relay of the mesh from the flooded membership, and links to those the `discover` policy
+//!   picks (its region, and the first relays by name of each other region); both ends make
+//!   the same choice and only the smaller name dials, so a pair gets one link.
+//! - Per-link metrics (`tiermesh_mesh_link_*{peer=…}` on `/metrics`): link up, tracks this
+//!   relay subscribes to over the link, and tracks and subscriptions the peer holds here, so
+//!   "one copy per link" can be read from any relay.
 //! - Each side subscribes to the other's routes track; every route message is one object
 //!   (its own group).
 //! - A track with no local publisher is subscribed at the next hop towards its namespace's
@@ -17,7 +28,7 @@
 //!   subscriptions linger (the relay's `linger`), and as soon as the mesh has a new route the
 //!   relay subscribes again through it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,11 +39,13 @@ use tiermesh_client::moq::{
     self, ClientOptions, Connection, Event, ServerOptions, SubscribeOptions, SubscribeRequest,
     TrackEvent, TrackWriter,
 };
-use tiermesh_client::transport::{ClientTls, Server, ServerTls, Url};
+use tiermesh_client::transport::{ClientTls, Server, ServerTls, TransportConfig, Url};
+use tiermesh_mesh::wire::{MESH_VERSION, PeerHello, SETUP_PARAM_MESH_PEER};
 use tiermesh_mesh::{Hop, Node, NodeConfig, PeerInfo, RelayName, RouteMessage};
 use tiermesh_proto::TerminationCode;
 use tiermesh_proto::data::ObjectStatus;
 use tiermesh_proto::ext::Extensions;
+use tiermesh_proto::kvp::{KeyValue, Value};
 use tiermesh_proto::message::RequestErrorCode;
 use tiermesh_proto::types::{FullTrackName, TrackNamespace};
 use tokio::sync::{Notify, watch};
@@ -47,6 +60,20 @@ const MESH_SESSION_BASE: u64 = 1 << 62;
 
 /// Wait before dialing a peer again after its link failed or could not be set up.
 const REDIAL_DELAY: Duration = Duration::from_millis(500);
+
+/// A mesh link with no packet for this long is dead (QUIC idle timeout; both ends use the
+/// smaller of their values, so the dialer's setting holds for the link). A relay killed
+/// without closing, or a link that drops everything, is noticed after this long, and its
+/// tracks move to another route: 1 s keeps the subscriber's freeze under 2 s, and with a
+/// PING every 250 ms four in a row must be lost before a live link is taken for dead.
+const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// PING interval on mesh links (see [`LINK_IDLE_TIMEOUT`]).
+const LINK_KEEP_ALIVE: Duration = Duration::from_millis(250);
+
+/// How long a mesh peer may take to complete SETUP: one round trip on a healthy link; 10 s
+/// only bounds what a stuck peer costs.
+const SETUP_WAIT: Duration = Duration::from_secs(10);
 
 /// Route messages queued for a peer whose routes subscription is not set up yet.
 const MAX_QUEUED: usize = 1024;
@@ -68,6 +95,14 @@ pub enum MeshError {
     /// The mesh listener could not be bound.
     #[error("mesh listener: {0}")]
     Listen(#[from] tiermesh_client::transport::Error),
+    /// A seed's or the advertised mesh address is not a URL.
+    #[error("mesh {what}: {addr:?} is not a moqt:// URL")]
+    Addr {
+        /// Which setting.
+        what: &'static str,
+        /// The address given.
+        addr: String,
+    },
     /// A peer's address is not a URL.
     #[error("mesh peer {name}: address {addr:?} is not a URL")]
     PeerAddr {
@@ -102,6 +137,8 @@ struct State {
     published: BTreeSet<TrackNamespace>,
     /// Client sessions last reported in the mesh load.
     sessions: Option<u64>,
+    /// Learned relays a dial task is running for.
+    dialing: HashSet<RelayName>,
 }
 
 /// The relay's mesh: its routing node and its links.
@@ -113,6 +150,8 @@ pub(crate) struct Mesh {
     server: Mutex<Option<Server>>,
     local_addr: SocketAddr,
     client_tls: ClientTls,
+    /// Our `PeerHello`, sent in SETUP.
+    hello: KeyValue,
     /// The grant mesh peers act under: they may subscribe to anything (they are relays of
     /// this operator, authenticated by the mesh CA).
     grant: Arc<Grant>,
@@ -155,11 +194,33 @@ impl Mesh {
                 return Err(MeshError::PeerAddr { name: p.name.clone(), addr: p.addr.clone() });
             }
         }
+        for s in &config.seeds {
+            if s.parse::<Url>().is_err() {
+                return Err(MeshError::Addr { what: "seed", addr: s.clone() });
+            }
+        }
+        if let Some(a) = &config.advertise
+            && a.parse::<Url>().is_err()
+        {
+            return Err(MeshError::Addr { what: "advertise", addr: a.clone() });
+        }
+        let hello = KeyValue::bytes(
+            SETUP_PARAM_MESH_PEER,
+            PeerHello {
+                version: MESH_VERSION,
+                name: RelayName::from(config.name.as_str()),
+                region: config.region.clone(),
+            }
+            .encode(),
+        );
         let epoch =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64);
-        let node_config = NodeConfig::new(config.name.as_str(), &config.region, &config.url)
+        let mut node_config = NodeConfig::new(config.name.as_str(), &config.region, &config.url)
             .epoch(epoch)
             .costs(config.intra_cost, config.inter_cost);
+        if let Some(a) = &config.advertise {
+            node_config = node_config.mesh_addr(a.as_str());
+        }
         let node = Node::new(Instant::now(), node_config);
         tracing::info!(name = %config.name, region = %config.region, %local_addr, ca_sha256 = %identity.ca_sha256().hex(), "mesh listener bound");
         Ok(Arc::new(Self {
@@ -168,12 +229,14 @@ impl Mesh {
                 links: HashMap::new(),
                 published: BTreeSet::new(),
                 sessions: None,
+                dialing: HashSet::new(),
             }),
             wake: Notify::new(),
             next_session: AtomicU64::new(MESH_SESSION_BASE),
             server: Mutex::new(Some(server)),
             local_addr,
             client_tls,
+            hello,
             grant: Arc::new(Grant {
                 subject: None,
                 publish: vec![Prefix::root()],
@@ -308,6 +371,7 @@ impl Mesh {
         let Some(mut server) = self.server.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
+        self.register_metrics(&ctx);
         let mesh = self.clone();
         let accept_ctx = ctx.clone();
         let mut accept_stop = stop.clone();
@@ -327,7 +391,8 @@ impl Mesh {
                                     return;
                                 }
                             };
-                            let (conn, driver) = match moq::accept(session, ServerOptions::default()).await {
+                            let options = ServerOptions::default().setup_param(mesh.hello.clone());
+                            let (conn, driver) = match moq::accept(session, options).await {
                                 Ok(x) => x,
                                 Err(e) => {
                                     tracing::info!(%peer, error = %e, "mesh session not started");
@@ -335,18 +400,8 @@ impl Mesh {
                                 }
                             };
                             tokio::spawn(driver.run());
-                            let setup = match tokio::time::timeout(Duration::from_secs(10), conn.ready()).await {
-                                Ok(Ok(s)) => s,
-                                _ => {
-                                    conn.close(TerminationCode::ProtocolViolation, "mesh SETUP failed");
-                                    return;
-                                }
-                            };
-                            let Some((name, region)) = setup.path.as_deref().and_then(parse_hello) else {
-                                conn.close(TerminationCode::ProtocolViolation, "mesh peer did not name itself");
-                                return;
-                            };
-                            mesh.run_link(ctx, conn, name, region).await;
+                            let Some(hello) = mesh.identify(&conn, None).await else { return };
+                            mesh.run_link(ctx, conn, hello.name.as_str().to_owned(), hello.region).await;
                         });
                     }
                     _ = accept_stop.changed() => break,
@@ -356,56 +411,23 @@ impl Mesh {
         });
         for peer in self.config.peers.clone() {
             let mesh = self.clone();
-            let ctx = ctx.clone();
-            let mut stop = stop.clone();
+            let (ctx, stop) = (ctx.clone(), stop.clone());
             tokio::spawn(async move {
-                let Ok(mut url) = peer.addr.parse::<Url>() else { return };
-                url.set_path("/.tiermesh");
-                url.query_pairs_mut()
-                    .append_pair("name", &mesh.config.name)
-                    .append_pair("region", &mesh.config.region);
-                loop {
-                    let dial = async {
-                        let options = ClientOptions::new(mesh.client_tls.clone());
-                        match moq::connect(&url, options).await {
-                            Ok((conn, driver)) => {
-                                tokio::spawn(driver.run());
-                                match conn.ready().await {
-                                    Ok(_) => {
-                                        mesh.run_link(
-                                            ctx.clone(),
-                                            conn,
-                                            peer.name.clone(),
-                                            peer.region.clone(),
-                                        )
-                                        .await
-                                    }
-                                    Err(e) => {
-                                        tracing::warn!(peer = %peer.name, error = %e, "mesh link SETUP failed")
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(peer = %peer.name, error = %e, "mesh peer not reached")
-                            }
-                        }
-                        tokio::time::sleep(REDIAL_DELAY).await;
-                    };
-                    tokio::select! {
-                        _ = dial => {}
-                        _ = stop.changed() => break,
-                    }
-                    if *stop.borrow() {
-                        break;
-                    }
-                }
+                mesh.dial_loop(ctx, stop, &peer.addr, Some(peer.name.clone()), || true).await;
             });
         }
+        for seed in self.config.seeds.clone() {
+            let mesh = self.clone();
+            let (ctx, stop) = (ctx.clone(), stop.clone());
+            tokio::spawn(async move { mesh.dial_loop(ctx, stop, &seed, None, || true).await });
+        }
         let mesh = self.clone();
+        let discover_stop = stop.clone();
         let mut stop = stop;
         tokio::spawn(async move {
             loop {
                 mesh.step(&ctx);
+                mesh.discover(&ctx, &discover_stop);
                 let deadline = mesh.lock().node.poll_timeout();
                 let sleep = async {
                     match deadline {
@@ -425,6 +447,219 @@ impl Mesh {
                 c.close(TerminationCode::NoError, "relay shutting down");
             }
         });
+    }
+
+    /// Dials the mesh listener at `addr` and runs the link, again after each failure, until
+    /// the relay stops or `wanted` says the link is no longer wanted. `expected`: the name
+    /// the peer must have (from the configuration); `None` for a seed.
+    async fn dial_loop(
+        self: &Arc<Self>,
+        ctx: Arc<Ctx>,
+        mut stop: watch::Receiver<bool>,
+        addr: &str,
+        expected: Option<String>,
+        wanted: impl Fn() -> bool,
+    ) {
+        let Ok(mut url) = addr.parse::<Url>() else { return };
+        url.set_path("/.tiermesh");
+        let label = expected.clone().unwrap_or_else(|| addr.to_owned());
+        loop {
+            let dial = async {
+                let options = ClientOptions::new(self.client_tls.clone())
+                    .setup_param(self.hello.clone())
+                    .transport(
+                        TransportConfig::default()
+                            .idle_timeout(LINK_IDLE_TIMEOUT)
+                            .keep_alive(Some(LINK_KEEP_ALIVE)),
+                    );
+                match moq::connect(&url, options).await {
+                    Ok((conn, driver)) => {
+                        tokio::spawn(driver.run());
+                        if let Some(hello) = self.identify(&conn, expected.as_deref()).await {
+                            self.run_link(
+                                ctx.clone(),
+                                conn,
+                                hello.name.as_str().to_owned(),
+                                hello.region,
+                            )
+                            .await
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %label, error = %e, "mesh peer not reached")
+                    }
+                }
+                tokio::time::sleep(REDIAL_DELAY).await;
+            };
+            tokio::select! {
+                _ = dial => {}
+                _ = stop.changed() => break,
+            }
+            if *stop.borrow() || !wanted() {
+                break;
+            }
+        }
+    }
+
+    /// Waits for SETUP and checks the peer's identity: its `PeerHello` (right version), its
+    /// name named by its mesh-CA certificate, and equal to `expected` when given. Closes the
+    /// session and returns `None` if anything is wrong.
+    async fn identify(&self, conn: &Connection, expected: Option<&str>) -> Option<PeerHello> {
+        let setup = match tokio::time::timeout(SETUP_WAIT, conn.ready()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::warn!(peer = %conn.peer(), error = %e, "mesh link SETUP failed");
+                return None;
+            }
+            Err(_) => {
+                conn.close(TerminationCode::ControlMessageTimeout, "mesh SETUP not completed");
+                return None;
+            }
+        };
+        let checked = check_hello(
+            setup.params.unknown_of(SETUP_PARAM_MESH_PEER).next(),
+            conn.peer_certificates(),
+            expected,
+            &self.config.name,
+        );
+        match checked {
+            Ok(hello) => Some(hello),
+            Err(reason) => {
+                tracing::warn!(peer = %conn.peer(), %reason, "mesh peer refused (identity)");
+                conn.close(TerminationCode::ProtocolViolation, &reason);
+                None
+            }
+        }
+    }
+
+    /// Links to the relays learned through the mesh that the `discover` policy picks and
+    /// that this relay (the smaller name of the pair) should dial.
+    fn discover(self: &Arc<Self>, ctx: &Arc<Ctx>, stop: &watch::Receiver<bool>) {
+        if self.config.seeds.is_empty() && self.config.advertise.is_none() {
+            return;
+        }
+        let targets = {
+            let st = self.lock();
+            let members = st.node.members();
+            let me = self.config.name.as_str();
+            members
+                .iter()
+                .filter(|m| m.name.as_str() != me && m.mesh_addr.is_some())
+                .filter(|m| !st.links.contains_key(&m.name) && !st.dialing.contains(&m.name))
+                .filter(|m| !self.config.peers.iter().any(|p| p.name == m.name.as_str()))
+                .filter(|m| me < m.name.as_str() && self.wants_link(&members, m))
+                .map(|m| (m.name.clone(), m.mesh_addr.clone().unwrap_or_default()))
+                .collect::<Vec<_>>()
+        };
+        for (name, addr) in targets {
+            self.lock().dialing.insert(name.clone());
+            tracing::info!(peer = %name, %addr, "mesh: linking to a relay learned from the mesh");
+            let mesh = self.clone();
+            let (ctx, stop) = (ctx.clone(), stop.clone());
+            tokio::spawn(async move {
+                let check = mesh.clone();
+                let peer = name.clone();
+                let wanted = move || {
+                    let st = check.lock();
+                    let members = st.node.members();
+                    members
+                        .iter()
+                        .find(|m| m.name == peer)
+                        .is_some_and(|m| check.wants_link(&members, m))
+                };
+                mesh.dial_loop(ctx, stop, &addr, Some(name.as_str().to_owned()), wanted).await;
+                mesh.lock().dialing.remove(&name);
+            });
+        }
+    }
+
+    /// Whether the `discover` policy links this relay and `other` (symmetric: both ends
+    /// decide alike from the same membership).
+    fn wants_link(
+        &self,
+        members: &[tiermesh_mesh::NodeState],
+        other: &tiermesh_mesh::NodeState,
+    ) -> bool {
+        let d = &self.config.discover;
+        if *other.region == *self.config.region {
+            return d.same_region;
+        }
+        let first_of = |region: &str| -> Vec<&str> {
+            let mut names: Vec<&str> =
+                members.iter().filter(|m| &*m.region == region).map(|m| m.name.as_str()).collect();
+            names.sort_unstable();
+            names.truncate(d.per_other_region);
+            names
+        };
+        first_of(&other.region).contains(&other.name.as_str())
+            || first_of(&self.config.region).contains(&self.config.name.as_str())
+    }
+
+    /// Adds the per-link figures to the relay's `/metrics`.
+    fn register_metrics(self: &Arc<Self>, ctx: &Arc<Ctx>) {
+        let mesh = Arc::downgrade(self);
+        let weak_ctx = Arc::downgrade(ctx);
+        ctx.metrics.extra.add(Arc::new(move |out: &mut String| {
+            let (Some(mesh), Some(ctx)) = (mesh.upgrade(), weak_ctx.upgrade()) else { return };
+            mesh.render_metrics(&ctx, out);
+        }));
+    }
+
+    fn render_metrics(&self, ctx: &Ctx, out: &mut String) {
+        use std::fmt::Write as _;
+        let links: Vec<(String, SessionId)> =
+            self.lock().links.iter().map(|(n, l)| (n.as_str().to_owned(), l.session)).collect();
+        let mut up: HashMap<SessionId, u64> = HashMap::new();
+        let mut down_tracks: HashMap<SessionId, u64> = HashMap::new();
+        let mut down_subs: HashMap<SessionId, u64> = HashMap::new();
+        let tracks: Vec<_> = ctx.registry.lock().tracks.values().cloned().collect();
+        for t in tracks {
+            let st = t.lock();
+            match &st.upstream {
+                Upstream::Active { session, pushed: false, .. } | Upstream::Pending { session } => {
+                    *up.entry(*session).or_default() += 1;
+                }
+                _ => {}
+            }
+            let mut seen = HashSet::new();
+            for d in st.downstream.values() {
+                *down_subs.entry(d.session).or_default() += 1;
+                if seen.insert(d.session) {
+                    *down_tracks.entry(d.session).or_default() += 1;
+                }
+            }
+        }
+        let family = |out: &mut String, name: &str, help: &str, get: &dyn Fn(SessionId) -> u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (peer, session) in &links {
+                let _ =
+                    writeln!(out, "{name}{{peer=\"{}\"}} {}", label_escape(peer), get(*session));
+            }
+        };
+        let _ = writeln!(
+            out,
+            "# HELP tiermesh_mesh_links Mesh links up.\n# TYPE tiermesh_mesh_links gauge\ntiermesh_mesh_links {}",
+            links.len()
+        );
+        family(out, "tiermesh_mesh_link_up", "1 for each mesh link that is up.", &|_| 1);
+        family(
+            out,
+            "tiermesh_mesh_link_upstream_tracks",
+            "Tracks this relay subscribes to over the link (one upstream subscription each).",
+            &|s| up.get(&s).copied().unwrap_or(0),
+        );
+        family(
+            out,
+            "tiermesh_mesh_link_downstream_tracks",
+            "Tracks the peer receives from this relay over the link.",
+            &|s| down_tracks.get(&s).copied().unwrap_or(0),
+        );
+        family(
+            out,
+            "tiermesh_mesh_link_downstream_subscriptions",
+            "Subscriptions the peer holds at this relay (equal to the tracks when each track crosses the link once).",
+            &|s| down_subs.get(&s).copied().unwrap_or(0),
+        );
     }
 
     /// Runs one mesh link until it ends.
@@ -604,19 +839,60 @@ fn write_message(link: &mut Link, bytes: Bytes) {
     stream.finish();
 }
 
-/// The dialer's name and region from its CLIENT_SETUP path `/.tiermesh?name=…&region=…`.
-fn parse_hello(path: &str) -> Option<(String, String)> {
-    let url = Url::parse(&format!("moqt://mesh{path}")).ok()?;
-    let mut name = None;
-    let mut region = None;
-    for (k, v) in url.query_pairs() {
-        match &*k {
-            "name" if !v.is_empty() && v.len() <= 255 => name = Some(v.into_owned()),
-            "region" if v.len() <= 255 => region = Some(v.into_owned()),
-            _ => {}
+/// Checks a peer's `PeerHello` against its certificate chain (leaf first) and, when given,
+/// the name configured for it. The error is the reason sent to the peer.
+fn check_hello(
+    param: Option<&KeyValue>,
+    certs: Option<&[Vec<u8>]>,
+    expected: Option<&str>,
+    own_name: &str,
+) -> Result<PeerHello, String> {
+    let Some(KeyValue { value: Value::Bytes(bytes), .. }) = param else {
+        return Err("not a tiermesh mesh peer: no mesh setup parameter".to_owned());
+    };
+    let hello = PeerHello::decode(bytes).map_err(|e| format!("bad mesh setup parameter: {e}"))?;
+    if hello.version != MESH_VERSION {
+        return Err(format!("mesh version {} (this relay speaks {MESH_VERSION})", hello.version));
+    }
+    let name = hello.name.as_str();
+    if name == own_name {
+        return Err(format!("the peer claims this relay's own name {name:?}"));
+    }
+    if let Some(want) = expected
+        && want != name
+    {
+        return Err(format!("the peer names itself {name:?}, configured as {want:?}"));
+    }
+    let leaf = certs.and_then(|c| c.first()).ok_or("no certificate presented")?;
+    let names = cert_names(leaf)?;
+    if !names.iter().any(|n| n == name) {
+        return Err(format!("the peer names itself {name:?} but its certificate is for {names:?}"));
+    }
+    Ok(hello)
+}
+
+/// The common names and DNS names a certificate was issued for.
+fn cert_names(der: &[u8]) -> Result<Vec<String>, String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| format!("unreadable certificate: {e}"))?;
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let GeneralName::DNSName(d) = n {
+                names.push((*d).to_owned());
+            }
         }
     }
-    Some((name?, region?))
+    Ok(names)
+}
+
+fn label_escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Refuses a SUBSCRIBE for the routes track on a client session: clients never see it.
@@ -633,14 +909,31 @@ pub(crate) fn refuse_routes(req: SubscribeRequest) -> Option<SubscribeRequest> {
 mod tests {
     use super::*;
 
+    fn hello(name: &str) -> KeyValue {
+        let h = PeerHello { version: MESH_VERSION, name: name.into(), region: "r1".into() };
+        KeyValue::bytes(SETUP_PARAM_MESH_PEER, h.encode())
+    }
+
     #[test]
-    fn hello_names_the_dialer() {
-        assert_eq!(
-            parse_hello("/.tiermesh?name=b1&region=eu"),
-            Some(("b1".to_owned(), "eu".to_owned()))
-        );
-        assert_eq!(parse_hello("/.tiermesh?region=eu"), None);
-        assert_eq!(parse_hello("/"), None);
+    fn hello_must_match_the_certificate_and_the_configuration() {
+        let ca = tiermesh_certs::ca::generate("unit").unwrap();
+        let b1 = ca.issue_node("b1", &["127.0.0.1".to_owned()]).unwrap();
+        let chain = vec![b1.cert.to_vec()];
+        let ok = check_hello(Some(&hello("b1")), Some(&chain), None, "a1").unwrap();
+        assert_eq!((ok.name.as_str(), ok.region.as_str()), ("b1", "r1"));
+        assert!(check_hello(Some(&hello("b1")), Some(&chain), Some("b1"), "a1").is_ok());
+        let e = check_hello(Some(&hello("c1")), Some(&chain), None, "a1").unwrap_err();
+        assert!(e.contains("certificate is for"), "{e}");
+        let e = check_hello(Some(&hello("b1")), Some(&chain), Some("b2"), "a1").unwrap_err();
+        assert!(e.contains("configured as"), "{e}");
+        let e = check_hello(None, Some(&chain), None, "a1").unwrap_err();
+        assert!(e.contains("no mesh setup parameter"), "{e}");
+        let e = check_hello(Some(&hello("b1")), None, None, "a1").unwrap_err();
+        assert!(e.contains("no certificate"), "{e}");
+        let e = check_hello(Some(&hello("a1")), Some(&chain), None, "a1").unwrap_err();
+        assert!(e.contains("own name"), "{e}");
+        let bad = KeyValue::bytes(SETUP_PARAM_MESH_PEER, bytes::Bytes::from_static(&[0x40]));
+        assert!(check_hello(Some(&bad), Some(&chain), None, "a1").is_err());
     }
 
     #[test]

@@ -51,6 +51,9 @@ fn mesh_config(
             .collect(),
         intra_cost: 10,
         inter_cost,
+        seeds: Vec::new(),
+        advertise: None,
+        discover: Default::default(),
     });
     c
 }
