@@ -1,5 +1,6 @@
 // The player page: ?url=https://host:port/<broadcast>&hash=<certificate sha-256>.
 import { Player, PlayerError, type PlayerStats } from '../src/media/player.js';
+import { readCanvasBarcode } from '../src/media/barcode.js';
 import { exposeStats, pageConfig, renderStats, showError } from './common.js';
 
 const failed: Partial<PlayerStats> & { errorKind?: string } = {
@@ -21,6 +22,8 @@ async function main(): Promise<void> {
   }
   document.getElementById('name')!.textContent = new URL(cfg.url).pathname;
   const canvas = document.getElementById('video') as HTMLCanvasElement;
+  // For tests and tools: the frame number of tiermesh's test pattern on the canvas now.
+  (window as unknown as { tiermeshReadBarcode: () => number | null }).tiermeshReadBarcode = () => readCanvasBarcode(canvas);
   const tierSel = document.getElementById('tier') as HTMLSelectElement;
   const fixed = cfg.params.get('tier');
   let player: Player;

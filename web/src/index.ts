@@ -12,5 +12,6 @@ export * from './transport.js';
 export * from './session.js';
 export * from './media/abr.js';
 export * from './media/jitter.js';
+export * from './media/barcode.js';
 export * from './media/player.js';
 export * from './media/publisher.js';

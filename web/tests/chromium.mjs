@@ -2,7 +2,8 @@
 // fake camera and microphone, sound allowed without a gesture.
 import { chromium } from 'playwright-core';
 import { fileURLToPath } from 'node:url';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 export const DIST = fileURLToPath(new URL('../dist/', import.meta.url));
@@ -70,4 +71,39 @@ export async function longestFreeze(page, ms) {
     await page.waitForTimeout(200);
   }
   return worst;
+}
+
+/** Where screenshots go: $BROWSER_ARTIFACTS, else target/browser-artifacts in the workspace. */
+export const ARTIFACTS =
+  process.env.BROWSER_ARTIFACTS ?? fileURLToPath(new URL('../../target/browser-artifacts/', import.meta.url));
+
+/** Saves a screenshot of `page` as ARTIFACTS/<name>.png and returns its path. */
+export async function screenshot(page, name) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const path = join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path });
+  return path;
+}
+
+/**
+ * Reads the test pattern's frame number off the player's canvas at every animation frame
+ * for `ms` (in the page, so sampling keeps up with 30 fps) and returns the samples
+ * `{t, frame}` (frame null when no code is readable).
+ */
+export function sampleBarcode(page, ms) {
+  return page.evaluate(
+    (ms) =>
+      new Promise((resolve) => {
+        const samples = [];
+        const end = performance.now() + ms;
+        const look = () => {
+          const t = performance.now();
+          samples.push({ t, frame: window.tiermeshReadBarcode() });
+          if (t < end) requestAnimationFrame(look);
+          else resolve(samples);
+        };
+        requestAnimationFrame(look);
+      }),
+    ms,
+  );
 }

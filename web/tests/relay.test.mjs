@@ -9,105 +9,28 @@
 // (TIERMESH_BIN, else $CARGO_TARGET_DIR/debug/tiermesh, else ../target/debug/tiermesh).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { createSocket } from 'node:dgram';
-import { fileURLToPath } from 'node:url';
-import { haveChromium, launch, open, pageUrl, stats, longestFreeze } from './chromium.mjs';
+import { haveChromium, launch, open, stats, longestFreeze, screenshot } from './chromium.mjs';
+import { child, freeUdpPort, hasSubcommand, runToEnd, startRelay, killChildren, BIN } from './procs.mjs';
 
-// The binary cargo built: $TIERMESH_BIN, else in $CARGO_TARGET_DIR (as CI sets it), else in
-// the workspace's target/.
-const BIN =
-  process.env.TIERMESH_BIN ??
-  (process.env.CARGO_TARGET_DIR
-    ? `${process.env.CARGO_TARGET_DIR}/debug/tiermesh`
-    : fileURLToPath(new URL('../../target/debug/tiermesh', import.meta.url)));
-const hasRelay = existsSync(BIN) && spawnSync(BIN, ['relay', '--help'], { stdio: 'ignore' }).status === 0;
-const skip = (!haveChromium() && 'no chromium') || (!hasRelay && `no tiermesh binary with a relay subcommand at ${BIN}`);
+const skip = (!haveChromium() && 'no chromium') || (!hasSubcommand('relay') && `no tiermesh binary with a relay subcommand at ${BIN}`);
 
 let browser;
-let relay;
 let base; // https://127.0.0.1:PORT
 let hash;
-const children = [];
+let pages; // http://127.0.0.1:OPS, the relay's ops listener serving dist/
 
-/** Runs a child process, kills it at the end of the run. */
-function child(args) {
-  const c = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(c);
-  return c;
-}
-
-/** Resolves with the match of `re` in the process's output, or rejects after `ms`. */
-function waitOutput(proc, re, ms, what) {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`${what}: not seen within ${ms} ms; output:\n${out}`)), ms);
-    const on = (d) => {
-      out += d;
-      const m = out.match(re);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m);
-      }
-    };
-    proc.stdout.on('data', on);
-    proc.stderr.on('data', on);
-    proc.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${what}: exited with ${code}; output:\n${out}`));
-    });
-  });
-}
-
-/** Collects a process's stdout until it exits (bounded by `ms`). */
-function runToEnd(proc, ms) {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => {
-      proc.kill();
-      reject(new Error(`did not finish within ${ms} ms; stderr:\n${err}`));
-    }, ms);
-    proc.stdout.on('data', (d) => (out += d));
-    proc.stderr.on('data', (d) => (err += d));
-    proc.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, out, err });
-    });
-  });
-}
+/** A page as the relay serves it. */
+const pageUrl = (name, query = '') => `${pages}/${name}${query}`;
 
 before(async () => {
   if (skip) return;
   browser = await launch();
-  relay = child([
-    'relay',
-    '--tls-generate',
-    '--listen',
-    '127.0.0.1:0',
-    '--ops',
-    '127.0.0.1:0',
-    '--public',
-    'demo',
-    '--public-publish',
-    'demo',
-    '--public',
-    'clinic',
-    '--public-publish',
-    'clinic',
-  ]);
-  const [hashLine, listen] = await Promise.all([
-    waitOutput(relay, /^([0-9a-f]{64})$/m, 60000, 'relay certificate hash'),
-    waitOutput(relay, /relay listening on ([0-9.]+:\d+)/, 60000, 'relay address'),
-  ]);
-  hash = hashLine[1];
-  base = `https://${listen[1]}`;
+  ({ base, hash, pages } = await startRelay());
 });
 
 after(async () => {
   await browser?.close();
-  for (const c of children) c.kill();
+  killChildren();
 });
 
 test('a browser publisher reaches a browser player through the relay', { skip }, async () => {
@@ -131,17 +54,6 @@ test('a browser publisher reaches a browser player through the relay', { skip },
   await player.page.close();
   await pub.page.close();
 });
-
-/** A UDP port that was free a moment ago. */
-function freeUdpPort() {
-  return new Promise((resolve) => {
-    const s = createSocket('udp4');
-    s.bind(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 // todo: about one run in three the relay answers the SUBSCRIBE of the lower tier only after
 // more than 10 s (its control stream waits behind video data on the congested link), so the

@@ -55,6 +55,8 @@ export interface PlayerStats {
   tierIndex: number;
   /** The ladder, lowest first. */
   tiers: string[];
+  /** The codec string the video decoder was last configured with (`avc1.42e01f`, `av01.0.04M.08`). */
+  videoCodec: string;
   /** Tier switches so far. */
   switches: { at: number; from: string; to: string; reason: string }[];
   /** Received media bit rate (audio + video), kb/s over the last 2 s. */
@@ -166,6 +168,7 @@ export class Player {
     tier: '',
     tierIndex: -1,
     tiers: [],
+    videoCodec: '',
     switches: [],
     bitrateKbps: 0,
     throughputKbps: 0,
@@ -636,6 +639,7 @@ export class Player {
     if (description) config.description = description as BufferSource;
     try {
       this.decoder.configure(config);
+      this.stats.videoCodec = codec;
     } catch (e) {
       const err = new PlayerError('decode', `This browser cannot decode ${codec}: ${(e as Error).message}`);
       this.error(err.message);

@@ -1,0 +1,130 @@
+// Real tiermesh processes for the browser tests: the binary cargo built, child processes
+// killed at the end of a run, waiting on their output with a deadline.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createSocket } from 'node:dgram';
+import { fileURLToPath } from 'node:url';
+import { DIST } from './chromium.mjs';
+
+// The binary cargo built: $TIERMESH_BIN, else in $CARGO_TARGET_DIR (as CI sets it), else in
+// the workspace's target/.
+export const BIN =
+  process.env.TIERMESH_BIN ??
+  (process.env.CARGO_TARGET_DIR
+    ? `${process.env.CARGO_TARGET_DIR}/debug/tiermesh`
+    : fileURLToPath(new URL('../../target/debug/tiermesh', import.meta.url)));
+
+/** Whether BIN runs and has `subcommand`. */
+export function hasSubcommand(subcommand) {
+  return existsSync(BIN) && spawnSync(BIN, [subcommand, '--help'], { stdio: 'ignore' }).status === 0;
+}
+
+const children = new Set();
+
+/** Starts `tiermesh …args`; every child still running is killed when this process exits. */
+export function child(args) {
+  const c = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(c);
+  c.on('exit', () => children.delete(c));
+  // Keeps the pipes drained, so a chatty child never blocks on a full pipe.
+  c.output = '';
+  const keep = (d) => {
+    c.output = (c.output + d).slice(-20000);
+  };
+  c.stdout.on('data', keep);
+  c.stderr.on('data', keep);
+  return c;
+}
+
+/** Kills every child started by {@link child}. */
+export function killChildren() {
+  for (const c of children) c.kill();
+}
+process.on('exit', killChildren);
+
+/** Resolves with the match of `re` in the process's output, or rejects after `ms`. */
+export function waitOutput(proc, re, ms, what) {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const done = () => {
+      clearTimeout(timer);
+      proc.stdout.off('data', on);
+      proc.stderr.off('data', on);
+      proc.off('exit', exited);
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`${what}: not seen within ${ms} ms; output:\n${out.slice(-3000)}`));
+    }, ms);
+    const on = (d) => {
+      out += d;
+      const m = out.match(re);
+      if (m) {
+        done();
+        resolve(m);
+      }
+    };
+    const exited = (code) => {
+      done();
+      reject(new Error(`${what}: exited with ${code}; output:\n${out.slice(-3000)}`));
+    };
+    proc.stdout.on('data', on);
+    proc.stderr.on('data', on);
+    proc.on('exit', exited);
+  });
+}
+
+/** Collects a process's stdout until it exits (bounded by `ms`). */
+export function runToEnd(proc, ms) {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => {
+      proc.kill();
+      reject(new Error(`did not finish within ${ms} ms; stderr:\n${err}`));
+    }, ms);
+    proc.stdout.on('data', (d) => (out += d));
+    proc.stderr.on('data', (d) => (err += d));
+    proc.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out, err });
+    });
+  });
+}
+
+/** A UDP port that was free a moment ago. */
+export function freeUdpPort() {
+  return new Promise((resolve) => {
+    const s = createSocket('udp4');
+    s.bind(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts `tiermesh relay` on loopback with a development certificate, `demo` and `clinic`
+ * public, serving the built pages (dist/) on its ops listener. Resolves with the process,
+ * the certificate hash, the WebTransport base URL (`https://127.0.0.1:PORT`), the relay's
+ * `host:port` and the pages' base URL (`http://127.0.0.1:OPS`).
+ */
+export async function startRelay(extra = []) {
+  const relay = child([
+    'relay',
+    '--tls-generate',
+    '--listen',
+    '127.0.0.1:0',
+    '--ops',
+    '127.0.0.1:0',
+    '--web',
+    DIST,
+    ...['demo', 'clinic'].flatMap((p) => ['--public', p, '--public-publish', p]),
+    ...extra,
+  ]);
+  const [hashLine, listen] = await Promise.all([
+    waitOutput(relay, /^([0-9a-f]{64})$/m, 60000, 'relay certificate hash'),
+    waitOutput(relay, /relay listening on ([0-9.]+:\d+) \(ops on ([0-9.]+:\d+)\)/, 60000, 'relay address'),
+  ]);
+  return { relay, hash: hashLine[1], base: `https://${listen[1]}`, addr: listen[1], pages: `http://${listen[2]}` };
+}
