@@ -126,6 +126,8 @@ pub(crate) fn routes_track() -> FullTrackName {
 struct Link {
     session: SessionId,
     conn: Connection,
+    /// True if the peer dialled this relay (GOAWAY then names where to go).
+    accepted: bool,
     writer: Option<TrackWriter>,
     queue: Vec<Bytes>,
     group: u64,
@@ -146,6 +148,10 @@ pub(crate) struct Mesh {
     config: MeshConfig,
     state: Mutex<State>,
     wake: Notify,
+    /// Notified when a link has ended.
+    link_gone: Notify,
+    /// Set when the relay drains: no new mesh links.
+    draining: std::sync::atomic::AtomicBool,
     next_session: AtomicU64,
     server: Mutex<Option<Server>>,
     local_addr: SocketAddr,
@@ -232,6 +238,8 @@ impl Mesh {
                 dialing: HashSet::new(),
             }),
             wake: Notify::new(),
+            link_gone: Notify::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             next_session: AtomicU64::new(MESH_SESSION_BASE),
             server: Mutex::new(Some(server)),
             local_addr,
@@ -401,7 +409,11 @@ impl Mesh {
                             };
                             tokio::spawn(driver.run());
                             let Some(hello) = mesh.identify(&conn, None).await else { return };
-                            mesh.run_link(ctx, conn, hello.name.as_str().to_owned(), hello.region).await;
+                            if mesh.draining.load(Ordering::Relaxed) {
+                                conn.close(TerminationCode::NoError, "relay draining");
+                                return;
+                            }
+                            mesh.run_link(ctx, conn, hello.name.as_str().to_owned(), hello.region, true).await;
                         });
                     }
                     _ = accept_stop.changed() => break,
@@ -481,6 +493,7 @@ impl Mesh {
                                 conn,
                                 hello.name.as_str().to_owned(),
                                 hello.region,
+                                false,
                             )
                             .await
                         }
@@ -495,7 +508,7 @@ impl Mesh {
                 _ = dial => {}
                 _ = stop.changed() => break,
             }
-            if *stop.borrow() || !wanted() {
+            if *stop.borrow() || !wanted() || self.draining.load(Ordering::Relaxed) {
                 break;
             }
         }
@@ -669,6 +682,7 @@ impl Mesh {
         conn: Connection,
         name: String,
         region: String,
+        accepted: bool,
     ) {
         let peer = RelayName::from(name.as_str());
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
@@ -682,7 +696,14 @@ impl Mesh {
             }
             st.links.insert(
                 peer.clone(),
-                Link { session, conn: conn.clone(), writer: None, queue: Vec::new(), group: 0 },
+                Link {
+                    session,
+                    conn: conn.clone(),
+                    accepted,
+                    writer: None,
+                    queue: Vec::new(),
+                    group: 0,
+                },
             );
             st.node.handle_peer_up(
                 Instant::now(),
@@ -732,6 +753,13 @@ impl Mesh {
                     Some(Event::Subscribe(req)) if self.routes_subscribe(&req) => {
                         self.accept_routes(req, peer.clone(), session);
                     }
+                    Some(Event::Goaway { uri }) => {
+                        // The peer drains: its routes go now, and the tracks it carried
+                        // move to the next best route at once (see `reroute`).
+                        tracing::info!(peer = %name, %uri, "mesh peer going away: link closed");
+                        conn.close(TerminationCode::NoError, "peer going away");
+                        break;
+                    }
                     Some(e) => crate::session::handle(&ctx, &conn, session, Some(self.grant.clone()), e),
                     None => break,
                 },
@@ -748,7 +776,52 @@ impl Mesh {
         }
         let reason = conn.closed().await;
         tracing::info!(peer = %name, %reason, "mesh link down");
+        self.link_gone.notify_waiters();
         self.wake();
+    }
+
+    /// Starts draining the mesh side of the relay: refuses new mesh links and sends GOAWAY
+    /// on every link; a peer that dialled this relay is told the mesh address of another
+    /// relay of this region (empty if none is known), a peer this relay dialled gets an
+    /// empty URI (draft-16 §9.4: only a server names a new URI). Peers close their links
+    /// and re-route the tracks they received through this relay.
+    pub(crate) async fn goaway_links(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        let (links, next): (Vec<(Connection, bool)>, String) = {
+            let st = self.lock();
+            let mut other: Vec<_> = st
+                .node
+                .members()
+                .into_iter()
+                .filter(|m| m.name.as_str() != self.config.name && *m.region == *self.config.region)
+                .filter(|m| m.reachable && m.load.healthy)
+                .filter_map(|m| m.mesh_addr.map(|a| (m.name, a)))
+                .collect();
+            other.sort();
+            let next = other.first().map(|(_, a)| a.to_string()).unwrap_or_default();
+            (st.links.values().map(|l| (l.conn.clone(), l.accepted)).collect(), next)
+        };
+        tracing::info!(links = links.len(), next = %next, "mesh draining: GOAWAY on mesh links");
+        for (conn, accepted) in links {
+            if let Err(e) = conn.goaway(if accepted { &next } else { "" }).await {
+                tracing::debug!(error = %e, "mesh GOAWAY not sent");
+            }
+        }
+    }
+
+    /// Waits until every mesh link has closed, or `deadline`.
+    pub(crate) async fn links_gone(&self, deadline: tokio::time::Instant) {
+        loop {
+            let gone = self.link_gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            if self.lock().links.is_empty() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, gone).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Feeds the node what changed, sends its messages and re-routes lingering tracks.

@@ -266,6 +266,9 @@ impl RelayHandle {
     pub async fn drain_to(mut self, uri: &str) {
         self.ctx.draining.store(true, Ordering::Relaxed);
         self.health.set(HealthState::Draining);
+        if let Some(m) = &self.ctx.mesh {
+            m.goaway_links().await;
+        }
         let conns: Vec<Connection> =
             self.ctx.sessions.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         tracing::info!(sessions = conns.len(), grace = ?self.ctx.config.goaway_grace, "draining: GOAWAY");
@@ -286,6 +289,9 @@ impl RelayHandle {
             if tokio::time::timeout_at(deadline, gone).await.is_err() {
                 break;
             }
+        }
+        if let Some(m) = &self.ctx.mesh {
+            m.links_gone(deadline).await;
         }
         for c in self.ctx.sessions.lock().unwrap_or_else(|e| e.into_inner()).values() {
             c.close(TerminationCode::GoawayTimeout, "relay shutting down");
