@@ -64,6 +64,9 @@ pub struct NodeConfig {
     pub announce_interval: Duration,
     /// How long a relay's announcement stays valid without a refresh.
     pub node_ttl: Duration,
+    /// A changed load is announced at once, but no more often than this; the periodic
+    /// announcement carries it otherwise.
+    pub load_interval: Duration,
     /// Most records in one message; larger batches are split.
     pub max_items_per_message: usize,
     /// After the session to a peer drops, or a link to a relay is reported down, how long
@@ -96,6 +99,10 @@ impl NodeConfig {
             // links drop), only its membership record lingers up to 35 s.
             announce_interval: Duration::from_secs(10),
             node_ttl: Duration::from_secs(35),
+            // 1 s: the routing API sees a relay fill up within about a second (a burst of
+            // clients sent to one relay is the case that matters), while a relay whose load
+            // changes constantly floods at most one announcement a second.
+            load_interval: Duration::from_secs(1),
             // 1024 records keep one message around 30 to 60 KB: a few QUIC packets' worth
             // of head-of-line blocking on the routes track.
             max_items_per_message: 1024,
@@ -141,6 +148,12 @@ impl NodeConfig {
     /// Sets the coalescing delay.
     pub fn batch_delay(mut self, d: Duration) -> Self {
         self.batch_delay = d;
+        self
+    }
+
+    /// Sets the shortest interval between announcements of a changed load.
+    pub fn load_interval(mut self, d: Duration) -> Self {
+        self.load_interval = d;
         self
     }
 
@@ -406,6 +419,10 @@ pub struct Node {
     events: VecDeque<Event>,
     next_flush: Option<Instant>,
     next_announce: Instant,
+    /// When a changed load is announced early (see [`NodeConfig::load_interval`]).
+    load_due: Option<Instant>,
+    /// When the load was last announced early.
+    last_load_flood: Option<Instant>,
     stats: NodeStats,
     last_change: Option<Instant>,
     last_member_change: Option<Instant>,
@@ -437,6 +454,8 @@ impl Node {
             events: VecDeque::new(),
             next_flush: None,
             next_announce: now + cfg.announce_interval,
+            load_due: None,
+            last_load_flood: None,
             stats: NodeStats::default(),
             last_change: None,
             last_member_change: None,
@@ -622,6 +641,9 @@ impl Node {
             self.repair(now);
             self.schedule_flush(now);
         }
+        if self.load_due.is_some_and(|t| t <= now) {
+            self.flood_load(now);
+        }
         if self.suspects.iter().any(|s| s.1 <= now) {
             let done: Vec<Id> = self.suspects.iter().filter(|s| s.1 <= now).map(|s| s.0).collect();
             for id in done {
@@ -648,6 +670,9 @@ impl Node {
     /// The next instant [`Self::handle_timeout`] has work, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = self.next_announce;
+        if let Some(d) = self.load_due {
+            t = t.min(d);
+        }
         for s in self.suspects.iter().chain(&self.starved) {
             t = t.min(s.1);
         }
@@ -680,12 +705,24 @@ impl Node {
     /// relay's health changed.
     pub fn set_load(&mut self, now: Instant, load: LoadReport) {
         let health_changed = load.healthy != self.load.healthy;
+        let changed = load != self.load;
         self.load = load;
         if health_changed {
-            self.refresh_own_announcement(now);
-            self.mark_node_all(ME, None);
-            self.schedule_flush(now);
+            self.flood_load(now);
+        } else if changed && self.load_due.is_none() {
+            let earliest = self.last_load_flood.map_or(now, |t| t + self.cfg.load_interval);
+            if earliest < self.next_announce {
+                self.load_due = Some(earliest.max(now));
+            }
         }
+    }
+
+    fn flood_load(&mut self, now: Instant) {
+        self.load_due = None;
+        self.last_load_flood = Some(now);
+        self.refresh_own_announcement(now);
+        self.mark_node_all(ME, None);
+        self.schedule_flush(now);
     }
 
     /// Where a request for a track of `namespace` goes: the best route to any relay that

@@ -308,13 +308,22 @@ fn restarted_relay_replaces_its_records_and_dead_relays_age_out() {
     let ev = net.events("a");
     assert!(ev.iter().any(|e| matches!(e, Event::Namespace { available: false, .. })));
 
-    // Load travels with the periodic announcement.
+    // A changed load is announced at once, then no more than once a second.
     let now = net.now;
     let load = LoadReport { sessions: 12, egress_bps: 3_000_000, cpu_permille: 250, healthy: true };
     net.node("b").set_load(now, load);
-    net.run(Duration::from_secs(11));
+    net.run(SETTLE);
     let b = net.node("a").members().into_iter().find(|m| m.name.as_str() == "b").unwrap();
     assert_eq!(b.load, load);
+    let now = net.now;
+    let busier = LoadReport { sessions: 13, ..load };
+    net.node("b").set_load(now, busier);
+    net.run(SETTLE);
+    let b = net.node("a").members().into_iter().find(|m| m.name.as_str() == "b").unwrap();
+    assert_eq!(b.load, load, "a second change within 1 s waits");
+    net.run(Duration::from_secs(1));
+    let b = net.node("a").members().into_iter().find(|m| m.name.as_str() == "b").unwrap();
+    assert_eq!(b.load, busier);
 
     // b dies: its route goes at once, its membership after the TTL.
     net.kill("b");
