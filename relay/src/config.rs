@@ -88,6 +88,10 @@ pub struct RelayConfig {
     /// pages are served. Plain HTTP is a secure context for WebTransport only on loopback.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub web: Option<PathBuf>,
+    /// The ingest that makes the tier ladder of `<broadcast>/source` publishers
+    /// (`[ingest]`, see [`crate::ingest`]); absent (the default), the relay only forwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<crate::ingest::IngestConfig>,
 }
 
 /// The relay's place in the regional mesh (`[mesh]`). Mesh links are QUIC sessions on their
@@ -192,6 +196,7 @@ impl Default for RelayConfig {
             congestion: CongestionControl::default(),
             mesh: None,
             web: None,
+            ingest: None,
         }
     }
 }
@@ -366,6 +371,10 @@ pub struct Flags {
     /// QUIC congestion controller: cubic, bbr or newreno [default: see docs/BENCHMARKS.md]
     #[arg(long = "cc", value_name = "ALGO")]
     pub congestion: Option<CongestionControl>,
+    /// Make the tier ladder of every `<broadcast>/source` (the file's [ingest] section, else
+    /// the default ladder)
+    #[arg(long)]
+    pub ingest: bool,
 }
 
 impl RelayConfig {
@@ -448,6 +457,9 @@ impl RelayConfig {
         if flags.web.is_some() {
             self.web = flags.web.clone();
         }
+        if flags.ingest && self.ingest.is_none() {
+            self.ingest = Some(crate::ingest::IngestConfig::default());
+        }
     }
 
     /// Checks values that TOML types alone cannot: ranges and combinations.
@@ -492,6 +504,9 @@ impl RelayConfig {
         }
         if limits.idle_timeout.is_zero() {
             return invalid("limits.idle_timeout", "must be more than 0s");
+        }
+        if let Some(ingest) = &self.ingest {
+            ingest.validate().map_err(|reason| ConfigError::Invalid { key: "ingest", reason })?;
         }
         if self.listen == self.ops && self.listen.port() != 0 {
             // Different protocols (UDP vs TCP) could share a port, but one address for both is

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod ingest;
 pub mod mesh;
 pub mod metrics;
 pub mod ops;

@@ -61,7 +61,7 @@ impl Relay {
     /// a tokio runtime.
     pub async fn start(config: RelayConfig) -> Result<RelayHandle, Error> {
         config.validate()?;
-        let authorizer = config.auth.authorizer()?;
+        let (authorizer, ingest_key) = crate::ingest::authorizer(&config)?;
         let (tls, cert_hash, resolver) = if config.tls.generate {
             let dev = tiermesh_certs::dev::generate(&[], DEV_CERT_VALIDITY)?;
             let tls =
@@ -117,6 +117,7 @@ impl Relay {
             m.spawn(ctx.clone(), stop_rx.clone());
         }
         let reload_resolver = resolver.clone();
+        let ingest_stop = stop_rx.clone();
         let accept_ctx = ctx.clone();
         let task = tokio::spawn(async move {
             let mut reload = tokio::time::interval(CERT_RELOAD_INTERVAL);
@@ -158,6 +159,11 @@ impl Relay {
             }
             server.close(TerminationCode::NoError.code() as u32, "relay shutting down");
         });
+        let ingest = ctx.config.ingest.clone().map(|c| {
+            let r = reload_resolver.clone();
+            let cert = Arc::new(move || r.as_ref().map_or(cert_hash, |r| r.sha256()));
+            crate::ingest::spawn(c, local_addr, cert, ingest_key, ingest_stop)
+        });
         Ok(RelayHandle {
             local_addr,
             cert_hash,
@@ -167,6 +173,7 @@ impl Relay {
             ops: Some(ops),
             stop: stop_tx,
             task: Some(task),
+            ingest,
         })
     }
 }
@@ -182,6 +189,7 @@ pub struct RelayHandle {
     ops: Option<ops::Handle>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    ingest: Option<crate::ingest::Ingest>,
 }
 
 impl RelayHandle {
@@ -212,6 +220,11 @@ impl RelayHandle {
             Some(r) => Ok(r.reload_if_changed()?),
             None => Ok(false),
         }
+    }
+
+    /// What the ingest did so far (`None` without `[ingest]`).
+    pub fn ingest_stats(&self) -> Option<crate::ingest::IngestStats> {
+        self.ingest.as_ref().map(crate::ingest::Ingest::stats)
     }
 
     /// The relay's metrics.
