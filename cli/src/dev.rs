@@ -117,9 +117,11 @@ async fn dev(args: Args) -> anyhow::Result<()> {
             url: moqt,
             tls: TlsArgs { tls_cert_hash: Some(hash), ..TlsArgs::default() },
             token: None,
+            congestion: None,
         },
         duration: args.duration,
         media: MediaArgs { test_pattern: !args.synthetic, light: true, ..MediaArgs::default() },
+        scheduler: tiermesh_client::cli::SendMode::Priority,
     };
     let stop = async {
         match args.duration {

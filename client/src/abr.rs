@@ -126,24 +126,38 @@ impl Abr {
         Some(bytes as f64 * 8.0 / self.config.window.as_secs_f64())
     }
 
-    /// A group of the watched tier starts: returns the tier to watch from here on (the
-    /// current one, or a switch that takes effect at this boundary).
-    pub fn at_group_start(&mut self, now: Instant) -> usize {
+    /// Between group boundaries: if the watched tier has stopped fitting (late objects or
+    /// starved throughput), decides at once to go down and returns the lower tier. The
+    /// caller makes the switch take effect at the next group boundary (subscribing the lower
+    /// tier from its next group), so deciding early costs no mid-group switch and gains up
+    /// to a group's time over waiting for [`Abr::at_group_start`].
+    pub fn poll_down(&mut self, now: Instant) -> Option<usize> {
         self.trim(now);
         let rate = self.config.tiers[self.current] as f64;
         let measured = self.throughput(now);
         let starved = measured.is_some_and(|m| m < rate * self.config.down_ratio);
-        if (self.too_late || starved) && self.current > 0 {
-            let fits = measured.unwrap_or(0.0);
-            let below = self.config.tiers[..self.current]
-                .iter()
-                .rposition(|&r| (r as f64) <= fits)
-                .unwrap_or(0);
-            if self.last_up.is_some_and(|t| now.duration_since(t) < self.hold) {
-                self.hold = (self.hold * 2).min(self.config.max_hold);
-            }
-            return self.switch(now, below);
+        if !(self.too_late || starved) || self.current == 0 {
+            return None;
         }
+        let fits = measured.unwrap_or(0.0);
+        let below = self.config.tiers[..self.current]
+            .iter()
+            .rposition(|&r| (r as f64) <= fits)
+            .unwrap_or(0);
+        if self.last_up.is_some_and(|t| now.duration_since(t) < self.hold) {
+            self.hold = (self.hold * 2).min(self.config.max_hold);
+        }
+        Some(self.switch(now, below))
+    }
+
+    /// A group of the watched tier starts: returns the tier to watch from here on (the
+    /// current one, or a switch that takes effect at this boundary).
+    pub fn at_group_start(&mut self, now: Instant) -> usize {
+        if let Some(lower) = self.poll_down(now) {
+            return lower;
+        }
+        let rate = self.config.tiers[self.current] as f64;
+        let measured = self.throughput(now);
         if self.too_late {
             // Already at the lowest tier: nothing lighter to go to.
             self.too_late = false;
@@ -156,6 +170,15 @@ impl Abr {
             return self.switch(now, self.current + 1);
         }
         self.current
+    }
+
+    /// The tier decided last has begun to arrive (its first group started at `now`):
+    /// throughput is measured from here, not from the decision.
+    pub fn started(&mut self, now: Instant) {
+        self.samples.clear();
+        self.fitting_since = None;
+        self.too_late = false;
+        self.last_change = now;
     }
 
     fn switch(&mut self, now: Instant, tier: usize) -> usize {

@@ -17,10 +17,9 @@ use tiermesh_proto::types::TrackNamespace;
 
 use crate::moq::{self, ClientOptions, Connection, Error as MoqError};
 use crate::publish::{Publisher, Served, Source, now_us};
-use crate::report::Report;
-use crate::subscribe::{WatchConfig, path, watch};
+use crate::subscribe::{SubOutput, WatchConfig, path, watch_abr, watch_groups};
 use crate::synthetic::BroadcastSpec;
-use crate::transport::{Target, TlsArgs, Url};
+use crate::transport::{CongestionControl, Target, TlsArgs, TransportConfig, Url};
 
 /// A broadcast URL: where to connect and which namespace is the broadcast.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +98,10 @@ pub struct ConnectArgs {
     /// Access token (a JWT from `tiermesh token issue`), sent as AUTHORIZATION TOKEN.
     #[arg(long, env = "TIERMESH_TOKEN", hide_env_values = true, value_name = "JWT")]
     pub token: Option<String>,
+    /// QUIC congestion controller of this connection: cubic, bbr or newreno [default: see
+    /// docs/BENCHMARKS.md]
+    #[arg(long = "cc", value_name = "ALGO")]
+    pub congestion: Option<CongestionControl>,
 }
 
 impl ConnectArgs {
@@ -113,6 +116,9 @@ impl ConnectArgs {
     fn options(&self) -> anyhow::Result<ClientOptions> {
         let tls = self.tls.client_tls()?;
         let mut options = ClientOptions::new(tls);
+        if let Some(cc) = self.congestion {
+            options = options.transport(TransportConfig::default().congestion(cc));
+        }
         if let Some(t) = self.token() {
             options = options.token(t);
         }
@@ -132,6 +138,21 @@ pub struct PubArgs {
     /// Real media instead of the synthetic broadcast (see [`MediaArgs`]).
     #[command(flatten)]
     pub media: MediaArgs,
+    /// How the uplink chooses what to send when it cannot carry everything: `priority`
+    /// (the draft's order, stale and late objects dropped) or `fifo` (arrival order, the
+    /// baseline benchmarks compare against).
+    #[arg(long, value_enum, default_value = "priority", value_name = "MODE")]
+    pub scheduler: SendMode,
+}
+
+/// The send scheduler's mode on the command line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SendMode {
+    /// Priority order with delivery timeouts.
+    #[default]
+    Priority,
+    /// Arrival order, nothing dropped.
+    Fifo,
 }
 
 /// What `tiermesh pub` sends: without `--test-pattern` or `--input`, the synthetic
@@ -221,6 +242,15 @@ pub struct SubArgs {
     /// Write what arrived (one video tier and the audio) into a playable MP4 file.
     #[arg(long, value_name = "FILE.mp4")]
     pub save: Option<std::path::PathBuf>,
+    /// Watch the audio and one video tier, moving between the catalog's tiers at group
+    /// boundaries from measured throughput and latency; the report lists the switches and
+    /// stalls (video gaps over 200 ms).
+    #[arg(long, conflicts_with_all = ["tracks", "decode", "save"])]
+    pub abr: bool,
+    /// With --json: add what arrived of each group of each track (objects, bytes, whole or
+    /// not, arrival times).
+    #[arg(long, requires = "json")]
+    pub groups: bool,
 }
 
 /// Logs to stderr, `RUST_LOG` filtering (default `info`), so stdout carries only results.
@@ -271,7 +301,19 @@ pub fn explain_close(reason: &moq::CloseReason) -> String {
 }
 
 async fn connect(args: &ConnectArgs, url: &Url) -> anyhow::Result<Connection> {
-    let (conn, driver) = moq::connect(url, args.options()?)
+    connect_with(args, url, None).await
+}
+
+async fn connect_with(
+    args: &ConnectArgs,
+    url: &Url,
+    scheduler: Option<crate::scheduler::SchedulerConfig>,
+) -> anyhow::Result<Connection> {
+    let mut options = args.options()?;
+    if let Some(s) = scheduler {
+        options = options.scheduler(s);
+    }
+    let (conn, driver) = moq::connect(url, options)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to {}: {}", redacted(url), explain(&e)))?;
     tokio::spawn(driver.run());
@@ -345,9 +387,14 @@ async fn publish_with<S: Source>(
 ) -> anyhow::Result<()> {
     tokio::pin!(stop);
     let mut first = true;
+    let mode = match args.scheduler {
+        SendMode::Priority => crate::scheduler::Mode::Priority,
+        SendMode::Fifo => crate::scheduler::Mode::Fifo,
+    };
+    let scheduler = crate::scheduler::SchedulerConfig::default().mode(mode);
     loop {
         let conn = tokio::select! {
-            c = connect(&args.connect, broadcast.url()) => c,
+            c = connect_with(&args.connect, broadcast.url(), Some(scheduler.clone())) => c,
             () = &mut stop => return Ok(()),
         };
         let conn = match conn {
@@ -398,11 +445,30 @@ pub fn run_sub(args: SubArgs) -> anyhow::Result<()> {
     if args.decode || args.save.is_some() {
         return run_decode(&args);
     }
-    let report = runtime()?.block_on(subscribe(&args))?;
+    let out = runtime()?.block_on(subscribe(&args))?;
+    let report = &out.report;
     if args.json {
-        println!("{}", report.to_json());
+        // Strings, numbers and lists only: serialization cannot fail.
+        println!("{}", serde_json::to_string(&out).unwrap_or_default());
     } else {
         print!("{}", report.to_table());
+        if let Some(abr) = &out.abr {
+            for sw in &abr.switches {
+                let at = sw.at_ms.map_or("not reached".to_owned(), |t| format!("{:.0} ms", t));
+                let group = sw.group.map_or("-".to_owned(), |g| g.to_string());
+                println!(
+                    "switch {} -> {}: decided at {:.0} ms, from group {group} at {at}",
+                    sw.from, sw.to, sw.decided_ms
+                );
+            }
+            println!(
+                "abr: ended on {}, {} stalls over {} ms, longest video gap {:.0} ms",
+                abr.final_tier.as_deref().unwrap_or("-"),
+                abr.stalls,
+                crate::subscribe::STALL_GAP.as_millis(),
+                abr.longest_gap_ms
+            );
+        }
     }
     let failed: Vec<&str> =
         report.tracks.iter().filter(|t| t.error.is_some()).map(|t| t.name.as_str()).collect();
@@ -469,26 +535,32 @@ fn run_decode(args: &SubArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn subscribe(args: &SubArgs) -> anyhow::Result<Report> {
+async fn subscribe(args: &SubArgs) -> anyhow::Result<SubOutput> {
     let broadcast = args.connect.broadcast()?;
     let conn = connect(&args.connect, broadcast.url()).await?;
-    let mut report = watch(
-        &conn,
-        WatchConfig {
-            namespace: broadcast.namespace.clone(),
-            tracks: args.tracks.clone(),
-            duration: args.duration,
-            token: args.connect.token(),
-        },
-    )
-    .await;
+    let config = WatchConfig {
+        namespace: broadcast.namespace.clone(),
+        tracks: args.tracks.clone(),
+        duration: args.duration,
+        token: args.connect.token(),
+    };
+    let mut out = if args.abr {
+        let (report, abr) = watch_abr(&conn, config).await;
+        SubOutput { report, groups: Vec::new(), abr: Some(abr), media_latency_ms: None }
+    } else {
+        let mut out = watch_groups(&conn, config).await;
+        if !args.groups {
+            out.groups.clear();
+        }
+        out
+    };
     if let Some(reason) = conn.close_reason() {
-        report.error = Some(explain_close(&reason));
+        out.report.error = Some(explain_close(&reason));
     } else {
         conn.close(tiermesh_proto::TerminationCode::NoError, "done");
         let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
     }
-    Ok(report)
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! frame) at once. Every object is recorded in the track's [`TrackStats`]; after the
 //! duration (or when every track has ended) the statistics become a [`Report`].
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -58,6 +59,145 @@ impl Clock {
 
 /// Watches a broadcast on `conn` and reports what arrived.
 pub async fn watch(conn: &Connection, config: WatchConfig) -> Report {
+    watch_inner(conn, config).await.0
+}
+
+/// What `tiermesh sub --json` prints: the [`Report`]'s fields, plus per-group detail with
+/// `--groups` and the tier switches with `--abr`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SubOutput {
+    /// The per-track report.
+    #[serde(flatten)]
+    pub report: Report,
+    /// What arrived of each group of each track (`--groups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<TrackGroups>,
+    /// The tiers watched and switches made (`--abr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abr: Option<AbrReport>,
+    /// Capture-to-arrival latency of every object delivered by subscription on every
+    /// media track (all but the catalog) together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_latency_ms: Option<crate::report::LatencyMs>,
+}
+
+/// What arrived of each group of one track ([`watch_groups`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrackGroups {
+    /// Track name.
+    pub name: String,
+    /// Every group of which something arrived, in group order.
+    pub groups: Vec<GroupRecord>,
+}
+
+/// What arrived of one group.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GroupRecord {
+    /// Group ID.
+    pub group: u64,
+    /// Distinct objects received.
+    pub objects: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// Every subgroup stream of the group that was seen ended with FIN (none reset), and
+    /// object IDs 0 up to the largest received all arrived: a decoder can use all of it.
+    pub complete: bool,
+    /// Capture time (LOC Timestamp) of object 0, wall-clock milliseconds since the Unix
+    /// epoch, if object 0 arrived and carried one.
+    pub capture_ms: Option<f64>,
+    /// Arrival of the group's first object to arrive, wall-clock milliseconds since the Unix
+    /// epoch.
+    pub first_ms: f64,
+    /// Arrival of the last object received, wall-clock milliseconds since the Unix epoch.
+    pub last_ms: f64,
+}
+
+/// Per-group tallies of one track.
+#[derive(Debug, Default)]
+struct GroupLog {
+    groups: BTreeMap<u64, GroupTally>,
+}
+
+#[derive(Debug, Default)]
+struct GroupTally {
+    ids: std::collections::BTreeSet<u64>,
+    bytes: u64,
+    fin: bool,
+    reset: bool,
+    capture_us: Option<u64>,
+    first_us: u64,
+    last_us: u64,
+}
+
+impl GroupLog {
+    fn object(&mut self, o: &ReceivedObject, arrival_us: u64) {
+        let g = self
+            .groups
+            .entry(o.group_id)
+            .or_insert_with(|| GroupTally { first_us: arrival_us, ..GroupTally::default() });
+        if g.ids.insert(o.object_id) {
+            g.bytes += o.payload.len() as u64;
+        }
+        if o.object_id == 0 {
+            g.capture_us = tiermesh_proto::loc::capture_timestamp_us(&o.extensions);
+        }
+        g.first_us = g.first_us.min(arrival_us);
+        g.last_us = g.last_us.max(arrival_us);
+    }
+
+    fn stream_end(&mut self, group: u64, reset: bool) {
+        let g = self.groups.entry(group).or_default();
+        if reset {
+            g.reset = true;
+        } else {
+            g.fin = true;
+        }
+    }
+
+    fn records(&self, name: &str) -> TrackGroups {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let groups = self
+            .groups
+            .iter()
+            .filter(|(_, g)| !g.ids.is_empty())
+            .map(|(&group, g)| {
+                let max = g.ids.last().copied().unwrap_or(0);
+                GroupRecord {
+                    group,
+                    objects: g.ids.len() as u64,
+                    bytes: g.bytes,
+                    complete: g.fin && !g.reset && g.ids.len() as u64 == max + 1,
+                    capture_ms: g.capture_us.map(|c| c as f64 / 1000.0),
+                    first_ms: ms(g.first_us),
+                    last_ms: ms(g.last_us),
+                }
+            })
+            .collect();
+        TrackGroups { name: name.to_owned(), groups }
+    }
+}
+
+/// Watches a broadcast on `conn`: the report, what arrived of each group of each track, and
+/// the latency of all media objects together ([`SubOutput`] without `abr`).
+pub async fn watch_groups(conn: &Connection, config: WatchConfig) -> SubOutput {
+    let (report, groups, latency) = watch_inner(conn, config).await;
+    SubOutput { report, groups, abr: None, media_latency_ms: latency }
+}
+
+fn latency_ms(d: &crate::report::Distribution) -> Option<crate::report::LatencyMs> {
+    let ms = |us: u64| us as f64 / 1000.0;
+    d.summary().map(|s| crate::report::LatencyMs {
+        p50: ms(s.p50),
+        p95: ms(s.p95),
+        p99: ms(s.p99),
+        max: ms(s.max),
+    })
+}
+
+async fn watch_inner(
+    conn: &Connection,
+    config: WatchConfig,
+) -> (Report, Vec<TrackGroups>, Option<crate::report::LatencyMs>) {
     let clock = Clock::now();
     let deadline = tokio::time::Instant::now() + config.duration;
     let mut tasks = JoinSet::new();
@@ -75,12 +215,13 @@ pub async fn watch(conn: &Connection, config: WatchConfig) -> Report {
                 tasks.spawn(follow(conn.clone(), t, options.clone(), clock, deadline, Some(tx)));
             }
             Err(e) => {
-                return Report {
+                let report = Report {
                     broadcast: path(&config.namespace),
                     duration_s: 0.0,
                     tracks: Vec::new(),
                     error: Some(format!("bad broadcast name: {e}")),
                 };
+                return (report, Vec::new(), None);
             }
         }
         let names = tokio::select! {
@@ -110,31 +251,42 @@ pub async fn watch(conn: &Connection, config: WatchConfig) -> Report {
             Err(e) => {
                 let mut s = TrackStats::new(&name, clock.wall_us, false);
                 s.set_error(format!("bad track name: {e}"));
-                tasks.spawn(async move { s });
+                let groups = TrackGroups { name: name.clone(), groups: Vec::new() };
+                tasks.spawn(async move { (s, groups) });
             }
         }
     }
 
     let mut stats = Vec::new();
+    let mut groups = Vec::new();
     while let Some(r) = tasks.join_next().await {
         match r {
-            Ok(s) => stats.push(s),
+            Ok((s, g)) => {
+                stats.push(s);
+                groups.push(g);
+            }
             Err(e) => tracing::error!(error = %e, "a track task failed"),
         }
     }
     stats.sort_by_key(|s| order.iter().position(|n| n == s.name()));
+    groups.sort_by_key(|g| order.iter().position(|n| *n == g.name));
+    let mut all = crate::report::Distribution::new();
+    for s in stats.iter().filter(|s| s.name() != CATALOG_TRACK_NAME) {
+        all.merge(s.latency_us());
+    }
     if missing_catalog
         && let Some(catalog) = stats.iter_mut().find(|s| s.name() == CATALOG_TRACK_NAME)
         && catalog.report().error.is_none()
     {
         catalog.set_error("no catalog arrived: the broadcast's tracks are unknown");
     }
-    Report {
+    let report = Report {
         broadcast: path(&config.namespace),
         duration_s: clock.instant.elapsed().as_secs_f64(),
         tracks: stats.iter().map(TrackStats::report).collect(),
         error: conn.close_reason().map(|r| r.to_string()),
-    }
+    };
+    (report, groups, latency_ms(&all))
 }
 
 /// The namespace as `a/b/c`.
@@ -151,22 +303,23 @@ async fn follow(
     clock: Clock,
     deadline: tokio::time::Instant,
     mut catalog: Option<oneshot::Sender<Vec<String>>>,
-) -> TrackStats {
+) -> (TrackStats, TrackGroups) {
     let name = String::from_utf8_lossy(&track.name.0).into_owned();
     let started = Instant::now();
     let mut stats = TrackStats::new(&name, clock.wall_us(started), name != CATALOG_TRACK_NAME);
+    let mut log = GroupLog::default();
     let joined = tokio::select! {
         r = conn.join(track, options, 0) => r,
         () = tokio::time::sleep_until(deadline) => {
             stats.set_error("no answer to SUBSCRIBE before the end");
-            return stats;
+            return (stats, log.records(&name));
         }
     };
     let (mut reader, fetch) = match joined {
         Ok(j) => j,
         Err(e) => {
             stats.set_error(crate::cli::explain(&e));
-            return stats;
+            return (stats, log.records(&name));
         }
     };
     let mut fetch = match fetch {
@@ -176,7 +329,8 @@ async fn follow(
             None
         }
     };
-    let mut record = |stats: &mut TrackStats, o: &ReceivedObject, fetched: bool| {
+    let mut record = |stats: &mut TrackStats, log: &mut GroupLog, o: &ReceivedObject, fetched| {
+        log.object(o, clock.wall_us(o.arrival));
         stats.record(
             o.group_id,
             o.object_id,
@@ -203,12 +357,14 @@ async fn follow(
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => break,
             o = async { fetch.as_mut()?.next().await }, if fetch.is_some() => match o {
-                Some(o) => record(&mut stats, &o, true),
+                Some(o) => record(&mut stats, &mut log, &o, true),
                 None => fetch = None,
             },
             e = reader.next() => match e {
-                Some(TrackEvent::Object(o)) => record(&mut stats, &o, false),
-                Some(TrackEvent::StreamEnd { .. }) => {}
+                Some(TrackEvent::Object(o)) => record(&mut stats, &mut log, &o, false),
+                Some(TrackEvent::StreamEnd { group_id, reset, .. }) => {
+                    log.stream_end(group_id, reset.is_some());
+                }
                 Some(TrackEvent::Done(done)) => {
                     stats.set_ended(format!("{:?}: {}", done.code, done.reason));
                     break;
@@ -222,7 +378,406 @@ async fn follow(
             },
         }
     }
-    stats
+    (stats, log.records(&name))
+}
+
+/// Gaps in the played video longer than this count as stalls in [`AbrReport::stalls`]: a
+/// viewer notices a picture frozen for more than about six frames at 30 fps.
+pub const STALL_GAP: Duration = Duration::from_millis(200);
+
+/// What `tiermesh sub --abr` did: the tiers it moved between and how the video played.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AbrReport {
+    /// The video tiers of the catalog, lowest first.
+    pub tiers: Vec<String>,
+    /// Their rates from the catalog, bit/s.
+    pub rates: Vec<u64>,
+    /// Every switch, in order.
+    pub switches: Vec<TierSwitch>,
+    /// Gaps over [`STALL_GAP`] between consecutive played video objects (by arrival).
+    pub stalls: u64,
+    /// The longest gap between consecutive played video objects, ms.
+    pub longest_gap_ms: f64,
+    /// Each group played, in order: which tier it came from and whether it was whole.
+    pub played: Vec<PlayedGroup>,
+    /// The tier watched at the end.
+    pub final_tier: Option<String>,
+}
+
+/// One tier switch.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TierSwitch {
+    /// When the switch was decided, ms after the watch began.
+    pub decided_ms: f64,
+    /// When the first object of the new tier arrived, ms after the watch began (`None`: not
+    /// within the watch).
+    pub at_ms: Option<f64>,
+    /// The new tier's first group played: the boundary where the switch took effect.
+    pub group: Option<u64>,
+    /// Tier left.
+    pub from: String,
+    /// Tier taken.
+    pub to: String,
+}
+
+/// One played video group.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PlayedGroup {
+    /// Group ID.
+    pub group: u64,
+    /// The tier it came from.
+    pub tier: String,
+    /// Objects played.
+    pub objects: u64,
+    /// Whole: its stream ended with FIN and no object ID is missing.
+    pub complete: bool,
+}
+
+/// One video subscription of [`watch_abr`].
+struct TierSub {
+    tier: usize,
+    reader: crate::moq::TrackReader,
+    fetch: Option<crate::moq::FetchReader>,
+    /// First group played from it.
+    from: u64,
+}
+
+/// Where a video object came from.
+enum Source {
+    Current(Option<ReceivedObject>, bool),
+    CurrentEnd(u64, bool),
+    CurrentGone,
+    Pending(Option<TrackEvent>),
+}
+
+/// Reads the catalog: (audio track name, video tiers as (name, bit/s) lowest first).
+async fn abr_catalog(
+    conn: &Connection,
+    track: FullTrackName,
+    options: SubscribeOptions,
+) -> Result<(Option<String>, Vec<(String, u64)>), String> {
+    let (mut reader, fetch) =
+        conn.join(track, options, 0).await.map_err(|e| crate::cli::explain(&e))?;
+    let mut fetch = fetch.ok();
+    loop {
+        let o = tokio::select! {
+            o = async { fetch.as_mut()?.next().await }, if fetch.is_some() => match o {
+                Some(o) => o,
+                None => { fetch = None; continue; }
+            },
+            o = reader.next_object() => o.ok_or("the catalog track ended before a catalog")?,
+        };
+        let c = Catalog::from_slice(&o.payload).map_err(|e| format!("catalog: {e}"))?;
+        if c.is_delta() {
+            continue;
+        }
+        let audio = c.tracks().iter().find(|t| t.name.starts_with("audio")).map(|t| t.name.clone());
+        let mut video: Vec<(String, u64)> = c
+            .tracks()
+            .iter()
+            .filter(|t| t.name.starts_with("video"))
+            .filter_map(|t| Some((t.name.clone(), t.bitrate?)))
+            .collect();
+        video.sort_by_key(|v| v.1);
+        return Ok((audio, video));
+    }
+}
+
+/// Watches audio and one video tier, moving between the catalog's video tiers with
+/// [`crate::abr::Abr`]: a switch is decided from the measured throughput and latency of the
+/// watched tier, and takes effect at a group boundary: the new tier is subscribed from its
+/// next group (NEXT GROUP START), the old one is played up to the group before and then
+/// unsubscribed, so no group is ever played half from one tier and half from another.
+/// Starts on the middle tier (the second of three).
+pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrReport) {
+    use crate::abr::{Abr, AbrConfig};
+    let clock = Clock::now();
+    let deadline = tokio::time::Instant::now() + config.duration;
+    let options = SubscribeOptions { token: config.token.clone(), ..Default::default() };
+    let ms = |at: Instant| at.saturating_duration_since(clock.instant).as_secs_f64() * 1000.0;
+    let mut abr_report = AbrReport {
+        tiers: Vec::new(),
+        rates: Vec::new(),
+        switches: Vec::new(),
+        stalls: 0,
+        longest_gap_ms: 0.0,
+        played: Vec::new(),
+        final_tier: None,
+    };
+    let mut report = Report {
+        broadcast: path(&config.namespace),
+        duration_s: 0.0,
+        tracks: Vec::new(),
+        error: None,
+    };
+    let track = |name: &str| FullTrackName::new(config.namespace.clone(), name);
+    let catalog = match track(CATALOG_TRACK_NAME) {
+        Ok(t) => tokio::select! {
+            r = abr_catalog(conn, t, options.clone()) => r,
+            () = tokio::time::sleep_until(deadline) => Err("no catalog arrived".to_owned()),
+        },
+        Err(e) => Err(format!("bad broadcast name: {e}")),
+    };
+    let (audio, tiers) = match catalog {
+        Ok((audio, tiers)) if !tiers.is_empty() => (audio, tiers),
+        Ok(_) => {
+            report.error = Some("the catalog lists no video tier with a bitrate".into());
+            return (report, abr_report);
+        }
+        Err(e) => {
+            report.error = Some(e);
+            return (report, abr_report);
+        }
+    };
+    abr_report.tiers = tiers.iter().map(|t| t.0.clone()).collect();
+    abr_report.rates = tiers.iter().map(|t| t.1).collect();
+
+    let mut audio_task = JoinSet::new();
+    if let Some(name) = &audio
+        && let Ok(t) = track(name)
+    {
+        audio_task.spawn(follow(conn.clone(), t, options.clone(), clock, deadline, None));
+    }
+
+    let start = (tiers.len() - 1) / 2;
+    let mut abr = Abr::new(AbrConfig::new(abr_report.rates.clone()), start, Instant::now());
+    let mut stats: Vec<TrackStats> =
+        tiers.iter().map(|(n, _)| TrackStats::new(n, clock.wall_us, true)).collect();
+    let mut played: BTreeMap<u64, (usize, GroupTally)> = BTreeMap::new();
+    let mut last_played: Option<Instant> = None;
+    let mut largest_gap = Duration::ZERO;
+
+    let join = |tier: usize| {
+        let t = track(&tiers[tier].0);
+        let options = options.clone();
+        async move {
+            let t = t.map_err(|e| e.to_string())?;
+            let (reader, fetch) =
+                conn.join(t, options, 0).await.map_err(|e| crate::cli::explain(&e))?;
+            Ok::<_, String>(TierSub { tier, reader, fetch: fetch.ok(), from: 0 })
+        }
+    };
+    let first = tokio::select! {
+        r = join(start) => r,
+        () = tokio::time::sleep_until(deadline) => Err("no answer to SUBSCRIBE".to_owned()),
+    };
+    let mut cur = match first {
+        Ok(s) => Some(s),
+        Err(e) => {
+            stats[start].set_error(e);
+            None
+        }
+    };
+    let mut cur_tier = start;
+    // Groups of `cur` from this one on are not played (the pending tier takes over there).
+    let mut until: Option<u64> = None;
+    let mut pending: Option<TierSub> = None;
+    let mut last_boundary: Option<u64> = None;
+
+    loop {
+        let has_fetch = cur.as_ref().is_some_and(|c| c.fetch.is_some());
+        let has_cur = cur.is_some();
+        let (cur_fetch, cur_reader) = match cur.as_mut() {
+            Some(c) => (c.fetch.as_mut(), Some(&mut c.reader)),
+            None => (None, None),
+        };
+        let pending_reader = pending.as_mut().map(|p| &mut p.reader);
+        let has_pending = pending_reader.is_some();
+        let source = tokio::select! {
+            () = tokio::time::sleep_until(deadline) => None,
+            o = async { cur_fetch?.next().await }, if has_fetch => Some(Source::Current(o, true)),
+            e = async { cur_reader?.next().await }, if has_cur => Some(match e {
+                Some(TrackEvent::Object(o)) => Source::Current(Some(o), false),
+                Some(TrackEvent::StreamEnd { group_id, reset, .. }) => {
+                    Source::CurrentEnd(group_id, reset.is_some())
+                }
+                Some(TrackEvent::Done(_)) | None => Source::CurrentGone,
+            }),
+            e = async { pending_reader?.next().await }, if has_pending => {
+                Some(Source::Pending(e))
+            }
+        };
+        let Some(source) = source else { break };
+        let (o, fetched, tier) = match source {
+            Source::CurrentGone => {
+                cur = None;
+                continue;
+            }
+            Source::Current(None, _) => {
+                if let Some(c) = cur.as_mut() {
+                    c.fetch = None;
+                }
+                continue;
+            }
+            Source::Current(Some(o), fetched) => {
+                if until.is_some_and(|u| o.group_id >= u) {
+                    // The old tier's part is over: stop receiving it.
+                    cur = None;
+                    continue;
+                }
+                (o, fetched, cur_tier)
+            }
+            Source::CurrentEnd(group, reset) => {
+                if let Some((t, g)) = played.get_mut(&group)
+                    && *t == cur_tier
+                {
+                    if reset {
+                        g.reset = true;
+                    } else {
+                        g.fin = true;
+                    }
+                }
+                continue;
+            }
+            Source::Pending(Some(TrackEvent::Object(o))) => {
+                let Some(p) = pending.take() else { continue };
+                if o.group_id < p.from {
+                    pending = Some(p);
+                    continue;
+                }
+                // The new tier's first group begins: the switch takes effect here.
+                let now = Instant::now();
+                if let Some(sw) = abr_report.switches.last_mut() {
+                    sw.at_ms = Some(ms(o.arrival));
+                    sw.group = Some(o.group_id);
+                }
+                cur_tier = p.tier;
+                cur = Some(p);
+                until = None;
+                last_boundary = None;
+                abr.started(now);
+                (o, false, cur_tier)
+            }
+            Source::Pending(Some(TrackEvent::StreamEnd { group_id, reset, .. })) => {
+                if let Some(p) = &pending
+                    && let Some((t, g)) = played.get_mut(&group_id)
+                    && *t == p.tier
+                {
+                    g.fin |= reset.is_none();
+                    g.reset |= reset.is_some();
+                }
+                continue;
+            }
+            Source::Pending(_) => {
+                pending = None;
+                until = None;
+                continue;
+            }
+        };
+
+        // Play it.
+        let arrival_us = clock.wall_us(o.arrival);
+        stats[tier].record(
+            o.group_id,
+            o.object_id,
+            o.payload.len(),
+            &o.extensions,
+            arrival_us,
+            fetched,
+        );
+        let entry = played.entry(o.group_id).or_insert_with(|| (tier, GroupTally::default()));
+        if entry.0 != tier {
+            // A group already played from another tier: never mix two tiers in one group.
+            continue;
+        }
+        if entry.1.ids.insert(o.object_id) {
+            entry.1.bytes += o.payload.len() as u64;
+        }
+        if let Some(prev) = last_played {
+            let gap = o.arrival.saturating_duration_since(prev);
+            largest_gap = largest_gap.max(gap);
+            if gap > STALL_GAP {
+                abr_report.stalls += 1;
+            }
+        }
+        last_played = Some(last_played.map_or(o.arrival, |p| p.max(o.arrival)));
+
+        // Adapt.
+        if pending.is_some() {
+            continue;
+        }
+        let now = Instant::now();
+        let latency = tiermesh_proto::loc::capture_timestamp_us(&o.extensions)
+            .map(|c| Duration::from_micros(arrival_us.saturating_sub(c)));
+        let mut next = None;
+        if o.object_id == 0 && !fetched && last_boundary != Some(o.group_id) {
+            last_boundary = Some(o.group_id);
+            let t = abr.at_group_start(now);
+            if t != cur_tier {
+                next = Some(t);
+            }
+        }
+        if next.is_none() {
+            if let Some(l) = latency {
+                abr.on_object(o.arrival, o.payload.len() as u64, l);
+            }
+            next = abr.poll_down(now);
+        }
+        let Some(next) = next else { continue };
+        abr_report.switches.push(TierSwitch {
+            decided_ms: ms(now),
+            at_ms: None,
+            group: None,
+            from: tiers[cur_tier].0.clone(),
+            to: tiers[next].0.clone(),
+        });
+        let sub = match track(&tiers[next].0) {
+            Ok(t) => {
+                let options = SubscribeOptions {
+                    filter: Some(tiermesh_proto::types::SubscriptionFilter::NextGroupStart),
+                    ..options.clone()
+                };
+                tokio::select! {
+                    r = conn.subscribe(t, options) => r.map_err(|e| crate::cli::explain(&e)),
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match sub {
+            Ok(reader) => {
+                let from = reader.largest().map_or(0, |l| l.group.0 + 1).max(o.group_id + 1);
+                until = Some(from);
+                pending = Some(TierSub { tier: next, reader, fetch: None, from });
+            }
+            Err(e) => {
+                tracing::warn!(tier = %tiers[next].0, error = %e, "tier switch failed");
+                stats[next].set_error(e);
+            }
+        }
+    }
+    drop(cur);
+    drop(pending);
+    abr_report.final_tier = Some(tiers[cur_tier].0.clone());
+    abr_report.longest_gap_ms = largest_gap.as_secs_f64() * 1000.0;
+    abr_report.played = played
+        .iter()
+        .map(|(&group, (tier, g))| {
+            let max = g.ids.last().copied().unwrap_or(0);
+            PlayedGroup {
+                group,
+                tier: tiers[*tier].0.clone(),
+                objects: g.ids.len() as u64,
+                complete: g.fin && !g.reset && g.ids.len() as u64 == max + 1,
+            }
+        })
+        .collect();
+    let mut tracks = Vec::new();
+    while let Some(r) = audio_task.join_next().await {
+        if let Ok((s, _)) = r {
+            tracks.push(s.report());
+        }
+    }
+    tracks.extend(
+        stats
+            .iter()
+            .filter(|s| s.objects() > 0 || s.report().error.is_some())
+            .map(TrackStats::report),
+    );
+    report.tracks = tracks;
+    report.duration_s = clock.instant.elapsed().as_secs_f64();
+    report.error = conn.close_reason().map(|r| r.to_string());
+    (report, abr_report)
 }
 
 #[cfg(test)]
