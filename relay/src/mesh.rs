@@ -61,6 +61,11 @@ const MESH_SESSION_BASE: u64 = 1 << 62;
 /// Wait before dialing a peer again after its link failed or could not be set up.
 const REDIAL_DELAY: Duration = Duration::from_millis(500);
 
+/// Longest wait between dials of a peer that keeps failing: the wait doubles from
+/// [`REDIAL_DELAY`] after each failed attempt, so a refused or absent peer costs a dial and
+/// a log line every 8 s, while a peer that restarts is found again within that.
+const MAX_REDIAL_DELAY: Duration = Duration::from_secs(8);
+
 /// A mesh link with no packet for this long is dead (QUIC idle timeout; both ends use the
 /// smaller of their values, so the dialer's setting holds for the link). A relay killed
 /// without closing, or a link that drops everything, is noticed after this long, and its
@@ -475,6 +480,7 @@ impl Mesh {
         let Ok(mut url) = addr.parse::<Url>() else { return };
         url.set_path("/.tiermesh");
         let label = expected.clone().unwrap_or_else(|| addr.to_owned());
+        let mut delay = REDIAL_DELAY;
         loop {
             let dial = async {
                 let options = ClientOptions::new(self.client_tls.clone())
@@ -488,6 +494,7 @@ impl Mesh {
                     Ok((conn, driver)) => {
                         tokio::spawn(driver.run());
                         if let Some(hello) = self.identify(&conn, expected.as_deref()).await {
+                            delay = REDIAL_DELAY;
                             self.run_link(
                                 ctx.clone(),
                                 conn,
@@ -502,7 +509,8 @@ impl Mesh {
                         tracing::warn!(peer = %label, error = %e, "mesh peer not reached")
                     }
                 }
-                tokio::time::sleep(REDIAL_DELAY).await;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_REDIAL_DELAY);
             };
             tokio::select! {
                 _ = dial => {}
@@ -961,6 +969,7 @@ fn cert_names(der: &[u8]) -> Result<Vec<String>, String> {
             }
         }
     }
+    names.dedup();
     Ok(names)
 }
 

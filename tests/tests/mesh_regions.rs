@@ -1,0 +1,645 @@
+//! The regional mesh as separate `tiermesh relay` processes on loopback: three regions (A, B,
+//! C) of two relays each, mutual TLS from a mesh CA made with `tiermesh cert`, a `tiermesh
+//! pub` publisher in region A and subscribers in regions B and C.
+//!
+//! - `seeds_build_the_mesh_and_each_link_carries_a_track_once`: relays configured with one
+//!   seed learn the others and link per the discover policy (link counts from `/metrics`);
+//!   two `tiermesh sub --json` in B and two in C receive every track while each mesh link
+//!   carries each track once (the per-link metrics of every relay); the routing API sends a
+//!   client to the nearest region's least loaded relay.
+//! - `sigkill_and_drain_on_the_path_move_subscribers`: the relay the subscribers' tracks
+//!   cross is killed with SIGKILL, then another is drained with SIGTERM; the subscribers'
+//!   video keeps arriving with the largest gap under 2 s and no object duplicated or out of
+//!   order, and the drained relay exits once its links moved.
+//! - `blackholed_link_moves_subscribers`: the link the subscriber's track crosses goes
+//!   through `tiermesh link`, which is then frozen (SIGSTOP: nothing crosses any more);
+//!   the track moves to the other route within the same bound.
+//! - `relays_without_the_right_identity_are_refused`: a relay whose certificate comes from
+//!   another CA, and one whose certificate names another relay than it claims, never join.
+//!
+//! The tests share the machine's two cores with six relays each, so they run one at a time.
+//! Together they take about a minute here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tiermesh_client::moq::{self, ClientOptions, SubscribeOptions};
+use tiermesh_client::transport::{ClientTls, Url};
+use tiermesh_proto::types::{FullTrackName, TrackNamespace};
+use tiermesh_tests::{Proc, find_hash, http_get, start_pub, sub_json};
+
+const BROADCAST: &str = "e2e/mesh";
+const WAIT: Duration = Duration::from_secs(30);
+/// The longest a subscriber's video may stop when a relay or link on its path fails.
+const FREEZE_BOUND: Duration = Duration::from_secs(2);
+
+/// One test at a time: each runs six relays on a two-core machine.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A scratch folder with a mesh CA and the client-facing certificate shared by all relays.
+struct Env {
+    root: PathBuf,
+    dev_hash: String,
+}
+
+impl Env {
+    fn new(tag: &str) -> Result<Env> {
+        let root = std::env::temp_dir().join(format!("tiermesh-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root)?;
+        cli(&["cert", "ca", "--name", tag, "--out", path(&root.join("ca"))])?;
+        let out = cli(&["cert", "dev", "--out", path(&root.join("dev"))])?;
+        let dev_hash = find_hash(&out).context("cert dev printed no hash")?;
+        Ok(Env { root, dev_hash })
+    }
+
+    /// A node certificate for `name` from this mesh's CA (or the CA in `ca`).
+    fn node(&self, name: &str, ca: Option<&Path>) -> Result<PathBuf> {
+        let dir = self.root.join(name);
+        let ca = ca.map_or_else(|| self.root.join("ca"), Path::to_path_buf);
+        cli(&[
+            "cert",
+            "node",
+            "--ca",
+            path(&ca),
+            "--name",
+            name,
+            "--san",
+            "127.0.0.1",
+            "--out",
+            path(&dir),
+        ])?;
+        Ok(dir)
+    }
+
+    fn pin(&self) -> Vec<String> {
+        vec!["--tls-cert-hash".to_owned(), self.dev_hash.clone()]
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+/// Runs a short `tiermesh` command to the end; its stdout.
+fn cli(args: &[&str]) -> Result<String> {
+    let mut p = Proc::tiermesh(args[0], args)?;
+    let status = p.wait_exit(WAIT)?;
+    if !status.success() {
+        bail!("tiermesh {args:?} failed\n{}", p.dump());
+    }
+    Ok(p.stdout())
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// How one relay is configured.
+struct Spec<'a> {
+    name: &'a str,
+    region: &'a str,
+    node_dir: PathBuf,
+    /// Mesh ports of seed relays.
+    seeds: Vec<u16>,
+    /// Static peers: (name, region, mesh address).
+    peers: Vec<(String, String, String)>,
+    /// Announce the mesh address (so relays that learn of this one link to it per the
+    /// discover policy); false for a mesh of static links only.
+    discover: bool,
+    port: u16,
+    mesh_port: u16,
+}
+
+impl<'a> Spec<'a> {
+    fn new(name: &'a str, region: &'a str, node_dir: PathBuf) -> Self {
+        Spec {
+            name,
+            region,
+            node_dir,
+            seeds: Vec::new(),
+            peers: Vec::new(),
+            discover: true,
+            port: free_udp_port(),
+            mesh_port: free_udp_port(),
+        }
+    }
+}
+
+/// A `tiermesh relay` process of the mesh.
+struct MeshRelay {
+    name: String,
+    proc: Proc,
+    port: u16,
+    mesh_port: u16,
+    ops: SocketAddr,
+}
+
+impl MeshRelay {
+    fn start(env: &Env, spec: Spec<'_>) -> Result<MeshRelay> {
+        let mut toml = format!(
+            "listen = \"127.0.0.1:{port}\"\nops = \"127.0.0.1:0\"\nlinger = \"5s\"\n\
+             goaway_grace = \"5s\"\n\n[tls]\ncert = \"{dev}/cert.pem\"\nkey = \"{dev}/key.pem\"\n\n\
+             [mesh]\nname = \"{name}\"\nregion = \"{region}\"\nurl = \"moqt://127.0.0.1:{port}\"\n\
+             listen = \"127.0.0.1:{mesh}\"\ndir = \"{dir}\"\n",
+            port = spec.port,
+            dev = path(&env.root.join("dev")),
+            name = spec.name,
+            region = spec.region,
+            mesh = spec.mesh_port,
+            dir = path(&spec.node_dir),
+        );
+        if spec.discover {
+            toml.push_str(&format!("advertise = \"moqt://127.0.0.1:{}\"\n", spec.mesh_port));
+        }
+        let seeds: Vec<String> =
+            spec.seeds.iter().map(|p| format!("\"moqt://127.0.0.1:{p}\"")).collect();
+        toml.push_str(&format!("seeds = [{}]\n", seeds.join(", ")));
+        for (n, r, a) in &spec.peers {
+            toml.push_str(&format!(
+                "[[mesh.peers]]\nname = \"{n}\"\nregion = \"{r}\"\naddr = \"{a}\"\n"
+            ));
+        }
+        let file = env.root.join(format!("{}.toml", spec.name));
+        std::fs::write(&file, toml)?;
+        let proc = Proc::tiermesh(
+            spec.name,
+            ["relay", "--config", path(&file), "--public", "e2e", "--public-publish", "e2e"],
+        )?;
+        let line = proc.wait_line(WAIT, |l| l.text.contains("ops on "))?;
+        let ops = line
+            .text
+            .split("ops on ")
+            .nth(1)
+            .and_then(|rest| rest.trim_end_matches(')').parse().ok())
+            .context("ops address")?;
+        Ok(MeshRelay {
+            name: spec.name.to_owned(),
+            proc,
+            port: spec.port,
+            mesh_port: spec.mesh_port,
+            ops,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("moqt://127.0.0.1:{}/{BROADCAST}", self.port)
+    }
+
+    fn metrics(&self) -> Result<String> {
+        http_get(self.ops, "/metrics")
+    }
+
+    /// Waits until `cond` holds on this relay's metrics (read every 50 ms: metrics change
+    /// without a notification).
+    fn wait_metrics(&self, what: &str, cond: impl Fn(&str) -> bool) -> Result<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = self.metrics()?;
+            if cond(&text) {
+                return Ok(text);
+            }
+            if Instant::now() >= deadline {
+                bail!("{}: {what} not reached within {WAIT:?}\n{text}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until this relay has a route to the broadcast (its routing API answers 200).
+    fn wait_routed(&self) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        let q = format!("/route?broadcast={BROADCAST}&region=A");
+        while http_get(self.ops, &q).is_err() {
+            if Instant::now() >= deadline {
+                bail!("{} has no route to {BROADCAST}\n{}", self.name, self.proc.dump());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// The routing API's answer for a client of `region`.
+    fn route(&self, region: &str) -> Result<serde_json::Value> {
+        let body = http_get(self.ops, &format!("/route?broadcast={BROADCAST}&region={region}"))?;
+        Ok(serde_json::from_str(&body)?)
+    }
+}
+
+/// The value of `name{peer="<peer>"}` in a metrics text.
+fn link_metric(text: &str, name: &str, peer: &str) -> Option<f64> {
+    let key = format!("{name}{{peer=\"{peer}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
+}
+
+/// Every `name{peer=…}` sample: (peer, value).
+fn link_metrics(text: &str, name: &str) -> Vec<(String, f64)> {
+    let prefix = format!("{name}{{peer=\"");
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (peer, value) = rest.split_once("\"} ")?;
+            Some((peer.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn plain_metric(text: &str, name: &str) -> Option<f64> {
+    let key = format!("{name} ");
+    text.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
+}
+
+/// Six relays: a1, a2 in A; b1, b2 in B; c1, c2 in C. a1 is everyone's only seed.
+fn seeded_mesh(env: &Env) -> Result<Vec<MeshRelay>> {
+    let a1 = MeshRelay::start(env, Spec::new("a1", "A", env.node("a1", None)?))?;
+    let mut relays = vec![];
+    for (name, region) in [("a2", "A"), ("b1", "B"), ("b2", "B"), ("c1", "C"), ("c2", "C")] {
+        let mut spec = Spec::new(name, region, env.node(name, None)?);
+        spec.seeds = vec![a1.mesh_port];
+        relays.push(MeshRelay::start(env, spec)?);
+    }
+    relays.insert(0, a1);
+    Ok(relays)
+}
+
+fn by_name<'a>(relays: &'a [MeshRelay], name: &str) -> &'a MeshRelay {
+    relays.iter().find(|r| r.name == name).unwrap()
+}
+
+#[test]
+fn seeds_build_the_mesh_and_each_link_carries_a_track_once() -> Result<()> {
+    let _serial = serial();
+    let env = Env::new("mesh-seeds")?;
+    let relays = seeded_mesh(&env)?;
+    // Discover policy: every relay of its region, and the first relay (by name) of each
+    // other region. a1, b1, c1 link to everyone (5 links); a2, b2, c2 to their region's
+    // first and the two other firsts (3) — though each was configured with a1 only.
+    for r in &relays {
+        let want = if r.name.ends_with('1') { 5.0 } else { 3.0 };
+        r.wait_metrics("links", |t| plain_metric(t, "tiermesh_mesh_links") == Some(want))?;
+    }
+    let a2 = by_name(&relays, "a2");
+    let _publisher = start_pub("pub", &a2.url(), &env.pin())?;
+    let (b1, c2) = (by_name(&relays, "b1"), by_name(&relays, "c2"));
+    b1.wait_routed()?;
+    c2.wait_routed()?;
+    // Two subscribers at b1 (region B), two at c2 (region C).
+    let subs: Vec<_> = [b1, b1, c2, c2]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut args = vec![r.url(), "--duration".to_owned(), "6s".to_owned()];
+            args.extend(env.pin());
+            std::thread::spawn(move || sub_json(&format!("sub{i}"), &args, WAIT))
+        })
+        .collect();
+    // While they watch: every track crosses each link once. a2 (the origin) sends the five
+    // tracks once to b1 (B's subscribers) and once to a1 (on C's path: c2 - a1 - a2 wins
+    // the tie with c2 - c1 - a2 by name); a1 sends them once to c2.
+    let a2_text = a2.wait_metrics("five tracks to b1 and a1", |t| {
+        link_metric(t, "tiermesh_mesh_link_downstream_tracks", "b1") == Some(5.0)
+            && link_metric(t, "tiermesh_mesh_link_downstream_tracks", "a1") == Some(5.0)
+    })?;
+    let a1 = by_name(&relays, "a1");
+    a1.wait_metrics("five tracks to c2", |t| {
+        link_metric(t, "tiermesh_mesh_link_downstream_tracks", "c2") == Some(5.0)
+    })?;
+    let mut table = String::new();
+    for r in &relays {
+        let text = r.metrics()?;
+        let tracks = link_metrics(&text, "tiermesh_mesh_link_downstream_tracks");
+        let subs = link_metrics(&text, "tiermesh_mesh_link_downstream_subscriptions");
+        assert_eq!(tracks.len(), subs.len());
+        for ((peer, t), (_, s)) in tracks.iter().zip(&subs) {
+            table.push_str(&format!("{} -> {peer}: {t} tracks, {s} subscriptions\n", r.name));
+            assert_eq!(t, s, "{} sends a track twice to {peer}\n{text}", r.name);
+        }
+        let up = link_metrics(&text, "tiermesh_mesh_link_upstream_tracks");
+        assert!(up.iter().all(|(_, n)| *n <= 5.0), "{}: {up:?}", r.name);
+    }
+    println!("per-link tracks while 2 subscribers watch at b1 and 2 at c2:\n{table}");
+    let sum: f64 = link_metrics(&a2_text, "tiermesh_mesh_link_downstream_subscriptions")
+        .iter()
+        .map(|x| x.1)
+        .sum();
+    assert_eq!(sum, 10.0, "a2 sends each track once per link, to b1 and a1\n{a2_text}");
+    for (r, peer) in [(b1, "a2"), (c2, "a1")] {
+        let text = r.metrics()?;
+        assert_eq!(
+            link_metric(&text, "tiermesh_mesh_link_upstream_tracks", peer),
+            Some(5.0),
+            "{} subscribes once per track for its two subscribers\n{text}",
+            r.name
+        );
+    }
+    // The routing API: nearest region, then least load. b1 and c2 have two subscriber
+    // sessions each, so clients of B go to b2 and of C to c1; a2 has the publisher, so A's
+    // clients go to a1. Every relay answers alike once the load has spread (about 1 s).
+    let deadline = Instant::now() + WAIT;
+    for r in &relays {
+        loop {
+            let got: Vec<String> = ["A", "B", "C"]
+                .iter()
+                .map(|reg| r.route(reg).map(|v| v["relay"].as_str().unwrap_or("").to_owned()))
+                .collect::<Result<_>>()?;
+            if got == ["a1", "b2", "c1"] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} routes clients of A, B, C to {got:?}", r.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let v = c2.route("B")?;
+    assert_eq!(v["url"], format!("moqt://127.0.0.1:{}", by_name(&relays, "b2").port));
+    assert_eq!(v["origin"], "a2");
+    for s in subs {
+        let (report, ok, proc) = s.join().unwrap()?;
+        assert!(ok, "sub failed\n{}", proc.dump());
+        let report = report.context("no report")?;
+        let names: Vec<&str> = report.tracks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["catalog", "audio", "video/180p", "video/360p", "video/720p"]);
+        for t in &report.tracks {
+            assert_eq!((t.error.as_deref(), t.ended.as_deref()), (None, None), "{t:?}");
+            assert_eq!(t.duplicate_objects, 0, "{t:?}");
+            if t.name == "audio" {
+                assert!(t.objects >= 150, "{t:?}");
+            }
+            if t.name.starts_with("video/") {
+                assert!(t.objects >= 90, "{t:?}");
+                assert_eq!(t.missing_groups, 0, "{t:?}");
+            }
+            if t.name != "catalog" {
+                let l = t.latency_ms.as_ref().context("latency")?;
+                assert!(l.p99 < 500.0, "{}: {l:?}", t.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Video objects one subscriber received: (group, object, arrival).
+#[derive(Default)]
+struct Arrivals {
+    seen: Mutex<Vec<(u64, u64, Instant)>>,
+    cond: Condvar,
+}
+
+impl Arrivals {
+    fn len(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// Waits until `n` objects have arrived.
+    fn wait_for(&self, n: usize, what: &str) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = self.seen.lock().unwrap();
+        while seen.len() < n {
+            let now = Instant::now();
+            if now >= deadline {
+                bail!("{what}: {} of {n} objects within {WAIT:?}", seen.len());
+            }
+            seen = self.cond.wait_timeout(seen, deadline - now).unwrap().0;
+        }
+        Ok(())
+    }
+
+    /// The largest gap between arrivals after `from` (the one spanning `from` included), and
+    /// checks that no object came twice or out of order.
+    fn freeze_after(&self, from: Instant) -> Result<Duration> {
+        let seen = self.seen.lock().unwrap();
+        for w in seen.windows(2) {
+            if (w[1].0, w[1].1) <= (w[0].0, w[0].1) {
+                bail!(
+                    "object {}/{} after {}/{}: duplicated or out of order",
+                    w[1].0,
+                    w[1].1,
+                    w[0].0,
+                    w[0].1
+                );
+            }
+        }
+        let start = seen.iter().rposition(|s| s.2 <= from).unwrap_or(0);
+        Ok(seen[start..].windows(2).map(|w| w[1].2 - w[0].2).max().unwrap_or_default())
+    }
+}
+
+/// Subscribes to the broadcast's `video/180p` at `relay_port` and records every object.
+fn watch_video(
+    rt: &tokio::runtime::Runtime,
+    relay_port: u16,
+    dev_hash: &str,
+) -> Result<Arc<Arrivals>> {
+    let arrivals = Arc::new(Arrivals::default());
+    let url: Url = format!("moqt://127.0.0.1:{relay_port}/{BROADCAST}").parse()?;
+    let tls = ClientTls::pinned_hex(dev_hash)?;
+    let track = FullTrackName::new(TrackNamespace::from_path(BROADCAST)?, "video/180p")?;
+    let out = arrivals.clone();
+    let mut reader = rt.block_on(async move {
+        let (conn, driver) = moq::connect(&url, ClientOptions::new(tls)).await?;
+        tokio::spawn(driver.run());
+        let reader = tokio::time::timeout(WAIT, async {
+            loop {
+                match conn.subscribe(track.clone(), SubscribeOptions::default()).await {
+                    Ok(r) => return Ok(r),
+                    Err(e) if conn.close_reason().is_some() => return Err(e),
+                    // Not routed yet: the relay refused; ask again.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        })
+        .await
+        .context("subscribe")??;
+        // The connection lives as long as the reader's task holds it.
+        Ok::<_, anyhow::Error>((reader, conn))
+    })?;
+    rt.spawn(async move {
+        let _conn = &reader.1;
+        while let Some(o) = reader.0.next_object().await {
+            let mut seen = out.seen.lock().unwrap();
+            seen.push((o.group_id, o.object_id, Instant::now()));
+            out.cond.notify_all();
+        }
+    });
+    Ok(arrivals)
+}
+
+#[test]
+fn sigkill_and_drain_on_the_path_move_subscribers() -> Result<()> {
+    let _serial = serial();
+    let env = Env::new("mesh-failover")?;
+    let mut relays = seeded_mesh(&env)?;
+    for r in &relays {
+        let want = if r.name.ends_with('1') { 5.0 } else { 3.0 };
+        r.wait_metrics("links", |t| plain_metric(t, "tiermesh_mesh_links") == Some(want))?;
+    }
+    let a2 = by_name(&relays, "a2");
+    let _publisher = start_pub("pub", &a2.url(), &env.pin())?;
+    let (b2, c2) = (by_name(&relays, "b2"), by_name(&relays, "c2"));
+    b2.wait_routed()?;
+    c2.wait_routed()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let at_b2 = watch_video(&rt, b2.port, &env.dev_hash)?;
+    let at_c2 = watch_video(&rt, c2.port, &env.dev_hash)?;
+    // Both paths cross a1 (b2 - a1 - a2 and c2 - a1 - a2 win their ties by name).
+    let a1 = by_name(&relays, "a1");
+    a1.wait_metrics("a1 on both paths", |t| {
+        link_metric(t, "tiermesh_mesh_link_downstream_tracks", "b2") == Some(1.0)
+            && link_metric(t, "tiermesh_mesh_link_downstream_tracks", "c2") == Some(1.0)
+    })?;
+    at_b2.wait_for(30, "b2 before the kill")?;
+    at_c2.wait_for(30, "c2 before the kill")?;
+    let (nb, nc) = (at_b2.len(), at_c2.len());
+    let killed = Instant::now();
+    let i = relays.iter().position(|r| r.name == "a1").unwrap();
+    let mut a1 = relays.remove(i);
+    a1.proc.kill();
+    // 2 s of video (30 objects a second) after the kill, through b1 and c1.
+    at_b2.wait_for(nb + 60, "b2 after the kill")?;
+    at_c2.wait_for(nc + 60, "c2 after the kill")?;
+    let fb = at_b2.freeze_after(killed)?;
+    let fc = at_c2.freeze_after(killed)?;
+    println!("SIGKILL a1: largest gap in video/180p arrivals at b2 {fb:?}, at c2 {fc:?}");
+    assert!(fb < FREEZE_BOUND && fc < FREEZE_BOUND, "freeze b2 {fb:?}, c2 {fc:?}");
+    // Drain b1, now on b2's path (b2 - b1 - a2): SIGTERM, GOAWAY on its links; b2 moves to
+    // c1 (b2 - c1 - a2) and b1 exits when its links are gone.
+    let b1 = by_name(&relays, "b1");
+    b1.wait_metrics("b1 on b2's path", |t| {
+        link_metric(t, "tiermesh_mesh_link_downstream_tracks", "b2") == Some(1.0)
+    })?;
+    let nb = at_b2.len();
+    let drained = Instant::now();
+    let status =
+        std::process::Command::new("kill").args(["-TERM", &b1.proc.pid().to_string()]).status()?;
+    assert!(status.success());
+    at_b2.wait_for(nb + 60, "b2 after the drain")?;
+    let fd = at_b2.freeze_after(drained)?;
+    println!("SIGTERM (drain) b1: largest gap in video/180p arrivals at b2 {fd:?}");
+    assert!(fd < FREEZE_BOUND, "freeze {fd:?}");
+    let i = relays.iter().position(|r| r.name == "b1").unwrap();
+    let mut b1 = relays.remove(i);
+    let exit = b1.proc.wait_exit(WAIT)?;
+    assert!(exit.success(), "b1 did not drain cleanly\n{}", b1.proc.dump());
+    b1.proc.wait_line(Duration::from_secs(1), |l| l.text.contains("mesh draining: GOAWAY"))?;
+    drop(rt);
+    Ok(())
+}
+
+#[test]
+fn blackholed_link_moves_subscribers() -> Result<()> {
+    let _serial = serial();
+    let env = Env::new("mesh-blackhole")?;
+    // Static links: a1-a2, c1-c2 within regions, a2-c1 and c2-a1 across; c2 dials a1
+    // through `tiermesh link`.
+    let mut a1_spec = Spec::new("a1", "A", env.node("a1", None)?);
+    a1_spec.discover = false;
+    let a1 = MeshRelay::start(&env, a1_spec)?;
+    let mut a2 = Spec::new("a2", "A", env.node("a2", None)?);
+    a2.discover = false;
+    a2.peers = vec![peer("a1", "A", a1.mesh_port)];
+    let a2 = MeshRelay::start(&env, a2)?;
+    let mut c1 = Spec::new("c1", "C", env.node("c1", None)?);
+    c1.discover = false;
+    c1.peers = vec![peer("a2", "A", a2.mesh_port)];
+    let c1 = MeshRelay::start(&env, c1)?;
+    let link_port = free_udp_port();
+    let mut emulator = Proc::tiermesh(
+        "link",
+        [
+            "link",
+            "--listen",
+            &format!("127.0.0.1:{link_port}"),
+            "--to",
+            &format!("127.0.0.1:{}", a1.mesh_port),
+            "--profile",
+            "fiber",
+        ],
+    )?;
+    let mut c2 = Spec::new("c2", "C", env.node("c2", None)?);
+    c2.discover = false;
+    c2.peers = vec![peer("c1", "C", c1.mesh_port), peer("a1", "A", link_port)];
+    let c2 = MeshRelay::start(&env, c2)?;
+    for (r, n) in [(&a1, 2.0), (&a2, 2.0), (&c1, 2.0), (&c2, 2.0)] {
+        r.wait_metrics("links", |t| plain_metric(t, "tiermesh_mesh_links") == Some(n))?;
+    }
+    let _publisher = start_pub("pub", &a2.url(), &env.pin())?;
+    c2.wait_routed()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let at_c2 = watch_video(&rt, c2.port, &env.dev_hash)?;
+    // c2 - a1 - a2 wins the tie with c2 - c1 - a2 by name: the track crosses the emulator.
+    c2.wait_metrics("c2 subscribes through a1", |t| {
+        link_metric(t, "tiermesh_mesh_link_upstream_tracks", "a1") == Some(1.0)
+    })?;
+    at_c2.wait_for(30, "before the blackhole")?;
+    let n = at_c2.len();
+    let cut = Instant::now();
+    // Freeze the emulator: from now on nothing crosses the c2 - a1 link, in either way.
+    let status =
+        std::process::Command::new("kill").args(["-STOP", &emulator.pid().to_string()]).status()?;
+    assert!(status.success());
+    at_c2.wait_for(n + 60, "after the blackhole")?;
+    let freeze = at_c2.freeze_after(cut)?;
+    println!("blackholed c2-a1 link: largest gap in video/180p arrivals at c2 {freeze:?}");
+    assert!(freeze < FREEZE_BOUND, "freeze {freeze:?}");
+    let text = c2.metrics()?;
+    assert_eq!(link_metric(&text, "tiermesh_mesh_link_upstream_tracks", "c1"), Some(1.0), "{text}");
+    emulator.kill();
+    drop(rt);
+    Ok(())
+}
+
+fn peer(name: &str, region: &str, port: u16) -> (String, String, String) {
+    (name.to_owned(), region.to_owned(), format!("moqt://127.0.0.1:{port}"))
+}
+
+#[test]
+fn relays_without_the_right_identity_are_refused() -> Result<()> {
+    let _serial = serial();
+    let env = Env::new("mesh-identity")?;
+    let a1 = MeshRelay::start(&env, Spec::new("a1", "A", env.node("a1", None)?))?;
+    let mut b1 = Spec::new("b1", "B", env.node("b1", None)?);
+    b1.seeds = vec![a1.mesh_port];
+    let b1 = MeshRelay::start(&env, b1)?;
+    a1.wait_metrics("b1 linked", |t| link_metric(t, "tiermesh_mesh_link_up", "b1") == Some(1.0))?;
+    // A relay with a certificate from another CA.
+    cli(&["cert", "ca", "--name", "other", "--out", path(&env.root.join("other-ca"))])?;
+    let foreign_dir = env.node("x1", Some(&env.root.join("other-ca")))?;
+    let mut x1 = Spec::new("x1", "B", foreign_dir);
+    x1.seeds = vec![a1.mesh_port];
+    let x1 = MeshRelay::start(&env, x1)?;
+    // A relay of the right CA that claims to be b2 with the certificate of "y1".
+    let y1_dir = env.node("y1", None)?;
+    let mut b2 = Spec::new("b2", "B", y1_dir);
+    b2.seeds = vec![a1.mesh_port];
+    let imposter = MeshRelay::start(&env, b2)?;
+    // The foreign certificate fails the mutual TLS handshake.
+    a1.proc.wait_line(WAIT, |l| l.text.contains("UnknownIssuer"))?;
+    let refused = a1.proc.wait_line(WAIT, |l| l.text.contains("mesh peer refused (identity)"))?;
+    assert!(refused.text.contains("certificate is for"), "{}", refused.text);
+    x1.proc.wait_line(WAIT, |l| {
+        l.text.contains("mesh peer not reached") || l.text.contains("SETUP failed")
+    })?;
+    for r in [&a1, &b1] {
+        let text = r.metrics()?;
+        let peers: Vec<String> =
+            link_metrics(&text, "tiermesh_mesh_link_up").into_iter().map(|p| p.0).collect();
+        assert_eq!(peers.len(), 1, "{}: {peers:?}", r.name);
+        assert!(!peers.iter().any(|p| p == "x1" || p == "b2" || p == "y1"), "{peers:?}");
+    }
+    for r in [&x1, &imposter] {
+        assert_eq!(plain_metric(&r.metrics()?, "tiermesh_mesh_links"), Some(0.0), "{}", r.name);
+    }
+    Ok(())
+}
