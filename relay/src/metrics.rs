@@ -260,6 +260,8 @@ pub struct Metrics {
     pub subscriptions: Gauge,
     /// Tracks the relay holds (with a publisher or an upstream subscription).
     pub tracks: Gauge,
+    /// Downstream SUBSCRIBEs parked while the relay's upstream subscription is pending.
+    pub subscribes_pending: Gauge,
     /// Requests refused by authorization, by action (0 = publish, 1 = subscribe).
     auth_refused: [Counter; 2],
     objects_in: [Counter; CLASSES],
@@ -322,6 +324,7 @@ impl Metrics {
             sessions_refused: Counter::default(),
             subscriptions: Gauge::default(),
             tracks: Gauge::default(),
+            subscribes_pending: Gauge::default(),
             auth_refused: Default::default(),
             objects_in: Default::default(),
             bytes_in: Default::default(),
@@ -421,6 +424,12 @@ impl Metrics {
             self.subscriptions.get(),
         );
         gauge(&mut out, "tiermesh_tracks", "Tracks held by the relay.", self.tracks.get());
+        gauge(
+            &mut out,
+            "tiermesh_subscribes_pending",
+            "Downstream SUBSCRIBEs waiting for the relay's upstream subscription.",
+            self.subscribes_pending.get(),
+        );
 
         header(
             &mut out,

@@ -25,6 +25,12 @@ use crate::track::{SessionId, Track, Upstream, filter_bounds};
 /// round trip; 10 s bounds what a client that never sends it costs.
 const SETUP_WAIT: Duration = Duration::from_secs(10);
 
+/// How long the relay waits for its upstream SUBSCRIBE to be answered before the
+/// subscribers parked on it get REQUEST_ERROR TIMEOUT (draft-16 §9.8: "a relay could not
+/// establish an upstream subscription within the timeout"). A publisher answers in one round
+/// trip (under a second even over satellite); 5 s leaves room for a chain of relays.
+const UPSTREAM_SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
+
 /// How long the relay's joining FETCH upstream may take to fill the cache with the current
 /// group before downstream subscribers are answered without it.
 const UPSTREAM_FETCH_WAIT: Duration = Duration::from_secs(2);
@@ -251,19 +257,27 @@ enum Route {
 /// pending upstream, or onto a new track with a new upstream subscription.
 fn route(ctx: &Ctx, id: SessionId, req: SubscribeRequest) -> Route {
     let name = req.track.clone();
+    // The registry lock is held while the request is parked, so that a refused upstream
+    // (which takes the parked requests and forgets the track under the same lock) answers
+    // every request parked on it.
     let mut reg = ctx.registry.lock();
     if let Some(track) = reg.tracks.get(&name).cloned() {
-        drop(reg);
         let mut st = track.lock();
-        if let Upstream::Pending { .. } = st.upstream {
-            st.waiting.push((req, id));
-            return Route::Waiting;
+        if !st.removed {
+            if let Upstream::Pending { .. } = st.upstream {
+                st.park(req, id, &ctx.metrics);
+                return Route::Waiting;
+            }
+            // Counted before the registry lock is released, so that the last subscriber
+            // leaving meanwhile does not end the track under this one.
+            st.attaching += 1;
+            drop(st);
+            return Route::Attach(track, req);
         }
-        // Counted before the registry lock is released, so that the last subscriber
-        // leaving meanwhile does not end the track under this one.
-        st.attaching += 1;
+        // A track on its way out: forget it here and start afresh.
         drop(st);
-        return Route::Attach(track, req);
+        reg.tracks.remove(&name);
+        ctx.metrics.tracks.dec();
     }
     // No local publisher: the next hop of the best mesh route, if any.
     let found = reg
@@ -274,7 +288,7 @@ fn route(ctx: &Ctx, id: SessionId, req: SubscribeRequest) -> Route {
     };
     let track =
         Track::new(name.clone(), ctx.config.cache.groups, Upstream::Pending { session: publisher });
-    track.lock().waiting.push((req, id));
+    track.lock().park(req, id, &ctx.metrics);
     reg.tracks.insert(name, track.clone());
     ctx.metrics.tracks.inc();
     Route::New(track, publisher, conn)
@@ -375,24 +389,32 @@ pub(crate) async fn upstream(
 ) {
     match join_upstream(&track, &conn, &ctx).await {
         Ok(reader) => run_upstream(ctx, track, session, reader, false).await,
-        Err(e) => {
-            tracing::info!(track = %track.name, error = %e, "upstream subscription refused");
-            let code = match &e {
-                moq::Error::Rejected { code, .. } => *code,
-                _ => RequestErrorCode::InternalError,
-            };
+        Err((code, reason)) => {
+            tracing::info!(track = %track.name, ?code, %reason, "upstream subscription failed");
+            // Under the registry lock, as `route` parks requests: none can be parked
+            // after the parked ones are taken.
             let (waiting, held) = {
+                let mut reg = ctx.registry.lock();
                 let mut st = track.lock();
-                (std::mem::take(&mut st.waiting), !st.downstream.is_empty())
+                let waiting = st.take_waiting(&ctx.metrics);
+                let held = !st.downstream.is_empty() || st.attaching > 0;
+                if held {
+                    // New subscribers attach to the held track rather than park.
+                    st.upstream = Upstream::Lingering;
+                } else if !st.removed {
+                    st.removed = true;
+                    if reg.tracks.get(&track.name).is_some_and(|t| Arc::ptr_eq(t, &track)) {
+                        reg.tracks.remove(&track.name);
+                        ctx.metrics.tracks.dec();
+                    }
+                }
+                (waiting, held)
             };
             for (req, _) in waiting {
-                req.reject(code, "the publisher refused the subscription");
+                req.reject(code, &reason);
             }
             if held {
                 lose_upstream(&ctx, &track, None);
-            } else {
-                track.lock().removed = true;
-                remove_track(&ctx, &track);
             }
         }
     }
@@ -413,8 +435,8 @@ pub(crate) async fn take_over(
 ) {
     match join_upstream(&track, &conn, &ctx).await {
         Ok(reader) => run_upstream(ctx, track, session, reader, false).await,
-        Err(e) => {
-            tracing::info!(track = %track.name, error = %e, "second publisher refused: the current upstream stays");
+        Err((code, reason)) => {
+            tracing::info!(track = %track.name, ?code, %reason, "second publisher refused: the current upstream stays");
         }
     }
 }
@@ -422,18 +444,43 @@ pub(crate) async fn take_over(
 /// SUBSCRIBE (Largest Object) upstream with a joining FETCH for the current group, whose
 /// objects are forwarded (to the cache and to subscribers already held on the track, so
 /// that a track continued by a new publisher restarts at its group's first object).
+///
+/// On failure, the REQUEST_ERROR code and reason for the downstream subscribers: the
+/// publisher's own refusal, TIMEOUT when it does not answer in time, DOES_NOT_EXIST when its
+/// session ended first (the track is no longer available, as for a SUBSCRIBE that arrives
+/// after the publisher left), INTERNAL_ERROR when the session refused to send the request.
 async fn join_upstream(
     track: &Track,
     conn: &Connection,
     ctx: &Ctx,
-) -> Result<TrackReader, moq::Error> {
+) -> Result<TrackReader, (RequestErrorCode, String)> {
     // Largest Object: downstream subscribers with different filters come and go without
     // changing the upstream subscription (draft-16 §8.4).
     let options = SubscribeOptions::largest_object();
     // With a joining FETCH for the current group: the subscription starts after the
     // largest object, which downstream joiners are then told of, so the cache must hold
     // that group up to and including it before they are answered.
-    let (reader, fetch) = conn.join(track.name.clone(), options, 0).await?;
+    let joined =
+        tokio::time::timeout(UPSTREAM_SUBSCRIBE_WAIT, conn.join(track.name.clone(), options, 0))
+            .await;
+    let (reader, fetch) = match joined {
+        Ok(Ok(x)) => x,
+        Ok(Err(moq::Error::Rejected { code, reason, .. })) => {
+            return Err((code, format!("the publisher refused the subscription: {reason}")));
+        }
+        Ok(Err(e @ moq::Error::Session(_))) => {
+            return Err((RequestErrorCode::InternalError, format!("upstream: {e}")));
+        }
+        Ok(Err(e)) => {
+            return Err((RequestErrorCode::DoesNotExist, format!("the publisher left: {e}")));
+        }
+        Err(_) => {
+            return Err((
+                RequestErrorCode::Timeout,
+                "the publisher did not answer the subscription in time".into(),
+            ));
+        }
+    };
     if let Ok(mut f) = fetch {
         let fill = async {
             while let Some(o) = f.next().await {
@@ -460,6 +507,11 @@ pub(crate) async fn run_upstream(
         let mut st = track.lock();
         if st.removed {
             // Nobody holds the track any more: dropping the reader unsubscribes.
+            let waiting = st.take_waiting(&ctx.metrics);
+            drop(st);
+            for (req, _) in waiting {
+                req.reject(RequestErrorCode::DoesNotExist, "the track ended");
+            }
             return;
         }
         // A newer publisher takes the track over: the older upstream is released and the
@@ -478,7 +530,7 @@ pub(crate) async fn run_upstream(
         st.set_upstream_info(reader.extensions(), reader.largest());
         st.upstream = Upstream::Active { session, pushed, release: Some(release) };
         st.generation += 1;
-        let waiting = std::mem::take(&mut st.waiting);
+        let waiting = st.take_waiting(&ctx.metrics);
         st.attaching += waiting.len();
         (waiting, st.generation)
     };

@@ -153,6 +153,19 @@ impl TrackState {
         }
     }
 
+    /// Parks a downstream SUBSCRIBE until the pending upstream subscription is answered.
+    pub(crate) fn park(&mut self, req: SubscribeRequest, session: SessionId, metrics: &Metrics) {
+        self.waiting.push((req, session));
+        metrics.subscribes_pending.inc();
+    }
+
+    /// Takes every parked SUBSCRIBE (each must then be answered).
+    pub(crate) fn take_waiting(&mut self, metrics: &Metrics) -> Vec<(SubscribeRequest, SessionId)> {
+        let waiting = std::mem::take(&mut self.waiting);
+        metrics.subscribes_pending.set(metrics.subscribes_pending.get() - waiting.len() as i64);
+        waiting
+    }
+
     /// Adds a downstream subscription and replays the cached objects its filter passes.
     /// Returns its key.
     pub(crate) fn add_downstream(
