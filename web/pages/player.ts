@@ -34,7 +34,7 @@ async function main(): Promise<void> {
       canvas,
       audio: cfg.params.get('audio') !== '0',
       startTier: fixed !== null && fixed !== 'auto' ? Number(fixed) : cfg.params.get('start') === 'highest' ? 'highest' : 'lowest',
-      abr: fixed !== null && fixed !== 'auto' ? false : {},
+      abr: fixed !== null && fixed !== 'auto' ? false : cfg.params.get('hold') ? { holdMs: Number(cfg.params.get('hold')) } : {},
       onStats: (s) => renderStats(document.getElementById('stats'), s),
       onError: (e) => showError(e.message, e.kind),
     });

@@ -147,3 +147,21 @@ test('ABR steps down when a group is lost even if latency shows nothing', () => 
   abr.onStall(3100);
   assert.deepEqual(abr.decide(3200), { tier: 1, reason: 'video stalled: a group was lost' });
 });
+
+test('a throughput figure from a congested spell is forgotten when the tier gives no new bursts', () => {
+  const abr = new Abr(ladder, 1, { holdMs: 2000 });
+  // Congested: 8 kB key frames taking 200 ms (320 kb/s) drive it down to the lowest tier.
+  for (let g = 0; g < 4; g++) abr.onObject(g * 1000, 8000, g * 1000, g * 1000 + 200, 60);
+  assert.equal(abr.decide(4000)?.tier, 0);
+  assert.ok(abr.throughput > 0 && abr.throughput < 400_000);
+  // The lowest tier's frames are too small to measure the link; latency is calm again.
+  let up: number | undefined;
+  let t = 4000;
+  for (; t < 20000 && up === undefined; t += 100) {
+    abr.onObject(t, 1500, t, t + 2, 60);
+    up = abr.decide(t)?.tier;
+  }
+  assert.equal(up, 1, 'stepped up once the stale figure expired');
+  assert.ok(t >= 3000 + 5000, `not before the last burst (3 s) was 5 s old: ${t}`);
+  assert.equal(abr.throughput, 0);
+});

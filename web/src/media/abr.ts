@@ -38,6 +38,13 @@ export interface AbrConfig {
   settleMs: number;
   /** Window (ms) for the latency floor. */
   floorWindowMs: number;
+  /**
+   * Age (ms) past which the throughput estimate is forgotten (unknown again) when no new
+   * burst measured it. 5 s: a few groups. Low tiers' key frames are often too small to
+   * measure, so without this a figure taken while the link was congested would bar every
+   * step up long after the link recovered.
+   */
+  throughputMaxAgeMs: number;
 }
 
 /** Defaults of {@link AbrConfig}. */
@@ -51,6 +58,7 @@ export const DEFAULT_ABR: AbrConfig = {
   downMargin: 0.9,
   settleMs: 1500,
   floorWindowMs: 10000,
+  throughputMaxAgeMs: 5000,
 };
 
 /** One decision. */
@@ -75,6 +83,7 @@ export class Abr {
   private fast = 0;
   private slow = 0;
   private burstSamples = 0;
+  private lastBurst = -Infinity;
   private calmSince?: number;
   private lastSwitch = -Infinity;
   private hold: number;
@@ -136,7 +145,8 @@ export class Abr {
     // frame arrives as a burst at the link's rate, small frames at the encoder's pace.
     if (bytes >= 6000 && dt >= 2) {
       const bps = (bytes * 8 * 1000) / dt;
-      if (this.burstSamples === 0) {
+      if (this.burstSamples === 0 || now - this.lastBurst > this.cfg.throughputMaxAgeMs) {
+        this.burstSamples = 0;
         this.fast = bps;
         this.slow = bps;
       } else {
@@ -144,6 +154,7 @@ export class Abr {
         this.slow = 0.15 * bps + 0.85 * this.slow;
       }
       this.burstSamples++;
+      this.lastBurst = now;
     }
   }
 
@@ -161,6 +172,7 @@ export class Abr {
 
   /** Decides the tier to play now; returns a decision only when it differs from the current tier. */
   decide(now: number): AbrDecision | undefined {
+    if (this.burstSamples > 0 && now - this.lastBurst > this.cfg.throughputMaxAgeMs) this.burstSamples = 0;
     const excess = this.excess(now);
     const cur = this.tiers[this.current];
     const tp = this.throughput;

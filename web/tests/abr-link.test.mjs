@@ -1,0 +1,99 @@
+// Guards: ABR against a real shaped link. `tiermesh pub --test-pattern` (H.264, 180p/360p/
+// 720p) feeds the relay; the browser player reaches the relay only through `tiermesh link
+// --profile step` (3 Mbit/s, 30 ms, a third of the rate for 10 s in the middle). The player
+// starts at 720p, steps down a tier within DOWN_WITHIN_MS of the drop, steps back up to 720p
+// after the rate returns (ABR hold shortened to 3 s by the page's hold=3000), and the picture (the barcode frame number on the canvas, sampled at
+// every animation frame) never stalls longer than STALL_BOUND_MS. Skipped without Chromium
+// or the tiermesh binary.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { haveChromium, launch, open, stats, screenshot } from './chromium.mjs';
+import { BIN, child, freeUdpPort, hasSubcommand, killChildren, startRelay, waitOutput } from './procs.mjs';
+import { frameProgress } from '../dist/lib/media/barcode.js';
+
+const skip = (!haveChromium() && 'no chromium') || (!hasSubcommand('link') && `no tiermesh binary at ${BIN}`);
+
+/** Longest frozen picture allowed across the drop and both switches. */
+const STALL_BOUND_MS = 1000;
+/** The step link's run: the rate is 1 Mbit/s from 12 s to 22 s after it starts. */
+const LINK_S = 34;
+const DROP_AT_MS = 12000;
+const RESTORE_AT_MS = 22000;
+/** The step down must come this soon after the drop (2 to 5 s measured). */
+const DOWN_WITHIN_MS = 8000;
+
+let browser;
+let relay;
+before(async () => {
+  if (skip) return;
+  browser = await launch();
+  relay = await startRelay();
+});
+after(async () => {
+  await browser?.close();
+  killChildren();
+});
+
+test('over tiermesh link --profile step the player steps down when the rate drops and back up when it returns', { skip }, async () => {
+  const broadcast = 'demo/abr-step';
+  const pub = child(['pub', `${relay.base}/${broadcast}`, '--tls-cert-hash', relay.hash, '--test-pattern', '--duration', '90s']);
+  await waitOutput(pub, /published /, 30000, 'tiermesh pub');
+  const port = await freeUdpPort();
+  const link = child(['link', '--listen', `127.0.0.1:${port}`, '--to', relay.addr, '--profile', 'step', '--duration', `${LINK_S}s`, '--stats-interval', '0']);
+  const linkStart = Date.now();
+  await waitOutput(link, /tiermesh link: /, 10000, 'tiermesh link');
+  // The browser talks to the emulator's port; the certificate is the relay's, pinned by hash.
+  const { page, pageErrors } = await open(
+    browser,
+    `${relay.pages}/player.html?url=https://127.0.0.1:${port}/${broadcast}&hash=${relay.hash}&start=highest&hold=3000&audio=0`,
+  );
+  await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 15, null, { timeout: 20000 });
+  const since = (t) => t - linkStart;
+  // Watch the picture in the page from now until the end, while the test follows the tiers.
+  const watching = page.evaluate(
+    (ms) =>
+      new Promise((resolve) => {
+        const samples = [];
+        const end = performance.now() + ms;
+        const look = () => {
+          const t = performance.now();
+          samples.push({ t, frame: window.tiermeshReadBarcode(), tier: window.tiermeshStats.tierIndex });
+          if (t < end) requestAnimationFrame(look);
+          else resolve(samples);
+        };
+        requestAnimationFrame(look);
+      }),
+    LINK_S * 1000 - since(Date.now()) - 2500,
+  );
+  const top = (await stats(page)).tiers.length - 1;
+  assert.equal(top, 2);
+  // Down: after the drop, below 720p.
+  await page.waitForFunction((top) => window.tiermeshStats.tierIndex < top, top, { timeout: RESTORE_AT_MS - since(Date.now()) });
+  const downAt = since(Date.now());
+  const down = await stats(page);
+  // Up: after the rate returns, back at 720p.
+  await page.waitForFunction((top) => window.tiermeshStats.tierIndex === top, top, { timeout: LINK_S * 1000 - since(Date.now()) - 2500 });
+  const upAt = since(Date.now());
+  await screenshot(page, 'abr-link-step');
+  const samples = await watching;
+  const s = await stats(page);
+  const progress = frameProgress(samples.map(({ t, frame }) => ({ t, frame })));
+  await page.close();
+  link.kill();
+  pub.kill();
+
+  const switches = s.switches.map((x) => `${x.to} at ${Math.round(since(x.at))} ms (${x.reason})`).join('; ');
+  console.log(`step link: down at ${downAt} ms (drop at ${DROP_AT_MS}), up at ${upAt} ms (restore at ${RESTORE_AT_MS}); switches: ${switches}`);
+  console.log(
+    `step link picture: longest freeze ${Math.round(progress.longestFreezeMs)} ms, advancing at ${progress.advanceFps.toFixed(1)} fps, ` +
+      `${progress.distinctFps.toFixed(1)} distinct frames/s, ${progress.unreadable}/${progress.samples} unreadable, latency p50 ${s.latencyMs.p50} ms`,
+  );
+  assert.deepEqual(pageErrors, []);
+  assert.ok(downAt >= DROP_AT_MS - 1000, `stepped down at ${downAt} ms, before the rate dropped (${DROP_AT_MS} ms): ${switches}`);
+  assert.ok(downAt < DROP_AT_MS + DOWN_WITHIN_MS, `stepped down only at ${downAt} ms: ${switches}`);
+  assert.ok(down.tierIndex >= 0 && down.tierIndex < top);
+  assert.ok(upAt >= RESTORE_AT_MS, `back at 720p at ${upAt} ms, before the rate returned: ${switches}`);
+  assert.ok(progress.longestFreezeMs < STALL_BOUND_MS, `picture froze for ${Math.round(progress.longestFreezeMs)} ms`);
+  assert.equal(progress.backwards, 0);
+  assert.ok(progress.unreadable <= 0.05 * progress.samples, `${progress.unreadable}/${progress.samples} samples unreadable`);
+});
