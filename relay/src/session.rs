@@ -135,6 +135,11 @@ async fn serve(
             },
             _ = conn.closed() => return,
             _ = &mut expired => {
+                // draft-16 §3.4 (Termination) defines EXPIRED_AUTH_TOKEN (0x18) for "the
+                // authorization token has expired"; UNAUTHORIZED (0x2) is for a client "not
+                // authorized to establish a session", which it was until now. So the session
+                // whose token runs out is closed with EXPIRED_AUTH_TOKEN, as is one whose
+                // SETUP token has already expired (above).
                 tracing::info!("session token expired: closing");
                 conn.close(TerminationCode::ExpiredAuthToken, "authorization token expired");
                 return;
@@ -213,6 +218,20 @@ fn check_namespace(ctx: &Ctx, namespace: &TrackNamespace) -> Result<(), String> 
     Ok(())
 }
 
+/// The REQUEST_ERROR code for a request whose token check failed (draft-16 §9.8, codes in
+/// §13.4.2): EXPIRED_AUTH_TOKEN (0x5) for a token whose `exp` has passed ("Authorization
+/// token has expired"), MALFORMED_AUTH_TOKEN (0x4) for a token value that cannot be parsed
+/// (§9.2.2.1: a well-formed Token structure with an invalid parameter value), UNAUTHORIZED
+/// (0x1) for everything else: no token, a bad signature or unknown key, or a valid token
+/// that does not grant this action on this namespace.
+fn refusal_code(e: &AuthError) -> RequestErrorCode {
+    match e {
+        AuthError::Expired { .. } => RequestErrorCode::ExpiredAuthToken,
+        AuthError::Malformed(_) => RequestErrorCode::MalformedAuthToken,
+        _ => RequestErrorCode::Unauthorized,
+    }
+}
+
 macro_rules! admit {
     ($ctx:expr, $grant:expr, $req:expr, $action:expr, $ns:expr) => {
         if let Err(reason) = check_namespace($ctx, $ns) {
@@ -223,7 +242,7 @@ macro_rules! admit {
         if let Err(e) = authorize($ctx, $grant, &$req.params, $action, $ns) {
             tracing::info!(error = %e, action = %$action, "request refused: unauthorized");
             $ctx.metrics.auth_refused($action);
-            $req.reject(RequestErrorCode::Unauthorized, &e.to_string());
+            $req.reject(refusal_code(&e), &e.to_string());
             return;
         }
     };

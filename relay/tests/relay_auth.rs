@@ -1,6 +1,7 @@
-//! Guards access control: a missing, expired or out-of-scope token gets REQUEST_ERROR
-//! UNAUTHORIZED, a valid one passes, and a session is closed with EXPIRED_AUTH_TOKEN when
-//! its token expires.
+//! Guards access control as draft-16 words it: a missing or out-of-scope token gets
+//! REQUEST_ERROR UNAUTHORIZED, an expired one EXPIRED_AUTH_TOKEN and an unparsable one
+//! MALFORMED_AUTH_TOKEN (§9.8); a valid one passes; a session is closed with the session
+//! error EXPIRED_AUTH_TOKEN (0x18, §3.4) when its token expires.
 
 mod common;
 
@@ -49,9 +50,13 @@ fn token(
 }
 
 fn unauthorized(r: Result<impl std::fmt::Debug, Error>) {
+    refused(r, RequestErrorCode::Unauthorized);
+}
+
+fn refused(r: Result<impl std::fmt::Debug, Error>, code: RequestErrorCode) {
     match r {
-        Err(Error::Rejected { code: RequestErrorCode::Unauthorized, .. }) => {}
-        other => panic!("expected UNAUTHORIZED, got {other:?}"),
+        Err(Error::Rejected { code: got, .. }) if got == code => {}
+        other => panic!("expected {code:?}, got {other:?}"),
     }
 }
 
@@ -83,7 +88,17 @@ async fn requests_need_a_valid_token_in_scope() {
     let expired =
         token(&k.key, now - Duration::from_secs(600), Duration::from_secs(60), &[], &["clinic"]);
     let opts = SubscribeOptions { token: Some(expired), ..Default::default() };
-    unauthorized(within("subscribe", anon.subscribe(track("video"), opts)).await);
+    refused(
+        within("subscribe", anon.subscribe(track("video"), opts)).await,
+        RequestErrorCode::ExpiredAuthToken,
+    );
+    // A token value that is not a JWT at all.
+    let opts =
+        SubscribeOptions { token: Some(Bytes::from_static(b"not a jwt")), ..Default::default() };
+    refused(
+        within("subscribe", anon.subscribe(track("video"), opts)).await,
+        RequestErrorCode::MalformedAuthToken,
+    );
 
     // A valid token in the request passes, and so does one in the URL (`?jwt=`).
     let good = token(&k.key, now, hour, &[], &["clinic/room-42"]);
@@ -102,7 +117,7 @@ async fn requests_need_a_valid_token_in_scope() {
         .await
         .unwrap();
     let rendered = relay.metrics().render();
-    assert!(rendered.contains("tiermesh_auth_refused_total{action=\"subscribe\"} 3"), "{rendered}");
+    assert!(rendered.contains("tiermesh_auth_refused_total{action=\"subscribe\"} 4"), "{rendered}");
     assert!(rendered.contains("tiermesh_auth_refused_total{action=\"publish\"} 1"), "{rendered}");
     relay.shutdown().await;
 }

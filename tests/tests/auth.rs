@@ -66,6 +66,7 @@ fn tokens_are_required_scoped_and_expire() {
     let (_, ok, p) = sub("expired", Some(&short), "2s");
     assert!(!ok, "{}", p.dump());
     let out = all_output(&p);
-    assert!(out.contains("EXPIRED_AUTH_TOKEN") || out.contains("UNAUTHORIZED"), "{out}");
+    // draft-16 §3.4: EXPIRED_AUTH_TOKEN (0x18), not UNAUTHORIZED, for an expired token.
+    assert!(out.contains("EXPIRED_AUTH_TOKEN"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
