@@ -4,7 +4,7 @@
 // the picture never freezes for long across a switch.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { haveChromium, launch, open, pageUrl, stats, longestFreeze } from './chromium.mjs';
+import { haveChromium, launch, open, pageUrl, stats, longestFreeze, screenshot } from './chromium.mjs';
 
 let browser;
 before(async () => {
@@ -18,6 +18,7 @@ test('ABR steps up to the top tier on a calm link, without freezing', { skip: !h
   const freeze = await longestFreeze(page, 9000);
   await page.waitForFunction(() => window.tiermeshStats?.tier === 'video/720p', null, { timeout: 15000 });
   const s = await stats(page);
+  await screenshot(page, 'loopback-abr-up');
   assert.deepEqual(pageErrors, []);
   assert.deepEqual(s.tiers, ['video/180p', 'video/360p', 'video/720p']);
   // One step at a time, 180p → 360p → 720p (on a loaded machine a latency spike may add a
@@ -47,6 +48,7 @@ test('ABR steps down quickly when the link degrades', { skip: !haveChromium() &&
   await page.waitForFunction((n) => window.tiermeshStats.framesDrawn > n + 30, drawnAtSwitch, { timeout: 10000 });
   const s = await stats(page);
   const pub = await page.evaluate(() => ({ ...window.tiermeshPublisherStats }));
+  await screenshot(page, 'loopback-abr-down');
   assert.deepEqual(pageErrors, []);
   assert.match(s.switches.at(-1).reason, /latency|throughput/);
   // The publisher's uplink (the shaped link) slowed down too: its encoders follow it.

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { haveChromium, launch, open, pageUrl, stats, longestFreeze } from './chromium.mjs';
+import { haveChromium, launch, open, pageUrl, stats, longestFreeze, screenshot } from './chromium.mjs';
 
 const BRIDGE = fileURLToPath(new URL('./wt_bridge.py', import.meta.url));
 const haveAioquic = spawnSync('python3', ['-c', 'import aioquic'], { stdio: 'ignore' }).status === 0;
@@ -54,6 +54,7 @@ test('over WebTransport: video drawn and audio played', { skip }, async () => {
   assert.ok(s.audioFramesPlayed >= 100, `audio frames played: ${s.audioFramesPlayed}`);
   assert.ok(s.audioFramesConcealed <= 0.15 * s.audioFramesPlayed, `concealed ${s.audioFramesConcealed} of ${s.audioFramesPlayed}`);
   assert.ok(s.latencyMs.p50 < 300, `latency p50 ${s.latencyMs.p50} ms`);
+  await screenshot(page, 'bridge-webtransport');
   console.log(`webtransport: ${s.framesDrawn} frames, audio ${s.audioFramesPlayed}/${s.audioFramesConcealed} concealed, latency p50 ${s.latencyMs.p50} ms, throughput estimate ${s.throughputKbps} kb/s`);
   await page.close();
 });
@@ -67,6 +68,7 @@ test('over WebTransport: ABR climbs the ladder without a freeze', { skip }, asyn
   assert.deepEqual(pageErrors, []);
   assert.deepEqual(s.errors, []);
   assert.ok(freeze < 700, `picture froze for ${freeze} ms`);
+  await screenshot(page, 'bridge-webtransport-ladder');
   console.log(`webtransport ladder: ${s.switches.map((x) => `${x.to} (${x.reason})`).join(', ')}; freeze ${freeze} ms`);
   await page.close();
 });

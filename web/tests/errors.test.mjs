@@ -2,7 +2,7 @@
 // browser, the relay unreachable or its certificate refused.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { haveChromium, launch, pageUrl, stats } from './chromium.mjs';
+import { haveChromium, launch, pageUrl, screenshot, stats } from './chromium.mjs';
 
 let browser;
 before(async () => {
@@ -12,20 +12,21 @@ after(async () => browser?.close());
 
 const skip = !haveChromium() && 'no chromium';
 
-async function errorOf(url, init) {
+async function errorOf(url, init, shot) {
   const page = await browser.newPage();
   if (init) await page.addInitScript(init);
   await page.goto(url);
   await page.waitForFunction(() => window.tiermeshStats?.state === 'error', null, { timeout: 20000 });
   const banner = await page.locator('#error').textContent();
   const s = await stats(page);
+  await screenshot(page, shot);
   await page.close();
   return { banner, kind: s.errorKind, s };
 }
 
 for (const name of ['player.html', 'publisher.html', 'room.html']) {
   test(`${name} without a relay URL says how to give one`, { skip }, async () => {
-    const { banner, kind } = await errorOf(pageUrl(name));
+    const { banner, kind } = await errorOf(pageUrl(name), undefined, `error-no-url-${name}`);
     assert.equal(kind, 'config');
     assert.match(banner, /\?url=https:\/\/host:port/);
   });
@@ -36,6 +37,7 @@ for (const name of ['player.html', 'publisher.html', 'room.html']) {
       () => {
         delete window.WebTransport;
       },
+      `error-no-webtransport-${name}`,
     );
     assert.equal(kind, 'unsupported');
     assert.match(banner, /no WebTransport/);
@@ -44,7 +46,7 @@ for (const name of ['player.html', 'publisher.html', 'room.html']) {
   test(`${name} with an unreachable relay or refused certificate says so`, { skip }, async () => {
     // Port 9 (discard) on loopback: nothing answers QUIC there.
     const hash = 'ab'.repeat(32);
-    const { banner, kind } = await errorOf(pageUrl(name, `?url=https://127.0.0.1:9/demo/live&hash=${hash}&role=doctor`));
+    const { banner, kind } = await errorOf(pageUrl(name, `?url=https://127.0.0.1:9/demo/live&hash=${hash}&role=doctor`), undefined, `error-unreachable-${name}`);
     assert.equal(kind, 'connect');
     assert.match(banner, /Could not connect to https:\/\/127\.0\.0\.1:9\/demo\/live/);
     assert.match(banner, /certificate/);

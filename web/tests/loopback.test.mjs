@@ -4,7 +4,7 @@
 // The transport is the in-page memory pair (no relay needed), so this checks the media path.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { haveChromium, launch, open, pageUrl, stats, longestFreeze } from './chromium.mjs';
+import { haveChromium, launch, open, pageUrl, stats, longestFreeze, screenshot } from './chromium.mjs';
 
 let browser;
 before(async () => {
@@ -24,6 +24,7 @@ test('loopback: video drawn, audio played, latency low', { skip: !haveChromium()
   assert.ok(s.audioFramesPlayed >= 150, `audio frames played: ${s.audioFramesPlayed}`);
   assert.ok(s.audioFramesConcealed <= 0.15 * s.audioFramesPlayed, `concealed ${s.audioFramesConcealed} of ${s.audioFramesPlayed}`);
   assert.ok(s.latencyMs.p50 > 0 && s.latencyMs.p50 < 300, `capture-to-display latency p50 ${s.latencyMs.p50} ms`);
+  await screenshot(page, 'loopback-h264');
   console.log(`loopback: ${s.framesDrawn} frames drawn, freeze ${freeze} ms, audio ${s.audioFramesPlayed} played / ${s.audioFramesConcealed} concealed, latency p50 ${s.latencyMs.p50} ms`);
   await page.close();
 });
@@ -33,6 +34,7 @@ test('loopback AV1: the player decodes AV1', { skip: !haveChromium() && 'no chro
   await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 20, null, { timeout: 20000 });
   const s = await stats(page);
   const pub = await page.evaluate(() => window.tiermeshPublisherStats.codec);
+  await screenshot(page, 'loopback-av1');
   assert.match(pub, /^av01/);
   assert.deepEqual(pageErrors, []);
   assert.deepEqual(s.errors, []);

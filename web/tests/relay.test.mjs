@@ -1,16 +1,20 @@
 // Guards: the browser client against the real relay (`tiermesh relay`, development
-// certificate pinned by hash, WebTransport on loopback): a browser publisher's camera and
-// microphone reach a browser player through the relay; over an emulated rural link
-// (`tiermesh link`) a player that starts at 720p steps down within seconds and plays on
-// without stalls; a missing broadcast is reported as such; a doctor and a patient in a
-// room see and hear each other; the Rust subscriber
+// certificate pinned by hash, WebTransport on loopback, pages served by the relay): a
+// browser publisher's camera and microphone reach a browser player through the relay,
+// glass to glass (capture to display, from the LOC timestamps) under 150 ms; over an
+// emulated rural link (`tiermesh link`) a player that starts at the test pattern's 720p
+// steps down within seconds and plays on without stalls; a missing broadcast is reported as
+// such; a doctor and a patient in a room see and hear each other; the Rust subscriber
 // (`tiermesh sub`) reads what the browser publishes and the browser player reads what the
 // Rust publisher (`tiermesh pub`) sends. Skipped when the tiermesh binary is not built
 // (TIERMESH_BIN, else $CARGO_TARGET_DIR/debug/tiermesh, else ../target/debug/tiermesh).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { haveChromium, launch, open, stats, longestFreeze, screenshot } from './chromium.mjs';
-import { child, freeUdpPort, hasSubcommand, runToEnd, startRelay, killChildren, BIN } from './procs.mjs';
+import { child, freeUdpPort, hasSubcommand, runToEnd, startRelay, killChildren, waitOutput, BIN } from './procs.mjs';
+
+/** Bound on capture-to-display latency, browser publisher → relay → browser player on loopback. */
+const GLASS_TO_GLASS_MS = 150;
 
 const skip = (!haveChromium() && 'no chromium') || (!hasSubcommand('relay') && `no tiermesh binary with a relay subcommand at ${BIN}`);
 
@@ -46,7 +50,10 @@ test('a browser publisher reaches a browser player through the relay', { skip },
   assert.equal(s.state, 'playing');
   assert.ok(freeze < 500, `picture froze for ${freeze} ms`);
   assert.ok(s.audioFramesPlayed >= 100, `audio frames played ${s.audioFramesPlayed}`);
-  assert.ok(s.latencyMs.p50 < 400, `capture-to-display latency p50 ${s.latencyMs.p50} ms`);
+  // Glass to glass on loopback: capture (the LOC timestamp the browser publisher stamps) to
+  // the frame drawn on the player's canvas, median of the last 120 frames drawn.
+  assert.ok(s.latencyMs.p50 > 0 && s.latencyMs.p50 < GLASS_TO_GLASS_MS, `capture-to-display latency p50 ${s.latencyMs.p50} ms`);
+  await screenshot(player.page, 'relay-browser-to-browser');
   console.log(
     `relay: ${s.framesDrawn} frames drawn, audio ${s.audioFramesPlayed} played / ${s.audioFramesConcealed} concealed, ` +
       `latency p50 ${s.latencyMs.p50} ms (arrival ${s.arrivalLatencyMs.p50} ms), publisher ${p.sentKbps} kb/s`,
@@ -55,18 +62,17 @@ test('a browser publisher reaches a browser player through the relay', { skip },
   await pub.page.close();
 });
 
-// todo: about one run in three the relay answers the SUBSCRIBE of the lower tier only after
-// more than 10 s (its control stream waits behind video data on the congested link), so the
-// step down cannot happen; playback goes on at 720p meanwhile.
-test('over a rural link the player steps down at once and plays on', { skip, todo: 'relay control messages starved by video on a congested link' }, async () => {
+test('over a rural link the player steps down at once and plays on', { skip }, async () => {
   const port = await freeUdpPort();
   const relayAddr = base.replace('https://', '');
   // 1 Mbit/s, 60 ms one way, 1 % loss, the same random run every time.
   child(['link', '--listen', `127.0.0.1:${port}`, '--to', relayAddr, '--profile', 'rural', '--seed', '7', '--duration', '90s', '--stats-interval', '0']);
-  const pub = await open(browser, pageUrl('publisher.html', `?url=${base}/demo/rural&hash=${hash}&ladder=1`));
-  await pub.page.waitForFunction(() => window.tiermeshStats?.state === 'publishing', null, { timeout: 20000 });
+  // The test pattern's 720p (about 1.5 Mbit/s) cannot cross a 1 Mbit/s link, whatever the
+  // picture (a browser camera's 720p may need only half of that, and then staying is right).
+  const pub = child(['pub', `${base}/demo/rural`, '--tls-cert-hash', hash, '--test-pattern', '--duration', '90s']);
+  await waitOutput(pub, /published /, 30000, 'tiermesh pub');
   const t0 = Date.now();
-  const player = await open(browser, pageUrl('player.html', `?url=https://127.0.0.1:${port}/demo/rural/source&hash=${hash}&start=highest`));
+  const player = await open(browser, pageUrl('player.html', `?url=https://127.0.0.1:${port}/demo/rural&hash=${hash}&start=highest`));
   await player.page
     .waitForFunction(() => window.tiermeshStats?.tierIndex >= 0 && window.tiermeshStats.tierIndex < 2, null, { timeout: 20000 })
     .catch(async (e) => {
@@ -78,6 +84,7 @@ test('over a rural link the player steps down at once and plays on', { skip, tod
   const before = await stats(player.page);
   const freeze = await longestFreeze(player.page, 8000);
   const s = await stats(player.page);
+  await screenshot(player.page, 'relay-rural-link');
   const played = s.audioFramesPlayed - before.audioFramesPlayed;
   const concealed = s.audioFramesConcealed - before.audioFramesConcealed;
   assert.deepEqual(player.pageErrors, []);
@@ -90,7 +97,7 @@ test('over a rural link the player steps down at once and plays on', { skip, tod
       `audio ${concealed}/${played} concealed, latency p50 ${s.latencyMs.p50} ms, tier ${s.tier}`,
   );
   await player.page.close();
-  await pub.page.close();
+  pub.kill();
 });
 
 test('a broadcast that is not there is reported as not found', { skip }, async () => {
@@ -99,6 +106,7 @@ test('a broadcast that is not there is reported as not found', { skip }, async (
   const s = await stats(page);
   assert.equal(s.errorKind, 'not-found');
   assert.match(await page.locator('#error').textContent(), /Broadcast demo\/nobody not found/);
+  await screenshot(page, 'relay-not-found');
   await page.close();
 });
 
@@ -115,6 +123,8 @@ test('a doctor and a patient see and hear each other', { skip }, async () => {
   }
   const d = await stats(doctor.page);
   const p = await stats(patient.page);
+  await screenshot(doctor.page, 'room-doctor');
+  await screenshot(patient.page, 'room-patient');
   assert.match(d.playing, /^clinic\/room-42\/patient/);
   assert.match(p.playing, /^clinic\/room-42\/doctor/);
   assert.deepEqual(doctor.pageErrors, []);
@@ -132,22 +142,24 @@ test('the Rust subscriber reads what the browser publishes', { skip }, async () 
   const report = JSON.parse(out.trim().split('\n').at(-1) || '{}');
   assert.equal(report.error ?? null, null, `tiermesh sub: ${err}`);
   const byName = Object.fromEntries(report.tracks.map((t) => [t.name, t]));
-  assert.ok(byName.audio?.objects >= 100, `audio objects ${byName.audio?.objects}`);
+  assert.ok(byName.audio?.objects >= 100, `audio objects ${byName.audio?.objects}: ${out.slice(0, 1500)}`);
   assert.ok(byName['video/720p']?.objects >= 40, `video objects ${byName['video/720p']?.objects}`);
   assert.equal(byName['video/720p'].missing_objects, 0);
+  await screenshot(pub.page, 'relay-publisher-to-tiermesh-sub');
   console.log(`tiermesh sub: ${report.tracks.map((t) => `${t.name} ${t.objects} objects, latency ${JSON.stringify(t.latency_ms)}`).join('; ')}`);
   await pub.page.close();
 });
 
-// todo: today neither this player nor `tiermesh sub` receives the catalog of a `tiermesh
-// pub` broadcast through the relay (it subscribes upstream after the catalog object went by).
-test('the browser player reads what the Rust publisher sends', { skip, todo: 'relay does not yet deliver the catalog of tiermesh pub' }, async () => {
+// The encoded test pattern of `tiermesh pub` is played (and its barcode read) in
+// testpattern.test.mjs; this one checks the protocol with the synthetic broadcast.
+test('the browser player reads what the Rust publisher sends', { skip }, async () => {
   const rust = child(['pub', `${base}/demo/synthetic`, '--tls-cert-hash', hash, '--duration', '60s']);
-  await new Promise((r) => setTimeout(r, 1500));
+  await waitOutput(rust, /published /, 30000, 'tiermesh pub');
   const { page } = await open(browser, pageUrl('player.html', `?url=${base}/demo/synthetic&hash=${hash}&audio=0`));
   // The synthetic payloads are filler bytes, not media: this checks the protocol, not decoding.
   await page.waitForFunction(() => window.tiermeshStats?.bitrateKbps > 50, null, { timeout: 20000 });
   const s = await stats(page);
+  await screenshot(page, 'relay-synthetic');
   assert.deepEqual(s.tiers, ['video/180p', 'video/360p', 'video/720p']);
   assert.ok(s.arrivalLatencyMs.p50 > 0 && s.arrivalLatencyMs.p50 < 500, `arrival latency ${s.arrivalLatencyMs.p50} ms`);
   console.log(`synthetic: tiers ${s.tiers.join(', ')}, ${s.bitrateKbps} kb/s, arrival latency p50 ${s.arrivalLatencyMs.p50} ms`);

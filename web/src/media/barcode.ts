@@ -103,6 +103,8 @@ export interface FrameProgress {
   distinctFps: number;
   /** Longest time (ms) the picture showed one frame number, or none readable. */
   longestFreezeMs: number;
+  /** When (the samples' clock) that longest freeze began. */
+  longestFreezeAt: number;
   /** Times the frame number went backwards. */
   backwards: number;
   /** Time covered by the samples (ms). */
@@ -119,6 +121,7 @@ export function frameProgress(samples: FrameSample[]): FrameProgress {
     advanceFps: 0,
     distinctFps: 0,
     longestFreezeMs: 0,
+    longestFreezeAt: samples.length > 0 ? samples[0].t : 0,
     backwards: 0,
     spanMs: samples.length > 0 ? samples[samples.length - 1].t - samples[0].t : 0,
   };
@@ -144,7 +147,10 @@ export function frameProgress(samples: FrameSample[]): FrameProgress {
       distinct++;
       since = s.t;
     }
-    out.longestFreezeMs = Math.max(out.longestFreezeMs, s.t - since);
+    if (s.t - since > out.longestFreezeMs) {
+      out.longestFreezeMs = s.t - since;
+      out.longestFreezeAt = since;
+    }
   }
   if (out.firstFrame !== null && out.lastFrame !== null && lastT > firstT) {
     out.advanceFps = ((out.lastFrame - out.firstFrame) * 1000) / (lastT - firstT);
