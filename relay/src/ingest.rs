@@ -1094,3 +1094,242 @@ fn log_stats(broadcast: &TrackNamespace, s: &IngestStats, elapsed: Duration) {
         "ingest"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tiermesh_codec::test_pattern;
+
+    use super::*;
+
+    fn stats() -> Stats {
+        Stats { own: Arc::new(Counters::default()), all: Arc::new(Counters::default()) }
+    }
+
+    #[test]
+    fn default_ladder_is_the_codec_crates_and_fits_the_source() {
+        let c = IngestConfig::default();
+        c.validate().unwrap();
+        let names = |l: &LadderConfig| l.rungs.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&c.ladder(Some((1280, 720)), 30.0)), ["720p", "360p", "180p"]);
+        assert_eq!(c.ladder(None, 30.0).rungs, LadderConfig::default().rungs);
+        // Never upscaled: a 360p source loses the 720p rung.
+        assert_eq!(names(&c.ladder(Some((640, 360)), 25.0)), ["360p", "180p"]);
+        assert!(c.ladder(Some((640, 360)), 25.0).rungs.iter().all(|r| r.fps == 25.0));
+        // Smaller than every rung: one rung at the source size.
+        let tiny = c.ladder(Some((161, 91)), 30.0);
+        assert_eq!((tiny.rungs.len(), tiny.rungs[0].width, tiny.rungs[0].height), (1, 160, 90));
+    }
+
+    #[test]
+    fn the_ingest_section_parses_and_bad_values_name_the_key() {
+        let text = r#"
+            [tls]
+            generate = true
+            [ingest]
+            prefix = "clinic"
+            group = "2s"
+            queue = 4
+            [[ingest.rungs]]
+            name = "360p"
+            width = 640
+            height = 360
+            bitrate = 500000
+            codec = "av1"
+            [[ingest.rungs]]
+            name = "180p"
+            width = 320
+            height = 180
+            fps = 15
+            bitrate = 150000
+        "#;
+        let config = RelayConfig::parse(text, Path::new("relay.toml")).unwrap();
+        config.validate().unwrap();
+        let ingest = config.ingest.clone().unwrap();
+        assert_eq!(ingest.prefix, "clinic");
+        assert_eq!(ingest.group, Duration::from_secs(2));
+        assert_eq!(ingest.rungs[0].codec, RungCodec::Av1);
+        assert_eq!(ingest.rungs[1].codec, RungCodec::H264);
+        let ladder = ingest.ladder(Some((1280, 720)), 30.0);
+        assert_eq!(ladder.group_length, GroupLength::Micros(2_000_000));
+        assert_eq!(ladder.rungs[1].fps, 15.0);
+        // It round-trips through the relay's TOML.
+        assert_eq!(RelayConfig::parse(&config.to_toml(), Path::new("x")).unwrap(), config);
+
+        let mut bad = config.clone();
+        bad.ingest.as_mut().unwrap().queue = 0;
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.starts_with("ingest: queue"), "{e}");
+        let mut bad = config;
+        bad.ingest.as_mut().unwrap().rungs[0].width = 641;
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("ingest") && e.contains("360p"), "{e}");
+        let unknown = "[tls]\ngenerate = true\n[ingest]\nrung = []\n";
+        let e = RelayConfig::parse(unknown, Path::new("r.toml")).unwrap_err().to_string();
+        assert!(e.contains("rung"), "{e}");
+    }
+
+    #[test]
+    fn only_source_namespaces_are_ingested() {
+        let ns = |p: &str| TrackNamespace::from_path(p).unwrap();
+        assert_eq!(broadcast_of(&ns("clinic/room-42/source")), Some(ns("clinic/room-42")));
+        assert_eq!(broadcast_of(&ns("clinic/room-42")), None);
+        assert_eq!(broadcast_of(&ns("source")), None);
+        assert_eq!(broadcast_of(&ns("clinic/source/x")), None);
+    }
+
+    /// H.264 samples of the test pattern, one group every 30 frames.
+    fn samples(n: u32, w: usize, h: usize) -> Vec<Sample> {
+        let pattern = test_pattern::Generator::new(w, h, 30.0).unwrap();
+        let mut enc = h264::Encoder::new(h264::EncoderConfig {
+            width: w,
+            height: h,
+            fps: 30.0,
+            bitrate: 300_000,
+        })
+        .unwrap();
+        (0..n)
+            .map(|i| {
+                let p = enc.encode(&pattern.next_frame(i), i % 30 == 0).unwrap();
+                Sample {
+                    group_id: u64::from(i / 30),
+                    object_id: u64::from(i % 30),
+                    capture_us: u64::from(i) * 33_333,
+                    config: p.config.map(Bytes::from),
+                    payload: Bytes::from(p.data),
+                }
+            })
+            .collect()
+    }
+
+    /// With nobody draining the ladder's queue, the decoder keeps decoding (references stay
+    /// intact) and drops, and counts, every picture that does not fit.
+    #[test]
+    fn a_full_ladder_queue_drops_and_counts_frames_instead_of_waiting() {
+        let (sample_tx, sample_rx) = mpsc::channel();
+        let (picture_tx, picture_rx) = mpsc::sync_channel(2);
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let s = stats();
+        for sample in samples(12, 160, 96) {
+            backlog.fetch_add(1, Ordering::Relaxed);
+            sample_tx.send(sample).unwrap();
+        }
+        drop(sample_tx);
+        let decoder = Decoder::new(Codec::H264).unwrap();
+        decode_loop(decoder, sample_rx, backlog, picture_tx, s.clone());
+        let got = s.own.snapshot();
+        assert_eq!((got.frames_decoded, got.frames_dropped, got.decode_errors), (12, 10, 0));
+        assert_eq!(picture_rx.try_iter().count(), 2);
+        assert_eq!(s.all.snapshot().frames_dropped, 10);
+    }
+
+    /// A decoder far behind skips to the next key frame; a gap in a group waits for one.
+    #[test]
+    fn a_decoder_behind_or_after_a_gap_resumes_at_a_key_frame() {
+        let (sample_tx, sample_rx) = mpsc::channel();
+        let (picture_tx, picture_rx) = mpsc::sync_channel(100);
+        let all = samples(60, 160, 96);
+        // Object 5 of group 0 is lost: 6..29 cannot be decoded, group 1 can.
+        let backlog = Arc::new(AtomicUsize::new(0));
+        for sample in all.into_iter().filter(|s| !(s.group_id == 0 && s.object_id == 5)) {
+            backlog.fetch_add(1, Ordering::Relaxed);
+            sample_tx.send(sample).unwrap();
+        }
+        drop(sample_tx);
+        let s = stats();
+        // 59 queued: more than MAX_DECODE_BACKLOG, so the first group is skipped at once too.
+        decode_loop(Decoder::new(Codec::H264).unwrap(), sample_rx, backlog, picture_tx, s.clone());
+        let got = s.own.snapshot();
+        assert_eq!(got.decode_errors, 0, "{got:?}");
+        // The key frame of group 0, then all of group 1; the rest skipped and counted.
+        assert_eq!((got.frames_decoded, got.frames_dropped), (31, 28), "{got:?}");
+        let times: Vec<u64> = picture_rx.try_iter().map(|p| p.capture_us).collect();
+        assert_eq!(times[0], 0);
+        assert!(times[1..].windows(2).all(|w| w[1] - w[0] < 40_000), "{times:?}");
+    }
+
+    /// What a NEW GROUP REQUEST does: the publisher calls `request_key_frame` on its source,
+    /// and at the next frame every rung starts a new group at the same source frame.
+    #[test]
+    fn a_key_frame_request_starts_a_new_group_on_every_rung_at_the_next_frame() {
+        let config = IngestConfig {
+            rungs: vec![
+                RungConfig {
+                    name: "180p".into(),
+                    width: 320,
+                    height: 180,
+                    fps: None,
+                    bitrate: 150_000,
+                    codec: RungCodec::H264,
+                },
+                RungConfig {
+                    name: "90p".into(),
+                    width: 160,
+                    height: 90,
+                    fps: None,
+                    bitrate: 60_000,
+                    codec: RungCodec::H264,
+                },
+            ],
+            ..IngestConfig::default()
+        };
+        let ladder = Ladder::new(config.ladder(Some((320, 180)), 30.0)).unwrap();
+        let layout = layout(&ladder, None);
+        assert_eq!(layout.catalog.tracks.len(), 2);
+        let (out_tx, out_rx) = mpsc::channel();
+        let key_request = Arc::new(AtomicBool::new(false));
+        let mut source = IngestSource {
+            spec: layout.spec,
+            catalog_json: Bytes::from(layout.catalog.to_json().into_bytes()),
+            catalog_due: Some(0),
+            rx: out_rx,
+            key_request: key_request.clone(),
+        };
+        let output = Output { tx: out_tx, rung_track: layout.rung_track.clone(), group_base: 1000 };
+        let (picture_tx, picture_rx) = mpsc::sync_channel(1);
+        let s = stats();
+        let encoder = {
+            let s = s.clone();
+            std::thread::spawn(move || encode_loop(ladder, picture_rx, key_request, output, s))
+        };
+        let pattern = test_pattern::Generator::new(320, 180, 30.0).unwrap();
+        let push = |i: u32| {
+            let capture_us = 1_000_000 + u64::from(i) * 33_333;
+            picture_tx.send(Picture { image: pattern.next_frame(i), capture_us }).unwrap();
+        };
+        let catalog = source.poll_object(0).unwrap();
+        assert_eq!(catalog.track, 0);
+        let mut objects = Vec::new();
+        let mut take = |n: usize, source: &mut IngestSource| {
+            for _ in 0..n {
+                objects.push(source.rx.recv_timeout(Duration::from_secs(30)).unwrap());
+            }
+        };
+        for i in 0..10 {
+            push(i);
+        }
+        take(20, &mut source);
+        source.request_key_frame();
+        for i in 10..15 {
+            push(i);
+        }
+        take(10, &mut source);
+        drop(picture_tx);
+        encoder.join().unwrap();
+        // Objects 0..9 of group 1000 on both rungs, then a new group from frame 10 on.
+        for track in layout.rung_track {
+            let mine: Vec<(u64, u64, bool, u64)> = objects
+                .iter()
+                .filter(|o| o.track == track)
+                .map(|o| (o.group_id, o.object_id, o.key, o.capture_us))
+                .collect();
+            assert_eq!(mine.len(), 15);
+            assert_eq!(mine[9].0, 1000);
+            assert_eq!((mine[10].0, mine[10].1, mine[10].2), (1001, 0, true), "{mine:?}");
+            assert_eq!(mine[10].3, 1_000_000 + 10 * 33_333);
+            assert!(mine[11..].iter().all(|o| o.0 == 1001 && !o.2), "{mine:?}");
+        }
+        assert_eq!(s.own.snapshot().key_frame_requests, 1);
+    }
+}
