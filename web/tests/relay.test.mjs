@@ -119,7 +119,10 @@ test('a doctor and a patient see and hear each other', { skip }, async () => {
       () => window.tiermeshStats?.framesDrawn >= 20 && window.tiermeshStats?.audioFramesDecoded >= 50,
       null,
       { timeout: 30000 },
-    );
+    ).catch(async (e) => {
+      const x = await stats(side.page);
+      throw new Error(`room did not play within 30 s: ${JSON.stringify({ ...x, switches: undefined, errors: x.errors?.slice(-3) })}`.slice(0, 1500), { cause: e });
+    });
   }
   const d = await stats(doctor.page);
   const p = await stats(patient.page);
