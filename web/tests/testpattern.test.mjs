@@ -3,7 +3,8 @@
 // itself. The player reads the publisher's catalog (its tiers and codecs), and on every tier
 // the frame number the pattern carries as a barcode, read back from the player's canvas,
 // advances at 25 fps or more with no frozen stretch over 200 ms (the checker fails a frozen
-// or black canvas: test/barcode.test.ts). Skipped without Chromium or the tiermesh binary.
+// or black canvas: test/barcode.test.ts). The address `tiermesh dev` prints opens as it is
+// and plays. Skipped without Chromium or the tiermesh binary.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { haveChromium, launch, open, stats, screenshot, sampleBarcode } from './chromium.mjs';
@@ -112,4 +113,30 @@ test('tiermesh pub --test-pattern --codec av1 plays on every tier: catalog read,
     const limits = x.decodedFps < 25 ? { minDistinctFps: 0.8 * x.decodedFps, maxFreezeMs: 1500 } : {};
     assert.deepEqual(motionFailures(x.progress, limits), [], `${x.tier}: ${motionFailures(x.progress, limits).join('; ')}`);
   }
+});
+
+test('tiermesh dev prints a player address that plays in Chromium as it is', { skip }, async () => {
+  const dev = child(['dev', '--listen', '127.0.0.1:0', '--ops', '127.0.0.1:0', '--duration', '90s']);
+  const [, address] = await waitOutput(dev, /^in Chromium: (http:\/\/\S+)$/m, 60000, 'tiermesh dev player address');
+  const u = new URL(address);
+  assert.equal(u.pathname, '/player.html');
+  assert.match(u.searchParams.get('hash'), /^[0-9a-f]{64}$/);
+  assert.match(u.searchParams.get('url'), /^https:\/\/127\.0\.0\.1:\d+\/demo\/room-1$/);
+  const { page, pageErrors } = await open(browser, address);
+  await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 15, null, { timeout: 30000 }).catch(async (e) => {
+    throw new Error(`no picture: ${JSON.stringify(await stats(page)).slice(0, 1500)}`, { cause: e });
+  });
+  const progress = frameProgress(await sampleBarcode(page, WATCH_MS));
+  const s = await stats(page);
+  await screenshot(page, 'tiermesh-dev-player');
+  await page.close();
+  dev.kill();
+  console.log(
+    `tiermesh dev: ${s.tier} of ${s.tiers.join(', ')} (${s.videoCodec}), frame number advancing at ${progress.advanceFps.toFixed(1)} fps, ` +
+      `${progress.distinctFps.toFixed(1)} distinct frames/s, longest freeze ${Math.round(progress.longestFreezeMs)} ms, latency p50 ${s.latencyMs.p50} ms`,
+  );
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(s.tiers, ['video/180p', 'video/360p']);
+  assert.ok(s.audioFramesDecoded > 0, 'audio decoded');
+  assert.deepEqual(motionFailures(progress), []);
 });
