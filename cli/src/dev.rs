@@ -118,6 +118,7 @@ async fn dev(args: Args) -> anyhow::Result<()> {
             tls: TlsArgs { tls_cert_hash: Some(hash), ..TlsArgs::default() },
             token: None,
             congestion: None,
+            route: None,
         },
         duration: args.duration,
         media: MediaArgs { test_pattern: !args.synthetic, light: true, ..MediaArgs::default() },

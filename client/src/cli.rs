@@ -102,11 +102,28 @@ pub struct ConnectArgs {
     /// docs/BENCHMARKS.md]
     #[arg(long = "cc", value_name = "ALGO")]
     pub congestion: Option<CongestionControl>,
+    /// Ask a mesh's routing API which relay to use, e.g.
+    /// `http://relay-ops:9090/route?region=eu`; URL may then be just the broadcast
+    /// (`clinic/room-42`), or a full URL whose path names it.
+    #[arg(long, value_name = "ROUTE_URL")]
+    pub route: Option<String>,
 }
 
 impl ConnectArgs {
     fn broadcast(&self) -> anyhow::Result<BroadcastUrl> {
         BroadcastUrl::parse(&self.url)
+    }
+
+    /// The broadcast URL: as given, or, with `--route`, on the relay the routing API names.
+    async fn resolve(&self) -> anyhow::Result<BroadcastUrl> {
+        let Some(route) = &self.route else { return self.broadcast() };
+        let path = match BroadcastUrl::parse(&self.url) {
+            Ok(b) => path(&b.namespace),
+            Err(_) => self.url.trim_matches('/').to_owned(),
+        };
+        let relay = ask_route(route, &path).await?;
+        tracing::info!(%relay, broadcast = %path, "routing API chose the relay");
+        BroadcastUrl::parse(&format!("{}/{path}", relay.trim_end_matches('/')))
     }
 
     fn token(&self) -> Option<Bytes> {
@@ -323,6 +340,50 @@ async fn connect_with(
     Ok(conn)
 }
 
+/// How long the routing API may take to answer.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks the routing API at `route` (`http://host:port/route?region=…`) which relay serves
+/// `broadcast`; the relay's client URL (`moqt://…` or `https://…`).
+async fn ask_route(route: &str, broadcast: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut url = Url::parse(route).with_context(|| format!("--route {route}: not a URL"))?;
+    if url.scheme() != "http" {
+        bail!("--route {route}: only http:// (the ops listener of a relay) is supported");
+    }
+    url.query_pairs_mut().append_pair("broadcast", broadcast);
+    let host = url.host_str().context("--route: no host")?.to_owned();
+    let port = url.port_or_known_default().unwrap_or(80);
+    let target = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let answer = tokio::time::timeout(ROUTE_TIMEOUT, async {
+        let mut stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await?;
+        std::io::Result::Ok(text)
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("--route {route}: no answer within {ROUTE_TIMEOUT:?}"))?
+    .with_context(|| format!("--route {route}"))?;
+    let (head, body) = answer.split_once("\r\n\r\n").context("--route: not an HTTP answer")?;
+    let status = head.lines().next().unwrap_or("");
+    let value: serde_json::Value = serde_json::from_str(body.trim())
+        .map_err(|_| anyhow::anyhow!("--route {route}: {status}: {}", body.trim()))?;
+    if !status.contains(" 200 ") {
+        let reason = value["error"].as_str().unwrap_or(body.trim());
+        bail!("the routing API found no relay for {broadcast}: {status}: {reason}");
+    }
+    value["url"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("--route {route}: the answer has no url: {body}"))
+}
+
 fn redacted(url: &Url) -> String {
     Target::from_url(url).map_or_else(|_| "the relay".to_owned(), |t| t.to_string())
 }
@@ -360,7 +421,7 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// # Errors
 /// Bad URL or TLS flags, the relay cannot be reached at first, or it refuses the broadcast.
 pub async fn publish(args: &PubArgs, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let broadcast = args.connect.broadcast()?;
+    let broadcast = args.connect.resolve().await?;
     match args.media.source(now_us())? {
         Some(media) => {
             let publisher =
@@ -490,7 +551,7 @@ fn run_decode(args: &SubArgs) -> anyhow::Result<()> {
         bail!("--save {}: the file must end in .mp4", path.display());
     }
     let report = runtime()?.block_on(async {
-        let broadcast = args.connect.broadcast()?;
+        let broadcast = args.connect.resolve().await?;
         let conn = connect(&args.connect, broadcast.url()).await?;
         let report = receive(
             &conn,
@@ -536,7 +597,7 @@ fn run_decode(args: &SubArgs) -> anyhow::Result<()> {
 }
 
 async fn subscribe(args: &SubArgs) -> anyhow::Result<SubOutput> {
-    let broadcast = args.connect.broadcast()?;
+    let broadcast = args.connect.resolve().await?;
     let conn = connect(&args.connect, broadcast.url()).await?;
     let config = WatchConfig {
         namespace: broadcast.namespace.clone(),
