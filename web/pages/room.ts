@@ -116,6 +116,8 @@ async function main(): Promise<void> {
         return;
       } catch (e) {
         const err = explain(e, ns.join('/'));
+        // The latest reason the peer is not playing yet, for tools and tests.
+        (stats as { lastAttempt?: string }).lastAttempt = `${ns.join('/')}: ${err.kind}: ${err.message}`;
         if (err.kind !== 'not-found' && !(err instanceof PlayerError && err.kind === 'catalog')) {
           fail(err, err.kind);
           return;

@@ -398,18 +398,27 @@ export class Player {
     // this subscription is attached (it is then neither forwarded nor in the range of the
     // joining fetch): after a short wait, subscribe again, which finds it in the cache.
     const deadline = Date.now() + 5000;
+    const late = () => new PlayerError('catalog', `No catalog arrived for ${name} within 5 s.`);
+    // Every step waits at most until the deadline: a relay that leaves a SUBSCRIBE or its
+    // joining FETCH unanswered must not hang the player (the room page then tries again).
+    const until = <T>(p: Promise<T>, ms = deadline - Date.now()): Promise<T | undefined> =>
+      Promise.race([p, new Promise<undefined>((res) => setTimeout(() => res(undefined), Math.max(0, ms)))]);
     for (let attempt = 0; ; attempt++) {
       // One subscription per track and session: the previous attempt goes first.
       this.catalogSub?.unsubscribe();
-      const sub = await session.subscribe(this.namespace, CATALOG_TRACK, { priority: 0, onObject });
+      const pending = session.subscribe(this.namespace, CATALOG_TRACK, { priority: 0, onObject });
+      const sub = await until(pending);
+      if (!sub) {
+        // Answered after all: let it go rather than leave it open.
+        void pending.then((s) => s.unsubscribe(), () => undefined);
+        throw late();
+      }
       this.catalogSub = sub;
       // Nothing published yet (no largest object): the first catalog comes on the subscription.
-      await sub.joiningFetch(0);
-      const wait = Math.min(attempt < 2 ? 1200 : 5000, deadline - Date.now());
-      const timeout = new Promise<undefined>((res) => setTimeout(() => res(undefined), Math.max(0, wait)));
-      const c = await Promise.race([first, timeout]);
+      await until(sub.joiningFetch(0).catch(() => undefined));
+      const c = await until(first, Math.min(attempt < 2 ? 1200 : 5000, deadline - Date.now()));
       if (c) return c;
-      if (Date.now() >= deadline) throw new PlayerError('catalog', `No catalog arrived for ${name} within 5 s.`);
+      if (Date.now() >= deadline) throw late();
     }
   }
 
