@@ -30,9 +30,12 @@
 //! frame ([`Ladder::request_key_frame`]).
 //!
 //! Real time comes first. Decoding and encoding run on two dedicated OS threads per
-//! broadcast, never on the async runtime. Decoded pictures wait for the ladder in a queue of
-//! [`IngestConfig::queue`] pictures; when it is full the newest picture is dropped (and
-//! counted in [`IngestStats::frames_dropped`], and logged) rather than fall behind. Should the
+//! broadcast, never on the async runtime. The decoder decodes every source frame (so
+//! references stay intact); decoded pictures wait for the ladder in a bounded queue. The
+//! ladder drops, rather than encodes, a picture captured more than [`IngestConfig::max_lag`]
+//! (200 ms) before the newest decoded one, and a picture that finds the queue
+//! ([`IngestConfig::queue`]) full is dropped too: dropped frames are counted in
+//! [`IngestStats::frames_dropped`] and in the broadcast's log line every 10 s. Should the
 //! decoder itself fall more than [`MAX_DECODE_BACKLOG`] frames behind, it skips to the next
 //! key frame (also counted as dropped). Capture timestamps (LOC Timestamp) of the source
 //! are kept on every rung, so latency stays measurable end to end.
@@ -167,10 +170,16 @@ pub struct IngestConfig {
     /// often. Default 1 s: a joining viewer waits at most this long for a key frame.
     #[serde(with = "duration")]
     pub group: Duration,
-    /// Decoded pictures that may wait for the encoders before new ones are dropped. Default
-    /// 3 (100 ms at 30 fps): absorbs a slow key frame or a moment of CPU contention, keeps
-    /// the added latency under a tenth of a second.
+    /// Decoded pictures that may wait for the encoders; when the queue is full new ones are
+    /// dropped. Default 10: a third of a second at 30 fps, more than `max_lag` allows, so
+    /// it only bounds memory (10 pictures, 14 MB at 720p).
     pub queue: usize,
+    /// How far (in capture time) the ladder may fall behind the newest decoded picture
+    /// before it drops pictures instead of encoding them. Default 200 ms: absorbs a burst of
+    /// source frames that arrive together, a slow key frame or a moment of CPU contention,
+    /// and bounds what the ingest adds to glass-to-glass latency when it cannot keep up.
+    #[serde(with = "duration")]
+    pub max_lag: Duration,
     /// rav1e speed preset for AV1 rungs (0 slowest … 10 fastest). Default 10.
     pub av1_speed: u8,
 }
@@ -181,7 +190,8 @@ impl Default for IngestConfig {
             prefix: String::new(),
             rungs: LadderConfig::default().rungs.iter().map(RungConfig::from).collect(),
             group: Duration::from_secs(1),
-            queue: 3,
+            queue: 10,
+            max_lag: Duration::from_millis(200),
             av1_speed: av1::DEFAULT_SPEED,
         }
     }
@@ -204,6 +214,9 @@ impl IngestConfig {
         self.prefix_namespace()?;
         if self.queue == 0 {
             return Err("queue must be at least 1".into());
+        }
+        if self.max_lag.is_zero() {
+            return Err("max_lag must be more than 0s".into());
         }
         if self.group.is_zero() {
             return Err("group must be more than 0s".into());
@@ -696,6 +709,7 @@ fn decode_loop(
     input: mpsc::Receiver<Sample>,
     backlog: Arc<AtomicUsize>,
     output: mpsc::SyncSender<Picture>,
+    newest: Arc<AtomicU64>,
     stats: Stats,
 ) {
     // Decoding starts at a key frame; after a gap it waits for the next one.
@@ -724,6 +738,7 @@ fn decode_loop(
         match decoder.decode(&s) {
             Ok(Some(image)) => {
                 stats.add(|c| &c.frames_decoded, 1);
+                newest.fetch_max(s.capture_us, Ordering::Relaxed);
                 match output.try_send(Picture { image, capture_us: s.capture_us }) {
                     Ok(()) => {}
                     Err(mpsc::TrySendError::Full(_)) => {
@@ -782,15 +797,24 @@ impl Output {
     }
 }
 
-/// The ladder thread: scales and encodes every picture on every rung.
+/// The ladder thread: scales and encodes every picture on every rung, dropping those
+/// captured more than `max_lag_us` before the newest decoded one.
 fn encode_loop(
     mut ladder: Ladder,
     input: mpsc::Receiver<Picture>,
+    newest: Arc<AtomicU64>,
+    max_lag_us: u64,
     key_request: Arc<AtomicBool>,
     output: Output,
     stats: Stats,
 ) {
     while let Ok(p) = input.recv() {
+        let lag = newest.load(Ordering::Relaxed).saturating_sub(p.capture_us);
+        if lag > max_lag_us {
+            stats.add(|c| &c.frames_dropped, 1);
+            tracing::debug!(lag_ms = lag / 1000, "ingest: ladder behind; frame dropped");
+            continue;
+        }
         if key_request.swap(false, Ordering::Relaxed) {
             ladder.request_key_frame();
             stats.add(|c| &c.key_frame_requests, 1);
@@ -980,19 +1004,21 @@ async fn ingest(
     let (sample_tx, sample_rx) = mpsc::channel::<Sample>();
     let (picture_tx, picture_rx) = mpsc::sync_channel::<Picture>(config.queue);
     let backlog = Arc::new(AtomicUsize::new(0));
+    let newest = Arc::new(AtomicU64::new(0));
     let decoder = Decoder::new(codec)?;
     let name = broadcast.to_string();
     {
-        let (backlog, stats) = (backlog.clone(), stats.clone());
+        let (backlog, newest, stats) = (backlog.clone(), newest.clone(), stats.clone());
         std::thread::Builder::new()
             .name(format!("ingest-decode {name}"))
-            .spawn(move || decode_loop(decoder, sample_rx, backlog, picture_tx, stats))?;
+            .spawn(move || decode_loop(decoder, sample_rx, backlog, picture_tx, newest, stats))?;
     }
     {
         let (key_request, stats) = (key_request.clone(), stats.clone());
-        std::thread::Builder::new()
-            .name(format!("ingest-ladder {name}"))
-            .spawn(move || encode_loop(ladder, picture_rx, key_request, output, stats))?;
+        let max_lag_us = u64::try_from(config.max_lag.as_micros()).unwrap_or(u64::MAX);
+        std::thread::Builder::new().name(format!("ingest-ladder {name}")).spawn(move || {
+            encode_loop(ladder, picture_rx, newest, max_lag_us, key_request, output, stats)
+        })?;
     }
 
     let source = IngestSource {
@@ -1131,6 +1157,7 @@ mod tests {
             prefix = "clinic"
             group = "2s"
             queue = 4
+            max_lag = "150ms"
             [[ingest.rungs]]
             name = "360p"
             width = 640
@@ -1149,6 +1176,7 @@ mod tests {
         let ingest = config.ingest.clone().unwrap();
         assert_eq!(ingest.prefix, "clinic");
         assert_eq!(ingest.group, Duration::from_secs(2));
+        assert_eq!(ingest.max_lag, Duration::from_millis(150));
         assert_eq!(ingest.rungs[0].codec, RungCodec::Av1);
         assert_eq!(ingest.rungs[1].codec, RungCodec::H264);
         let ladder = ingest.ladder(Some((1280, 720)), 30.0);
@@ -1217,7 +1245,7 @@ mod tests {
         }
         drop(sample_tx);
         let decoder = Decoder::new(Codec::H264).unwrap();
-        decode_loop(decoder, sample_rx, backlog, picture_tx, s.clone());
+        decode_loop(decoder, sample_rx, backlog, picture_tx, Arc::default(), s.clone());
         let got = s.own.snapshot();
         assert_eq!((got.frames_decoded, got.frames_dropped, got.decode_errors), (12, 10, 0));
         assert_eq!(picture_rx.try_iter().count(), 2);
@@ -1239,7 +1267,10 @@ mod tests {
         drop(sample_tx);
         let s = stats();
         // 59 queued: more than MAX_DECODE_BACKLOG, so the first group is skipped at once too.
-        decode_loop(Decoder::new(Codec::H264).unwrap(), sample_rx, backlog, picture_tx, s.clone());
+        let newest = Arc::new(AtomicU64::new(0));
+        let decoder = Decoder::new(Codec::H264).unwrap();
+        decode_loop(decoder, sample_rx, backlog, picture_tx, newest.clone(), s.clone());
+        assert_eq!(newest.load(Ordering::Relaxed), 59 * 33_333);
         let got = s.own.snapshot();
         assert_eq!(got.decode_errors, 0, "{got:?}");
         // The key frame of group 0, then all of group 1; the rest skipped and counted.
@@ -1247,6 +1278,43 @@ mod tests {
         let times: Vec<u64> = picture_rx.try_iter().map(|p| p.capture_us).collect();
         assert_eq!(times[0], 0);
         assert!(times[1..].windows(2).all(|w| w[1] - w[0] < 40_000), "{times:?}");
+    }
+
+    /// A ladder behind the decoder by more than `max_lag` drops the late pictures and
+    /// encodes from the first one within it.
+    #[test]
+    fn a_ladder_behind_drops_pictures_older_than_max_lag() {
+        let config = IngestConfig {
+            rungs: vec![RungConfig {
+                name: "90p".into(),
+                width: 160,
+                height: 90,
+                fps: None,
+                bitrate: 60_000,
+                codec: RungCodec::H264,
+            }],
+            ..IngestConfig::default()
+        };
+        let ladder = Ladder::new(config.ladder(Some((160, 90)), 30.0)).unwrap();
+        let (out_tx, out_rx) = mpsc::channel();
+        let output = Output { tx: out_tx, rung_track: vec![1], group_base: 0 };
+        let (picture_tx, picture_rx) = mpsc::sync_channel(10);
+        let pattern = test_pattern::Generator::new(160, 90, 30.0).unwrap();
+        // Ten pictures queued while the decoder is already at 300 ms.
+        for i in 0..10u32 {
+            let capture_us = u64::from(i) * 33_333;
+            picture_tx.send(Picture { image: pattern.next_frame(i), capture_us }).unwrap();
+        }
+        drop(picture_tx);
+        let newest = Arc::new(AtomicU64::new(300_000));
+        let s = stats();
+        let flag = Arc::new(AtomicBool::new(false));
+        encode_loop(ladder, picture_rx, newest, 200_000, flag, output, s.clone());
+        let got = s.own.snapshot();
+        // 0, 33, 67 and 100 ms are more than 200 ms behind 300 ms.
+        assert_eq!((got.frames_dropped, got.frames_encoded), (4, 6), "{got:?}");
+        let first = out_rx.try_iter().next().unwrap();
+        assert_eq!((first.object_id, first.key, first.capture_us), (0, true, 4 * 33_333));
     }
 
     /// What a NEW GROUP REQUEST does: the publisher calls `request_key_frame` on its source,
@@ -1291,7 +1359,10 @@ mod tests {
         let s = stats();
         let encoder = {
             let s = s.clone();
-            std::thread::spawn(move || encode_loop(ladder, picture_rx, key_request, output, s))
+            let newest = Arc::new(AtomicU64::new(0));
+            std::thread::spawn(move || {
+                encode_loop(ladder, picture_rx, newest, 200_000, key_request, output, s)
+            })
         };
         let pattern = test_pattern::Generator::new(320, 180, 30.0).unwrap();
         let push = |i: u32| {
