@@ -108,8 +108,9 @@
 //! forwarding before the delivery timeout at its discretion. Streams that ask for it
 //! ([`StreamSpec::drop_stale`], on by default for video) and whose subscription wants the
 //! newest group first (Descending) do not start another object once a newer group of the
-//! same track has started: a new video group begins with a key frame, so for a live viewer
-//! the rest of an older group only costs bandwidth. An object already half written is
+//! same track has started and they have waited 100 ms: a new video group
+//! begins with a key frame, so for a live viewer the rest of an older group only costs
+//! bandwidth, unless it was held back only briefly and still plays. An object already half written is
 //! completed, and a stream whose objects were all written is left to finish normally. A
 //! subscription that asked for Ascending order (a recorder, say) keeps every group.
 //!
@@ -187,6 +188,14 @@ const HEADER_ONLY: u64 = u64::MAX;
 /// The FIFO entry of bytes the driver handed back (`handle_blocked`): they go first.
 const REST: u64 = u64::MAX - 1;
 
+/// How long an object of an older group may wait and still be sent after a newer group of
+/// its track has started (see "Stale groups"): 100 ms, three frames at 30 fps. A tail held
+/// back that briefly (a loss recovery shrinking the window, a more important key frame
+/// ahead) still plays in any player's jitter buffer, and dropping it would cut the group
+/// short, which costs the base tier whole groups on a lossy link; a tail older than that
+/// is behind what the viewer already sees.
+const STALE_GRACE: Duration = Duration::from_millis(100);
+
 fn level_of(order: &SendOrder) -> Level {
     (u16::from(order.subscriber_priority()) << 8) | u16::from(order.publisher_priority())
 }
@@ -198,6 +207,7 @@ struct Queued {
     payload: Bytes,
     seq: u64,
     deadline: Option<(Instant, DropReason)>,
+    arrival: Instant,
 }
 
 impl Queued {
@@ -409,7 +419,13 @@ impl Scheduler {
                 }
             }
         }
-        let queued = Queued { header: object.header, payload: object.payload, seq, deadline };
+        let queued = Queued {
+            header: object.header,
+            payload: object.payload,
+            seq,
+            deadline,
+            arrival: object.arrival,
+        };
         self.queued_bytes += queued.len();
         s.queue.push_back(queued);
         if too_old {
@@ -729,7 +745,9 @@ impl Scheduler {
         }
         if s.drop_stale {
             let newest = self.tracks.get(&s.track).and_then(|t| t.newest_started);
-            if newest.is_some_and(|n| n > s.group) {
+            if newest.is_some_and(|n| n > s.group)
+                && now.saturating_duration_since(head.arrival) >= STALE_GRACE
+            {
                 // A datagram goes alone; a subgroup goes with the rest of its stream.
                 return Some((DropReason::Stale, s.datagram.then_some(head.seq)));
             }

@@ -309,8 +309,8 @@ fn without_delivery_timeout_nothing_is_dropped() {
     assert_eq!(s.stats().drops().count(), 0);
 }
 
-/// Once a newer group of a video track has started, the older group's waiting objects are
-/// not started (its stream is reset); an audio track keeps every group.
+/// Once a newer group of a video track has started, the older group's objects that have
+/// waited 100 ms are not started (its stream is reset); an audio track keeps every group.
 #[test]
 fn stale_video_groups_are_dropped_but_audio_groups_are_not() {
     let t0 = Instant::now();
@@ -324,7 +324,7 @@ fn stale_video_groups_are_dropped_but_audio_groups_are_not() {
     assert_eq!(written_bytes(&first, 1), 3004);
     s.open_stream(StreamKey(2), video(1, 0, 6)).unwrap();
     s.push_object(StreamKey(2), obj(t0 + ms(10), 3000)).unwrap();
-    let actions = drain(&mut s, t0 + ms(10), &mut unlimited());
+    let actions = drain(&mut s, t0 + ms(100), &mut unlimited());
     assert_eq!(written_keys(&actions), [2]);
     assert!(actions.contains(&Action::Reset {
         key: StreamKey(1),
@@ -356,6 +356,28 @@ fn stale_video_groups_are_dropped_but_audio_groups_are_not() {
     }
     let actions = drain(&mut s, t0 + ms(20), &mut unlimited());
     assert_eq!(written_keys(&actions), [13, 12, 11]);
+}
+
+/// The tail of an older group held back only briefly (under 100 ms) still goes, after the
+/// newer group's head: the group stays whole.
+#[test]
+fn a_briefly_held_tail_of_an_older_group_still_goes() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.open_stream(StreamKey(1), video(1, 0, 5)).unwrap();
+    for _ in 0..3 {
+        s.push_object(StreamKey(1), obj(t0, 500)).unwrap();
+    }
+    s.finish_stream(StreamKey(1)).unwrap();
+    let first = drain(&mut s, t0, &mut budget(504));
+    assert_eq!(written_bytes(&first, 1), 504);
+    s.open_stream(StreamKey(2), video(1, 0, 6)).unwrap();
+    s.push_object(StreamKey(2), obj(t0 + ms(40), 3000)).unwrap();
+    let actions = drain(&mut s, t0 + ms(50), &mut unlimited());
+    assert_eq!(written_keys(&actions), [2, 1], "newest first, then the held tail");
+    assert_eq!(written_bytes(&actions, 1), 1008);
+    assert!(actions.contains(&Action::Finish { key: StreamKey(1) }), "{actions:?}");
+    assert_eq!(s.stats().drops().count(), 0);
 }
 
 /// What the scheduler hands out in one wake-up never exceeds what the window can take plus
