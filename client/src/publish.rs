@@ -291,6 +291,12 @@ impl<S: Source> Publisher<S> {
                 event = conn.next_event() => match event {
                     Some(Event::Subscribe(req)) => self.subscribe(req).await,
                     Some(Event::Fetch(req)) => self.fetch(req).await,
+                    // NEW_GROUP_REQUEST in a REQUEST_UPDATE: a new group at the next frame.
+                    Some(Event::SubscriptionUpdate { params, .. })
+                        if params.new_group_request.is_some() =>
+                    {
+                        self.generator.request_key_frame()
+                    }
                     Some(other) => tracing::debug!(?other, "ignored"),
                     None => return Ok(Served::Closed(conn.closed().await)),
                 },

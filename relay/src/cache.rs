@@ -31,6 +31,11 @@ impl Cache {
         Self { groups: VecDeque::new(), max_groups: max_groups.max(1), largest: None }
     }
 
+    /// The first cached location (of the oldest cached group), if any.
+    pub fn oldest(&self) -> Option<Location> {
+        self.groups.front().and_then(|g| g.objects.first()).map(Object::location)
+    }
+
     /// The largest location seen (cached or not).
     pub fn largest(&self) -> Option<Location> {
         self.largest

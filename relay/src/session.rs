@@ -7,12 +7,12 @@ use std::time::{Duration, SystemTime};
 use tiermesh_client::moq::{
     self, Connection, Event, IncomingFetch, IncomingPublish, NamespaceRequest,
     NamespaceSubscribeRequest, ServerOptions, SubscribeOptions, SubscribeRequest, TrackEvent,
-    TrackReader,
+    TrackReader, TrackStatusRequest,
 };
 use tiermesh_client::transport;
 use tiermesh_proto::TerminationCode;
 use tiermesh_proto::message::{MessageParams, PublishDoneCode, RequestErrorCode};
-use tiermesh_proto::types::{SubscriptionFilter, TrackNamespace};
+use tiermesh_proto::types::{RequestId, SubscriptionFilter, TrackNamespace};
 
 use tracing::Instrument;
 
@@ -178,6 +178,13 @@ pub(crate) fn handle(
                 .ns_subscribers
                 .retain(|s| !(s.session == id && s.request_id == request_id));
         }
+        Event::TrackStatus(r) => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { track_status(ctx, grant, r).await });
+        }
+        Event::SubscriptionUpdate { request_id, params } => {
+            update_subscription(ctx, id, request_id, &params)
+        }
         Event::Goaway { .. } => {}
     }
 }
@@ -284,6 +291,10 @@ fn route(ctx: &Ctx, id: SessionId, req: SubscribeRequest) -> Route {
         let mut st = track.lock();
         if !st.removed {
             if let Upstream::Pending { .. } = st.upstream {
+                if let Some(v) = req.params.new_group_request {
+                    st.new_group_for_subscribe =
+                        Some(st.new_group_for_subscribe.map_or(v, |x| x.max(v)));
+                }
                 st.park(req, id, &ctx.metrics);
                 return Route::Waiting;
             }
@@ -307,7 +318,13 @@ fn route(ctx: &Ctx, id: SessionId, req: SubscribeRequest) -> Route {
     };
     let track =
         Track::new(name.clone(), ctx.config.cache.groups, Upstream::Pending { session: publisher });
-    track.lock().park(req, id, &ctx.metrics);
+    {
+        let mut st = track.lock();
+        // A NEW_GROUP_REQUEST for a track without an established subscription goes in the
+        // upstream SUBSCRIBE (draft-16 §9.2.2.9).
+        st.new_group_for_subscribe = req.params.new_group_request;
+        st.park(req, id, &ctx.metrics);
+    }
     reg.tracks.insert(name, track.clone());
     ctx.metrics.tracks.inc();
     Route::New(track, publisher, conn)
@@ -341,6 +358,7 @@ async fn attach_inner(
     session: SessionId,
 ) -> Option<(u64, moq::TrackWriter)> {
     let filter = req.params.subscription_filter;
+    let (req_forward, new_group) = (req.params.forward, req.params.new_group_request);
     let (extensions, largest) = {
         let st = track.lock();
         (st.extensions.clone(), st.cache.largest())
@@ -364,7 +382,13 @@ async fn attach_inner(
         writer.publish_done(PublishDoneCode::TrackEnded, "track ended");
         return None;
     }
-    let key = st.add_downstream(writer.clone(), session, start, end_group, &ctx.metrics);
+    let forward = req_forward.unwrap_or(true);
+    let key = st.add_downstream(writer.clone(), session, start, end_group, forward, &ctx.metrics);
+    drop(st);
+    if let Some(v) = new_group {
+        track.request_new_group(v);
+    }
+    track.sync_upstream_forward();
     Some((key, writer))
 }
 
@@ -407,7 +431,7 @@ pub(crate) async fn upstream(
     conn: Connection,
 ) {
     match join_upstream(&track, &conn, &ctx).await {
-        Ok(reader) => run_upstream(ctx, track, session, reader, false).await,
+        Ok((reader, ngr)) => run_upstream(ctx, track, session, reader, Some((conn, ngr))).await,
         Err((code, reason)) => {
             tracing::info!(track = %track.name, ?code, %reason, "upstream subscription failed");
             // Under the registry lock, as `route` parks requests: none can be parked
@@ -453,7 +477,7 @@ pub(crate) async fn take_over(
     conn: Connection,
 ) {
     match join_upstream(&track, &conn, &ctx).await {
-        Ok(reader) => run_upstream(ctx, track, session, reader, false).await,
+        Ok((reader, ngr)) => run_upstream(ctx, track, session, reader, Some((conn, ngr))).await,
         Err((code, reason)) => {
             tracing::info!(track = %track.name, ?code, %reason, "second publisher refused: the current upstream stays");
         }
@@ -472,10 +496,12 @@ async fn join_upstream(
     track: &Track,
     conn: &Connection,
     ctx: &Ctx,
-) -> Result<TrackReader, (RequestErrorCode, String)> {
+) -> Result<(TrackReader, Option<u64>), (RequestErrorCode, String)> {
     // Largest Object: downstream subscribers with different filters come and go without
     // changing the upstream subscription (draft-16 §8.4).
-    let options = SubscribeOptions::largest_object();
+    let mut options = SubscribeOptions::largest_object();
+    let new_group = track.lock().new_group_for_subscribe.take();
+    options.new_group_request = new_group;
     // With a joining FETCH for the current group: the subscription starts after the
     // largest object, which downstream joiners are then told of, so the cache must hold
     // that group up to and including it before they are answered.
@@ -510,7 +536,7 @@ async fn join_upstream(
             tracing::info!(track = %track.name, "upstream joining fetch incomplete");
         }
     }
-    Ok(reader)
+    Ok((reader, new_group))
 }
 
 /// Forwards an established upstream subscription's objects until it ends.
@@ -519,8 +545,9 @@ pub(crate) async fn run_upstream(
     track: Arc<Track>,
     session: SessionId,
     mut reader: TrackReader,
-    pushed: bool,
+    subscribed: Option<(Connection, Option<u64>)>,
 ) {
+    let pushed = subscribed.is_none();
     let (release, mut released) = tokio::sync::oneshot::channel();
     let (waiting, generation) = {
         let mut st = track.lock();
@@ -548,6 +575,11 @@ pub(crate) async fn run_upstream(
         }
         st.set_upstream_info(reader.extensions(), reader.largest());
         st.upstream = Upstream::Active { session, pushed, release: Some(release) };
+        st.upstream_forward = true;
+        st.upstream_request = subscribed.as_ref().map(|(c, _)| (c.clone(), reader.request_id()));
+        if let Some((_, Some(v))) = &subscribed {
+            st.new_group_sent_on_subscribe(*v);
+        }
         st.generation += 1;
         let waiting = st.take_waiting(&ctx.metrics);
         st.attaching += waiting.len();
@@ -555,6 +587,11 @@ pub(crate) async fn run_upstream(
     };
     ctx.upstreams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(track = %track.name, pushed, "upstream established");
+    // A NEW_GROUP_REQUEST that arrived after the SUBSCRIBE left goes as REQUEST_UPDATE.
+    let late_new_group = track.lock().new_group_for_subscribe.take();
+    if let Some(v) = late_new_group {
+        track.request_new_group(v);
+    }
     for (req, s) in waiting {
         tokio::spawn(attach(ctx.clone(), track.clone(), req, s));
     }
@@ -576,6 +613,12 @@ pub(crate) async fn run_upstream(
         }
     };
     ctx.upstreams.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    {
+        let mut st = track.lock();
+        if st.generation == generation {
+            st.upstream_request = None;
+        }
+    }
     if !lost {
         tracing::info!(track = %track.name, "upstream released");
         return;
@@ -651,13 +694,145 @@ fn lose_upstream(ctx: &Arc<Ctx>, track: &Arc<Track>, lost: Option<SessionId>) {
     });
 }
 
+/// A subscriber's REQUEST_UPDATE (already answered by the session): FORWARD and the
+/// narrowed filter apply to its downstream subscription, FORWARD is reflected upstream
+/// when it changes what the relay's own subscription needs, and a NEW_GROUP_REQUEST goes
+/// upstream by the relay rules (`Track::request_new_group`).
+fn update_subscription(ctx: &Ctx, id: SessionId, request_id: RequestId, params: &MessageParams) {
+    let tracks: Vec<Arc<Track>> = ctx.registry.lock().tracks.values().cloned().collect();
+    for track in tracks {
+        let applied = {
+            let mut st = track.lock();
+            match st.downstream_key(id, request_id) {
+                Some(key) => st.update_downstream(key, params),
+                None => false,
+            }
+        };
+        if !applied {
+            continue;
+        }
+        tracing::debug!(track = %track.name, ?params, "subscription updated");
+        if params.forward.is_some() {
+            track.sync_upstream_forward();
+        }
+        if let Some(v) = params.new_group_request {
+            track.request_new_group(v);
+        }
+        return;
+    }
+}
+
+/// TRACK_STATUS (draft-16 §9.19): answered from the track's state when the relay has an
+/// established (or lingering) subscription, with the parameters a SUBSCRIBE_OK would carry
+/// (LARGEST_OBJECT); otherwise forwarded to the track's publisher (§9.19 lets a relay
+/// without an established subscription forward it), whose answer is passed back.
+async fn track_status(ctx: Arc<Ctx>, grant: Option<Arc<Grant>>, req: TrackStatusRequest) {
+    admit!(&ctx, grant.as_deref(), req, Action::Subscribe, &req.track.namespace);
+    let name = req.track.clone();
+    let (local, upstream) = {
+        let reg = ctx.registry.lock();
+        let local = reg.tracks.get(&name).and_then(|t| {
+            let st = t.lock();
+            match st.upstream {
+                Upstream::Active { .. } | Upstream::Lingering => Some(st.cache.largest()),
+                Upstream::Pending { .. } => None,
+            }
+        });
+        let upstream = reg
+            .publisher_for(&name)
+            .or_else(|| ctx.mesh.as_ref().and_then(|m| m.next_hop(&name.namespace)));
+        (local, upstream)
+    };
+    if let Some(largest) = local {
+        tracing::debug!(track = %name, ?largest, "TRACK_STATUS answered from the track state");
+        req.accept(MessageParams { largest_object: largest, ..Default::default() });
+        return;
+    }
+    let Some((_, conn)) = upstream else {
+        req.reject(RequestErrorCode::DoesNotExist, "no publisher for this track");
+        return;
+    };
+    let asked = tokio::time::timeout(
+        UPSTREAM_SUBSCRIBE_WAIT,
+        conn.track_status(name.clone(), MessageParams::default()),
+    )
+    .await;
+    match asked {
+        Ok(Ok(params)) => {
+            tracing::debug!(track = %name, "TRACK_STATUS answered by the publisher");
+            req.accept(MessageParams { largest_object: params.largest_object, ..params });
+        }
+        Ok(Err(moq::Error::Rejected { code, reason, .. })) => req.reject(code, &reason),
+        Ok(Err(e)) => {
+            req.reject(RequestErrorCode::DoesNotExist, &format!("the publisher left: {e}"))
+        }
+        Err(_) => req.reject(RequestErrorCode::Timeout, "the publisher did not answer in time"),
+    }
+}
+
+/// A FETCH for objects older than the cache holds (or of a track the relay does not
+/// hold): forwarded to the track's publisher (draft-16 §8.5: an upstream FETCH goes to a
+/// publisher chosen as for SUBSCRIBE), its objects passed on as they arrive.
+async fn fetch_upstream(ctx: &Ctx, req: IncomingFetch) {
+    let name = req.range.track.clone();
+    let upstream = {
+        let reg = ctx.registry.lock();
+        reg.publisher_for(&name)
+            .or_else(|| ctx.mesh.as_ref().and_then(|m| m.next_hop(&name.namespace)))
+    };
+    let Some((_, conn)) = upstream else {
+        req.reject(RequestErrorCode::DoesNotExist, "no publisher for this track");
+        return;
+    };
+    let (start, end) = (req.range.start, req.range.end);
+    let asked =
+        tokio::time::timeout(UPSTREAM_SUBSCRIBE_WAIT, conn.fetch(name.clone(), start, end, None))
+            .await;
+    let mut upstream = match asked {
+        Ok(Ok(f)) => f,
+        Ok(Err(moq::Error::Rejected { code, reason, .. })) => {
+            req.reject(code, &reason);
+            return;
+        }
+        Ok(Err(e)) => {
+            req.reject(RequestErrorCode::DoesNotExist, &format!("the publisher left: {e}"));
+            return;
+        }
+        Err(_) => {
+            req.reject(RequestErrorCode::Timeout, "the publisher did not answer in time");
+            return;
+        }
+    };
+    tracing::debug!(track = %name, ?start, ?end, "fetch forwarded upstream");
+    let accepted = req
+        .accept(upstream.end_of_track(), upstream.end_location(), upstream.extensions().clone())
+        .await;
+    match accepted {
+        Ok(mut resp) => {
+            while let Some(o) = upstream.next().await {
+                if resp.write(&o.to_object()).is_err() {
+                    return;
+                }
+            }
+            resp.finish();
+        }
+        Err(e) => tracing::debug!(error = %e, "fetch not accepted"),
+    }
+}
+
 async fn fetch(ctx: Arc<Ctx>, grant: Option<Arc<Grant>>, req: IncomingFetch) {
     let ns = req.range.track.namespace.clone();
     admit!(&ctx, grant.as_deref(), req, Action::Subscribe, &ns);
     let track = ctx.registry.lock().tracks.get(&req.range.track).cloned();
-    let Some(track) = track else {
-        req.reject(RequestErrorCode::DoesNotExist, "track not cached here");
-        return;
+    // A joining FETCH is always served here (its subscription is on this relay); a
+    // standalone one for objects older than the cache goes upstream.
+    let cached = track
+        .as_ref()
+        .is_some_and(|t| t.lock().cache.oldest().is_some_and(|o| o <= req.range.start));
+    let joining = req.range.joining.is_some();
+    let track = match track {
+        Some(t) if cached || joining => t,
+        _ => return fetch_upstream(&ctx, req).await,
     };
     let (objects, extensions) = {
         let st = track.lock();
@@ -729,7 +904,7 @@ async fn publish(
     match req.accept().await {
         Ok(reader) => {
             announce(&ctx, id, &conn, name.namespace.clone(), false);
-            run_upstream(ctx, track, id, reader, true).await;
+            run_upstream(ctx, track, id, reader, None).await;
         }
         Err(e) => {
             tracing::debug!(error = %e, "PUBLISH not accepted");

@@ -13,11 +13,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tiermesh_client::moq::{ReceivedObject, SubgroupStream, SubscribeRequest, TrackWriter};
+use tiermesh_client::moq::{
+    Connection, ReceivedObject, SubgroupStream, SubscribeRequest, TrackWriter,
+};
 use tiermesh_proto::data::Object;
 use tiermesh_proto::ext::Extensions;
-use tiermesh_proto::message::PublishDoneCode;
-use tiermesh_proto::types::{FullTrackName, Location, SubscriptionFilter};
+use tiermesh_proto::message::{MessageParams, PublishDoneCode};
+use tiermesh_proto::types::{FullTrackName, Location, RequestId, SubscriptionFilter};
 use tokio::sync::oneshot;
 
 use crate::cache::Cache;
@@ -62,6 +64,8 @@ pub struct Downstream {
     pub(crate) session: SessionId,
     start: Location,
     end_group: Option<u64>,
+    /// FORWARD: false while the subscriber asked for no objects (REQUEST_UPDATE).
+    pub(crate) forward: bool,
     streams: HashMap<(u64, u64), SubgroupStream>,
 }
 
@@ -83,6 +87,17 @@ pub struct TrackState {
     pub(crate) removed: bool,
     /// Upstream (group, subgroup) streams that have ended, for groups still cached.
     ended_streams: HashSet<(u64, u64)>,
+    /// The relay's own established SUBSCRIBE (session and request ID), to send
+    /// REQUEST_UPDATE on; `None` for a pushed track or while there is none.
+    pub(crate) upstream_request: Option<(Connection, RequestId)>,
+    /// The FORWARD state of the relay's upstream subscription.
+    pub(crate) upstream_forward: bool,
+    /// A NEW_GROUP_REQUEST to carry in the next upstream SUBSCRIBE (asked for while none
+    /// was established, draft-16 §9.2.2.9).
+    pub(crate) new_group_for_subscribe: Option<u64>,
+    /// The NEW_GROUP_REQUEST this relay sent upstream and the largest group when it did:
+    /// outstanding until the largest group grows past it (§9.2.2.9).
+    new_group_outstanding: Option<(u64, u64)>,
 }
 
 /// A track known to the relay.
@@ -108,6 +123,10 @@ impl Track {
                 generation: 0,
                 removed: false,
                 ended_streams: HashSet::new(),
+                upstream_request: None,
+                upstream_forward: true,
+                new_group_for_subscribe: None,
+                new_group_outstanding: None,
             }),
         })
     }
@@ -116,6 +135,78 @@ impl Track {
     pub(crate) fn lock(&self) -> MutexGuard<'_, TrackState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Asks the track's publisher for a new group (NEW GROUP REQUEST), following the
+    /// relay rules of draft-16 §9.2.2.9: `value` is the largest group ID the requester
+    /// knows plus one, 0 when it knows none (the mesh passes 0 after re-routing a track, so
+    /// that subscribers get a key frame from the new path at once).
+    ///
+    /// - No established upstream subscription yet: the request rides on the next upstream
+    ///   SUBSCRIBE.
+    /// - Otherwise a REQUEST_UPDATE carrying it goes upstream unless the track did not
+    ///   declare DYNAMIC GROUPS = 1, or `value` is non-zero and not above the largest
+    ///   group (a newer group exists already), or one sent earlier is still outstanding
+    ///   (until the largest group grows) with a value at least as large. So a burst of
+    ///   subscribers asking at once makes one request, not one each.
+    ///
+    /// True if a REQUEST_UPDATE was sent upstream.
+    pub fn request_new_group(&self, value: u64) -> bool {
+        let (conn, request_id) = {
+            let mut st = self.lock();
+            match st.new_group_decision(value) {
+                NewGroup::Ignore => return false,
+                NewGroup::OnSubscribe => {
+                    st.new_group_for_subscribe =
+                        Some(st.new_group_for_subscribe.map_or(value, |v| v.max(value)));
+                    return false;
+                }
+                NewGroup::Send(conn, request_id) => (conn, request_id),
+            }
+        };
+        tracing::info!(track = %self.name, value, "NEW_GROUP_REQUEST upstream");
+        let params = MessageParams { new_group_request: Some(value), ..Default::default() };
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.request_update(request_id, params).await {
+                tracing::info!(track = %name, error = %e, "NEW_GROUP_REQUEST not accepted upstream");
+            }
+        });
+        true
+    }
+
+    /// Sends FORWARD upstream when it must change: 1 as soon as one downstream subscriber
+    /// wants objects while the upstream subscription has FORWARD 0 (draft-16 §8.5), 0 when
+    /// every downstream subscriber set FORWARD 0.
+    pub(crate) fn sync_upstream_forward(&self) {
+        let (conn, request_id, forward) = {
+            let mut st = self.lock();
+            if st.downstream.is_empty() {
+                return;
+            }
+            let want = st.downstream.values().any(|d| d.forward);
+            let Some((conn, id)) = st.upstream_request.clone() else { return };
+            if want == st.upstream_forward {
+                return;
+            }
+            st.upstream_forward = want;
+            (conn, id, want)
+        };
+        tracing::info!(track = %self.name, forward, "FORWARD upstream");
+        let params = MessageParams { forward: Some(forward), ..Default::default() };
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.request_update(request_id, params).await {
+                tracing::info!(track = %name, error = %e, "FORWARD update not accepted upstream");
+            }
+        });
+    }
+}
+
+/// What to do with a NEW_GROUP_REQUEST.
+enum NewGroup {
+    Ignore,
+    OnSubscribe,
+    Send(Connection, RequestId),
 }
 
 /// The start location and end group a downstream filter selects, given the largest
@@ -153,6 +244,62 @@ impl TrackState {
         }
     }
 
+    fn new_group_decision(&mut self, value: u64) -> NewGroup {
+        let Some((conn, request_id)) = self.upstream_request.clone() else {
+            return match self.upstream {
+                // The request rides on the SUBSCRIBE being made (or the next one).
+                Upstream::Pending { .. } | Upstream::Lingering => NewGroup::OnSubscribe,
+                // A pushed track: no REQUEST_UPDATE path to its publisher here.
+                Upstream::Active { .. } => NewGroup::Ignore,
+            };
+        };
+        if !self.extensions.dynamic_groups() {
+            return NewGroup::Ignore;
+        }
+        let largest_group = self.cache.largest().map(|l| l.group.0);
+        if value != 0 && largest_group.is_some_and(|g| value <= g) {
+            return NewGroup::Ignore;
+        }
+        if let Some((sent, _)) = self.new_group_outstanding
+            && sent >= value
+        {
+            return NewGroup::Ignore;
+        }
+        self.new_group_outstanding = Some((value, largest_group.unwrap_or(0)));
+        NewGroup::Send(conn, request_id)
+    }
+
+    /// The upstream SUBSCRIBE carried `value` as NEW_GROUP_REQUEST: it is outstanding.
+    pub(crate) fn new_group_sent_on_subscribe(&mut self, value: u64) {
+        let largest_group = self.cache.largest().map_or(0, |l| l.group.0);
+        self.new_group_outstanding = Some((value, largest_group));
+    }
+
+    /// Applies a subscriber's REQUEST_UPDATE to its downstream subscription (draft-16
+    /// §9.11.1): FORWARD, and a narrowed filter (start moved forward, end group changed).
+    /// True if the subscription is here.
+    pub(crate) fn update_downstream(&mut self, key: u64, params: &MessageParams) -> bool {
+        let largest = self.cache.largest();
+        let Some(d) = self.downstream.get_mut(&key) else { return false };
+        if let Some(f) = params.forward {
+            d.forward = f;
+        }
+        if let Some(filter) = params.subscription_filter {
+            let (start, end_group) = filter_bounds(Some(filter), largest);
+            d.start = start;
+            d.end_group = end_group;
+        }
+        true
+    }
+
+    /// The key of the downstream subscription `request_id` of session `session`.
+    pub(crate) fn downstream_key(&self, session: SessionId, request_id: RequestId) -> Option<u64> {
+        self.downstream
+            .iter()
+            .find(|(_, d)| d.session == session && d.writer.request_id() == request_id)
+            .map(|(k, _)| *k)
+    }
+
     /// Parks a downstream SUBSCRIBE until the pending upstream subscription is answered.
     pub(crate) fn park(&mut self, req: SubscribeRequest, session: SessionId, metrics: &Metrics) {
         self.waiting.push((req, session));
@@ -174,12 +321,15 @@ impl TrackState {
         session: SessionId,
         start: Location,
         end_group: Option<u64>,
+        forward: bool,
         metrics: &Metrics,
     ) -> u64 {
         let key = self.next_key;
         self.next_key += 1;
-        let mut d = Downstream { writer, session, start, end_group, streams: HashMap::new() };
-        for obj in self.cache.from(start, end_group) {
+        let mut d =
+            Downstream { writer, session, start, end_group, forward, streams: HashMap::new() };
+        let replay = if forward { self.cache.from(start, end_group) } else { Vec::new() };
+        for obj in replay {
             send(&mut d, &obj, self.class, metrics, None);
         }
         let ended: Vec<_> =
@@ -221,8 +371,13 @@ impl TrackState {
         if !self.cache.insert(obj.clone()) {
             return;
         }
+        if let Some((_, g)) = self.new_group_outstanding
+            && obj.group_id > g
+        {
+            self.new_group_outstanding = None;
+        }
         for d in self.downstream.values_mut() {
-            if d.writer.is_closed() || d.end_group.is_some_and(|e| obj.group_id > e) {
+            if !d.forward || d.writer.is_closed() || d.end_group.is_some_and(|e| obj.group_id > e) {
                 continue;
             }
             send(d, &obj, class, metrics, Some(o));

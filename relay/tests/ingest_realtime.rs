@@ -116,6 +116,8 @@ async fn ingest_of_60_s_of_720p30_drops_at_most_one_percent() -> Result<()> {
         }
     })
     .await;
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load0 = load();
     let (start, cpu0, t0) = (stats(), cpu_time(), Instant::now());
     let mut latency_ms: Vec<f64> = Vec::new();
     common::within_for("60 s of input", Duration::from_secs(120), async {
@@ -143,7 +145,7 @@ async fn ingest_of_60_s_of_720p30_drops_at_most_one_percent() -> Result<()> {
         "ingest 720p30 H.264 -> 720p+360p+180p H.264 over {:.1} s: {frames} source frames, \
          {encoded} encoded, {dropped} dropped ({:.2} %), {} decode errors, {} encode errors; \
          relay process CPU {cpu_ms:.1} ms per source frame; 720p capture-to-subscriber \
-         latency p50 {:.0} ms, p99 {:.0} ms over {} frames",
+         latency p50 {:.0} ms, p99 {:.0} ms over {} frames; load average before: {}, after: {}",
         wall.as_secs_f64(),
         100.0 * dropped as f64 / frames as f64,
         end.decode_errors - start.decode_errors,
@@ -151,6 +153,8 @@ async fn ingest_of_60_s_of_720p30_drops_at_most_one_percent() -> Result<()> {
         q(0.5).unwrap_or(f64::NAN),
         q(0.99).unwrap_or(f64::NAN),
         latency_ms.len(),
+        load0.trim(),
+        load().trim(),
     );
     assert!(dropped * 100 <= frames, "dropped {dropped} of {frames} source frames");
     relay.shutdown().await;

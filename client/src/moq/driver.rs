@@ -21,7 +21,7 @@ use tiermesh_proto::types::{FullTrackName, Location, RequestId, TrackAlias, Trac
 
 use super::events::{
     Event, IncomingFetch, IncomingPublish, NamespaceRequest, NamespaceSubscribeRequest,
-    SubscribeRequest,
+    SubscribeRequest, TrackStatusRequest,
 };
 use super::recv::{self, Input};
 use super::send::{self, SendPath};
@@ -106,6 +106,17 @@ pub(crate) enum Command {
     },
     AcceptRequest {
         request_id: RequestId,
+        params: MessageParams,
+    },
+    TrackStatus {
+        track: FullTrackName,
+        params: MessageParams,
+        reply: Reply<MessageParams>,
+    },
+    RequestUpdate {
+        existing: RequestId,
+        params: MessageParams,
+        reply: Reply<RequestId>,
     },
     Reject {
         request_id: RequestId,
@@ -159,6 +170,9 @@ enum Pending {
     },
     Request {
         reply: Reply<RequestId>,
+    },
+    TrackStatus {
+        reply: Reply<MessageParams>,
     },
     SubscribeNamespace {
         reply: Reply<NamespaceSubscription>,
@@ -356,7 +370,9 @@ impl Driver {
     }
 
     fn spawn_io(&mut self) {
-        let Some((control_send, control_recv, send_rx)) = self.io.take() else { return };
+        let Some((control_send, control_recv, send_rx)) = self.io.take() else {
+            return;
+        };
         let t = &self.transport;
         let i = &self.inputs_tx;
         self.tasks.spawn(recv::control(control_recv, i.clone()));
@@ -585,8 +601,28 @@ impl Driver {
                     Err(e) => Err(e.into()),
                 });
             }
-            Command::AcceptRequest { request_id } => {
-                let _ = s.accept_request(now, request_id, MessageParams::default());
+            Command::AcceptRequest { request_id, params } => {
+                let _ = s.accept_request(now, request_id, params);
+            }
+            Command::TrackStatus { track, params, reply } => {
+                match s.track_status(now, track, params) {
+                    Ok(id) => {
+                        self.pending.insert(id, Pending::TrackStatus { reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::RequestUpdate { existing, params, reply } => {
+                match s.request_update(now, existing, params) {
+                    Ok(id) => {
+                        self.pending.insert(id, Pending::Request { reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
             }
             Command::Reject { request_id, code, reason } => {
                 let _ = s.reject(now, request_id, code, 0, &reason);
@@ -814,35 +850,46 @@ impl Driver {
                 }
             }
             ProtoEvent::FetchCancelled { .. } => {}
-            ProtoEvent::TrackStatusRequested { request_id, .. } => {
-                let _ = self.session.reject(
-                    now,
+            ProtoEvent::TrackStatusRequested { request_id, track, params } => match self.conn() {
+                Some(conn) => self.emit(Event::TrackStatus(TrackStatusRequest {
+                    conn,
                     request_id,
-                    RequestErrorCode::NotSupported,
-                    0,
-                    "TRACK_STATUS is not supported",
-                );
-            }
-            ProtoEvent::UpdateRequested { request_id, .. } => {
-                let _ = self.session.accept_request(now, request_id, MessageParams::default());
-            }
-            ProtoEvent::RequestOk { request_id, .. } => match self.pending.remove(&request_id) {
-                Some(Pending::Request { reply }) => {
-                    let _ = reply.send(Ok(request_id));
-                }
-                Some(Pending::SubscribeNamespace { reply, rx }) => match self.cmd_sender() {
-                    Some(cmd) => {
-                        let _ = reply.send(Ok(NamespaceSubscription { request_id, rx, cmd }));
-                    }
-                    None => {
-                        let _ = reply.send(Err(Error::Ended));
-                    }
-                },
-                Some(other) => {
-                    self.pending.insert(request_id, other);
-                }
-                None => {}
+                    answered: false,
+                    track,
+                    params,
+                })),
+                None => self.refuse(request_id),
             },
+            ProtoEvent::UpdateRequested { request_id, existing, params } => {
+                let _ = self.session.accept_request(now, request_id, MessageParams::default());
+                // An update of a subscription this endpoint serves: the app applies what
+                // the session does not (priority, delivery timeout, NEW_GROUP_REQUEST).
+                if self.writers.contains_key(&existing) {
+                    self.emit(Event::SubscriptionUpdate { request_id: existing, params });
+                }
+            }
+            ProtoEvent::RequestOk { request_id, params, .. } => {
+                match self.pending.remove(&request_id) {
+                    Some(Pending::Request { reply }) => {
+                        let _ = reply.send(Ok(request_id));
+                    }
+                    Some(Pending::TrackStatus { reply }) => {
+                        let _ = reply.send(Ok(params));
+                    }
+                    Some(Pending::SubscribeNamespace { reply, rx }) => match self.cmd_sender() {
+                        Some(cmd) => {
+                            let _ = reply.send(Ok(NamespaceSubscription { request_id, rx, cmd }));
+                        }
+                        None => {
+                            let _ = reply.send(Err(Error::Ended));
+                        }
+                    },
+                    Some(other) => {
+                        self.pending.insert(request_id, other);
+                    }
+                    None => {}
+                }
+            }
             ProtoEvent::RequestError { request_id, code, retry_interval, reason, .. } => {
                 let err =
                     Error::Rejected { code, reason: reason.to_string_lossy(), retry_interval };
@@ -860,6 +907,9 @@ impl Driver {
                         let _ = reply.send(Err(err));
                     }
                     Some(Pending::Request { reply }) => {
+                        let _ = reply.send(Err(err));
+                    }
+                    Some(Pending::TrackStatus { reply }) => {
                         let _ = reply.send(Err(err));
                     }
                     Some(Pending::SubscribeNamespace { reply, .. }) => {

@@ -36,6 +36,16 @@ pub enum Event {
         /// The peer's SUBSCRIBE_NAMESPACE.
         request_id: RequestId,
     },
+    /// The peer asks for a track's status (TRACK_STATUS).
+    TrackStatus(TrackStatusRequest),
+    /// The peer updated a subscription this endpoint serves (REQUEST_UPDATE, already
+    /// answered with REQUEST_OK; FORWARD and the filter already apply to the session).
+    SubscriptionUpdate {
+        /// The subscription's request ID (as [`TrackWriter::request_id`]).
+        request_id: RequestId,
+        /// The parameters the update changes.
+        params: MessageParams,
+    },
     /// The peer sent GOAWAY: open a new session (at `uri`, or the same URI when empty).
     Goaway {
         /// Where to reconnect.
@@ -194,7 +204,10 @@ impl NamespaceRequest {
     /// Accepts with REQUEST_OK.
     pub fn accept(mut self) {
         self.answered = true;
-        self.conn.send(Command::AcceptRequest { request_id: self.request_id });
+        self.conn.send(Command::AcceptRequest {
+            request_id: self.request_id,
+            params: MessageParams::default(),
+        });
     }
 }
 
@@ -216,6 +229,31 @@ impl NamespaceSubscribeRequest {
     /// [`Connection::namespace_done`] under this request ID.
     pub fn accept(mut self) {
         self.answered = true;
-        self.conn.send(Command::AcceptRequest { request_id: self.request_id });
+        self.conn.send(Command::AcceptRequest {
+            request_id: self.request_id,
+            params: MessageParams::default(),
+        });
+    }
+}
+
+/// A TRACK_STATUS from the peer.
+#[derive(Debug)]
+pub struct TrackStatusRequest {
+    pub(crate) conn: Connection,
+    pub(crate) request_id: RequestId,
+    pub(crate) answered: bool,
+    /// The track.
+    pub track: FullTrackName,
+    /// The parameters (tokens resolved).
+    pub params: MessageParams,
+}
+refuse_on_drop!(TrackStatusRequest);
+
+impl TrackStatusRequest {
+    /// Answers with REQUEST_OK carrying the parameters a SUBSCRIBE_OK would (draft-16
+    /// §9.19): LARGEST_OBJECT when something was published, ...
+    pub fn accept(mut self, params: MessageParams) {
+        self.answered = true;
+        self.conn.send(Command::AcceptRequest { request_id: self.request_id, params });
     }
 }

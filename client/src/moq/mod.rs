@@ -66,7 +66,7 @@ pub use driver::Driver;
 pub use error::Error;
 pub use events::{
     Event, IncomingFetch, IncomingPublish, NamespaceRequest, NamespaceSubscribeRequest,
-    SubscribeRequest,
+    SubscribeRequest, TrackStatusRequest,
 };
 pub use track::{
     FetchReader, FetchResponse, NamespaceEvent, NamespaceSubscription, PublishDone, ReceivedObject,
@@ -352,6 +352,9 @@ pub struct SubscribeOptions {
     pub forward: Option<bool>,
     /// An AUTHORIZATION TOKEN for this request (Token Type [`TOKEN_TYPE`]).
     pub token: Option<Bytes>,
+    /// NEW_GROUP_REQUEST: the largest group ID this subscriber knows plus one, 0 for none
+    /// (draft-16 §9.2.2.9); a publisher with DYNAMIC GROUPS then starts a new group.
+    pub new_group_request: Option<u64>,
 }
 
 impl SubscribeOptions {
@@ -368,6 +371,7 @@ impl SubscribeOptions {
             group_order: self.group_order,
             subscription_filter: self.filter,
             forward: self.forward,
+            new_group_request: self.new_group_request,
             ..Default::default()
         }
     }
@@ -540,6 +544,26 @@ impl Connection {
             .await?;
         let fetch = frx.await.unwrap_or_else(|_| Err(self.closed_error()));
         Ok((reader, fetch))
+    }
+
+    /// Asks the peer for a track's status (TRACK_STATUS) and waits for its REQUEST_OK,
+    /// whose parameters are those of a SUBSCRIBE_OK (LARGEST_OBJECT, EXPIRES, ...).
+    pub async fn track_status(
+        &self,
+        track: FullTrackName,
+        params: MessageParams,
+    ) -> Result<MessageParams, Error> {
+        self.call(|reply| Command::TrackStatus { track, params, reply }).await
+    }
+
+    /// Updates one of this endpoint's requests (REQUEST_UPDATE; for a subscription: filter,
+    /// priority, FORWARD, DELIVERY_TIMEOUT, NEW_GROUP_REQUEST) and waits for REQUEST_OK.
+    pub async fn request_update(
+        &self,
+        existing: RequestId,
+        params: MessageParams,
+    ) -> Result<(), Error> {
+        self.call(|reply| Command::RequestUpdate { existing, params, reply }).await.map(|_| ())
     }
 
     /// Fetches objects from `start` up to `end` (exclusive; an object of 0 means the whole
