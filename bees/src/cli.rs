@@ -124,6 +124,11 @@ pub struct LoadArgs {
     /// Worker threads; 1 runs everything on one current-thread runtime (one core).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// With --publishers: add the track `video/bench` to their broadcast, 30 objects a
+    /// second of this many bytes on average (watch it with --track video/bench), to
+    /// measure the relay per object of a chosen size.
+    #[arg(long, value_name = "BYTES")]
+    pub object_bytes: Option<u64>,
     /// Allow relays that are not on a loopback address.
     #[arg(long)]
     pub allow_remote: bool,
@@ -188,6 +193,7 @@ impl LoadArgs {
             shard: (self.shard.0, self.shard.1),
             relay_pid: self.relay_pid,
             progress: !self.quiet,
+            object_bytes: self.object_bytes,
         };
         config.validate()?;
         Ok(config)

@@ -182,7 +182,7 @@ pub fn render(report: &Report) -> String {
     let mut cpu = Series { name: "CPU %".into(), points: Vec::new() };
     let mut rss = Series { name: "RSS MiB".into(), points: Vec::new() };
     for (&k, p) in &report.timeline {
-        if let Some(q) = p.latency_us.quantiles_ms() {
+        if let Some(q) = crate::report::quantiles_ms(&p.latency_us) {
             latency[0].points.push((x(k), q.p50));
             latency[1].points.push((x(k), q.p99));
             latency[2].points.push((x(k), q.max));

@@ -8,7 +8,6 @@
 //! `tiermesh bees` ([`cli`]) is the command; [`load::run`] is what it runs.
 
 pub mod cli;
-pub mod hist;
 pub mod html;
 pub mod load;
 pub mod procfs;

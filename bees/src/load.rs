@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tiermesh_client::cli::BroadcastUrl;
 use tiermesh_client::moq::{self, ClientOptions, ReceivedObject, SubscribeOptions, TrackEvent};
 use tiermesh_client::publish::{Publisher, Served, now_us};
-use tiermesh_client::synthetic::BroadcastSpec;
+use tiermesh_client::synthetic::{BroadcastSpec, TrackKind, TrackSpec, VIDEO_FPS};
 use tiermesh_client::transport::ClientTls;
 use tiermesh_proto::catalog::CATALOG_TRACK_NAME;
 use tiermesh_proto::types::{FullTrackName, TrackNamespace};
@@ -32,9 +32,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant as TokioInstant;
 
 use crate::Error;
-use crate::hist::Histogram;
 use crate::procfs::Process;
 use crate::report::{Point, RelayUsage, Report, Shard, TrackTotals};
+use tiermesh_client::report::Distribution;
 
 /// How long one subscriber may take to connect and finish SETUP: a loaded relay on
 /// loopback answers in milliseconds; 10 s only bounds a relay that stopped answering.
@@ -81,7 +81,15 @@ pub struct LoadConfig {
     pub relay_pid: Option<u32>,
     /// Print a progress line on stderr every second.
     pub progress: bool,
+    /// With publishers: add the video track [`BENCH_TRACK`] to their broadcast, with objects
+    /// of this many bytes on average (30 a second in one-second groups, the key frame of
+    /// each group about six times the others), to measure a relay per object of a chosen
+    /// size.
+    pub object_bytes: Option<u64>,
 }
+
+/// The track `object_bytes` adds to the synthetic broadcast.
+pub const BENCH_TRACK: &str = "video/bench";
 
 impl LoadConfig {
     /// Checks the numbers.
@@ -101,6 +109,14 @@ impl LoadConfig {
         }
         if self.duration.is_zero() {
             return bad("--duration must be more than zero");
+        }
+        if let Some(n) = self.object_bytes {
+            if self.publishers == 0 {
+                return bad("--object-bytes needs --publishers (it shapes their broadcast)");
+            }
+            if !(64..=1 << 20).contains(&n) {
+                return bad("--object-bytes must be between 64 and 1048576");
+            }
         }
         Ok(())
     }
@@ -404,6 +420,24 @@ fn broadcast(base: &TrackNamespace, publishers: u64, j: u64) -> Result<TrackName
     TrackNamespace::new(fields).map_err(|e| Error::Config(format!("broadcast name: {e}")))
 }
 
+/// The synthetic broadcast bees' publishers send: `tiermesh pub`'s, plus [`BENCH_TRACK`]
+/// when `object_bytes` is set.
+fn spec(config: &LoadConfig) -> BroadcastSpec {
+    let mut spec = BroadcastSpec::default();
+    if let Some(n) = config.object_bytes {
+        // One tier above the highest (publisher priority 80), 30 objects a second.
+        spec.tracks.push(TrackSpec {
+            name: BENCH_TRACK.to_owned(),
+            kind: TrackKind::Video,
+            priority: 80,
+            bitrate: n * 8 * VIDEO_FPS,
+            size: Some((1920, 1080)),
+            delivery_timeout: Some(Duration::from_secs(1)),
+        });
+    }
+    spec
+}
+
 fn options(config: &LoadConfig) -> ClientOptions {
     let mut o = ClientOptions::new(config.tls.clone());
     if let Some(t) = &config.token {
@@ -430,7 +464,7 @@ async fn publish(
             return;
         }
     };
-    let mut p = Publisher::new(namespace, BroadcastSpec::default(), now_us(), config.token.clone());
+    let mut p = Publisher::new(namespace, spec(&config), now_us(), config.token.clone());
     let mut published = Some(published);
     let served = p
         .serve(&conn, tokio::time::sleep_until(stop), || {
@@ -819,7 +853,7 @@ async fn sample(
     let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
     let mut last_cpu = relay.as_ref().and_then(|p| p.sample().ok()).map(|s| s.cpu_s);
     let mut last_at = start;
-    let mut latency_so_far = Histogram::new();
+    let mut latency_so_far = Distribution::new();
     loop {
         let now = tokio::select! {
             t = tick.tick() => t,

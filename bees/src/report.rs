@@ -23,10 +23,36 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hist::Histogram;
+use tiermesh_client::report::Distribution;
 
-/// The report format version; [`Report::merge`] refuses others.
-pub const VERSION: u32 = 1;
+/// The report format version; [`Report::merge`] refuses others. Version 2: distributions
+/// are `tiermesh_client::report::Distribution`s (non-empty buckets as `[index, count]`).
+pub const VERSION: u32 = 2;
+
+/// Quantiles of a distribution of microseconds, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Quantiles {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest (exact).
+    pub max: f64,
+}
+
+/// p50, p95, p99 and max of a distribution of microseconds, in milliseconds; `None` when
+/// it is empty.
+pub fn quantiles_ms(d: &Distribution) -> Option<Quantiles> {
+    let ms = |v: u64| v as f64 / 1000.0;
+    Some(Quantiles {
+        p50: ms(d.quantile(0.50)?),
+        p95: ms(d.quantile(0.95)?),
+        p99: ms(d.quantile(0.99)?),
+        max: ms(d.max()?),
+    })
+}
 
 /// One shard's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,9 +116,9 @@ pub struct TrackTotals {
     /// Their total length, milliseconds.
     pub stall_ms: f64,
     /// Subscribe to first object, µs.
-    pub first_object_us: Histogram,
+    pub first_object_us: Distribution,
     /// Capture to arrival, µs.
-    pub latency_us: Histogram,
+    pub latency_us: Distribution,
 }
 
 impl TrackTotals {
@@ -122,7 +148,7 @@ pub struct Point {
     /// Payload bytes received per track during the second.
     pub bytes: BTreeMap<String, u64>,
     /// Latency of objects received during the second, µs.
-    pub latency_us: Histogram,
+    pub latency_us: Distribution,
     /// Relay CPU time used during the second, ms (relays measured by any shard, summed).
     pub relay_cpu_ms: Option<f64>,
     /// Relay resident memory at the end of the second, KiB (summed over measured relays).
@@ -217,7 +243,7 @@ pub struct Report {
     /// Subscriber counts.
     pub subscribers: Subscribers,
     /// Connect times, µs.
-    pub connect_us: Histogram,
+    pub connect_us: Distribution,
     /// Per track, by name.
     pub tracks: BTreeMap<String, TrackTotals>,
     /// Per wall-clock second (Unix seconds).
@@ -249,7 +275,7 @@ impl Report {
             version: VERSION,
             shards: Vec::new(),
             subscribers: Subscribers::default(),
-            connect_us: Histogram::new(),
+            connect_us: Distribution::new(),
             tracks: BTreeMap::new(),
             timeline: BTreeMap::new(),
             relays: Vec::new(),
@@ -337,8 +363,8 @@ impl Report {
             if shards == 1 { "" } else { "s" },
             self.duration_s()
         );
-        let ms = |h: &Histogram| {
-            h.quantiles_ms().map_or("-".to_owned(), |q| {
+        let ms = |h: &Distribution| {
+            quantiles_ms(h).map_or("-".to_owned(), |q| {
                 format!("p50 {:.1} p95 {:.1} p99 {:.1} max {:.1} ms", q.p50, q.p95, q.p99, q.max)
             })
         };
@@ -369,8 +395,8 @@ impl Report {
             "max ms"
         );
         for (name, t) in &self.tracks {
-            let q = t.latency_us.quantiles_ms();
-            let f = |g: fn(&crate::hist::Quantiles) -> f64| {
+            let q = quantiles_ms(&t.latency_us);
+            let f = |g: fn(&Quantiles) -> f64| {
                 q.as_ref().map_or("-".to_owned(), |q| format!("{:.1}", g(q)))
             };
             let _ = writeln!(

@@ -310,9 +310,17 @@ const DIST_BUCKETS: usize = (EXACT + (64 - 6) * SUB_BUCKETS) as usize;
 /// A plain histogram of `u64` values (microseconds, bytes, anything) with quantile estimates
 /// within 3.1 % relative error: log-linear buckets (exact below 64, then 32 per power of two),
 /// min and max exact. Not thread-safe: one per task, [`Distribution::merge`] to combine.
-/// Meant for reports (`tiermesh sub --json`, benchmarks), not for the relay's hot path.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Meant for reports (`tiermesh sub --json`, `tiermesh bees`, benchmarks), not for the
+/// relay's hot path.
+///
+/// Buckets are allocated up to the largest value seen (a few KiB for latencies), and its
+/// serde form lists only the non-empty buckets, so reports that keep one per second stay
+/// small; merging adds bucket counts, so quantiles of merged shards are quantiles of all
+/// their values together.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "SparseDistribution", try_from = "SparseDistribution")]
 pub struct Distribution {
+    /// Counts per bucket, up to the last non-empty one.
     counts: Vec<u64>,
     count: u64,
     sum: u128,
@@ -348,7 +356,7 @@ pub struct Summary {
 impl Distribution {
     /// Empty.
     pub fn new() -> Self {
-        Self { counts: vec![0; DIST_BUCKETS], count: 0, sum: 0, min: u64::MAX, max: 0 }
+        Self { counts: Vec::new(), count: 0, sum: 0, min: u64::MAX, max: 0 }
     }
 
     fn index(value: u64) -> usize {
@@ -375,7 +383,11 @@ impl Distribution {
 
     /// Records one value.
     pub fn record(&mut self, value: u64) {
-        self.counts[Self::index(value)] += 1;
+        let i = Self::index(value);
+        if i >= self.counts.len() {
+            self.counts.resize(i + 1, 0);
+        }
+        self.counts[i] += 1;
         self.count += 1;
         self.sum += u128::from(value);
         self.min = self.min.min(value);
@@ -389,6 +401,9 @@ impl Distribution {
 
     /// Adds every value of `other`.
     pub fn merge(&mut self, other: &Distribution) {
+        if other.counts.len() > self.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
+        }
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;
         }
@@ -448,6 +463,70 @@ impl Distribution {
             p95: self.quantile(0.95)?,
             p99: self.quantile(0.99)?,
         })
+    }
+}
+
+/// The serde form of a [`Distribution`]: its non-empty buckets as `[index, count]` pairs.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SparseDistribution {
+    buckets: Vec<(u32, u64)>,
+    count: u64,
+    sum: u128,
+    min: Option<u64>,
+    max: Option<u64>,
+}
+
+impl From<Distribution> for SparseDistribution {
+    fn from(d: Distribution) -> Self {
+        let buckets = d
+            .counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, c)| (i as u32, *c))
+            .collect();
+        Self { buckets, count: d.count, sum: d.sum, min: d.min(), max: d.max() }
+    }
+}
+
+impl TryFrom<SparseDistribution> for Distribution {
+    type Error = String;
+
+    fn try_from(s: SparseDistribution) -> Result<Self, String> {
+        let mut d = Distribution::new();
+        let mut counted = 0u64;
+        for (i, c) in s.buckets {
+            let i = i as usize;
+            if i >= DIST_BUCKETS {
+                return Err(format!("distribution bucket {i} out of range (< {DIST_BUCKETS})"));
+            }
+            if i >= d.counts.len() {
+                d.counts.resize(i + 1, 0);
+            }
+            d.counts[i] = d.counts[i].saturating_add(c);
+            counted = counted.saturating_add(c);
+        }
+        if counted != s.count {
+            return Err(format!(
+                "distribution buckets hold {counted} values, count says {}",
+                s.count
+            ));
+        }
+        // Trailing empty buckets would make equal distributions compare unequal.
+        while d.counts.last() == Some(&0) {
+            d.counts.pop();
+        }
+        d.count = s.count;
+        d.sum = s.sum;
+        match (s.min, s.max) {
+            (Some(min), Some(max)) if s.count > 0 && min <= max => {
+                d.min = min;
+                d.max = max;
+            }
+            (None, None) if s.count == 0 => {}
+            _ => return Err("distribution min/max do not match its count".into()),
+        }
+        Ok(d)
     }
 }
 
@@ -597,5 +676,32 @@ mod tests {
         }
         a.merge(&b);
         assert_eq!(a, all);
+    }
+
+    #[test]
+    fn distribution_json_lists_only_used_buckets_and_round_trips() {
+        let mut d = Distribution::new();
+        for v in [5u64, 5, 70, 1_000_000] {
+            d.record(v);
+        }
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(json.len() < 200, "{json}");
+        let back: Distribution = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(back.quantile(1.0), Some(1_000_000));
+        let empty: Distribution =
+            serde_json::from_str(&serde_json::to_string(&Distribution::new()).unwrap()).unwrap();
+        assert_eq!(empty, Distribution::new());
+        // Buckets that do not add up to the count, or lie out of range, are refused.
+        let e = serde_json::from_str::<Distribution>(
+            r#"{"buckets":[[5,2]],"count":3,"sum":15,"min":5,"max":5}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("hold 2 values"), "{e}");
+        let e = serde_json::from_str::<Distribution>(
+            r#"{"buckets":[[99999,1]],"count":1,"sum":1,"min":1,"max":1}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
     }
 }

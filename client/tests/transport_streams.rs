@@ -1,6 +1,8 @@
 //! Guards the stream budget MoQT needs: a subgroup stream per group per track, so a peer
 //! must be able to hold about a thousand unidirectional streams open at once (see
-//! TransportConfig's defaults), over raw QUIC and WebTransport alike.
+//! TransportConfig's defaults), over raw QUIC and WebTransport alike. The limit a session
+//! grants starts at 16 (so idle sessions stay small) and grows as the peer uses its
+//! streams: these tests also prove it grows all the way.
 
 mod transport_common;
 

@@ -396,8 +396,8 @@ pub struct PublishOptions {
 }
 
 struct Inner {
-    cmd: mpsc::UnboundedSender<Command>,
-    events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
+    cmd: driver::CommandTx,
+    events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Box<Event>>>,
     closed: watch::Receiver<Option<CloseReason>>,
     setup: watch::Receiver<Option<Arc<PeerSetup>>>,
     kind: Kind,
@@ -503,7 +503,7 @@ impl Connection {
 
     /// The next incoming request or notice; `None` once the session is closed.
     pub async fn next_event(&self) -> Option<Event> {
-        self.inner.events.lock().await.recv().await
+        self.inner.events.lock().await.recv().await.map(|e| *e)
     }
 
     /// Subscribes to a track and waits for SUBSCRIBE_OK.

@@ -5,21 +5,26 @@
 //! enqueue [`SendCmd`]s: a stream with its [`StreamSpec`] (priorities, group order,
 //! delivery timeout), then its objects with their arrival time and capture age. One writer
 //! task per connection feeds them to the [`crate::scheduler::Scheduler`] (priority mode,
-//! or FIFO as the baseline) and applies its actions to QUIC streams, each written by its
-//! own small task so that one stream waiting for flow-control credit never holds up
-//! another. Payloads reach QUIC as the same `Bytes` the writer got: fan-out to many
-//! subscribers does not copy them.
+//! or FIFO as the baseline) and applies its actions to QUIC streams. Payloads reach QUIC as
+//! the same `Bytes` the writer got: fan-out to many subscribers does not copy them.
+//!
+//! The hot path of a relay is one object to many subscribers, so per object the writer
+//! task does as little as it can: it wakes once for every batch of commands, writes each
+//! chunk straight into its QUIC stream when flow control takes it at once (the common
+//! case), and reads the connection's figures only when its budget needs them. Only a
+//! stream that QUIC makes wait (flow control, the peer's stream limit, or a WebTransport
+//! stream header) gets a task of its own, so that it never holds up the others. A
+//! connection that never sends data (an idle subscriber) never builds the scheduler.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
-
-use std::time::Duration;
 
 use crate::scheduler::{
     Action, Object, Scheduler, SchedulerConfig, SendBudget, StreamKey, StreamSpec, TrackClass,
@@ -67,28 +72,142 @@ pub(crate) enum SendCmd {
     },
 }
 
+/// Commands waiting for the writer task, and who is still there.
+#[derive(Default)]
+struct Queue {
+    cmds: VecDeque<SendCmd>,
+    /// Live [`SendPath`] handles; the writer ends once none is left and all is sent.
+    senders: usize,
+    /// The writer task has ended: pushes fail.
+    receiver_gone: bool,
+}
+
+/// The queue behind a [`SendPath`]: a plain deque under a mutex rather than a channel,
+/// because a channel allocates its first block of slots when it is made (kilobytes per
+/// connection, paid by every idle subscriber) and the writer takes whole batches at once.
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Woken when the queue goes from empty to non-empty, or the last sender leaves.
+    ready: Notify,
+    next_stream: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding this lock leaves the deque itself intact.
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// The handle writers use to enqueue data. Cheap to clone.
-#[derive(Debug, Clone)]
 pub(crate) struct SendPath {
-    tx: mpsc::UnboundedSender<SendCmd>,
-    next_stream: Arc<AtomicU64>,
+    shared: Arc<Shared>,
 }
 
 impl SendPath {
     /// A send path and the receiving end for its writer task ([`run`]).
-    pub(crate) fn new() -> (Self, mpsc::UnboundedReceiver<SendCmd>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx, next_stream: Arc::new(AtomicU64::new(0)) }, rx)
+    pub(crate) fn new() -> (Self, Receiver) {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue { senders: 1, ..Queue::default() }),
+            ready: Notify::new(),
+            next_stream: AtomicU64::new(0),
+        });
+        (Self { shared: shared.clone() }, Receiver { shared })
     }
 
     /// A new stream number.
     pub(crate) fn allocate(&self) -> u64 {
-        self.next_stream.fetch_add(1, Ordering::Relaxed)
+        self.shared.next_stream.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Enqueues a command; false if the connection is gone.
     pub(crate) fn push(&self, cmd: SendCmd) -> bool {
-        self.tx.send(cmd).is_ok()
+        let was_empty = {
+            let mut q = self.shared.lock();
+            if q.receiver_gone {
+                return false;
+            }
+            let was_empty = q.cmds.is_empty();
+            q.cmds.push_back(cmd);
+            was_empty
+        };
+        // The writer drains the whole queue at each wake-up, so only the first command of a
+        // batch needs to wake it.
+        if was_empty {
+            self.shared.ready.notify_one();
+        }
+        true
+    }
+}
+
+impl Clone for SendPath {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        Self { shared: self.shared.clone() }
+    }
+}
+
+impl Drop for SendPath {
+    fn drop(&mut self) {
+        let last = {
+            let mut q = self.shared.lock();
+            q.senders -= 1;
+            q.senders == 0
+        };
+        if last {
+            self.shared.ready.notify_one();
+        }
+    }
+}
+
+impl fmt::Debug for SendPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendPath").finish_non_exhaustive()
+    }
+}
+
+/// The writer task's end of a [`SendPath`].
+pub(crate) struct Receiver {
+    shared: Arc<Shared>,
+}
+
+impl Receiver {
+    /// Moves every queued command to the back of `out` (which the caller keeps empty
+    /// between calls, so the two deques just swap); false once every sender is gone and
+    /// nothing is left.
+    fn drain(&self, out: &mut VecDeque<SendCmd>) -> bool {
+        let mut q = self.shared.lock();
+        if q.cmds.is_empty() {
+            return q.senders > 0;
+        }
+        if out.is_empty() {
+            std::mem::swap(&mut q.cmds, out);
+        } else {
+            out.extend(q.cmds.drain(..));
+        }
+        true
+    }
+
+    /// Waits until commands may be queued or the last sender has gone.
+    async fn ready(&self) {
+        self.shared.ready.notified().await;
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let dropped = {
+            let mut q = self.shared.lock();
+            q.receiver_gone = true;
+            std::mem::take(&mut q.cmds)
+        };
+        drop(dropped);
+    }
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver").finish_non_exhaustive()
     }
 }
 
@@ -108,10 +227,28 @@ pub(crate) fn class_of(publisher_priority: u8) -> TrackClass {
 /// spin.
 const TICK: Duration = Duration::from_millis(5);
 
+/// How long the connection's figures (congestion window, bytes sent, send rate) are reused
+/// while the scheduler keeps up. Reading them takes the connection's lock and copies its
+/// statistics, once per object per subscriber on a relay if done at every wake-up. A reused
+/// reading only errs on the safe side for the buffer: the bytes sent since are not counted,
+/// so the buffer looks fuller than it is, and as soon as that holds anything back the
+/// figures are read afresh. What a stale reading can overstate is the window after a loss,
+/// for at most this long: a small fraction of a second against real links' round trips.
+const STATS_MAX_AGE: Duration = Duration::from_millis(20);
+
 enum StreamCmd {
     Write(Bytes),
     Finish,
     Reset(u32),
+}
+
+/// Where the chunks of one QUIC stream go.
+enum Out {
+    /// Written here, straight into QUIC, while flow control takes every chunk at once
+    /// (boxed: the stream handle is several hundred bytes, the map holds many).
+    Direct(Box<transport::SendStream>),
+    /// Handed to the stream's own task (it had to wait once; order is kept from then on).
+    Task(mpsc::UnboundedSender<StreamCmd>),
 }
 
 /// The writer task: hands every command to the send scheduler and applies what it decides
@@ -122,132 +259,332 @@ enum StreamCmd {
 /// in flight, and on the links served the window is mostly free when the scheduler is
 /// asked), and what QUIC holds unsent is estimated as the bytes handed to it minus the
 /// bytes it reports sent.
-pub(crate) async fn run(
+pub(crate) async fn run(session: transport::Session, rx: Receiver, config: SchedulerConfig) {
+    // Nothing is built until the first command: the state below (and this future's size,
+    // which every connection's task would carry) is for connections that send data.
+    let mut first = VecDeque::new();
+    loop {
+        if !rx.drain(&mut first) {
+            return;
+        }
+        if !first.is_empty() {
+            break;
+        }
+        rx.ready().await;
+    }
+    Box::pin(Writer::new(session, config).run(rx, first)).await;
+}
+
+struct Writer {
     session: transport::Session,
-    mut rx: mpsc::UnboundedReceiver<SendCmd>,
-    config: SchedulerConfig,
-) {
-    let mut scheduler = Scheduler::new(config);
-    let mut streams: HashMap<u64, mpsc::UnboundedSender<StreamCmd>> = HashMap::new();
-    let mut tasks = JoinSet::new();
-    let (written_tx, mut written_rx) = mpsc::unbounded_channel::<()>();
-    let base_sent = session.stats().bytes_sent;
-    let mut handed: u64 = 0;
-    let mut open = true;
-    while open || scheduler.queued_bytes() > 0 {
-        let now = Instant::now();
-        scheduler.handle_timeout(now);
+    scheduler: Scheduler,
+    streams: HashMap<u64, Out>,
+    tasks: JoinSet<()>,
+    written_tx: mpsc::UnboundedSender<()>,
+    written_rx: mpsc::UnboundedReceiver<()>,
+    base_sent: u64,
+    handed: u64,
+    stats: transport::Stats,
+    stats_at: Instant,
+    /// Consecutive chunks of one stream (an object's head and payload, say) collected
+    /// during one pass over the scheduler's actions, written to QUIC in one call: one lock
+    /// of the connection and one wake-up of its driver instead of one per chunk.
+    batch: Vec<Bytes>,
+    /// The stream and QUIC priority of `batch`.
+    batch_stream: Option<(u64, i32)>,
+}
+
+impl Writer {
+    fn new(session: transport::Session, config: SchedulerConfig) -> Self {
         let stats = session.stats();
-        let sent = stats.bytes_sent.saturating_sub(base_sent);
-        let mut budget = SendBudget {
-            cwnd: stats.cwnd,
-            cwnd_available: stats.cwnd,
-            buffered: handed.saturating_sub(sent),
-            send_rate_bps: stats.send_rate_estimate_bps,
-        };
-        while let Some(action) = scheduler.poll_send(now, &mut budget) {
-            match action {
-                Action::Write { key, chunk, quinn_priority } => {
-                    handed += chunk.len() as u64;
-                    let tx = streams.entry(key.0).or_insert_with(|| {
-                        let (tx, srx) = mpsc::unbounded_channel();
-                        tasks.spawn(write_stream(
-                            session.clone(),
-                            quinn_priority,
-                            srx,
-                            written_tx.clone(),
-                        ));
-                        tx
-                    });
-                    let _ = tx.send(StreamCmd::Write(chunk));
+        let (written_tx, written_rx) = mpsc::unbounded_channel();
+        Self {
+            session,
+            scheduler: Scheduler::new(config),
+            streams: HashMap::new(),
+            tasks: JoinSet::new(),
+            written_tx,
+            written_rx,
+            base_sent: stats.bytes_sent,
+            handed: 0,
+            stats,
+            stats_at: Instant::now(),
+            batch: Vec::new(),
+            batch_stream: None,
+        }
+    }
+
+    async fn run(mut self, rx: Receiver, mut batch: VecDeque<SendCmd>) {
+        let mut open = true;
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        loop {
+            for cmd in batch.drain(..) {
+                self.apply(cmd);
+            }
+            let now = Instant::now();
+            self.flush(now);
+            if !open && self.scheduler.queued_bytes() == 0 {
+                break;
+            }
+            while self.tasks.try_join_next().is_some() {}
+            let waiting = self.scheduler.queued_bytes() > 0;
+            let wake = match (self.scheduler.poll_timeout(), waiting.then(|| now + TICK)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(at) = wake
+                && armed != Some(at)
+            {
+                timer.as_mut().reset(at.into());
+                armed = Some(at);
+            }
+            tokio::select! {
+                _ = rx.ready(), if open => {}
+                Some(()) = self.written_rx.recv() => {
+                    while self.written_rx.try_recv().is_ok() {}
                 }
-                Action::Datagram { datagram, .. } => {
-                    let _ = session.send_datagram(datagram);
+                _ = &mut timer, if wake.is_some() => {
+                    armed = None;
                 }
-                Action::Finish { key } => {
-                    if let Some(tx) = streams.remove(&key.0) {
-                        let _ = tx.send(StreamCmd::Finish);
+            }
+            if open {
+                open = rx.drain(&mut batch);
+            }
+        }
+        for (_, out) in self.streams.drain() {
+            match out {
+                Out::Direct(mut s) => {
+                    let _ = s.finish();
+                }
+                Out::Task(tx) => {
+                    let _ = tx.send(StreamCmd::Finish);
+                }
+            }
+        }
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// The budget from the last reading of the connection's figures, read afresh when
+    /// `fresh` or when it is older than [`STATS_MAX_AGE`].
+    fn budget(&mut self, now: Instant, fresh: bool) -> SendBudget {
+        if fresh || now.saturating_duration_since(self.stats_at) > STATS_MAX_AGE {
+            self.stats = self.session.stats();
+            self.stats_at = now;
+        }
+        let sent = self.stats.bytes_sent.saturating_sub(self.base_sent);
+        SendBudget {
+            cwnd: self.stats.cwnd,
+            cwnd_available: self.stats.cwnd,
+            buffered: self.handed.saturating_sub(sent),
+            send_rate_bps: self.stats.send_rate_estimate_bps,
+        }
+    }
+
+    /// Hands the scheduler's actions to QUIC while the budget allows.
+    fn flush(&mut self, now: Instant) {
+        self.scheduler.handle_timeout(now);
+        let mut fresh = false;
+        loop {
+            let mut budget = self.budget(now, fresh);
+            while let Some(action) = self.scheduler.poll_send(now, &mut budget) {
+                self.act(action);
+            }
+            self.write_batch();
+            // Held back on a reused reading: read the figures once more before waiting.
+            if fresh || self.scheduler.queued_bytes() == 0 || self.stats_at == now {
+                break;
+            }
+            fresh = true;
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        if let Action::Write { key, chunk, quinn_priority } = action {
+            self.handed += chunk.len() as u64;
+            if self.batch_stream.is_some_and(|(s, _)| s != key.0) {
+                self.write_batch();
+            }
+            self.batch_stream = Some((key.0, quinn_priority));
+            self.batch.push(chunk);
+            return;
+        }
+        // Whatever comes next (a finish, a reset) applies after the chunks before it.
+        self.write_batch();
+        match action {
+            Action::Write { .. } => {}
+            Action::Datagram { datagram, .. } => {
+                let _ = self.session.send_datagram(datagram);
+            }
+            Action::Finish { key } => match self.streams.remove(&key.0) {
+                Some(Out::Direct(mut s)) => {
+                    // quinn keeps delivering what was written after the handle is dropped.
+                    let _ = s.finish();
+                }
+                Some(Out::Task(tx)) => {
+                    let _ = tx.send(StreamCmd::Finish);
+                }
+                None => {}
+            },
+            Action::Reset { key, code, reason } => {
+                tracing::debug!(stream = key.0, ?reason, "stream reset by the scheduler");
+                match self.streams.remove(&key.0) {
+                    Some(Out::Direct(mut s)) => {
+                        let _ = s.reset(code);
                     }
-                }
-                Action::Reset { key, code, reason } => {
-                    tracing::debug!(stream = key.0, ?reason, "stream reset by the scheduler");
-                    if let Some(tx) = streams.remove(&key.0) {
+                    Some(Out::Task(tx)) => {
                         let _ = tx.send(StreamCmd::Reset(code));
                     }
+                    None => {}
                 }
-                Action::Abandon { key, reason } => {
-                    tracing::debug!(stream = key.0, ?reason, "stream abandoned by the scheduler");
-                    streams.remove(&key.0);
+            }
+            Action::Abandon { key, reason } => {
+                tracing::debug!(stream = key.0, ?reason, "stream abandoned by the scheduler");
+                if let Some(Out::Direct(mut s)) = self.streams.remove(&key.0) {
+                    // Nothing more will be written: end it rather than leave it open.
+                    let _ = s.finish();
                 }
             }
         }
-        while tasks.try_join_next().is_some() {}
-        let wake = scheduler.poll_timeout();
-        let waiting = scheduler.queued_bytes() > 0;
-        tokio::select! {
-            cmd = rx.recv(), if open => match cmd {
-                Some(cmd) => {
-                    apply(&mut scheduler, &session, cmd);
-                    while let Ok(cmd) = rx.try_recv() {
-                        apply(&mut scheduler, &session, cmd);
+    }
+
+    /// Writes the collected chunks of one stream: straight into QUIC if it takes them all
+    /// now, else through the stream's own task (which then keeps the stream, so its chunks
+    /// stay in order).
+    fn write_batch(&mut self) {
+        let Some((stream, priority)) = self.batch_stream.take() else { return };
+        // The common case: an open stream that takes everything at once.
+        if let Some(Out::Direct(s)) = self.streams.get_mut(&stream) {
+            match try_write(s, &mut self.batch) {
+                Some(true) => return,
+                Some(false) => {}
+                None => {
+                    self.streams.remove(&stream);
+                    return;
+                }
+            }
+        }
+        let waiting = match self.streams.remove(&stream) {
+            Some(Out::Task(tx)) => {
+                for chunk in self.batch.drain(..) {
+                    let _ = tx.send(StreamCmd::Write(chunk));
+                }
+                self.streams.insert(stream, Out::Task(tx));
+                return;
+            }
+            // Flow control took part or none of the batch.
+            Some(Out::Direct(s)) => Some(*s),
+            None => match self.session.try_open_uni() {
+                Some(Ok(mut s)) => {
+                    let _ = s.set_priority(priority);
+                    match try_write(&mut s, &mut self.batch) {
+                        Some(true) => {
+                            self.streams.insert(stream, Out::Direct(Box::new(s)));
+                            return;
+                        }
+                        Some(false) => Some(s),
+                        None => return,
                     }
                 }
-                None => open = false,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "could not open a data stream");
+                    self.batch.clear();
+                    return;
+                }
+                // The peer's stream limit is reached: the task opens it when it can.
+                None => None,
             },
-            Some(()) = written_rx.recv() => {
-                while written_rx.try_recv().is_ok() {}
+        };
+        let tx = self.spawn(waiting, priority);
+        for chunk in self.batch.drain(..).filter(|c| !c.is_empty()) {
+            let _ = tx.send(StreamCmd::Write(chunk));
+        }
+        self.streams.insert(stream, Out::Task(tx));
+    }
+
+    fn spawn(
+        &mut self,
+        stream: Option<transport::SendStream>,
+        priority: i32,
+    ) -> mpsc::UnboundedSender<StreamCmd> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.tasks.spawn(write_stream(
+            self.session.clone(),
+            stream,
+            priority,
+            rx,
+            self.written_tx.clone(),
+        ));
+        tx
+    }
+
+    fn apply(&mut self, cmd: SendCmd) {
+        let scheduler = &mut self.scheduler;
+        let r = match cmd {
+            SendCmd::Open { stream, spec } => scheduler.open_stream(StreamKey(stream), spec),
+            SendCmd::Write { stream, head, payload, arrival, capture_age } => {
+                let mut object = Object::new(arrival, head, payload);
+                if let Some(age) = capture_age {
+                    object = object.capture_age(age);
+                }
+                scheduler.push_object(StreamKey(stream), object)
             }
-            _ = async { match wake {
-                Some(t) => tokio::time::sleep_until(t.into()).await,
-                None => std::future::pending().await,
-            } } => {}
-            _ = tokio::time::sleep(TICK), if waiting => {}
+            SendCmd::Finish { stream } => scheduler.finish_stream(StreamKey(stream)),
+            SendCmd::Reset { stream } => scheduler.cancel_stream(StreamKey(stream)),
+            SendCmd::Datagram { data } => {
+                if let Err(e) = self.session.send_datagram(data) {
+                    tracing::debug!(error = %e, "datagram not sent");
+                }
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "send scheduler refused a command");
         }
     }
-    for (_, tx) in streams {
-        let _ = tx.send(StreamCmd::Finish);
-    }
-    while tasks.join_next().await.is_some() {}
 }
 
-fn apply(scheduler: &mut Scheduler, session: &transport::Session, cmd: SendCmd) {
-    let r = match cmd {
-        SendCmd::Open { stream, spec } => scheduler.open_stream(StreamKey(stream), spec),
-        SendCmd::Write { stream, head, payload, arrival, capture_age } => {
-            let mut object = Object::new(arrival, head, payload);
-            if let Some(age) = capture_age {
-                object = object.capture_age(age);
-            }
-            scheduler.push_object(StreamKey(stream), object)
+/// Writes what QUIC takes of `batch` now: `Some(true)` if all of it (the batch is then
+/// empty), `Some(false)` if part or none (what is left stays in the batch), `None` if the
+/// stream failed (the batch is dropped).
+fn try_write(stream: &mut transport::SendStream, batch: &mut Vec<Bytes>) -> Option<bool> {
+    match stream.try_write_chunks(batch) {
+        Some(Ok(_)) if batch.iter().all(Bytes::is_empty) => {
+            batch.clear();
+            Some(true)
         }
-        SendCmd::Finish { stream } => scheduler.finish_stream(StreamKey(stream)),
-        SendCmd::Reset { stream } => scheduler.cancel_stream(StreamKey(stream)),
-        SendCmd::Datagram { data } => {
-            if let Err(e) = session.send_datagram(data) {
-                tracing::debug!(error = %e, "datagram not sent");
-            }
-            Ok(())
+        Some(Ok(_)) | None => Some(false),
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "data stream write failed");
+            batch.clear();
+            None
         }
-    };
-    if let Err(e) = r {
-        tracing::debug!(error = %e, "send scheduler refused a command");
     }
 }
 
+/// One stream that had to wait: opens it if `stream` is `None`, then writes what it is
+/// sent in order, telling the writer after each chunk.
 async fn write_stream(
     session: transport::Session,
+    stream: Option<transport::SendStream>,
     priority: i32,
     mut rx: mpsc::UnboundedReceiver<StreamCmd>,
     written: mpsc::UnboundedSender<()>,
 ) {
-    let mut stream = match session.open_uni().await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(error = %e, "could not open a data stream");
-            return;
-        }
+    let mut stream = match stream {
+        Some(s) => s,
+        None => match session.open_uni().await {
+            Ok(s) => {
+                let _ = s.set_priority(priority);
+                s
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not open a data stream");
+                return;
+            }
+        },
     };
-    let _ = stream.set_priority(priority);
     while let Some(cmd) = rx.recv().await {
         match cmd {
             StreamCmd::Write(chunk) => {
@@ -264,7 +601,6 @@ async fn write_stream(
             }
         }
     }
+    // quinn keeps delivering what was written after the handle is dropped.
     let _ = stream.finish();
-    // Keep the stream until the peer has read it, so that dropping it cannot cut it short.
-    let _ = stream.stopped().await;
 }

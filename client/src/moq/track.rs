@@ -19,7 +19,7 @@ use tiermesh_proto::types::{
 };
 
 use super::Error;
-use super::driver::Command;
+use super::driver::{Command, CommandTx};
 use super::send::{SendCmd, SendPath, class_of};
 use crate::scheduler::{StreamSpec, TrackKey};
 
@@ -129,7 +129,7 @@ pub struct TrackReader {
     pub(crate) largest: Option<Location>,
     pub(crate) extensions: Extensions,
     pub(crate) rx: mpsc::UnboundedReceiver<TrackEvent>,
-    pub(crate) cmd: mpsc::UnboundedSender<Command>,
+    pub(crate) cmd: CommandTx,
     pub(crate) done: Option<PublishDone>,
     pub(crate) unsubscribed: bool,
 }
@@ -252,7 +252,7 @@ pub enum NamespaceEvent {
 pub struct NamespaceSubscription {
     pub(crate) request_id: RequestId,
     pub(crate) rx: mpsc::UnboundedReceiver<NamespaceEvent>,
-    pub(crate) cmd: mpsc::UnboundedSender<Command>,
+    pub(crate) cmd: CommandTx,
 }
 
 impl NamespaceSubscription {
@@ -296,7 +296,7 @@ pub(crate) struct WriterInner {
     pub(crate) group_order: GroupOrder,
     pub(crate) default_priority: u8,
     pub(crate) delivery_timeout: Option<std::time::Duration>,
-    pub(crate) cmd: mpsc::UnboundedSender<Command>,
+    pub(crate) cmd: CommandTx,
     pub(crate) send: SendPath,
     pub(crate) end: watch::Receiver<Option<WriterEnd>>,
 }
@@ -389,7 +389,11 @@ impl TrackWriter {
 
     /// True once the subscriber unsubscribed, PUBLISH_DONE was sent or the session closed.
     pub fn is_closed(&self) -> bool {
-        self.inner.end.borrow().is_some()
+        // A relay asks this once per object per subscriber: `has_changed` is one atomic load
+        // where `borrow` takes the channel's lock. The value only ever changes from `None`
+        // to an end (and this receiver never marks it seen), and the sender is dropped only
+        // when the session's driver is gone.
+        !matches!(self.inner.end.has_changed(), Ok(false))
     }
 
     /// Waits until the subscription is no longer wanted and says why.

@@ -4,28 +4,30 @@
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// The set of non-empty priority levels (0..=65535): a two-level bitmap, so inserting,
-/// removing and finding the most important level cost a few word operations and never
-/// allocate.
-#[derive(Debug, Clone)]
+/// removing and finding the most important level cost a few word operations. Its 8 KiB of
+/// words are allocated at the first insert, not before: every connection has a scheduler,
+/// and an idle one never queues anything.
+#[derive(Debug, Clone, Default)]
 pub(super) struct LevelSet {
-    words: Box<[u64; 1024]>,
+    /// 1024 words once anything was inserted, empty before.
+    words: Vec<u64>,
     summary: [u64; 16],
-}
-
-impl Default for LevelSet {
-    fn default() -> Self {
-        LevelSet { words: Box::new([0; 1024]), summary: [0; 16] }
-    }
 }
 
 impl LevelSet {
     pub(super) fn insert(&mut self, level: u16) {
+        if self.words.is_empty() {
+            self.words = vec![0; 1024];
+        }
         let w = usize::from(level >> 6);
         self.words[w] |= 1 << (level & 63);
         self.summary[w >> 6] |= 1 << (w & 63);
     }
 
     pub(super) fn remove(&mut self, level: u16) {
+        if self.words.is_empty() {
+            return;
+        }
         let w = usize::from(level >> 6);
         self.words[w] &= !(1 << (level & 63));
         if self.words[w] == 0 {

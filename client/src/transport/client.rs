@@ -103,7 +103,7 @@ pub(crate) async fn dial(
             tracing::debug!(%server, "the server selected no WebTransport protocol");
         }
         let url = (target.kind() == Kind::WebTransport).then(|| target.url());
-        Ok(Session::new(inner, target.kind(), url, Some(endpoint.clone())))
+        Ok(Session::new(inner, target.kind(), url, Some(endpoint.clone()), config.stream_limits()))
     };
     let span = tracing::debug_span!("connect", %server, %addr);
     match tokio::time::timeout(config.get_handshake_timeout(), handshake).instrument(span).await {

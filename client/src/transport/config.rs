@@ -67,11 +67,13 @@ pub struct TransportConfig {
     handshake_timeout: Duration,
     max_concurrent_uni_streams: u32,
     max_concurrent_bidi_streams: u32,
+    initial_concurrent_streams: u32,
     stream_receive_window: u32,
     receive_window: u64,
     send_window: u64,
     datagram_receive_buffer: usize,
     datagram_send_buffer: usize,
+    ack_eliciting_threshold: u32,
     congestion: CongestionControl,
     protocols: Vec<String>,
 }
@@ -100,6 +102,15 @@ impl Default for TransportConfig {
             // Bidirectional streams carry the control stream and SUBSCRIBE_NAMESPACE
             // requests: a handful per session.
             max_concurrent_bidi_streams: 100,
+            // quinn keeps a table entry (about 40 bytes with the hash table's slack) for every
+            // stream the peer is allowed to open, from the start: at the maxima above that is
+            // some 50 KiB per connection, most of an idle subscriber's cost, while a
+            // subscriber opens one or two bidirectional streams and no unidirectional one.
+            // So the peer starts with 16 of each (room for a control stream, WebTransport's
+            // HTTP/3 streams and a burst of subgroups) and the limit grows fourfold whenever
+            // half of it is in use, up to the maxima: a publisher's first burst waits at most
+            // a round trip for the larger limit.
+            initial_concurrent_streams: 16,
             // One group of the top tier (a 2 s GOP at 6 Mbit/s is 1.5 MB) may be in flight on
             // one stream; 2 MiB lets it flow without stalling on flow control.
             stream_receive_window: 2 * 1024 * 1024,
@@ -114,6 +125,15 @@ impl Default for TransportConfig {
             // full-size datagrams, enough for bursts of a key frame.
             datagram_receive_buffer: 1024 * 1024,
             datagram_send_buffer: 1024 * 1024,
+            // ACK frequency (draft-ietf-quic-ack-frequency, which quinn peers support): by
+            // default a receiver acknowledges every second packet, so a relay fanning out
+            // media processes an ACK per two packets per subscriber, a large share of its CPU
+            // per object. Asking peers to acknowledge every 8th ack-eliciting packet (or
+            // after their max_ack_delay, 25 ms by default, whichever comes first) cuts that
+            // work; out-of-order arrivals are still acknowledged at once, so loss detection
+            // is not delayed by more than the ack delay. Peers without the extension
+            // (browsers) keep their own ACK policy.
+            ack_eliciting_threshold: 8,
             congestion: CongestionControl::Cubic,
             protocols: vec![tiermesh_proto::ALPN.to_owned()],
         }
@@ -148,6 +168,24 @@ impl TransportConfig {
     /// How many bidirectional streams the peer may have open at once (default 100).
     pub fn max_concurrent_bidi_streams(mut self, value: u32) -> Self {
         self.max_concurrent_bidi_streams = value;
+        self
+    }
+
+    /// How many streams of each direction the peer may open at first (default 16, at least
+    /// 1). The limit grows fourfold whenever half of it is in use, up to
+    /// [`max_concurrent_uni_streams`](Self::max_concurrent_uni_streams) and
+    /// [`max_concurrent_bidi_streams`](Self::max_concurrent_bidi_streams): each allowed stream
+    /// costs memory from the start, which idle sessions should not pay.
+    pub fn initial_concurrent_streams(mut self, value: u32) -> Self {
+        self.initial_concurrent_streams = value.max(1);
+        self
+    }
+
+    /// How many ack-eliciting packets a peer that supports the ACK frequency extension may
+    /// receive before it must acknowledge (default 8; 1 is QUIC's usual every second
+    /// packet, 0 acknowledges every packet). Fewer ACKs cost a sender less CPU.
+    pub fn ack_eliciting_threshold(mut self, value: u32) -> Self {
+        self.ack_eliciting_threshold = value;
         self
     }
 
@@ -204,6 +242,15 @@ impl TransportConfig {
         self.handshake_timeout
     }
 
+    /// The stream limits a session starts with and grows to.
+    pub(crate) fn stream_limits(&self) -> super::session::StreamLimits {
+        super::session::StreamLimits::new(
+            self.initial_concurrent_streams,
+            self.max_concurrent_bidi_streams,
+            self.max_concurrent_uni_streams,
+        )
+    }
+
     /// The congestion controller.
     pub fn get_congestion(&self) -> CongestionControl {
         self.congestion
@@ -222,8 +269,12 @@ impl TransportConfig {
             .unwrap_or_else(|_| quinn::IdleTimeout::from(quinn::VarInt::MAX));
         t.max_idle_timeout(Some(idle))
             .keep_alive_interval(self.keep_alive)
-            .max_concurrent_uni_streams(self.max_concurrent_uni_streams.into())
-            .max_concurrent_bidi_streams(self.max_concurrent_bidi_streams.into())
+            .max_concurrent_uni_streams(
+                self.initial_concurrent_streams.min(self.max_concurrent_uni_streams).into(),
+            )
+            .max_concurrent_bidi_streams(
+                self.initial_concurrent_streams.min(self.max_concurrent_bidi_streams).into(),
+            )
             .stream_receive_window(self.stream_receive_window.into())
             .receive_window(
                 quinn::VarInt::from_u64(self.receive_window).unwrap_or(quinn::VarInt::MAX),
@@ -231,6 +282,11 @@ impl TransportConfig {
             .send_window(self.send_window)
             .datagram_receive_buffer_size(Some(self.datagram_receive_buffer))
             .datagram_send_buffer_size(self.datagram_send_buffer);
+        if self.ack_eliciting_threshold != 1 {
+            let mut ack = quinn::AckFrequencyConfig::default();
+            ack.ack_eliciting_threshold(self.ack_eliciting_threshold.into());
+            t.ack_frequency_config(Some(ack));
+        }
         match self.congestion {
             CongestionControl::Cubic => {
                 t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))

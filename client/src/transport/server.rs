@@ -80,7 +80,8 @@ impl Server {
                     let incoming = incoming?;
                     let protocols: Arc<[String]> = self.config.get_protocols().into();
                     let timeout = self.config.get_handshake_timeout();
-                    self.pending.push(Box::pin(handshake(incoming, protocols, timeout)));
+                    let limits = self.config.stream_limits();
+                    self.pending.push(Box::pin(handshake(incoming, protocols, limits, timeout)));
                 }
             }
         }
@@ -136,6 +137,7 @@ fn negotiated_alpn(conn: &quinn::Connection) -> Option<String> {
 async fn handshake(
     incoming: quinn::Incoming,
     protocols: Arc<[String]>,
+    limits: super::session::StreamLimits,
     timeout: Duration,
 ) -> Option<Request> {
     let peer = incoming.remote_address();
@@ -150,12 +152,13 @@ async fn handshake(
                 Ok(Request {
                     peer,
                     protocols,
+                    limits,
                     inner: Inner::WebTransport { request: Box::new(request), url },
                 })
             }
             Some(p) if protocols.iter().any(|ours| ours == p) => {
                 let alpn = p.to_owned();
-                Ok(Request { peer, protocols, inner: Inner::Raw { conn, alpn } })
+                Ok(Request { peer, protocols, limits, inner: Inner::Raw { conn, alpn } })
             }
             other => {
                 // rustls refuses a client whose ALPN list shares nothing with ours, but one
@@ -191,6 +194,7 @@ async fn handshake(
 pub struct Request {
     peer: SocketAddr,
     protocols: Arc<[String]>,
+    limits: super::session::StreamLimits,
     inner: Inner,
 }
 
@@ -255,7 +259,7 @@ impl Request {
     pub async fn accept(self) -> Result<Session, Error> {
         match self.inner {
             Inner::Raw { conn, .. } => {
-                Ok(Session::new(wt::Session::raw(conn), Kind::RawQuic, None, None))
+                Ok(Session::new(wt::Session::raw(conn), Kind::RawQuic, None, None, self.limits))
             }
             Inner::WebTransport { request, url } => {
                 let offered = request.protocols.clone();
@@ -280,7 +284,7 @@ impl Request {
                     server: format!("client {}", self.peer),
                     reason: format!("answering the WebTransport CONNECT: {e}"),
                 })?;
-                Ok(Session::new(session, Kind::WebTransport, Some(&url), None))
+                Ok(Session::new(session, Kind::WebTransport, Some(&url), None, self.limits))
             }
         }
     }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -204,6 +205,53 @@ struct Shared {
     query: Option<String>,
     /// Keeps a client's endpoint (and its socket) alive as long as the session.
     _endpoint: Option<quinn::Endpoint>,
+    limits: StreamLimits,
+}
+
+/// Index of bidirectional streams in [`StreamLimits`]' arrays.
+const BI: usize = 0;
+/// Index of unidirectional streams.
+const UNI: usize = 1;
+
+/// The peer's concurrent-stream limits of one session: they start small and grow as the
+/// peer uses its streams (see `TransportConfig::initial_concurrent_streams`).
+#[derive(Debug)]
+pub(crate) struct StreamLimits {
+    /// The largest limit, per direction.
+    max: [u32; 2],
+    /// The limit granted now.
+    current: [AtomicU32; 2],
+    /// Streams the peer opened that are accepted and not dropped yet.
+    open: [AtomicU32; 2],
+}
+
+impl StreamLimits {
+    pub(crate) fn new(initial: u32, max_bidi: u32, max_uni: u32) -> Self {
+        Self {
+            max: [max_bidi, max_uni],
+            current: [AtomicU32::new(initial.min(max_bidi)), AtomicU32::new(initial.min(max_uni))],
+            open: [AtomicU32::new(0), AtomicU32::new(0)],
+        }
+    }
+
+    /// Counts an accepted stream; returns the new limit when half of the current one is in
+    /// use and it may still grow.
+    fn opened(&self, dir: usize) -> Option<u32> {
+        let open = self.open[dir].fetch_add(1, Ordering::Relaxed) + 1;
+        let current = self.current[dir].load(Ordering::Relaxed);
+        if open.saturating_mul(2) < current || current >= self.max[dir] {
+            return None;
+        }
+        let grown = current.saturating_mul(4).min(self.max[dir]);
+        self.current[dir]
+            .compare_exchange(current, grown, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()
+            .map(|_| grown)
+    }
+
+    fn closed(&self, dir: usize) {
+        self.open[dir].fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// An established MoQT transport session: raw QUIC (ALPN `moqt-16`) or a WebTransport
@@ -221,12 +269,14 @@ impl Session {
         kind: Kind,
         url: Option<&url::Url>,
         endpoint: Option<quinn::Endpoint>,
+        limits: StreamLimits,
     ) -> Self {
         let shared = Shared {
             local_close: OnceLock::new(),
             path: url.map(|u| u.path().to_owned()),
             query: url.and_then(|u| u.query().map(str::to_owned)),
             _endpoint: endpoint,
+            limits,
         };
         Self { inner, kind, shared: Arc::new(shared) }
     }
@@ -281,7 +331,7 @@ impl Session {
     /// Waits for the peer to open a bidirectional stream.
     pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), Error> {
         let (s, r) = self.inner.accept_bi().await.map_err(|e| self.session_error(e))?;
-        Ok((self.send(s), self.recv(r)))
+        Ok((self.send(s), self.accepted(r, BI)))
     }
 
     /// Opens a unidirectional stream (waits while the peer's stream limit is reached).
@@ -290,10 +340,40 @@ impl Session {
         Ok(self.send(s))
     }
 
+    /// Opens a unidirectional stream if that needs no waiting: `None` while the peer's
+    /// stream limit is reached, and always over WebTransport (whose stream header may have
+    /// to wait for flow control); use [`open_uni`](Self::open_uni) then.
+    pub fn try_open_uni(&self) -> Option<Result<SendStream, Error>> {
+        use futures::FutureExt;
+        if self.kind != Kind::RawQuic {
+            return None;
+        }
+        // A raw QUIC stream has no header: quinn's `open_uni` either opens one at once or
+        // waits with nothing opened, so polling it once and dropping it loses nothing.
+        match self.inner.open_uni().now_or_never()? {
+            Ok(s) => Some(Ok(self.send(s))),
+            Err(e) => Some(Err(self.session_error(e))),
+        }
+    }
+
     /// Waits for the peer to open a unidirectional stream.
     pub async fn accept_uni(&self) -> Result<RecvStream, Error> {
         let r = self.inner.accept_uni().await.map_err(|e| self.session_error(e))?;
-        Ok(self.recv(r))
+        Ok(self.accepted(r, UNI))
+    }
+
+    /// A stream the peer opened: counted, and the peer's limit raised when half is in use.
+    fn accepted(&self, inner: wt::RecvStream, dir: usize) -> RecvStream {
+        if let Some(limit) = self.shared.limits.opened(dir) {
+            let conn: &quinn::Connection = &self.inner;
+            if dir == UNI {
+                conn.set_max_concurrent_uni_streams(limit.into());
+            } else {
+                conn.set_max_concurrent_bi_streams(limit.into());
+            }
+            tracing::debug!(limit, uni = dir == UNI, "peer's stream limit raised");
+        }
+        RecvStream { inner, session: self.clone(), counted: Some(dir) }
     }
 
     /// Sends one datagram (unreliable, unordered). At most
@@ -369,7 +449,7 @@ impl Session {
     pub fn stats(&self) -> Stats {
         let conn: &quinn::Connection = &self.inner;
         let s = conn.stats();
-        let rtt = self.inner.rtt();
+        let rtt = s.path.rtt;
         let cwnd = s.path.cwnd;
         let pacing = self.inner.congestion_state().metrics().pacing_rate;
         let per_rtt = if rtt.is_zero() {
@@ -397,7 +477,7 @@ impl Session {
     }
 
     fn recv(&self, inner: wt::RecvStream) -> RecvStream {
-        RecvStream { inner, session: self.clone() }
+        RecvStream { inner, session: self.clone(), counted: None }
     }
 
     fn reason_of(&self, e: &wt::SessionError) -> CloseReason {
@@ -480,6 +560,18 @@ impl SendStream {
         self.inner.write_chunk(chunk).await.map_err(|e| self.error(e))
     }
 
+    /// Writes as much of `chunks` as QUIC takes now without waiting, advancing them past
+    /// what was taken; `None` when flow control takes nothing now (nothing was written).
+    pub fn try_write_chunks(&mut self, chunks: &mut [Bytes]) -> Option<Result<usize, Error>> {
+        use futures::FutureExt;
+        // quinn's `write_chunks` is cancel-safe: when it does not resolve, nothing was
+        // written, so polling it once and dropping it loses nothing.
+        match self.inner.write_chunks(chunks).now_or_never()? {
+            Ok(written) => Some(Ok(written.bytes)),
+            Err(e) => Some(Err(self.error(e))),
+        }
+    }
+
     /// Writes several chunks without copying them.
     pub async fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), Error> {
         self.inner.write_all_chunks(chunks).await.map_err(|e| self.error(e))
@@ -533,6 +625,16 @@ impl fmt::Debug for SendStream {
 pub struct RecvStream {
     inner: wt::RecvStream,
     session: Session,
+    /// The direction it counts against in the peer's stream limits, when the peer opened it.
+    counted: Option<usize>,
+}
+
+impl Drop for RecvStream {
+    fn drop(&mut self) {
+        if let Some(dir) = self.counted {
+            self.session.shared.limits.closed(dir);
+        }
+    }
 }
 
 impl RecvStream {
