@@ -62,7 +62,20 @@ async function main(): Promise<void> {
 
   let session: Session;
   try {
-    session = await Session.connect(cfg.url, { certificateHash: cfg.hash });
+    // ?trace=1 keeps the last 300 control messages in window.tiermeshTrace, for debugging.
+    const trace: string[] = [];
+    if (cfg.params.get('trace') === '1') (window as unknown as { tiermeshTrace: string[] }).tiermeshTrace = trace;
+    session = await Session.connect(cfg.url, {
+      certificateHash: cfg.hash,
+      onMessage:
+        cfg.params.get('trace') === '1'
+          ? (dir, m) => {
+              const text = JSON.stringify(m, (_k, v) => (v instanceof Uint8Array ? `${v.length} bytes` : typeof v === 'bigint' ? String(v) : v));
+              trace.push(`${Math.round(performance.now())} ${dir} ${text.slice(0, 300)}`);
+              if (trace.length > 300) trace.shift();
+            }
+          : undefined,
+    });
   } catch (e) {
     const err = e instanceof ConnectError ? e : new Error((e as Error).message);
     fail(err, e instanceof ConnectError ? (e.kind === 'unsupported' ? 'unsupported' : 'connect') : 'connect');

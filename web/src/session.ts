@@ -385,9 +385,21 @@ export class PublishedTrack {
     this.onGroupDropped?.(s.groupId);
   }
 
-  /** @internal Starts forwarding to a subscriber. */
-  addOutlet(o: Outlet): void {
+  /**
+   * @internal Starts forwarding to a subscriber. With `after`, first sends the cached
+   * objects written after that location (those a PUBLISH did not cover: written while its
+   * PUBLISH_OK was on the way).
+   */
+  addOutlet(o: Outlet, after?: Location | null): void {
     this.outlets.push(o);
+    if (after === undefined || !o.forward) return;
+    for (const [g, objs] of [...this.cache.entries()].sort((a, b) => a[0] - b[0])) {
+      if (g < o.startGroup || (after !== null && g < after.group)) continue;
+      for (const x of objs) {
+        if (after !== null && g === after.group && x.objectId <= after.object) continue;
+        this.send(o, g, x.objectId, x.payload, x.extensions);
+      }
+    }
   }
 
   /** @internal */
@@ -856,11 +868,16 @@ export class Session {
   private async push(t: PublishedTrack): Promise<void> {
     const alias = this.nextAlias++;
     let requestId = -1;
+    // What the PUBLISH tells the peer is already published; objects written after it, until
+    // PUBLISH_OK comes back, are sent once the subscription exists (else a catalog written
+    // once in that window would never reach the relay).
+    let announced: Location | null = null;
     try {
       const ok = await this.request<Extract<Message, { type: 'publish_ok' }>>((id) => {
         requestId = id;
         const params: MessageParams = { forward: true };
         if (t.largest) params.largestObject = t.largest;
+        announced = t.largest ? { ...t.largest } : null;
         return { type: 'publish', requestId: id, namespace: t.namespace, name: t.name, trackAlias: alias, params, extensions: t.trackExtensions() };
       }, `PUBLISH ${t.name}`);
       const o: Outlet = {
@@ -874,8 +891,8 @@ export class Session {
         priority: ok.params.subscriberPriority ?? 128,
       };
       if (ok.params.subscriptionFilter?.type === 'next-group-start') o.startGroup = (t.largest?.group ?? -1) + 1;
-      t.addOutlet(o);
       this.outletsById.set(requestId, { track: t, outlet: o });
+      t.addOutlet(o, announced);
     } catch {
       // The peer prefers to SUBSCRIBE: that path still works.
     }
