@@ -388,6 +388,38 @@ impl Metrics {
         self.objects_out[class.index()].get()
     }
 
+    /// Adds the drops a send scheduler counted between two of its [`Stats`] snapshots
+    /// (`before`, then `now`) to the per-class, per-reason counters: delivery timeout,
+    /// capture-age budget, stale group and the rest of a reset subgroup. Objects of a
+    /// stream the relay itself cancelled (its subscriber left) are not drops of the link
+    /// and are not counted.
+    ///
+    /// [`Stats`]: tiermesh_client::scheduler::Stats
+    pub fn add_scheduler_drops(
+        &self,
+        before: &tiermesh_client::scheduler::Stats,
+        now: &tiermesh_client::scheduler::Stats,
+    ) {
+        use tiermesh_client::scheduler::{DropReason as Why, TrackClass as Class};
+        for (class, why, count) in now.drops() {
+            let new = count.objects.saturating_sub(before.dropped(class, why).objects);
+            let reason = match why {
+                Why::DeliveryTimeout => DropReason::DeliveryTimeout,
+                Why::CaptureAge => DropReason::CaptureAge,
+                Why::Stale => DropReason::StaleGroup,
+                Why::StreamReset => DropReason::Reset,
+                Why::Cancelled => continue,
+            };
+            let class = match class {
+                Class::Catalog => TrackClass::Catalog,
+                Class::Audio => TrackClass::Audio,
+                Class::Video { tier } => TrackClass::Video(tier),
+                Class::Other => TrackClass::Other,
+            };
+            self.dropped[class.index()][reason.index()].add(new);
+        }
+    }
+
     /// Objects dropped for `class` and `reason`.
     pub fn dropped_count(&self, class: TrackClass, reason: DropReason) -> u64 {
         self.dropped[class.index()][reason.index()].get()
