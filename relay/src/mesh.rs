@@ -26,7 +26,8 @@
 //!   origin, through the relay's ordinary track table, so a relay holds at most one upstream
 //!   subscription per track and a link carries a track once. When a link dies its
 //!   subscriptions linger (the relay's `linger`), and as soon as the mesh has a new route the
-//!   relay subscribes again through it.
+//!   relay subscribes again through it, with NEW GROUP REQUEST so players get a key frame
+//!   at once.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -899,6 +900,10 @@ impl Mesh {
                 st.upstream = Upstream::Pending { session };
                 st.generation += 1;
             }
+            // NEW GROUP REQUEST on the new route's SUBSCRIBE (value 0: "a new group
+            // now"), so the subscribers' players get a key frame at once instead of
+            // waiting for the next one; it rides on the SUBSCRIBE since none is established.
+            track.request_new_group(0);
             tracing::info!(track = %track.name, "mesh: subscribing again along the new route");
             tokio::spawn(crate::session::upstream(ctx.clone(), track, session, conn));
         }

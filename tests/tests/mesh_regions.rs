@@ -466,8 +466,15 @@ impl Arrivals {
             newest_group = newest_group.max(g);
         }
         let start = seen.iter().rposition(|s| s.2 <= from).unwrap_or(0);
-        let gap = seen[start..].windows(2).map(|w| w[1].2 - w[0].2).max().unwrap_or_default();
-        Ok(Freeze { gap, late })
+        let after = &seen[start..];
+        let (gap, resumed) = after
+            .windows(2)
+            .map(|w| (w[1].2 - w[0].2, w[1].2))
+            .max()
+            .unwrap_or((Duration::ZERO, from));
+        // The first object 0 (a group start: a key frame) once objects flow again.
+        let key_frame = after.iter().find(|s| s.2 >= resumed && s.1 == 0).map(|s| s.2 - resumed);
+        Ok(Freeze { gap, late, key_frame })
     }
 }
 
@@ -478,6 +485,9 @@ struct Freeze {
     gap: Duration,
     /// Objects of an older group that arrived after a newer group had started.
     late: usize,
+    /// From the first object after the gap to the first group start (with NEW GROUP
+    /// REQUEST on the re-routed SUBSCRIBE, close to zero; without, up to a group).
+    key_frame: Option<Duration>,
 }
 
 /// Subscribes to the broadcast's `video/180p` at `relay_port` and records every object.
@@ -561,10 +571,15 @@ fn sigkill_and_drain_on_the_path_move_subscribers() -> Result<()> {
     let fb = at_b2.freeze_after(killed)?;
     let fc = at_c2.freeze_after(killed)?;
     println!(
-        "SIGKILL a1: largest gap in video/180p arrivals at b2 {:?} ({} late), at c2 {:?} ({} late)",
-        fb.gap, fb.late, fc.gap, fc.late
+        "SIGKILL a1: largest gap in video/180p arrivals at b2 {:?} ({} late, next group start {:?} later), at c2 {:?} ({} late, next group start {:?} later)",
+        fb.gap, fb.late, fb.key_frame, fc.gap, fc.late, fc.key_frame
     );
     assert!(fb.gap < FREEZE_BOUND && fc.gap < FREEZE_BOUND, "freeze b2 {fb:?}, c2 {fc:?}");
+    // The re-routed SUBSCRIBE carries NEW GROUP REQUEST: video resumes with a group start
+    // (a key frame), not in the middle of a group the player cannot decode.
+    for f in [&fb, &fc] {
+        assert!(f.key_frame.is_some_and(|d| d < Duration::from_millis(300)), "{f:?}");
+    }
     // Drain b1, now on b2's path (b2 - b1 - a2): SIGTERM, GOAWAY on its links; b2 moves to
     // c1 (b2 - c1 - a2) and b1 exits when its links are gone.
     let b1 = by_name(&relays, "b1");
@@ -580,8 +595,8 @@ fn sigkill_and_drain_on_the_path_move_subscribers() -> Result<()> {
     phase(t0, "moved after the drain");
     let fd = at_b2.freeze_after(drained)?;
     println!(
-        "SIGTERM (drain) b1: largest gap in video/180p arrivals at b2 {:?} ({} late)",
-        fd.gap, fd.late
+        "SIGTERM (drain) b1: largest gap in video/180p arrivals at b2 {:?} ({} late, next group start {:?} later)",
+        fd.gap, fd.late, fd.key_frame
     );
     assert!(fd.gap < FREEZE_BOUND, "freeze {fd:?}");
     let i = relays.iter().position(|r| r.name == "b1").unwrap();
@@ -648,8 +663,8 @@ fn blackholed_link_moves_subscribers() -> Result<()> {
     at_c2.wait_for(n + 60, "after the blackhole")?;
     let freeze = at_c2.freeze_after(cut)?;
     println!(
-        "blackholed c2-a1 link: largest gap in video/180p arrivals at c2 {:?} ({} late)",
-        freeze.gap, freeze.late
+        "blackholed c2-a1 link: largest gap in video/180p arrivals at c2 {:?} ({} late, next group start {:?} later)",
+        freeze.gap, freeze.late, freeze.key_frame
     );
     assert!(freeze.gap < FREEZE_BOUND, "freeze {freeze:?}");
     let text = c2.metrics()?;
