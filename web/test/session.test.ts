@@ -179,3 +179,58 @@ test('an answer that comes after the request timed out is undone, not a protocol
   assert.equal(closed, false, 'the session is still open');
   sub.close();
 });
+
+test('an object written while PUBLISH awaits PUBLISH_OK reaches the peer once it answers', async () => {
+  // The peer is driven by hand here (a relay accepting PUBLISH), so PUBLISH_OK comes only
+  // after the publisher wrote its one catalog object.
+  const { encodeMessage, decodeMessage } = await import('../src/wire/message.js');
+  const { Reader, Short } = await import('../src/wire/coding.js');
+  const { SubgroupReader } = await import('../src/wire/data.js');
+  const { a, b } = memoryPair();
+  const writer = b.control.writable.getWriter();
+  const reader = b.control.readable.getReader();
+  let buf = new Uint8Array(0);
+  const nextMessage = async () => {
+    for (;;) {
+      try {
+        const r = new Reader(buf);
+        const m = decodeMessage(r);
+        buf = buf.slice(r.pos);
+        return m;
+      } catch (e) {
+        if (!(e instanceof Short)) throw e;
+      }
+      const { value, done } = await reader.read();
+      if (done) throw new Error('control stream ended');
+      buf = new Uint8Array([...buf, ...value]);
+    }
+  };
+  const opening = Session.open(a, 'client');
+  assert.equal((await nextMessage()).type, 'client_setup');
+  await writer.write(encodeMessage({ type: 'server_setup', params: { maxRequestId: 100 } }));
+  const pub = await opening;
+  const track = pub.publishTrack(['room', 'patient', 'source'], 'catalog', { priority: 0 });
+  const publish = await nextMessage();
+  assert.equal(publish.type, 'publish');
+  track.write(0, 0, new TextEncoder().encode('{"version":1}'));
+  await new Promise((r) => setTimeout(r, 20));
+  if (publish.type !== 'publish') return;
+  await writer.write(encodeMessage({ type: 'publish_ok', requestId: publish.requestId, params: { forward: true } }));
+  const streams = b.incoming.getReader();
+  const { value: stream } = await Promise.race([
+    streams.read(),
+    new Promise<never>((_, rej) => setTimeout(() => rej(new Error('no data stream within 2 s')), 2000)),
+  ]);
+  const sr = new SubgroupReader();
+  const data = stream!.getReader();
+  let obj: MoqObject | undefined;
+  while (!obj) {
+    const { value, done } = await data.read();
+    if (done) break;
+    sr.push(value);
+    obj = sr.poll();
+  }
+  assert.equal(sr.header?.trackAlias, publish.trackAlias);
+  assert.deepEqual([obj?.groupId, obj?.objectId, new TextDecoder().decode(obj?.payload)], [0, 0, '{"version":1}']);
+  pub.close();
+});
