@@ -371,7 +371,7 @@ pub struct Flags {
     /// QUIC congestion controller: cubic, bbr or newreno [default: see docs/BENCHMARKS.md]
     #[arg(long = "cc", value_name = "ALGO")]
     pub congestion: Option<CongestionControl>,
-    /// Make the tier ladder of every `<broadcast>/source` (the file's [ingest] section, else
+    /// Make the tier ladder of every `<broadcast>/source` (the file's `[ingest]` section, else
     /// the default ladder)
     #[arg(long)]
     pub ingest: bool,
