@@ -71,17 +71,33 @@ test('over tiermesh link --profile step the player steps down when the rate drop
       }),
     LINK_S * 1000 - since(Date.now()) - 2500,
   );
+  // One line a second of what the player saw, for the failure messages.
+  const trace = [];
+  const tracer = setInterval(async () => {
+    const x = await stats(page).catch(() => null);
+    if (x) trace.push(`${since(Date.now())} ms: tier ${x.tierIndex}, arrival latency ${x.arrivalLatencyMs.last} ms, ${x.bitrateKbps} kb/s, drawn ${x.framesDrawn}`);
+  }, 1000);
+  tracer.unref();
+  const explain = (what) => (e) => {
+    clearInterval(tracer);
+    throw new Error(`${what}; per second:\n${trace.join('\n')}`, { cause: e });
+  };
   const top = (await stats(page)).tiers.length - 1;
   assert.equal(top, 2);
   // Down: after the drop, below 720p.
-  await page.waitForFunction((top) => window.tiermeshStats.tierIndex < top, top, { timeout: RESTORE_AT_MS - since(Date.now()) });
+  await page
+    .waitForFunction((top) => window.tiermeshStats.tierIndex < top, top, { timeout: RESTORE_AT_MS - since(Date.now()) })
+    .catch(explain('no step down while the rate was low'));
   const downAt = since(Date.now());
   const down = await stats(page);
   // Up: after the rate returns, back at 720p.
-  await page.waitForFunction((top) => window.tiermeshStats.tierIndex === top, top, { timeout: LINK_S * 1000 - since(Date.now()) - 2500 });
+  await page
+    .waitForFunction((top) => window.tiermeshStats.tierIndex === top, top, { timeout: LINK_S * 1000 - since(Date.now()) - 2500 })
+    .catch(explain('not back at 720p after the rate returned'));
   const upAt = since(Date.now());
   await screenshot(page, 'abr-link-step');
   const samples = await watching;
+  clearInterval(tracer);
   // The page's clock (performance.now) against the link's start, for the log.
   const pageNow = await page.evaluate(() => performance.now());
   const linkNow = since(Date.now());
@@ -104,7 +120,7 @@ test('over tiermesh link --profile step the player steps down when the rate drop
   assert.ok(downAt < DROP_AT_MS + DOWN_WITHIN_MS, `stepped down only at ${downAt} ms: ${switches}`);
   assert.ok(down.tierIndex >= 0 && down.tierIndex < top);
   assert.ok(upAt >= RESTORE_AT_MS, `back at 720p at ${upAt} ms, before the rate returned: ${switches}`);
-  assert.ok(progress.longestFreezeMs < STALL_BOUND_MS, `picture froze for ${Math.round(progress.longestFreezeMs)} ms`);
+  assert.ok(progress.longestFreezeMs < STALL_BOUND_MS, `picture froze for ${Math.round(progress.longestFreezeMs)} ms from ${freezeAt} ms; per second:\n${trace.join('\n')}`);
   assert.equal(progress.backwards, 0);
   assert.ok(progress.unreadable <= 0.05 * progress.samples, `${progress.unreadable}/${progress.samples} samples unreadable`);
 });
