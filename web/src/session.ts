@@ -114,6 +114,8 @@ export class Subscription {
   bytesReceived = 0;
   /** @internal */
   opts: SubscribeOptions;
+  /** @internal Readers of this subscription's data streams still open. */
+  readers = new Set<ReadableStreamDefaultReader<Uint8Array>>();
 
   /** @internal */
   constructor(
@@ -842,6 +844,10 @@ export class Session {
     this.subsByAlias.delete(sub.trackAlias);
     sub.done = true;
     this.send({ type: 'unsubscribe', requestId: sub.requestId });
+    // Its streams still open are of no use now: STOP_SENDING at once, so they hold neither
+    // buffer nor stream credit in the browser while the publisher winds them down.
+    for (const r of sub.readers) r.cancel().catch(() => undefined);
+    sub.readers.clear();
   }
 
   // -------------------------------------------------------------------------------------
@@ -1069,6 +1075,15 @@ export class Session {
       await reader.cancel();
       return;
     }
+    sub.readers.add(reader);
+    try {
+      await this.readObjects(sub, sg, reader);
+    } finally {
+      sub.readers.delete(reader);
+    }
+  }
+
+  private async readObjects(sub: Subscription, sg: SubgroupReader, reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
     for (;;) {
       for (let o = sg.poll(); o; o = sg.poll()) {
         if (sub.done) {
@@ -1080,6 +1095,8 @@ export class Session {
       }
       const r = await reader.read();
       if (r.done) {
+        // Cancelled by unsubscribe: whatever was cut short is not the publisher's fault.
+        if (sub.done && !sub.readers.has(reader)) return;
         sg.finish();
         let last: number | undefined;
         for (let o = sg.poll(); o; o = sg.poll()) {
@@ -1087,7 +1104,7 @@ export class Session {
           sub.opts.onObject(o, 'subgroup');
           last = o.objectId;
         }
-        if (!sub.done) sub.opts.onGroupEnd?.(sg.header.groupId, last ?? sg.lastObjectId);
+        if (!sub.done) sub.opts.onGroupEnd?.(sg.header!.groupId, last ?? sg.lastObjectId);
         return;
       }
       sg.push(r.value, this.now());
