@@ -276,11 +276,22 @@ impl TrackState {
     }
 
     /// Applies a subscriber's REQUEST_UPDATE to its downstream subscription (draft-16
-    /// §9.11.1): FORWARD, and a narrowed filter (start moved forward, end group changed).
-    /// True if the subscription is here.
+    /// §9.11.1): SUBSCRIBER_PRIORITY (its open streams and queued objects too),
+    /// DELIVERY_TIMEOUT (the minimum with the track's, for streams opened from now on),
+    /// FORWARD, and a narrowed filter (start moved forward, end group changed). These are
+    /// per hop: none of them changes the relay's own upstream subscription except FORWARD
+    /// (see [`Track::sync_upstream_forward`]). True if the subscription is here.
     pub(crate) fn update_downstream(&mut self, key: u64, params: &MessageParams) -> bool {
         let largest = self.cache.largest();
+        let track_timeout = self.extensions.delivery_timeout_ms();
         let Some(d) = self.downstream.get_mut(&key) else { return false };
+        if let Some(p) = params.subscriber_priority {
+            d.writer.set_subscriber_priority(p);
+        }
+        if let Some(ms) = params.delivery_timeout_ms {
+            let ms = track_timeout.map_or(ms, |t| t.min(ms));
+            d.writer.set_delivery_timeout(Some(std::time::Duration::from_millis(ms)));
+        }
         if let Some(f) = params.forward {
             d.forward = f;
         }

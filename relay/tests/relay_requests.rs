@@ -277,3 +277,37 @@ async fn standalone_fetch_older_than_the_cache_is_forwarded_upstream() {
     );
     relay.shutdown().await;
 }
+
+/// SUBSCRIBER_PRIORITY and DELIVERY_TIMEOUT updates are per hop: the relay applies them to
+/// the subscriber's own streams (its send scheduler re-orders queued objects), sends
+/// nothing upstream for them, and the subscription keeps flowing.
+#[tokio::test]
+async fn priority_and_delivery_timeout_updates_stay_on_this_hop() {
+    let relay = relay(config()).await;
+    let (_p, mut seen) = full_publisher(&relay, Extensions::default()).await;
+    let sub = connect(&relay, "moqt").await;
+    let mut r = within("subscribe", sub.subscribe(track("video"), SubscribeOptions::default()))
+        .await
+        .unwrap();
+    let w = next_writer(&mut seen).await;
+    let open = write_group(&w, 1, 0..2, true);
+    expect_objects(&mut r, 2).await;
+    let update = MessageParams {
+        subscriber_priority: Some(3),
+        delivery_timeout_ms: Some(5_000),
+        ..Default::default()
+    };
+    within("update", sub.request_update(r.request_id(), update)).await.unwrap();
+    within("barrier", sub.track_status(track("video"), MessageParams::default())).await.unwrap();
+    // The open stream (re-prioritised) and a new one (with the new timeout) both deliver.
+    let mut s = open.unwrap();
+    s.write(2, &ext(1, 2), ObjectStatus::Normal, payload(1, 2)).unwrap();
+    s.finish();
+    write_group(&w, 2, 0..2, false);
+    let mut got = expect_objects(&mut r, 3).await;
+    got.sort();
+    assert_eq!(got, vec![(1, 2), (2, 0), (2, 1)]);
+    // Nothing went upstream for these.
+    assert!(seen.try_recv().is_err(), "a per-hop update was sent upstream");
+    relay.shutdown().await;
+}

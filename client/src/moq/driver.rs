@@ -332,10 +332,13 @@ pub(crate) async fn start(
 
 impl Driver {
     /// Runs the connection until the session closes; returns who closed it and why.
-    pub async fn run(self) -> CloseReason {
+    // A plain function handing out the inner future rather than an `async fn` awaiting it:
+    // such a wrapper keeps a second copy of the driver (4 KiB) in its state, which every
+    // connection's task would carry.
+    pub fn run(self) -> impl Future<Output = CloseReason> + Send + 'static {
         use tracing::Instrument;
         let span = self.span.clone();
-        self.run_inner().instrument(span).await
+        self.run_inner().instrument(span)
     }
 
     async fn run_inner(mut self) -> CloseReason {
@@ -705,22 +708,23 @@ impl Driver {
             inner: Arc::new(WriterInner {
                 request_id,
                 alias,
-                subscriber_priority: subscriber
-                    .subscriber_priority
-                    .unwrap_or(tiermesh_proto::priority::DEFAULT_PRIORITY),
+                subscriber_priority: std::sync::atomic::AtomicU8::new(
+                    subscriber
+                        .subscriber_priority
+                        .unwrap_or(tiermesh_proto::priority::DEFAULT_PRIORITY),
+                ),
                 group_order: resolve_group_order(
                     subscriber.group_order,
                     Some(extensions.group_order()),
                 ),
                 default_priority: extensions.publisher_priority(),
-                delivery_timeout: match (
-                    subscriber.delivery_timeout_ms,
-                    extensions.delivery_timeout_ms(),
-                ) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
-                .map(Duration::from_millis),
+                delivery_timeout: std::sync::Mutex::new(
+                    match (subscriber.delivery_timeout_ms, extensions.delivery_timeout_ms()) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                    .map(Duration::from_millis),
+                ),
                 cmd,
                 send: self.send.clone(),
                 end: rx,

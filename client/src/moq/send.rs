@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 
 use crate::scheduler::{
     Action, Object, Scheduler, SchedulerConfig, SendBudget, StreamKey, StreamSpec, TrackClass,
+    TrackKey,
 };
 use crate::transport;
 
@@ -69,6 +70,14 @@ pub(crate) enum SendCmd {
     Datagram {
         /// The encoded datagram.
         data: Bytes,
+    },
+    /// A new subscriber priority for every stream of a track, queued objects included
+    /// (the subscriber's REQUEST_UPDATE).
+    Priority {
+        /// The track (a subscription's request ID).
+        track: TrackKey,
+        /// The new SUBSCRIBER_PRIORITY.
+        priority: u8,
     },
 }
 
@@ -536,6 +545,10 @@ impl Writer {
                 if let Err(e) = self.session.send_datagram(data) {
                     tracing::debug!(error = %e, "datagram not sent");
                 }
+                Ok(())
+            }
+            SendCmd::Priority { track, priority } => {
+                scheduler.set_subscriber_priority(track, priority);
                 Ok(())
             }
         };

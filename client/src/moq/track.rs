@@ -292,10 +292,12 @@ pub enum WriterEnd {
 pub(crate) struct WriterInner {
     pub(crate) request_id: RequestId,
     pub(crate) alias: TrackAlias,
-    pub(crate) subscriber_priority: u8,
+    /// Changed by the subscriber's REQUEST_UPDATE ([`TrackWriter::set_subscriber_priority`]).
+    pub(crate) subscriber_priority: std::sync::atomic::AtomicU8,
     pub(crate) group_order: GroupOrder,
     pub(crate) default_priority: u8,
-    pub(crate) delivery_timeout: Option<std::time::Duration>,
+    /// Changed by the subscriber's REQUEST_UPDATE ([`TrackWriter::set_delivery_timeout`]).
+    pub(crate) delivery_timeout: std::sync::Mutex<Option<std::time::Duration>>,
     pub(crate) cmd: CommandTx,
     pub(crate) send: SendPath,
     pub(crate) end: watch::Receiver<Option<WriterEnd>>,
@@ -321,7 +323,21 @@ impl TrackWriter {
 
     /// The subscriber's priority (128 when it gave none).
     pub fn subscriber_priority(&self) -> u8 {
-        self.inner.subscriber_priority
+        self.inner.subscriber_priority.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Applies a new SUBSCRIBER_PRIORITY (the subscriber's REQUEST_UPDATE) to every open
+    /// stream of this subscription, objects already queued included, and to later ones.
+    pub fn set_subscriber_priority(&self, priority: u8) {
+        let i = &self.inner;
+        i.subscriber_priority.store(priority, std::sync::atomic::Ordering::Relaxed);
+        i.send.push(SendCmd::Priority { track: TrackKey(i.request_id.0), priority });
+    }
+
+    /// Applies a new delivery timeout (the minimum of the subscriber's DELIVERY_TIMEOUT
+    /// and the track's, counted from arrival at this hop) to streams opened from now on.
+    pub fn set_delivery_timeout(&self, timeout: Option<std::time::Duration>) {
+        *self.inner.delivery_timeout.lock().unwrap_or_else(|e| e.into_inner()) = timeout;
     }
 
     /// The group order in force for this subscription.
@@ -354,9 +370,9 @@ impl TrackWriter {
         let stream = i.send.allocate();
         let _ = i.cmd.send(Command::StreamOpened { request_id: i.request_id });
         let spec = StreamSpec::new(TrackKey(i.request_id.0), class_of(prio), group_id, subgroup_id)
-            .priority(i.subscriber_priority, prio)
+            .priority(self.subscriber_priority(), prio)
             .group_order(i.group_order)
-            .delivery_timeout(i.delivery_timeout)
+            .delivery_timeout(*i.delivery_timeout.lock().unwrap_or_else(|e| e.into_inner()))
             .header(Bytes::from(header.to_vec()));
         i.send.push(SendCmd::Open { stream, spec });
         SubgroupStream {
