@@ -77,6 +77,10 @@ const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// PING interval on mesh links (see [`LINK_IDLE_TIMEOUT`]).
 const LINK_KEEP_ALIVE: Duration = Duration::from_millis(250);
 
+/// How often the relay's load (client sessions) is read for the mesh: a change reaches the
+/// routing API of every relay within this plus the mesh's own `load_interval` (1 s).
+const LOAD_SAMPLE: Duration = Duration::from_millis(500);
+
 /// How long a mesh peer may take to complete SETUP: one round trip on a healthy link; 10 s
 /// only bounds what a stuck peer costs.
 const SETUP_WAIT: Duration = Duration::from_secs(10);
@@ -446,13 +450,9 @@ impl Mesh {
             loop {
                 mesh.step(&ctx);
                 mesh.discover(&ctx, &discover_stop);
-                let deadline = mesh.lock().node.poll_timeout();
-                let sleep = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d.into()).await,
-                        None => std::future::pending().await,
-                    }
-                };
+                let sample = Instant::now() + LOAD_SAMPLE;
+                let deadline = mesh.lock().node.poll_timeout().map_or(sample, |d| d.min(sample));
+                let sleep = tokio::time::sleep_until(deadline.into());
                 tokio::select! {
                     _ = mesh.wake.notified() => {}
                     _ = sleep => {}

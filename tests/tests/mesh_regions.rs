@@ -293,6 +293,7 @@ fn by_name<'a>(relays: &'a [MeshRelay], name: &str) -> &'a MeshRelay {
 #[test]
 fn seeds_build_the_mesh_and_each_link_carries_a_track_once() -> Result<()> {
     let _serial = serial();
+    let t0 = Instant::now();
     let env = Env::new("mesh-seeds")?;
     let relays = seeded_mesh(&env)?;
     // Discover policy: every relay of its region, and the first relay (by name) of each
@@ -307,12 +308,13 @@ fn seeds_build_the_mesh_and_each_link_carries_a_track_once() -> Result<()> {
     let (b1, c2) = (by_name(&relays, "b1"), by_name(&relays, "c2"));
     b1.wait_routed()?;
     c2.wait_routed()?;
+    phase(t0, "links up, routed");
     // Two subscribers at b1 (region B), two at c2 (region C).
     let subs: Vec<_> = [b1, b1, c2, c2]
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let mut args = vec![r.url(), "--duration".to_owned(), "6s".to_owned()];
+            let mut args = vec![r.url(), "--duration".to_owned(), "8s".to_owned()];
             args.extend(env.pin());
             std::thread::spawn(move || sub_json(&format!("sub{i}"), &args, WAIT))
         })
@@ -356,6 +358,7 @@ fn seeds_build_the_mesh_and_each_link_carries_a_track_once() -> Result<()> {
             r.name
         );
     }
+    phase(t0, "one copy per link checked");
     // The routing API: nearest region, then least load. b1 and c2 have two subscriber
     // sessions each, so clients of B go to b2 and of C to c1; a2 has the publisher, so A's
     // clients go to a1. Every relay answers alike once the load has spread (about 1 s).
@@ -393,6 +396,7 @@ fn seeds_build_the_mesh_and_each_link_carries_a_track_once() -> Result<()> {
     })?;
     let report = report.context("no report")?;
     assert!(report.tracks.iter().any(|t| t.name == "audio" && t.objects > 50), "{report:?}");
+    phase(t0, "routing API checked");
     for s in subs {
         let (report, ok, proc) = s.join().unwrap()?;
         assert!(ok, "sub failed\n{}", proc.dump());
