@@ -258,6 +258,9 @@ enum Out {
     Direct(Box<transport::SendStream>),
     /// Handed to the stream's own task (it had to wait once; order is kept from then on).
     Task(mpsc::UnboundedSender<StreamCmd>),
+    /// The stream could not be opened or a write failed (the peer stopped it, say): the
+    /// rest of its chunks are dropped, never written to a new stream without its header.
+    Failed,
 }
 
 /// The writer task: hands every command to the send scheduler and applies what it decides
@@ -370,6 +373,7 @@ impl Writer {
                 Out::Task(tx) => {
                     let _ = tx.send(StreamCmd::Finish);
                 }
+                Out::Failed => {}
             }
         }
         while self.tasks.join_next().await.is_some() {}
@@ -434,7 +438,7 @@ impl Writer {
                 Some(Out::Task(tx)) => {
                     let _ = tx.send(StreamCmd::Finish);
                 }
-                None => {}
+                Some(Out::Failed) | None => {}
             },
             Action::Reset { key, code, reason } => {
                 tracing::debug!(stream = key.0, ?reason, "stream reset by the scheduler");
@@ -445,7 +449,7 @@ impl Writer {
                     Some(Out::Task(tx)) => {
                         let _ = tx.send(StreamCmd::Reset(code));
                     }
-                    None => {}
+                    Some(Out::Failed) | None => {}
                 }
             }
             Action::Abandon { key, reason } => {
@@ -469,12 +473,17 @@ impl Writer {
                 Some(true) => return,
                 Some(false) => {}
                 None => {
-                    self.streams.remove(&stream);
+                    self.streams.insert(stream, Out::Failed);
                     return;
                 }
             }
         }
         let waiting = match self.streams.remove(&stream) {
+            Some(Out::Failed) => {
+                self.batch.clear();
+                self.streams.insert(stream, Out::Failed);
+                return;
+            }
             Some(Out::Task(tx)) => {
                 for chunk in self.batch.drain(..) {
                     let _ = tx.send(StreamCmd::Write(chunk));
@@ -493,12 +502,16 @@ impl Writer {
                             return;
                         }
                         Some(false) => Some(s),
-                        None => return,
+                        None => {
+                            self.streams.insert(stream, Out::Failed);
+                            return;
+                        }
                     }
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "could not open a data stream");
                     self.batch.clear();
+                    self.streams.insert(stream, Out::Failed);
                     return;
                 }
                 // The peer's stream limit is reached: the task opens it when it can.
