@@ -25,6 +25,11 @@ use crate::track::{SessionId, Track, Upstream, filter_bounds};
 /// round trip; 10 s bounds what a client that never sends it costs.
 const SETUP_WAIT: Duration = Duration::from_secs(10);
 
+/// How often a session's send-scheduler drops are added to the metrics (and once more when
+/// it ends): a Prometheus scrape every 10-15 s sees them at most a second late, and a
+/// session costs one copy of a few counters a second.
+const DROP_TALLY: Duration = Duration::from_secs(1);
+
 /// How long the relay waits for its upstream SUBSCRIBE to be answered before the
 /// subscribers parked on it get REQUEST_ERROR TIMEOUT (draft-16 §9.8: "a relay could not
 /// establish an upstream subscription within the timeout"). A publisher answers in one round
@@ -62,9 +67,11 @@ async fn run_session(ctx: Arc<Ctx>, session: transport::Session, id: SessionId) 
     let driver = tokio::spawn(driver.run());
     ctx.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(id, conn.clone());
     ctx.metrics.sessions_accepted.inc();
-    serve(&ctx, &conn, id, query_token).await;
+    let mut drops = tiermesh_client::scheduler::Stats::default();
+    serve(&ctx, &conn, id, query_token, &mut drops).await;
     let reason = conn.closed().await;
     let _ = driver.await;
+    ctx.metrics.add_scheduler_drops(&drops, &conn.send_stats());
     tracing::info!(%reason, "session ended");
     ctx.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     ctx.session_gone.notify_waiters();
@@ -76,6 +83,7 @@ async fn serve(
     conn: &Connection,
     id: SessionId,
     query_token: Option<crate::auth::Secret<String>>,
+    drops: &mut tiermesh_client::scheduler::Stats,
 ) {
     let setup = match tokio::time::timeout(SETUP_WAIT, conn.ready()).await {
         Ok(Ok(s)) => s,
@@ -127,8 +135,14 @@ async fn serve(
     };
     tokio::pin!(expired);
     let grant = grant.map(Arc::new);
+    let mut tally = tokio::time::interval(DROP_TALLY);
     loop {
         tokio::select! {
+            _ = tally.tick() => {
+                let now = conn.send_stats();
+                ctx.metrics.add_scheduler_drops(drops, &now);
+                *drops = now;
+            }
             event = conn.next_event() => match event {
                 Some(e) => handle(ctx, conn, id, grant.clone(), e),
                 None => return,

@@ -69,3 +69,58 @@ async fn scheduler_drops_show_in_metrics_by_class_and_reason() {
     assert_eq!(value(&scrape(&relay).await, series), Some(1.0));
     relay.shutdown().await;
 }
+
+/// Through a real session: objects captured long ago (past the relay's 800 ms end-to-end
+/// capture-age budget) on a subscription with a delivery timeout are dropped by the
+/// relay's send scheduler toward that subscriber, and `/metrics` counts them under the
+/// track's class (audio, from DEFAULT PUBLISHER PRIORITY 16) and `capture_age`.
+#[tokio::test]
+async fn capture_age_drops_toward_a_subscriber_reach_metrics() {
+    use tiermesh_client::moq::{Event, SubscribeOptions};
+    use tiermesh_proto::data::ObjectStatus;
+    use tiermesh_proto::ext::Extensions;
+
+    let relay = relay(config()).await;
+    let publisher = connect(&relay, "moqt").await;
+    within("publish_namespace", publisher.publish_namespace(ns(), None)).await.unwrap();
+    let (tx, mut writers) = tokio::sync::mpsc::unbounded_channel();
+    let p = publisher.clone();
+    tokio::spawn(async move {
+        while let Some(e) = p.next_event().await {
+            if let Event::Subscribe(r) = e {
+                let audio =
+                    Extensions { default_publisher_priority: Some(16), ..Default::default() };
+                if let Ok(w) = r.accept(audio, None).await {
+                    let _ = tx.send(w);
+                }
+            }
+        }
+    });
+    let sub = connect(&relay, "moqt").await;
+    let options =
+        SubscribeOptions { delivery_timeout: Some(Duration::from_secs(2)), ..Default::default() };
+    let _r = within("subscribe", sub.subscribe(track("audio"), options)).await.unwrap();
+    let w = within("upstream", writers.recv()).await.unwrap();
+    let long_ago =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros()
+            as u64
+            - 5_000_000;
+    for g in 0..3 {
+        let mut e = Extensions::default();
+        tiermesh_proto::loc::set_capture_timestamp_us(&mut e, long_ago + g);
+        let mut s = w.open_subgroup(g, 0, None);
+        s.write(0, &e, ObjectStatus::Normal, payload(g, 0)).unwrap();
+        s.finish();
+    }
+    let series = "tiermesh_objects_dropped_total{class=\"audio\",reason=\"capture_age\"}";
+    within_for("drops in /metrics", Duration::from_secs(15), async {
+        loop {
+            if value(&scrape(&relay).await, series).is_some_and(|v| v >= 1.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    relay.shutdown().await;
+}

@@ -267,8 +267,10 @@ pub(crate) async fn start(
     let (setup_tx, setup_rx) = watch::channel(None);
     let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
     let (control_tx, control_rx) = mpsc::unbounded_channel();
-    let (send, send_rx) = SendPath::new();
+    let send_stats = Arc::default();
+    let (send, send_rx) = SendPath::new(Arc::clone(&send_stats));
     let inner = Arc::new(Inner {
+        send_stats,
         cmd: CommandTx(cmd_tx.clone()),
         events: tokio::sync::Mutex::new(events_rx),
         closed: closed_rx,

@@ -396,6 +396,8 @@ pub struct PublishOptions {
 }
 
 struct Inner {
+    /// The send scheduler's counters as of its last drop.
+    send_stats: Arc<std::sync::Mutex<crate::scheduler::Stats>>,
     cmd: driver::CommandTx,
     events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Box<Event>>>,
     closed: watch::Receiver<Option<CloseReason>>,
@@ -544,6 +546,12 @@ impl Connection {
             .await?;
         let fetch = frx.await.unwrap_or_else(|_| Err(self.closed_error()));
         Ok((reader, fetch))
+    }
+
+    /// What this connection's send scheduler dropped so far, by track class and reason
+    /// (a copy taken at its latest drop; the relay turns it into metrics).
+    pub fn send_stats(&self) -> crate::scheduler::Stats {
+        self.inner.send_stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Asks the peer for a track's status (TRACK_STATUS) and waits for its REQUEST_OK,

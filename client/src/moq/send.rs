@@ -27,8 +27,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
 use crate::scheduler::{
-    Action, Object, Scheduler, SchedulerConfig, SendBudget, StreamKey, StreamSpec, TrackClass,
-    TrackKey,
+    Action, Object, Scheduler, SchedulerConfig, SendBudget, Stats, StreamKey, StreamSpec,
+    TrackClass, TrackKey,
 };
 use crate::transport;
 
@@ -99,6 +99,8 @@ struct Shared {
     /// Woken when the queue goes from empty to non-empty, or the last sender leaves.
     ready: Notify,
     next_stream: AtomicU64,
+    /// The scheduler's counters as of its last drop, for [`super::Connection::send_stats`].
+    stats: Arc<Mutex<Stats>>,
 }
 
 impl Shared {
@@ -115,11 +117,12 @@ pub(crate) struct SendPath {
 
 impl SendPath {
     /// A send path and the receiving end for its writer task ([`run`]).
-    pub(crate) fn new() -> (Self, Receiver) {
+    pub(crate) fn new(stats: Arc<Mutex<Stats>>) -> (Self, Receiver) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue { senders: 1, ..Queue::default() }),
             ready: Notify::new(),
             next_stream: AtomicU64::new(0),
+            stats,
         });
         (Self { shared: shared.clone() }, Receiver { shared })
     }
@@ -331,12 +334,21 @@ impl Writer {
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        let mut drops_shown = 0;
         loop {
             for cmd in batch.drain(..) {
                 self.apply(cmd);
             }
             let now = Instant::now();
             self.flush(now);
+            // The counters are copied out only when something more was dropped: a few
+            // map entries summed per pass, no copy while nothing is dropped.
+            let drops: u64 = self.scheduler.stats().drops().map(|(_, _, n)| n.objects).sum();
+            if drops != drops_shown {
+                drops_shown = drops;
+                *rx.shared.stats.lock().unwrap_or_else(|e| e.into_inner()) =
+                    self.scheduler.stats().clone();
+            }
             if !open && self.scheduler.queued_bytes() == 0 {
                 break;
             }
