@@ -6,8 +6,8 @@
 //! mid-group: the new tier is subscribed to from its next group.
 //!
 //! Rules:
-//! - **Down fast.** When the latency of the watched tier's objects rises above
-//!   [`AbrConfig::latency_limit`], or the measured throughput over the last
+//! - **Down fast.** When the latency of the watched tier's objects stays above
+//!   [`AbrConfig::latency_limit`] for [`AbrConfig::late_for`], or the measured throughput over the last
 //!   [`AbrConfig::window`] falls below [`AbrConfig::down_ratio`] of the tier's rate, the next
 //!   boundary moves to the highest tier the measured throughput carries (at least one step).
 //! - **Up cautiously.** One step up only after the current tier has been delivered whole and
@@ -33,11 +33,15 @@ pub struct AbrConfig {
     pub max_hold: Duration,
     /// Throughput is measured over this window.
     pub window: Duration,
+    /// Latency must stay above the limit this long before the tier counts as too heavy: a
+    /// lost packet holds its stream back for about one round trip, which says nothing
+    /// about whether the tier fits.
+    pub late_for: Duration,
 }
 
 impl AbrConfig {
-    /// Defaults for `tiers`: 400 ms latency limit, 0.8 down ratio, 4 s hold (up to 16 s),
-    /// 2 s window.
+    /// Defaults for `tiers`: 400 ms latency limit held for 500 ms, 0.8 down ratio, 4 s hold
+    /// (up to 16 s), 2 s window.
     pub fn new(tiers: Vec<u64>) -> Self {
         Self {
             tiers,
@@ -46,6 +50,7 @@ impl AbrConfig {
             up_hold: Duration::from_secs(4),
             max_hold: Duration::from_secs(16),
             window: Duration::from_secs(2),
+            late_for: Duration::from_millis(500),
         }
     }
 }
@@ -63,6 +68,7 @@ pub struct Abr {
     last_up: Option<Instant>,
     hold: Duration,
     too_late: bool,
+    late_since: Option<Instant>,
 }
 
 impl Abr {
@@ -79,6 +85,7 @@ impl Abr {
             last_up: None,
             hold,
             too_late: false,
+            late_since: None,
         }
     }
 
@@ -92,12 +99,19 @@ impl Abr {
         self.samples.push_back((now, bytes));
         self.trim(now);
         if latency > self.config.latency_limit {
-            self.too_late = true;
+            let since = *self.late_since.get_or_insert(now);
+            if now.duration_since(since) >= self.config.late_for {
+                self.too_late = true;
+            }
             self.fitting_since = None;
         } else if latency > self.config.latency_limit / 2 {
+            self.late_since = None;
             self.fitting_since = None;
-        } else if self.fitting_since.is_none() && !self.too_late {
-            self.fitting_since = Some(now);
+        } else {
+            self.late_since = None;
+            if self.fitting_since.is_none() && !self.too_late {
+                self.fitting_since = Some(now);
+            }
         }
     }
 
@@ -178,6 +192,7 @@ impl Abr {
         self.samples.clear();
         self.fitting_since = None;
         self.too_late = false;
+        self.late_since = None;
         self.last_change = now;
     }
 
@@ -186,6 +201,7 @@ impl Abr {
         self.samples.clear();
         self.fitting_since = None;
         self.too_late = false;
+        self.late_since = None;
         self.last_change = now;
         tier
     }
@@ -246,6 +262,20 @@ mod tests {
         // Fits again, but the next try waits 8 s, not 4.
         let tiers = feed(&mut abr, &mut t, 7, 150_000, 80);
         assert!(tiers.iter().all(|&x| x == 0), "{tiers:?}");
+    }
+
+    #[test]
+    fn a_short_burst_of_late_objects_is_not_a_reason_to_go_down() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 1, t);
+        feed(&mut abr, &mut t, 3, 500_000, 80);
+        // A loss holds the stream back for 200 ms: six objects late, then on time again.
+        for _ in 0..6 {
+            t += Duration::from_millis(33);
+            abr.on_object(t, 2000, Duration::from_millis(450));
+        }
+        let tiers = feed(&mut abr, &mut t, 2, 500_000, 80);
+        assert_eq!(tiers, [1, 1]);
     }
 
     #[test]

@@ -573,6 +573,10 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
     let mut until: Option<u64> = None;
     let mut pending: Option<TierSub> = None;
     let mut last_boundary: Option<u64> = None;
+    // The first group played from the current tier, and whether the ABR measures yet.
+    let mut first_group: Option<u64> = None;
+    let mut measuring = false;
+    let mut base_latency: Option<Duration> = None;
 
     loop {
         let has_fetch = cur.as_ref().is_some_and(|c| c.fetch.is_some());
@@ -645,6 +649,8 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
                 cur = Some(p);
                 until = None;
                 last_boundary = None;
+                first_group = None;
+                measuring = false;
                 abr.started(now);
                 (o, false, cur_tier)
             }
@@ -700,6 +706,7 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
         let latency = tiermesh_proto::loc::capture_timestamp_us(&o.extensions)
             .map(|c| Duration::from_micros(arrival_us.saturating_sub(c)));
         let mut next = None;
+        first_group.get_or_insert(o.group_id);
         if o.object_id == 0 && !fetched && last_boundary != Some(o.group_id) {
             last_boundary = Some(o.group_id);
             let t = abr.at_group_start(now);
@@ -707,9 +714,22 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
                 next = Some(t);
             }
         }
-        if next.is_none() {
+        // The joining FETCH is history by design, and a tier's first group after a switch
+        // carries the start-up of its subscription (an upstream subscribe, a key frame
+        // queued behind the old tier): neither says whether the tier fits.
+        if next.is_none() && !fetched && first_group.is_some_and(|g| o.group_id > g) {
+            if !measuring {
+                // Throughput is measured from the first group that counts.
+                measuring = true;
+                abr.started(o.arrival);
+            }
             if let Some(l) = latency {
-                abr.on_object(o.arrival, o.payload.len() as u64, l);
+                // The ABR judges queueing, not the path's fixed delay: latency above the
+                // least seen in this watch (one-way delay plus the publisher's pipeline).
+                let floor = *base_latency.get_or_insert(l);
+                base_latency = Some(floor.min(l));
+                let queueing = l.saturating_sub(floor.min(l));
+                abr.on_object(o.arrival, o.payload.len() as u64, queueing);
             }
             next = abr.poll_down(now);
         }
