@@ -360,8 +360,7 @@ async fn ask_route(route: &str, broadcast: &str) -> anyhow::Result<String> {
     };
     let answer = tokio::time::timeout(ROUTE_TIMEOUT, async {
         let mut stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-        let request =
-            format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut text = String::new();
         stream.read_to_string(&mut text).await?;
