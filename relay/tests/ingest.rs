@@ -6,7 +6,8 @@
 //! tier decodes with a PSNR of at least 30 dB against the codec-scaled source picture
 //! (matched by the barcode frame number); group N starts at the same source frame on every
 //! tier, so switching tiers at a group boundary decodes without an error; the audio arrives
-//! byte for byte as the publisher sent it.
+//! byte for byte as the publisher sent it; a downstream NEW GROUP REQUEST reaches the
+//! ingest through the relay and cuts the running group short on every rung.
 
 mod common;
 
@@ -230,6 +231,45 @@ async fn ingest_makes_a_ladder_that_decodes_on_every_tier_and_switches_at_group_
         tokio::join!(futures::future::join_all(recordings), audio_out, audio_in);
     let stats = relay.ingest_stats().context("ingest stats")?;
     eprintln!("ingest: {stats:?}");
+
+    // A downstream NEW GROUP REQUEST reaches the ingest through the relay, and every rung
+    // starts a new group at the next frame: the running group of 180p is cut short.
+    let mut low = Joined::open(&conn, &broadcast, "video/180p").await?;
+    let group = common::within("a 180p group start", async {
+        loop {
+            let o = low.next().await.expect("180p ended");
+            if o.object_id == 0 {
+                return o.group_id;
+            }
+        }
+    })
+    .await;
+    let requested =
+        SubscribeOptions { new_group_request: Some(0), ..SubscribeOptions::largest_object() };
+    let track = FullTrackName::new(broadcast.clone(), "video/720p")?;
+    let _top = conn.subscribe(track, requested).await?;
+    let short = common::within_for("a group cut short", Duration::from_secs(5), async {
+        // Object 0 of `group` is in; a group ended by the request is shorter than 25 frames
+        // (every group of the source is 30).
+        let mut count = 1u64;
+        let mut current = group;
+        loop {
+            let o = low.next().await.expect("180p ended");
+            if o.group_id != current {
+                if count < 25 {
+                    return count;
+                }
+                (current, count) = (o.group_id, 0);
+            }
+            count += 1;
+        }
+    })
+    .await;
+    let requests = relay.ingest_stats().context("ingest stats")?.key_frame_requests;
+    eprintln!(
+        "a group of {short} frames after NEW GROUP REQUEST; {requests} requests reached the ladder"
+    );
+    assert!(requests >= 1, "the NEW GROUP REQUEST did not reach the ingest");
     drop(publisher);
 
     // The audio is passed through: the same objects, byte for byte.
