@@ -7,7 +7,8 @@
 //! (matched by the barcode frame number); group N starts at the same source frame on every
 //! tier, so switching tiers at a group boundary decodes without an error; the audio arrives
 //! byte for byte as the publisher sent it; a downstream NEW GROUP REQUEST reaches the
-//! ingest through the relay and cuts the running group short on every rung.
+//! ingest through the relay and cuts the running group short (checked on 180p; the ingest's
+//! unit test checks that every rung starts the new group at the same frame).
 
 mod common;
 
