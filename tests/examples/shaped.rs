@@ -1,28 +1,70 @@
-//! Prints the side-by-side table of docs/BENCHMARKS.md "Shaped links": the synthetic
-//! broadcast through a relay to a subscriber behind `tiermesh link` with the relay's
-//! priority scheduler and in FIFO mode.
+//! Prints the tables of docs/BENCHMARKS.md "Shaped links": the synthetic broadcast through a
+//! relay with `tiermesh link` in front of the subscriber or the publisher, every combination
+//! of the lists given, one run each, in order.
 //!
-//! `cargo run -p tiermesh-tests --example shaped [PROFILE...]` (default: rural).
+//! ```text
+//! cargo run -p tiermesh-tests --example shaped -- \
+//!     profile=rural,congested,satellite,step side=sub,pub mode=priority,fifo cc=default watch=15
+//! ```
+//! Defaults: `profile=rural side=sub mode=priority,fifo cc=default watch=15`. `cc` takes
+//! `default`, `cubic`, `bbr`, `newreno`. For `step` the link runs 30 s (the cut is 10 s to
+//! 20 s after the link starts) and the watch is 26 s; the last column gives the seconds from
+//! the cut's end until 720p delivers every group complete again.
 
-#[path = "../tests/shaped_rural.rs"]
+#[path = "../tests/shaped_link/mod.rs"]
 mod shaped;
 
+use std::time::Duration;
+
+fn list(args: &[String], key: &str, default: &str) -> Vec<String> {
+    let prefix = format!("{key}=");
+    let value = args.iter().find_map(|a| a.strip_prefix(&prefix)).unwrap_or(default);
+    value.split(',').map(str::to_owned).collect()
+}
+
 fn main() {
-    let mut profiles: Vec<String> = std::env::args().skip(1).collect();
-    if profiles.is_empty() {
-        profiles.push("rural".to_owned());
-    }
-    println!("{}", shaped::HEADER);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let profiles = list(&args, "profile", "rural");
+    let sides = list(&args, "side", "sub");
+    let modes = list(&args, "mode", "priority,fifo");
+    let ccs = list(&args, "cc", "default");
+    let watch: u64 = list(&args, "watch", "15")[0].parse().expect("watch=SECONDS");
+    println!("{} 720p back after step (s) |", shaped::HEADER.lines().next().unwrap_or(""));
+    println!("{}---|", shaped::HEADER.lines().nth(1).unwrap_or(""));
     for profile in &profiles {
-        let rate = match profile.as_str() {
-            "congested" => 600_000.0,
-            "satellite" => 2_000_000.0,
-            "step" => 3_000_000.0,
-            _ => shaped::RURAL_RATE,
-        };
-        for mode in ["priority", "fifo"] {
-            let report = shaped::run(mode, profile);
-            println!("{}", shaped::row(profile, &shaped::figures(mode, &report, rate)));
+        let p = shaped::profile(profile).unwrap_or_else(|| panic!("unknown profile {profile}"));
+        for side in &sides {
+            for cc in &ccs {
+                for mode in &modes {
+                    let mut run = shaped::Run::new(p);
+                    run.mode = if mode == "fifo" { "fifo" } else { "priority" };
+                    run.side = if side == "pub" {
+                        shaped::Side::Publisher
+                    } else {
+                        shaped::Side::Subscriber
+                    };
+                    run.cc = match cc.as_str() {
+                        "cubic" => Some("cubic"),
+                        "bbr" => Some("bbr"),
+                        "newreno" => Some("newreno"),
+                        _ => None,
+                    };
+                    run.watch = Duration::from_secs(watch);
+                    if p.name == "step" {
+                        run.link_run = Duration::from_secs(30);
+                        run.watch = Duration::from_secs(26);
+                    }
+                    let outcome = shaped::run(&run);
+                    let f = shaped::figures(&outcome);
+                    let back = if p.name == "step" {
+                        shaped::recovery_s(&outcome, "video/720p")
+                            .map_or("never".to_owned(), |s| format!("{s:.1}"))
+                    } else {
+                        "-".to_owned()
+                    };
+                    println!("{} {back} |", shaped::row(&outcome, &f));
+                }
+            }
         }
     }
 }

@@ -1,0 +1,102 @@
+//! `tiermesh sub --abr` behind `tiermesh link`: it watches audio and one video tier and moves
+//! between tiers at group boundaries. On `rural` (1 Mbit/s) it settles on 360p (500 kbit/s
+//! fits beside audio, 720p at 1.5 Mbit/s does not); on `step` (3 Mbit/s, a third of it for
+//! 10 s) it leaves 720p during the cut and comes back after it. Every played group comes
+//! from one tier only (the report's `played` list has one tier per group), and stalls
+//! (video gaps over 200 ms) stay under a stated count.
+
+mod shaped_link;
+
+use std::time::Duration;
+
+use shaped_link::{Outcome, RURAL, Run, STEP, run};
+use tiermesh_client::subscribe::AbrReport;
+
+/// The runs of this file take turns: two at once would share the machine's two cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn abr_run(r: Run) -> (Outcome, AbrReport) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let o = run(&r);
+    let abr = o.out.abr.clone().unwrap_or_else(|| panic!("no abr section: {:?}", o.out.report));
+    eprintln!(
+        "switches {:?}\nplayed {:?}\nstalls {} longest gap {:.0} ms",
+        abr.switches
+            .iter()
+            .map(|s| format!("{:.0} ms g{:?} {}->{}", s.decided_ms, s.group, s.from, s.to))
+            .collect::<Vec<_>>(),
+        abr.played.iter().map(|p| format!("{}:{}", p.group % 100, p.tier)).collect::<Vec<_>>(),
+        abr.stalls,
+        abr.longest_gap_ms
+    );
+    (o, abr)
+}
+
+/// The tier most played among groups captured in `[from_s, to_s)` wall-clock seconds.
+fn main_tier(abr: &AbrReport, from_s: f64, to_s: f64) -> Option<String> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for p in abr.played.iter().filter(|p| (p.group as f64) >= from_s && (p.group as f64) < to_s) {
+        match counts.iter_mut().find(|(t, _)| *t == p.tier) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((p.tier.clone(), 1)),
+        }
+    }
+    counts.into_iter().max_by_key(|(_, n)| *n).map(|(t, _)| t)
+}
+
+#[test]
+fn abr_on_rural_settles_on_360p() {
+    let mut r = Run::new(RURAL);
+    r.abr = true;
+    r.watch = Duration::from_secs(20);
+    let (o, abr) = abr_run(r);
+    let start_s = o.link_start_ms / 1000.0;
+    // The second half of the watch plays 360p, the highest tier that fits.
+    assert_eq!(
+        main_tier(&abr, start_s + 10.0, start_s + 20.0).as_deref(),
+        Some("video/360p"),
+        "{abr:?}"
+    );
+    // 180p is never needed once 360p is known to fit.
+    assert!(
+        abr.played.iter().filter(|p| p.tier == "video/180p").count() <= 2,
+        "played 180p: {abr:?}"
+    );
+    // Each failed try of 720p costs at most a few gaps; the hold doubles after each.
+    assert!(abr.stalls <= 6, "stalls {abr:?}");
+    // Every switch took effect at a group boundary within the watch.
+    for s in &abr.switches[..abr.switches.len().saturating_sub(1)] {
+        assert!(s.group.is_some(), "switch never took effect: {abr:?}");
+    }
+    let audio = o.out.report.tracks.iter().find(|t| t.name == "audio").expect("audio");
+    assert!(audio.objects as f64 >= 0.95 * 50.0 * 19.0, "audio {audio:?}");
+}
+
+#[test]
+fn abr_on_step_leaves_720p_during_the_cut_and_returns() {
+    let mut r = Run::new(STEP);
+    r.abr = true;
+    // The cut is 12 s to 22 s after the link starts.
+    r.link_run = Duration::from_secs(34);
+    r.watch = Duration::from_secs(32);
+    let (o, abr) = abr_run(r);
+    let start_s = o.link_start_ms / 1000.0;
+    let (cut_start, cut_end) = (start_s + 12.0, start_s + 22.0);
+    assert_eq!(
+        main_tier(&abr, cut_start - 6.0, cut_start).as_deref(),
+        Some("video/720p"),
+        "before the cut {abr:?}"
+    );
+    // During the cut (after 2 s to react) 720p no longer plays except a failed try.
+    let in_cut_720 = abr
+        .played
+        .iter()
+        .filter(|p| (p.group as f64) >= cut_start + 2.0 && (p.group as f64) < cut_end)
+        .filter(|p| p.tier == "video/720p")
+        .count();
+    assert!(in_cut_720 <= 2, "720p during the cut: {abr:?}");
+    // After the cut it climbs back: the last groups are 720p again.
+    let last = abr.played.iter().rev().find(|p| (p.group as f64) < start_s + 32.0);
+    assert_eq!(last.map(|p| p.tier.as_str()), Some("video/720p"), "{abr:?}");
+    assert!(abr.stalls <= 6, "stalls {abr:?}");
+}
