@@ -792,14 +792,14 @@ fn two_mesh_hops_add_little_to_the_links_delays() -> Result<()> {
     Ok(())
 }
 
-/// Ignored: under this congestion the receiving relay closes the mesh link with
-/// PROTOCOL_VIOLATION "unknown data stream type" a few seconds in (a data stream whose first
-/// bytes are not a stream header: a bug of the send or receive path under loss, outside the
-/// mesh code), so the tracks stop until the link is back. Until then 720p is dropped first
-/// (5 to 7 of ~240 objects) while audio and 180p arrive without holes, but below their
-/// rate. Run with `--ignored` to see the figures.
+/// Ignored: the outcome varies between runs on this machine. Before commit 4bab9ae (the
+/// send path wrote the rest of an object to a new stream without its header) the receiving
+/// relay closed the link with "unknown data stream type"; since then the link holds, 720p
+/// is dropped first (0 to 6 of ~240 objects) and 180p arrives without holes, but audio
+/// varied from 33 to 46 objects/s of 50 (up to 3% of its groups lost) over two runs, so
+/// the audio bound is not met reliably. Run with `--ignored` to see the figures.
 #[test]
-#[ignore = "mesh link closed with 'unknown data stream type' under congestion (send/receive path bug)"]
+#[ignore = "audio rate under congestion varies between runs (33-46 objects/s of 50)"]
 fn a_congested_inter_region_link_drops_the_high_tier_first() -> Result<()> {
     let _serial = serial();
     let env = Env::new("mesh-congested")?;
@@ -816,11 +816,13 @@ fn a_congested_inter_region_link_drops_the_high_tier_first() -> Result<()> {
     for t in &report.tracks {
         let kbps = t.bytes as f64 * 8.0 / report.duration_s / 1000.0;
         println!(
-            "congested B-C (1 Mbit/s): {}: {} objects, {} missing, {} groups, {kbps:.0} kbit/s, p95 {:?} ms",
+            "congested B-C (1 Mbit/s): {}: {} objects, {} missing, {} groups ({} missing), first after {:?} ms, {kbps:.0} kbit/s, p95 {:?} ms",
             t.name,
             t.objects,
             t.missing_objects,
             t.groups,
+            t.missing_groups,
+            t.first_object_ms,
             t.latency_ms.as_ref().map(|l| l.p95)
         );
         rate.insert(t.name.clone(), (kbps, t));
