@@ -299,6 +299,11 @@ struct Writer {
     written_rx: mpsc::UnboundedReceiver<()>,
     base_sent: u64,
     handed: u64,
+    /// Bytes handed to each stream still open in QUIC. A stream that ends without a clean
+    /// FIN (reset, stopped by the peer, a failed write) takes its unsent bytes with it, so
+    /// they leave `handed` then: else they would count as buffered in QUIC for good and
+    /// hold the budget shut once the congestion window is small.
+    stream_handed: HashMap<u64, u64>,
     stats: transport::Stats,
     stats_at: Instant,
     /// Consecutive chunks of one stream (an object's head and payload, say) collected
@@ -322,6 +327,7 @@ impl Writer {
             written_rx,
             base_sent: stats.bytes_sent,
             handed: 0,
+            stream_handed: HashMap::new(),
             stats,
             stats_at: Instant::now(),
             batch: Vec::new(),
@@ -428,6 +434,7 @@ impl Writer {
     fn act(&mut self, action: Action) {
         if let Action::Write { key, chunk, quinn_priority } = action {
             self.handed += chunk.len() as u64;
+            *self.stream_handed.entry(key.0).or_default() += chunk.len() as u64;
             if self.batch_stream.is_some_and(|(s, _)| s != key.0) {
                 self.write_batch();
             }
@@ -444,16 +451,29 @@ impl Writer {
             }
             Action::Finish { key } => match self.streams.remove(&key.0) {
                 Some(Out::Direct(mut s)) => {
-                    // quinn keeps delivering what was written after the handle is dropped.
-                    let _ = s.finish();
+                    // quinn keeps delivering what was written after the handle is dropped;
+                    // a stream the peer stopped is reset when dropped.
+                    match s.finish() {
+                        Ok(()) => {
+                            self.stream_handed.remove(&key.0);
+                        }
+                        Err(_) => self.discard(key.0),
+                    }
                 }
                 Some(Out::Task(tx)) => {
-                    let _ = tx.send(StreamCmd::Finish);
+                    // The task still writes what it holds; if it stopped, that is lost.
+                    match tx.send(StreamCmd::Finish) {
+                        Ok(()) => {
+                            self.stream_handed.remove(&key.0);
+                        }
+                        Err(_) => self.discard(key.0),
+                    }
                 }
-                Some(Out::Failed) | None => {}
+                Some(Out::Failed) | None => self.discard(key.0),
             },
             Action::Reset { key, code, reason } => {
                 tracing::debug!(stream = key.0, ?reason, "stream reset by the scheduler");
+                self.discard(key.0);
                 match self.streams.remove(&key.0) {
                     Some(Out::Direct(mut s)) => {
                         let _ = s.reset(code);
@@ -466,6 +486,7 @@ impl Writer {
             }
             Action::Abandon { key, reason } => {
                 tracing::debug!(stream = key.0, ?reason, "stream abandoned by the scheduler");
+                self.stream_handed.remove(&key.0);
                 if let Some(Out::Direct(mut s)) = self.streams.remove(&key.0) {
                     // Nothing more will be written: end it rather than leave it open.
                     let _ = s.finish();
@@ -486,6 +507,7 @@ impl Writer {
                 Some(false) => {}
                 None => {
                     self.streams.insert(stream, Out::Failed);
+                    self.discard(stream);
                     return;
                 }
             }
@@ -494,13 +516,22 @@ impl Writer {
             Some(Out::Failed) => {
                 self.batch.clear();
                 self.streams.insert(stream, Out::Failed);
+                self.discard(stream);
                 return;
             }
             Some(Out::Task(tx)) => {
+                let mut gone = false;
                 for chunk in self.batch.drain(..) {
-                    let _ = tx.send(StreamCmd::Write(chunk));
+                    gone |= tx.send(StreamCmd::Write(chunk)).is_err();
                 }
-                self.streams.insert(stream, Out::Task(tx));
+                if gone {
+                    // The task ended (the peer stopped the stream, say): nothing it was
+                    // handed will be sent.
+                    self.streams.insert(stream, Out::Failed);
+                    self.discard(stream);
+                } else {
+                    self.streams.insert(stream, Out::Task(tx));
+                }
                 return;
             }
             // Flow control took part or none of the batch.
@@ -516,6 +547,7 @@ impl Writer {
                         Some(false) => Some(s),
                         None => {
                             self.streams.insert(stream, Out::Failed);
+                            self.discard(stream);
                             return;
                         }
                     }
@@ -524,6 +556,7 @@ impl Writer {
                     tracing::debug!(error = %e, "could not open a data stream");
                     self.batch.clear();
                     self.streams.insert(stream, Out::Failed);
+                    self.discard(stream);
                     return;
                 }
                 // The peer's stream limit is reached: the task opens it when it can.
@@ -535,6 +568,16 @@ impl Writer {
             let _ = tx.send(StreamCmd::Write(chunk));
         }
         self.streams.insert(stream, Out::Task(tx));
+    }
+
+    /// A stream ended without a clean FIN: what it was handed and QUIC did not send yet was
+    /// dropped (by quinn on reset, or before reaching QUIC), so it no longer counts as
+    /// buffered. How much of it was sent is unknown: at most what is estimated buffered now.
+    fn discard(&mut self, stream: u64) {
+        let Some(h) = self.stream_handed.remove(&stream) else { return };
+        let sent = self.stats.bytes_sent.saturating_sub(self.base_sent);
+        let buffered = self.handed.saturating_sub(sent);
+        self.handed -= h.min(buffered);
     }
 
     fn spawn(
