@@ -273,7 +273,10 @@ enum Out {
 /// The budget: the congestion window may take `cwnd` now (QUIC does not expose what is
 /// in flight, and on the links served the window is mostly free when the scheduler is
 /// asked), and what QUIC holds unsent is estimated as the bytes handed to it minus the
-/// bytes it reports sent.
+/// bytes it reports sent. A stream that ends without a clean FIN (reset, stopped by the
+/// peer, a failed write) takes back what it was handed, up to that estimate: quinn drops its
+/// unsent bytes, which would otherwise count as buffered for good and, once the window is
+/// small, hold every other stream back.
 pub(crate) async fn run(session: transport::Session, rx: Receiver, config: SchedulerConfig) {
     // Nothing is built until the first command: the state below (and this future's size,
     // which every connection's task would carry) is for connections that send data.
