@@ -13,8 +13,9 @@
 //! - `step` (3 Mbit/s, 30 ms; 1 Mbit/s for 10 s): all tiers fit outside the cut. Every tier
 //!   delivers every group complete again within 3 s of the cut's end.
 //!
-//! Ignored for now: priority-mode runs behind a shaped link stop receiving after a few
-//! seconds (docs/BENCHMARKS.md, "Shaped links"). Together they take about 80 s.
+//! Ignored for now: the last runs missed these bounds (step: audio 92% on time; satellite:
+//! audio 29%; congested: audio 81%, 180p 50% complete; docs/BENCHMARKS.md, "Shaped
+//! links", says why). Together they take about 80 s.
 
 mod shaped_link;
 
@@ -41,7 +42,7 @@ fn shaped(profile: Profile, watch: Duration) -> (shaped_link::Outcome, shaped_li
 }
 
 #[test]
-#[ignore = "priority-mode runs stop early behind shaped links (docs/BENCHMARKS.md)"]
+#[ignore = "misses its bounds today (docs/BENCHMARKS.md, Shaped links)"]
 fn congested_keeps_audio_and_lowest_tier() {
     let (_, f) = shaped(CONGESTED, Duration::from_secs(15));
     assert!(f.audio_on_time >= 0.95, "audio {f:?}");
@@ -50,7 +51,7 @@ fn congested_keeps_audio_and_lowest_tier() {
 }
 
 #[test]
-#[ignore = "priority-mode runs stop early behind shaped links (docs/BENCHMARKS.md)"]
+#[ignore = "misses its bounds today (docs/BENCHMARKS.md, Shaped links)"]
 fn satellite_keeps_audio_and_lowest_tier() {
     let (_, f) = shaped(SATELLITE, Duration::from_secs(15));
     assert!(f.audio_on_time >= 0.98, "audio {f:?}");
@@ -58,7 +59,7 @@ fn satellite_keeps_audio_and_lowest_tier() {
 }
 
 #[test]
-#[ignore = "priority-mode runs stop early behind shaped links (docs/BENCHMARKS.md)"]
+#[ignore = "misses its bounds today (docs/BENCHMARKS.md, Shaped links)"]
 fn step_every_tier_is_back_within_3_s() {
     // The cut is 10 s to 20 s after the link starts; the watch ends about 26 s after it.
     let (o, f) = shaped(STEP, Duration::from_secs(25));
