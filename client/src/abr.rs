@@ -13,7 +13,8 @@
 //! - **Up cautiously.** One step up only after the current tier has been delivered whole and
 //!   on time (latency under half the limit, throughput at least its rate) for
 //!   [`AbrConfig::up_hold`]; a step up that fails (a step down within the hold) doubles the
-//!   hold before the next try, up to [`AbrConfig::max_hold`].
+//!   hold before the next try, up to [`AbrConfig::max_hold`], and goes back to the tier it
+//!   came from (known to fit) rather than to what the failed tier's throughput suggests.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -159,7 +160,10 @@ impl Abr {
             .rposition(|&r| (r as f64) <= fits)
             .unwrap_or(0);
         if self.last_up.is_some_and(|t| now.duration_since(t) < self.hold) {
+            // A failed step up: back to the tier it came from, which fitted (what a tier
+            // too heavy for the link still receives understates the link).
             self.hold = (self.hold * 2).min(self.config.max_hold);
+            return Some(self.switch(now, self.current - 1));
         }
         Some(self.switch(now, below))
     }
