@@ -379,6 +379,38 @@ impl Ingest {
     pub fn stats(&self) -> IngestStats {
         self.counters.snapshot()
     }
+
+    /// Appends the ingest's figures to the relay's `/metrics` text (Prometheus format).
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let s = self.stats();
+        let _ = writeln!(
+            out,
+            "# HELP tiermesh_ingest_broadcasts Broadcasts whose ladder the ingest makes now."
+        );
+        let _ = writeln!(out, "# TYPE tiermesh_ingest_broadcasts gauge");
+        let _ = writeln!(out, "tiermesh_ingest_broadcasts {}", s.broadcasts);
+        let counters: [(&str, &str, u64); 9] = [
+            ("frames_in", "Source video objects received by the ingest.", s.frames_in),
+            ("frames_decoded", "Source frames decoded into pictures.", s.frames_decoded),
+            ("frames_encoded", "Source frames pushed through the ladder.", s.frames_encoded),
+            ("frames_dropped", "Source frames dropped to stay real time.", s.frames_dropped),
+            ("decode_errors", "Source frames the decoder rejected.", s.decode_errors),
+            ("encode_errors", "Frames an encoder failed on.", s.encode_errors),
+            ("video_objects", "Encoded video objects published, all rungs.", s.video_objects),
+            ("audio_objects", "Audio objects passed through.", s.audio_objects),
+            (
+                "key_frame_requests",
+                "NEW GROUP REQUESTs that reached the ladder.",
+                s.key_frame_requests,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP tiermesh_ingest_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE tiermesh_ingest_{name}_total counter");
+            let _ = writeln!(out, "tiermesh_ingest_{name}_total {value}");
+        }
+    }
 }
 
 /// The relay's token authorizer, plus the internal key the ingest signs its own tokens with

@@ -164,6 +164,9 @@ impl Relay {
             let cert = Arc::new(move || r.as_ref().map_or(cert_hash, |r| r.sha256()));
             crate::ingest::spawn(c, local_addr, cert, ingest_key, ingest_stop)
         });
+        if let Some(ingest) = ingest.clone() {
+            ctx.metrics.extra.add(Arc::new(move |out: &mut String| ingest.render_metrics(out)));
+        }
         Ok(RelayHandle {
             local_addr,
             cert_hash,

@@ -232,6 +232,19 @@ async fn ingest_makes_a_ladder_that_decodes_on_every_tier_and_switches_at_group_
         tokio::join!(futures::future::join_all(recordings), audio_out, audio_in);
     let stats = relay.ingest_stats().context("ingest stats")?;
     eprintln!("ingest: {stats:?}");
+    // The same figures are on the relay's /metrics (rendered after the snapshot above, so
+    // never smaller).
+    let text = relay.metrics().render();
+    let decoded: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tiermesh_ingest_frames_decoded_total "))
+        .and_then(|v| v.parse().ok())
+        .context("tiermesh_ingest_frames_decoded_total in /metrics")?;
+    anyhow::ensure!(
+        decoded > 0 && decoded >= stats.frames_decoded,
+        "metrics say {decoded} frames decoded, the ingest {}",
+        stats.frames_decoded
+    );
 
     // A downstream NEW GROUP REQUEST reaches the ingest through the relay, and every rung
     // starts a new group at the next frame: the running group of 180p is cut short.
