@@ -115,8 +115,19 @@ fn cli(args: &[&str]) -> Result<String> {
     Ok(p.stdout())
 }
 
+/// A UDP port that was free a moment ago and that this test process has not handed out
+/// before: the kernel may give the same ephemeral port to two binds in a row once the first
+/// socket is closed, and a relay's client and mesh ports must differ.
 fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// How one relay is configured.
