@@ -20,9 +20,9 @@ use tiermesh_codec::media::output::{AudioTrack, Mp4Writer, Tracks, VideoTrack};
 use tiermesh_codec::{Codec, av1, h264, opus};
 use tiermesh_proto::catalog::CATALOG_TRACK_NAME;
 use tiermesh_proto::loc::LocProperties;
-use tiermesh_proto::types::{FullTrackName, Location, TrackName, TrackNamespace};
+use tiermesh_proto::types::{FullTrackName, TrackName, TrackNamespace};
 
-use crate::moq::{Connection, FetchReader, SubscribeOptions, TrackEvent, TrackReader};
+use crate::moq::{Connection, JoinedTrack, SubscribeOptions};
 
 /// Consecutive decoded frames further apart than this many frame intervals count as a
 /// freeze: three frames (100 ms at 30 fps) is where a viewer sees the picture stop.
@@ -395,55 +395,6 @@ fn full(namespace: &TrackNamespace, name: &str) -> FullTrackName {
     }
 }
 
-/// A joined track: the joining fetch's objects first (from the current group's key
-/// frame), then the subscription's, each location once.
-struct Joined {
-    fetch: Option<FetchReader>,
-    reader: TrackReader,
-    last: Option<Location>,
-}
-
-impl Joined {
-    async fn open(
-        conn: &Connection,
-        track: FullTrackName,
-        options: SubscribeOptions,
-    ) -> Result<Self, crate::moq::Error> {
-        let (reader, fetch) = conn.join(track, options, 0).await?;
-        Ok(Self { fetch: fetch.ok(), reader, last: None })
-    }
-
-    async fn next(&mut self) -> Option<crate::moq::ReceivedObject> {
-        loop {
-            let o = match &mut self.fetch {
-                Some(f) => match f.next().await {
-                    Some(o) => o,
-                    None => {
-                        self.fetch = None;
-                        continue;
-                    }
-                },
-                None => next_object(&mut self.reader).await?,
-            };
-            if self.last.is_some_and(|l| o.location() <= l) {
-                continue;
-            }
-            self.last = Some(o.location());
-            return Some(o);
-        }
-    }
-}
-
-async fn next_object(reader: &mut TrackReader) -> Option<crate::moq::ReceivedObject> {
-    loop {
-        match reader.next().await? {
-            TrackEvent::Object(o) => return Some(o),
-            TrackEvent::Done(_) => return None,
-            TrackEvent::StreamEnd { .. } => {}
-        }
-    }
-}
-
 /// Subscribes to the catalog of `config.namespace`, then to one video tier and the audio,
 /// decoding and saving as asked, for `config.duration`.
 pub async fn receive(conn: &Connection, config: ReceiveConfig) -> DecodeReport {
@@ -455,7 +406,7 @@ pub async fn receive(conn: &Connection, config: ReceiveConfig) -> DecodeReport {
     };
     let failed = |e: String| DecodeReport { error: Some(e), ..DecodeReport::default() };
     let catalog_track = full(&config.namespace, CATALOG_TRACK_NAME);
-    let mut catalog_reader = match Joined::open(conn, catalog_track, options()).await {
+    let mut catalog_reader = match JoinedTrack::open(conn, catalog_track, options()).await {
         Ok(r) => r,
         Err(e) => return failed(format!("subscribing to the catalog: {e}")),
     };
@@ -476,14 +427,14 @@ pub async fn receive(conn: &Connection, config: ReceiveConfig) -> DecodeReport {
         Err(e) => return failed(e),
     };
     let mut video = match rx.video_track().map(|n| full(&config.namespace, n)) {
-        Some(t) => match Joined::open(conn, t, options()).await {
+        Some(t) => match JoinedTrack::open(conn, t, options()).await {
             Ok(r) => Some(r),
             Err(e) => return failed(format!("subscribing to the video: {e}")),
         },
         None => None,
     };
     let mut audio = match rx.audio_track().map(|n| full(&config.namespace, n)) {
-        Some(t) => Joined::open(conn, t, options()).await.ok(),
+        Some(t) => JoinedTrack::open(conn, t, options()).await.ok(),
         None => None,
     };
     let sleep = tokio::time::sleep_until(deadline);

@@ -50,8 +50,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tiermesh_certs::CertHash;
 use tiermesh_client::moq::{
-    self, ClientOptions, Connection, FetchReader, NamespaceEvent, ReceivedObject, SubscribeOptions,
-    TrackEvent, TrackReader,
+    self, ClientOptions, Connection, JoinedTrack, NamespaceEvent, SubscribeOptions,
 };
 use tiermesh_client::publish::{Publisher, Source, now_us};
 use tiermesh_client::synthetic::{self, BroadcastSpec, TrackKind, TrackSpec};
@@ -62,7 +61,7 @@ use tiermesh_codec::{Codec, I420, Ladder, LadderConfig, av1, h264};
 use tiermesh_proto::catalog::CATALOG_TRACK_NAME;
 use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::loc::LocProperties;
-use tiermesh_proto::types::{FullTrackName, Location, TrackName, TrackNamespace};
+use tiermesh_proto::types::{FullTrackName, TrackName, TrackNamespace};
 use tokio::sync::watch;
 
 use crate::auth::{Action, Algorithm, Authorizer, Claims, KeyError, SigningKey};
@@ -645,48 +644,6 @@ enum PipelineError {
     Thread(#[from] std::io::Error),
 }
 
-/// A joined track: the joining fetch's objects first, then the subscription's, each
-/// location once.
-struct Joined {
-    fetch: Option<FetchReader>,
-    reader: TrackReader,
-    last: Option<Location>,
-}
-
-impl Joined {
-    async fn open(conn: &Connection, track: FullTrackName) -> Result<Self, moq::Error> {
-        let (reader, fetch) = conn.join(track, SubscribeOptions::largest_object(), 0).await?;
-        Ok(Self { fetch: fetch.ok(), reader, last: None })
-    }
-
-    /// The next object; `None` when the track ended (PUBLISH_DONE or session closed).
-    async fn next(&mut self) -> Option<ReceivedObject> {
-        loop {
-            let o = match &mut self.fetch {
-                Some(f) => match f.next().await {
-                    Some(o) => o,
-                    None => {
-                        self.fetch = None;
-                        continue;
-                    }
-                },
-                None => loop {
-                    match self.reader.next().await? {
-                        TrackEvent::Object(o) => break o,
-                        TrackEvent::Done(_) => return None,
-                        TrackEvent::StreamEnd { .. } => {}
-                    }
-                },
-            };
-            if self.last.is_some_and(|l| o.location() <= l) {
-                continue;
-            }
-            self.last = Some(o.location());
-            return Some(o);
-        }
-    }
-}
-
 /// One source video object on its way to the decoder.
 struct Sample {
     group_id: u64,
@@ -988,7 +945,12 @@ async fn ingest(
     conn: &Connection,
 ) -> Result<(), PipelineError> {
     // The source's catalog names its video and audio tracks.
-    let mut catalog_track = Joined::open(conn, full(source_ns, CATALOG_TRACK_NAME)).await?;
+    let mut catalog_track = JoinedTrack::open(
+        conn,
+        full(source_ns, CATALOG_TRACK_NAME),
+        SubscribeOptions::largest_object(),
+    )
+    .await?;
     let catalog = match tokio::time::timeout(CATALOG_WAIT, catalog_track.next()).await {
         Ok(Some(o)) => {
             Catalog::from_json(&o.payload).map_err(|e| PipelineError::Catalog(e.to_string()))?
@@ -1063,9 +1025,17 @@ async fn ingest(
     // No request token: the session's (CLIENT_SETUP) covers the ingest prefix.
     let mut publisher = Publisher::with_source(broadcast.clone(), source, None);
 
-    let mut video_track = Joined::open(conn, full(source_ns, &video.name)).await?;
+    let mut video_track =
+        JoinedTrack::open(conn, full(source_ns, &video.name), SubscribeOptions::largest_object())
+            .await?;
     let mut audio_track = match &audio {
-        Some(a) => match Joined::open(conn, full(source_ns, &a.name)).await {
+        Some(a) => match JoinedTrack::open(
+            conn,
+            full(source_ns, &a.name),
+            SubscribeOptions::largest_object(),
+        )
+        .await
+        {
             Ok(j) => Some(j),
             Err(e) => {
                 tracing::warn!(error = %e, "ingest: the source's audio cannot be subscribed; video only");

@@ -18,16 +18,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
-use tiermesh_client::moq::SubscribeOptions;
 use tiermesh_client::moq::{
-    Connection, FetchReader, NamespaceEvent, ReceivedObject, TrackEvent, TrackReader,
+    Connection, JoinedTrack, NamespaceEvent, ReceivedObject, SubscribeOptions,
 };
 use tiermesh_codec::catalog::Catalog;
 use tiermesh_codec::media::output::{AudioTrack, Mp4Writer, Tracks, VideoTrack};
 use tiermesh_codec::scale::Scaler;
 use tiermesh_codec::{Codec, I420, frame, h264, opus, test_pattern};
 use tiermesh_proto::loc::LocProperties;
-use tiermesh_proto::types::{FullTrackName, Location, TrackNamespace};
+use tiermesh_proto::types::{FullTrackName, TrackNamespace};
 use tiermesh_relay::ingest::IngestConfig;
 use tiermesh_tests::Proc;
 
@@ -73,55 +72,20 @@ fn make_source(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A joined track: the joining fetch's objects, then the subscription's, each once.
-struct Joined {
-    fetch: Option<FetchReader>,
-    reader: TrackReader,
-    last: Option<Location>,
+/// Opens `name` of `ns` as a player does (SUBSCRIBE plus joining FETCH).
+async fn join(conn: &Connection, ns: &TrackNamespace, name: &str) -> Result<JoinedTrack> {
+    let track = FullTrackName::new(ns.clone(), name)?;
+    Ok(JoinedTrack::open(conn, track, SubscribeOptions::largest_object()).await?)
 }
 
-impl Joined {
-    async fn open(conn: &Connection, ns: &TrackNamespace, name: &str) -> Result<Self> {
-        let track = FullTrackName::new(ns.clone(), name)?;
-        let (reader, fetch) = conn.join(track, SubscribeOptions::largest_object(), 0).await?;
-        Ok(Self { fetch: fetch.ok(), reader, last: None })
+/// Everything that arrives on `track` within `limit`.
+async fn record(mut track: JoinedTrack, limit: Duration) -> Vec<ReceivedObject> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Some(o)) = tokio::time::timeout_at(deadline, track.next()).await {
+        out.push(o);
     }
-
-    async fn next(&mut self) -> Option<ReceivedObject> {
-        loop {
-            let o = match &mut self.fetch {
-                Some(f) => match f.next().await {
-                    Some(o) => o,
-                    None => {
-                        self.fetch = None;
-                        continue;
-                    }
-                },
-                None => loop {
-                    match self.reader.next().await? {
-                        TrackEvent::Object(o) => break o,
-                        TrackEvent::Done(_) => return None,
-                        TrackEvent::StreamEnd { .. } => {}
-                    }
-                },
-            };
-            if self.last.is_some_and(|l| o.location() <= l) {
-                continue;
-            }
-            self.last = Some(o.location());
-            return Some(o);
-        }
-    }
-
-    /// Everything that arrives within `limit`.
-    async fn record(mut self, limit: Duration) -> Vec<ReceivedObject> {
-        let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + limit;
-        while let Ok(Some(o)) = tokio::time::timeout_at(deadline, self.next()).await {
-            out.push(o);
-        }
-        out
-    }
+    out
 }
 
 /// One decoded frame of a tier.
@@ -196,7 +160,7 @@ async fn ingest_makes_a_ladder_that_decodes_on_every_tier_and_switches_at_group_
     .await;
 
     // The catalog: every rung of the default ladder, one alternate group, and the audio.
-    let mut catalog_track = Joined::open(&conn, &broadcast, "catalog").await?;
+    let mut catalog_track = join(&conn, &broadcast, "catalog").await?;
     let catalog = common::within("catalog", catalog_track.next()).await.context("no catalog")?;
     let catalog = Catalog::from_json(&catalog.payload)?;
     let video: Vec<_> =
@@ -224,10 +188,10 @@ async fn ingest_makes_a_ladder_that_decodes_on_every_tier_and_switches_at_group_
     // Record every tier and the audio of both broadcasts side by side.
     let mut recordings = Vec::new();
     for t in &video {
-        recordings.push(Joined::open(&conn, &broadcast, &t.name).await?.record(RECORD));
+        recordings.push(record(join(&conn, &broadcast, &t.name).await?, RECORD));
     }
-    let audio_out = Joined::open(&conn, &broadcast, "audio").await?.record(RECORD);
-    let audio_in = Joined::open(&conn, &source, "audio").await?.record(RECORD);
+    let audio_out = record(join(&conn, &broadcast, "audio").await?, RECORD);
+    let audio_in = record(join(&conn, &source, "audio").await?, RECORD);
     let (tiers, audio_out, audio_in) =
         tokio::join!(futures::future::join_all(recordings), audio_out, audio_in);
     let stats = relay.ingest_stats().context("ingest stats")?;
@@ -248,7 +212,7 @@ async fn ingest_makes_a_ladder_that_decodes_on_every_tier_and_switches_at_group_
 
     // A downstream NEW GROUP REQUEST reaches the ingest through the relay, and every rung
     // starts a new group at the next frame: the running group of 180p is cut short.
-    let mut low = Joined::open(&conn, &broadcast, "video/180p").await?;
+    let mut low = join(&conn, &broadcast, "video/180p").await?;
     let group = common::within("a 180p group start", async {
         loop {
             let o = low.next().await.expect("180p ended");

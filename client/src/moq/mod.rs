@@ -40,6 +40,7 @@
 mod driver;
 mod error;
 mod events;
+mod joined;
 mod recv;
 mod send;
 mod track;
@@ -68,6 +69,7 @@ pub use events::{
     Event, IncomingFetch, IncomingPublish, NamespaceRequest, NamespaceSubscribeRequest,
     SubscribeRequest, TrackStatusRequest,
 };
+pub use joined::JoinedTrack;
 pub use track::{
     FetchReader, FetchResponse, NamespaceEvent, NamespaceSubscription, PublishDone, ReceivedObject,
     SubgroupStream, TrackEvent, TrackReader, TrackWriter, WriterEnd,
