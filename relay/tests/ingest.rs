@@ -11,20 +11,20 @@
 //! unit test checks that every rung starts the new group at the same frame).
 
 mod common;
+mod source;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
+use source::make_source;
 use tiermesh_client::moq::{
     Connection, JoinedTrack, NamespaceEvent, ReceivedObject, SubscribeOptions,
 };
 use tiermesh_codec::catalog::Catalog;
-use tiermesh_codec::media::output::{AudioTrack, Mp4Writer, Tracks, VideoTrack};
 use tiermesh_codec::scale::Scaler;
-use tiermesh_codec::{Codec, I420, frame, h264, opus, test_pattern};
+use tiermesh_codec::{I420, frame, h264, test_pattern};
 use tiermesh_proto::loc::LocProperties;
 use tiermesh_proto::types::{FullTrackName, TrackNamespace};
 use tiermesh_relay::ingest::IngestConfig;
@@ -36,41 +36,6 @@ const NOISE: u8 = 4;
 const SOURCE_FRAMES: u32 = 90;
 /// How long the subscriber records the ladder.
 const RECORD: Duration = Duration::from_secs(3);
-
-/// Writes the source: the noisy 720p test pattern in H.264 at 4 Mbit/s (far above the
-/// ladder's top rung, as a camera uplink would be), a key frame every second, and a tone in
-/// Opus, as one MP4 file.
-fn make_source(path: &Path) -> Result<()> {
-    let pattern = test_pattern::Generator::new(1280, 720, 30.0)?.with_noise(NOISE);
-    let mut video = h264::Encoder::new(h264::EncoderConfig {
-        width: 1280,
-        height: 720,
-        fps: 30.0,
-        bitrate: 4_000_000,
-    })?;
-    let mut tone = test_pattern::Tone::new(opus::SAMPLE_RATE, 1)?;
-    let mut audio = opus::Encoder::new(opus::EncoderConfig::default())?;
-    let mut writer: Option<Mp4Writer> = None;
-    let mut audio_us = 0u64;
-    for i in 0..SOURCE_FRAMES {
-        let pts_us = u64::from(i) * 1_000_000 / 30;
-        let packet = video.encode(&pattern.next_frame(i), i % 30 == 0)?;
-        if writer.is_none() {
-            let config = packet.config.clone().context("the first frame has no avcC")?;
-            let tracks = Tracks::video(VideoTrack::new(Codec::H264, 1280, 720, config))
-                .with_audio(AudioTrack::opus(opus::SAMPLE_RATE, 1));
-            writer = Some(Mp4Writer::create(path, tracks)?);
-        }
-        let w = writer.as_mut().context("writer")?;
-        w.write_video(&packet.data, Duration::from_micros(pts_us), packet.key)?;
-        while audio_us <= pts_us {
-            w.write_audio(&audio.encode(&tone.next_frame())?, Duration::from_micros(audio_us))?;
-            audio_us += opus::FRAME_US;
-        }
-    }
-    writer.context("no frames")?.finish()?;
-    Ok(())
-}
 
 /// Opens `name` of `ns` as a player does (SUBSCRIBE plus joining FETCH).
 async fn join(conn: &Connection, ns: &TrackNamespace, name: &str) -> Result<JoinedTrack> {
@@ -130,7 +95,7 @@ async fn ingest_makes_a_ladder_that_decodes_on_every_tier_and_switches_at_group_
 -> Result<()> {
     let dir = tempfile::tempdir()?;
     let source_file = dir.path().join("camera.mp4");
-    make_source(&source_file)?;
+    make_source(&source_file, SOURCE_FRAMES, NOISE)?;
 
     let mut config = common::config();
     config.ingest = Some(IngestConfig::default());

@@ -11,14 +11,13 @@
 //! code.
 
 mod common;
+mod source;
 
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use source::make_source;
 use tiermesh_client::moq::{NamespaceEvent, SubscribeOptions, TrackEvent};
-use tiermesh_codec::media::output::{AudioTrack, Mp4Writer, Tracks, VideoTrack};
-use tiermesh_codec::{Codec, h264, opus, test_pattern};
 use tiermesh_proto::loc;
 use tiermesh_proto::types::{FullTrackName, TrackNamespace};
 use tiermesh_relay::ingest::IngestConfig;
@@ -30,38 +29,6 @@ const FILE_FRAMES: u32 = 300;
 const MEASURED: u64 = 1800;
 /// Source frames left out at the start (encoders warming up, the subscriber joining).
 const WARM_UP: u64 = 30;
-
-fn make_source(path: &Path) -> Result<()> {
-    let pattern = test_pattern::Generator::new(1280, 720, 30.0)?.with_noise(4);
-    let mut video = h264::Encoder::new(h264::EncoderConfig {
-        width: 1280,
-        height: 720,
-        fps: 30.0,
-        bitrate: 4_000_000,
-    })?;
-    let mut tone = test_pattern::Tone::new(opus::SAMPLE_RATE, 1)?;
-    let mut audio = opus::Encoder::new(opus::EncoderConfig::default())?;
-    let mut writer: Option<Mp4Writer> = None;
-    let mut audio_us = 0u64;
-    for i in 0..FILE_FRAMES {
-        let pts_us = u64::from(i) * 1_000_000 / 30;
-        let packet = video.encode(&pattern.next_frame(i), i % 30 == 0)?;
-        if writer.is_none() {
-            let config = packet.config.clone().context("no avcC")?;
-            let tracks = Tracks::video(VideoTrack::new(Codec::H264, 1280, 720, config))
-                .with_audio(AudioTrack::opus(opus::SAMPLE_RATE, 1));
-            writer = Some(Mp4Writer::create(path, tracks)?);
-        }
-        let w = writer.as_mut().context("writer")?;
-        w.write_video(&packet.data, Duration::from_micros(pts_us), packet.key)?;
-        while audio_us <= pts_us {
-            w.write_audio(&audio.encode(&tone.next_frame())?, Duration::from_micros(audio_us))?;
-            audio_us += opus::FRAME_US;
-        }
-    }
-    writer.context("no frames")?.finish()?;
-    Ok(())
-}
 
 /// User + system CPU time of this process (all threads), from /proc/self/stat in clock
 /// ticks of 10 ms (USER_HZ is 100 on Linux).
@@ -82,7 +49,7 @@ fn now_us() -> u64 {
 async fn ingest_of_60_s_of_720p30_drops_at_most_one_percent() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("camera-720p.mp4");
-    make_source(&file)?;
+    make_source(&file, FILE_FRAMES, 4)?;
 
     let mut config = common::config();
     config.ingest = Some(IngestConfig::default());
