@@ -153,6 +153,9 @@ impl Source for Generator {
     fn catalog_object(&self, group_id: u64, now_us: u64) -> Option<synthetic::Object> {
         Generator::catalog_object(self, group_id, now_us)
     }
+    fn request_key_frame(&mut self) {
+        Generator::request_new_group(self);
+    }
 }
 
 /// Publishes one broadcast (synthetic by default); survives reconnections.

@@ -19,6 +19,14 @@
 //! of group `s`. Video starts at the first whole second after the generator starts, so
 //! every group begins with its key frame. A group of one second carries exactly the tier's
 //! bit rate: its key frame is [`KEY_FRAME_RATIO`] times the size of the other frames.
+//!
+//! Dynamic groups (DYNAMIC GROUPS = 1, NEW GROUP REQUEST, draft-16 §9.2.2.9): after
+//! [`Generator::request_new_group`], each video track's next frame is the key frame of a new
+//! group, ID one above the current one; that group then runs to the end of the following
+//! whole second (so one group lasts between 1 and 2 s and the grid holds again after it:
+//! a group's ID is its capture second, or one more while an early group runs). A request
+//! while the current group itself started early (less than a second ago) waits for the next
+//! whole second, the minimum group duration the draft lets a publisher keep.
 //! Every object carries its capture time in the LOC Timestamp property (wall-clock
 //! microseconds, no Timescale).
 
@@ -247,6 +255,11 @@ pub struct Generator {
     start_us: u64,
     /// Filler bytes every payload is a slice of, so objects cost no copies.
     filler: Bytes,
+    /// Per track, the (group, next object) a video track is in (`None` before its first
+    /// frame).
+    position: Vec<Option<(u64, u64)>>,
+    /// Per track, a NEW GROUP REQUEST waiting for the track's next frame.
+    new_group: Vec<bool>,
 }
 
 impl Generator {
@@ -264,7 +277,26 @@ impl Generator {
             .collect();
         let largest = spec.tracks.iter().map(|t| t.object_size(0)).max().unwrap_or(0);
         let filler: Vec<u8> = (0..largest).map(|i| (i % 251) as u8).collect();
-        Self { spec, next, start_us: now_us, filler: Bytes::from(filler) }
+        let n = spec.tracks.len();
+        Self {
+            spec,
+            next,
+            start_us: now_us,
+            filler: Bytes::from(filler),
+            position: vec![None; n],
+            new_group: vec![false; n],
+        }
+    }
+
+    /// A subscriber asked for a new group (NEW GROUP REQUEST): every video track starts one
+    /// at its next frame (see the module docs for the IDs). Audio groups are one 20 ms frame
+    /// each and the catalog is sent again to each new subscription, so neither changes.
+    pub fn request_new_group(&mut self) {
+        for (i, t) in self.spec.tracks.iter().enumerate() {
+            if t.kind == TrackKind::Video {
+                self.new_group[i] = true;
+            }
+        }
     }
 
     /// The broadcast's tracks.
@@ -304,15 +336,27 @@ impl Generator {
                 (at / AUDIO_FRAME_US, 0, self.filler.slice(..size), at + AUDIO_FRAME_US)
             }
             TrackKind::Video => {
-                let group = at / VIDEO_GROUP_US;
+                let second = at / VIDEO_GROUP_US;
                 let frame = frame_index(at);
-                let size = spec.object_size(frame);
-                let next = if frame + 1 == VIDEO_FPS {
-                    (group + 1) * VIDEO_GROUP_US
-                } else {
-                    frame_time(group, frame + 1)
+                let (group, object) = match self.position[index] {
+                    // A whole second starts the group of that second, unless an early group
+                    // (started by a request) already carries its ID.
+                    Some((g, _)) if frame == 0 && g < second => (second, 0),
+                    None => (second, frame),
+                    Some((g, _)) if self.new_group[index] && g == second => (second + 1, 0),
+                    Some((g, o)) => (g, o),
                 };
-                (group, frame, self.filler.slice(..size), next)
+                if object == 0 {
+                    self.new_group[index] = false;
+                }
+                self.position[index] = Some((group, object + 1));
+                let size = spec.object_size(object);
+                let next = if frame + 1 == VIDEO_FPS {
+                    (second + 1) * VIDEO_GROUP_US
+                } else {
+                    frame_time(second, frame + 1)
+                };
+                (group, object, self.filler.slice(..size), next)
             }
         };
         self.next[index] = next;
@@ -506,6 +550,86 @@ mod tests {
             assert!(ext.dynamic_groups());
             assert_eq!(ext.delivery_timeout_ms(), timeout, "{name}");
         }
+    }
+
+    /// Drives `g` from `from` to `to` (wall-clock µs) and returns what came out.
+    fn drive(g: &mut Generator, from: u64, to: u64) -> Vec<Object> {
+        let mut out = Vec::new();
+        let mut now = from;
+        while now <= to {
+            while let Some(o) = g.poll_object(now) {
+                out.push(o);
+            }
+            match g.poll_timeout() {
+                Some(t) => now = t.max(now + 1),
+                None => break,
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_new_group_request_starts_a_group_at_the_next_frame() {
+        let mut g = Generator::new(BroadcastSpec::default(), START);
+        let first = START.div_ceil(VIDEO_GROUP_US); // the first video second
+        // Into the first video second, 300 ms in.
+        let before = drive(&mut g, START, first * VIDEO_GROUP_US + 300_000);
+        let asked_at = first * VIDEO_GROUP_US + 300_000;
+        g.request_new_group();
+        let after = drive(&mut g, asked_at + 1, (first + 3) * VIDEO_GROUP_US + 500_000);
+        for (i, t) in g.spec().tracks.iter().enumerate() {
+            let of = |v: &[Object]| -> Vec<(u64, u64, usize, u64)> {
+                v.iter()
+                    .filter(|o| o.track == i)
+                    .map(|o| (o.group_id, o.object_id, o.payload.len(), o.capture_us))
+                    .collect()
+            };
+            let (before, after) = (of(&before), of(&after));
+            if t.kind != TrackKind::Video {
+                // Audio keeps one frame per 20 ms group, IDs from capture time.
+                if t.kind == TrackKind::Audio {
+                    assert!(after.iter().all(|&(g, o, _, c)| o == 0 && g == c / AUDIO_FRAME_US));
+                }
+                continue;
+            }
+            let key = t.object_size(0);
+            assert_eq!(before.last().map(|o| o.0), Some(first), "{}", t.name);
+            // The very next frame is the key frame of a new group, one ID above.
+            let next = after[0];
+            assert_eq!((next.0, next.1, next.2), (first + 1, 0, key), "{}", t.name);
+            assert!(next.3 - asked_at <= VIDEO_GROUP_US / VIDEO_FPS, "{}", t.name);
+            // That group runs to the end of the next whole second, objects numbered on;
+            // then the grid holds: group first + 2 starts at its second with a key frame.
+            let early: Vec<_> = after.iter().filter(|o| o.0 == first + 1).collect();
+            assert_eq!(early.len() as u64, VIDEO_FPS - 10 + VIDEO_FPS, "{}", t.name);
+            assert!(early.iter().enumerate().all(|(n, o)| o.1 == n as u64));
+            assert_eq!(early.iter().filter(|o| o.2 == key).count(), 1);
+            let regular = after.iter().find(|o| o.0 == first + 2).unwrap();
+            assert_eq!((regular.1, regular.3), (0, (first + 2) * VIDEO_GROUP_US));
+            // Group IDs never go back.
+            assert!(after.windows(2).all(|w| w[1].0 >= w[0].0), "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn a_request_during_an_early_group_waits_for_the_next_second() {
+        let mut g = Generator::new(BroadcastSpec::default(), START);
+        let first = START.div_ceil(VIDEO_GROUP_US);
+        drive(&mut g, START, first * VIDEO_GROUP_US + 300_000);
+        g.request_new_group();
+        drive(&mut g, first * VIDEO_GROUP_US + 300_001, first * VIDEO_GROUP_US + 600_000);
+        // Group first + 1 started 300 ms ago; a second request gets a group at the next
+        // whole second (ID first + 2), not at once.
+        g.request_new_group();
+        let after =
+            drive(&mut g, first * VIDEO_GROUP_US + 600_001, (first + 2) * VIDEO_GROUP_US - 1);
+        let video = g.spec().tracks.iter().position(|t| t.name == "video/180p").unwrap();
+        let starts: Vec<(u64, u64)> = after
+            .iter()
+            .filter(|o| o.track == video && o.object_id == 0)
+            .map(|o| (o.group_id, o.capture_us))
+            .collect();
+        assert_eq!(starts, [(first + 2, (first + 1) * VIDEO_GROUP_US)]);
     }
 
     #[test]
