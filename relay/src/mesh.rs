@@ -85,6 +85,10 @@ const LOAD_SAMPLE: Duration = Duration::from_millis(500);
 /// only bounds what a stuck peer costs.
 const SETUP_WAIT: Duration = Duration::from_secs(10);
 
+/// How often a link's send-scheduler drops are added to the relay's counters (as for
+/// client sessions: `/metrics` is read every few seconds at most).
+const DROP_TALLY: Duration = Duration::from_secs(1);
+
 /// Route messages queued for a peer whose routes subscription is not set up yet.
 const MAX_QUEUED: usize = 1024;
 
@@ -756,8 +760,17 @@ impl Mesh {
                 }
             }
         });
+        // The send scheduler's drops on this link join the relay's drop counters, as a
+        // client session's do.
+        let mut drops = tiermesh_client::scheduler::Stats::default();
+        let mut tally = tokio::time::interval(DROP_TALLY);
         loop {
             tokio::select! {
+                _ = tally.tick() => {
+                    let now = conn.send_stats();
+                    ctx.metrics.add_scheduler_drops(&drops, &now);
+                    drops = now;
+                }
                 event = conn.next_event() => match event {
                     Some(Event::Subscribe(req)) if self.routes_subscribe(&req) => {
                         self.accept_routes(req, peer.clone(), session);
@@ -776,6 +789,7 @@ impl Mesh {
             }
         }
         routes.abort();
+        ctx.metrics.add_scheduler_drops(&drops, &conn.send_stats());
         {
             let mut st = self.lock();
             if st.links.get(&peer).is_some_and(|l| l.session == session) {
