@@ -60,6 +60,8 @@ struct TrackState {
     cache: VecDeque<Object>,
     largest: Option<Location>,
     subscribers: Vec<Subscriber>,
+    /// The subscriber count last reported to the source.
+    reported: Option<usize>,
     objects_sent: u64,
 }
 
@@ -138,6 +140,11 @@ pub trait Source: Send {
     fn catalog_object(&self, group_id: u64, now_us: u64) -> Option<synthetic::Object>;
     /// A subscriber asked for a new group (NEW GROUP REQUEST): start one at the next frame.
     fn request_key_frame(&mut self) {}
+    /// The number of subscriptions to track `track` (its index in [`Source::spec`]) is now
+    /// `subscribers`. Reported once per change, 0 included (at the start of every served
+    /// connection too); a subscription that ended is noticed at the next poll. A source
+    /// can stop encoding what nobody watches.
+    fn subscribers_changed(&mut self, _track: usize, _subscribers: usize) {}
 }
 
 impl Source for Generator {
@@ -200,6 +207,7 @@ impl<S: Source> Publisher<S> {
                 cache: VecDeque::new(),
                 largest: None,
                 subscribers: Vec::new(),
+                reported: None,
                 objects_sent: 0,
             })
             .collect();
@@ -219,6 +227,18 @@ impl<S: Source> Publisher<S> {
     /// Subscriptions currently served.
     pub fn subscribers(&self) -> usize {
         self.tracks.iter().map(|t| t.subscribers.len()).sum()
+    }
+
+    /// Tells the source of every change in a track's subscriber count.
+    fn report_subscribers(&mut self) {
+        for (i, t) in self.tracks.iter_mut().enumerate() {
+            t.subscribers.retain(|s| !s.writer.is_closed());
+            let n = t.subscribers.len();
+            if t.reported != Some(n) {
+                t.reported = Some(n);
+                self.generator.subscribers_changed(i, n);
+            }
+        }
     }
 
     /// Hands every object due by `now_us` to its track (subscribers and cache).
@@ -274,6 +294,7 @@ impl<S: Source> Publisher<S> {
         }
         tokio::pin!(stop);
         loop {
+            self.report_subscribers();
             let now = now_us();
             self.produce(now);
             let wait = self.generator.poll_timeout().map_or(Duration::from_secs(3600), |t| {
