@@ -94,7 +94,8 @@
 //! deadline `arrival + timeout`, where the timeout given with the stream is the minimum of
 //! the subscriber's parameter and the track's extension. An object whose deadline has passed
 //! when its turn comes, or that cannot leave before it at the estimated send rate, is not
-//! started. An object whose deadline passes while it is queued or half written ends its
+//! started (it waits behind the bytes QUIC holds unsent of its own and more important
+//! levels, estimated from each level's share of recent writes: quinn sends those first). An object whose deadline passes while it is queued or half written ends its
 //! stream: `Reset` with DELIVERY_TIMEOUT if any byte of the stream was written, otherwise
 //! `Abandon` (no stream is opened). The rest of the subgroup goes with it: objects on a
 //! subgroup stream are delta-coded against the previous one, the draft requires the reset
@@ -298,7 +299,15 @@ pub struct Scheduler {
     next_seq: u64,
     queued_bytes: u64,
     stats: Stats,
+    /// Bytes written per level (halved now and then, so recent writes weigh most): what
+    /// share of QUIC's unsent bytes a level's object waits behind (see `check_start`).
+    written_by_level: Map<Level, u64>,
+    written_total: u64,
 }
+
+/// When the bytes counted in `written_by_level` pass this, every count is halved: the
+/// shares follow the last few megabytes written, a few seconds at the rates served.
+const WRITTEN_DECAY_AT: u64 = 4 << 20;
 
 impl Scheduler {
     /// An empty scheduler.
@@ -318,6 +327,8 @@ impl Scheduler {
             next_seq: 0,
             queued_bytes: 0,
             stats: Stats::default(),
+            written_by_level: Map::default(),
+            written_total: 0,
         }
     }
 
@@ -654,7 +665,7 @@ impl Scheduler {
                 continue;
             }
             let (_, key) = flow.ready[0];
-            if let Some((reason, seq)) = self.check_start(now, key, budget) {
+            if let Some((reason, seq)) = self.check_start(now, key, level, budget) {
                 match seq {
                     Some(seq) => self.expire(key, reason, seq),
                     None => self.kill(key, reason, None),
@@ -667,9 +678,27 @@ impl Scheduler {
             if let Some(flow) = self.flows.get_mut(&id) {
                 flow.credit -= len as i64;
             }
+            *self.written_by_level.entry(level).or_default() += len;
+            self.written_total += len;
+            if self.written_total > WRITTEN_DECAY_AT {
+                self.written_by_level.values_mut().for_each(|b| *b /= 2);
+                self.written_total /= 2;
+            }
             self.settle(key);
             return Step::Write(action, len);
         }
+    }
+
+    /// Of the `buffered` bytes QUIC holds unsent, about how many an object at `level` waits
+    /// behind: quinn sends the streams of more important levels first, so only the share of
+    /// this level and those above it counts (the share of recent writes).
+    fn buffered_ahead(&self, level: Level, buffered: u64) -> u64 {
+        if self.written_total == 0 {
+            return buffered;
+        }
+        let ahead: u64 =
+            self.written_by_level.iter().filter(|(l, _)| **l <= level).map(|(_, b)| b).sum();
+        (buffered as u128 * ahead as u128 / self.written_total as u128) as u64
     }
 
     fn next_fifo(&mut self, allowance: u64, budget: &SendBudget) -> Step {
@@ -725,6 +754,7 @@ impl Scheduler {
         &self,
         now: Instant,
         key: StreamKey,
+        level: Level,
         budget: &SendBudget,
     ) -> Option<(DropReason, Option<u64>)> {
         let s = self.streams.get(&key)?;
@@ -737,7 +767,11 @@ impl Scheduler {
                 return Some((reason, Some(head.seq)));
             }
             let pending = head.len() + s.header.len() as u64;
-            if let Some(t) = budget.time_to_send(pending)
+            // Audio does not wait behind video QUIC already holds: at a 600 ms round trip
+            // the window holds more video than audio's 400 ms deadline allows to send.
+            let ahead =
+                SendBudget { buffered: self.buffered_ahead(level, budget.buffered), ..*budget };
+            if let Some(t) = ahead.time_to_send(pending)
                 && now.checked_add(t).is_none_or(|eta| eta > deadline)
             {
                 return Some((reason, Some(head.seq)));

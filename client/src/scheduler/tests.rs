@@ -260,6 +260,33 @@ fn object_that_cannot_make_its_deadline_is_not_started() {
     assert_eq!(written_bytes(&actions, 2), 1_004, "the small one fits and goes");
 }
 
+/// The deadline check counts only what QUIC holds unsent of the object's own level and
+/// those above it (quinn sends those first): audio behind a window's worth of video is
+/// still started, video behind the same bytes is not.
+#[test]
+fn audio_is_not_held_to_the_video_queued_in_quic() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    // 200 kB of 720p written: at 2 Mbit/s, 800 ms to send.
+    s.open_stream(StreamKey(1), video(1, 2, 1)).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 200_000)).unwrap();
+    let mut b = unlimited();
+    assert_eq!(written_bytes(&drain(&mut s, t0, &mut b), 1), 200_004);
+    // Nothing of it has left yet; audio (400 ms) and another 720p frame (1 s) arrive.
+    let mut b = SendBudget { buffered: 200_004, send_rate_bps: 2_000_000, ..unlimited() };
+    s.open_stream(StreamKey(2), audio(2, 1)).unwrap();
+    s.push_object(StreamKey(2), obj(t0, 120)).unwrap();
+    s.open_stream(StreamKey(3), video(1, 2, 2)).unwrap();
+    s.push_object(StreamKey(3), obj(t0, 60_000)).unwrap();
+    let actions = drain(&mut s, t0, &mut b);
+    assert_eq!(written_bytes(&actions, 2), 124, "audio goes");
+    assert!(
+        actions
+            .contains(&Action::Abandon { key: StreamKey(3), reason: DropReason::DeliveryTimeout }),
+        "{actions:?}"
+    );
+}
+
 /// Objects past the end-to-end capture-age budget are dropped: at once if already too old
 /// on arrival, or when their age would pass it while they wait.
 #[test]
