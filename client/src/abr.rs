@@ -6,15 +6,23 @@
 //! mid-group: the new tier is subscribed to from its next group.
 //!
 //! Rules:
-//! - **Down fast.** When the latency of the watched tier's objects stays above
-//!   [`AbrConfig::latency_limit`] for [`AbrConfig::late_for`], or the measured throughput over the last
-//!   [`AbrConfig::window`] falls below [`AbrConfig::down_ratio`] of the tier's rate, the next
-//!   boundary moves to the highest tier the measured throughput carries (at least one step).
+//! - **Down fast on congestion.** When the queueing latency of the watched tier's objects
+//!   stays above [`AbrConfig::latency_limit`] for [`AbrConfig::late_for`] without falling,
+//!   or the measured throughput over the last [`AbrConfig::window`] falls below
+//!   [`AbrConfig::down_ratio`] of the tier's rate, the next boundary moves to the highest
+//!   tier the measured throughput carries (at least one step).
+//! - **A loss recovery is not congestion.** A lost packet holds its stream back for a round
+//!   trip or more, and the objects behind it then arrive late in a burst whose latency
+//!   falls as the backlog drains: a late stretch whose latency falls below where it began
+//!   does not count, and throughput is judged over a window several groups long, so one
+//!   group cut short by a recovery does not read as a tier that no longer fits.
 //! - **Up cautiously.** One step up only after the current tier has been delivered whole and
 //!   on time (latency under half the limit, throughput at least its rate) for
-//!   [`AbrConfig::up_hold`]; a step up that fails (a step down within the hold) doubles the
-//!   hold before the next try, up to [`AbrConfig::max_hold`], and goes back to the tier it
-//!   came from (known to fit) rather than to what the failed tier's throughput suggests.
+//!   [`AbrConfig::up_hold`], and only if the link's capacity, estimated from how long key
+//!   frames take to arrive beyond the smallest objects ([`Abr::capacity`]), carries the
+//!   higher tier. A step up that fails (a step down within the hold) doubles the hold before
+//!   the next try, up to [`AbrConfig::max_hold`], and goes back to the tier it came from
+//!   (known to fit) rather than to what the failed tier's throughput suggests.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -38,11 +46,14 @@ pub struct AbrConfig {
     /// lost packet holds its stream back for about one round trip, which says nothing
     /// about whether the tier fits.
     pub late_for: Duration,
+    /// A step up needs the estimated link capacity to be at least this share of the higher
+    /// tier's rate.
+    pub up_capacity_ratio: f64,
 }
 
 impl AbrConfig {
     /// Defaults for `tiers`: 400 ms latency limit held for 500 ms, 0.8 down ratio, 4 s hold
-    /// (up to 16 s), 2 s window.
+    /// (up to 16 s), 4 s window, capacity at least the higher tier's rate to step up.
     pub fn new(tiers: Vec<u64>) -> Self {
         Self {
             tiers,
@@ -50,8 +61,15 @@ impl AbrConfig {
             down_ratio: 0.8,
             up_hold: Duration::from_secs(4),
             max_hold: Duration::from_secs(16),
-            window: Duration::from_secs(2),
+            // Four one-second groups: a group cut short by a loss recovery (its tail dropped
+            // as stale, a few frames) moves the average by a few percent, while a tier the
+            // link cannot carry still falls below the down ratio within about two seconds.
+            window: Duration::from_secs(4),
             late_for: Duration::from_millis(500),
+            // The estimate (see `Abr::capacity`) can only read low (a queue or a loss ahead
+            // of a key frame stretches its arrival), never above the link's rate: a tier at
+            // or below it has room on the link.
+            up_capacity_ratio: 1.0,
         }
     }
 }
@@ -69,8 +87,24 @@ pub struct Abr {
     last_up: Option<Instant>,
     hold: Duration,
     too_late: bool,
-    late_since: Option<Instant>,
+    /// When the current late stretch began, and the least queueing latency in its first
+    /// half of [`AbrConfig::late_for`].
+    late_since: Option<(Instant, Duration)>,
+    /// The queueing latency of the last object.
+    last_latency: Duration,
+    /// The last link capacity estimates from key frames, bit/s, newest last.
+    capacity: VecDeque<f64>,
+    /// Why the last switch was decided.
+    reason: Option<&'static str>,
 }
+
+/// How many key-frame capacity estimates [`Abr::capacity`] takes the median of: three
+/// groups, so one key frame held back by a loss does not decide alone.
+const CAPACITY_SAMPLES: usize = 3;
+
+/// The shortest arrival stretch a capacity estimate divides by: below a few milliseconds
+/// the timer's and scheduler's granularity dominates and the estimate means nothing.
+const MIN_STRETCH: Duration = Duration::from_millis(3);
 
 impl Abr {
     /// Starts on tier `start` (clamped to the ladder) at `now`.
@@ -87,7 +121,26 @@ impl Abr {
             hold,
             too_late: false,
             late_since: None,
+            last_latency: Duration::ZERO,
+            capacity: VecDeque::new(),
+            reason: None,
         }
+    }
+
+    /// Why the last switch was decided: `"late"` (queueing stayed over the limit and did not
+    /// fall), `"starved"` (throughput below the down ratio), `"failed step up"` or `"up"`.
+    pub fn reason(&self) -> Option<&'static str> {
+        self.reason
+    }
+
+    /// The link capacity estimate, bit/s: the median of the last key frames' size over the
+    /// time they took beyond the smallest objects' latency (a key frame leaves in one burst,
+    /// so it arrives spread over its size at the bottleneck's rate). `None` before the first
+    /// key frame.
+    pub fn capacity(&self) -> Option<f64> {
+        let mut v: Vec<f64> = self.capacity.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
     }
 
     /// The tier being watched.
@@ -95,13 +148,31 @@ impl Abr {
         self.current
     }
 
-    /// An object of the watched tier arrived: `bytes` of payload, `latency` from capture.
-    pub fn on_object(&mut self, now: Instant, bytes: u64, latency: Duration) {
+    /// An object of the watched tier arrived: `bytes` of payload, `latency` its queueing
+    /// (capture-to-arrival latency above the least seen), `key` if it starts a group.
+    pub fn on_object(&mut self, now: Instant, bytes: u64, latency: Duration, key: bool) {
         self.samples.push_back((now, bytes));
         self.trim(now);
+        if key {
+            let stretch = latency.max(MIN_STRETCH).as_secs_f64();
+            self.capacity.push_back(bytes as f64 * 8.0 / stretch);
+            if self.capacity.len() > CAPACITY_SAMPLES {
+                self.capacity.pop_front();
+            }
+        }
+        self.last_latency = latency;
         if latency > self.config.latency_limit {
-            let since = *self.late_since.get_or_insert(now);
-            if now.duration_since(since) >= self.config.late_for {
+            let (since, floor) = self.late_since.get_or_insert((now, latency));
+            let late = now.duration_since(*since);
+            // A backlog draining after a loss recovery: latency falls below the least of
+            // the stretch's first half. Congestion holds it there or makes it grow. (The
+            // least, not the first: a key frame arrives later than the small frames after
+            // it by its size over the link rate, on a standing queue too.)
+            if late < self.config.late_for / 2 {
+                *floor = (*floor).min(latency);
+            } else if late >= self.config.late_for
+                && latency + self.config.latency_limit / 4 >= *floor
+            {
                 self.too_late = true;
             }
             self.fitting_since = None;
@@ -150,7 +221,10 @@ impl Abr {
         self.trim(now);
         let rate = self.config.tiers[self.current] as f64;
         let measured = self.throughput(now);
-        let starved = measured.is_some_and(|m| m < rate * self.config.down_ratio);
+        // While objects arrive late (a stream held back by a loss, then its backlog), the
+        // bytes of the window are still on their way: throughput is judged once they are in.
+        let starved = self.last_latency <= self.config.latency_limit
+            && measured.is_some_and(|m| m < rate * self.config.down_ratio);
         if !(self.too_late || starved) || self.current == 0 {
             return None;
         }
@@ -163,8 +237,10 @@ impl Abr {
             // A failed step up: back to the tier it came from, which fitted (what a tier
             // too heavy for the link still receives understates the link).
             self.hold = (self.hold * 2).min(self.config.max_hold);
+            self.reason = Some("failed step up");
             return Some(self.switch(now, self.current - 1));
         }
+        self.reason = Some(if self.too_late { "late" } else { "starved" });
         Some(self.switch(now, below))
     }
 
@@ -183,8 +259,14 @@ impl Abr {
         let fit_long = self.fitting_since.is_some_and(|t| now.duration_since(t) >= self.hold)
             && now.duration_since(self.last_change) >= self.hold
             && measured.is_some_and(|m| m >= rate * self.config.down_ratio);
-        if fit_long && self.current + 1 < self.config.tiers.len() {
+        let Some(&higher) = self.config.tiers.get(self.current + 1) else {
+            return self.current;
+        };
+        let room =
+            self.capacity().is_some_and(|c| c >= higher as f64 * self.config.up_capacity_ratio);
+        if fit_long && room {
             self.last_up = Some(now);
+            self.reason = Some("up");
             return self.switch(now, self.current + 1);
         }
         self.current
@@ -217,54 +299,99 @@ mod tests {
 
     const TIERS: [u64; 3] = [150_000, 500_000, 1_500_000];
 
-    /// Feeds `secs` of a tier delivered at `rate` bit/s with `latency`, 30 objects a second,
-    /// one group a second; returns the tier after each group boundary.
-    fn feed(abr: &mut Abr, t: &mut Instant, secs: u64, rate: u64, latency_ms: u64) -> Vec<usize> {
+    /// A link of `capacity` bit/s carrying a tier of `rate` bit/s with a queueing latency of
+    /// `latency_ms` for its small frames.
+    #[derive(Clone, Copy)]
+    struct Link {
+        rate: u64,
+        latency_ms: u64,
+        capacity: u64,
+    }
+
+    /// Feeds `secs` one-second groups of 30 objects (a key frame six times the others
+    /// first) over `link`; returns the tier after each group boundary.
+    fn feed_link(abr: &mut Abr, t: &mut Instant, secs: u64, link: Link) -> Vec<usize> {
         let mut out = Vec::new();
         for _ in 0..secs {
             out.push(abr.at_group_start(*t));
-            for _ in 0..30 {
+            let delta = link.rate / 8 / 35;
+            for n in 0..30 {
                 *t += Duration::from_millis(33);
-                abr.on_object(*t, rate / 8 / 30, Duration::from_millis(latency_ms));
+                let (bytes, extra) = if n == 0 {
+                    (
+                        delta * 6,
+                        Duration::from_secs_f64((delta * 6 * 8) as f64 / link.capacity as f64),
+                    )
+                } else {
+                    (delta, Duration::ZERO)
+                };
+                abr.on_object(*t, bytes, Duration::from_millis(link.latency_ms) + extra, n == 0);
             }
             *t += Duration::from_millis(10);
         }
         out
     }
 
+    /// [`feed_link`] on a 3 Mbit/s link.
+    fn feed(abr: &mut Abr, t: &mut Instant, secs: u64, rate: u64, latency_ms: u64) -> Vec<usize> {
+        feed_link(abr, t, secs, Link { rate, latency_ms, capacity: 3_000_000 })
+    }
+
     #[test]
     fn goes_down_at_the_first_boundary_after_latency_rises() {
         let mut t = Instant::now();
         let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 2, t);
-        feed(&mut abr, &mut t, 3, 1_500_000, 80);
+        feed(&mut abr, &mut t, 3, 1_500_000, 10);
         assert_eq!(abr.current(), 2);
         // The link now carries 600 kbit/s and latency climbs.
         let tiers = feed(&mut abr, &mut t, 2, 600_000, 900);
         assert_eq!(tiers, [2, 1], "down one boundary after the first late group");
+        assert_eq!(abr.reason(), Some("late"));
     }
 
     #[test]
     fn climbs_one_step_at_a_time_after_the_hold() {
         let mut t = Instant::now();
         let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 0, t);
-        let tiers = feed(&mut abr, &mut t, 5, 150_000, 80);
+        let tiers = feed(&mut abr, &mut t, 5, 150_000, 10);
         assert_eq!(tiers, [0; 5], "no step up before the 4 s hold");
         // The step up happens at the next boundary, then 360p must fit 4 s more.
-        let tiers = feed(&mut abr, &mut t, 7, 500_000, 80);
+        let tiers = feed(&mut abr, &mut t, 7, 500_000, 10);
         assert_eq!(tiers, [1, 1, 1, 1, 1, 2, 2]);
+        assert_eq!(abr.reason(), Some("up"));
+    }
+
+    #[test]
+    fn never_steps_up_beyond_the_links_capacity() {
+        // 360p fits a 1 Mbit/s link with room to spare, 720p does not: it stays on 360p
+        // however long 360p arrives whole and on time.
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 1, t);
+        let link = Link { rate: 500_000, latency_ms: 10, capacity: 1_000_000 };
+        let tiers = feed_link(&mut abr, &mut t, 30, link);
+        assert!(tiers.iter().all(|&x| x == 1), "{tiers:?}");
+        let c = abr.capacity().unwrap();
+        assert!(c < 1_500_000.0 && c > 500_000.0, "capacity {c}");
+        // From 180p on the same link it does step up to 360p.
+        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 0, t);
+        let tiers = feed_link(&mut abr, &mut t, 5, Link { rate: 150_000, ..link });
+        assert_eq!(tiers, [0; 5]);
+        let tiers = feed_link(&mut abr, &mut t, 10, link);
+        assert!(tiers.iter().all(|&x| x == 1), "{tiers:?}");
     }
 
     #[test]
     fn a_failed_step_up_doubles_the_hold() {
         let mut t = Instant::now();
         let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 0, t);
-        feed(&mut abr, &mut t, 6, 150_000, 80);
+        feed(&mut abr, &mut t, 6, 150_000, 10);
         assert_eq!(abr.current(), 1);
         // 500 kbit/s does not fit: late at once.
         feed(&mut abr, &mut t, 2, 300_000, 800);
         assert_eq!(abr.current(), 0);
+        assert_eq!(abr.reason(), Some("failed step up"));
         // Fits again, but the next try waits 8 s, not 4.
-        let tiers = feed(&mut abr, &mut t, 7, 150_000, 80);
+        let tiers = feed(&mut abr, &mut t, 7, 150_000, 10);
         assert!(tiers.iter().all(|&x| x == 0), "{tiers:?}");
     }
 
@@ -272,14 +399,61 @@ mod tests {
     fn a_short_burst_of_late_objects_is_not_a_reason_to_go_down() {
         let mut t = Instant::now();
         let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 1, t);
-        feed(&mut abr, &mut t, 3, 500_000, 80);
+        feed(&mut abr, &mut t, 3, 500_000, 10);
         // A loss holds the stream back for 200 ms: six objects late, then on time again.
         for _ in 0..6 {
             t += Duration::from_millis(33);
-            abr.on_object(t, 2000, Duration::from_millis(450));
+            abr.on_object(t, 2000, Duration::from_millis(450), false);
         }
-        let tiers = feed(&mut abr, &mut t, 2, 500_000, 80);
+        let tiers = feed(&mut abr, &mut t, 2, 500_000, 10);
         assert_eq!(tiers, [1, 1]);
+    }
+
+    #[test]
+    fn a_loss_recovery_draining_slowly_is_not_congestion() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 1, t);
+        feed_link(&mut abr, &mut t, 5, Link { rate: 500_000, latency_ms: 10, capacity: 1_000_000 });
+        // A tail loss and a lost retransmission hold the stream for 900 ms. The 27 frames
+        // captured meanwhile then arrive at the rate the 1 Mbit/s link carries (one 1.8 kB
+        // frame every 14 ms) while new ones keep coming every 33 ms: latency falls by 19 ms
+        // a frame, from 900 ms, until the backlog is gone; the relay dropped four frames of
+        // the group as stale, so that group is incomplete.
+        t += Duration::from_millis(900);
+        let mut latency = 900u64;
+        let mut n = 0;
+        while latency > 10 {
+            t += Duration::from_millis(14);
+            n += 1;
+            if n % 7 != 0 {
+                abr.on_object(t, 1800, Duration::from_millis(latency), false);
+                assert_eq!(abr.poll_down(t), None, "after {n} late objects, {latency} ms");
+            }
+            latency = latency.saturating_sub(19).max(10);
+        }
+        let tiers = feed_link(
+            &mut abr,
+            &mut t,
+            4,
+            Link { rate: 500_000, latency_ms: 10, capacity: 1_000_000 },
+        );
+        assert_eq!(tiers, [1; 4]);
+    }
+
+    #[test]
+    fn a_standing_queue_is_congestion_even_after_a_late_key_frame() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 2, t);
+        feed(&mut abr, &mut t, 5, 1_500_000, 10);
+        // The queue stands at 600 ms: each key frame arrives later than the frames after it.
+        let tiers = feed_link(
+            &mut abr,
+            &mut t,
+            2,
+            Link { rate: 1_400_000, latency_ms: 600, capacity: 1_000_000 },
+        );
+        assert_eq!(tiers, [2, 1]);
+        assert_eq!(abr.reason(), Some("late"));
     }
 
     #[test]
@@ -287,7 +461,8 @@ mod tests {
         let mut t = Instant::now();
         let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 2, t);
         // Latency stays moderate but only 200 kbit/s arrives.
-        feed(&mut abr, &mut t, 3, 200_000, 150);
+        feed(&mut abr, &mut t, 5, 200_000, 150);
         assert_eq!(abr.current(), 0, "straight to 180p, not via 360p");
+        assert_eq!(abr.reason(), Some("starved"));
     }
 }

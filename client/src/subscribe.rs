@@ -418,6 +418,9 @@ pub struct TierSwitch {
     pub from: String,
     /// Tier taken.
     pub to: String,
+    /// Why ([`crate::abr::Abr::reason`]: `late`, `starved`, `failed step up`, `up`).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// One played video group.
@@ -729,7 +732,7 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
                 let floor = *base_latency.get_or_insert(l);
                 base_latency = Some(floor.min(l));
                 let queueing = l.saturating_sub(floor.min(l));
-                abr.on_object(o.arrival, o.payload.len() as u64, queueing);
+                abr.on_object(o.arrival, o.payload.len() as u64, queueing, o.object_id == 0);
             }
             next = abr.poll_down(now);
         }
@@ -740,6 +743,7 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
             group: None,
             from: tiers[cur_tier].0.clone(),
             to: tiers[next].0.clone(),
+            reason: abr.reason().map(str::to_owned),
         });
         let sub = match track(&tiers[next].0) {
             Ok(t) => {
