@@ -27,6 +27,9 @@ Profiles (the same in both directions):
 Flags such as --rate change both directions; --up/--down take a spec for one direction:
   --up rate=500kbit,delay=80ms,jitter=10ms,loss=2%,burst=1%:30%,reorder=0.5%,queue=50ms
 
+Signals: SIGUSR1 cuts the link (every packet dropped, both ways, until SIGUSR2 restores it):
+  kill -USR1 <pid>   a blackholed link, as a dead router or a drop-all firewall rule makes
+
 Example: tiermesh link --listen 127.0.0.1:4444 --to 127.0.0.1:4443 --profile rural --seed 7";
 
 /// A rate flag's value (`None`: unlimited).
@@ -157,6 +160,9 @@ async fn serve(args: Args, up: Schedule, down: Schedule) -> anyhow::Result<()> {
     );
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut cut = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
+    let mut restore = signal(SignalKind::user_defined2()).context("cannot watch SIGUSR2")?;
     let (mut last, mut last_at) = (LinkStats::default(), start);
     loop {
         tokio::select! {
@@ -173,12 +179,25 @@ async fn serve(args: Args, up: Schedule, down: Schedule) -> anyhow::Result<()> {
             }
             _ = async { tokio::time::sleep_until(end.unwrap_or_else(far_future)).await } => break,
             _ = &mut ctrl_c => break,
+            _ = cut.recv() => {
+                emulator.set_blackhole(true);
+                writeln!(out, "{:>7.1}s  blackhole: every packet dropped (SIGUSR2 restores)", start.elapsed().as_secs_f64())?;
+                out.flush()?;
+            }
+            _ = restore.recv() => {
+                emulator.set_blackhole(false);
+                writeln!(out, "{:>7.1}s  blackhole lifted", start.elapsed().as_secs_f64())?;
+                out.flush()?;
+            }
         }
     }
     let total = emulator.shutdown().await?;
     writeln!(out, "totals after {:.1} s:", total.elapsed.as_secs_f64())?;
     writeln!(out, "  up   {}", totals(&total.up))?;
     writeln!(out, "  down {}", totals(&total.down))?;
+    if total.blackholed > 0 {
+        writeln!(out, "  dropped while blackholed {}", total.blackholed)?;
+    }
     if total.send_errors > 0 || total.rejected_clients > 0 {
         writeln!(
             out,

@@ -17,7 +17,10 @@ use std::{
     io,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -134,6 +137,10 @@ pub struct LinkStats {
     /// Packets the pipes released but the operating system refused to send (for example
     /// the upstream's port was closed).
     pub send_errors: u64,
+    /// Packets dropped, in either direction, while the link was blackholed
+    /// ([`Emulator::set_blackhole`]): those that reached it then, and those inside the link
+    /// at the cut (which its pipe's counters count as sent).
+    pub blackholed: u64,
     /// Time since the emulator started, as of these counters.
     pub elapsed: Duration,
 }
@@ -144,6 +151,7 @@ pub struct Emulator {
     local_addr: SocketAddr,
     upstream: SocketAddr,
     stats: Arc<Mutex<LinkStats>>,
+    blackhole: Arc<AtomicBool>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -176,7 +184,10 @@ impl Emulator {
         let start = Instant::now();
         let stats = Arc::new(Mutex::new(LinkStats::default()));
         let (stop_tx, stop_rx) = oneshot::channel();
+        let blackhole = Arc::new(AtomicBool::new(false));
         let driver = Driver {
+            blackhole: blackhole.clone(),
+            blackholed: 0,
             listen: socket,
             upstream,
             clients: HashMap::new(),
@@ -196,7 +207,14 @@ impl Emulator {
         info!(%local_addr, %upstream, "link emulator listening");
         let span = info_span!("link", %local_addr, %upstream);
         let task = tokio::spawn(driver.run().instrument(span));
-        Ok(Emulator { local_addr, upstream, stats, stop: Some(stop_tx), task: Some(task) })
+        Ok(Emulator {
+            local_addr,
+            upstream,
+            stats,
+            blackhole,
+            stop: Some(stop_tx),
+            task: Some(task),
+        })
     }
 
     /// The address clients send to.
@@ -207,6 +225,21 @@ impl Emulator {
     /// Where packets are forwarded.
     pub fn upstream(&self) -> SocketAddr {
         self.upstream
+    }
+
+    /// Cuts the link (`true`) or restores it (`false`). While cut, every packet is dropped
+    /// in both directions, including packets already inside the link when it was cut: what
+    /// a failed router or a firewall rule that drops everything does. Nothing tells either
+    /// side; they notice only by their own timeouts. Dropped packets are counted in
+    /// [`LinkStats::blackholed`].
+    pub fn set_blackhole(&self, on: bool) {
+        self.blackhole.store(on, Ordering::Relaxed);
+        info!(on, "link emulator blackhole");
+    }
+
+    /// Whether the link is cut ([`set_blackhole`](Self::set_blackhole)).
+    pub fn is_blackholed(&self) -> bool {
+        self.blackhole.load(Ordering::Relaxed)
     }
 
     /// The counters as of the emulator's last step.
@@ -283,6 +316,9 @@ struct Driver {
     buf: Vec<u8>,
     /// Alternates which side is read first, so a flood on one side cannot starve the other.
     clients_first: bool,
+    /// Set while the link is cut: every packet is dropped.
+    blackhole: Arc<AtomicBool>,
+    blackholed: u64,
 }
 
 impl Driver {
@@ -310,6 +346,12 @@ impl Driver {
             let event = poll_fn(|cx| self.poll_event(cx, sleep.as_mut())).await;
 
             let now = Instant::now();
+            if self.blackhole.load(Ordering::Relaxed)
+                && matches!(event, Event::FromClient(..) | Event::FromUpstream(..))
+            {
+                self.blackholed += 1;
+                continue;
+            }
             match event {
                 Event::Stop => {
                     info!("link emulator shut down");
@@ -420,6 +462,16 @@ impl Driver {
     }
 
     async fn transmit(&mut self, now: Instant) {
+        if self.blackhole.load(Ordering::Relaxed) {
+            // Packets inside the link when it was cut are lost too.
+            while self.up.poll_transmit(now).is_some() {
+                self.blackholed += 1;
+            }
+            while self.down.poll_transmit(now).is_some() {
+                self.blackholed += 1;
+            }
+            return;
+        }
         while let Some(packet) = self.up.poll_transmit(now) {
             let sent = match self.clients.get(&packet.meta) {
                 Some(client) => client.socket.send(&packet.data).await.map(drop),
@@ -456,6 +508,7 @@ impl Driver {
             clients: self.clients.len(),
             rejected_clients: self.rejected_clients,
             send_errors: self.send_errors,
+            blackholed: self.blackholed,
             elapsed: now.duration_since(self.start),
         };
         *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = stats;

@@ -258,3 +258,44 @@ async fn invalid_params_are_refused_at_bind() {
         .to_string();
     assert!(err.contains("loss"), "{err}");
 }
+
+#[tokio::test]
+async fn a_blackholed_link_drops_everything_both_ways_until_restored() {
+    let (echo, _server) = echo_server().await;
+    // Replies spend 200 ms in the link, so one can be caught inside it by the cut.
+    let down = LinkParams::default().with_delay(200 * MS);
+    let emulator = Emulator::bind(loopback(), echo, LinkParams::default(), down, 1).await.unwrap();
+    let client = UdpSocket::bind(loopback()).await.unwrap();
+    client.connect(emulator.local_addr()).await.unwrap();
+    let mut buf = [0u8; 2000];
+    client.send(b"before").await.unwrap();
+    let n = recv(&client, &mut buf).await;
+    assert_eq!(&buf[..n], b"before");
+
+    // A reply on its way down when the link is cut is lost with it.
+    client.send(b"in flight").await.unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while emulator.stats().down.packets_in < 2 {
+        assert!(Instant::now() < deadline, "{:?}", emulator.stats());
+        tokio::time::sleep(MS).await;
+    }
+    emulator.set_blackhole(true);
+    assert!(emulator.is_blackholed());
+    for i in 0..20u8 {
+        client.send(&[i; 100]).await.unwrap();
+    }
+    // Nothing comes back: wait past the reply's 200 ms in the link (a silence cannot be
+    // waited on as an event).
+    let silent = timeout(500 * MS, client.recv(&mut buf)).await;
+    assert!(silent.is_err(), "a packet crossed the blackholed link: {silent:?}");
+    let stats = emulator.stats();
+    assert_eq!(stats.blackholed, 21, "20 packets up and the reply inside the link: {stats:?}");
+
+    emulator.set_blackhole(false);
+    client.send(b"after").await.unwrap();
+    let n = recv(&client, &mut buf).await;
+    assert_eq!(&buf[..n], b"after", "the link carries packets again once restored");
+    let stats = emulator.shutdown().await.unwrap();
+    // Only "before", "in flight" and "after" entered the link; the 20 never did.
+    assert_eq!((stats.up.packets_in, stats.blackholed), (3, 21), "{stats:?}");
+}

@@ -12,16 +12,18 @@
 //!   video keeps arriving with the largest gap under 2 s and no object duplicated or out of
 //!   order, and the drained relay exits once its links moved.
 //! - `blackholed_link_moves_subscribers`: the link the subscriber's track crosses goes
-//!   through `tiermesh link`, which is then frozen (SIGSTOP: nothing crosses any more);
-//!   the track moves to the other route within the same bound.
+//!   through `tiermesh link`, which is then cut (SIGUSR1: the emulator drops every packet
+//!   both ways, nothing tells either relay); the track moves to the other route within the
+//!   same bound.
 //! - `relays_without_the_right_identity_are_refused`: a relay whose certificate comes from
 //!   another CA, and one whose certificate names another relay than it claims, never join.
 //!
 //! - `two_mesh_hops_add_little_to_the_links_delays`: a chain A - B - C whose inter-region
 //!   links go through `tiermesh link` with 40 ms and 90 ms one-way: the median latency of
 //!   every media track stays within 60 ms above the 130 ms of the links.
-//! - `a_congested_inter_region_link_drops_the_high_tier_first` (ignored, see there): B - C
-//!   limited to 1 Mbit/s.
+//! - `a_congested_inter_region_link_drops_the_high_tier_first`: B - C limited to 1 Mbit/s;
+//!   the subscriber in C keeps audio (at least 99% of its frames) and the whole base tier,
+//!   while the highest tier gets under 500 kbit/s of its 1.5 Mbit/s.
 //!
 //! The tests share the machine's two cores with up to six relays each, so they run one at a
 //! time. With the binary built, the whole file takes about 40 s here.
@@ -489,7 +491,22 @@ impl Arrivals {
             .unwrap_or((Duration::ZERO, from));
         // The first object 0 (a group start: a key frame) once objects flow again.
         let key_frame = after.iter().find(|s| s.2 >= resumed && s.1 == 0).map(|s| s.2 - resumed);
-        Ok(Freeze { gap, late, key_frame })
+        // What a player shows: a frame decodes if it is a group's first (a key frame) or
+        // follows the last decoded frame of its group without a hole (each frame refers to
+        // the one before it). The freeze is the largest gap between decoded frames.
+        let mut decoded_at = Vec::new();
+        let mut chain: Option<(u64, u64)> = None;
+        for &(g, o, t) in seen.iter() {
+            let decodes = o == 0 || chain == Some((g, o - 1));
+            if decodes {
+                chain = Some((g, o));
+                decoded_at.push(t);
+            }
+        }
+        let start = decoded_at.iter().rposition(|t| *t <= from).unwrap_or(0);
+        let decoded =
+            decoded_at[start..].windows(2).map(|w| w[1] - w[0]).max().unwrap_or(Duration::ZERO);
+        Ok(Freeze { gap, decoded, late, key_frame })
     }
 }
 
@@ -498,6 +515,9 @@ impl Arrivals {
 struct Freeze {
     /// The largest gap between two objects' arrivals.
     gap: Duration,
+    /// The largest gap between two frames a player can decode (the decoded video's
+    /// freeze): objects after a hole in their group do not count until the next group.
+    decoded: Duration,
     /// Objects of an older group that arrived after a newer group had started.
     late: usize,
     /// From the first object after the gap to the first group start (with NEW GROUP
@@ -586,10 +606,10 @@ fn sigkill_and_drain_on_the_path_move_subscribers() -> Result<()> {
     let fb = at_b2.freeze_after(killed)?;
     let fc = at_c2.freeze_after(killed)?;
     println!(
-        "SIGKILL a1: largest gap in video/180p arrivals at b2 {:?} ({} late, next group start {:?} later), at c2 {:?} ({} late, next group start {:?} later)",
-        fb.gap, fb.late, fb.key_frame, fc.gap, fc.late, fc.key_frame
+        "SIGKILL a1: decoded video/180p froze {:?} at b2 (arrival gap {:?}, {} late, next group start {:?} later), {:?} at c2 (arrival gap {:?}, {} late, next group start {:?} later)",
+        fb.decoded, fb.gap, fb.late, fb.key_frame, fc.decoded, fc.gap, fc.late, fc.key_frame
     );
-    assert!(fb.gap < FREEZE_BOUND && fc.gap < FREEZE_BOUND, "freeze b2 {fb:?}, c2 {fc:?}");
+    assert!(fb.decoded < FREEZE_BOUND && fc.decoded < FREEZE_BOUND, "freeze b2 {fb:?}, c2 {fc:?}");
     // The re-routed SUBSCRIBE carries NEW GROUP REQUEST: video resumes with a group start
     // (a key frame), not in the middle of a group the player cannot decode.
     for f in [&fb, &fc] {
@@ -610,10 +630,10 @@ fn sigkill_and_drain_on_the_path_move_subscribers() -> Result<()> {
     phase(t0, "moved after the drain");
     let fd = at_b2.freeze_after(drained)?;
     println!(
-        "SIGTERM (drain) b1: largest gap in video/180p arrivals at b2 {:?} ({} late, next group start {:?} later)",
-        fd.gap, fd.late, fd.key_frame
+        "SIGTERM (drain) b1: decoded video/180p froze {:?} at b2 (arrival gap {:?}, {} late, next group start {:?} later)",
+        fd.decoded, fd.gap, fd.late, fd.key_frame
     );
-    assert!(fd.gap < FREEZE_BOUND, "freeze {fd:?}");
+    assert!(fd.decoded < FREEZE_BOUND, "freeze {fd:?}");
     let i = relays.iter().position(|r| r.name == "b1").unwrap();
     let mut b1 = relays.remove(i);
     let exit = b1.proc.wait_exit(WAIT)?;
@@ -671,17 +691,19 @@ fn blackholed_link_moves_subscribers() -> Result<()> {
     at_c2.wait_for(30, "before the blackhole")?;
     let n = at_c2.len();
     let cut = Instant::now();
-    // Freeze the emulator: from now on nothing crosses the c2 - a1 link, in either way.
+    // Cut the link: from now on the emulator drops every packet of the c2 - a1 link, in
+    // either way.
     let status =
-        std::process::Command::new("kill").args(["-STOP", &emulator.pid().to_string()]).status()?;
+        std::process::Command::new("kill").args(["-USR1", &emulator.pid().to_string()]).status()?;
     assert!(status.success());
+    emulator.wait_line(WAIT, |l| l.text.contains("blackhole: every packet dropped"))?;
     at_c2.wait_for(n + 60, "after the blackhole")?;
     let freeze = at_c2.freeze_after(cut)?;
     println!(
-        "blackholed c2-a1 link: largest gap in video/180p arrivals at c2 {:?} ({} late, next group start {:?} later)",
-        freeze.gap, freeze.late, freeze.key_frame
+        "blackholed c2-a1 link: decoded video/180p froze {:?} at c2 (arrival gap {:?}, {} late, next group start {:?} later)",
+        freeze.decoded, freeze.gap, freeze.late, freeze.key_frame
     );
-    assert!(freeze.gap < FREEZE_BOUND, "freeze {freeze:?}");
+    assert!(freeze.decoded < FREEZE_BOUND, "freeze {freeze:?}");
     let text = c2.metrics()?;
     assert_eq!(link_metric(&text, "tiermesh_mesh_link_upstream_tracks", "c1"), Some(1.0), "{text}");
     emulator.kill();
@@ -803,14 +825,15 @@ fn two_mesh_hops_add_little_to_the_links_delays() -> Result<()> {
     Ok(())
 }
 
-/// Ignored: the outcome varies between runs on this machine. Before commit 4bab9ae (the
-/// send path wrote the rest of an object to a new stream without its header) the receiving
-/// relay closed the link with "unknown data stream type"; since then the link holds, 720p
-/// is dropped first (0 to 6 of ~240 objects) and 180p arrives without holes, but audio
-/// varied from 33 to 46 objects/s of 50 (up to 3% of its groups lost) over two runs, so
-/// the audio bound is not met reliably. Run with `--ignored` to see the figures.
+/// The sending relay of the congested link (b1) orders its mesh link by the draft's
+/// priorities like any other link: audio and the base tier go first, the highest tier is
+/// dropped. Audio used to lose 1-4% of its frames here (33 to 46 objects/s of 50): b1's send
+/// scheduler did not start an audio frame whose estimated departure, behind every byte QUIC
+/// held unsent, passed its 400 ms delivery timeout, although quinn sends audio ahead of the
+/// buffered video; on this 1 Mbit/s link with a 230 ms round trip the window holds about
+/// that much video. The estimate now counts only the bytes of audio's own and more
+/// important levels (`tiermesh_client::scheduler`), and audio arrives whole.
 #[test]
-#[ignore = "audio rate under congestion varies between runs (33-46 objects/s of 50)"]
 fn a_congested_inter_region_link_drops_the_high_tier_first() -> Result<()> {
     let _serial = serial();
     let env = Env::new("mesh-congested")?;
@@ -838,6 +861,21 @@ fn a_congested_inter_region_link_drops_the_high_tier_first() -> Result<()> {
         );
         rate.insert(t.name.clone(), (kbps, t));
     }
+    for r in &relays {
+        let text = r.metrics()?;
+        for l in text
+            .lines()
+            .filter(|l| l.starts_with("tiermesh_objects_dropped_total") && !l.ends_with(" 0"))
+        {
+            println!("congested B-C: {}: {l}", r.name);
+        }
+    }
+    // Audio is one object per group: the share of its groups that arrived, between the
+    // first and the last one received (the watch's last few hundred milliseconds are still
+    // on the link when it stops, so objects a second would understate it).
+    let share = |t: &tiermesh_tests::TrackReport| {
+        t.groups as f64 / (t.groups + t.missing_groups).max(1) as f64
+    };
     // Objects a second from each track's first object to the end of the watch.
     let per_second = |t: &tiermesh_tests::TrackReport| {
         let since = report.duration_s - t.first_object_ms.unwrap_or(0.0) / 1000.0;
@@ -846,10 +884,13 @@ fn a_congested_inter_region_link_drops_the_high_tier_first() -> Result<()> {
     let audio = rate["audio"].1;
     let base = rate["video/180p"].1;
     println!(
-        "congested B-C: audio {:.1} objects/s (sent 50), video/180p {:.1} objects/s (sent 30)",
+        "congested B-C: audio {:.1} objects/s (sent 50), {:.1}% of its groups; video/180p {:.1} objects/s (sent 30)",
         per_second(audio),
+        share(audio) * 100.0,
         per_second(base)
     );
+    // At most one audio frame in a hundred lost (none was, in 3 runs here).
+    assert!(share(audio) >= 0.99, "audio {audio:?}");
     assert!(per_second(audio) >= 45.0, "audio {audio:?}");
     assert_eq!(audio.missing_objects, 0, "{audio:?}");
     assert!(per_second(base) >= 27.0, "base tier {base:?}");
