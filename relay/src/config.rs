@@ -76,7 +76,7 @@ pub struct RelayConfig {
     pub goaway_grace: Duration,
     /// The send scheduler.
     pub scheduler: SchedulerConfig,
-    /// The QUIC congestion controller of client sessions: `cubic`, `bbr` or `newreno`.
+    /// The QUIC congestion controller of client sessions: `cubic`, `bbr`, `newreno` or `delay`.
     /// The default is the one measured best on the link profiles (docs/BENCHMARKS.md,
     /// "Congestion controller").
     pub congestion: CongestionControl,
@@ -368,7 +368,7 @@ pub struct Flags {
     /// Folder of the browser pages (web/dist) to serve on the ops listener
     #[arg(long, value_name = "DIR")]
     pub web: Option<PathBuf>,
-    /// QUIC congestion controller: cubic, bbr or newreno [default: see docs/BENCHMARKS.md]
+    /// QUIC congestion controller: cubic, bbr, newreno or delay [default: see docs/BENCHMARKS.md]
     #[arg(long = "cc", value_name = "ALGO")]
     pub congestion: Option<CongestionControl>,
     /// Make the tier ladder of every `<broadcast>/source` (the file's `[ingest]` section, else

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The congestion controller a connection uses (`cubic`, `bbr` or `newreno` in
+/// The congestion controller a connection uses (`cubic`, `bbr`, `newreno` or `delay` in
 /// configuration files and on the command line).
 #[derive(
     Debug,
@@ -30,6 +30,10 @@ pub enum CongestionControl {
     #[value(name = "newreno", alias = "new-reno", alias = "reno")]
     #[serde(alias = "new-reno", alias = "reno")]
     NewReno,
+    /// tiermesh's delay-based controller: keeps the bottleneck's queue near 15-30 ms of
+    /// round-trip time above the least seen, and backs off on loss only when the queue
+    /// was long too, so random loss costs little.
+    Delay,
 }
 
 impl std::str::FromStr for CongestionControl {
@@ -40,8 +44,9 @@ impl std::str::FromStr for CongestionControl {
             "cubic" => Ok(Self::Cubic),
             "bbr" => Ok(Self::Bbr),
             "newreno" | "new-reno" | "reno" => Ok(Self::NewReno),
+            "delay" => Ok(Self::Delay),
             other => Err(format!(
-                "unknown congestion controller `{other}`: expected cubic, bbr or newreno"
+                "unknown congestion controller `{other}`: expected cubic, bbr, newreno or delay"
             )),
         }
     }
@@ -297,6 +302,9 @@ impl TransportConfig {
             CongestionControl::NewReno => t.congestion_controller_factory(Arc::new(
                 quinn::congestion::NewRenoConfig::default(),
             )),
+            CongestionControl::Delay => {
+                t.congestion_controller_factory(Arc::new(super::delay_cc::DelayConfig::default()))
+            }
         };
         Arc::new(t)
     }
@@ -311,8 +319,9 @@ mod tests {
         assert_eq!("BBR".parse::<CongestionControl>(), Ok(CongestionControl::Bbr));
         assert_eq!("cubic".parse::<CongestionControl>(), Ok(CongestionControl::Cubic));
         assert_eq!("newreno".parse::<CongestionControl>(), Ok(CongestionControl::NewReno));
+        assert_eq!("Delay".parse::<CongestionControl>(), Ok(CongestionControl::Delay));
         let err = "vegas".parse::<CongestionControl>().unwrap_err();
-        assert!(err.contains("vegas") && err.contains("cubic, bbr or newreno"), "{err}");
+        assert!(err.contains("vegas") && err.contains("cubic, bbr, newreno or delay"), "{err}");
     }
 
     #[test]

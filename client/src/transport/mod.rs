@@ -30,6 +30,7 @@
 mod args;
 mod client;
 mod config;
+mod delay_cc;
 mod error;
 mod server;
 mod session;

@@ -1,0 +1,742 @@
+//! `delay`: a delay-based congestion controller for live media (`--cc delay`).
+//!
+//! Loss-based controllers (CUBIC, NewReno) grow until a drop-tail buffer overflows, so on a
+//! slow link they keep the bottleneck's queue full: on `rural` (1 Mbit/s, 100 ms buffer)
+//! that is 100 ms added to every object. This controller sizes the window to the path's
+//! bandwidth-delay product plus a small standing queue, measured as round-trip time above
+//! the least round-trip time seen lately (the approach of TCP Vegas and LEDBAT):
+//!
+//! - **Samples.** Every acknowledged packet gives one RTT sample, `ack time - send time`.
+//!   Per round trip (until a packet sent after the round began is acknowledged) the
+//!   smallest sample is kept: it is the one least inflated by the peer's ACK delay and by
+//!   jitter.
+//! - **Base RTT.** The smallest sample of the last [`DelayConfig::base_window`] (10 s; kept
+//!   as two half-window buckets), so a route change to a longer path is learnt within 10 s.
+//! - **Queueing delay** = round minimum - base RTT. The **target** is an eighth of the base
+//!   RTT, clamped to [`MIN_TARGET`]..=[`MAX_TARGET`] (15-30 ms): above the ACK-timing noise
+//!   of a 1 Mbit/s link (one packet is 10 ms there), small against the 150 ms latency budget.
+//! - **Slow start** doubles the window per round trip, and ends as soon as a round's
+//!   queueing delay passes the target (as HyStart does), with the window scaled down to
+//!   what carries the target queue.
+//! - **Growth.** While the queueing delay stays under the target and the sender is not
+//!   app-limited, the window grows by `probe` packets per round trip. `probe` starts at 1
+//!   and doubles for every round whose queue stays under half the target (up to an eighth
+//!   of the window), so the window finds a much larger link within a few round trips
+//!   without the steady overshoot of exponential growth near the target.
+//! - **Decrease.** When a round's queueing delay exceeds the target, the window is scaled
+//!   by `(base + target) / round minimum`: the window that would have carried the same rate
+//!   with only the target queue (at most halving per round). The next round's samples are
+//!   of packets sent before the decrease, so they are not judged.
+//! - **Loss.** A loss while the queue is above the target, an ECN mark, or losses above
+//!   [`LOSS_CONGESTION`] of the packets of recent rounds is congestion: the window is
+//!   multiplied by 0.7. Any other loss is taken as random (a radio link's 1%) and costs 5%
+//!   of the window. One reaction per round trip.
+//! - **Bounds.** The window never falls below [`DelayConfig::min_window_packets`] packets
+//!   (4) and never exceeds [`MAX_WINDOW`]; persistent congestion resets it to the minimum.
+//!
+//! The base RTT is learnt from the path, so a queue that another flow keeps standing for
+//! longer than the base window is taken for path delay; and like every delay-based
+//! controller it yields to loss-based flows sharing the bottleneck. Both are the price of a
+//! short queue on the links tiermesh serves, where its own media is most of the traffic.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
+
+/// The smallest queueing-delay target: on a 1 Mbit/s link one full-size packet takes 10 ms
+/// to serialise and the peer's ACK timing adds as much again to a sample, so a smaller
+/// target would be noise.
+pub(crate) const MIN_TARGET: Duration = Duration::from_millis(15);
+/// The largest target: a fifth of the 150 ms that the product allows above the one-way
+/// delay, whatever the path's RTT.
+pub(crate) const MAX_TARGET: Duration = Duration::from_millis(30);
+/// Packets the target queue holds at least (within the bounds above), as TCP Vegas keeps
+/// two to four: with fewer, ACK timing noise alone (a 25 ms delayed-ACK timer) looks like a
+/// queue and the window falls below the path's bandwidth-delay product.
+const TARGET_PACKETS: u64 = 2;
+/// The largest window, bytes: 256 MiB is 10 Gbit/s at 200 ms; only a bound against
+/// arithmetic running away, far above any send window tiermesh configures.
+pub(crate) const MAX_WINDOW: u64 = 256 * 1024 * 1024;
+/// Share of packets lost (smoothed over rounds) above which losses count as congestion even
+/// without a queue: the profiles' random loss is at most 3%, a buffer too shallow to show a
+/// queue loses far more once it overflows.
+pub(crate) const LOSS_CONGESTION: f64 = 0.10;
+/// Window multiplier on congestion: gentler than halving, like CUBIC's 0.7, because the
+/// queue is short when it happens.
+const CONGESTION_DECREASE: f64 = 0.7;
+/// Window multiplier on a random loss: mild, since it is no sign of a queue, yet not zero,
+/// so that a lossy path that is also congested (with a queue this controller cannot see)
+/// still backs off.
+const RANDOM_LOSS_DECREASE: f64 = 0.95;
+/// Samples a slow-start round needs before its minimum may end slow start: fewer are too
+/// easily all delayed by the peer's ACK timing.
+const SLOW_START_SAMPLES: u32 = 4;
+
+/// Settings of the `delay` controller; builds one controller per connection.
+#[derive(Debug, Clone)]
+pub(crate) struct DelayConfig {
+    initial_window: u64,
+    min_window_packets: u64,
+    base_window: Duration,
+}
+
+impl Default for DelayConfig {
+    fn default() -> Self {
+        Self {
+            // 14720 bytes, RFC 9002's initial window (ten 1472-byte packets at most): the
+            // same start as quinn's CUBIC, so the comparison is of steady state.
+            initial_window: 14_720,
+            // Four packets: enough to keep ACKs flowing and recover a loss by fast
+            // retransmit rather than a timeout, small enough for a 200 kbit/s audio-only
+            // path at 100 ms RTT.
+            min_window_packets: 4,
+            // Ten seconds: long enough that the queue drains at some point within it (media
+            // is bursty, and the controller itself drains on every decrease), short enough
+            // that a longer path after a route change stops looking like a queue soon.
+            base_window: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ControllerFactory for DelayConfig {
+    fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
+        Box::new(Delay::new(self, now, current_mtu))
+    }
+}
+
+/// The least value over a sliding time window, kept as two buckets of half the window each:
+/// it forgets a value between half a window and a window after it was seen.
+#[derive(Debug, Clone)]
+struct WindowedMin {
+    window: Duration,
+    current: Option<(Instant, Duration)>,
+    previous: Option<Duration>,
+}
+
+impl WindowedMin {
+    fn new(window: Duration) -> Self {
+        Self { window, current: None, previous: None }
+    }
+
+    fn update(&mut self, now: Instant, sample: Duration) {
+        match &mut self.current {
+            Some((start, min)) if now.saturating_duration_since(*start) < self.window / 2 => {
+                *min = (*min).min(sample);
+            }
+            _ => {
+                self.previous = self.current.map(|(_, min)| min);
+                self.current = Some((now, sample));
+            }
+        }
+    }
+
+    fn get(&self) -> Option<Duration> {
+        match (self.current, self.previous) {
+            (Some((_, c)), Some(p)) => Some(c.min(p)),
+            (Some((_, c)), None) => Some(c),
+            (None, p) => p,
+        }
+    }
+}
+
+/// What one round trip saw.
+#[derive(Debug, Clone, Default)]
+struct Round {
+    /// The round ends when a packet numbered at least this is acknowledged.
+    end: Option<u64>,
+    min_rtt: Option<Duration>,
+    samples: u32,
+    /// Bytes acknowledged.
+    acked: u64,
+    /// Bytes declared lost.
+    lost: u64,
+    /// Every acknowledgement of the round came while the sender was app-limited.
+    app_limited: bool,
+}
+
+impl Round {
+    fn starting(end: Option<u64>) -> Self {
+        Self { end, app_limited: true, ..Self::default() }
+    }
+}
+
+/// The `delay` controller of one connection (see the module documentation).
+#[derive(Debug, Clone)]
+pub(crate) struct Delay {
+    config: Arc<DelayConfig>,
+    mtu: u64,
+    window: u64,
+    slow_start: bool,
+    base: WindowedMin,
+    round: Round,
+    last_sent: Option<u64>,
+    /// Queueing delay of the last completed round.
+    queue: Duration,
+    /// Packets the window grows by per round trip.
+    probe: u64,
+    /// Rounds whose samples predate the last decrease and are not judged.
+    skip_rounds: u8,
+    /// Losses of packets sent before this belong to an event already reacted to.
+    recovery_start: Option<Instant>,
+    /// Smoothed share of packets lost per round.
+    loss_rate: f64,
+    /// Window decreases so far (congestion and random loss), for tests and qlog readers.
+    decreases: u64,
+    /// The time of the last acknowledgement.
+    now: Instant,
+}
+
+impl Delay {
+    fn new(config: Arc<DelayConfig>, now: Instant, mtu: u16) -> Self {
+        let base = WindowedMin::new(config.base_window);
+        let mtu = u64::from(mtu).max(1);
+        let window = config.initial_window.clamp(config.min_window_packets * mtu, MAX_WINDOW);
+        Self {
+            config,
+            mtu,
+            window,
+            slow_start: true,
+            base,
+            round: Round::starting(None),
+            last_sent: None,
+            queue: Duration::ZERO,
+            probe: 1,
+            skip_rounds: 0,
+            recovery_start: None,
+            loss_rate: 0.0,
+            decreases: 0,
+            now,
+        }
+    }
+
+    fn min_window(&self) -> u64 {
+        self.config.min_window_packets * self.mtu
+    }
+
+    fn set_window(&mut self, bytes: u64) {
+        self.window = bytes.clamp(self.min_window(), MAX_WINDOW);
+    }
+
+    /// The queueing-delay target: an eighth of the base RTT or [`TARGET_PACKETS`] packets
+    /// at the current rate, whichever is longer, within [`MIN_TARGET`]..=[`MAX_TARGET`].
+    fn target(&self) -> Duration {
+        let Some(base) = self.base.get() else { return MIN_TARGET };
+        // At the rate the window carries over the base RTT, one packet takes
+        // base * mtu / window to send.
+        let packets = base.mul_f64((TARGET_PACKETS * self.mtu) as f64 / self.window.max(1) as f64);
+        (base / 8).max(packets).clamp(MIN_TARGET, MAX_TARGET)
+    }
+
+    /// Queueing delay shown by `rtt`.
+    fn queue_of(&self, rtt: Duration) -> Duration {
+        self.base.get().map_or(Duration::ZERO, |b| rtt.saturating_sub(b))
+    }
+
+    /// The window scaled so that, at the rate it carried with RTT `rtt`, only the target
+    /// queue would stand: `window * (base + target) / rtt`, at least half the window.
+    fn scaled_to_target(&self, rtt: Duration) -> u64 {
+        let Some(base) = self.base.get() else { return self.window };
+        let goal = (base + self.target()).as_secs_f64();
+        let factor = (goal / rtt.as_secs_f64().max(1e-6)).clamp(0.5, 1.0);
+        (self.window as f64 * factor) as u64
+    }
+
+    /// Packets were sent; `last` is the number of the last one.
+    pub(crate) fn handle_sent(&mut self, last: u64) {
+        self.last_sent = Some(last);
+        if self.round.end.is_none() {
+            self.round.end = Some(last);
+        }
+    }
+
+    /// A packet sent at `sent` carrying `bytes` was acknowledged at `now`.
+    pub(crate) fn handle_ack(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        bytes: u64,
+        app_limited: bool,
+    ) {
+        let sample = now.saturating_duration_since(sent);
+        self.now = now;
+        let round_min = self.round.min_rtt.map_or(sample, |m| m.min(sample));
+        self.round.min_rtt = Some(round_min);
+        self.round.samples += 1;
+        self.round.acked += bytes;
+        self.round.app_limited &= app_limited;
+        if app_limited {
+            // The window was not what limited sending: growing it would only let a later
+            // burst overflow the queue.
+            return;
+        }
+        if self.slow_start {
+            if self.round.samples >= SLOW_START_SAMPLES && self.queue_of(round_min) > self.target()
+            {
+                self.slow_start = false;
+                let scaled = self.scaled_to_target(round_min);
+                self.set_window(scaled);
+                // Mid-round: this round and the next still carry packets sent before.
+                self.skip_rounds = 2;
+            } else {
+                self.set_window(self.window.saturating_add(bytes));
+            }
+        } else if self.queue < self.target() && self.skip_rounds == 0 {
+            let step = self.probe * self.mtu * bytes / self.window.max(1);
+            self.set_window(self.window.saturating_add(step.max(1)));
+        }
+    }
+
+    /// A batch of acknowledgements ended; `largest` is the largest packet number it acked.
+    pub(crate) fn handle_end_acks(&mut self, largest: Option<u64>) {
+        let (Some(largest), Some(end)) = (largest, self.round.end) else { return };
+        if largest < end {
+            return;
+        }
+        let round = std::mem::replace(&mut self.round, Round::starting(self.last_sent));
+        let total = round.acked + round.lost;
+        if total > 0 {
+            let share = round.lost as f64 / total as f64;
+            self.loss_rate = self.loss_rate * 7.0 / 8.0 + share / 8.0;
+        }
+        let Some(rtt) = round.min_rtt else { return };
+        self.base.update(self.now, rtt);
+        self.queue = self.queue_of(rtt);
+        let target = self.target();
+        tracing::trace!(
+            window = self.window,
+            rtt_ms = rtt.as_secs_f64() * 1e3,
+            queue_ms = self.queue.as_secs_f64() * 1e3,
+            app_limited = round.app_limited,
+            slow_start = self.slow_start,
+            lost = round.lost,
+            probe = self.probe,
+            "delay cc round"
+        );
+        if self.skip_rounds > 0 {
+            self.skip_rounds -= 1;
+            return;
+        }
+        if self.slow_start {
+            return;
+        }
+        // An app-limited round with a short queue says nothing about the window; a long one
+        // still means too much was sent for the path.
+        if self.queue > target && (!round.app_limited || self.queue > 2 * target) {
+            // Halfway to the window that carries the target queue: one round's minimum is
+            // still noisy (ACK timing, jitter), and a queue that persists is met again two
+            // rounds later.
+            let scaled = self.scaled_to_target(rtt);
+            self.set_window((self.window + scaled) / 2);
+            self.probe = 1;
+            self.skip_rounds = 1;
+            self.decreases += 1;
+        } else if self.queue * 2 < target && !round.app_limited {
+            let cap = (self.window / self.mtu / 8).max(1);
+            self.probe = (self.probe * 2).min(cap);
+        } else {
+            self.probe = 1;
+        }
+    }
+
+    /// Packets were lost (or, with `lost_bytes` 0, marked by ECN); `sent` is when the last
+    /// of them was sent.
+    pub(crate) fn handle_loss(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        persistent: bool,
+        lost_bytes: u64,
+    ) {
+        self.round.lost += lost_bytes;
+        if persistent {
+            self.slow_start = false;
+            self.set_window(0);
+            self.probe = 1;
+            self.recovery_start = Some(now);
+            self.decreases += 1;
+            return;
+        }
+        if self.recovery_start.is_some_and(|start| sent <= start) {
+            return;
+        }
+        self.recovery_start = Some(now);
+        let target = self.target();
+        // Twice the target: a drop-tail buffer that overflows is full, far above the target,
+        // while the queue estimate of a round that happens to hold a random loss is noisy.
+        let queued = self.queue > 2 * target
+            || self.round.min_rtt.is_some_and(|rtt| self.queue_of(rtt) > 2 * target);
+        let congestion = queued || lost_bytes == 0 || self.loss_rate > LOSS_CONGESTION;
+        let factor = if congestion { CONGESTION_DECREASE } else { RANDOM_LOSS_DECREASE };
+        if congestion {
+            self.slow_start = false;
+            // Mid-round: this round and the next still carry packets sent before.
+            self.skip_rounds = 2;
+        }
+        self.probe = 1;
+        self.set_window((self.window as f64 * factor) as u64);
+        self.decreases += 1;
+        tracing::trace!(window = self.window, congestion, lost_bytes, "delay cc loss");
+    }
+}
+
+impl Controller for Delay {
+    fn on_sent(&mut self, _now: Instant, _bytes: u64, last_packet_number: u64) {
+        self.handle_sent(last_packet_number);
+    }
+
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        bytes: u64,
+        app_limited: bool,
+        _rtt: &quinn_proto::RttEstimator,
+    ) {
+        // quinn's estimator keeps only the largest acknowledged packet's sample per ACK and
+        // its minimum over the whole connection; the controller keeps its own samples.
+        self.handle_ack(now, sent, bytes, app_limited);
+    }
+
+    fn on_end_acks(
+        &mut self,
+        _now: Instant,
+        _in_flight: u64,
+        _app_limited: bool,
+        largest_packet_num_acked: Option<u64>,
+    ) {
+        self.handle_end_acks(largest_packet_num_acked);
+    }
+
+    fn on_congestion_event(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        is_persistent_congestion: bool,
+        lost_bytes: u64,
+    ) {
+        self.handle_loss(now, sent, is_persistent_congestion, lost_bytes);
+    }
+
+    fn on_mtu_update(&mut self, new_mtu: u16) {
+        self.mtu = u64::from(new_mtu).max(1);
+        self.set_window(self.window);
+    }
+
+    fn window(&self) -> u64 {
+        self.window
+    }
+
+    fn metrics(&self) -> ControllerMetrics {
+        let mut m = ControllerMetrics::default();
+        m.congestion_window = self.window;
+        m
+    }
+
+    fn clone_box(&self) -> Box<dyn Controller> {
+        Box::new(self.clone())
+    }
+
+    fn initial_window(&self) -> u64 {
+        self.config.initial_window
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cmp::Reverse;
+    use std::collections::{BTreeMap, BinaryHeap};
+
+    const MTU: u16 = 1200;
+    const MS: Duration = Duration::from_millis(1);
+
+    fn controller() -> Delay {
+        Delay::new(Arc::new(DelayConfig::default()), Instant::now(), MTU)
+    }
+
+    /// Drives `cc` through `rounds` round trips of `packets` full-size packets each, every
+    /// packet acknowledged `rtt` after it was sent; returns the time after the last round.
+    fn rounds(cc: &mut Delay, start: Instant, pn: &mut u64, rounds: u32, rtt: Duration) -> Instant {
+        let mut now = start;
+        for _ in 0..rounds {
+            let packets = (cc.window() / u64::from(MTU)).max(1);
+            let first = *pn;
+            for _ in 0..packets {
+                cc.handle_sent(*pn);
+                *pn += 1;
+            }
+            for p in first..*pn {
+                cc.handle_ack(now + rtt, now, u64::from(MTU), false);
+                cc.handle_end_acks(Some(p));
+            }
+            now += rtt;
+        }
+        now
+    }
+
+    #[test]
+    fn window_grows_while_the_rtt_stays_at_its_minimum() {
+        let mut cc = controller();
+        let start = cc.window();
+        let mut pn = 0;
+        let now = rounds(&mut cc, Instant::now(), &mut pn, 4, 100 * MS);
+        assert!(cc.slow_start, "no queue: still in slow start");
+        assert!(cc.window() >= 8 * start, "slow start doubles per round: {}", cc.window());
+        // Out of slow start, growth continues (and accelerates) as long as no queue shows.
+        cc.slow_start = false;
+        let before = cc.window();
+        rounds(&mut cc, now, &mut pn, 6, 100 * MS);
+        assert!(cc.window() > before + 6 * u64::from(MTU), "{before} -> {}", cc.window());
+    }
+
+    #[test]
+    fn window_shrinks_toward_the_target_queue_when_the_rtt_rises() {
+        let mut cc = controller();
+        let mut pn = 0;
+        let now = rounds(&mut cc, Instant::now(), &mut pn, 4, 100 * MS);
+        let before = cc.window();
+        // 100 ms base, 60 ms of queue: slow start ends, the window comes down.
+        let now = rounds(&mut cc, now, &mut pn, 1, 160 * MS);
+        assert!(!cc.slow_start, "a queue over the target ends slow start");
+        let after_exit = cc.window();
+        assert!(after_exit < before, "{before} -> {after_exit}");
+        // Scaled to (base + target) / rtt = (100 + 15) / 160 of what it was, not halved.
+        let expected = before as f64 * 115.0 / 160.0;
+        assert!(
+            (after_exit as f64 - expected).abs() < expected * 0.1,
+            "{after_exit} vs {expected}"
+        );
+        // A queue that persists keeps shrinking the window, every other round.
+        let now = rounds(&mut cc, now, &mut pn, 6, 160 * MS);
+        assert!(cc.window() < after_exit / 2, "{after_exit} -> {}", cc.window());
+        // Once the queue is gone the window grows again.
+        let low = cc.window();
+        rounds(&mut cc, now, &mut pn, 4, 100 * MS);
+        assert!(cc.window() > low, "{low} -> {}", cc.window());
+    }
+
+    #[test]
+    fn window_stays_between_the_minimum_and_the_maximum() {
+        let mut cc = controller();
+        let min = 4 * u64::from(MTU);
+        let mut pn = 0;
+        let t0 = Instant::now();
+        let now = rounds(&mut cc, t0, &mut pn, 2, 50 * MS);
+        // An RTT that keeps climbing, losses and persistent congestion: never below four
+        // packets.
+        let mut now = now;
+        for i in 1..40u32 {
+            now = rounds(&mut cc, now, &mut pn, 1, 50 * MS * i);
+            cc.handle_loss(now, now, false, 10_000);
+            assert!(cc.window() >= min, "{}", cc.window());
+        }
+        cc.handle_loss(now + MS, now + MS, true, 100_000);
+        assert_eq!(cc.window(), min);
+        // Acknowledgements without end: the window stops at the bound.
+        let mut cc = controller();
+        cc.handle_sent(0);
+        for _ in 0..10_000 {
+            cc.handle_ack(t0 + 10 * MS, t0, 1 << 20, false);
+        }
+        assert_eq!(cc.window(), MAX_WINDOW);
+    }
+
+    #[test]
+    fn random_loss_costs_little_and_loss_with_a_queue_costs_more() {
+        let mut cc = controller();
+        let mut pn = 0;
+        let now = rounds(&mut cc, Instant::now(), &mut pn, 4, 100 * MS);
+        cc.slow_start = false;
+        let before = cc.window();
+        cc.handle_loss(now, now - MS, false, u64::from(MTU));
+        let after = cc.window();
+        assert!(after >= before * 94 / 100 && after < before, "{before} -> {after}");
+        // A second loss from the same round trip is the same event.
+        cc.handle_loss(now + MS, now - 2 * MS, false, u64::from(MTU));
+        assert_eq!(cc.window(), after);
+
+        // The same loss while RTT is 50 ms above its minimum is congestion.
+        let now = rounds(&mut cc, now, &mut pn, 1, 150 * MS);
+        let before = cc.window();
+        cc.handle_loss(now + MS, now, false, u64::from(MTU));
+        let after = cc.window();
+        assert!(after <= before * 71 / 100, "{before} -> {after}");
+        // An ECN mark (no bytes lost) is congestion too.
+        let before = after;
+        cc.handle_loss(now + 500 * MS, now + 400 * MS, false, 0);
+        assert!(cc.window() <= before * 71 / 100, "{before} -> {}", cc.window());
+    }
+
+    #[test]
+    fn app_limited_acknowledgements_do_not_grow_the_window() {
+        let mut cc = controller();
+        let start = cc.window();
+        let t0 = Instant::now();
+        for p in 0..100 {
+            cc.handle_sent(p);
+            cc.handle_ack(t0 + 100 * MS, t0, u64::from(MTU), true);
+            cc.handle_end_acks(Some(p));
+        }
+        assert_eq!(cc.window(), start);
+    }
+
+    #[test]
+    fn base_rtt_is_forgotten_after_its_window() {
+        let t0 = Instant::now();
+        let mut m = WindowedMin::new(Duration::from_secs(10));
+        m.update(t0, 50 * MS);
+        m.update(t0 + Duration::from_secs(3), 80 * MS);
+        assert_eq!(m.get(), Some(50 * MS));
+        m.update(t0 + Duration::from_secs(6), 90 * MS);
+        assert_eq!(m.get(), Some(50 * MS), "kept for at least half a window");
+        m.update(t0 + Duration::from_secs(12), 95 * MS);
+        assert_eq!(m.get(), Some(90 * MS), "forgotten within a window");
+    }
+
+    /// A bottleneck on virtual time: `rate` bit/s, `one_way` delay each way, a drop-tail
+    /// queue of `queue` worth of sending, random loss, and a receiver that acknowledges on
+    /// 10 ms ticks (as a delayed-ACK timer batches them). The sender always has data.
+    struct Link {
+        rate: Box<dyn Fn(Duration) -> f64>,
+        one_way: Duration,
+        queue: Duration,
+        loss: f64,
+        seed: u64,
+    }
+
+    /// What a simulated run measured after its warm-up.
+    struct Figures {
+        /// Delivered bytes over the bytes the link could carry.
+        utilisation: f64,
+        /// 95th percentile of the queueing delay packets met at the bottleneck.
+        queue_p95: Duration,
+    }
+
+    impl Link {
+        fn random(&mut self) -> f64 {
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 7;
+            self.seed ^= self.seed << 17;
+            (self.seed >> 11) as f64 / (1u64 << 53) as f64
+        }
+
+        /// Runs a `delay` sender over the link for `span`, measuring from `from` to `to`.
+        fn run(&mut self, span: Duration, from: Duration, to: Duration) -> Figures {
+            let t0 = Instant::now();
+            let mut cc = Delay::new(Arc::new(DelayConfig::default()), t0, MTU);
+            let mtu = u64::from(MTU);
+            let tick = 10 * MS;
+            let mut now = t0;
+            let mut link_free = t0;
+            let mut pn = 0u64;
+            let mut in_flight: BTreeMap<u64, Instant> = BTreeMap::new();
+            let mut acks: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+            let mut queued = Vec::new();
+            let (mut delivered, mut capacity) = (0u64, 0.0f64);
+            while now < t0 + span {
+                while (in_flight.len() as u64 + 1) * mtu <= cc.window() {
+                    let at = now.duration_since(t0);
+                    let rate = (self.rate)(at);
+                    in_flight.insert(pn, now);
+                    cc.handle_sent(pn);
+                    let backlog = link_free.saturating_duration_since(now);
+                    if self.random() >= self.loss && backlog <= self.queue {
+                        link_free =
+                            link_free.max(now) + Duration::from_secs_f64(mtu as f64 * 8.0 / rate);
+                        let arrival = (link_free + self.one_way).duration_since(t0);
+                        let acked = Duration::from_nanos(
+                            (arrival.as_nanos().div_ceil(tick.as_nanos()) * tick.as_nanos()) as u64,
+                        );
+                        acks.push(Reverse((t0 + acked + self.one_way, pn)));
+                        if at >= from && at < to {
+                            queued.push(backlog);
+                        }
+                    }
+                    pn += 1;
+                }
+                let Some(Reverse((at, _))) = acks.peek().copied() else {
+                    // Everything in flight was lost: a timeout, then persistent congestion.
+                    now += Duration::from_secs(1);
+                    in_flight.clear();
+                    cc.handle_loss(now, now, true, mtu);
+                    continue;
+                };
+                let step = at.duration_since(now);
+                let (a, b) = (now.duration_since(t0), at.duration_since(t0));
+                let overlap = b.min(to).saturating_sub(a.max(from));
+                capacity += overlap.as_secs_f64() * (self.rate)(a) / 8.0;
+                now += step;
+                let mut largest = None;
+                while let Some(Reverse((t, p))) = acks.peek().copied() {
+                    if t != now {
+                        break;
+                    }
+                    acks.pop();
+                    if let Some(sent) = in_flight.remove(&p) {
+                        cc.handle_ack(now, sent, mtu, false);
+                        if b >= from && b < to {
+                            delivered += mtu;
+                        }
+                        largest = Some(p);
+                    }
+                }
+                cc.handle_end_acks(largest);
+                // Loss detection: three later packets acknowledged.
+                if let Some(l) = largest {
+                    let lost: Vec<u64> =
+                        in_flight.range(..l.saturating_sub(2)).map(|(p, _)| *p).collect();
+                    if let Some(last) = lost.last() {
+                        let sent = in_flight[last];
+                        for p in &lost {
+                            in_flight.remove(p);
+                        }
+                        cc.handle_loss(now, sent, false, lost.len() as u64 * mtu);
+                    }
+                }
+            }
+            queued.sort();
+            let queue_p95 = queued.get(queued.len() * 95 / 100).copied().unwrap_or_default();
+            Figures { utilisation: delivered as f64 / capacity.max(1.0), queue_p95 }
+        }
+    }
+
+    /// `rural` (link/src/profile.rs): 1 Mbit/s, 60 ms each way, 1% loss, 100 ms drop-tail
+    /// buffer. A loss-based controller fills the buffer (100 ms of queue); `delay` keeps it
+    /// under half of that while still carrying most of the link.
+    #[test]
+    fn rural_link_stays_busy_with_a_short_queue() {
+        let mut link = Link {
+            rate: Box::new(|_| 1_000_000.0),
+            one_way: 60 * MS,
+            queue: 100 * MS,
+            loss: 0.01,
+            seed: 7,
+        };
+        let s = Duration::from_secs(1);
+        let f = link.run(40 * s, 5 * s, 40 * s);
+        assert!(f.utilisation > 0.8, "utilisation {:.2}", f.utilisation);
+        assert!(f.queue_p95 <= 50 * MS, "queue p95 {:?}", f.queue_p95);
+    }
+
+    /// `step`: 3 Mbit/s, 30 ms each way, cut to a third for 10 s. From a second into the cut
+    /// the queue stays under half the buffer, and the window regrows after the cut.
+    #[test]
+    fn rate_cut_drains_the_queue_and_the_rate_returns() {
+        let s = Duration::from_secs(1);
+        let cut =
+            move |at: Duration| if at >= 10 * s && at < 20 * s { 1_000_000.0 } else { 3_000_000.0 };
+        let link =
+            || Link { rate: Box::new(cut), one_way: 30 * MS, queue: 100 * MS, loss: 0.0, seed: 3 };
+        let during = link().run(20 * s, 11 * s, 20 * s);
+        assert!(during.queue_p95 <= 50 * MS, "queue p95 in the cut {:?}", during.queue_p95);
+        assert!(during.utilisation > 0.8, "utilisation in the cut {:.2}", during.utilisation);
+        let after = link().run(26 * s, 21 * s, 26 * s);
+        assert!(after.utilisation > 0.8, "utilisation after the cut {:.2}", after.utilisation);
+    }
+}
