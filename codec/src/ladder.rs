@@ -12,6 +12,7 @@
 //! a while and restored. Rungs are listed from the highest to the lowest.
 
 use std::fmt;
+use std::sync::{Arc, mpsc};
 
 use crate::catalog::{Catalog, Track};
 use crate::frame::I420;
@@ -268,28 +269,13 @@ struct RungState {
     track: String,
     coder: Coder,
     codec_string: String,
-    /// Encoding now.
-    active: bool,
-    /// Next object ID in the current group.
-    next_object: u64,
-    /// Frames of the current group this rung has encoded (for frame-rate decimation).
-    taken_in_group: u64,
 }
 
 impl RungState {
     fn new(index: usize, rung: &Rung, speed: u8) -> Result<Self, Error> {
         let coder = make_coder(rung, speed)?;
         let codec_string = probe_codec_string(rung, speed)?;
-        Ok(Self {
-            index,
-            rung: rung.clone(),
-            track: rung.track_name(),
-            coder,
-            codec_string,
-            active: true,
-            next_object: 0,
-            taken_in_group: 0,
-        })
+        Ok(Self { index, rung: rung.clone(), track: rung.track_name(), coder, codec_string })
     }
 
     fn encode(&mut self, picture: &I420, key: bool, tag: Tag) -> Result<Vec<EncodedFrame>, Error> {
@@ -397,27 +383,166 @@ fn probe_codec_string(rung: &Rung, speed: u8) -> Result<String, Error> {
     }
 }
 
-/// The tier ladder.
-pub struct Ladder {
-    config: LadderConfig,
-    rungs: Vec<RungState>,
-    scaler: Scaler,
+/// Where every rung's groups start and which source frames each rung takes: the part of
+/// the ladder that must see every source frame in order, shared by [`Ladder`] and
+/// [`Pipeline`].
+#[derive(Clone, Debug)]
+struct Grid {
+    source_fps: f64,
+    group_length: GroupLength,
+    /// Per rung: its frame rate.
+    fps: Vec<f64>,
     next_input: u64,
     group_id: u64,
     group_start_index: u64,
     group_start_us: u64,
     started: bool,
     key_requested: bool,
-    /// The top rung should be encoding (it resumes at the next group start).
-    top_wanted: bool,
+    /// Per rung: it should be encoding (it starts, or resumes, at the next group start).
+    wanted: Vec<bool>,
+    /// Per rung: it is encoding now.
+    active: Vec<bool>,
+    /// Per rung: next object ID in the current group.
+    next_object: Vec<u64>,
+    /// Per rung: frames of the current group it has taken (for frame-rate decimation).
+    taken_in_group: Vec<u64>,
+}
+
+/// What the grid decided for one source frame.
+#[derive(Clone, Debug)]
+struct Plan {
+    /// The frame starts a group on every active rung.
+    new_group: bool,
+    /// Per rung: the tag of its frame, if it encodes this source frame.
+    tags: Vec<Option<Tag>>,
+    /// Per rung: whether it is active (an AV1 rung that just went idle drains its encoder).
+    active: Vec<bool>,
+}
+
+impl Grid {
+    fn new(config: &LadderConfig) -> Self {
+        let n = config.rungs.len();
+        Self {
+            source_fps: config.source_fps,
+            group_length: config.group_length,
+            fps: config.rungs.iter().map(|r| r.fps).collect(),
+            next_input: 0,
+            group_id: 0,
+            group_start_index: 0,
+            group_start_us: 0,
+            started: false,
+            key_requested: false,
+            wanted: vec![true; n],
+            active: vec![false; n],
+            next_object: vec![0; n],
+            taken_in_group: vec![0; n],
+        }
+    }
+
+    fn plan(&mut self, capture_us: u64) -> Plan {
+        let index = self.next_input;
+        let new_group = !self.started
+            || self.key_requested
+            || match self.group_length {
+                GroupLength::Frames(n) => index - self.group_start_index >= u64::from(n),
+                GroupLength::Micros(us) => {
+                    let half_frame = (500_000.0 / self.source_fps) as u64;
+                    capture_us.saturating_sub(self.group_start_us) + half_frame >= us
+                }
+            };
+        if new_group {
+            if self.started {
+                self.group_id += 1;
+            }
+            self.started = true;
+            self.key_requested = false;
+            self.group_start_index = index;
+            self.group_start_us = capture_us;
+            self.active.clone_from(&self.wanted);
+            self.next_object.fill(0);
+            self.taken_in_group.fill(0);
+        }
+        self.next_input += 1;
+
+        // Which rungs take this frame: a rung at a lower frame rate takes the frames whose
+        // position in the group crosses its next frame slot; every rung takes the first.
+        let k = index - self.group_start_index;
+        let tags = (0..self.fps.len())
+            .map(|i| {
+                if !self.active[i] {
+                    return None;
+                }
+                let due = ((k as f64) * self.fps[i] / self.source_fps + 1e-9).floor() as u64 + 1;
+                if self.taken_in_group[i] >= due {
+                    return None;
+                }
+                self.taken_in_group[i] = due;
+                let tag = Tag {
+                    input_index: index,
+                    capture_us,
+                    group_id: self.group_id,
+                    object_id: self.next_object[i],
+                };
+                self.next_object[i] += 1;
+                Some(tag)
+            })
+            .collect();
+        Plan { new_group, tags, active: self.active.clone() }
+    }
+
+    /// Marks rung `rung` wanted or not. An unwanted rung stops at once (returns true if it
+    /// was active); a wanted one starts at the next group start, aligned with the others.
+    fn set_wanted(&mut self, rung: usize, wanted: bool) -> bool {
+        self.wanted[rung] = wanted;
+        if !wanted && self.active[rung] {
+            self.active[rung] = false;
+            return true;
+        }
+        false
+    }
+}
+
+/// A picture scaled to a rung's size (width, height).
+type Scaled = ((usize, usize), I420);
+
+/// Scales `frame` to the size of every rung that has a job, each from the smallest
+/// picture already made that is at least as large (so 180p comes from 360p, not from 720p),
+/// and never copies a picture that already has the rung's size.
+fn scale_chain(
+    scaler: &mut Scaler,
+    frame: &I420,
+    sizes: impl Iterator<Item = (usize, usize)>,
+) -> Result<Vec<Scaled>, Error> {
+    let mut made: Vec<Scaled> = Vec::new();
+    for (w, h) in sizes {
+        if (frame.width, frame.height) == (w, h) || made.iter().any(|(s, _)| *s == (w, h)) {
+            continue;
+        }
+        let from = made
+            .iter()
+            .filter(|((mw, mh), _)| *mw >= w && *mh >= h)
+            .min_by_key(|((mw, mh), _)| mw * mh)
+            .map_or(frame, |(_, p)| p);
+        let scaled = scaler.scale(from, w, h)?;
+        made.push(((w, h), scaled));
+    }
+    Ok(made)
+}
+
+/// The tier ladder.
+pub struct Ladder {
+    config: LadderConfig,
+    rungs: Vec<RungState>,
+    grid: Grid,
+    scaler: Scaler,
 }
 
 impl fmt::Debug for Ladder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ladder")
             .field("rungs", &self.config.rungs)
-            .field("next_input", &self.next_input)
-            .field("group_id", &self.group_id)
+            .field("next_input", &self.grid.next_input)
+            .field("group_id", &self.grid.group_id)
             .finish()
     }
 }
@@ -439,18 +564,8 @@ impl Ladder {
             .enumerate()
             .map(|(i, r)| RungState::new(i, r, config.av1_speed))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            config,
-            rungs,
-            scaler: Scaler::new(),
-            next_input: 0,
-            group_id: 0,
-            group_start_index: 0,
-            group_start_us: 0,
-            started: false,
-            key_requested: false,
-            top_wanted: true,
-        })
+        let grid = Grid::new(&config);
+        Ok(Self { config, rungs, grid, scaler: Scaler::new() })
     }
 
     /// The configuration in force (bit rates as last set).
@@ -471,7 +586,7 @@ impl Ladder {
     /// Makes every active rung start a new group at the next pushed frame (a downstream
     /// key-frame request, e.g. a MoQT NEW GROUP REQUEST).
     pub fn request_key_frame(&mut self) {
-        self.key_requested = true;
+        self.grid.key_requested = true;
     }
 
     /// Changes the target bit rate of rung `rung`; it takes effect at the next group start
@@ -489,6 +604,34 @@ impl Ladder {
         Ok(())
     }
 
+    /// Starts or stops encoding rung `rung` (e.g. while nobody watches it). A stopped rung
+    /// stops from the next frame on and returns the frames an AV1 encoder still held; a
+    /// started one begins at the next group start, with a key frame and the same group ID
+    /// as the other rungs. Every rung is wanted when the ladder is built.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unknown rung, [`Error::Encode`] if draining the encoder fails.
+    pub fn set_rung_wanted(
+        &mut self,
+        rung: usize,
+        wanted: bool,
+    ) -> Result<Vec<EncodedFrame>, Error> {
+        if rung >= self.rungs.len() {
+            return Err(Error::Config(format!("no rung {rung}")));
+        }
+        if self.grid.set_wanted(rung, wanted) {
+            return self.rungs[rung].flush();
+        }
+        Ok(Vec::new())
+    }
+
+    /// Whether rung `rung` is being encoded now.
+    /// Before the first frame: whether it will be.
+    pub fn rung_active(&self, rung: usize) -> bool {
+        let state = if self.grid.started { &self.grid.active } else { &self.grid.wanted };
+        state.get(rung).copied().unwrap_or(false)
+    }
+
     /// Stops encoding the top rung from the next frame on (the uplink cannot carry it).
     /// Frames an AV1 encoder still held are returned. Does nothing on a one-rung ladder.
     ///
@@ -498,23 +641,19 @@ impl Ladder {
         if self.rungs.len() < 2 {
             return Ok(Vec::new());
         }
-        self.top_wanted = false;
-        let top = &mut self.rungs[0];
-        if !top.active {
-            return Ok(Vec::new());
-        }
-        top.active = false;
-        top.flush()
+        self.set_rung_wanted(0, false)
     }
 
     /// Resumes the top rung at the next group start, so that its groups stay aligned.
     pub fn restore_top_rung(&mut self) {
-        self.top_wanted = true;
+        if let Some(w) = self.grid.wanted.first_mut() {
+            *w = true;
+        }
     }
 
-    /// Whether the top rung is being encoded now.
+    /// Whether the top rung is being encoded now (before the first frame: whether it will).
     pub fn top_rung_active(&self) -> bool {
-        self.rungs.first().is_some_and(|r| r.active)
+        self.rung_active(0)
     }
 
     /// Encodes one source picture captured at `capture_us` (wall-clock microseconds) on
@@ -525,87 +664,30 @@ impl Ladder {
     /// [`Error::InvalidFrame`] for an inconsistent picture, [`Error::Encode`] if an encoder fails.
     pub fn push(&mut self, frame: &I420, capture_us: u64) -> Result<Vec<EncodedFrame>, Error> {
         frame.validate()?;
-        let index = self.next_input;
-        let new_group = !self.started
-            || self.key_requested
-            || match self.config.group_length {
-                GroupLength::Frames(n) => index - self.group_start_index >= u64::from(n),
-                GroupLength::Micros(us) => {
-                    let half_frame = (500_000.0 / self.config.source_fps) as u64;
-                    capture_us.saturating_sub(self.group_start_us) + half_frame >= us
-                }
-            };
-        if new_group {
-            if self.started {
-                self.group_id += 1;
-            }
-            self.started = true;
-            self.key_requested = false;
-            self.group_start_index = index;
-            self.group_start_us = capture_us;
-            if self.top_wanted && !self.rungs[0].active {
-                self.rungs[0].active = true;
-            }
-            for r in &mut self.rungs {
-                r.next_object = 0;
-                r.taken_in_group = 0;
-            }
-        }
-        self.next_input += 1;
-
-        // Which rungs take this frame: a rung at a lower frame rate takes the frames whose
-        // position in the group crosses its next frame slot; every rung takes the first.
-        let k = index - self.group_start_index;
-        let source_fps = self.config.source_fps;
-        let mut jobs: Vec<(usize, Tag)> = Vec::new();
-        for r in &mut self.rungs {
-            if !r.active {
-                continue;
-            }
-            let due = ((k as f64) * r.rung.fps / source_fps + 1e-9).floor() as u64 + 1;
-            if r.taken_in_group >= due {
-                continue;
-            }
-            r.taken_in_group = due;
-            let tag = Tag {
-                input_index: index,
-                capture_us,
-                group_id: self.group_id,
-                object_id: r.next_object,
-            };
-            r.next_object += 1;
-            jobs.push((r.index, tag));
-        }
-
-        // Scale once per distinct rung size.
-        let mut pictures: Vec<((usize, usize), I420)> = Vec::new();
-        for &(i, _) in &jobs {
-            let size = (self.rungs[i].rung.width, self.rungs[i].rung.height);
-            if !pictures.iter().any(|(s, _)| *s == size) {
-                let p = self.scaler.scale(frame, size.0, size.1)?;
-                pictures.push((size, p));
-            }
-        }
-        let picture_for = |r: &RungState| -> Option<&I420> {
-            pictures.iter().find(|(s, _)| *s == (r.rung.width, r.rung.height)).map(|(_, p)| p)
+        let plan = self.grid.plan(capture_us);
+        let new_group = plan.new_group;
+        let sizes: Vec<(usize, usize)> = self
+            .rungs
+            .iter()
+            .filter(|r| plan.tags[r.index].is_some())
+            .map(|r| (r.rung.width, r.rung.height))
+            .collect();
+        let pictures = scale_chain(&mut self.scaler, frame, sizes.into_iter())?;
+        let picture_for = |r: &RungState| -> &I420 {
+            let size = (r.rung.width, r.rung.height);
+            pictures.iter().find(|(s, _)| *s == size).map_or(frame, |(_, p)| p)
         };
 
         let mut results: Vec<Result<Vec<EncodedFrame>, Error>> = Vec::new();
-        let selected: Vec<(&mut RungState, Tag)> = self
-            .rungs
-            .iter_mut()
-            .filter_map(|r| jobs.iter().find(|(i, _)| *i == r.index).map(|&(_, tag)| (r, tag)))
-            .collect();
+        let selected: Vec<(&mut RungState, Tag)> =
+            self.rungs.iter_mut().filter_map(|r| plan.tags[r.index].map(|tag| (r, tag))).collect();
         if self.config.parallel && selected.len() > 1 {
             std::thread::scope(|s| {
                 let handles: Vec<_> = selected
                     .into_iter()
                     .map(|(r, tag)| {
                         let pic = picture_for(r);
-                        s.spawn(move || match pic {
-                            Some(p) => r.encode(p, new_group, tag),
-                            None => Err(Error::InvalidFrame("no scaled picture".into())),
-                        })
+                        s.spawn(move || r.encode(pic, new_group, tag))
                     })
                     .collect();
                 for h in handles {
@@ -619,8 +701,7 @@ impl Ladder {
             });
         } else {
             for (r, tag) in selected {
-                let pic = picture_for(r)
-                    .ok_or_else(|| Error::InvalidFrame("no scaled picture".into()))?;
+                let pic = picture_for(r);
                 results.push(r.encode(pic, new_group, tag));
             }
         }
@@ -679,5 +760,227 @@ impl Ladder {
         let mut c = Catalog::new(generated_at_ms);
         c.tracks = self.catalog_tracks(namespace);
         c
+    }
+}
+
+/// Pictures that may wait in front of each rung's worker. Two: the worker in front can
+/// hand on the next picture while this one encodes, and a slow rung holds up the rungs
+/// above it (and so the pushing thread, which then drops by its own rule) after two frames
+/// instead of letting latency grow.
+const PIPELINE_DEPTH: usize = 2;
+
+/// Where a [`Pipeline`]'s encoded frames go: called on the worker thread of the rung that
+/// made them, so it must be cheap (e.g. a channel send).
+pub type Sink = Arc<dyn Fn(Result<Vec<EncodedFrame>, Error>) + Send + Sync>;
+
+/// What travels down the pipeline with one source frame.
+struct Job {
+    /// The source picture.
+    source: Arc<I420>,
+    /// The smallest picture made so far for this frame (the rung above's, scaled).
+    nearest: Arc<I420>,
+    plan: Arc<Plan>,
+}
+
+/// The ladder on worker threads, one per rung, chained from the highest rung to the lowest:
+///
+/// ```text
+/// push(picture) ─► grid (groups, frame-rate decimation, wanted rungs)
+///   ─► [720p worker] scale (if needed) ─► hand on ─► [360p worker] scale ─► hand on ─► [180p …]
+///          └─ encode ─► sink                             └─ encode ─► sink
+/// ```
+///
+/// Each worker hands its scaled picture to the next rung before it encodes, so every rung's
+/// encoder runs at the same time as the others and as the caller's decoding; each rung
+/// scales from the rung above (a quarter of the pixels of the source for the third rung),
+/// and a rung of the source's size encodes the source picture itself, without a copy.
+/// Queues between the workers hold [`PIPELINE_DEPTH`] pictures: a rung that falls behind
+/// makes [`Pipeline::push`] wait rather than letting frames of one rung drift away from
+/// the others. Group IDs and key frames are decided by the pushing thread, as in
+/// [`Ladder::push`], so group N of every rung starts at the same source frame.
+pub struct Pipeline {
+    config: LadderConfig,
+    grid: Grid,
+    codec_strings: Vec<String>,
+    head: Option<mpsc::SyncSender<Job>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("rungs", &self.config.rungs)
+            .field("next_input", &self.grid.next_input)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Pipeline::push`] did with a frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// Rungs that encode this frame.
+    pub encoding: usize,
+    /// Rungs that are not encoding now (not wanted, or waiting for the next group start).
+    pub idle: usize,
+}
+
+impl Ladder {
+    /// Moves the ladder's encoders onto worker threads (see [`Pipeline`]); every encoded
+    /// frame, or encoder error, is handed to `sink` on the worker that made it. The ladder's
+    /// state (groups so far, wanted rungs) carries over.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if a worker thread cannot be started.
+    pub fn into_pipeline(self, sink: Sink) -> Result<Pipeline, Error> {
+        let Ladder { config, rungs, grid, .. } = self;
+        let codec_strings = rungs.iter().map(|r| r.codec_string.clone()).collect();
+        let mut next: Option<mpsc::SyncSender<Job>> = None;
+        let mut workers = Vec::new();
+        // Built from the lowest rung up: each worker needs the sender of the one below.
+        for rung in rungs.into_iter().rev() {
+            let (tx, rx) = mpsc::sync_channel::<Job>(PIPELINE_DEPTH);
+            let below = next.take();
+            let sink = sink.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("ladder-{}", rung.rung.name))
+                .spawn(move || worker(rung, rx, below, sink))
+                .map_err(|e| Error::Encode {
+                    codec: "ladder",
+                    message: format!("starting a worker thread: {e}"),
+                })?;
+            workers.push(handle);
+            next = Some(tx);
+        }
+        Ok(Pipeline { config, grid, codec_strings, head: next, workers })
+    }
+}
+
+/// One rung's worker: takes each job, scales the picture if this rung encodes it, hands it
+/// on to the rung below, then encodes.
+fn worker(
+    mut rung: RungState,
+    input: mpsc::Receiver<Job>,
+    below: Option<mpsc::SyncSender<Job>>,
+    sink: Sink,
+) {
+    let mut scaler = Scaler::new();
+    let (w, h) = (rung.rung.width, rung.rung.height);
+    let i = rung.index;
+    let mut was_active = false;
+    let drain = |rung: &mut RungState| match rung.flush() {
+        Ok(f) if f.is_empty() => {}
+        r => sink(r),
+    };
+    while let Ok(job) = input.recv() {
+        let active = job.plan.active[i];
+        if was_active && !active {
+            drain(&mut rung);
+        }
+        was_active = active;
+        let tag = job.plan.tags[i];
+        let mut own: Option<Arc<I420>> = None;
+        if tag.is_some() {
+            let from = if job.nearest.width >= w && job.nearest.height >= h {
+                &job.nearest
+            } else {
+                &job.source
+            };
+            if (from.width, from.height) == (w, h) {
+                own = Some(from.clone());
+            } else {
+                match scaler.scale(from, w, h) {
+                    Ok(p) => own = Some(Arc::new(p)),
+                    Err(e) => sink(Err(e)),
+                }
+            }
+        }
+        if let Some(below) = &below {
+            let nearest = own.clone().unwrap_or_else(|| job.nearest.clone());
+            // A worker below that stopped leaves its rung silent; this one goes on.
+            let _ = below.send(Job { source: job.source.clone(), nearest, plan: job.plan.clone() });
+        }
+        if let (Some(tag), Some(picture)) = (tag, own) {
+            sink(rung.encode(&picture, job.plan.new_group, tag));
+        }
+    }
+    drop(below);
+    drain(&mut rung);
+}
+
+impl Pipeline {
+    /// The configuration in force.
+    pub fn config(&self) -> &LadderConfig {
+        &self.config
+    }
+
+    /// The WebCodecs codec string of rung `rung`, as learnt when the ladder was built.
+    pub fn codec_string(&self, rung: usize) -> Option<&str> {
+        self.codec_strings.get(rung).map(String::as_str)
+    }
+
+    /// Encodes `frame` captured at `capture_us` on every active rung. Returns once the top
+    /// rung's worker has taken it: at once while the workers keep up, after up to a frame's
+    /// encoding time when they are [`PIPELINE_DEPTH`] frames behind.
+    ///
+    /// # Errors
+    /// [`Error::InvalidFrame`] for an inconsistent picture, [`Error::Encode`] if the workers
+    /// have stopped.
+    pub fn push(&mut self, frame: Arc<I420>, capture_us: u64) -> Result<Pushed, Error> {
+        frame.validate()?;
+        let plan = self.grid.plan(capture_us);
+        let pushed = Pushed {
+            encoding: plan.tags.iter().filter(|t| t.is_some()).count(),
+            idle: plan.active.iter().filter(|a| !**a).count(),
+        };
+        let stopped =
+            || Error::Encode { codec: "ladder", message: "the ladder's workers stopped".into() };
+        let head = self.head.as_ref().ok_or_else(stopped)?;
+        let job = Job { source: frame.clone(), nearest: frame, plan: Arc::new(plan) };
+        head.send(job).map_err(|_| stopped())?;
+        Ok(pushed)
+    }
+
+    /// Makes every active rung start a new group at the next pushed frame.
+    pub fn request_key_frame(&mut self) {
+        self.grid.key_requested = true;
+    }
+
+    /// Starts or stops encoding rung `rung`, as [`Ladder::set_rung_wanted`]: a stopped rung
+    /// stops from the next pushed frame on (its worker drains an AV1 encoder to the sink); a
+    /// started one begins at the next group start.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unknown rung.
+    pub fn set_rung_wanted(&mut self, rung: usize, wanted: bool) -> Result<(), Error> {
+        if rung >= self.grid.wanted.len() {
+            return Err(Error::Config(format!("no rung {rung}")));
+        }
+        self.grid.set_wanted(rung, wanted);
+        Ok(())
+    }
+
+    /// Whether rung `rung` is being encoded now (before the first frame: whether it will).
+    pub fn rung_active(&self, rung: usize) -> bool {
+        let state = if self.grid.started { &self.grid.active } else { &self.grid.wanted };
+        state.get(rung).copied().unwrap_or(false)
+    }
+
+    /// Ends the stream: every worker encodes what it holds, drains its encoder to the sink
+    /// and stops. Returns when all have stopped.
+    pub fn finish(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.head = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -14,9 +14,11 @@
 //! publisher ──► <b>/source ──► loopback MoQT session of the ingest
 //!                                ├─ audio objects ───────────────────────────────┐
 //!                                └─ video objects ─► decoder thread ─► queue ─► ladder thread
-//!                                                                     (bounded,   (scale+encode,
-//!                                                                      drops)      every rung)
-//!                                                                                    │
+//!                                                                     (bounded,   (drops by lag,
+//!                                                                      drops)      groups, rungs)
+//!                                                            one worker per rung ◄───┘
+//!                                                  720p ─► 360p ─► 180p (scale from the rung
+//!                                                    │       │       │   above, then encode)
 //!               <b>: catalog, audio, video/* ◄── Publisher (PUBLISH_NAMESPACE <b>) ◄─┘
 //! ```
 //!
@@ -29,9 +31,17 @@
 //! as for `tiermesh pub`: a NEW GROUP REQUEST makes every rung start a new group at the next
 //! frame ([`Ladder::request_key_frame`]).
 //!
-//! Real time comes first. Decoding and encoding run on two dedicated OS threads per
-//! broadcast, never on the async runtime. The decoder decodes every source frame (so
-//! references stay intact); decoded pictures wait for the ladder in a bounded queue. The
+//! Real time comes first. Decoding and encoding run on dedicated OS threads per broadcast,
+//! never on the async runtime: a decoder thread, a ladder thread that decides groups and
+//! drops, and one worker per rung ([`tiermesh_codec::ladder::Pipeline`]), so decoding,
+//! scaling and every rung's encoder run side by side on as many cores as there are. Pictures
+//! are shared between the stages, not copied; a rung of the source's size encodes the
+//! decoded picture itself, and each lower rung scales from the rung above. Only watched
+//! rungs are encoded: a rung starts with a key frame at the ladder's next group start once
+//! the relay subscribes to its track, and stops when the last subscription ends
+//! ([`IngestStats::rung_frames_idle`] counts what that saved). The decoder decodes every
+//! source frame (so references stay intact); decoded pictures wait for the ladder in a
+//! bounded queue. The
 //! ladder drops, rather than encodes, a picture captured more than [`IngestConfig::max_lag`]
 //! (200 ms) before the newest decoded one, and a picture that finds the queue
 //! ([`IngestConfig::queue`]) full is dropped too: dropped frames are counted in
@@ -56,7 +66,7 @@ use tiermesh_client::publish::{Publisher, Source, now_us};
 use tiermesh_client::synthetic::{self, BroadcastSpec, TrackKind, TrackSpec};
 use tiermesh_client::transport::ClientTls;
 use tiermesh_codec::catalog::{Catalog, Track};
-use tiermesh_codec::ladder::{GroupLength, Rung};
+use tiermesh_codec::ladder::{GroupLength, Rung, Sink};
 use tiermesh_codec::{Codec, I420, Ladder, LadderConfig, av1, h264};
 use tiermesh_proto::catalog::CATALOG_TRACK_NAME;
 use tiermesh_proto::ext::Extensions;
@@ -315,6 +325,12 @@ pub struct IngestStats {
     pub audio_objects: u64,
     /// NEW GROUP REQUESTs that reached the ladder.
     pub key_frame_requests: u64,
+    /// Rung frames encoded: each source frame pushed through the ladder counts once per
+    /// rung that encoded it.
+    pub rung_frames_encoded: u64,
+    /// Rung frames not encoded because the rung was idle: nobody subscribed to it, or it
+    /// waits for the next group start to begin.
+    pub rung_frames_idle: u64,
 }
 
 #[derive(Debug, Default)]
@@ -329,6 +345,8 @@ struct Counters {
     video_objects: AtomicU64,
     audio_objects: AtomicU64,
     key_frame_requests: AtomicU64,
+    rung_frames_encoded: AtomicU64,
+    rung_frames_idle: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -349,6 +367,8 @@ impl Counters {
             video_objects: g(&self.video_objects),
             audio_objects: g(&self.audio_objects),
             key_frame_requests: g(&self.key_frame_requests),
+            rung_frames_encoded: g(&self.rung_frames_encoded),
+            rung_frames_idle: g(&self.rung_frames_idle),
         }
     }
 }
@@ -389,7 +409,7 @@ impl Ingest {
         );
         let _ = writeln!(out, "# TYPE tiermesh_ingest_broadcasts gauge");
         let _ = writeln!(out, "tiermesh_ingest_broadcasts {}", s.broadcasts);
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 11] = [
             ("frames_in", "Source video objects received by the ingest.", s.frames_in),
             ("frames_decoded", "Source frames decoded into pictures.", s.frames_decoded),
             ("frames_encoded", "Source frames pushed through the ladder.", s.frames_encoded),
@@ -402,6 +422,12 @@ impl Ingest {
                 "key_frame_requests",
                 "NEW GROUP REQUESTs that reached the ladder.",
                 s.key_frame_requests,
+            ),
+            ("rung_frames_encoded", "Rung frames encoded, all rungs.", s.rung_frames_encoded),
+            (
+                "rung_frames_idle",
+                "Rung frames not encoded because nobody watched the rung.",
+                s.rung_frames_idle,
             ),
         ];
         for (name, help, value) in counters {
@@ -653,9 +679,9 @@ struct Sample {
     payload: Bytes,
 }
 
-/// One decoded picture on its way to the ladder.
+/// One decoded picture on its way to the ladder (shared, not copied, by the rungs).
 struct Picture {
-    image: I420,
+    image: Arc<I420>,
     capture_us: u64,
 }
 
@@ -728,7 +754,8 @@ fn decode_loop(
             Ok(Some(image)) => {
                 stats.add(|c| &c.frames_decoded, 1);
                 newest.fetch_max(s.capture_us, Ordering::Relaxed);
-                match output.try_send(Picture { image, capture_us: s.capture_us }) {
+                let picture = Picture { image: Arc::new(image), capture_us: s.capture_us };
+                match output.try_send(picture) {
                     Ok(()) => {}
                     Err(mpsc::TrySendError::Full(_)) => {
                         stats.add(|c| &c.frames_dropped, 1);
@@ -786,17 +813,40 @@ impl Output {
     }
 }
 
-/// The ladder thread: scales and encodes every picture on every rung, dropping those
-/// captured more than `max_lag_us` before the newest decoded one.
+/// The ladder's pushing thread: drops pictures captured more than `max_lag_us` before the
+/// newest decoded one, applies key-frame requests and which rungs are watched, and hands
+/// the rest to the ladder's pipeline (one worker thread per rung: scaling from the rung
+/// above and encoding run side by side, and beside the decoder).
+#[allow(clippy::too_many_arguments)]
 fn encode_loop(
-    mut ladder: Ladder,
+    ladder: Ladder,
     input: mpsc::Receiver<Picture>,
     newest: Arc<AtomicU64>,
     max_lag_us: u64,
     key_request: Arc<AtomicBool>,
+    watched: Arc<[AtomicBool]>,
     output: Output,
     stats: Stats,
 ) {
+    let sink: Sink = {
+        let stats = stats.clone();
+        Arc::new(move |r: Result<Vec<tiermesh_codec::EncodedFrame>, tiermesh_codec::Error>| match r
+        {
+            Ok(frames) => output.send(frames, &stats),
+            Err(e) => {
+                stats.add(|c| &c.encode_errors, 1);
+                tracing::warn!(error = %e, "ingest: encoding a frame failed");
+            }
+        })
+    };
+    let mut pipeline = match ladder.into_pipeline(sink) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "ingest: the ladder's workers did not start");
+            return;
+        }
+    };
+    let mut applied: Vec<Option<bool>> = vec![None; watched.len()];
     while let Ok(p) = input.recv() {
         let lag = newest.load(Ordering::Relaxed).saturating_sub(p.capture_us);
         if lag > max_lag_us {
@@ -805,24 +855,32 @@ fn encode_loop(
             continue;
         }
         if key_request.swap(false, Ordering::Relaxed) {
-            ladder.request_key_frame();
+            pipeline.request_key_frame();
             stats.add(|c| &c.key_frame_requests, 1);
         }
-        match ladder.push(&p.image, p.capture_us) {
-            Ok(frames) => {
+        for (rung, (flag, applied)) in watched.iter().zip(&mut applied).enumerate() {
+            let want = flag.load(Ordering::Relaxed);
+            if *applied != Some(want) {
+                *applied = Some(want);
+                let _ = pipeline.set_rung_wanted(rung, want);
+                tracing::debug!(rung, watched = want, "ingest: rung watched or not");
+            }
+        }
+        match pipeline.push(p.image, p.capture_us) {
+            Ok(pushed) => {
                 stats.add(|c| &c.frames_encoded, 1);
-                output.send(frames, &stats);
+                stats.add(|c| &c.rung_frames_encoded, pushed.encoding as u64);
+                stats.add(|c| &c.rung_frames_idle, pushed.idle as u64);
             }
             Err(e) => {
                 stats.add(|c| &c.encode_errors, 1);
-                tracing::warn!(error = %e, "ingest: encoding a frame failed");
+                tracing::warn!(error = %e, "ingest: the ladder stopped");
+                break;
             }
         }
     }
-    match ladder.flush() {
-        Ok(frames) => output.send(frames, &stats),
-        Err(e) => tracing::debug!(error = %e, "ingest: flushing the ladder failed"),
-    }
+    // Every worker encodes what it holds and drains its encoder before this returns.
+    pipeline.finish();
 }
 
 /// The publishing side's view of one ingested broadcast: objects come from the ladder
@@ -833,6 +891,10 @@ struct IngestSource {
     catalog_due: Option<u64>,
     rx: mpsc::Receiver<synthetic::Object>,
     key_request: Arc<AtomicBool>,
+    /// Per track of `spec`, the ladder rung it carries.
+    track_rung: Vec<Option<usize>>,
+    /// Per rung, whether somebody subscribed to its track.
+    watched: Arc<[AtomicBool]>,
 }
 
 impl Source for IngestSource {
@@ -868,6 +930,14 @@ impl Source for IngestSource {
     fn request_key_frame(&mut self) {
         self.key_request.store(true, Ordering::Relaxed);
     }
+
+    fn subscribers_changed(&mut self, track: usize, subscribers: usize) {
+        if let Some(&Some(rung)) = self.track_rung.get(track)
+            && let Some(flag) = self.watched.get(rung)
+        {
+            flag.store(subscribers > 0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The tracks and catalog of the ladder broadcast.
@@ -876,6 +946,8 @@ struct Layout {
     catalog: Catalog,
     audio_track: Option<usize>,
     rung_track: Vec<usize>,
+    /// Per track, the rung it carries.
+    track_rung: Vec<Option<usize>>,
 }
 
 fn layout(ladder: &Ladder, audio: Option<&Track>) -> Layout {
@@ -914,8 +986,12 @@ fn layout(ladder: &Ladder, audio: Option<&Track>) -> Layout {
             delivery_timeout: Some(Duration::from_secs(1)),
         });
     }
-    let rung_track = (0..n).map(|i| first_video + (n - 1 - i)).collect();
-    Layout { spec: BroadcastSpec { tracks }, catalog, audio_track, rung_track }
+    let rung_track: Vec<usize> = (0..n).map(|i| first_video + (n - 1 - i)).collect();
+    let mut track_rung = vec![None; tracks.len()];
+    for (rung, &track) in rung_track.iter().enumerate() {
+        track_rung[track] = Some(rung);
+    }
+    Layout { spec: BroadcastSpec { tracks }, catalog, audio_track, rung_track, track_rung }
 }
 
 /// Ingests one broadcast until its source ends or the session closes.
@@ -1007,11 +1083,15 @@ async fn ingest(
             .name(format!("ingest-decode {name}"))
             .spawn(move || decode_loop(decoder, sample_rx, backlog, picture_tx, newest, stats))?;
     }
+    // No rung is encoded until somebody subscribes to it (the relay subscribes here once
+    // per track, for all its viewers).
+    let watched: Arc<[AtomicBool]> =
+        layout.rung_track.iter().map(|_| AtomicBool::new(false)).collect();
     {
-        let (key_request, stats) = (key_request.clone(), stats.clone());
+        let (key_request, watched, stats) = (key_request.clone(), watched.clone(), stats.clone());
         let max_lag_us = u64::try_from(config.max_lag.as_micros()).unwrap_or(u64::MAX);
         std::thread::Builder::new().name(format!("ingest-ladder {name}")).spawn(move || {
-            encode_loop(ladder, picture_rx, newest, max_lag_us, key_request, output, stats)
+            encode_loop(ladder, picture_rx, newest, max_lag_us, key_request, watched, output, stats)
         })?;
     }
 
@@ -1021,6 +1101,8 @@ async fn ingest(
         catalog_due: Some(now_us()),
         rx: out_rx,
         key_request,
+        track_rung: layout.track_rung,
+        watched,
     };
     // No request token: the session's (CLIENT_SETUP) covers the ingest prefix.
     let mut publisher = Publisher::with_source(broadcast.clone(), source, None);
@@ -1305,13 +1387,15 @@ mod tests {
         // Ten pictures queued while the decoder is already at 300 ms.
         for i in 0..10u32 {
             let capture_us = u64::from(i) * 33_333;
-            picture_tx.send(Picture { image: pattern.next_frame(i), capture_us }).unwrap();
+            let image = Arc::new(pattern.next_frame(i));
+            picture_tx.send(Picture { image, capture_us }).unwrap();
         }
         drop(picture_tx);
         let newest = Arc::new(AtomicU64::new(300_000));
         let s = stats();
         let flag = Arc::new(AtomicBool::new(false));
-        encode_loop(ladder, picture_rx, newest, 200_000, flag, output, s.clone());
+        let watched: Arc<[AtomicBool]> = Arc::new([AtomicBool::new(true)]);
+        encode_loop(ladder, picture_rx, newest, 200_000, flag, watched, output, s.clone());
         let got = s.own.snapshot();
         // 0, 33, 67 and 100 ms are more than 200 ms behind 300 ms.
         assert_eq!((got.frames_dropped, got.frames_encoded), (4, 6), "{got:?}");
@@ -1355,6 +1439,8 @@ mod tests {
             catalog_due: Some(0),
             rx: out_rx,
             key_request: key_request.clone(),
+            track_rung: layout.track_rung.clone(),
+            watched: Arc::new([AtomicBool::new(true), AtomicBool::new(true)]),
         };
         let output = Output { tx: out_tx, rung_track: layout.rung_track.clone(), group_base: 1000 };
         let (picture_tx, picture_rx) = mpsc::sync_channel(1);
@@ -1362,14 +1448,16 @@ mod tests {
         let encoder = {
             let s = s.clone();
             let newest = Arc::new(AtomicU64::new(0));
+            let watched = source.watched.clone();
             std::thread::spawn(move || {
-                encode_loop(ladder, picture_rx, newest, 200_000, key_request, output, s)
+                encode_loop(ladder, picture_rx, newest, 200_000, key_request, watched, output, s)
             })
         };
         let pattern = test_pattern::Generator::new(320, 180, 30.0).unwrap();
         let push = |i: u32| {
             let capture_us = 1_000_000 + u64::from(i) * 33_333;
-            picture_tx.send(Picture { image: pattern.next_frame(i), capture_us }).unwrap();
+            let image = Arc::new(pattern.next_frame(i));
+            picture_tx.send(Picture { image, capture_us }).unwrap();
         };
         let catalog = source.poll_object(0).unwrap();
         assert_eq!(catalog.track, 0);
