@@ -155,6 +155,8 @@ struct State {
     sessions: Option<u64>,
     /// Learned relays a dial task is running for.
     dialing: HashSet<RelayName>,
+    /// Mesh addresses a draining peer's GOAWAY sent this relay to, with a dial task running.
+    redirects: HashSet<String>,
 }
 
 /// The relay's mesh: its routing node and its links.
@@ -168,6 +170,8 @@ pub(crate) struct Mesh {
     draining: std::sync::atomic::AtomicBool,
     next_session: AtomicU64,
     server: Mutex<Option<Server>>,
+    /// The relay's stop signal, kept for dial tasks started later (GOAWAY redirects).
+    stop: Mutex<Option<watch::Receiver<bool>>>,
     local_addr: SocketAddr,
     client_tls: ClientTls,
     /// Our `PeerHello`, sent in SETUP.
@@ -250,12 +254,14 @@ impl Mesh {
                 published: BTreeSet::new(),
                 sessions: None,
                 dialing: HashSet::new(),
+                redirects: HashSet::new(),
             }),
             wake: Notify::new(),
             link_gone: Notify::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             next_session: AtomicU64::new(MESH_SESSION_BASE),
             server: Mutex::new(Some(server)),
+            stop: Mutex::new(None),
             local_addr,
             client_tls,
             hello,
@@ -394,6 +400,7 @@ impl Mesh {
             return;
         };
         self.register_metrics(&ctx);
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop.clone());
         let mesh = self.clone();
         let accept_ctx = ctx.clone();
         let mut accept_stop = stop.clone();
@@ -764,6 +771,7 @@ impl Mesh {
         // client session's do.
         let mut drops = tiermesh_client::scheduler::Stats::default();
         let mut tally = tokio::time::interval(DROP_TALLY);
+        let mut redirect = None;
         loop {
             tokio::select! {
                 _ = tally.tick() => {
@@ -777,9 +785,14 @@ impl Mesh {
                     }
                     Some(Event::Goaway { uri }) => {
                         // The peer drains: its routes go now, and the tracks it carried
-                        // move to the next best route at once (see `reroute`).
+                        // move to the next best route at once (see `reroute`). A new URI
+                        // (only a relay this one dialled may name one) is another relay
+                        // to link to instead.
                         tracing::info!(peer = %name, %uri, "mesh peer going away: link closed");
                         conn.close(TerminationCode::NoError, "peer going away");
+                        if !uri.is_empty() && !accepted {
+                            redirect = Some(uri);
+                        }
                         break;
                     }
                     Some(e) => crate::session::handle(&ctx, &conn, session, Some(self.grant.clone()), e),
@@ -797,10 +810,65 @@ impl Mesh {
                 st.node.handle_peer_down(Instant::now(), peer.as_str());
             }
         }
+        if let Some(uri) = redirect {
+            self.follow_goaway(&ctx, uri);
+        }
         let reason = conn.closed().await;
         tracing::info!(peer = %name, %reason, "mesh link down");
         self.link_gone.notify_waiters();
         self.wake();
+    }
+
+    /// Links to the mesh address a draining peer's GOAWAY named (draft-16 §9.4: the client
+    /// of a session that receives a new URI connects there), unless this relay is draining
+    /// too, the address is its own, or it already links to (or dials) that relay. The dial
+    /// is retried like a seed's while this relay has no other link to the relay found there.
+    fn follow_goaway(self: &Arc<Self>, ctx: &Arc<Ctx>, uri: String) {
+        if self.draining.load(Ordering::Relaxed) || self.config.advertise.as_deref() == Some(&uri) {
+            return;
+        }
+        let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return;
+        };
+        if uri.parse::<Url>().is_err() {
+            tracing::warn!(%uri, "mesh GOAWAY names an address that is not a URL: ignored");
+            return;
+        }
+        {
+            let mut st = self.lock();
+            let known = st
+                .node
+                .members()
+                .into_iter()
+                .find(|m| m.mesh_addr.as_deref() == Some(uri.as_str()))
+                .map(|m| m.name);
+            if known.is_some_and(|n| st.links.contains_key(&n) || st.dialing.contains(&n))
+                || !st.redirects.insert(uri.clone())
+            {
+                tracing::info!(%uri, "mesh GOAWAY: already linked to the relay it names");
+                return;
+            }
+        }
+        tracing::info!(%uri, "mesh GOAWAY: linking to the relay it names");
+        let mesh = self.clone();
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let check = mesh.clone();
+            let addr = uri.clone();
+            // Wanted until another link (the discover policy's, say) reaches that relay.
+            let wanted = move || {
+                let st = check.lock();
+                let linked_elsewhere = st
+                    .node
+                    .members()
+                    .into_iter()
+                    .find(|m| m.mesh_addr.as_deref() == Some(addr.as_str()))
+                    .is_some_and(|m| st.links.contains_key(&m.name));
+                !linked_elsewhere
+            };
+            mesh.dial_loop(ctx, stop, &uri, None, wanted).await;
+            mesh.lock().redirects.remove(&uri);
+        });
     }
 
     /// Starts draining the mesh side of the relay: refuses new mesh links and sends GOAWAY
@@ -810,7 +878,7 @@ impl Mesh {
     /// and re-route the tracks they received through this relay.
     pub(crate) async fn goaway_links(&self) {
         self.draining.store(true, Ordering::Relaxed);
-        let (links, next): (Vec<(Connection, bool)>, String) = {
+        let links: Vec<(Connection, String)> = {
             let st = self.lock();
             let mut other: Vec<_> = st
                 .node
@@ -821,12 +889,25 @@ impl Mesh {
                 .filter_map(|m| m.mesh_addr.map(|a| (m.name, a)))
                 .collect();
             other.sort();
-            let next = other.first().map(|(_, a)| a.to_string()).unwrap_or_default();
-            (st.links.values().map(|l| (l.conn.clone(), l.accepted)).collect(), next)
+            st.links
+                .iter()
+                .map(|(peer, l)| {
+                    // Never the peer itself: a relay of this region that dialled this one
+                    // is sent to the next one.
+                    let next = other
+                        .iter()
+                        .find(|(n, _)| n != peer)
+                        .filter(|_| l.accepted)
+                        .map(|(_, a)| a.to_string())
+                        .unwrap_or_default();
+                    (l.conn.clone(), next)
+                })
+                .collect()
         };
-        tracing::info!(links = links.len(), next = %next, "mesh draining: GOAWAY on mesh links");
-        for (conn, accepted) in links {
-            if let Err(e) = conn.goaway(if accepted { &next } else { "" }).await {
+        tracing::info!(links = links.len(), "mesh draining: GOAWAY on mesh links");
+        for (conn, next) in links {
+            tracing::info!(peer = %conn.peer(), %next, "mesh GOAWAY");
+            if let Err(e) = conn.goaway(&next).await {
                 tracing::debug!(error = %e, "mesh GOAWAY not sent");
             }
         }
