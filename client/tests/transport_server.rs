@@ -83,7 +83,12 @@ async fn a_server_dials_another_from_its_own_port() {
 
 #[tokio::test]
 async fn every_congestion_controller_carries_a_megabyte() {
-    for cc in [CongestionControl::Cubic, CongestionControl::Bbr, CongestionControl::NewReno] {
+    for cc in [
+        CongestionControl::Cubic,
+        CongestionControl::Bbr,
+        CongestionControl::NewReno,
+        CongestionControl::Delay,
+    ] {
         let config = TransportConfig::default().congestion(cc);
         let (mut server, cert) = server_with(config.clone());
         let url = url(&server, "moqt", "/");

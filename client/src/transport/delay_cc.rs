@@ -154,6 +154,10 @@ struct Round {
     lost: u64,
     /// Every acknowledgement of the round came while the sender was app-limited.
     app_limited: bool,
+    /// Bytes acknowledged in the current batch of acknowledgements.
+    batch: u64,
+    /// The most bytes in flight before a batch of acknowledgements.
+    in_flight_max: u64,
 }
 
 impl Round {
@@ -186,6 +190,8 @@ pub(crate) struct Delay {
     decreases: u64,
     /// The time of the last acknowledgement.
     now: Instant,
+    /// The most bytes in flight in the last completed round.
+    in_flight_max: u64,
 }
 
 impl Delay {
@@ -208,6 +214,7 @@ impl Delay {
             loss_rate: 0.0,
             decreases: 0,
             now,
+            in_flight_max: 0,
         }
     }
 
@@ -265,10 +272,14 @@ impl Delay {
         self.round.min_rtt = Some(round_min);
         self.round.samples += 1;
         self.round.acked += bytes;
+        self.round.batch += bytes;
         self.round.app_limited &= app_limited;
-        if app_limited {
-            // The window was not what limited sending: growing it would only let a later
-            // burst overflow the queue.
+        if app_limited && self.window >= 2 * self.in_flight_max {
+            // The window is not what limits sending and already holds twice what was in
+            // flight lately: growing it would only let a later burst overflow the queue.
+            // Below that it keeps growing, because the send scheduler offers only what the
+            // window appears to carry (window per RTT): a window that waits for demand would
+            // never see the demand it holds back.
             return;
         }
         if self.slow_start {
@@ -288,20 +299,25 @@ impl Delay {
         }
     }
 
-    /// A batch of acknowledgements ended; `largest` is the largest packet number it acked.
-    pub(crate) fn handle_end_acks(&mut self, largest: Option<u64>) {
+    /// A batch of acknowledgements ended, leaving `in_flight` bytes unacknowledged;
+    /// `largest` is the largest packet number it acked.
+    pub(crate) fn handle_end_acks(&mut self, in_flight: u64, largest: Option<u64>) {
+        self.round.in_flight_max = self.round.in_flight_max.max(in_flight + self.round.batch);
+        self.round.batch = 0;
         let (Some(largest), Some(end)) = (largest, self.round.end) else { return };
         if largest < end {
             return;
         }
         let round = std::mem::replace(&mut self.round, Round::starting(self.last_sent));
+        self.in_flight_max = round.in_flight_max;
         let total = round.acked + round.lost;
         if total > 0 {
             let share = round.lost as f64 / total as f64;
             self.loss_rate = self.loss_rate * 7.0 / 8.0 + share / 8.0;
         }
-        let Some(rtt) = round.min_rtt else { return };
-        self.base.update(self.now, rtt);
+        let Some(round_min) = round.min_rtt else { return };
+        self.base.update(self.now, round_min);
+        let rtt = round_min;
         self.queue = self.queue_of(rtt);
         let target = self.target();
         tracing::trace!(
@@ -402,11 +418,11 @@ impl Controller for Delay {
     fn on_end_acks(
         &mut self,
         _now: Instant,
-        _in_flight: u64,
+        in_flight: u64,
         _app_limited: bool,
         largest_packet_num_acked: Option<u64>,
     ) {
-        self.handle_end_acks(largest_packet_num_acked);
+        self.handle_end_acks(in_flight, largest_packet_num_acked);
     }
 
     fn on_congestion_event(
@@ -473,7 +489,7 @@ mod tests {
             }
             for p in first..*pn {
                 cc.handle_ack(now + rtt, now, u64::from(MTU), false);
-                cc.handle_end_acks(Some(p));
+                cc.handle_end_acks(u64::from(MTU), Some(p));
             }
             now += rtt;
         }
@@ -581,7 +597,7 @@ mod tests {
         for p in 0..100 {
             cc.handle_sent(p);
             cc.handle_ack(t0 + 100 * MS, t0, u64::from(MTU), true);
-            cc.handle_end_acks(Some(p));
+            cc.handle_end_acks(u64::from(MTU), Some(p));
         }
         assert_eq!(cc.window(), start);
     }
@@ -686,7 +702,7 @@ mod tests {
                         largest = Some(p);
                     }
                 }
-                cc.handle_end_acks(largest);
+                cc.handle_end_acks(in_flight.len() as u64 * mtu, largest);
                 // Loss detection: three later packets acknowledged.
                 if let Some(l) = largest {
                     let lost: Vec<u64> =
