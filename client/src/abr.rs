@@ -52,7 +52,7 @@ pub struct AbrConfig {
 }
 
 impl AbrConfig {
-    /// Defaults for `tiers`: 400 ms latency limit held for 500 ms, 0.8 down ratio, 4 s hold
+    /// Defaults for `tiers`: 400 ms latency limit held for 1.5 s, 0.8 down ratio, 4 s hold
     /// (up to 16 s), 4 s window, capacity at least the higher tier's rate to step up.
     pub fn new(tiers: Vec<u64>) -> Self {
         Self {
@@ -65,7 +65,11 @@ impl AbrConfig {
             // as stale, a few frames) moves the average by a few percent, while a tier the
             // link cannot carry still falls below the down ratio within about two seconds.
             window: Duration::from_secs(4),
-            late_for: Duration::from_millis(500),
+            // A loss recovery on a lossy link (a tail loss, a lost retransmission, the window
+            // cut after it) holds latency up for up to about a second; a tier the link cannot
+            // carry keeps it up for good, and the throughput rule catches most such cases
+            // sooner.
+            late_for: Duration::from_millis(1500),
             // The estimate (see `Abr::capacity`) can only read low (a queue or a loss ahead
             // of a key frame stretches its arrival), never above the link's rate: a tier at
             // or below it has room on the link.
@@ -344,8 +348,8 @@ mod tests {
         feed(&mut abr, &mut t, 3, 1_500_000, 10);
         assert_eq!(abr.current(), 2);
         // The link now carries 600 kbit/s and latency climbs.
-        let tiers = feed(&mut abr, &mut t, 2, 600_000, 900);
-        assert_eq!(tiers, [2, 1], "down one boundary after the first late group");
+        let tiers = feed(&mut abr, &mut t, 3, 600_000, 900);
+        assert_eq!(tiers, [2, 2, 1], "down at the first boundary after 1.5 s late");
         assert_eq!(abr.reason(), Some("late"));
     }
 
@@ -387,7 +391,7 @@ mod tests {
         feed(&mut abr, &mut t, 6, 150_000, 10);
         assert_eq!(abr.current(), 1);
         // 500 kbit/s does not fit: late at once.
-        feed(&mut abr, &mut t, 2, 300_000, 800);
+        feed(&mut abr, &mut t, 3, 300_000, 800);
         assert_eq!(abr.current(), 0);
         assert_eq!(abr.reason(), Some("failed step up"));
         // Fits again, but the next try waits 8 s, not 4.
@@ -449,10 +453,10 @@ mod tests {
         let tiers = feed_link(
             &mut abr,
             &mut t,
-            2,
+            3,
             Link { rate: 1_400_000, latency_ms: 600, capacity: 1_000_000 },
         );
-        assert_eq!(tiers, [2, 1]);
+        assert_eq!(tiers, [2, 2, 1]);
         assert_eq!(abr.reason(), Some("late"));
     }
 
