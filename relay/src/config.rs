@@ -131,6 +131,12 @@ pub struct MeshConfig {
     /// Which learned relays to link to.
     #[serde(default)]
     pub discover: DiscoverConfig,
+    /// The routing API's map from client addresses to regions (`[mesh.client_regions]`):
+    /// address prefix (`"10.1.0.0/16"`, `"2001:db8::/32"`) to region; the longest prefix
+    /// covering an address wins. Used when a `/route` query gives no `region`: for its
+    /// `addr` parameter, else for the HTTP client's own address. Default empty.
+    #[serde(default)]
+    pub client_regions: std::collections::BTreeMap<String, String>,
 }
 
 /// Which relays learned through the mesh a relay links to (`[mesh.discover]`). Both ends of a

@@ -117,6 +117,9 @@ pub enum MeshError {
         /// The address given.
         addr: String,
     },
+    /// A `[mesh.client_regions]` entry is not an address prefix.
+    #[error("mesh.client_regions: {0}")]
+    ClientRegions(tiermesh_mesh::MeshError),
     /// A peer's address is not a URL.
     #[error("mesh peer {name}: address {addr:?} is not a URL")]
     PeerAddr {
@@ -176,6 +179,8 @@ pub(crate) struct Mesh {
     client_tls: ClientTls,
     /// Our `PeerHello`, sent in SETUP.
     hello: KeyValue,
+    /// Client address prefixes to regions, for the routing API.
+    client_regions: tiermesh_mesh::RegionMap,
     /// The grant mesh peers act under: they may subscribe to anything (they are relays of
     /// this operator, authenticated by the mesh CA).
     grant: Arc<Grant>,
@@ -228,6 +233,10 @@ impl Mesh {
         {
             return Err(MeshError::Addr { what: "advertise", addr: a.clone() });
         }
+        let mut client_regions = tiermesh_mesh::RegionMap::new();
+        for (prefix, region) in &config.client_regions {
+            client_regions.add(prefix, region).map_err(MeshError::ClientRegions)?;
+        }
         let hello = KeyValue::bytes(
             SETUP_PARAM_MESH_PEER,
             PeerHello {
@@ -265,6 +274,7 @@ impl Mesh {
             local_addr,
             client_tls,
             hello,
+            client_regions,
             grant: Arc::new(Grant {
                 subject: None,
                 publish: vec![Prefix::root()],
@@ -311,29 +321,65 @@ impl Mesh {
         self.lock().links.keys().map(|k| k.as_str().to_owned()).collect()
     }
 
-    /// The routing API: `broadcast=<namespace path>&region=<client region>` → the relay the
-    /// client should use: healthy, reachable over the mesh, in the nearest region, least
-    /// loaded. 404 if no relay of the mesh publishes the broadcast.
+    /// The routing API: `broadcast=<namespace path>` and the client's region → the relay
+    /// the client should use: healthy, reachable over the mesh, in the nearest region,
+    /// least loaded. The region is `region=<name>`, else the region `[mesh.client_regions]`
+    /// maps `addr=<ip>` to, else the one it maps the HTTP client's own address to (a
+    /// client asking for itself). 404 if no relay of the mesh publishes the broadcast; 400
+    /// if no region is given or mapped.
     pub(crate) fn route_hook(self: &Arc<Self>) -> crate::ops::RouteHook {
         let mesh = Arc::downgrade(self);
-        crate::ops::RouteHook(Arc::new(move |query: &str| {
+        crate::ops::RouteHook(Arc::new(move |query: &str, client: std::net::IpAddr| {
             let Some(mesh) = mesh.upgrade() else { return (503, error_json("mesh stopped")) };
-            mesh.answer_route(query)
+            mesh.answer_route(query, client)
         }))
     }
 
-    fn answer_route(&self, query: &str) -> (u16, String) {
+    fn answer_route(&self, query: &str, client: std::net::IpAddr) -> (u16, String) {
         let mut broadcast = None;
         let mut region = None;
+        let mut addr = None;
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             match &*k {
                 "broadcast" => broadcast = Some(v.into_owned()),
                 "region" => region = Some(v.into_owned()),
+                "addr" => addr = Some(v.into_owned()),
                 _ => {}
             }
         }
-        let (Some(broadcast), Some(region)) = (broadcast, region) else {
-            return (400, error_json("give broadcast=<namespace>&region=<region>"));
+        let Some(broadcast) = broadcast else {
+            return (
+                400,
+                error_json("give broadcast=<namespace> and region=<region> or addr=<ip>"),
+            );
+        };
+        let (region, region_from) = match (region, addr) {
+            (Some(r), _) => (r, "region"),
+            (None, Some(a)) => {
+                let Ok(ip) = a.parse::<std::net::IpAddr>() else {
+                    return (400, error_json("addr is not an IP address"));
+                };
+                match self.client_regions.region_of(ip) {
+                    Some(r) => (r.to_owned(), "addr"),
+                    None => {
+                        return (
+                            400,
+                            error_json("no region for addr: mesh.client_regions does not cover it"),
+                        );
+                    }
+                }
+            }
+            (None, None) => match self.client_regions.region_of(client) {
+                Some(r) => (r.to_owned(), "source address"),
+                None => {
+                    return (
+                        400,
+                        error_json(
+                            "give region=<region> or addr=<ip>: mesh.client_regions does not cover this client's address",
+                        ),
+                    );
+                }
+            },
         };
         let Ok(ns) = TrackNamespace::from_path(&broadcast) else {
             return (400, error_json("broadcast is not a namespace path"));
@@ -356,6 +402,7 @@ impl Mesh {
                 serde_json::json!({
                     "broadcast": broadcast,
                     "client_region": region,
+                    "client_region_from": region_from,
                     "relay": n.name.as_str(),
                     "region": &*n.region,
                     "url": &*n.url,

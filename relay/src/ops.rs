@@ -87,13 +87,14 @@ pub struct Server {
     web: Option<Arc<StaticFiles>>,
 }
 
-/// Answers `GET /route?…` (the mesh's routing API): given the query string, an HTTP status
-/// and a JSON body.
+/// Answers `GET /route?…` (the mesh's routing API): given the query string and the HTTP
+/// client's address, an HTTP status and a JSON body.
 #[derive(Clone)]
 pub struct RouteHook(pub Arc<RouteFn>);
 
-/// The function behind a [`RouteHook`]: query string in, status and JSON body out.
-pub type RouteFn = dyn Fn(&str) -> (u16, String) + Send + Sync;
+/// The function behind a [`RouteHook`]: query string and the HTTP client's (source) address
+/// in, status and JSON body out.
+pub type RouteFn = dyn Fn(&str, std::net::IpAddr) -> (u16, String) + Send + Sync;
 
 impl std::fmt::Debug for RouteHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,7 +162,15 @@ impl Server {
                         (metrics.clone(), health.clone(), route.clone(), web.clone());
                     async move {
                         Ok::<_, Infallible>(
-                            respond(&req, &metrics, &health, route.as_ref(), web.as_deref()).await,
+                            respond(
+                                &req,
+                                peer.ip(),
+                                &metrics,
+                                &health,
+                                route.as_ref(),
+                                web.as_deref(),
+                            )
+                            .await,
                         )
                     }
                 });
@@ -181,6 +190,7 @@ impl Server {
 
 async fn respond(
     req: &Request<Incoming>,
+    client: std::net::IpAddr,
     metrics: &Metrics,
     health: &Health,
     route: Option<&RouteHook>,
@@ -210,8 +220,8 @@ async fn respond(
             }
         },
         "/route" if route.is_some() => {
-            let (status, body) =
-                route.map_or((404, String::new()), |r| (r.0)(req.uri().query().unwrap_or("")));
+            let (status, body) = route
+                .map_or((404, String::new()), |r| (r.0)(req.uri().query().unwrap_or(""), client));
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             text(status, "application/json", body)
         }

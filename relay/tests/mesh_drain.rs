@@ -51,6 +51,7 @@ fn mesh_config(
         seeds: Vec::new(),
         advertise: advertise.then(|| format!("moqt://127.0.0.1:{port}")),
         discover: Default::default(),
+        client_regions: Default::default(),
     });
     c
 }

@@ -54,6 +54,7 @@ fn mesh_config(
         seeds: Vec::new(),
         advertise: None,
         discover: Default::default(),
+        client_regions: Default::default(),
     });
     c
 }
@@ -322,4 +323,65 @@ async fn routing_api_picks_a_relay_by_region() {
     assert!(body.contains("moqt://c.example:4443"), "{body}");
     m.c.shutdown().await;
     m.a.shutdown().await;
+}
+
+#[tokio::test]
+async fn routing_api_maps_client_addresses_to_regions() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tiermesh_certs::ca::generate("test mesh").unwrap();
+    let b = relay(mesh_config("b", "r2", node_dir(&ca, dir.path(), "b"), &[], 100)).await;
+    let mut config =
+        mesh_config("a", "r1", node_dir(&ca, dir.path(), "a"), &[("b", "r2", &b)], 100);
+    let regions = &mut config.mesh.as_mut().unwrap().client_regions;
+    // Loopback clients (this test) are in r2; 10.9.0.0/16 in r1, except 10.9.7.0/24.
+    regions.insert("127.0.0.0/8".into(), "r2".into());
+    regions.insert("10.9.0.0/16".into(), "r1".into());
+    regions.insert("10.9.7.0/24".into(), "r2".into());
+    let a = relay(config).await;
+    eventually("linked", || a.mesh_peers().len() == 1).await;
+    let _publisher = publisher(&a, "moqt", None).await;
+    let route = |q: &str| format!("/route?broadcast=clinic/room-42/dr-lee{q}");
+    // No region given: the HTTP client's own address (127.0.0.1) maps to r2, so b.
+    let body = within("b known", async {
+        loop {
+            let (status, body) = http_get(&a, &route("")).await;
+            if status == 200 && body.contains("\"relay\":\"b\"") {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["client_region"].as_str(), v["region"].as_str()), (Some("r2"), Some("r2")));
+    assert_eq!(v["client_region_from"], "source address");
+    // An address given in the query (a front end asking for its client): longest prefix.
+    let (status, body) = http_get(&a, &route("&addr=10.9.1.2")).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["relay"].as_str(), v["client_region_from"].as_str()), (Some("a"), Some("addr")));
+    let (_, body) = http_get(&a, &route("&addr=10.9.7.20")).await;
+    assert!(body.contains("\"relay\":\"b\""), "{body}");
+    // An explicit region wins over any address.
+    let (_, body) = http_get(&a, &route("&region=r1&addr=10.9.7.20")).await;
+    assert!(body.contains("\"relay\":\"a\""), "{body}");
+    // Addresses no prefix covers, and bad addresses, are refused with the reason.
+    let (status, body) = http_get(&a, &route("&addr=192.168.1.1")).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("does not cover"), "{body}");
+    let (status, body) = http_get(&a, &route("&addr=not-an-ip")).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("not an IP address"), "{body}");
+    // B has no map: a loopback client must name its region.
+    let (status, body) = http_get(&b, &route("")).await;
+    assert_eq!(status, 400, "{body}");
+    a.shutdown().await;
+    b.shutdown().await;
+    // A prefix that is not one stops the relay at start-up, naming the key.
+    let mut bad = mesh_config("c", "r1", node_dir(&ca, dir.path(), "c"), &[], 100);
+    bad.mesh.as_mut().unwrap().client_regions.insert("10.0.0.0/40".into(), "r1".into());
+    let Err(err) = tiermesh_relay::Relay::start(bad).await else {
+        panic!("a bad prefix is refused");
+    };
+    assert!(err.to_string().contains("mesh.client_regions"), "{err}");
 }
