@@ -8,7 +8,9 @@
 //! tier, so switching tiers at a group boundary decodes without an error; the audio arrives
 //! byte for byte as the publisher sent it; a downstream NEW GROUP REQUEST reaches the
 //! ingest through the relay and cuts the running group short (checked on 180p; the ingest's
-//! unit test checks that every rung starts the new group at the same frame).
+//! unit test checks that every rung starts the new group at the same frame). While nobody
+//! watches, no rung is encoded (the source is still decoded); a tier that gets its first
+//! viewer starts with a key frame, and /metrics counts the rung frames left idle.
 
 mod common;
 mod source;
@@ -150,6 +152,21 @@ async fn ingest_makes_a_ladder_that_decodes_on_every_tier_and_switches_at_group_
     let audio = catalog.tracks.iter().find(|t| t.role.as_deref() == Some("audio"));
     assert_eq!(audio.map(|a| (a.name.as_str(), a.codec.as_deref())), Some(("audio", Some("opus"))));
 
+    // Nobody watches a tier yet: the source is decoded, but no rung is encoded.
+    let idle = common::within_for("15 source frames", Duration::from_secs(30), async {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tick.tick().await;
+            let s = relay.ingest_stats().unwrap();
+            if s.frames_encoded >= 15 {
+                return s;
+            }
+        }
+    })
+    .await;
+    assert_eq!(idle.rung_frames_encoded, 0, "rungs encoded with nobody watching: {idle:?}");
+    assert!(idle.rung_frames_idle >= 3 * 15, "{idle:?}");
+
     // Record every tier and the audio of both broadcasts side by side.
     let mut recordings = Vec::new();
     for t in &video {
@@ -174,6 +191,18 @@ async fn ingest_makes_a_ladder_that_decodes_on_every_tier_and_switches_at_group_
         "metrics say {decoded} frames decoded, the ingest {}",
         stats.frames_decoded
     );
+    let idle_metric: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tiermesh_ingest_rung_frames_idle_total "))
+        .and_then(|v| v.parse().ok())
+        .context("tiermesh_ingest_rung_frames_idle_total in /metrics")?;
+    ensure!(idle_metric >= idle.rung_frames_idle, "idle rung frames on /metrics: {idle_metric}");
+    // Watched, every rung is encoded; each tier's first frame is a key frame.
+    ensure!(stats.rung_frames_encoded > idle.rung_frames_encoded, "{stats:?}");
+    for (t, objects) in video.iter().zip(&tiers) {
+        let first = objects.first().with_context(|| format!("{}: nothing arrived", t.name))?;
+        ensure!(first.object_id == 0, "{}: starts at object {}", t.name, first.object_id);
+    }
 
     // A downstream NEW GROUP REQUEST reaches the ingest through the relay, and every rung
     // starts a new group at the next frame: the running group of 180p is cut short.
