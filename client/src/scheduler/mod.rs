@@ -84,7 +84,10 @@
 //!
 //! **A small buffer in QUIC.** A write never exceeds the [`SendBudget`]'s allowance:
 //! what the congestion window can take now plus a headroom of `max(cwnd / 4, 4 KiB)`,
-//! minus what QUIC already holds unsent. Bytes written to QUIC are committed; keeping them
+//! minus what QUIC already holds unsent ahead of it: of the unsent bytes, the share of the
+//! object's level and the more important ones (each level's share of recent writes), since
+//! quinn sends those first and less important bytes there do not hold it back; all levels
+//! together stay within twice that. Bytes written to QUIC are committed; keeping them
 //! to about a quarter window means a newly arrived audio frame waits at most about a
 //! quarter RTT behind video already handed over. One write is at most one quantum, so a
 //! large key frame goes out in pieces that a more important object can overtake, and
@@ -581,11 +584,11 @@ impl Scheduler {
                 return Some(action);
             }
             let allowance = budget.allowance(&self.config);
-            if allowance == 0 {
+            if allowance == 0 && self.config.mode == Mode::Fifo {
                 return None;
             }
             let step = match self.config.mode {
-                Mode::Priority => self.next_priority(now, allowance, budget),
+                Mode::Priority => self.next_priority(now, budget),
                 Mode::Fifo => self.next_fifo(allowance, budget),
             };
             match step {
@@ -640,7 +643,7 @@ impl Scheduler {
         s.queue[i].deadline.map(|(_, r)| r)
     }
 
-    fn next_priority(&mut self, now: Instant, allowance: u64, budget: &SendBudget) -> Step {
+    fn next_priority(&mut self, now: Instant, budget: &SendBudget) -> Step {
         let quantum = self.config.quantum as i64;
         loop {
             let Some(level) = self.active.first() else {
@@ -671,6 +674,18 @@ impl Scheduler {
                     None => self.kill(key, reason, None),
                 }
                 return Step::Again;
+            }
+            // The budget bounds what waits in QUIC ahead of this level: less important bytes
+            // there do not hold it back (quinn sends this level first), so they leave room.
+            let ahead =
+                SendBudget { buffered: self.buffered_ahead(level, budget.buffered), ..*budget };
+            // All levels together stay within twice the budget, so the buffer stays small.
+            let cap = (budget.cwnd_available.saturating_add(self.config.get_headroom(budget.cwnd)))
+                .saturating_mul(2)
+                .saturating_sub(budget.buffered);
+            let allowance = ahead.allowance(&self.config).min(cap);
+            if allowance == 0 {
+                return Step::Idle;
             }
             let Some((action, len)) = self.take_chunk(key, allowance, budget) else {
                 return Step::Idle;
