@@ -136,9 +136,13 @@ impl Relay {
                         // Counted now, so that a burst of handshakes cannot pass the limit.
                         ctx.metrics.sessions.inc();
                         let ctx = ctx.clone();
+                        // The handshake's future is boxed and freed once it is done: held
+                        // inline, its size (and the request's) would stay in every
+                        // session's task for the session's whole life.
+                        let accept = Box::pin(request.accept());
                         tokio::spawn(async move {
                             let id = ctx.next_session.fetch_add(1, Ordering::Relaxed);
-                            match request.accept().await {
+                            match accept.await {
                                 Ok(session) => crate::session::run(ctx.clone(), session, id).await,
                                 Err(e) => tracing::info!(error = %e, "session not accepted"),
                             }

@@ -40,13 +40,20 @@ const UPSTREAM_SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 /// group before downstream subscribers are answered without it.
 const UPSTREAM_FETCH_WAIT: Duration = Duration::from_secs(2);
 
-/// Runs one accepted transport session to its end.
-pub(crate) async fn run(ctx: Arc<Ctx>, session: transport::Session, id: SessionId) {
-    let span = tracing::info_span!("session", id, peer = %session.peer(), kind = %session.kind());
-    run_session(ctx, session, id).instrument(span).await
-}
+/// The MoQT accept of a transport session (control stream, SETUP), boxed.
+type Accepting =
+    std::pin::Pin<Box<dyn Future<Output = Result<(Connection, moq::Driver), moq::Error>> + Send>>;
 
-async fn run_session(ctx: Arc<Ctx>, session: transport::Session, id: SessionId) {
+/// Runs one accepted transport session to its end.
+// A plain function handing out the session's future rather than an `async fn`: the
+// transport session (several hundred bytes) is moved into the boxed MoQT accept here, so
+// the long-lived future keeps no slot for it.
+pub(crate) fn run(
+    ctx: Arc<Ctx>,
+    session: transport::Session,
+    id: SessionId,
+) -> impl Future<Output = ()> + Send + 'static {
+    let span = tracing::info_span!("session", id, peer = %session.peer(), kind = %session.kind());
     let query_token = session.query().and_then(token_from_query);
     let limits = &ctx.config.limits;
     let mode = match ctx.config.scheduler.mode {
@@ -57,7 +64,19 @@ async fn run_session(ctx: Arc<Ctx>, session: transport::Session, id: SessionId) 
         .max_requests(limits.max_requests_per_session)
         .max_auth_token_cache(limits.max_auth_token_cache)
         .scheduler(tiermesh_client::scheduler::SchedulerConfig::default().mode(mode));
-    let (conn, driver) = match moq::accept(session, options).await {
+    // Boxed: the accept phase (SETUP written, the MoQT session state built) is larger than
+    // what the session keeps afterwards, and is freed once it is done.
+    let accept = Box::pin(moq::accept(session, options));
+    run_session(ctx, accept, query_token, id).instrument(span)
+}
+
+async fn run_session(
+    ctx: Arc<Ctx>,
+    accept: Accepting,
+    query_token: Option<crate::auth::Secret<String>>,
+    id: SessionId,
+) {
+    let (conn, driver) = match accept.await {
         Ok(x) => x,
         Err(e) => {
             tracing::info!(error = %e, "session not started");

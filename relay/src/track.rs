@@ -11,12 +11,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tiermesh_client::moq::{
-    Connection, ReceivedObject, SubgroupStream, SubscribeRequest, TrackWriter,
+    Connection, Forwarded, ReceivedObject, SubgroupStream, SubscribeRequest, TrackWriter,
 };
-use tiermesh_proto::data::Object;
 use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::message::{MessageParams, PublishDoneCode};
 use tiermesh_proto::types::{FullTrackName, Location, RequestId, SubscriptionFilter};
@@ -340,8 +339,9 @@ impl TrackState {
         let mut d =
             Downstream { writer, session, start, end_group, forward, streams: HashMap::new() };
         let replay = if forward { self.cache.from(start, end_group) } else { Vec::new() };
+        let now = Instant::now();
         for obj in replay {
-            send(&mut d, &obj, self.class, metrics, None);
+            send(&mut d, &mut Forwarded::new(&obj, now), self.class, metrics, None);
         }
         let ended: Vec<_> =
             d.streams.keys().filter(|k| self.ended_streams.contains(k)).copied().collect();
@@ -387,11 +387,14 @@ impl TrackState {
         {
             self.new_group_outstanding = None;
         }
+        // What every subscriber's copy shares (its head, its capture age) is worked out once;
+        // its delivery timeout counts from its arrival here.
+        let mut shared = Forwarded::new(&obj, o.arrival);
         for d in self.downstream.values_mut() {
             if !d.forward || d.writer.is_closed() || d.end_group.is_some_and(|e| obj.group_id > e) {
                 continue;
             }
-            send(d, &obj, class, metrics, Some(o));
+            send(d, &mut shared, class, metrics, Some(o.arrival));
         }
     }
 
@@ -454,11 +457,12 @@ impl TrackState {
 /// Sends one object to one subscriber if its filter passes it.
 fn send(
     d: &mut Downstream,
-    obj: &Object,
+    fwd: &mut Forwarded<'_>,
     class: TrackClass,
     metrics: &Metrics,
-    received: Option<&ReceivedObject>,
+    received: Option<Instant>,
 ) {
+    let obj = fwd.object();
     if obj.location() < d.start {
         return;
     }
@@ -476,7 +480,7 @@ fn send(
                 d.streams.insert(key, s);
             }
             let Some(stream) = d.streams.get_mut(&key) else { return };
-            if let Err(e) = stream.write_object(obj) {
+            if let Err(e) = stream.write_forwarded(fwd) {
                 tracing::debug!(error = %e, "object not forwarded");
                 if matches!(e, tiermesh_client::moq::Error::Ended) {
                     metrics.dropped(class, DropReason::Reset);
@@ -491,8 +495,8 @@ fn send(
         }
     }
     metrics.object_out(class, obj.payload.len());
-    if let Some(r) = received {
-        metrics.observe_forward_delay(r.arrival.elapsed());
+    if let Some(arrival) = received {
+        metrics.observe_forward_delay(arrival.elapsed());
     }
 }
 

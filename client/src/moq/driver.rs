@@ -1,9 +1,12 @@
 //! The driver loop of one MoQT connection. See the module documentation of [`super`].
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
@@ -47,6 +50,10 @@ const MAX_PARKED: usize = 256;
 const ENDED_SINK_LINGER: Duration = Duration::from_secs(2);
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// One of the connection's long-lived readers and writers (control stream, datagrams,
+/// accepting streams, the transport's end), run inside the driver's own task.
+type IoFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// What the application asks the driver to do.
 pub(crate) enum Command {
@@ -217,6 +224,12 @@ pub struct Driver {
     inputs_tx: mpsc::UnboundedSender<Input>,
     inputs_rx: mpsc::UnboundedReceiver<Input>,
     tasks: JoinSet<()>,
+    /// The connection's readers ([`recv::io`]: control stream, datagrams, accepted
+    /// streams, the transport's end) and the control stream's writer, polled by the
+    /// driver's task (each only when woken) rather than each in a task of its own: a task
+    /// costs every connection, idle or not, its header and scheduling state besides the
+    /// future.
+    io_futures: FuturesUnordered<IoFuture>,
     io: Option<(SendStream, RecvStream, send::Receiver)>,
     control_tx: mpsc::UnboundedSender<Vec<u8>>,
     control_rx: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
@@ -304,6 +317,7 @@ pub(crate) async fn start(
         inputs_tx,
         inputs_rx,
         tasks: JoinSet::new(),
+        io_futures: FuturesUnordered::new(),
         io: Some((control_send, control_recv, send_rx)),
         control_tx,
         control_rx: Some(control_rx),
@@ -340,10 +354,12 @@ impl Driver {
     pub fn run(self) -> impl Future<Output = CloseReason> + Send + 'static {
         use tracing::Instrument;
         let span = self.span.clone();
-        self.run_inner().instrument(span)
+        // Boxed: an `async fn` taking the driver by value keeps two slots for it (the
+        // argument and its binding), 4 KiB each, in every connection's task.
+        Box::new(self).run_inner().instrument(span)
     }
 
-    async fn run_inner(mut self) -> CloseReason {
+    async fn run_inner(mut self: Box<Self>) -> CloseReason {
         self.spawn_io();
         let reason = loop {
             if let Some(reason) = self.flush() {
@@ -377,6 +393,7 @@ impl Driver {
                 },
                 Some(input) = self.inputs_rx.recv() => self.handle_input(input),
                 _ = sleep => self.session.handle_timeout(Instant::now()),
+                Some(()) = self.io_futures.next(), if !self.io_futures.is_empty() => {}
                 _ = parked_wait => {}
                 _ = expiry => {
                     let now = Instant::now();
@@ -394,17 +411,17 @@ impl Driver {
 
     fn spawn_io(&mut self) {
         let Some((control_send, control_recv, send_rx)) = self.io.take() else { return };
-        let t = &self.transport;
-        let i = &self.inputs_tx;
-        self.tasks.spawn(recv::control(control_recv, i.clone()));
+        // One shared handle for the I/O future and the send path: the transport session
+        // is several hundred bytes, which each would otherwise carry a copy of.
+        let t = Arc::new(self.transport.clone());
+        let io = &self.io_futures;
+        io.push(Box::pin(recv::io(t.clone(), control_recv, self.inputs_tx.clone())));
         if let Some(rx) = self.control_rx.take() {
-            self.tasks.spawn(recv::control_writer(control_send, rx));
+            io.push(Box::pin(recv::control_writer(control_send, rx)));
         }
-        self.tasks.spawn(recv::watch_close(t.clone(), i.clone()));
-        self.tasks.spawn(recv::datagrams(t.clone(), i.clone()));
-        self.tasks.spawn(recv::accept_uni(t.clone(), i.clone()));
-        self.tasks.spawn(recv::accept_bi(t.clone(), i.clone()));
-        self.tasks.spawn(send::run(t.clone(), send_rx, self.scheduler.clone()));
+        // The data send path stays a task of its own: it runs once per object on a relay,
+        // and must not wait behind (or wake) the control plane.
+        self.tasks.spawn(send::run(t, send_rx, self.scheduler.clone()));
     }
 
     /// Drains transmits and events until there are none; returns the close reason once

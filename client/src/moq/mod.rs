@@ -71,8 +71,8 @@ pub use events::{
 };
 pub use joined::JoinedTrack;
 pub use track::{
-    FetchReader, FetchResponse, NamespaceEvent, NamespaceSubscription, PublishDone, ReceivedObject,
-    SubgroupStream, TrackEvent, TrackReader, TrackWriter, WriterEnd,
+    FetchReader, FetchResponse, Forwarded, NamespaceEvent, NamespaceSubscription, PublishDone,
+    ReceivedObject, SubgroupStream, TrackEvent, TrackReader, TrackWriter, WriterEnd,
 };
 
 use driver::Command;

@@ -2,6 +2,7 @@
 //! peer-opened bidirectional streams. They feed the driver through [`Input`]s and hand
 //! objects straight to the subscription they belong to.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -20,6 +21,11 @@ use crate::transport::{self, RecvStream, SendStream};
 
 /// Largest chunk read at once.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// How long the end of the peer's control stream waits for the session's close before it
+/// counts as a protocol violation: WebTransport closes the QUIC connection after its close
+/// capsule is acknowledged, or after at least 100 ms.
+const CONTROL_END_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the I/O tasks tell the driver.
 #[derive(Debug)]
@@ -53,14 +59,86 @@ pub(crate) enum Input {
 
 pub(crate) type Inputs = mpsc::UnboundedSender<Input>;
 
-/// Reads the control stream into the driver.
-pub(crate) async fn control(mut recv: RecvStream, inputs: Inputs) {
-    while let Ok(Some(b)) = recv.read_chunk(READ_CHUNK).await {
-        if inputs.send(Input::Control(b)).is_err() {
-            return;
+/// Reads everything the peer sends outside data streams, in one future: the control
+/// stream, datagrams, the peer's new unidirectional streams (each read in its own task,
+/// aborted with this future) and bidirectional streams (SUBSCRIBE_NAMESPACE exchanges),
+/// and the end of the transport. One future rather than one each: every connection, idle
+/// or not, would otherwise carry five futures with a copy of the transport session each.
+///
+/// Each source stops on its own when it fails (a WebTransport datagram of another session
+/// stops the datagram reader); the future ends with the transport, aborting the stream
+/// tasks it started.
+pub(crate) async fn io(session: Arc<transport::Session>, mut control: RecvStream, inputs: Inputs) {
+    let mut streams = JoinSet::new();
+    let mut bi_key = 0u64;
+    let (mut control_open, mut datagrams_open, mut uni_open, mut bi_open) =
+        (true, true, true, true);
+    loop {
+        // Every branch is cancel-safe (quinn's reads and accepts take nothing until they
+        // resolve), so the futures made afresh at each turn lose nothing. The end of the
+        // transport goes first: when the peer's close arrives with the end of its control
+        // stream, the driver must learn of the close before it sees the control stream end
+        // (which on its own is a protocol violation). Datagrams go last, so that a flood of
+        // them cannot hold up the control plane.
+        tokio::select! {
+            biased;
+            reason = session.closed() => {
+                let _ = inputs.send(Input::TransportClosed(reason));
+                return;
+            }
+            r = control.read_chunk(READ_CHUNK), if control_open => match r {
+                Ok(Some(b)) => {
+                    if inputs.send(Input::Control(b)).is_err() {
+                        return;
+                    }
+                }
+                _ => {
+                    // A peer closing the session ends its control stream too, and its
+                    // close may be read a moment later (WebTransport's close capsule is
+                    // read by another task, and QUIC's CONNECTION_CLOSE follows it): the
+                    // close is awaited briefly so that it is not taken for a control stream
+                    // ended on its own, a protocol violation.
+                    control_open = false;
+                    match tokio::time::timeout(CONTROL_END_GRACE, session.closed()).await {
+                        Ok(reason) => {
+                            let _ = inputs.send(Input::TransportClosed(reason));
+                            return;
+                        }
+                        Err(_) => {
+                            let _ = inputs.send(Input::ControlEnded);
+                        }
+                    }
+                }
+            },
+            r = session.accept_bi(), if bi_open => match r {
+                Ok((send, recv)) => {
+                    while streams.try_join_next().is_some() {}
+                    bi_key += 1;
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    if inputs.send(Input::PeerBi { key: bi_key, tx }).is_err() {
+                        return;
+                    }
+                    streams.spawn(ns_stream(Stream::Peer(bi_key), send, recv, rx, inputs.clone()));
+                }
+                Err(_) => bi_open = false,
+            },
+            r = session.accept_uni(), if uni_open => match r {
+                Ok(stream) => {
+                    while streams.try_join_next().is_some() {}
+                    streams.spawn(data_stream(stream, inputs.clone()));
+                }
+                Err(_) => uni_open = false,
+            },
+            r = session.read_datagram(), if datagrams_open => match r {
+                Ok(d) => {
+                    if inputs.send(Input::Datagram(d)).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => datagrams_open = false,
+            },
         }
     }
-    let _ = inputs.send(Input::ControlEnded);
 }
 
 /// Writes the control stream.
@@ -69,46 +147,6 @@ pub(crate) async fn control_writer(mut send: SendStream, mut rx: mpsc::Unbounded
         if send.write_all(&data).await.is_err() {
             return;
         }
-    }
-}
-
-/// Reports the end of the transport.
-pub(crate) async fn watch_close(session: transport::Session, inputs: Inputs) {
-    let reason = session.closed().await;
-    let _ = inputs.send(Input::TransportClosed(reason));
-}
-
-/// Reads datagrams into the driver.
-pub(crate) async fn datagrams(session: transport::Session, inputs: Inputs) {
-    while let Ok(d) = session.read_datagram().await {
-        if inputs.send(Input::Datagram(d)).is_err() {
-            return;
-        }
-    }
-}
-
-/// Accepts the peer's unidirectional streams and reads each in its own task (aborted with
-/// this one).
-pub(crate) async fn accept_uni(session: transport::Session, inputs: Inputs) {
-    let mut tasks = JoinSet::new();
-    while let Ok(stream) = session.accept_uni().await {
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(data_stream(stream, inputs.clone()));
-    }
-}
-
-/// Accepts the peer's bidirectional streams (SUBSCRIBE_NAMESPACE exchanges).
-pub(crate) async fn accept_bi(session: transport::Session, inputs: Inputs) {
-    let mut tasks = JoinSet::new();
-    let mut key = 0u64;
-    while let Ok((send, recv)) = session.accept_bi().await {
-        while tasks.try_join_next().is_some() {}
-        key += 1;
-        let (tx, rx) = mpsc::unbounded_channel();
-        if inputs.send(Input::PeerBi { key, tx }).is_err() {
-            return;
-        }
-        tasks.spawn(ns_stream(Stream::Peer(key), send, recv, rx, inputs.clone()));
     }
 }
 

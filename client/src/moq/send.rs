@@ -3,18 +3,22 @@
 //!
 //! Writers ([`super::TrackWriter`], [`super::SubgroupStream`], [`super::FetchResponse`])
 //! enqueue [`SendCmd`]s: a stream with its [`StreamSpec`] (priorities, group order,
-//! delivery timeout), then its objects with their arrival time and capture age. One writer
-//! task per connection feeds them to the [`crate::scheduler::Scheduler`] (priority mode,
+//! delivery timeout), then its objects with their arrival time and capture age. The
+//! connection's writer feeds them to the [`crate::scheduler::Scheduler`] (priority mode,
 //! or FIFO as the baseline) and applies its actions to QUIC streams. Payloads reach QUIC as
 //! the same `Bytes` the writer got: fan-out to many subscribers does not copy them.
 //!
 //! The hot path of a relay is one object to many subscribers, so per object the writer
-//! task does as little as it can: it wakes once for every batch of commands, writes each
-//! chunk straight into its QUIC stream when flow control takes it at once (the common
-//! case), and reads the connection's figures only when its budget needs them. Only a
-//! stream that QUIC makes wait (flow control, the peer's stream limit, or a WebTransport
-//! stream header) gets a task of its own, so that it never holds up the others. A
-//! connection that never sends data (an idle subscriber) never builds the scheduler.
+//! does as little as it can. A command pushed while the writer is free is applied at once
+//! by the pusher (the relay's fan-out loop): scheduled, and each chunk written straight
+//! into its QUIC stream when flow control takes it at once (the common case), with no
+//! wake-up of the writer task. The task runs only for what needs waiting: bytes the budget
+//! held back (it looks again every [`TICK`]), deadlines, commands pushed while another
+//! pass was running, and streams that had to wait. The connection's figures are read only
+//! when the budget needs them. Only a stream that QUIC makes wait (flow control, the
+//! peer's stream limit, or a WebTransport stream header) gets a task of its own, so that
+//! it never holds up the others. A connection that never sends data (an idle subscriber)
+//! never builds the scheduler.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -96,17 +100,60 @@ struct Queue {
 /// connection, paid by every idle subscriber) and the writer takes whole batches at once.
 struct Shared {
     queue: Mutex<Queue>,
-    /// Woken when the queue goes from empty to non-empty, or the last sender leaves.
+    /// Woken when the queue goes from empty to non-empty and the pusher could not apply it
+    /// itself, when a pass left work for later, or when the last sender leaves.
     ready: Notify,
     next_stream: AtomicU64,
     /// The scheduler's counters as of its last drop, for [`super::Connection::send_stats`].
     stats: Arc<Mutex<Stats>>,
+    /// The writer's state, built by the writer task at the first command (an idle
+    /// connection never builds it) and taken out when the task ends. Whoever holds this
+    /// lock applies the queued commands: the task, or a writer pushing a command when the
+    /// lock is free (see [`SendPath::push`]). Lock order: this, then `queue`.
+    writer: Mutex<Option<Box<Writer>>>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // A panic while holding this lock leaves the deque itself intact.
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Option<Box<Writer>>> {
+        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Moves every queued command to the back of `out`; false once every sender is gone
+    /// and nothing is left.
+    fn drain(&self, out: &mut VecDeque<SendCmd>) -> bool {
+        let mut q = self.lock();
+        if q.cmds.is_empty() {
+            return q.senders > 0;
+        }
+        if out.is_empty() {
+            std::mem::swap(&mut q.cmds, out);
+        } else {
+            out.extend(q.cmds.drain(..));
+        }
+        true
+    }
+
+    /// Applies the queued commands here and now, if the writer is built and no one else is
+    /// applying commands: the writer task then need not wake up for them. False if the task
+    /// must run (the writer is busy or not built yet, or the pass left bytes queued or a
+    /// deadline to watch, which need the task's timer).
+    fn apply_inline(&self) -> bool {
+        let mut guard = match self.writer.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        let Some(w) = guard.as_mut() else { return false };
+        let mut inbox = std::mem::take(&mut w.inbox);
+        self.drain(&mut inbox);
+        w.pass(&mut inbox, &self.stats);
+        w.inbox = inbox;
+        w.idle()
     }
 }
 
@@ -123,6 +170,7 @@ impl SendPath {
             ready: Notify::new(),
             next_stream: AtomicU64::new(0),
             stats,
+            writer: Mutex::new(None),
         });
         (Self { shared: shared.clone() }, Receiver { shared })
     }
@@ -143,9 +191,11 @@ impl SendPath {
             q.cmds.push_back(cmd);
             was_empty
         };
-        // The writer drains the whole queue at each wake-up, so only the first command of a
-        // batch needs to wake it.
-        if was_empty {
+        // Whoever applies commands drains the whole queue, so only the first command of a
+        // batch needs to see to it: applied here when the writer is free (the common case on
+        // a relay: one object to many subscribers, each written straight into QUIC with no
+        // wake-up of the writer task), else by the writer task.
+        if was_empty && !self.shared.apply_inline() {
             self.shared.ready.notify_one();
         }
         true
@@ -188,16 +238,7 @@ impl Receiver {
     /// between calls, so the two deques just swap); false once every sender is gone and
     /// nothing is left.
     fn drain(&self, out: &mut VecDeque<SendCmd>) -> bool {
-        let mut q = self.shared.lock();
-        if q.cmds.is_empty() {
-            return q.senders > 0;
-        }
-        if out.is_empty() {
-            std::mem::swap(&mut q.cmds, out);
-        } else {
-            out.extend(q.cmds.drain(..));
-        }
-        true
+        self.shared.drain(out)
     }
 
     /// Waits until commands may be queued or the last sender has gone.
@@ -208,12 +249,16 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
+        // The writer task ended or was aborted: its state goes with it (its streams are
+        // dropped as before), and no pusher applies commands any more.
+        let writer = self.shared.lock_writer().take();
         let dropped = {
             let mut q = self.shared.lock();
             q.receiver_gone = true;
             std::mem::take(&mut q.cmds)
         };
         drop(dropped);
+        drop(writer);
     }
 }
 
@@ -277,7 +322,7 @@ enum Out {
 /// peer, a failed write) takes back what it was handed, up to that estimate: quinn drops its
 /// unsent bytes, which would otherwise count as buffered for good and, once the window is
 /// small, hold every other stream back.
-pub(crate) async fn run(session: transport::Session, rx: Receiver, config: SchedulerConfig) {
+pub(crate) async fn run(session: Arc<transport::Session>, rx: Receiver, config: SchedulerConfig) {
     // Nothing is built until the first command: the state below (and this future's size,
     // which every connection's task would carry) is for connections that send data.
     let mut first = VecDeque::new();
@@ -290,16 +335,87 @@ pub(crate) async fn run(session: transport::Session, rx: Receiver, config: Sched
         }
         rx.ready().await;
     }
-    Box::pin(Writer::new(session, config).run(rx, first)).await;
+    Box::pin(drive(session, config, rx, first)).await;
+}
+
+/// The writer task once the writer is built: applies what pushers left to it, and wakes
+/// for the scheduler's timers (queued bytes, deadlines) and for streams that had to wait.
+async fn drive(
+    session: Arc<transport::Session>,
+    config: SchedulerConfig,
+    rx: Receiver,
+    first: VecDeque<SendCmd>,
+) {
+    let (written_tx, mut written_rx) = mpsc::unbounded_channel();
+    let mut writer = Box::new(Writer::new(session, config, written_tx));
+    writer.inbox = first;
+    *rx.shared.lock_writer() = Some(writer);
+    let mut open = true;
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
+    loop {
+        let wake = {
+            let mut guard = rx.shared.lock_writer();
+            let Some(w) = guard.as_mut() else { return };
+            let mut inbox = std::mem::take(&mut w.inbox);
+            if open {
+                open = rx.drain(&mut inbox);
+            }
+            w.pass(&mut inbox, &rx.shared.stats);
+            w.inbox = inbox;
+            if !open && w.scheduler.queued_bytes() == 0 {
+                break;
+            }
+            while w.tasks.try_join_next().is_some() {}
+            w.wake_at(Instant::now())
+        };
+        if let Some(at) = wake
+            && armed != Some(at)
+        {
+            timer.as_mut().reset(at.into());
+            armed = Some(at);
+        }
+        tokio::select! {
+            _ = rx.ready(), if open => {}
+            Some(()) = written_rx.recv() => {
+                while written_rx.try_recv().is_ok() {}
+            }
+            _ = &mut timer, if wake.is_some() => {
+                armed = None;
+            }
+        }
+    }
+    let writer = rx.shared.lock_writer().take();
+    if let Some(mut w) = writer {
+        for (_, out) in w.streams.drain() {
+            match out {
+                Out::Direct(mut s) => {
+                    let _ = s.finish();
+                }
+                Out::Task(tx) => {
+                    let _ = tx.send(StreamCmd::Finish);
+                }
+                Out::Failed => {}
+            }
+        }
+        while w.tasks.join_next().await.is_some() {}
+    }
 }
 
 struct Writer {
-    session: transport::Session,
+    session: Arc<transport::Session>,
+    /// The runtime the writer task runs on: streams that must wait get their task there,
+    /// whichever thread applied the command.
+    runtime: tokio::runtime::Handle,
     scheduler: Scheduler,
     streams: HashMap<u64, Out>,
     tasks: JoinSet<()>,
     written_tx: mpsc::UnboundedSender<()>,
-    written_rx: mpsc::UnboundedReceiver<()>,
+    /// Commands taken from the queue, applied in order (kept to reuse its buffer).
+    inbox: VecDeque<SendCmd>,
+    /// Objects dropped as of the last copy of the scheduler's counters.
+    drops_shown: u64,
     base_sent: u64,
     handed: u64,
     /// Bytes handed to each stream still open in QUIC. A stream that ends without a clean
@@ -318,16 +434,21 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(session: transport::Session, config: SchedulerConfig) -> Self {
+    fn new(
+        session: Arc<transport::Session>,
+        config: SchedulerConfig,
+        written_tx: mpsc::UnboundedSender<()>,
+    ) -> Self {
         let stats = session.stats();
-        let (written_tx, written_rx) = mpsc::unbounded_channel();
         Self {
             session,
+            runtime: tokio::runtime::Handle::current(),
             scheduler: Scheduler::new(config),
             streams: HashMap::new(),
             tasks: JoinSet::new(),
             written_tx,
-            written_rx,
+            inbox: VecDeque::new(),
+            drops_shown: 0,
             base_sent: stats.bytes_sent,
             handed: 0,
             stream_handed: HashMap::new(),
@@ -338,66 +459,34 @@ impl Writer {
         }
     }
 
-    async fn run(mut self, rx: Receiver, mut batch: VecDeque<SendCmd>) {
-        let mut open = true;
-        let timer = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(timer);
-        let mut armed: Option<Instant> = None;
-        let mut drops_shown = 0;
-        loop {
-            for cmd in batch.drain(..) {
-                self.apply(cmd);
-            }
-            let now = Instant::now();
-            self.flush(now);
-            // The counters are copied out only when something more was dropped: a few
-            // map entries summed per pass, no copy while nothing is dropped.
-            let drops: u64 = self.scheduler.stats().drops().map(|(_, _, n)| n.objects).sum();
-            if drops != drops_shown {
-                drops_shown = drops;
-                *rx.shared.stats.lock().unwrap_or_else(|e| e.into_inner()) =
-                    self.scheduler.stats().clone();
-            }
-            if !open && self.scheduler.queued_bytes() == 0 {
-                break;
-            }
-            while self.tasks.try_join_next().is_some() {}
-            let waiting = self.scheduler.queued_bytes() > 0;
-            let wake = match (self.scheduler.poll_timeout(), waiting.then(|| now + TICK)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            if let Some(at) = wake
-                && armed != Some(at)
-            {
-                timer.as_mut().reset(at.into());
-                armed = Some(at);
-            }
-            tokio::select! {
-                _ = rx.ready(), if open => {}
-                Some(()) = self.written_rx.recv() => {
-                    while self.written_rx.try_recv().is_ok() {}
-                }
-                _ = &mut timer, if wake.is_some() => {
-                    armed = None;
-                }
-            }
-            if open {
-                open = rx.drain(&mut batch);
-            }
+    /// Applies `cmds` (leaving it empty) and hands QUIC what the scheduler allows.
+    fn pass(&mut self, cmds: &mut VecDeque<SendCmd>, stats: &Mutex<Stats>) {
+        for cmd in cmds.drain(..) {
+            self.apply(cmd);
         }
-        for (_, out) in self.streams.drain() {
-            match out {
-                Out::Direct(mut s) => {
-                    let _ = s.finish();
-                }
-                Out::Task(tx) => {
-                    let _ = tx.send(StreamCmd::Finish);
-                }
-                Out::Failed => {}
-            }
+        self.flush(Instant::now());
+        // The counters are copied out only when something more was dropped: a few map
+        // entries summed per pass, no copy while nothing is dropped.
+        let drops: u64 = self.scheduler.stats().drops().map(|(_, _, n)| n.objects).sum();
+        if drops != self.drops_shown {
+            self.drops_shown = drops;
+            *stats.lock().unwrap_or_else(|e| e.into_inner()) = self.scheduler.stats().clone();
         }
-        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Nothing waits for a timer: no bytes queued, no deadline to watch.
+    fn idle(&mut self) -> bool {
+        self.scheduler.queued_bytes() == 0 && self.scheduler.poll_timeout().is_none()
+    }
+
+    /// When the writer task must look again without being woken: the scheduler's next
+    /// deadline, and while bytes are queued, [`TICK`] from `now`.
+    fn wake_at(&mut self, now: Instant) -> Option<Instant> {
+        let waiting = self.scheduler.queued_bytes() > 0;
+        match (self.scheduler.poll_timeout(), waiting.then(|| now + TICK)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The budget from the last reading of the connection's figures, read afresh when
@@ -589,13 +678,10 @@ impl Writer {
         priority: i32,
     ) -> mpsc::UnboundedSender<StreamCmd> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.tasks.spawn(write_stream(
-            self.session.clone(),
-            stream,
-            priority,
-            rx,
-            self.written_tx.clone(),
-        ));
+        self.tasks.spawn_on(
+            write_stream(self.session.clone(), stream, priority, rx, self.written_tx.clone()),
+            &self.runtime,
+        );
         tx
     }
 
@@ -650,7 +736,7 @@ fn try_write(stream: &mut transport::SendStream, batch: &mut Vec<Bytes>) -> Opti
 /// One stream that had to wait: opens it if `stream` is `None`, then writes what it is
 /// sent in order, telling the writer after each chunk.
 async fn write_stream(
-    session: transport::Session,
+    session: Arc<transport::Session>,
     stream: Option<transport::SendStream>,
     priority: i32,
     mut rx: mpsc::UnboundedReceiver<StreamCmd>,

@@ -426,6 +426,51 @@ impl TrackWriter {
     }
 }
 
+/// The head of an object on a subgroup stream: Object ID delta, extensions, payload length
+/// (and status when there is no payload).
+fn encode_head(delta: u64, extensions: &Extensions, status: ObjectStatus, len: usize) -> Bytes {
+    let mut head = BytesMut::with_capacity(16);
+    put_varint(&mut head, delta);
+    extensions.encode_object(&mut head);
+    put_varint(&mut head, len as u64);
+    if len == 0 {
+        put_varint(&mut head, status.code());
+    }
+    head.freeze()
+}
+
+/// How long ago the object was captured, from its LOC timestamp, if it has one.
+fn capture_age_of(extensions: &Extensions) -> Option<std::time::Duration> {
+    tiermesh_proto::loc::capture_timestamp_us(extensions).and_then(|ts| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+        now.checked_sub(std::time::Duration::from_micros(ts))
+    })
+}
+
+/// One object on its way to many subgroup streams ([`SubgroupStream::write_forwarded`]):
+/// its capture age, read once, and its encoded head, shared by every stream that gets the
+/// same Object ID delta (all of them, when every subscriber got the objects before it).
+#[derive(Debug)]
+pub struct Forwarded<'a> {
+    object: &'a Object,
+    arrival: Instant,
+    capture_age: Option<std::time::Duration>,
+    head: Option<(u64, Bytes)>,
+}
+
+impl<'a> Forwarded<'a> {
+    /// `object`, which reached this endpoint at `arrival` (its delivery timeout counts
+    /// from then).
+    pub fn new(object: &'a Object, arrival: Instant) -> Self {
+        Self { object, arrival, capture_age: capture_age_of(&object.extensions), head: None }
+    }
+
+    /// The object.
+    pub fn object(&self) -> &'a Object {
+        self.object
+    }
+}
+
 /// One outgoing subgroup stream. Objects are written in increasing Object ID order; dropping
 /// it finishes the stream.
 #[derive(Debug)]
@@ -484,25 +529,56 @@ impl SubgroupStream {
         if status != ObjectStatus::Normal && (!payload.is_empty() || !extensions.is_empty()) {
             return Err(WriteError::StatusWithContent(status).into());
         }
-        let mut head = BytesMut::with_capacity(16);
-        put_varint(&mut head, delta);
-        extensions.encode_object(&mut head);
-        put_varint(&mut head, payload.len() as u64);
-        if payload.is_empty() {
-            put_varint(&mut head, status.code());
-        }
+        let head = encode_head(delta, extensions, status, payload.len());
         self.prev = Some(object_id);
         self.ended = matches!(status, ObjectStatus::EndOfGroup | ObjectStatus::EndOfTrack);
-        let capture_age = tiermesh_proto::loc::capture_timestamp_us(extensions).and_then(|ts| {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
-            now.checked_sub(std::time::Duration::from_micros(ts))
-        });
+        let capture_age = capture_age_of(extensions);
+        let cmd = SendCmd::Write { stream: self.stream, head, payload, arrival, capture_age };
+        if !self.send.push(cmd) {
+            return Err(Error::Ended);
+        }
+        Ok(())
+    }
+
+    /// Writes an object that goes to many subscribers (a relay's fan-out): what every copy
+    /// has in common (the encoded head for the usual Object ID delta, the capture age) is
+    /// worked out once in `shared`, not once per subscriber.
+    pub fn write_forwarded(&mut self, shared: &mut Forwarded<'_>) -> Result<(), Error> {
+        let object = shared.object;
+        if self.ended || self.closed {
+            return Err(WriteError::AfterEnd.into());
+        }
+        let delta = match self.prev {
+            None => object.object_id,
+            Some(p) if object.object_id > p => object.object_id - p - 1,
+            Some(p) => {
+                return Err(
+                    WriteError::ObjectIdNotIncreasing { prev: p, id: object.object_id }.into()
+                );
+            }
+        };
+        if object.status != ObjectStatus::Normal
+            && (!object.payload.is_empty() || !object.extensions.is_empty())
+        {
+            return Err(WriteError::StatusWithContent(object.status).into());
+        }
+        let head = match &shared.head {
+            Some((d, head)) if *d == delta => head.clone(),
+            _ => {
+                let head =
+                    encode_head(delta, &object.extensions, object.status, object.payload.len());
+                shared.head = Some((delta, head.clone()));
+                head
+            }
+        };
+        self.prev = Some(object.object_id);
+        self.ended = matches!(object.status, ObjectStatus::EndOfGroup | ObjectStatus::EndOfTrack);
         let cmd = SendCmd::Write {
             stream: self.stream,
-            head: head.freeze(),
-            payload,
-            arrival,
-            capture_age,
+            head,
+            payload: object.payload.clone(),
+            arrival: shared.arrival,
+            capture_age: shared.capture_age,
         };
         if !self.send.push(cmd) {
             return Err(Error::Ended);
