@@ -115,18 +115,17 @@ fn check_tiers(
         ensure!(status.success(), "sub {tier} failed: {}", p.dump());
         let r: serde_json::Value = serde_json::from_str(line)?;
         let n = |k: &str| r[k].as_u64().unwrap_or(0);
+        eprintln!("{broadcast} {tier}: {r}");
         assert_eq!(n("decode_errors"), 0, "{tier}: {r}");
-        if codec == "av1" {
-            // rav1e at the publisher (a debug build, 2 shared cores) falls below 30 fps and
-            // skips frames: what arrives must decode, but the picture may stutter.
-            assert!(n("frames_decoded") >= 20, "{tier}: {r}");
-        } else {
-            // 4 s at 30 fps; the first group may be joined mid-way. A transcoder (the
-            // relay's ingest, `pub --ladder`) drops a frame rather than fall behind when
-            // the shared machine is overloaded; a viewer would notice more than a stutter.
-            assert!(n("frames_decoded") >= 50, "{tier}: {r}");
-            assert!(n("freezes") <= 2, "{tier}: {r}");
-        }
+        // 4 s at 30 fps; the first group may be joined mid-way, and the relay's ingest
+        // starts a rung at the group after its first viewer. An encoder (the relay's
+        // ingest, `pub --ladder`, rav1e at `pub --codec av1`) drops a frame rather than fall
+        // behind when the shared machine is overloaded: two short stops (a freeze is a gap
+        // of over 100 ms) in 4 s are tolerated, a viewer would notice more than a stutter.
+        // AV1 is held to the same bounds as H.264 (seen: 114 frames, no freeze, on both
+        // tiers while the two other tests of this file ran beside it).
+        assert!(n("frames_decoded") >= 50, "{tier}: {r}");
+        assert!(n("freezes") <= 2, "{tier}: {r}");
         if audio {
             assert!(n("audio_decoded") >= 100, "{tier}: audio {r}");
             assert_eq!(n("audio_errors"), 0, "{tier}: audio {r}");
