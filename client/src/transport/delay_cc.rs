@@ -6,37 +6,40 @@
 //! bandwidth-delay product plus a small standing queue, measured as round-trip time above
 //! the least round-trip time seen lately (the approach of TCP Vegas and LEDBAT):
 //!
-//! - **Samples.** Every acknowledged packet gives one RTT sample, `ack time - send time`.
-//!   Per round trip (until a packet sent after the round began is acknowledged) the
-//!   smallest sample is kept: it is the one least inflated by the peer's ACK delay and by
-//!   jitter.
-//! - **Base RTT.** The smallest sample of the last [`DelayConfig::base_window`] (10 s; kept
-//!   as two half-window buckets), so a route change to a longer path is learnt within 10 s.
+//! - **Samples.** After every acknowledged packet the controller reads quinn's smoothed RTT,
+//!   from which the ACK delay the peer reports is taken out (a raw `ack time - send time`
+//!   would count the peer's 25 ms delayed-ACK timer as queue). Per round trip (until a
+//!   packet sent after the round began is acknowledged) the least reading is kept.
+//! - **Base RTT.** The least round minimum of the last 10 s (kept as two half-window
+//!   buckets), so a route change to a longer path is learnt within 10 s.
 //! - **Queueing delay** = round minimum - base RTT. The **target** is an eighth of the base
-//!   RTT, clamped to [`MIN_TARGET`]..=[`MAX_TARGET`] (15-30 ms): above the ACK-timing noise
-//!   of a 1 Mbit/s link (one packet is 10 ms there), small against the 150 ms latency budget.
+//!   RTT or two packets at the current rate, whichever is longer, clamped to
+//!   [`MIN_TARGET`]..=[`MAX_TARGET`] (15-30 ms): above the timing noise of a 1 Mbit/s link
+//!   (one packet is 10 ms there), small against the 150 ms latency budget.
 //! - **Slow start** doubles the window per round trip, and ends as soon as a round's
 //!   queueing delay passes the target (as HyStart does), with the window scaled down to
 //!   what carries the target queue.
-//! - **Growth.** While the queueing delay stays under the target and the sender is not
-//!   app-limited, the window grows by `probe` packets per round trip. `probe` starts at 1
-//!   and doubles for every round whose queue stays under half the target (up to an eighth
-//!   of the window), so the window finds a much larger link within a few round trips
-//!   without the steady overshoot of exponential growth near the target.
-//! - **Decrease.** When a round's queueing delay exceeds the target, the window is scaled
-//!   by `(base + target) / round minimum`: the window that would have carried the same rate
-//!   with only the target queue (at most halving per round). The next round's samples are
-//!   of packets sent before the decrease, so they are not judged.
-//! - **Loss.** A loss while the queue is above the target, an ECN mark, or losses above
-//!   [`LOSS_CONGESTION`] of the packets of recent rounds is congestion: the window is
+//! - **Growth.** While the queueing delay stays under the target, the window grows by
+//!   `probe` packets per round trip. `probe` starts at 1 and doubles for every round whose
+//!   queue stays under half the target (up to an eighth of the window), so the window finds
+//!   a much larger link within a few round trips without the steady overshoot of
+//!   exponential growth near the target. While app-limited it grows only up to twice the
+//!   bytes in flight: the send scheduler offers what the window per RTT appears to carry,
+//!   so a window that waited for demand would never see it.
+//! - **Decrease.** When a round's queueing delay exceeds the target, the window moves
+//!   halfway to `window * (base + target) / round minimum`: the window that would have
+//!   carried the same rate with only the target queue. The next round's samples are of
+//!   packets sent before the decrease, so they are not judged.
+//! - **Loss.** A loss while the queue is over twice the target, an ECN mark, or losses
+//!   above [`LOSS_CONGESTION`] of the bytes of recent rounds is congestion: the window is
 //!   multiplied by 0.7. Any other loss is taken as random (a radio link's 1%) and costs 5%
 //!   of the window. One reaction per round trip.
-//! - **Bounds.** The window never falls below [`DelayConfig::min_window_packets`] packets
-//!   (4) and never exceeds [`MAX_WINDOW`]; persistent congestion resets it to the minimum.
+//! - **Bounds.** The window never falls below 4 packets and never exceeds [`MAX_WINDOW`]; persistent congestion resets it to the minimum.
 //!
 //! The base RTT is learnt from the path, so a queue that another flow keeps standing for
-//! longer than the base window is taken for path delay; and like every delay-based
-//! controller it yields to loss-based flows sharing the bottleneck. Both are the price of a
+//! longer than the base window is taken for path delay; jitter (the `congested` profile's
+//! ±30 ms) reads as queue and holds the window low; and like every delay-based controller
+//! it yields to loss-based flows sharing the bottleneck. Both are the price of a
 //! short queue on the links tiermesh serves, where its own media is most of the traffic.
 
 use std::any::Any;
