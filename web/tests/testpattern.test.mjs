@@ -91,27 +91,21 @@ test('tiermesh pub --test-pattern (H.264) plays on every tier: catalog read, bar
   }
 });
 
-// rav1e (at its fastest preset) in the debug build does not keep up with 30 fps on a
-// loaded two-core machine: the publisher then sends fewer frames (the frame number still
-// follows the clock) and no player can show 25 distinct frames a second. When fewer than 25
-// frames a second reach the decoder, this test is reported as todo with the figures, and
-// checks what the player still controls: the picture follows the clock, every frame
-// decodes and is readable, nothing runs backwards.
-test('tiermesh pub --test-pattern --codec av1 plays on every tier: catalog read, barcode advancing at 25 fps or more', { skip }, async (t) => {
+// rav1e at tiermesh's speed 10 (transform-domain rate and distortion, no CDEF: codec/src/av1.rs)
+// encodes the 360p and 180p rungs at 30 fps beside the browser on a loaded two-core machine,
+// in the debug build too (rav1e's encoder is compiled inside tiermesh-codec, which the dev
+// profile builds without overflow checks: Cargo.toml). Every tier must show the full rate.
+test('tiermesh pub --test-pattern --codec av1 plays on every tier: catalog read, barcode advancing at 25 fps or more', { skip }, async () => {
   const r = await playEveryTier('av1', 'testpattern-av1');
   report('AV1', r);
   assert.deepEqual(r.pageErrors, []);
   assert.deepEqual(r.s.tiers, ['video/180p', 'video/360p']);
   const video = r.catalog.filter((x) => x.name.startsWith('video/'));
   assert.ok(video.every((x) => /^av01\./.test(x.codec)), JSON.stringify(video));
-  const starved = r.tiers.filter((x) => x.decodedFps < 25);
-  if (starved.length > 0) {
-    t.todo(`the AV1 publisher sent ${starved.map((x) => `${x.tier} at ${x.decodedFps.toFixed(1)} fps`).join(', ')} (encoder below real time here)`);
-  }
+  assert.ok(r.catalog.some((x) => x.name === 'audio' && x.codec === 'opus'), JSON.stringify(r.catalog));
   for (const x of r.tiers) {
     assert.match(x.videoCodec, /^av01\./);
-    const limits = x.decodedFps < 25 ? { minDistinctFps: 0.8 * x.decodedFps, maxFreezeMs: 1500 } : {};
-    assert.deepEqual(motionFailures(x.progress, limits), [], `${x.tier}: ${motionFailures(x.progress, limits).join('; ')}`);
+    assert.deepEqual(x.failures, [], `${x.tier}: ${x.failures.join('; ')} (${x.decodedFps.toFixed(1)} frames decoded/s)`);
   }
 });
 
