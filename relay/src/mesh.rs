@@ -89,6 +89,11 @@ const SETUP_WAIT: Duration = Duration::from_secs(10);
 /// client sessions: `/metrics` is read every few seconds at most).
 const DROP_TALLY: Duration = Duration::from_secs(1);
 
+/// How long a make-before-break move to a better route may take before it is tried again
+/// (the new route refused, or did not answer): twice the relay's wait for an upstream
+/// SUBSCRIBE, so a move in progress is never started twice.
+const MOVE_RETRY: Duration = Duration::from_secs(10);
+
 /// Route messages queued for a peer whose routes subscription is not set up yet.
 const MAX_QUEUED: usize = 1024;
 
@@ -160,6 +165,9 @@ struct State {
     dialing: HashSet<RelayName>,
     /// Mesh addresses a draining peer's GOAWAY sent this relay to, with a dial task running.
     redirects: HashSet<String>,
+    /// Tracks being moved to a better route (make-before-break): the link session they
+    /// move to and when the move started.
+    moving: HashMap<FullTrackName, (SessionId, Instant)>,
 }
 
 /// The relay's mesh: its routing node and its links.
@@ -264,6 +272,7 @@ impl Mesh {
                 sessions: None,
                 dialing: HashSet::new(),
                 redirects: HashSet::new(),
+                moving: HashMap::new(),
             }),
             wake: Notify::new(),
             link_gone: Notify::new(),
@@ -1023,11 +1032,20 @@ impl Mesh {
     }
 
     /// Subscribes again, along the current best route, every track whose upstream was lost
-    /// and that no local publisher serves.
+    /// and that no local publisher serves; moves a track subscribed over a mesh link to a
+    /// better route that appeared (see [`Self::move_to_better_route`]).
     fn reroute(&self, ctx: &Arc<Ctx>) {
         let tracks: Vec<_> = ctx.registry.lock().tracks.values().cloned().collect();
         for track in tracks {
-            if !matches!(track.lock().upstream, Upstream::Lingering) {
+            let current = match track.lock().upstream {
+                Upstream::Lingering => None,
+                Upstream::Active { session, pushed: false, .. } if session >= MESH_SESSION_BASE => {
+                    Some(session)
+                }
+                _ => continue,
+            };
+            if let Some(current) = current {
+                self.move_to_better_route(ctx, &track, current);
                 continue;
             }
             if ctx.registry.lock().publisher_for(&track.name).is_some() {
@@ -1049,6 +1067,46 @@ impl Mesh {
             tracing::info!(track = %track.name, "mesh: subscribing again along the new route");
             tokio::spawn(crate::session::upstream(ctx.clone(), track, session, conn));
         }
+    }
+}
+
+impl Mesh {
+    /// Make-before-break: when the best route for a track subscribed over the mesh link
+    /// `current` now leads through another link, the relay subscribes along the new route
+    /// and, once that subscription is established, releases the old one
+    /// (`session::take_over`, as for a publisher that reconnected). Subscribers see no
+    /// gap: the new subscription starts after the largest object (the joining FETCH fills
+    /// the current group; objects already cached are not forwarded twice). If the new route
+    /// refuses, the old subscription carries on and the move is tried again after
+    /// [`MOVE_RETRY`].
+    fn move_to_better_route(
+        &self,
+        ctx: &Arc<Ctx>,
+        track: &Arc<crate::track::Track>,
+        current: SessionId,
+    ) {
+        let Some((session, conn)) = self.next_hop(&track.name.namespace) else { return };
+        let now = Instant::now();
+        {
+            let mut st = self.lock();
+            if session == current {
+                st.moving.remove(&track.name);
+                return;
+            }
+            if st
+                .moving
+                .get(&track.name)
+                .is_some_and(|(to, at)| *to == session && now.duration_since(*at) < MOVE_RETRY)
+            {
+                return;
+            }
+            st.moving.insert(track.name.clone(), (session, now));
+        }
+        if ctx.registry.lock().publisher_for(&track.name).is_some() {
+            return;
+        }
+        tracing::info!(track = %track.name, "mesh: a better route appeared: moving the upstream subscription (make-before-break)");
+        tokio::spawn(crate::session::take_over(ctx.clone(), track.clone(), session, conn));
     }
 }
 

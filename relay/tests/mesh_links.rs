@@ -385,3 +385,70 @@ async fn routing_api_maps_client_addresses_to_regions() {
     };
     assert!(err.to_string().contains("mesh.client_regions"), "{err}");
 }
+
+#[tokio::test]
+async fn a_better_route_takes_over_without_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tiermesh_certs::ca::generate("test mesh").unwrap();
+    let a = relay(mesh_config("a", "r1", node_dir(&ca, dir.path(), "a"), &[], 100)).await;
+    // C's only link is the direct one to A, at cost 300.
+    let c = relay(mesh_config("c", "r2", node_dir(&ca, dir.path(), "c"), &[("a", "r1", &a)], 300))
+        .await;
+    let mut publisher = publisher(&a, "moqt", None).await;
+    let direct = Some(vec!["c".to_owned(), "a".to_owned()]);
+    eventually("C routes directly", || c.mesh_route(&ns()) == direct).await;
+    let sub = connect(&c, "moqt").await;
+    let mut r = subscribe_when_routed(&c, &sub).await;
+    let w = within("upstream", publisher.writers.recv()).await.unwrap();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let pub_task = tokio::spawn(async move {
+        for g in 0..1000u64 {
+            let mut s = w.open_subgroup(g, 0, None);
+            let _ = s.write(0, &ext(g, 0), ObjectStatus::Normal, payload(g, 0));
+            s.finish();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = &mut stop_rx => break,
+            }
+        }
+        publisher
+    });
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        let o = within("object before", r.next_object()).await.unwrap();
+        seen.push((o.group_id, Instant::now()));
+    }
+    // B appears in C's region and links to both: C - B - A costs 110, less than 300.
+    let b = relay(mesh_config(
+        "b",
+        "r2",
+        node_dir(&ca, dir.path(), "b"),
+        &[("a", "r1", &a), ("c", "r2", &c)],
+        100,
+    ))
+    .await;
+    let via_b = Some(vec!["c".to_owned(), "b".to_owned(), "a".to_owned()]);
+    eventually("C routes through B", || c.mesh_route(&ns()) == via_b).await;
+    // The move is done when B carries the track and A serves only B.
+    eventually("track moved to B", || {
+        b.upstream_subscriptions() == 1 && a.metrics().subscriptions.get() == 1
+    })
+    .await;
+    let before = seen.len();
+    while seen.len() < before + 30 {
+        let o = within("object after the move", r.next_object()).await.expect("track ended");
+        seen.push((o.group_id, Instant::now()));
+    }
+    let _ = stop_tx.send(());
+    let _publisher = pub_task.await.unwrap();
+    for pair in seen.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1, "every group once, in order: {pair:?}");
+    }
+    let gap = seen.windows(2).map(|p| p[1].1 - p[0].1).max().unwrap();
+    println!("make-before-break move to a better route: longest gap between objects {gap:?}");
+    assert!(gap < Duration::from_millis(500), "gap {gap:?}");
+    assert_eq!(c.upstream_subscriptions(), 1);
+    c.shutdown().await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
