@@ -52,8 +52,8 @@ pub struct AbrConfig {
 }
 
 impl AbrConfig {
-    /// Defaults for `tiers`: 400 ms latency limit held for 1.5 s, 0.8 down ratio, 4 s hold
-    /// (up to 16 s), 4 s window, capacity at least the higher tier's rate to step up.
+    /// Defaults for `tiers`: 400 ms latency limit held for 3 s, 0.8 down ratio, 4 s hold
+    /// (up to 16 s), 5 s window, capacity at least the higher tier's rate to step up.
     pub fn new(tiers: Vec<u64>) -> Self {
         Self {
             tiers,
@@ -61,15 +61,15 @@ impl AbrConfig {
             down_ratio: 0.8,
             up_hold: Duration::from_secs(4),
             max_hold: Duration::from_secs(16),
-            // Four one-second groups: a group cut short by a loss recovery (its tail dropped
-            // as stale, a few frames) moves the average by a few percent, while a tier the
-            // link cannot carry still falls below the down ratio within about two seconds.
-            window: Duration::from_secs(4),
-            // A loss recovery on a lossy link (a tail loss, a lost retransmission, the window
-            // cut after it) holds latency up for up to about a second; a tier the link cannot
-            // carry keeps it up for good, and the throughput rule catches most such cases
-            // sooner.
-            late_for: Duration::from_millis(1500),
+            // Five one-second parts (one group each) whose median counts: a group lost to
+            // a burst of losses spoils one or two parts, a tier the link cannot carry is
+            // short in three of five within about three seconds.
+            window: Duration::from_secs(5),
+            // On a lossy link (rural: 1%) a loss-based controller's window dips below a
+            // tier's rate for a second or two after a few losses, and queueing rises with
+            // it; a tier the link cannot carry keeps it up for good, and the throughput
+            // rule (judged after a second of lateness) catches that sooner.
+            late_for: Duration::from_secs(3),
             // The estimate (see `Abr::capacity`) can only read low (a queue or a loss ahead
             // of a key frame stretches its arrival), never above the link's rate: a tier at
             // or below it has room on the link.
@@ -101,6 +101,15 @@ pub struct Abr {
     /// Why the last switch was decided.
     reason: Option<&'static str>,
 }
+
+/// How many parts [`Abr::throughput`] takes the median of: five one-second parts of the
+/// default window, one group each, so that an outage straddling two parts still leaves
+/// the median to three good ones.
+const WINDOW_PARTS: usize = 5;
+
+/// How long a late stretch lasts before throughput counts again during it (see
+/// [`Abr::poll_down`]): a stream held back by one loss has its backlog in by then.
+const LATE_THROUGHPUT: Duration = Duration::from_secs(1);
 
 /// How many key-frame capacity estimates [`Abr::capacity`] takes the median of: three
 /// groups, so one key frame held back by a loss does not decide alone.
@@ -201,19 +210,26 @@ impl Abr {
         }
     }
 
-    /// Measured throughput of the watched tier over the window, bit/s (None until the
-    /// window has filled once since the last switch).
+    /// Measured throughput of the watched tier, bit/s: the median of the rates of the
+    /// [`WINDOW_PARTS`] equal parts of the window (None until the window has filled once
+    /// since the last switch). The median, so that one stretch the link lost (a group the
+    /// relay dropped after a burst of losses) does not read as a tier that no longer fits,
+    /// while a tier the link cannot carry is short in most parts.
     pub fn throughput(&self, now: Instant) -> Option<f64> {
         if now.duration_since(self.last_change) < self.config.window {
             return None;
         }
-        let bytes: u64 = self
-            .samples
-            .iter()
-            .filter(|(t, _)| now.duration_since(*t) <= self.config.window)
-            .map(|(_, b)| b)
-            .sum();
-        Some(bytes as f64 * 8.0 / self.config.window.as_secs_f64())
+        let part = self.config.window / WINDOW_PARTS as u32;
+        let mut bytes = [0u64; WINDOW_PARTS];
+        for (t, b) in &self.samples {
+            let age = now.duration_since(*t);
+            if age < self.config.window {
+                let i = (age.as_nanos() / part.as_nanos().max(1)) as usize;
+                bytes[i.min(WINDOW_PARTS - 1)] += b;
+            }
+        }
+        bytes.sort_unstable();
+        Some(bytes[WINDOW_PARTS / 2] as f64 * 8.0 / part.as_secs_f64())
     }
 
     /// Between group boundaries: if the watched tier has stopped fitting (late objects or
@@ -226,9 +242,11 @@ impl Abr {
         let rate = self.config.tiers[self.current] as f64;
         let measured = self.throughput(now);
         // While objects arrive late (a stream held back by a loss, then its backlog), the
-        // bytes of the window are still on their way: throughput is judged once they are in.
-        let starved = self.last_latency <= self.config.latency_limit
-            && measured.is_some_and(|m| m < rate * self.config.down_ratio);
+        // bytes of the window are still on their way: throughput is judged once they are in,
+        // or once the late stretch has lasted a second (then it is not one held-back stream).
+        let settled = self.last_latency <= self.config.latency_limit
+            || self.late_since.is_some_and(|(t, _)| now.duration_since(t) >= LATE_THROUGHPUT);
+        let starved = settled && measured.is_some_and(|m| m < rate * self.config.down_ratio);
         if !(self.too_late || starved) || self.current == 0 {
             return None;
         }
@@ -237,7 +255,8 @@ impl Abr {
             .iter()
             .rposition(|&r| (r as f64) <= fits)
             .unwrap_or(0);
-        if self.last_up.is_some_and(|t| now.duration_since(t) < self.hold) {
+        // Failed: it stopped fitting within the hold plus the time lateness takes to judge.
+        if self.last_up.is_some_and(|t| now.duration_since(t) < self.hold + self.config.late_for) {
             // A failed step up: back to the tier it came from, which fitted (what a tier
             // too heavy for the link still receives understates the link).
             self.hold = (self.hold * 2).min(self.config.max_hold);
@@ -342,15 +361,15 @@ mod tests {
     }
 
     #[test]
-    fn goes_down_at_the_first_boundary_after_latency_rises() {
+    fn goes_down_once_the_link_carries_less_than_the_tier() {
         let mut t = Instant::now();
         let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 2, t);
         feed(&mut abr, &mut t, 3, 1_500_000, 10);
         assert_eq!(abr.current(), 2);
         // The link now carries 600 kbit/s and latency climbs.
-        let tiers = feed(&mut abr, &mut t, 3, 600_000, 900);
-        assert_eq!(tiers, [2, 2, 1], "down at the first boundary after 1.5 s late");
-        assert_eq!(abr.reason(), Some("late"));
+        let tiers = feed(&mut abr, &mut t, 4, 600_000, 900);
+        assert_eq!(tiers, [2, 2, 2, 1], "down once three of five seconds fell short");
+        assert_eq!(abr.reason(), Some("starved"));
     }
 
     #[test]
@@ -391,7 +410,7 @@ mod tests {
         feed(&mut abr, &mut t, 6, 150_000, 10);
         assert_eq!(abr.current(), 1);
         // 500 kbit/s does not fit: late at once.
-        feed(&mut abr, &mut t, 3, 300_000, 800);
+        feed(&mut abr, &mut t, 5, 300_000, 800);
         assert_eq!(abr.current(), 0);
         assert_eq!(abr.reason(), Some("failed step up"));
         // Fits again, but the next try waits 8 s, not 4.
@@ -453,10 +472,10 @@ mod tests {
         let tiers = feed_link(
             &mut abr,
             &mut t,
-            3,
+            5,
             Link { rate: 1_400_000, latency_ms: 600, capacity: 1_000_000 },
         );
-        assert_eq!(tiers, [2, 2, 1]);
+        assert_eq!(tiers, [2, 2, 2, 2, 1]);
         assert_eq!(abr.reason(), Some("late"));
     }
 
@@ -465,7 +484,7 @@ mod tests {
         let mut t = Instant::now();
         let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 2, t);
         // Latency stays moderate but only 200 kbit/s arrives.
-        feed(&mut abr, &mut t, 5, 200_000, 150);
+        feed(&mut abr, &mut t, 6, 200_000, 150);
         assert_eq!(abr.current(), 0, "straight to 180p, not via 360p");
         assert_eq!(abr.reason(), Some("starved"));
     }
