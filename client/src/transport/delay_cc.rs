@@ -320,7 +320,12 @@ impl Delay {
             self.loss_rate = self.loss_rate * 7.0 / 8.0 + share / 8.0;
         }
         let Some(round_min) = round.min_rtt else { return };
-        self.base.update(self.now, round_min);
+        // The first base comes from a round that was not app-limited: during the handshake
+        // quinn's estimate is still its configured initial RTT (333 ms), which on a
+        // satellite path (600 ms) would pass for a base and make the path look queued.
+        if self.base.get().is_some() || !round.app_limited {
+            self.base.update(self.now, round_min);
+        }
         let rtt = round_min;
         self.queue = self.queue_of(rtt);
         let target = self.target();
