@@ -889,7 +889,7 @@ fn a_congested_inter_region_link_drops_the_high_tier_first() -> Result<()> {
         share(audio) * 100.0,
         per_second(base)
     );
-    // At most one audio frame in a hundred lost (none was, in 3 runs here).
+    // At most one audio frame in a hundred lost (none was, in 2 runs here).
     assert!(share(audio) >= 0.99, "audio {audio:?}");
     assert!(per_second(audio) >= 45.0, "audio {audio:?}");
     assert_eq!(audio.missing_objects, 0, "{audio:?}");
