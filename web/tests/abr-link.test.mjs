@@ -3,7 +3,8 @@
 // --profile step` (3 Mbit/s, 30 ms, a third of the rate for 10 s in the middle). The player
 // starts at 720p, steps down a tier within DOWN_WITHIN_MS of the drop, steps back up to 720p
 // after the rate returns (ABR hold shortened to 3 s by the page's hold=3000), and the picture (the barcode frame number on the canvas, sampled at
-// every animation frame) never stalls longer than STALL_BOUND_MS. Skipped without Chromium
+// every animation frame) never stalls longer than DOWN_STALL_BOUND_MS until the rate returns and
+// UP_STALL_BOUND_MS after. Skipped without Chromium
 // or the tiermesh binary.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,13 +15,19 @@ import { frameProgress } from '../dist/lib/media/barcode.js';
 const skip = (!haveChromium() && 'no chromium') || (!hasSubcommand('link') && `no tiermesh binary at ${BIN}`);
 
 /**
- * Longest frozen picture allowed across the drop and both switches. Measured 0.4 to 0.5 s on
- * a quiet machine and up to 3 s with the whole browser suite and other builds loading two
- * cores: the freeze falls between the drop and the step down, while 720p objects already
- * queued behind the slower link still arrive late (then the new tier starts at its next
- * group).
+ * Longest frozen picture allowed from the start until the rate returns (the drop and the step
+ * down). The freeze falls right after the drop, while 720p objects already queued behind the
+ * slower link arrive late, until the new tier starts at its next group: 396 to 480 ms measured
+ * in 3 runs at load 5 to 8 on two cores (the bound was 4 s while a relay fault could silence
+ * the link for seconds after a switch; client/tests/moq_switch_under_congestion.rs).
  */
-const STALL_BOUND_MS = 4000;
+const DOWN_STALL_BOUND_MS = 1500;
+/**
+ * Longest frozen picture allowed after the rate returns, across the step up: the new tier
+ * starts at a group boundary, so the picture goes on (26 to 31 ms measured, a frame
+ * interval; 400 ms leaves room for a descheduled renderer on a loaded machine).
+ */
+const UP_STALL_BOUND_MS = 400;
 /** The step link's run: the rate is 1 Mbit/s from 12 s to 22 s after it starts. */
 const LINK_S = 34;
 const DROP_AT_MS = 12000;
@@ -116,6 +123,13 @@ test('over tiermesh link --profile step the player steps down when the rate drop
   const s = await stats(page);
   const progress = frameProgress(samples.map(({ t, frame }) => ({ t, frame })));
   const freezeAt = pageToLink(progress.longestFreezeAt);
+  // The two switches apart: congestion and the step down (before the rate returns), the step
+  // up (after it). A freeze spanning the split is counted whole in both halves.
+  const restoreOnPage = pageNow - (linkNow - RESTORE_AT_MS);
+  const split = samples.findIndex(({ t }) => t >= restoreOnPage);
+  const half = (list) => frameProgress(list.map(({ t, frame }) => ({ t, frame })));
+  const downPhase = half(split > 0 ? samples.slice(0, split + 1) : samples);
+  const upPhase = half(split > 0 ? samples.slice(split - 1) : []);
   await page.close();
   link.kill();
   pub.kill();
@@ -123,7 +137,9 @@ test('over tiermesh link --profile step the player steps down when the rate drop
   const switches = s.switches.map((x) => `${x.to} at ${Math.round(since(x.at))} ms (${x.reason})`).join('; ');
   console.log(`step link: down at ${downAt} ms (drop at ${DROP_AT_MS}), up at ${upAt} ms (restore at ${RESTORE_AT_MS}); switches: ${switches}`);
   console.log(
-    `step link picture: longest freeze ${Math.round(progress.longestFreezeMs)} ms from ${freezeAt} ms, advancing at ${progress.advanceFps.toFixed(1)} fps, ` +
+    `step link picture: longest freeze ${Math.round(progress.longestFreezeMs)} ms from ${freezeAt} ms ` +
+      `(until the rate returns: ${Math.round(downPhase.longestFreezeMs)} ms from ${pageToLink(downPhase.longestFreezeAt)} ms; ` +
+      `after: ${Math.round(upPhase.longestFreezeMs)} ms from ${pageToLink(upPhase.longestFreezeAt)} ms), advancing at ${progress.advanceFps.toFixed(1)} fps, ` +
       `${progress.distinctFps.toFixed(1)} distinct frames/s, ${progress.unreadable}/${progress.samples} unreadable, latency p50 ${s.latencyMs.p50} ms`,
   );
   assert.deepEqual(pageErrors, []);
@@ -131,8 +147,14 @@ test('over tiermesh link --profile step the player steps down when the rate drop
   assert.ok(downAt < DROP_AT_MS + DOWN_WITHIN_MS, `stepped down only at ${downAt} ms: ${switches}`);
   assert.ok(down.tierIndex >= 0 && down.tierIndex < top);
   assert.ok(upAt >= RESTORE_AT_MS, `back at 720p at ${upAt} ms, before the rate returned: ${switches}`);
-  if (progress.longestFreezeMs >= STALL_BOUND_MS && knownSilence(`picture froze for ${Math.round(progress.longestFreezeMs)} ms`)) return;
-  assert.ok(progress.longestFreezeMs < STALL_BOUND_MS, `picture froze for ${Math.round(progress.longestFreezeMs)} ms from ${freezeAt} ms; per second:\n${trace.join('\n')}`);
+  assert.ok(
+    downPhase.longestFreezeMs < DOWN_STALL_BOUND_MS,
+    `picture froze for ${Math.round(downPhase.longestFreezeMs)} ms from ${pageToLink(downPhase.longestFreezeAt)} ms (drop and step down); per second:\n${trace.join('\n')}`,
+  );
+  assert.ok(
+    upPhase.samples > 0 && upPhase.longestFreezeMs < UP_STALL_BOUND_MS,
+    `picture froze for ${Math.round(upPhase.longestFreezeMs)} ms from ${pageToLink(upPhase.longestFreezeAt)} ms (step up); per second:\n${trace.join('\n')}`,
+  );
   assert.equal(progress.backwards, 0);
   assert.ok(progress.unreadable <= 0.05 * progress.samples, `${progress.unreadable}/${progress.samples} samples unreadable`);
 });

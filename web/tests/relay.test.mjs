@@ -140,15 +140,26 @@ test('a doctor and a patient see and hear each other', { skip }, async () => {
   await patient.page.close();
 });
 
+// The publisher's state turns to `publishing` once its tracks are announced and its encoders
+// configured, before the fake microphone's first buffer has been encoded (no audio frame yet
+// in 4 of 10 runs measured): a subscriber watching a fixed 4 s window from then on counts a
+// late-starting microphone as missing audio. So `tiermesh sub` starts once audio and video
+// frames are on their way, and a failure says what the publisher had sent.
 test('the Rust subscriber reads what the browser publishes', { skip }, async () => {
   const pub = await open(browser, pageUrl('publisher.html', `?url=${base}/demo/rust-sub&hash=${hash}`));
   await pub.page.waitForFunction(() => window.tiermeshStats?.state === 'publishing', null, { timeout: 20000 });
+  await pub.page
+    .waitForFunction(() => window.tiermeshStats.audioFramesEncoded >= 5 && window.tiermeshStats.framesEncoded >= 2, null, { timeout: 20000 })
+    .catch(async (e) => {
+      throw new Error(`the publisher sends no audio or video: ${JSON.stringify(await stats(pub.page))}`, { cause: e });
+    });
   const sub = child(['sub', `${base}/demo/rust-sub/source`, '--tls-cert-hash', hash, '--duration', '4s', '--json']);
   const { out, err } = await runToEnd(sub, 30000);
   const report = JSON.parse(out.trim().split('\n').at(-1) || '{}');
   assert.equal(report.error ?? null, null, `tiermesh sub: ${err}`);
   const byName = Object.fromEntries(report.tracks.map((t) => [t.name, t]));
-  assert.ok(byName.audio?.objects >= 100, `audio objects ${byName.audio?.objects}: ${out.slice(0, 1500)}`);
+  const sent = async () => JSON.stringify(await stats(pub.page));
+  assert.ok(byName.audio?.objects >= 100, `audio objects ${byName.audio?.objects}: ${out.slice(0, 1500)}\npublisher: ${await sent()}\n${err.slice(-1500)}`);
   assert.ok(byName['video/720p']?.objects >= 40, `video objects ${byName['video/720p']?.objects}`);
   assert.equal(byName['video/720p'].missing_objects, 0);
   await screenshot(pub.page, 'relay-publisher-to-tiermesh-sub');
