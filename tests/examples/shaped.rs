@@ -7,7 +7,7 @@
 //!     profile=rural,congested,satellite,step side=sub,pub mode=priority,fifo cc=default watch=15
 //! ```
 //! Defaults: `profile=rural side=sub mode=priority,fifo cc=default watch=15`. `cc` takes
-//! `default`, `cubic`, `bbr`, `newreno`. For `step` the link runs 30 s (the cut is 10 s to
+//! `default`, `cubic`, `bbr`, `newreno`, `delay`. For `step` the link runs 30 s (the cut is 10 s to
 //! 20 s after the link starts) and the watch is 26 s; the last column gives the seconds from
 //! the cut's end until 720p delivers every group complete again.
 
@@ -47,6 +47,7 @@ fn main() {
                         "cubic" => Some("cubic"),
                         "bbr" => Some("bbr"),
                         "newreno" => Some("newreno"),
+                        "delay" => Some("delay"),
                         _ => None,
                     };
                     run.watch = Duration::from_secs(watch);
