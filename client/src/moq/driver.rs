@@ -257,6 +257,8 @@ pub struct Driver {
     transport_reason: Option<transport::CloseReason>,
     scheduler: crate::scheduler::SchedulerConfig,
     span: tracing::Span,
+    /// The handle the I/O tasks share (the connection's handles hold it weakly).
+    shared_transport: Arc<transport::Session>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -282,7 +284,11 @@ pub(crate) async fn start(
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let send_stats = Arc::default();
     let (send, send_rx) = SendPath::new(Arc::clone(&send_stats));
+    // The I/O tasks share one handle; the connection's handles see it only weakly, so they
+    // never keep the transport open after the driver and its tasks are gone.
+    let shared_transport = Arc::new(transport.clone());
     let inner = Arc::new(Inner {
+        transport: Arc::downgrade(&shared_transport),
         send_stats,
         cmd: CommandTx(cmd_tx.clone()),
         events: tokio::sync::Mutex::new(events_rx),
@@ -341,6 +347,7 @@ pub(crate) async fn start(
         transport_reason: None,
         scheduler,
         span,
+        shared_transport,
     };
     drop(cmd_tx);
     (Connection { inner }, driver)
@@ -413,7 +420,7 @@ impl Driver {
         let Some((control_send, control_recv, send_rx)) = self.io.take() else { return };
         // One shared handle for the I/O future and the send path: the transport session
         // is several hundred bytes, which each would otherwise carry a copy of.
-        let t = Arc::new(self.transport.clone());
+        let t = Arc::clone(&self.shared_transport);
         let io = &self.io_futures;
         io.push(Box::pin(recv::io(t.clone(), control_recv, self.inputs_tx.clone())));
         if let Some(rx) = self.control_rx.take() {

@@ -398,6 +398,8 @@ pub struct PublishOptions {
 }
 
 struct Inner {
+    /// The transport session while the driver or its I/O tasks run.
+    transport: std::sync::Weak<transport::Session>,
     /// The send scheduler's counters as of its last drop.
     send_stats: Arc<std::sync::Mutex<crate::scheduler::Stats>>,
     cmd: driver::CommandTx,
@@ -548,6 +550,13 @@ impl Connection {
             .await?;
         let fetch = frx.await.unwrap_or_else(|_| Err(self.closed_error()));
         Ok((reader, fetch))
+    }
+
+    /// The QUIC connection's figures now (RTT, congestion window, bytes, and
+    /// [`transport::Stats::send_rate_estimate_bps`], what the uplink can carry);
+    /// `None` once the session's driver has stopped.
+    pub fn transport_stats(&self) -> Option<transport::Stats> {
+        self.inner.transport.upgrade().map(|t| t.stats())
     }
 
     /// What this connection's send scheduler dropped so far, by track class and reason
