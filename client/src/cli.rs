@@ -196,6 +196,13 @@ pub struct MediaArgs {
     /// Only the 360p and 180p rungs (real time on a small machine).
     #[arg(long)]
     pub light: bool,
+    /// Keep the rungs' configured bit rates. By default the encoders follow the uplink:
+    /// every 500 ms the video rate is set to 85% of the QUIC connection's send-rate
+    /// estimate less the audio (lowest rung served first, none below 100 kbit/s; down at
+    /// once, up by at most 8% per step), and the top rung is dropped while the uplink
+    /// cannot carry it (back at a group start once it fits with 30% to spare for 5 s).
+    #[arg(long)]
+    pub fixed_rate: bool,
 }
 
 /// Video codec choice on the command line.
@@ -224,16 +231,16 @@ impl MediaArgs {
         } else {
             ladder_for(codec)
         };
-        if self.test_pattern {
-            return Ok(Some(MediaBroadcast::test_pattern(ladder, 0, now_us)?));
-        }
-        match &self.input {
-            Some(path) => Ok(Some(
-                MediaBroadcast::file(path, ladder, self.ladder, self.looped, now_us)
+        let media = if self.test_pattern {
+            MediaBroadcast::test_pattern(ladder, 0, now_us)?
+        } else {
+            match &self.input {
+                Some(path) => MediaBroadcast::file(path, ladder, self.ladder, self.looped, now_us)
                     .with_context(|| format!("--input {}", path.display()))?,
-            )),
-            None => Ok(None),
-        }
+                None => return Ok(None),
+            }
+        };
+        Ok(Some(if self.fixed_rate { media.fixed_rate() } else { media }))
     }
 }
 
@@ -481,6 +488,9 @@ async fn publish_with<S: Source>(
                 // Let the close reach the relay before the process exits.
                 let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
                 println!("stopped after {} objects", publisher.objects_sent());
+                if let Some(summary) = publisher.source().summary() {
+                    println!("{summary}");
+                }
                 return Ok(());
             }
             Ok(Served::Closed(reason)) => {

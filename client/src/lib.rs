@@ -11,3 +11,4 @@ pub mod scheduler;
 pub mod subscribe;
 pub mod synthetic;
 pub mod transport;
+pub mod uplink;

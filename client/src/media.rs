@@ -40,6 +40,7 @@ use tiermesh_proto::loc::{self, LocProperties};
 
 use crate::publish::Source;
 use crate::synthetic::{self, AUDIO_FRAME_US, BroadcastSpec, TrackKind, TrackSpec};
+use crate::uplink::{UplinkConfig, UplinkController};
 
 /// How many frame intervals the encoder may lag behind the frame clock before source
 /// frames are skipped: two frames (66 ms at 30 fps) absorb a slow key frame without
@@ -78,6 +79,18 @@ pub struct MediaStats {
     pub errors: u64,
     /// Groups started early for a key-frame request.
     pub key_frame_requests: u64,
+    /// The video encoders' target bit rate now, all rungs together (bit/s).
+    pub video_bitrate_bps: u64,
+    /// The smoothed send-rate estimate of the uplink (bit/s; 0 before the first one).
+    pub uplink_estimate_bps: u64,
+    /// Lowest video target of the run so far, all rungs together (bit/s).
+    pub min_video_bitrate_bps: u64,
+    /// Times the encoder rates were changed to follow the uplink.
+    pub rate_changes: u64,
+    /// Times the top rung was dropped because the uplink could not carry it.
+    pub top_rung_drops: u64,
+    /// Whether the top rung is dropped now.
+    pub top_rung_dropped: bool,
 }
 
 /// The ladder used by `tiermesh pub --test-pattern`: three rungs for H.264 (the codec
@@ -157,6 +170,8 @@ pub struct MediaBroadcast {
     pass_object: u64,
     pending: VecDeque<synthetic::Object>,
     stats: MediaStats,
+    /// Follows the uplink with the encoders' rates (`None`: fixed rates, or no encoder).
+    uplink: Option<UplinkController>,
 }
 
 impl std::fmt::Debug for MediaBroadcast {
@@ -308,6 +323,11 @@ impl MediaBroadcast {
         let mut this =
             Self::blank(BroadcastSpec { tracks }, Video::Pattern(dummy_pattern()?), now_us);
         this.video = video;
+        let configured: Vec<u32> = rungs.iter().map(|r| r.bitrate).collect();
+        this.stats.video_bitrate_bps = configured.iter().map(|&b| u64::from(b)).sum();
+        this.stats.min_video_bitrate_bps = this.stats.video_bitrate_bps;
+        let audio_bps = if audio { TONE_BITRATE } else { 0 };
+        this.uplink = Some(UplinkController::new(UplinkConfig::default(), configured, audio_bps));
         this.ladder = Some(ladder);
         this.rung_track = rung_track;
         this.catalog_tracks = catalog_tracks;
@@ -339,6 +359,7 @@ impl MediaBroadcast {
             pass_object: 0,
             pending: VecDeque::new(),
             stats: MediaStats::default(),
+            uplink: None,
         }
     }
 
@@ -389,6 +410,69 @@ impl MediaBroadcast {
     /// What happened so far.
     pub fn stats(&self) -> MediaStats {
         self.stats
+    }
+
+    /// Keeps the configured bit rates whatever the uplink does (`tiermesh pub
+    /// --fixed-rate`).
+    pub fn fixed_rate(mut self) -> Self {
+        self.uplink = None;
+        self
+    }
+
+    /// The encoder rates' controller (`None` with fixed rates or without encoders).
+    pub fn uplink(&self) -> Option<&UplinkController> {
+        self.uplink.as_ref()
+    }
+
+    fn apply_uplink(&mut self, now_us: u64, estimate_bps: u64) {
+        let (Some(ctl), Some(ladder)) = (&mut self.uplink, &mut self.ladder) else { return };
+        let change = ctl.on_estimate(now_us, estimate_bps);
+        self.stats.uplink_estimate_bps = ctl.smoothed_bps().unwrap_or(0);
+        let Some(change) = change else { return };
+        if change.top_rung == Some(false) {
+            match ladder.drop_top_rung() {
+                Ok(frames) => self.push_encoded(frames),
+                Err(e) => {
+                    self.stats.errors += 1;
+                    tracing::warn!(error = %e, "stopping the top rung failed");
+                }
+            }
+            let (Some(ctl), Some(ladder)) = (&self.uplink, &self.ladder) else { return };
+            self.stats.top_rung_drops += 1;
+            tracing::info!(
+                rung = %ladder.config().rungs.first().map_or("", |r| r.name.as_str()),
+                estimate_kbps = ctl.smoothed_bps().unwrap_or(0) / 1000,
+                "uplink cannot carry the top rung: dropped"
+            );
+        }
+        let (Some(ctl), Some(ladder)) = (&self.uplink, &mut self.ladder) else { return };
+        if change.top_rung == Some(true) {
+            ladder.restore_top_rung();
+            tracing::info!(
+                rung = %ladder.config().rungs.first().map_or("", |r| r.name.as_str()),
+                estimate_kbps = ctl.smoothed_bps().unwrap_or(0) / 1000,
+                "uplink carries the top rung again: back at the next group"
+            );
+        }
+        for (rung, &bps) in change.rates.iter().enumerate() {
+            if bps > 0
+                && let Err(e) = ladder.set_bitrate(rung, bps)
+            {
+                tracing::warn!(error = %e, rung, "setting the bit rate failed");
+            }
+        }
+        self.stats.rate_changes += 1;
+        self.stats.top_rung_dropped = ctl.top_dropped();
+        self.stats.video_bitrate_bps = ctl.video_bps();
+        self.stats.min_video_bitrate_bps =
+            self.stats.min_video_bitrate_bps.min(self.stats.video_bitrate_bps);
+        let rates: Vec<String> = change.rates.iter().map(|b| format!("{}", b / 1000)).collect();
+        tracing::info!(
+            video_bps = ctl.video_bps(),
+            estimate_bps = ctl.smoothed_bps().unwrap_or(0),
+            rungs_kbps = %rates.join("/"),
+            "uplink: video encoder rate changed"
+        );
     }
 
     fn catalog_json(&self, now_us: u64) -> Bytes {
@@ -704,5 +788,32 @@ impl Source for MediaBroadcast {
             l.request_key_frame();
             self.stats.key_frame_requests += 1;
         }
+    }
+
+    fn connected(&mut self, now_us: u64) {
+        if let Some(c) = &mut self.uplink {
+            c.connected(now_us);
+        }
+    }
+
+    fn uplink_estimate(&mut self, now_us: u64, send_rate_bps: u64) {
+        self.apply_uplink(now_us, send_rate_bps);
+    }
+
+    fn summary(&self) -> Option<String> {
+        let ctl = self.uplink.as_ref()?;
+        let s = &self.stats;
+        let rates: Vec<String> = ctl.rates().iter().map(|b| format!("{}", b / 1000)).collect();
+        Some(format!(
+            "uplink: estimate {} kbit/s, video {} kbit/s now ({} kbit/s per rung), lowest {} \
+             kbit/s, {} rate changes, top rung dropped {} times{}",
+            s.uplink_estimate_bps / 1000,
+            s.video_bitrate_bps / 1000,
+            rates.join("/"),
+            s.min_video_bitrate_bps / 1000,
+            s.rate_changes,
+            s.top_rung_drops,
+            if s.top_rung_dropped { " (dropped now)" } else { "" }
+        ))
     }
 }

@@ -145,7 +145,20 @@ pub trait Source: Send {
     /// connection too); a subscription that ended is noticed at the next poll. A source
     /// can stop encoding what nobody watches.
     fn subscribers_changed(&mut self, _track: usize, _subscribers: usize) {}
+    /// A connection to the relay was established at `now_us` (its first send-rate
+    /// estimates describe slow start, not the link).
+    fn connected(&mut self, _now_us: u64) {}
+    /// The uplink's send-rate estimate ([`crate::transport::Stats::send_rate_estimate_bps`])
+    /// at `now_us`, every [`UPLINK_INTERVAL`]: a source with encoders follows it.
+    fn uplink_estimate(&mut self, _now_us: u64, _send_rate_bps: u64) {}
+    /// One line on what the source did (printed when the publisher stops), if it has one.
+    fn summary(&self) -> Option<String> {
+        None
+    }
 }
+
+/// How often [`Publisher::serve`] reads the connection's send-rate estimate for the source.
+pub const UPLINK_INTERVAL: Duration = Duration::from_millis(500);
 
 impl Source for Generator {
     fn spec(&self) -> &BroadcastSpec {
@@ -217,6 +230,11 @@ impl<S: Source> Publisher<S> {
     /// The broadcast's namespace.
     pub fn namespace(&self) -> &TrackNamespace {
         &self.namespace
+    }
+
+    /// The source.
+    pub fn source(&self) -> &S {
+        &self.generator
     }
 
     /// Objects written to subscribers so far, all tracks together.
@@ -293,6 +311,9 @@ impl<S: Source> Publisher<S> {
             t.subscribers.clear();
         }
         tokio::pin!(stop);
+        self.generator.connected(now_us());
+        let mut uplink = tokio::time::interval(UPLINK_INTERVAL);
+        uplink.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.report_subscribers();
             let now = now_us();
@@ -325,6 +346,11 @@ impl<S: Source> Publisher<S> {
                     None => return Ok(Served::Closed(conn.closed().await)),
                 },
                 () = tokio::time::sleep(wait) => {}
+                _ = uplink.tick() => {
+                    if let Some(stats) = conn.transport_stats() {
+                        self.generator.uplink_estimate(now_us(), stats.send_rate_estimate_bps);
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,338 @@
+//! The publisher's encoder follows its uplink.
+//!
+//! Every [`UplinkConfig::interval`] the publisher reads the send-rate estimate of its QUIC
+//! connection ([`crate::moq::Connection::transport_stats`]: the controller's pacing rate,
+//! else congestion window per smoothed RTT) and hands it to an [`UplinkController`]. The
+//! controller smooths it (falls at once by half the gap, rises by an eighth of it), keeps
+//! [`UplinkConfig::share`] of it for video after the audio, and shares that among the
+//! ladder's active rungs lowest first: the lowest rung gets its configured rate first, the
+//! top rung what is left, none less than [`UplinkConfig::floor_bps`] (or its configured
+//! rate if that is smaller). Rates fall at once and rise by at most
+//! [`UplinkConfig::max_step_up`] per interval, and not at all for
+//! [`UplinkConfig::hold_after_cut`] after a cut, so the encoder does not chase a window that
+//! just opened.
+//!
+//! On a ladder of two rungs or more the top rung is dropped when what is left for it stays
+//! below its minimum ([`UplinkConfig::top_min_share`] of its configured rate, at least the
+//! floor) for [`UplinkConfig::drop_after`], and comes back, at the next group start, when
+//! the budget has carried it with [`UplinkConfig::restore_margin`] to spare for
+//! [`UplinkConfig::restore_after`]. Sans-IO: the caller gives the time.
+
+use std::time::Duration;
+
+/// How the encoder follows the uplink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkConfig {
+    /// How often the estimate is read (500 ms).
+    pub interval: Duration,
+    /// Share of the smoothed estimate the media may use (0.85): the rest is headroom for
+    /// packet and stream overhead, retransmissions and key frames.
+    pub share: f64,
+    /// No video rung is set below this (100 kbit/s), unless configured lower.
+    pub floor_bps: u32,
+    /// A rate rises by at most this factor per interval (1.08: about 2 x in 4.5 s).
+    pub max_step_up: f64,
+    /// No rise for this long after a cut (2 s).
+    pub hold_after_cut: Duration,
+    /// The top rung needs at least this share of its configured rate (0.3).
+    pub top_min_share: f64,
+    /// The top rung is dropped after the budget has been short of it this long (1 s).
+    pub drop_after: Duration,
+    /// ... and restored once the budget carried it times this (1.3) ...
+    pub restore_margin: f64,
+    /// ... for this long (5 s).
+    pub restore_after: Duration,
+    /// Estimates are ignored for this long after a connection starts (2 s): slow start's
+    /// first windows say nothing of the link.
+    pub warm_up: Duration,
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(500),
+            share: 0.85,
+            floor_bps: 100_000,
+            max_step_up: 1.08,
+            hold_after_cut: Duration::from_secs(2),
+            top_min_share: 0.3,
+            drop_after: Duration::from_secs(1),
+            restore_margin: 1.3,
+            restore_after: Duration::from_secs(5),
+            warm_up: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What changed after an estimate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkChange {
+    /// Target bit rate of every rung, highest first (0 for a dropped top rung).
+    pub rates: Vec<u32>,
+    /// `Some(false)`: drop the top rung now; `Some(true)`: bring it back at the next group.
+    pub top_rung: Option<bool>,
+}
+
+/// Follows the send-rate estimate with the video encoders' bit rates (see the module docs).
+#[derive(Debug, Clone)]
+pub struct UplinkController {
+    config: UplinkConfig,
+    /// Configured rates, highest first.
+    configured: Vec<u32>,
+    audio_bps: u32,
+    rates: Vec<u32>,
+    smoothed: Option<f64>,
+    top_dropped: bool,
+    short_since: Option<u64>,
+    fits_since: Option<u64>,
+    cut_at: Option<u64>,
+    connected_at: Option<u64>,
+}
+
+fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl UplinkController {
+    /// A controller for rungs configured at `configured` bit/s (highest first), with
+    /// `audio_bps` of audio beside them.
+    pub fn new(config: UplinkConfig, configured: Vec<u32>, audio_bps: u32) -> Self {
+        Self {
+            rates: configured.clone(),
+            configured,
+            audio_bps,
+            config,
+            smoothed: None,
+            top_dropped: false,
+            short_since: None,
+            fits_since: None,
+            cut_at: None,
+            connected_at: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UplinkConfig {
+        &self.config
+    }
+
+    /// Current targets, highest first (0 for a dropped top rung).
+    pub fn rates(&self) -> &[u32] {
+        &self.rates
+    }
+
+    /// The sum of the current video targets, bit/s.
+    pub fn video_bps(&self) -> u64 {
+        self.rates.iter().map(|&r| u64::from(r)).sum()
+    }
+
+    /// The smoothed estimate, bit/s (`None` before the first one counted).
+    pub fn smoothed_bps(&self) -> Option<u64> {
+        self.smoothed.map(|s| s as u64)
+    }
+
+    /// Whether the top rung is dropped now.
+    pub fn top_dropped(&self) -> bool {
+        self.top_dropped
+    }
+
+    /// A new connection started at `now_us`: its first estimates are ignored for
+    /// [`UplinkConfig::warm_up`]; the rates in force stay.
+    pub fn connected(&mut self, now_us: u64) {
+        self.connected_at = Some(now_us);
+    }
+
+    fn floor(&self, rung: usize) -> u32 {
+        self.configured[rung].min(self.config.floor_bps)
+    }
+
+    fn top_min(&self) -> u32 {
+        let top = self.configured.first().copied().unwrap_or(0);
+        ((f64::from(top) * self.config.top_min_share) as u32).max(self.floor(0))
+    }
+
+    /// What the budget `budget` gives each rung, highest first (lowest rung served first).
+    fn share_out(&self, budget: f64) -> Vec<u32> {
+        let n = self.configured.len();
+        let mut out = vec![0; n];
+        let mut left = budget.max(0.0);
+        let first = usize::from(self.top_dropped);
+        for i in (first..n).rev() {
+            let rate = left.min(f64::from(self.configured[i])).max(f64::from(self.floor(i)));
+            out[i] = rate as u32;
+            left = (left - rate).max(0.0);
+        }
+        out
+    }
+
+    /// Takes an estimate of `estimate_bps` at `now_us`; returns what changed, if anything
+    /// moved by 5% or more (or the top rung goes or comes back).
+    pub fn on_estimate(&mut self, now_us: u64, estimate_bps: u64) -> Option<UplinkChange> {
+        if let Some(at) = self.connected_at
+            && now_us.saturating_sub(at) < us(self.config.warm_up)
+        {
+            return None;
+        }
+        if estimate_bps == 0 || self.configured.is_empty() {
+            return None;
+        }
+        let e = estimate_bps as f64;
+        let s = match self.smoothed {
+            None => e,
+            Some(s) if e < s => s + (e - s) / 2.0,
+            Some(s) => s + (e - s) / 8.0,
+        };
+        self.smoothed = Some(s);
+        let budget = s * self.config.share - f64::from(self.audio_bps);
+
+        // The top rung: dropped when what is left for it stays short, back when it fits.
+        let mut top_rung = None;
+        if self.configured.len() > 1 {
+            let lower: f64 = self.configured[1..].iter().map(|&r| f64::from(r)).sum();
+            let need = lower + f64::from(self.top_min());
+            if self.top_dropped {
+                if budget >= need * self.config.restore_margin {
+                    let since = *self.fits_since.get_or_insert(now_us);
+                    if now_us.saturating_sub(since) >= us(self.config.restore_after) {
+                        self.top_dropped = false;
+                        self.fits_since = None;
+                        self.cut_at = Some(now_us);
+                        top_rung = Some(true);
+                    }
+                } else {
+                    self.fits_since = None;
+                }
+            } else if budget < need {
+                let since = *self.short_since.get_or_insert(now_us);
+                if now_us.saturating_sub(since) >= us(self.config.drop_after) {
+                    self.top_dropped = true;
+                    self.short_since = None;
+                    top_rung = Some(false);
+                }
+            } else {
+                self.short_since = None;
+            }
+        }
+
+        let wanted = self.share_out(budget);
+        let holding =
+            self.cut_at.is_some_and(|t| now_us.saturating_sub(t) < us(self.config.hold_after_cut));
+        let mut next = self.rates.clone();
+        let mut cut = false;
+        for (i, (&want, cur)) in wanted.iter().zip(next.iter_mut()).enumerate() {
+            if want == 0 || (i == 0 && top_rung == Some(true)) {
+                // Dropped, or coming back: from its floor-guarded share at once.
+                *cur = want;
+            } else if want < *cur || *cur == 0 {
+                cut |= want < *cur;
+                *cur = want;
+            } else if !holding {
+                let step = (f64::from(*cur) * self.config.max_step_up) as u32;
+                *cur = want.min(step.max(*cur + 1));
+            }
+        }
+        if cut {
+            self.cut_at = Some(now_us);
+        }
+        let moved = next.iter().zip(&self.rates).any(|(&a, &b)| {
+            let (a, b) = (f64::from(a), f64::from(b));
+            (a - b).abs() >= 0.05 * b.max(1.0) || (a == 0.0) != (b == 0.0)
+        });
+        if moved || top_rung.is_some() {
+            self.rates = next;
+            return Some(UplinkChange { rates: self.rates.clone(), top_rung });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000;
+
+    fn light() -> UplinkController {
+        UplinkController::new(UplinkConfig::default(), vec![500_000, 150_000], 32_000)
+    }
+
+    fn feed(c: &mut UplinkController, from: u64, secs: u64, bps: u64) -> u64 {
+        let mut t = from;
+        while t < from + secs * S {
+            c.on_estimate(t, bps);
+            t += S / 2;
+        }
+        t
+    }
+
+    #[test]
+    fn a_wide_uplink_keeps_the_configured_rates() {
+        let mut c = light();
+        feed(&mut c, 0, 5, 10_000_000);
+        assert_eq!(c.rates(), [500_000, 150_000]);
+        assert!(!c.top_dropped());
+    }
+
+    #[test]
+    fn a_narrow_uplink_cuts_the_top_rung_first_then_recovers_slowly() {
+        let mut c = light();
+        let t = feed(&mut c, 0, 3, 400_000);
+        // 0.85 x 400k - 32k = 308k: 180p keeps its 150k, 360p gets the rest.
+        assert_eq!(c.rates()[1], 150_000);
+        assert!((150_000..=170_000).contains(&c.rates()[0]), "{:?}", c.rates());
+        assert!(c.video_bps() + 32_000 <= 400_000);
+        // Back to 10 Mbit/s: not at once, within ~15 s.
+        c.on_estimate(t, 10_000_000);
+        assert!(c.rates()[0] < 200_000, "{:?}", c.rates());
+        feed(&mut c, t + S / 2, 15, 10_000_000);
+        assert_eq!(c.rates(), [500_000, 150_000]);
+    }
+
+    #[test]
+    fn the_top_rung_goes_when_it_cannot_fit_and_comes_back_with_margin() {
+        let mut c = UplinkController::new(
+            UplinkConfig::default(),
+            vec![1_500_000, 500_000, 150_000],
+            32_000,
+        );
+        let mut dropped_at = None;
+        let mut t = 0;
+        while t < 5 * S {
+            if let Some(ch) = c.on_estimate(t, 600_000)
+                && ch.top_rung == Some(false)
+            {
+                dropped_at = Some(t);
+            }
+            t += S / 2;
+        }
+        assert!(dropped_at.is_some_and(|d| d <= 2 * S), "{dropped_at:?}");
+        assert_eq!(c.rates()[0], 0);
+        // 0.85 x 600k - 32k = 478k for 360p and 180p.
+        assert!(c.video_bps() <= 478_000 + 1, "{:?}", c.rates());
+        assert!(c.rates()[2] == 150_000 && c.rates()[1] >= 300_000, "{:?}", c.rates());
+        // Just enough for the top at its minimum: not back (no margin).
+        let t = feed(&mut c, t, 10, 1_400_000);
+        assert!(c.top_dropped());
+        let mut back = None;
+        let mut t2 = t;
+        while t2 < t + 20 * S {
+            if let Some(ch) = c.on_estimate(t2, 5_000_000)
+                && ch.top_rung == Some(true)
+            {
+                back = Some(t2 - t);
+            }
+            t2 += S / 2;
+        }
+        assert!(back.is_some_and(|b| b >= 5 * S), "{back:?}");
+        assert!(c.rates()[0] > 0);
+    }
+
+    #[test]
+    fn floors_hold_and_warm_up_is_ignored() {
+        let mut c = UplinkController::new(UplinkConfig::default(), vec![800_000], 32_000);
+        c.connected(0);
+        assert_eq!(c.on_estimate(S, 50_000), None);
+        feed(&mut c, 2 * S, 3, 50_000);
+        assert_eq!(c.rates(), [100_000]);
+    }
+}
