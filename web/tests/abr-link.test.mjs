@@ -17,14 +17,14 @@ const skip = (!haveChromium() && 'no chromium') || (!hasSubcommand('link') && `n
 /**
  * Longest frozen picture allowed from the start until the rate returns (the drop and the step
  * down). The freeze falls right after the drop, while 720p objects already queued behind the
- * slower link arrive late, until the new tier starts at its next group: 396 to 480 ms measured
- * in 3 runs at load 5 to 8 on two cores (the bound was 4 s while a relay fault could silence
+ * slower link arrive late, until the new tier starts at its next group: 396 to 486 ms measured
+ * in 5 runs at load 3 to 8 on two cores (the bound was 4 s while a relay fault could silence
  * the link for seconds after a switch; client/tests/moq_switch_under_congestion.rs).
  */
 const DOWN_STALL_BOUND_MS = 1500;
 /**
  * Longest frozen picture allowed after the rate returns, across the step up: the new tier
- * starts at a group boundary, so the picture goes on (26 to 31 ms measured, a frame
+ * starts at a group boundary, so the picture goes on (24 to 31 ms measured, a frame
  * interval; 400 ms leaves room for a descheduled renderer on a loaded machine).
  */
 const UP_STALL_BOUND_MS = 400;
