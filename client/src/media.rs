@@ -40,7 +40,7 @@ use tiermesh_proto::loc::{self, LocProperties};
 
 use crate::publish::Source;
 use crate::synthetic::{self, AUDIO_FRAME_US, BroadcastSpec, TrackKind, TrackSpec};
-use crate::uplink::{UplinkConfig, UplinkController};
+use crate::uplink::{UplinkConfig, UplinkController, UplinkMeter};
 
 /// How many frame intervals the encoder may lag behind the frame clock before source
 /// frames are skipped: two frames (66 ms at 30 fps) absorb a slow key frame without
@@ -172,6 +172,8 @@ pub struct MediaBroadcast {
     stats: MediaStats,
     /// Follows the uplink with the encoders' rates (`None`: fixed rates, or no encoder).
     uplink: Option<UplinkController>,
+    /// The send-rate estimate of the current connection.
+    meter: UplinkMeter,
 }
 
 impl std::fmt::Debug for MediaBroadcast {
@@ -360,6 +362,7 @@ impl MediaBroadcast {
             pending: VecDeque::new(),
             stats: MediaStats::default(),
             uplink: None,
+            meter: UplinkMeter::new(),
         }
     }
 
@@ -790,14 +793,27 @@ impl Source for MediaBroadcast {
         }
     }
 
+    fn subscribers_changed(&mut self, track: usize, subscribers: usize) {
+        let Some(rung) = self.rung_track.iter().position(|&t| t == track) else { return };
+        if let Some(c) = &mut self.uplink {
+            c.set_watched(rung, subscribers > 0);
+        }
+    }
+
     fn connected(&mut self, now_us: u64) {
         if let Some(c) = &mut self.uplink {
             c.connected(now_us);
         }
+        self.meter = UplinkMeter::new();
     }
 
-    fn uplink_estimate(&mut self, now_us: u64, send_rate_bps: u64) {
-        self.apply_uplink(now_us, send_rate_bps);
+    fn uplink_stats(&mut self, now_us: u64, stats: &crate::transport::Stats) {
+        if self.uplink.is_none() {
+            return;
+        }
+        if let Some(bps) = self.meter.estimate(now_us, stats) {
+            self.apply_uplink(now_us, bps);
+        }
     }
 
     fn summary(&self) -> Option<String> {

@@ -148,9 +148,9 @@ pub trait Source: Send {
     /// A connection to the relay was established at `now_us` (its first send-rate
     /// estimates describe slow start, not the link).
     fn connected(&mut self, _now_us: u64) {}
-    /// The uplink's send-rate estimate ([`crate::transport::Stats::send_rate_estimate_bps`])
-    /// at `now_us`, every [`UPLINK_INTERVAL`]: a source with encoders follows it.
-    fn uplink_estimate(&mut self, _now_us: u64, _send_rate_bps: u64) {}
+    /// The uplink connection's figures at `now_us`, every [`UPLINK_INTERVAL`]: a source
+    /// with encoders follows its send rate (see [`crate::uplink`]).
+    fn uplink_stats(&mut self, _now_us: u64, _stats: &crate::transport::Stats) {}
     /// One line on what the source did (printed when the publisher stops), if it has one.
     fn summary(&self) -> Option<String> {
         None
@@ -348,7 +348,7 @@ impl<S: Source> Publisher<S> {
                 () = tokio::time::sleep(wait) => {}
                 _ = uplink.tick() => {
                     if let Some(stats) = conn.transport_stats() {
-                        self.generator.uplink_estimate(now_us(), stats.send_rate_estimate_bps);
+                        self.generator.uplink_stats(now_us(), &stats);
                     }
                 }
             }

@@ -20,6 +20,55 @@
 
 use std::time::Duration;
 
+use crate::transport::Stats;
+
+/// Turns successive readings of the connection's figures into a send-rate estimate that
+/// does not read the congestion window of an idle moment as capacity.
+///
+/// - **Congested** (bytes were declared lost since the last reading, or the smoothed RTT
+///   stands more than max(20 ms, a quarter of the smallest RTT) above the smallest: a
+///   queue is building): the estimate is the rate actually sent (UDP bytes sent less bytes
+///   lost, per second), which a full bottleneck holds at its own rate.
+/// - **Not congested**: the estimate never falls; it rises to the congestion window per
+///   RTT, but to no more than 1.25 x the rate actually sent, so it grows only as fast as
+///   the media proves the link carries more.
+#[derive(Debug, Clone, Default)]
+pub struct UplinkMeter {
+    last: Option<(u64, Stats)>,
+    estimate: Option<u64>,
+}
+
+impl UplinkMeter {
+    /// A meter for a new connection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The estimate after reading `stats` at `now_us` (`None` for the first reading).
+    pub fn estimate(&mut self, now_us: u64, stats: &Stats) -> Option<u64> {
+        let (then, prev) = self.last.replace((now_us, *stats))?;
+        let dt = now_us.saturating_sub(then);
+        if dt < 100_000 {
+            self.last = Some((then, prev));
+            return self.estimate;
+        }
+        let lost = stats.bytes_lost.saturating_sub(prev.bytes_lost);
+        let sent = stats.bytes_sent.saturating_sub(prev.bytes_sent).saturating_sub(lost);
+        let delivered = sent.saturating_mul(8).saturating_mul(1_000_000) / dt;
+        let queue = stats.rtt.saturating_sub(stats.min_rtt);
+        let congested = lost > 0 || queue > Duration::from_millis(20).max(stats.min_rtt / 4);
+        let window = stats.send_rate_estimate_bps;
+        let e = if congested {
+            delivered
+        } else {
+            let probe = window.min(delivered.saturating_mul(5) / 4);
+            self.estimate.map_or(window, |e| e.max(probe))
+        };
+        self.estimate = Some(e);
+        self.estimate
+    }
+}
+
 /// How the encoder follows the uplink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UplinkConfig {
@@ -79,6 +128,8 @@ pub struct UplinkController {
     config: UplinkConfig,
     /// Configured rates, highest first.
     configured: Vec<u32>,
+    /// Whether each rung (highest first) is sent at all: only those share the budget.
+    watched: Vec<bool>,
     audio_bps: u32,
     rates: Vec<u32>,
     smoothed: Option<f64>,
@@ -98,6 +149,7 @@ impl UplinkController {
     /// `audio_bps` of audio beside them.
     pub fn new(config: UplinkConfig, configured: Vec<u32>, audio_bps: u32) -> Self {
         Self {
+            watched: vec![true; configured.len()],
             rates: configured.clone(),
             configured,
             audio_bps,
@@ -121,9 +173,10 @@ impl UplinkController {
         &self.rates
     }
 
-    /// The sum of the current video targets, bit/s.
+    /// The sum of the current targets of the rungs that are sent, bit/s: the video rate
+    /// on the uplink.
     pub fn video_bps(&self) -> u64 {
-        self.rates.iter().map(|&r| u64::from(r)).sum()
+        self.rates.iter().zip(&self.watched).filter(|(_, w)| **w).map(|(&r, _)| u64::from(r)).sum()
     }
 
     /// The smoothed estimate, bit/s (`None` before the first one counted).
@@ -142,6 +195,15 @@ impl UplinkController {
         self.connected_at = Some(now_us);
     }
 
+    /// Whether rung `rung` (highest first) is sent: a rung nobody subscribes to does not
+    /// cross the uplink, so it keeps its configured rate and takes no share of the budget.
+    /// Every rung counts as sent until told otherwise.
+    pub fn set_watched(&mut self, rung: usize, watched: bool) {
+        if let Some(w) = self.watched.get_mut(rung) {
+            *w = watched;
+        }
+    }
+
     fn floor(&self, rung: usize) -> u32 {
         self.configured[rung].min(self.config.floor_bps)
     }
@@ -158,6 +220,10 @@ impl UplinkController {
         let mut left = budget.max(0.0);
         let first = usize::from(self.top_dropped);
         for i in (first..n).rev() {
+            if !self.watched[i] {
+                out[i] = self.configured[i];
+                continue;
+            }
             let rate = left.min(f64::from(self.configured[i])).max(f64::from(self.floor(i)));
             out[i] = rate as u32;
             left = (left - rate).max(0.0);
@@ -187,8 +253,13 @@ impl UplinkController {
 
         // The top rung: dropped when what is left for it stays short, back when it fits.
         let mut top_rung = None;
-        if self.configured.len() > 1 {
-            let lower: f64 = self.configured[1..].iter().map(|&r| f64::from(r)).sum();
+        if self.configured.len() > 1 && self.watched[0] {
+            let lower: f64 = self.configured[1..]
+                .iter()
+                .zip(&self.watched[1..])
+                .filter(|(_, w)| **w)
+                .map(|(&r, _)| f64::from(r))
+                .sum();
             let need = lower + f64::from(self.top_min());
             if self.top_dropped {
                 if budget >= need * self.config.restore_margin {
@@ -325,6 +396,48 @@ mod tests {
         }
         assert!(back.is_some_and(|b| b >= 5 * S), "{back:?}");
         assert!(c.rates()[0] > 0);
+    }
+
+    #[test]
+    fn only_the_rungs_sent_share_the_budget() {
+        let mut c = light();
+        c.set_watched(1, false);
+        feed(&mut c, 0, 3, 400_000);
+        // 308k for 360p alone; 180p is not sent and keeps its rate.
+        assert_eq!(c.rates()[1], 150_000);
+        assert!((300_000..=310_000).contains(&c.rates()[0]), "{:?}", c.rates());
+    }
+
+    fn stats(sent: u64, lost: u64, rtt_ms: u64, window_bps: u64) -> Stats {
+        Stats {
+            rtt: Duration::from_millis(rtt_ms),
+            min_rtt: Duration::from_millis(80),
+            cwnd: 0,
+            bytes_sent: sent,
+            bytes_received: 0,
+            bytes_lost: lost,
+            packets_sent: 0,
+            packets_lost: 0,
+            congestion_events: 0,
+            mtu: 1200,
+            send_rate_estimate_bps: window_bps,
+        }
+    }
+
+    #[test]
+    fn the_meter_reads_the_sent_rate_under_congestion_and_probes_slowly_otherwise() {
+        let mut m = UplinkMeter::new();
+        assert_eq!(m.estimate(0, &stats(0, 0, 80, 900_000)), None);
+        // Idle link, no queue: the window counts, capped by 1.25 x the rate sent...
+        assert_eq!(m.estimate(S / 2, &stats(25_000, 0, 80, 900_000)), Some(900_000));
+        // ... and it never falls without a congestion sign.
+        assert_eq!(m.estimate(S, &stats(30_000, 0, 80, 600_000)), Some(900_000));
+        // A queue (RTT 80 -> 200 ms): the rate sent, 400 kbit/s.
+        assert_eq!(m.estimate(3 * S / 2, &stats(55_000, 0, 200, 900_000)), Some(400_000));
+        // Losses: the rate sent less what was lost.
+        assert_eq!(m.estimate(2 * S, &stats(80_000, 5_000, 80, 900_000)), Some(320_000));
+        // No congestion again: up by at most 1.25 x the rate sent (400k -> 500k).
+        assert_eq!(m.estimate(5 * S / 2, &stats(105_000, 5_000, 80, 900_000)), Some(500_000));
     }
 
     #[test]
