@@ -253,7 +253,9 @@ impl UplinkController {
 
         // The top rung: dropped when what is left for it stays short, back when it fits.
         let mut top_rung = None;
-        if self.configured.len() > 1 && self.watched[0] {
+        // Dropping the top rung helps only if a lower rung is sent for its viewers to move
+        // to; else it goes down to its floor like a single tier.
+        if self.configured.len() > 1 && self.watched[0] && self.watched[1..].contains(&true) {
             let lower: f64 = self.configured[1..]
                 .iter()
                 .zip(&self.watched[1..])
@@ -406,6 +408,10 @@ mod tests {
         // 308k for 360p alone; 180p is not sent and keeps its rate.
         assert_eq!(c.rates()[1], 150_000);
         assert!((300_000..=310_000).contains(&c.rates()[0]), "{:?}", c.rates());
+        // Far too narrow for 360p, but nothing lower is sent: 360p stays, at its floor.
+        feed(&mut c, 3 * S, 5, 100_000);
+        assert!(!c.top_dropped());
+        assert_eq!(c.rates()[0], 100_000);
     }
 
     fn stats(sent: u64, lost: u64, rtt_ms: u64, window_bps: u64) -> Stats {
