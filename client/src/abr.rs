@@ -211,7 +211,7 @@ impl Abr {
     }
 
     /// Measured throughput of the watched tier, bit/s: the median of the rates of the
-    /// [`WINDOW_PARTS`] equal parts of the window (None until the window has filled once
+    /// five equal parts of the window (None until the window has filled once
     /// since the last switch). The median, so that one stretch the link lost (a group the
     /// relay dropped after a burst of losses) does not read as a tier that no longer fits,
     /// while a tier the link cannot carry is short in most parts.
