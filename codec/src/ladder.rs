@@ -794,7 +794,7 @@ struct Job {
 /// encoder runs at the same time as the others and as the caller's decoding; each rung
 /// scales from the rung above (a quarter of the pixels of the source for the third rung),
 /// and a rung of the source's size encodes the source picture itself, without a copy.
-/// Queues between the workers hold [`PIPELINE_DEPTH`] pictures: a rung that falls behind
+/// Queues between the workers hold two pictures: a rung that falls behind
 /// makes [`Pipeline::push`] wait rather than letting frames of one rung drift away from
 /// the others. Group IDs and key frames are decided by the pushing thread, as in
 /// [`Ladder::push`], so group N of every rung starts at the same source frame.
@@ -920,7 +920,7 @@ impl Pipeline {
 
     /// Encodes `frame` captured at `capture_us` on every active rung. Returns once the top
     /// rung's worker has taken it: at once while the workers keep up, after up to a frame's
-    /// encoding time when they are [`PIPELINE_DEPTH`] frames behind.
+    /// encoding time when they are two frames behind.
     ///
     /// # Errors
     /// [`Error::InvalidFrame`] for an inconsistent picture, [`Error::Encode`] if the workers
