@@ -736,6 +736,16 @@ impl Node {
         self.best_origin(namespace).and_then(|o| self.route_to_id(o))
     }
 
+    /// Every reachable relay other than this one that publishes exactly `namespace`.
+    pub fn remote_origins(&self, namespace: &TrackNamespace) -> Vec<RelayName> {
+        let Some(e) = self.namespaces.get(namespace) else { return Vec::new() };
+        e.iter()
+            .filter(|r| r.present && r.origin != ME)
+            .filter(|r| self.origins[r.origin as usize].best.is_some())
+            .map(|r| self.names[r.origin as usize].clone())
+            .collect()
+    }
+
     /// The origin relay [`Self::route`] would take for `namespace`, without building the
     /// path.
     pub fn origin_for(&self, namespace: &TrackNamespace) -> Option<&RelayName> {

@@ -168,6 +168,8 @@ struct State {
     /// Tracks being moved to a better route (make-before-break): the link session they
     /// move to and when the move started.
     moving: HashMap<FullTrackName, (SessionId, Instant)>,
+    /// For each namespace a local session publishes, the other relays that publish it too.
+    remote_origins: HashMap<TrackNamespace, HashSet<RelayName>>,
 }
 
 /// The relay's mesh: its routing node and its links.
@@ -273,6 +275,7 @@ impl Mesh {
                 dialing: HashSet::new(),
                 redirects: HashSet::new(),
                 moving: HashMap::new(),
+                remote_origins: HashMap::new(),
             }),
             wake: Notify::new(),
             link_gone: Notify::new(),
@@ -1027,8 +1030,43 @@ impl Mesh {
             }
         }
         while st.node.poll_event().is_some() {}
+        let newer = newer_remote_publishers(&mut st);
         drop(st);
+        for (ns, origin) in newer {
+            self.follow_newer_publisher(ctx, &ns, &origin);
+        }
         self.reroute(ctx);
+    }
+
+    /// A relay began publishing `namespace` after a local session had: the publisher most
+    /// likely moved there (its old connection here died silently and lives on until its
+    /// idle timeout). As a relay does for a namespace published again by a new local session
+    /// (draft-16 §8.5), the tracks held from the local publisher are subscribed from the
+    /// newer one, at the next hop towards `origin` (make-before-break).
+    fn follow_newer_publisher(&self, ctx: &Arc<Ctx>, ns: &TrackNamespace, origin: &RelayName) {
+        let hop = {
+            let st = self.lock();
+            match st.node.next_hop_to(origin.as_str()) {
+                Some(Hop::Peer(p)) => st.links.get(&p).map(|l| (l.session, l.conn.clone())),
+                _ => None,
+            }
+        };
+        let Some((session, conn)) = hop else { return };
+        let tracks: Vec<_> = ctx
+            .registry
+            .lock()
+            .tracks
+            .values()
+            .filter(|t| &t.name.namespace == ns)
+            .filter(|t| {
+                matches!(t.lock().upstream, Upstream::Active { session, pushed: false, .. } if session < MESH_SESSION_BASE)
+            })
+            .cloned()
+            .collect();
+        for track in tracks {
+            tracing::info!(track = %track.name, origin = %origin.as_str(), "mesh: the namespace is published anew at another relay: subscribing there");
+            tokio::spawn(crate::session::take_over(ctx.clone(), track, session, conn.clone()));
+        }
     }
 
     /// Subscribes again, along the current best route, every track whose upstream was lost
@@ -1108,6 +1146,23 @@ impl Mesh {
         tracing::info!(track = %track.name, "mesh: a better route appeared: moving the upstream subscription (make-before-break)");
         tokio::spawn(crate::session::take_over(ctx.clone(), track.clone(), session, conn));
     }
+}
+
+/// Records, for each locally published namespace, the other relays publishing it; returns
+/// those that appeared since the last call (not those already there when the local
+/// session published it).
+fn newer_remote_publishers(st: &mut State) -> Vec<(TrackNamespace, RelayName)> {
+    let mut newer = Vec::new();
+    let published = st.published.clone();
+    st.remote_origins.retain(|ns, _| published.contains(ns));
+    for ns in published {
+        let now: HashSet<RelayName> = st.node.remote_origins(&ns).into_iter().collect();
+        if let Some(before) = st.remote_origins.get(&ns) {
+            newer.extend(now.difference(before).map(|o| (ns.clone(), o.clone())));
+        }
+        st.remote_origins.insert(ns, now);
+    }
+    newer
 }
 
 fn error_json(reason: &str) -> String {

@@ -1,0 +1,391 @@
+//! A publisher that moves to another relay of the mesh within the linger period: three
+//! `tiermesh relay` processes on loopback (a1 and a2 in region A, b1 in region B, each
+//! pair linked with mutual TLS from a mesh CA), a `tiermesh pub` publisher at a1 and a
+//! subscriber at b1 that records every object of `audio` and `video/180p`.
+//!
+//! - `publisher_moving_to_another_relay_continues_the_subscribers`: the publisher is killed
+//!   with SIGKILL (its relay is told nothing) and a new one for the same broadcast starts at
+//!   a2 at once. The subscriber's subscriptions, on the same connection, keep receiving
+//!   objects from the new publisher, none duplicated or out of order within its group, and
+//!   the largest gap in its decoded video is printed and bounded.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use tiermesh_client::moq::{self, ClientOptions, SubscribeOptions};
+use tiermesh_client::transport::{ClientTls, Url};
+use tiermesh_proto::types::{FullTrackName, TrackNamespace};
+use tiermesh_tests::{Proc, find_hash, http_get, start_pub};
+
+const BROADCAST: &str = "e2e/move";
+const WAIT: Duration = Duration::from_secs(30);
+/// The relays' linger period: the new publisher starts well within it.
+const LINGER: &str = "8s";
+/// The longest the subscriber's decoded video may stop while the publisher moves: the new
+/// publisher's start (a process launch and a QUIC handshake on a loaded machine), the
+/// route's spread and the relays' resubscription.
+const MOVE_BOUND: Duration = Duration::from_secs(4);
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+/// Runs a short `tiermesh` command to the end; its stdout.
+fn cli(args: &[&str]) -> Result<String> {
+    let mut p = Proc::tiermesh(args[0], args)?;
+    let status = p.wait_exit(WAIT)?;
+    if !status.success() {
+        bail!("tiermesh {args:?} failed\n{}", p.dump());
+    }
+    Ok(p.stdout())
+}
+
+/// A scratch folder with a mesh CA and the client-facing certificate shared by the relays.
+struct Env {
+    root: PathBuf,
+    dev_hash: String,
+}
+
+impl Env {
+    fn new(tag: &str) -> Result<Env> {
+        let root = std::env::temp_dir().join(format!("tiermesh-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root)?;
+        cli(&["cert", "ca", "--name", tag, "--out", path(&root.join("ca"))])?;
+        let out = cli(&["cert", "dev", "--out", path(&root.join("dev"))])?;
+        let dev_hash = find_hash(&out).context("cert dev printed no hash")?;
+        Ok(Env { root, dev_hash })
+    }
+
+    /// A node certificate for `name` from this mesh's CA.
+    fn node(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.root.join(name);
+        let ca = self.root.join("ca");
+        cli(&[
+            "cert",
+            "node",
+            "--ca",
+            path(&ca),
+            "--name",
+            name,
+            "--san",
+            "127.0.0.1",
+            "--out",
+            path(&dir),
+        ])?;
+        Ok(dir)
+    }
+
+    fn pin(&self) -> Vec<String> {
+        vec!["--tls-cert-hash".to_owned(), self.dev_hash.clone()]
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A UDP port that was free a moment ago and that this test has not handed out before.
+fn free_udp_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+/// A `tiermesh relay` process of the mesh, linked to its static `peers` (name, region,
+/// mesh port).
+struct MeshRelay {
+    name: String,
+    proc: Proc,
+    port: u16,
+    mesh_port: u16,
+    ops: SocketAddr,
+}
+
+impl MeshRelay {
+    fn start(env: &Env, name: &str, region: &str, peers: &[(&str, &str, u16)]) -> Result<Self> {
+        let (port, mesh_port) = (free_udp_port(), free_udp_port());
+        let mut toml = format!(
+            "listen = \"127.0.0.1:{port}\"\nops = \"127.0.0.1:0\"\nlinger = \"{LINGER}\"\n\n\
+             [tls]\ncert = \"{dev}/cert.pem\"\nkey = \"{dev}/key.pem\"\n\n\
+             [mesh]\nname = \"{name}\"\nregion = \"{region}\"\nurl = \"moqt://127.0.0.1:{port}\"\n\
+             listen = \"127.0.0.1:{mesh_port}\"\ndir = \"{dir}\"\nseeds = []\n",
+            dev = path(&env.root.join("dev")),
+            dir = path(&env.node(name)?),
+        );
+        for (n, r, p) in peers {
+            toml.push_str(&format!(
+                "[[mesh.peers]]\nname = \"{n}\"\nregion = \"{r}\"\naddr = \"moqt://127.0.0.1:{p}\"\n"
+            ));
+        }
+        let file = env.root.join(format!("{name}.toml"));
+        std::fs::write(&file, toml)?;
+        let proc = Proc::tiermesh(
+            name,
+            ["relay", "--config", path(&file), "--public", "e2e", "--public-publish", "e2e"],
+        )?;
+        let line = proc.wait_line(WAIT, |l| l.text.contains("ops on "))?;
+        let ops = line
+            .text
+            .split("ops on ")
+            .nth(1)
+            .and_then(|rest| rest.trim_end_matches(')').parse().ok())
+            .context("ops address")?;
+        Ok(MeshRelay { name: name.to_owned(), proc, port, mesh_port, ops })
+    }
+
+    fn url(&self) -> String {
+        format!("moqt://127.0.0.1:{}/{BROADCAST}", self.port)
+    }
+
+    /// Waits until `cond` holds on this relay's metrics (read every 50 ms: metrics change
+    /// without a notification).
+    fn wait_metrics(&self, what: &str, cond: impl Fn(&str) -> bool) -> Result<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = http_get(self.ops, "/metrics")?;
+            if cond(&text) {
+                return Ok(text);
+            }
+            if Instant::now() >= deadline {
+                bail!("{}: {what} not reached within {WAIT:?}\n{text}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until this relay's routing API names `origin` as the broadcast's origin.
+    fn wait_origin(&self, origin: &str) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        let q = format!("/route?broadcast={BROADCAST}&region=B");
+        loop {
+            let body = http_get(self.ops, &q).unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if v["origin"] == origin {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("{}: origin not {origin} within {WAIT:?}: {body}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn plain_metric(text: &str, name: &str) -> Option<f64> {
+    let key = format!("{name} ");
+    text.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
+}
+
+fn link_metric(text: &str, name: &str, peer: &str) -> Option<f64> {
+    let key = format!("{name}{{peer=\"{peer}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
+}
+
+/// Objects one subscription received: (group, object, arrival).
+#[derive(Default)]
+struct Arrivals {
+    seen: Mutex<Vec<(u64, u64, Instant)>>,
+    cond: Condvar,
+    /// Set when the subscription ended (PUBLISH_DONE or the connection closed).
+    ended: Mutex<bool>,
+}
+
+impl Arrivals {
+    fn len(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// Waits until `n` objects have arrived.
+    fn wait_for(&self, n: usize, what: &str) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = self.seen.lock().unwrap();
+        while seen.len() < n {
+            let now = Instant::now();
+            if now >= deadline || *self.ended.lock().unwrap() {
+                bail!(
+                    "{what}: {} of {n} objects (ended: {})",
+                    seen.len(),
+                    self.ended.lock().unwrap()
+                );
+            }
+            seen = self
+                .cond
+                .wait_timeout(seen, (deadline - now).min(Duration::from_millis(200)))
+                .unwrap()
+                .0;
+        }
+        Ok(())
+    }
+
+    /// What a viewer saw from `from` on. Fails if an object came twice or out of order
+    /// within its group.
+    fn after(&self, from: Instant) -> Result<Seen> {
+        let seen = self.seen.lock().unwrap();
+        let mut last_in_group: std::collections::HashMap<u64, u64> = Default::default();
+        let (mut newest, mut late) = (0, 0);
+        for &(g, o, _) in seen.iter() {
+            if let Some(prev) = last_in_group.insert(g, o)
+                && o <= prev
+            {
+                bail!("object {g}/{o} after {g}/{prev}: duplicated or out of order");
+            }
+            if g < newest {
+                late += 1;
+            }
+            newest = newest.max(g);
+        }
+        let start = seen.iter().rposition(|s| s.2 <= from).unwrap_or(0);
+        let gap = seen[start..].windows(2).map(|w| w[1].2 - w[0].2).max().unwrap_or(Duration::ZERO);
+        // A frame decodes if it starts a group (a key frame) or follows the last decoded
+        // frame of its group without a hole.
+        let mut decoded_at = Vec::new();
+        let mut chain: Option<(u64, u64)> = None;
+        for &(g, o, t) in seen.iter() {
+            if o == 0 || chain == Some((g, o - 1)) {
+                chain = Some((g, o));
+                decoded_at.push(t);
+            }
+        }
+        let start = decoded_at.iter().rposition(|t| *t <= from).unwrap_or(0);
+        let decoded =
+            decoded_at[start..].windows(2).map(|w| w[1] - w[0]).max().unwrap_or(Duration::ZERO);
+        let last_group = seen.last().map(|s| s.0).unwrap_or(0);
+        Ok(Seen { gap, decoded, late, last_group })
+    }
+}
+
+/// What a subscriber saw around the move.
+#[derive(Debug)]
+struct Seen {
+    /// The largest gap between two objects' arrivals.
+    gap: Duration,
+    /// The largest gap between two decodable objects (for video, the freeze a player shows).
+    decoded: Duration,
+    /// Objects of an older group that arrived after a newer group had started.
+    late: usize,
+    /// The group of the last object received.
+    last_group: u64,
+}
+
+/// Subscribes to `track` of the broadcast at `relay_port` on one connection and records
+/// every object.
+fn watch(
+    rt: &tokio::runtime::Runtime,
+    relay_port: u16,
+    dev_hash: &str,
+    track: &str,
+) -> Result<Arc<Arrivals>> {
+    let arrivals = Arc::new(Arrivals::default());
+    let url: Url = format!("moqt://127.0.0.1:{relay_port}/{BROADCAST}").parse()?;
+    let tls = ClientTls::pinned_hex(dev_hash)?;
+    let track = FullTrackName::new(TrackNamespace::from_path(BROADCAST)?, track)?;
+    let out = arrivals.clone();
+    let mut reader = rt.block_on(async move {
+        let (conn, driver) = moq::connect(&url, ClientOptions::new(tls)).await?;
+        tokio::spawn(driver.run());
+        let reader = tokio::time::timeout(WAIT, async {
+            loop {
+                match conn.subscribe(track.clone(), SubscribeOptions::default()).await {
+                    Ok(r) => return Ok(r),
+                    Err(e) if conn.close_reason().is_some() => return Err(e),
+                    // Not routed yet: the relay refused; ask again.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        })
+        .await
+        .context("subscribe")??;
+        Ok::<_, anyhow::Error>((reader, conn))
+    })?;
+    rt.spawn(async move {
+        let _conn = &reader.1;
+        while let Some(o) = reader.0.next_object().await {
+            let mut seen = out.seen.lock().unwrap();
+            seen.push((o.group_id, o.object_id, Instant::now()));
+            out.cond.notify_all();
+        }
+        *out.ended.lock().unwrap() = true;
+        out.cond.notify_all();
+    });
+    Ok(arrivals)
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+}
+
+#[test]
+fn publisher_moving_to_another_relay_continues_the_subscribers() -> Result<()> {
+    let t0 = Instant::now();
+    let env = Env::new("mesh-move")?;
+    // A triangle of static links: a1 - a2 within A, b1 - a1 and b1 - a2 across.
+    let a1 = MeshRelay::start(&env, "a1", "A", &[])?;
+    let a2 = MeshRelay::start(&env, "a2", "A", &[("a1", "A", a1.mesh_port)])?;
+    let b1 =
+        MeshRelay::start(&env, "b1", "B", &[("a1", "A", a1.mesh_port), ("a2", "A", a2.mesh_port)])?;
+    for r in [&a1, &a2, &b1] {
+        r.wait_metrics("links", |t| plain_metric(t, "tiermesh_mesh_links") == Some(2.0))?;
+    }
+    println!("[{:5.1} s] mesh linked", t0.elapsed().as_secs_f64());
+    let mut first = start_pub("pub-a1", &a1.url(), &env.pin())?;
+    b1.wait_origin("a1")?;
+    println!("[{:5.1} s] routed at b1", t0.elapsed().as_secs_f64());
+    let rt = tokio::runtime::Runtime::new()?;
+    let video = watch(&rt, b1.port, &env.dev_hash, "video/180p")?;
+    let audio = watch(&rt, b1.port, &env.dev_hash, "audio")?;
+    video.wait_for(30, "video before the move")?;
+    audio.wait_for(50, "audio before the move")?;
+    println!("[{:5.1} s] watching at b1 through a1", t0.elapsed().as_secs_f64());
+    let (nv, na) = (video.len(), audio.len());
+    // The move: the publisher dies without a word; a new one publishes at a2.
+    first.kill();
+    let moved = Instant::now();
+    let moved_us = now_us();
+    let _second = start_pub("pub-a2", &a2.url(), &env.pin())?;
+    println!(
+        "[{:5.1} s] publisher killed at a1, new one published at a2 {:?} later",
+        t0.elapsed().as_secs_f64(),
+        moved.elapsed()
+    );
+    // Two seconds of both tracks from the new publisher, on the same subscriptions.
+    video.wait_for(nv + 60, "video after the move")?;
+    audio.wait_for(na + 100, "audio after the move")?;
+    println!("[{:5.1} s] both tracks continue", t0.elapsed().as_secs_f64());
+    let v = video.after(moved)?;
+    let a = audio.after(moved)?;
+    println!(
+        "publisher moved a1 -> a2: video/180p decoded froze {:?} (arrival gap {:?}, {} late), audio gap {:?} ({} late) at b1",
+        v.decoded, v.gap, v.late, a.gap, a.late
+    );
+    // Audio group IDs are capture time / 20 ms: what arrives last came from the new
+    // publisher.
+    assert!(a.last_group * 20_000 > moved_us + 1_000_000, "no audio after the move: {a:?}");
+    assert!(v.decoded < MOVE_BOUND, "video froze {v:?}");
+    assert!(a.gap < MOVE_BOUND, "audio stopped {a:?}");
+    let text = b1.wait_metrics("b1 subscribed at a2", |t| {
+        link_metric(t, "tiermesh_mesh_link_upstream_tracks", "a2").is_some()
+    })?;
+    for peer in ["a1", "a2"] {
+        println!(
+            "b1 upstream tracks via {peer}: {:?}",
+            link_metric(&text, "tiermesh_mesh_link_upstream_tracks", peer)
+        );
+    }
+    for l in a1.proc.lines().iter().filter(|l| l.text.contains("published anew")) {
+        println!("a1: {}", l.text);
+    }
+    drop(rt);
+    Ok(())
+}
