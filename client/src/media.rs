@@ -79,11 +79,11 @@ pub struct MediaStats {
     pub errors: u64,
     /// Groups started early for a key-frame request.
     pub key_frame_requests: u64,
-    /// The video encoders' target bit rate now, all rungs together (bit/s).
+    /// The video encoders' target bit rate now, the rungs being sent together (bit/s).
     pub video_bitrate_bps: u64,
     /// The smoothed send-rate estimate of the uplink (bit/s; 0 before the first one).
     pub uplink_estimate_bps: u64,
-    /// Lowest video target of the run so far, all rungs together (bit/s).
+    /// Lowest video target of the run so far, the rungs being sent together (bit/s).
     pub min_video_bitrate_bps: u64,
     /// Times the encoder rates were changed to follow the uplink.
     pub rate_changes: u64,
@@ -467,8 +467,10 @@ impl MediaBroadcast {
         self.stats.rate_changes += 1;
         self.stats.top_rung_dropped = ctl.top_dropped();
         self.stats.video_bitrate_bps = ctl.video_bps();
-        self.stats.min_video_bitrate_bps =
-            self.stats.min_video_bitrate_bps.min(self.stats.video_bitrate_bps);
+        if self.stats.video_bitrate_bps > 0 {
+            self.stats.min_video_bitrate_bps =
+                self.stats.min_video_bitrate_bps.min(self.stats.video_bitrate_bps);
+        }
         let rates: Vec<String> = change.rates.iter().map(|b| format!("{}", b / 1000)).collect();
         tracing::info!(
             video_bps = ctl.video_bps(),

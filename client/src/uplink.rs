@@ -28,7 +28,8 @@ use crate::transport::Stats;
 /// - **Congested** (bytes were declared lost since the last reading, or the smoothed RTT
 ///   stands more than max(20 ms, a quarter of the smallest RTT) above the smallest: a
 ///   queue is building): the estimate is the rate actually sent (UDP bytes sent less bytes
-///   lost, per second), which a full bottleneck holds at its own rate.
+///   lost, per second), which a full bottleneck holds at its own rate; it falls to at most
+///   half of the previous estimate per reading.
 /// - **Not congested**: the estimate never falls; it rises to the congestion window per
 ///   RTT, but to no more than 1.25 x the rate actually sent, so it grows only as fast as
 ///   the media proves the link carries more.
@@ -59,7 +60,9 @@ impl UplinkMeter {
         let congested = lost > 0 || queue > Duration::from_millis(20).max(stats.min_rtt / 4);
         let window = stats.send_rate_estimate_bps;
         let e = if congested {
-            delivered
+            // At most halved per reading: a queue seen just as the media paused (the RTT is
+            // smoothed) says little of the link.
+            delivered.max(self.estimate.unwrap_or(0) / 2)
         } else {
             let probe = window.min(delivered.saturating_mul(5) / 4);
             self.estimate.map_or(window, |e| e.max(probe))
@@ -221,7 +224,8 @@ impl UplinkController {
         let first = usize::from(self.top_dropped);
         for i in (first..n).rev() {
             if !self.watched[i] {
-                out[i] = self.configured[i];
+                // Not sent: it keeps the rate it has until somebody watches it again.
+                out[i] = self.rates[i];
                 continue;
             }
             let rate = left.min(f64::from(self.configured[i])).max(f64::from(self.floor(i)));
@@ -438,12 +442,14 @@ mod tests {
         assert_eq!(m.estimate(S / 2, &stats(25_000, 0, 80, 900_000)), Some(900_000));
         // ... and it never falls without a congestion sign.
         assert_eq!(m.estimate(S, &stats(30_000, 0, 80, 600_000)), Some(900_000));
-        // A queue (RTT 80 -> 200 ms): the rate sent, 400 kbit/s.
-        assert_eq!(m.estimate(3 * S / 2, &stats(55_000, 0, 200, 900_000)), Some(400_000));
+        // A queue (RTT 80 -> 200 ms): the rate sent, 400 kbit/s, but at most halved.
+        assert_eq!(m.estimate(3 * S / 2, &stats(55_000, 0, 200, 900_000)), Some(450_000));
         // Losses: the rate sent less what was lost.
         assert_eq!(m.estimate(2 * S, &stats(80_000, 5_000, 80, 900_000)), Some(320_000));
+        // A queue as the media paused: at most halved.
+        assert_eq!(m.estimate(9 * S / 4, &stats(80_000, 5_000, 200, 900_000)), Some(160_000));
         // No congestion again: up by at most 1.25 x the rate sent (400k -> 500k).
-        assert_eq!(m.estimate(5 * S / 2, &stats(105_000, 5_000, 80, 900_000)), Some(500_000));
+        assert_eq!(m.estimate(11 * S / 4, &stats(105_000, 5_000, 80, 900_000)), Some(500_000));
     }
 
     #[test]
