@@ -197,7 +197,7 @@ pub struct MediaArgs {
     #[arg(long)]
     pub light: bool,
     /// Keep the rungs' configured bit rates. By default the encoders follow the uplink:
-    /// every 500 ms the video rate is set to 85% of the QUIC connection's send-rate
+    /// every 500 ms the video rate is set to 80% of the QUIC connection's send-rate
     /// estimate less the audio (lowest rung served first, none below 100 kbit/s; down at
     /// once, up by at most 8% per step), and the top rung is dropped while the uplink
     /// cannot carry it (back at a group start once it fits with 30% to spare for 5 s).
