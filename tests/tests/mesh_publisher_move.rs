@@ -7,7 +7,11 @@
 //!   with SIGKILL (its relay is told nothing) and a new one for the same broadcast starts at
 //!   a2 at once. The subscriber's subscriptions, on the same connection, keep receiving
 //!   objects from the new publisher, none duplicated or out of order within its group, and
-//!   the largest gap in its decoded video is printed and bounded.
+//!   the largest gap in its decoded video is printed and bounded. The relay that lost the
+//!   publisher (a1) subscribes the tracks at a2 as soon as a2's route arrives; before it
+//!   did, the video stopped about 13 s (a1's idle timeout on the dead publisher's session).
+//!
+//! With the binary built the test takes about 4 s.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
