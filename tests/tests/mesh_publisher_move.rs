@@ -13,99 +13,26 @@
 //!
 //! With the binary built the test takes about 4 s.
 
+mod mesh_common;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use mesh_common::{Env, WAIT, free_udp_port, link_metric, path, plain_metric};
 use tiermesh_client::moq::{self, ClientOptions, SubscribeOptions};
 use tiermesh_client::transport::{ClientTls, Url};
 use tiermesh_proto::types::{FullTrackName, TrackNamespace};
-use tiermesh_tests::{Proc, find_hash, http_get, start_pub};
+use tiermesh_tests::{Proc, http_get, start_pub};
 
 const BROADCAST: &str = "e2e/move";
-const WAIT: Duration = Duration::from_secs(30);
 /// The relays' linger period: the new publisher starts well within it.
 const LINGER: &str = "8s";
 /// The longest the subscriber's decoded video may stop while the publisher moves: the new
 /// publisher's start (a process launch and a QUIC handshake on a loaded machine), the
 /// route's spread and the relays' resubscription.
 const MOVE_BOUND: Duration = Duration::from_secs(4);
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("temp paths are UTF-8")
-}
-
-/// Runs a short `tiermesh` command to the end; its stdout.
-fn cli(args: &[&str]) -> Result<String> {
-    let mut p = Proc::tiermesh(args[0], args)?;
-    let status = p.wait_exit(WAIT)?;
-    if !status.success() {
-        bail!("tiermesh {args:?} failed\n{}", p.dump());
-    }
-    Ok(p.stdout())
-}
-
-/// A scratch folder with a mesh CA and the client-facing certificate shared by the relays.
-struct Env {
-    root: PathBuf,
-    dev_hash: String,
-}
-
-impl Env {
-    fn new(tag: &str) -> Result<Env> {
-        let root = std::env::temp_dir().join(format!("tiermesh-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root)?;
-        cli(&["cert", "ca", "--name", tag, "--out", path(&root.join("ca"))])?;
-        let out = cli(&["cert", "dev", "--out", path(&root.join("dev"))])?;
-        let dev_hash = find_hash(&out).context("cert dev printed no hash")?;
-        Ok(Env { root, dev_hash })
-    }
-
-    /// A node certificate for `name` from this mesh's CA.
-    fn node(&self, name: &str) -> Result<PathBuf> {
-        let dir = self.root.join(name);
-        let ca = self.root.join("ca");
-        cli(&[
-            "cert",
-            "node",
-            "--ca",
-            path(&ca),
-            "--name",
-            name,
-            "--san",
-            "127.0.0.1",
-            "--out",
-            path(&dir),
-        ])?;
-        Ok(dir)
-    }
-
-    fn pin(&self) -> Vec<String> {
-        vec!["--tls-cert-hash".to_owned(), self.dev_hash.clone()]
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-/// A UDP port that was free a moment ago and that this test has not handed out before.
-fn free_udp_port() -> u16 {
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
 
 /// A `tiermesh relay` process of the mesh, linked to its static `peers` (name, region,
 /// mesh port).
@@ -126,7 +53,7 @@ impl MeshRelay {
              [mesh]\nname = \"{name}\"\nregion = \"{region}\"\nurl = \"moqt://127.0.0.1:{port}\"\n\
              listen = \"127.0.0.1:{mesh_port}\"\ndir = \"{dir}\"\nseeds = []\n",
             dev = path(&env.root.join("dev")),
-            dir = path(&env.node(name)?),
+            dir = path(&env.node(name, None)?),
         );
         for (n, r, p) in peers {
             toml.push_str(&format!(
@@ -185,16 +112,6 @@ impl MeshRelay {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-fn plain_metric(text: &str, name: &str) -> Option<f64> {
-    let key = format!("{name} ");
-    text.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
-}
-
-fn link_metric(text: &str, name: &str, peer: &str) -> Option<f64> {
-    let key = format!("{name}{{peer=\"{peer}\"}} ");
-    text.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
 }
 
 /// Objects one subscription received: (group, object, arrival).

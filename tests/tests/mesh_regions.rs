@@ -28,19 +28,21 @@
 //! The tests share the machine's two cores with up to six relays each, so they run one at a
 //! time. With the binary built, the whole file takes about 80 s here (six tests).
 
+mod mesh_common;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use mesh_common::{Env, WAIT, cli, free_udp_port, link_metric, path, plain_metric};
 use tiermesh_client::moq::{self, ClientOptions, SubscribeOptions};
 use tiermesh_client::transport::{ClientTls, Url};
 use tiermesh_proto::types::{FullTrackName, TrackNamespace};
-use tiermesh_tests::{Proc, find_hash, http_get, start_pub, sub_json};
+use tiermesh_tests::{Proc, http_get, start_pub, sub_json};
 
 const BROADCAST: &str = "e2e/mesh";
-const WAIT: Duration = Duration::from_secs(30);
 /// The longest a subscriber's video may stop when a relay or link on its path fails.
 const FREEZE_BOUND: Duration = Duration::from_secs(2);
 
@@ -54,82 +56,6 @@ fn phase(start: Instant, what: &str) {
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A scratch folder with a mesh CA and the client-facing certificate shared by all relays.
-struct Env {
-    root: PathBuf,
-    dev_hash: String,
-}
-
-impl Env {
-    fn new(tag: &str) -> Result<Env> {
-        let root = std::env::temp_dir().join(format!("tiermesh-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root)?;
-        cli(&["cert", "ca", "--name", tag, "--out", path(&root.join("ca"))])?;
-        let out = cli(&["cert", "dev", "--out", path(&root.join("dev"))])?;
-        let dev_hash = find_hash(&out).context("cert dev printed no hash")?;
-        Ok(Env { root, dev_hash })
-    }
-
-    /// A node certificate for `name` from this mesh's CA (or the CA in `ca`).
-    fn node(&self, name: &str, ca: Option<&Path>) -> Result<PathBuf> {
-        let dir = self.root.join(name);
-        let ca = ca.map_or_else(|| self.root.join("ca"), Path::to_path_buf);
-        cli(&[
-            "cert",
-            "node",
-            "--ca",
-            path(&ca),
-            "--name",
-            name,
-            "--san",
-            "127.0.0.1",
-            "--out",
-            path(&dir),
-        ])?;
-        Ok(dir)
-    }
-
-    fn pin(&self) -> Vec<String> {
-        vec!["--tls-cert-hash".to_owned(), self.dev_hash.clone()]
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("temp paths are UTF-8")
-}
-
-/// Runs a short `tiermesh` command to the end; its stdout.
-fn cli(args: &[&str]) -> Result<String> {
-    let mut p = Proc::tiermesh(args[0], args)?;
-    let status = p.wait_exit(WAIT)?;
-    if !status.success() {
-        bail!("tiermesh {args:?} failed\n{}", p.dump());
-    }
-    Ok(p.stdout())
-}
-
-/// A UDP port that was free a moment ago and that this test process has not handed out
-/// before: the kernel may give the same ephemeral port to two binds in a row once the first
-/// socket is closed, and a relay's client and mesh ports must differ.
-fn free_udp_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
 }
 
 /// How one relay is configured.
@@ -263,12 +189,6 @@ impl MeshRelay {
     }
 }
 
-/// The value of `name{peer="<peer>"}` in a metrics text.
-fn link_metric(text: &str, name: &str, peer: &str) -> Option<f64> {
-    let key = format!("{name}{{peer=\"{peer}\"}} ");
-    text.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
-}
-
 /// Every `name{peer=…}` sample: (peer, value).
 fn link_metrics(text: &str, name: &str) -> Vec<(String, f64)> {
     let prefix = format!("{name}{{peer=\"");
@@ -279,11 +199,6 @@ fn link_metrics(text: &str, name: &str) -> Vec<(String, f64)> {
             Some((peer.to_owned(), value.trim().parse().ok()?))
         })
         .collect()
-}
-
-fn plain_metric(text: &str, name: &str) -> Option<f64> {
-    let key = format!("{name} ");
-    text.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
 }
 
 /// Six relays: a1, a2 in A; b1, b2 in B; c1, c2 in C. a1 is everyone's only seed.

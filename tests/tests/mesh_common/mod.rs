@@ -1,0 +1,101 @@
+//! Shared by the mesh tests (`tests/mesh_regions.rs`, `tests/mesh_publisher_move.rs`): a
+//! scratch folder with a mesh CA made with `tiermesh cert`, short `tiermesh` commands, free
+//! UDP ports and reading the relays' metrics.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tiermesh_tests::{Proc, find_hash};
+
+/// How long a step may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A scratch folder with a mesh CA and the client-facing certificate shared by all relays.
+pub struct Env {
+    pub root: PathBuf,
+    pub dev_hash: String,
+}
+
+impl Env {
+    pub fn new(tag: &str) -> Result<Env> {
+        let root = std::env::temp_dir().join(format!("tiermesh-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root)?;
+        cli(&["cert", "ca", "--name", tag, "--out", path(&root.join("ca"))])?;
+        let out = cli(&["cert", "dev", "--out", path(&root.join("dev"))])?;
+        let dev_hash = find_hash(&out).context("cert dev printed no hash")?;
+        Ok(Env { root, dev_hash })
+    }
+
+    /// A node certificate for `name` from this mesh's CA (or the CA in `ca`).
+    pub fn node(&self, name: &str, ca: Option<&Path>) -> Result<PathBuf> {
+        let dir = self.root.join(name);
+        let ca = ca.map_or_else(|| self.root.join("ca"), Path::to_path_buf);
+        cli(&[
+            "cert",
+            "node",
+            "--ca",
+            path(&ca),
+            "--name",
+            name,
+            "--san",
+            "127.0.0.1",
+            "--out",
+            path(&dir),
+        ])?;
+        Ok(dir)
+    }
+
+    pub fn pin(&self) -> Vec<String> {
+        vec!["--tls-cert-hash".to_owned(), self.dev_hash.clone()]
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+pub fn path(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+/// Runs a short `tiermesh` command to the end; its stdout.
+pub fn cli(args: &[&str]) -> Result<String> {
+    let mut p = Proc::tiermesh(args[0], args)?;
+    let status = p.wait_exit(WAIT)?;
+    if !status.success() {
+        bail!("tiermesh {args:?} failed\n{}", p.dump());
+    }
+    Ok(p.stdout())
+}
+
+/// A UDP port that was free a moment ago and that this test process has not handed out
+/// before: the kernel may give the same ephemeral port to two binds in a row once the first
+/// socket is closed, and a relay's client and mesh ports must differ.
+pub fn free_udp_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+/// The value of `name{peer="<peer>"}` in a metrics text.
+pub fn link_metric(text: &str, name: &str, peer: &str) -> Option<f64> {
+    let key = format!("{name}{{peer=\"{peer}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
+}
+
+/// The value of the unlabelled sample `name` in a metrics text.
+pub fn plain_metric(text: &str, name: &str) -> Option<f64> {
+    let key = format!("{name} ");
+    text.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
+}
