@@ -7,19 +7,13 @@
 //! objects keep coming, none duplicated or reordered; x1's drain ends once its links went.
 
 mod common;
+mod mesh_common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tiermesh_proto::data::ObjectStatus;
+use mesh_common::{node_dir, publish_every_10ms, subscribe_when_routed};
 use tiermesh_relay::config::{MeshConfig, MeshPeer, RelayConfig};
-
-fn node_dir(ca: &tiermesh_certs::ca::Ca, root: &Path, name: &str) -> std::path::PathBuf {
-    let dir = root.join(name);
-    ca.issue_node(name, &["127.0.0.1".to_owned()]).unwrap().save(&dir).unwrap();
-    dir
-}
 
 /// A relay of region `region` whose mesh listens on `port` (0: any) and links to `peers`
 /// (name, region, mesh port).
@@ -74,36 +68,10 @@ async fn a_peer_sent_away_links_to_the_named_relay_and_keeps_its_route() {
     let through_x1 = Some(vec!["p".to_owned(), "x1".to_owned(), "x2".to_owned()]);
     eventually("p routes through x1", || p.mesh_route(&ns()) == through_x1).await;
     let sub = connect(&p, "moqt").await;
-    let mut r = within("routed subscribe", async {
-        loop {
-            match sub.subscribe(track("video"), Default::default()).await {
-                Ok(r) => return r,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    })
-    .await;
+    let mut r = subscribe_when_routed(&p, &sub).await;
     let w = within("upstream", publisher.writers.recv()).await.unwrap();
-    // One object per group every 10 ms (at most 10 s), on every subscription x2 gets.
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut writers = vec![w];
-    let pub_task = tokio::spawn(async move {
-        for g in 0..1000u64 {
-            while let Ok(w) = publisher.writers.try_recv() {
-                writers.push(w);
-            }
-            for w in writers.iter().filter(|w| !w.is_closed()) {
-                let mut s = w.open_subgroup(g, 0, None);
-                let _ = s.write(0, &ext(g, 0), ObjectStatus::Normal, payload(g, 0));
-                s.finish();
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-                _ = &mut stop_rx => break,
-            }
-        }
-        publisher
-    });
+    // On every subscription x2 gets.
+    let (stop_tx, pub_task) = publish_every_10ms(publisher, w);
     let mut seen = Vec::new();
     while seen.len() < 20 {
         let o = within("object before", r.next_object()).await.unwrap();

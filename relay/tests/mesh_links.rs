@@ -10,22 +10,17 @@
 //!   anything, with no object duplicated or reordered (the freeze is printed).
 
 mod common;
+mod mesh_common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tiermesh_client::moq::{self, ClientOptions, SubscribeOptions, TrackReader};
+use mesh_common::{node_dir, publish_every_10ms, subscribe_when_routed};
+use tiermesh_client::moq::{self, ClientOptions, SubscribeOptions};
 use tiermesh_client::transport::{ClientTls, Url};
 use tiermesh_proto::data::ObjectStatus;
 use tiermesh_relay::RelayHandle;
 use tiermesh_relay::config::{MeshConfig, MeshPeer, RelayConfig};
-
-fn node_dir(ca: &tiermesh_certs::ca::Ca, root: &Path, name: &str) -> std::path::PathBuf {
-    let dir = root.join(name);
-    ca.issue_node(name, &["127.0.0.1".to_owned()]).unwrap().save(&dir).unwrap();
-    dir
-}
 
 fn mesh_config(
     name: &str,
@@ -88,20 +83,6 @@ async fn mesh3() -> Mesh3 {
 async fn routed_through_b(m: &Mesh3) {
     let want = Some(vec!["c".to_owned(), "b".to_owned(), "a".to_owned()]);
     eventually("C routes through B", || m.c.mesh_route(&ns()) == want).await;
-}
-
-/// Subscribes at `relay` until the mesh has a route for the track (bounded by `within`).
-async fn subscribe_when_routed(relay: &RelayHandle, conn: &moq::Connection) -> TrackReader {
-    let _ = relay;
-    within("routed subscribe", async {
-        loop {
-            match conn.subscribe(track("video"), SubscribeOptions::default()).await {
-                Ok(r) => return r,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    })
-    .await
 }
 
 #[tokio::test]
@@ -200,30 +181,8 @@ async fn subscriber_at_c_survives_the_loss_of_b() {
     let sub = connect(&m.c, "moqt").await;
     let mut r = subscribe_when_routed(&m.c, &sub).await;
     let w = within("upstream", publisher.writers.recv()).await.unwrap();
-    // One object per group, every 10 ms, for at most 10 s; each SUBSCRIBE the relay A
-    // receives (the re-routed one) gets the stream continued.
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut writers = vec![w];
-    let pub_task = tokio::spawn(async move {
-        for g in 0..1000u64 {
-            while let Ok(w) = publisher.writers.try_recv() {
-                writers.push(w);
-            }
-            for w in &writers {
-                if w.is_closed() {
-                    continue;
-                }
-                let mut s = w.open_subgroup(g, 0, None);
-                let _ = s.write(0, &ext(g, 0), ObjectStatus::Normal, payload(g, 0));
-                s.finish();
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-                _ = &mut stop_rx => break,
-            }
-        }
-        publisher
-    });
+    // Each SUBSCRIBE the relay A receives (the re-routed one) gets the stream continued.
+    let (stop_tx, pub_task) = publish_every_10ms(publisher, w);
     let mut seen = Vec::new();
     while seen.len() < 20 {
         let o = within("object before", r.next_object()).await.unwrap();
