@@ -36,10 +36,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use mesh_common::{Env, WAIT, cli, free_udp_port, link_metric, path, plain_metric};
-use tiermesh_client::moq::{self, ClientOptions, SubscribeOptions};
-use tiermesh_client::transport::{ClientTls, Url};
-use tiermesh_proto::types::{FullTrackName, TrackNamespace};
+use mesh_common::{
+    Env, WAIT, cli, free_udp_port, link_metric, path, plain_metric, subscribe_when_routed,
+};
 use tiermesh_tests::{Proc, http_get, start_pub, sub_json};
 
 const BROADCAST: &str = "e2e/mesh";
@@ -447,28 +446,8 @@ fn watch_video(
     dev_hash: &str,
 ) -> Result<Arc<Arrivals>> {
     let arrivals = Arc::new(Arrivals::default());
-    let url: Url = format!("moqt://127.0.0.1:{relay_port}/{BROADCAST}").parse()?;
-    let tls = ClientTls::pinned_hex(dev_hash)?;
-    let track = FullTrackName::new(TrackNamespace::from_path(BROADCAST)?, "video/180p")?;
     let out = arrivals.clone();
-    let mut reader = rt.block_on(async move {
-        let (conn, driver) = moq::connect(&url, ClientOptions::new(tls)).await?;
-        tokio::spawn(driver.run());
-        let reader = tokio::time::timeout(WAIT, async {
-            loop {
-                match conn.subscribe(track.clone(), SubscribeOptions::default()).await {
-                    Ok(r) => return Ok(r),
-                    Err(e) if conn.close_reason().is_some() => return Err(e),
-                    // Not routed yet: the relay refused; ask again.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        })
-        .await
-        .context("subscribe")??;
-        // The connection lives as long as the reader's task holds it.
-        Ok::<_, anyhow::Error>((reader, conn))
-    })?;
+    let mut reader = subscribe_when_routed(rt, relay_port, dev_hash, BROADCAST, "video/180p")?;
     rt.spawn(async move {
         let _conn = &reader.1;
         while let Some(o) = reader.0.next_object().await {

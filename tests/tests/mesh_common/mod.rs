@@ -7,6 +7,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use tiermesh_client::moq::{self, ClientOptions, SubscribeOptions};
+use tiermesh_client::transport::{ClientTls, Url};
+use tiermesh_proto::types::{FullTrackName, TrackNamespace};
 use tiermesh_tests::{Proc, find_hash};
 
 /// How long a step may take before the test fails.
@@ -98,4 +101,36 @@ pub fn link_metric(text: &str, name: &str, peer: &str) -> Option<f64> {
 pub fn plain_metric(text: &str, name: &str) -> Option<f64> {
     let key = format!("{name} ");
     text.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
+}
+
+/// Connects to the relay at `relay_port` on loopback and subscribes to `track` of
+/// `broadcast`, asking again while the relay refuses (the route has not reached it yet).
+/// The connection is returned beside the reader: it lives as long as the caller keeps it.
+pub fn subscribe_when_routed(
+    rt: &tokio::runtime::Runtime,
+    relay_port: u16,
+    dev_hash: &str,
+    broadcast: &str,
+    track: &str,
+) -> Result<(moq::TrackReader, moq::Connection)> {
+    let url: Url = format!("moqt://127.0.0.1:{relay_port}/{broadcast}").parse()?;
+    let tls = ClientTls::pinned_hex(dev_hash)?;
+    let track = FullTrackName::new(TrackNamespace::from_path(broadcast)?, track)?;
+    rt.block_on(async move {
+        let (conn, driver) = moq::connect(&url, ClientOptions::new(tls)).await?;
+        tokio::spawn(driver.run());
+        let reader = tokio::time::timeout(WAIT, async {
+            loop {
+                match conn.subscribe(track.clone(), SubscribeOptions::default()).await {
+                    Ok(r) => return Ok(r),
+                    Err(e) if conn.close_reason().is_some() => return Err(e),
+                    // Not routed yet: the relay refused; ask again.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        })
+        .await
+        .context("subscribe")??;
+        Ok((reader, conn))
+    })
 }
