@@ -279,6 +279,15 @@ export class PublishedTrack {
     ];
   }
 
+  /**
+   * @internal A subscriber's NEW_GROUP_REQUEST (draft-16, NEW GROUP REQUEST Parameter): a
+   * new group is started for 0 (the subscriber knows no group) or a value past the current
+   * group; a value the track already reached asks for nothing.
+   */
+  newGroupRequested(value: number): void {
+    if (value === 0 || this.largest === undefined || value > this.largest.group) this.onNewGroupRequest?.();
+  }
+
   /** Send-side figures. */
   stats(): TrackStats {
     const now = this.session.now();
@@ -434,6 +443,12 @@ interface Pending {
   reject: (e: Error) => void;
   what: string;
   timer: ReturnType<typeof setTimeout>;
+  /**
+   * Runs as the answer is read, before the next message: the state a positive answer
+   * creates (a subscription, a PUBLISH's outlet) must exist for messages that follow it in
+   * the same read, which run before any code awaiting the request's promise.
+   */
+  onOk?: (m: Message) => void;
 }
 
 /** One MoQT session. Create it with {@link Session.connect} (or {@link Session.open} on any transport). */
@@ -654,6 +669,7 @@ export class Session {
             // A late answer to a request this side gave up on: undo what it started.
             if (m.type === 'subscribe_ok') this.send({ type: 'unsubscribe', requestId: m.requestId });
             if (m.type === 'fetch_ok') this.send({ type: 'fetch_cancel', requestId: m.requestId });
+            if (m.type === 'publish_ok') this.sendPublishDone(m.requestId, PublishDoneCode.Expired, 0, 'PUBLISH_OK came too late');
             return;
           }
           if (m.type === 'publish_ok') return;
@@ -664,6 +680,12 @@ export class Session {
         if (m.type === 'request_error') {
           p.reject(new RequestError(p.what, m.errorCode, m.reason, m.retryInterval));
         } else {
+          try {
+            p.onOk?.(m);
+          } catch (e) {
+            p.reject(e as Error);
+            throw e;
+          }
           p.resolve(m);
         }
         return;
@@ -696,7 +718,7 @@ export class Session {
         }
         if (m.params.forward !== undefined) entry.outlet.forward = m.params.forward;
         if (m.params.subscriberPriority !== undefined) entry.outlet.priority = m.params.subscriberPriority;
-        if (m.params.newGroupRequest !== undefined) entry.track.onNewGroupRequest?.();
+        if (m.params.newGroupRequest !== undefined) entry.track.newGroupRequested(m.params.newGroupRequest);
         this.send({ type: 'request_ok', requestId: m.requestId, params: {} });
         return;
       }
@@ -735,7 +757,7 @@ export class Session {
   // Requests (subscriber side)
   // -------------------------------------------------------------------------------------
 
-  private async request<T extends Message>(build: (id: number) => Message, what: string): Promise<T> {
+  private async request<T extends Message>(build: (id: number) => Message, what: string, onOk?: (m: T) => void): Promise<T> {
     const timeout = this.opts.requestTimeoutMs ?? 10000;
     const blockedSince = Date.now();
     while (!this.closeInfo && this.nextRequestId >= this.peerMaxRequestId) {
@@ -761,7 +783,7 @@ export class Session {
         this.abandoned.add(id);
         reject(new RequestError(what, RequestErrorCode.Timeout, `no answer within ${timeout} ms`));
       }, timeout);
-      this.pending.set(id, { resolve: resolve as (m: Message) => void, reject, what, timer });
+      this.pending.set(id, { resolve: resolve as (m: Message) => void, reject, what, timer, onOk: onOk as ((m: Message) => void) | undefined });
     });
     this.send(build(id));
     return p;
@@ -780,20 +802,28 @@ export class Session {
     if (opts.groupOrder) params.groupOrder = opts.groupOrder;
     if (opts.deliveryTimeoutMs) params.deliveryTimeoutMs = opts.deliveryTimeoutMs;
     let requestId = -1;
-    const ok = await this.request<Extract<Message, { type: 'subscribe_ok' }>>((id) => {
-      requestId = id;
-      return { type: 'subscribe', requestId: id, namespace, name, params };
-    }, `SUBSCRIBE ${[...namespace, name].join('/')}`);
-    if (this.subsByAlias.has(ok.trackAlias)) {
-      this.fail(TerminationCode.DuplicateTrackAlias, 'duplicate track alias');
-      throw new ProtocolError('duplicate track alias', TerminationCode.DuplicateTrackAlias);
-    }
-    const sub = new Subscription(this, requestId, namespace, name, ok.trackAlias, ok.params.largestObject, ok.extensions, opts);
-    this.subsByAlias.set(ok.trackAlias, sub);
-    this.subsById.set(requestId, sub);
-    for (const w of this.aliasWaiters.get(ok.trackAlias) ?? []) w();
-    this.aliasWaiters.delete(ok.trackAlias);
-    return sub;
+    let sub: Subscription | undefined;
+    // The subscription exists from the moment SUBSCRIBE_OK is read, so a PUBLISH_DONE right
+    // behind it (a track that ends at once) finds it.
+    await this.request<Extract<Message, { type: 'subscribe_ok' }>>(
+      (id) => {
+        requestId = id;
+        return { type: 'subscribe', requestId: id, namespace, name, params };
+      },
+      `SUBSCRIBE ${[...namespace, name].join('/')}`,
+      (ok) => {
+        if (this.subsByAlias.has(ok.trackAlias)) {
+          // Thrown while the answer is read: the session closes with this code.
+          throw new ProtocolError('duplicate track alias', TerminationCode.DuplicateTrackAlias);
+        }
+        sub = new Subscription(this, requestId, namespace, name, ok.trackAlias, ok.params.largestObject, ok.extensions, opts);
+        this.subsByAlias.set(ok.trackAlias, sub);
+        this.subsById.set(requestId, sub);
+        for (const w of this.aliasWaiters.get(ok.trackAlias) ?? []) w();
+        this.aliasWaiters.delete(ok.trackAlias);
+      },
+    );
+    return sub!;
   }
 
   /** @internal */
@@ -871,37 +901,54 @@ export class Session {
     return t;
   }
 
-  private async push(t: PublishedTrack): Promise<void> {
+  /**
+   * Offers `t` with PUBLISH. The outlet is created as PUBLISH_OK is read, before the next
+   * control message: the peer may send REQUEST_UPDATE, UNSUBSCRIBE or a Joining FETCH for
+   * the subscription right behind its PUBLISH_OK (draft-16, Subscriptions: the
+   * subscription is Established once PUBLISH_OK is sent), and those arrive in the same read.
+   */
+  private push(t: PublishedTrack): void {
     const alias = this.nextAlias++;
     let requestId = -1;
     // What the PUBLISH tells the peer is already published; objects written after it, until
     // PUBLISH_OK comes back, are sent once the subscription exists (else a catalog written
     // once in that window would never reach the relay).
     let announced: Location | null = null;
-    try {
-      const ok = await this.request<Extract<Message, { type: 'publish_ok' }>>((id) => {
+    this.request<Extract<Message, { type: 'publish_ok' }>>(
+      (id) => {
         requestId = id;
         const params: MessageParams = { forward: true };
         if (t.largest) params.largestObject = t.largest;
         announced = t.largest ? { ...t.largest } : null;
         return { type: 'publish', requestId: id, namespace: t.namespace, name: t.name, trackAlias: alias, params, extensions: t.trackExtensions() };
-      }, `PUBLISH ${t.name}`);
-      const o: Outlet = {
-        requestId,
-        alias,
-        kind: 'publish',
-        forward: ok.params.forward ?? true,
-        startGroup: 0,
-        streams: new Map(),
-        streamsOpened: 0,
-        priority: ok.params.subscriberPriority ?? 128,
-      };
-      if (ok.params.subscriptionFilter?.type === 'next-group-start') o.startGroup = (t.largest?.group ?? -1) + 1;
-      this.outletsById.set(requestId, { track: t, outlet: o });
-      t.addOutlet(o, announced);
-    } catch {
-      // The peer prefers to SUBSCRIBE: that path still works.
-    }
+      },
+      `PUBLISH ${t.name}`,
+      (ok) => {
+        if (!this.tracks.includes(t)) {
+          // Closed while the PUBLISH was on its way: end the subscription the peer just made.
+          this.sendPublishDone(requestId, PublishDoneCode.TrackEnded, 0, 'track ended');
+          return;
+        }
+        const o: Outlet = {
+          requestId,
+          alias,
+          kind: 'publish',
+          forward: ok.params.forward ?? true,
+          startGroup: 0,
+          streams: new Map(),
+          streamsOpened: 0,
+          priority: ok.params.subscriberPriority ?? 128,
+        };
+        // The Largest Location the PUBLISH carried is what a Joining FETCH counts from.
+        if (announced) o.largestAtStart = announced;
+        if (ok.params.subscriptionFilter?.type === 'next-group-start') o.startGroup = (t.largest?.group ?? -1) + 1;
+        this.outletsById.set(requestId, { track: t, outlet: o });
+        t.addOutlet(o, announced);
+        if (ok.params.newGroupRequest !== undefined) t.newGroupRequested(ok.params.newGroupRequest);
+      },
+    ).catch(() => {
+      // Refused (the peer prefers to SUBSCRIBE: that path still works) or the session ended.
+    });
   }
 
   /** @internal */
@@ -950,7 +997,7 @@ export class Session {
     this.send({ type: 'subscribe_ok', requestId: m.requestId, trackAlias: alias, params, extensions: t.trackExtensions() });
     t.addOutlet(o);
     this.outletsById.set(m.requestId, { track: t, outlet: o });
-    if (m.params.newGroupRequest !== undefined) t.onNewGroupRequest?.();
+    if (m.params.newGroupRequest !== undefined) t.newGroupRequested(m.params.newGroupRequest);
   }
 
   private onFetch(m: Extract<Message, { type: 'fetch' }>): void {
@@ -968,9 +1015,7 @@ export class Session {
       end = e.object === 0 ? { group: e.group, object: Number.MAX_SAFE_INTEGER } : { group: e.group, object: e.object - 1 };
     } else {
       const entry = this.outletsById.get(m.fetch.joiningRequestId);
-      if (!entry || entry.outlet.kind !== 'subscribe') {
-        return refuse(RequestErrorCode.InvalidJoiningRequestId, 'no such subscription');
-      }
+      if (!entry) return refuse(RequestErrorCode.InvalidJoiningRequestId, 'no such subscription');
       track = entry.track;
       const largest = entry.outlet.largestAtStart;
       if (!largest) return refuse(RequestErrorCode.InvalidRange, 'no objects yet');

@@ -1,7 +1,8 @@
 // Guards: two sessions joined by an in-memory transport run SETUP, SUBSCRIBE (Largest
 // Object) plus a relative Joining FETCH, and deliver every object of the current group once
 // and in order, so a player starts at a key frame; unknown tracks are refused with
-// DOES_NOT_EXIST; UNSUBSCRIBE stops the publisher forwarding.
+// DOES_NOT_EXIST; UNSUBSCRIBE stops the publisher forwarding; messages that arrive right
+// behind the answer that creates a subscription (in the same read) find it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { memoryPair } from '../src/transport.js';
@@ -9,6 +10,7 @@ import { RequestError, Session } from '../src/session.js';
 import { RequestErrorCode } from '../src/wire/message.js';
 import { captureTimestampUs, locToExtensions } from '../src/wire/ext.js';
 import type { MoqObject } from '../src/wire/data.js';
+import type { Message } from '../src/wire/message.js';
 
 async function pair() {
   const { a, b } = memoryPair();
@@ -180,43 +182,64 @@ test('an answer that comes after the request timed out is undone, not a protocol
   sub.close();
 });
 
-test('an object written while PUBLISH awaits PUBLISH_OK reaches the peer once it answers', async () => {
-  // The peer is driven by hand here (a relay accepting PUBLISH), so PUBLISH_OK comes only
-  // after the publisher wrote its one catalog object.
+/**
+ * A client session whose peer is driven by hand (as a relay would answer): `next()` reads
+ * the session's next control message, `send(...msgs)` writes messages to it in ONE chunk,
+ * so they are read back to back, as when they arrive in one packet. The peer grants
+ * `maxRequestId` in its SETUP.
+ */
+async function handDriven(maxRequestId = 100) {
   const { encodeMessage, decodeMessage } = await import('../src/wire/message.js');
   const { Reader, Short } = await import('../src/wire/coding.js');
-  const { SubgroupReader } = await import('../src/wire/data.js');
   const { a, b } = memoryPair();
   const writer = b.control.writable.getWriter();
   const reader = b.control.readable.getReader();
   let buf = new Uint8Array(0);
-  const nextMessage = async () => {
-    for (;;) {
-      try {
-        const r = new Reader(buf);
-        const m = decodeMessage(r);
-        buf = buf.slice(r.pos);
-        return m;
-      } catch (e) {
-        if (!(e instanceof Short)) throw e;
+  const next = async (): Promise<Message> => {
+    const deadline = setTimeout(() => reader.cancel('no control message within 2 s').catch(() => undefined), 2000);
+    try {
+      for (;;) {
+        try {
+          const r = new Reader(buf);
+          const m = decodeMessage(r);
+          buf = buf.slice(r.pos);
+          return m;
+        } catch (e) {
+          if (!(e instanceof Short)) throw e;
+        }
+        const { value, done } = await reader.read();
+        if (done) throw new Error('control stream ended (or no message within 2 s)');
+        buf = new Uint8Array([...buf, ...value]);
       }
-      const { value, done } = await reader.read();
-      if (done) throw new Error('control stream ended');
-      buf = new Uint8Array([...buf, ...value]);
+    } finally {
+      clearTimeout(deadline);
     }
   };
+  const send = (...msgs: Message[]) => writer.write(new Uint8Array(msgs.flatMap((m) => [...encodeMessage(m)])));
   const opening = Session.open(a, 'client');
-  assert.equal((await nextMessage()).type, 'client_setup');
-  await writer.write(encodeMessage({ type: 'server_setup', params: { maxRequestId: 100 } }));
-  const pub = await opening;
+  assert.equal((await next()).type, 'client_setup');
+  await send({ type: 'server_setup', params: { maxRequestId } });
+  const session = await opening;
+  return { session, next, send, peer: b };
+}
+
+/** Reads the next control message, which must be of type `type`. */
+async function expectMessage<T extends Message['type']>(next: () => Promise<Message>, type: T): Promise<Extract<Message, { type: T }>> {
+  const m = await next();
+  assert.equal(m.type, type, `expected ${type}, got ${JSON.stringify(m)}`);
+  return m as Extract<Message, { type: T }>;
+}
+
+test('an object written while PUBLISH awaits PUBLISH_OK reaches the peer once it answers', async () => {
+  // PUBLISH_OK comes only after the publisher wrote its one catalog object.
+  const { SubgroupReader } = await import('../src/wire/data.js');
+  const { session: pub, next, send, peer } = await handDriven();
   const track = pub.publishTrack(['room', 'patient', 'source'], 'catalog', { priority: 0 });
-  const publish = await nextMessage();
-  assert.equal(publish.type, 'publish');
+  const publish = await expectMessage(next, 'publish');
   track.write(0, 0, new TextEncoder().encode('{"version":1}'));
   await new Promise((r) => setTimeout(r, 20));
-  if (publish.type !== 'publish') return;
-  await writer.write(encodeMessage({ type: 'publish_ok', requestId: publish.requestId, params: { forward: true } }));
-  const streams = b.incoming.getReader();
+  await send({ type: 'publish_ok', requestId: publish.requestId, params: { forward: true } });
+  const streams = peer.incoming.getReader();
   const { value: stream } = await Promise.race([
     streams.read(),
     new Promise<never>((_, rej) => setTimeout(() => rej(new Error('no data stream within 2 s')), 2000)),
@@ -233,4 +256,89 @@ test('an object written while PUBLISH awaits PUBLISH_OK reaches the peer once it
   assert.equal(sr.header?.trackAlias, publish.trackAlias);
   assert.deepEqual([obj?.groupId, obj?.objectId, new TextDecoder().decode(obj?.payload)], [0, 0, '{"version":1}']);
   pub.close();
+});
+
+// Draft-16: a PUBLISH-initiated subscription is Established once the subscriber sends
+// PUBLISH_OK, so a relay may follow it at once with REQUEST_UPDATE (forward, NEW GROUP
+// REQUEST), a Joining FETCH or UNSUBSCRIBE, often in the same packet. Each must find the
+// subscription, not be answered "no such request".
+test('REQUEST_UPDATE right behind PUBLISH_OK (one read) updates the subscription', async () => {
+  const { session: pub, next, send } = await handDriven();
+  const track = pub.publishTrack(['room', 'doctor', 'source'], 'video/720p', { priority: 32 });
+  let keyFrames = 0;
+  track.onNewGroupRequest = () => keyFrames++;
+  const publish = await expectMessage(next, 'publish');
+  await send(
+    { type: 'publish_ok', requestId: publish.requestId, params: { forward: false } },
+    { type: 'request_update', requestId: 1, existingRequestId: publish.requestId, params: { forward: true, newGroupRequest: 0 } },
+  );
+  const answer = await next();
+  assert.deepEqual([answer.type, 'requestId' in answer ? answer.requestId : -1], ['request_ok', 1], `answer ${JSON.stringify(answer)}`);
+  assert.equal(track.stats().subscribers, 1, 'forwarding after the update');
+  assert.equal(keyFrames, 1, 'NEW GROUP REQUEST reached the track');
+  pub.close();
+});
+
+test('a Joining FETCH and an UNSUBSCRIBE right behind PUBLISH_OK find the subscription', async () => {
+  // No request credit at first, so the track has objects by the time its PUBLISH leaves
+  // and the PUBLISH carries a Largest Location for the Joining FETCH to count from.
+  const { session: pub, next, send } = await handDriven(0);
+  const track = pub.publishTrack(['room', 'doctor', 'source'], 'audio', { priority: 16 });
+  for (let g = 0; g < 3; g++) track.write(g, 0, new Uint8Array([g]));
+  await expectMessage(next, 'requests_blocked');
+  await send({ type: 'max_request_id', maxRequestId: 2 });
+  const publish = await expectMessage(next, 'publish');
+  assert.deepEqual(publish.params.largestObject, { group: 2, object: 0 });
+  await send(
+    { type: 'publish_ok', requestId: publish.requestId, params: { forward: true } },
+    { type: 'fetch', requestId: 1, fetch: { kind: 'relative', joiningRequestId: publish.requestId, joiningStart: 0 }, params: {} },
+    { type: 'unsubscribe', requestId: publish.requestId },
+  );
+  const ok = await expectMessage(next, 'fetch_ok');
+  assert.equal(ok.requestId, 1);
+  assert.deepEqual(ok.endLocation, { group: 2, object: 1 });
+  const done = await expectMessage(next, 'publish_done');
+  assert.equal(done.requestId, publish.requestId);
+  assert.equal(track.outlets.length, 0, 'UNSUBSCRIBE removed the outlet');
+  track.write(3, 0, new Uint8Array([3]));
+  assert.equal(track.stats().subscribers, 0);
+  pub.close();
+});
+
+test('NEW GROUP REQUEST in PUBLISH_OK asks the track for a new group', async () => {
+  const { session: pub, next, send } = await handDriven();
+  const track = pub.publishTrack(['x'], 'video/360p', { priority: 48 });
+  track.write(4, 0, new Uint8Array([4]));
+  const asked: string[] = [];
+  track.onNewGroupRequest = () => asked.push('new group');
+  const publish = await expectMessage(next, 'publish');
+  // The subscriber knows group 4 (value 5): past the current group, so a new one starts.
+  // The REQUEST_UPDATE behind it (forward only) is answered once both were handled.
+  await send(
+    { type: 'publish_ok', requestId: publish.requestId, params: { forward: true, newGroupRequest: 5 } },
+    { type: 'request_update', requestId: 1, existingRequestId: publish.requestId, params: { forward: true } },
+  );
+  await expectMessage(next, 'request_ok');
+  assert.deepEqual(asked, ['new group']);
+  // A NEW GROUP REQUEST for a group the track has already passed asks for nothing.
+  track.write(5, 0, new Uint8Array([5]));
+  await send({ type: 'request_update', requestId: 3, existingRequestId: publish.requestId, params: { newGroupRequest: 5 } });
+  await expectMessage(next, 'request_ok');
+  assert.deepEqual(asked, ['new group']);
+  pub.close();
+});
+
+test('PUBLISH_DONE right behind SUBSCRIBE_OK (one read) ends the subscription', async () => {
+  const { session: sub, next, send } = await handDriven();
+  let ended = '';
+  const subscribing = sub.subscribe(['x'], 'catalog', { onObject: () => undefined, onDone: (_c, r) => (ended = r) });
+  const req = await expectMessage(next, 'subscribe');
+  await send(
+    { type: 'subscribe_ok', requestId: req.requestId, trackAlias: 7, params: {}, extensions: [] },
+    { type: 'publish_done', requestId: req.requestId, statusCode: 2, streamCount: 0, reason: 'track ended' },
+  );
+  const s = await subscribing;
+  assert.equal(s.done, true);
+  assert.equal(ended, 'track ended');
+  sub.close();
 });
