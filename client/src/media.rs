@@ -91,6 +91,11 @@ pub struct MediaStats {
     pub top_rung_drops: u64,
     /// Whether the top rung is dropped now.
     pub top_rung_dropped: bool,
+    /// Rung frames encoded: each source frame counts once per rung active for it.
+    pub rung_frames_encoded: u64,
+    /// Rung frames not encoded because the rung was idle: nobody subscribed to it, the
+    /// uplink could not carry it, or it waits for the next group start to resume.
+    pub rung_frames_idle: u64,
 }
 
 /// The ladder used by `tiermesh pub --test-pattern`: three rungs for H.264 (the codec
@@ -174,6 +179,9 @@ pub struct MediaBroadcast {
     uplink: Option<UplinkController>,
     /// The send-rate estimate of the current connection.
     meter: UplinkMeter,
+    /// Per rung (highest first): somebody subscribed to its track. Every rung counts as
+    /// watched until the publisher reports otherwise.
+    watched: Vec<bool>,
 }
 
 impl std::fmt::Debug for MediaBroadcast {
@@ -332,6 +340,7 @@ impl MediaBroadcast {
         this.uplink = Some(UplinkController::new(UplinkConfig::default(), configured, audio_bps));
         this.ladder = Some(ladder);
         this.rung_track = rung_track;
+        this.watched = vec![true; n];
         this.catalog_tracks = catalog_tracks;
         if audio {
             this.next_audio_us = now_us.div_ceil(AUDIO_FRAME_US) * AUDIO_FRAME_US;
@@ -363,6 +372,7 @@ impl MediaBroadcast {
             stats: MediaStats::default(),
             uplink: None,
             meter: UplinkMeter::new(),
+            watched: Vec::new(),
         }
     }
 
@@ -448,9 +458,11 @@ impl MediaBroadcast {
                 "uplink cannot carry the top rung: dropped"
             );
         }
+        if change.top_rung == Some(true) {
+            self.apply_wanted(0);
+        }
         let (Some(ctl), Some(ladder)) = (&self.uplink, &mut self.ladder) else { return };
         if change.top_rung == Some(true) {
-            ladder.restore_top_rung();
             tracing::info!(
                 rung = %ladder.config().rungs.first().map_or("", |r| r.name.as_str()),
                 estimate_kbps = ctl.smoothed_bps().unwrap_or(0) / 1000,
@@ -478,6 +490,22 @@ impl MediaBroadcast {
             rungs_kbps = %rates.join("/"),
             "uplink: video encoder rate changed"
         );
+    }
+
+    /// Encodes rung `rung` (highest first) when somebody watches it and, for the top rung,
+    /// the uplink carries it; else stops it. A rung that starts again begins at the
+    /// ladder's next group start, with a key frame, aligned with the other rungs.
+    fn apply_wanted(&mut self, rung: usize) {
+        let top_dropped = self.uplink.as_ref().is_some_and(UplinkController::top_dropped);
+        let want = self.watched.get(rung).copied().unwrap_or(true) && !(rung == 0 && top_dropped);
+        let Some(ladder) = &mut self.ladder else { return };
+        match ladder.set_rung_wanted(rung, want) {
+            Ok(frames) => self.push_encoded(frames),
+            Err(e) => {
+                self.stats.errors += 1;
+                tracing::warn!(error = %e, rung, "starting or stopping a rung failed");
+            }
+        }
     }
 
     fn catalog_json(&self, now_us: u64) -> Bytes {
@@ -531,7 +559,14 @@ impl MediaBroadcast {
     fn encode(&mut self, picture: &I420, capture_us: u64) {
         let Some(ladder) = &mut self.ladder else { return };
         match ladder.push(picture, capture_us) {
-            Ok(frames) => self.push_encoded(frames),
+            Ok(frames) => {
+                let rungs = ladder.config().rungs.len() as u64;
+                let active = (0..ladder.config().rungs.len()).filter(|&r| ladder.rung_active(r));
+                let active = active.count() as u64;
+                self.stats.rung_frames_encoded += active;
+                self.stats.rung_frames_idle += rungs - active;
+                self.push_encoded(frames);
+            }
             Err(e) => {
                 self.stats.errors += 1;
                 tracing::warn!(error = %e, "encoding a frame failed");
@@ -800,6 +835,10 @@ impl Source for MediaBroadcast {
         if let Some(c) = &mut self.uplink {
             c.set_watched(rung, subscribers > 0);
         }
+        if let Some(w) = self.watched.get_mut(rung) {
+            *w = subscribers > 0;
+        }
+        self.apply_wanted(rung);
     }
 
     fn connected(&mut self, now_us: u64) {
@@ -824,14 +863,75 @@ impl Source for MediaBroadcast {
         let rates: Vec<String> = ctl.rates().iter().map(|b| format!("{}", b / 1000)).collect();
         Some(format!(
             "uplink: estimate {} kbit/s, video {} kbit/s now ({} kbit/s per rung), lowest {} \
-             kbit/s, {} rate changes, top rung dropped {} times{}",
+             kbit/s, {} rate changes, top rung dropped {} times{}, tried again {} times; rung \
+             frames encoded {}, idle {}",
             s.uplink_estimate_bps / 1000,
             s.video_bitrate_bps / 1000,
             rates.join("/"),
             s.min_video_bitrate_bps / 1000,
             s.rate_changes,
             s.top_rung_drops,
-            if s.top_rung_dropped { " (dropped now)" } else { "" }
+            if s.top_rung_dropped { " (dropped now)" } else { "" },
+            ctl.probes(),
+            s.rung_frames_encoded,
+            s.rung_frames_idle,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_800_000_000_000_000;
+
+    /// Polls `b` every 10 ms of virtual time from `from_us` for `ms` milliseconds.
+    fn poll_for(b: &mut MediaBroadcast, from_us: u64, ms: u64) -> Vec<synthetic::Object> {
+        let mut out = Vec::new();
+        for step in 0..ms / 10 {
+            while let Some(o) = b.poll_object(from_us + step * 10_000) {
+                out.push(o);
+            }
+        }
+        out
+    }
+
+    fn track(b: &MediaBroadcast, name: &str) -> usize {
+        b.spec().tracks.iter().position(|t| t.name == name).unwrap()
+    }
+
+    #[test]
+    fn only_watched_rungs_are_encoded_and_a_rung_watched_again_starts_with_a_key_frame() {
+        let mut b = MediaBroadcast::test_pattern(light_ladder(), 0, T0).unwrap();
+        let (top, low) = (track(&b, "video/360p"), track(&b, "video/180p"));
+        // What a publisher reports at the start of a connection: nobody on 360p yet.
+        b.subscribers_changed(top, 0);
+        b.subscribers_changed(low, 1);
+        let first = poll_for(&mut b, T0, 1_500);
+        assert!(first.iter().all(|o| o.track != top), "360p sent while nobody watches it");
+        let low_frames = first.iter().filter(|o| o.track == low).count() as u64;
+        assert!(low_frames >= 40, "{low_frames} 180p frames in 1.5 s");
+        assert_eq!(b.stats().rung_frames_encoded, low_frames);
+        assert_eq!(b.stats().rung_frames_idle, low_frames);
+
+        // Somebody subscribes to 360p: it starts at the next group start, with a key frame,
+        // in the same group as 180p.
+        b.subscribers_changed(top, 1);
+        let next = poll_for(&mut b, T0 + 1_500_000, 1_500);
+        let start = next.iter().position(|o| o.track == top).expect("360p never started");
+        let o = &next[start];
+        assert!(o.key && o.object_id == 0, "360p resumed at object {}", o.object_id);
+        let low_key = next.iter().find(|p| p.track == low && p.capture_us == o.capture_us).unwrap();
+        assert!(low_key.key && low_key.group_id == o.group_id, "groups not aligned");
+        assert!(next[start..].iter().filter(|p| p.track == top).count() >= 10);
+
+        // Nobody on either: nothing more is encoded (audio goes on).
+        b.subscribers_changed(top, 0);
+        b.subscribers_changed(low, 0);
+        let encoded = b.stats().rung_frames_encoded;
+        let last = poll_for(&mut b, T0 + 3_000_000, 500);
+        assert!(last.iter().all(|o| o.track != top && o.track != low));
+        assert!(last.iter().any(|o| o.track == track(&b, "audio")));
+        assert_eq!(b.stats().rung_frames_encoded, encoded);
     }
 }

@@ -16,7 +16,19 @@
 //! below its minimum ([`UplinkConfig::top_min_share`] of its configured rate, at least the
 //! floor) for [`UplinkConfig::drop_after`], and comes back, at the next group start, when
 //! the budget has carried it with [`UplinkConfig::restore_margin`] to spare for
-//! [`UplinkConfig::restore_after`]. Sans-IO: the caller gives the time.
+//! [`UplinkConfig::restore_after`].
+//!
+//! That estimate cannot show room the media does not use: with the top rung dropped and
+//! the lower rungs at their configured rates, the meter sees only what they send. So the
+//! top rung is also *tried* again: once the lower rungs have their configured rates and
+//! the top rung has been dropped for [`UplinkConfig::probe_after`], it comes back at its
+//! floor and, while the estimate does not fall (the meter's estimate falls only on a
+//! congestion sign), climbs by [`UplinkConfig::max_step_up`] per interval whatever the
+//! budget says, since the estimate follows only what is sent. Back at its configured rate,
+//! the try succeeded; when the estimate falls first and the budget cannot carry the rung,
+//! it is dropped at once and the next try waits twice as long, up to
+//! [`UplinkConfig::probe_after_max`].
+//! Sans-IO: the caller gives the time.
 
 use std::time::Duration;
 
@@ -97,6 +109,14 @@ pub struct UplinkConfig {
     /// Estimates are ignored for this long after a connection starts (2 s): slow start's
     /// first windows say nothing of the link.
     pub warm_up: Duration,
+    /// A dropped top rung is tried again after this long (10 s): what made the link
+    /// narrow (a shared cell, a busy household) rarely clears within seconds, and a try on
+    /// a link that is still narrow costs its lower rungs and audio about a second of
+    /// queueing.
+    pub probe_after: Duration,
+    /// Each failed try doubles the wait before the next, up to this (80 s): on a link that
+    /// stays narrow, one second of congestion in 80.
+    pub probe_after_max: Duration,
 }
 
 impl Default for UplinkConfig {
@@ -112,6 +132,8 @@ impl Default for UplinkConfig {
             restore_margin: 1.3,
             restore_after: Duration::from_secs(5),
             warm_up: Duration::from_secs(2),
+            probe_after: Duration::from_secs(10),
+            probe_after_max: Duration::from_secs(80),
         }
     }
 }
@@ -141,6 +163,16 @@ pub struct UplinkController {
     fits_since: Option<u64>,
     cut_at: Option<u64>,
     connected_at: Option<u64>,
+    /// When the top rung was last dropped.
+    dropped_at: Option<u64>,
+    /// The top rung is back on trial since then (see the module docs).
+    probing_since: Option<u64>,
+    /// The wait before the next try.
+    probe_wait: Duration,
+    /// The previous raw estimate: one below it is a congestion sign.
+    last_estimate: Option<u64>,
+    /// Tries of the top rung so far.
+    probes: u64,
 }
 
 fn us(d: Duration) -> u64 {
@@ -156,6 +188,7 @@ impl UplinkController {
             rates: configured.clone(),
             configured,
             audio_bps,
+            probe_wait: config.probe_after,
             config,
             smoothed: None,
             top_dropped: false,
@@ -163,6 +196,10 @@ impl UplinkController {
             fits_since: None,
             cut_at: None,
             connected_at: None,
+            dropped_at: None,
+            probing_since: None,
+            last_estimate: None,
+            probes: 0,
         }
     }
 
@@ -190,6 +227,16 @@ impl UplinkController {
     /// Whether the top rung is dropped now.
     pub fn top_dropped(&self) -> bool {
         self.top_dropped
+    }
+
+    /// Whether the top rung is on trial now (sent again before the estimate showed room).
+    pub fn probing(&self) -> bool {
+        self.probing_since.is_some()
+    }
+
+    /// Times the top rung was tried again so far.
+    pub fn probes(&self) -> u64 {
+        self.probes
     }
 
     /// A new connection started at `now_us`: its first estimates are ignored for
@@ -235,6 +282,13 @@ impl UplinkController {
         out
     }
 
+    fn drop_top(&mut self, now_us: u64) {
+        self.top_dropped = true;
+        self.short_since = None;
+        self.fits_since = None;
+        self.dropped_at = Some(now_us);
+    }
+
     /// Takes an estimate of `estimate_bps` at `now_us`; returns what changed, if anything
     /// moved by 5% or more (or the top rung goes or comes back).
     pub fn on_estimate(&mut self, now_us: u64, estimate_bps: u64) -> Option<UplinkChange> {
@@ -246,6 +300,9 @@ impl UplinkController {
         if estimate_bps == 0 || self.configured.is_empty() {
             return None;
         }
+        // The meter's estimate never falls without a congestion sign.
+        let fell = self.last_estimate.is_some_and(|l| estimate_bps < l);
+        self.last_estimate = Some(estimate_bps);
         let e = estimate_bps as f64;
         let s = match self.smoothed {
             None => e,
@@ -274,16 +331,39 @@ impl UplinkController {
                         self.top_dropped = false;
                         self.fits_since = None;
                         self.cut_at = Some(now_us);
+                        self.probe_wait = self.config.probe_after;
                         top_rung = Some(true);
                     }
                 } else {
                     self.fits_since = None;
+                    // The lower rungs have what they are configured for (within the 10%
+                    // the meter's probing cannot show) and the estimate holds: try.
+                    let due = self
+                        .dropped_at
+                        .is_some_and(|d| now_us.saturating_sub(d) >= us(self.probe_wait));
+                    if due && !fell && budget >= 0.9 * lower {
+                        self.top_dropped = false;
+                        self.probing_since = Some(now_us);
+                        self.probes += 1;
+                        self.cut_at = Some(now_us);
+                        top_rung = Some(true);
+                    }
                 }
+            } else if self.probing_since.is_some() && fell {
+                // A congestion sign on trial: the try failed if the budget cannot carry
+                // the rung; else the trial ends and the budget rules again.
+                self.probing_since = None;
+                if budget < need {
+                    self.drop_top(now_us);
+                    self.probe_wait = (self.probe_wait * 2).min(self.config.probe_after_max);
+                    top_rung = Some(false);
+                }
+            } else if self.probing_since.is_some() {
+                // On trial and no congestion sign: the rung climbs (below).
             } else if budget < need {
                 let since = *self.short_since.get_or_insert(now_us);
                 if now_us.saturating_sub(since) >= us(self.config.drop_after) {
-                    self.top_dropped = true;
-                    self.short_since = None;
+                    self.drop_top(now_us);
                     top_rung = Some(false);
                 }
             } else {
@@ -294,9 +374,18 @@ impl UplinkController {
         let wanted = self.share_out(budget);
         let holding =
             self.cut_at.is_some_and(|t| now_us.saturating_sub(t) < us(self.config.hold_after_cut));
+        // On trial, the top rung climbs by the step whatever the budget says (the estimate
+        // follows what is sent): that is how the room shows.
+        let trial = self.probing_since.is_some() && top_rung != Some(true);
         let mut next = self.rates.clone();
         let mut cut = false;
         for (i, (&want, cur)) in wanted.iter().zip(next.iter_mut()).enumerate() {
+            let want = if i == 0 && trial {
+                let climb = (f64::from(*cur) * self.config.max_step_up) as u32;
+                want.max(if holding { *cur } else { climb.min(self.configured[0]) })
+            } else {
+                want
+            };
             if want == 0 || (i == 0 && top_rung == Some(true)) {
                 // Dropped, or coming back: from its floor-guarded share at once.
                 *cur = want;
@@ -310,6 +399,11 @@ impl UplinkController {
         }
         if cut {
             self.cut_at = Some(now_us);
+        }
+        if trial && next[0] >= self.configured[0] {
+            // Back at its configured rate without a congestion sign: the link carries it.
+            self.probing_since = None;
+            self.probe_wait = self.config.probe_after;
         }
         // Moves under 5% wait, except the last step back to the configured rate.
         let moved = next.iter().zip(&self.rates).zip(&self.configured).any(|((&a, &b), &c)| {
@@ -390,7 +484,9 @@ mod tests {
         // 0.8 x 600k - 32k = 448k for 360p and 180p.
         assert!(c.video_bps() <= 448_000 + 1, "{:?}", c.rates());
         assert!(c.rates()[2] == 150_000 && c.rates()[1] >= 290_000, "{:?}", c.rates());
-        // Just enough for the top at its minimum: not back (no margin).
+        // Just enough for the top at its minimum: not back (no margin; no try either, in
+        // this test).
+        c.probe_wait = Duration::from_secs(3600);
         let t = feed(&mut c, t, 10, 1_400_000);
         assert!(c.top_dropped());
         let mut back = None;
@@ -405,6 +501,66 @@ mod tests {
         }
         assert!(back.is_some_and(|b| b >= 5 * S), "{back:?}");
         assert!(c.rates()[0] > 0);
+    }
+
+    /// The meter on a link of `link_bps`: what the rungs sent plus audio, 5% overhead;
+    /// over the link, the estimate is the link's rate (falling at most by half); under it,
+    /// it rises to at most 1.25 x what was sent, never falls.
+    fn on_link(c: &UplinkController, est: u64, link_bps: u64) -> u64 {
+        let sent = (c.video_bps() + 32_000) * 105 / 100;
+        if sent > link_bps { link_bps.max(est / 2) } else { est.max(sent * 5 / 4) }
+    }
+
+    /// Runs `c` for `secs` on a link of `link_bps` from `t`; returns the time, the estimate
+    /// and the times the top rung came back.
+    fn run_link(
+        c: &mut UplinkController,
+        (mut t, mut est): (u64, u64),
+        secs: u64,
+        link_bps: u64,
+    ) -> (u64, u64, Vec<u64>) {
+        let mut back = Vec::new();
+        let end = t + secs * S;
+        while t < end {
+            est = on_link(c, est, link_bps);
+            if let Some(ch) = c.on_estimate(t, est)
+                && ch.top_rung == Some(true)
+            {
+                back.push(t);
+            }
+            t += S / 2;
+        }
+        (t, est, back)
+    }
+
+    #[test]
+    fn a_dropped_top_rung_is_tried_again_and_stays_when_the_link_carries_it() {
+        let mut c = light();
+        // 300 kbit/s: 360p cannot fit beside 180p and audio.
+        let (t, est, back) = run_link(&mut c, (0, 2_000_000), 8, 300_000);
+        assert!(c.top_dropped() && back.is_empty(), "{:?}", c.rates());
+        assert_eq!(c.rates()[1], 150_000);
+        // The link widens; the estimate alone would never show it (the 180p rung and the
+        // audio use a fraction), so the top rung is tried, then grows with the estimate.
+        let (t, _, back) = run_link(&mut c, (t, est), 40, 2_000_000);
+        assert_eq!(back.len(), 1, "tried at {back:?}");
+        assert!(back[0] - 8 * S <= 11 * S, "tried {} s after the link widened", back[0] / S);
+        assert!(!c.top_dropped() && !c.probing(), "{:?}", c.rates());
+        assert_eq!(c.rates(), [500_000, 150_000], "at {} s", t / S);
+    }
+
+    #[test]
+    fn tries_on_a_link_that_stays_narrow_back_off() {
+        let mut c = light();
+        let (_, _, back) = run_link(&mut c, (0, 2_000_000), 120, 300_000);
+        // Dropped at ~1 s; tries at ~11 s, then 20, 40, 80 s apart: 4 in 2 minutes.
+        assert!((2..=4).contains(&back.len()), "tries at {back:?}");
+        for w in back.windows(2) {
+            assert!(w[1] - w[0] >= 20 * S, "tries at {back:?}");
+        }
+        assert!(c.top_dropped(), "{:?}", c.rates());
+        // Every try ended at once: the lower rung kept its rate.
+        assert_eq!(c.rates()[1], 150_000);
     }
 
     #[test]
