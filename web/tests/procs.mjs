@@ -4,7 +4,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createSocket } from 'node:dgram';
 import { fileURLToPath } from 'node:url';
-import { DIST } from './chromium.mjs';
+import { DIST, favour } from './chromium.mjs';
 
 // The binary cargo built: $TIERMESH_BIN, else in $CARGO_TARGET_DIR (as CI sets it), else in
 // the workspace's target/.
@@ -21,9 +21,14 @@ export function hasSubcommand(subcommand) {
 
 const children = new Set();
 
-/** Starts `tiermesh …args`; every child still running is killed when this process exits. */
+/**
+ * Starts `tiermesh …args` at raised CPU priority like the browser (`favour`): relays,
+ * encoders and link emulators are all on the media path the tests time. Every child still
+ * running is killed when this process exits.
+ */
 export function child(args) {
   const c = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  favour(c.pid);
   children.add(c);
   c.on('exit', () => children.delete(c));
   // Keeps the pipes drained, so a chatty child never blocks on a full pipe.

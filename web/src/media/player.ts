@@ -67,6 +67,8 @@ export interface PlayerStats {
   latencyMs: { p50: number; last: number };
   /** Capture-to-arrival latency of video objects (ms). */
   arrivalLatencyMs: { p50: number; last: number };
+  /** Capture-to-decoded latency of video frames (ms): arrival plus the decoder's time. */
+  decodeLatencyMs: { p50: number; last: number };
   /** The playout delay in use (ms after capture). */
   playoutDelayMs: number;
   /** Errors met, newest last. */
@@ -174,6 +176,7 @@ export class Player {
     throughputKbps: 0,
     latencyMs: { p50: 0, last: 0 },
     arrivalLatencyMs: { p50: 0, last: 0 },
+    decodeLatencyMs: { p50: 0, last: 0 },
     playoutDelayMs: 0,
     errors: [],
   };
@@ -195,6 +198,7 @@ export class Player {
   private frames: { frame: VideoFrame; captureMs: number }[] = [];
   private drawLatency: number[] = [];
   private arrivalLatency: number[] = [];
+  private decodeLatency: number[] = [];
   private received: { t: number; n: number }[] = [];
   private timers: ReturnType<typeof setInterval>[] = [];
   private raf = 0;
@@ -633,6 +637,8 @@ export class Player {
         output: (f) => {
           this.stats.framesDecoded++;
           this.frames.push({ frame: f, captureMs: f.timestamp / 1000 });
+          this.decodeLatency.push(Date.now() - f.timestamp / 1000);
+          if (this.decodeLatency.length > SAMPLES) this.decodeLatency.shift();
           if (this.frames.length > 60) {
             this.frames.shift()!.frame.close();
             this.stats.framesDropped++;
@@ -700,6 +706,7 @@ export class Player {
     this.stats.bitrateKbps = Math.round((bytes * 8) / 2000);
     this.stats.latencyMs = { p50: Math.round(median(this.drawLatency)), last: Math.round(this.drawLatency.at(-1) ?? 0) };
     this.stats.arrivalLatencyMs = { p50: Math.round(median(this.arrivalLatency)), last: Math.round(this.arrivalLatency.at(-1) ?? 0) };
+    this.stats.decodeLatencyMs = { p50: Math.round(median(this.decodeLatency)), last: Math.round(this.decodeLatency.at(-1) ?? 0) };
     this.stats.playoutDelayMs = Math.round(this.clock.delayMs ?? 0);
     if (this.audio) {
       this.stats.audioState = this.audio.state;
