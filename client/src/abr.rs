@@ -49,6 +49,13 @@ pub struct AbrConfig {
     /// A step up needs the estimated link capacity to be at least this share of the higher
     /// tier's rate.
     pub up_capacity_ratio: f64,
+    /// Short throughput counts only once no object of the tier has arrived on time (queueing
+    /// under half [`AbrConfig::latency_limit`]) for this long: longer than one loss recovery
+    /// and the congestion window's climb back after it.
+    pub behind_for: Duration,
+    /// [`AbrConfig::behind_for`] for a tier stepped up to within the hold: a tier just
+    /// tried has not shown yet that it fits.
+    pub behind_for_after_up: Duration,
 }
 
 impl AbrConfig {
@@ -74,6 +81,14 @@ impl AbrConfig {
             // of a key frame stretches its arrival), never above the link's rate: a tier at
             // or below it has room on the link.
             up_capacity_ratio: 1.0,
+            // On `rural` (1 Mbit/s, 1% loss) a few losses close together hold the relay's
+            // cubic window below 360p's rate: nothing arrives on time for up to 4 s, the
+            // median of the one-second parts falls short after about 2.5 s, and the backlog
+            // then drains at above the tier's rate. A link that really dropped under the
+            // tier (`step`) keeps it short: 3.5 s, then the switch at the next group, is
+            // what a 10 s cut costs in late groups.
+            behind_for: Duration::from_millis(3500),
+            behind_for_after_up: Duration::from_millis(1500),
         }
     }
 }
@@ -96,6 +111,9 @@ pub struct Abr {
     late_since: Option<(Instant, Duration)>,
     /// The queueing latency of the last object.
     last_latency: Duration,
+    /// When an object of the tier last arrived on time (queueing under half the limit), or
+    /// the tier started.
+    on_time_at: Instant,
     /// The last link capacity estimates from key frames, bit/s, newest last.
     capacity: VecDeque<f64>,
     /// Why the last switch was decided.
@@ -106,10 +124,6 @@ pub struct Abr {
 /// default window, one group each, so that an outage straddling two parts still leaves
 /// the median to three good ones.
 const WINDOW_PARTS: usize = 5;
-
-/// How long a late stretch lasts before throughput counts again during it (see
-/// [`Abr::poll_down`]): a stream held back by one loss has its backlog in by then.
-const LATE_THROUGHPUT: Duration = Duration::from_secs(1);
 
 /// How many key-frame capacity estimates [`Abr::capacity`] takes the median of: three
 /// groups, so one key frame held back by a loss does not decide alone.
@@ -135,6 +149,7 @@ impl Abr {
             too_late: false,
             late_since: None,
             last_latency: Duration::ZERO,
+            on_time_at: now,
             capacity: VecDeque::new(),
             reason: None,
         }
@@ -174,6 +189,9 @@ impl Abr {
             }
         }
         self.last_latency = latency;
+        if latency <= self.config.latency_limit / 2 {
+            self.on_time_at = now;
+        }
         if latency > self.config.latency_limit {
             let (since, floor) = self.late_since.get_or_insert((now, latency));
             let late = now.duration_since(*since);
@@ -219,6 +237,20 @@ impl Abr {
         if now.duration_since(self.last_change) < self.config.window {
             return None;
         }
+        let mut parts = self.parts(now);
+        parts.sort_by(f64::total_cmp);
+        Some(parts[WINDOW_PARTS / 2])
+    }
+
+    /// The rate of the newest part of the window, bit/s (None until a part's time has
+    /// passed since the last switch).
+    fn newest(&self, now: Instant) -> Option<f64> {
+        let part = self.config.window / WINDOW_PARTS as u32;
+        (now.duration_since(self.last_change) >= part).then(|| self.parts(now)[0])
+    }
+
+    /// The rates of the window's parts, bit/s, newest first.
+    fn parts(&self, now: Instant) -> [f64; WINDOW_PARTS] {
         let part = self.config.window / WINDOW_PARTS as u32;
         let mut bytes = [0u64; WINDOW_PARTS];
         for (t, b) in &self.samples {
@@ -228,8 +260,7 @@ impl Abr {
                 bytes[i.min(WINDOW_PARTS - 1)] += b;
             }
         }
-        bytes.sort_unstable();
-        Some(bytes[WINDOW_PARTS / 2] as f64 * 8.0 / part.as_secs_f64())
+        bytes.map(|b| b as f64 * 8.0 / part.as_secs_f64())
     }
 
     /// Between group boundaries: if the watched tier has stopped fitting (late objects or
@@ -241,13 +272,23 @@ impl Abr {
         self.trim(now);
         let rate = self.config.tiers[self.current] as f64;
         let measured = self.throughput(now);
-        // While objects arrive late (a stream held back by a loss, then its backlog), the
-        // bytes of the window are still on their way: throughput is judged once they are in,
-        // or once the late stretch has lasted a second (then it is not one held-back stream).
-        let settled = self.last_latency <= self.config.latency_limit
-            || self.late_since.is_some_and(|(t, _)| now.duration_since(t) >= LATE_THROUGHPUT);
-        let starved = settled && measured.is_some_and(|m| m < rate * self.config.down_ratio);
-        if !(self.too_late || starved) || self.current == 0 {
+        // Failed: it stopped fitting within the hold plus the time lateness takes to judge.
+        let tried =
+            self.last_up.is_some_and(|t| now.duration_since(t) < self.hold + self.config.late_for);
+        // Throughput short of the tier's rate says the tier does not fit only when it is
+        // sustained: nothing on time for longer than a loss recovery and the window's climb
+        // back after it take, and the backlog not draining (the newest second delivered less
+        // than the tier's rate). A tier delivered on time fits, whatever its byte rate (the
+        // publisher may produce less than the catalog says).
+        let patience = if tried { self.config.behind_for_after_up } else { self.config.behind_for };
+        let behind = now.duration_since(self.on_time_at) >= patience;
+        let draining = self.newest(now).is_some_and(|n| n >= rate);
+        let starved =
+            behind && !draining && measured.is_some_and(|m| m < rate * self.config.down_ratio);
+        // A late stretch whose newest second brought more than the tier's rate is a backlog
+        // draining, not a tier too heavy (that one never delivers above its rate).
+        let late = self.too_late && !draining;
+        if !(late || starved) || self.current == 0 {
             return None;
         }
         let fits = measured.unwrap_or(0.0);
@@ -255,15 +296,14 @@ impl Abr {
             .iter()
             .rposition(|&r| (r as f64) <= fits)
             .unwrap_or(0);
-        // Failed: it stopped fitting within the hold plus the time lateness takes to judge.
-        if self.last_up.is_some_and(|t| now.duration_since(t) < self.hold + self.config.late_for) {
+        if tried {
             // A failed step up: back to the tier it came from, which fitted (what a tier
             // too heavy for the link still receives understates the link).
             self.hold = (self.hold * 2).min(self.config.max_hold);
             self.reason = Some("failed step up");
             return Some(self.switch(now, self.current - 1));
         }
-        self.reason = Some(if self.too_late { "late" } else { "starved" });
+        self.reason = Some(if late { "late" } else { "starved" });
         Some(self.switch(now, below))
     }
 
@@ -302,6 +342,7 @@ impl Abr {
         self.fitting_since = None;
         self.too_late = false;
         self.late_since = None;
+        self.on_time_at = now;
         self.last_change = now;
     }
 
@@ -311,6 +352,7 @@ impl Abr {
         self.fitting_since = None;
         self.too_late = false;
         self.late_since = None;
+        self.on_time_at = now;
         self.last_change = now;
         tier
     }
@@ -366,9 +408,9 @@ mod tests {
         let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 2, t);
         feed(&mut abr, &mut t, 3, 1_500_000, 10);
         assert_eq!(abr.current(), 2);
-        // The link now carries 600 kbit/s and latency climbs.
-        let tiers = feed(&mut abr, &mut t, 4, 600_000, 900);
-        assert_eq!(tiers, [2, 2, 2, 1], "down once three of five seconds fell short");
+        // The link now carries 600 kbit/s: nothing arrives on time any more.
+        let tiers = feed(&mut abr, &mut t, 5, 600_000, 300);
+        assert_eq!(tiers, [2, 2, 2, 2, 1], "down once nothing arrived on time for 3.5 s");
         assert_eq!(abr.reason(), Some("starved"));
     }
 
@@ -480,11 +522,49 @@ mod tests {
     }
 
     #[test]
+    fn a_congestion_window_dip_that_drains_is_not_a_reason_to_go_down() {
+        // rural, seed 7: a few losses close together hold the sender's window at 300 kbit/s
+        // for 3 s (360p's objects ever later, up to 1 s), then the window has grown back
+        // and the backlog drains at 700 kbit/s.
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 1, t);
+        let rural = Link { rate: 500_000, latency_ms: 10, capacity: 1_000_000 };
+        feed_link(&mut abr, &mut t, 6, rural);
+        let dip = t;
+        let mut latency = 10.0;
+        let mut tiers = Vec::new();
+        for n in 0..240 {
+            if n % 30 == 0 {
+                tiers.push(abr.at_group_start(t));
+            }
+            let rate = if t.duration_since(dip) < Duration::from_secs(3) { 300e3 } else { 700e3 };
+            // Each 33 ms of media takes 33 ms x 500 / rate to arrive while behind.
+            let took = if latency > 10.0 || rate < 500e3 { 33.3 * 500e3 / rate } else { 33.3 };
+            t += Duration::from_secs_f64(took / 1000.0);
+            latency = (latency + took - 33.3).max(10.0);
+            abr.on_object(t, 2083, Duration::from_secs_f64(latency / 1000.0), n % 30 == 0);
+            tiers.extend(abr.poll_down(t));
+        }
+        assert!(latency < 20.0, "drained");
+        tiers.extend(feed_link(&mut abr, &mut t, 3, rural));
+        assert!(tiers.iter().all(|&x| x == 1), "{tiers:?}");
+    }
+
+    #[test]
+    fn a_tier_on_time_below_its_nominal_rate_fits() {
+        // A still picture: the encoder makes half of 360p's catalog rate, all of it on time.
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 1, t);
+        let tiers = feed(&mut abr, &mut t, 12, 250_000, 10);
+        assert!(tiers.iter().all(|&x| x == 1), "{tiers:?}");
+    }
+
+    #[test]
     fn starved_throughput_goes_to_the_tier_it_carries() {
         let mut t = Instant::now();
         let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 2, t);
-        // Latency stays moderate but only 200 kbit/s arrives.
-        feed(&mut abr, &mut t, 6, 200_000, 150);
+        // Only 200 kbit/s arrives, none of it on time.
+        feed(&mut abr, &mut t, 6, 200_000, 300);
         assert_eq!(abr.current(), 0, "straight to 180p, not via 360p");
         assert_eq!(abr.reason(), Some("starved"));
     }
