@@ -52,11 +52,13 @@ async function playEveryTier(codec, name) {
       await page.waitForFunction((n) => window.tiermeshStats.framesDrawn >= n + 10, drawn, { timeout: 15000 });
     }
     const before = await stats(page);
-    const progress = frameProgress(await sampleBarcode(page, WATCH_MS));
+    const samples = await sampleBarcode(page, WATCH_MS);
+    const progress = frameProgress(samples);
     const s = await stats(page);
     // Frames that reached the player's decoder a second: what the publisher managed to send.
     const decodedFps = ((s.framesDecoded - before.framesDecoded) * 1000) / progress.spanMs;
-    tiers.push({ tier, progress, decodedFps, failures: motionFailures(progress), videoCodec: s.videoCodec });
+    const freezeAtMs = Math.round(progress.longestFreezeAt - (samples[0]?.t ?? 0));
+    tiers.push({ tier, progress, decodedFps, freezeAtMs, failures: motionFailures(progress), videoCodec: s.videoCodec });
     if (index === s0.tiers.length - 1) await screenshot(page, name);
   }
   const s = await stats(page);
@@ -70,7 +72,7 @@ function report(label, r) {
     const p = t.progress;
     console.log(
       `${label} ${t.tier} (${t.videoCodec}): frame ${p.firstFrame}→${p.lastFrame}, advancing at ${p.advanceFps.toFixed(1)} fps, ` +
-        `${p.distinctFps.toFixed(1)} distinct frames/s seen, longest freeze ${Math.round(p.longestFreezeMs)} ms, ` +
+        `${p.distinctFps.toFixed(1)} distinct frames/s seen, longest freeze ${Math.round(p.longestFreezeMs)} ms (at +${t.freezeAtMs} ms), ` +
         `${p.unreadable}/${p.samples} samples unreadable, ${t.decodedFps.toFixed(1)} frames decoded/s`,
     );
   }
