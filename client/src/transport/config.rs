@@ -113,7 +113,7 @@ impl Default for TransportConfig {
             // subscriber opens one or two bidirectional streams and no unidirectional one.
             // So the peer starts with 16 of each (room for a control stream, WebTransport's
             // HTTP/3 streams and a burst of subgroups) and the limit grows fourfold whenever
-            // half of it is in use, up to the maxima: a publisher's first burst waits at most
+            // a quarter of it is in use, up to the maxima: a publisher's first burst waits at most
             // a round trip for the larger limit.
             initial_concurrent_streams: 16,
             // One group of the top tier (a 2 s GOP at 6 Mbit/s is 1.5 MB) may be in flight on
@@ -177,7 +177,7 @@ impl TransportConfig {
     }
 
     /// How many streams of each direction the peer may open at first (default 16, at least
-    /// 1). The limit grows fourfold whenever half of it is in use, up to
+    /// 1). The limit grows fourfold whenever a quarter of it is in use, up to
     /// [`max_concurrent_uni_streams`](Self::max_concurrent_uni_streams) and
     /// [`max_concurrent_bidi_streams`](Self::max_concurrent_bidi_streams): each allowed stream
     /// costs memory from the start, which idle sessions should not pay.

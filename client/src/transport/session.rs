@@ -213,6 +213,16 @@ const BI: usize = 0;
 /// Index of unidirectional streams.
 const UNI: usize = 1;
 
+/// The limit grows once `1 / GROW_AT_ONE_IN` of it is in use as we count it: 4, a quarter.
+/// We count the streams we accepted and still hold, but the peer also counts the streams on
+/// their way to us and those whose credit is on its way back (quinn sends no STREAMS_BLOCKED,
+/// so we never hear that it waits): a round trip of new streams more. Audio alone opens 50 a
+/// second, so on a 1 Mbit/s link with a full 300 ms queue (`step`'s cut) the peer used up a
+/// limit of 64 while we held 24 to 31 streams, and every new audio stream then waited for
+/// stream credit behind video, up to a second (half, the rule before, never grew it). With
+/// three quarters of the limit for what is in transit, a round trip of streams fits.
+const GROW_AT_ONE_IN: u32 = 4;
+
 /// The peer's concurrent-stream limits of one session: they start small and grow as the
 /// peer uses its streams (see `TransportConfig::initial_concurrent_streams`).
 #[derive(Debug)]
@@ -234,12 +244,12 @@ impl StreamLimits {
         }
     }
 
-    /// Counts an accepted stream; returns the new limit when half of the current one is in
-    /// use and it may still grow.
+    /// Counts an accepted stream; returns the new limit when a quarter of the current one is
+    /// in use ([`GROW_AT_ONE_IN`]) and it may still grow.
     fn opened(&self, dir: usize) -> Option<u32> {
         let open = self.open[dir].fetch_add(1, Ordering::Relaxed) + 1;
         let current = self.current[dir].load(Ordering::Relaxed);
-        if open.saturating_mul(2) < current || current >= self.max[dir] {
+        if open.saturating_mul(GROW_AT_ONE_IN) < current || current >= self.max[dir] {
             return None;
         }
         let grown = current.saturating_mul(4).min(self.max[dir]);
@@ -362,7 +372,7 @@ impl Session {
         Ok(self.accepted(r, UNI))
     }
 
-    /// A stream the peer opened: counted, and the peer's limit raised when half is in use.
+    /// A stream the peer opened: counted, and the peer's limit raised when a quarter is in use.
     fn accepted(&self, inner: wt::RecvStream, dir: usize) -> RecvStream {
         if let Some(limit) = self.shared.limits.opened(dir) {
             let conn: &quinn::Connection = &self.inner;
@@ -687,5 +697,36 @@ impl RecvStream {
 impl fmt::Debug for RecvStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecvStream").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The limit grows once a quarter of it is held, leaving three quarters for the streams
+    /// the peer has opened that are still on their way (see `GROW_AT_ONE_IN`).
+    #[test]
+    fn stream_limit_grows_when_a_quarter_is_in_use() {
+        let limits = StreamLimits::new(16, 100, 1000);
+        for _ in 0..3 {
+            assert_eq!(limits.opened(UNI), None);
+        }
+        assert_eq!(limits.opened(UNI), Some(64), "the 4th of 16");
+        for _ in 4..15 {
+            assert_eq!(limits.opened(UNI), None, "under 16 of 64 open");
+        }
+        assert_eq!(limits.opened(UNI), Some(256), "16 of 64 open");
+        // Streams that closed no longer count.
+        for _ in 0..16 {
+            limits.closed(UNI);
+        }
+        for _ in 0..63 {
+            assert_eq!(limits.opened(UNI), None);
+        }
+        assert_eq!(limits.opened(UNI), Some(1000), "64 of 256 open; capped at the maximum");
+        assert_eq!(limits.opened(UNI), None, "at the maximum");
+        // Each direction on its own.
+        assert_eq!(limits.opened(BI), None);
     }
 }
