@@ -2,7 +2,7 @@
 // fake camera and microphone, sound allowed without a gesture, at raised CPU priority.
 import { chromium } from 'playwright-core';
 import { fileURLToPath } from 'node:url';
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { join } from 'node:path';
 
@@ -57,7 +57,7 @@ export async function launch(extraArgs = []) {
  * test must not lose their frame budget to unrelated work, such as compilers running beside
  * the tests. Returns how many processes were raised.
  */
-export function favour(pid) {
+export function favour(pid, nice = -10) {
   const children = new Map();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -69,6 +69,15 @@ export function favour(pid) {
     } catch {
       // The process ended meanwhile.
     }
+  }
+  // With the kernel's autogroup scheduling (sched_autogroup_enabled), CPU time is first
+  // shared between sessions, whatever the nice values: the share of `pid`'s session is
+  // raised too. Callers pass session leaders (Chromium as Playwright starts it, children
+  // spawned detached), never a process of the test runner's own session.
+  try {
+    writeFileSync(`/proc/${pid}/autogroup`, String(nice));
+  } catch {
+    // No autogroups, or not permitted.
   }
   let raised = 0;
   for (const todo = [pid]; todo.length > 0; ) {
@@ -83,7 +92,7 @@ export function favour(pid) {
     }
     for (const t of tasks) {
       try {
-        setPriority(t, -10);
+        setPriority(t, nice);
         raised++;
       } catch {
         // Not permitted (not root) or already gone: the test runs at normal priority.

@@ -27,7 +27,9 @@ const children = new Set();
  * running is killed when this process exits.
  */
 export function child(args) {
-  const c = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Its own session, so that raising its session's CPU share (autogroup) leaves the test
+  // runner's session as it was.
+  const c = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   favour(c.pid);
   children.add(c);
   c.on('exit', () => children.delete(c));
