@@ -469,17 +469,20 @@ fn send(
     match obj.forwarding.subgroup_id() {
         Some(sg) => {
             let key = (obj.group_id, sg);
-            if !d.streams.contains_key(&key) {
-                if d.streams.len() >= MAX_STREAMS_PER_SUBSCRIBER
-                    && let Some(oldest) = d.streams.keys().min().copied()
-                    && let Some(s) = d.streams.remove(&oldest)
-                {
-                    s.finish();
+            // One lookup for every object but a subgroup's first.
+            let stream = match d.streams.get_mut(&key) {
+                Some(s) => s,
+                None => {
+                    if d.streams.len() >= MAX_STREAMS_PER_SUBSCRIBER
+                        && let Some(oldest) = d.streams.keys().min().copied()
+                        && let Some(s) = d.streams.remove(&oldest)
+                    {
+                        s.finish();
+                    }
+                    let s = d.writer.open_subgroup(obj.group_id, sg, Some(obj.publisher_priority));
+                    d.streams.entry(key).or_insert(s)
                 }
-                let s = d.writer.open_subgroup(obj.group_id, sg, Some(obj.publisher_priority));
-                d.streams.insert(key, s);
-            }
-            let Some(stream) = d.streams.get_mut(&key) else { return };
+            };
             if let Err(e) = stream.write_forwarded(fwd) {
                 tracing::debug!(error = %e, "object not forwarded");
                 if matches!(e, tiermesh_client::moq::Error::Ended) {
