@@ -3,6 +3,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createSocket } from 'node:dgram';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { DIST, favour } from './chromium.mjs';
 
@@ -48,6 +49,14 @@ export function killChildren() {
   for (const c of children) c.kill();
 }
 process.on('exit', killChildren);
+// Children run in their own sessions, so a Ctrl-C at the terminal does not reach them: pass
+// it on.
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(signal, () => {
+    killChildren();
+    process.exit(128 + os.constants.signals[signal]);
+  });
+}
 
 /** Resolves with the match of `re` in the process's output, or rejects after `ms`. */
 export function waitOutput(proc, re, ms, what) {
