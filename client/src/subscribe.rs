@@ -418,7 +418,8 @@ pub struct TierSwitch {
     pub from: String,
     /// Tier taken.
     pub to: String,
-    /// Why ([`crate::abr::Abr::reason`]: `late`, `starved`, `failed step up`, `up`).
+    /// Why ([`crate::abr::Abr::reason`]: `backlog`, `late`, `starved`, `failed step up`,
+    /// `up`).
     #[serde(default)]
     pub reason: Option<String>,
 }
@@ -733,10 +734,32 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
                 base_latency = Some(floor.min(l));
                 let queueing = l.saturating_sub(floor.min(l));
                 abr.on_object(o.arrival, o.payload.len() as u64, queueing, o.object_id == 0);
+                // The ABR's inputs, for reading its decisions back
+                // (`RUST_LOG=tiermesh_client::abr=trace`).
+                tracing::trace!(
+                    target: "tiermesh_client::abr",
+                    at_ms = ms(o.arrival),
+                    group = o.group_id,
+                    object = o.object_id,
+                    bytes = o.payload.len(),
+                    queueing_ms = queueing.as_secs_f64() * 1000.0,
+                    tier = cur_tier,
+                    "object"
+                );
             }
             next = abr.poll_down(now);
         }
         let Some(next) = next else { continue };
+        tracing::debug!(
+            target: "tiermesh_client::abr",
+            at_ms = ms(now),
+            from = %tiers[cur_tier].0,
+            to = %tiers[next].0,
+            reason = abr.reason().unwrap_or("?"),
+            throughput = ?abr.throughput(now),
+            capacity = ?abr.capacity(),
+            "switch decided"
+        );
         abr_report.switches.push(TierSwitch {
             decided_ms: ms(now),
             at_ms: None,
