@@ -144,6 +144,11 @@ pub struct Abr {
 /// the median to three good ones.
 const WINDOW_PARTS: usize = 5;
 
+/// A step up counts as failed when the tier stops fitting within the hold plus this: long
+/// enough for the backlog rule to judge it, short enough that a link dropping later (a cut
+/// after the tier fitted for a while) is not blamed on the step up.
+const TRIAL: Duration = Duration::from_secs(3);
+
 /// How many key-frame capacity estimates [`Abr::capacity`] takes the median of: three
 /// groups, so one key frame held back by a loss does not decide alone.
 const CAPACITY_SAMPLES: usize = 3;
@@ -307,8 +312,7 @@ impl Abr {
         let rate = self.config.tiers[self.current] as f64;
         let measured = self.throughput(now);
         // Failed: it stopped fitting within the hold plus the time lateness takes to judge.
-        let tried =
-            self.last_up.is_some_and(|t| now.duration_since(t) < self.hold + self.config.late_for);
+        let tried = self.last_up.is_some_and(|t| now.duration_since(t) < self.hold + TRIAL);
         // Throughput short of the tier's rate says the tier does not fit only when it is
         // sustained: nothing on time for longer than a loss recovery and the window's climb
         // back after it take, and the backlog not draining (the newest second delivered less
