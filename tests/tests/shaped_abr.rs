@@ -3,16 +3,17 @@
 //! 360p (500 kbit/s beside audio; 720p at 1.5 Mbit/s does not); on `step` (3 Mbit/s, a
 //! third of it for 10 s) it leaves 720p during the cut and comes back after it. Every
 //! played group comes from one tier only (the report's `played` list has one tier per
-//! group), and stalls (video gaps over 200 ms) stay under a stated count: 12 in 25 s on
-//! `rural` (1% loss: a lost packet holds its 360p stream for a round trip or more; measured
-//! 3 to 11 in nine runs), 6 in 32 s on `step` (measured 2 to 5).
+//! group), and stalls (video gaps over 200 ms) stay under a stated count: 16 in 30 s on
+//! `rural` (1% loss: a lost packet holds its 360p stream for a round trip or more), 6 in
+//! 32 s on `step`.
 //!
 //! Asserted on `rural`: 720p is never played (a step up needs the capacity estimated from
-//! key frames to carry it, and on 1 Mbit/s it never does), 360p is the tier played most.
-//! Not asserted, because it is not met: that the watch never falls to 180p. With the link's
-//! seed 7 a stretch of losses about 23 s into the run holds the relay's cubic window below
-//! 360p's rate for three of five seconds and the ABR goes to 180p (in 6 of 9 runs, at
-//! 23.3-24.2 s; once also at 12.3 s, back to 360p 8 s later). docs/BENCHMARKS.md, "ABR".
+//! key frames to carry it, and on 1 Mbit/s it never does), and every group of the last
+//! 20 s is 360p. With the link's seed 7 a few losses about 21-24 s into the watch hold the
+//! relay's cubic window below 360p's rate for 4-5 s (360p up to 1-1.5 s late, then the
+//! backlog drains); the 30 s watch covers that stretch whole, and the last 20 s leave the
+//! first 10 s to start-up. The ABR used to step down to 180p there (7 of 9 runs before
+//! 7e1699d). docs/BENCHMARKS.md, "ABR".
 
 mod shaped_link;
 
@@ -64,20 +65,25 @@ fn main_tier(abr: &AbrReport, from_s: f64, to_s: f64) -> Option<String> {
 fn abr_on_rural_settles_on_360p() {
     let mut r = Run::new(RURAL);
     r.abr = true;
-    r.watch = Duration::from_secs(25);
+    r.watch = Duration::from_secs(30);
     let (o, abr) = abr_run(r);
     let start_s = o.link_start_ms / 1000.0;
     // 720p never plays: it cannot fit, and the capacity estimate keeps the ABR from trying.
     assert!(abr.played.iter().all(|p| p.tier != "video/720p"), "{abr:?}");
-    // 360p, the highest tier that fits, is what plays most.
-    assert_eq!(main_tier(&abr, start_s, start_s + 26.0).as_deref(), Some("video/360p"), "{abr:?}");
-    assert!(abr.stalls <= 12, "stalls {abr:?}");
+    // 360p, the highest tier that fits, plays every group of the last 20 s and is the tier
+    // watched at the end: no step down for a stretch of losses.
+    let last_20: Vec<_> =
+        abr.played.iter().filter(|p| (p.group as f64) >= start_s + 10.0).collect();
+    assert!(last_20.len() >= 15, "groups of the last 20 s: {abr:?}");
+    assert!(last_20.iter().all(|p| p.tier == "video/360p"), "{abr:?}");
+    assert_eq!(abr.final_tier.as_deref(), Some("video/360p"), "{abr:?}");
+    assert!(abr.stalls <= 16, "stalls {abr:?}");
     // Every switch took effect at a group boundary within the watch.
     for s in &abr.switches[..abr.switches.len().saturating_sub(1)] {
         assert!(s.group.is_some(), "switch never took effect: {abr:?}");
     }
     let audio = o.out.report.tracks.iter().find(|t| t.name == "audio").expect("audio");
-    assert!(audio.objects as f64 >= 0.95 * 50.0 * 24.0, "audio {audio:?}");
+    assert!(audio.objects as f64 >= 0.95 * 50.0 * 29.0, "audio {audio:?}");
 }
 
 #[test]
@@ -102,9 +108,9 @@ fn abr_on_step_leaves_720p_during_the_cut_and_returns() {
         .filter(|p| (p.group as f64) >= cut_start + 2.0 && (p.group as f64) < cut_end)
         .filter(|p| p.tier == "video/720p")
         .count();
-    // The throughput rule needs three of its five one-second parts short: the switch is
-    // decided 2.1-2.7 s into the cut and takes effect at the next group (measured: two
-    // 720p groups from 2 s into the cut on); one more under load.
+    // The backlog rule needs two seconds of 720p all at least 600 ms late: the switch is
+    // decided about 2.2 s into the cut and takes effect at the next group (measured: at
+    // most two 720p groups from 2 s into the cut on); one more under load.
     assert!(in_cut_720 <= 3, "720p during the cut: {abr:?}");
     // After the cut it climbs back: the last groups are 720p again.
     let last = abr.played.iter().rev().find(|p| (p.group as f64) < start_s + 32.0);
