@@ -841,6 +841,11 @@ impl Source for MediaBroadcast {
         self.apply_wanted(rung);
     }
 
+    fn is_idle(&self, track: usize) -> bool {
+        let Some(rung) = self.rung_track.iter().position(|&t| t == track) else { return false };
+        self.ladder.as_ref().is_some_and(|l| !l.rung_active(rung))
+    }
+
     fn connected(&mut self, now_us: u64) {
         if let Some(c) = &mut self.uplink {
             c.connected(now_us);
@@ -909,6 +914,7 @@ mod tests {
         b.subscribers_changed(low, 1);
         let first = poll_for(&mut b, T0, 1_500);
         assert!(first.iter().all(|o| o.track != top), "360p sent while nobody watches it");
+        assert!(b.is_idle(top) && !b.is_idle(low));
         let low_frames = first.iter().filter(|o| o.track == low).count() as u64;
         assert!(low_frames >= 40, "{low_frames} 180p frames in 1.5 s");
         assert_eq!(b.stats().rung_frames_encoded, low_frames);
@@ -924,6 +930,7 @@ mod tests {
         let low_key = next.iter().find(|p| p.track == low && p.capture_us == o.capture_us).unwrap();
         assert!(low_key.key && low_key.group_id == o.group_id, "groups not aligned");
         assert!(next[start..].iter().filter(|p| p.track == top).count() >= 10);
+        assert!(!b.is_idle(top));
 
         // Nobody on either: nothing more is encoded (audio goes on).
         b.subscribers_changed(top, 0);

@@ -145,6 +145,12 @@ pub trait Source: Send {
     /// connection too); a subscription that ended is noticed at the next poll. A source
     /// can stop encoding what nobody watches.
     fn subscribers_changed(&mut self, _track: usize, _subscribers: usize) {}
+    /// Whether track `track` is not being produced now (a rung nobody watched, or one the
+    /// uplink cannot carry): a new subscription to it is then told of no content, rather
+    /// than of the last group it had, which may be long past.
+    fn is_idle(&self, _track: usize) -> bool {
+        false
+    }
     /// A connection to the relay was established at `now_us` (its first send-rate
     /// estimates describe slow start, not the link).
     fn connected(&mut self, _now_us: u64) {}
@@ -373,6 +379,13 @@ impl<S: Source> Publisher<S> {
         }
         let wait_for_group =
             matches!(req.params.subscription_filter, Some(SubscriptionFilter::NextGroupStart));
+        if self.generator.is_idle(i) {
+            // Its cache holds what it sent before it went idle: no joining fetch may serve
+            // that as the current group.
+            let t = &mut self.tracks[i];
+            t.cache.clear();
+            t.largest = None;
+        }
         let t = &self.tracks[i];
         let (extensions, largest) = (t.extensions.clone(), t.largest);
         match req.accept(extensions, largest).await {

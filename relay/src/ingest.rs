@@ -931,6 +931,13 @@ impl Source for IngestSource {
         self.key_request.store(true, Ordering::Relaxed);
     }
 
+    fn is_idle(&self, track: usize) -> bool {
+        // A rung nobody watched is not encoded; one just watched again starts at the next
+        // group start.
+        matches!(self.track_rung.get(track), Some(&Some(rung))
+            if self.watched.get(rung).is_some_and(|w| !w.load(Ordering::Relaxed)))
+    }
+
     fn subscribers_changed(&mut self, track: usize, subscribers: usize) {
         if let Some(&Some(rung)) = self.track_rung.get(track)
             && let Some(flag) = self.watched.get(rung)
