@@ -50,34 +50,42 @@ export async function launch(extraArgs = []) {
   return browser;
 }
 
+/** The nice value the media under test runs at (see {@link favour}). */
+const NICE = -10;
+
 /**
- * Raises the CPU priority (nice -10) of process `pid` and every process it started, where
- * this process may (root, as CI runs). The browser tests judge real-time media (frames a
- * second, glass-to-glass latency): on a shared machine the encoder and the browser under
- * test must not lose their frame budget to unrelated work, such as compilers running beside
- * the tests. Returns how many processes were raised.
+ * Raises the CPU priority (nice -10) of process `pid`, every process it started and, when
+ * `pid` leads its own session, that session's share (autogroup), where this process may
+ * (root, as CI runs). The browser tests judge real-time media (frames a second,
+ * glass-to-glass latency): on a shared machine the encoder and the browser under test must
+ * not lose their frame budget to unrelated work, such as compilers running beside the
+ * tests. Returns how many threads were raised.
  */
-export function favour(pid, nice = -10) {
+export function favour(pid) {
   const children = new Map();
+  let sessionLeader = false;
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       // pid (comm) state ppid …: comm may hold spaces and parentheses, so split after the last ')'.
       const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const [, ppid, , session] = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
       children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+      if (Number(entry) === pid) sessionLeader = session === pid;
     } catch {
       // The process ended meanwhile.
     }
   }
   // With the kernel's autogroup scheduling (sched_autogroup_enabled), CPU time is first
   // shared between sessions, whatever the nice values: the share of `pid`'s session is
-  // raised too. Callers pass session leaders (Chromium as Playwright starts it, children
-  // spawned detached), never a process of the test runner's own session.
-  try {
-    writeFileSync(`/proc/${pid}/autogroup`, String(nice));
-  } catch {
-    // No autogroups, or not permitted.
+  // raised too, only for a session leader (Chromium as Playwright starts it, children
+  // spawned detached): never the test runner's own session.
+  if (sessionLeader) {
+    try {
+      writeFileSync(`/proc/${pid}/autogroup`, String(NICE));
+    } catch {
+      // No autogroups, or not permitted.
+    }
   }
   let raised = 0;
   for (const todo = [pid]; todo.length > 0; ) {
@@ -92,7 +100,7 @@ export function favour(pid, nice = -10) {
     }
     for (const t of tasks) {
       try {
-        setPriority(t, nice);
+        setPriority(t, NICE);
         raised++;
       } catch {
         // Not permitted (not root) or already gone: the test runs at normal priority.
