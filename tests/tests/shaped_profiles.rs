@@ -30,24 +30,9 @@
 
 mod shaped_link;
 
-use std::time::Duration;
-
 use shaped_link::{
-    CONGESTED, Figures, HEADER, Outcome, Profile, SATELLITE, STEP, TIERS, figures, recovery_s, row,
-    run,
+    CONGESTED, Figures, Outcome, SATELLITE, STEP, Side, TIERS, profile_run, recovery_s, run_at_once,
 };
-
-fn shaped(profile: Profile) -> (Outcome, Figures) {
-    let mut r = shaped_link::Run::new(profile);
-    if profile.name == "step" {
-        // The cut is 10 s to 20 s after the link starts; the watch ends about 26 s after it.
-        r.link_run = Duration::from_secs(30);
-        r.watch = Duration::from_secs(25);
-    }
-    let o = run(&r);
-    let f = figures(&o);
-    (o, f)
-}
 
 /// What `o` misses of its profile's bounds, one line each.
 fn check(o: &Outcome, f: &Figures) -> Vec<String> {
@@ -82,23 +67,12 @@ fn check(o: &Outcome, f: &Figures) -> Vec<String> {
 
 #[test]
 fn congested_satellite_and_step_keep_audio_and_lowest_tier() {
-    let runs: Vec<_> = [CONGESTED, SATELLITE, STEP]
-        .into_iter()
-        .map(|p| std::thread::spawn(move || shaped(p)))
-        .collect();
-    let outcomes: Vec<(Outcome, Figures)> =
-        runs.into_iter().map(|h| h.join().expect("a run panicked")).collect();
-    eprintln!("{HEADER}");
-    for (o, f) in &outcomes {
-        let mut line = row(o, f);
-        if o.run.profile.name == "step" {
-            for (t, _) in TIERS {
-                let back = recovery_s(o, t).map_or("never".to_owned(), |s| format!("{s:.1} s"));
-                line.push_str(&format!(" {t} back {back};"));
-            }
-        }
-        eprintln!("{line}");
-    }
+    let outcomes = run_at_once(
+        [CONGESTED, SATELLITE, STEP]
+            .into_iter()
+            .map(|p| profile_run(p, Side::Subscriber))
+            .collect(),
+    );
     let misses: Vec<String> = outcomes.iter().flat_map(|(o, f)| check(o, f)).collect();
     assert!(misses.is_empty(), "{misses:#?}");
 }

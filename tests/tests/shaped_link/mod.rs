@@ -108,6 +108,48 @@ impl Run {
     }
 }
 
+/// `profile` with `side` behind the link, priority mode. For `step` the link runs 30 s (the
+/// cut is 10 s to 20 s after it starts) and the watch 25 s (it ends about 26 s after the
+/// link starts), so the cut and what follows it are watched.
+pub fn profile_run(profile: Profile, side: Side) -> Run {
+    let mut r = Run::new(profile);
+    r.side = side;
+    if profile.name == "step" {
+        r.link_run = Duration::from_secs(30);
+        r.watch = Duration::from_secs(25);
+    }
+    r
+}
+
+/// Runs all of `runs` at once, each with its own relay, link and publisher, and prints
+/// their table (for `step`, when each tier delivered every group again after the cut).
+pub fn run_at_once(runs: Vec<Run>) -> Vec<(Outcome, Figures)> {
+    let handles: Vec<_> = runs
+        .into_iter()
+        .map(|r| {
+            std::thread::spawn(move || {
+                let o = run(&r);
+                let f = figures(&o);
+                (o, f)
+            })
+        })
+        .collect();
+    let outcomes: Vec<(Outcome, Figures)> =
+        handles.into_iter().map(|h| h.join().expect("a run panicked")).collect();
+    eprintln!("{HEADER}");
+    for (o, f) in &outcomes {
+        let mut line = row(o, f);
+        if o.run.profile.name == "step" {
+            for (t, _) in TIERS {
+                let back = recovery_s(o, t).map_or("never".to_owned(), |s| format!("{s:.1} s"));
+                line.push_str(&format!(" {t} back {back};"));
+            }
+        }
+        eprintln!("{line}");
+    }
+    outcomes
+}
+
 /// What a run produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
