@@ -195,6 +195,9 @@ pub(crate) struct Delay {
     now: Instant,
     /// The most bytes in flight in the last completed round.
     in_flight_max: u64,
+    /// Bytes acknowledged in the last completed round: what the path delivered in one round
+    /// trip, the window a slow start that overflowed the buffer falls back to.
+    delivered: u64,
 }
 
 impl Delay {
@@ -218,6 +221,7 @@ impl Delay {
             decreases: 0,
             now,
             in_flight_max: 0,
+            delivered: 0,
         }
     }
 
@@ -290,7 +294,14 @@ impl Delay {
             if self.round.samples >= SLOW_START_SAMPLES && self.queue_of(round_min) > self.target()
             {
                 self.slow_start = false;
-                let scaled = self.scaled_to_target(round_min);
+                let mut scaled = self.scaled_to_target(round_min);
+                if self.delivered > 0 {
+                    // The smoothed RTT shows the queue a round late, when the doubled window
+                    // already holds over twice the path: what the last round delivered is
+                    // what the path carries per round trip (see `handle_loss`), yet never
+                    // less than half the window, as a round cut short delivers little.
+                    scaled = scaled.min(self.delivered.max(self.window / 2));
+                }
                 self.set_window(scaled);
                 // Mid-round: this round and the next still carry packets sent before.
                 self.skip_rounds = 2;
@@ -314,6 +325,7 @@ impl Delay {
         }
         let round = std::mem::replace(&mut self.round, Round::starting(self.last_sent));
         self.in_flight_max = round.in_flight_max;
+        self.delivered = round.acked;
         let total = round.acked + round.lost;
         if total > 0 {
             let share = round.lost as f64 / total as f64;
@@ -394,13 +406,22 @@ impl Delay {
             || self.round.min_rtt.is_some_and(|rtt| self.queue_of(rtt) > 2 * target);
         let congestion = queued || lost_bytes == 0 || self.loss_rate > LOSS_CONGESTION;
         let factor = if congestion { CONGESTION_DECREASE } else { RANDOM_LOSS_DECREASE };
+        let mut window = (self.window as f64 * factor) as u64;
+        if congestion && self.slow_start && self.delivered > 0 {
+            // Slow start doubled the window past what the buffer holds before the first loss
+            // told (the queue had not shown yet: no base RTT, or one round of smoothing
+            // behind): 0.7 of it still overflows the buffer round after round (`congested`
+            // lost 120 of its first 320 packets that way). What the last round delivered is
+            // what the path carries per round trip with its buffer full.
+            window = window.min(self.delivered.max(self.window / 2));
+        }
         if congestion {
             self.slow_start = false;
             // Mid-round: this round and the next still carry packets sent before.
             self.skip_rounds = 2;
         }
         self.probe = 1;
-        self.set_window((self.window as f64 * factor) as u64);
+        self.set_window(window);
         self.decreases += 1;
         tracing::trace!(window = self.window, congestion, lost_bytes, "delay cc loss");
     }
@@ -533,11 +554,12 @@ mod tests {
         assert!(!cc.slow_start, "a queue over the target ends slow start");
         let after_exit = cc.window();
         assert!(after_exit < before, "{before} -> {after_exit}");
-        // Scaled to (base + target) / rtt = (100 + 15) / 160 of what it was, not halved.
-        let expected = before as f64 * 115.0 / 160.0;
+        // At most (base + target) / rtt = (100 + 15) / 160 of what it was, at least half: here
+        // the rounds of this harness deliver little, so half.
+        let scaled = before as f64 * 115.0 / 160.0;
         assert!(
-            (after_exit as f64 - expected).abs() < expected * 0.1,
-            "{after_exit} vs {expected}"
+            after_exit as f64 <= scaled * 1.1 && after_exit >= before / 2,
+            "{before} -> {after_exit}, scaled {scaled}"
         );
         // A queue that persists keeps shrinking the window, every other round.
         let now = rounds(&mut cc, now, &mut pn, 6, 160 * MS);
@@ -643,6 +665,8 @@ mod tests {
         utilisation: f64,
         /// 95th percentile of the queueing delay packets met at the bottleneck.
         queue_p95: Duration,
+        /// Packets the full buffer dropped.
+        overflows: u64,
     }
 
     impl Link {
@@ -667,6 +691,7 @@ mod tests {
             let mut queued = Vec::new();
             let mut srtt = None;
             let (mut delivered, mut capacity) = (0u64, 0.0f64);
+            let mut overflows = 0;
             while now < t0 + span {
                 while (in_flight.len() as u64 + 1) * mtu <= cc.window() {
                     let at = now.duration_since(t0);
@@ -674,6 +699,9 @@ mod tests {
                     in_flight.insert(pn, now);
                     cc.handle_sent(pn);
                     let backlog = link_free.saturating_duration_since(now);
+                    if backlog > self.queue && at >= from && at < to {
+                        overflows += 1;
+                    }
                     if self.random() >= self.loss && backlog <= self.queue {
                         link_free =
                             link_free.max(now) + Duration::from_secs_f64(mtu as f64 * 8.0 / rate);
@@ -733,7 +761,7 @@ mod tests {
             }
             queued.sort();
             let queue_p95 = queued.get(queued.len() * 95 / 100).copied().unwrap_or_default();
-            Figures { utilisation: delivered as f64 / capacity.max(1.0), queue_p95 }
+            Figures { utilisation: delivered as f64 / capacity.max(1.0), queue_p95, overflows }
         }
     }
 
@@ -753,6 +781,28 @@ mod tests {
         let f = link.run(40 * s, 5 * s, 40 * s);
         assert!(f.utilisation > 0.8, "utilisation {:.2}", f.utilisation);
         assert!(f.queue_p95 <= 60 * MS, "queue p95 {:?}", f.queue_p95);
+    }
+
+    /// `congested` without its jitter: 600 kbit/s, 100 ms each way, 3% loss, a 100 ms buffer
+    /// (7.5 kB). Slow start overshoots before the smoothed RTT shows the queue; falling back
+    /// to what the last round delivered, rather than to a scaled window still over twice the
+    /// path, keeps the overflow to the round that overshot (the shaped `congested` run lost
+    /// 120 of its first 320 packets with the old exit).
+    #[test]
+    fn slow_start_overshoot_costs_one_round_of_overflow() {
+        let mut link = Link {
+            rate: Box::new(|_| 600_000.0),
+            one_way: 100 * MS,
+            queue: 100 * MS,
+            loss: 0.03,
+            seed: 11,
+        };
+        let s = Duration::from_secs(1);
+        let f = link.run(5 * s, Duration::ZERO, 5 * s);
+        // 18-22 since the fallback to what the last round delivered; 33 with the window scaled
+        // alone (the smoothed RTT showed the queue when the window was 2.4 times the path).
+        assert!(f.overflows <= 25, "{} packets dropped by the full buffer", f.overflows);
+        assert!(f.utilisation > 0.6, "utilisation {:.2}", f.utilisation);
     }
 
     /// `step`: 3 Mbit/s, 30 ms each way, cut to a third for 10 s. From a second into the cut
