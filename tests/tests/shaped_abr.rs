@@ -108,6 +108,13 @@ fn abr_on_step_leaves_720p_during_the_cut_and_returns() {
         .filter(|p| (p.group as f64) >= cut_start + 2.0 && (p.group as f64) < cut_end)
         .filter(|p| p.tier == "video/720p")
         .count();
+    eprintln!(
+        "720p groups from 2 s into the cut: {in_cut_720}; switches take effect at {:?} s after the cut starts",
+        abr.switches
+            .iter()
+            .map(|s| s.group.map(|g| format!("{:.1}", g as f64 - cut_start)))
+            .collect::<Vec<_>>()
+    );
     // The backlog rule needs two seconds of 720p all at least 600 ms late: the switch is
     // decided about 2.2 s into the cut and takes effect at the next group (measured: at
     // most two 720p groups from 2 s into the cut on); one more under load.
