@@ -61,31 +61,36 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 /** Resolves with the match of `re` in the process's output, or rejects after `ms`. */
 export function waitOutput(proc, re, ms, what) {
   return new Promise((resolve, reject) => {
-    let out = '';
+    // Each stream is matched on its own: a line on stdout can arrive between two pieces of
+    // one line on stderr (Rust writes stderr unbuffered, a formatted line in several writes).
+    const seen = { stdout: '', stderr: '' };
     const done = () => {
       clearTimeout(timer);
-      proc.stdout.off('data', on);
-      proc.stderr.off('data', on);
+      proc.stdout.off('data', onOut);
+      proc.stderr.off('data', onErr);
       proc.off('exit', exited);
     };
+    const output = () => `stdout:\n${seen.stdout.slice(-1500)}\nstderr:\n${seen.stderr.slice(-1500)}`;
     const timer = setTimeout(() => {
       done();
-      reject(new Error(`${what}: not seen within ${ms} ms; output:\n${out.slice(-3000)}`));
+      reject(new Error(`${what}: not seen within ${ms} ms; ${output()}`));
     }, ms);
-    const on = (d) => {
-      out += d;
-      const m = out.match(re);
+    const on = (stream) => (d) => {
+      seen[stream] += d;
+      const m = seen[stream].match(re);
       if (m) {
         done();
         resolve(m);
       }
     };
+    const onOut = on('stdout');
+    const onErr = on('stderr');
     const exited = (code) => {
       done();
-      reject(new Error(`${what}: exited with ${code}; output:\n${out.slice(-3000)}`));
+      reject(new Error(`${what}: exited with ${code}; ${output()}`));
     };
-    proc.stdout.on('data', on);
-    proc.stderr.on('data', on);
+    proc.stdout.on('data', onOut);
+    proc.stderr.on('data', onErr);
     proc.on('exit', exited);
   });
 }
