@@ -60,6 +60,7 @@ pub(crate) async fn dial(
     tls: &ClientTls,
     config: &TransportConfig,
 ) -> Result<Session, Error> {
+    let config = &config.for_client();
     let protocols = config.get_protocols().to_vec();
     let alpn = match target.kind() {
         Kind::RawQuic => protocols.clone(),

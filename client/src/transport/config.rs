@@ -52,6 +52,14 @@ impl std::str::FromStr for CongestionControl {
     }
 }
 
+/// The least stream limit a client grants its server from the start, each direction (the
+/// configured initial limit, 16 by default, keeps a relay's idle subscribers cheap). A relay
+/// that starts a subscription opens an audio stream every 20 ms plus video groups, and on a
+/// 600 ms round trip (`satellite`) it used up 16 and then 64 before a grown limit reached it:
+/// its new audio streams waited for credit through most of the first two seconds. A client
+/// holds one connection, so the table entries (about 40 bytes each) cost it some 14 KiB.
+pub(crate) const CLIENT_INITIAL_STREAMS: u32 = 256;
+
 /// QUIC transport settings for real-time media, and the MoQT versions offered.
 ///
 /// `Default` gives values suited to live media; each setter changes one of them:
@@ -180,7 +188,9 @@ impl TransportConfig {
     /// 1). The limit grows fourfold whenever a quarter of it is in use, up to
     /// [`max_concurrent_uni_streams`](Self::max_concurrent_uni_streams) and
     /// [`max_concurrent_bidi_streams`](Self::max_concurrent_bidi_streams): each allowed stream
-    /// costs memory from the start, which idle sessions should not pay.
+    /// costs memory from the start, which idle sessions should not pay. A connecting client
+    /// (one connection) grants at least 256 from the start, so that a server starting media
+    /// on a long round trip does not wait for the limit to grow.
     pub fn initial_concurrent_streams(mut self, value: u32) -> Self {
         self.initial_concurrent_streams = value.max(1);
         self
@@ -245,6 +255,14 @@ impl TransportConfig {
     /// The handshake (and CONNECT) deadline.
     pub fn get_handshake_timeout(&self) -> Duration {
         self.handshake_timeout
+    }
+
+    /// The settings a connecting client uses: the peer's initial stream limits at least
+    /// [`CLIENT_INITIAL_STREAMS`].
+    pub(crate) fn for_client(&self) -> Self {
+        let mut c = self.clone();
+        c.initial_concurrent_streams = c.initial_concurrent_streams.max(CLIENT_INITIAL_STREAMS);
+        c
     }
 
     /// The stream limits a session starts with and grows to.
@@ -322,6 +340,15 @@ mod tests {
         assert_eq!("Delay".parse::<CongestionControl>(), Ok(CongestionControl::Delay));
         let err = "vegas".parse::<CongestionControl>().unwrap_err();
         assert!(err.contains("vegas") && err.contains("cubic, bbr, newreno or delay"), "{err}");
+    }
+
+    #[test]
+    fn a_client_grants_its_server_a_larger_first_stream_limit() {
+        let c = TransportConfig::default();
+        assert_eq!(c.initial_concurrent_streams, 16, "servers keep idle sessions small");
+        assert_eq!(c.for_client().initial_concurrent_streams, CLIENT_INITIAL_STREAMS);
+        let large = c.initial_concurrent_streams(500);
+        assert_eq!(large.for_client().initial_concurrent_streams, 500, "never lowered");
     }
 
     #[test]
