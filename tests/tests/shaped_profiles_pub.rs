@@ -14,7 +14,7 @@
 //! default priority (128), below every live track (16-64), and the live tracks fill the
 //! link, so no joining fetch completes, not even audio's one object, and every track waits
 //! the full 2 s. On `congested` the 180p groups captured in the next 2-3 s are then lost
-//! or cut as well (up to 5.3 s into the watch). So each of these profiles has bounds over
+//! or cut as well (up to 6.4 s into the watch). So each of these profiles has bounds over
 //! the whole watch that allow that start-up, and tighter ones over what was captured from
 //! [`SETTLED`] after the watch's first arrival on.
 //!
@@ -53,7 +53,8 @@ use tiermesh_client::subscribe::GroupRecord;
 
 /// What is captured from this long after the watch's first arrival on is past the
 /// publisher-side start-up (the 2 s wait for the upstream joining fetch, a round trip, and
-/// the 2-3 s after it; the last start-up loss measured was captured 5.3 s in).
+/// the 2-4 s after it: the last start-up loss measured was captured 6.4 s in, so one
+/// start-up loss can still fall in the settled part).
 const SETTLED: Duration = Duration::from_secs(6);
 
 /// Groups of `track` (IDs are capture time / `group_ms`) captured from [`SETTLED`] after the
