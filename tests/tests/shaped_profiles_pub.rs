@@ -18,28 +18,31 @@
 //! the whole watch that allow that start-up, and tighter ones over what was captured from
 //! [`SETTLED`] after the watch's first arrival on.
 //!
-//! Bounds and why ("measured": twelve runs of this test at 3749b58, six with one or two
-//! CPU-bound loops beside them; figures as `shaped_link/mod.rs` defines them):
+//! Bounds and why ("measured": seventeen runs of this test, twelve at 3749b58 and five at
+//! 6af5d8d, eight of them with one or two CPU-bound loops beside them; figures as
+//! `shaped_link/mod.rs` defines them):
 //! - `congested` (600 kbit/s, 100 ± 30 ms, 3% loss): audio and 180p (about 200 kbit/s with
-//!   overhead) fit, 360p only partly, 720p not. Over the watch: audio ≥ 85% within
-//!   400 + 100 ms (the start-up costs up to 2 s of the first 4: measured 89.8-99.4%), ≥ 90%
-//!   from 2 s after the first frame (measured 93.9-99.8%); 180p ≥ 30% of groups whole
-//!   (measured 5/11 to 11/11: 0-6 groups lost or cut in the start-up; what 180p is held to
-//!   is the settled bound below) and ≥ 45% of its rate
-//!   (measured 54-91%); 720p under 10% of its rate (measured 0%). Settled: at 3% loss a
-//!   few audio frames pay a 260 ms retransmission round trip, some twice: ≥ 95% on time
-//!   (measured 97.8-100%); at most two 180p groups not whole (measured 0 or 1 of 6-7).
+//!   overhead) fit, 360p only partly, 720p not. Over the watch: audio ≥ 85% within 400 + 100
+//!   ms (the start-up costs up to 2 s of the first 4: measured 89.8-99.4%), ≥ 90% from 2 s
+//!   after the first frame (measured 93.7-99.8%); 180p ≥ 30% of groups whole (measured 5/11
+//!   to 11/11: 0-6 groups lost or cut in the start-up; what 180p is held to is the settled
+//!   bound below) and ≥ 40% of its rate (measured 50-91%); 720p under 10% of its rate
+//!   (measured 0%). Settled: at 3% loss a few audio frames pay a 260 ms retransmission round
+//!   trip, some twice, and a burst of losses costs 5-10 frames: ≥ 92% on time, as over the
+//!   whole watch with the subscriber behind the link (measured 96.1-100%); at most two 180p
+//!   groups not whole (measured 0 or 1 of 6-7).
 //! - `satellite` (2 Mbit/s, 300 ms, 0.5% loss): audio, 180p and 360p fit. Over the watch:
 //!   audio ≥ 85% within 400 + 300 ms (measured 92.5-99.6%), ≥ 96% from 2 s after the first
 //!   frame (a loss costs a frame a 600 ms round trip; measured 98.7-100%); 180p ≥ 60% of
-//!   groups whole (measured 7/10 to 10/10) and ≥ 55% of its rate (measured 65-85%: the
-//!   first 2.1-2.9 s bring no video). Settled: audio ≥ 95% (measured 99.1-100%), at most
-//!   two 180p groups not whole (measured 0 or 1 of 5-6).
+//!   groups whole (measured 7/10 to 10/10) and ≥ 55% of its rate (measured 65-85%: the first
+//!   2.1-2.9 s bring no video). Settled: audio ≥ 95% (measured 99.1-100%), at most two 180p
+//!   groups not whole (measured 0 or 1 of 5-6).
 //! - `step` (3 Mbit/s, 30 ms; 1 Mbit/s for 10 s): the broadcast fits outside the cut, video
-//!   starts 0.3-0.9 s after the catalog and there is no start-up loss. Every tier delivers every group
-//!   whole again within 3 s of the cut's end (measured: 720p −0.5 to +1.1 s, 360p at
-//!   −1.1 s or earlier, 180p never stopped), and audio ≥ 95% on time (during the cut it waits in the link's 300 ms
-//!   queue behind what cubic keeps in it: p95 307-315 ms; measured 99.9-100%).
+//!   starts 0.3-0.9 s after the catalog and there is no start-up loss. Every tier delivers
+//!   every group whole again within 3 s of the cut's end (measured: 720p −0.5 to +1.1 s, 360p
+//!   at −1.1 s or earlier, 180p never stopped), and audio ≥ 95% on time (during the cut it
+//!   waits in the link's 300 ms queue behind what cubic keeps in it: p95 307-315 ms; measured
+//!   99.9-100%).
 
 mod shaped_link;
 
@@ -96,7 +99,7 @@ fn check(o: &Outcome, f: &Figures) -> Vec<String> {
         "congested" | "satellite" => {
             let congested = o.run.profile.name == "congested";
             let (audio, steady, low, low_rate) =
-                if congested { (0.85, 0.90, 0.30, 0.45) } else { (0.85, 0.96, 0.60, 0.55) };
+                if congested { (0.85, 0.90, 0.30, 0.40) } else { (0.85, 0.96, 0.60, 0.55) };
             need(f.audio_on_time >= audio, &format!("audio on time < {audio}"));
             need(f.audio_on_time_steady >= steady, &format!("audio after start-up < {steady}"));
             need(f.low_complete >= low, &format!("180p groups complete < {low}"));
@@ -104,7 +107,11 @@ fn check(o: &Outcome, f: &Figures) -> Vec<String> {
             if congested {
                 need(f.tier_share[2] <= 0.10, "720p kept");
             }
-            need(audio_n >= 100 && settled_audio >= 0.95, "settled audio on time < 95%");
+            let settled_min = if congested { 0.92 } else { 0.95 };
+            need(
+                audio_n >= 100 && settled_audio >= settled_min,
+                &format!("settled audio on time < {settled_min}"),
+            );
             need(low_n >= 4 && low_ok + 2 >= low_n, "settled: more than two 180p groups not whole");
         }
         _ => {
