@@ -37,7 +37,7 @@
 //!   audio ≥ 85% within 400 + 300 ms (measured 92.5-99.6%), ≥ 96% from 2 s after the first
 //!   frame (a loss costs a frame a 600 ms round trip; measured 98.7-100%); 180p ≥ 60% of
 //!   groups whole (measured 7/10 to 10/10) and ≥ 55% of its rate (measured 65-85%: the first
-//!   2.1-2.9 s bring no video). Settled: audio ≥ 95% (measured 99.1-100%), at most two 180p
+//!   1.3-2.9 s bring no video). Settled: audio ≥ 95% (measured 99.1-100%), at most two 180p
 //!   groups not whole (measured 0 or 1 of 5-6).
 //! - `step` (3 Mbit/s, 30 ms; 1 Mbit/s for 10 s): the broadcast fits outside the cut, video
 //!   starts 0.3-0.9 s after the catalog and there is no start-up loss. Every tier delivers
