@@ -627,6 +627,10 @@ impl Driver {
                 }
             }
             Command::AcceptFetch { request_id, end_of_track, end_location, extensions, reply } => {
+                // The track's publisher priority, as its subgroups carry it (draft-16 §7.1:
+                // a fetch response is scheduled by the FETCH's subscriber priority and its
+                // objects' publisher priority, like the live track's objects).
+                let publisher_priority = extensions.publisher_priority();
                 let r = s.accept_fetch(
                     now,
                     request_id,
@@ -641,7 +645,12 @@ impl Driver {
                         // The stream's FIN releases the fetch state at the peer; here the
                         // state is released at once, nothing more is expected for it.
                         let _ = self.session.fetch_finished(now, request_id);
-                        Ok(FetchResponse::open(self.send.clone(), request_id, prio))
+                        Ok(FetchResponse::open(
+                            self.send.clone(),
+                            request_id,
+                            prio,
+                            publisher_priority,
+                        ))
                     }
                     Err(e) => Err(e.into()),
                 });

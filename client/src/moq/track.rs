@@ -634,13 +634,20 @@ pub struct FetchResponse {
 }
 
 impl FetchResponse {
-    pub(crate) fn open(send: SendPath, request_id: RequestId, subscriber_priority: u8) -> Self {
+    /// Opens the stream answering FETCH `request_id`. It is scheduled as the draft's
+    /// send order has it (draft-16 §7): by the FETCH's `subscriber_priority`, then by
+    /// `publisher_priority`, the track's (the one its live subgroups carry). So a joining
+    /// fetch goes beside its own track's live objects rather than behind every live track
+    /// (at the default 128 it waited behind all of them on a link narrower than the
+    /// broadcast).
+    pub(crate) fn open(
+        send: SendPath,
+        request_id: RequestId,
+        subscriber_priority: u8,
+        publisher_priority: u8,
+    ) -> Self {
         let stream = send.allocate();
-        let header = FetchHeader { request_id }.to_vec();
-        // Fetch responses form their own flow, apart from the subscriptions' tracks.
-        let spec = StreamSpec::new(TrackKey(FETCH_TRACK_BIT | request_id.0), class_of(1), 0, 0)
-            .priority(subscriber_priority, tiermesh_proto::priority::DEFAULT_PRIORITY)
-            .header(Bytes::from(header));
+        let spec = fetch_spec(request_id, subscriber_priority, publisher_priority);
         send.push(SendCmd::Open { stream, spec });
         Self { send, stream, writer: tiermesh_proto::data::FetchWriter::new(), closed: false }
     }
@@ -675,10 +682,99 @@ impl FetchResponse {
     }
 }
 
+/// The send scheduler's description of the stream answering FETCH `request_id` (see
+/// [`FetchResponse::open`]).
+fn fetch_spec(
+    request_id: RequestId,
+    subscriber_priority: u8,
+    publisher_priority: u8,
+) -> StreamSpec {
+    let header = FetchHeader { request_id }.to_vec();
+    // Fetch responses form their own flow, apart from the subscriptions' tracks; counted
+    // under the track's class. No delivery timeout, so nothing of it is ever dropped.
+    StreamSpec::new(TrackKey(FETCH_TRACK_BIT | request_id.0), class_of(publisher_priority), 0, 0)
+        .priority(subscriber_priority, publisher_priority)
+        .drop_stale(false)
+        .header(Bytes::from(header))
+}
+
 impl Drop for FetchResponse {
     fn drop(&mut self) {
         if !self.closed {
             self.send.push(SendCmd::Finish { stream: self.stream });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use tiermesh_proto::types::GroupOrder;
+
+    use super::*;
+    use crate::scheduler::{
+        Action, Object, Scheduler, SchedulerConfig, SendBudget, StreamKey, TrackClass,
+    };
+
+    /// The streams written first, in order, when everything queued may go at once.
+    fn send_order(specs: &[(u64, StreamSpec)]) -> Vec<u64> {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(SchedulerConfig::default());
+        for (key, spec) in specs {
+            s.open_stream(StreamKey(*key), spec.clone()).unwrap();
+            let o = Object::new(t0, Bytes::from_static(&[0xAA; 4]), Bytes::from(vec![7u8; 1000]));
+            s.push_object(StreamKey(*key), o).unwrap();
+        }
+        let mut budget =
+            SendBudget { cwnd: 1 << 30, cwnd_available: 1 << 30, buffered: 0, send_rate_bps: 0 };
+        let mut order: Vec<u64> = Vec::new();
+        while let Some(a) = s.poll_send(t0, &mut budget) {
+            if let Action::Write { key, .. } = a
+                && order.last() != Some(&key.0)
+            {
+                order.push(key.0);
+            }
+            assert!(order.len() < 100, "poll_send never returned None");
+        }
+        order
+    }
+
+    fn live(track: u64, class: TrackClass, publisher_priority: u8) -> StreamSpec {
+        StreamSpec::new(TrackKey(track), class, 9, 0)
+            .priority(128, publisher_priority)
+            .group_order(GroupOrder::Descending)
+    }
+
+    /// A joining FETCH for the lowest video tier (subscriber priority 128, as its
+    /// subscription's) is sent with that track's publisher priority (32): before the higher
+    /// tiers' live objects and after audio's and the catalog's, as draft-16 §7 orders it.
+    /// At the default publisher priority (128) it went behind every live track.
+    #[test]
+    fn fetch_response_is_scheduled_by_its_priorities() {
+        let fetch = fetch_spec(RequestId(6), 128, 32);
+        assert_eq!((fetch.subscriber_priority, fetch.publisher_priority), (128, 32));
+        assert_eq!(fetch.class, TrackClass::Video { tier: 0 });
+        let live_tracks = [
+            (1, live(1, TrackClass::Video { tier: 2 }, 64)),
+            (2, live(2, TrackClass::Video { tier: 1 }, 48)),
+            (3, live(3, TrackClass::Audio, 16)),
+            (4, live(4, TrackClass::Catalog, 0)),
+        ];
+        let mut specs = live_tracks.to_vec();
+        specs.push((5, fetch));
+        assert_eq!(send_order(&specs), [4, 3, 5, 2, 1]);
+
+        // A FETCH with a more important subscriber priority goes before every live track
+        // of a less important one, whatever the publisher priorities.
+        let mut specs = live_tracks.to_vec();
+        specs.push((5, fetch_spec(RequestId(8), 100, 64)));
+        assert_eq!(send_order(&specs)[0], 5);
+
+        // The old way, at 128/128: last.
+        let mut specs = live_tracks.to_vec();
+        specs.push((5, fetch_spec(RequestId(10), 128, 128)));
+        assert_eq!(send_order(&specs), [4, 3, 2, 1, 5]);
     }
 }
