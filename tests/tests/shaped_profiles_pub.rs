@@ -10,11 +10,14 @@
 //! 600 kbit/s, `satellite` 2 Mbit/s against 2.2 Mbit/s), the subscriber's video starts
 //! 1.3-2.9 s after its catalog (0.3-0.6 s with the subscriber behind the same links): the
 //! relay subscribes upstream with a joining FETCH and answers a track's subscribers only
-//! once that fetch has filled its cache, or after 2 s. The publisher sends fetch responses
-//! at the default priority (128), below every live track (16-64), and the live tracks fill
-//! the link, so the video tracks' joining fetches mostly run out the 2 s (180p's current
-//! group, at most 18.75 kB, would take 0.25 s of `congested`), and in one of three runs
-//! looked at audio's one object did too. On `congested` the 180p groups captured in the
+//! once that fetch has filled its cache, or after 2 s. Until dfc9551 the publisher sent
+//! fetch responses at the default priority (128), below every live track (16-64), and the
+//! live tracks filled the link, so the video tracks' joining fetches mostly ran out the 2 s
+//! (180p's current group, at most 18.75 kB, would take 0.25 s of `congested`), and in one
+//! of three runs looked at audio's one object did too. Since dfc9551 a fetch response goes
+//! at its track's publisher priority: on `satellite` video starts about 1.3 s in, on
+//! `congested` audio's fetch completes in 0.4 s but 180p's still runs out the 2 s (two runs
+//! each, docs/BENCHMARKS.md; why is not known). On `congested` the 180p groups captured in the
 //! next 2-4 s are then lost or cut as well (up to 6.4 s into the watch). So each of these
 //! profiles has bounds over the whole watch that allow that start-up, and tighter ones over
 //! what was captured from
