@@ -706,7 +706,7 @@ impl Writer {
                 None => None,
             },
         };
-        let tx = self.spawn(waiting, priority);
+        let tx = self.spawn(stream, waiting, priority);
         for chunk in self.batch.drain(..).filter(|c| !c.is_empty()) {
             let _ = tx.send(StreamCmd::Write(chunk));
         }
@@ -725,12 +725,20 @@ impl Writer {
 
     fn spawn(
         &mut self,
+        number: u64,
         stream: Option<transport::SendStream>,
         priority: i32,
     ) -> mpsc::UnboundedSender<StreamCmd> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.tasks.spawn_on(
-            write_stream(self.session.clone(), stream, priority, rx, self.written_tx.clone()),
+            write_stream(
+                self.session.clone(),
+                number,
+                stream,
+                priority,
+                rx,
+                self.written_tx.clone(),
+            ),
             &self.runtime,
         );
         tx
@@ -785,19 +793,32 @@ fn try_write(stream: &mut transport::SendStream, batch: &mut Vec<Bytes>) -> Opti
 }
 
 /// One stream that had to wait: opens it if `stream` is `None`, then writes what it is
-/// sent in order, telling the writer after each chunk.
+/// sent in order, telling the writer after each chunk. An open that waits (for the peer's
+/// stream limit, or over WebTransport) is logged (debug) with the send path's stream
+/// `number`, its QUIC priority and how long it waited.
 async fn write_stream(
     session: Arc<transport::Session>,
+    number: u64,
     stream: Option<transport::SendStream>,
     priority: i32,
     mut rx: mpsc::UnboundedReceiver<StreamCmd>,
     written: mpsc::UnboundedSender<()>,
 ) {
+    let asked = Instant::now();
+    if stream.is_none() {
+        tracing::debug!(stream = number, priority, "data stream open waits");
+    }
     let mut stream = match stream {
         Some(s) => s,
         None => match session.open_uni().await {
             Ok(s) => {
                 let _ = s.set_priority(priority);
+                tracing::debug!(
+                    stream = number,
+                    priority,
+                    waited_ms = asked.elapsed().as_millis() as u64,
+                    "data stream opened after waiting"
+                );
                 s
             }
             Err(e) => {
