@@ -262,6 +262,14 @@ impl StreamLimits {
     fn closed(&self, dir: usize) {
         self.open[dir].fetch_sub(1, Ordering::Relaxed);
     }
+
+    /// Raises the limit at once to `to` (capped at the maximum); returns the new limit, or
+    /// `None` when it is already that high.
+    fn raise(&self, dir: usize, to: u32) -> Option<u32> {
+        let to = to.min(self.max[dir]);
+        let before = self.current[dir].fetch_max(to, Ordering::Relaxed);
+        (before < to).then_some(to)
+    }
 }
 
 /// An established MoQT transport session: raw QUIC (ALPN `moqt-16`) or a WebTransport
@@ -384,6 +392,19 @@ impl Session {
             tracing::debug!(limit, uni = dir == UNI, "peer's stream limit raised");
         }
         RecvStream { inner, session: self.clone(), counted: Some(dir) }
+    }
+
+    /// Grants the peer at once as many unidirectional streams as a client grants its server
+    /// from the start (256, or the configured maximum if lower), for a peer found to publish:
+    /// its media opens a stream per group (audio one every 20 ms), and the small initial
+    /// limit otherwise grows only a loaded round trip after a quarter of it is in use, so
+    /// its first streams wait for credit. Does nothing if the limit is already that high.
+    pub fn grant_publisher_streams(&self) {
+        if let Some(limit) = self.shared.limits.raise(UNI, super::config::CLIENT_INITIAL_STREAMS) {
+            let conn: &quinn::Connection = &self.inner;
+            conn.set_max_concurrent_uni_streams(limit.into());
+            tracing::debug!(limit, "publisher's stream limit raised");
+        }
     }
 
     /// Sends one datagram (unreliable, unordered). At most
@@ -728,5 +749,22 @@ mod tests {
         assert_eq!(limits.opened(UNI), None, "at the maximum");
         // Each direction on its own.
         assert_eq!(limits.opened(BI), None);
+    }
+
+    /// A publisher's limit is raised at once, never lowered, and capped at the maximum.
+    #[test]
+    fn publisher_limit_is_raised_at_once() {
+        let limits = StreamLimits::new(16, 100, 1000);
+        assert_eq!(limits.raise(UNI, 256), Some(256));
+        assert_eq!(limits.raise(UNI, 256), None, "already raised");
+        assert_eq!(limits.raise(UNI, 64), None, "never lowered");
+        // Growth goes on from the raised limit: 64 of 256 held.
+        for _ in 0..63 {
+            assert_eq!(limits.opened(UNI), None);
+        }
+        assert_eq!(limits.opened(UNI), Some(1000));
+        let small = StreamLimits::new(16, 100, 100);
+        assert_eq!(small.raise(UNI, 256), Some(100), "capped at the maximum");
+        assert_eq!(small.opened(BI), None, "bidirectional streams keep their limit");
     }
 }
