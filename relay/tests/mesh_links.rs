@@ -18,7 +18,6 @@ use common::*;
 use mesh_common::{node_dir, publish_every_10ms, subscribe_when_routed};
 use tiermesh_client::moq::{self, ClientOptions, SubscribeOptions};
 use tiermesh_client::transport::{ClientTls, Url};
-use tiermesh_proto::data::ObjectStatus;
 use tiermesh_relay::RelayHandle;
 use tiermesh_relay::config::{MeshConfig, MeshPeer, RelayConfig};
 
@@ -359,19 +358,7 @@ async fn a_better_route_takes_over_without_a_gap() {
     let sub = connect(&c, "moqt").await;
     let mut r = subscribe_when_routed(&c, &sub).await;
     let w = within("upstream", publisher.writers.recv()).await.unwrap();
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let pub_task = tokio::spawn(async move {
-        for g in 0..1000u64 {
-            let mut s = w.open_subgroup(g, 0, None);
-            let _ = s.write(0, &ext(g, 0), ObjectStatus::Normal, payload(g, 0));
-            s.finish();
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-                _ = &mut stop_rx => break,
-            }
-        }
-        publisher
-    });
+    let (stop_tx, pub_task) = publish_every_10ms(publisher, w);
     let mut seen = Vec::new();
     while seen.len() < 20 {
         let o = within("object before", r.next_object()).await.unwrap();

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use mesh_common::{
-    Env, WAIT, free_udp_port, link_metric, path, plain_metric, subscribe_when_routed,
+    Env, WAIT, decoded_freeze, free_udp_port, late_objects, link_metric, path, plain_metric,
+    subscribe_when_routed,
 };
 use tiermesh_tests::{Proc, http_get, start_pub};
 
@@ -153,34 +154,10 @@ impl Arrivals {
     /// within its group.
     fn after(&self, from: Instant) -> Result<Seen> {
         let seen = self.seen.lock().unwrap();
-        let mut last_in_group: std::collections::HashMap<u64, u64> = Default::default();
-        let (mut newest, mut late) = (0, 0);
-        for &(g, o, _) in seen.iter() {
-            if let Some(prev) = last_in_group.insert(g, o)
-                && o <= prev
-            {
-                bail!("object {g}/{o} after {g}/{prev}: duplicated or out of order");
-            }
-            if g < newest {
-                late += 1;
-            }
-            newest = newest.max(g);
-        }
+        let late = late_objects(&seen)?;
         let start = seen.iter().rposition(|s| s.2 <= from).unwrap_or(0);
         let gap = seen[start..].windows(2).map(|w| w[1].2 - w[0].2).max().unwrap_or(Duration::ZERO);
-        // A frame decodes if it starts a group (a key frame) or follows the last decoded
-        // frame of its group without a hole.
-        let mut decoded_at = Vec::new();
-        let mut chain: Option<(u64, u64)> = None;
-        for &(g, o, t) in seen.iter() {
-            if o == 0 || chain == Some((g, o - 1)) {
-                chain = Some((g, o));
-                decoded_at.push(t);
-            }
-        }
-        let start = decoded_at.iter().rposition(|t| *t <= from).unwrap_or(0);
-        let decoded =
-            decoded_at[start..].windows(2).map(|w| w[1] - w[0]).max().unwrap_or(Duration::ZERO);
+        let decoded = decoded_freeze(&seen, from);
         let last_group = seen.last().map(|s| s.0).unwrap_or(0);
         Ok(Seen { gap, decoded, late, last_group })
     }

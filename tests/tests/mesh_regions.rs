@@ -37,7 +37,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use mesh_common::{
-    Env, WAIT, cli, free_udp_port, link_metric, path, plain_metric, subscribe_when_routed,
+    Env, WAIT, cli, decoded_freeze, free_udp_port, late_objects, link_metric, path, plain_metric,
+    subscribe_when_routed,
 };
 use tiermesh_tests::{Proc, http_get, start_pub, sub_json};
 
@@ -382,20 +383,7 @@ impl Arrivals {
     /// of the old one; a player drops such objects).
     fn freeze_after(&self, from: Instant) -> Result<Freeze> {
         let seen = self.seen.lock().unwrap();
-        let mut last_in_group: std::collections::HashMap<u64, u64> = Default::default();
-        let mut newest_group = 0;
-        let mut late = 0;
-        for &(g, o, _) in seen.iter() {
-            if let Some(prev) = last_in_group.insert(g, o)
-                && o <= prev
-            {
-                bail!("object {g}/{o} after {g}/{prev}: duplicated or out of order");
-            }
-            if g < newest_group {
-                late += 1;
-            }
-            newest_group = newest_group.max(g);
-        }
+        let late = late_objects(&seen)?;
         let start = seen.iter().rposition(|s| s.2 <= from).unwrap_or(0);
         let after = &seen[start..];
         let (gap, resumed) = after
@@ -405,21 +393,7 @@ impl Arrivals {
             .unwrap_or((Duration::ZERO, from));
         // The first object 0 (a group start: a key frame) once objects flow again.
         let key_frame = after.iter().find(|s| s.2 >= resumed && s.1 == 0).map(|s| s.2 - resumed);
-        // What a player shows: a frame decodes if it is a group's first (a key frame) or
-        // follows the last decoded frame of its group without a hole (each frame refers to
-        // the one before it). The freeze is the largest gap between decoded frames.
-        let mut decoded_at = Vec::new();
-        let mut chain: Option<(u64, u64)> = None;
-        for &(g, o, t) in seen.iter() {
-            let decodes = o == 0 || chain == Some((g, o - 1));
-            if decodes {
-                chain = Some((g, o));
-                decoded_at.push(t);
-            }
-        }
-        let start = decoded_at.iter().rposition(|t| *t <= from).unwrap_or(0);
-        let decoded =
-            decoded_at[start..].windows(2).map(|w| w[1] - w[0]).max().unwrap_or(Duration::ZERO);
+        let decoded = decoded_freeze(&seen, from);
         Ok(Freeze { gap, decoded, late, key_frame })
     }
 }

@@ -1,10 +1,10 @@
 //! Shared by the mesh tests (`tests/mesh_regions.rs`, `tests/mesh_publisher_move.rs`): a
 //! scratch folder with a mesh CA made with `tiermesh cert`, short `tiermesh` commands, free
-//! UDP ports and reading the relays' metrics.
+//! UDP ports, reading the relays' metrics, and what a subscriber saw (order, decoded freeze).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tiermesh_client::moq::{self, ClientOptions, SubscribeOptions};
@@ -133,4 +133,43 @@ pub fn subscribe_when_routed(
         .context("subscribe")??;
         Ok((reader, conn))
     })
+}
+
+/// Objects seen by a subscriber, in arrival order: (group, object, arrival).
+pub type Arrived = [(u64, u64, Instant)];
+
+/// Fails if an object came twice or out of order within its group; otherwise the number of
+/// objects of an older group that arrived after a newer group had started (the tracks'
+/// group order is newest first; a player drops such objects).
+pub fn late_objects(seen: &Arrived) -> Result<usize> {
+    let mut last_in_group: std::collections::HashMap<u64, u64> = Default::default();
+    let (mut newest, mut late) = (0, 0);
+    for &(g, o, _) in seen {
+        if let Some(prev) = last_in_group.insert(g, o)
+            && o <= prev
+        {
+            bail!("object {g}/{o} after {g}/{prev}: duplicated or out of order");
+        }
+        if g < newest {
+            late += 1;
+        }
+        newest = newest.max(g);
+    }
+    Ok(late)
+}
+
+/// What a player shows from `from` on: the largest gap between frames it can decode. A
+/// frame decodes if it is a group's first (a key frame) or follows the last decoded frame
+/// of its group without a hole (each frame refers to the one before it).
+pub fn decoded_freeze(seen: &Arrived, from: Instant) -> Duration {
+    let mut decoded_at = Vec::new();
+    let mut chain: Option<(u64, u64)> = None;
+    for &(g, o, t) in seen {
+        if o == 0 || chain == Some((g, o - 1)) {
+            chain = Some((g, o));
+            decoded_at.push(t);
+        }
+    }
+    let start = decoded_at.iter().rposition(|t| *t <= from).unwrap_or(0);
+    decoded_at[start..].windows(2).map(|w| w[1] - w[0]).max().unwrap_or(Duration::ZERO)
 }
