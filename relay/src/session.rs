@@ -66,15 +66,13 @@ pub(crate) fn run(
         .scheduler(tiermesh_client::scheduler::SchedulerConfig::default().mode(mode));
     // Boxed: the accept phase (SETUP written, the MoQT session state built) is larger than
     // what the session keeps afterwards, and is freed once it is done.
-    let transport = session.clone();
     let accept = Box::pin(moq::accept(session, options));
-    run_session(ctx, accept, transport, query_token, id).instrument(span)
+    run_session(ctx, accept, query_token, id).instrument(span)
 }
 
 async fn run_session(
     ctx: Arc<Ctx>,
     accept: Accepting,
-    transport: transport::Session,
     query_token: Option<crate::auth::Secret<String>>,
     id: SessionId,
 ) {
@@ -89,8 +87,7 @@ async fn run_session(
     ctx.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(id, conn.clone());
     ctx.metrics.sessions_accepted.inc();
     let mut drops = tiermesh_client::scheduler::Stats::default();
-    serve(&ctx, &conn, &transport, id, query_token, &mut drops).await;
-    drop(transport);
+    serve(&ctx, &conn, id, query_token, &mut drops).await;
     let reason = conn.closed().await;
     let _ = driver.await;
     ctx.metrics.add_scheduler_drops(&drops, &conn.send_stats());
@@ -103,7 +100,6 @@ async fn run_session(
 async fn serve(
     ctx: &Arc<Ctx>,
     conn: &Connection,
-    transport: &transport::Session,
     id: SessionId,
     query_token: Option<crate::auth::Secret<String>>,
     drops: &mut tiermesh_client::scheduler::Stats,
@@ -174,7 +170,7 @@ async fn serve(
                     // grow. Raised on the request (a refused one costs only credit the
                     // receive window still bounds); idle subscribers keep the small limit.
                     if matches!(e, Event::Publish(_) | Event::PublishNamespace(_)) {
-                        transport.grant_publisher_streams();
+                        conn.grant_publisher_streams();
                     }
                     handle(ctx, conn, id, grant.clone(), e)
                 }

@@ -559,6 +559,15 @@ impl Connection {
         self.inner.transport.upgrade().map(|t| t.stats())
     }
 
+    /// Grants the peer at once the unidirectional stream credit a publisher needs
+    /// ([`transport::Session::grant_publisher_streams`]); nothing once the session's driver
+    /// has stopped.
+    pub fn grant_publisher_streams(&self) {
+        if let Some(t) = self.inner.transport.upgrade() {
+            t.grant_publisher_streams();
+        }
+    }
+
     /// What this connection's send scheduler dropped so far, by track class and reason
     /// (a copy taken at its latest drop; the relay turns it into metrics).
     pub fn send_stats(&self) -> crate::scheduler::Stats {
