@@ -12,7 +12,7 @@ use tiermesh_client::moq::{
 use tiermesh_client::transport;
 use tiermesh_proto::TerminationCode;
 use tiermesh_proto::message::{MessageParams, PublishDoneCode, RequestErrorCode};
-use tiermesh_proto::types::{RequestId, SubscriptionFilter, TrackNamespace};
+use tiermesh_proto::types::{Location, RequestId, SubscriptionFilter, TrackNamespace};
 
 use tracing::Instrument;
 
@@ -36,8 +36,9 @@ const DROP_TALLY: Duration = Duration::from_secs(1);
 /// trip (under a second even over satellite); 5 s leaves room for a chain of relays.
 const UPSTREAM_SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 
-/// How long the relay's joining FETCH upstream may take to fill the cache with the current
-/// group before downstream subscribers are answered without it.
+/// How long the relay's joining FETCH upstream may go on filling the cache with the current
+/// group (downstream joining fetches pass its objects on as they come, and end when it
+/// does). A video group is 1 s: what has not come in 2 s is rarely still wanted.
 const UPSTREAM_FETCH_WAIT: Duration = Duration::from_secs(2);
 
 /// The MoQT accept of a transport session (control stream, SETUP), boxed.
@@ -302,6 +303,7 @@ async fn subscribe(ctx: Arc<Ctx>, id: SessionId, grant: Option<Arc<Grant>>, req:
     // The mesh's internal routes track is served on mesh links only (crate::mesh).
     let Some(req) = crate::mesh::refuse_routes(req) else { return };
     admit!(&ctx, grant.as_deref(), req, Action::Subscribe, &req.track.namespace);
+    tracing::debug!(track = %req.track, "SUBSCRIBE");
     match route(&ctx, id, req) {
         Route::Attach(track, req) => attach(ctx, track, req, id).await,
         Route::Waiting => {}
@@ -536,9 +538,9 @@ pub(crate) async fn take_over(
 /// session ended first (the track is no longer available, as for a SUBSCRIBE that arrives
 /// after the publisher left), INTERNAL_ERROR when the session refused to send the request.
 async fn join_upstream(
-    track: &Track,
+    track: &Arc<Track>,
     conn: &Connection,
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
 ) -> Result<(TrackReader, Option<u64>), (RequestErrorCode, String)> {
     // Largest Object: downstream subscribers with different filters come and go without
     // changing the upstream subscription (draft-16 §8.4).
@@ -546,8 +548,9 @@ async fn join_upstream(
     let new_group = track.lock().new_group_for_subscribe.take();
     options.new_group_request = new_group;
     // With a joining FETCH for the current group: the subscription starts after the
-    // largest object, which downstream joiners are then told of, so the cache must hold
-    // that group up to and including it before they are answered.
+    // largest object, which downstream joiners are then told of, so their joining fetches
+    // need that group up to and including it: the cache, as this fetch fills it.
+    let asked = std::time::Instant::now();
     let joined =
         tokio::time::timeout(UPSTREAM_SUBSCRIBE_WAIT, conn.join(track.name.clone(), options, 0))
             .await;
@@ -569,17 +572,68 @@ async fn join_upstream(
             ));
         }
     };
-    if let Ok(mut f) = fetch {
-        let fill = async {
-            while let Some(o) = f.next().await {
-                track.lock().forward(&o, &ctx.metrics);
-            }
-        };
-        if tokio::time::timeout(UPSTREAM_FETCH_WAIT, fill).await.is_err() {
-            tracing::info!(track = %track.name, "upstream joining fetch incomplete");
+    let answered_ms = asked.elapsed().as_millis() as u64;
+    let f = match fetch {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!(track = %track.name, answered_ms, error = %e, "no upstream joining fetch");
+            return Ok((reader, new_group));
+        }
+    };
+    tracing::debug!(track = %track.name, answered_ms, end = ?f.end_location(), "upstream joining fetch answered");
+    // The fetch covers the current group up to the subscription's largest object; live
+    // objects follow it. Subscribers already held on the track (a publisher that came back,
+    // another one taking over) must get the fetched objects before the live ones on their
+    // streams, so for them the fill completes first, as long as it takes up to
+    // UPSTREAM_FETCH_WAIT. Otherwise the subscribers are answered at once and the fill
+    // goes on beside the subscription: on a lossy uplink each lost packet of the fetch
+    // stream holds the rest of it back for a loss-recovery round (about half a second on
+    // `congested`), so waiting for the whole fetch held every subscriber of the track up to
+    // the full 2 s (docs/BENCHMARKS.md, "publisher behind the link").
+    let held = !track.lock().downstream.is_empty();
+    match reader.largest() {
+        Some(largest) if !held => {
+            let bound = Location::new(largest.group.0, largest.object.0 + 1);
+            let (tx, rx) = tokio::sync::watch::channel(());
+            track.lock().filling = Some((bound, rx));
+            tokio::spawn(fill_from_upstream(ctx.clone(), track.clone(), f, tx, asked));
+        }
+        _ => {
+            let (tx, _rx) = tokio::sync::watch::channel(());
+            fill_from_upstream(ctx.clone(), track.clone(), f, tx, asked).await;
         }
     }
     Ok((reader, new_group))
+}
+
+/// Forwards the objects of the relay's upstream joining FETCH (to the cache, and to the
+/// subscribers whose filter passes them) until its stream ends or [`UPSTREAM_FETCH_WAIT`]
+/// has passed, signalling each one on `progress`; then marks the track's fill over.
+async fn fill_from_upstream(
+    ctx: Arc<Ctx>,
+    track: Arc<Track>,
+    mut fetch: moq::FetchReader,
+    progress: tokio::sync::watch::Sender<()>,
+    asked: std::time::Instant,
+) {
+    let mut objects = 0u64;
+    let fill = async {
+        while let Some(o) = fetch.next().await {
+            objects += 1;
+            let ms = asked.elapsed().as_millis() as u64;
+            tracing::trace!(track = %track.name, location = ?o.location(), ms, "upstream joining fetch object");
+            track.lock().forward(&o, &ctx.metrics);
+            progress.send_replace(());
+        }
+    };
+    let filled = tokio::time::timeout(UPSTREAM_FETCH_WAIT, fill).await;
+    let ms = asked.elapsed().as_millis() as u64;
+    track.lock().filling = None;
+    if filled.is_err() {
+        tracing::info!(track = %track.name, objects, ms, "upstream joining fetch incomplete");
+    } else {
+        tracing::debug!(track = %track.name, objects, ms, "upstream joining fetch complete");
+    }
 }
 
 /// Forwards an established upstream subscription's objects until it ends.
@@ -877,22 +931,62 @@ async fn fetch(ctx: Arc<Ctx>, grant: Option<Arc<Grant>>, req: IncomingFetch) {
         Some(t) if cached || joining => t,
         _ => return fetch_upstream(&ctx, req).await,
     };
-    let (objects, extensions) = {
-        let st = track.lock();
-        (st.cache.range(req.range.start, req.range.end), st.extensions.clone())
-    };
-    let end = req.range.end;
-    tracing::debug!(track = %track.name, start = ?req.range.start, ?end, objects = objects.len(), "fetch served");
+    let (start, end) = (req.range.start, req.range.end);
+    let extensions = track.lock().extensions.clone();
+    tracing::debug!(track = %track.name, ?start, ?end, "fetch served");
     match req.accept(false, end, extensions).await {
         Ok(mut resp) => {
-            for o in &objects {
-                if resp.write(o).is_err() {
-                    return;
-                }
+            if serve_cached(&track, start, end, &mut resp).await {
+                resp.finish();
             }
-            resp.finish();
         }
         Err(e) => tracing::debug!(error = %e, "fetch not accepted"),
+    }
+}
+
+/// Writes the cached objects of `[start, end)` to `resp` in order. While the relay's
+/// joining FETCH upstream still fills the cache (`TrackState::filling`), the objects it
+/// covers are written as they arrive, and those after it (live objects already cached)
+/// once it has ended, so that a downstream joiner starts with the group's first objects
+/// as soon as they reach the relay rather than once the whole group has. False if the
+/// response stream failed.
+async fn serve_cached(
+    track: &Track,
+    start: Location,
+    end: Location,
+    resp: &mut moq::FetchResponse,
+) -> bool {
+    let mut next = start;
+    loop {
+        let (objects, filling) = {
+            let st = track.lock();
+            let mut filling = st.filling.clone();
+            if let Some((_, rx)) = &mut filling {
+                // Seen before the cache is read: an object added after the read changes it.
+                rx.borrow_and_update();
+            }
+            let upto = match &filling {
+                Some((bound, _)) if end.object.0 == 0 || *bound < end => *bound,
+                _ => end,
+            };
+            (st.cache.range(next, upto), filling)
+        };
+        for o in &objects {
+            if resp.write(o).is_err() {
+                return false;
+            }
+        }
+        if let Some(last) = objects.last() {
+            next = Location::new(last.group_id, last.object_id + 1);
+        }
+        match filling {
+            // Woken by the next object, or by the fill's end (its sender dropped): either
+            // way the cache is read again, and once the fill is over the rest is written.
+            Some((_, mut rx)) => {
+                let _ = rx.changed().await;
+            }
+            None => return true,
+        }
     }
 }
 

@@ -97,6 +97,10 @@ pub struct TrackState {
     /// The NEW_GROUP_REQUEST this relay sent upstream and the largest group when it did:
     /// outstanding until the largest group grows past it (§9.2.2.9).
     new_group_outstanding: Option<(u64, u64)>,
+    /// The relay's joining FETCH upstream while it still fills the cache: the end of its
+    /// range (exclusive) and a signal that changes at each object it adds and closes when
+    /// it ends (see `session::fill_from_upstream`).
+    pub(crate) filling: Option<(Location, tokio::sync::watch::Receiver<()>)>,
 }
 
 /// A track known to the relay.
@@ -126,6 +130,7 @@ impl Track {
                 upstream_forward: true,
                 new_group_for_subscribe: None,
                 new_group_outstanding: None,
+                filling: None,
             }),
         })
     }
