@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -233,6 +233,8 @@ pub(crate) struct StreamLimits {
     current: [AtomicU32; 2],
     /// Streams the peer opened that are accepted and not dropped yet.
     open: [AtomicU32; 2],
+    /// Held while a limit is handed to quinn (see [`StreamLimits::apply`]).
+    applying: Mutex<()>,
 }
 
 impl StreamLimits {
@@ -241,7 +243,20 @@ impl StreamLimits {
             max: [max_bidi, max_uni],
             current: [AtomicU32::new(initial.min(max_bidi)), AtomicU32::new(initial.min(max_uni))],
             open: [AtomicU32::new(0), AtomicU32::new(0)],
+            applying: Mutex::new(()),
         }
+    }
+
+    /// Hands the limit granted now for `dir` to `set` (quinn's setter). quinn keeps the
+    /// value it was given last, a lower one too: it then grants no new stream until fewer
+    /// than that are open, so a raise would be undone. A growth step ([`Self::opened`], on
+    /// the thread that accepted a stream) and a raise ([`Self::raise`], on the session's
+    /// task) may run at once, each handing quinn the value it computed: the smaller one
+    /// could land last. So the value is read here, under a lock, rather than passed in:
+    /// limits only grow, and whoever applies last applies the largest.
+    fn apply(&self, dir: usize, set: impl FnOnce(u32)) {
+        let _one_at_a_time = self.applying.lock().unwrap_or_else(|e| e.into_inner());
+        set(self.current[dir].load(Ordering::Relaxed));
     }
 
     /// Counts an accepted stream; returns the new limit when a quarter of the current one is
@@ -382,14 +397,16 @@ impl Session {
 
     /// A stream the peer opened: counted, and the peer's limit raised when a quarter is in use.
     fn accepted(&self, inner: wt::RecvStream, dir: usize) -> RecvStream {
-        if let Some(limit) = self.shared.limits.opened(dir) {
+        if self.shared.limits.opened(dir).is_some() {
             let conn: &quinn::Connection = &self.inner;
-            if dir == UNI {
-                conn.set_max_concurrent_uni_streams(limit.into());
-            } else {
-                conn.set_max_concurrent_bi_streams(limit.into());
-            }
-            tracing::debug!(limit, uni = dir == UNI, "peer's stream limit raised");
+            self.shared.limits.apply(dir, |limit| {
+                if dir == UNI {
+                    conn.set_max_concurrent_uni_streams(limit.into());
+                } else {
+                    conn.set_max_concurrent_bi_streams(limit.into());
+                }
+                tracing::debug!(limit, uni = dir == UNI, "peer's stream limit raised");
+            });
         }
         RecvStream { inner, session: self.clone(), counted: Some(dir) }
     }
@@ -400,10 +417,12 @@ impl Session {
     /// limit otherwise grows only a loaded round trip after a quarter of it is in use, so
     /// its first streams wait for credit. Does nothing if the limit is already that high.
     pub fn grant_publisher_streams(&self) {
-        if let Some(limit) = self.shared.limits.raise(UNI, super::config::CLIENT_INITIAL_STREAMS) {
+        if self.shared.limits.raise(UNI, super::config::CLIENT_INITIAL_STREAMS).is_some() {
             let conn: &quinn::Connection = &self.inner;
-            conn.set_max_concurrent_uni_streams(limit.into());
-            tracing::debug!(limit, "publisher's stream limit raised");
+            self.shared.limits.apply(UNI, |limit| {
+                conn.set_max_concurrent_uni_streams(limit.into());
+                tracing::debug!(limit, "publisher's stream limit raised");
+            });
         }
     }
 
@@ -766,5 +785,49 @@ mod tests {
         let small = StreamLimits::new(16, 100, 100);
         assert_eq!(small.raise(UNI, 256), Some(100), "capped at the maximum");
         assert_eq!(small.opened(BI), None, "bidirectional streams keep their limit");
+    }
+
+    /// A growth step decided before a raise but handed to quinn after it does not lower
+    /// quinn's limit below the raise (quinn keeps the last value it is given, a lower one
+    /// too, and would stop granting streams until fewer than that were open).
+    #[test]
+    fn a_late_growth_step_never_lowers_a_raise() {
+        let limits = StreamLimits::new(16, 1000, 1000);
+        let mut quinn = Vec::new();
+        for _ in 0..3 {
+            assert_eq!(limits.opened(UNI), None);
+        }
+        // The growth step to 64 is decided on the thread that accepted the 4th stream...
+        assert_eq!(limits.opened(UNI), Some(64));
+        // ...the publisher's raise to 256 is decided and applied on another...
+        assert_eq!(limits.raise(UNI, 256), Some(256));
+        limits.apply(UNI, |v| quinn.push(v));
+        // ...and only then is the growth step applied: it hands quinn 256, not 64.
+        limits.apply(UNI, |v| quinn.push(v));
+        assert_eq!(quinn, [256, 256]);
+
+        // The same on two threads at once, many times: whatever the interleaving, the
+        // value quinn is left with is the largest granted.
+        for _ in 0..200 {
+            let limits = Arc::new(StreamLimits::new(16, 1000, 1000));
+            let quinn = Arc::new(Mutex::new(0u32));
+            let grow = {
+                let (limits, quinn) = (limits.clone(), quinn.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        if limits.opened(UNI).is_some() {
+                            limits.apply(UNI, |v| *quinn.lock().unwrap() = v);
+                        }
+                    }
+                })
+            };
+            if limits.raise(UNI, 256).is_some() {
+                limits.apply(UNI, |v| *quinn.lock().unwrap() = v);
+            }
+            grow.join().unwrap();
+            let granted = limits.current[UNI].load(Ordering::Relaxed);
+            assert!(granted >= 256);
+            assert_eq!(*quinn.lock().unwrap(), granted, "quinn left below the granted limit");
+        }
     }
 }
