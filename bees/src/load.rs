@@ -15,7 +15,7 @@
 //! broadcast to every target.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -151,6 +151,8 @@ struct Live {
     bytes: AtomicU64,
     second: Mutex<Point>,
     all_settled: Notify,
+    /// Set when the steady window opens (every subscriber settled).
+    steady: AtomicBool,
 }
 
 impl Live {
@@ -260,6 +262,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, Error> {
     let sampler = tokio::spawn(sample(
         live.clone(),
         relay.clone(),
+        me.clone(),
         planned,
         config.progress,
         start,
@@ -310,10 +313,12 @@ pub async fn run(config: LoadConfig) -> Result<Report, Error> {
     };
     let ramp_s = start.elapsed().as_secs_f64();
     let steady_start = if settled && TokioInstant::now() < deadline {
+        live.steady.store(true, Ordering::Relaxed);
         let s = relay.as_ref().map(Process::sample).transpose()?;
         Some((
             TokioInstant::now(),
             s,
+            me.as_ref().and_then(|p| p.sample().ok()),
             live.objects.load(Ordering::Relaxed),
             live.bytes.load(Ordering::Relaxed),
             live.connected.load(Ordering::Relaxed),
@@ -323,6 +328,12 @@ pub async fn run(config: LoadConfig) -> Result<Report, Error> {
     };
     tokio::time::sleep_until(deadline).await;
     let end = relay.as_ref().map(Process::sample).transpose()?;
+    let my_steady = match (&steady_start, me.as_ref().and_then(|p| p.sample().ok())) {
+        (Some((at, _, Some(mine), ..)), Some(now)) => {
+            (now.cpu_s - mine.cpu_s, (deadline - *at).as_secs_f64())
+        }
+        _ => (0.0, 0.0),
+    };
     let end_objects = live.objects.load(Ordering::Relaxed);
     let end_bytes = live.bytes.load(Ordering::Relaxed);
 
@@ -367,6 +378,8 @@ pub async fn run(config: LoadConfig) -> Result<Report, Error> {
             (Some(end), Some(start)) => end.cpu_s - start.cpu_s,
             _ => 0.0,
         },
+        bees_steady_cpu_s: my_steady.0,
+        steady_s: my_steady.1,
     });
     if let (Some(p), Some(before), Some(end)) = (&relay, before, end) {
         let max = report.timeline.values().filter_map(|p| p.relay_rss_kib).max().unwrap_or(0);
@@ -382,7 +395,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, Error> {
             steady_bytes: 0,
             total_cpu_s: end.cpu_s - before.cpu_s,
         };
-        if let Some((at, Some(s), objects, bytes, connected)) = steady_start {
+        if let Some((at, Some(s), _, objects, bytes, connected)) = steady_start {
             usage.rss_connected_kib = s.rss_kib;
             usage.subscribers_connected = connected;
             usage.steady_cpu_s = end.cpu_s - s.cpu_s;
@@ -645,7 +658,7 @@ async fn subscriber(
     }
     while let Some(f) = followers.join_next().await {
         if let Ok(t) = f {
-            result.tracks.push(t.finish(Instant::now()));
+            result.tracks.push(t.finish(Instant::now(), live.steady.load(Ordering::Relaxed)));
         }
     }
     if let Some(reason) = conn.close_reason() {
@@ -668,9 +681,13 @@ async fn follow(
     clock: Clock,
     deadline: TokioInstant,
 ) -> Tracker {
+    // One timer for the whole follow: a new `sleep_until` per object would insert into and
+    // remove from tokio's timer wheel at every object.
+    let stop = tokio::time::sleep_until(deadline);
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            () = tokio::time::sleep_until(deadline) => break,
+            () = &mut stop => break,
             o = async { fetch.as_mut()?.next().await }, if fetch.is_some() => match o {
                 Some(o) => tracker.record(&o, true, &live, &clock),
                 None => fetch = None,
@@ -780,6 +797,7 @@ impl Tracker {
                 }
             }
         }
+        let steady = live.steady.load(Ordering::Relaxed);
         let t = &mut self.totals;
         t.objects += 1;
         t.bytes += o.payload.len() as u64;
@@ -794,6 +812,9 @@ impl Tracker {
             if let Some(capture) = tiermesh_proto::loc::capture_timestamp_us(&o.extensions) {
                 let l = clock.wall_us(o.arrival).saturating_sub(capture);
                 t.latency_us.record(l);
+                if steady {
+                    t.steady_latency_us.record(l);
+                }
                 latency = Some(l);
             }
             if self.cadence {
@@ -801,6 +822,7 @@ impl Tracker {
                     let gap = o.arrival.saturating_duration_since(prev).as_micros() as u64;
                     if gap > self.stall_us {
                         t.stalls += 1;
+                        t.steady_stalls += u64::from(steady);
                         t.stall_ms += gap as f64 / 1000.0;
                     }
                 }
@@ -818,7 +840,7 @@ impl Tracker {
     }
 
     /// The totals, with what is still open settled and a final wait up to `end` counted.
-    fn finish(mut self, end: Instant) -> (String, TrackTotals) {
+    fn finish(mut self, end: Instant, steady: bool) -> (String, TrackTotals) {
         let open = std::mem::take(&mut self.groups);
         for g in open.values() {
             self.settle(g);
@@ -833,6 +855,7 @@ impl Tracker {
             let gap = end.saturating_duration_since(since).as_micros() as u64;
             if gap > self.stall_us {
                 self.totals.stalls += 1;
+                self.totals.steady_stalls += u64::from(steady);
                 self.totals.stall_ms += gap as f64 / 1000.0;
             }
         }
@@ -844,6 +867,7 @@ impl Tracker {
 async fn sample(
     live: Arc<Live>,
     relay: Option<Process>,
+    me: Option<Process>,
     planned: u64,
     progress: bool,
     start: TokioInstant,
@@ -852,6 +876,7 @@ async fn sample(
     let mut timeline = BTreeMap::new();
     let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
     let mut last_cpu = relay.as_ref().and_then(|p| p.sample().ok()).map(|s| s.cpu_s);
+    let mut my_last_cpu = me.as_ref().and_then(|p| p.sample().ok()).map(|s| s.cpu_s);
     let mut last_at = start;
     let mut latency_so_far = Distribution::new();
     loop {
@@ -871,6 +896,11 @@ async fn sample(
             p.relay_rss_kib = Some(s.rss_kib);
             relay_text =
                 format!("  relay cpu {:>3.0}%  rss {} MiB", used / secs * 100.0, s.rss_kib / 1024);
+        }
+        if let Some(s) = me.as_ref().and_then(|r| r.sample().ok()) {
+            let used = my_last_cpu.map(|c| s.cpu_s - c).unwrap_or(0.0);
+            my_last_cpu = Some(s.cpu_s);
+            relay_text.push_str(&format!("  bees cpu {:>3.0}%", used / secs * 100.0));
         }
         latency_so_far.merge(&p.latency_us);
         if progress {

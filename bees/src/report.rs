@@ -15,6 +15,8 @@
 //!   delivered, or from the last one to the end of the run.
 //! - **latency**: arrival wall-clock time minus the LOC capture timestamp, for objects the
 //!   subscription delivered (joining-fetch objects are history by design).
+//! - **steady stalls**, **steady latency**: the same, for stalls that ended and objects that
+//!   arrived in the steady window (below), after the ramp's handshakes.
 //! - **relay CPU / memory**: from `/proc/<pid>` of a relay on the same host, over the steady
 //!   window: from the moment the last subscriber of the ramp was connected to the end.
 
@@ -79,6 +81,14 @@ pub struct Shard {
     /// load generator, not the relay, was the limit.
     #[serde(default)]
     pub bees_cpu_s: f64,
+    /// CPU time this bees process used in the steady window (every subscriber subscribed,
+    /// until the end), seconds; with `steady_s`, whether bees kept up while the relay was
+    /// measured. 0 when there was no steady window.
+    #[serde(default)]
+    pub bees_steady_cpu_s: f64,
+    /// Length of that steady window, seconds (0: none).
+    #[serde(default)]
+    pub steady_s: f64,
 }
 
 /// Counts of subscribers.
@@ -119,6 +129,13 @@ pub struct TrackTotals {
     pub first_object_us: Distribution,
     /// Capture to arrival, µs.
     pub latency_us: Distribution,
+    /// Stalls that ended in the steady window (every subscriber subscribed, until the end):
+    /// the ramp's handshakes load the host, so these say whether the count is sustained.
+    #[serde(default)]
+    pub steady_stalls: u64,
+    /// Capture to arrival of objects that arrived in the steady window, µs.
+    #[serde(default)]
+    pub steady_latency_us: Distribution,
 }
 
 impl TrackTotals {
@@ -135,6 +152,8 @@ impl TrackTotals {
         self.stall_ms += other.stall_ms;
         self.first_object_us.merge(&other.first_object_us);
         self.latency_us.merge(&other.latency_us);
+        self.steady_stalls += other.steady_stalls;
+        self.steady_latency_us.merge(&other.steady_latency_us);
     }
 }
 
@@ -415,6 +434,17 @@ impl Report {
                 f(|q| q.max)
             );
         }
+        for (name, t) in &self.tracks {
+            if t.steady_latency_us.count() > 0 || t.steady_stalls > 0 {
+                let _ = writeln!(
+                    out,
+                    "steady {:<12} stalls {}, latency {}",
+                    name,
+                    t.steady_stalls,
+                    ms(&t.steady_latency_us)
+                );
+            }
+        }
         for sh in &self.shards {
             let _ = writeln!(
                 out,
@@ -425,6 +455,17 @@ impl Report {
                 sh.duration_s,
                 sh.bees_cpu_s / sh.duration_s.max(1e-9) * 100.0
             );
+            if sh.steady_s > 0.0 {
+                let _ = writeln!(
+                    out,
+                    "bees shard {}/{}: steady {:.1} s, CPU {:.2} s ({:.0} % of a core)",
+                    sh.index,
+                    sh.count,
+                    sh.steady_s,
+                    sh.bees_steady_cpu_s,
+                    sh.bees_steady_cpu_s / sh.steady_s * 100.0
+                );
+            }
         }
         for r in &self.relays {
             let opt = |v: Option<f64>, d: usize| v.map_or("-".to_owned(), |v| format!("{v:.d$}"));
