@@ -164,17 +164,7 @@ async fn serve(
                 *drops = now;
             }
             event = conn.next_event() => match event {
-                Some(e) => {
-                    // A session that publishes opens a stream per group (audio one every
-                    // 20 ms): it gets the stream credit a client grants its server at once,
-                    // rather than waiting a loaded round trip for the idle-sized limit to
-                    // grow. Raised on the request (a refused one costs only credit the
-                    // receive window still bounds); idle subscribers keep the small limit.
-                    if matches!(e, Event::Publish(_) | Event::PublishNamespace(_)) {
-                        conn.grant_publisher_streams();
-                    }
-                    handle(ctx, conn, id, grant.clone(), e)
-                }
+                Some(e) => handle(ctx, conn, id, grant.clone(), e),
                 None => return,
             },
             _ = conn.closed() => return,
@@ -199,6 +189,15 @@ pub(crate) fn handle(
     grant: Option<Arc<Grant>>,
     event: Event,
 ) {
+    // A session that publishes opens a stream per group (audio one every 20 ms): it gets
+    // the stream credit a client grants its server at once, rather than waiting a loaded
+    // round trip for the idle-sized limit to grow. Raised on the request (a refused one
+    // costs only credit the receive window still bounds); idle subscribers keep the small
+    // limit. Mesh links come through here too (`mesh::Mesh::run_link`); a link the relay
+    // subscribes over is raised in `join_upstream`.
+    if matches!(event, Event::Publish(_) | Event::PublishNamespace(_)) {
+        conn.grant_publisher_streams();
+    }
     match event {
         Event::Subscribe(r) => {
             let ctx = ctx.clone();
@@ -550,6 +549,10 @@ async fn join_upstream(
     // With a joining FETCH for the current group: the subscription starts after the
     // largest object, which downstream joiners are then told of, so their joining fetches
     // need that group up to and including it: the cache, as this fetch fills it.
+    // The upstream opens a stream per group of this track towards us: over a mesh link the
+    // relay accepted, that peer started at the idle-sized stream limit (a link the relay
+    // dialled, and a local publisher's session, have the raise already).
+    conn.grant_publisher_streams();
     let asked = std::time::Instant::now();
     let joined =
         tokio::time::timeout(UPSTREAM_SUBSCRIBE_WAIT, conn.join(track.name.clone(), options, 0))
