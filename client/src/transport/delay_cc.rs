@@ -30,16 +30,24 @@
 //!   halfway to `window * (base + target) / round minimum`: the window that would have
 //!   carried the same rate with only the target queue. The next round's samples are of
 //!   packets sent before the decrease, so they are not judged.
-//! - **Loss.** A loss while the queue is over twice the target, an ECN mark, or losses
-//!   above [`LOSS_CONGESTION`] of the bytes of recent rounds is congestion: the window is
-//!   multiplied by 0.7. Any other loss is taken as random (a radio link's 1%) and costs 5%
-//!   of the window. One reaction per round trip.
+//! - **Loss.** A loss while the queue is over twice the target, two or more full-size
+//!   packets declared lost at once, an ECN mark, or losses above [`LOSS_CONGESTION`] of the
+//!   bytes of recent rounds is congestion: the window is multiplied by 0.7. Any other loss
+//!   is taken as random (a radio link's 1%) and costs 5% of the window. One reaction per
+//!   round trip. Packets lost together are the mark of a short drop-tail buffer that
+//!   overflowed: quinn's pacer lets up to ten packets leave at once, and `congested` (600
+//!   kbit/s, a 7.5 kB buffer) drops the tail of such a burst while the smoothed RTT, which
+//!   only sees the queue for the few milliseconds it stands, stays under the target. Taken as
+//!   random, those losses cost 5% each and the window stayed where bursts overflow (83
+//!   packets dropped by the full buffer in 15 s against cubic's 8).
 //! - **Bounds.** The window never falls below 4 packets and never exceeds [`MAX_WINDOW`]; persistent congestion resets it to the minimum.
 //!
 //! The base RTT is learnt from the path, so a queue that another flow keeps standing for
 //! longer than the base window is taken for path delay; jitter (the `congested` profile's
-//! ±30 ms) reads as queue and holds the window low; and like every delay-based controller
-//! it yields to loss-based flows sharing the bottleneck. Both are the price of a
+//! ±30 ms) lowers the least smoothed RTT a little below the typical one, so it reads as a
+//! few milliseconds of queue and holds the window slightly low (traced on `congested`: the
+//! queue read 0-30 ms while the link's queue held 0-6 kB); and like every delay-based
+//! controller it yields to loss-based flows sharing the bottleneck. Both are the price of a
 //! short queue on the links tiermesh serves, where its own media is most of the traffic.
 
 use std::any::Any;
@@ -66,6 +74,10 @@ pub(crate) const MAX_WINDOW: u64 = 256 * 1024 * 1024;
 /// without a queue: the profiles' random loss is at most 3%, a buffer too shallow to show a
 /// queue loses far more once it overflows.
 pub(crate) const LOSS_CONGESTION: f64 = 0.10;
+/// Packets declared lost in one detection that count as a buffer's overflow rather than
+/// random loss (with lost bytes measured in full-size packets, so two lost packets of which
+/// one is short fall under it).
+const BURST_LOSS_PACKETS: u64 = 2;
 /// Window multiplier on congestion: gentler than halving, like CUBIC's 0.7, because the
 /// queue is short when it happens.
 const CONGESTION_DECREASE: f64 = 0.7;
@@ -348,6 +360,8 @@ impl Delay {
             app_limited = round.app_limited,
             slow_start = self.slow_start,
             lost = round.lost,
+            acked = round.acked,
+            in_flight_max = round.in_flight_max,
             probe = self.probe,
             "delay cc round"
         );
@@ -404,7 +418,13 @@ impl Delay {
         // while the queue estimate of a round that happens to hold a random loss is noisy.
         let queued = self.queue > 2 * target
             || self.round.min_rtt.is_some_and(|rtt| self.queue_of(rtt) > 2 * target);
-        let congestion = queued || lost_bytes == 0 || self.loss_rate > LOSS_CONGESTION;
+        // Several packets declared lost at once: a drop-tail buffer that overflows drops the
+        // tail of a burst (quinn's pacer lets ten packets leave together, more than the 7.5 kB
+        // buffer of `congested` holds), while random losses come one at a time (two at 3% in
+        // the same detection are rare). The queue of such a burst is gone before the smoothed
+        // RTT can show it, so without this the window stays where bursts overflow.
+        let burst = lost_bytes >= BURST_LOSS_PACKETS * self.mtu;
+        let congestion = queued || burst || lost_bytes == 0 || self.loss_rate > LOSS_CONGESTION;
         let factor = if congestion { CONGESTION_DECREASE } else { RANDOM_LOSS_DECREASE };
         let mut window = (self.window as f64 * factor) as u64;
         if congestion && self.slow_start && self.delivered > 0 {
@@ -620,6 +640,25 @@ mod tests {
         let before = after;
         cc.handle_loss(now + 500 * MS, now + 400 * MS, false, 0);
         assert!(cc.window() <= before * 71 / 100, "{before} -> {}", cc.window());
+    }
+
+    #[test]
+    fn packets_lost_together_are_congestion_even_without_a_queue() {
+        let mut cc = controller();
+        let mut pn = 0;
+        let now = rounds(&mut cc, Instant::now(), &mut pn, 4, 100 * MS);
+        cc.slow_start = false;
+        // No queue (every RTT at its minimum), two full-size packets lost in one detection:
+        // the tail of a burst that a short buffer dropped.
+        let before = cc.window();
+        cc.handle_loss(now, now - MS, false, 2 * u64::from(MTU));
+        let after = cc.window();
+        assert!(after <= before * 71 / 100, "{before} -> {after}");
+        // One packet and a short one lost together stay random loss.
+        let now = rounds(&mut cc, now, &mut pn, 3, 100 * MS);
+        let before = cc.window();
+        cc.handle_loss(now + MS, now, false, u64::from(MTU) + 200);
+        assert!(cc.window() >= before * 94 / 100, "{before} -> {}", cc.window());
     }
 
     #[test]
