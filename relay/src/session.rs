@@ -619,6 +619,7 @@ async fn fill_from_upstream(
     progress: tokio::sync::watch::Sender<()>,
     asked: std::time::Instant,
 ) {
+    let mine = progress.subscribe();
     let mut objects = 0u64;
     let fill = async {
         while let Some(o) = fetch.next().await {
@@ -631,7 +632,13 @@ async fn fill_from_upstream(
     };
     let filled = tokio::time::timeout(UPSTREAM_FETCH_WAIT, fill).await;
     let ms = asked.elapsed().as_millis() as u64;
-    track.lock().filling = None;
+    {
+        // Unless a newer fill (of a new upstream) has taken its place.
+        let mut st = track.lock();
+        if st.filling.as_ref().is_some_and(|(_, rx)| rx.same_channel(&mine)) {
+            st.filling = None;
+        }
+    }
     if filled.is_err() {
         tracing::info!(track = %track.name, objects, ms, "upstream joining fetch incomplete");
     } else {
@@ -963,7 +970,7 @@ async fn serve_cached(
     loop {
         let (objects, filling) = {
             let st = track.lock();
-            let mut filling = st.filling.clone();
+            let mut filling = st.filling.clone().filter(|(bound, _)| may_fill(start, end, *bound));
             if let Some((_, rx)) = &mut filling {
                 // Seen before the cache is read: an object added after the read changes it.
                 rx.borrow_and_update();
@@ -991,6 +998,15 @@ async fn serve_cached(
             None => return true,
         }
     }
+}
+
+/// Whether the fill of the relay's upstream joining fetch, which covers `bound`'s group up
+/// to `bound` (exclusive), may add objects to the range `[start, end)` (an `end` object of
+/// 0: the whole end group). A fetch of older groups does not wait for it.
+fn may_fill(start: Location, end: Location, bound: Location) -> bool {
+    let from = Location::new(bound.group.0, 0);
+    let ends_after = if end.object.0 == 0 { end.group.0 >= bound.group.0 } else { end > from };
+    start < bound && ends_after
 }
 
 async fn publish(
@@ -1201,5 +1217,24 @@ fn session_closed(ctx: &Ctx, id: SessionId) {
                 s.conn.namespace_done(s.request_id, ns.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fetch served from the cache waits for the upstream joining fetch's fill only when
+    /// that fill may still add objects to its range: the fill covers group 7 up to object 9.
+    #[test]
+    fn a_fetch_waits_for_the_fill_only_where_it_may_add_objects() {
+        let bound = Location::new(7, 10);
+        let l = Location::new;
+        assert!(may_fill(l(7, 0), l(7, 10), bound), "the joining fetch's range");
+        assert!(may_fill(l(6, 0), l(7, 0), bound), "up to the whole of group 7");
+        assert!(may_fill(l(7, 5), l(8, 3), bound), "from inside the fill on");
+        assert!(!may_fill(l(6, 0), l(6, 0), bound), "the whole of group 6 only");
+        assert!(!may_fill(l(5, 0), l(6, 4), bound), "older groups");
+        assert!(!may_fill(l(7, 10), l(8, 0), bound), "after the fill: live objects");
     }
 }
