@@ -1,8 +1,9 @@
 //! The load run: N subscribers (and optionally M publishers), each on its own QUIC or
 //! WebTransport connection, started at a fixed rate, all stopping at one deadline.
 //!
-//! Everything runs on the caller's tokio runtime (`tiermesh bees` uses a current-thread
-//! runtime, so the whole load costs one core). Per subscriber there is one task that
+//! Subscribers run on the caller's tokio runtime (`tiermesh bees` uses a current-thread
+//! runtime, so the whole load costs one core); synthetic publishers run on a thread of their
+//! own (see `PublisherThread`). Per subscriber there is one task that
 //! connects, joins every track (SUBSCRIBE Largest Object plus a joining FETCH, as a player
 //! does) and then one task per track that records what arrives until the deadline. A
 //! sampler task reads the shared per-second counters once a second, prints the progress
@@ -206,21 +207,22 @@ pub async fn run(config: LoadConfig) -> Result<Report, Error> {
     let live = Arc::new(Live::default());
 
     // Publishers first: subscribers need their broadcasts.
-    let mut publishers = JoinSet::new();
+    let mut publishing: Vec<BoxFuture> = Vec::new();
     let mut published = Vec::new();
     for j in (0..config.publishers).filter(|j| j % u64::from(shards) == u64::from(shard)) {
         for target in &config.targets {
             let (tx, rx) = tokio::sync::oneshot::channel();
             published.push(rx);
-            publishers.spawn(publish(
+            publishing.push(Box::pin(publish(
                 target.clone(),
                 broadcast(&target.namespace, config.publishers, j)?,
                 config.clone(),
                 deadline + STOP_GRACE,
                 tx,
-            ));
+            )));
         }
     }
+    let publishers = PublisherThread::start(publishing)?;
     let publish_by = TokioInstant::now() + PUBLISH_TIMEOUT;
     for rx in published {
         match tokio::time::timeout_at(publish_by, rx).await {
@@ -358,7 +360,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, Error> {
         }
     }
     let timeline = sampler.await.unwrap_or_default();
-    publishers.abort_all();
+    publishers.stop();
 
     report.timeline = timeline;
     let duration_s = start.elapsed().as_secs_f64();
@@ -420,6 +422,58 @@ fn add(report: &mut Report, r: SubResult) {
     }
     for (name, t) in r.tracks {
         report.tracks.entry(name).or_default().merge(&t);
+    }
+}
+
+type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The synthetic publishers, on a thread of their own with a current-thread runtime.
+///
+/// On the subscribers' runtime, a publisher's object waited behind the work of every
+/// subscriber (hundreds of tasks woken by each object): with 700 subscribers on one core
+/// objects reached the relay 25-100 ms after capture, which every subscriber's latency then
+/// carried and which the relay did not cause. A thread of its own is woken by the kernel
+/// when its timer fires, even with bees pinned to one core.
+struct PublisherThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl PublisherThread {
+    /// Starts running `publishers` (none: no thread).
+    fn start(publishers: Vec<BoxFuture>) -> Result<Self, Error> {
+        if publishers.is_empty() {
+            return Ok(Self { stop: None });
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Publish(format!("publisher runtime: {e}")))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("bees-publish".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let mut set = JoinSet::new();
+                    for p in publishers {
+                        set.spawn(p);
+                    }
+                    tokio::select! {
+                        _ = stopped => {}
+                        () = async { while set.join_next().await.is_some() {} } => {}
+                    }
+                });
+                // Sessions and their tasks end with the runtime; do not wait for stragglers.
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            })
+            .map_err(|e| Error::Publish(format!("publisher thread: {e}")))?;
+        Ok(Self { stop: Some(stop) })
+    }
+
+    /// Ends the publishers (their sessions close with their runtime).
+    fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
