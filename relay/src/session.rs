@@ -41,6 +41,12 @@ const UPSTREAM_SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 /// does). A video group is 1 s: what has not come in 2 s is rarely still wanted.
 const UPSTREAM_FETCH_WAIT: Duration = Duration::from_secs(2);
 
+/// How long the objects of an ended upstream joining fetch stay at hand for the downstream
+/// joining fetches of the subscribers answered while it filled (`TrackState::filling`):
+/// they come a downstream round trip after their SUBSCRIBE_OK, 600 ms over satellite; at
+/// most one group per track is kept so.
+const FILL_KEPT: Duration = Duration::from_secs(2);
+
 /// The MoQT accept of a transport session (control stream, SETUP), boxed.
 type Accepting =
     std::pin::Pin<Box<dyn Future<Output = Result<(Connection, moq::Driver), moq::Error>> + Send>>;
@@ -597,12 +603,25 @@ async fn join_upstream(
     match reader.largest() {
         Some(largest) if !held => {
             let bound = Location::new(largest.group.0, largest.object.0 + 1);
-            let (tx, rx) = tokio::sync::watch::channel(());
-            track.lock().filling = Some((bound, rx));
-            tokio::spawn(fill_from_upstream(ctx.clone(), track.clone(), f, tx, asked));
+            let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+            track.lock().filling = Some((bound, rx.clone()));
+            let (ctx, track) = (ctx.clone(), track.clone());
+            tokio::spawn(async move {
+                fill_from_upstream(ctx, track.clone(), f, tx, asked).await;
+                // The subscribers answered meanwhile send their joining FETCH a round trip
+                // later, maybe after the fill ended: its objects stay at hand for them a
+                // while, since live groups arriving meanwhile can evict its group from the
+                // cache (or have it not kept at all when it comes after them).
+                tokio::time::sleep(FILL_KEPT).await;
+                let mut st = track.lock();
+                // Unless a newer fill (of a new upstream) has taken its place.
+                if st.filling.as_ref().is_some_and(|(_, r)| r.same_channel(&rx)) {
+                    st.filling = None;
+                }
+            });
         }
         _ => {
-            let (tx, _rx) = tokio::sync::watch::channel(());
+            let (tx, _rx) = tokio::sync::watch::channel(Vec::new());
             fill_from_upstream(ctx.clone(), track.clone(), f, tx, asked).await;
         }
     }
@@ -611,15 +630,14 @@ async fn join_upstream(
 
 /// Forwards the objects of the relay's upstream joining FETCH (to the cache, and to the
 /// subscribers whose filter passes them) until its stream ends or [`UPSTREAM_FETCH_WAIT`]
-/// has passed, signalling each one on `progress`; then marks the track's fill over.
+/// has passed, adding each one to `progress`, which is dropped (closed) when it ends.
 async fn fill_from_upstream(
     ctx: Arc<Ctx>,
     track: Arc<Track>,
     mut fetch: moq::FetchReader,
-    progress: tokio::sync::watch::Sender<()>,
+    progress: tokio::sync::watch::Sender<Vec<tiermesh_proto::data::Object>>,
     asked: std::time::Instant,
 ) {
-    let mine = progress.subscribe();
     let mut objects = 0u64;
     let fill = async {
         while let Some(o) = fetch.next().await {
@@ -627,18 +645,11 @@ async fn fill_from_upstream(
             let ms = asked.elapsed().as_millis() as u64;
             tracing::trace!(track = %track.name, location = ?o.location(), ms, "upstream joining fetch object");
             track.lock().forward(&o, &ctx.metrics);
-            progress.send_replace(());
+            progress.send_modify(|fetched| fetched.push(o.to_object()));
         }
     };
     let filled = tokio::time::timeout(UPSTREAM_FETCH_WAIT, fill).await;
     let ms = asked.elapsed().as_millis() as u64;
-    {
-        // Unless a newer fill (of a new upstream) has taken its place.
-        let mut st = track.lock();
-        if st.filling.as_ref().is_some_and(|(_, rx)| rx.same_channel(&mine)) {
-            st.filling = None;
-        }
-    }
     if filled.is_err() {
         tracing::info!(track = %track.name, objects, ms, "upstream joining fetch incomplete");
     } else {
@@ -956,30 +967,39 @@ async fn fetch(ctx: Arc<Ctx>, grant: Option<Arc<Grant>>, req: IncomingFetch) {
 
 /// Writes the cached objects of `[start, end)` to `resp` in order. While the relay's
 /// joining FETCH upstream still fills the cache (`TrackState::filling`), the objects it
-/// covers are written as they arrive, and those after it (live objects already cached)
-/// once it has ended, so that a downstream joiner starts with the group's first objects
-/// as soon as they reach the relay rather than once the whole group has. False if the
-/// response stream failed.
+/// covers are written as they arrive (from the fill itself too: live groups arriving
+/// meanwhile can evict its group from the cache), and those after it (live objects already
+/// cached) once it has ended, so that a downstream joiner starts with the group's first
+/// objects as soon as they reach the relay rather than once the whole group has. False if
+/// the response stream failed.
 async fn serve_cached(
     track: &Track,
     start: Location,
     end: Location,
     resp: &mut moq::FetchResponse,
 ) -> bool {
+    let mut fill = track.lock().filling.clone().filter(|(bound, _)| may_fill(start, end, *bound));
+    // The fill's sender is gone: one more read of what it brought, then the rest.
+    let mut fill_over = false;
     let mut next = start;
     loop {
-        let (objects, filling) = {
+        let objects = {
             let st = track.lock();
-            let mut filling = st.filling.clone().filter(|(bound, _)| may_fill(start, end, *bound));
-            if let Some((_, rx)) = &mut filling {
-                // Seen before the cache is read: an object added after the read changes it.
-                rx.borrow_and_update();
-            }
-            let upto = match &filling {
+            let upto = match &fill {
                 Some((bound, _)) if end.object.0 == 0 || *bound < end => *bound,
                 _ => end,
             };
-            (st.cache.range(next, upto), filling)
+            let mut objects = st.cache.range(next, upto);
+            if let Some((_, rx)) = &mut fill {
+                // Seen as it is read: an object added after this read changes it again.
+                let fetched = rx.borrow_and_update();
+                let within =
+                    |o: &&tiermesh_proto::data::Object| (next..upto).contains(&o.location());
+                objects.extend(fetched.iter().filter(within).cloned());
+                objects.sort_by_key(|o| o.location());
+                objects.dedup_by_key(|o| o.location());
+            }
+            objects
         };
         for o in &objects {
             if resp.write(o).is_err() {
@@ -989,13 +1009,11 @@ async fn serve_cached(
         if let Some(last) = objects.last() {
             next = Location::new(last.group_id, last.object_id + 1);
         }
-        match filling {
-            // Woken by the next object, or by the fill's end (its sender dropped): either
-            // way the cache is read again, and once the fill is over the rest is written.
-            Some((_, mut rx)) => {
-                let _ = rx.changed().await;
-            }
+        match &mut fill {
             None => return true,
+            Some(_) if fill_over => fill = None,
+            // Woken by the next object, or by the fill's end (its sender dropped).
+            Some((_, rx)) => fill_over = rx.changed().await.is_err(),
         }
     }
 }

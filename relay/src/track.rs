@@ -16,6 +16,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tiermesh_client::moq::{
     Connection, Forwarded, ReceivedObject, SubgroupStream, SubscribeRequest, TrackWriter,
 };
+use tiermesh_proto::data::Object;
 use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::message::{MessageParams, PublishDoneCode};
 use tiermesh_proto::types::{FullTrackName, Location, RequestId, SubscriptionFilter};
@@ -97,10 +98,11 @@ pub struct TrackState {
     /// The NEW_GROUP_REQUEST this relay sent upstream and the largest group when it did:
     /// outstanding until the largest group grows past it (§9.2.2.9).
     new_group_outstanding: Option<(u64, u64)>,
-    /// The relay's joining FETCH upstream while it still fills the cache: the end of its
-    /// range (exclusive) and a signal that changes at each object it adds and closes when
-    /// it ends (see `session::fill_from_upstream`).
-    pub(crate) filling: Option<(Location, tokio::sync::watch::Receiver<()>)>,
+    /// The relay's joining FETCH upstream while it fills the cache, and a short while after
+    /// (`session::FILL_KEPT`): the end of its range (exclusive) and the objects it brought
+    /// so far (kept here too: live groups arriving meanwhile can evict its group from a
+    /// small cache), changed at each object and closed when it ends.
+    pub(crate) filling: Option<(Location, tokio::sync::watch::Receiver<Vec<Object>>)>,
 }
 
 /// A track known to the relay.
