@@ -98,7 +98,13 @@
 //! the subscriber's parameter and the track's extension. An object whose deadline has passed
 //! when its turn comes, or that cannot leave before it at the estimated send rate, is not
 //! started (it waits behind the bytes QUIC holds unsent of its own and more important
-//! levels, estimated from each level's share of recent writes: quinn sends those first). An object whose deadline passes while it is queued or half written ends its
+//! levels, estimated from each level's share of recent writes: quinn sends those first).
+//! An upper video tier (above the base tier) gets only what the more important levels
+//! leave of the rate (the rate they were written at over the last two seconds), since
+//! they keep arriving while its bytes wait and go first: a tier that fits only in part
+//! drains at what is left, and its objects that would arrive late are not started. Audio,
+//! the catalog and the base tier are checked against the whole rate, so this estimate
+//! never holds them back. An object whose deadline passes while it is queued or half written ends its
 //! stream: `Reset` with DELIVERY_TIMEOUT if any byte of the stream was written, otherwise
 //! `Abandon` (no stream is opened). The rest of the subgroup goes with it: objects on a
 //! subgroup stream are delta-coded against the previous one, the draft requires the reset
