@@ -15,13 +15,16 @@ use web_transport_quinn as wt;
 use super::{ClientTls, Error, Kind, ServerTls, Session, Target, TransportConfig};
 
 /// The receive buffer asked for on a server's UDP socket. A relay's one socket takes the
-/// ACKs of every subscriber; while its runtime works through one object's fan-out (about
-/// 15 ms of one core for 1000 subscribers) they wait in the kernel, and Linux's default
-/// (212 KiB, about 200 small datagrams at their in-kernel size) overflows: with 1000
-/// subscribers of 4 KB objects at 30 a second the kernel dropped 47 000 datagrams there in
-/// a 30 s run (ACKs and new clients' handshake packets alike), and subscribers stalled.
-/// 4 MiB holds several such bursts; the kernel caps it at `net.core.rmem_max`.
-const RECEIVE_BUFFER: usize = 4 << 20;
+/// ACKs of every subscriber and its publishers' media; while its runtime works through one
+/// object's fan-out (10-20 ms of one core for 1000 subscribers) they wait in the kernel.
+/// Linux's default (212 KiB, about 200 small datagrams at their in-kernel size) overflowed
+/// there: with 1000 bees subscribers of 4 KB objects the kernel dropped 45 000-64 000
+/// datagrams in a 30 s run (ACKs, publisher media and new clients' handshakes alike) and
+/// connections failed. A deeper queue delays what waits in it, the publisher's media too:
+/// with 4 MiB, objects reached the relay up to 250-1000 ms after capture in those runs
+/// (99th percentile), with 1 MiB within 100 ms, and neither dropped a datagram. The kernel
+/// caps it at `net.core.rmem_max`.
+const RECEIVE_BUFFER: usize = 1 << 20;
 
 /// Asks for [`RECEIVE_BUFFER`] on `socket`; what the kernel grants is logged, a refusal
 /// leaves the default.
