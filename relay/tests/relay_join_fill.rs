@@ -6,7 +6,8 @@
 //! held every subscriber of the track for up to the relay's 2 s limit. Here the publisher
 //! sends the first objects of its fetch response and holds the rest back: the subscriber
 //! must be answered, and see those first objects, well within that limit, then get the rest
-//! in order once it is sent, and the live objects after them.
+//! in order once it is sent, and the live objects after them; and the fetched group reaches
+//! the joiner even when live groups filled the relay's cache before it came.
 
 mod common;
 
@@ -41,16 +42,24 @@ fn object(o: u64) -> Object {
     }
 }
 
-#[tokio::test]
-async fn joiner_is_answered_while_the_upstream_fetch_still_fills() {
-    let relay = relay(config()).await;
-    let publisher = connect(&relay, "moqt").await;
+/// A publisher of `ns()` at `relay` answering the relay's SUBSCRIBE with `largest` and its
+/// joining FETCH with the first `first` objects of group 0; hands out the subscription's
+/// writer and the fetch response (to send the rest on).
+async fn publisher_holding_its_fetch(
+    relay: &tiermesh_relay::RelayHandle,
+    largest: Location,
+    first: u64,
+) -> (
+    tiermesh_client::moq::Connection,
+    mpsc::UnboundedReceiver<tiermesh_client::moq::TrackWriter>,
+    mpsc::UnboundedReceiver<FetchResponse>,
+) {
+    let publisher = connect(relay, "moqt").await;
     within("publish_namespace", publisher.publish_namespace(ns(), None)).await.unwrap();
-    let (writers_tx, mut writers) = mpsc::unbounded_channel();
-    let (fetch_tx, mut fetches) = mpsc::unbounded_channel::<FetchResponse>();
+    let (writers_tx, writers) = mpsc::unbounded_channel();
+    let (fetch_tx, fetches) = mpsc::unbounded_channel::<FetchResponse>();
     let p = publisher.clone();
     tokio::spawn(async move {
-        let largest = Location::new(0, PUBLISHED - 1);
         while let Some(e) = p.next_event().await {
             match e {
                 Event::Subscribe(r) => {
@@ -62,7 +71,7 @@ async fn joiner_is_answered_while_the_upstream_fetch_still_fills() {
                     let Ok(mut resp) = f.accept(false, largest, Extensions::default()).await else {
                         continue;
                     };
-                    for o in 0..FIRST {
+                    for o in 0..first {
                         resp.write(&object(o)).unwrap();
                     }
                     let _ = fetch_tx.send(resp);
@@ -71,6 +80,15 @@ async fn joiner_is_answered_while_the_upstream_fetch_still_fills() {
             }
         }
     });
+    (publisher, writers, fetches)
+}
+
+#[tokio::test]
+async fn joiner_is_answered_while_the_upstream_fetch_still_fills() {
+    let relay = relay(config()).await;
+    let largest = Location::new(0, PUBLISHED - 1);
+    let (_publisher, mut writers, mut fetches) =
+        publisher_holding_its_fetch(&relay, largest, FIRST).await;
 
     let sub = connect(&relay, "moqt").await;
     let (mut reader, fetch) = within_for(
@@ -105,5 +123,33 @@ async fn joiner_is_answered_while_the_upstream_fetch_still_fills() {
     s.write(PUBLISHED, &ext(0, PUBLISHED), ObjectStatus::Normal, payload(0, PUBLISHED)).unwrap();
     let live = within("the live object", reader.next_object()).await.expect("track ended");
     assert_eq!((live.group_id, live.object_id), (0, PUBLISHED));
+    relay.shutdown().await;
+}
+
+/// Live groups that arrive before the fetched one (audio: a group per 20 ms) fill the
+/// relay's cache of 2 groups, so the fetched group is not kept there when it comes: the
+/// joiner's fetch still carries it, from the fill itself.
+#[tokio::test]
+async fn joiner_gets_the_fetched_group_after_live_groups_filled_the_cache() {
+    let relay = relay(config()).await;
+    let (_publisher, mut writers, mut fetches) =
+        publisher_holding_its_fetch(&relay, Location::new(0, 0), 0).await;
+    let sub = connect(&relay, "moqt").await;
+    let (mut reader, fetch) =
+        within("join", sub.join(track("audio"), SubscribeOptions::default(), 0)).await.unwrap();
+    let mut fetch = fetch.expect("the relay's joining fetch accepted");
+    let w = within("upstream at the publisher", writers.recv()).await.unwrap();
+    for g in 1..4 {
+        write_group(&w, g, 0..1, false);
+        let live = within("a live group", reader.next_object()).await.expect("track ended");
+        assert_eq!((live.group_id, live.object_id), (g, 0));
+    }
+    let mut resp = within("the upstream fetch", fetches.recv()).await.unwrap();
+    resp.write(&object(0)).unwrap();
+    resp.finish();
+    let got = within("the fetched group", fetch.next()).await.expect("the fetched object");
+    assert_eq!((got.group_id, got.object_id), (0, 0));
+    assert_eq!(got.payload, payload(0, 0), "same bytes");
+    assert!(within("the fetch's end", fetch.next()).await.is_none(), "the fetch ends");
     relay.shutdown().await;
 }
