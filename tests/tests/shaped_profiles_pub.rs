@@ -7,21 +7,21 @@
 //! satellite, step — publisher behind the link".
 //!
 //! **Start-up.** With the publisher behind a link narrower than the broadcast (`congested`
-//! 600 kbit/s, `satellite` 2 Mbit/s against 2.2 Mbit/s), the subscriber's video starts
-//! 1.3-2.9 s after its catalog (0.3-0.6 s with the subscriber behind the same links): the
-//! relay subscribes upstream with a joining FETCH and answers a track's subscribers only
-//! once that fetch has filled its cache, or after 2 s. Until dfc9551 the publisher sent
-//! fetch responses at the default priority (128), below every live track (16-64), and the
-//! live tracks filled the link, so the video tracks' joining fetches mostly ran out the 2 s
-//! (180p's current group, at most 18.75 kB, would take 0.25 s of `congested`), and in one
-//! of three runs looked at audio's one object did too. Since dfc9551 a fetch response goes
-//! at its track's publisher priority: on `satellite` video starts about 1.3 s in, on
-//! `congested` audio's fetch completes in 0.4 s but 180p's still runs out the 2 s (two runs
-//! each, docs/BENCHMARKS.md; why is not known). On `congested` the 180p groups captured in the
-//! next 2-4 s are then lost or cut as well (up to 6.4 s into the watch). So each of these
-//! profiles has bounds over the whole watch that allow that start-up, and tighter ones over
-//! what was captured from
-//! [`SETTLED`] after the watch's first arrival on.
+//! 600 kbit/s, `satellite` 2 Mbit/s against 2.2 Mbit/s), the relay subscribes upstream with
+//! a joining FETCH of the current group. It answers a track's subscribers as soon as that
+//! SUBSCRIBE and FETCH are answered, and a subscriber's joining fetch passes the upstream
+//! fetch's objects on as they reach the relay (44ed93d, 0c2779e). The subscriber's 180p first
+//! arrives 0.24-0.71 s after its catalog on `congested` and 0.62-1.27 s on `satellite` (0.3-0.6
+//! s with the subscriber behind the same links; seven runs each, docs/BENCHMARKS.md: the
+//! slower `satellite` runs come a round trip later, the publisher answering the tracks'
+//! requests in two rounds). The first 180p group is not whole sooner on `congested`: the
+//! fetch is one QUIC stream, each lost packet holds its rest back for a loss-recovery round
+//! (about 0.5 s), and its last object comes 0.92-1.68 s after the catalog. Before 44ed93d the
+//! relay answered only once the fetch had filled its cache, or after 2 s, and video started
+//! 1.3-2.9 s after the catalog; on `congested` the 180p groups captured in the next 2-4 s were
+//! then lost or cut as well (up to 6.4 s into the watch). The bounds below were measured
+//! then: over the whole watch they allow that start-up, and tighter ones hold over what was
+//! captured from [`SETTLED`] after the watch's first arrival on.
 //!
 //! Bounds and why ("measured": seventeen runs of this test, twelve at 3749b58 and five at
 //! 6af5d8d, eight of them with one or two CPU-bound loops beside them; figures as
@@ -60,9 +60,9 @@ use shaped_link::{
 use tiermesh_client::subscribe::GroupRecord;
 
 /// What is captured from this long after the watch's first arrival on is past the
-/// publisher-side start-up (the 2 s wait for the upstream joining fetch, a round trip, and
-/// the 2-4 s after it: the last start-up loss measured was captured 6.4 s in, so one
-/// start-up loss can still fall in the settled part).
+/// publisher-side start-up (before 44ed93d: the 2 s wait for the upstream joining fetch, a
+/// round trip, and the 2-4 s after it: the last start-up loss measured then was captured
+/// 6.4 s in, so one start-up loss can still fall in the settled part).
 const SETTLED: Duration = Duration::from_secs(6);
 
 /// Groups of `track` (IDs are capture time / `group_ms`) captured from [`SETTLED`] after the
