@@ -36,6 +36,11 @@ const DROP_TALLY: Duration = Duration::from_secs(1);
 /// trip (under a second even over satellite); 5 s leaves room for a chain of relays.
 const UPSTREAM_SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 
+/// How long an established upstream's objects wait for the subscribers parked on it to be
+/// answered and added to the fan-out (`run_upstream`): answering is a command to each
+/// subscriber's local session driver, done in well under a second even on a loaded machine.
+const PARKED_ATTACH_WAIT: Duration = Duration::from_secs(1);
+
 /// How long the relay's joining FETCH upstream may go on filling the cache with the current
 /// group (downstream joining fetches pass its objects on as they come, and end when it
 /// does). A video group is 1 s: what has not come in 2 s is rarely still wanted.
@@ -310,7 +315,7 @@ async fn subscribe(ctx: Arc<Ctx>, id: SessionId, grant: Option<Arc<Grant>>, req:
     admit!(&ctx, grant.as_deref(), req, Action::Subscribe, &req.track.namespace);
     tracing::debug!(track = %req.track, "SUBSCRIBE");
     match route(&ctx, id, req) {
-        Route::Attach(track, req) => attach(ctx, track, req, id).await,
+        Route::Attach(track, req) => attach(ctx, track, req, id, None).await,
         Route::Waiting => {}
         Route::NoPublisher(req) => {
             tracing::info!(track = %req.track, "subscribe refused: no publisher");
@@ -381,9 +386,17 @@ fn route(ctx: &Ctx, id: SessionId, req: SubscribeRequest) -> Route {
 }
 
 /// Accepts a downstream SUBSCRIBE for a track whose upstream is established (or lingering)
-/// and adds it to the fan-out. The caller counted it in `attaching`.
-async fn attach(ctx: Arc<Ctx>, track: Arc<Track>, req: SubscribeRequest, session: SessionId) {
+/// and adds it to the fan-out. The caller counted it in `attaching`. `answered` is dropped
+/// once the subscription is answered and added (or not added).
+async fn attach(
+    ctx: Arc<Ctx>,
+    track: Arc<Track>,
+    req: SubscribeRequest,
+    session: SessionId,
+    answered: Option<tokio::sync::oneshot::Sender<()>>,
+) {
     let added = attach_inner(&ctx, &track, req, session).await;
+    drop(answered);
     {
         let mut st = track.lock();
         st.attaching = st.attaching.saturating_sub(1);
@@ -433,6 +446,14 @@ async fn attach_inner(
         return None;
     }
     let forward = req_forward.unwrap_or(true);
+    // Objects after `start` that came while the SUBSCRIBE_OK was sent and left the cache
+    // since cannot reach this subscriber: its stream starts after a gap.
+    if let Some(oldest) = st.cache.oldest()
+        && forward
+        && oldest.group.0 > start.group.0 + 1
+    {
+        tracing::warn!(track = %track.name, ?start, ?oldest, "groups after a new subscription's start left the cache while it was answered");
+    }
     let key = st.add_downstream(writer.clone(), session, start, end_group, forward, &ctx.metrics);
     drop(st);
     if let Some(v) = new_group {
@@ -710,9 +731,18 @@ pub(crate) async fn run_upstream(
     if let Some(v) = late_new_group {
         track.request_new_group(v);
     }
+    let mut answered = Vec::new();
     for (req, s) in waiting {
-        tokio::spawn(attach(ctx.clone(), track.clone(), req, s));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        answered.push(rx);
+        tokio::spawn(attach(ctx.clone(), track.clone(), req, s, Some(tx)));
     }
+    // The subscribers parked on the track start after the largest object it has now, so its
+    // objects wait in `reader` until they are added: those that came with or before the
+    // SUBSCRIBE_OK (streams wait for it; over a lossy link it can come after a few hundred
+    // ms of them) would otherwise be forwarded meanwhile and push the groups they want out
+    // of the cache (two groups: 40 ms of audio), a gap at the start of their streams.
+    let _ = tokio::time::timeout(PARKED_ATTACH_WAIT, futures::future::join_all(answered)).await;
     let mut done = None;
     let lost = loop {
         tokio::select! {
