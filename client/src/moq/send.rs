@@ -459,8 +459,6 @@ struct Writer {
     /// Objects dropped as of the last copy of the scheduler's counters.
     drops_shown: u64,
     base_sent: u64,
-    /// Bytes declared lost when the writer started (see [`Writer::sent`]).
-    base_lost: u64,
     handed: u64,
     /// Bytes handed to each stream still open in QUIC. A stream that ends without a clean
     /// FIN (reset, stopped by the peer, a failed write) takes its unsent bytes with it, so
@@ -494,7 +492,6 @@ impl Writer {
             inbox: VecDeque::new(),
             drops_shown: 0,
             base_sent: stats.bytes_sent,
-            base_lost: stats.bytes_lost,
             handed: 0,
             stream_handed: HashMap::new(),
             stats,
@@ -541,7 +538,7 @@ impl Writer {
         let age = now.saturating_duration_since(self.stats_at);
         let stale = age > STATS_MAX_AGE
             && (age > STATS_CLEAR_MAX_AGE || {
-                let sent = self.sent();
+                let sent = self.stats.bytes_sent.saturating_sub(self.base_sent);
                 let pending =
                     self.handed.saturating_sub(sent).saturating_add(self.scheduler.queued_bytes());
                 pending.saturating_mul(2) > self.stats.cwnd
@@ -550,7 +547,7 @@ impl Writer {
             self.stats = self.session.stats();
             self.stats_at = now;
         }
-        let sent = self.sent();
+        let sent = self.stats.bytes_sent.saturating_sub(self.base_sent);
         SendBudget {
             cwnd: self.stats.cwnd,
             cwnd_available: self.stats.cwnd,
@@ -721,21 +718,9 @@ impl Writer {
     /// buffered. How much of it was sent is unknown: at most what is estimated buffered now.
     fn discard(&mut self, stream: u64) {
         let Some(h) = self.stream_handed.remove(&stream) else { return };
-        let buffered = self.handed.saturating_sub(self.sent());
+        let sent = self.stats.bytes_sent.saturating_sub(self.base_sent);
+        let buffered = self.handed.saturating_sub(sent);
         self.handed -= h.min(buffered);
-    }
-
-    /// About how many of the bytes handed to QUIC it has sent, as of the last reading: the
-    /// UDP bytes sent since the writer started, less the bytes of packets declared lost,
-    /// whose stream data QUIC sends again (and counts again). Without that, on a link that
-    /// loses packets the estimate of what QUIC holds unsent fell behind by every lost byte
-    /// (on `congested`, 50-70 kB after 10-14 s, about a second of the link: the budget let
-    /// that much more wait in QUIC and the deadline check did not see it). What remains
-    /// counted as sent without being stream data (packet headers, acknowledgements, the
-    /// control stream) keeps the estimate on the low side.
-    fn sent(&self) -> u64 {
-        let lost = self.stats.bytes_lost.saturating_sub(self.base_lost);
-        self.stats.bytes_sent.saturating_sub(self.base_sent).saturating_sub(lost)
     }
 
     fn spawn(
