@@ -446,11 +446,11 @@ async fn attach_inner(
         return None;
     }
     let forward = req_forward.unwrap_or(true);
-    // Objects after `start` that came while the SUBSCRIBE_OK was sent and left the cache
-    // since cannot reach this subscriber: its stream starts after a gap.
-    if let Some(oldest) = st.cache.oldest()
+    // Groups from `start` on that came while the SUBSCRIBE_OK was sent (after `largest`) and
+    // left the cache since cannot reach this subscriber: its stream starts after a gap.
+    if let (Some(oldest), Some(read)) = (st.cache.oldest(), largest)
         && forward
-        && oldest.group.0 > start.group.0 + 1
+        && oldest.group.0 > start.group.0.max(read.group.0 + 1)
     {
         tracing::warn!(track = %track.name, ?start, ?oldest, "groups after a new subscription's start left the cache while it was answered");
     }
