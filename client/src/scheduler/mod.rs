@@ -98,13 +98,7 @@
 //! the subscriber's parameter and the track's extension. An object whose deadline has passed
 //! when its turn comes, or that cannot leave before it at the estimated send rate, is not
 //! started (it waits behind the bytes QUIC holds unsent of its own and more important
-//! levels, estimated from each level's share of recent writes: quinn sends those first).
-//! An upper video tier (above the base tier) gets only what the more important levels
-//! leave of the rate (the rate they were written at over the last two seconds), since
-//! they keep arriving while its bytes wait and go first: a tier that fits only in part
-//! drains at what is left, and its objects that would arrive late are not started. Audio,
-//! the catalog and the base tier are checked against the whole rate, so this estimate
-//! never holds them back. An object whose deadline passes while it is queued or half written ends its
+//! levels, estimated from each level's share of recent writes: quinn sends those first). An object whose deadline passes while it is queued or half written ends its
 //! stream: `Reset` with DELIVERY_TIMEOUT if any byte of the stream was written, otherwise
 //! `Abandon` (no stream is opened). The rest of the subgroup goes with it: objects on a
 //! subgroup stream are delta-coded against the previous one, the draft requires the reset
@@ -149,7 +143,6 @@
 
 mod config;
 mod error;
-mod rates;
 mod ready;
 mod stats;
 mod types;
@@ -179,7 +172,6 @@ use tiermesh_proto::priority::SendOrder;
 use tiermesh_proto::types::GroupOrder;
 
 use config::MIN_WRITE;
-use rates::LevelRates;
 use ready::{BuildKeyHasher, LevelSet};
 
 type Map<K, V> = HashMap<K, V, BuildKeyHasher>;
@@ -314,9 +306,6 @@ pub struct Scheduler {
     /// share of QUIC's unsent bytes a level's object waits behind (see `check_start`).
     written_by_level: Map<Level, u64>,
     written_total: u64,
-    /// Bytes written per level over the last second or two: the rate the more important
-    /// levels take, which an upper video tier cannot have (see `check_start`).
-    rates: LevelRates,
 }
 
 /// When the bytes counted in `written_by_level` pass this, every count is halved: the
@@ -343,7 +332,6 @@ impl Scheduler {
             stats: Stats::default(),
             written_by_level: Map::default(),
             written_total: 0,
-            rates: LevelRates::default(),
         }
     }
 
@@ -707,7 +695,6 @@ impl Scheduler {
             }
             *self.written_by_level.entry(level).or_default() += len;
             self.written_total += len;
-            self.rates.add(now, level, len);
             if self.written_total > WRITTEN_DECAY_AT {
                 self.written_by_level.values_mut().for_each(|b| *b /= 2);
                 self.written_total /= 2;
@@ -727,35 +714,6 @@ impl Scheduler {
         let ahead: u64 =
             self.written_by_level.iter().filter(|(l, _)| **l <= level).map(|(_, b)| b).sum();
         (buffered as u128 * ahead as u128 / self.written_total as u128) as u64
-    }
-
-    /// How long an upper video tier's object of `pending` bytes at `level` needs to leave,
-    /// if the rate is known. QUIC sends first what it holds of the more important levels
-    /// (at the whole rate), then this level's bytes ahead of the object and the object
-    /// itself, which get only what the more important levels leave of the rate: they keep
-    /// arriving meanwhile (at the rate they were written over the last second or two) and
-    /// quinn sends them first. A tier that fits only in part gets what is left, not the
-    /// whole rate, so its objects are not started when they would arrive late.
-    fn time_to_send_at(
-        &self,
-        now: Instant,
-        level: Level,
-        ahead: u64,
-        pending: u64,
-        budget: &SendBudget,
-    ) -> Option<Duration> {
-        let rate = budget.send_rate_bps;
-        if rate == 0 {
-            return None;
-        }
-        let above = match level.checked_sub(1) {
-            Some(l) => self.buffered_ahead(l, budget.buffered).min(ahead),
-            None => 0,
-        };
-        let left = rate.saturating_sub(self.rates.above_bps(now, level)).max(1);
-        let nanos = |bytes: u64, bps: u64| bytes as u128 * 8 * 1_000_000_000 / bps as u128;
-        let total = nanos(above, rate) + nanos((ahead - above).saturating_add(pending), left);
-        Some(Duration::from_nanos(u64::try_from(total).unwrap_or(u64::MAX)))
     }
 
     fn next_fifo(&mut self, allowance: u64, budget: &SendBudget) -> Step {
@@ -826,15 +784,9 @@ impl Scheduler {
             let pending = head.len() + s.header.len() as u64;
             // Audio does not wait behind video QUIC already holds: at a 600 ms round trip
             // the window holds more video than audio's 400 ms deadline allows to send.
-            let ahead = self.buffered_ahead(level, budget.buffered);
-            let t = if matches!(s.class, TrackClass::Video { tier } if tier > 0) {
-                self.time_to_send_at(now, level, ahead, pending, budget)
-            } else {
-                // Audio, the catalog and the base tier keep the whole rate: they are what
-                // the scheduler protects, and are never held back on a share estimate.
-                SendBudget { buffered: ahead, ..*budget }.time_to_send(pending)
-            };
-            if let Some(t) = t
+            let ahead =
+                SendBudget { buffered: self.buffered_ahead(level, budget.buffered), ..*budget };
+            if let Some(t) = ahead.time_to_send(pending)
                 && now.checked_add(t).is_none_or(|eta| eta > deadline)
             {
                 return Some((reason, Some(head.seq)));

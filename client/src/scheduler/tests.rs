@@ -287,56 +287,6 @@ fn audio_is_not_held_to_the_video_queued_in_quic() {
     );
 }
 
-/// A tier that fits only in part gets what the more important levels leave of the send
-/// rate: an object of it that would leave before its deadline at the whole rate, but not at
-/// what is left, is not started; one that fits in what is left goes. The base tier (and
-/// audio) are checked against the whole rate as before, so they are never held back by it.
-#[test]
-fn a_partly_fitting_tier_gets_only_what_the_levels_above_leave() {
-    let t0 = Instant::now();
-    let mut s = Scheduler::new(SchedulerConfig::default());
-    // Two seconds of audio at 100 kbit/s and 180p at 150 kbit/s, all sent as it came.
-    for i in 0..20 {
-        let at = t0 + ms(100 * i);
-        s.open_stream(StreamKey(1000 + i), audio(1, i)).unwrap();
-        s.push_object(StreamKey(1000 + i), obj(at, 1246)).unwrap();
-        s.finish_stream(StreamKey(1000 + i)).unwrap();
-        s.open_stream(StreamKey(2000 + i), video(2, 0, i)).unwrap();
-        s.push_object(StreamKey(2000 + i), obj(at, 1871)).unwrap();
-        s.finish_stream(StreamKey(2000 + i)).unwrap();
-        drain(&mut s, at, &mut unlimited());
-    }
-    // 600 kbit/s: 250 are taken by audio and 180p, 350 are left to 360p.
-    let rate = || SendBudget { send_rate_bps: 600_000, ..unlimited() };
-    let now = t0 + ms(2050);
-    let arrived = now - ms(400); // 600 ms left of the 1 s timeout
-
-    // 30 kB of 360p: 400 ms at the whole rate, 686 ms at what is left: not started.
-    s.open_stream(StreamKey(1), video(3, 1, 5)).unwrap();
-    s.push_object(StreamKey(1), obj(arrived, 30_000)).unwrap();
-    let actions = drain(&mut s, now, &mut rate());
-    assert_eq!(written_bytes(&actions, 1), 0, "{actions:?}");
-    assert!(
-        actions
-            .contains(&Action::Abandon { key: StreamKey(1), reason: DropReason::DeliveryTimeout }),
-        "{actions:?}"
-    );
-    // 15 kB of 360p: 343 ms at what is left: it goes.
-    s.open_stream(StreamKey(2), video(3, 1, 6)).unwrap();
-    s.push_object(StreamKey(2), obj(arrived, 15_000)).unwrap();
-    assert_eq!(written_bytes(&drain(&mut s, now, &mut rate()), 2), 15_004);
-    // 42 kB of 180p: 560 ms at the whole rate (672 ms at what audio leaves): it goes.
-    s.open_stream(StreamKey(3), video(2, 0, 20)).unwrap();
-    s.push_object(StreamKey(3), obj(arrived, 42_000)).unwrap();
-    assert_eq!(written_bytes(&drain(&mut s, now, &mut rate()), 3), 42_004);
-    // 20 kB of audio, 100 ms into its 400 ms: 267 ms at the whole rate: it goes.
-    s.open_stream(StreamKey(4), audio(1, 20)).unwrap();
-    s.push_object(StreamKey(4), obj(now - ms(100), 20_000)).unwrap();
-    assert_eq!(written_bytes(&drain(&mut s, now, &mut rate()), 4), 20_004);
-    assert_eq!(s.stats().dropped_total(TrackClass::Video { tier: 0 }).objects, 0);
-    assert_eq!(s.stats().dropped_total(TrackClass::Audio).objects, 0);
-}
-
 /// Objects past the end-to-end capture-age budget are dropped: at once if already too old
 /// on arrival, or when their age would pass it while they wait.
 #[test]
