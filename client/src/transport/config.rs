@@ -67,11 +67,13 @@ pub(crate) const CLIENT_INITIAL_STREAMS: u32 = 256;
 /// reached (8 packets are 93 ms at 1 Mbit/s), so the delay decides: with 25 ms a `rural`
 /// receiver acknowledged every 2-3 packets in batches, the sender's window reopened and its
 /// RTT samples arrived 25 ms late, and cubic kept a longer queue. With 5 ms nearly every
-/// packet is acknowledged within 5 ms. On loopback fan-out an object's packets arrive
-/// together, so a subscriber still acknowledges once per object (measured: the same
-/// datagrams and relay CPU per delivered object); a connection busier than 8 packets per
-/// 5 ms (1 600 a second) still acknowledges every 8th packet. The PTO, which adds this
-/// delay, shrinks by 20 ms too.
+/// packet is acknowledged within 5 ms. On loopback fan-out an object's packets mostly
+/// arrive together and are acknowledged once either way, but not always: the loopback
+/// figures measured so far do not settle whether this costs the relay CPU per object
+/// (docs/BENCHMARKS.md, rural). quinn 0.11 cannot ask for a delay that follows the path's
+/// RTT (it requests the least of this value and the larger of the RTT and 25 ms). A
+/// connection busier than 8 packets per 5 ms (1 600 a second) still acknowledges every 8th
+/// packet. The PTO, which adds this delay, shrinks by 20 ms too.
 pub(crate) const ACK_MAX_DELAY: Duration = Duration::from_millis(5);
 
 /// The reordering threshold peers are asked for along with the ACK frequency (RFC 9000's own
