@@ -68,9 +68,9 @@ pub(crate) const CLIENT_INITIAL_STREAMS: u32 = 256;
 /// receiver acknowledged every 2-3 packets in batches, the sender's window reopened and its
 /// RTT samples arrived 25 ms late, and cubic kept a longer queue. With 5 ms nearly every
 /// packet is acknowledged within 5 ms. On loopback fan-out an object's packets mostly
-/// arrive together and are acknowledged once either way, but not always: the loopback
-/// figures measured so far do not settle whether this costs the relay CPU per object
-/// (docs/BENCHMARKS.md, rural). quinn 0.11 cannot ask for a delay that follows the path's
+/// arrive together and are acknowledged once either way (measured: the same datagrams per
+/// delivered object; relay CPU per object within the noise of a shared machine, see
+/// docs/BENCHMARKS.md, rural). quinn 0.11 cannot ask for a delay that follows the path's
 /// RTT (it requests the least of this value and the larger of the RTT and 25 ms). A
 /// connection busier than 8 packets per 5 ms (1 600 a second) still acknowledges every 8th
 /// packet. The PTO, which adds this delay, shrinks by 20 ms too.
