@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mesh_common::{node_dir, subscribe_when_routed};
-use tiermesh_client::moq::{self, Event, SubscribeOptions, TrackReader, TrackWriter};
+use tiermesh_client::moq::{self, SubscribeOptions, TrackReader, TrackWriter};
 use tiermesh_client::transport::Url;
 use tiermesh_link::{Emulator, EmulatorConfig, LinkParams, Schedule};
 use tiermesh_proto::data::ObjectStatus;
@@ -65,19 +65,8 @@ async fn publish_via(
     let (conn, driver) = within("connect", moq::connect(url, options(relay))).await.unwrap();
     tokio::spawn(driver.run());
     within("setup", conn.ready()).await.unwrap();
-    within("publish_namespace", conn.publish_namespace(ns(), None)).await.unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let c = conn.clone();
-    tokio::spawn(async move {
-        while let Some(e) = c.next_event().await {
-            if let Event::Subscribe(r) = e
-                && let Ok(w) = r.accept(Extensions::default(), None).await
-            {
-                let _ = tx.send(w);
-            }
-        }
-    });
-    (conn, rx)
+    let Publisher { conn, writers } = publish_accepting(conn, None).await;
+    (conn, writers)
 }
 
 /// The one object of group `g`: a few bytes, so that all the streams' first bytes fit in

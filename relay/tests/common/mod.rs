@@ -105,6 +105,15 @@ pub async fn publisher_with(
     largest: Option<tiermesh_proto::types::Location>,
 ) -> Publisher {
     let conn = connect_with(relay, scheme, options).await;
+    publish_accepting(conn, largest).await
+}
+
+/// Publishes `ns()` on an established session and accepts every SUBSCRIBE the relay
+/// sends (reporting `largest`), handing its writer to the test.
+pub async fn publish_accepting(
+    conn: Connection,
+    largest: Option<tiermesh_proto::types::Location>,
+) -> Publisher {
     within("publish_namespace", conn.publish_namespace(ns(), None)).await.unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     let c = conn.clone();
