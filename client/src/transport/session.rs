@@ -398,15 +398,7 @@ impl Session {
     /// A stream the peer opened: counted, and the peer's limit raised when a quarter is in use.
     fn accepted(&self, inner: wt::RecvStream, dir: usize) -> RecvStream {
         if self.shared.limits.opened(dir).is_some() {
-            let conn: &quinn::Connection = &self.inner;
-            self.shared.limits.apply(dir, |limit| {
-                if dir == UNI {
-                    conn.set_max_concurrent_uni_streams(limit.into());
-                } else {
-                    conn.set_max_concurrent_bi_streams(limit.into());
-                }
-                tracing::debug!(limit, uni = dir == UNI, "peer's stream limit raised");
-            });
+            self.hand_limit_to_quinn(dir);
         }
         RecvStream { inner, session: self.clone(), counted: Some(dir) }
     }
@@ -418,12 +410,22 @@ impl Session {
     /// its first streams wait for credit. Does nothing if the limit is already that high.
     pub fn grant_publisher_streams(&self) {
         if self.shared.limits.raise(UNI, super::config::CLIENT_INITIAL_STREAMS).is_some() {
-            let conn: &quinn::Connection = &self.inner;
-            self.shared.limits.apply(UNI, |limit| {
-                conn.set_max_concurrent_uni_streams(limit.into());
-                tracing::debug!(limit, "publisher's stream limit raised");
-            });
+            self.hand_limit_to_quinn(UNI);
         }
+    }
+
+    /// Gives quinn the peer's stream limit in direction `dir` as granted now (under the
+    /// limits' lock, so the last one applied is the largest).
+    fn hand_limit_to_quinn(&self, dir: usize) {
+        let conn: &quinn::Connection = &self.inner;
+        self.shared.limits.apply(dir, |limit| {
+            if dir == UNI {
+                conn.set_max_concurrent_uni_streams(limit.into());
+            } else {
+                conn.set_max_concurrent_bi_streams(limit.into());
+            }
+            tracing::debug!(limit, uni = dir == UNI, "peer's stream limit raised");
+        });
     }
 
     /// Sends one datagram (unreliable, unordered). At most
