@@ -20,7 +20,10 @@
 //!
 //! - `two_mesh_hops_add_little_to_the_links_delays`: a chain A - B - C whose inter-region
 //!   links go through `tiermesh link` with 40 ms and 90 ms one-way: the median latency of
-//!   every media track stays within 60 ms above the 130 ms of the links.
+//!   every media track stays within 60 ms above the 130 ms of the links. It also prints
+//!   each video tier's start-up (`--groups`): when its first key frame came and how late
+//!   each whole group ended, whether its objects came by the joining fetch or by the
+//!   subscription (the latency figures count only the subscription's).
 //! - `a_congested_inter_region_link_drops_the_high_tier_first`: B - C limited to 1 Mbit/s;
 //!   the subscriber in C keeps audio (at least 99% of its frames) and the whole base tier,
 //!   while the highest tier gets under 500 kbit/s of its 1.5 Mbit/s.
@@ -678,17 +681,70 @@ fn two_mesh_hops_add_little_to_the_links_delays() -> Result<()> {
     // 40 ms one-way between A and B, 90 ms between B and C.
     let (_relays, _links, _publisher) = chain(&env, &["--delay", "40ms"], &["--delay", "90ms"])?;
     let c1 = &_relays[2];
-    let report = sub_report(&env, c1, 5)?;
+    let mut args = vec![c1.url(), "--duration".to_owned(), "5s".to_owned(), "--groups".to_owned()];
+    args.extend(env.pin());
+    let (report, ok, proc) = sub_json("sub", &args, WAIT)?;
+    if !ok {
+        bail!("sub failed\n{}", proc.dump());
+    }
+    let report = report.context("no report")?;
+    print_start_up(&report, &proc.stdout())?;
     let delays = 40.0 + 90.0;
     for t in report.tracks.iter().filter(|t| t.name != "catalog") {
         let l = t.latency_ms.as_ref().context("latency")?;
         println!(
-            "two hops (40 + 90 ms): {}: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            t.name, l.p50, l.p95, l.p99, l.max
+            "two hops (40 + 90 ms): {}: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} objects, {} by the joining fetch, first after {:.0} ms)",
+            t.name,
+            l.p50,
+            l.p95,
+            l.p99,
+            l.max,
+            t.objects,
+            t.fetched_objects,
+            t.first_object_ms.unwrap_or(f64::NAN)
         );
         assert!(l.p50 >= delays, "{}: faster than the links? {l:?}", t.name);
         assert!(l.p50 <= delays + TWO_HOP_MARGIN_MS, "{}: {l:?}", t.name);
         assert_eq!(t.missing_groups, 0, "{t:?}");
+    }
+    Ok(())
+}
+
+/// Prints, per video track, how its start-up went for a viewer, whatever came by the
+/// joining fetch or by the subscription: when the first group start (key frame) arrived,
+/// and how late each whole group's last object arrived (arrival minus capture minus the
+/// group's span), from `tiermesh sub --groups`.
+fn print_start_up(report: &tiermesh_tests::Report, stdout: &str) -> Result<()> {
+    let line = stdout.lines().find(|l| l.starts_with('{')).context("no JSON")?;
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    let groups = v["groups"].as_array().context("no groups")?;
+    // The subscription's start, wall clock: any track's first arrival minus its delay.
+    let start = report
+        .tracks
+        .iter()
+        .filter_map(|t| {
+            let g = groups.iter().find(|g| g["name"] == t.name.as_str())?;
+            let first = g["groups"].as_array()?.iter().filter_map(|r| r["first_ms"].as_f64());
+            Some(first.fold(f64::MAX, f64::min) - t.first_object_ms?)
+        })
+        .fold(f64::MAX, f64::min);
+    for g in groups.iter().filter(|g| g["name"].as_str().is_some_and(|n| n.starts_with("video/"))) {
+        let recs = g["groups"].as_array().context("groups")?;
+        let key = recs.iter().find(|r| r["capture_ms"].is_number());
+        let late: Vec<String> = recs
+            .iter()
+            .filter(|r| r["complete"] == true && r["objects"] == 30)
+            .filter_map(|r| {
+                let span = 29.0 * 1000.0 / 30.0;
+                Some(format!("{:.0}", r["last_ms"].as_f64()? - r["capture_ms"].as_f64()? - span))
+            })
+            .collect();
+        println!(
+            "two hops (40 + 90 ms): {}: first key frame after {:.0} ms; whole groups' last object late by {} ms",
+            g["name"].as_str().unwrap_or("?"),
+            key.and_then(|r| r["first_ms"].as_f64()).map_or(f64::NAN, |f| f - start),
+            late.join(", ")
+        );
     }
     Ok(())
 }
