@@ -31,8 +31,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
 use crate::scheduler::{
-    Action, Object, Scheduler, SchedulerConfig, SendBudget, Stats, StreamKey, StreamSpec,
-    TrackClass, TrackKey,
+    Action, Object, Reading, Scheduler, SchedulerConfig, SendBudget, Stats, StreamKey, StreamSpec,
+    TrackClass, TrackKey, Unsent,
 };
 use crate::transport;
 
@@ -357,13 +357,14 @@ enum Out {
 /// (open, write, finish or reset streams; send datagrams) until every [`SendPath`] is
 /// dropped.
 ///
-/// The budget: the congestion window may take `cwnd` now (QUIC does not expose what is
-/// in flight, and on the links served the window is mostly free when the scheduler is
-/// asked), and what QUIC holds unsent is estimated as the bytes handed to it minus the
-/// bytes it reports sent. A stream that ends without a clean FIN (reset, stopped by the
-/// peer, a failed write) takes back what it was handed, up to that estimate: quinn drops its
-/// unsent bytes, which would otherwise count as buffered for good and, once the window is
-/// small, hold every other stream back.
+/// The budget: the congestion window may take `cwnd` now (QUIC does not expose what is in
+/// flight; taking the bytes sent in the last round trip as in flight held the base tier back
+/// in the scheduler whenever CUBIC's window was full, where the stale-group rule then cut its
+/// groups short), and QUIC holds unsent what [`Unsent`] estimates from the chunks handed to it and the
+/// connection's counters (QUIC exposes neither figure): bytes sent less per-packet
+/// overhead drain it in quinn's priority order, bytes of lost packets count as unsent until
+/// resent, and a stream that ends without a clean FIN (reset, stopped by the peer, a failed
+/// write) takes only its own unsent bytes with it.
 pub(crate) async fn run(session: Arc<transport::Session>, rx: Receiver, config: SchedulerConfig) {
     // Nothing is built until the first command: the state below (and this future's size,
     // which every connection's task would carry) is for connections that send data.
@@ -458,13 +459,8 @@ struct Writer {
     inbox: VecDeque<SendCmd>,
     /// Objects dropped as of the last copy of the scheduler's counters.
     drops_shown: u64,
-    base_sent: u64,
-    handed: u64,
-    /// Bytes handed to each stream still open in QUIC. A stream that ends without a clean
-    /// FIN (reset, stopped by the peer, a failed write) takes its unsent bytes with it, so
-    /// they leave `handed` then: else they would count as buffered in QUIC for good and
-    /// hold the budget shut once the congestion window is small.
-    stream_handed: HashMap<u64, u64>,
+    /// What QUIC holds unsent, by the estimate.
+    unsent: Unsent,
     stats: transport::Stats,
     stats_at: Instant,
     /// Consecutive chunks of one stream (an object's head and payload, say) collected
@@ -482,18 +478,20 @@ impl Writer {
         written_tx: mpsc::UnboundedSender<()>,
     ) -> Self {
         let stats = session.stats();
+        let mut unsent = Unsent::new();
+        unsent.handle_reading(Instant::now(), reading(&stats));
+        let mut scheduler = Scheduler::new(config);
+        scheduler.handle_unsent(&unsent);
         Self {
             session,
             runtime: tokio::runtime::Handle::current(),
-            scheduler: Scheduler::new(config),
+            scheduler,
             streams: HashMap::new(),
             tasks: JoinSet::new(),
             written_tx,
             inbox: VecDeque::new(),
             drops_shown: 0,
-            base_sent: stats.bytes_sent,
-            handed: 0,
-            stream_handed: HashMap::new(),
+            unsent,
             stats,
             stats_at: Instant::now(),
             batch: Vec::new(),
@@ -538,20 +536,19 @@ impl Writer {
         let age = now.saturating_duration_since(self.stats_at);
         let stale = age > STATS_MAX_AGE
             && (age > STATS_CLEAR_MAX_AGE || {
-                let sent = self.stats.bytes_sent.saturating_sub(self.base_sent);
-                let pending =
-                    self.handed.saturating_sub(sent).saturating_add(self.scheduler.queued_bytes());
+                let pending = self.unsent.total().saturating_add(self.scheduler.queued_bytes());
                 pending.saturating_mul(2) > self.stats.cwnd
             });
         if fresh || stale {
             self.stats = self.session.stats();
             self.stats_at = now;
+            self.unsent.handle_reading(now, reading(&self.stats));
+            self.scheduler.handle_unsent(&self.unsent);
         }
-        let sent = self.stats.bytes_sent.saturating_sub(self.base_sent);
         SendBudget {
             cwnd: self.stats.cwnd,
             cwnd_available: self.stats.cwnd,
-            buffered: self.handed.saturating_sub(sent),
+            buffered: self.unsent.total(),
             send_rate_bps: self.stats.send_rate_estimate_bps,
         }
     }
@@ -576,8 +573,7 @@ impl Writer {
 
     fn act(&mut self, action: Action) {
         if let Action::Write { key, chunk, quinn_priority } = action {
-            self.handed += chunk.len() as u64;
-            *self.stream_handed.entry(key.0).or_default() += chunk.len() as u64;
+            self.unsent.handle_write(key.0, quinn_priority, chunk.len() as u64);
             if self.batch_stream.is_some_and(|(s, _)| s != key.0) {
                 self.write_batch();
             }
@@ -590,26 +586,23 @@ impl Writer {
         match action {
             Action::Write { .. } => {}
             Action::Datagram { datagram, .. } => {
-                let _ = self.session.send_datagram(datagram);
+                let len = datagram.len() as u64;
+                if self.session.send_datagram(datagram).is_ok() {
+                    self.unsent.handle_datagram(len);
+                }
             }
             Action::Finish { key } => match self.streams.remove(&key.0) {
                 Some(Out::Direct(mut s)) => {
                     // quinn keeps delivering what was written after the handle is dropped;
                     // a stream the peer stopped is reset when dropped.
-                    match s.finish() {
-                        Ok(()) => {
-                            self.stream_handed.remove(&key.0);
-                        }
-                        Err(_) => self.discard(key.0),
+                    if s.finish().is_err() {
+                        self.discard(key.0);
                     }
                 }
                 Some(Out::Task(tx)) => {
                     // The task still writes what it holds; if it stopped, that is lost.
-                    match tx.send(StreamCmd::Finish) {
-                        Ok(()) => {
-                            self.stream_handed.remove(&key.0);
-                        }
-                        Err(_) => self.discard(key.0),
+                    if tx.send(StreamCmd::Finish).is_err() {
+                        self.discard(key.0);
                     }
                 }
                 Some(Out::Failed) | None => self.discard(key.0),
@@ -629,7 +622,7 @@ impl Writer {
             }
             Action::Abandon { key, reason } => {
                 tracing::debug!(stream = key.0, ?reason, "stream abandoned by the scheduler");
-                self.stream_handed.remove(&key.0);
+                self.discard(key.0);
                 if let Some(Out::Direct(mut s)) = self.streams.remove(&key.0) {
                     // Nothing more will be written: end it rather than leave it open.
                     let _ = s.finish();
@@ -713,14 +706,11 @@ impl Writer {
         self.streams.insert(stream, Out::Task(tx));
     }
 
-    /// A stream ended without a clean FIN: what it was handed and QUIC did not send yet was
-    /// dropped (by quinn on reset, or before reaching QUIC), so it no longer counts as
-    /// buffered. How much of it was sent is unknown: at most what is estimated buffered now.
+    /// A stream ended without a clean FIN: what QUIC did not send of it yet was dropped (by
+    /// quinn on reset, or before reaching QUIC), so it no longer counts as unsent.
     fn discard(&mut self, stream: u64) {
-        let Some(h) = self.stream_handed.remove(&stream) else { return };
-        let sent = self.stats.bytes_sent.saturating_sub(self.base_sent);
-        let buffered = self.handed.saturating_sub(sent);
-        self.handed -= h.min(buffered);
+        self.unsent.handle_discard(stream);
+        self.scheduler.handle_unsent(&self.unsent);
     }
 
     fn spawn(
@@ -758,8 +748,10 @@ impl Writer {
             SendCmd::Finish { stream } => scheduler.finish_stream(StreamKey(stream)),
             SendCmd::Reset { stream } => scheduler.cancel_stream(StreamKey(stream)),
             SendCmd::Datagram { data } => {
-                if let Err(e) = self.session.send_datagram(data) {
-                    tracing::debug!(error = %e, "datagram not sent");
+                let len = data.len() as u64;
+                match self.session.send_datagram(data) {
+                    Ok(()) => self.unsent.handle_datagram(len),
+                    Err(e) => tracing::debug!(error = %e, "datagram not sent"),
                 }
                 Ok(())
             }
@@ -771,6 +763,17 @@ impl Writer {
         if let Err(e) = r {
             tracing::debug!(error = %e, "send scheduler refused a command");
         }
+    }
+}
+
+/// The counters [`Unsent`] follows, from a reading of the connection's figures.
+fn reading(stats: &transport::Stats) -> Reading {
+    Reading {
+        bytes_sent: stats.bytes_sent,
+        packets_sent: stats.packets_sent,
+        bytes_lost: stats.bytes_lost,
+        packets_lost: stats.packets_lost,
+        rtt: stats.rtt,
     }
 }
 

@@ -62,8 +62,10 @@
 //!
 //! The scheduler only keeps QUIC's buffer small if `buffered` is right. quinn reports the
 //! congestion window (`transport::Stats::cwnd`) but not the bytes that wait unsent, so the
-//! driver estimates them (what it wrote minus what left); an estimate that runs high costs
-//! throughput, one that runs low lets a queue build up inside QUIC.
+//! driver estimates them with an [`Unsent`] (what it wrote, less what left by the
+//! connection's counters, lost bytes counted until resent) and hands the estimate per
+//! priority to [`Scheduler::handle_unsent`]; an estimate that runs high costs throughput, one
+//! that runs low lets a queue build up inside QUIC.
 //!
 //! # Priority mode: the algorithm
 //!
@@ -84,10 +86,12 @@
 //!
 //! **A small buffer in QUIC.** A write never exceeds the [`SendBudget`]'s allowance:
 //! what the congestion window can take now plus a headroom of `max(cwnd / 4, 4 KiB)`,
-//! minus what QUIC already holds unsent ahead of it: of the unsent bytes, the share of the
-//! object's level and the more important ones (each level's share of recent writes), since
-//! quinn sends those first and less important bytes there do not hold it back; all levels
-//! together stay within twice that. Bytes written to QUIC are committed; keeping them
+//! minus what QUIC already holds unsent ahead of it: the unsent bytes of the object's level
+//! and the more important ones, since quinn sends those first and less important bytes there
+//! do not hold it back (the driver's estimate per level, [`Scheduler::handle_unsent`]; without
+//! one, each level's share of recent writes, and then all levels together stay within twice
+//! the allowance). So low-priority bytes in QUIC (an upper tier's joining fetch, say) never
+//! hold audio or the base tier back in the scheduler. Bytes written to QUIC are committed; keeping them
 //! to about a quarter window means a newly arrived audio frame waits at most about a
 //! quarter RTT behind video already handed over. One write is at most one quantum, so a
 //! large key frame goes out in pieces that a more important object can overtake, and
@@ -146,6 +150,7 @@ mod error;
 mod ready;
 mod stats;
 mod types;
+mod unsent;
 
 #[cfg(test)]
 mod sim;
@@ -162,6 +167,7 @@ pub use types::{
     Action, DropReason, Object, StreamKey, StreamSpec, TrackClass, TrackKey, quinn_priority,
     reset_code,
 };
+pub use unsent::{LOST_WAIT_RTTS, PACKET_OVERHEAD, Reading, Unsent};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
@@ -306,6 +312,10 @@ pub struct Scheduler {
     /// share of QUIC's unsent bytes a level's object waits behind (see `check_start`).
     written_by_level: Map<Level, u64>,
     written_total: u64,
+    /// What QUIC holds unsent per level, most important first, as the driver's [`Unsent`]
+    /// last told it ([`Scheduler::handle_unsent`]) plus what was written since. When known,
+    /// it replaces the shares of recent writes.
+    unsent_levels: Option<Vec<(Level, u64)>>,
 }
 
 /// When the bytes counted in `written_by_level` pass this, every count is halved: the
@@ -332,6 +342,27 @@ impl Scheduler {
             stats: Stats::default(),
             written_by_level: Map::default(),
             written_total: 0,
+            unsent_levels: None,
+        }
+    }
+
+    /// What QUIC holds unsent at each priority, from the driver's estimate: from then on an
+    /// object waits behind what waits at its own and more important levels by this figure
+    /// (plus what is written until the next call), not behind a share of the whole buffer.
+    /// The driver calls it whenever the estimate changed other than by writes (a reading of
+    /// the transport, a discarded stream); the writes the scheduler hands out it counts
+    /// itself. quinn priorities map back to levels as [`quinn_priority`] made them.
+    pub fn handle_unsent(&mut self, unsent: &Unsent) {
+        let levels = self.unsent_levels.get_or_insert_with(Vec::new);
+        levels.clear();
+        for (priority, bytes) in unsent.by_priority() {
+            // Above every level (datagrams, the control stream) counts as level 0, below
+            // every level (lost bytes not yet attributed) as the last.
+            let level = (0xFFFF_i64 - i64::from(priority)).clamp(0, 0xFFFF) as Level;
+            match levels.binary_search_by_key(&level, |(l, _)| *l) {
+                Ok(i) => levels[i].1 += bytes,
+                Err(i) => levels.insert(i, (level, bytes)),
+            }
         }
     }
 
@@ -679,10 +710,17 @@ impl Scheduler {
             // there do not hold it back (quinn sends this level first), so they leave room.
             let ahead =
                 SendBudget { buffered: self.buffered_ahead(level, budget.buffered), ..*budget };
-            // All levels together stay within twice the budget, so the buffer stays small.
-            let cap = (budget.cwnd_available.saturating_add(self.config.get_headroom(budget.cwnd)))
-                .saturating_mul(2)
-                .saturating_sub(budget.buffered);
+            // All levels together stay within twice the budget, so the buffer stays small
+            // (when QUIC's unsent bytes per level are only estimated from shares of recent
+            // writes; known per level, each level's allowance already counts everything
+            // QUIC sends before it, and more important bytes may always join).
+            let cap = if self.unsent_levels.is_some() {
+                u64::MAX
+            } else {
+                (budget.cwnd_available.saturating_add(self.config.get_headroom(budget.cwnd)))
+                    .saturating_mul(2)
+                    .saturating_sub(budget.buffered)
+            };
             let allowance = ahead.allowance(&self.config).min(cap);
             if allowance == 0 {
                 return Step::Idle;
@@ -694,6 +732,12 @@ impl Scheduler {
                 flow.credit -= len as i64;
             }
             *self.written_by_level.entry(level).or_default() += len;
+            if let Some(levels) = self.unsent_levels.as_mut() {
+                match levels.binary_search_by_key(&level, |(l, _)| *l) {
+                    Ok(i) => levels[i].1 += len,
+                    Err(i) => levels.insert(i, (level, len)),
+                }
+            }
             self.written_total += len;
             if self.written_total > WRITTEN_DECAY_AT {
                 self.written_by_level.values_mut().for_each(|b| *b /= 2);
@@ -705,9 +749,13 @@ impl Scheduler {
     }
 
     /// Of the `buffered` bytes QUIC holds unsent, about how many an object at `level` waits
-    /// behind: quinn sends the streams of more important levels first, so only the share of
-    /// this level and those above it counts (the share of recent writes).
+    /// behind: quinn sends the streams of more important levels first, so only what waits at
+    /// this level and those above it counts (by the driver's estimate per level if it gave
+    /// one, else the share of recent writes).
     fn buffered_ahead(&self, level: Level, buffered: u64) -> u64 {
+        if let Some(levels) = &self.unsent_levels {
+            return levels.iter().take_while(|(l, _)| *l <= level).map(|(_, b)| b).sum();
+        }
         if self.written_total == 0 {
             return buffered;
         }

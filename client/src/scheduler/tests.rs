@@ -920,3 +920,136 @@ fn last_chunk_can_be_handed_back_before_finish() {
         assert_eq!(actions.last(), Some(&Action::Finish { key: StreamKey(1) }), "{mode:?}");
     }
 }
+
+// The estimate of what QUIC holds unsent (`Unsent`): the counters a quinn connection
+// reports, as running totals, for packets of `payload` stream bytes each.
+
+/// Counters after `sent` packets of `payload` bytes (and `lost` of them declared lost).
+fn counters(sent: u64, lost: u64, payload: u64, rtt_ms: u64) -> Reading {
+    Reading {
+        bytes_sent: sent * (payload + PACKET_OVERHEAD),
+        packets_sent: sent,
+        bytes_lost: lost * (payload + PACKET_OVERHEAD),
+        packets_lost: lost,
+        rtt: ms(rtt_ms),
+    }
+}
+
+/// Lost bytes wait in QUIC until they are resent, and resending them does not make later
+/// writes look sent: after losses and retransmissions the estimate still sees every byte
+/// that waits (the running difference "handed minus UDP bytes sent" read zero while tens of
+/// kilobytes waited on `congested`).
+#[test]
+fn unsent_counts_lost_bytes_until_resent() {
+    let t0 = Instant::now();
+    let mut u = Unsent::new();
+    u.handle_reading(t0, counters(0, 0, 1000, 200));
+    u.handle_write(1, 100, 20_000);
+    // 20 packets leave; then 4 are declared lost.
+    u.handle_reading(t0 + ms(50), counters(20, 0, 1000, 200));
+    assert_eq!(u.total(), 0);
+    u.handle_reading(t0 + ms(100), counters(20, 4, 1000, 200));
+    assert_eq!((u.total(), u.lost()), (4000, 4000), "lost bytes wait to be resent");
+    // More is written, the 4 are resent: only the new bytes wait.
+    u.handle_write(1, 100, 10_000);
+    u.handle_reading(t0 + ms(150), counters(24, 4, 1000, 200));
+    assert_eq!((u.total(), u.lost()), (10_000, 0));
+    u.handle_reading(t0 + ms(200), counters(30, 4, 1000, 200));
+    assert_eq!(u.total(), 4000);
+}
+
+/// Per-packet overhead is not stream data: 50 audio-sized packets of 120 stream bytes
+/// drain exactly the 6000 bytes written.
+#[test]
+fn unsent_takes_packet_overhead_off_what_was_sent() {
+    let t0 = Instant::now();
+    let mut u = Unsent::new();
+    u.handle_reading(t0, counters(0, 0, 120, 50));
+    u.handle_write(1, 100, 6000);
+    u.handle_write(2, 100, 1000);
+    u.handle_reading(t0 + ms(20), counters(50, 0, 120, 50));
+    assert_eq!(u.total(), 1000);
+}
+
+/// The estimate never goes below zero: bytes QUIC sent that were not handed to it
+/// (control messages, acknowledgements) do not let later writes pass as sent.
+#[test]
+fn unsent_does_not_carry_surplus_sends_forward() {
+    let t0 = Instant::now();
+    let mut u = Unsent::new();
+    u.handle_reading(t0, counters(0, 0, 1000, 50));
+    u.handle_write(1, 100, 2000);
+    u.handle_reading(t0 + ms(20), counters(10, 0, 1000, 50));
+    assert_eq!(u.total(), 0);
+    u.handle_write(1, 100, 3000);
+    assert_eq!(u.total(), 3000);
+}
+
+/// quinn sends higher priorities first, so what a reset stream of the lowest priority takes
+/// with it is its own unsent bytes: the more important stream's still count, where taking
+/// all it was handed (up to the estimate) set the estimate to zero at every reset.
+#[test]
+fn unsent_drains_by_priority_and_a_reset_takes_only_its_own() {
+    let t0 = Instant::now();
+    let mut u = Unsent::new();
+    u.handle_reading(t0, counters(0, 0, 1000, 50));
+    u.handle_write(7, 0xFFFF - 64, 6000); // 360p
+    u.handle_write(3, 0xFFFF - 16, 3000); // audio
+    u.handle_write(5, 0xFFFF - 32, 4000); // 180p
+    u.handle_reading(t0 + ms(10), counters(5, 0, 1000, 50));
+    assert_eq!((u.stream(3), u.stream(5), u.stream(7)), (0, 2000, 6000));
+    u.handle_discard(7);
+    assert_eq!(u.total(), 2000);
+    // Streams of one priority share what leaves, as quinn's round robin does.
+    u.handle_write(8, 1, 1000);
+    u.handle_write(9, 1, 5000);
+    u.handle_reading(t0 + ms(20), counters(10, 0, 1000, 50));
+    assert_eq!((u.stream(5), u.stream(8), u.stream(9)), (0, 0, 3000));
+}
+
+/// Lost bytes of a stream reset before they were resent are never sent: after two round
+/// trips they no longer count.
+#[test]
+fn unsent_forgets_lost_bytes_not_resent_in_two_round_trips() {
+    let t0 = Instant::now();
+    let mut u = Unsent::new();
+    u.handle_reading(t0, counters(0, 0, 1000, 100));
+    u.handle_write(1, 1, 10_000);
+    u.handle_reading(t0 + ms(100), counters(10, 0, 1000, 100));
+    u.handle_reading(t0 + ms(200), counters(10, 3, 1000, 100));
+    u.handle_discard(1);
+    assert_eq!(u.total(), 3000);
+    u.handle_reading(t0 + ms(300), counters(10, 3, 1000, 100));
+    assert_eq!(u.total(), 3000);
+    u.handle_reading(t0 + ms(400), counters(10, 3, 1000, 100));
+    assert_eq!(u.total(), 0);
+}
+
+/// With the driver's estimate per priority (`handle_unsent`), an object waits behind what
+/// QUIC sends before it: 180p is not held to the 360p and lost 360p bytes QUIC still holds
+/// (quinn sends 180p first), while another 360p frame that would wait behind them past its
+/// deadline is not started. The whole buffer no longer caps what more important levels add.
+#[test]
+fn unsent_per_priority_sets_what_an_object_waits_behind() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let p360 = quinn_priority(&video(1, 1, 1).send_order());
+    let mut u = Unsent::new();
+    u.handle_reading(t0, Reading { rtt: ms(200), ..Reading::default() });
+    // 60 kB of 360p wait in QUIC: at 500 kbit/s, about a second.
+    u.handle_write(9, p360, 60_000);
+    s.handle_unsent(&u);
+    let mut b =
+        SendBudget { cwnd: 12_000, cwnd_available: 0, buffered: u.total(), send_rate_bps: 500_000 };
+    s.open_stream(StreamKey(1), video(2, 0, 1)).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 3000)).unwrap();
+    s.open_stream(StreamKey(2), video(1, 1, 2)).unwrap();
+    s.push_object(StreamKey(2), obj(t0, 3000)).unwrap();
+    let actions = drain(&mut s, t0, &mut b);
+    assert_eq!(written_bytes(&actions, 1), 3004, "180p goes: {actions:?}");
+    assert!(
+        actions
+            .contains(&Action::Abandon { key: StreamKey(2), reason: DropReason::DeliveryTimeout }),
+        "{actions:?}"
+    );
+}
