@@ -64,6 +64,27 @@ pub const LATENCY_BUCKETS_US: &[u64] = &[
     1_000_000, 2_000_000,
 ];
 
+/// Values of a [`Histogram`] with [`LATENCY_BUCKETS_US`]' bounds collected without atomics,
+/// added to it at once by [`Histogram::add_tally`]: a relay's fan-out observes one value per
+/// subscriber of an object and adds them up once per object.
+#[derive(Debug, Default)]
+pub struct HistogramTally {
+    buckets: [u64; LATENCY_BUCKETS_US.len() + 1],
+    sum_us: u64,
+    count: u64,
+}
+
+impl HistogramTally {
+    /// Records one value.
+    pub fn observe(&mut self, value: Duration) {
+        let us = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKETS_US.partition_point(|&b| b < us);
+        self.buckets[i] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+        self.count += 1;
+    }
+}
+
 /// A fixed-bucket histogram, updated with atomics, rendered as a Prometheus histogram in
 /// seconds.
 #[derive(Debug)]
@@ -97,6 +118,24 @@ impl Histogram {
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds what `tally` recorded (values kept locally by one loop, so that each of its
+    /// values costs no atomic operation), and clears it.
+    pub fn add_tally(&self, tally: &mut HistogramTally) {
+        if tally.count == 0 {
+            return;
+        }
+        for (bucket, n) in self.buckets.iter().zip(tally.buckets.iter_mut()) {
+            if *n > 0 {
+                bucket.fetch_add(*n, Ordering::Relaxed);
+                *n = 0;
+            }
+        }
+        self.sum_us.fetch_add(tally.sum_us, Ordering::Relaxed);
+        self.count.fetch_add(tally.count, Ordering::Relaxed);
+        tally.sum_us = 0;
+        tally.count = 0;
     }
 
     /// Values recorded.
@@ -367,6 +406,22 @@ impl Metrics {
     /// Records the relay's own forwarding delay of one object.
     pub fn observe_forward_delay(&self, delay: Duration) {
         self.forward_delay.observe(delay);
+    }
+
+    /// Adds what one fan-out counted: `objects` objects of `bytes` payload bytes in all
+    /// handed to subscribers' links, and their forwarding delays.
+    pub fn fan_out(
+        &self,
+        class: TrackClass,
+        objects: u64,
+        bytes: u64,
+        delays: &mut HistogramTally,
+    ) {
+        if objects > 0 {
+            self.objects_out[class.index()].add(objects);
+            self.bytes_out[class.index()].add(bytes);
+        }
+        self.forward_delay.add_tally(delays);
     }
 
     /// Records one object's capture age: `now_us` (relay wall clock) minus `capture_us`

@@ -206,6 +206,11 @@ struct Shared {
     /// Keeps a client's endpoint (and its socket) alive as long as the session.
     _endpoint: Option<quinn::Endpoint>,
     limits: StreamLimits,
+    /// Whether the congestion controller reports a pacing rate, once [`Session::stats`] has
+    /// asked: quinn hands its controller's figures out only as a copy of the controller
+    /// (a lock and an allocation), and a controller either always has a pacing rate (BBR)
+    /// or never (CUBIC, NewReno, delay), so the copy is made again only for one that has.
+    pacing: OnceLock<bool>,
 }
 
 /// Index of bidirectional streams in [`StreamLimits`]' arrays.
@@ -310,6 +315,7 @@ impl Session {
             query: url.and_then(|u| u.query().map(str::to_owned)),
             _endpoint: endpoint,
             limits,
+            pacing: OnceLock::new(),
         };
         Self { inner, kind, shared: Arc::new(shared) }
     }
@@ -503,7 +509,13 @@ impl Session {
         let s = conn.stats();
         let rtt = s.path.rtt;
         let cwnd = s.path.cwnd;
-        let pacing = self.inner.congestion_state().metrics().pacing_rate;
+        let pacing = if self.shared.pacing.get() == Some(&false) {
+            None
+        } else {
+            let rate = self.inner.congestion_state().metrics().pacing_rate;
+            let _ = self.shared.pacing.set(rate.is_some());
+            rate
+        };
         let per_rtt = if rtt.is_zero() {
             0
         } else {
