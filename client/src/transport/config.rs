@@ -121,6 +121,7 @@ pub struct TransportConfig {
     datagram_send_buffer: usize,
     ack_eliciting_threshold: u32,
     congestion: CongestionControl,
+    initial_window: Option<u64>,
     protocols: Vec<String>,
 }
 
@@ -181,6 +182,10 @@ impl Default for TransportConfig {
             // their own ACK policy.
             ack_eliciting_threshold: 8,
             congestion: CongestionControl::Cubic,
+            // The controller's own (quinn's cubic and newreno: 12 000 bytes, ten of its
+            // 1 200-byte base datagrams): a client's link may have a queue of a few packets
+            // (`congested`'s holds 7.5 KB), and a larger first burst would overflow it.
+            initial_window: None,
             protocols: vec![tiermesh_proto::ALPN.to_owned()],
         }
     }
@@ -271,6 +276,18 @@ impl TransportConfig {
         self
     }
 
+    /// The congestion controller's window in bytes when a connection starts, or `None` for
+    /// the controller's own (default; quinn's cubic and newreno start at 12 000 bytes, its
+    /// bbr at 240 000, `delay` at 14 720). A connection that is
+    /// idle after its handshake and then carries a burst (a relay's mesh link when the
+    /// first subscription starts) otherwise needs a round trip per doubling to reach the
+    /// media's rate. Applies to `cubic`, `bbr` and `newreno`; the `delay` controller keeps
+    /// its own initial window (it has no setting for it yet).
+    pub fn initial_window(mut self, value: Option<u64>) -> Self {
+        self.initial_window = value;
+        self
+    }
+
     /// The MoQT versions offered (client) or accepted (server), most preferred first: the
     /// ALPN on raw QUIC and the WebTransport protocol (`WT-Available-Protocols`). Default:
     /// [`tiermesh_proto::ALPN`] alone.
@@ -349,21 +366,38 @@ impl TransportConfig {
             t.ack_frequency_config(Some(ack));
         }
         t.time_threshold(LOSS_TIME_THRESHOLD);
+        t.congestion_controller_factory(self.controller_factory());
+        Arc::new(t)
+    }
+
+    /// The factory of the configured congestion controller, with the initial window set.
+    fn controller_factory(&self) -> Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
+        use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
         match self.congestion {
             CongestionControl::Cubic => {
-                t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
+                let mut c = CubicConfig::default();
+                if let Some(w) = self.initial_window {
+                    c.initial_window(w);
+                }
+                Arc::new(c)
             }
             CongestionControl::Bbr => {
-                t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
+                let mut c = BbrConfig::default();
+                if let Some(w) = self.initial_window {
+                    c.initial_window(w);
+                }
+                Arc::new(c)
             }
-            CongestionControl::NewReno => t.congestion_controller_factory(Arc::new(
-                quinn::congestion::NewRenoConfig::default(),
-            )),
-            CongestionControl::Delay => {
-                t.congestion_controller_factory(Arc::new(super::delay_cc::DelayConfig::default()))
+            CongestionControl::NewReno => {
+                let mut c = NewRenoConfig::default();
+                if let Some(w) = self.initial_window {
+                    c.initial_window(w);
+                }
+                Arc::new(c)
             }
-        };
-        Arc::new(t)
+            // No initial window setting in `delay_cc` yet: it starts at its own 14 720 bytes.
+            CongestionControl::Delay => Arc::new(super::delay_cc::DelayConfig::default()),
+        }
     }
 }
 
@@ -402,6 +436,25 @@ mod tests {
         let plain = format!("{:?}", TransportConfig::default().ack_eliciting_threshold(1).quinn());
         assert!(plain.contains("ack_frequency_config: None"), "{plain}");
         assert!(plain.contains("time_threshold: 1.0,"), "{plain}");
+    }
+
+    /// The window a new controller of each kind reports: the configured initial window, or
+    /// the controller's own when none is set.
+    #[test]
+    fn the_initial_window_reaches_each_controller() {
+        let window = |c: &TransportConfig| {
+            c.controller_factory().build(std::time::Instant::now(), 1200).window()
+        };
+        let cubic = TransportConfig::default();
+        assert_eq!(window(&cubic), 12_000, "quinn's own by default");
+        assert_eq!(window(&cubic.initial_window(Some(64_000))), 64_000);
+        for cc in [CongestionControl::Bbr, CongestionControl::NewReno] {
+            let set = TransportConfig::default().congestion(cc).initial_window(Some(64_000));
+            assert_eq!(window(&set), 64_000, "{cc:?}");
+        }
+        // `delay` has no setting for it: it keeps its own.
+        let delay = TransportConfig::default().congestion(CongestionControl::Delay);
+        assert_eq!(window(&delay.clone().initial_window(Some(64_000))), window(&delay));
     }
 
     #[test]
