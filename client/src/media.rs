@@ -107,13 +107,12 @@ pub fn ladder_for(codec: Codec) -> LadderConfig {
     }
 }
 
-/// A light H.264 ladder (360p and 180p at 30 fps) that runs in real time on a shared
-/// two-core machine beside a relay: what `tiermesh dev` publishes.
+/// A light H.264 ladder (the default ladder's 360p and 180p rungs, 30 fps) that runs in
+/// real time on a shared two-core machine beside a relay: what `tiermesh dev` publishes.
 pub fn light_ladder() -> LadderConfig {
-    LadderConfig::default().rungs(vec![
-        Rung::new("360p", 640, 360, 30.0, 500_000, Codec::H264),
-        Rung::new("180p", 320, 180, 30.0, 150_000, Codec::H264),
-    ])
+    let mut ladder = LadderConfig::default();
+    ladder.rungs.retain(|r| r.height <= 360);
+    ladder
 }
 
 enum Video {

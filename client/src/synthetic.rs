@@ -137,7 +137,7 @@ pub struct BroadcastSpec {
 
 impl Default for BroadcastSpec {
     /// The broadcast `tiermesh pub` sends: catalog, audio and three video tiers of about
-    /// 150, 500 and 1500 kbit/s.
+    /// 150, 550 and 1500 kbit/s (the product ladder's rates, `tiermesh_codec`'s default).
     fn default() -> Self {
         let video = |height: u32, width: u32, kbps: u64, priority: u8| TrackSpec {
             name: format!("video/{height}p"),
@@ -166,7 +166,7 @@ impl Default for BroadcastSpec {
                     delivery_timeout: Some(Duration::from_millis(400)),
                 },
                 video(180, 320, 150, 32),
-                video(360, 640, 500, 48),
+                video(360, 640, 550, 48),
                 video(720, 1280, 1500, 64),
             ],
         }
@@ -454,7 +454,7 @@ mod tests {
         let tier = |n: &str| g.spec().track(n).unwrap().bitrate;
         assert_eq!(
             (tier("video/180p"), tier("video/360p"), tier("video/720p")),
-            (150_000, 500_000, 1_500_000)
+            (150_000, 550_000, 1_500_000)
         );
     }
 

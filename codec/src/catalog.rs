@@ -132,7 +132,7 @@ mod tests {
             width: Some(640),
             height: Some(360),
             framerate: Some(30.0),
-            bitrate: Some(500_000),
+            bitrate: Some(550_000),
             ..Track::default()
         });
         c.tracks.push(Catalog::opus_track("audio", 1, 32_000, 1));

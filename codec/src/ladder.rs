@@ -103,13 +103,20 @@ pub struct LadderConfig {
 }
 
 impl Default for LadderConfig {
-    /// 720p at 1.5 Mbit/s, 360p at 500 kbit/s, 180p at 150 kbit/s, H.264, 30 fps, 1 s groups.
+    /// 720p at 1.5 Mbit/s, 360p at 550 kbit/s, 180p at 150 kbit/s, H.264, 30 fps, 1 s groups.
+    ///
+    /// 360p's rate: with the audio (32-48 kbit/s) and 180p it comes to 730-750 kbit/s, three
+    /// quarters of a 1 Mbit/s link (the `rural` profile), leaving the rest to packet
+    /// overhead, loss recovery and the congestion controller's swings. At 500 kbit/s these
+    /// three tiers filled at most 70% of such a link, so the 70% of it that should arrive as
+    /// whole groups was out of reach by arithmetic alone; at 600 kbit/s 360p lost more
+    /// groups and arrived later (docs/BENCHMARKS.md, "The 360p rung").
     fn default() -> Self {
         Self {
             source_fps: 30.0,
             rungs: vec![
                 Rung::new("720p", 1280, 720, 30.0, 1_500_000, Codec::H264),
-                Rung::new("360p", 640, 360, 30.0, 500_000, Codec::H264),
+                Rung::new("360p", 640, 360, 30.0, 550_000, Codec::H264),
                 Rung::new("180p", 320, 180, 30.0, 150_000, Codec::H264),
             ],
             // One second: a joining subscriber waits at most this long for a key frame,
@@ -125,11 +132,12 @@ impl Default for LadderConfig {
 
 impl LadderConfig {
     /// AV1 ladder of the two rungs this machine class encodes in real time: 360p at
-    /// 500 kbit/s and 180p at 150 kbit/s (a 720p AV1 rung runs far below 30 fps here).
+    /// 550 kbit/s and 180p at 150 kbit/s, the H.264 ladder's rates (a 720p AV1 rung runs far
+    /// below 30 fps here).
     pub fn av1_low() -> Self {
         Self {
             rungs: vec![
-                Rung::new("360p", 640, 360, 30.0, 500_000, Codec::Av1),
+                Rung::new("360p", 640, 360, 30.0, 550_000, Codec::Av1),
                 Rung::new("180p", 320, 180, 30.0, 150_000, Codec::Av1),
             ],
             ..Self::default()

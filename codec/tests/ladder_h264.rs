@@ -20,7 +20,7 @@ fn default_h264_ladder_decodes_every_frame_of_every_rung() -> Result<()> {
         cfg.rungs.iter().map(|r| (r.height, r.bitrate, r.codec)).collect::<Vec<_>>(),
         vec![
             (720, 1_500_000, Codec::H264),
-            (360, 500_000, Codec::H264),
+            (360, 550_000, Codec::H264),
             (180, 150_000, Codec::H264)
         ]
     );

@@ -172,7 +172,7 @@ pub struct IngestConfig {
     /// Default empty: every broadcast.
     pub prefix: String,
     /// Rungs, highest first. Default: the codec crate's default ladder, 720p at 1.5 Mbit/s,
-    /// 360p at 500 kbit/s, 180p at 150 kbit/s, H.264. Rungs larger than the source are left
+    /// 360p at 550 kbit/s, 180p at 150 kbit/s, H.264. Rungs larger than the source are left
     /// out (never upscaled).
     pub rungs: Vec<RungConfig>,
     /// Group length: every rung starts a group (a key frame) at the same source frame this

@@ -1,6 +1,6 @@
 //! `tiermesh sub --abr` behind `tiermesh link`: it watches audio and one video tier and moves
 //! between tiers at group boundaries. On `rural` (1 Mbit/s) the highest tier that fits is
-//! 360p (500 kbit/s beside audio; 720p at 1.5 Mbit/s does not); on `step` (3 Mbit/s, a
+//! 360p (550 kbit/s beside audio; 720p at 1.5 Mbit/s does not); on `step` (3 Mbit/s, a
 //! third of it for 10 s) it leaves 720p during the cut and comes back after it. Every
 //! played group comes from one tier only (the report's `played` list has one tier per
 //! group), and stalls (video gaps over 200 ms) stay under a stated count: 16 in 30 s on

@@ -1,6 +1,6 @@
 //! Shared by the shaped-link tests (`tests/shaped_*.rs`) and `examples/shaped.rs`: the
-//! synthetic broadcast of `tiermesh pub` (catalog, audio 48 kbit/s, video 150 + 500 + 1500
-//! kbit/s: 2.2 Mbit/s) through `tiermesh relay`, with `tiermesh link` between the relay and
+//! synthetic broadcast of `tiermesh pub` (catalog, audio 48 kbit/s, video 150 + 550 + 1500
+//! kbit/s: 2.25 Mbit/s) through `tiermesh relay`, with `tiermesh link` between the relay and
 //! either the subscriber or the publisher, and the figures the product promises computed
 //! from what `tiermesh sub --json --groups` (or `--abr`) saw.
 //!
@@ -31,7 +31,7 @@ use tiermesh_tests::{Proc, Relay, start_pub};
 pub const TAIL: Duration = Duration::from_millis(1500);
 /// Nominal rates of the video tiers, bit/s, lowest first.
 pub const TIERS: [(&str, f64); 3] =
-    [("video/180p", 150_000.0), ("video/360p", 500_000.0), ("video/720p", 1_500_000.0)];
+    [("video/180p", 150_000.0), ("video/360p", 550_000.0), ("video/720p", 1_500_000.0)];
 /// The audio bit rate of the synthetic broadcast.
 pub const AUDIO_RATE: f64 = 48_000.0;
 /// The emulator's seed: the same loss pattern every run.
