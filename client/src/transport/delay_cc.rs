@@ -18,7 +18,9 @@
 //!   (one packet is 10 ms there), small against the 150 ms latency budget.
 //! - **Slow start** doubles the window per round trip, and ends as soon as a round's
 //!   queueing delay passes the target (as HyStart does), with the window scaled down to
-//!   what carries the target queue.
+//!   what carries the target queue. Losses of packets sent before that exit are the overshoot
+//!   it already answered and do not cut the window again; nor does a single loss in the two
+//!   rounds after it, whose queue is still the overshoot's.
 //! - **Growth.** While the queueing delay stays under the target, the window grows by
 //!   `probe` packets per round trip. `probe` starts at 1 and doubles for every round whose
 //!   queue stays under half the target (up to an eighth of the window), so the window finds
@@ -197,6 +199,8 @@ pub(crate) struct Delay {
     probe: u64,
     /// Rounds whose samples predate the last decrease and are not judged.
     skip_rounds: u8,
+    /// Slow start ended on a queue and the rounds it skips are not over yet.
+    settling: bool,
     /// Losses of packets sent before this belong to an event already reacted to.
     recovery_start: Option<Instant>,
     /// Smoothed share of packets lost per round.
@@ -228,6 +232,7 @@ impl Delay {
             queue: Duration::ZERO,
             probe: 1,
             skip_rounds: 0,
+            settling: false,
             recovery_start: None,
             loss_rate: 0.0,
             decreases: 0,
@@ -317,6 +322,12 @@ impl Delay {
                 self.set_window(scaled);
                 // Mid-round: this round and the next still carry packets sent before.
                 self.skip_rounds = 2;
+                // The doubled window's overshoot may already have overflowed the buffer: the
+                // losses of packets sent before now are that one event, which the window
+                // just set already answers (on `rural` a second cut of 30% for them left
+                // the window at half the path for a second of start-up).
+                self.recovery_start = Some(now);
+                self.settling = true;
             } else {
                 self.set_window(self.window.saturating_add(bytes));
             }
@@ -367,8 +378,10 @@ impl Delay {
         );
         if self.skip_rounds > 0 {
             self.skip_rounds -= 1;
+            self.settling &= self.skip_rounds > 0;
             return;
         }
+        self.settling = false;
         if self.slow_start {
             return;
         }
@@ -416,8 +429,13 @@ impl Delay {
         let target = self.target();
         // Twice the target: a drop-tail buffer that overflows is full, far above the target,
         // while the queue estimate of a round that happens to hold a random loss is noisy.
-        let queued = self.queue > 2 * target
-            || self.round.min_rtt.is_some_and(|rtt| self.queue_of(rtt) > 2 * target);
+        // In the rounds right after slow start ended on a queue, the queue they show is that
+        // of the overshoot, which the exit already answered: a single loss then is taken as
+        // random (on `rural` that queue, still shown after the exit, made one random loss cut
+        // the window by another 30%).
+        let queued = !self.settling
+            && (self.queue > 2 * target
+                || self.round.min_rtt.is_some_and(|rtt| self.queue_of(rtt) > 2 * target));
         // Several packets declared lost at once: a drop-tail buffer that overflows drops the
         // tail of a burst (quinn's pacer lets ten packets leave together, more than the 7.5 kB
         // buffer of `congested` holds), while random losses come one at a time (two at 3% in
@@ -640,6 +658,29 @@ mod tests {
         let before = after;
         cc.handle_loss(now + 500 * MS, now + 400 * MS, false, 0);
         assert!(cc.window() <= before * 71 / 100, "{before} -> {}", cc.window());
+    }
+
+    #[test]
+    fn losses_of_the_slow_start_overshoot_do_not_cut_the_window_again() {
+        let mut cc = controller();
+        let mut pn = 0;
+        let now = rounds(&mut cc, Instant::now(), &mut pn, 4, 100 * MS);
+        // The queue shows: slow start ends with the window at what the path carries.
+        let now = rounds(&mut cc, now, &mut pn, 1, 160 * MS);
+        assert!(!cc.slow_start, "a queue over the target ends slow start");
+        let exit = cc.window();
+        // Two full-size packets of the doubled window, sent before the exit, are declared
+        // lost after it: the buffer overflow that the exit already answered.
+        cc.handle_loss(now + MS, now - 100 * MS, false, 2 * u64::from(MTU));
+        assert_eq!(cc.window(), exit, "no second cut for the overshoot");
+        // A single loss of a packet sent after the exit, while the rounds that still show the
+        // overshoot's queue are skipped, is random loss.
+        cc.handle_loss(now + 200 * MS, now + 150 * MS, false, u64::from(MTU));
+        let after = cc.window();
+        assert!(after >= exit * 94 / 100 && after < exit, "{exit} -> {after}");
+        // A burst of packets sent later is a new congestion event.
+        cc.handle_loss(now + 400 * MS, now + 300 * MS, false, 2 * u64::from(MTU));
+        assert!(cc.window() <= after * 71 / 100, "{after} -> {}", cc.window());
     }
 
     #[test]
