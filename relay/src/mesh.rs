@@ -77,6 +77,18 @@ const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// PING interval on mesh links (see [`LINK_IDLE_TIMEOUT`]).
 const LINK_KEEP_ALIVE: Duration = Duration::from_millis(250);
 
+/// The congestion window a mesh link starts with, both ends (the dialer's and the
+/// listener's connections), in bytes. A link is idle from its handshake until the first
+/// subscription crosses it, then carries every track of a broadcast at once: with quinn's
+/// 12 000 bytes, doubling per round trip, a 180 ms inter-region link took about 0.9 s to
+/// reach a 2.2 Mbit/s broadcast's rate, and the upper tiers' first live objects arrived
+/// 300-700 ms late across two hops (docs/BENCHMARKS.md, the two-hop start-up tail). 64 kB
+/// removed that tail, and the 1 Mbit/s mesh link of `mesh_regions` (a 12.5 kB queue)
+/// still kept its bounds with it; 150 kB overflowed that queue and failed them once in 5
+/// runs. Client connections keep quinn's window: an access link's queue may hold only a
+/// few packets (`congested`: 7.5 kB).
+const LINK_INITIAL_WINDOW: u64 = 64_000;
+
 /// How often the relay's load (client sessions) is read for the mesh: a change reaches the
 /// routing API of every relay within this plus the mesh's own `load_interval` (1 s).
 const LOAD_SAMPLE: Duration = Duration::from_millis(500);
@@ -224,7 +236,11 @@ impl Mesh {
         .map_err(|e| MeshError::Tls(e.to_string()))?;
         let server_tls =
             ServerTls::from_resolver(identity.certs().clone()).client_verifier(verifier);
-        let server = Server::bind(config.listen, server_tls)?;
+        let server = Server::bind_with(
+            config.listen,
+            server_tls,
+            TransportConfig::default().initial_window(Some(LINK_INITIAL_WINDOW)),
+        )?;
         let local_addr = server.local_addr();
         let client_tls = ClientTls::ca_der(ca.iter().map(|c| c.to_vec()).collect())?
             .with_client_cert_resolver(identity.certs().clone());
@@ -558,6 +574,7 @@ impl Mesh {
                     .setup_param(self.hello.clone())
                     .transport(
                         TransportConfig::default()
+                            .initial_window(Some(LINK_INITIAL_WINDOW))
                             .idle_timeout(LINK_IDLE_TIMEOUT)
                             .keep_alive(Some(LINK_KEEP_ALIVE)),
                     );
