@@ -20,7 +20,8 @@
 //!
 //! - `two_mesh_hops_add_little_to_the_links_delays`: a chain A - B - C whose inter-region
 //!   links go through `tiermesh link` with 40 ms and 90 ms one-way: the median latency of
-//!   every media track stays within 60 ms above the 130 ms of the links. It also prints
+//!   every media track stays within 60 ms above the 130 ms of the links, and 720p's p95
+//!   under 450 ms (the mesh links' start-up window). It also prints
 //!   each video tier's start-up (`--groups`): when its first key frame came and how late
 //!   each whole group ended, whether its objects came by the joining fetch or by the
 //!   subscription (the latency figures count only the subscription's).
@@ -674,6 +675,14 @@ fn sub_report(env: &Env, relay: &MeshRelay, secs: u64) -> Result<tiermesh_tests:
 /// and the emulator's own scheduling, on a loaded two-core machine.
 const TWO_HOP_MARGIN_MS: f64 = 60.0;
 
+/// Bound on the highest tier's p95 latency across the two hops. Its first second's objects
+/// are the tail: with quinn's 12 000-byte initial window the idle mesh links took about a
+/// second to reach the broadcast's rate and 720p's p95 was 283-696 ms (598 or more in 9 of
+/// 12 runs); with the mesh links' 64 kB start it was 174-332 ms in 11 runs, the highest at
+/// a load average of 9 on two cores (docs/BENCHMARKS.md, 2026-11-27). 450 ms leaves room for
+/// a loaded machine.
+const TWO_HOP_TOP_TIER_P95_MS: f64 = 450.0;
+
 #[test]
 fn two_mesh_hops_add_little_to_the_links_delays() -> Result<()> {
     let _serial = serial();
@@ -706,6 +715,9 @@ fn two_mesh_hops_add_little_to_the_links_delays() -> Result<()> {
         assert!(l.p50 >= delays, "{}: faster than the links? {l:?}", t.name);
         assert!(l.p50 <= delays + TWO_HOP_MARGIN_MS, "{}: {l:?}", t.name);
         assert_eq!(t.missing_groups, 0, "{t:?}");
+        if t.name == "video/720p" {
+            assert!(l.p95 <= TWO_HOP_TOP_TIER_P95_MS, "720p's start-up came late: {l:?}");
+        }
     }
     Ok(())
 }
