@@ -82,7 +82,7 @@ struct Entry {
     unsent: u64,
 }
 
-/// The estimate of what QUIC holds unsent. See the [module docs](self).
+/// The estimate of what QUIC holds unsent. How it is kept is in this module's docs.
 #[derive(Debug, Default)]
 pub struct Unsent {
     /// Per stream (by the driver's number), the bytes handed to QUIC and not sent yet; only
