@@ -329,13 +329,28 @@ impl Mesh {
     }
 
     /// The mesh peer to subscribe at for a track in `namespace`, if the best route leads to
-    /// a peer whose link is up.
+    /// a peer whose link is up. A link whose connection has closed (a GOAWAY closes it at
+    /// once) is not, though it stays listed until its task has seen the close: a SUBSCRIBE
+    /// there fails at once, and a lingering track would be subscribed there again and again
+    /// until then (84 times in 22 ms after a drain, each a new linger timer).
     pub(crate) fn next_hop(&self, namespace: &TrackNamespace) -> Option<(SessionId, Connection)> {
         let st = self.lock();
         match st.node.next_hop(namespace)? {
             Hop::Local => None,
-            Hop::Peer(p) => st.links.get(&p).map(|l| (l.session, l.conn.clone())),
+            Hop::Peer(p) => st
+                .links
+                .get(&p)
+                .filter(|l| l.conn.close_reason().is_none())
+                .map(|l| (l.session, l.conn.clone())),
         }
+    }
+
+    /// A make-before-break move of `track` ended without an upstream while the track had
+    /// lost its old one meanwhile (`session::take_over`): the track is subscribed again
+    /// along the best route at once, rather than after [`MOVE_RETRY`].
+    pub(crate) fn move_failed(&self, track: &FullTrackName) {
+        self.lock().moving.remove(track);
+        self.wake();
     }
 
     /// The best route's path for `namespace`, from this relay to the origin.
@@ -1107,6 +1122,21 @@ impl Mesh {
                 continue;
             }
             let Some((session, conn)) = self.next_hop(&track.name.namespace) else { continue };
+            // A make-before-break move to this very peer is on its way (the old upstream was
+            // lost while it waited, a dead peer's link timing out): it becomes the upstream
+            // once established. A second SUBSCRIBE for the track on that session would be
+            // refused at once (draft-16 §5.1: one subscription per track and role), and the
+            // track subscribed again and again, each refusal finishing the subscribers'
+            // streams while the move's joining fetch forwards its objects: one group's objects
+            // on several streams, which a subscriber may read out of order.
+            if self
+                .lock()
+                .moving
+                .get(&track.name)
+                .is_some_and(|(to, at)| *to == session && at.elapsed() < MOVE_RETRY)
+            {
+                continue;
+            }
             {
                 let mut st = track.lock();
                 if !matches!(st.upstream, Upstream::Lingering) || st.removed {

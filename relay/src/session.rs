@@ -551,6 +551,12 @@ pub(crate) async fn take_over(
         Ok((reader, ngr)) => run_upstream(ctx, track, session, reader, Some((conn, ngr))).await,
         Err((code, reason)) => {
             tracing::info!(track = %track.name, ?code, %reason, "second publisher refused: the current upstream stays");
+            // A mesh move whose old upstream was lost while it waited: the mesh held back
+            // the track's new subscription for it (`Mesh::reroute`) and subscribes now.
+            let lingering = matches!(track.lock().upstream, Upstream::Lingering);
+            if lingering && let Some(m) = &ctx.mesh {
+                m.move_failed(&track.name);
+            }
         }
     }
 }

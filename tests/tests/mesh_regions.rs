@@ -11,6 +11,13 @@
 //!   cross is killed with SIGKILL, then another is drained with SIGTERM; the subscribers'
 //!   video keeps arriving with the largest gap under 2 s and no object duplicated or out of
 //!   order, and the drained relay exits once its links moved.
+//! - `a_move_waiting_on_a_slow_relay_is_not_subscribed_twice`: after the same SIGKILL, b2
+//!   moves its track to b1 (make-before-break) before its own link to the dead relay times
+//!   out; b1 is held (SIGSTOP) until that link has timed out, so the old upstream is lost
+//!   while the move waits. b2 waits for the move rather than subscribing to b1 a second time
+//!   (which b2's session refuses at once, draft-16 §5.1: thousands of refusals in a few
+//!   hundred ms, each finishing the subscriber's streams while the move's joining fetch
+//!   forwarded a group), and the video resumes in order.
 //! - `blackholed_link_moves_subscribers`: the link the subscriber's track crosses goes
 //!   through `tiermesh link`, which is then cut (SIGUSR1: the emulator drops every packet
 //!   both ways, nothing tells either relay); the track moves to the other route within the
@@ -30,7 +37,7 @@
 //!   while the highest tier gets under 500 kbit/s of its 1.5 Mbit/s.
 //!
 //! The tests share the machine's two cores with up to six relays each, so they run one at a
-//! time. With the binary built, the whole file takes about 80 s here (six tests).
+//! time. With the binary built, the whole file takes about 45-85 s here (seven tests).
 
 mod mesh_common;
 
@@ -387,9 +394,32 @@ impl Arrivals {
     /// of the old one; a player drops such objects).
     fn freeze_after(&self, from: Instant) -> Result<Freeze> {
         let seen = self.seen.lock().unwrap();
-        let late = late_objects(&seen)?;
+        let late = late_objects(&seen).map_err(|e| {
+            // Every arrival of the groups around the failure, in arrival order, ms after
+            // `from`: which objects came twice or late, and when.
+            let bad: Option<u64> = e
+                .to_string()
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.split('/').next())
+                .and_then(|g| g.parse().ok());
+            let list: Vec<String> = seen
+                .iter()
+                .filter(|s| bad.is_some_and(|g| s.0 + 1 >= g && s.0 <= g + 1))
+                .map(|s| {
+                    let ms = if s.2 >= from {
+                        (s.2 - from).as_secs_f64() * 1e3
+                    } else {
+                        -(from - s.2).as_secs_f64() * 1e3
+                    };
+                    format!("{}/{}@{ms:.0}", s.0, s.1)
+                })
+                .collect();
+            e.context(format!("arrivals (group/object@ms after the event): {}", list.join(" ")))
+        })?;
         let start = seen.iter().rposition(|s| s.2 <= from).unwrap_or(0);
         let after = &seen[start..];
+
         let (gap, resumed) = after
             .windows(2)
             .map(|w| (w[1].2 - w[0].2, w[1].2))
@@ -437,12 +467,32 @@ fn watch_video(
     Ok(arrivals)
 }
 
-#[test]
-fn sigkill_and_drain_on_the_path_move_subscribers() -> Result<()> {
-    let _serial = serial();
-    let t0 = Instant::now();
-    let env = Env::new("mesh-failover")?;
-    let mut relays = seeded_mesh(&env)?;
+/// Prints what the relays logged about the watched track and their links (for a failure).
+fn track_logs(relays: &[MeshRelay], event: std::time::SystemTime) {
+    let at = event.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    println!("event at {:.3} s since the epoch", at.as_secs_f64());
+    for r in relays {
+        for l in r.proc.lines() {
+            if l.text.contains("180p") || l.text.contains("mesh link") || l.text.contains("GOAWAY")
+            {
+                println!("{}: {}", r.name, l.text);
+            }
+        }
+    }
+}
+
+/// The seeded mesh, the publisher at a2 and a `video/180p` watcher at b2 and at c2, whose
+/// tracks both cross a1 (b2 - a1 - a2 and c2 - a1 - a2 win their ties by name).
+struct Watched {
+    relays: Vec<MeshRelay>,
+    _publisher: Proc,
+    rt: tokio::runtime::Runtime,
+    at_b2: Arc<Arrivals>,
+    at_c2: Arc<Arrivals>,
+}
+
+fn watched_mesh(env: &Env, t0: Instant) -> Result<Watched> {
+    let relays = seeded_mesh(env)?;
     phase(t0, "relays started");
     for r in &relays {
         let want = if r.name.ends_with('1') { 5.0 } else { 3.0 };
@@ -450,24 +500,33 @@ fn sigkill_and_drain_on_the_path_move_subscribers() -> Result<()> {
     }
     phase(t0, "links up");
     let a2 = by_name(&relays, "a2");
-    let _publisher = start_pub("pub", &a2.url(), &env.pin())?;
+    let publisher = start_pub("pub", &a2.url(), &env.pin())?;
     let (b2, c2) = (by_name(&relays, "b2"), by_name(&relays, "c2"));
     b2.wait_routed()?;
     c2.wait_routed()?;
     let rt = tokio::runtime::Runtime::new()?;
     let at_b2 = watch_video(&rt, b2.port, &env.dev_hash)?;
     let at_c2 = watch_video(&rt, c2.port, &env.dev_hash)?;
-    // Both paths cross a1 (b2 - a1 - a2 and c2 - a1 - a2 win their ties by name).
     let a1 = by_name(&relays, "a1");
     a1.wait_metrics("a1 on both paths", |t| {
         link_metric(t, "tiermesh_mesh_link_downstream_tracks", "b2") == Some(1.0)
             && link_metric(t, "tiermesh_mesh_link_downstream_tracks", "c2") == Some(1.0)
     })?;
     phase(t0, "subscribed");
+    Ok(Watched { relays, _publisher: publisher, rt, at_b2, at_c2 })
+}
+
+#[test]
+fn sigkill_and_drain_on_the_path_move_subscribers() -> Result<()> {
+    let _serial = serial();
+    let t0 = Instant::now();
+    let env = Env::new("mesh-failover")?;
+    let Watched { mut relays, _publisher, rt, at_b2, at_c2 } = watched_mesh(&env, t0)?;
     at_b2.wait_for(30, "b2 before the kill")?;
     at_c2.wait_for(30, "c2 before the kill")?;
     let (nb, nc) = (at_b2.len(), at_c2.len());
     let killed = Instant::now();
+    let killed_at = std::time::SystemTime::now();
     let i = relays.iter().position(|r| r.name == "a1").unwrap();
     let mut a1 = relays.remove(i);
     a1.proc.kill();
@@ -475,8 +534,8 @@ fn sigkill_and_drain_on_the_path_move_subscribers() -> Result<()> {
     at_b2.wait_for(nb + 60, "b2 after the kill")?;
     at_c2.wait_for(nc + 60, "c2 after the kill")?;
     phase(t0, "moved after the kill");
-    let fb = at_b2.freeze_after(killed)?;
-    let fc = at_c2.freeze_after(killed)?;
+    let fb = at_b2.freeze_after(killed).inspect_err(|_| track_logs(&relays, killed_at))?;
+    let fc = at_c2.freeze_after(killed).inspect_err(|_| track_logs(&relays, killed_at))?;
     println!(
         "SIGKILL a1: decoded video/180p froze {:?} at b2 (arrival gap {:?}, {} late, next group start {:?} later), {:?} at c2 (arrival gap {:?}, {} late, next group start {:?} later)",
         fb.decoded, fb.gap, fb.late, fb.key_frame, fc.decoded, fc.gap, fc.late, fc.key_frame
@@ -495,12 +554,13 @@ fn sigkill_and_drain_on_the_path_move_subscribers() -> Result<()> {
     })?;
     let nb = at_b2.len();
     let drained = Instant::now();
+    let drained_at = std::time::SystemTime::now();
     let status =
         std::process::Command::new("kill").args(["-TERM", &b1.proc.pid().to_string()]).status()?;
     assert!(status.success());
     at_b2.wait_for(nb + 60, "b2 after the drain")?;
     phase(t0, "moved after the drain");
-    let fd = at_b2.freeze_after(drained)?;
+    let fd = at_b2.freeze_after(drained).inspect_err(|_| track_logs(&relays, drained_at))?;
     println!(
         "SIGTERM (drain) b1: decoded video/180p froze {:?} at b2 (arrival gap {:?}, {} late, next group start {:?} later)",
         fd.decoded, fd.gap, fd.late, fd.key_frame
@@ -511,6 +571,70 @@ fn sigkill_and_drain_on_the_path_move_subscribers() -> Result<()> {
     let exit = b1.proc.wait_exit(WAIT)?;
     assert!(exit.success(), "b1 did not drain cleanly\n{}", b1.proc.dump());
     b1.proc.wait_line(Duration::from_secs(1), |l| l.text.contains("mesh draining: GOAWAY"))?;
+    drop(rt);
+    Ok(())
+}
+
+#[test]
+fn a_move_waiting_on_a_slow_relay_is_not_subscribed_twice() -> Result<()> {
+    let _serial = serial();
+    let t0 = Instant::now();
+    let env = Env::new("mesh-slow-move")?;
+    let Watched { mut relays, _publisher, rt, at_b2, .. } = watched_mesh(&env, t0)?;
+    at_b2.wait_for(30, "b2 before the kill")?;
+    let nb = at_b2.len();
+    let killed = Instant::now();
+    let killed_at = std::time::SystemTime::now();
+    let i = relays.iter().position(|r| r.name == "a1").unwrap();
+    let mut a1 = relays.remove(i);
+    a1.proc.kill();
+    let (b1, b2) = (by_name(&relays, "b1"), by_name(&relays, "b2"));
+    // About 1 s on, the routes that a1's death changes make b1 b2's next hop while b2's own
+    // link to a1 has not timed out yet (it does a few hundred ms later): b2 moves the track
+    // to b1, make-before-break.
+    let first = b2.proc.wait_line(WAIT, |l| {
+        l.text.contains("better route appeared") || l.text.contains("mesh link down peer=a1")
+    })?;
+    if !first.text.contains("better route appeared") {
+        println!("b2's link to a1 timed out before the routes changed: no move to wait on");
+        return Ok(());
+    }
+    // b1 answers slowly (held with SIGSTOP) until b2's link to a1 has timed out: the old
+    // upstream is lost while the move waits for b1. b2 must wait for it too, not SUBSCRIBE
+    // to b1 a second time (refused at once, and again, each refusal finishing the
+    // subscriber's streams while the move's joining fetch forwards its objects).
+    let pid = b1.proc.pid().to_string();
+    let held = Instant::now();
+    let stopped = std::process::Command::new("kill").args(["-STOP", &pid]).status()?;
+    assert!(stopped.success());
+    let down = b2
+        .proc
+        .wait_line(Duration::from_millis(800), |l| l.text.contains("mesh link down peer=a1"));
+    // A little longer, as a relay under load would take.
+    std::thread::sleep(Duration::from_millis(100));
+    let resumed = std::process::Command::new("kill").args(["-CONT", &pid]).status()?;
+    let held = held.elapsed();
+    assert!(resumed.success());
+    down?;
+    at_b2.wait_for(nb + 60, "b2 after the kill")?;
+    phase(t0, "moved after the kill");
+    let f = at_b2.freeze_after(killed).inspect_err(|_| track_logs(&relays, killed_at))?;
+    println!(
+        "SIGKILL a1, b1 held {held:?} once b2's move to it began: decoded video/180p froze {:?} at b2 ({} late)",
+        f.decoded, f.late
+    );
+    let refused: Vec<_> = b2
+        .proc
+        .lines()
+        .into_iter()
+        .filter(|l| l.text.contains("upstream subscription failed"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} refused upstream subscriptions at b2: {:?}",
+        refused.len(),
+        refused.first().map(|l| &l.text)
+    );
     drop(rt);
     Ok(())
 }
