@@ -550,12 +550,16 @@ pub(crate) async fn take_over(
     match join_upstream(&track, &conn, &ctx).await {
         Ok((reader, ngr)) => run_upstream(ctx, track, session, reader, Some((conn, ngr))).await,
         Err((code, reason)) => {
-            tracing::info!(track = %track.name, ?code, %reason, "second publisher refused: the current upstream stays");
             // A mesh move whose old upstream was lost while it waited: the mesh held back
             // the track's new subscription for it (`Mesh::reroute`) and subscribes now.
             let lingering = matches!(track.lock().upstream, Upstream::Lingering);
-            if lingering && let Some(m) = &ctx.mesh {
+            if !lingering {
+                tracing::info!(track = %track.name, ?code, %reason, "second publisher refused: the current upstream stays");
+            } else if let Some(m) = &ctx.mesh {
+                tracing::info!(track = %track.name, ?code, %reason, "move refused after the old upstream was lost: subscribing along the best route again");
                 m.move_failed(&track.name);
+            } else {
+                tracing::info!(track = %track.name, ?code, %reason, "second publisher refused after the old upstream was lost: the track lingers");
             }
         }
     }
