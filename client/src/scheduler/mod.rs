@@ -185,6 +185,14 @@ type Map<K, V> = HashMap<K, V, BuildKeyHasher>;
 /// `(subscriber priority, publisher priority)` as one number; smaller is more important.
 type Level = u16;
 
+/// Adds `bytes` at `level` to a list of bytes per level kept sorted by level.
+fn add_at_level(levels: &mut Vec<(Level, u64)>, level: Level, bytes: u64) {
+    match levels.binary_search_by_key(&level, |(l, _)| *l) {
+        Ok(i) => levels[i].1 += bytes,
+        Err(i) => levels.insert(i, (level, bytes)),
+    }
+}
+
 /// How many abandoned subgroups a track remembers (the newest are kept): far more than the
 /// groups that can be in flight at once.
 const ABANDONED_MEMORY: usize = 1024;
@@ -359,10 +367,7 @@ impl Scheduler {
             // Above every level (datagrams, the control stream) counts as level 0, below
             // every level (lost bytes not yet attributed) as the last.
             let level = (0xFFFF_i64 - i64::from(priority)).clamp(0, 0xFFFF) as Level;
-            match levels.binary_search_by_key(&level, |(l, _)| *l) {
-                Ok(i) => levels[i].1 += bytes,
-                Err(i) => levels.insert(i, (level, bytes)),
-            }
+            add_at_level(levels, level, bytes);
         }
     }
 
@@ -733,10 +738,7 @@ impl Scheduler {
             }
             *self.written_by_level.entry(level).or_default() += len;
             if let Some(levels) = self.unsent_levels.as_mut() {
-                match levels.binary_search_by_key(&level, |(l, _)| *l) {
-                    Ok(i) => levels[i].1 += len,
-                    Err(i) => levels.insert(i, (level, len)),
-                }
+                add_at_level(levels, level, len);
             }
             self.written_total += len;
             if self.written_total > WRITTEN_DECAY_AT {
