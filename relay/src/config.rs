@@ -76,9 +76,9 @@ pub struct RelayConfig {
     pub goaway_grace: Duration,
     /// The send scheduler.
     pub scheduler: SchedulerConfig,
-    /// The QUIC congestion controller of client sessions: `cubic`, `bbr`, `newreno` or `delay`.
-    /// The default is the one measured best on the link profiles (docs/BENCHMARKS.md,
-    /// "Congestion controller").
+    /// The QUIC congestion controller of client sessions and of this relay's end of its mesh
+    /// links: `cubic`, `bbr`, `newreno` or `delay`. The default is the one measured best on
+    /// the link profiles (docs/BENCHMARKS.md, "Congestion controller").
     pub congestion: CongestionControl,
     /// The regional mesh; absent (the default), the relay runs alone.
     #[serde(skip_serializing_if = "Option::is_none")]

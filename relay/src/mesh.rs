@@ -40,7 +40,9 @@ use tiermesh_client::moq::{
     self, ClientOptions, Connection, Event, ServerOptions, SubscribeOptions, SubscribeRequest,
     TrackEvent, TrackWriter,
 };
-use tiermesh_client::transport::{ClientTls, Server, ServerTls, TransportConfig, Url};
+use tiermesh_client::transport::{
+    ClientTls, CongestionControl, Server, ServerTls, TransportConfig, Url,
+};
 use tiermesh_mesh::wire::{MESH_VERSION, PeerHello, SETUP_PARAM_MESH_PEER};
 use tiermesh_mesh::{Hop, Node, NodeConfig, PeerInfo, RelayName, RouteMessage};
 use tiermesh_proto::TerminationCode;
@@ -78,7 +80,8 @@ const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 const LINK_KEEP_ALIVE: Duration = Duration::from_millis(250);
 
 /// The congestion window a mesh link starts with, both ends (the dialer's and the
-/// listener's connections), in bytes. A link is idle from its handshake until the first
+/// listener's connections), in bytes, with any controller that takes an initial window
+/// (`TransportConfig::initial_window`). A link is idle from its handshake until the first
 /// subscription crosses it, then carries every track of a broadcast at once: with quinn's
 /// 12 000 bytes, doubling per round trip, a 180 ms inter-region link took about 0.9 s to
 /// reach a 2.2 Mbit/s broadcast's rate, and the upper tiers' first live objects arrived
@@ -199,6 +202,9 @@ pub(crate) struct Mesh {
     stop: Mutex<Option<watch::Receiver<bool>>>,
     local_addr: SocketAddr,
     client_tls: ClientTls,
+    /// The transport settings of both ends of every mesh link: the relay's `congestion`
+    /// controller, with [`LINK_INITIAL_WINDOW`].
+    transport: TransportConfig,
     /// Our `PeerHello`, sent in SETUP.
     hello: KeyValue,
     /// Client address prefixes to regions, for the routing API.
@@ -218,8 +224,12 @@ impl std::fmt::Debug for Mesh {
 }
 
 impl Mesh {
-    /// Loads the identity and binds the mesh listener.
-    pub(crate) fn bind(config: MeshConfig) -> Result<Arc<Self>, MeshError> {
+    /// Loads the identity and binds the mesh listener. Mesh links use `congestion`, the
+    /// relay's congestion controller, like its client sessions.
+    pub(crate) fn bind(
+        config: MeshConfig,
+        congestion: CongestionControl,
+    ) -> Result<Arc<Self>, MeshError> {
         let identity = tiermesh_certs::mesh::Identity::load(&config.dir)
             .map_err(|source| MeshError::Identity { dir: config.dir.clone(), source })?;
         let ca = tiermesh_certs::pem::load_chain(config.dir.join(tiermesh_certs::ca::CA_CERT_FILE))
@@ -236,11 +246,10 @@ impl Mesh {
         .map_err(|e| MeshError::Tls(e.to_string()))?;
         let server_tls =
             ServerTls::from_resolver(identity.certs().clone()).client_verifier(verifier);
-        let server = Server::bind_with(
-            config.listen,
-            server_tls,
-            TransportConfig::default().initial_window(Some(LINK_INITIAL_WINDOW)),
-        )?;
+        let transport = TransportConfig::default()
+            .congestion(congestion)
+            .initial_window(Some(LINK_INITIAL_WINDOW));
+        let server = Server::bind_with(config.listen, server_tls, transport.clone())?;
         let local_addr = server.local_addr();
         let client_tls = ClientTls::ca_der(ca.iter().map(|c| c.to_vec()).collect())?
             .with_client_cert_resolver(identity.certs().clone());
@@ -281,7 +290,7 @@ impl Mesh {
             node_config = node_config.mesh_addr(a.as_str());
         }
         let node = Node::new(Instant::now(), node_config);
-        tracing::info!(name = %config.name, region = %config.region, %local_addr, ca_sha256 = %identity.ca_sha256().hex(), "mesh listener bound");
+        tracing::info!(name = %config.name, region = %config.region, %local_addr, congestion = %controller_name(congestion), ca_sha256 = %identity.ca_sha256().hex(), "mesh listener bound");
         Ok(Arc::new(Self {
             state: Mutex::new(State {
                 node,
@@ -301,6 +310,7 @@ impl Mesh {
             stop: Mutex::new(None),
             local_addr,
             client_tls,
+            transport,
             hello,
             client_regions,
             grant: Arc::new(Grant {
@@ -588,8 +598,8 @@ impl Mesh {
                 let options = ClientOptions::new(self.client_tls.clone())
                     .setup_param(self.hello.clone())
                     .transport(
-                        TransportConfig::default()
-                            .initial_window(Some(LINK_INITIAL_WINDOW))
+                        self.transport
+                            .clone()
                             .idle_timeout(LINK_IDLE_TIMEOUT)
                             .keep_alive(Some(LINK_KEEP_ALIVE)),
                     );
@@ -731,8 +741,18 @@ impl Mesh {
 
     fn render_metrics(&self, ctx: &Ctx, out: &mut String) {
         use std::fmt::Write as _;
-        let links: Vec<(String, SessionId)> =
-            self.lock().links.iter().map(|(n, l)| (n.as_str().to_owned(), l.session)).collect();
+        let (links, conns): (Vec<(String, SessionId)>, Vec<Connection>) = self
+            .lock()
+            .links
+            .iter()
+            .map(|(n, l)| ((n.as_str().to_owned(), l.session), l.conn.clone()))
+            .unzip();
+        // Read outside the mesh's lock: each reading locks the QUIC connection.
+        let windows: HashMap<SessionId, u64> = links
+            .iter()
+            .zip(&conns)
+            .filter_map(|((_, session), c)| Some((*session, c.transport_stats()?.cwnd)))
+            .collect();
         let mut up: HashMap<SessionId, u64> = HashMap::new();
         let mut down_tracks: HashMap<SessionId, u64> = HashMap::new();
         let mut down_subs: HashMap<SessionId, u64> = HashMap::new();
@@ -784,6 +804,25 @@ impl Mesh {
             "Subscriptions the peer holds at this relay (equal to the tracks when each track crosses the link once).",
             &|s| down_subs.get(&s).copied().unwrap_or(0),
         );
+        family(
+            out,
+            "tiermesh_mesh_link_congestion_window_bytes",
+            "The QUIC congestion window of the link's connection at this end.",
+            &|s| windows.get(&s).copied().unwrap_or(0),
+        );
+        let name = "tiermesh_mesh_link_congestion_controller";
+        let controller = controller_name(self.transport.get_congestion());
+        let _ = writeln!(
+            out,
+            "# HELP {name} 1 for each mesh link, labelled with its QUIC congestion controller (the relay's `congestion` setting).\n# TYPE {name} gauge"
+        );
+        for (peer, _) in &links {
+            let _ = writeln!(
+                out,
+                "{name}{{peer=\"{}\",controller=\"{controller}\"}} 1",
+                label_escape(peer)
+            );
+        }
     }
 
     /// Runs one mesh link until it ends.
@@ -822,7 +861,7 @@ impl Mesh {
                 PeerInfo { region: region.clone() },
             );
         }
-        tracing::info!(peer = %name, %region, "mesh link up");
+        tracing::info!(peer = %name, %region, congestion = %controller_name(self.transport.get_congestion()), "mesh link up");
         self.wake();
         // The peer's routes.
         let mesh = self.clone();
@@ -1278,6 +1317,12 @@ fn cert_names(der: &[u8]) -> Result<Vec<String>, String> {
     }
     names.dedup();
     Ok(names)
+}
+
+/// A congestion controller's name as the relay's configuration spells it (`cubic`, `delay`).
+fn controller_name(c: CongestionControl) -> String {
+    use clap::ValueEnum as _;
+    c.to_possible_value().map_or_else(|| format!("{c:?}"), |v| v.get_name().to_owned())
 }
 
 fn label_escape(v: &str) -> String {

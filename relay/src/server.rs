@@ -84,7 +84,7 @@ impl Relay {
         let mut server = Server::bind_with(config.listen, tls, transport)?;
         let local_addr = server.local_addr();
         let mesh = match &config.mesh {
-            Some(m) => Some(crate::mesh::Mesh::bind(m.clone())?),
+            Some(m) => Some(crate::mesh::Mesh::bind(m.clone(), config.congestion)?),
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
