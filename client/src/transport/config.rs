@@ -281,8 +281,7 @@ impl TransportConfig {
     /// bbr at 240 000, `delay` at 14 720). A connection that is
     /// idle after its handshake and then carries a burst (a relay's mesh link when the
     /// first subscription starts) otherwise needs a round trip per doubling to reach the
-    /// media's rate. Applies to `cubic`, `bbr` and `newreno`; the `delay` controller keeps
-    /// its own initial window (it has no setting for it yet).
+    /// media's rate. Applies to every controller.
     pub fn initial_window(mut self, value: Option<u64>) -> Self {
         self.initial_window = value;
         self
@@ -395,8 +394,13 @@ impl TransportConfig {
                 }
                 Arc::new(c)
             }
-            // No initial window setting in `delay_cc` yet: it starts at its own 14 720 bytes.
-            CongestionControl::Delay => Arc::new(super::delay_cc::DelayConfig::default()),
+            CongestionControl::Delay => {
+                let mut c = super::delay_cc::DelayConfig::default();
+                if let Some(w) = self.initial_window {
+                    c.initial_window(w);
+                }
+                Arc::new(c)
+            }
         }
     }
 }
@@ -448,13 +452,14 @@ mod tests {
         let cubic = TransportConfig::default();
         assert_eq!(window(&cubic), 12_000, "quinn's own by default");
         assert_eq!(window(&cubic.initial_window(Some(64_000))), 64_000);
-        for cc in [CongestionControl::Bbr, CongestionControl::NewReno] {
+        for cc in [CongestionControl::Bbr, CongestionControl::NewReno, CongestionControl::Delay] {
             let set = TransportConfig::default().congestion(cc).initial_window(Some(64_000));
             assert_eq!(window(&set), 64_000, "{cc:?}");
         }
-        // `delay` has no setting for it: it keeps its own.
         let delay = TransportConfig::default().congestion(CongestionControl::Delay);
-        assert_eq!(window(&delay.clone().initial_window(Some(64_000))), window(&delay));
+        assert_eq!(window(&delay), 14_720, "`delay`'s own by default");
+        // Below four packets (1 200 bytes each here) it keeps its least window.
+        assert_eq!(window(&delay.initial_window(Some(1_000))), 4 * 1_200);
     }
 
     #[test]

@@ -117,6 +117,18 @@ impl Default for DelayConfig {
     }
 }
 
+impl DelayConfig {
+    /// The window a connection starts with, in bytes (default 14 720); kept within the
+    /// controller's bounds (4 packets..[`MAX_WINDOW`]) when a connection is built. A link that
+    /// is idle after its handshake and then carries a burst (a relay's mesh link when its
+    /// first subscription starts) otherwise needs a round trip per doubling to reach the
+    /// media's rate.
+    pub(crate) fn initial_window(&mut self, bytes: u64) -> &mut Self {
+        self.initial_window = bytes;
+        self
+    }
+}
+
 impl ControllerFactory for DelayConfig {
     fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
         Box::new(Delay::new(self, now, current_mtu))
@@ -525,7 +537,7 @@ impl Controller for Delay {
     }
 
     fn initial_window(&self) -> u64 {
-        self.config.initial_window
+        self.config.initial_window.clamp(self.min_window(), MAX_WINDOW)
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
@@ -713,6 +725,29 @@ mod tests {
             cc.handle_end_acks(u64::from(MTU), Some(p));
         }
         assert_eq!(cc.window(), start);
+    }
+
+    /// A configured initial window is where the window starts (a mesh link's 64 kB), and
+    /// slow start from it still ends on the first round that shows a queue.
+    #[test]
+    fn a_configured_initial_window_starts_the_window_and_slow_start_still_ends_on_a_queue() {
+        let mut config = DelayConfig::default();
+        config.initial_window(64_000);
+        let mut cc = Delay::new(Arc::new(config), Instant::now(), MTU);
+        assert_eq!(cc.window(), 64_000);
+        assert_eq!(Controller::initial_window(&cc), 64_000);
+        let mut pn = 0;
+        let now = rounds(&mut cc, Instant::now(), &mut pn, 2, 100 * MS);
+        assert!(cc.slow_start && cc.window() >= 3 * 64_000, "{}", cc.window());
+        let before = cc.window();
+        rounds(&mut cc, now, &mut pn, 1, 160 * MS);
+        assert!(!cc.slow_start, "a queue over the target ends slow start");
+        assert!(cc.window() < before, "{before} -> {}", cc.window());
+        // Below the least window it is raised to four packets.
+        let mut config = DelayConfig::default();
+        config.initial_window(100);
+        let cc = Delay::new(Arc::new(config), Instant::now(), MTU);
+        assert_eq!(cc.window(), 4 * u64::from(MTU));
     }
 
     #[test]
