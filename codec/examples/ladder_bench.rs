@@ -122,10 +122,15 @@ fn read_yuv(path: &Path, w: usize, h: usize) -> Result<Vec<I420>> {
         .collect()
 }
 
+/// A ladder's rungs as ffmpeg is handed them: (name, width, height, bit rate).
+fn ffmpeg_rungs(cfg: &LadderConfig) -> Vec<(String, usize, usize, u32)> {
+    cfg.rungs.iter().map(|r| (r.name.clone(), r.width, r.height, r.bitrate)).collect()
+}
+
 /// One ffmpeg run encoding every rung from its pre-scaled raw file; returns its CPU time.
 fn run_ffmpeg(
     name: &str,
-    rungs: &[(&str, usize, usize, u32)],
+    rungs: &[(String, usize, usize, u32)],
     encoder_args: &dyn Fn(u32) -> Vec<String>,
     dir: &Path,
     scaled: &[(usize, Vec<I420>)],
@@ -181,11 +186,11 @@ fn run_ffmpeg(
         let refs = &scaled.iter().find(|(hh, _)| hh == h).context("scaled")?.1;
         let bytes = std::fs::metadata(&enc)?.len();
         let kbps = bytes as f64 * 8.0 / (frames as f64 / 30.0) / 1000.0;
-        psnrs.push((label.to_string(), mean_psnr(refs, &decoded)?, kbps));
+        psnrs.push((label.clone(), mean_psnr(refs, &decoded)?, kbps));
     }
     Ok(Row {
         name: name.into(),
-        rungs: rungs.iter().map(|r| r.0).collect::<Vec<_>>().join("+"),
+        rungs: rungs.iter().map(|r| r.0.as_str()).collect::<Vec<_>>().join("+"),
         fps: frames as f64 / wall,
         cpu_ms_per_frame: cpu / frames as f64,
         psnr: psnrs,
@@ -254,9 +259,9 @@ fn main() -> Result<()> {
     let dir: PathBuf =
         std::env::temp_dir().join(format!("tiermesh-ladder-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let h264_rungs =
-        [("720p", 1280, 720, 1_500_000), ("360p", 640, 360, 500_000), ("180p", 320, 180, 150_000)];
-    let av1_rungs = [("360p", 640, 360, 500_000), ("180p", 320, 180, 150_000)];
+    // ffmpeg encodes the very rungs the tiermesh ladders above encoded, at their rates.
+    let h264_rungs = ffmpeg_rungs(&LadderConfig::default());
+    let av1_rungs = ffmpeg_rungs(&LadderConfig::av1_low());
     for (label, _, h, _) in &h264_rungs {
         write_yuv(
             &dir.join(format!("src-{label}.yuv")),

@@ -6,6 +6,7 @@
 mod common;
 
 use anyhow::{Result, ensure};
+use common::{av1_rung, default_rung};
 use tiermesh_codec::frame::I420;
 use tiermesh_codec::ladder::GroupLength;
 use tiermesh_codec::test_pattern::Generator;
@@ -32,9 +33,9 @@ fn push_all(
 fn key_frame_request_starts_a_group_on_every_rung_at_the_next_frame() -> Result<()> {
     let cfg = LadderConfig::default()
         .rungs(vec![
-            Rung::new("360p", 640, 360, 30.0, 500_000, Codec::H264),
-            Rung::new("180p", 320, 180, 30.0, 150_000, Codec::H264),
-            Rung::new("180p-av1", 320, 180, 30.0, 150_000, Codec::Av1),
+            default_rung("360p"),
+            default_rung("180p"),
+            Rung { name: "180p-av1".into(), ..av1_rung("180p") },
         ])
         .group_length(GroupLength::Frames(300));
     let mut ladder = Ladder::new(cfg)?;
@@ -75,7 +76,9 @@ fn key_frame_request_starts_a_group_on_every_rung_at_the_next_frame() -> Result<
 fn bitrate_changes_and_top_rung_drop_follow_group_boundaries() -> Result<()> {
     let cfg = LadderConfig::default()
         .rungs(vec![
-            Rung::new("360p", 640, 360, 30.0, 500_000, Codec::H264),
+            default_rung("360p"),
+            // The test's own rate (not the ladder's 150 kbit/s): a cut to 60 kbit/s must
+            // show in the group's bytes.
             Rung::new("180p", 320, 180, 30.0, 300_000, Codec::H264),
         ])
         .group_length(GroupLength::Frames(10));
@@ -127,7 +130,8 @@ fn bitrate_changes_and_top_rung_drop_follow_group_boundaries() -> Result<()> {
 fn lower_frame_rate_rungs_still_start_groups_with_the_others() -> Result<()> {
     let cfg = LadderConfig::default()
         .rungs(vec![
-            Rung::new("360p", 640, 360, 30.0, 500_000, Codec::H264),
+            default_rung("360p"),
+            // A 15 fps rung, which the default ladder does not have.
             Rung::new("180p15", 320, 180, 15.0, 100_000, Codec::H264),
         ])
         .group_length(GroupLength::Micros(333_333));
@@ -169,8 +173,7 @@ fn bad_configurations_are_refused_with_a_reason() {
 
 #[test]
 fn av1_frames_leave_the_encoder_within_a_bounded_delay() -> Result<()> {
-    let cfg =
-        LadderConfig::default().rungs(vec![Rung::new("180p", 320, 180, 30.0, 150_000, Codec::Av1)]);
+    let cfg = LadderConfig::default().rungs(vec![av1_rung("180p")]);
     let mut ladder = Ladder::new(cfg)?;
     let sources = small_sources(40);
     let mut worst = 0;

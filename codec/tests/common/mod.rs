@@ -10,13 +10,32 @@ use anyhow::{Context, Result, bail, ensure};
 use tiermesh_codec::frame::{I420, psnr};
 use tiermesh_codec::scale::Scaler;
 use tiermesh_codec::test_pattern::{Generator, read_barcode};
-use tiermesh_codec::{EncodedFrame, Ladder, LadderConfig};
+use tiermesh_codec::{EncodedFrame, Ladder, LadderConfig, Rung};
 
 /// Capture time of the first frame: a realistic wall-clock value (2026-01-01T00:00:00Z).
 pub const EPOCH_US: u64 = 1_767_225_600_000_000;
 pub const SOURCE_W: usize = 1280;
 pub const SOURCE_H: usize = 720;
 pub const FPS: f64 = 30.0;
+
+/// The rung `name` of the default H.264 ladder (`LadderConfig::default()`): a test that
+/// needs a realistic rung takes it from there, so it encodes at the rates tiermesh ships.
+pub fn default_rung(name: &str) -> Rung {
+    LadderConfig::default()
+        .rungs
+        .into_iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no rung {name} in the default ladder"))
+}
+
+/// The rung `name` of the AV1 ladder (`LadderConfig::av1_low()`).
+pub fn av1_rung(name: &str) -> Rung {
+    LadderConfig::av1_low()
+        .rungs
+        .into_iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no rung {name} in the AV1 ladder"))
+}
 
 pub fn capture_us(index: u32) -> u64 {
     EPOCH_US + (f64::from(index) * 1_000_000.0 / FPS) as u64
