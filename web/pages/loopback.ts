@@ -5,6 +5,7 @@
 import { Session } from '../src/session.js';
 import { MemoryLink, connectWebTransport, memoryPair } from '../src/transport.js';
 import { Publisher } from '../src/media/publisher.js';
+import { defaultLowerTiers } from '../src/media/ladder.js';
 import { Player } from '../src/media/player.js';
 import { exposeStats, renderStats, showError } from './common.js';
 
@@ -36,12 +37,7 @@ async function main(): Promise<void> {
     useSession: pubSession,
     announce: false,
     codec: params.get('codec') === 'av1' ? 'av1' : 'h264',
-    lowerTiers: ladder
-      ? [
-          { width: 320, height: 180, bitrate: 250_000 },
-          { width: 640, height: 360, bitrate: 700_000 },
-        ]
-      : [],
+    lowerTiers: ladder ? defaultLowerTiers() : [],
     preview: document.getElementById('preview') as HTMLVideoElement,
     onStats: (s) => renderStats(document.getElementById('pubstats'), s),
   });

@@ -2,6 +2,7 @@
 // [&codec=av1][&width=1280&height=720][&kbps=2500][&ladder=1]. Publishes camera and microphone to
 // <broadcast>/source, where the relay's ingest builds the ladder.
 import { Publisher, PublisherError, type PublisherStats } from '../src/media/publisher.js';
+import { defaultLowerTiers } from '../src/media/ladder.js';
 import { exposeStats, pageConfig, renderStats, showError } from './common.js';
 
 const starting: Partial<PublisherStats> & { errorKind?: string } = { state: 'starting', framesEncoded: 0, audioFramesEncoded: 0, errors: [] };
@@ -25,14 +26,9 @@ async function main(): Promise<void> {
       width: num('width'),
       height: num('height'),
       bitrate: num('kbps') !== undefined ? num('kbps')! * 1000 : undefined,
-      // ?ladder=1: also encode 180p and 360p here (for a relay without an ingest ladder).
-      lowerTiers:
-        cfg.params.get('ladder') === '1'
-          ? [
-              { width: 320, height: 180, bitrate: 250_000 },
-              { width: 640, height: 360, bitrate: 700_000 },
-            ]
-          : [],
+      // ?ladder=1: also encode the default ladder's 360p and 180p here (for a relay without
+      // an ingest ladder).
+      lowerTiers: cfg.params.get('ladder') === '1' ? defaultLowerTiers() : [],
       preview: document.getElementById('preview') as HTMLVideoElement,
       onStats: (s) => renderStats(document.getElementById('stats'), s),
       onError: (e) => showError(e.message, e.kind),

@@ -15,3 +15,4 @@ export * from './media/jitter.js';
 export * from './media/barcode.js';
 export * from './media/player.js';
 export * from './media/publisher.js';
+export * from './media/ladder.js';
