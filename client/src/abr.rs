@@ -407,7 +407,19 @@ impl Abr {
 mod tests {
     use super::*;
 
-    const TIERS: [u64; 3] = [150_000, 500_000, 1_500_000];
+    /// The default ladder's rates, lowest first (180p, 360p, 720p: 150, 550 and 1500
+    /// kbit/s), the tiers `sub --abr` finds in the catalog of `tiermesh pub`.
+    fn ladder_rates() -> Vec<u64> {
+        let ladder = tiermesh_codec::LadderConfig::default();
+        let mut rates: Vec<u64> = ladder.rungs.iter().map(|r| u64::from(r.bitrate)).collect();
+        rates.sort_unstable();
+        rates
+    }
+
+    /// The default ladder's 360p rate.
+    fn r360() -> u64 {
+        ladder_rates()[1]
+    }
 
     /// A link of `capacity` bit/s carrying a tier of `rate` bit/s with a queueing latency of
     /// `latency_ms` for its small frames.
@@ -450,8 +462,8 @@ mod tests {
     #[test]
     fn goes_down_once_the_link_carries_less_than_the_tier() {
         let mut t = Instant::now();
-        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 2, t);
-        feed(&mut abr, &mut t, 3, 1_500_000, 10);
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 2, t);
+        feed(&mut abr, &mut t, 3, ladder_rates()[2], 10);
         assert_eq!(abr.current(), 2);
         // The link now carries 600 kbit/s (the relay keeping the queue short by dropping):
         // nothing arrives on time any more.
@@ -463,11 +475,11 @@ mod tests {
     #[test]
     fn climbs_one_step_at_a_time_after_the_hold() {
         let mut t = Instant::now();
-        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 0, t);
-        let tiers = feed(&mut abr, &mut t, 5, 150_000, 10);
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 0, t);
+        let tiers = feed(&mut abr, &mut t, 5, ladder_rates()[0], 10);
         assert_eq!(tiers, [0; 5], "no step up before the 4 s hold");
         // The step up happens at the next boundary, then 360p must fit 4 s more.
-        let tiers = feed(&mut abr, &mut t, 7, 500_000, 10);
+        let tiers = feed(&mut abr, &mut t, 7, r360(), 10);
         assert_eq!(tiers, [1, 1, 1, 1, 1, 2, 2]);
         assert_eq!(abr.reason(), Some("up"));
     }
@@ -477,15 +489,15 @@ mod tests {
         // 360p fits a 1 Mbit/s link with room to spare, 720p does not: it stays on 360p
         // however long 360p arrives whole and on time.
         let mut t = Instant::now();
-        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 1, t);
-        let link = Link { rate: 500_000, latency_ms: 10, capacity: 1_000_000 };
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 1, t);
+        let link = Link { rate: r360(), latency_ms: 10, capacity: 1_000_000 };
         let tiers = feed_link(&mut abr, &mut t, 30, link);
         assert!(tiers.iter().all(|&x| x == 1), "{tiers:?}");
         let c = abr.capacity().unwrap();
-        assert!(c < 1_500_000.0 && c > 500_000.0, "capacity {c}");
+        assert!(c < ladder_rates()[2] as f64 && c > r360() as f64, "capacity {c}");
         // From 180p on the same link it does step up to 360p.
-        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 0, t);
-        let tiers = feed_link(&mut abr, &mut t, 5, Link { rate: 150_000, ..link });
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 0, t);
+        let tiers = feed_link(&mut abr, &mut t, 5, Link { rate: ladder_rates()[0], ..link });
         assert_eq!(tiers, [0; 5]);
         let tiers = feed_link(&mut abr, &mut t, 10, link);
         assert!(tiers.iter().all(|&x| x == 1), "{tiers:?}");
@@ -494,68 +506,66 @@ mod tests {
     #[test]
     fn a_failed_step_up_doubles_the_hold() {
         let mut t = Instant::now();
-        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 0, t);
-        feed(&mut abr, &mut t, 6, 150_000, 10);
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 0, t);
+        feed(&mut abr, &mut t, 6, ladder_rates()[0], 10);
         assert_eq!(abr.current(), 1);
-        // 500 kbit/s does not fit: late at once.
+        // 360p does not fit: 300 kbit/s arrives, late at once.
         feed(&mut abr, &mut t, 5, 300_000, 800);
         assert_eq!(abr.current(), 0);
         assert_eq!(abr.reason(), Some("failed step up"));
         // Fits again, but the next try waits 8 s, not 4.
-        let tiers = feed(&mut abr, &mut t, 7, 150_000, 10);
+        let tiers = feed(&mut abr, &mut t, 7, ladder_rates()[0], 10);
         assert!(tiers.iter().all(|&x| x == 0), "{tiers:?}");
     }
 
     #[test]
     fn a_short_burst_of_late_objects_is_not_a_reason_to_go_down() {
         let mut t = Instant::now();
-        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 1, t);
-        feed(&mut abr, &mut t, 3, 500_000, 10);
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 1, t);
+        feed(&mut abr, &mut t, 3, r360(), 10);
         // A loss holds the stream back for 200 ms: six objects late, then on time again.
         for _ in 0..6 {
             t += Duration::from_millis(33);
             abr.on_object(t, 2000, Duration::from_millis(450), false);
         }
-        let tiers = feed(&mut abr, &mut t, 2, 500_000, 10);
+        let tiers = feed(&mut abr, &mut t, 2, r360(), 10);
         assert_eq!(tiers, [1, 1]);
     }
 
     #[test]
     fn a_loss_recovery_draining_slowly_is_not_congestion() {
         let mut t = Instant::now();
-        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 1, t);
-        feed_link(&mut abr, &mut t, 5, Link { rate: 500_000, latency_ms: 10, capacity: 1_000_000 });
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 1, t);
+        let rural = Link { rate: r360(), latency_ms: 10, capacity: 1_000_000 };
+        feed_link(&mut abr, &mut t, 5, rural);
         // A tail loss and a lost retransmission hold the stream for 900 ms. The 27 frames
-        // captured meanwhile then arrive at the rate the 1 Mbit/s link carries (one 1.8 kB
-        // frame every 14 ms) while new ones keep coming every 33 ms: latency falls by 19 ms
-        // a frame, from 900 ms, until the backlog is gone; the relay dropped four frames of
-        // the group as stale, so that group is incomplete.
+        // captured meanwhile then arrive at the rate the 1 Mbit/s link carries (one 2 kB
+        // frame of 360p every 16 ms) while new ones keep coming every 33 ms: latency falls
+        // by 17 ms a frame, from 900 ms, until the backlog is gone; the relay dropped one
+        // frame in seven of the group as stale, so that group is incomplete.
+        let frame = r360() / 8 / 35;
+        let every = frame * 8 * 1000 / rural.capacity;
         t += Duration::from_millis(900);
         let mut latency = 900u64;
         let mut n = 0;
         while latency > 10 {
-            t += Duration::from_millis(14);
+            t += Duration::from_millis(every);
             n += 1;
             if n % 7 != 0 {
-                abr.on_object(t, 1800, Duration::from_millis(latency), false);
+                abr.on_object(t, frame, Duration::from_millis(latency), false);
                 assert_eq!(abr.poll_down(t), None, "after {n} late objects, {latency} ms");
             }
-            latency = latency.saturating_sub(19).max(10);
+            latency = latency.saturating_sub(33 - every).max(10);
         }
-        let tiers = feed_link(
-            &mut abr,
-            &mut t,
-            4,
-            Link { rate: 500_000, latency_ms: 10, capacity: 1_000_000 },
-        );
+        let tiers = feed_link(&mut abr, &mut t, 4, rural);
         assert_eq!(tiers, [1; 4]);
     }
 
     #[test]
     fn a_standing_queue_is_congestion_even_after_a_late_key_frame() {
         let mut t = Instant::now();
-        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 2, t);
-        feed(&mut abr, &mut t, 5, 1_500_000, 10);
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 2, t);
+        feed(&mut abr, &mut t, 5, ladder_rates()[2], 10);
         // The queue stands at 700 ms: each key frame arrives later than the frames after it.
         let tiers = feed_link(
             &mut abr,
@@ -570,12 +580,14 @@ mod tests {
     #[test]
     fn a_congestion_window_dip_that_drains_is_not_a_reason_to_go_down() {
         // rural: a few losses close together hold the sender's window at 350 kbit/s for
-        // 2.5 s (360p's objects ever later, up to 750 ms), then the window has grown back
-        // and the backlog drains at 700 kbit/s: nothing on time for about 4 s, the least
-        // queueing of two seconds at most about 400 ms (as measured with seed 7).
+        // 2.5 s (360p's objects ever later), then the window has grown back and the backlog
+        // drains at 700 kbit/s (as measured with seed 7). With 360p at 550 kbit/s objects
+        // come up to about 920 ms late and over 200 ms late for about 4.7 s (770 ms and
+        // 3.3 s at the 500 kbit/s of that measurement).
         let mut t = Instant::now();
-        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 1, t);
-        let rural = Link { rate: 500_000, latency_ms: 10, capacity: 1_000_000 };
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 1, t);
+        let tier = r360() as f64;
+        let rural = Link { rate: r360(), latency_ms: 10, capacity: 1_000_000 };
         feed_link(&mut abr, &mut t, 6, rural);
         let dip = t;
         let mut latency = 10.0;
@@ -586,12 +598,12 @@ mod tests {
             }
             let rate =
                 if t.duration_since(dip) < Duration::from_millis(2500) { 350e3 } else { 700e3 };
-            // Each 33 ms of media takes 33 ms x 500 / rate to arrive while behind.
-            let took = if latency > 10.0 || rate < 500e3 { 33.3 * 500e3 / rate } else { 33.3 };
+            // Each 33 ms of media takes 33 ms x tier / rate to arrive while behind.
+            let took = if latency > 10.0 || rate < tier { 33.3 * tier / rate } else { 33.3 };
             t += Duration::from_secs_f64(took / 1000.0);
             latency = (latency + took - 33.3).max(10.0);
             // (Key frames as the small ones: this test is not about the capacity estimate.)
-            abr.on_object(t, 2083, Duration::from_secs_f64(latency / 1000.0), false);
+            abr.on_object(t, r360() / 8 / 30, Duration::from_secs_f64(latency / 1000.0), false);
             tiers.extend(abr.poll_down(t));
         }
         assert!(latency < 20.0, "drained");
@@ -603,15 +615,15 @@ mod tests {
     fn a_tier_on_time_below_its_nominal_rate_fits() {
         // A still picture: the encoder makes half of 360p's catalog rate, all of it on time.
         let mut t = Instant::now();
-        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 1, t);
-        let tiers = feed(&mut abr, &mut t, 12, 250_000, 10);
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 1, t);
+        let tiers = feed(&mut abr, &mut t, 12, r360() / 2, 10);
         assert!(tiers.iter().all(|&x| x == 1), "{tiers:?}");
     }
 
     #[test]
     fn starved_throughput_goes_to_the_tier_it_carries() {
         let mut t = Instant::now();
-        let mut abr = Abr::new(AbrConfig::new(TIERS.to_vec()), 2, t);
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 2, t);
         // Only 200 kbit/s arrives, none of it on time.
         feed(&mut abr, &mut t, 6, 200_000, 300);
         assert_eq!(abr.current(), 0, "straight to 180p, not via 360p");

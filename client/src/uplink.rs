@@ -426,8 +426,20 @@ mod tests {
 
     const S: u64 = 1_000_000;
 
+    /// The configured rates of a ladder's rungs, top first, as the publisher hands them to
+    /// the controller.
+    fn rates_of(ladder: &tiermesh_codec::LadderConfig) -> Vec<u32> {
+        ladder.rungs.iter().map(|r| r.bitrate).collect()
+    }
+
+    /// The light ladder's rates (the default ladder's 360p and 180p: 550 and 150 kbit/s).
+    fn light_rates() -> Vec<u32> {
+        rates_of(&crate::media::light_ladder())
+    }
+
+    /// The controller of `tiermesh dev`'s light ladder.
     fn light() -> UplinkController {
-        UplinkController::new(UplinkConfig::default(), vec![500_000, 150_000], 32_000)
+        UplinkController::new(UplinkConfig::default(), light_rates(), 32_000)
     }
 
     fn feed(c: &mut UplinkController, from: u64, secs: u64, bps: u64) -> u64 {
@@ -443,7 +455,7 @@ mod tests {
     fn a_wide_uplink_keeps_the_configured_rates() {
         let mut c = light();
         feed(&mut c, 0, 5, 10_000_000);
-        assert_eq!(c.rates(), [500_000, 150_000]);
+        assert_eq!(c.rates(), light_rates());
         assert!(!c.top_dropped());
     }
 
@@ -459,14 +471,14 @@ mod tests {
         c.on_estimate(t, 10_000_000);
         assert!(c.rates()[0] < 200_000, "{:?}", c.rates());
         feed(&mut c, t + S / 2, 15, 10_000_000);
-        assert_eq!(c.rates(), [500_000, 150_000]);
+        assert_eq!(c.rates(), light_rates());
     }
 
     #[test]
     fn the_top_rung_goes_when_it_cannot_fit_and_comes_back_with_margin() {
         let mut c = UplinkController::new(
             UplinkConfig::default(),
-            vec![1_500_000, 500_000, 150_000],
+            rates_of(&tiermesh_codec::LadderConfig::default()),
             32_000,
         );
         let mut dropped_at = None;
@@ -546,7 +558,7 @@ mod tests {
         assert_eq!(back.len(), 1, "tried at {back:?}");
         assert!(back[0] - 8 * S <= 11 * S, "tried {} s after the link widened", back[0] / S);
         assert!(!c.top_dropped() && !c.probing(), "{:?}", c.rates());
-        assert_eq!(c.rates(), [500_000, 150_000], "at {} s", t / S);
+        assert_eq!(c.rates(), light_rates(), "at {} s", t / S);
     }
 
     #[test]
