@@ -100,6 +100,20 @@ impl Cache {
             .collect()
     }
 
+    /// Whether every Object ID strictly between `after` and `before` in `group` is cached
+    /// and none of them belongs to `subgroup`: then `before` is the next object of that
+    /// subgroup after `after` (draft-16 §10.4.3). False when any is not cached: it may
+    /// exist in the subgroup.
+    pub fn elsewhere_between(&self, group: u64, subgroup: u64, after: u64, before: u64) -> bool {
+        let Some(g) = self.groups.iter().find(|g| g.id == group) else { return false };
+        let from = g.objects.partition_point(|o| o.object_id <= after);
+        let to = g.objects.partition_point(|o| o.object_id < before);
+        let between = &g.objects[from..to.max(from)];
+        // Object IDs are unique within a group, so the count tells whether all are there.
+        between.len() as u64 == before.saturating_sub(after).saturating_sub(1)
+            && between.iter().all(|o| o.forwarding.subgroup_id() != Some(subgroup))
+    }
+
     /// How many groups are cached.
     pub fn groups(&self) -> usize {
         self.groups.len()
@@ -145,6 +159,23 @@ mod tests {
         assert!(c.insert(obj(0, 5)), "a late object is not a duplicate");
         assert_eq!(c.groups(), 2);
         assert!(!c.insert(obj(3, 1)), "a repeated location is a duplicate");
+    }
+
+    #[test]
+    fn objects_between_in_other_subgroups_are_known() {
+        let mut c = Cache::new(2);
+        // Two layers: even objects in subgroup 0, odd ones in subgroup 1.
+        for o in [0, 1, 2, 3, 4, 6] {
+            let mut x = obj(5, o);
+            x.forwarding = Forwarding::Subgroup(o % 2);
+            c.insert(x);
+        }
+        assert!(c.elsewhere_between(5, 0, 0, 2), "1 is in subgroup 1");
+        assert!(c.elsewhere_between(5, 1, 1, 3), "2 is in subgroup 0");
+        assert!(c.elsewhere_between(5, 0, 2, 3), "nothing between");
+        assert!(!c.elsewhere_between(5, 1, 0, 2), "1 is in subgroup 1 itself");
+        assert!(!c.elsewhere_between(5, 1, 3, 7), "5 is not cached: it may be subgroup 1's");
+        assert!(!c.elsewhere_between(6, 0, 0, 2), "group 6 is not cached");
     }
 
     #[test]

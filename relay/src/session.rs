@@ -309,6 +309,9 @@ macro_rules! admit {
     };
 }
 
+/// A downstream SUBSCRIBE. A second one for a track the session already subscribes to
+/// (pending or established) never reaches here: the session's state machine refuses it
+/// with DUPLICATE_SUBSCRIPTION (draft-16 §5.1; `relay/tests/relay_duplicate_subscribe.rs`).
 async fn subscribe(ctx: Arc<Ctx>, id: SessionId, grant: Option<Arc<Grant>>, req: SubscribeRequest) {
     // The mesh's internal routes track is served on mesh links only (crate::mesh).
     let Some(req) = crate::mesh::refuse_routes(req) else { return };
@@ -630,7 +633,10 @@ async fn join_upstream(
     // stream holds the rest of it back for a loss-recovery round (about half a second on
     // `congested`), so waiting for the whole fetch held every subscriber of the track up to
     // the full 2 s (docs/BENCHMARKS.md, "publisher behind the link").
-    let held = !track.lock().downstream.is_empty();
+    let (held, feed) = {
+        let mut st = track.lock();
+        (!st.downstream.is_empty(), st.new_feed())
+    };
     match reader.largest() {
         Some(largest) if !held => {
             let bound = Location::new(largest.group.0, largest.object.0 + 1);
@@ -638,7 +644,7 @@ async fn join_upstream(
             track.lock().filling = Some((bound, rx.clone()));
             let (ctx, track) = (ctx.clone(), track.clone());
             tokio::spawn(async move {
-                fill_from_upstream(ctx, track.clone(), f, tx, asked).await;
+                fill_from_upstream(ctx, track.clone(), f, feed, tx, asked).await;
                 // The subscribers answered meanwhile send their joining FETCH a round trip
                 // later, maybe after the fill ended: its objects stay at hand for them a
                 // while, since live groups arriving meanwhile can evict its group from the
@@ -653,19 +659,21 @@ async fn join_upstream(
         }
         _ => {
             let (tx, _rx) = tokio::sync::watch::channel(Vec::new());
-            fill_from_upstream(ctx.clone(), track.clone(), f, tx, asked).await;
+            fill_from_upstream(ctx.clone(), track.clone(), f, feed, tx, asked).await;
         }
     }
     Ok((reader, new_group))
 }
 
 /// Forwards the objects of the relay's upstream joining FETCH (to the cache, and to the
-/// subscribers whose filter passes them) until its stream ends or [`UPSTREAM_FETCH_WAIT`]
-/// has passed, adding each one to `progress`, which is dropped (closed) when it ends.
+/// subscribers whose filter passes them, as `feed`) until its stream ends or
+/// [`UPSTREAM_FETCH_WAIT`] has passed, adding each one to `progress`, which is dropped
+/// (closed) when it ends.
 async fn fill_from_upstream(
     ctx: Arc<Ctx>,
     track: Arc<Track>,
     mut fetch: moq::FetchReader,
+    feed: crate::track::Feed,
     progress: tokio::sync::watch::Sender<Vec<tiermesh_proto::data::Object>>,
     asked: std::time::Instant,
 ) {
@@ -675,7 +683,7 @@ async fn fill_from_upstream(
             objects += 1;
             let ms = asked.elapsed().as_millis() as u64;
             tracing::trace!(track = %track.name, location = ?o.location(), ms, "upstream joining fetch object");
-            track.lock().forward(&o, &ctx.metrics);
+            track.lock().forward(&o, feed, &ctx.metrics);
             progress.send_modify(|fetched| fetched.push(o.to_object()));
         }
     };
@@ -698,7 +706,7 @@ pub(crate) async fn run_upstream(
 ) {
     let pushed = subscribed.is_none();
     let (release, mut released) = tokio::sync::oneshot::channel();
-    let (waiting, generation) = {
+    let (waiting, generation, feed) = {
         let mut st = track.lock();
         if st.removed {
             // Nobody holds the track any more: dropping the reader unsubscribes.
@@ -709,8 +717,9 @@ pub(crate) async fn run_upstream(
             }
             return;
         }
-        // A newer publisher takes the track over: the older upstream is released and the
-        // streams that mirrored it are finished (its streams will not end by themselves).
+        // A newer publisher takes the track over: the older upstream is released. The
+        // streams that mirrored it stay open for the new one to continue
+        // (`TrackState::upstream_established`).
         let replaced = match &mut st.upstream {
             Upstream::Active { release, .. } => Some(release.take()),
             _ => None,
@@ -719,10 +728,10 @@ pub(crate) async fn run_upstream(
             if let Some(r) = old {
                 let _ = r.send(());
             }
-            st.finish_all_streams();
             tracing::info!(track = %track.name, "new publisher takes over the track");
         }
         st.set_upstream_info(reader.extensions(), reader.largest());
+        let feed = st.upstream_established(reader.largest());
         st.upstream = Upstream::Active { session, pushed, release: Some(release) };
         st.upstream_forward = true;
         st.upstream_request = subscribed.as_ref().map(|(c, _)| (c.clone(), reader.request_id()));
@@ -732,7 +741,7 @@ pub(crate) async fn run_upstream(
         st.generation += 1;
         let waiting = st.take_waiting(&ctx.metrics);
         st.attaching += waiting.len();
-        (waiting, st.generation)
+        (waiting, st.generation, feed)
     };
     ctx.upstreams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(track = %track.name, pushed, "upstream established");
@@ -757,7 +766,7 @@ pub(crate) async fn run_upstream(
     let lost = loop {
         tokio::select! {
             e = reader.next() => match e {
-                Some(TrackEvent::Object(o)) => track.lock().forward(&o, &ctx.metrics),
+                Some(TrackEvent::Object(o)) => track.lock().forward(&o, feed, &ctx.metrics),
                 Some(TrackEvent::StreamEnd { group_id, subgroup_id, reset }) => {
                     let ended = track.lock().end_stream(group_id, subgroup_id, reset);
                     if ended > 0 {
@@ -816,7 +825,9 @@ fn lose_upstream(ctx: &Arc<Ctx>, track: &Arc<Track>, lost: Option<SessionId>) {
             remove_track(ctx, track);
             return;
         }
-        st.finish_all_streams();
+        // The subscribers' open streams stay open: the next upstream continues the
+        // subgroups it has more objects of, and finishes the others
+        // (`TrackState::upstream_established`); the linger's end finishes them all.
         st.upstream = Upstream::Lingering;
         st.generation += 1;
         st.generation

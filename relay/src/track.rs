@@ -7,7 +7,12 @@
 //! - an object goes to every downstream subscription whose filter it passes, on that
 //!   subscriber's stream for the object's (group, subgroup), as the same `Bytes`;
 //! - a downstream stream is finished when its upstream stream ends (or reset with the
-//!   same code), so the relay holds no stream longer than its publisher does.
+//!   same code), so the relay holds no stream longer than its publisher does;
+//! - a subscriber gets each subgroup on one stream, its objects once and in ascending
+//!   Object ID order, also across a change of upstream (a make-before-break move, a
+//!   publisher taking over, a re-route after a loss): the new upstream continues the
+//!   streams the old one left open (draft-16 §2.2: one stream per subgroup unless one was
+//!   reset; §10.4.3: only the next object goes on an existing stream).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,6 +32,25 @@ use crate::metrics::{DropReason, HistogramTally, Metrics, TrackClass};
 
 /// A relay session's number.
 pub type SessionId = u64;
+
+/// A source the relay forwards a track's objects from: one upstream subscription, one
+/// upstream joining FETCH, or one replay of the cache to a new subscriber. Numbered from 1
+/// in the order they begin (`TrackState::new_feed`). An object from the feed that wrote
+/// last on a subscriber's stream came on the same upstream stream, so it is the next object
+/// of its subgroup; from another feed it is checked (`is_next`).
+pub(crate) type Feed = u64;
+
+/// The reset code of a downstream stream that cannot take the next object the new upstream
+/// has for its subgroup (objects between are missing): INTERNAL_ERROR (0x0); the draft's
+/// stream reset codes (§10.4.3) have none closer.
+const RESET_NOT_NEXT: u32 = 0x0;
+
+/// Subgroups one subscriber remembers as ended early (before their upstream stream ended:
+/// its open streams ran over [`MAX_STREAMS_PER_SUBSCRIBER`], an upstream change left them
+/// with no upstream to continue them, or objects went missing at the change), so that a
+/// late object of one does not open a second stream for it. A handful at a time in
+/// practice; 32 bounds the memory.
+const MAX_CLOSED_PER_SUBSCRIBER: usize = 32;
 
 /// Open downstream streams one subscriber may have on one track before the oldest are
 /// finished: a publisher normally ends each group's stream, but one that vanishes mid-group
@@ -67,6 +91,32 @@ pub struct Downstream {
     /// FORWARD: false while the subscriber asked for no objects (REQUEST_UPDATE).
     pub(crate) forward: bool,
     streams: Streams,
+    /// Subgroups whose stream the relay finished before their upstream stream ended (see
+    /// [`MAX_CLOSED_PER_SUBSCRIBER`]), oldest first; empty almost always.
+    closed: Vec<(u64, u64)>,
+}
+
+impl Downstream {
+    /// Finishes the stream of `key` before its upstream stream ended, remembering it.
+    fn finish_early(&mut self, key: (u64, u64), stream: SubgroupStream) {
+        stream.finish();
+        self.remember_closed(key);
+    }
+
+    fn remember_closed(&mut self, key: (u64, u64)) {
+        if self.closed.len() >= MAX_CLOSED_PER_SUBSCRIBER {
+            self.closed.remove(0);
+        }
+        self.closed.push(key);
+    }
+}
+
+/// One open downstream stream: the last Object ID written on it and the feed it came from.
+#[derive(Debug)]
+struct Open {
+    stream: SubgroupStream,
+    last: u64,
+    feed: Feed,
 }
 
 /// A subscriber's open streams on one track, by (group, subgroup). Mostly one or two (the
@@ -74,23 +124,24 @@ pub struct Downstream {
 /// searched from its newest end: cheaper per object than hashing the key, and one
 /// allocation fewer to touch per subscriber in the fan-out.
 #[derive(Debug, Default)]
-struct Streams(Vec<((u64, u64), SubgroupStream)>);
+struct Streams(Vec<((u64, u64), Open)>);
 
 impl Streams {
-    fn get_mut(&mut self, key: (u64, u64)) -> Option<&mut SubgroupStream> {
-        self.0.iter_mut().rev().find(|(k, _)| *k == key).map(|(_, s)| s)
+    /// Where the stream of `key` is, looked for from the newest end.
+    fn position(&self, key: (u64, u64)) -> Option<usize> {
+        self.0.iter().rposition(|(k, _)| *k == key)
     }
 
     /// Adds a stream whose key is not there yet; returns it.
-    fn push(&mut self, key: (u64, u64), stream: SubgroupStream) -> &mut SubgroupStream {
-        self.0.push((key, stream));
+    fn push(&mut self, key: (u64, u64), open: Open) -> &mut Open {
+        self.0.push((key, open));
         let last = self.0.len() - 1;
         &mut self.0[last].1
     }
 
     fn remove(&mut self, key: (u64, u64)) -> Option<SubgroupStream> {
         let i = self.0.iter().position(|(k, _)| *k == key)?;
-        Some(self.0.remove(i).1)
+        Some(self.0.remove(i).1.stream)
     }
 
     fn len(&self) -> usize {
@@ -101,20 +152,35 @@ impl Streams {
         self.0.iter().map(|(k, _)| *k)
     }
 
-    fn drain(&mut self) -> impl Iterator<Item = SubgroupStream> + '_ {
-        self.0.drain(..).map(|(_, s)| s)
+    /// Takes out the streams `take` selects (by key and the feed that wrote last).
+    fn take(
+        &mut self,
+        mut take: impl FnMut((u64, u64), Feed) -> bool,
+    ) -> Vec<((u64, u64), SubgroupStream)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.0.len() {
+            let (key, open) = &self.0[i];
+            if take(*key, open.feed) {
+                let (key, open) = self.0.remove(i);
+                out.push((key, open.stream));
+            } else {
+                i += 1;
+            }
+        }
+        out
     }
 }
 
 impl IntoIterator for Streams {
     type Item = SubgroupStream;
     type IntoIter = std::iter::Map<
-        std::vec::IntoIter<((u64, u64), SubgroupStream)>,
-        fn(((u64, u64), SubgroupStream)) -> SubgroupStream,
+        std::vec::IntoIter<((u64, u64), Open)>,
+        fn(((u64, u64), Open)) -> SubgroupStream,
     >;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter().map(|(_, s)| s)
+        self.0.into_iter().map(|(_, s)| s.stream)
     }
 }
 
@@ -152,6 +218,15 @@ pub struct TrackState {
     /// so far (kept here too: live groups arriving meanwhile can evict its group from a
     /// small cache), changed at each object and closed when it ends.
     pub(crate) filling: Option<(Location, tokio::sync::watch::Receiver<Vec<Object>>)>,
+    /// The last feed handed out (`new_feed`).
+    next_feed: Feed,
+    /// The feed of the current upstream subscription (0 before the first). A stream last
+    /// written by an older feed was inherited from an earlier upstream, or from a fill or a
+    /// replay before this upstream began.
+    live_feed: Feed,
+    /// Some subscriber may hold an inherited stream the current upstream has not
+    /// continued: looked for when the current upstream ends a stream of a newer group.
+    inherited: bool,
 }
 
 /// A track known to the relay.
@@ -182,6 +257,9 @@ impl Track {
                 new_group_for_subscribe: None,
                 new_group_outstanding: None,
                 filling: None,
+                next_feed: 0,
+                live_feed: 0,
+                inherited: false,
             }),
         })
     }
@@ -392,12 +470,21 @@ impl TrackState {
     ) -> u64 {
         let key = self.next_key;
         self.next_key += 1;
-        let mut d =
-            Downstream { writer, session, start, end_group, forward, streams: Streams::default() };
+        let mut d = Downstream {
+            writer,
+            session,
+            start,
+            end_group,
+            forward,
+            streams: Streams::default(),
+            closed: Vec::new(),
+        };
         let replay = if forward { self.cache.from(start, end_group) } else { Vec::new() };
         let now = Instant::now();
+        let feed = if replay.is_empty() { 0 } else { self.new_feed() };
         for obj in replay {
-            if send(&mut d, &mut Forwarded::new(&obj, now), self.class, metrics) {
+            let fwd = &mut Forwarded::new(&obj, now);
+            if send(&mut d, fwd, feed, &self.cache, self.class, metrics) {
                 metrics.object_out(self.class, obj.payload.len());
             }
         }
@@ -424,9 +511,55 @@ impl TrackState {
         }
     }
 
+    /// A new source of objects for this track (see [`Feed`]).
+    pub(crate) fn new_feed(&mut self) -> Feed {
+        self.next_feed += 1;
+        self.next_feed
+    }
+
+    /// A new upstream subscription (or PUBLISH) is established, whose objects start after
+    /// `largest` (none: it has published nothing yet); returns the feed its objects are
+    /// forwarded as.
+    ///
+    /// The subscribers' open streams stay open: the new upstream continues each subgroup
+    /// it has more objects of on the same stream (those already sent are not sent again).
+    /// Streams of groups before `largest`'s are finished: the new subscription starts after
+    /// them, so nothing will continue them. A stream of `largest`'s group that the new
+    /// upstream does not continue is finished once the new upstream has ended a stream of
+    /// a newer group (`end_stream`).
+    pub(crate) fn upstream_established(&mut self, largest: Option<Location>) -> Feed {
+        self.live_feed = self.new_feed();
+        self.finish_inherited(largest.map(|l| l.group.0));
+        self.live_feed
+    }
+
+    /// Finishes the inherited streams (those no feed of the current upstream has written
+    /// on) of groups before `before` (all of them with `None`).
+    fn finish_inherited(&mut self, before: Option<u64>) {
+        let live = self.live_feed;
+        let mut left = false;
+        let mut finished = 0;
+        for d in self.downstream.values_mut() {
+            let ended = d.streams.take(|(g, _), feed| {
+                let inherited = feed < live;
+                let end = inherited && before.is_none_or(|b| g < b);
+                left |= inherited && !end;
+                end
+            });
+            finished += ended.len();
+            for (key, stream) in ended {
+                d.finish_early(key, stream);
+            }
+        }
+        self.inherited = left;
+        if finished > 0 {
+            tracing::debug!(finished, ?before, "streams no upstream continues finished");
+        }
+    }
+
     /// Caches an object from upstream and forwards it to every subscriber whose filter
-    /// passes it.
-    pub(crate) fn forward(&mut self, o: &ReceivedObject, metrics: &Metrics) {
+    /// passes it. `feed` is where it came from (see [`Feed`]).
+    pub(crate) fn forward(&mut self, o: &ReceivedObject, feed: Feed, metrics: &Metrics) {
         let obj = o.to_object();
         let class = self.class;
         metrics.object_in(class, obj.payload.len());
@@ -455,10 +588,15 @@ impl TrackState {
             if !d.forward || d.writer.is_closed() || d.end_group.is_some_and(|e| obj.group_id > e) {
                 continue;
             }
-            if send(d, &mut shared, class, metrics) {
+            if send(d, &mut shared, feed, &self.cache, class, metrics) {
                 sent += 1;
                 delays.observe(o.arrival.elapsed());
             }
+        }
+        // A fill beside the subscription (a new track's joining fetch) may leave a stream
+        // that the subscription does not go on with.
+        if feed != self.live_feed && sent > 0 {
+            self.inherited = true;
         }
         metrics.fan_out(class, sent, sent * obj.payload.len() as u64, &mut delays);
     }
@@ -466,7 +604,15 @@ impl TrackState {
     /// An upstream subgroup stream ended: end the downstream streams that mirror it. A
     /// subscription whose AbsoluteRange ends with this group is over: it gets PUBLISH_DONE
     /// (SUBSCRIPTION_ENDED). Returns how many subscriptions ended so.
+    ///
+    /// A stream inherited from an earlier upstream, of an older group than this one, that
+    /// the current upstream has not continued is finished too: the upstream has carried a
+    /// newer group to its end, so it has no more of the older one (objects are produced in
+    /// group order; a video group lasts a second).
     pub(crate) fn end_stream(&mut self, group: u64, subgroup: u64, reset: Option<u32>) -> usize {
+        if self.inherited && reset.is_none() {
+            self.finish_inherited(Some(group));
+        }
         self.ended_streams.insert((group, subgroup));
         if self.ended_streams.len() > 4 * MAX_STREAMS_PER_SUBSCRIBER {
             let oldest = self.ended_streams.iter().map(|k| k.0).min().unwrap_or(0);
@@ -496,16 +642,6 @@ impl TrackState {
         over.len()
     }
 
-    /// The upstream is gone: finish every downstream stream (its upstream stream will
-    /// never end).
-    pub(crate) fn finish_all_streams(&mut self) {
-        for d in self.downstream.values_mut() {
-            for s in d.streams.drain() {
-                s.finish();
-            }
-        }
-    }
-
     /// Ends every downstream subscription with PUBLISH_DONE.
     pub(crate) fn end_all(&mut self, code: PublishDoneCode, reason: &str) -> usize {
         let n = self.downstream.len();
@@ -519,9 +655,36 @@ impl TrackState {
     }
 }
 
-/// Sends one object to one subscriber if its filter passes it. True if it was handed to the
-/// subscriber's link (the caller counts it).
-fn send(d: &mut Downstream, fwd: &mut Forwarded<'_>, class: TrackClass, metrics: &Metrics) -> bool {
+/// Whether object `id` of subgroup `key` is the next one after `last` on a stream that
+/// another feed wrote (draft-16 §10.4.3): one more than `last`, or every Object ID between
+/// them is cached in another subgroup (or as a datagram).
+fn is_next(cache: &Cache, key: (u64, u64), last: u64, id: u64) -> bool {
+    id == last + 1 || cache.elsewhere_between(key.0, key.1, last, id)
+}
+
+/// What to do with an object of a subgroup for one subscriber.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Write it on the open stream.
+    Write,
+    /// Already sent (or older than what was): not again, never backwards.
+    Skip,
+    /// Not known to be the next object: the stream is reset and the subgroup given up.
+    Abandon,
+    /// No stream yet: open one.
+    Open,
+}
+
+/// Sends one object to one subscriber if its filter passes it. `feed` is where it came
+/// from. True if it was handed to the subscriber's link (the caller counts it).
+fn send(
+    d: &mut Downstream,
+    fwd: &mut Forwarded<'_>,
+    feed: Feed,
+    cache: &Cache,
+    class: TrackClass,
+    metrics: &Metrics,
+) -> bool {
     let obj = fwd.object();
     if obj.location() < d.start {
         return false;
@@ -529,27 +692,65 @@ fn send(d: &mut Downstream, fwd: &mut Forwarded<'_>, class: TrackClass, metrics:
     match obj.forwarding.subgroup_id() {
         Some(sg) => {
             let key = (obj.group_id, sg);
+            let id = obj.object_id;
             // One lookup for every object but a subgroup's first.
-            let stream = match d.streams.get_mut(key) {
-                Some(s) => s,
-                None => {
+            let at = d.streams.position(key);
+            let step = match at.map(|i| &mut d.streams.0[i].1) {
+                // The same feed: the same upstream stream, so the next object.
+                Some(open) if open.feed == feed && id > open.last => Step::Write,
+                Some(open) if id <= open.last => Step::Skip,
+                Some(open) if is_next(cache, key, open.last, id) => {
+                    open.feed = feed;
+                    Step::Write
+                }
+                Some(_) => Step::Abandon,
+                None if d.closed.contains(&key) => {
+                    metrics.dropped(class, DropReason::Reset);
+                    Step::Skip
+                }
+                None => Step::Open,
+            };
+            let open = match (step, at) {
+                (Step::Write, Some(i)) => &mut d.streams.0[i].1,
+                (Step::Skip, _) => return false,
+                (Step::Abandon, _) => {
+                    // The draft would open a new stream for the rest of the subgroup; the
+                    // send scheduler opens none for a subgroup whose stream was reset
+                    // (the delivery timeout's rule), and a video frame after a hole in its
+                    // group does not decode anyway: the rest of the subgroup is dropped.
+                    tracing::debug!(
+                        group = key.0,
+                        subgroup = key.1,
+                        id,
+                        "objects missing before this one at an upstream change: subgroup stream reset"
+                    );
+                    if let Some(s) = d.streams.remove(key) {
+                        s.reset(RESET_NOT_NEXT);
+                    }
+                    d.remember_closed(key);
+                    metrics.dropped(class, DropReason::Reset);
+                    return false;
+                }
+                _ => {
                     if d.streams.len() >= MAX_STREAMS_PER_SUBSCRIBER
                         && let Some(oldest) = d.streams.keys().min()
                         && let Some(s) = d.streams.remove(oldest)
                     {
-                        s.finish();
+                        d.finish_early(oldest, s);
                     }
-                    let s = d.writer.open_subgroup(obj.group_id, sg, Some(obj.publisher_priority));
-                    d.streams.push(key, s)
+                    let stream =
+                        d.writer.open_subgroup(obj.group_id, sg, Some(obj.publisher_priority));
+                    d.streams.push(key, Open { stream, last: id, feed })
                 }
             };
-            if let Err(e) = stream.write_forwarded(fwd) {
+            if let Err(e) = open.stream.write_forwarded(fwd) {
                 tracing::debug!(error = %e, "object not forwarded");
                 if matches!(e, tiermesh_client::moq::Error::Ended) {
                     metrics.dropped(class, DropReason::Reset);
                 }
                 return false;
             }
+            open.last = id;
         }
         None => {
             if d.writer.send_datagram(obj).is_err() {

@@ -6,8 +6,9 @@
 //! - `publisher_moving_to_another_relay_continues_the_subscribers`: the publisher is killed
 //!   with SIGKILL (its relay is told nothing) and a new one for the same broadcast starts at
 //!   a2 at once. The subscriber's subscriptions, on the same connection, keep receiving
-//!   objects from the new publisher, none duplicated or out of order within its group, and
-//!   the largest gap in its decoded video is printed and bounded. The relay that lost the
+//!   objects from the new publisher, none duplicated or out of order within its group, each
+//!   subgroup on one stream, and the largest gap in its decoded video is printed and
+//!   bounded. The relay that lost the
 //!   publisher (a1) subscribes the tracks at a2 as soon as a2's route arrives; before it
 //!   did, the video stopped about 13 s (a1's idle timeout on the dead publisher's session).
 //!
@@ -21,8 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use mesh_common::{
-    Env, WAIT, decoded_freeze, free_udp_port, late_objects, link_metric, path, plain_metric,
-    subscribe_when_routed,
+    Env, StreamEnds, WAIT, decoded_freeze, free_udp_port, late_objects, link_metric,
+    one_stream_per_subgroup, path, plain_metric, record, subscribe_when_routed,
 };
 use tiermesh_tests::{Proc, http_get, start_pub};
 
@@ -114,10 +115,12 @@ impl MeshRelay {
     }
 }
 
-/// Objects one subscription received: (group, object, arrival).
+/// Objects one subscription received: (group, object, arrival), and its subgroup streams'
+/// ends.
 #[derive(Default)]
 struct Arrivals {
     seen: Mutex<Vec<(u64, u64, Instant)>>,
+    ends: Mutex<StreamEnds>,
     cond: Condvar,
     /// Set when the subscription ended (PUBLISH_DONE or the connection closed).
     ended: Mutex<bool>,
@@ -151,8 +154,9 @@ impl Arrivals {
     }
 
     /// What a viewer saw from `from` on. Fails if an object came twice or out of order
-    /// within its group.
+    /// within its group, or a subgroup on more than one stream.
     fn after(&self, from: Instant) -> Result<Seen> {
+        one_stream_per_subgroup(&self.ends.lock().unwrap())?;
         let seen = self.seen.lock().unwrap();
         let late = late_objects(&seen)?;
         let start = seen.iter().rposition(|s| s.2 <= from).unwrap_or(0);
@@ -189,9 +193,7 @@ fn watch(
     let mut reader = subscribe_when_routed(rt, relay_port, dev_hash, BROADCAST, track)?;
     rt.spawn(async move {
         let _conn = &reader.1;
-        while let Some(o) = reader.0.next_object().await {
-            let mut seen = out.seen.lock().unwrap();
-            seen.push((o.group_id, o.object_id, Instant::now()));
+        while record(reader.0.next().await, &out.seen, &out.ends) {
             out.cond.notify_all();
         }
         *out.ended.lock().unwrap() = true;

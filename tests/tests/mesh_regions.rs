@@ -9,8 +9,10 @@
 //!   client to the nearest region's least loaded relay.
 //! - `sigkill_and_drain_on_the_path_move_subscribers`: the relay the subscribers' tracks
 //!   cross is killed with SIGKILL, then another is drained with SIGTERM; the subscribers'
-//!   video keeps arriving with the largest gap under 2 s and no object duplicated or out of
-//!   order, and the drained relay exits once its links moved.
+//!   video keeps arriving with the largest gap under 2 s, no object duplicated or out of
+//!   order and each subgroup on one stream (the relay that changes upstream mid-group goes
+//!   on with the subscriber's open stream), and the drained relay exits once its links
+//!   moved.
 //! - `a_move_waiting_on_a_slow_relay_is_not_subscribed_twice`: after the same SIGKILL, b2
 //!   moves its track to b1 (make-before-break) before its own link to the dead relay times
 //!   out; b1 is held (SIGSTOP) until that link has timed out, so the old upstream is lost
@@ -48,8 +50,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use mesh_common::{
-    Env, WAIT, cli, decoded_freeze, free_udp_port, late_objects, link_metric, path, plain_metric,
-    subscribe_when_routed,
+    Env, StreamEnds, WAIT, cli, decoded_freeze, free_udp_port, late_objects, link_metric,
+    one_stream_per_subgroup, path, plain_metric, record, subscribe_when_routed,
 };
 use tiermesh_tests::{Proc, http_get, start_pub, sub_json};
 
@@ -361,10 +363,12 @@ fn seeds_build_the_mesh_and_each_link_carries_a_track_once() -> Result<()> {
     Ok(())
 }
 
-/// Video objects one subscriber received: (group, object, arrival).
+/// Video objects one subscriber received: (group, object, arrival), and its subgroup
+/// streams' ends.
 #[derive(Default)]
 struct Arrivals {
     seen: Mutex<Vec<(u64, u64, Instant)>>,
+    ends: Mutex<StreamEnds>,
     cond: Condvar,
 }
 
@@ -388,11 +392,13 @@ impl Arrivals {
     }
 
     /// The largest gap between arrivals after `from` (the one spanning `from` included).
-    /// Fails if an object came twice or out of order within its group; an object of an
+    /// Fails if an object came twice or out of order within its group, or a subgroup on
+    /// more than one stream; an object of an
     /// older group that arrives after a newer group has started is counted in `late` (the
     /// tracks' group order is newest first, so a relay sends a new group ahead of the tail
     /// of the old one; a player drops such objects).
     fn freeze_after(&self, from: Instant) -> Result<Freeze> {
+        one_stream_per_subgroup(&self.ends.lock().unwrap())?;
         let seen = self.seen.lock().unwrap();
         let late = late_objects(&seen).map_err(|e| {
             // Every arrival of the groups around the failure, in arrival order, ms after
@@ -458,9 +464,7 @@ fn watch_video(
     let mut reader = subscribe_when_routed(rt, relay_port, dev_hash, BROADCAST, "video/180p")?;
     rt.spawn(async move {
         let _conn = &reader.1;
-        while let Some(o) = reader.0.next_object().await {
-            let mut seen = out.seen.lock().unwrap();
-            seen.push((o.group_id, o.object_id, Instant::now()));
+        while record(reader.0.next().await, &out.seen, &out.ends) {
             out.cond.notify_all();
         }
     });

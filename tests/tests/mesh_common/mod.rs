@@ -1,6 +1,7 @@
 //! Shared by the mesh tests (`tests/mesh_regions.rs`, `tests/mesh_publisher_move.rs`): a
 //! scratch folder with a mesh CA made with `tiermesh cert`, short `tiermesh` commands, free
-//! UDP ports, reading the relays' metrics, and what a subscriber saw (order, decoded freeze).
+//! UDP ports, reading the relays' metrics, and what a subscriber saw (order, decoded freeze,
+//! one stream per subgroup).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -156,6 +157,41 @@ pub fn late_objects(seen: &Arrived) -> Result<usize> {
         newest = newest.max(g);
     }
     Ok(late)
+}
+
+/// How many times each (group, subgroup)'s stream ended with FIN at a subscriber.
+pub type StreamEnds = std::collections::HashMap<(u64, u64), u32>;
+
+/// Records one event of a subscription: an object's (group, object) in `seen` with its
+/// arrival, a FIN in `ends`. False once the subscription has nothing more to say.
+pub fn record(
+    event: Option<moq::TrackEvent>,
+    seen: &std::sync::Mutex<Vec<(u64, u64, Instant)>>,
+    ends: &std::sync::Mutex<StreamEnds>,
+) -> bool {
+    match event {
+        Some(moq::TrackEvent::Object(o)) => {
+            seen.lock().unwrap().push((o.group_id, o.object_id, Instant::now()))
+        }
+        Some(moq::TrackEvent::StreamEnd { group_id, subgroup_id, reset: None }) => {
+            *ends.lock().unwrap().entry((group_id, subgroup_id)).or_default() += 1
+        }
+        Some(_) => {}
+        None => return false,
+    }
+    true
+}
+
+/// Fails if a subgroup's stream ended with FIN more than once: the subgroup came on two
+/// streams (draft-16 §2.4.2 calls that a malformed track), whose objects the subscriber
+/// reads in any order.
+pub fn one_stream_per_subgroup(ends: &StreamEnds) -> Result<()> {
+    let mut twice: Vec<_> = ends.iter().filter(|(_, n)| **n > 1).collect();
+    twice.sort();
+    if !twice.is_empty() {
+        bail!("subgroups ended on more than one stream ((group, subgroup), FINs): {twice:?}");
+    }
+    Ok(())
 }
 
 /// What a player shows from `from` on: the largest gap between frames it can decode. A
