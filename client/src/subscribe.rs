@@ -3,15 +3,20 @@
 //! [`watch`] joins every track of a broadcast (those its MSF catalog lists, or those named)
 //! the way a player does: SUBSCRIBE with the Largest Object filter plus a relative joining
 //! FETCH of the current group, so each track starts at the first object of a group (a key
-//! frame) at once. Every object is recorded in the track's [`TrackStats`]; after the
-//! duration (or when every track has ended) the statistics become a [`Report`].
+//! frame) at once. The upper rungs of a video ladder (the tracks of a catalog alternate
+//! group above the one of lowest bit rate) are the exception: a player needs only one rung
+//! to show a picture at once, so they start at their next group (SUBSCRIBE with Next Group
+//! Start, no fetch) rather than catch the current group up over the same link, where that
+//! catch-up holds back every live object of the join ([`Join`]). Every object is recorded in
+//! the track's [`TrackStats`]; after the duration (or when every track has ended) the
+//! statistics become a [`Report`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tiermesh_proto::catalog::{CATALOG_TRACK_NAME, Catalog};
-use tiermesh_proto::types::{FullTrackName, TrackNamespace};
+use tiermesh_proto::types::{FullTrackName, SubscriptionFilter, TrackNamespace};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
@@ -29,6 +34,42 @@ pub struct WatchConfig {
     pub duration: Duration,
     /// AUTHORIZATION TOKEN sent with each SUBSCRIBE and FETCH.
     pub token: Option<Bytes>,
+}
+
+/// How [`watch`] starts receiving a track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// At once, from the start of the current group: SUBSCRIBE (Largest Object) plus a
+    /// joining FETCH of the current group (draft-16, "Joining an Ongoing Track").
+    Now,
+    /// At the track's next group: SUBSCRIBE with Next Group Start, no fetch. For the upper
+    /// rungs of a ladder, whose current group would otherwise be caught up beside the
+    /// lowest rung's on the same link: on a 1 Mbit/s link a second of 360p (69 kB) and one
+    /// of 720p (188 kB) took 1-2 s to catch up and held the live objects of the join 300-800
+    /// ms late (docs/BENCHMARKS.md, "Shaped links").
+    NextGroup,
+}
+
+/// How each track of `catalog` is joined, in catalog order: in each alternate group of
+/// video tracks (`altGroup`) the rung of lowest bit rate at once, the others at their next
+/// group; every other track at once. A rung without a bit rate counts as the highest; on a
+/// tie the one listed first is the lowest.
+pub fn joins(catalog: &Catalog) -> Vec<(String, Join)> {
+    let tracks = catalog.tracks();
+    let rate = |t: &tiermesh_proto::catalog::Track| t.bitrate.unwrap_or(u64::MAX);
+    tracks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let upper = t.alt_group.is_some_and(|g| {
+                tracks
+                    .iter()
+                    .enumerate()
+                    .any(|(j, o)| j != i && o.alt_group == Some(g) && (rate(o), j) < (rate(t), i))
+            });
+            (t.name.clone(), if upper { Join::NextGroup } else { Join::Now })
+        })
+        .collect()
 }
 
 /// Converts [`Instant`]s to wall-clock microseconds, from one reading of both clocks.
@@ -212,7 +253,15 @@ async fn watch_inner(
         order.push(CATALOG_TRACK_NAME.to_owned());
         match track(CATALOG_TRACK_NAME) {
             Ok(t) => {
-                tasks.spawn(follow(conn.clone(), t, options.clone(), clock, deadline, Some(tx)));
+                tasks.spawn(follow(
+                    conn.clone(),
+                    t,
+                    Join::Now,
+                    options.clone(),
+                    clock,
+                    deadline,
+                    Some(tx),
+                ));
             }
             Err(e) => {
                 let report = Report {
@@ -236,17 +285,18 @@ async fn watch_inner(
             }
         }
     } else {
-        config.tracks.clone()
+        // Tracks named by the user are all wanted at once.
+        config.tracks.iter().map(|n| (n.clone(), Join::Now)).collect()
     };
 
-    for name in names {
+    for (name, join) in names {
         if order.contains(&name) {
             continue;
         }
         order.push(name.clone());
         match track(&name) {
             Ok(t) => {
-                tasks.spawn(follow(conn.clone(), t, options.clone(), clock, deadline, None));
+                tasks.spawn(follow(conn.clone(), t, join, options.clone(), clock, deadline, None));
             }
             Err(e) => {
                 let mut s = TrackStats::new(&name, clock.wall_us, false);
@@ -294,22 +344,36 @@ pub fn path(namespace: &TrackNamespace) -> String {
     namespace.fields().iter().map(|f| String::from_utf8_lossy(f)).collect::<Vec<_>>().join("/")
 }
 
-/// Joins one track and records what arrives until `deadline` or the track's end. For the
-/// catalog, `catalog` receives the track names of the first catalog object.
+/// Joins one track as `join` says and records what arrives until `deadline` or the track's
+/// end. For the catalog, `catalog` receives the tracks of the first catalog object and how
+/// each is to be joined ([`joins`]).
 async fn follow(
     conn: Connection,
     track: FullTrackName,
+    join: Join,
     options: SubscribeOptions,
     clock: Clock,
     deadline: tokio::time::Instant,
-    mut catalog: Option<oneshot::Sender<Vec<String>>>,
+    mut catalog: Option<oneshot::Sender<Vec<(String, Join)>>>,
 ) -> (TrackStats, TrackGroups) {
     let name = String::from_utf8_lossy(&track.name.0).into_owned();
     let started = Instant::now();
     let mut stats = TrackStats::new(&name, clock.wall_us(started), name != CATALOG_TRACK_NAME);
     let mut log = GroupLog::default();
+    let joined = async {
+        match join {
+            Join::Now => conn.join(track, options, 0).await.map(|(r, f)| (r, Some(f))),
+            Join::NextGroup => {
+                let options = SubscribeOptions {
+                    filter: Some(SubscriptionFilter::NextGroupStart),
+                    ..options
+                };
+                conn.subscribe(track, options).await.map(|r| (r, None))
+            }
+        }
+    };
     let joined = tokio::select! {
-        r = conn.join(track, options, 0) => r,
+        r = joined => r,
         () = tokio::time::sleep_until(deadline) => {
             stats.set_error("no answer to SUBSCRIBE before the end");
             return (stats, log.records(&name));
@@ -323,8 +387,9 @@ async fn follow(
         }
     };
     let mut fetch = match fetch {
-        Ok(f) => Some(f),
-        Err(e) => {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
             tracing::info!(track = %name, error = %e, "joining FETCH refused; starting live");
             None
         }
@@ -342,8 +407,7 @@ async fn follow(
         if let Some(tx) = catalog.take() {
             match Catalog::from_slice(&o.payload) {
                 Ok(c) if !c.is_delta() => {
-                    let names = c.tracks().iter().map(|t| t.name.clone()).collect();
-                    let _ = tx.send(names);
+                    let _ = tx.send(joins(&c));
                 }
                 Ok(_) => catalog = Some(tx),
                 Err(e) => {
@@ -540,7 +604,15 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
     if let Some(name) = &audio
         && let Ok(t) = track(name)
     {
-        audio_task.spawn(follow(conn.clone(), t, options.clone(), clock, deadline, None));
+        audio_task.spawn(follow(
+            conn.clone(),
+            t,
+            Join::Now,
+            options.clone(),
+            clock,
+            deadline,
+            None,
+        ));
     }
 
     let start = (tiers.len() - 1) / 2;
@@ -771,7 +843,7 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
         let sub = match track(&tiers[next].0) {
             Ok(t) => {
                 let options = SubscribeOptions {
-                    filter: Some(tiermesh_proto::types::SubscriptionFilter::NextGroupStart),
+                    filter: Some(SubscriptionFilter::NextGroupStart),
                     ..options.clone()
                 };
                 tokio::select! {
@@ -838,6 +910,47 @@ mod tests {
     use crate::publish::{Publisher, now_us};
     use crate::synthetic::BroadcastSpec;
     use crate::transport::{ClientTls, Server, ServerTls};
+
+    /// The lowest rung of each ladder (alternate group) is joined at once, the rungs above
+    /// it at their next group; audio and tracks of no alternate group at once.
+    #[test]
+    fn upper_rungs_start_at_their_next_group() {
+        let catalog = BroadcastSpec::default().catalog(0);
+        let j = joins(&catalog);
+        let names: Vec<(&str, Join)> = j.iter().map(|(n, j)| (n.as_str(), *j)).collect();
+        assert_eq!(
+            names,
+            [
+                ("audio", Join::Now),
+                ("video/180p", Join::Now),
+                ("video/360p", Join::NextGroup),
+                ("video/720p", Join::NextGroup),
+            ]
+        );
+
+        // Two ladders, listed highest first, one rung without a bit rate, one lone track.
+        let track =
+            |name: &str, alt: Option<u64>, rate: Option<u64>| tiermesh_proto::catalog::Track {
+                name: name.to_owned(),
+                alt_group: alt,
+                bitrate: rate,
+                ..Default::default()
+            };
+        let catalog = Catalog {
+            tracks: Some(vec![
+                track("cam/hi", Some(1), Some(2_000_000)),
+                track("cam/lo", Some(1), Some(300_000)),
+                track("screen/x", Some(2), None),
+                track("screen/lo", Some(2), Some(100_000)),
+                track("screen/same", Some(2), Some(100_000)),
+                track("captions", None, None),
+            ]),
+            ..Default::default()
+        };
+        let got: Vec<Join> = joins(&catalog).into_iter().map(|(_, j)| j).collect();
+        use Join::{NextGroup, Now};
+        assert_eq!(got, [NextGroup, Now, NextGroup, Now, NextGroup, Now]);
+    }
 
     /// The publisher serves a subscriber directly (no relay between): the subscriber finds
     /// the tracks in the catalog, joins each at a key frame, and counts nothing missing.
