@@ -2,9 +2,9 @@
 //! subscription per track. A second SUBSCRIBE for a track the same session already
 //! subscribes to (pending or established) is refused with REQUEST_ERROR
 //! DUPLICATE_SUBSCRIPTION (0x19), the first subscription carries on, and the relay keeps
-//! one downstream subscription for it; once the first is unsubscribed, the track can be
-//! subscribed again. The client is raw: the client library will not send the second
-//! SUBSCRIBE itself.
+//! one downstream subscription for it; once the first is unsubscribed, refused or ended
+//! (PUBLISH_DONE), the track can be subscribed again. The client is raw: the client library
+//! will not send the second SUBSCRIBE itself.
 
 mod common;
 
@@ -115,13 +115,10 @@ async fn a_second_subscribe_for_an_established_track_is_a_duplicate() {
     let mut raw = Raw::connect(&relay).await;
 
     raw.write(&[subscribe(0)]).await;
-    let alias = match raw.read().await {
-        Message::SubscribeOk(ok) => {
-            assert_eq!(ok.request_id, RequestId(0));
-            ok.track_alias
-        }
+    match raw.read().await {
+        Message::SubscribeOk(ok) => assert_eq!(ok.request_id, RequestId(0)),
         other => panic!("SUBSCRIBE_OK expected, got {other:?}"),
-    };
+    }
     let _w = within("upstream", publisher.writers.recv()).await.unwrap();
     eventually("first subscription added", || relay.metrics().subscriptions.get() == 1).await;
 
@@ -142,10 +139,7 @@ async fn a_second_subscribe_for_an_established_track_is_a_duplicate() {
     eventually("first subscription gone", || relay.metrics().subscriptions.get() == 0).await;
     raw.write(&[subscribe(4)]).await;
     match raw.read().await {
-        Message::SubscribeOk(ok) => {
-            assert_eq!(ok.request_id, RequestId(4));
-            let _ = alias;
-        }
+        Message::SubscribeOk(ok) => assert_eq!(ok.request_id, RequestId(4)),
         other => panic!("SUBSCRIBE_OK expected, got {other:?}"),
     }
     relay.shutdown().await;
@@ -179,5 +173,45 @@ async fn a_second_subscribe_while_the_first_waits_is_a_duplicate() {
     let _w = within("upstream", publisher.writers.recv()).await.unwrap();
     assert_eq!(settled_subscriptions(&relay).await, 1, "one downstream subscription");
     assert!(publisher.writers.try_recv().is_err(), "one upstream subscription");
+    relay.shutdown().await;
+}
+
+/// The rule is about live subscriptions only: once the relay refused a SUBSCRIBE, or ended
+/// the subscription with PUBLISH_DONE, the session may subscribe to the track again.
+#[tokio::test]
+async fn a_subscribe_after_a_refusal_or_publish_done_is_not_a_duplicate() {
+    let mut c = config();
+    c.linger = Duration::from_millis(200);
+    let relay = relay(c).await;
+    let mut raw = Raw::connect(&relay).await;
+    for id in [0, 2] {
+        raw.write(&[subscribe(id)]).await;
+        match raw.read().await {
+            Message::RequestError(e) => {
+                assert_eq!(e.request_id, RequestId(id));
+                assert_eq!(e.error_code, RequestErrorCode::DoesNotExist, "{e:?}");
+            }
+            other => panic!("REQUEST_ERROR DOES_NOT_EXIST expected, got {other:?}"),
+        }
+    }
+
+    let mut publisher = publisher(&relay, "moqt", Some(Location::new(3, 4))).await;
+    raw.write(&[subscribe(4)]).await;
+    assert!(matches!(raw.read().await, Message::SubscribeOk(ok) if ok.request_id == RequestId(4)));
+    let _w = within("upstream", publisher.writers.recv()).await.unwrap();
+    // The publisher leaves; after the linger the relay ends the subscription.
+    publisher.conn.close(tiermesh_proto::TerminationCode::NoError, "gone");
+    match raw.read().await {
+        Message::PublishDone(d) => assert_eq!(d.request_id, RequestId(4)),
+        other => panic!("PUBLISH_DONE expected, got {other:?}"),
+    }
+    raw.write(&[subscribe(6)]).await;
+    match raw.read().await {
+        Message::RequestError(e) => {
+            assert_eq!(e.request_id, RequestId(6));
+            assert_eq!(e.error_code, RequestErrorCode::DoesNotExist, "{e:?}");
+        }
+        other => panic!("REQUEST_ERROR DOES_NOT_EXIST expected, got {other:?}"),
+    }
     relay.shutdown().await;
 }
