@@ -10,6 +10,10 @@
 //! `default`, `cubic`, `bbr`, `newreno`, `delay`. For `step` the link runs 30 s (the cut is 10 s to
 //! 20 s after the link starts) and the watch is 26 s; the last column gives the seconds from
 //! the cut's end until 720p delivers every group complete again.
+//!
+//! `dumped=DIR` prints the rows of the runs saved in DIR (`TIERMESH_SHAPED_DUMP=DIR` keeps
+//! each run's report) instead of running anything: the figures computed again, e.g. after
+//! a change of their definitions.
 
 #[path = "../tests/shaped_link/mod.rs"]
 mod shaped;
@@ -31,6 +35,29 @@ fn main() {
     let watch: u64 = list(&args, "watch", "15")[0].parse().expect("watch=SECONDS");
     println!("{} 720p back after step (s) |", shaped::HEADER.lines().next().unwrap_or(""));
     println!("{}---|", shaped::HEADER.lines().nth(1).unwrap_or(""));
+    if let Some(dir) = args.iter().find_map(|a| a.strip_prefix("dumped=")) {
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("cannot read {dir}: {e}"))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let Some(outcome) = shaped::dumped(&path) else {
+                eprintln!("{}: not a saved shaped run", path.display());
+                continue;
+            };
+            let f = shaped::figures(&outcome);
+            let back = if outcome.run.profile.name == "step" {
+                shaped::recovery_s(&outcome, "video/720p")
+                    .map_or("never".to_owned(), |s| format!("{s:.1}"))
+            } else {
+                "-".to_owned()
+            };
+            println!("{} {back} |", shaped::row(&outcome, &f));
+        }
+        return;
+    }
     for profile in &profiles {
         let p = shaped::profile(profile).unwrap_or_else(|| panic!("unknown profile {profile}"));
         for side in &sides {

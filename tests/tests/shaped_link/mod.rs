@@ -14,19 +14,24 @@
 //!   round trip is most of the first second.
 //! - **lowest tier complete**: groups of `video/180p` whose stream ended with FIN and no
 //!   object missing, over the groups captured in that span.
-//! - **goodput**: payload bytes of the complete groups of every media track (audio and the
-//!   three video tiers) captured in the goodput span, per second of that span, as a share
-//!   of the link rate: bytes a decoder can use, not bytes later thrown away. The span is the
-//!   one the figures above use, made common to all tracks: from the first video group
-//!   boundary after the subscription began (the joined first group left out) to the last
-//!   group boundary before the tail (12 s of a 15 s watch). A group captured in it that was
-//!   cut, or had not arrived whole when the watch ended, counts nothing; neither do the
-//!   bytes of the joined groups, of groups cut short, of resends, and QUIC's and MoQT's
-//!   headers, although they all use the link. With every group of audio, 180p and 360p
-//!   whole and nothing of 720p it reads (48 + 150 + 550) / 1000 = 74.8% on `rural`.
-//!   **Over the watch** (printed beside it in brackets; the figure before this span was
-//!   defined): payload of every complete group that arrived, the joined and the tail ones
-//!   too, over the seconds `sub` ran. Those seconds start after the QUIC and MoQT
+//! - **goodput**: payload bytes of the groups of every media track (audio and the three
+//!   video tiers) captured in the goodput span that arrived complete and live, per second of
+//!   that span, as a share of the link rate: bytes a decoder can use, not bytes later thrown
+//!   away. *Live*: the group's last object arrived within [`LIVE_BUDGET`] (the relays'
+//!   default end-to-end capture-age budget, 800 ms: what tiermesh itself treats as too old
+//!   to play in a conversation) plus the link's one-way delay after the group's capture
+//!   ended (its first object's capture time plus the group's duration). FIFO mode delivers
+//!   whole groups 2-9 s late on `rural`; a player in a call has moved on by then. The span
+//!   is the one the figures above use, made common to all tracks: from the first video
+//!   group boundary after the subscription began (the joined first group left out) to the
+//!   last group boundary before the tail (12 s of a 15 s watch). A group captured in it that
+//!   was cut, late, or not there when the watch ended counts nothing; neither do the bytes
+//!   of the joined groups, of groups cut short, of resends, and QUIC's and MoQT's headers,
+//!   although they all use the link. With every group of audio, 180p and 360p whole and
+//!   nothing of 720p it reads (48 + 150 + 550) / 1000 = 74.8% on `rural`. **Over the
+//!   watch** (printed beside it in brackets; the figure before this span was defined):
+//!   payload of every complete group that arrived, however late, the joined and the tail
+//!   ones too, over the seconds `sub` ran. Those seconds start after the QUIC and MoQT
 //!   handshakes but include the catalog's and the subscriptions' round trips, in which no
 //!   media can arrive, and the last group is cut by the end of the watch, so that figure
 //!   depends on the watch's length (about 14 whole groups per tier in 15 s: 70% where the
@@ -51,6 +56,10 @@ pub const TIERS: [(&str, f64); 3] =
 pub const AUDIO_RATE: f64 = 48_000.0;
 /// The emulator's seed: the same loss pattern every run.
 pub const SEED: u64 = 7;
+/// A group counts as goodput only if its last object arrived within this plus the link's
+/// one-way delay after the group's capture ended: the relays' default end-to-end
+/// capture-age budget, beyond which tiermesh itself drops an object as too old to play live.
+pub const LIVE_BUDGET: Duration = tiermesh_client::scheduler::DEFAULT_CAPTURE_AGE_BUDGET;
 /// The start-up left out of "audio on time after start-up": two seconds, three round trips
 /// of the slowest profile (`satellite`, 600 ms).
 pub const STARTUP: Duration = Duration::from_secs(2);
@@ -263,6 +272,40 @@ pub fn run(r: &Run) -> Outcome {
     Outcome { run: r.clone(), out, link_start_ms }
 }
 
+/// The outcome a `TIERMESH_SHAPED_DUMP` file holds, named as [`run`] names it
+/// (`<profile>-<Side>-<mode>-<cc>-<link start ms>.json`), so that the figures of saved runs
+/// can be computed again; `None` if the name or the JSON is not one of those.
+pub fn dumped(path: &std::path::Path) -> Option<Outcome> {
+    let stem = path.file_stem()?.to_str()?;
+    let mut parts = stem.split('-');
+    let profile = profile(parts.next()?)?;
+    let side = match parts.next()? {
+        "Subscriber" => Side::Subscriber,
+        "Publisher" => Side::Publisher,
+        _ => return None,
+    };
+    let mode = match parts.next()? {
+        "fifo" => "fifo",
+        "priority" => "priority",
+        _ => return None,
+    };
+    let cc = match parts.next()? {
+        "default" => None,
+        "cubic" => Some("cubic"),
+        "bbr" => Some("bbr"),
+        "newreno" => Some("newreno"),
+        "delay" => Some("delay"),
+        _ => return None,
+    };
+    let link_start_ms = parts.next()?.parse().ok()?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let out: SubOutput = serde_json::from_str(&text).ok()?;
+    let mut run = profile_run(profile, side);
+    run.mode = mode;
+    run.cc = cc;
+    Some(Outcome { run, out, link_start_ms })
+}
+
 /// The figures of one run (see the module docs).
 #[derive(Debug, Clone, Default)]
 pub struct Figures {
@@ -280,8 +323,8 @@ pub struct Figures {
     pub low_groups: (u64, u64),
     /// Lowest tier p95, ms.
     pub low_p95: f64,
-    /// Payload rate of the complete groups captured in the goodput span over the link rate
-    /// (see the module docs).
+    /// Payload rate of the groups captured in the goodput span that arrived complete and
+    /// live, over the link rate (see the module docs).
     pub goodput: f64,
     /// The goodput span: capture time, wall-clock ms, from and to.
     pub goodput_span_ms: (f64, f64),
@@ -366,11 +409,14 @@ pub fn figures(o: &Outcome) -> Figures {
     f
 }
 
-/// The goodput span (capture time, wall-clock ms) and the payload bytes of the complete
-/// groups of every media track captured in it: from the first video group boundary after
-/// the subscription began (one group after the earliest group any tier delivered, the
-/// joined one) to the last boundary before the tail, as [`span`] bounds each track.
+/// The goodput span (capture time, wall-clock ms) and the payload bytes of the groups of
+/// every media track captured in it that arrived complete and live (within [`LIVE_BUDGET`]
+/// plus the one-way delay of the group's end of capture): from the first video group
+/// boundary after the subscription began (one group after the earliest group any tier
+/// delivered, the joined one) to the last boundary before the tail, as [`span`] bounds each
+/// track.
 fn goodput_span(o: &Outcome, end_ms: f64) -> (f64, f64, u64) {
+    let late_ms = LIVE_BUDGET.as_secs_f64() * 1000.0 + o.run.profile.delay_ms;
     const GROUP_MS: f64 = 1000.0;
     let first = TIERS
         .iter()
@@ -387,6 +433,7 @@ fn goodput_span(o: &Outcome, end_ms: f64) -> (f64, f64, u64) {
             .groups
             .iter()
             .filter(|g| g.complete)
+            .filter(|g| g.capture_ms.is_some_and(|c| g.last_ms - c <= group_ms + late_ms))
             .filter(|g| {
                 let capture = g.group as f64 * group_ms;
                 capture >= from && capture < to
@@ -448,4 +495,4 @@ pub fn row(o: &Outcome, f: &Figures) -> String {
 }
 
 /// The table header matching [`row`].
-pub const HEADER: &str = "| link | behind link | mode | cc | audio on time (after start-up) | audio p95 / p99 ms | 180p groups complete | 180p p95 ms | all media p95 ms | rate received 180p / 360p / 720p | goodput: complete groups of link rate (over the watch) |\n|---|---|---|---|---|---|---|---|---|---|---|";
+pub const HEADER: &str = "| link | behind link | mode | cc | audio on time (after start-up) | audio p95 / p99 ms | 180p groups complete | 180p p95 ms | all media p95 ms | rate received 180p / 360p / 720p | goodput: whole live groups of link rate (any whole group over the watch) |\n|---|---|---|---|---|---|---|---|---|---|---|";
