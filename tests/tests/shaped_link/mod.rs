@@ -35,7 +35,8 @@
 //!   handshakes but include the catalog's and the subscriptions' round trips, in which no
 //!   media can arrive, and the last group is cut by the end of the watch, so that figure
 //!   depends on the watch's length (about 14 whole groups per tier in 15 s: 70% where the
-//!   link carried every group whole).
+//!   link carried every group whole). docs/BENCHMARKS.md ("Goodput on rural") accounts for
+//!   the rest of the link: idle, 720p and 360p cut, joined groups, headers, resends.
 //! - **p95**: capture-to-arrival latency of every media object delivered by subscription.
 //! - **tier share**: payload rate received per video tier over its nominal rate.
 
