@@ -19,8 +19,8 @@
 //! link rate (whole groups that arrived live, captured in the span the other figures use,
 //! over that span: `shaped_link/mod.rs`; 74.8% when every group of audio, 180p and 360p is
 //! whole). With the default controller (cubic), which this test runs, it was 54.8-74.8%,
-//! under 70% in 23 of 36 runs: after random losses cubic's window falls below the path's
-//! and 360p groups pass the capture-age budget; with `--cc delay` 70.2-74.8% in 26 of 26
+//! under 70% in 28 of 44 runs: after random losses cubic's window falls below the path's
+//! and 360p groups pass the capture-age budget; with `--cc delay` 70.2-74.8% in 34 of 34
 //! (docs/BENCHMARKS.md, "Goodput on rural").
 //! The FIFO baseline runs in `examples/shaped.rs` (docs/BENCHMARKS.md), not here.
 
