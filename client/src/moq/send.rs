@@ -31,8 +31,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
 use crate::scheduler::{
-    Action, Object, Reading, Scheduler, SchedulerConfig, SendBudget, Stats, StreamKey, StreamSpec,
-    TrackClass, TrackKey, Unsent,
+    Action, BuildKeyHasher, Object, Reading, Scheduler, SchedulerConfig, SendBudget, Stats,
+    StreamKey, StreamSpec, TrackClass, TrackKey, Unsent,
 };
 use crate::transport;
 
@@ -153,10 +153,8 @@ impl Shared {
         if !self.lock().cmds.is_empty() {
             return Err(cmd);
         }
-        let mut inbox = std::mem::take(&mut w.inbox);
-        inbox.push_back(cmd);
-        w.pass(&mut inbox, &self.stats);
-        w.inbox = inbox;
+        w.apply(cmd);
+        w.after_apply(&self.stats);
         let idle = w.idle();
         drop(guard);
         if !idle {
@@ -452,7 +450,7 @@ struct Writer {
     /// whichever thread applied the command.
     runtime: tokio::runtime::Handle,
     scheduler: Scheduler,
-    streams: HashMap<u64, Out>,
+    streams: HashMap<u64, Out, BuildKeyHasher>,
     tasks: JoinSet<()>,
     written_tx: mpsc::UnboundedSender<()>,
     /// Commands taken from the queue, applied in order (kept to reuse its buffer).
@@ -486,7 +484,7 @@ impl Writer {
             session,
             runtime: tokio::runtime::Handle::current(),
             scheduler,
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             tasks: JoinSet::new(),
             written_tx,
             inbox: VecDeque::new(),
@@ -504,6 +502,11 @@ impl Writer {
         for cmd in cmds.drain(..) {
             self.apply(cmd);
         }
+        self.after_apply(stats);
+    }
+
+    /// Hands QUIC what the scheduler allows after commands were applied.
+    fn after_apply(&mut self, stats: &Mutex<Stats>) {
         self.flush(Instant::now());
         // The counters are copied out only when something more was dropped: a few map
         // entries summed per pass, no copy while nothing is dropped.
@@ -573,7 +576,6 @@ impl Writer {
 
     fn act(&mut self, action: Action) {
         if let Action::Write { key, chunk, quinn_priority } = action {
-            self.unsent.handle_write(key.0, quinn_priority, chunk.len() as u64);
             if self.batch_stream.is_some_and(|(s, _)| s != key.0) {
                 self.write_batch();
             }
@@ -636,6 +638,10 @@ impl Writer {
     /// stay in order).
     fn write_batch(&mut self) {
         let Some((stream, priority)) = self.batch_stream.take() else { return };
+        // Counted as QUIC's from here on, whatever happens to the write (a stream that
+        // fails is discarded below).
+        let len: u64 = self.batch.iter().map(|c| c.len() as u64).sum();
+        self.unsent.handle_write(stream, priority, len);
         // The common case: an open stream that takes everything at once.
         if let Some(Out::Direct(s)) = self.streams.get_mut(&stream) {
             match try_write(s, &mut self.batch) {

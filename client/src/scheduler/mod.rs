@@ -178,7 +178,8 @@ use tiermesh_proto::priority::SendOrder;
 use tiermesh_proto::types::GroupOrder;
 
 use config::MIN_WRITE;
-use ready::{BuildKeyHasher, LevelSet};
+pub(crate) use ready::BuildKeyHasher;
+use ready::LevelSet;
 
 type Map<K, V> = HashMap<K, V, BuildKeyHasher>;
 
@@ -324,6 +325,20 @@ pub struct Scheduler {
     /// last told it ([`Scheduler::handle_unsent`]) plus what was written since. When known,
     /// it replaces the shares of recent writes.
     unsent_levels: Option<Vec<(Level, u64)>>,
+    /// Priority mode: the stream of an object pushed while nothing else was ready, no
+    /// action was pending and no deadline was due (see `next_direct`). It is kept out of
+    /// the ready sets and its object's deadline out of the heap: on a relay that keeps up,
+    /// each object is written as soon as it is pushed, and entering and leaving those
+    /// structures per object and subscriber was most of the scheduler's cost. Anything
+    /// else that happens first puts it where the full schedule expects it (`undirect`).
+    direct: Option<StreamKey>,
+    /// The deficit round robin credit of `direct`'s flow (an empty flow starts at 0).
+    direct_credit: i64,
+    /// Streams in their flow's ready set.
+    ready_streams: usize,
+    /// Tests compare the schedule with and without the direct path.
+    #[cfg(test)]
+    direct_off: bool,
 }
 
 /// When the bytes counted in `written_by_level` pass this, every count is halved: the
@@ -351,6 +366,11 @@ impl Scheduler {
             written_by_level: Map::default(),
             written_total: 0,
             unsent_levels: None,
+            direct: None,
+            direct_credit: 0,
+            ready_streams: 0,
+            #[cfg(test)]
+            direct_off: false,
         }
     }
 
@@ -443,8 +463,16 @@ impl Scheduler {
     /// Queues the next object of a stream. An object already past the capture-age budget
     /// ends its stream at once (`Reset` or `Abandon` follows from `poll_send`).
     pub fn push_object(&mut self, key: StreamKey, object: Object) -> Result<(), Error> {
+        self.undirect();
         let mode = self.config.mode;
         let budget = self.config.capture_age_budget;
+        // Nothing else ready, pending or due: this object can skip the ready sets.
+        let direct = mode == Mode::Priority
+            && self.ready_streams == 0
+            && self.actions.is_empty()
+            && self.to_finish.is_empty();
+        #[cfg(test)]
+        let direct = direct && !self.direct_off;
         let s = self.streams.get_mut(&key).ok_or(Error::UnknownStream(key))?;
         if s.finishing {
             return Err(Error::Finished(key));
@@ -482,6 +510,11 @@ impl Scheduler {
             self.expire(key, DropReason::CaptureAge, seq);
             return Ok(());
         }
+        if direct && !s.datagram && !s.blocked && s.rest.is_none() && s.queue.len() == 1 {
+            self.direct = Some(key);
+            self.direct_credit = 0;
+            return Ok(());
+        }
         if let Some((d, _)) = deadline {
             self.push_deadline(d, seq, key);
         }
@@ -495,6 +528,7 @@ impl Scheduler {
     /// No more objects will be pushed: once everything is written, `poll_send` returns
     /// `Finish`.
     pub fn finish_stream(&mut self, key: StreamKey) -> Result<(), Error> {
+        self.undirect();
         let s = self.streams.get_mut(&key).ok_or(Error::UnknownStream(key))?;
         s.finishing = true;
         if self.config.mode == Mode::Fifo && s.queue.is_empty() && !s.header.is_empty() {
@@ -508,6 +542,7 @@ impl Scheduler {
     /// objects are dropped as `Cancelled`, and `poll_send` returns `Reset` with CANCELLED
     /// if any byte was written, else `Abandon`.
     pub fn cancel_stream(&mut self, key: StreamKey) -> Result<(), Error> {
+        self.undirect();
         if !self.streams.contains_key(&key) {
             return Err(Error::UnknownStream(key));
         }
@@ -518,6 +553,7 @@ impl Scheduler {
     /// Forgets a track (its request ended): cancels its open streams and drops what the
     /// scheduler remembers of it (newest group, abandoned subgroups).
     pub fn remove_track(&mut self, track: TrackKey) {
+        self.undirect();
         let keys: Vec<StreamKey> = self
             .tracks
             .get(&track)
@@ -533,6 +569,7 @@ impl Scheduler {
     /// Applies a new subscriber priority (REQUEST_UPDATE) to every open stream of a track,
     /// including objects already queued. Later writes carry the new quinn priority.
     pub fn set_subscriber_priority(&mut self, track: TrackKey, priority: u8) {
+        self.undirect();
         let keys: Vec<StreamKey> = self
             .tracks
             .get(&track)
@@ -554,6 +591,7 @@ impl Scheduler {
     /// [`handle_unblocked`](Self::handle_unblocked) is called, and meanwhile sends other
     /// streams.
     pub fn handle_blocked(&mut self, key: StreamKey, rest: Bytes) -> Result<(), Error> {
+        self.undirect();
         let s = self.streams.get_mut(&key).ok_or(Error::UnknownStream(key))?;
         if !rest.is_empty() && !s.datagram {
             if self.config.mode == Mode::Fifo && s.rest.is_none() {
@@ -576,6 +614,7 @@ impl Scheduler {
 
     /// The stream can be written again (flow control credit, or a stream could be opened).
     pub fn handle_unblocked(&mut self, key: StreamKey) -> Result<(), Error> {
+        self.undirect();
         let s = self.streams.get_mut(&key).ok_or(Error::UnknownStream(key))?;
         s.blocked = false;
         self.settle(key);
@@ -585,6 +624,24 @@ impl Scheduler {
     /// Ends every stream holding an object whose deadline is at or before `now`. Nothing
     /// happens if nothing is due; `poll_send` calls it itself.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(key) = self.direct {
+            let own = self.streams.get(&key).and_then(|s| s.queue.front()?.deadline);
+            if self.heap_due(now) || own.is_some_and(|(d, _)| d <= now) {
+                self.undirect();
+            }
+        }
+        self.expire_due(now);
+    }
+
+    /// Whether the deadline heap holds an entry due at `now` (possibly of an object no
+    /// longer queued).
+    fn heap_due(&self, now: Instant) -> bool {
+        self.deadlines.peek().is_some_and(|Reverse((d, _, _))| *d <= now)
+    }
+
+    /// Ends every stream holding an object whose deadline in the heap is at or before
+    /// `now`.
+    fn expire_due(&mut self, now: Instant) {
         while let Some(&Reverse((deadline, seq, key))) = self.deadlines.peek() {
             if deadline > now {
                 break;
@@ -598,6 +655,7 @@ impl Scheduler {
 
     /// When an object next expires: the driver wakes up then (or earlier).
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.undirect();
         while let Some(&Reverse((deadline, seq, key))) = self.deadlines.peek() {
             if self.queued_deadline(key, seq).is_some() {
                 return Some(deadline);
@@ -611,7 +669,13 @@ impl Scheduler {
     /// `Write` adds its length to `budget.buffered`, so a driver calls this until `None`
     /// with the same budget. `Finish`, `Reset` and `Abandon` need no budget.
     pub fn poll_send(&mut self, now: Instant, budget: &mut SendBudget) -> Option<Action> {
-        self.handle_timeout(now);
+        if self.direct.is_some()
+            && (!self.actions.is_empty() || !self.to_finish.is_empty() || self.heap_due(now))
+        {
+            // Something comes before it, or may: the full schedule decides.
+            self.undirect();
+        }
+        self.expire_due(now);
         loop {
             if let Some(action) = self.actions.pop_front() {
                 return Some(action);
@@ -623,9 +687,10 @@ impl Scheduler {
             if allowance == 0 && self.config.mode == Mode::Fifo {
                 return None;
             }
-            let step = match self.config.mode {
-                Mode::Priority => self.next_priority(now, budget),
-                Mode::Fifo => self.next_fifo(allowance, budget),
+            let step = match (self.config.mode, self.direct) {
+                (Mode::Priority, Some(key)) => self.next_direct(now, key, budget),
+                (Mode::Priority, None) => self.next_priority(now, budget),
+                (Mode::Fifo, _) => self.next_fifo(allowance, budget),
             };
             match step {
                 Step::Write(action, len) => {
@@ -736,17 +801,96 @@ impl Scheduler {
             if let Some(flow) = self.flows.get_mut(&id) {
                 flow.credit -= len as i64;
             }
-            *self.written_by_level.entry(level).or_default() += len;
-            if let Some(levels) = self.unsent_levels.as_mut() {
-                add_at_level(levels, level, len);
-            }
-            self.written_total += len;
-            if self.written_total > WRITTEN_DECAY_AT {
-                self.written_by_level.values_mut().for_each(|b| *b /= 2);
-                self.written_total /= 2;
-            }
+            self.count_write(level, len);
             self.settle(key);
             return Step::Write(action, len);
+        }
+    }
+
+    /// `next_priority` for the `direct` stream, the one stream with data: the same turns,
+    /// checks, allowance and counts, without the ready sets. It leaves the direct path
+    /// when the object is written, dropped, or must wait for budget.
+    fn next_direct(&mut self, now: Instant, key: StreamKey, budget: &SendBudget) -> Step {
+        let Some(s) = self.streams.get(&key) else {
+            self.direct = None;
+            return Step::Again;
+        };
+        let level = level_of(&s.order);
+        // What `expire_due` would have found had the deadline been in the heap.
+        if let Some(head) = s.queue.front()
+            && let Some((deadline, reason)) = head.deadline
+            && deadline <= now
+        {
+            let seq = head.seq;
+            self.direct = None;
+            self.expire(key, reason, seq);
+            return Step::Again;
+        }
+        // The flow is alone in the only active level: its turns come one after another.
+        while self.direct_credit <= 0 {
+            self.direct_credit += self.config.quantum as i64;
+        }
+        if let Some((reason, seq)) = self.check_start(now, key, level, budget) {
+            self.direct = None;
+            match seq {
+                Some(seq) => self.expire(key, reason, seq),
+                None => self.kill(key, reason, None),
+            }
+            return Step::Again;
+        }
+        let ahead = SendBudget { buffered: self.buffered_ahead(level, budget.buffered), ..*budget };
+        let cap = if self.unsent_levels.is_some() {
+            u64::MAX
+        } else {
+            (budget.cwnd_available.saturating_add(self.config.get_headroom(budget.cwnd)))
+                .saturating_mul(2)
+                .saturating_sub(budget.buffered)
+        };
+        let allowance = ahead.allowance(&self.config).min(cap);
+        let taken = if allowance == 0 { None } else { self.take_chunk(key, allowance, budget) };
+        let Some((action, len)) = taken else {
+            // It waits for budget: from here on the full schedule keeps it.
+            self.undirect();
+            return Step::Idle;
+        };
+        self.direct_credit -= len as i64;
+        self.count_write(level, len);
+        if self.streams.get(&key).is_none_or(|s| !s.has_data()) {
+            self.direct = None;
+            // A finishing stream whose bytes are all written queues its `Finish`.
+            self.settle(key);
+        }
+        Step::Write(action, len)
+    }
+
+    /// Puts the `direct` stream where the full schedule expects it: its object's deadline
+    /// in the heap, the stream in its flow's ready set with the flow's credit.
+    fn undirect(&mut self) {
+        let Some(key) = self.direct.take() else { return };
+        let Some(s) = self.streams.get(&key) else { return };
+        let due = s.queue.front().and_then(|q| q.deadline.map(|(d, _)| (d, q.seq)));
+        let id = (s.track, level_of(&s.order));
+        if let Some((deadline, seq)) = due {
+            self.push_deadline(deadline, seq, key);
+        }
+        self.settle(key);
+        if let Some(flow) = self.flows.get_mut(&id) {
+            flow.credit = self.direct_credit;
+        }
+    }
+
+    /// Counts `len` bytes written at `level`: in QUIC's unsent bytes per level when the
+    /// driver gave them, else in the shares of recent writes (which are read only then).
+    fn count_write(&mut self, level: Level, len: u64) {
+        if let Some(levels) = self.unsent_levels.as_mut() {
+            add_at_level(levels, level, len);
+            return;
+        }
+        *self.written_by_level.entry(level).or_default() += len;
+        self.written_total += len;
+        if self.written_total > WRITTEN_DECAY_AT {
+            self.written_by_level.values_mut().for_each(|b| *b /= 2);
+            self.written_total /= 2;
         }
     }
 
@@ -974,6 +1118,7 @@ impl Scheduler {
             return;
         };
         s.ready = true;
+        self.ready_streams += 1;
         let level = level_of(&s.order);
         let flow = self.flows.entry((s.track, level)).or_default();
         if flow.ready.is_empty() {
@@ -993,6 +1138,7 @@ impl Scheduler {
             return;
         }
         s.ready = false;
+        self.ready_streams -= 1;
         let level = level_of(&s.order);
         let id = (s.track, level);
         let Some(flow) = self.flows.get_mut(&id) else {

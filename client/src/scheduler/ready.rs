@@ -48,7 +48,7 @@ impl LevelSet {
 /// assigns and request IDs, which the draft makes sequential, so no peer can pick keys
 /// that collide; SipHash's protection would only cost time on every write.
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
@@ -73,7 +73,7 @@ impl Hasher for KeyHasher {
 }
 
 /// Builds [`KeyHasher`]s.
-pub(super) type BuildKeyHasher = BuildHasherDefault<KeyHasher>;
+pub(crate) type BuildKeyHasher = BuildHasherDefault<KeyHasher>;
 
 #[cfg(test)]
 mod tests {

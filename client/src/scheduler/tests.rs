@@ -1053,3 +1053,189 @@ fn unsent_per_priority_sets_what_an_object_waits_behind() {
         "{actions:?}"
     );
 }
+
+/// The direct path (an object pushed while nothing else is ready skips the ready sets) is
+/// only a shortcut: on random inputs, with and without it, every call gives the same
+/// actions, deadlines, queued bytes and counters.
+#[test]
+fn the_direct_path_schedules_exactly_as_the_full_one() {
+    struct Lcg(u64);
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+    let (mut writes, mut direct_pushes) = (0, 0);
+    for seed in 1..=6u64 {
+        let t0 = Instant::now();
+        let mut rng = Lcg(seed);
+        let config = SchedulerConfig::default().quantum(3000);
+        let mut fast = Scheduler::new(config.clone());
+        let mut full = Scheduler::new(config);
+        full.direct_off = true;
+        if seed % 2 == 0 {
+            // With the driver's estimate of QUIC's unsent bytes per level.
+            let mut unsent = Unsent::new();
+            unsent.handle_write(1, 5, 2_000);
+            fast.handle_unsent(&unsent);
+            full.handle_unsent(&unsent);
+        }
+        let mut now = t0;
+        let mut open = [false; 12];
+        let mut blocked: Vec<u64> = Vec::new();
+        for step in 0..6000u64 {
+            let k = rng.below(12);
+            let key = StreamKey(k);
+            let both = |f: &mut dyn FnMut(&mut Scheduler) -> String,
+                        fast: &mut Scheduler,
+                        full: &mut Scheduler| {
+                let a = f(fast);
+                let b = f(full);
+                assert_eq!(a, b, "seed {seed} step {step}");
+                a
+            };
+            match rng.below(14) {
+                0 if !open[k as usize] => {
+                    let track = rng.below(3);
+                    let lane = rng.below(8) == 0;
+                    let group = step / 40 + rng.below(2);
+                    let spec = if lane {
+                        StreamSpec::datagrams(TrackKey(track), TrackClass::Video { tier: 0 }, group)
+                    } else {
+                        StreamSpec::new(TrackKey(track), TrackClass::Video { tier: 0 }, group, k)
+                    };
+                    let spec = spec
+                        .priority(128, 16 * (1 + track as u8))
+                        .group_order([Ascending, Descending][rng.below(2) as usize])
+                        .delivery_timeout(
+                            [None, Some(ms(40)), Some(ms(400))][rng.below(3) as usize],
+                        )
+                        .header(Bytes::from(vec![0xF0, k as u8]));
+                    let r = both(
+                        &mut |s: &mut Scheduler| format!("{:?}", s.open_stream(key, spec.clone())),
+                        &mut fast,
+                        &mut full,
+                    );
+                    open[k as usize] = r == "Ok(())";
+                }
+                1..=5 if open[k as usize] => {
+                    let len = rng.below(6000) as usize;
+                    let age = (rng.below(4) == 0).then(|| ms(rng.below(900)));
+                    let mut o =
+                        Object::new(now, Bytes::from(vec![k as u8; 3]), Bytes::from(vec![7; len]));
+                    if let Some(age) = age {
+                        o = o.capture_age(age);
+                    }
+                    let r = both(
+                        &mut |s: &mut Scheduler| format!("{:?}", s.push_object(key, o.clone())),
+                        &mut fast,
+                        &mut full,
+                    );
+                    if r.contains("UnknownStream") {
+                        open[k as usize] = false;
+                    }
+                    direct_pushes += usize::from(fast.direct.is_some());
+                }
+                6 if open[k as usize] => {
+                    both(
+                        &mut |s: &mut Scheduler| format!("{:?}", s.finish_stream(key)),
+                        &mut fast,
+                        &mut full,
+                    );
+                }
+                7 if rng.below(6) == 0 => {
+                    both(
+                        &mut |s: &mut Scheduler| format!("{:?}", s.cancel_stream(key)),
+                        &mut fast,
+                        &mut full,
+                    );
+                }
+                8 => {
+                    if let Some(b) = blocked.pop() {
+                        both(
+                            &mut |s: &mut Scheduler| {
+                                format!("{:?}", s.handle_unblocked(StreamKey(b)))
+                            },
+                            &mut fast,
+                            &mut full,
+                        );
+                    }
+                }
+                9 if rng.below(4) == 0 => {
+                    let (t, p) = (rng.below(3), rng.below(256) as u8);
+                    both(
+                        &mut |s: &mut Scheduler| {
+                            s.set_subscriber_priority(TrackKey(t), p);
+                            String::new()
+                        },
+                        &mut fast,
+                        &mut full,
+                    );
+                }
+                10 if rng.below(10) == 0 => {
+                    let t = rng.below(3);
+                    both(
+                        &mut |s: &mut Scheduler| {
+                            s.remove_track(TrackKey(t));
+                            String::new()
+                        },
+                        &mut fast,
+                        &mut full,
+                    );
+                }
+                11 => {
+                    // The writer task's timer: expire what is due, if anything.
+                    now += ms(rng.below(30));
+                    both(
+                        &mut |s: &mut Scheduler| {
+                            s.handle_timeout(now);
+                            String::new()
+                        },
+                        &mut fast,
+                        &mut full,
+                    );
+                }
+                _ => {
+                    now += ms(rng.below(25));
+                    let mut b = budget(rng.below(16_000));
+                    b.send_rate_bps = [0, 3_000_000][rng.below(2) as usize];
+                    let mut b2 = b;
+                    loop {
+                        let a = fast.poll_send(now, &mut b);
+                        let a2 = full.poll_send(now, &mut b2);
+                        assert_eq!(a, a2, "seed {seed} step {step}");
+                        assert_eq!(b.buffered, b2.buffered);
+                        let Some(a) = a else { break };
+                        match a {
+                            Action::Write { key, chunk, .. } => {
+                                writes += 1;
+                                // Now and then the transport takes only part of a chunk.
+                                if rng.below(12) == 0 && chunk.len() > 1 {
+                                    let took = rng.below(chunk.len() as u64) as usize;
+                                    let rest = chunk.slice(took..);
+                                    fast.handle_blocked(key, rest.clone()).unwrap();
+                                    full.handle_blocked(key, rest).unwrap();
+                                    blocked.push(key.0);
+                                }
+                            }
+                            Action::Finish { key }
+                            | Action::Reset { key, .. }
+                            | Action::Abandon { key, .. } => {
+                                open[key.0 as usize] = false;
+                                blocked.retain(|b| *b != key.0);
+                            }
+                            Action::Datagram { .. } => {}
+                        }
+                    }
+                    assert_eq!(fast.poll_timeout(), full.poll_timeout(), "seed {seed} step {step}");
+                }
+            }
+            assert_eq!(fast.queued_bytes(), full.queued_bytes(), "seed {seed} step {step}");
+            assert_eq!(fast.open_streams(), full.open_streams(), "seed {seed} step {step}");
+            assert_eq!(fast.stats(), full.stats(), "seed {seed} step {step}");
+        }
+    }
+    assert!(writes > 5_000, "{writes} writes: the inputs hardly wrote anything");
+    assert!(direct_pushes > 1_000, "only {direct_pushes} pushes took the direct path");
+}

@@ -34,6 +34,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::ready::BuildKeyHasher;
+
 /// Bytes of a QUIC packet that carry no stream data: a short header with an 8-byte
 /// connection ID and a 1-byte packet number (10), the 16-byte AEAD tag, and the smallest
 /// STREAM frame header (type and stream ID, 2). Taken at its smallest: an overhead counted
@@ -87,7 +89,7 @@ struct Entry {
 pub struct Unsent {
     /// Per stream (by the driver's number), the bytes handed to QUIC and not sent yet; only
     /// streams with some.
-    streams: HashMap<u64, Entry>,
+    streams: HashMap<u64, Entry, BuildKeyHasher>,
     /// Lost bytes waiting to be resent, oldest first: when they were declared lost, the
     /// quinn priority they are counted at, bytes.
     lost: VecDeque<(Instant, i32, u64)>,
