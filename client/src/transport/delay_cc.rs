@@ -23,7 +23,8 @@
 //!   rounds after it, whose queue is still the overshoot's.
 //! - **Growth.** While the queueing delay stays under the target, the window grows by
 //!   `probe` packets per round trip. `probe` starts at 1 and doubles for every round whose
-//!   queue stays under half the target (up to an eighth of the window), so the window finds
+//!   queue stays under half the target (up to an eighth of the window, and no more packets
+//!   than the target queue holds, which bounds it on paths over 240 ms), so the window finds
 //!   a much larger link within a few round trips without the steady overshoot of
 //!   exponential growth near the target. While app-limited it grows only up to twice the
 //!   bytes in flight: the send scheduler offers what the window per RTT appears to carry,
@@ -272,6 +273,24 @@ impl Delay {
         (base / 8).max(packets).clamp(MIN_TARGET, MAX_TARGET)
     }
 
+    /// The most packets the window may grow by per round trip: an eighth of the window, and
+    /// no more than the target queue holds at the rate the window carries
+    /// (`window * target / base`). A queue shows a round trip after the packets that build it
+    /// leave, so one round's growth is what overshoots the target before the window comes
+    /// down. On paths shorter than 240 ms an eighth of the window is the smaller (the target
+    /// is an eighth of the base RTT there); on `satellite` (600 ms, the target held at
+    /// [`MAX_TARGET`]) an eighth is 75 ms of sending, and the probe reached 13 packets (19
+    /// kB) a round, overflowed the 25 kB buffer and cut the window twice, to 60% of the path,
+    /// for seconds.
+    fn probe_cap(&self) -> u64 {
+        let packets = self.window / self.mtu;
+        let target = self.base.get().map_or(packets, |base| {
+            (self.window as f64 * self.target().as_secs_f64()
+                / (base.as_secs_f64().max(1e-6) * self.mtu as f64)) as u64
+        });
+        (packets / 8).min(target).max(1)
+    }
+
     /// Queueing delay shown by `rtt`.
     fn queue_of(&self, rtt: Duration) -> Duration {
         self.base.get().map_or(Duration::ZERO, |b| rtt.saturating_sub(b))
@@ -409,8 +428,7 @@ impl Delay {
             self.skip_rounds = 1;
             self.decreases += 1;
         } else if self.queue * 2 < target && !round.app_limited {
-            let cap = (self.window / self.mtu / 8).max(1);
-            self.probe = (self.probe * 2).min(cap);
+            self.probe = (self.probe * 2).min(self.probe_cap());
         } else {
             self.probe = 1;
         }
@@ -748,6 +766,31 @@ mod tests {
         config.initial_window(100);
         let cc = Delay::new(Arc::new(config), Instant::now(), MTU);
         assert_eq!(cc.window(), 4 * u64::from(MTU));
+    }
+
+    /// On a 600 ms path the probe stops at what the 30 ms target holds (5% of the window a
+    /// round), not an eighth of the window; on a 100 ms path an eighth is the bound, as before.
+    #[test]
+    fn the_probe_grows_at_most_by_the_target_queue_per_round() {
+        for (rtt, cap) in [(600 * MS, 1.0 / 20.0), (100 * MS, 1.0 / 8.0)] {
+            let mut cc = controller();
+            let mut pn = 0;
+            let now = rounds(&mut cc, Instant::now(), &mut pn, 6, rtt);
+            cc.slow_start = false;
+            let mut max_probe = 0;
+            let mut now = now;
+            for _ in 0..12 {
+                now = rounds(&mut cc, now, &mut pn, 1, rtt);
+                max_probe = max_probe.max(cc.probe);
+            }
+            let packets = cc.window() / u64::from(MTU);
+            let bound = (packets as f64 * cap).ceil() as u64 + 1;
+            assert!(max_probe > 1, "{rtt:?}: the probe grows while no queue shows");
+            assert!(max_probe <= bound, "{rtt:?}: probe {max_probe}, window {packets} packets");
+            if rtt == 100 * MS {
+                assert!(max_probe + 1 >= packets / 8, "{rtt:?}: probe {max_probe} of {packets}");
+            }
+        }
     }
 
     #[test]
