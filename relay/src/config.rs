@@ -77,8 +77,11 @@ pub struct RelayConfig {
     /// The send scheduler.
     pub scheduler: SchedulerConfig,
     /// The QUIC congestion controller of client sessions and of this relay's end of its mesh
-    /// links: `cubic`, `bbr`, `newreno` or `delay`. The default is the one measured best on
-    /// the link profiles (docs/BENCHMARKS.md, "Congestion controller").
+    /// links: `cubic`, `bbr`, `newreno` or `delay`. The default, cubic, stays until another
+    /// controller measures at least as well on every link profile, on both sides of the link
+    /// (docs/BENCHMARKS.md, "Congestion controller": `delay` keeps the queue shorter on
+    /// `rural` and `step`, but lets more late video through with the subscriber behind
+    /// `congested`).
     pub congestion: CongestionControl,
     /// The regional mesh; absent (the default), the relay runs alone.
     #[serde(skip_serializing_if = "Option::is_none")]
