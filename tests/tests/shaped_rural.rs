@@ -15,7 +15,7 @@
 //!
 //! Printed, not asserted, because they are not met (docs/BENCHMARKS.md, "Shaped links",
 //! says why): p95 of every media object ≤ one-way delay + 150 ms (with the default
-//! controller, cubic, which this test runs, 332-582 ms in 20 runs since the upper rungs start
+//! controller, cubic, which this test runs, 332-582 ms in 12 runs since the upper rungs start
 //! at their next group (ce7aca5): the link's 100 ms queue stays full under a loss-based
 //! controller; with `--cc delay` 195-291 ms, within 210 in 9 of 16: docs/BENCHMARKS.md,
 //! "rural start-up"), and goodput ≥ 70% of the
