@@ -50,10 +50,10 @@ pub enum Join {
     NextGroup,
 }
 
-/// How each track of `catalog` is joined, in catalog order: in each alternate group of
-/// video tracks (`altGroup`) the rung of lowest bit rate at once, the others at their next
-/// group; every other track at once. A rung without a bit rate counts as the highest; on a
-/// tie the one listed first is the lowest.
+/// How each track of `catalog` is joined, in catalog order: in each alternate group
+/// (`altGroup`: the rungs of a ladder, of whatever role) the track of lowest bit rate at
+/// once, the others at their next group; every track of no alternate group at once. A track
+/// without a bit rate counts as the highest; on a tie the one listed first is the lowest.
 pub fn joins(catalog: &Catalog) -> Vec<(String, Join)> {
     let tracks = catalog.tracks();
     let rate = |t: &tiermesh_proto::catalog::Track| t.bitrate.unwrap_or(u64::MAX);
