@@ -147,6 +147,7 @@
 
 mod config;
 mod error;
+mod rate;
 mod ready;
 mod stats;
 mod types;
@@ -325,6 +326,10 @@ pub struct Scheduler {
     /// last told it ([`Scheduler::handle_unsent`]) plus what was written since. When known,
     /// it replaces the shares of recent writes.
     unsent_levels: Option<Vec<(Level, u64)>>,
+    /// Bytes written per level lately, and the path's delivery rate as the driver's
+    /// [`Unsent`] last told it: an upper tier's share in `check_start` (see `rate`).
+    level_rates: rate::LevelRates,
+    delivery_bps: u64,
     /// Priority mode: the stream of an object pushed while nothing else was ready, no
     /// action was pending and no deadline was due (see `next_direct`). It is kept out of
     /// the ready sets and its object's deadline out of the heap: on a relay that keeps up,
@@ -366,6 +371,8 @@ impl Scheduler {
             written_by_level: Map::default(),
             written_total: 0,
             unsent_levels: None,
+            level_rates: rate::LevelRates::default(),
+            delivery_bps: 0,
             direct: None,
             direct_credit: 0,
             ready_streams: 0,
@@ -381,6 +388,7 @@ impl Scheduler {
     /// the transport, a discarded stream); the writes the scheduler hands out it counts
     /// itself. quinn priorities map back to levels as [`quinn_priority`] made them.
     pub fn handle_unsent(&mut self, unsent: &Unsent) {
+        self.delivery_bps = unsent.delivery_bps();
         let levels = self.unsent_levels.get_or_insert_with(Vec::new);
         levels.clear();
         for (priority, bytes) in unsent.by_priority() {
@@ -801,7 +809,7 @@ impl Scheduler {
             if let Some(flow) = self.flows.get_mut(&id) {
                 flow.credit -= len as i64;
             }
-            self.count_write(level, len);
+            self.count_write(now, level, len);
             self.settle(key);
             return Step::Write(action, len);
         }
@@ -854,7 +862,7 @@ impl Scheduler {
             return Step::Idle;
         };
         self.direct_credit -= len as i64;
-        self.count_write(level, len);
+        self.count_write(now, level, len);
         if self.streams.get(&key).is_none_or(|s| !s.has_data()) {
             self.direct = None;
             // A finishing stream whose bytes are all written queues its `Finish`.
@@ -881,7 +889,8 @@ impl Scheduler {
 
     /// Counts `len` bytes written at `level`: in QUIC's unsent bytes per level when the
     /// driver gave them, else in the shares of recent writes (which are read only then).
-    fn count_write(&mut self, level: Level, len: u64) {
+    fn count_write(&mut self, now: Instant, level: Level, len: u64) {
+        self.level_rates.add(now, level, len);
         if let Some(levels) = self.unsent_levels.as_mut() {
             add_at_level(levels, level, len);
             return;
@@ -978,9 +987,18 @@ impl Scheduler {
             let pending = head.len() + s.header.len() as u64;
             // Audio does not wait behind video QUIC already holds: at a 600 ms round trip
             // the window holds more video than audio's 400 ms deadline allows to send.
-            let ahead =
-                SendBudget { buffered: self.buffered_ahead(level, budget.buffered), ..*budget };
-            if let Some(t) = ahead.time_to_send(pending)
+            let ahead = self.buffered_ahead(level, budget.buffered);
+            let t = if matches!(s.class, TrackClass::Video { tier } if tier > 0) {
+                // An upper tier gets what the levels above leave of the path (see `rate`).
+                let above =
+                    level.checked_sub(1).map_or(0, |l| self.buffered_ahead(l, budget.buffered));
+                let path = budget.send_rate_bps.max(self.delivery_bps);
+                let taken = self.level_rates.above_bps(now, level);
+                rate::time_to_send(path, taken, ahead, above, pending)
+            } else {
+                SendBudget { buffered: ahead, ..*budget }.time_to_send(pending)
+            };
+            if let Some(t) = t
                 && now.checked_add(t).is_none_or(|eta| eta > deadline)
             {
                 return Some((reason, Some(head.seq)));

@@ -1239,3 +1239,74 @@ fn the_direct_path_schedules_exactly_as_the_full_one() {
     assert!(writes > 5_000, "{writes} writes: the inputs hardly wrote anything");
     assert!(direct_pushes > 1_000, "only {direct_pushes} pushes took the direct path");
 }
+
+/// Writes audio (120 bytes every 20 ms, 48 kbit/s) and the base tier (1 875 bytes every
+/// 100 ms, 150 kbit/s) from `t0` for two seconds, each object on its own stream from key
+/// 1000 up, as a link that carries them sends them. Returns when it stopped.
+fn write_audio_and_base(s: &mut Scheduler, t0: Instant) -> Instant {
+    let mut key = 1000;
+    for i in 0..100u64 {
+        let now = t0 + ms(20 * i);
+        s.open_stream(StreamKey(key), audio(10, i)).unwrap();
+        s.push_object(StreamKey(key), obj(now, 120)).unwrap();
+        key += 1;
+        if i % 5 == 0 {
+            s.open_stream(StreamKey(key), video(11, 0, i)).unwrap();
+            s.push_object(StreamKey(key), obj(now, 1_875)).unwrap();
+            key += 1;
+        }
+        drain(s, now, &mut unlimited());
+    }
+    t0 + ms(2_000)
+}
+
+/// With a delay-based controller the window per round trip reads the whole link (600
+/// kbit/s here), but audio and the base tier keep taking about 200 kbit/s of it: a 360p
+/// object of 60 kB needs 1.2 s at the 400 kbit/s they leave, past its 1 s timeout, so it is
+/// not started (at the whole rate, 800 ms, it was, and arrived late); a 15 kB one fits
+/// its share and goes.
+#[test]
+fn upper_tier_is_checked_at_what_the_levels_above_leave() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let now = write_audio_and_base(&mut s, t0);
+    let mut b = SendBudget { send_rate_bps: 600_000, ..unlimited() };
+    s.open_stream(StreamKey(1), video(12, 1, 1)).unwrap();
+    s.push_object(StreamKey(1), obj(now, 60_000)).unwrap();
+    let actions = drain(&mut s, now, &mut b);
+    assert!(
+        actions
+            .contains(&Action::Abandon { key: StreamKey(1), reason: DropReason::DeliveryTimeout }),
+        "{actions:?}"
+    );
+    assert_eq!(written_bytes(&actions, 1), 0);
+    s.open_stream(StreamKey(2), video(12, 1, 2)).unwrap();
+    s.push_object(StreamKey(2), obj(now, 15_000)).unwrap();
+    assert_eq!(written_bytes(&drain(&mut s, now, &mut b), 2), 15_004);
+    // Audio and the base tier keep the whole rate.
+    s.open_stream(StreamKey(3), video(11, 0, 100)).unwrap();
+    s.push_object(StreamKey(3), obj(now, 60_000)).unwrap();
+    assert_eq!(written_bytes(&drain(&mut s, now, &mut b), 3), 60_004);
+}
+
+/// After a loss cut CUBIC's window per round trip reads half the link (300 kbit/s here)
+/// while the path delivered 600 kbit/s within the last seconds: the check takes the
+/// delivery rate, so a 45 kB 360p object (900 ms at the 400 kbit/s audio and the base tier
+/// leave, 1.2 s at 300) is still started.
+#[test]
+fn upper_tier_check_keeps_the_delivery_rate_after_a_loss_cut() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let now = write_audio_and_base(&mut s, t0);
+    let mut u = Unsent::new();
+    for i in 0..=20u64 {
+        let r = Reading { bytes_sent: 3_750 * i, rtt: ms(200), ..Default::default() };
+        u.handle_reading(t0 + ms(1_000 + 50 * i), r);
+    }
+    assert_eq!(u.delivery_bps(), 600_000);
+    s.handle_unsent(&u);
+    let mut b = SendBudget { send_rate_bps: 300_000, ..unlimited() };
+    s.open_stream(StreamKey(1), video(12, 1, 1)).unwrap();
+    s.push_object(StreamKey(1), obj(now, 45_000)).unwrap();
+    assert_eq!(written_bytes(&drain(&mut s, now, &mut b), 1), 45_004);
+}

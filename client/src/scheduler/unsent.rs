@@ -97,6 +97,8 @@ pub struct Unsent {
     recent: Vec<(i32, u64)>,
     total: u64,
     last: Option<Reading>,
+    /// The path's delivery rate, for the deadline check of the upper tiers.
+    delivery: super::rate::DeliveryRate,
 }
 
 impl Unsent {
@@ -113,6 +115,12 @@ impl Unsent {
     /// Bytes of stream `stream` QUIC holds unsent, by the estimate.
     pub fn stream(&self, stream: u64) -> u64 {
         self.streams.get(&stream).map_or(0, |e| e.unsent)
+    }
+
+    /// The largest rate at which the path delivered bytes (sent and not declared lost) over
+    /// the last two seconds, in bits per second; 0 before two readings an interval apart.
+    pub fn delivery_bps(&self) -> u64 {
+        self.delivery.max_bps()
     }
 
     /// Lost bytes waiting to be resent, by the estimate.
@@ -158,6 +166,7 @@ impl Unsent {
 
     /// A new reading of the transport's counters, taken at `now`.
     pub fn handle_reading(&mut self, now: Instant, r: Reading) {
+        self.delivery.handle_reading(now, &r);
         let Some(prev) = self.last.replace(r) else { return };
         let packets = r.packets_sent.saturating_sub(prev.packets_sent);
         let sent = r.bytes_sent.saturating_sub(prev.bytes_sent);

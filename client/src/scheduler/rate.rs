@@ -1,0 +1,275 @@
+//! The rate an upper video tier can count on in the deadline check (`check_start`): what
+//! the path delivers, less what the more important levels take of it.
+//!
+//! The congestion window per round trip is not that rate. With a delay-based controller it
+//! reads about the whole link, so a tier that fits only in part was checked as if it had
+//! the link to itself, and its objects were started only to arrive late behind the audio
+//! and the base tier that kept arriving. With CUBIC it reads low for a while after each
+//! loss (the window is cut, the round trip still holds the queue), so a share of it held
+//! back a tier the link carried. Here the path's rate is the larger of the window per round
+//! trip and a delivery rate (bytes sent and not declared lost per interval of at least a
+//! round trip, the largest over the last [`DELIVERY_SPAN`], as BBR filters its bandwidth
+//! samples), and a tier's share is that rate less what the levels above it were written at
+//! over the last two completed seconds.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::Level;
+use super::unsent::Reading;
+
+/// How long a delivery-rate sample counts for the maximum: two seconds, a few round trips
+/// on every profile served (the longest, satellite's, is 600 ms), so the rate before a loss
+/// cut is still there while the window grows back, and a rate the path no longer has is
+/// forgotten within a group of video.
+pub(super) const DELIVERY_SPAN: Duration = Duration::from_secs(2);
+
+/// The shortest interval a delivery-rate sample is taken over: shorter ones would count a
+/// burst written into QUIC at once (a key frame) at the pacer's rate rather than the path's.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The path's delivery rate, from the transport's running counters.
+#[derive(Debug, Default)]
+pub(super) struct DeliveryRate {
+    /// Readings of the last [`DELIVERY_SPAN`] or so, oldest first: when, bytes sent less
+    /// bytes declared lost (running totals).
+    readings: VecDeque<(Instant, u64)>,
+    /// Samples in bits per second, oldest first, kept for [`DELIVERY_SPAN`].
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl DeliveryRate {
+    /// A new reading of the transport's counters, taken at `now`.
+    pub(super) fn handle_reading(&mut self, now: Instant, r: &Reading) {
+        let delivered = r.bytes_sent.saturating_sub(r.bytes_lost);
+        let interval = r.rtt.max(MIN_INTERVAL);
+        // The newest earlier reading at least one interval old starts this sample.
+        let start = self
+            .readings
+            .iter()
+            .rev()
+            .find(|(at, _)| now.saturating_duration_since(*at) >= interval)
+            .copied();
+        if let Some((at, before)) = start {
+            let span = now.saturating_duration_since(at).as_micros().max(1);
+            let bps = (delivered.saturating_sub(before) as u128 * 8 * 1_000_000 / span) as u64;
+            self.samples.push_back((now, bps));
+        }
+        self.readings.push_back((now, delivered));
+        let keep = DELIVERY_SPAN.max(interval * 2);
+        // Keep one reading older than an interval so the next sample has a start.
+        while self.readings.len() > 2
+            && self.readings.get(1).is_some_and(|(at, _)| now.saturating_duration_since(*at) > keep)
+        {
+            self.readings.pop_front();
+        }
+        while self
+            .samples
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > DELIVERY_SPAN)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The largest delivery rate of the last [`DELIVERY_SPAN`], in bits per second; 0 before
+    /// a sample.
+    pub(super) fn max_bps(&self) -> u64 {
+        self.samples.iter().map(|(_, b)| *b).max().unwrap_or(0)
+    }
+}
+
+/// The length of one counting window of [`LevelRates`].
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Windows kept: the current one and two before it.
+const WINDOWS: usize = 3;
+
+/// Bytes written per level in the current window and the two before it. The rate is read
+/// from the completed windows only: the current one may have just begun with a burst (the
+/// key frames of a new group, which QUIC still holds and `check_start` counts apart). A few
+/// levels at most are in use at once, so they sit in a short vector sorted by level.
+#[derive(Debug, Default)]
+pub(super) struct LevelRates {
+    /// When the current window started; `None` before the first write.
+    start: Option<Instant>,
+    /// Windows completed since the first write.
+    completed: u32,
+    /// `(level, bytes per window)`, the current window first.
+    levels: Vec<(Level, [u64; WINDOWS])>,
+}
+
+impl LevelRates {
+    /// Counts `bytes` written at `level` at `now`.
+    pub(super) fn add(&mut self, now: Instant, level: Level, bytes: u64) {
+        self.roll(now);
+        match self.levels.binary_search_by_key(&level, |e| e.0) {
+            Ok(i) => self.levels[i].1[0] += bytes,
+            Err(i) => {
+                let mut counts = [0; WINDOWS];
+                counts[0] = bytes;
+                self.levels.insert(i, (level, counts));
+            }
+        }
+    }
+
+    /// How many windows have ended between the current window's start and `now`.
+    fn ended(&self, now: Instant) -> usize {
+        let Some(start) = self.start else { return 0 };
+        let since = now.saturating_duration_since(start);
+        (since.as_nanos() / RATE_WINDOW.as_nanos()).min(WINDOWS as u128) as usize
+    }
+
+    /// Starts a new window if the current one is over.
+    fn roll(&mut self, now: Instant) {
+        let Some(start) = self.start else {
+            self.start = Some(now);
+            return;
+        };
+        let ended = self.ended(now);
+        if ended == 0 {
+            return;
+        }
+        for (_, counts) in &mut self.levels {
+            *counts = shifted(counts, ended);
+        }
+        self.levels.retain(|(_, c)| c.iter().any(|b| *b > 0));
+        self.completed = self.completed.saturating_add(ended as u32);
+        self.start = Some(if ended < WINDOWS { start + RATE_WINDOW * ended as u32 } else { now });
+    }
+
+    /// Bits per second written at levels more important than `level` (smaller numbers), as
+    /// of `now`: over the completed windows of the last two, or before one has completed,
+    /// what was written so far counted over one whole window.
+    pub(super) fn above_bps(&self, now: Instant, level: Level) -> u64 {
+        if self.start.is_none() {
+            return 0;
+        }
+        let ended = self.ended(now);
+        let completed = (self.completed as usize + ended).min(WINDOWS - 1);
+        let (mut bytes, windows) = (0u64, completed.max(1) as u32);
+        for (_, counts) in self.levels.iter().take_while(|e| e.0 < level) {
+            let counts = shifted(counts, ended);
+            bytes += if completed == 0 { counts[0] } else { counts[1..=completed].iter().sum() };
+        }
+        let span = (RATE_WINDOW * windows).as_micros().max(1);
+        (bytes as u128 * 8 * 1_000_000 / span) as u64
+    }
+}
+
+/// `counts` after `n` more windows ended (the newest first).
+fn shifted(counts: &[u64; WINDOWS], n: usize) -> [u64; WINDOWS] {
+    let mut out = [0; WINDOWS];
+    for (i, b) in counts.iter().enumerate() {
+        if i + n < WINDOWS {
+            out[i + n] = *b;
+        }
+    }
+    out
+}
+
+/// How long an object of `pending` bytes at `level` needs to leave, with `ahead` bytes of
+/// QUIC's unsent bytes before it, of which `above` are of more important levels. Those go
+/// at the path's whole rate (`path_bps`); the rest of `ahead` and the object get only the
+/// level's share, what the more important levels (`above_bps`) leave of it, since they keep
+/// arriving meanwhile and QUIC sends them first. `None` if the rate is not known.
+pub(super) fn time_to_send(
+    path_bps: u64,
+    above_bps: u64,
+    ahead: u64,
+    above: u64,
+    pending: u64,
+) -> Option<Duration> {
+    if path_bps == 0 {
+        return None;
+    }
+    let share = path_bps.saturating_sub(above_bps).max(1);
+    let above = above.min(ahead);
+    let nanos = |bytes: u64, bps: u64| bytes as u128 * 8 * 1_000_000_000 / bps as u128;
+    let total = nanos(above, path_bps) + nanos((ahead - above).saturating_add(pending), share);
+    Some(Duration::from_nanos(u64::try_from(total).unwrap_or(u64::MAX)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn delivery_rate_keeps_the_largest_sample_of_the_span() {
+        let t0 = Instant::now();
+        let mut d = DeliveryRate::default();
+        assert_eq!(d.max_bps(), 0);
+        let rtt = ms(200);
+        let mut sent = 0u64;
+        // 75 000 bytes a second (600 kbit/s) for 3 s, read every 50 ms.
+        for i in 0..=60u64 {
+            sent = 3_750 * i;
+            d.handle_reading(
+                t0 + ms(50 * i),
+                &Reading { bytes_sent: sent, rtt, ..Default::default() },
+            );
+        }
+        assert_eq!(d.max_bps(), 600_000);
+        // A loss cut halves what leaves: the rate before it still counts for the span.
+        for i in 1..=20u64 {
+            sent += 1_875;
+            d.handle_reading(
+                t0 + ms(3_000 + 50 * i),
+                &Reading { bytes_sent: sent, rtt, ..Default::default() },
+            );
+        }
+        assert_eq!(d.max_bps(), 600_000);
+        for i in 21..=60u64 {
+            sent += 1_875;
+            d.handle_reading(
+                t0 + ms(3_000 + 50 * i),
+                &Reading { bytes_sent: sent, rtt, ..Default::default() },
+            );
+        }
+        assert_eq!(d.max_bps(), 300_000, "forgotten after the span");
+        // Bytes declared lost were not delivered.
+        let mut l = DeliveryRate::default();
+        for i in 0..=20u64 {
+            let r =
+                Reading { bytes_sent: 3_750 * i, bytes_lost: 375 * i, rtt, ..Default::default() };
+            l.handle_reading(t0 + ms(50 * i), &r);
+        }
+        assert_eq!(l.max_bps(), 540_000);
+    }
+
+    #[test]
+    fn rate_of_the_levels_above_over_the_last_two_windows() {
+        let t0 = Instant::now();
+        let mut r = LevelRates::default();
+        assert_eq!(r.above_bps(t0, 10), 0);
+        // 1250 bytes every 100 ms at level 1 (100 kbit/s), 5000 at level 5 (400 kbit/s).
+        for i in 0..25 {
+            r.add(t0 + ms(100 * i), 1, 1250);
+            r.add(t0 + ms(100 * i), 5, 5000);
+        }
+        let now = t0 + ms(2450);
+        assert_eq!(r.above_bps(now, 1), 0, "nothing above the most important level");
+        assert_eq!(r.above_bps(now, 5), 100_000);
+        assert_eq!(r.above_bps(now, 9), 500_000);
+        // A burst in the current window is not counted until its window has ended.
+        r.add(now, 1, 50_000);
+        assert_eq!(r.above_bps(now, 5), 100_000);
+        assert_eq!(r.above_bps(t0 + ms(3_100), 5), 275_000);
+        // Once writing stops, the rate fades within the windows kept.
+        assert_eq!(r.above_bps(t0 + ms(4_100), 5), 225_000);
+        assert_eq!(r.above_bps(t0 + ms(5_100), 5), 0);
+    }
+
+    #[test]
+    fn what_is_ahead_goes_at_the_whole_rate_and_the_level_at_its_share() {
+        // 600 kbit/s, 200 kbit/s taken above: 15 kB of the level's own at 400 kbit/s.
+        assert_eq!(time_to_send(600_000, 200_000, 0, 0, 15_000), Some(ms(300)));
+        // 7.5 kB of more important levels ahead at 600 kbit/s first.
+        assert_eq!(time_to_send(600_000, 200_000, 7_500, 7_500, 15_000), Some(ms(400)));
+        assert_eq!(time_to_send(0, 0, 0, 0, 15_000), None);
+    }
+}
