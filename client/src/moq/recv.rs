@@ -369,7 +369,15 @@ async fn fetch(mut recv: RecvStream, first: Bytes, inputs: Inputs) {
                 reader.handle_fin();
                 fin = true;
             }
-            Err(_) => return,
+            Err(_) => {
+                // A RESET_STREAM ends the fetch as a FIN does (draft-16, Fetch State
+                // Management): its state goes too (the reader has seen the end already, its
+                // sender being dropped).
+                if let Some(request_id) = request {
+                    let _ = inputs.send(Input::FetchFinished { request_id });
+                }
+                return;
+            }
         }
     }
 }

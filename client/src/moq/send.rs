@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 
 use crate::scheduler::{
     Action, BuildKeyHasher, Object, Reading, Scheduler, SchedulerConfig, SendBudget, Stats,
-    StreamKey, StreamSpec, TrackClass, TrackKey, Unsent,
+    StreamKey, StreamSpec, TrackClass, TrackKey, Unsent, quinn_priority,
 };
 use crate::transport;
 
@@ -467,6 +467,9 @@ struct Writer {
     batch: Vec<Bytes>,
     /// The stream and QUIC priority of `batch`.
     batch_stream: Option<(u64, i32)>,
+    /// Fetch streams not ended yet: their FETCH_HEADER and QUIC priority, so that one the
+    /// scheduler abandons before writing a byte is still opened and ended (see `act`).
+    fetches: HashMap<u64, (Bytes, i32), BuildKeyHasher>,
 }
 
 impl Writer {
@@ -494,6 +497,7 @@ impl Writer {
             stats_at: Instant::now(),
             batch: Vec::new(),
             batch_stream: None,
+            fetches: HashMap::default(),
         }
     }
 
@@ -593,23 +597,12 @@ impl Writer {
                     self.unsent.handle_datagram(len);
                 }
             }
-            Action::Finish { key } => match self.streams.remove(&key.0) {
-                Some(Out::Direct(mut s)) => {
-                    // quinn keeps delivering what was written after the handle is dropped;
-                    // a stream the peer stopped is reset when dropped.
-                    if s.finish().is_err() {
-                        self.discard(key.0);
-                    }
-                }
-                Some(Out::Task(tx)) => {
-                    // The task still writes what it holds; if it stopped, that is lost.
-                    if tx.send(StreamCmd::Finish).is_err() {
-                        self.discard(key.0);
-                    }
-                }
-                Some(Out::Failed) | None => self.discard(key.0),
-            },
+            Action::Finish { key } => {
+                self.forget_fetch(key.0);
+                self.finish(key.0);
+            }
             Action::Reset { key, code, reason } => {
+                self.forget_fetch(key.0);
                 tracing::debug!(stream = key.0, ?reason, "stream reset by the scheduler");
                 self.discard(key.0);
                 match self.streams.remove(&key.0) {
@@ -629,8 +622,54 @@ impl Writer {
                     // Nothing more will be written: end it rather than leave it open.
                     let _ = s.finish();
                 }
+                if let Some((header, priority)) = self.take_fetch(key.0) {
+                    // A subscription's subgroup may go unsent (the draft lets a publisher
+                    // drop objects), but a fetch stays open at the requester until its data
+                    // stream ends with a FIN or a reset (draft-16, Fetch State Management).
+                    // A reset of a stream that carried nothing yet would not even say which
+                    // fetch it was (QUIC drops unsent and unread data on a reset), so the
+                    // header goes out with a FIN, the way the draft ends a fetch that has
+                    // no objects.
+                    tracing::debug!(stream = key.0, "abandoned fetch stream ended with no objects");
+                    self.batch_stream = Some((key.0, priority));
+                    self.batch.push(header);
+                    self.write_batch();
+                    self.finish(key.0);
+                }
             }
         }
+    }
+
+    /// Ends stream `number` with a FIN after what was written to it.
+    fn finish(&mut self, number: u64) {
+        match self.streams.remove(&number) {
+            Some(Out::Direct(mut s)) => {
+                // quinn keeps delivering what was written after the handle is dropped;
+                // a stream the peer stopped is reset when dropped.
+                if s.finish().is_err() {
+                    self.discard(number);
+                }
+            }
+            Some(Out::Task(tx)) => {
+                // The task still writes what it holds; if it stopped, that is lost.
+                if tx.send(StreamCmd::Finish).is_err() {
+                    self.discard(number);
+                }
+            }
+            Some(Out::Failed) | None => self.discard(number),
+        }
+    }
+
+    /// A fetch stream ended: it needs no header kept any more.
+    fn forget_fetch(&mut self, number: u64) {
+        if !self.fetches.is_empty() {
+            self.fetches.remove(&number);
+        }
+    }
+
+    /// The header and priority of fetch stream `number`, if it is one not ended yet.
+    fn take_fetch(&mut self, number: u64) -> Option<(Bytes, i32)> {
+        if self.fetches.is_empty() { None } else { self.fetches.remove(&number) }
     }
 
     /// Writes the collected chunks of one stream: straight into QUIC if it takes them all
@@ -743,7 +782,16 @@ impl Writer {
     fn apply(&mut self, cmd: SendCmd) {
         let scheduler = &mut self.scheduler;
         let r = match cmd {
-            SendCmd::Open { stream, spec } => scheduler.open_stream(StreamKey(stream), spec),
+            SendCmd::Open { stream, spec } => {
+                let fetch = (spec.track.0 & super::track::FETCH_TRACK_BIT != 0
+                    && !spec.header.is_empty())
+                .then(|| (spec.header.clone(), quinn_priority(&spec.send_order())));
+                let r = scheduler.open_stream(StreamKey(stream), spec);
+                if let (Ok(()), Some(fetch)) = (&r, fetch) {
+                    self.fetches.insert(stream, fetch);
+                }
+                r
+            }
             SendCmd::Write { stream, head, payload, arrival, capture_age } => {
                 let mut object = Object::new(arrival, head, payload);
                 if let Some(age) = capture_age {

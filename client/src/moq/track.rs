@@ -275,7 +275,7 @@ impl Drop for NamespaceSubscription {
 
 /// Track keys of fetch responses carry this bit, so they never share a flow with a
 /// subscription's track.
-const FETCH_TRACK_BIT: u64 = 1 << 63;
+pub(crate) const FETCH_TRACK_BIT: u64 = 1 << 63;
 
 /// Why a [`TrackWriter`] stopped being wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -674,7 +674,10 @@ impl FetchResponse {
         self.send.push(SendCmd::Finish { stream: self.stream });
     }
 
-    /// Abandons the fetch stream with a reset code.
+    /// Gives up on the fetch: what was not sent is not sent. If some of the stream was
+    /// written, it is reset (with CANCELLED: `code` is only logged for now); if nothing
+    /// was, it is opened with its header alone and ended with a FIN, so that the requester
+    /// sees its fetch end (a reset alone would not say which fetch it ended).
     pub fn reset(mut self, code: u32) {
         self.closed = true;
         tracing::debug!(code, "fetch stream dropped");

@@ -1,0 +1,122 @@
+//! Guards the end of a FETCH as the requester sees it, over real QUIC on loopback: the
+//! draft (§ Fetch State Management) ends a fetch with a FIN or a RESET_STREAM of its data
+//! stream, so a publisher that gives up on a fetch before writing anything must still open
+//! that stream, or the requester waits for it forever.
+
+mod transport_common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tiermesh_client::moq::{self, ClientOptions, Connection, Event, ServerOptions};
+use tiermesh_proto::data::{Forwarding, Object, ObjectStatus};
+use tiermesh_proto::ext::Extensions;
+use tiermesh_proto::types::{FullTrackName, Location, TrackNamespace};
+use transport_common::{server, url, within};
+
+async fn pair() -> (Connection, Connection) {
+    let (mut srv, cert) = server();
+    let url = url(&srv, "moqt", "/");
+    let opts = ClientOptions::new(cert.pinned());
+    let (client, server_side) = within("connect", async {
+        tokio::join!(moq::connect(&url, opts), async {
+            let req = srv.accept().await.unwrap();
+            let session = req.accept().await.unwrap();
+            moq::accept(session, ServerOptions::default()).await
+        })
+    })
+    .await;
+    let (c, cd) = client.unwrap();
+    let (s, sd) = server_side.unwrap();
+    tokio::spawn(cd.run());
+    tokio::spawn(sd.run());
+    // The server endpoint must outlive the test's connections.
+    std::mem::forget(srv);
+    (c, s)
+}
+
+fn track() -> FullTrackName {
+    FullTrackName::new(TrackNamespace::from_path("clinic/room-42").unwrap(), "video").unwrap()
+}
+
+fn object(o: u64) -> Object {
+    Object {
+        group_id: 3,
+        object_id: o,
+        forwarding: Forwarding::Subgroup(0),
+        publisher_priority: 32,
+        status: ObjectStatus::Normal,
+        extensions: Extensions::default(),
+        payload: Bytes::from(format!("object {o}")),
+    }
+}
+
+/// How the publisher answers the one FETCH it gets, after FETCH_OK.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// Writes `n` objects, then gives up with a reset code.
+    ResetAfter(u64),
+    /// Writes no object and finishes.
+    Empty,
+}
+
+/// Serves one FETCH on `server` as `answer` says; the requester fetches group 3 and
+/// returns how many objects it got before the fetch ended (panics if it does not end).
+async fn fetch_with(answer: Answer) -> usize {
+    let (client, server) = pair().await;
+    let publisher = tokio::spawn(async move {
+        let Some(Event::Fetch(f)) = within("fetch event", server.next_event()).await else {
+            panic!("expected a FETCH");
+        };
+        let mut resp = f.accept(false, Location::new(3, 5), Extensions::default()).await.unwrap();
+        match answer {
+            Answer::ResetAfter(n) => {
+                for o in 0..n {
+                    resp.write(&object(o)).unwrap();
+                }
+                resp.reset(0x1);
+            }
+            Answer::Empty => resp.finish(),
+        }
+        // Keeps the session up while the requester reads.
+        server
+    });
+    let mut fetch =
+        within("fetch", client.fetch(track(), Location::new(3, 0), Location::new(3, 5), None))
+            .await
+            .expect("fetch accepted");
+    let mut got = 0;
+    // Generous: the requester must see the end at once, not after an idle timeout.
+    let deadline = Duration::from_secs(10);
+    while let Some(obj) = tokio::time::timeout(deadline, fetch.next())
+        .await
+        .expect("the fetch neither ended nor delivered within 10 s")
+    {
+        assert_eq!(obj.location(), Location::new(3, got as u64));
+        got += 1;
+    }
+    drop(within("publisher", publisher).await.unwrap());
+    got
+}
+
+#[tokio::test]
+async fn fetch_reset_before_any_object_ends_at_the_requester() {
+    assert_eq!(fetch_with(Answer::ResetAfter(0)).await, 0);
+}
+
+/// Known to hang at times: the publisher's RESET_STREAM can reach the requester before it
+/// has read the FETCH_HEADER (QUIC drops unsent and unread data on a reset), and a reset
+/// stream without its header does not say which fetch it ended. Kept to show it.
+#[tokio::test]
+#[ignore = "known issue: a fetch reset right after its first bytes can leave the requester waiting"]
+async fn fetch_reset_after_objects_ends_at_the_requester() {
+    for _ in 0..20 {
+        let got = fetch_with(Answer::ResetAfter(3)).await;
+        assert!(got <= 3, "{got} objects");
+    }
+}
+
+#[tokio::test]
+async fn empty_fetch_ends_at_the_requester() {
+    assert_eq!(fetch_with(Answer::Empty).await, 0);
+}
