@@ -12,44 +12,23 @@ mod common;
 mod mesh_common;
 
 use common::*;
-use mesh_common::{node_dir, publish_every_10ms, subscribe_when_routed};
+use mesh_common::{mesh_config, mesh_url, node_dir, publish_every_10ms, subscribe_when_routed};
 use tiermesh_client::transport::CongestionControl;
 use tiermesh_relay::RelayHandle;
-use tiermesh_relay::config::{MeshConfig, MeshPeer, RelayConfig};
+use tiermesh_relay::config::RelayConfig;
 
-/// A relay named `name` in `region` with `congestion`, linking to `peer` if given.
-fn mesh_config(
+/// A mesh relay named `name` in `region` with `congestion`, linking to `peers`.
+fn node_config(
     name: &str,
     region: &str,
     dir: std::path::PathBuf,
-    peer: Option<(&str, &str, &RelayHandle)>,
+    peers: &[(&str, &str, String)],
     congestion: Option<CongestionControl>,
 ) -> RelayConfig {
-    let mut c = config();
+    let mut c = mesh_config(name, region, dir, peers, 100);
     if let Some(cc) = congestion {
         c.congestion = cc;
     }
-    c.mesh = Some(MeshConfig {
-        name: name.into(),
-        region: region.into(),
-        url: format!("moqt://{name}.example:4443"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        dir,
-        peers: peer
-            .iter()
-            .map(|(n, r, h)| MeshPeer {
-                name: (*n).into(),
-                region: (*r).into(),
-                addr: format!("moqt://127.0.0.1:{}", h.mesh_addr().unwrap().port()),
-            })
-            .collect(),
-        intra_cost: 10,
-        inter_cost: 100,
-        seeds: Vec::new(),
-        advertise: None,
-        discover: Default::default(),
-        client_regions: Default::default(),
-    });
     c
 }
 
@@ -60,9 +39,9 @@ async fn pair(
     b_cc: Option<CongestionControl>,
 ) -> (RelayHandle, RelayHandle) {
     let ca = tiermesh_certs::ca::generate("test mesh").unwrap();
-    let a = relay(mesh_config("a", "r1", node_dir(&ca, dir, "a"), None, a_cc)).await;
-    let b =
-        relay(mesh_config("b", "r2", node_dir(&ca, dir, "b"), Some(("a", "r1", &a)), b_cc)).await;
+    let a = relay(node_config("a", "r1", node_dir(&ca, dir, "a"), &[], a_cc)).await;
+    let b_peers = [("a", "r1", mesh_url(&a))];
+    let b = relay(node_config("b", "r2", node_dir(&ca, dir, "b"), &b_peers, b_cc)).await;
     eventually("link up", || a.mesh_peers().len() == 1 && b.mesh_peers().len() == 1).await;
     (a, b)
 }

@@ -12,56 +12,22 @@ mod mesh_common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mesh_common::{node_dir, publish_every_10ms, subscribe_when_routed};
-use tiermesh_relay::config::{MeshConfig, MeshPeer, RelayConfig};
-
-/// A relay of region `region` whose mesh listens on `port` (0: any) and links to `peers`
-/// (name, region, mesh port).
-fn mesh_config(
-    name: &str,
-    region: &str,
-    dir: std::path::PathBuf,
-    port: u16,
-    advertise: bool,
-    peers: &[(&str, &str, u16)],
-) -> RelayConfig {
-    let mut c = config();
-    c.mesh = Some(MeshConfig {
-        name: name.into(),
-        region: region.into(),
-        url: format!("moqt://{name}.example:4443"),
-        listen: format!("127.0.0.1:{port}").parse().unwrap(),
-        dir,
-        peers: peers
-            .iter()
-            .map(|(n, r, p)| MeshPeer {
-                name: (*n).into(),
-                region: (*r).into(),
-                addr: format!("moqt://127.0.0.1:{p}"),
-            })
-            .collect(),
-        intra_cost: 10,
-        inter_cost: 100,
-        seeds: Vec::new(),
-        advertise: advertise.then(|| format!("moqt://127.0.0.1:{port}")),
-        discover: Default::default(),
-        client_regions: Default::default(),
-    });
-    c
-}
+use mesh_common::{mesh_config, mesh_url, node_dir, publish_every_10ms, subscribe_when_routed};
 
 #[tokio::test]
 async fn a_peer_sent_away_links_to_the_named_relay_and_keeps_its_route() {
     let dir = tempfile::tempdir().unwrap();
     let ca = tiermesh_certs::ca::generate("drain mesh").unwrap();
-    let x1 = relay(mesh_config("x1", "r2", node_dir(&ca, dir.path(), "x1"), 0, false, &[])).await;
-    let x1_port = x1.mesh_addr().unwrap().port();
+    let x1 = relay(mesh_config("x1", "r2", node_dir(&ca, dir.path(), "x1"), &[], 100)).await;
+    let to_x1 = [("x1", "r2", mesh_url(&x1))];
     // x2 advertises its mesh address, so it needs its port before it binds.
     let x2_port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let x2_dir = node_dir(&ca, dir.path(), "x2");
-    let x2 = relay(mesh_config("x2", "r2", x2_dir, x2_port, true, &[("x1", "r2", x1_port)])).await;
-    let p_dir = node_dir(&ca, dir.path(), "p");
-    let p = relay(mesh_config("p", "r1", p_dir, 0, false, &[("x1", "r2", x1_port)])).await;
+    let mut x2_config = mesh_config("x2", "r2", node_dir(&ca, dir.path(), "x2"), &to_x1, 100);
+    let x2_mesh = x2_config.mesh.as_mut().unwrap();
+    x2_mesh.listen = format!("127.0.0.1:{x2_port}").parse().unwrap();
+    x2_mesh.advertise = Some(format!("moqt://127.0.0.1:{x2_port}"));
+    let x2 = relay(x2_config).await;
+    let p = relay(mesh_config("p", "r1", node_dir(&ca, dir.path(), "p"), &to_x1, 100)).await;
     eventually("links up", || x1.mesh_peers().len() == 2).await;
 
     let mut publisher = publisher(&x2, "moqt", None).await;

@@ -15,43 +15,12 @@ mod mesh_common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mesh_common::{node_dir, publish_every_10ms, subscribe_when_routed};
+use mesh_common::{
+    direct_route, mesh_config, mesh_url, node_dir, publish_every_10ms, subscribe_when_routed,
+};
 use tiermesh_client::moq::{self, ClientOptions, SubscribeOptions};
 use tiermesh_client::transport::{ClientTls, Url};
 use tiermesh_relay::RelayHandle;
-use tiermesh_relay::config::{MeshConfig, MeshPeer, RelayConfig};
-
-fn mesh_config(
-    name: &str,
-    region: &str,
-    dir: std::path::PathBuf,
-    peers: &[(&str, &str, &RelayHandle)],
-    inter_cost: u64,
-) -> RelayConfig {
-    let mut c = config();
-    c.mesh = Some(MeshConfig {
-        name: name.into(),
-        region: region.into(),
-        url: format!("moqt://{name}.example:4443"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        dir,
-        peers: peers
-            .iter()
-            .map(|(n, r, h)| MeshPeer {
-                name: (*n).into(),
-                region: (*r).into(),
-                addr: format!("moqt://127.0.0.1:{}", h.mesh_addr().unwrap().port()),
-            })
-            .collect(),
-        intra_cost: 10,
-        inter_cost,
-        seeds: Vec::new(),
-        advertise: None,
-        discover: Default::default(),
-        client_regions: Default::default(),
-    });
-    c
-}
 
 struct Mesh3 {
     a: RelayHandle,
@@ -64,13 +33,19 @@ async fn mesh3() -> Mesh3 {
     let dir = tempfile::tempdir().unwrap();
     let ca = tiermesh_certs::ca::generate("test mesh").unwrap();
     let a = relay(mesh_config("a", "r1", node_dir(&ca, dir.path(), "a"), &[], 100)).await;
-    let b = relay(mesh_config("b", "r2", node_dir(&ca, dir.path(), "b"), &[("a", "r1", &a)], 100))
-        .await;
+    let b = relay(mesh_config(
+        "b",
+        "r2",
+        node_dir(&ca, dir.path(), "b"),
+        &[("a", "r1", mesh_url(&a))],
+        100,
+    ))
+    .await;
     let c = relay(mesh_config(
         "c",
         "r2",
         node_dir(&ca, dir.path(), "c"),
-        &[("b", "r2", &b), ("a", "r1", &a)],
+        &[("b", "r2", mesh_url(&b)), ("a", "r1", mesh_url(&a))],
         300,
     ))
     .await;
@@ -144,7 +119,7 @@ async fn a_relay_from_another_ca_is_refused() {
     let tls = ClientTls::ca_der(good_ca.iter().map(|c| c.to_vec()).collect()).unwrap();
     assert!(refused(&url, tls).await, "a session without a certificate joined the mesh");
     // The foreign relay itself, configured to dial A, never becomes A's peer.
-    let x = relay(mesh_config("x", "r1", foreign, &[("a", "r1", &m.a)], 100)).await;
+    let x = relay(mesh_config("x", "r1", foreign, &[("a", "r1", mesh_url(&m.a))], 100)).await;
     let deadline = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < deadline {
         assert!(!m.a.mesh_peers().contains(&"x".to_owned()), "A linked with a foreign relay");
@@ -289,7 +264,7 @@ async fn routing_api_maps_client_addresses_to_regions() {
     let ca = tiermesh_certs::ca::generate("test mesh").unwrap();
     let b = relay(mesh_config("b", "r2", node_dir(&ca, dir.path(), "b"), &[], 100)).await;
     let mut config =
-        mesh_config("a", "r1", node_dir(&ca, dir.path(), "a"), &[("b", "r2", &b)], 100);
+        mesh_config("a", "r1", node_dir(&ca, dir.path(), "a"), &[("b", "r2", mesh_url(&b))], 100);
     let regions = &mut config.mesh.as_mut().unwrap().client_regions;
     // Loopback clients (this test) are in r2; 10.9.0.0/16 in r1, except 10.9.7.0/24.
     regions.insert("127.0.0.0/8".into(), "r2".into());
@@ -346,40 +321,14 @@ async fn routing_api_maps_client_addresses_to_regions() {
 
 #[tokio::test]
 async fn a_better_route_takes_over_without_a_gap() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = tiermesh_certs::ca::generate("test mesh").unwrap();
-    let a = relay(mesh_config("a", "r1", node_dir(&ca, dir.path(), "a"), &[], 100)).await;
-    // C's only link is the direct one to A, at cost 300.
-    let c = relay(mesh_config("c", "r2", node_dir(&ca, dir.path(), "c"), &[("a", "r1", &a)], 300))
-        .await;
-    let mut publisher = publisher(&a, "moqt", None).await;
-    let direct = Some(vec!["c".to_owned(), "a".to_owned()]);
-    eventually("C routes directly", || c.mesh_route(&ns()) == direct).await;
-    let sub = connect(&c, "moqt").await;
-    let mut r = subscribe_when_routed(&c, &sub).await;
-    let w = within("upstream", publisher.writers.recv()).await.unwrap();
+    let (m, publisher, mut r, w) = direct_route().await;
     let (stop_tx, pub_task) = publish_every_10ms(publisher, w);
     let mut seen = Vec::new();
     while seen.len() < 20 {
         let o = within("object before", r.next_object()).await.unwrap();
         seen.push((o.group_id, Instant::now()));
     }
-    // B appears in C's region and links to both: C - B - A costs 110, less than 300.
-    let b = relay(mesh_config(
-        "b",
-        "r2",
-        node_dir(&ca, dir.path(), "b"),
-        &[("a", "r1", &a), ("c", "r2", &c)],
-        100,
-    ))
-    .await;
-    let via_b = Some(vec!["c".to_owned(), "b".to_owned(), "a".to_owned()]);
-    eventually("C routes through B", || c.mesh_route(&ns()) == via_b).await;
-    // The move is done when B carries the track and A serves only B.
-    eventually("track moved to B", || {
-        b.upstream_subscriptions() == 1 && a.metrics().subscriptions.get() == 1
-    })
-    .await;
+    let b = m.better_route_through_b().await;
     let before = seen.len();
     while seen.len() < before + 30 {
         let o = within("object after the move", r.next_object()).await.expect("track ended");
@@ -393,8 +342,8 @@ async fn a_better_route_takes_over_without_a_gap() {
     let gap = seen.windows(2).map(|p| p[1].1 - p[0].1).max().unwrap();
     println!("make-before-break move to a better route: longest gap between objects {gap:?}");
     assert!(gap < Duration::from_millis(500), "gap {gap:?}");
-    assert_eq!(c.upstream_subscriptions(), 1);
-    c.shutdown().await;
+    assert_eq!(m.c.upstream_subscriptions(), 1);
+    m.c.shutdown().await;
     b.shutdown().await;
-    a.shutdown().await;
+    m.a.shutdown().await;
 }

@@ -11,57 +11,20 @@
 //! It takes about 3 s.
 
 mod common;
-#[allow(dead_code)] // each test file uses part of it
 mod mesh_common;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use mesh_common::{node_dir, subscribe_when_routed};
+use mesh_common::direct_route;
 use tiermesh_client::moq::TrackEvent;
 use tiermesh_proto::data::ObjectStatus;
-use tiermesh_relay::RelayHandle;
-use tiermesh_relay::config::{MeshConfig, MeshPeer, RelayConfig};
 
 /// Objects per group (one stream each), one every [`EVERY`]: a group lasts half a second,
 /// so the move, a few milliseconds of work, lands in the middle of one.
 const OBJECTS: u64 = 50;
 const EVERY: Duration = Duration::from_millis(10);
-
-/// A mesh relay `name` in `region`, linking to `peers` (name, region, relay), whose links
-/// to other regions cost `inter_cost`.
-fn mesh_config(
-    name: &str,
-    region: &str,
-    dir: std::path::PathBuf,
-    peers: &[(&str, &str, &RelayHandle)],
-    inter_cost: u64,
-) -> RelayConfig {
-    let mut c = config();
-    c.mesh = Some(MeshConfig {
-        name: name.into(),
-        region: region.into(),
-        url: format!("moqt://{name}.example:4443"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        dir,
-        peers: peers
-            .iter()
-            .map(|(n, r, h)| MeshPeer {
-                name: (*n).into(),
-                region: (*r).into(),
-                addr: format!("moqt://127.0.0.1:{}", h.mesh_addr().unwrap().port()),
-            })
-            .collect(),
-        intra_cost: 10,
-        inter_cost,
-        seeds: Vec::new(),
-        advertise: None,
-        discover: Default::default(),
-        client_regions: Default::default(),
-    });
-    c
-}
 
 /// What C's subscriber saw: each group's Object IDs in arrival order, and how each group's
 /// stream ended (`None`: FIN, else the reset code).
@@ -90,18 +53,7 @@ impl Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_to_a_better_route_mid_group_keeps_each_group_on_one_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = tiermesh_certs::ca::generate("test mesh").unwrap();
-    let a = relay(mesh_config("a", "r1", node_dir(&ca, dir.path(), "a"), &[], 100)).await;
-    // C's only link is the direct one to A, at cost 300.
-    let c = relay(mesh_config("c", "r2", node_dir(&ca, dir.path(), "c"), &[("a", "r1", &a)], 300))
-        .await;
-    let mut publisher = publisher(&a, "moqt", None).await;
-    let direct = Some(vec!["c".to_owned(), "a".to_owned()]);
-    eventually("C routes directly", || c.mesh_route(&ns()) == direct).await;
-    let sub = connect(&c, "moqt").await;
-    let mut r = subscribe_when_routed(&c, &sub).await;
-    let w = within("upstream", publisher.writers.recv()).await.unwrap();
+    let (m, _publisher, mut r, w) = direct_route().await;
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let writing = tokio::spawn(async move {
         // At most 20 s of groups.
@@ -122,22 +74,7 @@ async fn a_move_to_a_better_route_mid_group_keeps_each_group_on_one_stream() {
         seen.add(within("objects before the move", r.next()).await.expect("track ended"));
     }
 
-    // B appears in C's region and links to both: C - B - A costs 110, less than 300.
-    let b = relay(mesh_config(
-        "b",
-        "r2",
-        node_dir(&ca, dir.path(), "b"),
-        &[("a", "r1", &a), ("c", "r2", &c)],
-        100,
-    ))
-    .await;
-    let via_b = Some(vec!["c".to_owned(), "b".to_owned(), "a".to_owned()]);
-    eventually("C routes through B", || c.mesh_route(&ns()) == via_b).await;
-    // The move is done when B carries the track and A serves only B.
-    eventually("track moved to B", || {
-        b.upstream_subscriptions() == 1 && a.metrics().subscriptions.get() == 1
-    })
-    .await;
+    let b = m.better_route_through_b().await;
     // Every group the move may have cut ends on the new route, and one more after it.
     let last = seen.newest + 2;
     within_for("groups after the move", Duration::from_secs(20), async {
@@ -162,8 +99,8 @@ async fn a_move_to_a_better_route_mid_group_keeps_each_group_on_one_stream() {
             seen.ends
         );
     }
-    assert_eq!(c.upstream_subscriptions(), 1);
-    c.shutdown().await;
+    assert_eq!(m.c.upstream_subscriptions(), 1);
+    m.c.shutdown().await;
     b.shutdown().await;
-    a.shutdown().await;
+    m.a.shutdown().await;
 }

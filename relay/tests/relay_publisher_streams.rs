@@ -15,7 +15,6 @@
 //!   link (B dialled A) → relay A → subscriber.
 
 mod common;
-#[allow(dead_code)] // each test file uses part of it
 mod mesh_common;
 
 use std::net::SocketAddr;
@@ -24,14 +23,13 @@ use bytes::Bytes;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mesh_common::{node_dir, subscribe_when_routed};
+use mesh_common::{mesh_config, node_dir, subscribe_when_routed};
 use tiermesh_client::moq::{self, SubscribeOptions, TrackReader, TrackWriter};
 use tiermesh_client::transport::Url;
 use tiermesh_link::{Emulator, EmulatorConfig, LinkParams, Schedule};
 use tiermesh_proto::data::ObjectStatus;
 use tiermesh_proto::ext::Extensions;
 use tiermesh_relay::RelayHandle;
-use tiermesh_relay::config::{MeshConfig, MeshPeer, RelayConfig};
 use tokio::sync::mpsc;
 
 /// Group streams the publisher holds open at once: four times the small first limit (16).
@@ -128,43 +126,16 @@ async fn publisher_opens_64_streams_at_once_without_waiting_for_credit() {
     let _ = link.shutdown().await;
 }
 
-/// A mesh relay named `name` in region `r1` with the given peers (name, address).
-fn mesh_config(name: &str, dir: std::path::PathBuf, peers: &[(&str, String)]) -> RelayConfig {
-    let mut c = config();
-    c.mesh = Some(MeshConfig {
-        name: name.into(),
-        region: "r1".into(),
-        url: format!("moqt://{name}.example:4443"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        dir,
-        peers: peers
-            .iter()
-            .map(|(n, addr)| MeshPeer {
-                name: (*n).into(),
-                region: "r1".into(),
-                addr: addr.clone(),
-            })
-            .collect(),
-        intra_cost: 10,
-        inter_cost: 100,
-        seeds: Vec::new(),
-        advertise: None,
-        discover: Default::default(),
-        client_regions: Default::default(),
-    });
-    c
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_peer_opens_64_streams_at_once_without_waiting_for_credit() {
     let dir = tempfile::tempdir().unwrap();
     let ca = tiermesh_certs::ca::generate("test mesh").unwrap();
     // A accepts the link, B dials it through the delayed link: A is the side whose first
     // stream limit for its peer is the small one.
-    let a = relay(mesh_config("a", node_dir(&ca, dir.path(), "a"), &[])).await;
+    let a = relay(mesh_config("a", "r1", node_dir(&ca, dir.path(), "a"), &[], 100)).await;
     let link = delayed_link(a.mesh_addr().unwrap()).await;
-    let b_peers = [("a", format!("moqt://{}", link.local_addr()))];
-    let b = relay(mesh_config("b", node_dir(&ca, dir.path(), "b"), &b_peers)).await;
+    let b_peers = [("a", "r1", format!("moqt://{}", link.local_addr()))];
+    let b = relay(mesh_config("b", "r1", node_dir(&ca, dir.path(), "b"), &b_peers, 100)).await;
     eventually("link up", || a.mesh_peers().len() == 1 && b.mesh_peers().len() == 1).await;
 
     let direct = url(&b, "moqt");

@@ -20,11 +20,7 @@ async fn holding_publisher(
     relay: &RelayHandle,
     auto_refuse: Option<RequestErrorCode>,
 ) -> (Connection, mpsc::UnboundedReceiver<SubscribeRequest>) {
-    let conn = connect(relay, "moqt").await;
-    within("publish_namespace", conn.publish_namespace(ns(), None)).await.unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let c = conn.clone();
-    tokio::spawn(async move {
+    publish_serving(connect(relay, "moqt").await, move |c, tx| async move {
         while let Some(e) = c.next_event().await {
             if let Event::Subscribe(r) = e {
                 match auto_refuse {
@@ -35,8 +31,8 @@ async fn holding_publisher(
                 }
             }
         }
-    });
-    (conn, rx)
+    })
+    .await
 }
 
 /// Subscribes from each connection to `name` at once; the answers, in connection order.

@@ -28,11 +28,7 @@ async fn full_publisher(
     relay: &RelayHandle,
     extensions: Extensions,
 ) -> (Connection, mpsc::UnboundedReceiver<Seen>) {
-    let conn = connect(relay, "moqt").await;
-    within("publish_namespace", conn.publish_namespace(ns(), None)).await.unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let c = conn.clone();
-    tokio::spawn(async move {
+    publish_serving(connect(relay, "moqt").await, move |c, tx| async move {
         while let Some(e) = c.next_event().await {
             match e {
                 Event::Subscribe(r) => {
@@ -71,8 +67,8 @@ async fn full_publisher(
                 _ => {}
             }
         }
-    });
-    (conn, rx)
+    })
+    .await
 }
 
 async fn next_writer(rx: &mut mpsc::UnboundedReceiver<Seen>) -> TrackWriter {

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 
 use common::*;
 use tiermesh_client::moq::{
-    Event, SubscribeOptions, TrackEvent, TrackReader, TrackWriter, WriterEnd,
+    Connection, Event, SubscribeOptions, TrackEvent, TrackReader, TrackWriter, WriterEnd,
 };
 use tiermesh_proto::TerminationCode;
 use tiermesh_proto::data::{Forwarding, Object, ObjectStatus};
@@ -54,12 +54,8 @@ async fn source(
     relay: &tiermesh_relay::RelayHandle,
     largest: Option<Location>,
     fetched: Option<Vec<Object>>,
-) -> (tiermesh_client::moq::Connection, mpsc::UnboundedReceiver<TrackWriter>) {
-    let conn = connect(relay, "moqt").await;
-    within("publish_namespace", conn.publish_namespace(ns(), None)).await.unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let c = conn.clone();
-    tokio::spawn(async move {
+) -> (Connection, mpsc::UnboundedReceiver<TrackWriter>) {
+    publish_serving(connect(relay, "moqt").await, move |c, tx| async move {
         while let Some(e) = c.next_event().await {
             match e {
                 Event::Subscribe(r) => {
@@ -81,8 +77,8 @@ async fn source(
                 _ => {}
             }
         }
-    });
-    (conn, rx)
+    })
+    .await
 }
 
 /// What the subscriber saw: objects in arrival order, and each subgroup's stream ends
@@ -130,7 +126,7 @@ struct MidGroup {
     first: Publisher,
     w1: TrackWriter,
     _open: Option<tiermesh_client::moq::SubgroupStream>,
-    _sub: tiermesh_client::moq::Connection,
+    _sub: Connection,
     r: TrackReader,
     seen: Seen,
 }
@@ -154,6 +150,20 @@ async fn lose_first(m: &MidGroup) {
     m.first.conn.close(TerminationCode::NoError, "network change");
     within("publisher gone", m.first.conn.closed()).await;
     eventually("upstream lost", || m.relay.upstream_subscriptions() == 0).await;
+}
+
+/// The first publisher's session is lost (`lose_first`) and a new publisher of the
+/// namespace comes with `largest` and `fetched` (`source`): the relay subscribes there.
+/// Returns the new publisher's session, its receiver of writers and the first writer.
+async fn back_after_loss(
+    m: &MidGroup,
+    largest: Location,
+    fetched: Option<Vec<Object>>,
+) -> (Connection, mpsc::UnboundedReceiver<TrackWriter>, TrackWriter) {
+    lose_first(m).await;
+    let (p2, mut writers) = source(&m.relay, Some(largest), fetched).await;
+    let w2 = within("resubscribed", writers.recv()).await.unwrap();
+    (p2, writers, w2)
 }
 
 /// Group 1 continues: objects 0..=6 were published (the new upstream's joining fetch),
@@ -190,21 +200,17 @@ async fn a_publisher_taking_over_mid_group_continues_the_stream() {
 #[tokio::test]
 async fn a_publisher_back_after_a_loss_continues_the_stream() {
     let m = mid_group().await;
-    lose_first(&m).await;
     let fetched = (0..=6).map(|o| object(1, o)).collect();
-    let (_p2, mut writers) = source(&m.relay, Some(Location::new(1, 6)), Some(fetched)).await;
-    let w2 = within("resubscribed", writers.recv()).await.unwrap();
+    let (_p2, _writers, w2) = back_after_loss(&m, Location::new(1, 6), Some(fetched)).await;
     continue_group_one(m, w2).await;
 }
 
 #[tokio::test]
 async fn objects_missing_at_the_change_reset_the_stream() {
     let mut m = mid_group().await;
-    lose_first(&m).await;
     // The new publisher is at object 8 of group 1 and serves no fetch: 5..8 never reach
     // the relay, so object 9 cannot follow object 4 on the open stream.
-    let (_p2, mut writers) = source(&m.relay, Some(Location::new(1, 8)), None).await;
-    let w2 = within("resubscribed", writers.recv()).await.unwrap();
+    let (_p2, _writers, w2) = back_after_loss(&m, Location::new(1, 8), None).await;
     write_group(&w2, 1, 9..12, false);
     write_group(&w2, 2, 0..3, false);
     m.seen.read_until(&mut m.r, |s| s.ends.contains_key(&(1, 0)) && s.ended(2)).await;
@@ -221,11 +227,9 @@ async fn objects_missing_at_the_change_reset_the_stream() {
 #[tokio::test]
 async fn a_stream_of_an_older_group_ends_at_the_change() {
     let mut m = mid_group().await;
-    lose_first(&m).await;
     // The new publisher is already in group 2: nothing continues group 1.
     let fetched = (0..=1).map(|o| object(2, o)).collect();
-    let (_p2, mut writers) = source(&m.relay, Some(Location::new(2, 1)), Some(fetched)).await;
-    let w2 = within("resubscribed", writers.recv()).await.unwrap();
+    let (_p2, _writers, w2) = back_after_loss(&m, Location::new(2, 1), Some(fetched)).await;
     write_group(&w2, 2, 2..4, false);
     m.seen.read_until(&mut m.r, |s| s.ended(1) && s.ended(2)).await;
     assert_eq!(m.seen.group(1), vec![0, 1, 2, 3, 4]);
@@ -237,12 +241,10 @@ async fn a_stream_of_an_older_group_ends_at_the_change() {
 #[tokio::test]
 async fn a_stream_the_new_upstream_does_not_continue_ends_once() {
     let mut m = mid_group().await;
-    lose_first(&m).await;
     // The new publisher is behind, at object 3 of group 1 (its fetch repeats what was
     // sent), and has nothing more of group 1: it goes on with group 2.
     let fetched = (0..=3).map(|o| object(1, o)).collect();
-    let (_p2, mut writers) = source(&m.relay, Some(Location::new(1, 3)), Some(fetched)).await;
-    let w2 = within("resubscribed", writers.recv()).await.unwrap();
+    let (_p2, _writers, w2) = back_after_loss(&m, Location::new(1, 3), Some(fetched)).await;
     write_group(&w2, 2, 0..3, false);
     m.seen.read_until(&mut m.r, |s| s.ended(1) && s.ended(2)).await;
     // A late object of group 1 after its stream was finished: not on a second stream.

@@ -114,10 +114,7 @@ pub async fn publish_accepting(
     conn: Connection,
     largest: Option<tiermesh_proto::types::Location>,
 ) -> Publisher {
-    within("publish_namespace", conn.publish_namespace(ns(), None)).await.unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let c = conn.clone();
-    tokio::spawn(async move {
+    let (conn, writers) = publish_serving(conn, move |c, tx| async move {
         while let Some(e) = c.next_event().await {
             if let Event::Subscribe(r) = e
                 && let Ok(w) = r.accept(Extensions::default(), largest).await
@@ -125,8 +122,26 @@ pub async fn publish_accepting(
                 let _ = tx.send(w);
             }
         }
-    });
-    Publisher { conn, writers: rx }
+    })
+    .await;
+    Publisher { conn, writers }
+}
+
+/// Publishes `ns()` on an established session and spawns `serve` with a clone of the
+/// session and a sender to the receiver it returns: `serve` answers the session's events
+/// and hands the test what it wants to see.
+pub async fn publish_serving<T, F, Fut>(
+    conn: Connection,
+    serve: F,
+) -> (Connection, mpsc::UnboundedReceiver<T>)
+where
+    F: FnOnce(Connection, mpsc::UnboundedSender<T>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    within("publish_namespace", conn.publish_namespace(ns(), None)).await.unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(serve(conn.clone(), tx));
+    (conn, rx)
 }
 
 /// Writes objects `objects` of group `g` on one stream and finishes it unless `open`.
