@@ -66,11 +66,9 @@ struct TrackState {
 }
 
 impl TrackState {
-    fn push(&mut self, object: Object) {
-        let last_in_group = match self.kind {
-            TrackKind::Catalog | TrackKind::Audio => true,
-            TrackKind::Video => object.object_id + 1 == VIDEO_FPS,
-        };
+    /// Hands `object` to the subscribers and the cache; `last_in_group` finishes its
+    /// subgroup streams at once (otherwise the next group's first object does).
+    fn push(&mut self, object: Object, last_in_group: bool) {
         self.subscribers.retain(|s| !s.writer.is_closed());
         for sub in &mut self.subscribers {
             if sub.wait_for_group {
@@ -140,6 +138,16 @@ pub trait Source: Send {
     fn catalog_object(&self, group_id: u64, now_us: u64) -> Option<synthetic::Object>;
     /// A subscriber asked for a new group (NEW GROUP REQUEST): start one at the next frame.
     fn request_key_frame(&mut self) {}
+    /// Whether `object`, of a track of kind `kind`, is the last of its group, so that its
+    /// subgroup stream is finished at once. By default audio and catalog objects are groups
+    /// of one and a video group holds [`VIDEO_FPS`] frames; a group that turns out to end
+    /// earlier is finished when the next one starts.
+    fn ends_group(&self, kind: TrackKind, object: &synthetic::Object) -> bool {
+        match kind {
+            TrackKind::Catalog | TrackKind::Audio => true,
+            TrackKind::Video => object.object_id + 1 == VIDEO_FPS,
+        }
+    }
     /// The number of subscriptions to track `track` (its index in [`Source::spec`]) is now
     /// `subscribers`. Reported once per change, 0 included (at the start of every served
     /// connection too); a subscription that ended is noticed at the next poll. A source
@@ -181,6 +189,9 @@ impl Source for Generator {
     }
     fn request_key_frame(&mut self) {
         Generator::request_new_group(self);
+    }
+    fn ends_group(&self, _kind: TrackKind, object: &synthetic::Object) -> bool {
+        Generator::ends_group(self, object)
     }
 }
 
@@ -274,6 +285,7 @@ impl<S: Source> Publisher<S> {
 
     fn push(&mut self, o: synthetic::Object) {
         let priority = self.generator.spec().tracks[o.track].priority;
+        let last_in_group = self.generator.ends_group(self.tracks[o.track].kind, &o);
         let object = Object {
             group_id: o.group_id,
             object_id: o.object_id,
@@ -283,7 +295,7 @@ impl<S: Source> Publisher<S> {
             extensions: o.extensions,
             payload: o.payload,
         };
-        self.tracks[o.track].push(object);
+        self.tracks[o.track].push(object, last_in_group);
     }
 
     /// Sends the catalog again as a new group, so a subscription that starts after the

@@ -16,9 +16,17 @@
 //! | `video/720p` | 64       | capture time / 1 s            | 30                       |
 //!
 //! Video frame `n` of second `s` is captured at `s·10⁶ + n·10⁶/30` µs and is object `n`
-//! of group `s`. Video starts at the first whole second after the generator starts, so
-//! every group begins with its key frame. A group of one second carries exactly the tier's
-//! bit rate: its key frame is [`KEY_FRAME_RATIO`] times the size of the other frames.
+//! of group `s`. A group of one second carries exactly the tier's bit rate: its key frame is
+//! [`KEY_FRAME_RATIO`] times the size of the other frames.
+//!
+//! Video starts at the first frame after the generator starts, with a key frame: a
+//! publisher that takes a broadcast over (a reconnect, a move to another relay) shows a
+//! picture at once rather than at the next whole second, up to a second later. Started on
+//! a whole second, that is the group of that second; started within second `s`, it is an
+//! early group `s + 1` (below), which is past every group a publisher of the same broadcast
+//! that stopped before could have sent (its groups are at most the current second, or one
+//! more while an early group of its own ran: only a key-frame request less than a second
+//! before it stopped gives the two publishers a group ID in common).
 //!
 //! Dynamic groups (DYNAMIC GROUPS = 1, NEW GROUP REQUEST, draft-16 §9.2.2.9): after
 //! [`Generator::request_new_group`], each video track's next frame is the key frame of a new
@@ -264,7 +272,8 @@ pub struct Generator {
 
 impl Generator {
     /// Starts at wall-clock `now_us`: the catalog is due at once, audio at the next 20 ms
-    /// boundary, video at the next whole second.
+    /// boundary, video at the next frame (a key frame starting a group: see the module
+    /// docs for its ID).
     pub fn new(spec: BroadcastSpec, now_us: u64) -> Self {
         let next = spec
             .tracks
@@ -272,7 +281,7 @@ impl Generator {
             .map(|t| match t.kind {
                 TrackKind::Catalog => now_us,
                 TrackKind::Audio => now_us.div_ceil(AUDIO_FRAME_US) * AUDIO_FRAME_US,
-                TrackKind::Video => now_us.div_ceil(VIDEO_GROUP_US) * VIDEO_GROUP_US,
+                TrackKind::Video => next_frame_time(now_us),
             })
             .collect();
         let largest = spec.tracks.iter().map(|t| t.object_size(0)).max().unwrap_or(0);
@@ -342,7 +351,9 @@ impl Generator {
                     // A whole second starts the group of that second, unless an early group
                     // (started by a request) already carries its ID.
                     Some((g, _)) if frame == 0 && g < second => (second, 0),
-                    None => (second, frame),
+                    // The first frame: a whole second's group, or an early group.
+                    None if frame == 0 => (second, 0),
+                    None => (second + 1, 0),
                     Some((g, _)) if self.new_group[index] && g == second => (second + 1, 0),
                     Some((g, o)) => (g, o),
                 };
@@ -375,6 +386,20 @@ impl Generator {
 }
 
 impl Generator {
+    /// Whether `object` (one this generator produced) is the last of its group: an audio
+    /// frame or the catalog always; a video frame if it is a second's last and its group is
+    /// that second's (an early group runs on through the next second). A group ended early
+    /// by a request is not known to end until the next one starts.
+    pub fn ends_group(&self, object: &Object) -> bool {
+        match self.spec.tracks.get(object.track).map(|t| t.kind) {
+            Some(TrackKind::Video) => {
+                frame_index(object.capture_us) + 1 == VIDEO_FPS
+                    && object.group_id == object.capture_us / VIDEO_GROUP_US
+            }
+            _ => true,
+        }
+    }
+
     /// A catalog object for group `group_id`, generated at `now_us`: what a publisher sends
     /// again, as a new group, when a subscriber arrives after the first one (a relay's
     /// subscription starts after the largest object, so it would otherwise never see the
@@ -398,6 +423,15 @@ impl Generator {
 /// Capture time of video frame `frame` of group `group`.
 fn frame_time(group: u64, frame: u64) -> u64 {
     group * VIDEO_GROUP_US + frame * VIDEO_GROUP_US / VIDEO_FPS
+}
+
+/// The capture time of the first video frame at or after `now_us` (a grid point).
+fn next_frame_time(now_us: u64) -> u64 {
+    let second = now_us / VIDEO_GROUP_US;
+    (0..VIDEO_FPS)
+        .map(|n| frame_time(second, n))
+        .find(|&t| t >= now_us)
+        .unwrap_or((second + 1) * VIDEO_GROUP_US)
 }
 
 /// The index within its group of the video frame captured at `at` (a grid point).
@@ -476,12 +510,16 @@ mod tests {
                 groups.entry(o.group_id).or_default().push(o.object_id);
                 assert_eq!(o.key, o.object_id == 0);
             }
-            // Three whole seconds and the start of a fourth (the run ends at .437).
+            // Video starts at the first frame after .437 (frame 14, .467) with an early
+            // group that runs to the end of the next second; then two whole seconds and the
+            // start of a fourth (the run ends at .437).
             assert_eq!(groups.len(), 4);
-            for ids in groups.values().take(3) {
-                assert_eq!(ids, &(0..VIDEO_FPS).collect::<Vec<_>>());
+            let sizes: Vec<usize> = groups.values().map(Vec::len).collect();
+            assert_eq!(sizes, [16 + 30, 30, 30, 14], "{}", t.name);
+            for ids in groups.values() {
+                assert_eq!(ids, &(0..ids.len() as u64).collect::<Vec<_>>());
             }
-            assert_eq!(groups.values().last().unwrap().len(), 14);
+            assert_eq!(of_track[0].capture_us, START / VIDEO_GROUP_US * VIDEO_GROUP_US + 466_666);
         }
     }
 
@@ -493,6 +531,10 @@ mod tests {
             let want = match t.kind {
                 TrackKind::Catalog => START / 1_000_000,
                 TrackKind::Audio => o.capture_us / AUDIO_FRAME_US,
+                // The first, early group: the start second plus one.
+                TrackKind::Video if o.capture_us / VIDEO_GROUP_US == START / VIDEO_GROUP_US => {
+                    START / VIDEO_GROUP_US + 1
+                }
                 TrackKind::Video => o.capture_us / VIDEO_GROUP_US,
             };
             assert_eq!(o.group_id, want, "{} at {}", t.name, o.capture_us);
@@ -630,6 +672,57 @@ mod tests {
             .map(|o| (o.group_id, o.capture_us))
             .collect();
         assert_eq!(starts, [(first + 2, (first + 1) * VIDEO_GROUP_US)]);
+    }
+
+    #[test]
+    fn a_publisher_taking_over_starts_a_key_frame_at_once_past_the_old_groups() {
+        // The old publisher stops at some point of a second; the new one starts 5 ms later.
+        for stop_ms in [0, 10, 437, 966, 967, 999] {
+            let first = START.div_ceil(VIDEO_GROUP_US) + 2;
+            let stop = first * VIDEO_GROUP_US + stop_ms * 1000;
+            let mut old = Generator::new(BroadcastSpec::default(), START);
+            let before = drive(&mut old, START, stop);
+            let start = stop + 5_000;
+            let mut new = Generator::new(BroadcastSpec::default(), start);
+            let after = drive(&mut new, start, start + 2 * VIDEO_GROUP_US);
+            for (i, t) in new.spec().tracks.iter().enumerate() {
+                if t.kind == TrackKind::Catalog {
+                    continue;
+                }
+                let old_largest = before.iter().filter(|o| o.track == i).map(|o| o.group_id);
+                let old_largest = old_largest.max().unwrap();
+                let mine: Vec<&Object> = after.iter().filter(|o| o.track == i).collect();
+                let o = mine[0];
+                // The first object: within a frame (audio: 20 ms), a group's start.
+                let within = match t.kind {
+                    TrackKind::Audio => AUDIO_FRAME_US,
+                    _ => VIDEO_GROUP_US / VIDEO_FPS + 1,
+                };
+                assert!(o.capture_us - start <= within, "{} at {stop_ms} ms", t.name);
+                assert_eq!((o.object_id, o.key), (0, true), "{} at {stop_ms} ms", t.name);
+                assert!(o.group_id > old_largest, "{} at {stop_ms} ms: {o:?}", t.name);
+                // Group IDs never go back and each group's objects are numbered from 0;
+                // exactly a group's last object ends it (its stream is finished at once).
+                for w in mine.windows(2) {
+                    assert_eq!(
+                        new.ends_group(w[0]),
+                        w[1].group_id != w[0].group_id,
+                        "{}: {:?}",
+                        t.name,
+                        (w[0].group_id, w[0].object_id)
+                    );
+                    let next = (w[0].group_id, w[0].object_id + 1);
+                    assert!(
+                        (w[1].group_id, w[1].object_id) == next
+                            || (w[1].group_id > w[0].group_id && w[1].object_id == 0),
+                        "{}: {:?} after {:?}",
+                        t.name,
+                        (w[1].group_id, w[1].object_id),
+                        (w[0].group_id, w[0].object_id)
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ use mesh_common::{
     Env, StreamEnds, WAIT, decoded_freeze, free_udp_port, late_objects, link_metric,
     one_stream_per_subgroup, path, plain_metric, record, subscribe_when_routed,
 };
+use tiermesh_client::moq::TrackEvent;
 use tiermesh_tests::{Proc, http_get, start_pub};
 
 const BROADCAST: &str = "e2e/move";
@@ -34,6 +35,8 @@ const LINGER: &str = "8s";
 /// publisher's start (a process launch and a QUIC handshake on a loaded machine), the
 /// route's spread and the relays' resubscription.
 const MOVE_BOUND: Duration = Duration::from_secs(4);
+/// The video object after which the publisher is killed.
+const MOVE_AT_OBJECT: u64 = 15;
 
 /// A `tiermesh relay` process of the mesh, linked to its static `peers` (name, region,
 /// mesh port).
@@ -153,6 +156,26 @@ impl Arrivals {
         Ok(())
     }
 
+    /// Waits until an object `object` of a group arrives (a point in the middle of a video
+    /// group, away from the whole seconds at which groups begin).
+    fn wait_object(&self, object: u64, what: &str) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = self.seen.lock().unwrap();
+        let from = seen.len();
+        while !seen[from..].iter().any(|s| s.1 == object) {
+            let now = Instant::now();
+            if now >= deadline || *self.ended.lock().unwrap() {
+                bail!("{what}: no object {object} within {WAIT:?}");
+            }
+            seen = self
+                .cond
+                .wait_timeout(seen, (deadline - now).min(Duration::from_millis(200)))
+                .unwrap()
+                .0;
+        }
+        Ok(())
+    }
+
     /// What a viewer saw from `from` on. Fails if an object came twice or out of order
     /// within its group, or a subgroup on more than one stream.
     fn after(&self, from: Instant) -> Result<Seen> {
@@ -164,6 +187,32 @@ impl Arrivals {
         let decoded = decoded_freeze(&seen, from);
         let last_group = seen.last().map(|s| s.0).unwrap_or(0);
         Ok(Seen { gap, decoded, late, last_group })
+    }
+
+    /// One line of what arrived around `from`: each object as `group/object@ms` (arrival,
+    /// milliseconds after `from`), from the last one before it to the tenth after the
+    /// largest gap.
+    fn trace(&self, from: Instant) -> String {
+        let seen = self.seen.lock().unwrap();
+        let start = seen.iter().rposition(|s| s.2 <= from).unwrap_or(0);
+        let rest = &seen[start..];
+        let gap_at = rest
+            .windows(2)
+            .enumerate()
+            .max_by_key(|(_, w)| w[1].2 - w[0].2)
+            .map_or(0, |(i, _)| i + 1);
+        let ms = |t: Instant| {
+            if t >= from { (t - from).as_secs_f64() * 1e3 } else { -(from - t).as_secs_f64() * 1e3 }
+        };
+        let mut line = String::new();
+        for (i, &(g, o, t)) in rest.iter().enumerate().take(gap_at + 10) {
+            if i <= 3 || i + 3 >= gap_at {
+                line.push_str(&format!(" {g}/{o}@{:.0}", ms(t)));
+            } else if i == 4 {
+                line.push_str(" …");
+            }
+        }
+        line
     }
 }
 
@@ -191,9 +240,28 @@ fn watch(
     let arrivals = Arc::new(Arrivals::default());
     let out = arrivals.clone();
     let mut reader = subscribe_when_routed(rt, relay_port, dev_hash, BROADCAST, track)?;
+    let track = track.to_owned();
     rt.spawn(async move {
         let _conn = &reader.1;
-        while record(reader.0.next().await, &out.seen, &out.ends) {
+        let trace = std::env::var_os("MOVE_TRACE").is_some();
+        loop {
+            let event = reader.0.next().await;
+            // MOVE_TRACE=1: every object and stream end as it arrives (wall-clock ms).
+            match &event {
+                Some(TrackEvent::Object(o)) if trace => {
+                    eprintln!("{} ms {track} {}/{}", now_us() / 1000, o.group_id, o.object_id)
+                }
+                Some(TrackEvent::StreamEnd { group_id, subgroup_id, reset }) if trace => {
+                    eprintln!(
+                        "{} ms {track} end {group_id}/{subgroup_id} {reset:?}",
+                        now_us() / 1000
+                    )
+                }
+                _ => {}
+            }
+            if !record(event, &out.seen, &out.ends) {
+                break;
+            }
             out.cond.notify_all();
         }
         *out.ended.lock().unwrap() = true;
@@ -228,6 +296,10 @@ fn publisher_moving_to_another_relay_continues_the_subscribers() -> Result<()> {
     video.wait_for(30, "video before the move")?;
     audio.wait_for(50, "audio before the move")?;
     println!("[{:5.1} s] watching at b1 through a1", t0.elapsed().as_secs_f64());
+    // The move comes in the middle of a group (frame 15 of 30), as a publisher's loss
+    // comes at any moment: a kill just after a group's last frame would hide a publisher
+    // that waits for a whole second to start its video.
+    video.wait_object(MOVE_AT_OBJECT, "video mid-group")?;
     let (nv, na) = (video.len(), audio.len());
     // The move: the publisher dies without a word; a new one publishes at a2.
     first.kill();
@@ -249,6 +321,13 @@ fn publisher_moving_to_another_relay_continues_the_subscribers() -> Result<()> {
         "publisher moved a1 -> a2: video/180p decoded froze {:?} (arrival gap {:?}, {} late), audio gap {:?} ({} late) at b1",
         v.decoded, v.gap, v.late, a.gap, a.late
     );
+    println!(
+        "killed {} ms into second {}; video:{}",
+        moved_us % 1_000_000 / 1000,
+        moved_us / 1_000_000,
+        video.trace(moved)
+    );
+    println!("audio:{}", audio.trace(moved));
     // Audio group IDs are capture time / 20 ms: what arrives last came from the new
     // publisher.
     assert!(a.last_group * 20_000 > moved_us + 1_000_000, "no audio after the move: {a:?}");
