@@ -39,8 +39,8 @@ const LINGER: &str = "8s";
 /// moves: the new publisher's start (a process launch and a QUIC handshake), the route's
 /// spread and the relays' resubscription. The new publisher starts its video at once with a
 /// key frame; one that waited for the next whole second would freeze the video about
-/// 0.9 s at this point of the second. Measured: 36-70 ms at load 1.5-5.5, 66-191 ms at
-/// load 7-14.5 (docs/BENCHMARKS.md, Mesh on loopback): 600 ms leaves three times that.
+/// 0.9 s at this point of the second. Measured: 35-83 ms at load 5-8, up to 191 ms at load
+/// 12-14.5 (docs/BENCHMARKS.md, Mesh on loopback): 600 ms leaves three times that.
 const MOVE_BOUND: Duration = Duration::from_millis(600);
 /// The video object after which the publisher is killed: early in a group (about 0.1 s
 /// into a whole second's group), so that a publisher starting its video at the next whole
