@@ -108,6 +108,10 @@ async fn every_congestion_controller_carries_a_megabyte() {
         assert_eq!(within("read", r.read_to_end(2 << 20)).await.unwrap().len(), data.len());
         let stats = client.stats();
         assert!(stats.send_rate_estimate_bps > 0, "{cc:?}: {stats:?}");
+        // Each end runs the configured controller (the send scheduler reads which kind).
+        let delay = cc == CongestionControl::Delay;
+        assert_eq!(client.delay_based(), delay, "{cc:?}");
+        assert_eq!(srv.delay_based(), delay, "{cc:?}");
     }
 }
 

@@ -481,7 +481,10 @@ impl Writer {
         let stats = session.stats();
         let mut unsent = Unsent::new();
         unsent.handle_reading(Instant::now(), reading(&stats));
-        let mut scheduler = Scheduler::new(config);
+        // A loss-based controller's window already under-reads the path after each loss:
+        // the upper tiers' share would hold back what the link can carry.
+        let delay_based = session.delay_based();
+        let mut scheduler = Scheduler::new(config.tier_share(delay_based));
         scheduler.handle_unsent(&unsent);
         Self {
             session,

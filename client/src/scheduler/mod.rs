@@ -988,7 +988,8 @@ impl Scheduler {
             // Audio does not wait behind video QUIC already holds: at a 600 ms round trip
             // the window holds more video than audio's 400 ms deadline allows to send.
             let ahead = self.buffered_ahead(level, budget.buffered);
-            let t = if matches!(s.class, TrackClass::Video { tier } if tier > 0) {
+            let upper = matches!(s.class, TrackClass::Video { tier } if tier > 0);
+            let t = if upper && self.config.tier_share {
                 // An upper tier gets what the levels above leave of the path (see `rate`).
                 let above =
                     level.checked_sub(1).map_or(0, |l| self.buffered_ahead(l, budget.buffered));

@@ -1310,3 +1310,17 @@ fn upper_tier_check_keeps_the_delivery_rate_after_a_loss_cut() {
     s.push_object(StreamKey(1), obj(now, 45_000)).unwrap();
     assert_eq!(written_bytes(&drain(&mut s, now, &mut b), 1), 45_004);
 }
+
+/// With the share turned off (the send path does so for a loss-based controller), an upper
+/// tier is checked at the path's whole rate again: the 60 kB 360p object the share holds
+/// back (800 ms at 600 kbit/s, within its 1 s) is started.
+#[test]
+fn upper_tier_without_the_share_is_checked_at_the_whole_rate() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default().tier_share(false));
+    let now = write_audio_and_base(&mut s, t0);
+    let mut b = SendBudget { send_rate_bps: 600_000, ..unlimited() };
+    s.open_stream(StreamKey(1), video(12, 1, 1)).unwrap();
+    s.push_object(StreamKey(1), obj(now, 60_000)).unwrap();
+    assert_eq!(written_bytes(&drain(&mut s, now, &mut b), 1), 60_004);
+}

@@ -325,6 +325,13 @@ impl Session {
         self.kind
     }
 
+    /// Whether the session's congestion controller is tiermesh's delay-based one
+    /// (`delay`), whose window per RTT reads about the path's rate, rather than a
+    /// loss-based one whose window falls under it after each loss.
+    pub fn delay_based(&self) -> bool {
+        self.inner.congestion_state().into_any().is::<super::delay_cc::Delay>()
+    }
+
     /// A number that identifies this session among the endpoint's live sessions (for maps
     /// and logs); it may be reused once the session has ended.
     pub fn id(&self) -> u64 {
