@@ -784,22 +784,7 @@ impl Scheduler {
                 }
                 return Step::Again;
             }
-            // The budget bounds what waits in QUIC ahead of this level: less important bytes
-            // there do not hold it back (quinn sends this level first), so they leave room.
-            let ahead =
-                SendBudget { buffered: self.buffered_ahead(level, budget.buffered), ..*budget };
-            // All levels together stay within twice the budget, so the buffer stays small
-            // (when QUIC's unsent bytes per level are only estimated from shares of recent
-            // writes; known per level, each level's allowance already counts everything
-            // QUIC sends before it, and more important bytes may always join).
-            let cap = if self.unsent_levels.is_some() {
-                u64::MAX
-            } else {
-                (budget.cwnd_available.saturating_add(self.config.get_headroom(budget.cwnd)))
-                    .saturating_mul(2)
-                    .saturating_sub(budget.buffered)
-            };
-            let allowance = ahead.allowance(&self.config).min(cap);
+            let allowance = self.allowance_at(level, budget);
             if allowance == 0 {
                 return Step::Idle;
             }
@@ -813,6 +798,24 @@ impl Scheduler {
             self.settle(key);
             return Step::Write(action, len);
         }
+    }
+
+    /// What `level` may hand QUIC now. The budget bounds what waits in QUIC ahead of this
+    /// level: less important bytes there do not hold it back (quinn sends this level first),
+    /// so they leave room. All levels together stay within twice the budget, so the buffer
+    /// stays small (when QUIC's unsent bytes per level are only estimated from shares of
+    /// recent writes; known per level, each level's allowance already counts everything
+    /// QUIC sends before it, and more important bytes may always join).
+    fn allowance_at(&self, level: Level, budget: &SendBudget) -> u64 {
+        let ahead = SendBudget { buffered: self.buffered_ahead(level, budget.buffered), ..*budget };
+        let cap = if self.unsent_levels.is_some() {
+            u64::MAX
+        } else {
+            (budget.cwnd_available.saturating_add(self.config.get_headroom(budget.cwnd)))
+                .saturating_mul(2)
+                .saturating_sub(budget.buffered)
+        };
+        ahead.allowance(&self.config).min(cap)
     }
 
     /// `next_priority` for the `direct` stream, the one stream with data: the same turns,
@@ -846,15 +849,7 @@ impl Scheduler {
             }
             return Step::Again;
         }
-        let ahead = SendBudget { buffered: self.buffered_ahead(level, budget.buffered), ..*budget };
-        let cap = if self.unsent_levels.is_some() {
-            u64::MAX
-        } else {
-            (budget.cwnd_available.saturating_add(self.config.get_headroom(budget.cwnd)))
-                .saturating_mul(2)
-                .saturating_sub(budget.buffered)
-        };
-        let allowance = ahead.allowance(&self.config).min(cap);
+        let allowance = self.allowance_at(level, budget);
         let taken = if allowance == 0 { None } else { self.take_chunk(key, allowance, budget) };
         let Some((action, len)) = taken else {
             // It waits for budget: from here on the full schedule keeps it.
