@@ -8,32 +8,11 @@ mod transport_common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tiermesh_client::moq::{self, ClientOptions, Connection, Event, ServerOptions};
+use tiermesh_client::moq::{ClientOptions, Event};
 use tiermesh_proto::data::{Forwarding, Object, ObjectStatus};
 use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::types::{FullTrackName, Location, TrackNamespace};
-use transport_common::{server, url, within};
-
-async fn pair() -> (Connection, Connection) {
-    let (mut srv, cert) = server();
-    let url = url(&srv, "moqt", "/");
-    let opts = ClientOptions::new(cert.pinned());
-    let (client, server_side) = within("connect", async {
-        tokio::join!(moq::connect(&url, opts), async {
-            let req = srv.accept().await.unwrap();
-            let session = req.accept().await.unwrap();
-            moq::accept(session, ServerOptions::default()).await
-        })
-    })
-    .await;
-    let (c, cd) = client.unwrap();
-    let (s, sd) = server_side.unwrap();
-    tokio::spawn(cd.run());
-    tokio::spawn(sd.run());
-    // The server endpoint must outlive the test's connections.
-    std::mem::forget(srv);
-    (c, s)
-}
+use transport_common::{moq_pair, within};
 
 fn track() -> FullTrackName {
     FullTrackName::new(TrackNamespace::from_path("clinic/room-42").unwrap(), "video").unwrap()
@@ -63,7 +42,7 @@ enum Answer {
 /// Serves one FETCH on `server` as `answer` says; the requester fetches group 3 and
 /// returns how many objects it got before the fetch ended (panics if it does not end).
 async fn fetch_with(answer: Answer) -> usize {
-    let (client, server) = pair().await;
+    let (client, server) = moq_pair("moqt", "/", ClientOptions::new).await;
     let publisher = tokio::spawn(async move {
         let Some(Event::Fetch(f)) = within("fetch event", server.next_event()).await else {
             panic!("expected a FETCH");

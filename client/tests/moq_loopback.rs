@@ -8,34 +8,19 @@ mod transport_common;
 
 use bytes::Bytes;
 use tiermesh_client::moq::{
-    self, ClientOptions, Connection, Event, PublishOptions, ServerOptions, SubscribeOptions,
-    TrackReader, TrackWriter,
+    self, ClientOptions, Connection, Event, PublishOptions, SubscribeOptions, TrackReader,
+    TrackWriter,
 };
 use tiermesh_proto::TerminationCode;
 use tiermesh_proto::data::ObjectStatus;
 use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::types::{FullTrackName, Location, TrackNamespace};
-use transport_common::{server, url, within};
+use transport_common::{moq_pair, within};
 
+/// A MoQT session whose client sends PATH `path` and a token.
 async fn pair(scheme: &str, path: &str) -> (Connection, Connection) {
-    let (mut srv, cert) = server();
-    let url = url(&srv, scheme, path);
-    let opts = ClientOptions::new(cert.pinned()).token(Bytes::from_static(b"secret-token"));
-    let (client, server_side) = within("connect", async {
-        tokio::join!(moq::connect(&url, opts), async {
-            let req = srv.accept().await.unwrap();
-            let session = req.accept().await.unwrap();
-            moq::accept(session, ServerOptions::default()).await
-        })
-    })
-    .await;
-    let (c, cd) = client.unwrap();
-    let (s, sd) = server_side.unwrap();
-    tokio::spawn(cd.run());
-    tokio::spawn(sd.run());
-    // The server endpoint must outlive the test's connections.
-    std::mem::forget(srv);
-    (c, s)
+    moq_pair(scheme, path, |tls| ClientOptions::new(tls).token(Bytes::from_static(b"secret-token")))
+        .await
 }
 
 fn track(name: &str) -> FullTrackName {

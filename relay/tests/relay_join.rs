@@ -12,19 +12,12 @@ use tiermesh_proto::types::Location;
 #[tokio::test]
 async fn late_joiner_starts_at_the_key_frame_from_the_cache() {
     for scheme in ["moqt", "https"] {
-        let relay = relay(config()).await;
-        let mut publisher = publisher(&relay, "moqt", None).await;
-        let first = connect(&relay, "moqt").await;
-        let mut early =
-            within("subscribe", first.subscribe(track("video"), SubscribeOptions::default()))
-                .await
-                .unwrap();
-        let w = within("upstream", publisher.writers.recv()).await.unwrap();
-        write_group(&w, 4, 0..30, false);
-        let mut stream = write_group(&w, 5, 0..10, true).unwrap();
-        expect_objects(&mut early, 40).await;
+        let mut first = subscribed(config(), "moqt", "video").await;
+        write_group(&first.writer, 4, 0..30, false);
+        let mut stream = write_group(&first.writer, 5, 0..10, true).unwrap();
+        expect_objects(&mut first.reader, 40).await;
 
-        let late = connect(&relay, scheme).await;
+        let late = connect(&first.relay, scheme).await;
         let (mut live, fetch) =
             within("join", late.join(track("video"), SubscribeOptions::default(), 0))
                 .await
@@ -49,6 +42,6 @@ async fn late_joiner_starts_at_the_key_frame_from_the_cache() {
             assert_eq!(obj.location(), Location::new(5, o), "live objects follow the cached ones");
         }
         drop(stream);
-        relay.shutdown().await;
+        first.relay.shutdown().await;
     }
 }

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use mesh_common::{
     Env, StreamEnds, WAIT, decoded_freeze, free_udp_port, late_objects, link_metric,
     one_stream_per_subgroup, path, plain_metric, record, subscribe_when_routed,
@@ -143,18 +143,21 @@ impl Arrivals {
         self.seen.lock().unwrap().len()
     }
 
-    /// Waits until `n` objects have arrived.
-    fn wait_for(&self, n: usize, what: &str) -> Result<()> {
+    /// Waits until `done` holds of the objects seen, given with how many had arrived when
+    /// the wait began. Fails with `fail` of the objects seen if `WAIT` passes or the
+    /// subscription ends first.
+    fn wait_until(
+        &self,
+        done: impl Fn(&[(u64, u64, Instant)], usize) -> bool,
+        fail: impl FnOnce(&[(u64, u64, Instant)]) -> anyhow::Error,
+    ) -> Result<()> {
         let deadline = Instant::now() + WAIT;
         let mut seen = self.seen.lock().unwrap();
-        while seen.len() < n {
+        let from = seen.len();
+        while !done(&seen, from) {
             let now = Instant::now();
             if now >= deadline || *self.ended.lock().unwrap() {
-                bail!(
-                    "{what}: {} of {n} objects (ended: {})",
-                    seen.len(),
-                    self.ended.lock().unwrap()
-                );
+                return Err(fail(&seen));
             }
             seen = self
                 .cond
@@ -165,24 +168,27 @@ impl Arrivals {
         Ok(())
     }
 
+    /// Waits until `n` objects have arrived.
+    fn wait_for(&self, n: usize, what: &str) -> Result<()> {
+        self.wait_until(
+            |seen, _| seen.len() >= n,
+            |seen| {
+                anyhow!(
+                    "{what}: {} of {n} objects (ended: {})",
+                    seen.len(),
+                    self.ended.lock().unwrap()
+                )
+            },
+        )
+    }
+
     /// Waits until an object `object` of a group arrives (a point in the middle of a video
     /// group, away from the whole seconds at which groups begin).
     fn wait_object(&self, object: u64, what: &str) -> Result<()> {
-        let deadline = Instant::now() + WAIT;
-        let mut seen = self.seen.lock().unwrap();
-        let from = seen.len();
-        while !seen[from..].iter().any(|s| s.1 == object) {
-            let now = Instant::now();
-            if now >= deadline || *self.ended.lock().unwrap() {
-                bail!("{what}: no object {object} within {WAIT:?}");
-            }
-            seen = self
-                .cond
-                .wait_timeout(seen, (deadline - now).min(Duration::from_millis(200)))
-                .unwrap()
-                .0;
-        }
-        Ok(())
+        self.wait_until(
+            |seen, from| seen[from..].iter().any(|s| s.1 == object),
+            |_| anyhow!("{what}: no object {object} within {WAIT:?}"),
+        )
     }
 
     /// What a viewer saw from `from` on. Fails if an object came twice or out of order

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tiermesh_client::moq::{self, ClientOptions, Connection, ServerOptions};
 use tiermesh_client::transport::{
     self, CertHash, ClientTls, Request, Server, ServerTls, Session, TransportConfig, Url,
 };
@@ -104,4 +105,32 @@ impl RequestInfo {
             peer: r.peer(),
         }
     }
+}
+
+/// A MoQT session over a fresh server on 127.0.0.1: the client connects to
+/// `scheme://127.0.0.1:PORT{path}` with `options` made from the pinned certificate, the
+/// server accepts it, both drivers run. Returns the client's and the server's connection.
+pub async fn moq_pair(
+    scheme: &str,
+    path: &str,
+    options: impl FnOnce(ClientTls) -> ClientOptions,
+) -> (Connection, Connection) {
+    let (mut srv, cert) = server();
+    let url = url(&srv, scheme, path);
+    let opts = options(cert.pinned());
+    let (client, server_side) = within("connect", async {
+        tokio::join!(moq::connect(&url, opts), async {
+            let req = srv.accept().await.unwrap();
+            let session = req.accept().await.unwrap();
+            moq::accept(session, ServerOptions::default()).await
+        })
+    })
+    .await;
+    let (c, cd) = client.unwrap();
+    let (s, sd) = server_side.unwrap();
+    tokio::spawn(cd.run());
+    tokio::spawn(sd.run());
+    // The server endpoint must outlive the test's connections.
+    std::mem::forget(srv);
+    (c, s)
 }

@@ -8,7 +8,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tiermesh_client::moq::{self, ClientOptions, Connection, Event, TrackReader, TrackWriter};
+use tiermesh_client::moq::{
+    self, ClientOptions, Connection, Event, SubscribeOptions, TrackReader, TrackWriter,
+};
 use tiermesh_client::transport::ClientTls;
 use tiermesh_proto::data::ObjectStatus;
 use tiermesh_proto::ext::Extensions;
@@ -161,6 +163,31 @@ pub fn write_group(
         s.finish();
         None
     }
+}
+
+/// A relay with a publisher of `ns()` and one subscriber of its track `name`, both on
+/// `scheme`, and the writer the relay's upstream SUBSCRIBE handed the publisher. Keep the
+/// whole value while the test runs: dropping a session closes it.
+pub struct Subscribed {
+    pub relay: RelayHandle,
+    pub publisher: Publisher,
+    pub subscriber: Connection,
+    pub reader: TrackReader,
+    pub writer: TrackWriter,
+}
+
+/// Starts a relay with `config`, connects a publisher and a subscriber of track `name` and
+/// waits for the relay's SUBSCRIBE to reach the publisher.
+pub async fn subscribed(config: RelayConfig, scheme: &str, name: &str) -> Subscribed {
+    let relay = relay(config).await;
+    let mut publisher = publisher(&relay, scheme, None).await;
+    let subscriber = connect(&relay, scheme).await;
+    let reader =
+        within("subscribe", subscriber.subscribe(track(name), SubscribeOptions::default()))
+            .await
+            .unwrap();
+    let writer = within("upstream", publisher.writers.recv()).await.unwrap();
+    Subscribed { relay, publisher, subscriber, reader, writer }
 }
 
 /// Reads `n` objects and checks each group's objects arrive in order with their bytes.
