@@ -42,8 +42,14 @@ fn fan_out(scheme: &str) {
                 assert!(t.objects >= 150, "{t:?}");
                 assert_eq!(t.missing_objects, 0, "{t:?}");
             }
-            if t.name.starts_with("video/") {
+            if t.name == "video/180p" {
                 assert!(t.objects >= 75, "{t:?}");
+            }
+            if t.name.starts_with("video/") {
+                // The upper rungs start at their next group (`sub`'s joins): a fresh
+                // publisher's first group runs to the end of the next second, so up to 2 s
+                // of the 4 s watch can pass before it; at 30 frames a second, at least 45.
+                assert!(t.objects >= 45, "{t:?}");
                 // Only the head of the first group can be missing: a relay that had just
                 // subscribed upstream has nothing older to serve the joining fetch from.
                 assert!(t.missing_objects < VIDEO_FPS, "{t:?}");
