@@ -883,9 +883,12 @@ impl Scheduler {
     }
 
     /// Counts `len` bytes written at `level`: in QUIC's unsent bytes per level when the
-    /// driver gave them, else in the shares of recent writes (which are read only then).
+    /// driver gave them, else in the shares of recent writes (which are read only then);
+    /// in the rates per level only when the upper tiers' share reads them.
     fn count_write(&mut self, now: Instant, level: Level, len: u64) {
-        self.level_rates.add(now, level, len);
+        if self.config.tier_share {
+            self.level_rates.add(now, level, len);
+        }
         if let Some(levels) = self.unsent_levels.as_mut() {
             add_at_level(levels, level, len);
             return;
