@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::*;
 use tiermesh_client::moq::{Event, FetchResponse, SubscribeOptions};
-use tiermesh_proto::data::{Forwarding, Object, ObjectStatus};
+use tiermesh_proto::data::ObjectStatus;
 use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::types::Location;
 use tokio::sync::mpsc;
@@ -29,18 +29,6 @@ const FIRST: u64 = 3;
 /// How soon the subscriber must be answered and see the first objects: well inside the 2 s
 /// the relay allows its upstream joining fetch, which it used to wait out.
 const PROMPT: Duration = Duration::from_millis(1000);
-
-fn object(o: u64) -> Object {
-    Object {
-        group_id: 0,
-        object_id: o,
-        forwarding: Forwarding::Subgroup(0),
-        publisher_priority: 128,
-        status: ObjectStatus::Normal,
-        extensions: ext(0, o),
-        payload: payload(0, o),
-    }
-}
 
 /// A publisher of `ns()` at `relay` answering the relay's SUBSCRIBE with `largest` and its
 /// joining FETCH with the first `first` objects of group 0; hands out the subscription's
@@ -72,7 +60,7 @@ async fn publisher_holding_its_fetch(
                         continue;
                     };
                     for o in 0..first {
-                        resp.write(&object(o)).unwrap();
+                        resp.write(&object(0, o)).unwrap();
                     }
                     let _ = fetch_tx.send(resp);
                 }
@@ -110,7 +98,7 @@ async fn joiner_is_answered_while_the_upstream_fetch_still_fills() {
     // ends with it; the live objects follow on the subscription.
     let mut resp = within("the upstream fetch", fetches.recv()).await.unwrap();
     for o in FIRST..PUBLISHED {
-        resp.write(&object(o)).unwrap();
+        resp.write(&object(0, o)).unwrap();
     }
     resp.finish();
     for o in FIRST..PUBLISHED {
@@ -145,7 +133,7 @@ async fn joiner_gets_the_fetched_group_after_live_groups_filled_the_cache() {
         assert_eq!((live.group_id, live.object_id), (g, 0));
     }
     let mut resp = within("the upstream fetch", fetches.recv()).await.unwrap();
-    resp.write(&object(0)).unwrap();
+    resp.write(&object(0, 0)).unwrap();
     resp.finish();
     let got = within("the fetched group", fetch.next()).await.expect("the fetched object");
     assert_eq!((got.group_id, got.object_id), (0, 0));

@@ -50,16 +50,7 @@ async fn full_publisher(
                     };
                     for g in 0..3 {
                         for o in 0..3 {
-                            let obj = tiermesh_proto::data::Object {
-                                group_id: g,
-                                object_id: o,
-                                forwarding: tiermesh_proto::data::Forwarding::Subgroup(0),
-                                publisher_priority: 128,
-                                status: ObjectStatus::Normal,
-                                extensions: ext(g, o),
-                                payload: payload(g, o),
-                            };
-                            let _ = resp.write(&obj);
+                            let _ = resp.write(&object(g, o));
                         }
                     }
                     resp.finish();

@@ -30,23 +30,11 @@ use tiermesh_client::moq::{
     Connection, Event, SubscribeOptions, TrackEvent, TrackReader, TrackWriter, WriterEnd,
 };
 use tiermesh_proto::TerminationCode;
-use tiermesh_proto::data::{Forwarding, Object, ObjectStatus};
+use tiermesh_proto::data::Object;
 use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::message::RequestErrorCode;
 use tiermesh_proto::types::Location;
 use tokio::sync::mpsc;
-
-fn object(g: u64, o: u64) -> Object {
-    Object {
-        group_id: g,
-        object_id: o,
-        forwarding: Forwarding::Subgroup(0),
-        publisher_priority: 128,
-        status: ObjectStatus::Normal,
-        extensions: ext(g, o),
-        payload: payload(g, o),
-    }
-}
 
 /// A publisher of `ns()` that answers the relay's SUBSCRIBE with `largest` and its joining
 /// FETCH with `fetched` (refused when `None`); hands out each subscription's writer.

@@ -12,7 +12,7 @@ use tiermesh_client::moq::{
     self, ClientOptions, Connection, Event, SubscribeOptions, TrackReader, TrackWriter,
 };
 use tiermesh_client::transport::ClientTls;
-use tiermesh_proto::data::ObjectStatus;
+use tiermesh_proto::data::{Forwarding, Object, ObjectStatus};
 use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::types::{FullTrackName, TrackNamespace};
 use tiermesh_relay::config::RelayConfig;
@@ -83,6 +83,20 @@ pub fn ext(g: u64, o: u64) -> Extensions {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
     tiermesh_proto::loc::set_capture_timestamp_us(&mut e, now.as_micros() as u64 - 1000 + g + o);
     e
+}
+
+/// Object `o` of group `g` on subgroup 0, with the bytes of [`payload`] and the
+/// extensions of [`ext`]: what a publisher's fetch response carries.
+pub fn object(g: u64, o: u64) -> Object {
+    Object {
+        group_id: g,
+        object_id: o,
+        forwarding: Forwarding::Subgroup(0),
+        publisher_priority: 128,
+        status: ObjectStatus::Normal,
+        extensions: ext(g, o),
+        payload: payload(g, o),
+    }
 }
 
 /// A publisher session that published `ns()`: every SUBSCRIBE the relay sends is
