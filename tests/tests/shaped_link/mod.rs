@@ -350,12 +350,18 @@ fn track<'a>(o: &'a Outcome, name: &str) -> &'a TrackGroups {
 /// from the second group seen to the last one captured before the tail.
 fn span(t: &TrackGroups, end_ms: f64, group_ms: f64) -> (u64, u64, Vec<&GroupRecord>) {
     let Some(first) = t.groups.first() else { return (0, 0, Vec::new()) };
-    // Group IDs of the synthetic broadcast are capture time / group duration.
-    let last = ((end_ms - TAIL.as_secs_f64() * 1000.0) / group_ms).floor() as u64;
-    let lo = first.group + 1;
-    let hi = last.max(lo);
+    let (lo, hi) = bounds(first.group, end_ms, group_ms);
     let inside = t.groups.iter().filter(|g| g.group >= lo && g.group < hi).collect();
     (lo, hi, inside)
+}
+
+/// The group IDs expected of a track whose first group seen is `first`: from the one after
+/// it (the joined group left out) to the last one captured before the tail (exclusive).
+fn bounds(first: u64, end_ms: f64, group_ms: f64) -> (u64, u64) {
+    // Group IDs of the synthetic broadcast are capture time / group duration.
+    let last = ((end_ms - TAIL.as_secs_f64() * 1000.0) / group_ms).floor() as u64;
+    let lo = first + 1;
+    (lo, last.max(lo))
 }
 
 /// Watch end, wall-clock ms: the last arrival of anything.
@@ -425,8 +431,8 @@ fn goodput_span(o: &Outcome, end_ms: f64) -> (f64, f64, u64) {
         .filter_map(|t| t.groups.first().map(|g| g.group))
         .min();
     let Some(first) = first else { return (0.0, 0.0, 0) };
-    let from = (first + 1) as f64 * GROUP_MS;
-    let to = (((end_ms - TAIL.as_secs_f64() * 1000.0) / GROUP_MS).floor() * GROUP_MS).max(from);
+    let (lo, hi) = bounds(first, end_ms, GROUP_MS);
+    let (from, to) = (lo as f64 * GROUP_MS, hi as f64 * GROUP_MS);
     let mut bytes = 0;
     for (name, group_ms) in [("audio", 20.0)].into_iter().chain(TIERS.map(|(n, _)| (n, GROUP_MS))) {
         let Some(t) = o.out.groups.iter().find(|t| t.name == name) else { continue };
