@@ -26,6 +26,17 @@ fn list(args: &[String], key: &str, default: &str) -> Vec<String> {
     value.split(',').map(str::to_owned).collect()
 }
 
+/// Prints the table row of `outcome`, with the seconds 720p took to recover for `step`.
+fn print_row(outcome: &shaped::Outcome) {
+    let f = shaped::figures(outcome);
+    let back = if outcome.run.profile.name == "step" {
+        shaped::recovery_s(outcome, "video/720p").map_or("never".to_owned(), |s| format!("{s:.1}"))
+    } else {
+        "-".to_owned()
+    };
+    println!("{} {back} |", shaped::row(outcome, &f));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let profiles = list(&args, "profile", "rural");
@@ -47,14 +58,7 @@ fn main() {
                 eprintln!("{}: not a saved shaped run", path.display());
                 continue;
             };
-            let f = shaped::figures(&outcome);
-            let back = if outcome.run.profile.name == "step" {
-                shaped::recovery_s(&outcome, "video/720p")
-                    .map_or("never".to_owned(), |s| format!("{s:.1}"))
-            } else {
-                "-".to_owned()
-            };
-            println!("{} {back} |", shaped::row(&outcome, &f));
+            print_row(&outcome);
         }
         return;
     }
@@ -83,14 +87,7 @@ fn main() {
                         run.watch = Duration::from_secs(26);
                     }
                     let outcome = shaped::run(&run);
-                    let f = shaped::figures(&outcome);
-                    let back = if p.name == "step" {
-                        shaped::recovery_s(&outcome, "video/720p")
-                            .map_or("never".to_owned(), |s| format!("{s:.1}"))
-                    } else {
-                        "-".to_owned()
-                    };
-                    println!("{} {back} |", shaped::row(&outcome, &f));
+                    print_row(&outcome);
                 }
             }
         }
