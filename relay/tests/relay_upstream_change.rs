@@ -26,9 +26,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
-use tiermesh_client::moq::{
-    Connection, Event, SubscribeOptions, TrackEvent, TrackReader, TrackWriter, WriterEnd,
-};
+use tiermesh_client::moq::{Connection, Event, TrackEvent, TrackReader, TrackWriter, WriterEnd};
 use tiermesh_proto::TerminationCode;
 use tiermesh_proto::data::Object;
 use tiermesh_proto::ext::Extensions;
@@ -120,13 +118,8 @@ struct MidGroup {
 }
 
 async fn mid_group() -> MidGroup {
-    let relay = relay(config()).await;
-    let mut first = publisher(&relay, "moqt", None).await;
-    let sub = connect(&relay, "moqt").await;
-    let mut r = within("subscribe", sub.subscribe(track("video"), SubscribeOptions::default()))
-        .await
-        .unwrap();
-    let w1 = within("upstream", first.writers.recv()).await.unwrap();
+    let Subscribed { relay, publisher: first, subscriber: sub, reader: mut r, writer: w1 } =
+        subscribed(config(), "moqt", "video").await;
     let open = write_group(&w1, 1, 0..5, true);
     let mut seen = Seen::default();
     seen.read_until(&mut r, |s| s.objects.len() == 5).await;
