@@ -650,6 +650,7 @@ impl Driver {
                             request_id,
                             prio,
                             publisher_priority,
+                            end_location,
                         ))
                     }
                     Err(e) => Err(e.into()),

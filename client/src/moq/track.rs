@@ -7,10 +7,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, watch};
 
 use tiermesh_proto::Encode;
-use tiermesh_proto::coding::put_varint;
+use tiermesh_proto::coding::{VARINT_MAX, put_varint};
 use tiermesh_proto::data::{
-    FetchHeader, FetchItem, Forwarding, Object, ObjectStatus, SubgroupHeader, SubgroupIdMode,
-    WriteError,
+    EndOfRange, FetchHeader, FetchItem, Forwarding, Object, ObjectStatus, RangeKind,
+    SubgroupHeader, SubgroupIdMode, WriteError,
 };
 use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::message::PublishDoneCode;
@@ -631,6 +631,11 @@ pub struct FetchResponse {
     pub(crate) stream: u64,
     pub(crate) writer: tiermesh_proto::data::FetchWriter,
     pub(crate) closed: bool,
+    /// FETCH_OK's End Location as given to [`super::IncomingFetch::accept`] (the last
+    /// location plus one; an object of 0 covers the whole end group).
+    end: Location,
+    /// The first and the last location written, for the end of a response given up.
+    written: Option<(Location, Location)>,
 }
 
 impl FetchResponse {
@@ -645,19 +650,38 @@ impl FetchResponse {
         request_id: RequestId,
         subscriber_priority: u8,
         publisher_priority: u8,
+        end: Location,
     ) -> Self {
         let stream = send.allocate();
         let spec = fetch_spec(request_id, subscriber_priority, publisher_priority);
         send.push(SendCmd::Open { stream, spec });
-        Self { send, stream, writer: tiermesh_proto::data::FetchWriter::new(), closed: false }
+        Self {
+            send,
+            stream,
+            writer: tiermesh_proto::data::FetchWriter::new(),
+            closed: false,
+            end,
+            written: None,
+        }
     }
 
     /// Writes one object (objects with a status other than Normal are skipped: a fetch
     /// conveys them by its range).
     pub fn write(&mut self, object: &Object) -> Result<(), Error> {
         let Some(o) = object.to_fetch_object() else { return Ok(()) };
-        let mut buf = Vec::with_capacity(o.payload.len() + 16);
-        self.writer.encode_item(&FetchItem::Object(o), &mut buf)?;
+        let at = Location::new(o.group_id, o.object_id);
+        self.push_item(&FetchItem::Object(o))?;
+        self.written = Some(self.written.map_or((at, at), |(first, _)| (first, at)));
+        Ok(())
+    }
+
+    fn push_item(&mut self, item: &FetchItem) -> Result<(), Error> {
+        let len = match item {
+            FetchItem::Object(o) => o.payload.len(),
+            FetchItem::EndOfRange(_) => 0,
+        };
+        let mut buf = Vec::with_capacity(len + 16);
+        self.writer.encode_item(item, &mut buf)?;
         self.send.push(SendCmd::Write {
             stream: self.stream,
             head: Bytes::from(buf),
@@ -674,15 +698,44 @@ impl FetchResponse {
         self.send.push(SendCmd::Finish { stream: self.stream });
     }
 
-    /// Gives up on the fetch: what was not sent is not sent. If some of the stream was
-    /// written, it is reset (with CANCELLED: `code` is only logged for now); if nothing
-    /// was, it is opened with its header alone and ended with a FIN, so that the requester
-    /// sees its fetch end (a reset alone would not say which fetch it ended).
+    /// Gives up on the fetch: the objects written so far still go, then an End of Unknown
+    /// Range up to the end of the range answered and a FIN, which ends the fetch at the
+    /// requester and tells it that the rest is unknown rather than absent (draft-16, Fetch Handling:
+    /// a publisher can "indicate the range of unknown Objects"). `code` is only logged.
+    ///
+    /// The stream is not reset: QUIC drops a stream's unread data when its RESET_STREAM
+    /// arrives, so a reset sent soon after the FETCH_HEADER usually reached the requester
+    /// before the header did, and a reset stream without its header does not say which
+    /// fetch it ended (the FETCH then stayed open at the requester for good). The reset
+    /// that keeps the header, RESET_STREAM_AT, is not in quinn 0.11.
     pub fn reset(mut self, code: u32) {
         self.closed = true;
-        tracing::debug!(code, "fetch stream dropped");
-        self.send.push(SendCmd::Reset { stream: self.stream });
+        tracing::debug!(code, "fetch given up: the rest of its range is unknown");
+        if let Some(range) = unknown_rest(self.written, self.end) {
+            let _ = self.push_item(&FetchItem::EndOfRange(range));
+        }
+        self.send.push(SendCmd::Finish { stream: self.stream });
     }
+}
+
+/// The End of Unknown Range that marks the rest of a fetch response as unknown, after the
+/// objects `written` (the first and the last), for a range whose End Location is `end`
+/// (the last location plus one; an object of 0 covers the whole end group). Groups go in
+/// the order the objects went: once the response has gone down a group, the rest is the
+/// groups below (the range's start is not known here, so it reaches down to group 0;
+/// objects outside the range being unknown misleads no one). `None` if nothing is left.
+fn unknown_rest(written: Option<(Location, Location)>, end: Location) -> Option<EndOfRange> {
+    let range = |group_id, object_id| EndOfRange { kind: RangeKind::Unknown, group_id, object_id };
+    if let Some((first, last)) = written
+        && last.group < first.group
+    {
+        return (last.object.0 < VARINT_MAX).then(|| range(0, VARINT_MAX));
+    }
+    let upto = match end.object.0 {
+        0 => Location::new(end.group.0, VARINT_MAX),
+        o => Location::new(end.group.0, o - 1),
+    };
+    written.is_none_or(|(_, last)| last < upto).then(|| range(upto.group.0, upto.object.0))
 }
 
 /// The send scheduler's description of the stream answering FETCH `request_id` (see
@@ -748,6 +801,23 @@ mod tests {
         StreamSpec::new(TrackKey(track), class, 9, 0)
             .priority(128, publisher_priority)
             .group_order(GroupOrder::Descending)
+    }
+
+    /// The End of Unknown Range of a fetch given up covers what the response had left:
+    /// up to its End Location (the last location plus one; object 0, the whole end group)
+    /// after ascending objects, down to group 0 after descending ones, nothing once the
+    /// end was written. The requester's reader checks these rules, so a wrong marker would
+    /// end the fetch as a malformed track instead.
+    #[test]
+    fn a_fetch_given_up_marks_the_rest_of_its_range_unknown() {
+        let unknown =
+            |g, o| Some(EndOfRange { kind: RangeKind::Unknown, group_id: g, object_id: o });
+        let l = Location::new;
+        assert_eq!(unknown_rest(Some((l(3, 0), l(3, 2))), l(3, 5)), unknown(3, 4));
+        assert_eq!(unknown_rest(None, l(3, 5)), unknown(3, 4));
+        assert_eq!(unknown_rest(Some((l(3, 0), l(3, 2))), l(5, 0)), unknown(5, VARINT_MAX));
+        assert_eq!(unknown_rest(Some((l(3, 0), l(3, 4))), l(3, 5)), None);
+        assert_eq!(unknown_rest(Some((l(9, 0), l(8, 3))), l(10, 0)), unknown(0, VARINT_MAX));
     }
 
     /// A joining FETCH for the lowest video tier (subscriber priority 128, as its
