@@ -29,6 +29,12 @@
 //!   only [`AbrConfig::behind_for_after_up`] of patience) doubles the hold before the next
 //!   try, up to [`AbrConfig::max_hold`], and goes back to the tier it came from (known to
 //!   fit) rather than to what the failed tier's throughput suggests.
+//! - **A quicker climb from the start.** Until its first step down, the ABR may step up after
+//!   [`AbrConfig::start_hold`] instead of the hold and the full window, on the same
+//!   evidence (delivered on time, at its rate, and the capacity estimate carrying the higher
+//!   tier). `sub --abr` starts on the lowest tier, which joins at once and fits any link
+//!   that carries a picture at all; this climb takes it to the tier the link carries about
+//!   as soon as a start on the middle tier got there.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -67,12 +73,17 @@ pub struct AbrConfig {
     pub backlog_limit: Duration,
     /// See [`AbrConfig::backlog_limit`].
     pub backlog_for: Duration,
+    /// Until the first step down, a step up needs the tier to have fit only this long, its
+    /// rate measured since it started rather than over the full [`AbrConfig::window`]
+    /// (`None`: the hold and the window from the start too).
+    pub start_hold: Option<Duration>,
 }
 
 impl AbrConfig {
     /// Defaults for `tiers`: 400 ms latency limit held for 5 s, 0.8 down ratio judged after
     /// 5 s with nothing on time (1.5 s after a step up), 600 ms backlog held for 2 s, 4 s
-    /// hold (up to 16 s), 5 s window, capacity at least the higher tier's rate to step up.
+    /// hold (up to 16 s), 5 s window, capacity at least the higher tier's rate to step up,
+    /// 1.5 s start hold.
     pub fn new(tiers: Vec<u64>) -> Self {
         Self {
             tiers,
@@ -108,6 +119,16 @@ impl AbrConfig {
             // third of a second each second).
             backlog_limit: Duration::from_millis(600),
             backlog_for: Duration::from_secs(2),
+            // Two one-second groups on time, judged at the start of the third: from the
+            // arrival of the first one's key frame to the third one's is two group times
+            // give or take the arrival jitter, so the bound sits well under two seconds.
+            // With the step up taking effect at the next group and the new tier's first
+            // group not measured (it carries the switch's start-up), a climb from the lowest
+            // of three tiers then reaches the top about seven seconds in, as the full hold
+            // and window did from the middle one. A tier that does not fit is caught by the
+            // backlog rule 2 s into it (1.5 s of patience otherwise) and counts as a failed
+            // step up, which ends the quick climb.
+            start_hold: Some(Duration::from_millis(1500)),
         }
     }
 }
@@ -137,6 +158,8 @@ pub struct Abr {
     capacity: VecDeque<f64>,
     /// Why the last switch was decided.
     reason: Option<&'static str>,
+    /// No step down yet: [`AbrConfig::start_hold`] applies.
+    climbing: bool,
 }
 
 /// How many parts [`Abr::throughput`] takes the median of: five one-second parts of the
@@ -176,6 +199,7 @@ impl Abr {
             on_time_at: now,
             capacity: VecDeque::new(),
             reason: None,
+            climbing: true,
         }
     }
 
@@ -189,12 +213,14 @@ impl Abr {
 
     /// The link capacity estimate, bit/s: the median of the last key frames' size over the
     /// time they took beyond the smallest objects' latency (a key frame leaves in one burst,
-    /// so it arrives spread over its size at the bottleneck's rate). `None` before the first
-    /// key frame.
+    /// so it arrives spread over its size at the bottleneck's rate); of two, the lower. `None`
+    /// before the first key frame.
     pub fn capacity(&self) -> Option<f64> {
         let mut v: Vec<f64> = self.capacity.iter().copied().collect();
         v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied()
+        // The lower median: the first key frame of a watch has no floor to be measured
+        // against yet and reads far too high.
+        v.get(v.len().saturating_sub(1) / 2).copied()
     }
 
     /// The tier being watched.
@@ -268,6 +294,14 @@ impl Abr {
         Some(parts[WINDOW_PARTS / 2])
     }
 
+    /// The rate of the current tier since it started (or over the window, if longer),
+    /// bit/s: the samples kept over the time they span.
+    fn rate_since_change(&self, now: Instant) -> f64 {
+        let span = now.duration_since(self.last_change).min(self.config.window);
+        let bytes: u64 = self.samples.iter().map(|(_, b, _)| b).sum();
+        bytes as f64 * 8.0 / span.as_secs_f64().max(1e-3)
+    }
+
     /// The rate of the newest part of the window, bit/s (None until a part's time has
     /// passed since the last switch).
     fn newest(&self, now: Instant) -> Option<f64> {
@@ -335,6 +369,7 @@ impl Abr {
             .iter()
             .rposition(|&r| (r as f64) <= fits)
             .unwrap_or(0);
+        self.climbing = false;
         if tried {
             // A failed step up: back to the tier it came from, which fitted (what a tier
             // too heavy for the link still receives understates the link).
@@ -367,12 +402,18 @@ impl Abr {
         let fit_long = self.fitting_since.is_some_and(|t| now.duration_since(t) >= self.hold)
             && now.duration_since(self.last_change) >= self.hold
             && measured.is_some_and(|m| m >= rate * self.config.down_ratio);
+        let fit_start = self.climbing
+            && self.config.start_hold.is_some_and(|hold| {
+                self.fitting_since.is_some_and(|t| now.duration_since(t) >= hold)
+                    && now.duration_since(self.last_change) >= hold
+                    && self.rate_since_change(now) >= rate * self.config.down_ratio
+            });
         let Some(&higher) = self.config.tiers.get(self.current + 1) else {
             return self.current;
         };
         let room =
             self.capacity().is_some_and(|c| c >= higher as f64 * self.config.up_capacity_ratio);
-        if fit_long && room {
+        if (fit_long || fit_start) && room {
             self.last_up = Some(now);
             self.reason = Some("up");
             return self.switch(now, self.current + 1);
@@ -436,22 +477,24 @@ mod tests {
         let mut out = Vec::new();
         for _ in 0..secs {
             out.push(abr.at_group_start(*t));
-            let delta = link.rate / 8 / 35;
-            for n in 0..30 {
-                *t += Duration::from_millis(33);
-                let (bytes, extra) = if n == 0 {
-                    (
-                        delta * 6,
-                        Duration::from_secs_f64((delta * 6 * 8) as f64 / link.capacity as f64),
-                    )
-                } else {
-                    (delta, Duration::ZERO)
-                };
-                abr.on_object(*t, bytes, Duration::from_millis(link.latency_ms) + extra, n == 0);
-            }
-            *t += Duration::from_millis(10);
+            group(abr, t, link);
         }
         out
+    }
+
+    /// Feeds one group of [`feed_link`].
+    fn group(abr: &mut Abr, t: &mut Instant, link: Link) {
+        let delta = link.rate / 8 / 35;
+        for n in 0..30 {
+            *t += Duration::from_millis(33);
+            let (bytes, extra) = if n == 0 {
+                (delta * 6, Duration::from_secs_f64((delta * 6 * 8) as f64 / link.capacity as f64))
+            } else {
+                (delta, Duration::ZERO)
+            };
+            abr.on_object(*t, bytes, Duration::from_millis(link.latency_ms) + extra, n == 0);
+        }
+        *t += Duration::from_millis(10);
     }
 
     /// [`feed_link`] on a 3 Mbit/s link.
@@ -475,7 +518,9 @@ mod tests {
     #[test]
     fn climbs_one_step_at_a_time_after_the_hold() {
         let mut t = Instant::now();
-        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 0, t);
+        // The hold as it applies after the start (see the quick climb below).
+        let config = AbrConfig { start_hold: None, ..AbrConfig::new(ladder_rates()) };
+        let mut abr = Abr::new(config, 0, t);
         let tiers = feed(&mut abr, &mut t, 5, ladder_rates()[0], 10);
         assert_eq!(tiers, [0; 5], "no step up before the 4 s hold");
         // The step up happens at the next boundary, then 360p must fit 4 s more.
@@ -495,12 +540,43 @@ mod tests {
         assert!(tiers.iter().all(|&x| x == 1), "{tiers:?}");
         let c = abr.capacity().unwrap();
         assert!(c < ladder_rates()[2] as f64 && c > r360() as f64, "capacity {c}");
-        // From 180p on the same link it does step up to 360p.
+        // From 180p on the same link it does step up to 360p (after two seconds on time,
+        // the quick climb from the start), and no further.
         let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 0, t);
-        let tiers = feed_link(&mut abr, &mut t, 5, Link { rate: ladder_rates()[0], ..link });
-        assert_eq!(tiers, [0; 5]);
-        let tiers = feed_link(&mut abr, &mut t, 10, link);
+        let tiers = feed_link(&mut abr, &mut t, 2, Link { rate: ladder_rates()[0], ..link });
+        assert_eq!(tiers, [0; 2]);
+        let tiers = feed_link(&mut abr, &mut t, 15, link);
         assert!(tiers.iter().all(|&x| x == 1), "{tiers:?}");
+    }
+
+    /// A start on the lowest tier: while nothing has failed, one step up after two groups
+    /// on time at the tier's rate, where the capacity estimate carries the next tier; on a
+    /// 3 Mbit/s link from 180p to 720p at the fifth group, where the 4 s hold and the 5 s
+    /// window took ten (and five from 360p). After the first step down the usual hold
+    /// applies again.
+    #[test]
+    fn a_start_on_the_lowest_tier_climbs_quickly_until_a_step_down() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 0, t);
+        let mut tiers = Vec::new();
+        for _ in 0..8 {
+            // Each group at the rate of the tier it is played from.
+            let tier = abr.at_group_start(t);
+            tiers.push(tier);
+            let rate = ladder_rates()[tier];
+            group(&mut abr, &mut t, Link { rate, latency_ms: 10, capacity: 3_000_000 });
+        }
+        assert_eq!(tiers, [0, 0, 1, 1, 2, 2, 2, 2], "up after two groups on time each");
+        assert_eq!(abr.reason(), Some("up"));
+
+        // On the way up, a tier the link does not carry in time ends the quick climb.
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 0, t);
+        feed(&mut abr, &mut t, 3, ladder_rates()[0], 10);
+        assert_eq!(abr.current(), 1);
+        feed(&mut abr, &mut t, 5, 300_000, 800);
+        assert_eq!((abr.current(), abr.reason()), (0, Some("failed step up")));
+        let tiers = feed(&mut abr, &mut t, 7, ladder_rates()[0], 10);
+        assert!(tiers.iter().all(|&x| x == 0), "{tiers:?}");
     }
 
     #[test]
@@ -521,7 +597,9 @@ mod tests {
     #[test]
     fn a_short_burst_of_late_objects_is_not_a_reason_to_go_down() {
         let mut t = Instant::now();
-        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 1, t);
+        // Without the quick climb from the start, which would take 360p up on this link.
+        let config = AbrConfig { start_hold: None, ..AbrConfig::new(ladder_rates()) };
+        let mut abr = Abr::new(config, 1, t);
         feed(&mut abr, &mut t, 3, r360(), 10);
         // A loss holds the stream back for 200 ms: six objects late, then on time again.
         for _ in 0..6 {

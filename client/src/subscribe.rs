@@ -28,7 +28,8 @@ use crate::report::{Report, TrackStats};
 pub struct WatchConfig {
     /// The broadcast.
     pub namespace: TrackNamespace,
-    /// Track names; empty means every track of the catalog (and the catalog itself).
+    /// Track names; empty means every track of the catalog (and the catalog itself). For
+    /// [`watch_abr`], a video tier listed here is the one it starts on (else the lowest).
     pub tracks: Vec<String>,
     /// How long to watch.
     pub duration: Duration,
@@ -556,7 +557,13 @@ async fn abr_catalog(
 /// watched tier, and takes effect at a group boundary: the new tier is subscribed from its
 /// next group (NEXT GROUP START), the old one is played up to the group before and then
 /// unsubscribed, so no group is ever played half from one tier and half from another.
-/// Starts on the middle tier (the second of three).
+///
+/// Starts on the lowest tier, joined at once (SUBSCRIBE plus a joining FETCH of its current
+/// group, the smallest there is), and steps up from measurements ([`crate::abr`]'s quick
+/// climb from the start): a patient on a poor link sees a picture at once instead of
+/// waiting for a heavier tier's current group, and a good link is on its top tier about
+/// as soon as a start on the middle tier got there. A video tier named in
+/// [`WatchConfig::tracks`] is the one to start on instead.
 pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrReport) {
     use crate::abr::{Abr, AbrConfig};
     let clock = Clock::now();
@@ -615,7 +622,7 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
         ));
     }
 
-    let start = (tiers.len() - 1) / 2;
+    let start = tiers.iter().position(|(name, _)| config.tracks.contains(name)).unwrap_or(0);
     let mut abr = Abr::new(AbrConfig::new(abr_report.rates.clone()), start, Instant::now());
     let mut stats: Vec<TrackStats> =
         tiers.iter().map(|(n, _)| TrackStats::new(n, clock.wall_us, true)).collect();
