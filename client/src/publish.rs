@@ -353,7 +353,10 @@ impl<S: Source> Publisher<S> {
                 reason = conn.closed() => return Ok(Served::Closed(reason)),
                 event = conn.next_event() => match event {
                     Some(Event::Subscribe(req)) => self.subscribe(req).await,
-                    Some(Event::Fetch(req)) => self.fetch(req).await,
+                    Some(Event::Fetch(req)) => {
+                        let rate = conn.transport_stats().map_or(0, |s| s.send_rate_estimate_bps);
+                        self.fetch(req, rate).await
+                    }
                     // NEW_GROUP_REQUEST in a REQUEST_UPDATE: a new group at the next frame.
                     Some(Event::SubscriptionUpdate { params, .. })
                         if params.new_group_request.is_some() =>
@@ -416,7 +419,10 @@ impl<S: Source> Publisher<S> {
         }
     }
 
-    async fn fetch(&mut self, req: IncomingFetch) {
+    /// Answers a FETCH from the cache. `send_rate_bps` is the connection's send rate
+    /// estimate (0 if unknown): a FETCH whose objects could not reach the requester within
+    /// the end-to-end capture-age budget at that rate is refused (see [`reaches_live`]).
+    async fn fetch(&mut self, req: IncomingFetch, send_rate_bps: u64) {
         let Some(i) = self.track_index(&req.range.track) else {
             req.reject(RequestErrorCode::DoesNotExist, "no such track in this broadcast");
             return;
@@ -428,6 +434,11 @@ impl<S: Source> Publisher<S> {
             req.reject(RequestErrorCode::InvalidRange, "no cached objects in that range");
             return;
         };
+        if !reaches_live(&objects, send_rate_bps, now_us()) {
+            tracing::debug!(track = %req.range.track, objects = objects.len(), "FETCH refused: it would arrive too old to play");
+            req.reject(RequestErrorCode::InvalidRange, "the range would arrive too old to play");
+            return;
+        }
         let extensions = t.extensions.clone();
         match req.accept(false, last, extensions).await {
             Ok(mut response) => {
@@ -441,5 +452,70 @@ impl<S: Source> Publisher<S> {
             }
             Err(e) => tracing::warn!(error = %e, "accepting FETCH failed"),
         }
+    }
+}
+
+/// Whether `objects` (a FETCH's answer, oldest first) reach the requester within the
+/// end-to-end capture-age budget ([`crate::scheduler::DEFAULT_CAPTURE_AGE_BUDGET`]) when
+/// sent at `send_rate_bps` from `now_us`: the first object's capture age now plus the time
+/// all of them take to leave. True when the rate or the capture time is not known.
+///
+/// A relay joins a track upstream with a joining FETCH of the current group, which on the
+/// publisher's uplink competes with the live groups at the track's own priority. On a
+/// narrow uplink joined some way into a group (`rural`: 1 Mbit/s; a 360p group 500 ms in
+/// holds about 45 kB, a 720p one over 120 kB) that history took half of its tier's share
+/// for most of a second and the next group's key frame queued behind it, while the
+/// history itself arrived 600-800 ms after its capture: too old for any viewer in a
+/// conversation. Refused, the relay starts the track live (its joiners then start at the
+/// next group, as tiermesh's upper rungs do anyway).
+pub(crate) fn reaches_live(objects: &[Object], send_rate_bps: u64, now_us: u64) -> bool {
+    let Some(captured) =
+        objects.first().and_then(|o| tiermesh_proto::loc::capture_timestamp_us(&o.extensions))
+    else {
+        return true;
+    };
+    if send_rate_bps == 0 {
+        return true;
+    }
+    let bytes: u64 = objects.iter().map(|o| o.payload.len() as u64).sum();
+    let send_us = (bytes as u128 * 8 * 1_000_000 / send_rate_bps as u128) as u64;
+    let age_us = now_us.saturating_sub(captured);
+    let budget_us = crate::scheduler::DEFAULT_CAPTURE_AGE_BUDGET.as_micros() as u64;
+    age_us.saturating_add(send_us) <= budget_us
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(captured_us: u64, bytes: usize) -> Object {
+        let mut extensions = Extensions::default();
+        tiermesh_proto::loc::set_capture_timestamp_us(&mut extensions, captured_us);
+        Object {
+            group_id: 1,
+            object_id: 0,
+            forwarding: Forwarding::Subgroup(0),
+            publisher_priority: 48,
+            status: ObjectStatus::Normal,
+            extensions,
+            payload: Bytes::from(vec![0u8; bytes]),
+        }
+    }
+
+    /// A 360p group joined 500 ms in (45 kB cached) at a 860 kbit/s uplink would arrive
+    /// about 920 ms after its key frame's capture: refused. At 10 Mbit/s, or joined 100 ms
+    /// in (12 kB), it arrives live; without a capture time or a rate it is served.
+    #[test]
+    fn a_fetch_is_answered_only_if_it_arrives_live() {
+        let now = 10_000_000;
+        let joined_late = [object(now - 500_000, 11_800), object(now - 467_000, 33_200)];
+        assert!(!reaches_live(&joined_late, 860_000, now));
+        assert!(reaches_live(&joined_late, 10_000_000, now));
+        assert!(reaches_live(&joined_late, 0, now));
+        assert!(reaches_live(&[object(now - 100_000, 12_000)], 860_000, now));
+        let mut untimed = object(now - 900_000, 45_000);
+        untimed.extensions = Extensions::default();
+        assert!(reaches_live(&[untimed], 860_000, now));
+        assert!(reaches_live(&[], 860_000, now));
     }
 }

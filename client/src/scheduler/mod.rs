@@ -102,7 +102,12 @@
 //! the subscriber's parameter and the track's extension. An object whose deadline has passed
 //! when its turn comes, or that cannot leave before it at the estimated send rate, is not
 //! started (it waits behind the bytes QUIC holds unsent of its own and more important
-//! levels, estimated from each level's share of recent writes: quinn sends those first). An object whose deadline passes while it is queued or half written ends its
+//! levels, estimated from each level's share of recent writes: quinn sends those first). With
+//! the upper tiers' share on ([`SchedulerConfig::tier_share`]) an upper video tier is also
+//! not started while its level is offered more than its share can carry within a second plus
+//! the object's time left (every push counts, those to a stream already ended too), and on a
+//! new session, before its rate is known, while a more important upper tier's rate is not
+//! known either: a key frame that fits says nothing of the group behind it. An object whose deadline passes while it is queued or half written ends its
 //! stream: `Reset` with DELIVERY_TIMEOUT if any byte of the stream was written, otherwise
 //! `Abandon` (no stream is opened). The rest of the subgroup goes with it: objects on a
 //! subgroup stream are delta-coded against the previous one, the draft requires the reset
@@ -198,6 +203,10 @@ fn add_at_level(levels: &mut Vec<(Level, u64)>, level: Level, bytes: u64) {
 /// How many abandoned subgroups a track remembers (the newest are kept): far more than the
 /// groups that can be in flight at once.
 const ABANDONED_MEMORY: usize = 1024;
+
+/// How many ended upper-tier streams are remembered for what is still pushed to them: far
+/// more than the groups in flight at once on any session.
+const GONE_MEMORY: usize = 1024;
 
 /// The smallest deadline heap that is swept of entries for objects no longer queued.
 const SWEEP_MIN: usize = 4096;
@@ -330,6 +339,14 @@ pub struct Scheduler {
     /// [`Unsent`] last told it: an upper tier's share in `check_start` (see `rate`).
     level_rates: rate::LevelRates,
     delivery_bps: u64,
+    /// What each upper tier's level is offered, sent or not, when the share is on: whether
+    /// a group of it can keep up at its share at all (see `check_start`).
+    offered: rate::OfferedRates,
+    /// Streams of upper tiers ended early, by level, while the share is on: the objects
+    /// pushed to them afterwards are still offered to their level. The oldest are forgotten
+    /// past [`GONE_MEMORY`].
+    gone: Map<StreamKey, Level>,
+    gone_order: VecDeque<StreamKey>,
     /// Priority mode: the stream of an object pushed while nothing else was ready, no
     /// action was pending and no deadline was due (see `next_direct`). It is kept out of
     /// the ready sets and its object's deadline out of the heap: on a relay that keeps up,
@@ -373,6 +390,9 @@ impl Scheduler {
             unsent_levels: None,
             level_rates: rate::LevelRates::default(),
             delivery_bps: 0,
+            offered: rate::OfferedRates::default(),
+            gone: Map::default(),
+            gone_order: VecDeque::new(),
             direct: None,
             direct_credit: 0,
             ready_streams: 0,
@@ -481,9 +501,18 @@ impl Scheduler {
             && self.to_finish.is_empty();
         #[cfg(test)]
         let direct = direct && !self.direct_off;
-        let s = self.streams.get_mut(&key).ok_or(Error::UnknownStream(key))?;
+        let Some(s) = self.streams.get_mut(&key) else {
+            // Still offered to its level if its stream was ended early (see `gone`).
+            if let Some(&level) = self.gone.get(&key) {
+                self.offered.add(object.arrival, level, object.len() as u64);
+            }
+            return Err(Error::UnknownStream(key));
+        };
         if s.finishing {
             return Err(Error::Finished(key));
+        }
+        if self.config.tier_share && s.class.is_upper_tier() {
+            self.offered.add(object.arrival, level_of(&s.order), object.len() as u64);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -537,7 +566,10 @@ impl Scheduler {
     /// `Finish`.
     pub fn finish_stream(&mut self, key: StreamKey) -> Result<(), Error> {
         self.undirect();
-        let s = self.streams.get_mut(&key).ok_or(Error::UnknownStream(key))?;
+        let Some(s) = self.streams.get_mut(&key) else {
+            self.gone.remove(&key);
+            return Err(Error::UnknownStream(key));
+        };
         s.finishing = true;
         if self.config.mode == Mode::Fifo && s.queue.is_empty() && !s.header.is_empty() {
             self.fifo.push_back((key, HEADER_ONLY));
@@ -552,6 +584,7 @@ impl Scheduler {
     pub fn cancel_stream(&mut self, key: StreamKey) -> Result<(), Error> {
         self.undirect();
         if !self.streams.contains_key(&key) {
+            self.gone.remove(&key);
             return Err(Error::UnknownStream(key));
         }
         self.kill(key, DropReason::Cancelled, None);
@@ -986,13 +1019,30 @@ impl Scheduler {
             // Audio does not wait behind video QUIC already holds: at a 600 ms round trip
             // the window holds more video than audio's 400 ms deadline allows to send.
             let ahead = self.buffered_ahead(level, budget.buffered);
-            let upper = matches!(s.class, TrackClass::Video { tier } if tier > 0);
+            let upper = s.class.is_upper_tier();
             let t = if upper && self.config.tier_share {
                 // An upper tier gets what the levels above leave of the path (see `rate`).
                 let above =
                     level.checked_sub(1).map_or(0, |l| self.buffered_ahead(l, budget.buffered));
                 let path = budget.send_rate_bps.max(self.delivery_bps);
                 let taken = self.level_rates.above_bps(now, level);
+                // A level offered more than its share carries falls ever further behind:
+                // its next object is not started, so its group goes (see `OfferedRates`).
+                // Until its rate shows, a tier starts only if no more important upper tier
+                // is still unmeasured too: on a new session a ladder's upper tiers all
+                // start at once, and the window per round trip of slow start would pass
+                // every one of their key frames (up cautiously, one tier at a time).
+                let keeps_up = match self.offered.bps(now, level) {
+                    Some(offered) => rate::keeps_up(
+                        offered,
+                        path.saturating_sub(taken),
+                        deadline.saturating_duration_since(now),
+                    ),
+                    None => !self.offered.young_above(now, level),
+                };
+                if path > 0 && !keeps_up {
+                    return Some((reason, Some(head.seq)));
+                }
                 rate::time_to_send(path, taken, ahead, above, pending)
             } else {
                 SendBudget { buffered: ahead, ..*budget }.time_to_send(pending)
@@ -1218,6 +1268,19 @@ impl Scheduler {
             self.stats.dropped.entry((s.class, r)).or_default().add(q.len());
             self.queued_bytes -= q.len() - offset;
             offset = 0;
+        }
+        if self.config.tier_share
+            && s.class.is_upper_tier()
+            && !s.finishing
+            && reason != DropReason::Cancelled
+        {
+            self.gone.insert(key, level_of(&s.order));
+            self.gone_order.push_back(key);
+            while self.gone_order.len() > GONE_MEMORY {
+                if let Some(old) = self.gone_order.pop_front() {
+                    self.gone.remove(&old);
+                }
+            }
         }
         if let Some(t) = self.tracks.get_mut(&s.track).filter(|_| !s.datagram) {
             t.abandoned.insert((s.group, s.subgroup));

@@ -168,6 +168,97 @@ fn shifted(counts: &[u64; WINDOWS], n: usize) -> [u64; WINDOWS] {
     out
 }
 
+/// The span over which [`OfferedRates`] counts what a level is offered: one window, as
+/// [`LevelRates`] counts what was written.
+const OFFERED_WINDOW: Duration = RATE_WINDOW;
+
+/// The least span of pushes before [`OfferedRates`] gives a rate: half a window, so that a
+/// key frame alone (the first push of a group) is never read as the level's rate.
+const OFFERED_MIN_SPAN: Duration = Duration::from_millis(500);
+
+/// What each level is offered: the bytes pushed to it per second, sent or dropped, over the
+/// current window and the one before (at least [`OFFERED_MIN_SPAN`] of them). Against the
+/// share the level gets it tells whether a group of it can leave in time at all, which the
+/// deadline check of one object (a group's key frame, say) does not: a 720p tier offering
+/// 1.5 Mbit/s on a 1 Mbit/s link passes that check with its key frame whenever the window
+/// per round trip reads high, and then its group is cut for lateness after taking the link
+/// from the tiers below for most of a second.
+#[derive(Debug, Default)]
+pub(super) struct OfferedRates {
+    /// `(level, counts)`, sorted by level; a few levels at most.
+    levels: Vec<(Level, Offered)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Offered {
+    /// When the current window started.
+    start: Instant,
+    /// Bytes pushed since.
+    bytes: u64,
+    /// The window before: bytes and its length.
+    prev: Option<(u64, Duration)>,
+}
+
+impl OfferedRates {
+    /// Counts `bytes` pushed at `level` at `now`.
+    pub(super) fn add(&mut self, now: Instant, level: Level, bytes: u64) {
+        let i = match self.levels.binary_search_by_key(&level, |e| e.0) {
+            Ok(i) => i,
+            Err(i) => {
+                self.levels.insert(i, (level, Offered { start: now, bytes: 0, prev: None }));
+                i
+            }
+        };
+        let o = &mut self.levels[i].1;
+        let span = now.saturating_duration_since(o.start);
+        if span >= OFFERED_WINDOW * 2 {
+            // Nothing pushed for a while: start afresh.
+            *o = Offered { start: now, bytes: 0, prev: None };
+        } else if span >= OFFERED_WINDOW {
+            o.prev = Some((o.bytes, span));
+            o.start = now;
+            o.bytes = 0;
+        }
+        o.bytes += bytes;
+    }
+
+    /// Bits per second offered at `level` as of `now`; `None` before [`OFFERED_MIN_SPAN`]
+    /// of pushes, or when nothing was pushed for two windows.
+    pub(super) fn bps(&self, now: Instant, level: Level) -> Option<u64> {
+        let i = self.levels.binary_search_by_key(&level, |e| e.0).ok()?;
+        let o = &self.levels[i].1;
+        let current = now.saturating_duration_since(o.start);
+        if current >= OFFERED_WINDOW * 2 {
+            return None;
+        }
+        let (before, before_span) = o.prev.unwrap_or((0, Duration::ZERO));
+        let span = current + before_span;
+        if span < OFFERED_MIN_SPAN {
+            return None;
+        }
+        let bits = (o.bytes + before) as u128 * 8 * 1_000_000;
+        Some(u64::try_from(bits / span.as_micros().max(1)).unwrap_or(u64::MAX))
+    }
+}
+
+impl OfferedRates {
+    /// Whether a level more important than `level` (a smaller number) was first offered
+    /// less than [`OFFERED_MIN_SPAN`] ago, so that its rate is not known yet.
+    pub(super) fn young_above(&self, now: Instant, level: Level) -> bool {
+        self.levels.iter().take_while(|(l, _)| *l < level).any(|(_, o)| {
+            o.prev.is_none() && now.saturating_duration_since(o.start) < OFFERED_MIN_SPAN
+        })
+    }
+}
+
+/// Whether a level offered `offered_bps` can keep up at `share_bps`: what it is offered in
+/// one window must leave within that window plus `slack` (the time its oldest object may
+/// still wait), or its objects fall ever further behind until they are cut for lateness.
+pub(super) fn keeps_up(offered_bps: u64, share_bps: u64, slack: Duration) -> bool {
+    let window = OFFERED_WINDOW.as_micros();
+    offered_bps as u128 * window <= share_bps as u128 * (window + slack.as_micros())
+}
+
 /// How long an object of `pending` bytes at `level` needs to leave, with `ahead` bytes of
 /// QUIC's unsent bytes before it, of which `above` are of more important levels. Those go
 /// at the path's whole rate (`path_bps`); the rest of `ahead` and the object get only the
@@ -262,6 +353,35 @@ mod tests {
         // Once writing stops, the rate fades within the windows kept.
         assert_eq!(r.above_bps(t0 + ms(4_100), 5), 225_000);
         assert_eq!(r.above_bps(t0 + ms(5_100), 5), 0);
+    }
+
+    #[test]
+    fn offered_rate_counts_every_push_of_the_last_windows() {
+        let t0 = Instant::now();
+        let mut o = OfferedRates::default();
+        assert_eq!(o.bps(t0, 64), None);
+        // A 32 kB key frame, then 5.4 kB every 33 ms (about 1.5 Mbit/s).
+        o.add(t0, 64, 32_000);
+        assert_eq!(o.bps(t0 + ms(100), 64), None, "a key frame alone is no rate");
+        for i in 1..60u64 {
+            o.add(t0 + ms(33 * i), 64, 5_400);
+        }
+        let bps = o.bps(t0 + ms(2_000), 64).unwrap();
+        assert!((1_400_000..1_700_000).contains(&bps), "{bps}");
+        assert_eq!(o.bps(t0 + ms(2_000), 48), None, "another level");
+        // Nothing pushed for two windows: no rate, and counting starts afresh.
+        assert_eq!(o.bps(t0 + ms(4_100), 64), None);
+        o.add(t0 + ms(4_100), 64, 1_000);
+        assert_eq!(o.bps(t0 + ms(4_200), 64), None);
+    }
+
+    #[test]
+    fn a_level_keeps_up_if_a_window_of_it_leaves_within_the_window_and_its_slack() {
+        // 1.5 Mbit/s offered: 800 kbit/s carries it with 900 ms to spare, 700 not quite.
+        assert!(keeps_up(1_500_000, 800_000, ms(900)));
+        assert!(!keeps_up(1_500_000, 700_000, ms(900)));
+        assert!(keeps_up(550_000, 550_000, Duration::ZERO));
+        assert!(!keeps_up(1, 0, ms(900)));
     }
 
     #[test]

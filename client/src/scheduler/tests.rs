@@ -1324,3 +1324,128 @@ fn upper_tier_without_the_share_is_checked_at_the_whole_rate() {
     s.push_object(StreamKey(1), obj(now, 60_000)).unwrap();
     assert_eq!(written_bytes(&drain(&mut s, now, &mut b), 1), 60_004);
 }
+
+/// The actions other than writes, which are too long to print.
+fn not_writes(actions: &[Action]) -> Vec<&Action> {
+    actions.iter().filter(|a| !matches!(a, Action::Write { .. })).collect()
+}
+
+/// Pushes what a ladder offers in 100 ms from `at` on streams of their own from `*key` up,
+/// and sends what `b` allows: audio (five 120-byte frames), the base tier (1 875 bytes, 150
+/// kbit/s), 360p (6 875 bytes, 550 kbit/s) and, with `hd`, 720p (18 750 bytes, 1.5 Mbit/s).
+fn offer_100ms(s: &mut Scheduler, at: Instant, key: &mut u64, hd: bool, b: &mut SendBudget) {
+    let group = *key;
+    let mut objects = vec![(11, Some(0), 1_875), (12, Some(1), 6_875)];
+    if hd {
+        objects.push((13, Some(2), 18_750));
+    }
+    objects.extend((0..5).map(|_| (10, None, 120)));
+    for (i, (track, tier, len)) in objects.into_iter().enumerate() {
+        let spec = match tier {
+            Some(tier) => video(track, tier, group),
+            None => audio(track, group + i as u64),
+        };
+        s.open_stream(StreamKey(*key), spec).unwrap();
+        s.push_object(StreamKey(*key), obj(at, len)).unwrap();
+        *key += 1;
+    }
+    drain(s, at, b);
+}
+
+/// 720p offered at 1.5 Mbit/s where the window per round trip reads 1.2 Mbit/s and the
+/// levels above take 750 kbit/s of it: its 20 kB key frame alone would leave in 356 ms at
+/// the 450 kbit/s left, well within its second, but the group behind it cannot (1.5 Mbit/s
+/// against 450, with a second to spare at most), so its group is not started; 360p, offered
+/// 550 kbit/s against the 1 Mbit/s audio and the base tier leave it, still starts.
+#[test]
+fn upper_tier_group_is_not_started_when_its_level_is_offered_more_than_it_can_carry() {
+    for share in [true, false] {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(SchedulerConfig::default().tier_share(share));
+        let mut key = 1000;
+        // Two seconds with no rate known: everything is written, 720p included.
+        for i in 0..20 {
+            offer_100ms(&mut s, t0 + ms(100 * i), &mut key, true, &mut unlimited());
+        }
+        let now = t0 + ms(2_000);
+        let mut b = SendBudget { send_rate_bps: 1_200_000, ..unlimited() };
+        s.open_stream(StreamKey(1), video(13, 2, 500)).unwrap();
+        s.push_object(StreamKey(1), obj(now, 20_000)).unwrap();
+        let actions = drain(&mut s, now, &mut b);
+        if share {
+            let abandoned =
+                Action::Abandon { key: StreamKey(1), reason: DropReason::DeliveryTimeout };
+            assert_eq!(not_writes(&actions), [&abandoned]);
+            assert_eq!(written_bytes(&actions, 1), 0);
+        } else {
+            // Without the share (a loss-based controller) the key frame alone decides.
+            assert_eq!(written_bytes(&actions, 1), 20_004);
+        }
+        s.open_stream(StreamKey(2), video(12, 1, 500)).unwrap();
+        s.push_object(StreamKey(2), obj(now, 11_800)).unwrap();
+        assert_eq!(written_bytes(&drain(&mut s, now, &mut b), 2), 11_804);
+    }
+}
+
+/// A tier's first group has no rate offered yet: its key frame passes the check of one
+/// object and starts. Half a second later the frames pushed show 1.5 Mbit/s against the
+/// 450 kbit/s its share carries, and the next frame is not started: the group is reset
+/// rather than cut for lateness after holding the link for most of a second. The frames
+/// still pushed to the reset stream count as offered, so the next group is not started.
+#[test]
+fn an_upper_tier_first_group_stops_once_its_rate_shows_it_cannot_keep_up() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let mut key = 1000;
+    for i in 0..20 {
+        offer_100ms(&mut s, t0 + ms(100 * i), &mut key, false, &mut unlimited());
+    }
+    let now = t0 + ms(2_000);
+    // A link that keeps up with what is written: nothing waits in QUIC at each step.
+    let b = SendBudget { send_rate_bps: 1_200_000, ..unlimited() };
+    s.open_stream(StreamKey(1), video(13, 2, 500)).unwrap();
+    s.push_object(StreamKey(1), obj(now, 20_000)).unwrap();
+    assert_eq!(written_bytes(&drain(&mut s, now, &mut { b }), 1), 20_004, "the key frame");
+    let mut reset_at = None;
+    for i in 1..30u64 {
+        let at = now + ms(33 * i);
+        if i % 3 == 0 {
+            offer_100ms(&mut s, at, &mut key, false, &mut { b });
+        }
+        let pushed = s.push_object(StreamKey(1), obj(at, 5_400));
+        let actions = drain(&mut s, at, &mut { b });
+        if actions.iter().any(|a| matches!(a, Action::Reset { key: StreamKey(1), .. })) {
+            reset_at = Some(i);
+        }
+        assert_eq!(pushed.is_err(), reset_at.is_some_and(|r| r < i), "frame {i}");
+    }
+    let reset_at = reset_at.expect("the group was never stopped");
+    assert!((14..=17).contains(&reset_at), "stopped at frame {reset_at}");
+    s.finish_stream(StreamKey(1)).unwrap_err();
+    let next = now + ms(1_000);
+    offer_100ms(&mut s, next, &mut key, false, &mut { b });
+    s.open_stream(StreamKey(2), video(13, 2, 501)).unwrap();
+    s.push_object(StreamKey(2), obj(next, 20_000)).unwrap();
+    let actions = drain(&mut s, next, &mut { b });
+    let abandoned = Action::Abandon { key: StreamKey(2), reason: DropReason::DeliveryTimeout };
+    assert_eq!(not_writes(&actions), [&abandoned]);
+}
+
+/// A new session whose window per round trip reads 2 Mbit/s (slow start on a 1 Mbit/s
+/// link, say) gets the key frames of every tier at once: the base tier's and 360p's go,
+/// but 720p's group waits until 360p's rate is known, one upper tier at a time.
+#[test]
+fn upper_tiers_of_a_new_session_start_one_at_a_time() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let mut b = SendBudget { send_rate_bps: 2_000_000, ..unlimited() };
+    for (key, tier, len) in [(1, 0, 3_200), (2, 1, 11_800), (3, 2, 32_000)] {
+        s.open_stream(StreamKey(key), video(10 + key, tier, 7)).unwrap();
+        s.push_object(StreamKey(key), obj(now, len)).unwrap();
+    }
+    let actions = drain(&mut s, now, &mut b);
+    assert_eq!(written_bytes(&actions, 1), 3_204);
+    assert_eq!(written_bytes(&actions, 2), 11_804);
+    let abandoned = Action::Abandon { key: StreamKey(3), reason: DropReason::DeliveryTimeout };
+    assert_eq!(not_writes(&actions), [&abandoned]);
+}

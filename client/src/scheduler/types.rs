@@ -34,6 +34,13 @@ pub enum TrackClass {
     Other,
 }
 
+impl TrackClass {
+    /// A video tier above the lowest rung: what the upper tiers' share applies to.
+    pub(crate) fn is_upper_tier(self) -> bool {
+        matches!(self, TrackClass::Video { tier } if tier > 0)
+    }
+}
+
 impl fmt::Display for TrackClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
