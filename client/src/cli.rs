@@ -268,8 +268,9 @@ pub struct SubArgs {
     pub save: Option<std::path::PathBuf>,
     /// Watch the audio and one video tier, moving between the catalog's tiers at group
     /// boundaries from measured throughput and latency; the report lists the switches and
-    /// stalls (video gaps over 200 ms).
-    #[arg(long, conflicts_with_all = ["tracks", "decode", "save"])]
+    /// stalls (video gaps over 200 ms). Starts on the lowest tier, or on the one named with
+    /// `--track video/…`.
+    #[arg(long, conflicts_with_all = ["decode", "save"])]
     pub abr: bool,
     /// With --json: add what arrived of each group of each track (objects, bytes, whole or
     /// not, arrival times).
