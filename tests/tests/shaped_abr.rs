@@ -7,6 +7,9 @@
 //! `rural` (1% loss: a lost packet holds its 360p stream for a round trip or more), 6 in
 //! 32 s on `step`.
 //!
+//! It starts on 180p (joined at once) and climbs from measurements: on `rural` to 360p, on
+//! `step` to 720p before the cut.
+//!
 //! Asserted on `rural`: 720p is never played (a step up needs the capacity estimated from
 //! key frames to carry it, and on 1 Mbit/s it never does), and every group of the last
 //! 20 s is 360p. With the link's seed 7 a few losses about 21-24 s into the watch hold the
@@ -68,6 +71,8 @@ fn abr_on_rural_settles_on_360p() {
     r.watch = Duration::from_secs(30);
     let (o, abr) = abr_run(r);
     let start_s = o.link_start_ms / 1000.0;
+    // The first picture is the lowest tier's, and the ABR climbs from it.
+    assert_eq!(abr.played.first().map(|p| p.tier.as_str()), Some("video/180p"), "{abr:?}");
     // 720p never plays: it cannot fit, and the capacity estimate keeps the ABR from trying.
     assert!(abr.played.iter().all(|p| p.tier != "video/720p"), "{abr:?}");
     // 360p, the highest tier that fits, plays every group of the last 20 s and is the tier
