@@ -49,6 +49,16 @@ const MAX_PARKED: usize = 256;
 /// delivery timeouts tiermesh uses (the proto session keeps the alias as long).
 const ENDED_SINK_LINGER: Duration = Duration::from_secs(2);
 
+/// How long a fetch of this endpoint waits for its data stream once a data stream was reset
+/// before saying what it was (QUIC drops a reset stream's unread data, FETCH_HEADER
+/// included): the reset may have been the fetch's, and the fetch would then wait for good.
+/// It ends when this passes after both the reset and its FETCH_OK with no stream of its own
+/// shown. Three seconds: five round trips of the slowest link tiermesh serves (satellite,
+/// 600 ms), and past the use of a joining fetch (a relay caches two groups); a tiermesh
+/// publisher never resets a fetch stream it gave up on (see `FetchResponse::reset`), so
+/// this is for other implementations.
+const FETCH_ORPHAN_WAIT: Duration = Duration::from_secs(3);
+
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 /// One of the connection's long-lived readers and writers (control stream, datagrams,
@@ -187,6 +197,8 @@ enum Pending {
     Fetch {
         reply: Reply<FetchReader>,
         rx: mpsc::UnboundedReceiver<ReceivedObject>,
+        /// When the FETCH was sent.
+        asked: Instant,
     },
     Publish {
         reply: Reply<TrackWriter>,
@@ -254,6 +266,11 @@ pub struct Driver {
     /// This endpoint's fetches whose data stream ended before FETCH_OK was read (the data
     /// and control streams are not ordered): released once the answer arrives.
     fetches_finished_early: std::collections::HashSet<RequestId>,
+    /// When the last data stream reset before saying what it was arrived.
+    anonymous_reset: Option<Instant>,
+    /// Fetches with FETCH_OK and no data stream yet after such a reset: when they end (see
+    /// [`FETCH_ORPHAN_WAIT`]).
+    orphan_fetches: HashMap<RequestId, Instant>,
     transport_reason: Option<transport::CloseReason>,
     scheduler: crate::scheduler::SchedulerConfig,
     span: tracing::Span,
@@ -344,6 +361,8 @@ pub(crate) async fn start(
         parked: Vec::new(),
         ended_sinks: HashMap::new(),
         fetches_finished_early: std::collections::HashSet::new(),
+        anonymous_reset: None,
+        orphan_fetches: HashMap::new(),
         transport_reason: None,
         scheduler,
         span,
@@ -386,6 +405,13 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            let next_orphan = self.orphan_fetches.values().min().copied();
+            let orphan = async {
+                match next_orphan {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             let parked_wait = async {
                 if self.parked.is_empty() {
                     std::future::pending::<()>().await
@@ -406,6 +432,7 @@ impl Driver {
                     let now = Instant::now();
                     self.ended_sinks.retain(|_, (_, at)| *at > now);
                 }
+                _ = orphan => self.end_orphan_fetches(Instant::now()),
             }
         };
         tracing::info!(%reason, "session closed");
@@ -722,10 +749,27 @@ impl Driver {
             Ok(id) => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.fetch_sinks.insert(id, tx);
-                self.pending.insert(id, Pending::Fetch { reply, rx });
+                self.pending.insert(id, Pending::Fetch { reply, rx, asked: now });
             }
             Err(e) => {
                 let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    /// Ends the fetches whose [`FETCH_ORPHAN_WAIT`] has passed: their readers end, and the
+    /// publisher is told with FETCH_CANCEL (which it ignores for a fetch it has ended).
+    fn end_orphan_fetches(&mut self, now: Instant) {
+        let due: Vec<RequestId> =
+            self.orphan_fetches.iter().filter(|(_, at)| **at <= now).map(|(id, _)| *id).collect();
+        for id in due {
+            self.orphan_fetches.remove(&id);
+            if self.fetch_sinks.remove(&id).is_some() {
+                tracing::debug!(
+                    request = id.0,
+                    "fetch ended: its data stream never showed up after a data stream was reset unread"
+                );
+                let _ = self.session.fetch_cancel(now, id);
             }
         }
     }
@@ -895,7 +939,15 @@ impl Driver {
                 if self.fetches_finished_early.remove(&request_id) {
                     let _ = self.session.fetch_finished(now, request_id);
                 }
-                if let Some(Pending::Fetch { reply, rx }) = self.pending.remove(&request_id) {
+                if let Some(Pending::Fetch { reply, rx, asked }) = self.pending.remove(&request_id)
+                {
+                    // A data stream reset unread since the FETCH went out may have been this
+                    // fetch's (data can overtake the FETCH_OK).
+                    if self.anonymous_reset.is_some_and(|at| at >= asked)
+                        && self.fetch_sinks.contains_key(&request_id)
+                    {
+                        self.orphan_fetches.insert(request_id, now + FETCH_ORPHAN_WAIT);
+                    }
                     let _ = reply.send(Ok(FetchReader {
                         request_id,
                         end_location,
@@ -951,6 +1003,7 @@ impl Driver {
                     Error::Rejected { code, reason: reason.to_string_lossy(), retry_interval };
                 self.fetch_sinks.remove(&request_id);
                 self.fetches_finished_early.remove(&request_id);
+                self.orphan_fetches.remove(&request_id);
                 self.ns_subs.remove(&request_id);
                 match self.pending.remove(&request_id) {
                     Some(Pending::Subscribe { reply, .. }) => {
@@ -1078,12 +1131,22 @@ impl Driver {
                 }
             },
             Input::FetchStream { request_id, reply } => {
+                self.orphan_fetches.remove(&request_id);
                 let sink = if self.session.fetch_is_live(request_id) {
                     self.fetch_sinks.remove(&request_id)
                 } else {
                     None
                 };
                 let _ = reply.send(sink);
+            }
+            Input::AnonymousReset => {
+                self.anonymous_reset = Some(now);
+                // Each fetch with its FETCH_OK and no stream yet: the reset may have been its.
+                for id in self.fetch_sinks.keys() {
+                    if !self.pending.contains_key(id) {
+                        self.orphan_fetches.entry(*id).or_insert(now + FETCH_ORPHAN_WAIT);
+                    }
+                }
             }
             Input::FetchFinished { request_id } => {
                 if matches!(self.pending.get(&request_id), Some(Pending::Fetch { .. })) {

@@ -49,6 +49,9 @@ pub(crate) enum Input {
     },
     /// A fetch stream ended with FIN.
     FetchFinished { request_id: RequestId },
+    /// A data stream was reset before its header said which subscription or fetch it was
+    /// for (QUIC drops a reset stream's unread data).
+    AnonymousReset,
     /// A datagram.
     Datagram(Bytes),
     /// Data-plane input broke a rule that closes the session.
@@ -216,6 +219,10 @@ async fn data_stream(mut recv: RecvStream, inputs: Inputs) {
         }
         match recv.read_chunk(READ_CHUNK).await {
             Ok(Some(b)) => first.extend_from_slice(&b),
+            Err(transport::Error::Reset { .. }) => {
+                let _ = inputs.send(Input::AnonymousReset);
+                return;
+            }
             _ => return,
         }
     };
@@ -369,12 +376,19 @@ async fn fetch(mut recv: RecvStream, first: Bytes, inputs: Inputs) {
                 reader.handle_fin();
                 fin = true;
             }
-            Err(_) => {
+            Err(e) => {
                 // A RESET_STREAM ends the fetch as a FIN does (draft-16, Fetch State
                 // Management): its state goes too (the reader has seen the end already, its
-                // sender being dropped).
-                if let Some(request_id) = request {
-                    let _ = inputs.send(Input::FetchFinished { request_id });
+                // sender being dropped). Before the whole header arrived it is not known
+                // which fetch ended.
+                match request {
+                    Some(request_id) => {
+                        let _ = inputs.send(Input::FetchFinished { request_id });
+                    }
+                    None if matches!(e, transport::Error::Reset { .. }) => {
+                        let _ = inputs.send(Input::AnonymousReset);
+                    }
+                    None => {}
                 }
                 return;
             }

@@ -115,6 +115,16 @@ pub async fn moq_pair(
     path: &str,
     options: impl FnOnce(ClientTls) -> ClientOptions,
 ) -> (Connection, Connection) {
+    let (c, s, _) = moq_pair_with_transport(scheme, path, options).await;
+    (c, s)
+}
+
+/// [`moq_pair`], with the server's transport session too (to act on it beside MoQT).
+pub async fn moq_pair_with_transport(
+    scheme: &str,
+    path: &str,
+    options: impl FnOnce(ClientTls) -> ClientOptions,
+) -> (Connection, Connection, Session) {
     let (mut srv, cert) = server();
     let url = url(&srv, scheme, path);
     let opts = options(cert.pinned());
@@ -122,15 +132,16 @@ pub async fn moq_pair(
         tokio::join!(moq::connect(&url, opts), async {
             let req = srv.accept().await.unwrap();
             let session = req.accept().await.unwrap();
-            moq::accept(session, ServerOptions::default()).await
+            let moq = moq::accept(session.clone(), ServerOptions::default()).await;
+            moq.map(|m| (m, session))
         })
     })
     .await;
     let (c, cd) = client.unwrap();
-    let (s, sd) = server_side.unwrap();
+    let ((s, sd), transport) = server_side.unwrap();
     tokio::spawn(cd.run());
     tokio::spawn(sd.run());
     // The server endpoint must outlive the test's connections.
     std::mem::forget(srv);
-    (c, s)
+    (c, s, transport)
 }
