@@ -767,7 +767,7 @@ impl Driver {
             if self.fetch_sinks.remove(&id).is_some() {
                 tracing::debug!(
                     request = id.0,
-                    "fetch ended: its data stream never showed up after a data stream was reset unread"
+                    "fetch ended: no data stream of its own after a data stream reset unread"
                 );
                 let _ = self.session.fetch_cancel(now, id);
             }

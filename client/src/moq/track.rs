@@ -700,8 +700,9 @@ impl FetchResponse {
 
     /// Gives up on the fetch: the objects written so far still go, then an End of Unknown
     /// Range up to the end of the range answered and a FIN, which ends the fetch at the
-    /// requester and tells it that the rest is unknown rather than absent (draft-16, Fetch Handling:
-    /// a publisher can "indicate the range of unknown Objects"). `code` is only logged.
+    /// requester and tells it that the rest is unknown rather than absent (draft-16, Fetch
+    /// Handling: a publisher can "indicate the range of unknown Objects"). `code` is only
+    /// logged.
     ///
     /// The stream is not reset: QUIC drops a stream's unread data when its RESET_STREAM
     /// arrives, so a reset sent soon after the FETCH_HEADER usually reached the requester
