@@ -90,15 +90,26 @@ test('over tiermesh link --profile step the player steps down when the rate drop
   const tracer = setInterval(async () => {
     const x = await stats(page).catch(() => null);
     if (!x) return;
-    trace.push(`${since(Date.now())} ms: tier ${x.tierIndex}, arrival latency ${x.arrivalLatencyMs.last} ms, ${x.bitrateKbps} kb/s, drawn ${x.framesDrawn}`);
+    trace.push(
+      `${since(Date.now())} ms: tier ${x.tierIndex}, arrival latency ${x.arrivalLatencyMs.last} ms, ${x.bitrateKbps} kb/s, ` +
+        `throughput estimate ${x.throughputKbps} kb/s, drawn ${x.framesDrawn}, dropped ${x.framesDropped}`,
+    );
     silentRun = x.bitrateKbps === 0 ? silentRun + 1 : 0;
     longestSilence = Math.max(longestSilence, silentRun);
   }, 1000);
   tracer.unref();
-  const explain = (what) => (e) => {
+  // What the player and the publisher did besides: the player's switches and errors (skipped
+  // groups, …), the publisher's encoder rate changes (it follows its uplink).
+  const context = (x) => {
+    const switches = (x?.switches ?? []).map((w) => `${w.to} at ${Math.round(since(w.at))} ms (${w.reason})`);
+    const uplink = pub.output.replace(/\x1b\[[0-9;]*m/g, '').split('\n').filter((l) => /uplink/.test(l));
+    return `switches: ${switches.join('; ') || 'none'}\nplayer errors: ${(x?.errors ?? []).join('; ') || 'none'}\npublisher: ${uplink.join('\n') || 'no uplink change'}`;
+  };
+  const explain = (what) => async (e) => {
     clearInterval(tracer);
     watching.catch(() => undefined);
-    throw new Error(`${what} (longest run with nothing received: ${longestSilence} s); per second:\n${trace.join('\n')}`, { cause: e });
+    const x = await stats(page).catch(() => null);
+    throw new Error(`${what} (longest run with nothing received: ${longestSilence} s); per second:\n${trace.join('\n')}\n${context(x)}`, { cause: e });
   };
   const top = (await stats(page)).tiers.length - 1;
   assert.equal(top, 2);
@@ -136,6 +147,9 @@ test('over tiermesh link --profile step the player steps down when the rate drop
 
   const switches = s.switches.map((x) => `${x.to} at ${Math.round(since(x.at))} ms (${x.reason})`).join('; ');
   console.log(`step link: down at ${downAt} ms (drop at ${DROP_AT_MS}), up at ${upAt} ms (restore at ${RESTORE_AT_MS}); switches: ${switches}`);
+  const more = context(s);
+  console.log(more);
+  if (process.env.TIERMESH_TEST_LOGS) console.log(`per second:\n${trace.join('\n')}`);
   console.log(
     `step link picture: longest freeze ${Math.round(progress.longestFreezeMs)} ms from ${freezeAt} ms ` +
       `(until the rate returns: ${Math.round(downPhase.longestFreezeMs)} ms from ${pageToLink(downPhase.longestFreezeAt)} ms; ` +
@@ -149,11 +163,11 @@ test('over tiermesh link --profile step the player steps down when the rate drop
   assert.ok(upAt >= RESTORE_AT_MS, `back at 720p at ${upAt} ms, before the rate returned: ${switches}`);
   assert.ok(
     downPhase.longestFreezeMs < DOWN_STALL_BOUND_MS,
-    `picture froze for ${Math.round(downPhase.longestFreezeMs)} ms from ${pageToLink(downPhase.longestFreezeAt)} ms (drop and step down); per second:\n${trace.join('\n')}`,
+    `picture froze for ${Math.round(downPhase.longestFreezeMs)} ms from ${pageToLink(downPhase.longestFreezeAt)} ms (drop and step down); per second:\n${trace.join('\n')}\n${more}`,
   );
   assert.ok(
     upPhase.samples > 0 && upPhase.longestFreezeMs < UP_STALL_BOUND_MS,
-    `picture froze for ${Math.round(upPhase.longestFreezeMs)} ms from ${pageToLink(upPhase.longestFreezeAt)} ms (step up); per second:\n${trace.join('\n')}`,
+    `picture froze for ${Math.round(upPhase.longestFreezeMs)} ms from ${pageToLink(upPhase.longestFreezeAt)} ms (step up); per second:\n${trace.join('\n')}\n${more}`,
   );
   assert.equal(progress.backwards, 0);
   assert.ok(progress.unreadable <= 0.05 * progress.samples, `${progress.unreadable}/${progress.samples} samples unreadable`);

@@ -1,7 +1,7 @@
 // Real tiermesh processes for the browser tests: the binary cargo built, child processes
 // killed at the end of a run, waiting on their output with a deadline.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import { createSocket } from 'node:dgram';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +23,12 @@ export function hasSubcommand(subcommand) {
 const children = new Set();
 
 /**
+ * With $TIERMESH_TEST_LOGS set to a folder, each child's whole output goes to a file there
+ * (`<subcommand>-<pid>.log`), for tracing a failure; run with RUST_LOG=debug for the detail.
+ */
+const LOGS = process.env.TIERMESH_TEST_LOGS;
+
+/**
  * Starts `tiermesh …args` at raised CPU priority like the browser (`favour`): relays,
  * encoders and link emulators are all on the media path the tests time. Every child still
  * running is killed when this process exits.
@@ -41,6 +47,13 @@ export function child(args) {
   };
   c.stdout.on('data', keep);
   c.stderr.on('data', keep);
+  if (LOGS) {
+    mkdirSync(LOGS, { recursive: true });
+    const file = createWriteStream(`${LOGS}/${args[0]}-${c.pid}.log`);
+    c.stdout.on('data', (d) => file.write(d));
+    c.stderr.on('data', (d) => file.write(d));
+    c.on('exit', () => file.end());
+  }
   return c;
 }
 
