@@ -333,10 +333,31 @@ const STATS_MAX_AGE: Duration = Duration::from_millis(20);
 /// instead of at each one: on a relay, once per object per subscriber less.
 const STATS_CLEAR_MAX_AGE: Duration = Duration::from_millis(100);
 
+/// Bytes a stream finished straight into QUIC must still hold unsent, by the estimate, to
+/// be watched for a STOP_SENDING that would drop them (`watch_finished`, one task each):
+/// about a packet. An audio frame's stream (one a 20 ms frame) is never watched; were such
+/// a stream stopped, the few bytes left counted drain with the estimate's per-packet
+/// slack.
+const WATCH_MIN: u64 = 1200;
+
 enum StreamCmd {
     Write(Bytes),
     Finish,
     Reset(u32),
+}
+
+/// What a stream's task tells the writer.
+enum Note {
+    /// A chunk went into QUIC: the budget may allow more.
+    Written,
+    /// The stream (the send path's number) ended without a clean FIN after bytes were
+    /// handed to it: the peer stopped it (perhaps after its FIN was handed over: a
+    /// subscriber that unsubscribes stops the streams still arriving), or opening or
+    /// writing it failed. QUIC dropped what it had not sent, so it leaves the unsent
+    /// estimate ([`Unsent::handle_discard`]); else it would count as waiting at that
+    /// stream's priority for good and hold every later stream of that priority back (a
+    /// tier switched away from under congestion and back to later got no budget).
+    Dropped(u64),
 }
 
 /// Where the chunks of one QUIC stream go.
@@ -362,7 +383,8 @@ enum Out {
 /// connection's counters (QUIC exposes neither figure): bytes sent less per-packet
 /// overhead drain it in quinn's priority order, bytes of lost packets count as unsent until
 /// resent, and a stream that ends without a clean FIN (reset, stopped by the peer, a failed
-/// write) takes only its own unsent bytes with it.
+/// write) takes only its own unsent bytes with it, also when the peer stops it after its FIN
+/// was handed to QUIC (its task watches it until it is read to the end: `Note::Dropped`).
 pub(crate) async fn run(session: Arc<transport::Session>, rx: Receiver, config: SchedulerConfig) {
     // Nothing is built until the first command: the state below (and this future's size,
     // which every connection's task would carry) is for connections that send data.
@@ -389,6 +411,8 @@ async fn drive(
 ) {
     let (written_tx, mut written_rx) = mpsc::unbounded_channel();
     let mut writer = Box::new(Writer::new(session, config, written_tx));
+    // Streams that tasks saw end without a clean FIN, to take off the unsent estimate.
+    let mut dropped: Vec<u64> = Vec::new();
     writer.inbox = first;
     *rx.shared.lock_writer() = Some(writer);
     let mut open = true;
@@ -399,6 +423,9 @@ async fn drive(
         let wake = {
             let mut guard = rx.shared.lock_writer();
             let Some(w) = guard.as_mut() else { return };
+            for stream in dropped.drain(..) {
+                w.discard(stream);
+            }
             let mut inbox = std::mem::take(&mut w.inbox);
             if open {
                 open = rx.drain(&mut inbox);
@@ -419,14 +446,23 @@ async fn drive(
         }
         tokio::select! {
             _ = rx.ready(), if open => {}
-            Some(()) = written_rx.recv() => {
-                while written_rx.try_recv().is_ok() {}
+            Some(note) = written_rx.recv() => {
+                let mut note = Some(note);
+                while let Some(n) = note {
+                    if let Note::Dropped(stream) = n {
+                        dropped.push(stream);
+                    }
+                    note = written_rx.try_recv().ok();
+                }
             }
             _ = &mut timer, if wake.is_some() => {
                 armed = None;
             }
         }
     }
+    // The tasks that only watch finished streams for a STOP_SENDING (`watch_finished`) end
+    // now: nobody reads their notes any more.
+    drop(written_rx);
     let writer = rx.shared.lock_writer().take();
     if let Some(mut w) = writer {
         for (_, out) in w.streams.drain() {
@@ -452,7 +488,7 @@ struct Writer {
     scheduler: Scheduler,
     streams: HashMap<u64, Out, BuildKeyHasher>,
     tasks: JoinSet<()>,
-    written_tx: mpsc::UnboundedSender<()>,
+    written_tx: mpsc::UnboundedSender<Note>,
     /// Commands taken from the queue, applied in order (kept to reuse its buffer).
     inbox: VecDeque<SendCmd>,
     /// Objects dropped as of the last copy of the scheduler's counters.
@@ -476,7 +512,7 @@ impl Writer {
     fn new(
         session: Arc<transport::Session>,
         config: SchedulerConfig,
-        written_tx: mpsc::UnboundedSender<()>,
+        written_tx: mpsc::UnboundedSender<Note>,
     ) -> Self {
         let stats = session.stats();
         let mut unsent = Unsent::new();
@@ -651,6 +687,10 @@ impl Writer {
                 // a stream the peer stopped is reset when dropped.
                 if s.finish().is_err() {
                     self.discard(number);
+                } else if self.unsent.stream(number) >= WATCH_MIN {
+                    // Bytes still wait in QUIC: a STOP_SENDING may yet drop them.
+                    let written = self.written_tx.clone();
+                    self.tasks.spawn_on(watch_finished(*s, number, written), &self.runtime);
                 }
             }
             Some(Out::Task(tx)) => {
@@ -862,7 +902,7 @@ async fn write_stream(
     stream: Option<transport::SendStream>,
     priority: i32,
     mut rx: mpsc::UnboundedReceiver<StreamCmd>,
-    written: mpsc::UnboundedSender<()>,
+    written: mpsc::UnboundedSender<Note>,
 ) {
     let asked = Instant::now();
     if stream.is_none() {
@@ -883,6 +923,7 @@ async fn write_stream(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "could not open a data stream");
+                let _ = written.send(Note::Dropped(number));
                 return;
             }
         },
@@ -892,9 +933,10 @@ async fn write_stream(
             StreamCmd::Write(chunk) => {
                 if let Err(e) = stream.write_chunk(chunk).await {
                     tracing::debug!(error = %e, "data stream write failed");
+                    let _ = written.send(Note::Dropped(number));
                     return;
                 }
-                let _ = written.send(());
+                let _ = written.send(Note::Written);
             }
             StreamCmd::Finish => break,
             StreamCmd::Reset(code) => {
@@ -904,5 +946,25 @@ async fn write_stream(
         }
     }
     // quinn keeps delivering what was written after the handle is dropped.
-    let _ = stream.finish();
+    if stream.finish().is_ok() {
+        watch_finished(stream, number, written).await;
+    }
+}
+
+/// Waits until finished stream `number` is read to its end, or stopped by the peer: then
+/// what QUIC still held of it was dropped, which the writer hears of ([`Note::Dropped`]).
+/// Ends early when the writer stops listening.
+async fn watch_finished(
+    stream: transport::SendStream,
+    number: u64,
+    written: mpsc::UnboundedSender<Note>,
+) {
+    tokio::select! {
+        r = stream.stopped() => {
+            if !matches!(r, Ok(None)) {
+                let _ = written.send(Note::Dropped(number));
+            }
+        }
+        () = written.closed() => {}
+    }
 }
