@@ -165,3 +165,25 @@ test('a throughput figure from a congested spell is forgotten when the tier give
   assert.ok(t >= 3000 + 5000, `not before the last burst (3 s) was 5 s old: ${t}`);
   assert.equal(abr.throughput, 0);
 });
+
+test('a step up given up (the tier never came) leaves ABR on the tier playing, with a doubled hold', () => {
+  const abr = new Abr(ladder, 1, { holdMs: 1000 });
+  let t = 0;
+  let up: number | undefined;
+  for (; t < 5000 && up === undefined; t += 100) {
+    abr.onObject(t, t % 1000 === 0 ? 20000 : 2000, t, t + 5, 60);
+    up = abr.decide(t)?.tier;
+  }
+  assert.equal(up, 2);
+  const asked = t;
+  // The player never got the start of a 720p group: it gives the switch up.
+  abr.abandon(1, t);
+  assert.equal(abr.current, 1);
+  let again: number | undefined;
+  for (; t < asked + 10000 && again === undefined; t += 100) {
+    abr.onObject(t, t % 1000 === 0 ? 20000 : 2000, t, t + 5, 60);
+    again = abr.decide(t)?.tier;
+  }
+  assert.equal(again, 2, 'tried again later');
+  assert.ok(t - asked >= 2000, `not before twice the hold: ${t - asked} ms`);
+});

@@ -215,6 +215,18 @@ export class Abr {
     return this.switchTo(this.current + 1, now, `calm for ${Math.round(calmFor / 1000)} s, throughput ${tp ? Math.round(tp / 1000) + ' kb/s' : 'unknown'}`, false);
   }
 
+  /**
+   * A switch decided earlier did not happen (the new tier did not deliver the start of a
+   * group in time): the player still plays `tier`. A step up given up so failed like one
+   * undone at once: the hold before the next try doubles.
+   */
+  abandon(tier: number, now: number): void {
+    if (this.current > tier) this.hold = Math.min(this.hold * 2, this.cfg.maxHoldMs);
+    this.current = Math.max(0, Math.min(tier, this.tiers.length - 1));
+    this.lastSwitch = now;
+    this.calmSince = undefined;
+  }
+
   private switchTo(tier: number, now: number, reason: string, down: boolean): AbrDecision {
     if (down && this.lastUp !== undefined && now - this.lastUp < 2 * this.cfg.holdMs) {
       // The last step up did not hold: wait longer before the next one.

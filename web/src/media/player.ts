@@ -126,6 +126,15 @@ export function explain(e: unknown, what: string): PlayerError {
 
 const SAMPLES = 120;
 
+/**
+ * Group boundaries the playing tier may cross while a switch waits for the new tier's start
+ * of a group, before the switch is given up: the new tier is subscribed from its next group,
+ * so it normally takes over at the first boundary, or the second when its stream runs late.
+ * Three boundaries without it mean the link or the relay does not deliver that tier now;
+ * waiting longer would keep ABR from deciding anything (one switch at a time).
+ */
+const SWITCH_MAX_GROUPS = 3;
+
 /** Delivery timeout asked for video: past a second an object is only in the way. */
 const VIDEO_DELIVERY_TIMEOUT_MS = 1000;
 /** Delivery timeout asked for audio: beyond the largest playout margin a frame cannot play. */
@@ -152,6 +161,8 @@ interface TierState {
   firstGroup?: number;
   /** For a Next Group Start subscription: the group it starts with. */
   startGroup?: number;
+  /** For a pending switch: the group the playing tier was in when it was asked for. */
+  askedInGroup?: number;
 }
 
 /** A running player. */
@@ -581,6 +592,7 @@ export class Player {
       this.pump();
       return;
     }
+    st.askedInGroup = this.expect?.group;
     this.pendingTier = st;
   }
 
@@ -716,6 +728,14 @@ export class Player {
       this.stats.throughputKbps = Math.round(this.abr.throughput / 1000);
       // The video tier's own rate (audio is about 32 kb/s of the total).
       this.abr.observedBitrate = Math.max(0, this.stats.bitrateKbps - 40) * 1000;
+      const pend = this.pendingTier;
+      if (pend && pend.askedInGroup !== undefined && this.expect && this.expect.group - pend.askedInGroup >= SWITCH_MAX_GROUPS && this.feed) {
+        // The new tier never delivered the start of a group in time: back to deciding.
+        pend.sub?.unsubscribe();
+        this.pendingTier = undefined;
+        this.error(`switch to ${pend.track.name} given up: none of its group starts came within ${SWITCH_MAX_GROUPS} groups`);
+        this.abr.abandon(this.feed.index, now);
+      }
       if (!this.pendingTier && this.feed) {
         const d = this.abr.decide(now);
         if (d && d.tier !== this.feed.index) void this.switchTier(d.tier, d.reason).catch((e) => this.error(`switch: ${(e as Error).message}`));
