@@ -6,14 +6,6 @@ use clap::{Parser, Subcommand};
 
 mod dev;
 
-/// mimalloc instead of glibc's malloc. A relay's hot path (one object to many subscribers)
-/// allocates and frees small blocks per packet and per ACK inside quinn (received datagrams,
-/// sent-packet records, stream buffers); with mimalloc the relay spent about 8 % less CPU
-/// per delivered object at 200 subscribers, and an idle session costs about the same memory
-/// (docs/BENCHMARKS.md, "Load").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "tiermesh", version, about = "Media relay mesh for real-time video over QUIC")]
 struct Cli {
