@@ -208,6 +208,16 @@ const ABANDONED_MEMORY: usize = 1024;
 /// more than the groups in flight at once on any session.
 const GONE_MEMORY: usize = 1024;
 
+/// How long an upper tier whose group was cut for lateness, while its level was offered
+/// more than its share, starts no new group unless the path's rate reads at least a quarter
+/// above what it read then. The window per round trip of a delay-based controller reads up
+/// to 60% above a 1 Mbit/s path (`rural`, 1.0-1.6 Mbit/s over a run; 2.1 in slow start),
+/// enough for a 1.5 Mbit/s tier to pass the check with the time its objects may wait: every
+/// such group was cut, after taking the link from the tiers below for 300-800 ms. Ten
+/// seconds: a few such tries a minute at most, while a link that really grew (the end of
+/// `step`'s cut: 1 → 3 Mbit/s) starts the tier at once.
+const FAILED_HOLD: Duration = Duration::from_secs(10);
+
 /// The smallest deadline heap that is swept of entries for objects no longer queued.
 const SWEEP_MIN: usize = 4096;
 
@@ -347,6 +357,12 @@ pub struct Scheduler {
     /// past [`GONE_MEMORY`].
     gone: Map<StreamKey, Level>,
     gone_order: VecDeque<StreamKey>,
+    /// The last `poll_send`'s time and path rate, while the share is on.
+    seen: Option<(Instant, u64)>,
+    /// Per upper-tier level, when a group of it last started and was then cut for lateness
+    /// while the level was offered more than its share, and the path's rate then (see
+    /// [`FAILED_HOLD`]).
+    failed: Vec<(Level, Instant, u64)>,
     /// Priority mode: the stream of an object pushed while nothing else was ready, no
     /// action was pending and no deadline was due (see `next_direct`). It is kept out of
     /// the ready sets and its object's deadline out of the heap: on a relay that keeps up,
@@ -393,6 +409,8 @@ impl Scheduler {
             offered: rate::OfferedRates::default(),
             gone: Map::default(),
             gone_order: VecDeque::new(),
+            seen: None,
+            failed: Vec::new(),
             direct: None,
             direct_credit: 0,
             ready_streams: 0,
@@ -710,6 +728,9 @@ impl Scheduler {
     /// `Write` adds its length to `budget.buffered`, so a driver calls this until `None`
     /// with the same budget. `Finish`, `Reset` and `Abandon` need no budget.
     pub fn poll_send(&mut self, now: Instant, budget: &mut SendBudget) -> Option<Action> {
+        if self.config.tier_share {
+            self.seen = Some((now, budget.send_rate_bps.max(self.delivery_bps)));
+        }
         if self.direct.is_some()
             && (!self.actions.is_empty() || !self.to_finish.is_empty() || self.heap_due(now))
         {
@@ -1040,7 +1061,15 @@ impl Scheduler {
                     ),
                     None => !self.offered.young_above(now, level),
                 };
-                if path > 0 && !keeps_up {
+                // A tier cut for lateness while offered more than its share starts no new
+                // group until the path reads clearly more (see `FAILED_HOLD`).
+                let held = !s.started
+                    && self.failed.iter().any(|(l, at, failed_path)| {
+                        *l == level
+                            && now.saturating_duration_since(*at) < FAILED_HOLD
+                            && path < failed_path.saturating_add(failed_path / 4)
+                    });
+                if path > 0 && (!keeps_up || held) {
                     return Some((reason, Some(head.seq)));
                 }
                 rate::time_to_send(path, taken, ahead, above, pending)
@@ -1268,6 +1297,22 @@ impl Scheduler {
             self.stats.dropped.entry((s.class, r)).or_default().add(q.len());
             self.queued_bytes -= q.len() - offset;
             offset = 0;
+        }
+        if self.config.tier_share
+            && s.class.is_upper_tier()
+            && s.started
+            && matches!(
+                reason,
+                DropReason::DeliveryTimeout | DropReason::CaptureAge | DropReason::Stale
+            )
+            && let Some((now, path)) = self.seen
+        {
+            let level = level_of(&s.order);
+            let share = path.saturating_sub(self.level_rates.above_bps(now, level));
+            if self.offered.bps(now, level).is_some_and(|o| o > share) {
+                self.failed.retain(|(l, _, _)| *l != level);
+                self.failed.push((level, now, path));
+            }
         }
         if self.config.tier_share
             && s.class.is_upper_tier()

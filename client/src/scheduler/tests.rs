@@ -1449,3 +1449,40 @@ fn upper_tiers_of_a_new_session_start_one_at_a_time() {
     let abandoned = Action::Abandon { key: StreamKey(3), reason: DropReason::DeliveryTimeout };
     assert_eq!(not_writes(&actions), [&abandoned]);
 }
+
+/// The window per round trip reads 1.6 Mbit/s on a path that carries far less: a 720p
+/// group offered 1.5 Mbit/s passes the check with the time its objects may wait, and is
+/// then cut for lateness (an object too old on arrival here). Its next group is not
+/// started while the path reads under 1.25 times what it read then; at 2.1 Mbit/s it is.
+#[test]
+fn an_upper_tier_cut_for_lateness_waits_for_a_faster_path() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let mut key = 1000;
+    for i in 0..20 {
+        offer_100ms(&mut s, t0 + ms(100 * i), &mut key, true, &mut unlimited());
+    }
+    let now = t0 + ms(2_000);
+    let at = |rate: u64| SendBudget { send_rate_bps: rate, ..unlimited() };
+    s.open_stream(StreamKey(1), video(13, 2, 500)).unwrap();
+    s.push_object(StreamKey(1), obj(now, 20_000)).unwrap();
+    assert_eq!(written_bytes(&drain(&mut s, now, &mut at(1_600_000)), 1), 20_004);
+    let late = obj(now + ms(10), 5_400).capture_age(ms(900));
+    s.push_object(StreamKey(1), late).unwrap();
+    let actions = drain(&mut s, now + ms(10), &mut at(1_600_000));
+    let cut = Action::Reset {
+        key: StreamKey(1),
+        code: reset_code::DELIVERY_TIMEOUT,
+        reason: DropReason::CaptureAge,
+    };
+    assert_eq!(not_writes(&actions), [&cut]);
+    for (stream, rate, starts) in
+        [(2, 1_600_000, false), (3, 1_900_000, false), (4, 2_100_000, true)]
+    {
+        let then = now + ms(33 * stream);
+        s.open_stream(StreamKey(stream), video(13, 2, 500 + stream)).unwrap();
+        s.push_object(StreamKey(stream), obj(then, 20_000)).unwrap();
+        let written = written_bytes(&drain(&mut s, then, &mut at(rate)), stream);
+        assert_eq!(written > 0, starts, "group at {rate} bit/s");
+    }
+}
