@@ -49,8 +49,13 @@ after(async () => {
 
 // A relay fault once made the relay-to-player connection carry almost nothing for about 9 s
 // right after the player left 720p under congestion (the send path counted reset streams'
-// unsent bytes as still queued; client/tests/moq_switch_under_congestion.rs). The failure
-// messages name the longest run of seconds in which the player received nothing.
+// unsent bytes as still queued; client/tests/moq_switch_under_congestion.rs). Another held
+// 720p back after the step up, in about one run in eight: a 720p stream whose FIN was
+// already handed to QUIC, stopped by the player as it left 720p, kept its unsent bytes
+// counted at 720p's priority for good, and every later 720p group waited behind them (its
+// key frame never started, the switch never completed) or got a fraction of the link
+// (6f7615a). The failure messages name the longest run of seconds in which the player
+// received nothing.
 
 test('over tiermesh link --profile step the player steps down when the rate drops and back up when it returns', { skip }, async () => {
   const broadcast = 'demo/abr-step';
