@@ -209,7 +209,7 @@ const ABANDONED_MEMORY: usize = 1024;
 const GONE_MEMORY: usize = 1024;
 
 /// How long an upper tier whose group was cut for lateness, while its level was offered
-/// more than its share, starts no new group unless the path's rate reads at least a quarter
+/// over 1.5 times its share, starts no new group unless the path's rate reads at least a quarter
 /// above what it read then. The window per round trip of a delay-based controller reads up
 /// to 60% above a 1 Mbit/s path (`rural`, 1.0-1.6 Mbit/s over a run; 2.1 in slow start),
 /// enough for a 1.5 Mbit/s tier to pass the check with the time its objects may wait: every
@@ -360,7 +360,7 @@ pub struct Scheduler {
     /// The last `poll_send`'s time and path rate, while the share is on.
     seen: Option<(Instant, u64)>,
     /// Per upper-tier level, when a group of it last started and was then cut for lateness
-    /// while the level was offered more than its share, and the path's rate then (see
+    /// while the level was offered over 1.5 times its share, and the path's rate then (see
     /// [`FAILED_HOLD`]).
     failed: Vec<(Level, Instant, u64)>,
     /// Priority mode: the stream of an object pushed while nothing else was ready, no
@@ -1309,7 +1309,9 @@ impl Scheduler {
         {
             let level = level_of(&s.order);
             let share = path.saturating_sub(self.level_rates.above_bps(now, level));
-            if self.offered.bps(now, level).is_some_and(|o| o > share) {
+            // Clearly more (half as much again): a tier that fits and loses a group to a burst
+            // of losses is not held.
+            if self.offered.bps(now, level).is_some_and(|o| o > share.saturating_add(share / 2)) {
                 self.failed.retain(|(l, _, _)| *l != level);
                 self.failed.push((level, now, path));
             }
