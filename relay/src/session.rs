@@ -939,9 +939,15 @@ async fn track_status(ctx: Arc<Ctx>, grant: Option<Arc<Grant>>, req: TrackStatus
     }
 }
 
+/// The code logged when a fetch forwarded upstream is given up (draft-16's INTERNAL_ERROR
+/// for a fetch stream; `FetchResponse::reset` ends the stream with an End of Unknown Range
+/// and a FIN, so the code does not travel).
+const FETCH_UPSTREAM_FAILED: u32 = 0x0;
+
 /// A FETCH for objects older than the cache holds (or of a track the relay does not
 /// hold): forwarded to the track's publisher (draft-16 §8.5: an upstream FETCH goes to a
-/// publisher chosen as for SUBSCRIBE), its objects passed on as they arrive.
+/// publisher chosen as for SUBSCRIBE), its objects and End of Range markers passed on as
+/// they arrive. An upstream fetch that does not end whole ends incomplete here too.
 async fn fetch_upstream(ctx: &Ctx, req: IncomingFetch) {
     let name = req.range.track.clone();
     let upstream = {
@@ -978,12 +984,27 @@ async fn fetch_upstream(ctx: &Ctx, req: IncomingFetch) {
         .await;
     match accepted {
         Ok(mut resp) => {
-            while let Some(o) = upstream.next().await {
-                if resp.write(&o.to_object()).is_err() {
+            while let Some(e) = upstream.next_event().await {
+                let written = match e {
+                    moq::FetchEvent::Object(o) => resp.write(&o.to_object()),
+                    moq::FetchEvent::EndOfRange(r) => resp.write_end_of_range(r),
+                };
+                if let Err(e) = written {
+                    tracing::debug!(track = %name, error = %e, "upstream fetch not passed on");
+                    resp.reset(FETCH_UPSTREAM_FAILED);
                     return;
                 }
             }
-            resp.finish();
+            // The upstream's End of Range markers went on as received; a fetch that ended
+            // without its FIN (reset, broken, its publisher gone) is not claimed whole: the
+            // rest of the range goes as unknown (`FetchResponse::reset`).
+            match upstream.end() {
+                Some(moq::FetchEnd::Whole | moq::FetchEnd::Unknown(_)) => resp.finish(),
+                end => {
+                    tracing::debug!(track = %name, ?end, "upstream fetch ended incomplete");
+                    resp.reset(FETCH_UPSTREAM_FAILED);
+                }
+            }
         }
         Err(e) => tracing::debug!(error = %e, "fetch not accepted"),
     }

@@ -29,8 +29,8 @@ use super::events::{
 use super::recv::{self, Input};
 use super::send::{self, SendPath};
 use super::track::{
-    FetchReader, FetchResponse, NamespaceEvent, NamespaceSubscription, PublishDone, ReceivedObject,
-    Sink, TrackEvent, TrackReader, TrackWriter, WriterEnd, WriterInner,
+    FetchInput, FetchReader, FetchResponse, NamespaceEvent, NamespaceSubscription, PublishDone,
+    ReceivedObject, Sink, TrackEvent, TrackReader, TrackWriter, WriterEnd, WriterInner,
 };
 use super::{CloseReason, Connection, Error, Inner};
 use crate::transport::{self, RecvStream, SendStream};
@@ -196,7 +196,7 @@ enum Pending {
     },
     Fetch {
         reply: Reply<FetchReader>,
-        rx: mpsc::UnboundedReceiver<ReceivedObject>,
+        rx: mpsc::UnboundedReceiver<FetchInput>,
         /// When the FETCH was sent.
         asked: Instant,
     },
@@ -252,7 +252,7 @@ pub struct Driver {
     deferred: Vec<Command>,
     pending: HashMap<RequestId, Pending>,
     sinks: HashMap<RequestId, Sink>,
-    fetch_sinks: HashMap<RequestId, mpsc::UnboundedSender<ReceivedObject>>,
+    fetch_sinks: HashMap<RequestId, mpsc::UnboundedSender<FetchInput>>,
     unaccepted: HashMap<RequestId, UnacceptedPublish>,
     writers: HashMap<RequestId, watch::Sender<Option<WriterEnd>>>,
     fetch_priority: HashMap<RequestId, u8>,
@@ -954,6 +954,8 @@ impl Driver {
                         end_of_track,
                         extensions,
                         rx,
+                        end: None,
+                        last_unknown: None,
                     }));
                 }
             }

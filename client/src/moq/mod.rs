@@ -71,7 +71,7 @@ pub use events::{
 };
 pub use joined::JoinedTrack;
 pub use track::{
-    FetchReader, FetchResponse, Forwarded, NamespaceEvent, NamespaceSubscription, PublishDone,
+    FetchEnd, FetchEvent, FetchReader, FetchResponse, Forwarded, NamespaceEvent, NamespaceSubscription, PublishDone,
     ReceivedObject, SubgroupStream, TrackEvent, TrackReader, TrackWriter, WriterEnd,
 };
 

@@ -16,7 +16,7 @@ use tiermesh_proto::data::{
 use tiermesh_proto::session::Stream;
 use tiermesh_proto::types::{RequestId, TrackAlias};
 
-use super::track::{ReceivedObject, Sink, TrackEvent};
+use super::track::{FetchEvent, FetchInput, ReceivedObject, Sink, TrackEvent};
 use crate::transport::{self, RecvStream, SendStream};
 
 /// Largest chunk read at once.
@@ -45,7 +45,7 @@ pub(crate) enum Input {
     /// A fetch stream's header: which fetch?
     FetchStream {
         request_id: RequestId,
-        reply: oneshot::Sender<Option<mpsc::UnboundedSender<ReceivedObject>>>,
+        reply: oneshot::Sender<Option<mpsc::UnboundedSender<FetchInput>>>,
     },
     /// A fetch stream ended with FIN.
     FetchFinished { request_id: RequestId },
@@ -329,7 +329,7 @@ async fn subgroup(mut recv: RecvStream, first: Bytes, inputs: Inputs) {
 async fn fetch(mut recv: RecvStream, first: Bytes, inputs: Inputs) {
     let mut reader = FetchReader::new(ReaderConfig::default());
     reader.handle_bytes(&first);
-    let mut sink: Option<mpsc::UnboundedSender<ReceivedObject>> = None;
+    let mut sink: Option<mpsc::UnboundedSender<FetchInput>> = None;
     let mut request = None;
     let mut fin = false;
     loop {
@@ -354,17 +354,27 @@ async fn fetch(mut recv: RecvStream, first: Bytes, inputs: Inputs) {
                 match r {
                     Ok(FetchItem::Object(o)) => {
                         let obj = ReceivedObject::new(Object::from_fetch(o), Instant::now());
-                        if s.send(obj).is_err() {
+                        if s.send(FetchInput::Event(FetchEvent::Object(obj))).is_err() {
                             let _ = recv.stop(0);
                             return;
                         }
                     }
-                    Ok(FetchItem::EndOfRange(_)) => {}
+                    Ok(FetchItem::EndOfRange(r)) => {
+                        if s.send(FetchInput::Event(FetchEvent::EndOfRange(r))).is_err() {
+                            let _ = recv.stop(0);
+                            return;
+                        }
+                    }
                     Err(e) => return report(&inputs, &e, &mut recv),
                 }
             }
         }
         if fin {
+            // Only a FIN ends a fetch whole (or with its last range unknown, as marked); a
+            // reader whose sender goes without it reads the end as failed.
+            if let Some(s) = &sink {
+                let _ = s.send(FetchInput::Fin);
+            }
             if let Some(request_id) = request {
                 let _ = inputs.send(Input::FetchFinished { request_id });
             }

@@ -201,6 +201,46 @@ impl Drop for TrackReader {
     }
 }
 
+/// One entry of a fetch stream as [`FetchReader::next_event`] yields it.
+// Objects are nearly every entry: boxing them would add an allocation each for markers
+// that are rare.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchEvent {
+    /// An object.
+    Object(ReceivedObject),
+    /// An End of Range marker: the locations after the previous item up to and including
+    /// its own do not exist (End of Non-Existent Range) or are unknown to the publisher
+    /// (End of Unknown Range), draft-16 "End of Range".
+    EndOfRange(EndOfRange),
+}
+
+/// How a fetch stream ended, once [`FetchReader::next`] or [`FetchReader::next_event`]
+/// has returned `None` (see [`FetchReader::end`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchEnd {
+    /// The stream ended with a FIN and marked nothing unknown: every object of the range
+    /// that exists arrived (a location not received and not marked does not exist).
+    Whole,
+    /// The stream ended with a FIN, but the publisher marked part of the range unknown
+    /// with End of Unknown Range; this is the last location of the last such range (the
+    /// one that ends the fetch when nothing came after it). Its objects may exist.
+    Unknown(Location),
+    /// The fetch ended without a FIN: its stream was reset or broke, the session closed,
+    /// or the stream never arrived. The objects after the last one received are unknown.
+    Failed,
+}
+
+/// What the reading side of a fetch stream hands to its [`FetchReader`].
+#[allow(clippy::large_enum_variant)] // as `FetchEvent`: `Fin` comes once a stream
+#[derive(Debug)]
+pub(crate) enum FetchInput {
+    /// An item of the stream.
+    Event(FetchEvent),
+    /// The stream ended with a FIN.
+    Fin,
+}
+
 /// The receiving side of a FETCH.
 #[derive(Debug)]
 pub struct FetchReader {
@@ -208,7 +248,11 @@ pub struct FetchReader {
     pub(crate) end_location: Location,
     pub(crate) end_of_track: bool,
     pub(crate) extensions: Extensions,
-    pub(crate) rx: mpsc::UnboundedReceiver<ReceivedObject>,
+    pub(crate) rx: mpsc::UnboundedReceiver<FetchInput>,
+    /// How the stream ended, once it has.
+    pub(crate) end: Option<FetchEnd>,
+    /// The last location of the last End of Unknown Range read.
+    pub(crate) last_unknown: Option<Location>,
 }
 
 impl FetchReader {
@@ -232,9 +276,48 @@ impl FetchReader {
         &self.extensions
     }
 
-    /// The next object; `None` when the fetch stream has ended.
+    /// The next object; `None` when the fetch stream has ended ([`Self::end`] then says
+    /// how). End of Range markers are skipped: [`Self::next_event`] yields them.
     pub async fn next(&mut self) -> Option<ReceivedObject> {
-        self.rx.recv().await
+        loop {
+            if let FetchEvent::Object(o) = self.next_event().await? {
+                return Some(o);
+            }
+        }
+    }
+
+    /// The next object or End of Range marker, in stream order; `None` when the fetch
+    /// stream has ended ([`Self::end`] then says how). Cancel-safe.
+    pub async fn next_event(&mut self) -> Option<FetchEvent> {
+        if self.end.is_some() {
+            return None;
+        }
+        match self.rx.recv().await {
+            Some(FetchInput::Event(e)) => {
+                if let FetchEvent::EndOfRange(r) = &e
+                    && r.kind == RangeKind::Unknown
+                {
+                    self.last_unknown = Some(Location::new(r.group_id, r.object_id));
+                }
+                Some(e)
+            }
+            Some(FetchInput::Fin) => {
+                self.end = Some(self.last_unknown.map_or(FetchEnd::Whole, FetchEnd::Unknown));
+                None
+            }
+            None => {
+                self.end = Some(FetchEnd::Failed);
+                None
+            }
+        }
+    }
+
+    /// How the fetch ended; `None` until [`Self::next`] or [`Self::next_event`] has
+    /// returned `None`. Only [`FetchEnd::Whole`] says the objects not received do not
+    /// exist; a relay passes the other two on to its own requester (draft-16: a fetch
+    /// always ends, and what was not delivered is then unknown, not absent).
+    pub fn end(&self) -> Option<FetchEnd> {
+        self.end
     }
 }
 
@@ -634,7 +717,8 @@ pub struct FetchResponse {
     /// FETCH_OK's End Location as given to [`super::IncomingFetch::accept`] (the last
     /// location plus one; an object of 0 covers the whole end group).
     end: Location,
-    /// The first and the last location written, for the end of a response given up.
+    /// The first and the last location written (object or End of Range), for the end of a
+    /// response given up.
     written: Option<(Location, Location)>,
 }
 
@@ -671,6 +755,16 @@ impl FetchResponse {
         let Some(o) = object.to_fetch_object() else { return Ok(()) };
         let at = Location::new(o.group_id, o.object_id);
         self.push_item(&FetchItem::Object(o))?;
+        self.written = Some(self.written.map_or((at, at), |(first, _)| (first, at)));
+        Ok(())
+    }
+
+    /// Writes an End of Range marker (a relay passes on its upstream's as received): the
+    /// locations after the last item written up to and including the marker's do not
+    /// exist, or are unknown. It must follow the response's group order as objects do.
+    pub fn write_end_of_range(&mut self, range: EndOfRange) -> Result<(), Error> {
+        let at = Location::new(range.group_id, range.object_id);
+        self.push_item(&FetchItem::EndOfRange(range))?;
         self.written = Some(self.written.map_or((at, at), |(first, _)| (first, at)));
         Ok(())
     }

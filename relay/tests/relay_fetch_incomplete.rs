@@ -1,0 +1,178 @@
+//! Guards how a FETCH forwarded upstream ends at the requester when the publisher does not
+//! serve it whole. A fetch always ends; only a clean end (FIN, nothing marked unknown)
+//! says that the objects not received do not exist (draft-16, End of Range). A relay
+//! that ended every forwarded fetch with a FIN would turn a publisher that gave up, or
+//! left, into a complete answer, and the requester would take the missing objects as
+//! absent. Real QUIC sessions: publisher → relay → requester.
+
+mod common;
+
+use common::*;
+use tiermesh_client::moq::{Event, FetchEnd, FetchEvent, FetchReader, FetchResponse};
+use tiermesh_proto::coding::VARINT_MAX;
+use tiermesh_proto::data::{EndOfRange, RangeKind};
+use tiermesh_proto::ext::Extensions;
+use tiermesh_proto::types::Location;
+use tiermesh_relay::RelayHandle;
+use tokio::sync::mpsc;
+
+/// How the test publisher answers the relay's FETCH for groups 0..=2 (End Location (2, 3),
+/// so the last location of the range is (2, 2)).
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// Objects 0..3 of each group, then a FIN.
+    Whole,
+    /// Objects 0..3 of group 0, then `FetchResponse::reset`.
+    GivesUp,
+    /// Objects 0..3 of group 0, group 1 marked unknown, objects 0..3 of group 2, a FIN.
+    MarksGroup1Unknown,
+    /// Objects 0..3 of group 0, then the response goes to the test, unfinished.
+    Holds,
+}
+
+async fn fetch_publisher(
+    relay: &RelayHandle,
+    answer: Answer,
+) -> (tiermesh_client::moq::Connection, mpsc::UnboundedReceiver<FetchResponse>) {
+    publish_serving(connect(relay, "moqt").await, move |c, tx| async move {
+        while let Some(e) = c.next_event().await {
+            let Event::Fetch(f) = e else { continue };
+            let Ok(mut resp) = f.accept(false, Location::new(2, 3), Extensions::default()).await
+            else {
+                continue;
+            };
+            for o in 0..3 {
+                resp.write(&object(0, o)).unwrap();
+            }
+            match answer {
+                Answer::Whole => {
+                    for g in 1..3 {
+                        for o in 0..3 {
+                            resp.write(&object(g, o)).unwrap();
+                        }
+                    }
+                    resp.finish();
+                }
+                Answer::GivesUp => resp.reset(0),
+                Answer::MarksGroup1Unknown => {
+                    let unknown =
+                        EndOfRange { kind: RangeKind::Unknown, group_id: 1, object_id: VARINT_MAX };
+                    resp.write_end_of_range(unknown).unwrap();
+                    for o in 0..3 {
+                        resp.write(&object(2, o)).unwrap();
+                    }
+                    resp.finish();
+                }
+                Answer::Holds => {
+                    let _ = tx.send(resp);
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// A FETCH of groups 0..=2 through the relay (it holds no subscription, so it goes
+/// upstream).
+async fn fetch_through(relay: &RelayHandle) -> (tiermesh_client::moq::Connection, FetchReader) {
+    let sub = connect(relay, "moqt").await;
+    let f =
+        within("fetch", sub.fetch(track("video"), Location::new(0, 0), Location::new(2, 3), None))
+            .await
+            .unwrap();
+    (sub, f)
+}
+
+/// What the requester saw: objects as (group, object), markers as their kind and last
+/// location, until the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Object(u64, u64),
+    Unknown(u64, u64),
+    NonExistent(u64, u64),
+}
+
+async fn read_all(f: &mut FetchReader) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    while let Some(e) = within("fetch stream", f.next_event()).await {
+        seen.push(match e {
+            FetchEvent::Object(o) => {
+                assert_eq!(o.payload, payload(o.group_id, o.object_id));
+                Seen::Object(o.group_id, o.object_id)
+            }
+            FetchEvent::EndOfRange(r) => match r.kind {
+                RangeKind::Unknown => Seen::Unknown(r.group_id, r.object_id),
+                RangeKind::NonExistent => Seen::NonExistent(r.group_id, r.object_id),
+            },
+        });
+    }
+    seen
+}
+
+fn group(g: u64) -> Vec<Seen> {
+    (0..3).map(|o| Seen::Object(g, o)).collect()
+}
+
+/// A publisher that serves the whole range: the requester's fetch ends whole (the
+/// baseline the other tests differ from).
+#[tokio::test]
+async fn a_whole_upstream_fetch_ends_whole_at_the_requester() {
+    let relay = relay(config()).await;
+    let _p = fetch_publisher(&relay, Answer::Whole).await;
+    let (_sub, mut f) = fetch_through(&relay).await;
+    let seen = read_all(&mut f).await;
+    assert_eq!(seen, [group(0), group(1), group(2)].concat());
+    assert_eq!(f.end(), Some(FetchEnd::Whole));
+    relay.shutdown().await;
+}
+
+/// A publisher that gives up after group 0 (End of Unknown Range up to (2, 2), FIN): the
+/// requester gets group 0 and the same unknown range, not a clean end (the relay used to
+/// drop the marker and end with a plain FIN, which said groups 1 and 2 do not exist).
+#[tokio::test]
+async fn an_upstream_fetch_given_up_ends_unknown_at_the_requester() {
+    let relay = relay(config()).await;
+    let _p = fetch_publisher(&relay, Answer::GivesUp).await;
+    let (_sub, mut f) = fetch_through(&relay).await;
+    let seen = read_all(&mut f).await;
+    assert_eq!(seen, [group(0), vec![Seen::Unknown(2, 2)]].concat());
+    assert_eq!(f.end(), Some(FetchEnd::Unknown(Location::new(2, 2))));
+    relay.shutdown().await;
+}
+
+/// A range the publisher marks unknown in the middle reaches the requester as sent, between
+/// the objects around it, and the fetch does not end whole.
+#[tokio::test]
+async fn an_upstream_unknown_range_is_passed_on_as_received() {
+    let relay = relay(config()).await;
+    let _p = fetch_publisher(&relay, Answer::MarksGroup1Unknown).await;
+    let (_sub, mut f) = fetch_through(&relay).await;
+    let seen = read_all(&mut f).await;
+    assert_eq!(seen, [group(0), vec![Seen::Unknown(1, VARINT_MAX)], group(2)].concat());
+    assert_eq!(f.end(), Some(FetchEnd::Unknown(Location::new(1, VARINT_MAX))));
+    relay.shutdown().await;
+}
+
+/// A publisher that leaves mid-fetch (its session closes after group 0, no FIN): the relay's
+/// upstream fetch fails, and the requester's ends with group 0 and the rest of the range
+/// unknown, promptly, rather than with a FIN that claims the range whole.
+#[tokio::test]
+async fn an_upstream_fetch_whose_publisher_leaves_ends_unknown_at_the_requester() {
+    let relay = relay(config()).await;
+    let (publisher, mut held) = fetch_publisher(&relay, Answer::Holds).await;
+    let (_sub, mut f) = fetch_through(&relay).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let o = within("object of group 0", f.next()).await.expect("group 0 arrives");
+        seen.push(Seen::Object(o.group_id, o.object_id));
+    }
+    assert_eq!(seen, group(0));
+    let resp = within("the publisher's response", held.recv()).await.unwrap();
+    publisher.close(tiermesh_proto::TerminationCode::NoError, "leaving mid-fetch");
+    within("publisher closed", publisher.closed()).await;
+    drop(resp);
+    let rest = read_all(&mut f).await;
+    assert_eq!(rest, [Seen::Unknown(2, 2)]);
+    assert_eq!(f.end(), Some(FetchEnd::Unknown(Location::new(2, 2))));
+    relay.shutdown().await;
+}
