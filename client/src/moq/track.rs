@@ -898,6 +898,66 @@ mod tests {
             .group_order(GroupOrder::Descending)
     }
 
+    /// A fetch reads as whole only after a FIN with nothing marked unknown (a non-existent
+    /// range is part of a whole answer); after an End of Unknown Range it ends unknown up
+    /// to the last such range, and without a FIN (the stream's sender gone: reset, broken,
+    /// session closed) it ends failed. `next` skips the markers `next_event` yields.
+    #[tokio::test]
+    async fn a_fetch_reads_whole_only_after_a_fin_with_nothing_unknown() {
+        let marker = |kind, g, o| EndOfRange { kind, group_id: g, object_id: o };
+        let object = |g, o| {
+            let obj = tiermesh_proto::data::Object {
+                group_id: g,
+                object_id: o,
+                forwarding: Forwarding::Subgroup(0),
+                publisher_priority: 128,
+                status: ObjectStatus::Normal,
+                extensions: Extensions::default(),
+                payload: Bytes::from_static(b"x"),
+            };
+            FetchInput::Event(FetchEvent::Object(ReceivedObject::new(obj, Instant::now())))
+        };
+        let reader = |inputs: Vec<FetchInput>, fin: bool| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            for i in inputs {
+                tx.send(i).unwrap();
+            }
+            if fin {
+                tx.send(FetchInput::Fin).unwrap();
+            }
+            FetchReader {
+                request_id: RequestId(0),
+                end_location: Location::new(3, 0),
+                end_of_track: false,
+                extensions: Extensions::default(),
+                rx,
+                end: None,
+                last_unknown: None,
+            }
+        };
+        let absent =
+            FetchInput::Event(FetchEvent::EndOfRange(marker(RangeKind::NonExistent, 1, 9)));
+        let mut r = reader(vec![object(0, 0), absent, object(2, 0)], true);
+        assert_eq!(r.end(), None);
+        assert_eq!(r.next().await.map(|o| o.group_id), Some(0));
+        assert_eq!(r.next().await.map(|o| o.group_id), Some(2));
+        assert!(r.next().await.is_none());
+        assert_eq!(r.end(), Some(FetchEnd::Whole));
+        assert!(r.next_event().await.is_none(), "an ended fetch stays ended");
+
+        let unknown = FetchInput::Event(FetchEvent::EndOfRange(marker(RangeKind::Unknown, 2, 4)));
+        let mut r = reader(vec![object(0, 0), unknown], true);
+        assert!(matches!(r.next_event().await, Some(FetchEvent::Object(_))));
+        assert!(matches!(r.next_event().await, Some(FetchEvent::EndOfRange(_))));
+        assert!(r.next_event().await.is_none());
+        assert_eq!(r.end(), Some(FetchEnd::Unknown(Location::new(2, 4))));
+
+        let mut r = reader(vec![object(0, 0)], false);
+        assert!(r.next().await.is_some());
+        assert!(r.next().await.is_none());
+        assert_eq!(r.end(), Some(FetchEnd::Failed));
+    }
+
     /// The End of Unknown Range of a fetch given up covers what the response had left:
     /// up to its End Location (the last location plus one; object 0, the whole end group)
     /// after ascending objects, down to group 0 after descending ones, nothing once the
