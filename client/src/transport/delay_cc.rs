@@ -470,7 +470,7 @@ impl Delay {
         }
         // Several packets lost in one round trip, each declared alone: a buffer that
         // overflowed under a paced window, whatever the first of them was taken for. On
-        // `satellite` (publisher behind the link) rounds lost 4-17 packets this way while each
+        // `satellite` (publisher behind the link) rounds lost 7-17 packets this way while each
         // loss read as random and cost 5% once per round trip; every lost packet there is a
         // group lost, since its resend comes after the 800 ms budget. Not while slow start's
         // exit settles: its overshoot is the exit's to answer.
