@@ -28,6 +28,8 @@ enum Answer {
     MarksGroup1Unknown,
     /// Objects 0..3 of group 0, then the response goes to the test, unfinished.
     Holds,
+    /// Objects 0..3 of group 0, then the response is dropped unfinished.
+    Drops,
 }
 
 async fn fetch_publisher(
@@ -66,6 +68,7 @@ async fn fetch_publisher(
                 Answer::Holds => {
                     let _ = tx.send(resp);
                 }
+                Answer::Drops => drop(resp),
             }
         }
     })
@@ -173,6 +176,21 @@ async fn an_upstream_fetch_whose_publisher_leaves_ends_unknown_at_the_requester(
     drop(resp);
     let rest = read_all(&mut f).await;
     assert_eq!(rest, [Seen::Unknown(2, 2)]);
+    assert_eq!(f.end(), Some(FetchEnd::Unknown(Location::new(2, 2))));
+    relay.shutdown().await;
+}
+
+/// A publisher that drops its response after group 0 without finishing it (an error path,
+/// a task ended): the requester gets group 0 and the rest of the range unknown, as for a
+/// response given up. A dropped response used to end with a plain FIN, which the relay
+/// passed on as a whole fetch of group 0 alone (groups 1 and 2 then read as absent).
+#[tokio::test]
+async fn an_upstream_response_dropped_unfinished_ends_unknown_at_the_requester() {
+    let relay = relay(config()).await;
+    let _p = fetch_publisher(&relay, Answer::Drops).await;
+    let (_sub, mut f) = fetch_through(&relay).await;
+    let seen = read_all(&mut f).await;
+    assert_eq!(seen, [group(0), vec![Seen::Unknown(2, 2)]].concat());
     assert_eq!(f.end(), Some(FetchEnd::Unknown(Location::new(2, 2))));
     relay.shutdown().await;
 }

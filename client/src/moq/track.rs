@@ -707,7 +707,8 @@ impl Drop for SubgroupStream {
     }
 }
 
-/// The stream answering a peer's FETCH. Dropping it finishes the stream.
+/// The stream answering a peer's FETCH. [`FetchResponse::finish`] ends it whole; dropping
+/// it unfinished ends it as [`FetchResponse::reset`] does (the rest of its range unknown).
 #[derive(Debug)]
 pub struct FetchResponse {
     pub(crate) send: SendPath,
@@ -804,8 +805,15 @@ impl FetchResponse {
     /// fetch it ended (the FETCH then stayed open at the requester for good). The reset
     /// that keeps the header, RESET_STREAM_AT, is not in quinn 0.11.
     pub fn reset(mut self, code: u32) {
-        self.closed = true;
         tracing::debug!(code, "fetch given up: the rest of its range is unknown");
+        self.give_up();
+    }
+
+    /// Ends the stream as given up ([`FetchResponse::reset`]): an End of Unknown Range up
+    /// to the End Location after what was written, then a FIN. Synchronous (the marker is
+    /// queued on the send path like any item), so a response dropped unfinished ends so too.
+    fn give_up(&mut self) {
+        self.closed = true;
         if let Some(range) = unknown_rest(self.written, self.end) {
             let _ = self.push_item(&FetchItem::EndOfRange(range));
         }
@@ -849,10 +857,13 @@ fn fetch_spec(
         .header(Bytes::from(header))
 }
 
+/// A response dropped without [`FetchResponse::finish`] or [`FetchResponse::reset`] (an
+/// error path, a task ended) is not claimed whole: it ends as a reset one does.
 impl Drop for FetchResponse {
     fn drop(&mut self) {
         if !self.closed {
-            self.send.push(SendCmd::Finish { stream: self.stream });
+            tracing::debug!("fetch response dropped unfinished: the rest of its range is unknown");
+            self.give_up();
         }
     }
 }
