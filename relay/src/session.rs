@@ -11,6 +11,7 @@ use tiermesh_client::moq::{
 };
 use tiermesh_client::transport;
 use tiermesh_proto::TerminationCode;
+use tiermesh_proto::data::{EndOfRange, RangeKind};
 use tiermesh_proto::message::{MessageParams, PublishDoneCode, RequestErrorCode};
 use tiermesh_proto::types::{Location, RequestId, SubscriptionFilter, TrackNamespace};
 
@@ -640,7 +641,7 @@ async fn join_upstream(
     match reader.largest() {
         Some(largest) if !held => {
             let bound = Location::new(largest.group.0, largest.object.0 + 1);
-            let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+            let (tx, rx) = tokio::sync::watch::channel(crate::track::Fill::default());
             track.lock().filling = Some((bound, rx.clone()));
             let (ctx, track) = (ctx.clone(), track.clone());
             tokio::spawn(async move {
@@ -658,7 +659,7 @@ async fn join_upstream(
             });
         }
         _ => {
-            let (tx, _rx) = tokio::sync::watch::channel(Vec::new());
+            let (tx, _rx) = tokio::sync::watch::channel(crate::track::Fill::default());
             fill_from_upstream(ctx.clone(), track.clone(), f, feed, tx, asked).await;
         }
     }
@@ -667,14 +668,14 @@ async fn join_upstream(
 
 /// Forwards the objects of the relay's upstream joining FETCH (to the cache, and to the
 /// subscribers whose filter passes them, as `feed`) until its stream ends or
-/// [`UPSTREAM_FETCH_WAIT`] has passed, adding each one to `progress`, which is dropped
-/// (closed) when it ends.
+/// [`UPSTREAM_FETCH_WAIT`] has passed, adding each one to `progress`, which is marked whole
+/// if the fetch ended so in time, and dropped (closed) when it ends.
 async fn fill_from_upstream(
     ctx: Arc<Ctx>,
     track: Arc<Track>,
     mut fetch: moq::FetchReader,
     feed: crate::track::Feed,
-    progress: tokio::sync::watch::Sender<Vec<tiermesh_proto::data::Object>>,
+    progress: tokio::sync::watch::Sender<crate::track::Fill>,
     asked: std::time::Instant,
 ) {
     let mut objects = 0u64;
@@ -684,15 +685,17 @@ async fn fill_from_upstream(
             let ms = asked.elapsed().as_millis() as u64;
             tracing::trace!(track = %track.name, location = ?o.location(), ms, "upstream joining fetch object");
             track.lock().forward(&o, feed, &ctx.metrics);
-            progress.send_modify(|fetched| fetched.push(o.to_object()));
+            progress.send_modify(|fetched| fetched.objects.push(o.to_object()));
         }
     };
     let filled = tokio::time::timeout(UPSTREAM_FETCH_WAIT, fill).await;
     let ms = asked.elapsed().as_millis() as u64;
-    if filled.is_err() {
-        tracing::info!(track = %track.name, objects, ms, "upstream joining fetch incomplete");
-    } else {
+    let end = fetch.end();
+    if filled.is_ok() && end == Some(moq::FetchEnd::Whole) {
         tracing::debug!(track = %track.name, objects, ms, "upstream joining fetch complete");
+        progress.send_modify(|fetched| fetched.whole = true);
+    } else {
+        tracing::info!(track = %track.name, objects, ms, ?end, "upstream joining fetch incomplete");
     }
 }
 
@@ -1042,8 +1045,10 @@ async fn fetch(ctx: Arc<Ctx>, grant: Option<Arc<Grant>>, req: IncomingFetch) {
 /// covers are written as they arrive (from the fill itself too: live groups arriving
 /// meanwhile can evict its group from the cache), and those after it (live objects already
 /// cached) once it has ended, so that a downstream joiner starts with the group's first
-/// objects as soon as they reach the relay rather than once the whole group has. False if
-/// the response stream failed.
+/// objects as soon as they reach the relay rather than once the whole group has. A fill
+/// that did not end whole leaves what it did not bring unknown: an End of Unknown Range
+/// up to the last location it covers goes before the objects after it. False if the
+/// response stream failed.
 async fn serve_cached(
     track: &Track,
     start: Location,
@@ -1055,23 +1060,25 @@ async fn serve_cached(
     let mut fill_over = false;
     let mut next = start;
     loop {
-        let objects = {
+        let (objects, upto, whole) = {
             let st = track.lock();
             let upto = match &fill {
                 Some((bound, _)) if end.object.0 == 0 || *bound < end => *bound,
                 _ => end,
             };
             let mut objects = st.cache.range(next, upto);
+            let mut whole = true;
             if let Some((_, rx)) = &mut fill {
                 // Seen as it is read: an object added after this read changes it again.
                 let fetched = rx.borrow_and_update();
                 let within =
                     |o: &&tiermesh_proto::data::Object| (next..upto).contains(&o.location());
-                objects.extend(fetched.iter().filter(within).cloned());
+                objects.extend(fetched.objects.iter().filter(within).cloned());
                 objects.sort_by_key(|o| o.location());
                 objects.dedup_by_key(|o| o.location());
+                whole = fetched.whole;
             }
-            objects
+            (objects, upto, whole)
         };
         for o in &objects {
             if resp.write(o).is_err() {
@@ -1083,7 +1090,23 @@ async fn serve_cached(
         }
         match &mut fill {
             None => return true,
-            Some(_) if fill_over => fill = None,
+            Some(_) if fill_over => {
+                // `upto` is the fill's bound here, or the end of the asked range before it
+                // (an End Location's object is then above 0): the last location it covers
+                // is the one before.
+                if !whole && next < upto && upto.object.0 > 0 {
+                    let last = EndOfRange {
+                        kind: RangeKind::Unknown,
+                        group_id: upto.group.0,
+                        object_id: upto.object.0 - 1,
+                    };
+                    if resp.write_end_of_range(last).is_err() {
+                        return false;
+                    }
+                    next = upto;
+                }
+                fill = None;
+            }
             // Woken by the next object, or by the fill's end (its sender dropped).
             Some((_, rx)) => fill_over = rx.changed().await.is_err(),
         }

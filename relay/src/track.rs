@@ -33,6 +33,17 @@ use crate::metrics::{DropReason, HistogramTally, Metrics, TrackClass};
 /// A relay session's number.
 pub type SessionId = u64;
 
+/// What the relay's upstream joining FETCH brought to the cache (`TrackState::filling`).
+#[derive(Debug, Default)]
+pub(crate) struct Fill {
+    /// Its objects so far, in the order they came.
+    pub(crate) objects: Vec<Object>,
+    /// Set when it has ended with nothing of its range unknown (a FIN, no End of Unknown
+    /// Range, within `session::UPSTREAM_FETCH_WAIT`). A fill that ended otherwise (given
+    /// up, failed, timed out) leaves the objects it did not bring unknown.
+    pub(crate) whole: bool,
+}
+
 /// A source the relay forwards a track's objects from: one upstream subscription, one
 /// upstream joining FETCH, or one replay of the cache to a new subscriber. Numbered from 1
 /// in the order they begin (`TrackState::new_feed`). An object from the feed that wrote
@@ -214,10 +225,10 @@ pub struct TrackState {
     /// outstanding until the largest group grows past it (§9.2.2.9).
     new_group_outstanding: Option<(u64, u64)>,
     /// The relay's joining FETCH upstream while it fills the cache, and a short while after
-    /// (`session::FILL_KEPT`): the end of its range (exclusive) and the objects it brought
-    /// so far (kept here too: live groups arriving meanwhile can evict its group from a
-    /// small cache), changed at each object and closed when it ends.
-    pub(crate) filling: Option<(Location, tokio::sync::watch::Receiver<Vec<Object>>)>,
+    /// (`session::FILL_KEPT`): the end of its range (exclusive) and what it brought so far
+    /// (its objects are kept here too: live groups arriving meanwhile can evict its group
+    /// from a small cache), changed at each object and closed when it ends.
+    pub(crate) filling: Option<(Location, tokio::sync::watch::Receiver<Fill>)>,
     /// The last feed handed out (`new_feed`).
     next_feed: Feed,
     /// The feed of the current upstream subscription (0 before the first). A stream last

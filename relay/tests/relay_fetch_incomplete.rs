@@ -3,12 +3,15 @@
 //! says that the objects not received do not exist (draft-16, End of Range). A relay
 //! that ended every forwarded fetch with a FIN would turn a publisher that gave up, or
 //! left, into a complete answer, and the requester would take the missing objects as
-//! absent. Real QUIC sessions: publisher → relay → requester.
+//! absent. The same holds for a joiner's FETCH the relay serves from the fill of its own
+//! upstream joining fetch. Real QUIC sessions: publisher → relay → requester.
 
 mod common;
 
 use common::*;
-use tiermesh_client::moq::{Event, FetchEnd, FetchEvent, FetchReader, FetchResponse};
+use tiermesh_client::moq::{
+    Event, FetchEnd, FetchEvent, FetchReader, FetchResponse, SubscribeOptions,
+};
 use tiermesh_proto::coding::VARINT_MAX;
 use tiermesh_proto::data::{EndOfRange, RangeKind};
 use tiermesh_proto::ext::Extensions;
@@ -192,5 +195,80 @@ async fn an_upstream_response_dropped_unfinished_ends_unknown_at_the_requester()
     let seen = read_all(&mut f).await;
     assert_eq!(seen, [group(0), vec![Seen::Unknown(2, 2)]].concat());
     assert_eq!(f.end(), Some(FetchEnd::Unknown(Location::new(2, 2))));
+    relay.shutdown().await;
+}
+
+/// A publisher of `ns()` at `relay` whose track's largest object is (0, 4): it answers the
+/// relay's joining FETCH (group 0 up to that object) with objects 0 and 1, then ends it
+/// whole (`whole`, the rest of the group not existing) or gives it up.
+async fn joined_publisher(
+    relay: &RelayHandle,
+    whole: bool,
+) -> (tiermesh_client::moq::Connection, mpsc::UnboundedReceiver<FetchResponse>) {
+    publish_serving(connect(relay, "moqt").await, move |c, _tx| async move {
+        let mut writers = Vec::new();
+        while let Some(e) = c.next_event().await {
+            match e {
+                Event::Subscribe(r) => {
+                    let largest = Some(Location::new(0, 4));
+                    if let Ok(w) = r.accept(Extensions::default(), largest).await {
+                        writers.push(w);
+                    }
+                }
+                Event::Fetch(f) => {
+                    let end = f.range.end;
+                    let Ok(mut resp) = f.accept(false, end, Extensions::default()).await else {
+                        continue;
+                    };
+                    for o in 0..2 {
+                        resp.write(&object(0, o)).unwrap();
+                    }
+                    if whole {
+                        resp.finish();
+                    } else {
+                        resp.reset(0);
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+}
+
+/// A subscriber joining a track the relay does not hold yet, with a joining FETCH of the
+/// current group: what its fetch carried, and how it ended.
+async fn join_through(relay: &RelayHandle) -> (Vec<Seen>, Option<FetchEnd>) {
+    let sub = connect(relay, "moqt").await;
+    let (_reader, fetch) =
+        within("join", sub.join(track("video"), SubscribeOptions::default(), 0)).await.unwrap();
+    let mut fetch = fetch.expect("the relay's joining fetch accepted");
+    let seen = read_all(&mut fetch).await;
+    (seen, fetch.end())
+}
+
+/// The relay serves a joiner's FETCH from the fill of its own upstream joining fetch: when
+/// that fill ends whole, so does the joiner's fetch (the baseline of the next test).
+#[tokio::test]
+async fn a_joining_fetch_filled_whole_ends_whole() {
+    let relay = relay(config()).await;
+    let _p = joined_publisher(&relay, true).await;
+    let (seen, end) = join_through(&relay).await;
+    assert_eq!(seen, [Seen::Object(0, 0), Seen::Object(0, 1)]);
+    assert_eq!(end, Some(FetchEnd::Whole));
+    relay.shutdown().await;
+}
+
+/// When the publisher gives up the relay's upstream joining fetch after objects 0 and 1 of
+/// the group, the joiner's fetch served from that fill carries them and then the rest of
+/// the group up to the largest object, (0, 4), as unknown: objects 2..=4 may exist. The
+/// relay used to end it with a plain FIN, which said they do not.
+#[tokio::test]
+async fn a_joining_fetch_filled_from_an_incomplete_upstream_fetch_ends_unknown() {
+    let relay = relay(config()).await;
+    let _p = joined_publisher(&relay, false).await;
+    let (seen, end) = join_through(&relay).await;
+    assert_eq!(seen, [Seen::Object(0, 0), Seen::Object(0, 1), Seen::Unknown(0, 4)]);
+    assert_eq!(end, Some(FetchEnd::Unknown(Location::new(0, 4))));
     relay.shutdown().await;
 }
