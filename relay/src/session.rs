@@ -680,7 +680,17 @@ async fn fill_from_upstream(
 ) {
     let mut objects = 0u64;
     let fill = async {
-        while let Some(o) = fetch.next().await {
+        while let Some(e) = fetch.next_event().await {
+            let o = match e {
+                moq::FetchEvent::Object(o) => o,
+                moq::FetchEvent::EndOfRange(r) => {
+                    if r.kind == RangeKind::Unknown {
+                        let at = Location::new(r.group_id, r.object_id);
+                        progress.send_modify(|fetched| fetched.unknown.push(at));
+                    }
+                    continue;
+                }
+            };
             objects += 1;
             let ms = asked.elapsed().as_millis() as u64;
             tracing::trace!(track = %track.name, location = ?o.location(), ms, "upstream joining fetch object");
@@ -1045,10 +1055,11 @@ async fn fetch(ctx: Arc<Ctx>, grant: Option<Arc<Grant>>, req: IncomingFetch) {
 /// covers are written as they arrive (from the fill itself too: live groups arriving
 /// meanwhile can evict its group from the cache), and those after it (live objects already
 /// cached) once it has ended, so that a downstream joiner starts with the group's first
-/// objects as soon as they reach the relay rather than once the whole group has. A fill
-/// that did not end whole leaves what it did not bring unknown: an End of Unknown Range
-/// up to the last location it covers goes before the objects after it. False if the
-/// response stream failed.
+/// objects as soon as they reach the relay rather than once the whole group has. The
+/// fill's End of Unknown Range markers go on between the objects around them, and a fill
+/// that did not end whole leaves what it did not bring unknown: an End of Unknown Range up
+/// to the last location it covers goes before the objects after it. False if the response
+/// stream failed.
 async fn serve_cached(
     track: &Track,
     start: Location,
@@ -1060,14 +1071,14 @@ async fn serve_cached(
     let mut fill_over = false;
     let mut next = start;
     loop {
-        let (objects, upto, whole) = {
+        let (objects, unknown, upto, whole) = {
             let st = track.lock();
             let upto = match &fill {
                 Some((bound, _)) if end.object.0 == 0 || *bound < end => *bound,
                 _ => end,
             };
             let mut objects = st.cache.range(next, upto);
-            let mut whole = true;
+            let (mut whole, mut unknown) = (true, Vec::new());
             if let Some((_, rx)) = &mut fill {
                 // Seen as it is read: an object added after this read changes it again.
                 let fetched = rx.borrow_and_update();
@@ -1077,16 +1088,29 @@ async fn serve_cached(
                 objects.sort_by_key(|o| o.location());
                 objects.dedup_by_key(|o| o.location());
                 whole = fetched.whole;
+                unknown
+                    .extend(fetched.unknown.iter().copied().filter(|l| (next..upto).contains(l)));
             }
-            (objects, upto, whole)
+            (objects, unknown, upto, whole)
         };
+        // The fill's End of Unknown Range markers go between the objects around them (one
+        // that covers nothing after the item written last is left out).
+        let mut unknown = unknown.into_iter().peekable();
         for o in &objects {
+            while let Some(l) = unknown.next_if(|l| *l < o.location()) {
+                if !write_unknown(resp, &mut next, l) {
+                    return false;
+                }
+            }
             if resp.write(o).is_err() {
                 return false;
             }
+            next = Location::new(o.group_id, o.object_id + 1);
         }
-        if let Some(last) = objects.last() {
-            next = Location::new(last.group_id, last.object_id + 1);
+        for l in unknown {
+            if !write_unknown(resp, &mut next, l) {
+                return false;
+            }
         }
         match &mut fill {
             None => return true,
@@ -1094,16 +1118,15 @@ async fn serve_cached(
                 // `upto` is the fill's bound here, or the end of the asked range before it
                 // (an End Location's object is then above 0): the last location it covers
                 // is the one before.
-                if !whole && next < upto && upto.object.0 > 0 {
-                    let last = EndOfRange {
-                        kind: RangeKind::Unknown,
-                        group_id: upto.group.0,
-                        object_id: upto.object.0 - 1,
-                    };
-                    if resp.write_end_of_range(last).is_err() {
-                        return false;
-                    }
-                    next = upto;
+                if !whole
+                    && upto.object.0 > 0
+                    && !write_unknown(
+                        resp,
+                        &mut next,
+                        Location::new(upto.group.0, upto.object.0 - 1),
+                    )
+                {
+                    return false;
                 }
                 fill = None;
             }
@@ -1111,6 +1134,18 @@ async fn serve_cached(
             Some((_, rx)) => fill_over = rx.changed().await.is_err(),
         }
     }
+}
+
+/// Writes an End of Unknown Range from `next` up to `last` and moves `next` past it; none
+/// if `last` is before `next` (nothing left to mark). False if the response stream failed.
+fn write_unknown(resp: &mut moq::FetchResponse, next: &mut Location, last: Location) -> bool {
+    if last < *next {
+        return true;
+    }
+    let range =
+        EndOfRange { kind: RangeKind::Unknown, group_id: last.group.0, object_id: last.object.0 };
+    *next = Location::new(last.group.0, last.object.0 + 1);
+    resp.write_end_of_range(range).is_ok()
 }
 
 /// Whether the fill of the relay's upstream joining fetch, which covers `bound`'s group up

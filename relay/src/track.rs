@@ -38,6 +38,9 @@ pub type SessionId = u64;
 pub(crate) struct Fill {
     /// Its objects so far, in the order they came.
     pub(crate) objects: Vec<Object>,
+    /// The last locations of the End of Unknown Range markers it passed on so far, in
+    /// order: the locations after the item before each, up to it, are unknown.
+    pub(crate) unknown: Vec<Location>,
     /// Set when it has ended with nothing of its range unknown (a FIN, no End of Unknown
     /// Range, within `session::UPSTREAM_FETCH_WAIT`). A fill that ended otherwise (given
     /// up, failed, timed out) leaves the objects it did not bring unknown.

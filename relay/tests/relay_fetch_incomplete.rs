@@ -198,12 +198,23 @@ async fn an_upstream_response_dropped_unfinished_ends_unknown_at_the_requester()
     relay.shutdown().await;
 }
 
-/// A publisher of `ns()` at `relay` whose track's largest object is (0, 4): it answers the
-/// relay's joining FETCH (group 0 up to that object) with objects 0 and 1, then ends it
-/// whole (`whole`, the rest of the group not existing) or gives it up.
+/// How the test publisher answers the relay's joining FETCH of group 0 up to the track's
+/// largest object, (0, 4).
+#[derive(Debug, Clone, Copy)]
+enum JoinAnswer {
+    /// Objects 0 and 1, then a FIN (the rest of the group does not exist).
+    Whole,
+    /// Objects 0 and 1, then `FetchResponse::reset`.
+    GivesUp,
+    /// Object 0, objects 1 and 2 marked unknown, objects 3 and 4, a FIN.
+    MarksUnknown,
+}
+
+/// A publisher of `ns()` at `relay` whose track's largest object is (0, 4), answering the
+/// relay's joining FETCH as `answer` says.
 async fn joined_publisher(
     relay: &RelayHandle,
-    whole: bool,
+    answer: JoinAnswer,
 ) -> (tiermesh_client::moq::Connection, mpsc::UnboundedReceiver<FetchResponse>) {
     publish_serving(connect(relay, "moqt").await, move |c, _tx| async move {
         let mut writers = Vec::new();
@@ -220,13 +231,25 @@ async fn joined_publisher(
                     let Ok(mut resp) = f.accept(false, end, Extensions::default()).await else {
                         continue;
                     };
-                    for o in 0..2 {
-                        resp.write(&object(0, o)).unwrap();
-                    }
-                    if whole {
-                        resp.finish();
-                    } else {
-                        resp.reset(0);
+                    resp.write(&object(0, 0)).unwrap();
+                    match answer {
+                        JoinAnswer::Whole => {
+                            resp.write(&object(0, 1)).unwrap();
+                            resp.finish();
+                        }
+                        JoinAnswer::GivesUp => {
+                            resp.write(&object(0, 1)).unwrap();
+                            resp.reset(0);
+                        }
+                        JoinAnswer::MarksUnknown => {
+                            let unknown =
+                                EndOfRange { kind: RangeKind::Unknown, group_id: 0, object_id: 2 };
+                            resp.write_end_of_range(unknown).unwrap();
+                            for o in 3..5 {
+                                resp.write(&object(0, o)).unwrap();
+                            }
+                            resp.finish();
+                        }
                     }
                 }
                 _ => {}
@@ -252,7 +275,7 @@ async fn join_through(relay: &RelayHandle) -> (Vec<Seen>, Option<FetchEnd>) {
 #[tokio::test]
 async fn a_joining_fetch_filled_whole_ends_whole() {
     let relay = relay(config()).await;
-    let _p = joined_publisher(&relay, true).await;
+    let _p = joined_publisher(&relay, JoinAnswer::Whole).await;
     let (seen, end) = join_through(&relay).await;
     assert_eq!(seen, [Seen::Object(0, 0), Seen::Object(0, 1)]);
     assert_eq!(end, Some(FetchEnd::Whole));
@@ -266,9 +289,23 @@ async fn a_joining_fetch_filled_whole_ends_whole() {
 #[tokio::test]
 async fn a_joining_fetch_filled_from_an_incomplete_upstream_fetch_ends_unknown() {
     let relay = relay(config()).await;
-    let _p = joined_publisher(&relay, false).await;
+    let _p = joined_publisher(&relay, JoinAnswer::GivesUp).await;
     let (seen, end) = join_through(&relay).await;
     assert_eq!(seen, [Seen::Object(0, 0), Seen::Object(0, 1), Seen::Unknown(0, 4)]);
     assert_eq!(end, Some(FetchEnd::Unknown(Location::new(0, 4))));
+    relay.shutdown().await;
+}
+
+/// A range the publisher marks unknown in the middle of the relay's upstream joining fetch
+/// reaches the joiner between the objects around it (the relay used to drop it and end with
+/// a plain FIN: objects 1 and 2 then read as absent).
+#[tokio::test]
+async fn a_joining_fetch_passes_on_an_unknown_range_of_its_fill() {
+    let relay = relay(config()).await;
+    let _p = joined_publisher(&relay, JoinAnswer::MarksUnknown).await;
+    let (seen, end) = join_through(&relay).await;
+    let objects = |r: std::ops::Range<u64>| r.map(|o| Seen::Object(0, o)).collect::<Vec<_>>();
+    assert_eq!(seen, [objects(0..1), vec![Seen::Unknown(0, 2)], objects(3..5)].concat());
+    assert_eq!(end, Some(FetchEnd::Unknown(Location::new(0, 2))));
     relay.shutdown().await;
 }
