@@ -71,8 +71,9 @@ pub use events::{
 };
 pub use joined::JoinedTrack;
 pub use track::{
-    FetchEnd, FetchEvent, FetchReader, FetchResponse, Forwarded, NamespaceEvent, NamespaceSubscription, PublishDone,
-    ReceivedObject, SubgroupStream, TrackEvent, TrackReader, TrackWriter, WriterEnd,
+    FetchEnd, FetchEvent, FetchReader, FetchResponse, Forwarded, NamespaceEvent,
+    NamespaceSubscription, PublishDone, ReceivedObject, SubgroupStream, TrackEvent, TrackReader,
+    TrackWriter, WriterEnd,
 };
 
 use driver::Command;
