@@ -353,10 +353,11 @@ enum Note {
     /// The stream (the send path's number) ended without a clean FIN after bytes were
     /// handed to it: the peer stopped it (perhaps after its FIN was handed over: a
     /// subscriber that unsubscribes stops the streams still arriving), or opening or
-    /// writing it failed. QUIC dropped what it had not sent, so it leaves the unsent
-    /// estimate ([`Unsent::handle_discard`]); else it would count as waiting at that
-    /// stream's priority for good and hold every later stream of that priority back (a
-    /// tier switched away from under congestion and back to later got no budget).
+    /// writing it failed. Its handle, dropped after the stop, resets it (quinn does not on
+    /// the STOP_SENDING alone), so QUIC sends no more of it and it leaves the unsent
+    /// estimate ([`Unsent::handle_discard`]); else its tail would go on being sent and
+    /// counted at that stream's priority and hold every later stream of that priority back
+    /// (a tier switched away from under congestion and back to later got no budget).
     Dropped(u64),
 }
 
@@ -952,7 +953,8 @@ async fn write_stream(
 }
 
 /// Waits until finished stream `number` is read to its end, or stopped by the peer: then
-/// what QUIC still held of it was dropped, which the writer hears of ([`Note::Dropped`]).
+/// the handle, dropped here, resets the stream, so what QUIC still held of it is not sent,
+/// which the writer hears of ([`Note::Dropped`]).
 /// Ends early when the writer stops listening.
 async fn watch_finished(
     stream: transport::SendStream,
