@@ -15,6 +15,8 @@
 //! The subscriber is raw (its own control stream, its own data streams) so that it stops
 //! the stream the moment it opens.
 
+#[path = "transport_common/control.rs"]
+mod control;
 mod transport_common;
 
 use std::net::SocketAddr;
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tiermesh_client::moq::{self, Event, ServerOptions};
-use tiermesh_client::transport::{self, RecvStream, SendStream, TransportConfig};
+use tiermesh_client::transport::{self, TransportConfig};
 use tiermesh_proto::data::ObjectStatus;
 use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::message::{ClientSetup, Message, MessageParams, SetupParams, Subscribe};
@@ -123,41 +125,6 @@ fn track() -> FullTrackName {
     FullTrackName::new(TrackNamespace::from_path("live/cam").unwrap(), "video").unwrap()
 }
 
-/// A raw MoQT subscriber's control stream.
-struct Control {
-    send: SendStream,
-    recv: RecvStream,
-    buf: Vec<u8>,
-}
-
-impl Control {
-    async fn write(&mut self, m: Message) {
-        let mut bytes = Vec::new();
-        m.try_encode(&mut bytes).unwrap();
-        within("control write", self.send.write_all(&bytes)).await.unwrap();
-    }
-
-    async fn read(&mut self) -> Message {
-        within("control message", async {
-            loop {
-                let mut cur = &self.buf[..];
-                match Message::decode(&mut cur) {
-                    Ok(m) => {
-                        let used = self.buf.len() - cur.len();
-                        self.buf.drain(..used);
-                        return m;
-                    }
-                    Err(tiermesh_proto::DecodeError::Short) => {}
-                    Err(e) => panic!("undecodable control message: {e}"),
-                }
-                let chunk = self.recv.read_chunk(4096).await.unwrap().expect("control stream open");
-                self.buf.extend_from_slice(&chunk);
-            }
-        })
-        .await
-    }
-}
-
 /// Writes one group of one object of `size` bytes and finishes its stream.
 fn group(w: &moq::TrackWriter, g: u64, size: usize) {
     let mut s = w.open_subgroup(g, 0, None);
@@ -191,12 +158,12 @@ async fn later_groups_flow_after_the_peer_stops_a_finished_stream_with_bytes_uns
     let client = client.unwrap();
     std::mem::forget(srv);
     let (send, recv) = within("control stream", client.open_bi()).await.unwrap();
-    let mut control = Control { send, recv, buf: Vec::new() };
+    let mut control = control::RawControl::new(send, recv);
     control
-        .write(
-            ClientSetup { params: SetupParams { path: Some("/".into()), ..Default::default() } }
-                .into(),
-        )
+        .write(&[ClientSetup {
+            params: SetupParams { path: Some("/".into()), ..Default::default() },
+        }
+        .into()])
         .await;
     let publisher_session = session.clone();
     let (publisher, driver) =
@@ -204,17 +171,15 @@ async fn later_groups_flow_after_the_peer_stops_a_finished_stream_with_bytes_uns
     tokio::spawn(driver.run());
     assert!(matches!(control.read().await, Message::ServerSetup(_)), "SERVER_SETUP");
     control
-        .write(
-            Subscribe {
-                request_id: RequestId(0),
-                track: track(),
-                params: MessageParams {
-                    subscription_filter: Some(SubscriptionFilter::LargestObject),
-                    ..Default::default()
-                },
-            }
-            .into(),
-        )
+        .write(&[Subscribe {
+            request_id: RequestId(0),
+            track: track(),
+            params: MessageParams {
+                subscription_filter: Some(SubscriptionFilter::LargestObject),
+                ..Default::default()
+            },
+        }
+        .into()])
         .await;
     let writer = within("SUBSCRIBE at the publisher", async {
         loop {

@@ -7,11 +7,13 @@
 //! will not send the second SUBSCRIBE itself.
 
 mod common;
+#[path = "../../client/tests/transport_common/control.rs"]
+mod control;
 
 use std::time::Duration;
 
 use common::*;
-use tiermesh_client::transport::{self, ClientTls, RecvStream, SendStream};
+use tiermesh_client::transport::{self, ClientTls};
 use tiermesh_proto::message::{
     ClientSetup, Message, MessageParams, RequestErrorCode, SetupParams, Subscribe, Unsubscribe,
 };
@@ -20,9 +22,7 @@ use tiermesh_proto::types::{Location, RequestId, SubscriptionFilter};
 /// A raw MoQT client: its control stream, written and read message by message.
 struct Raw {
     session: transport::Session,
-    send: SendStream,
-    recv: RecvStream,
-    buf: Vec<u8>,
+    control: control::RawControl,
 }
 
 impl Raw {
@@ -34,47 +34,18 @@ impl Raw {
         .await
         .unwrap();
         let (send, recv) = within("control stream", session.open_bi()).await.unwrap();
-        let mut raw = Self { session, send, recv, buf: Vec::new() };
-        raw.write(&[ClientSetup {
-            params: SetupParams { path: Some("/".into()), ..Default::default() },
-        }
-        .into()])
+        let mut raw = Self { session, control: control::RawControl::new(send, recv) };
+        raw.control
+            .write(&[ClientSetup {
+                params: SetupParams { path: Some("/".into()), ..Default::default() },
+            }
+            .into()])
             .await;
-        match raw.read().await {
+        match raw.control.read().await {
             Message::ServerSetup(_) => {}
             other => panic!("SERVER_SETUP expected, got {other:?}"),
         }
         raw
-    }
-
-    /// Writes `messages` in one write.
-    async fn write(&mut self, messages: &[Message]) {
-        let mut bytes = Vec::new();
-        for m in messages {
-            m.try_encode(&mut bytes).unwrap();
-        }
-        within("control write", self.send.write_all(&bytes)).await.unwrap();
-    }
-
-    /// The next control message from the relay.
-    async fn read(&mut self) -> Message {
-        within("control message", async {
-            loop {
-                let mut cur = &self.buf[..];
-                match Message::decode(&mut cur) {
-                    Ok(m) => {
-                        let used = self.buf.len() - cur.len();
-                        self.buf.drain(..used);
-                        return m;
-                    }
-                    Err(tiermesh_proto::DecodeError::Short) => {}
-                    Err(e) => panic!("undecodable control message: {e}"),
-                }
-                let chunk = self.recv.read_chunk(4096).await.unwrap().expect("control stream open");
-                self.buf.extend_from_slice(&chunk);
-            }
-        })
-        .await
     }
 }
 
@@ -114,16 +85,16 @@ async fn a_second_subscribe_for_an_established_track_is_a_duplicate() {
     let mut publisher = publisher(&relay, "moqt", Some(Location::new(3, 4))).await;
     let mut raw = Raw::connect(&relay).await;
 
-    raw.write(&[subscribe(0)]).await;
-    match raw.read().await {
+    raw.control.write(&[subscribe(0)]).await;
+    match raw.control.read().await {
         Message::SubscribeOk(ok) => assert_eq!(ok.request_id, RequestId(0)),
         other => panic!("SUBSCRIBE_OK expected, got {other:?}"),
     }
     let _w = within("upstream", publisher.writers.recv()).await.unwrap();
     eventually("first subscription added", || relay.metrics().subscriptions.get() == 1).await;
 
-    raw.write(&[subscribe(2)]).await;
-    match raw.read().await {
+    raw.control.write(&[subscribe(2)]).await;
+    match raw.control.read().await {
         Message::RequestError(e) => {
             assert_eq!(e.request_id, RequestId(2));
             assert_eq!(e.error_code, RequestErrorCode::DuplicateSubscription, "{e:?}");
@@ -135,10 +106,10 @@ async fn a_second_subscribe_for_an_established_track_is_a_duplicate() {
     assert!(raw.session.close_reason().is_none(), "the session carries on");
 
     // Unsubscribed, the track can be subscribed again on the same session.
-    raw.write(&[Unsubscribe { request_id: RequestId(0) }.into()]).await;
+    raw.control.write(&[Unsubscribe { request_id: RequestId(0) }.into()]).await;
     eventually("first subscription gone", || relay.metrics().subscriptions.get() == 0).await;
-    raw.write(&[subscribe(4)]).await;
-    match raw.read().await {
+    raw.control.write(&[subscribe(4)]).await;
+    match raw.control.read().await {
         Message::SubscribeOk(ok) => assert_eq!(ok.request_id, RequestId(4)),
         other => panic!("SUBSCRIBE_OK expected, got {other:?}"),
     }
@@ -153,10 +124,10 @@ async fn a_second_subscribe_while_the_first_waits_is_a_duplicate() {
 
     // Both in one write: the second arrives while the relay's upstream SUBSCRIBE for the
     // first is still on its way.
-    raw.write(&[subscribe(0), subscribe(2)]).await;
+    raw.control.write(&[subscribe(0), subscribe(2)]).await;
     let mut answers = Vec::new();
     for _ in 0..2 {
-        answers.push(raw.read().await);
+        answers.push(raw.control.read().await);
     }
     let ok = answers
         .iter()
@@ -185,8 +156,8 @@ async fn a_subscribe_after_a_refusal_or_publish_done_is_not_a_duplicate() {
     let relay = relay(c).await;
     let mut raw = Raw::connect(&relay).await;
     for id in [0, 2] {
-        raw.write(&[subscribe(id)]).await;
-        match raw.read().await {
+        raw.control.write(&[subscribe(id)]).await;
+        match raw.control.read().await {
             Message::RequestError(e) => {
                 assert_eq!(e.request_id, RequestId(id));
                 assert_eq!(e.error_code, RequestErrorCode::DoesNotExist, "{e:?}");
@@ -196,17 +167,19 @@ async fn a_subscribe_after_a_refusal_or_publish_done_is_not_a_duplicate() {
     }
 
     let mut publisher = publisher(&relay, "moqt", Some(Location::new(3, 4))).await;
-    raw.write(&[subscribe(4)]).await;
-    assert!(matches!(raw.read().await, Message::SubscribeOk(ok) if ok.request_id == RequestId(4)));
+    raw.control.write(&[subscribe(4)]).await;
+    assert!(
+        matches!(raw.control.read().await, Message::SubscribeOk(ok) if ok.request_id == RequestId(4))
+    );
     let _w = within("upstream", publisher.writers.recv()).await.unwrap();
     // The publisher leaves; after the linger the relay ends the subscription.
     publisher.conn.close(tiermesh_proto::TerminationCode::NoError, "gone");
-    match raw.read().await {
+    match raw.control.read().await {
         Message::PublishDone(d) => assert_eq!(d.request_id, RequestId(4)),
         other => panic!("PUBLISH_DONE expected, got {other:?}"),
     }
-    raw.write(&[subscribe(6)]).await;
-    match raw.read().await {
+    raw.control.write(&[subscribe(6)]).await;
+    match raw.control.read().await {
         Message::RequestError(e) => {
             assert_eq!(e.request_id, RequestId(6));
             assert_eq!(e.error_code, RequestErrorCode::DoesNotExist, "{e:?}");
