@@ -622,7 +622,19 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
         ));
     }
 
-    let start = tiers.iter().position(|(name, _)| config.tracks.contains(name)).unwrap_or(0);
+    let start = match tiers.iter().position(|(name, _)| config.tracks.contains(name)) {
+        Some(i) => i,
+        None if config.tracks.is_empty() => 0,
+        None => {
+            let names: Vec<&str> = tiers.iter().map(|(n, _)| n.as_str()).collect();
+            report.error = Some(format!(
+                "no video tier of the catalog is named {}: its tiers are {}",
+                config.tracks.join(", "),
+                names.join(", ")
+            ));
+            return (report, abr_report);
+        }
+    };
     let mut abr = Abr::new(AbrConfig::new(abr_report.rates.clone()), start, Instant::now());
     let mut stats: Vec<TrackStats> =
         tiers.iter().map(|(n, _)| TrackStats::new(n, clock.wall_us, true)).collect();
@@ -959,10 +971,10 @@ mod tests {
         assert_eq!(got, [NextGroup, Now, NextGroup, Now, NextGroup, Now]);
     }
 
-    /// The publisher serves a subscriber directly (no relay between): the subscriber finds
-    /// the tracks in the catalog, joins each at a key frame, and counts nothing missing.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn watch_joins_every_catalog_track_at_a_key_frame() {
+    /// A synthetic broadcast (catalog, audio, the default ladder) published for 30 s by a
+    /// server on 127.0.0.1, and the client's connection to it.
+    async fn synthetic_broadcast() -> (moq::Connection, TrackNamespace, tokio::task::JoinHandle<()>)
+    {
         let names: Vec<String> = dev::DEFAULT_NAMES.iter().map(|s| s.to_string()).collect();
         let cert = dev::generate(&names, dev::DEFAULT_VALIDITY).unwrap();
         let tls =
@@ -997,6 +1009,32 @@ mod tests {
                 }
             }
         });
+        (conn, namespace, publisher)
+    }
+
+    /// `sub --abr --track X` where X is no tier of the ladder is refused with the tiers
+    /// named, not started on some tier.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abr_start_tier_that_is_not_in_the_catalog_is_an_error() {
+        let (conn, namespace, publisher) = synthetic_broadcast().await;
+        let config = WatchConfig {
+            namespace,
+            tracks: vec!["video/4k".to_owned()],
+            duration: Duration::from_secs(2),
+            token: None,
+        };
+        let (report, abr) = watch_abr(&conn, config).await;
+        publisher.abort();
+        let error = report.error.expect("an error for a tier the catalog lacks");
+        assert!(error.contains("video/4k") && error.contains("video/180p"), "{error}");
+        assert!(abr.switches.is_empty(), "{abr:?}");
+    }
+
+    /// The publisher serves a subscriber directly (no relay between): the subscriber finds
+    /// the tracks in the catalog, joins each at a key frame, and counts nothing missing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watch_joins_every_catalog_track_at_a_key_frame() {
+        let (conn, namespace, publisher) = synthetic_broadcast().await;
         let report = watch(
             &conn,
             WatchConfig {
