@@ -754,26 +754,21 @@ impl FetchResponse {
     /// conveys them by its range).
     pub fn write(&mut self, object: &Object) -> Result<(), Error> {
         let Some(o) = object.to_fetch_object() else { return Ok(()) };
-        let at = Location::new(o.group_id, o.object_id);
-        self.push_item(&FetchItem::Object(o))?;
-        self.written = Some(self.written.map_or((at, at), |(first, _)| (first, at)));
-        Ok(())
+        self.push_item(&FetchItem::Object(o))
     }
 
     /// Writes an End of Range marker (a relay passes on its upstream's as received): the
     /// locations after the last item written up to and including the marker's do not
     /// exist, or are unknown. It must follow the response's group order as objects do.
     pub fn write_end_of_range(&mut self, range: EndOfRange) -> Result<(), Error> {
-        let at = Location::new(range.group_id, range.object_id);
-        self.push_item(&FetchItem::EndOfRange(range))?;
-        self.written = Some(self.written.map_or((at, at), |(first, _)| (first, at)));
-        Ok(())
+        self.push_item(&FetchItem::EndOfRange(range))
     }
 
+    /// Queues `item` on the stream and notes its location as the last written.
     fn push_item(&mut self, item: &FetchItem) -> Result<(), Error> {
-        let len = match item {
-            FetchItem::Object(o) => o.payload.len(),
-            FetchItem::EndOfRange(_) => 0,
+        let (len, at) = match item {
+            FetchItem::Object(o) => (o.payload.len(), Location::new(o.group_id, o.object_id)),
+            FetchItem::EndOfRange(r) => (0, Location::new(r.group_id, r.object_id)),
         };
         let mut buf = Vec::with_capacity(len + 16);
         self.writer.encode_item(item, &mut buf)?;
@@ -784,6 +779,7 @@ impl FetchResponse {
             arrival: Instant::now(),
             capture_age: None,
         });
+        self.written = Some(self.written.map_or((at, at), |(first, _)| (first, at)));
         Ok(())
     }
 
