@@ -11,6 +11,7 @@ import { CATALOG_TRACK, type Catalog, type CatalogTrack, applyDelta, mediaTracks
 import { captureTimestampUs, locFromExtensions } from '../wire/ext.js';
 import { toHex } from '../wire/coding.js';
 import { Abr, type AbrConfig } from './abr.js';
+import { Switcher, TierBuffer, DEFAULT_SWITCHER } from './switcher.js';
 import { AudioJitter, PlayoutClock } from './jitter.js';
 
 /** Why playback failed; `kind` says what to tell the user. */
@@ -126,15 +127,6 @@ export function explain(e: unknown, what: string): PlayerError {
 
 const SAMPLES = 120;
 
-/**
- * Group boundaries the playing tier may cross while a switch waits for the new tier's start
- * of a group, before the switch is given up: the new tier is subscribed from its next group,
- * so it normally takes over at the first boundary, or the second when its stream runs late.
- * Three boundaries without it mean the link or the relay does not deliver that tier now;
- * waiting longer would keep ABR from deciding anything (one switch at a time).
- */
-const SWITCH_MAX_GROUPS = 3;
-
 /** Delivery timeout asked for video: past a second an object is only in the way. */
 const VIDEO_DELIVERY_TIMEOUT_MS = 1000;
 /** Delivery timeout asked for audio: beyond the largest playout margin a frame cannot play. */
@@ -151,18 +143,15 @@ export function avcCodecString(avcC: Uint8Array): string {
   return `avc1.${toHex(avcC.subarray(1, 4))}`;
 }
 
-interface TierState {
-  index: number;
-  track: CatalogTrack;
+/** A subscribed video tier and the objects of it that wait for the decoder. */
+class TierState extends TierBuffer<MoqObject> {
   sub?: Subscription;
-  groups: Map<number, Map<number, MoqObject>>;
-  ended: Map<number, number | undefined>;
-  /** First group whose start this tier has (for a pending switch). */
-  firstGroup?: number;
-  /** For a Next Group Start subscription: the group it starts with. */
-  startGroup?: number;
-  /** For a pending switch: the group the playing tier was in when it was asked for. */
-  askedInGroup?: number;
+  constructor(
+    index: number,
+    readonly track: CatalogTrack,
+  ) {
+    super(index);
+  }
 }
 
 /** A running player. */
@@ -200,10 +189,10 @@ export class Player {
   private ladder: CatalogTrack[] = [];
   private clock = new PlayoutClock();
   private abr?: Abr;
-  private feed?: TierState;
-  private pendingTier?: TierState;
-  private expect?: { group: number; object: number };
-  private lastProgress = 0;
+  /** The tier playing, the one a switch waits for, and the order of their objects. */
+  private switcher = new Switcher<MoqObject, TierState>();
+  /** A fresh join after a stall is on its way (no other switch meanwhile). */
+  private rejoining = false;
   private decoder?: VideoDecoder;
   private decoderConfig = '';
   private frames: { frame: VideoFrame; captureMs: number }[] = [];
@@ -280,8 +269,8 @@ export class Player {
       const s = this.opts.startTier ?? 'lowest';
       const start = s === 'lowest' ? 0 : s === 'highest' ? this.ladder.length - 1 : Math.max(0, Math.min(s, this.ladder.length - 1));
       if (this.opts.abr !== false) this.abr = new Abr(this.ladder.map((t) => ({ name: t.name, bitrate: t.bitrate ?? 0 })), start, this.opts.abr);
-      this.feed = await this.openTier(start, true);
-      this.stats.tier = this.feed.track.name;
+      this.switcher.play(await this.openTier(start, true), performance.now());
+      this.stats.tier = this.ladder[start].name;
       this.stats.tierIndex = start;
     }
     this.stats.state = 'playing';
@@ -356,10 +345,10 @@ export class Player {
             },
           });
         }
-        if (this.feed) {
-          this.pendingTier = undefined;
-          this.feed = await this.openTier(this.feed.index, true);
-          this.expect = undefined;
+        const feed = this.switcher.feed;
+        if (feed) {
+          this.switcher.cancelPending();
+          this.switcher.play(await this.openTier(feed.index, true), performance.now());
         }
         if (old && old !== session) old.close(0, 'moved to a new session');
         this.stats.state = 'playing';
@@ -439,7 +428,7 @@ export class Player {
 
   private async openTier(index: number, join: boolean): Promise<TierState> {
     const track = this.ladder[index];
-    const st: TierState = { index, track, groups: new Map(), ended: new Map() };
+    const st = new TierState(index, track);
     st.sub = await this.session!.subscribe(this.namespace, track.name, {
       priority: 32 + 16 * index,
       // A video object more than a second late is worth less than the bandwidth it takes:
@@ -448,7 +437,7 @@ export class Player {
       filter: join ? { type: 'largest-object' } : { type: 'next-group-start' },
       onObject: (o, source) => this.onVideoObject(st, o, source === 'fetch'),
       onGroupEnd: (g, last) => {
-        st.ended.set(g, last);
+        st.end(g, last, performance.now());
         this.pump();
       },
     });
@@ -462,8 +451,9 @@ export class Player {
 
   private onVideoObject(st: TierState, o: MoqObject, fetched = false): void {
     this.count(o.payload.length);
+    const now = performance.now();
     if (o.status !== ObjectStatus.Normal) {
-      if (o.status === ObjectStatus.EndOfGroup) st.ended.set(o.groupId, o.objectId - 1);
+      if (o.status === ObjectStatus.EndOfGroup) st.end(o.groupId, o.objectId - 1, now);
       this.pump();
       return;
     }
@@ -474,133 +464,76 @@ export class Player {
       const captureMs = us / 1000;
       const lat = Date.now() - captureMs;
       this.clock.observe(Date.now(), captureMs);
-      if (st === this.feed) {
+      if (st === this.switcher.feed) {
         this.arrivalLatency.push(lat);
         if (this.arrivalLatency.length > SAMPLES) this.arrivalLatency.shift();
-        this.abr?.onObject(performance.now(), o.payload.length, o.firstByteAt, o.receivedAt, lat);
+        this.abr?.onObject(now, o.payload.length, o.firstByteAt, o.receivedAt, lat);
       }
     }
-    let g = st.groups.get(o.groupId);
-    if (!g) {
-      g = new Map();
-      st.groups.set(o.groupId, g);
-    }
-    g.set(o.objectId, o);
-    if (o.objectId === 0 && st.firstGroup === undefined) st.firstGroup = o.groupId;
+    st.add(o, now);
     this.pump();
   }
 
   /** Feeds the decoder in order, moving to the next group (or the next tier) at group boundaries. */
   private pump(): void {
-    if (this.stopped || !this.feed) return;
+    if (this.stopped) return;
     const now = performance.now();
-    for (let guard = 0; guard < 1000; guard++) {
-      const feed = this.feed;
-      if (!this.expect) {
-        // Waiting for a key frame: the oldest group start we have.
-        const starts = [...feed.groups.entries()].filter(([, m]) => m.has(0)).map(([g]) => g);
-        if (starts.length === 0) return;
-        this.expect = { group: Math.min(...starts), object: 0 };
-        this.dropBefore(feed, this.expect.group);
+    for (let out = this.switcher.poll(now); out; out = this.switcher.poll(now)) {
+      switch (out.kind) {
+        case 'decode':
+          this.decode(out.tier, out.object);
+          break;
+        case 'switched':
+          out.from.sub?.unsubscribe();
+          this.switched(out.from, out.to, this.switchReason);
+          break;
+        case 'skipped':
+          if (out.stalled) {
+            this.stats.framesDropped += out.frames;
+            this.abr?.onStall(now);
+          }
+          if (out.groups > 0) this.error(`skipped ${out.groups} group(s) of ${out.tier.track.name}`);
+          break;
       }
-      const e = this.expect;
-      const o = feed.groups.get(e.group)?.get(e.object);
-      if (o) {
-        feed.groups.get(e.group)!.delete(e.object);
-        this.decode(feed, o);
-        e.object++;
-        this.lastProgress = now;
-        continue;
-      }
-      // The next object is not here. Move on when this group is over (its stream ended, or
-      // it stalled while a later group waits) to the next group start, on the new tier if a
-      // switch is pending and that tier has it.
-      const ended = feed.ended.has(e.group) && (feed.ended.get(e.group) ?? -1) < e.object;
-      const pend = this.pendingTier;
-      const nextGroup = e.group + 1;
-      const laterStart = [...feed.groups.entries()].filter(([g, m]) => g > e.group && m.has(0)).map(([g]) => g);
-      const pendingHas = pend?.groups.get(nextGroup)?.has(0) ?? false;
-      const stalled = now - this.lastProgress > 400 && (laterStart.length > 0 || pendingHas);
-      if (!ended && !stalled) return;
-      const pendStart = pend?.startGroup ?? pend?.firstGroup;
-      if (pend && pendStart !== undefined && pendStart <= nextGroup) {
-        if (pendingHas) {
-          this.completeSwitch(pend, nextGroup);
-          continue;
-        }
-        // The new tier's start of this group is on its way (its encoder or stream runs a
-        // little behind the old tier's): wait for it briefly rather than play one more
-        // group of the old tier.
-        if (now - this.lastProgress < 500) return;
-      }
-      if (laterStart.length === 0) {
-        if (ended && pend && pend.firstGroup !== undefined && pend.firstGroup > nextGroup) {
-          // The new tier starts later than the old tier's next group; keep the old one.
-        }
-        return;
-      }
-      const g = Math.min(...laterStart);
-      const skipped = g === nextGroup ? 0 : g - nextGroup;
-      if (!ended) {
-        this.stats.framesDropped += feed.groups.get(e.group)?.size ?? 0;
-        this.abr?.onStall(performance.now());
-      }
-      if (skipped > 0) this.error(`skipped ${skipped} group(s) of ${feed.track.name}`);
-      this.dropBefore(feed, g);
-      this.expect = { group: g, object: 0 };
     }
   }
 
-  private dropBefore(st: TierState, group: number): void {
-    for (const g of [...st.groups.keys()]) if (g < group) st.groups.delete(g);
-    for (const g of [...st.ended.keys()]) if (g < group) st.ended.delete(g);
-  }
-
-  private completeSwitch(to: TierState, group: number): void {
-    const from = this.feed!;
-    from.sub?.unsubscribe();
-    this.feed = to;
-    this.pendingTier = undefined;
-    this.dropBefore(to, group);
-    this.expect = { group, object: 0 };
+  /** Notes in the stats that `to` plays now instead of `from`. */
+  private switched(from: TierState, to: TierState, reason: string): void {
     this.stats.tier = to.track.name;
     this.stats.tierIndex = to.index;
-    this.stats.switches.push({ at: Date.now(), from: from.track.name, to: to.track.name, reason: this.switchReason });
+    this.stats.switches.push({ at: Date.now(), from: from.track.name, to: to.track.name, reason });
   }
 
   private switchReason = '';
 
   /** Switches to tier `index` at the next group boundary (or at once if nothing plays). */
   async switchTier(index: number, reason = 'manual'): Promise<void> {
-    if (!this.feed || index === this.feed.index || this.stopped) return;
-    if (this.pendingTier?.index === index) return;
-    this.pendingTier?.sub?.unsubscribe();
-    this.pendingTier = undefined;
+    const feed = this.switcher.feed;
+    if (!feed || index === feed.index || this.stopped) return;
+    if (this.switcher.pending?.index === index) return;
+    this.switcher.cancelPending()?.sub?.unsubscribe();
     this.switchReason = reason;
-    const stalled = performance.now() - this.lastProgress > 1500;
+    const stalled = performance.now() - this.switcher.lastProgress > 1500;
     const st = await this.openTier(index, stalled);
     if (this.stopped) return;
     if (stalled) {
       // Nothing is playing: take the new tier at once, from the start of its current group.
-      const from = this.feed;
+      const from = this.switcher.feed!;
       from.sub?.unsubscribe();
-      this.feed = st;
-      this.expect = undefined;
-      this.stats.tier = st.track.name;
-      this.stats.tierIndex = st.index;
-      this.stats.switches.push({ at: Date.now(), from: from.track.name, to: st.track.name, reason: `${reason} (stalled)` });
+      this.switcher.play(st, performance.now());
+      this.switched(from, st, `${reason} (stalled)`);
       this.pump();
       return;
     }
-    st.askedInGroup = this.expect?.group;
-    this.pendingTier = st;
+    this.switcher.pend(st);
   }
 
   /** Fixes the tier (an index) or gives the choice back to ABR ('auto'). */
   setTier(t: number | 'auto'): void {
     if (t === 'auto') {
       if (!this.abr && this.opts.abr !== false) {
-        this.abr = new Abr(this.ladder.map((x) => ({ name: x.name, bitrate: x.bitrate ?? 0 })), this.feed?.index ?? 0, this.opts.abr || {});
+        this.abr = new Abr(this.ladder.map((x) => ({ name: x.name, bitrate: x.bitrate ?? 0 })), this.switcher.feed?.index ?? 0, this.opts.abr || {});
       }
       return;
     }
@@ -683,8 +616,7 @@ export class Player {
     this.decoder = undefined;
     this.decoderConfig = '';
     // Start again at the next key frame.
-    this.expect = undefined;
-    if (this.feed) for (const [g, m] of this.feed.groups) if (!m.has(0)) this.feed.groups.delete(g);
+    this.switcher.resync();
   }
 
   private render(): void {
@@ -728,18 +660,17 @@ export class Player {
       this.stats.throughputKbps = Math.round(this.abr.throughput / 1000);
       // The video tier's own rate (audio is about 32 kb/s of the total).
       this.abr.observedBitrate = Math.max(0, this.stats.bitrateKbps - 40) * 1000;
-      const pend = this.pendingTier;
-      if (pend && pend.askedInGroup !== undefined && this.expect && this.expect.group - pend.askedInGroup >= SWITCH_MAX_GROUPS && this.feed) {
-        // The new tier never delivered the start of a group in time: back to deciding.
-        pend.sub?.unsubscribe();
-        this.pendingTier = undefined;
-        this.error(`switch to ${pend.track.name} given up: none of its group starts came within ${SWITCH_MAX_GROUPS} groups`);
-        this.abr.abandon(this.feed.index, now);
-      }
-      if (!this.pendingTier && this.feed) {
-        const d = this.abr.decide(now);
-        if (d && d.tier !== this.feed.index) void this.switchTier(d.tier, d.reason).catch((e) => this.error(`switch: ${(e as Error).message}`));
-      }
+    }
+    const action = this.switcher.check(now, this.abr !== undefined);
+    if (action?.kind === 'abandoned') {
+      // The new tier never delivered the start of a group in time: back to deciding.
+      action.tier.sub?.unsubscribe();
+      this.error(`switch to ${action.tier.track.name} given up: none of its group starts came within ${DEFAULT_SWITCHER.maxGroups} groups`);
+      if (this.switcher.feed) this.abr?.abandon(this.switcher.feed.index, now);
+    }
+    if (this.abr && !this.switcher.pending && !this.rejoining && this.switcher.feed) {
+      const d = this.abr.decide(now);
+      if (d && d.tier !== this.switcher.feed.index) void this.switchTier(d.tier, d.reason).catch((e) => this.error(`switch: ${(e as Error).message}`));
     }
     this.opts.onStats?.(this.stats);
   }
@@ -765,8 +696,8 @@ export class Player {
     this.audio?.close();
     this.audioSub?.unsubscribe();
     this.catalogSub?.unsubscribe();
-    this.feed?.sub?.unsubscribe();
-    this.pendingTier?.sub?.unsubscribe();
+    this.switcher.feed?.sub?.unsubscribe();
+    this.switcher.pending?.sub?.unsubscribe();
     if (!this.opts.useSession) this.session?.close(0, 'player stopped');
     if (this.stats.state !== 'error') this.stats.state = 'ended';
   }
