@@ -187,3 +187,31 @@ test('a step up given up (the tier never came) leaves ABR on the tier playing, w
   assert.equal(again, 2, 'tried again later');
   assert.ok(t - asked >= 2000, `not before twice the hold: ${t - asked} ms`);
 });
+
+test('after the player fell back from a stalled tier, ABR plays on from there; a step up that so failed doubles the hold', () => {
+  const calmUp = (abr: Abr, from: number, limit: number): number | undefined => {
+    const before = abr.current;
+    for (let t = from; t < from + limit; t += 100) {
+      abr.onObject(t, t % 1000 === 0 ? 20000 : 2000, t, t + 5, 60);
+      const d = abr.decide(t);
+      if (d) return d.tier > before ? t - from : undefined;
+    }
+    return undefined;
+  };
+  // A step up from 360p to 720p was waiting when 360p stalled; the player joined 180p.
+  const up = new Abr(ladder, 1, { holdMs: 1000 });
+  assert.equal(calmUp(up, 0, 5000) !== undefined && up.current, 2);
+  up.fellBack(0, 1, 5000);
+  assert.equal(up.current, 0);
+  const upAgain = calmUp(up, 5000, 10000);
+  assert.ok(upAgain !== undefined && upAgain >= 2000, `stepped up again after ${upAgain} ms, not after twice the hold`);
+  // A step down from 720p to 360p was waiting when 720p stalled; the player joined 180p: no
+  // step up failed, the hold stays.
+  const down = new Abr(ladder, 2, { holdMs: 1000 });
+  for (let t = 0; t < 3000; t += 100) down.onObject(t, 2000, t, t + 5, 60);
+  down.force(1, 3000);
+  down.fellBack(0, 2, 3000);
+  assert.equal(down.current, 0);
+  const downUp = calmUp(down, 3000, 10000);
+  assert.ok(downUp !== undefined && downUp < 2000, `stepped up after ${downUp} ms`);
+});

@@ -1,7 +1,9 @@
 // Guards: the order in which the player hands video objects to the decoder and its moves
 // between tiers (src/media/switcher.ts), on virtual time: objects in order, a switch at the
 // group boundary the new tier has the start of, a stalled group skipped, a switch whose tier
-// never comes given up, a tier playing that delivers not left while a switch waits.
+// never comes given up; and a tier playing that stops delivering while a switch waits never
+// leaves the picture frozen for more than about a second: the player falls back to the new
+// tier when it is arriving, or joins a tier afresh.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Switcher, TierBuffer } from '../src/media/switcher.js';
@@ -145,6 +147,61 @@ test('a switch whose tier brings no group start is given up after three group bo
   // At each boundary it waited the 500 ms the new tier's start may run late, no longer.
   const gap = sim.longestGap(t);
   assert.ok(gap.ms <= 500 + FRAME_MS + 1, `froze for ${Math.round(gap.ms)} ms from ${Math.round(gap.from)} ms`);
+});
+
+test('the tier playing stalls while a step down waits and the new tier starts two groups on: the new tier plays within about a second', () => {
+  const sim = new Sim();
+  const high = new TierBuffer<Obj>(2);
+  sim.sw.play(high, 0);
+  group(sim, high, 10, 0);
+  high.end(10, FRAMES - 1, 1000);
+  // 720p falls behind the link: half of group 11 arrives, then nothing more.
+  const stalledAt = group(sim, high, 11, 1000, 0, 15);
+  // ABR decides on 360p from its next group; the relay's 360p is already at group 12 (720p
+  // lags), so 360p starts with group 13, which arrives from 2 s on.
+  const low = new TierBuffer<Obj>(1);
+  low.startGroup = 13;
+  sim.at(1200);
+  sim.sw.pend(low);
+  let t = group(sim, low, 13, 2000);
+  low.end(13, FRAMES - 1, t);
+  t = group(sim, low, 14, 3000);
+  sim.at(t);
+  const gap = sim.longestGap(t);
+  assert.ok(sim.decodedOf(1).length > 0, `the new tier was never played: ${sim.events.join('; ') || 'nothing happened'}`);
+  assert.ok(gap.ms <= 1500, `the picture froze for ${Math.round(gap.ms)} ms from ${Math.round(gap.from)} ms (the tier playing stalled at ${Math.round(stalledAt)} ms): ${sim.events.join('; ')}`);
+  assert.equal(sim.sw.feed, low);
+  assert.equal(sim.sw.pending, undefined);
+  // It resumed at the newest start the new tier had, in order from there.
+  const first = sim.decodedOf(1)[0];
+  assert.deepEqual([first.groupId, first.objectId], [13, 0]);
+  assert.equal(sim.decodedOf(1).length, 2 * FRAMES);
+});
+
+test('the tier playing stalls while a switch waits and the new tier brings nothing: the player joins a tier afresh within about a second', () => {
+  const sim = new Sim(0);
+  const mid = new TierBuffer<Obj>(1);
+  sim.sw.play(mid, 0);
+  group(sim, mid, 20, 0);
+  mid.end(20, FRAMES - 1, 1000);
+  // A step up to 720p is asked for; then the link collapses: 360p stops mid-group and 720p
+  // never starts.
+  const up = new TierBuffer<Obj>(2);
+  up.startGroup = 21;
+  sim.sw.pend(up);
+  const stalledAt = group(sim, mid, 21, 1000, 0, 10);
+  // Wait until the player asks for a fresh join; it then gets the current group from its
+  // start (the joining fetch) and the live objects after it.
+  let t = stalledAt;
+  while (!sim.joined && t < 10000) sim.at((t += 50));
+  assert.ok(sim.joined, `no fresh join while 360p and 720p delivered nothing for 9 s: ${sim.events.join('; ') || 'nothing happened'}`);
+  assert.ok(t - stalledAt <= 1500, `the join came ${Math.round(t - stalledAt)} ms after the stall`);
+  const joined = sim.joined!;
+  group(sim, joined, 22, t + 60, 0, 10);
+  assert.equal(sim.sw.feed, joined);
+  assert.equal(sim.sw.pending, undefined, 'the step up was given up');
+  assert.ok(sim.longestGap(t + 400).ms <= 1500 + 60 + 50);
+  assert.equal(sim.decodedOf(0).length, 10);
 });
 
 test('a tier playing that delivers is not left while a switch waits, and a late check does not judge it', () => {

@@ -227,6 +227,19 @@ export class Abr {
     this.calmSince = undefined;
   }
 
+  /**
+   * The player moved to `tier` on its own, from `from`, the tier playing: `from` gave the
+   * decoder nothing for a while as a switch waited, and the player took the tier switched to
+   * when it was arriving, else joined a tier afresh. A step up that so did not happen failed
+   * like one undone at once: the hold before the next try doubles.
+   */
+  fellBack(tier: number, from: number, now: number): void {
+    if (this.current > from && tier < this.current) this.hold = Math.min(this.hold * 2, this.cfg.maxHoldMs);
+    this.current = Math.max(0, Math.min(tier, this.tiers.length - 1));
+    this.lastSwitch = now;
+    this.calmSince = undefined;
+  }
+
   private switchTo(tier: number, now: number, reason: string, down: boolean): AbrDecision {
     if (down && this.lastUp !== undefined && now - this.lastUp < 2 * this.cfg.holdMs) {
       // The last step up did not hold: wait longer before the next one.

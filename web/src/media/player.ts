@@ -127,6 +127,13 @@ export function explain(e: unknown, what: string): PlayerError {
 
 const SAMPLES = 120;
 
+/**
+ * How long ABR waits for a fresh join after a stall (SUBSCRIBE and its joining FETCH answered)
+ * before it decides again: a relay that leaves them unanswered must not stop ABR for good.
+ * 5 s, as the catalog's deadline.
+ */
+const REJOIN_WAIT_MS = 5000;
+
 /** Delivery timeout asked for video: past a second an object is only in the way. */
 const VIDEO_DELIVERY_TIMEOUT_MS = 1000;
 /** Delivery timeout asked for audio: beyond the largest playout margin a frame cannot play. */
@@ -191,8 +198,8 @@ export class Player {
   private abr?: Abr;
   /** The tier playing, the one a switch waits for, and the order of their objects. */
   private switcher = new Switcher<MoqObject, TierState>();
-  /** A fresh join after a stall is on its way (no other switch meanwhile). */
-  private rejoining = false;
+  /** Since when a fresh join after a stall is on its way (no other switch meanwhile). */
+  private rejoiningSince?: number;
   private decoder?: VideoDecoder;
   private decoderConfig = '';
   private frames: { frame: VideoFrame; captureMs: number }[] = [];
@@ -529,6 +536,41 @@ export class Player {
     this.switcher.pend(st);
   }
 
+  /**
+   * Leaves `from`, the tier playing, which stalled while a switch to `pending` waited and
+   * neither brought anything: subscribes tier `index` afresh with a joining fetch and plays
+   * it at once. `from` plays on until then (it is unsubscribed first only when it is the
+   * same track: one subscription per track and session).
+   */
+  private async rejoin(index: number, from: TierState, pending: TierState): Promise<void> {
+    const since = performance.now();
+    this.rejoiningSince = since;
+    pending.sub?.unsubscribe();
+    if (from.index === index) from.sub?.unsubscribe();
+    const reason = `${from.track.name} and ${pending.track.name} stalled: joined ${this.ladder[index].name} afresh`;
+    this.error(reason);
+    try {
+      const st = await this.openTier(index, true);
+      if (this.stopped || this.switcher.feed !== from) {
+        // Stopped, or a reconnection replaced the feed meanwhile.
+        st.sub?.unsubscribe();
+        return;
+      }
+      from.sub?.unsubscribe();
+      // A switch ABR decided after the wait below ran out gives way to the join.
+      this.switcher.cancelPending()?.sub?.unsubscribe();
+      const now = performance.now();
+      this.switcher.play(st, now);
+      this.abr?.fellBack(index, from.index, now);
+      this.switched(from, st, reason);
+      this.pump();
+    } catch (e) {
+      this.error(`join ${this.ladder[index].name}: ${(e as Error).message}`);
+    } finally {
+      if (this.rejoiningSince === since) this.rejoiningSince = undefined;
+    }
+  }
+
   /** Fixes the tier (an index) or gives the choice back to ABR ('auto'). */
   setTier(t: number | 'auto'): void {
     if (t === 'auto') {
@@ -667,8 +709,20 @@ export class Player {
       action.tier.sub?.unsubscribe();
       this.error(`switch to ${action.tier.track.name} given up: none of its group starts came within ${DEFAULT_SWITCHER.maxGroups} groups`);
       if (this.switcher.feed) this.abr?.abandon(this.switcher.feed.index, now);
+    } else if (action?.kind === 'fell-back') {
+      // The tier playing gave nothing for a while; the tier the switch waited for is arriving.
+      action.from.sub?.unsubscribe();
+      this.abr?.fellBack(action.to.index, action.from.index, now);
+      this.switched(action.from, action.to, `${this.switchReason} (${action.from.track.name} stalled: ${action.to.track.name} at once)`);
+      this.pump();
+    } else if (action?.kind === 'rejoin') {
+      // Neither tier is arriving: join the lowest afresh (under ABR) or the tier asked for
+      // by hand, which starts at a key frame at once.
+      const index = this.abr ? 0 : action.pending.index;
+      void this.rejoin(index, action.from, action.pending);
     }
-    if (this.abr && !this.switcher.pending && !this.rejoining && this.switcher.feed) {
+    const rejoining = this.rejoiningSince !== undefined && now - this.rejoiningSince < REJOIN_WAIT_MS;
+    if (this.abr && !this.switcher.pending && !rejoining && this.switcher.feed) {
       const d = this.abr.decide(now);
       if (d && d.tier !== this.switcher.feed.index) void this.switchTier(d.tier, d.reason).catch((e) => this.error(`switch: ${(e as Error).message}`));
     }

@@ -8,9 +8,14 @@
  * do not come about by themselves.
  *
  * A switch normally happens at a group boundary of the feed: the pending tier is subscribed
- * from its next group, and the feed plays on until it reaches that group. When the pending
- * tier delivers no group start while the feed crosses group boundaries, `check` gives the
- * switch up ({@link SwitcherConfig.maxGroups}).
+ * from its next group, and the feed plays on until it reaches that group. Two things can keep
+ * it from happening, and `check` answers both:
+ * - the pending tier delivers no group start while the feed crosses group boundaries: the
+ *   switch is given up ({@link SwitcherConfig.maxGroups});
+ * - the feed itself stops (nothing reaches the decoder) while the switch waits: no boundary
+ *   is ever crossed, and waiting would leave the picture frozen for as long as the feed is
+ *   starved. After {@link SwitcherConfig.stallMs} the player leaves the feed: for the pending
+ *   tier at its newest group start when that tier is arriving, else for a fresh join.
  */
 
 /** Where an object sits in its track. */
@@ -94,6 +99,17 @@ export interface SwitcherConfig {
    * tier now; waiting longer would keep ABR from deciding anything (one switch at a time).
    */
   maxGroups: number;
+  /**
+   * Time (ms) without anything of the feed reaching the decoder, while a switch waits, after
+   * which the player leaves the feed (for the pending tier if it is arriving, else for a
+   * fresh join). 1 s: one group of tiermesh's 1 s GOPs, so a feed that gave nothing for that
+   * long cannot reach the boundary the switch waits for in the time the switch expected; and
+   * the player asks the relay for a 1 s delivery timeout on video, so the rest of a group
+   * that has been silent this long is being dropped at the relay rather than coming late.
+   * The viewer has by then seen a frozen picture for a second; the fresh join or the pending
+   * tier's group start shows a picture again about a round trip later.
+   */
+  stallMs: number;
 }
 
 /** Defaults of {@link SwitcherConfig}. */
@@ -101,6 +117,7 @@ export const DEFAULT_SWITCHER: SwitcherConfig = {
   skipAfterMs: 400,
   waitStartMs: 500,
   maxGroups: 3,
+  stallMs: 1000,
 };
 
 /** What {@link Switcher.poll} asks the player to do. */
@@ -119,7 +136,19 @@ export type SwitchOutput<T extends Located, S extends TierBuffer<T>> =
 /** What {@link Switcher.check} found. */
 export type SwitchAction<T extends Located, S extends TierBuffer<T>> =
   /** The pending switch was given up (`maxGroups`): unsubscribe `tier`; the feed plays on. */
-  | { kind: 'abandoned'; tier: S };
+  | { kind: 'abandoned'; tier: S }
+  /**
+   * The feed stalled while the switch waited and the pending tier is arriving: it is the feed
+   * now, from its newest group start; `from` can be unsubscribed.
+   */
+  | { kind: 'fell-back'; from: S; to: S }
+  /**
+   * The feed stalled while the switch waited and the pending tier is not arriving either: the
+   * switch is given up (unsubscribe `pending`) and the player should join a tier afresh (a
+   * subscription with a joining fetch, which starts at a key frame at once) and {@link
+   * Switcher.play} it; `from` is the stalled feed.
+   */
+  | { kind: 'rejoin'; from: S; pending: S };
 
 /** The decode order and tier moves of one player. */
 export class Switcher<T extends Located, S extends TierBuffer<T> = TierBuffer<T>> {
@@ -132,6 +161,9 @@ export class Switcher<T extends Located, S extends TierBuffer<T> = TierBuffer<T>
   private readonly cfg: SwitcherConfig;
   /** The next object to decode; undefined while waiting for a group start. */
   private expect?: { group: number; object: number };
+  /** The group of the last object decoded. */
+  private played?: number;
+  private lastCheck?: number;
 
   constructor(cfg: Partial<SwitcherConfig> = {}) {
     this.cfg = { ...DEFAULT_SWITCHER, ...cfg };
@@ -195,6 +227,7 @@ export class Switcher<T extends Located, S extends TierBuffer<T> = TierBuffer<T>
         objects!.delete(e.object);
         e.object++;
         this.lastProgress = now;
+        this.played = e.group;
         return { kind: 'decode', tier: feed, object: o };
       }
       // The next object is not here. Move on when this group is over (its stream ended, or it
@@ -226,17 +259,43 @@ export class Switcher<T extends Located, S extends TierBuffer<T> = TierBuffer<T>
 
   /**
    * Looks for a pending switch that will not happen by itself; call it a few times a second.
-   * `giveUp`: whether a switch may be given up (a switch ABR decided may; one asked for by
-   * hand waits). Returns what it changed, for the player to follow up.
+   * `giveUp`: whether a switch whose tier brings no group start may be given up (a switch ABR
+   * decided may; one asked for by hand waits). Returns what it changed, for the player to
+   * follow up (unsubscribe, join, tell ABR).
    */
-  check(_now: number, giveUp = true): SwitchAction<T, S> | undefined {
+  check(now: number, giveUp = true): SwitchAction<T, S> | undefined {
+    // A check long after the previous one means this page did not run for a while (a busy
+    // machine): objects that arrived meanwhile may still wait to be handed over, so the
+    // feed's silence is not judged on this round.
+    const late = this.lastCheck !== undefined && now - this.lastCheck > this.cfg.stallMs / 2;
+    this.lastCheck = now;
     const pend = this.pending;
-    if (!pend || !this.feed || !giveUp) return undefined;
-    if (pend.askedInGroup !== undefined && this.expect && this.expect.group - pend.askedInGroup >= this.cfg.maxGroups) {
+    const feed = this.feed;
+    if (!pend || !feed) return undefined;
+    if (giveUp && pend.askedInGroup !== undefined && this.expect && this.expect.group - pend.askedInGroup >= this.cfg.maxGroups) {
       this.pending = undefined;
       return { kind: 'abandoned', tier: pend };
     }
-    return undefined;
+    if (late || now - this.lastProgress < this.cfg.stallMs) return undefined;
+    // The feed gave the decoder nothing for stallMs while the switch waited. The pending tier
+    // takes over at once if it is arriving and has a group start after what was played.
+    const after = this.played ?? -Infinity;
+    const starts = pend.startsAfter(after);
+    const arriving = pend.lastArrival !== undefined && now - pend.lastArrival < this.cfg.stallMs;
+    if (arriving && starts.length > 0) {
+      const g = Math.max(...starts);
+      this.feed = pend;
+      this.pending = undefined;
+      pend.dropBefore(g);
+      this.expect = { group: g, object: 0 };
+      this.lastProgress = now;
+      return { kind: 'fell-back', from: feed, to: pend };
+    }
+    this.pending = undefined;
+    // The stalled feed stays until the player has joined a tier afresh; meanwhile its silence
+    // counts from now, so that it is not judged again before the join is done.
+    this.lastProgress = now;
+    return { kind: 'rejoin', from: feed, pending: pend };
   }
 
   private take(to: S, group: number): SwitchOutput<T, S> {
