@@ -11,6 +11,7 @@ export * from './wire/catalog.js';
 export * from './transport.js';
 export * from './session.js';
 export * from './media/abr.js';
+export * from './media/switcher.js';
 export * from './media/jitter.js';
 export * from './media/barcode.js';
 export * from './media/player.js';
