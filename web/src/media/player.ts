@@ -547,7 +547,7 @@ export class Player {
     this.rejoiningSince = since;
     pending.sub?.unsubscribe();
     if (from.index === index) from.sub?.unsubscribe();
-    const reason = `${from.track.name} and ${pending.track.name} stalled: joined ${this.ladder[index].name} afresh`;
+    const reason = `${from.track.name} stalled and ${pending.track.name} was not arriving: joined ${this.ladder[index].name} afresh`;
     this.error(reason);
     try {
       const st = await this.openTier(index, true);
