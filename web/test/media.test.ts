@@ -215,3 +215,16 @@ test('after the player fell back from a stalled tier, ABR plays on from there; a
   const downUp = calmUp(down, 3000, 10000);
   assert.ok(downUp !== undefined && downUp < 2000, `stepped up after ${downUp} ms`);
 });
+
+test('after a standing queue drains, the playout delay comes down to the largest margin at once', () => {
+  const c = new PlayoutClock();
+  // Five seconds behind a queue of 3 s, then the queue drains: transit 40 ms.
+  for (let i = 0; i < 250; i++) c.observe(10_000 + i * 20 + 3000, 10_000 + i * 20);
+  const queued = c.delayMs!;
+  assert.ok(queued >= 3000 + 70, `delay ${queued} behind the queue`);
+  c.observe(15_000 + 40, 15_000);
+  assert.equal(c.delayMs, 40 + 600, 'the largest margin above the new floor');
+  // From there it shrinks slowly as before, while the queued transits are in the window.
+  for (let i = 1; i <= 50; i++) c.observe(15_000 + i * 20 + 40, 15_000 + i * 20);
+  assert.ok(c.delayMs! > 40 + 600 - 30, `delay ${c.delayMs} ms a second later`);
+});

@@ -65,7 +65,13 @@ export class PlayoutClock {
       this.current = target;
     } else {
       const step = ((now - this.lastUpdate) / 1000) * this.cfg.shrinkPerSecond;
-      this.current = Math.max(target, this.current - Math.max(0, step));
+      // Never more than the largest margin above the transit floor: a delay beyond it is no
+      // jitter but a queue on the path that drained (the floor itself fell). Shrinking that
+      // by 20 ms a second would keep a conversation seconds behind for minutes, and the
+      // player keeps only 2 s of decoded video, so past 2 s every frame would be dropped
+      // before its turn (a frozen picture): it drops at once, one skip in the sound.
+      const ceiling = (this.floorMs ?? target) + this.cfg.maxMarginMs;
+      this.current = Math.max(target, Math.min(ceiling, this.current - Math.max(0, step)));
     }
     this.lastUpdate = now;
   }
