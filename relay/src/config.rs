@@ -290,6 +290,15 @@ pub struct LimitsConfig {
     /// 30 s: rides out a mobile handover, frees a vanished client's state soon enough.
     #[serde(with = "duration")]
     pub idle_timeout: Duration,
+    /// A FETCH the relay forwarded upstream whose publisher sends nothing more (no object,
+    /// no End of Range, no FIN or reset) for this long is cancelled upstream (FETCH_CANCEL)
+    /// and ends at the requester with the rest of its range unknown. Default 5 s: longer
+    /// than a large key frame takes on the slowest link profile (200 kB at 600 kbit/s is
+    /// under 3 s) plus a loss-recovery round over satellite, so a slow fetch is not cut,
+    /// and short enough that a player asking for older groups is not held much past the
+    /// point where it would give up itself. Must be more than 0 s.
+    #[serde(with = "duration")]
+    pub upstream_fetch_idle: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -301,6 +310,7 @@ impl Default for LimitsConfig {
             max_namespace_len: 4096,
             max_auth_token_cache: 16 * 1024,
             idle_timeout: Duration::from_secs(30),
+            upstream_fetch_idle: Duration::from_secs(5),
         }
     }
 }
@@ -514,6 +524,9 @@ impl RelayConfig {
         if limits.idle_timeout.is_zero() {
             return invalid("limits.idle_timeout", "must be more than 0s");
         }
+        if limits.upstream_fetch_idle.is_zero() {
+            return invalid("limits.upstream_fetch_idle", "must be more than 0s");
+        }
         if let Some(ingest) = &self.ingest {
             ingest.validate().map_err(|reason| ConfigError::Invalid { key: "ingest", reason })?;
         }
@@ -565,6 +578,21 @@ mod tests {
         assert_eq!(config.limits.max_namespace_depth, 32);
         assert_eq!(config.cache.groups, 2);
         assert_eq!(config.linger, Duration::from_secs(5));
+        assert_eq!(config.limits.upstream_fetch_idle, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn upstream_fetch_idle_from_file_and_not_zero() {
+        let text = "[tls]\ngenerate = true\n[limits]\nupstream_fetch_idle = \"750ms\"\n";
+        let config = RelayConfig::parse(text, Path::new("x.toml")).unwrap();
+        assert_eq!(config.limits.upstream_fetch_idle, Duration::from_millis(750));
+        config.validate().unwrap();
+        let zero = text.replace("750ms", "0s");
+        let config = RelayConfig::parse(&zero, Path::new("x.toml")).unwrap();
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Invalid { key: "limits.upstream_fetch_idle", .. })
+        ));
     }
 
     #[test]

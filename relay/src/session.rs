@@ -11,6 +11,7 @@ use tiermesh_client::moq::{
 };
 use tiermesh_client::transport;
 use tiermesh_proto::TerminationCode;
+use tiermesh_proto::coding::VARINT_MAX;
 use tiermesh_proto::data::{EndOfRange, RangeKind};
 use tiermesh_proto::message::{MessageParams, PublishDoneCode, RequestErrorCode};
 use tiermesh_proto::types::{Location, RequestId, SubscriptionFilter, TrackNamespace};
@@ -638,6 +639,8 @@ async fn join_upstream(
         let mut st = track.lock();
         (!st.downstream.is_empty(), st.new_feed())
     };
+    // The relative joining fetch of the current group (Joining Start 0): from its start.
+    let fill_start = reader.largest().map(|l| Location::new(l.group.0, 0));
     match reader.largest() {
         Some(largest) if !held => {
             let bound = Location::new(largest.group.0, largest.object.0 + 1);
@@ -645,7 +648,7 @@ async fn join_upstream(
             track.lock().filling = Some((bound, rx.clone()));
             let (ctx, track) = (ctx.clone(), track.clone());
             tokio::spawn(async move {
-                fill_from_upstream(ctx, track.clone(), f, feed, tx, asked).await;
+                fill_from_upstream(ctx, track.clone(), f, fill_start, feed, tx, asked).await;
                 // The subscribers answered meanwhile send their joining FETCH a round trip
                 // later, maybe after the fill ended: its objects stay at hand for them a
                 // while, since live groups arriving meanwhile can evict its group from the
@@ -660,7 +663,7 @@ async fn join_upstream(
         }
         _ => {
             let (tx, _rx) = tokio::sync::watch::channel(crate::track::Fill::default());
-            fill_from_upstream(ctx.clone(), track.clone(), f, feed, tx, asked).await;
+            fill_from_upstream(ctx.clone(), track.clone(), f, fill_start, feed, tx, asked).await;
         }
     }
     Ok((reader, new_group))
@@ -668,24 +671,31 @@ async fn join_upstream(
 
 /// Forwards the objects of the relay's upstream joining FETCH (to the cache, and to the
 /// subscribers whose filter passes them, as `feed`) until its stream ends or
-/// [`UPSTREAM_FETCH_WAIT`] has passed, adding each one to `progress`, which is marked whole
-/// if the fetch ended so in time, and dropped (closed) when it ends.
+/// [`UPSTREAM_FETCH_WAIT`] has passed, adding each one to `progress`, which is marked
+/// `fin` if the fetch ended with its FIN in time, and dropped (closed) when it ends. What
+/// the fetch made known of its range, which starts at `start`, is noted in the cache (the
+/// locations up to its last item but those it marked unknown, and the rest of the range
+/// after a FIN), so that a FETCH served from the cache later says unknown only where it
+/// was. A fetch given up here is cancelled upstream (the reader is dropped).
 async fn fill_from_upstream(
     ctx: Arc<Ctx>,
     track: Arc<Track>,
     mut fetch: moq::FetchReader,
+    start: Option<Location>,
     feed: crate::track::Feed,
     progress: tokio::sync::watch::Sender<crate::track::Fill>,
     asked: std::time::Instant,
 ) {
     let mut objects = 0u64;
+    let mut known = Known::new(start);
     let fill = async {
         while let Some(e) = fetch.next_event().await {
             let o = match e {
                 moq::FetchEvent::Object(o) => o,
                 moq::FetchEvent::EndOfRange(r) => {
+                    let at = Location::new(r.group_id, r.object_id);
+                    known.marker(r.kind, at);
                     if r.kind == RangeKind::Unknown {
-                        let at = Location::new(r.group_id, r.object_id);
                         progress.send_modify(|fetched| fetched.unknown.push(at));
                     }
                     continue;
@@ -694,6 +704,7 @@ async fn fill_from_upstream(
             objects += 1;
             let ms = asked.elapsed().as_millis() as u64;
             tracing::trace!(track = %track.name, location = ?o.location(), ms, "upstream joining fetch object");
+            known.item(o.location());
             track.lock().forward(&o, feed, &ctx.metrics);
             progress.send_modify(|fetched| fetched.objects.push(o.to_object()));
         }
@@ -701,11 +712,87 @@ async fn fill_from_upstream(
     let filled = tokio::time::timeout(UPSTREAM_FETCH_WAIT, fill).await;
     let ms = asked.elapsed().as_millis() as u64;
     let end = fetch.end();
+    let fin =
+        filled.is_ok() && matches!(end, Some(moq::FetchEnd::Whole | moq::FetchEnd::Unknown(_)));
+    if fin {
+        known.item(last_location(fetch.end_location()));
+    }
+    {
+        let mut st = track.lock();
+        for (first, last) in known.ranges {
+            st.cache.note_known(first, last);
+        }
+    }
+    if fin {
+        progress.send_modify(|fetched| fetched.fin = true);
+    }
     if filled.is_ok() && end == Some(moq::FetchEnd::Whole) {
         tracing::debug!(track = %track.name, objects, ms, "upstream joining fetch complete");
-        progress.send_modify(|fetched| fetched.whole = true);
     } else {
         tracing::info!(track = %track.name, objects, ms, ?end, "upstream joining fetch incomplete");
+    }
+}
+
+/// What a fetch stream read in order makes known: the locations from the range's start up
+/// to each item (its object, or the last location of an End of Non-Existent Range), but
+/// those an End of Unknown Range covers.
+struct Known {
+    /// The first location not yet accounted for; `None` if the range's start is unknown.
+    next: Option<Location>,
+    /// Known ranges, first and last location each, ascending.
+    ranges: Vec<(Location, Location)>,
+}
+
+impl Known {
+    fn new(start: Option<Location>) -> Self {
+        Self { next: start, ranges: Vec::new() }
+    }
+
+    /// An object, or the end of a range known not to exist, at `at`.
+    fn item(&mut self, at: Location) {
+        let Some(next) = self.next.filter(|n| *n <= at) else { return };
+        match self.ranges.last_mut() {
+            Some(r) if after(r.1) == next => r.1 = at,
+            _ => self.ranges.push((next, at)),
+        }
+        self.next = Some(after(at));
+    }
+
+    fn marker(&mut self, kind: RangeKind, at: Location) {
+        match kind {
+            RangeKind::NonExistent => self.item(at),
+            RangeKind::Unknown => {
+                if self.next.is_some_and(|n| n <= at) {
+                    self.next = Some(after(at));
+                }
+            }
+        }
+    }
+}
+
+/// The location after `l` (the first of the next group after a group's last).
+fn after(l: Location) -> Location {
+    if l.object.0 >= VARINT_MAX {
+        Location::new(l.group.0.saturating_add(1), 0)
+    } else {
+        Location::new(l.group.0, l.object.0 + 1)
+    }
+}
+
+/// The location before `l`, which is not `{0, 0}`.
+fn before(l: Location) -> Location {
+    match l.object.0 {
+        0 => Location::new(l.group.0.saturating_sub(1), VARINT_MAX),
+        o => Location::new(l.group.0, o - 1),
+    }
+}
+
+/// The last location of a range whose End Location is `end` (the last plus one; an object
+/// of 0: the whole end group).
+fn last_location(end: Location) -> Location {
+    match end.object.0 {
+        0 => Location::new(end.group.0, VARINT_MAX),
+        o => Location::new(end.group.0, o - 1),
     }
 }
 
@@ -960,7 +1047,10 @@ const FETCH_UPSTREAM_FAILED: u32 = 0x0;
 /// A FETCH for objects older than the cache holds (or of a track the relay does not
 /// hold): forwarded to the track's publisher (draft-16 §8.5: an upstream FETCH goes to a
 /// publisher chosen as for SUBSCRIBE), its objects and End of Range markers passed on as
-/// they arrive. An upstream fetch that does not end whole ends incomplete here too.
+/// they arrive. An upstream fetch that does not end whole ends incomplete here too, and
+/// one that stalls (nothing for `limits.upstream_fetch_idle`, without a FIN or a reset) is
+/// cancelled upstream (FETCH_CANCEL) and ends here with the rest of its range unknown, so
+/// that a publisher that accepted a FETCH and went quiet cannot hold the requester forever.
 async fn fetch_upstream(ctx: &Ctx, req: IncomingFetch) {
     let name = req.range.track.clone();
     let upstream = {
@@ -997,7 +1087,23 @@ async fn fetch_upstream(ctx: &Ctx, req: IncomingFetch) {
         .await;
     match accepted {
         Ok(mut resp) => {
-            while let Some(e) = upstream.next_event().await {
+            let idle = ctx.config.limits.upstream_fetch_idle;
+            loop {
+                let e = match tokio::time::timeout(idle, upstream.next_event()).await {
+                    Ok(Some(e)) => e,
+                    Ok(None) => break,
+                    Err(_) => {
+                        tracing::info!(
+                            track = %name,
+                            idle_ms = idle.as_millis() as u64,
+                            "upstream fetch stalled: cancelled, the rest of its range unknown"
+                        );
+                        // Dropping the reader sends FETCH_CANCEL.
+                        drop(upstream);
+                        resp.reset(FETCH_UPSTREAM_FAILED);
+                        return;
+                    }
+                };
                 let written = match e {
                     moq::FetchEvent::Object(o) => resp.write(&o.to_object()),
                     moq::FetchEvent::EndOfRange(r) => resp.write_end_of_range(r),
@@ -1037,8 +1143,18 @@ async fn fetch(ctx: Arc<Ctx>, grant: Option<Arc<Grant>>, req: IncomingFetch) {
         Some(t) if cached || joining => t,
         _ => return fetch_upstream(&ctx, req).await,
     };
-    let (start, end) = (req.range.start, req.range.end);
-    let extensions = track.lock().extensions.clone();
+    let (start, asked_end) = (req.range.start, req.range.end);
+    let (extensions, largest) = {
+        let st = track.lock();
+        (st.extensions.clone(), st.cache.largest())
+    };
+    if let Some(l) = largest
+        && start > l
+    {
+        req.reject(RequestErrorCode::InvalidRange, "the start is after the largest object");
+        return;
+    }
+    let end = served_end(asked_end, largest);
     tracing::debug!(track = %track.name, ?start, ?end, "fetch served");
     match req.accept(false, end, extensions).await {
         Ok(mut resp) => {
@@ -1050,6 +1166,22 @@ async fn fetch(ctx: Arc<Ctx>, grant: Option<Arc<Grant>>, req: IncomingFetch) {
     }
 }
 
+/// FETCH_OK's End Location for a FETCH asking up to `asked` (its End Location) served
+/// from the cache of a track whose largest object is `largest`: what was asked, or the
+/// location after the largest where the range goes beyond it (draft-16, FETCH_OK): objects
+/// not published yet are not in the answer, nor marked unknown in it.
+fn served_end(asked: Location, largest: Option<Location>) -> Location {
+    match largest {
+        // The last Object ID a varint holds: that group whole (its End Location + 1 would
+        // not fit on the wire).
+        Some(l) if last_location(asked) > l && l.object.0 >= VARINT_MAX => {
+            Location::new(l.group.0, 0)
+        }
+        Some(l) if last_location(asked) > l => after(l),
+        _ => asked,
+    }
+}
+
 /// Writes the cached objects of `[start, end)` to `resp` in order. While the relay's
 /// joining FETCH upstream still fills the cache (`TrackState::filling`), the objects it
 /// covers are written as they arrive (from the fill itself too: live groups arriving
@@ -1057,9 +1189,15 @@ async fn fetch(ctx: Arc<Ctx>, grant: Option<Arc<Grant>>, req: IncomingFetch) {
 /// cached) once it has ended, so that a downstream joiner starts with the group's first
 /// objects as soon as they reach the relay rather than once the whole group has. The
 /// fill's End of Unknown Range markers go on between the objects around them, and a fill
-/// that did not end whole leaves what it did not bring unknown: an End of Unknown Range up
-/// to the last location it covers goes before the objects after it. False if the response
-/// stream failed.
+/// that did not end with its FIN leaves what it did not bring unknown: an End of Unknown
+/// Range up to the last location it covers goes before the objects after it.
+///
+/// Past the fill, what the cache does not know (`Cache::unknown`: a reset or open subgroup
+/// stream, a group never received, the start of a group before the relay's subscription
+/// with no fetch to fill it) goes as End of Unknown Range between the cached objects, each
+/// after an End of Non-Existent Range over the locations before it known not to exist
+/// (draft-16, End of Range: only to split those from the unknown ones); gaps the cache
+/// knows to be empty are left to the FIN. False if the response stream failed.
 async fn serve_cached(
     track: &Track,
     start: Location,
@@ -1069,46 +1207,63 @@ async fn serve_cached(
     let mut fill = track.lock().filling.clone().filter(|(bound, _)| may_fill(start, end, *bound));
     // The fill's sender is gone: one more read of what it brought, then the rest.
     let mut fill_over = false;
+    // The location after the last item written.
     let mut next = start;
+    // Locations before this one are accounted for by the fill: the cache's knowledge is
+    // asked from here on.
+    let mut settled = start;
+    let last = last_location(end);
     loop {
-        let (objects, unknown, upto, whole) = {
+        let (objects, unknown, upto, fin) = {
             let st = track.lock();
             let upto = match &fill {
                 Some((bound, _)) if end.object.0 == 0 || *bound < end => *bound,
                 _ => end,
             };
             let mut objects = st.cache.range(next, upto);
-            let (mut whole, mut unknown) = (true, Vec::new());
-            if let Some((_, rx)) = &mut fill {
-                // Seen as it is read: an object added after this read changes it again.
-                let fetched = rx.borrow_and_update();
-                let within =
-                    |o: &&tiermesh_proto::data::Object| (next..upto).contains(&o.location());
-                objects.extend(fetched.objects.iter().filter(within).cloned());
-                objects.sort_by_key(|o| o.location());
-                objects.dedup_by_key(|o| o.location());
-                whole = fetched.whole;
-                unknown
-                    .extend(fetched.unknown.iter().copied().filter(|l| (next..upto).contains(l)));
-            }
-            (objects, unknown, upto, whole)
+            let mut fin = true;
+            let unknown: Vec<Unknown> = match &mut fill {
+                Some((_, rx)) => {
+                    // Seen as it is read: an object added after this read changes it again.
+                    let fetched = rx.borrow_and_update();
+                    let within =
+                        |o: &&tiermesh_proto::data::Object| (next..upto).contains(&o.location());
+                    objects.extend(fetched.objects.iter().filter(within).cloned());
+                    objects.sort_by_key(|o| o.location());
+                    objects.dedup_by_key(|o| o.location());
+                    fin = fetched.fin;
+                    fetched
+                        .unknown
+                        .iter()
+                        .filter(|l| (next..upto).contains(*l))
+                        .map(|l| Unknown { from: None, to: *l })
+                        .collect()
+                }
+                None => st
+                    .cache
+                    .unknown(next.max(settled), last)
+                    .into_iter()
+                    .map(|(from, to)| Unknown { from: Some(from), to })
+                    .collect(),
+            };
+            (objects, unknown, upto, fin)
         };
-        // The fill's End of Unknown Range markers go between the objects around them (one
-        // that covers nothing after the item written last is left out).
+        // Unknown ranges go between the objects around them (one that covers nothing after
+        // the item written last is left out).
         let mut unknown = unknown.into_iter().peekable();
         for o in &objects {
-            while let Some(l) = unknown.next_if(|l| *l < o.location()) {
-                if !write_unknown(resp, &mut next, l) {
+            while let Some(u) = unknown.next_if(|u| u.to < o.location()) {
+                if !write_unknown(resp, &mut next, u) {
                     return false;
                 }
             }
             if resp.write(o).is_err() {
                 return false;
             }
-            next = Location::new(o.group_id, o.object_id + 1);
+            next = after(o.location());
         }
-        for l in unknown {
-            if !write_unknown(resp, &mut next, l) {
+        for u in unknown {
+            if !write_unknown(resp, &mut next, u) {
                 return false;
             }
         }
@@ -1118,16 +1273,13 @@ async fn serve_cached(
                 // `upto` is the fill's bound here, or the end of the asked range before it
                 // (an End Location's object is then above 0): the last location it covers
                 // is the one before.
-                if !whole
+                if !fin
                     && upto.object.0 > 0
-                    && !write_unknown(
-                        resp,
-                        &mut next,
-                        Location::new(upto.group.0, upto.object.0 - 1),
-                    )
+                    && !write_unknown(resp, &mut next, Unknown { from: None, to: before(upto) })
                 {
                     return false;
                 }
+                settled = upto;
                 fill = None;
             }
             // Woken by the next object, or by the fill's end (its sender dropped).
@@ -1136,16 +1288,31 @@ async fn serve_cached(
     }
 }
 
-/// Writes an End of Unknown Range from `next` up to `last` and moves `next` past it; none
-/// if `last` is before `next` (nothing left to mark). False if the response stream failed.
-fn write_unknown(resp: &mut moq::FetchResponse, next: &mut Location, last: Location) -> bool {
-    if last < *next {
+/// A range of locations whose objects are unknown, up to `to`: from `from` when it is
+/// known where it starts (the locations between the last item written and it are then
+/// known not to exist), else from the last item written.
+struct Unknown {
+    from: Option<Location>,
+    to: Location,
+}
+
+/// Writes an End of Unknown Range for `u` and moves `next` past it, after an End of
+/// Non-Existent Range up to its start if that is after `next`; nothing if it ends before
+/// `next` (nothing left to mark). False if the response stream failed.
+fn write_unknown(resp: &mut moq::FetchResponse, next: &mut Location, u: Unknown) -> bool {
+    if u.to < *next {
         return true;
     }
-    let range =
-        EndOfRange { kind: RangeKind::Unknown, group_id: last.group.0, object_id: last.object.0 };
-    *next = Location::new(last.group.0, last.object.0 + 1);
-    resp.write_end_of_range(range).is_ok()
+    let marker =
+        |kind, l: Location| EndOfRange { kind, group_id: l.group.0, object_id: l.object.0 };
+    if let Some(from) = u.from
+        && from > *next
+        && resp.write_end_of_range(marker(RangeKind::NonExistent, before(from))).is_err()
+    {
+        return false;
+    }
+    *next = after(u.to);
+    resp.write_end_of_range(marker(RangeKind::Unknown, u.to)).is_ok()
 }
 
 /// Whether the fill of the relay's upstream joining fetch, which covers `bound`'s group up

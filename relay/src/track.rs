@@ -41,10 +41,10 @@ pub(crate) struct Fill {
     /// The last locations of the End of Unknown Range markers it passed on so far, in
     /// order: the locations after the item before each, up to it, are unknown.
     pub(crate) unknown: Vec<Location>,
-    /// Set when it has ended with nothing of its range unknown (a FIN, no End of Unknown
-    /// Range, within `session::UPSTREAM_FETCH_WAIT`). A fill that ended otherwise (given
-    /// up, failed, timed out) leaves the objects it did not bring unknown.
-    pub(crate) whole: bool,
+    /// Set when it has ended with its FIN within `session::UPSTREAM_FETCH_WAIT`: what of
+    /// its range it neither brought nor marked unknown does not exist. A fill that ended
+    /// otherwise (given up, failed, timed out) leaves what follows its last item unknown.
+    pub(crate) fin: bool,
 }
 
 /// A source the relay forwards a track's objects from: one upstream subscription, one
@@ -543,6 +543,7 @@ impl TrackState {
     /// a newer group (`end_stream`).
     pub(crate) fn upstream_established(&mut self, largest: Option<Location>) -> Feed {
         self.live_feed = self.new_feed();
+        self.cache.live_started(largest);
         self.finish_inherited(largest.map(|l| l.group.0));
         self.live_feed
     }
@@ -583,7 +584,7 @@ impl TrackState {
         // Objects of one track can come from more than one publisher (a publisher that
         // reconnected while its old session lingers, draft-16 §8.3 "Multiple Publishers"):
         // a location already cached is a duplicate and is not forwarded again.
-        if !self.cache.insert(obj.clone()) {
+        if !self.cache.insert(obj.clone(), feed == self.live_feed) {
             return;
         }
         if let Some((_, g)) = self.new_group_outstanding
@@ -627,6 +628,7 @@ impl TrackState {
         if self.inherited && reset.is_none() {
             self.finish_inherited(Some(group));
         }
+        self.cache.stream_ended(group, subgroup, reset.is_none());
         self.ended_streams.insert((group, subgroup));
         if self.ended_streams.len() > 4 * MAX_STREAMS_PER_SUBSCRIBER {
             let oldest = self.ended_streams.iter().map(|k| k.0).min().unwrap_or(0);

@@ -4,9 +4,15 @@
 //! that ended every forwarded fetch with a FIN would turn a publisher that gave up, or
 //! left, into a complete answer, and the requester would take the missing objects as
 //! absent. The same holds for a joiner's FETCH the relay serves from the fill of its own
-//! upstream joining fetch. Real QUIC sessions: publisher → relay → requester.
+//! upstream joining fetch, for a FETCH served from the relay's cache where the relay lost
+//! objects (a subgroup stream reset upstream, a group never received, the start of a group
+//! nothing filled), and for an upstream fetch that stalls (the relay gives it up after
+//! `limits.upstream_fetch_idle` and cancels it upstream). Real QUIC sessions: publisher →
+//! relay → requester.
 
 mod common;
+#[path = "../../client/tests/transport_common/control.rs"]
+mod control;
 
 use common::*;
 use tiermesh_client::moq::{
@@ -307,5 +313,212 @@ async fn a_joining_fetch_passes_on_an_unknown_range_of_its_fill() {
     let objects = |r: std::ops::Range<u64>| r.map(|o| Seen::Object(0, o)).collect::<Vec<_>>();
     assert_eq!(seen, [objects(0..1), vec![Seen::Unknown(0, 2)], objects(3..5)].concat());
     assert_eq!(end, Some(FetchEnd::Unknown(Location::new(0, 2))));
+    relay.shutdown().await;
+}
+
+/// A relay keeping `groups` groups per track, with a publisher and a subscriber of its
+/// track `video` subscribed from the start (the publisher reports no largest object, so
+/// the relay's upstream subscription carries every object and nothing needs a fill).
+async fn cached(groups: usize) -> Subscribed {
+    let mut c = config();
+    c.cache.groups = groups;
+    subscribed(c, "moqt", "video").await
+}
+
+/// Reads from `r` until the stream of `group` ends (FIN or reset), so that the relay has
+/// seen its end too (it ends its downstream streams as their upstream ones end).
+async fn until_stream_end(r: &mut tiermesh_client::moq::TrackReader, group: u64) {
+    use tiermesh_client::moq::TrackEvent;
+    within("stream end", async {
+        while let Some(e) = r.next().await {
+            if let TrackEvent::StreamEnd { group_id, .. } = e
+                && group_id == group
+            {
+                return;
+            }
+        }
+        panic!("the subscription ended before group {group}'s stream did");
+    })
+    .await
+}
+
+/// A standalone FETCH of groups 0..=3 on a new session; it is served from the relay's
+/// cache (its oldest group is 0). What it carried, how it ended, and its End Location.
+async fn fetch_cached(relay: &RelayHandle) -> (Vec<Seen>, Option<FetchEnd>, Location) {
+    let sub = connect(relay, "moqt").await;
+    let mut f =
+        within("fetch", sub.fetch(track("video"), Location::new(0, 0), Location::new(4, 0), None))
+            .await
+            .unwrap();
+    let seen = read_all(&mut f).await;
+    (seen, f.end(), f.end_location())
+}
+
+/// Groups that all arrived with their streams' FIN are known whole: the FETCH served from
+/// the cache ends whole, at the largest object (not the asked end group, which is not
+/// published yet). The baseline of the next test.
+#[tokio::test]
+async fn a_fetch_served_from_a_cache_of_whole_groups_ends_whole() {
+    let mut s = cached(4).await;
+    for g in 0..2 {
+        write_group(&s.writer, g, 0..3, false);
+        until_stream_end(&mut s.reader, g).await;
+    }
+    let (seen, end, end_location) = fetch_cached(&s.relay).await;
+    assert_eq!(seen, [group(0), group(1)].concat());
+    assert_eq!(end, Some(FetchEnd::Whole));
+    assert_eq!(end_location, Location::new(1, 3), "the largest object plus one");
+    s.relay.shutdown().await;
+}
+
+/// What the relay lost on the way in is unknown, not absent, in a FETCH served from its
+/// cache: group 1 never reached it, group 2's stream was reset after two objects. Group 0
+/// ended with its FIN, so the rest of it is known not to exist: an End of Non-Existent
+/// Range says so before the unknown group 1 (without it the unknown range would take it
+/// in). The relay used to serve the cached objects and a plain FIN, which said groups 1
+/// and the end of group 2 do not exist.
+#[tokio::test]
+async fn a_fetch_served_from_the_cache_marks_what_the_relay_lost_unknown() {
+    let mut s = cached(4).await;
+    write_group(&s.writer, 0, 0..3, false);
+    until_stream_end(&mut s.reader, 0).await;
+    // Group 2: two objects, read by the subscriber (so they reached the relay), then reset.
+    let cut = write_group(&s.writer, 2, 0..2, true).unwrap();
+    assert_eq!(expect_objects(&mut s.reader, 2).await, [(2, 0), (2, 1)]);
+    cut.reset(0x2);
+    until_stream_end(&mut s.reader, 2).await;
+    write_group(&s.writer, 3, 0..3, false);
+    until_stream_end(&mut s.reader, 3).await;
+
+    let (seen, end, end_location) = fetch_cached(&s.relay).await;
+    let expected = [
+        group(0),
+        vec![Seen::NonExistent(0, VARINT_MAX), Seen::Unknown(1, VARINT_MAX)],
+        vec![Seen::Object(2, 0), Seen::Object(2, 1), Seen::Unknown(2, VARINT_MAX)],
+        group(3),
+    ]
+    .concat();
+    assert_eq!(seen, expected);
+    assert_eq!(end, Some(FetchEnd::Unknown(Location::new(2, VARINT_MAX))));
+    assert_eq!(end_location, Location::new(3, 3));
+    s.relay.shutdown().await;
+}
+
+/// A joiner's FETCH of a track whose start the relay never had: the publisher's largest
+/// object was (0, 4) when the relay subscribed, and it refused the relay's joining fetch,
+/// so objects 0..=4 of group 0 are unknown to the relay (it used to answer a clean, empty
+/// fetch: none of them exist).
+#[tokio::test]
+async fn a_joining_fetch_the_relay_could_not_fill_ends_unknown() {
+    let relay = relay(config()).await;
+    // Accepts every SUBSCRIBE with largest (0, 4); refuses every FETCH.
+    let _p = publisher(&relay, "moqt", Some(Location::new(0, 4))).await;
+    let (seen, end) = join_through(&relay).await;
+    assert_eq!(seen, [Seen::Unknown(0, 4)]);
+    assert_eq!(end, Some(FetchEnd::Unknown(Location::new(0, 4))));
+    relay.shutdown().await;
+}
+
+/// A publisher that comes back to a track with a subscriber held on it gets the relay's
+/// joining fetch, filled inline (before the held subscriber goes on) and noted in the
+/// cache. When it gives that fetch up after objects 0 and 1, a later joiner's FETCH,
+/// served from the cache, has objects 2..=4 unknown (the relay used to end it with a
+/// plain FIN, which said they do not exist).
+#[tokio::test]
+async fn a_joining_fetch_after_an_incomplete_inline_fill_ends_unknown() {
+    let relay = relay(config()).await;
+    let first = publisher(&relay, "moqt", None).await;
+    let held = connect(&relay, "moqt").await;
+    let mut held_reader =
+        within("subscribe", held.subscribe(track("video"), SubscribeOptions::default()))
+            .await
+            .unwrap();
+    first.conn.close(tiermesh_proto::TerminationCode::NoError, "leaving");
+    within("first publisher closed", first.conn.closed()).await;
+    let _back = joined_publisher(&relay, JoinAnswer::GivesUp).await;
+    // The fill reaches the held subscriber while the relay's new upstream is pending: a
+    // SUBSCRIBE from now on waits for it to be established, after the fill has ended.
+    assert_eq!(expect_objects(&mut held_reader, 2).await, [(0, 0), (0, 1)]);
+    let (seen, end) = join_through(&relay).await;
+    assert_eq!(seen, [Seen::Object(0, 0), Seen::Object(0, 1), Seen::Unknown(0, 4)]);
+    assert_eq!(end, Some(FetchEnd::Unknown(Location::new(0, 4))));
+    relay.shutdown().await;
+}
+
+/// A publisher that accepts the relay's FETCH, sends group 0 and then nothing more, neither
+/// FIN nor reset: the relay gives the fetch up after `limits.upstream_fetch_idle`, sends
+/// FETCH_CANCEL upstream, and the requester's fetch ends with group 0 and the rest of the
+/// range unknown (it used to wait for as long as the publisher kept the stream open). The
+/// publisher is raw MoQT, so that the FETCH_CANCEL on its control stream can be read.
+#[tokio::test]
+async fn a_stalled_upstream_fetch_is_cancelled_and_ends_unknown() {
+    use tiermesh_client::transport::{self, ClientTls};
+    use tiermesh_proto::coding::Encode;
+    use tiermesh_proto::data::{FetchHeader, FetchItem, FetchWriter};
+    use tiermesh_proto::message::{
+        ClientSetup, FetchCancel, FetchOk, Message, MessageParams, PublishNamespace, SetupParams,
+    };
+    use tiermesh_proto::types::RequestId;
+
+    let mut c = config();
+    c.limits.upstream_fetch_idle = std::time::Duration::from_millis(300);
+    let relay = relay(c).await;
+
+    let session = within(
+        "raw connect",
+        transport::connect(&url(&relay, "moqt"), &ClientTls::pinned(relay.cert_hash())),
+    )
+    .await
+    .unwrap();
+    let (send, recv) = within("control stream", session.open_bi()).await.unwrap();
+    let mut control = control::RawControl::new(send, recv);
+    let params =
+        SetupParams { path: Some("/".into()), max_request_id: Some(16), ..Default::default() };
+    control.write(&[ClientSetup { params }.into()]).await;
+    assert!(matches!(control.read().await, Message::ServerSetup(_)));
+    let announce =
+        PublishNamespace { request_id: RequestId(0), namespace: ns(), params: Default::default() };
+    control.write(&[announce.into()]).await;
+    assert!(matches!(control.read().await, Message::RequestOk(_)));
+
+    let publisher = async {
+        let request_id = loop {
+            if let Message::Fetch(f) = control.read().await {
+                break f.request_id;
+            }
+        };
+        let ok = FetchOk {
+            request_id,
+            end_of_track: false,
+            end_location: Location::new(2, 3),
+            params: MessageParams::default(),
+            extensions: Extensions::default(),
+        };
+        control.write(&[ok.into()]).await;
+        let mut stream = within("fetch stream", session.open_uni()).await.unwrap();
+        let mut bytes = FetchHeader { request_id }.to_vec();
+        let mut writer = FetchWriter::new();
+        for o in 0..3 {
+            let item = FetchItem::Object(object(0, o).to_fetch_object().unwrap());
+            writer.encode_item(&item, &mut bytes).unwrap();
+        }
+        within("fetch objects", stream.write_all(&bytes)).await.unwrap();
+        // Then nothing: the stream stays open until the relay cancels the fetch.
+        let cancel = loop {
+            if let Message::FetchCancel(c) = control.read().await {
+                break c;
+            }
+        };
+        (request_id, cancel, stream)
+    };
+    let requester = async {
+        let (_sub, mut f) = fetch_through(&relay).await;
+        let seen = read_all(&mut f).await;
+        (seen, f.end())
+    };
+    let ((request_id, cancel, _stream), (seen, end)) = tokio::join!(publisher, requester);
+    assert_eq!(seen, [group(0), vec![Seen::Unknown(2, 2)]].concat());
+    assert_eq!(end, Some(FetchEnd::Unknown(Location::new(2, 2))));
+    assert_eq!(cancel, FetchCancel { request_id }, "FETCH_CANCEL for the stalled fetch");
     relay.shutdown().await;
 }

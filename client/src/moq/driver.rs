@@ -81,6 +81,10 @@ pub(crate) enum Command {
         params: MessageParams,
         reply: Reply<FetchReader>,
     },
+    /// A [`FetchReader`] went before its fetch ended: FETCH_CANCEL.
+    CancelFetch {
+        request_id: RequestId,
+    },
     PublishNamespace {
         namespace: TrackNamespace,
         params: MessageParams,
@@ -577,6 +581,14 @@ impl Driver {
             Command::Fetch { request, params, reply } => {
                 self.start_fetch(now, request, params, reply)
             }
+            Command::CancelFetch { request_id } => {
+                // Nothing is sent for a fetch whose state has gone (its stream ended).
+                if s.fetch_cancel(now, request_id).is_ok() {
+                    tracing::debug!(request = request_id.0, "fetch cancelled");
+                }
+                self.fetch_sinks.remove(&request_id);
+                self.orphan_fetches.remove(&request_id);
+            }
             Command::PublishNamespace { namespace, params, reply } => {
                 match s.publish_namespace(now, namespace, params) {
                     Ok(id) => {
@@ -956,6 +968,7 @@ impl Driver {
                         rx,
                         end: None,
                         last_unknown: None,
+                        cmd: self.cmd_sender(),
                     }));
                 }
             }

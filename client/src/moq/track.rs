@@ -241,7 +241,8 @@ pub(crate) enum FetchInput {
     Fin,
 }
 
-/// The receiving side of a FETCH.
+/// The receiving side of a FETCH. Dropping it before the fetch has ended cancels it
+/// (FETCH_CANCEL).
 #[derive(Debug)]
 pub struct FetchReader {
     pub(crate) request_id: RequestId,
@@ -253,6 +254,8 @@ pub struct FetchReader {
     pub(crate) end: Option<FetchEnd>,
     /// The last location of the last End of Unknown Range read.
     pub(crate) last_unknown: Option<Location>,
+    /// The driver, told of a reader dropped before the end (`None` in unit tests).
+    pub(crate) cmd: Option<CommandTx>,
 }
 
 impl FetchReader {
@@ -318,6 +321,19 @@ impl FetchReader {
     /// always ends, and what was not delivered is then unknown, not absent).
     pub fn end(&self) -> Option<FetchEnd> {
         self.end
+    }
+}
+
+/// A fetch whose reader goes before its end is cancelled (draft-16, Fetch State
+/// Management: the subscriber "MUST send FETCH_CANCEL"), so that its publisher stops
+/// serving it; a relay giving up a stalled upstream fetch does so.
+impl Drop for FetchReader {
+    fn drop(&mut self) {
+        if self.end.is_none()
+            && let Some(cmd) = &self.cmd
+        {
+            let _ = cmd.send(Command::CancelFetch { request_id: self.request_id });
+        }
     }
 }
 
@@ -940,6 +956,7 @@ mod tests {
                 rx,
                 end: None,
                 last_unknown: None,
+                cmd: None,
             }
         };
         let absent =
