@@ -397,6 +397,10 @@ fn add_subgroup(live: &mut Live, s: Subgroup) {
         live.opaque = true;
         live.subgroups = Vec::new();
     } else if !live.opaque {
+        // One subgroup per group is the common case: its one entry is all that is allocated.
+        if live.subgroups.is_empty() {
+            live.subgroups.reserve_exact(1);
+        }
         live.subgroups.push(s);
     }
 }
@@ -579,5 +583,18 @@ mod tests {
         let mut f = Cache::new(4);
         f.insert(obj(0, 0), false);
         assert_eq!(f.unknown(l(0, 0), l(0, 1)), [(l(0, 1), l(0, 1))]);
+    }
+
+    #[test]
+    fn a_group_record_stays_small() {
+        // Beside its objects: the record itself, and one subgroup entry for a group carried
+        // on one stream (what each cached group of a video or audio track costs).
+        assert!(std::mem::size_of::<Group>() <= 96, "{}", std::mem::size_of::<Group>());
+        let mut c = Cache::new(1);
+        c.live_started(None);
+        live(&mut c, 0, 0..30);
+        let g = &c.groups[0];
+        assert_eq!(g.live.as_ref().map(|l| l.subgroups.capacity()), Some(1));
+        assert_eq!(g.known.capacity(), 0);
     }
 }
