@@ -27,10 +27,11 @@ use super::events::{
     SubscribeRequest, TrackStatusRequest,
 };
 use super::recv::{self, Input};
-use super::send::{self, SendPath};
+use super::send::{self, SendCmd, SendPath};
 use super::track::{
-    FetchInput, FetchReader, FetchResponse, NamespaceEvent, NamespaceSubscription, PublishDone,
-    ReceivedObject, Sink, TrackEvent, TrackReader, TrackWriter, WriterEnd, WriterInner,
+    FetchCancel, FetchInput, FetchReader, FetchResponse, NamespaceEvent, NamespaceSubscription,
+    PublishDone, ReceivedObject, Sink, TrackEvent, TrackReader, TrackWriter, WriterEnd,
+    WriterInner,
 };
 use super::{CloseReason, Connection, Error, Inner};
 use crate::transport::{self, RecvStream, SendStream};
@@ -83,6 +84,10 @@ pub(crate) enum Command {
     },
     /// A [`FetchReader`] went before its fetch ended: FETCH_CANCEL.
     CancelFetch {
+        request_id: RequestId,
+    },
+    /// A [`FetchResponse`] ended (finished, given up or dropped): the fetch's state goes.
+    FetchResponseEnded {
         request_id: RequestId,
     },
     PublishNamespace {
@@ -260,6 +265,9 @@ pub struct Driver {
     unaccepted: HashMap<RequestId, UnacceptedPublish>,
     writers: HashMap<RequestId, watch::Sender<Option<WriterEnd>>>,
     fetch_priority: HashMap<RequestId, u8>,
+    /// The fetches this endpoint answers whose [`FetchResponse`] has not ended: its
+    /// cancellation and its stream, for a FETCH_CANCEL.
+    fetch_responses: HashMap<RequestId, (Arc<FetchCancel>, u64)>,
     ns_streams: HashMap<Stream, mpsc::UnboundedSender<(Vec<u8>, bool)>>,
     ns_subs: HashMap<RequestId, mpsc::UnboundedSender<NamespaceEvent>>,
     peer_namespaces: HashMap<RequestId, TrackNamespace>,
@@ -359,6 +367,7 @@ pub(crate) async fn start(
         unaccepted: HashMap::new(),
         writers: HashMap::new(),
         fetch_priority: HashMap::new(),
+        fetch_responses: HashMap::new(),
         ns_streams: HashMap::new(),
         ns_subs: HashMap::new(),
         peer_namespaces: HashMap::new(),
@@ -589,6 +598,14 @@ impl Driver {
                 self.fetch_sinks.remove(&request_id);
                 self.orphan_fetches.remove(&request_id);
             }
+            Command::FetchResponseEnded { request_id } => {
+                // The stream's FIN releases the fetch state at the peer; here it is
+                // released once the response has ended (queued whole or given up), nothing
+                // more is expected for it then. Until then a FETCH_CANCEL reaches it.
+                if self.fetch_responses.remove(&request_id).is_some() {
+                    let _ = s.fetch_finished(now, request_id);
+                }
+            }
             Command::PublishNamespace { namespace, params, reply } => {
                 match s.publish_namespace(now, namespace, params) {
                     Ok(id) => {
@@ -681,16 +698,20 @@ impl Driver {
                 let prio = self.fetch_priority.remove(&request_id).unwrap_or(128);
                 let _ = reply.send(match r {
                     Ok(()) => {
-                        // The stream's FIN releases the fetch state at the peer; here the
-                        // state is released at once, nothing more is expected for it.
-                        let _ = self.session.fetch_finished(now, request_id);
-                        Ok(FetchResponse::open(
+                        // The fetch state stays until the response ends
+                        // (`Command::FetchResponseEnded`), so a FETCH_CANCEL is seen.
+                        let cancel = Arc::new(FetchCancel::default());
+                        let response = FetchResponse::open(
                             self.send.clone(),
                             request_id,
                             prio,
                             publisher_priority,
                             end_location,
-                        ))
+                            cancel.clone(),
+                            self.cmd_sender(),
+                        );
+                        self.fetch_responses.insert(request_id, (cancel, response.stream()));
+                        Ok(response)
                     }
                     Err(e) => Err(e.into()),
                 });
@@ -972,7 +993,18 @@ impl Driver {
                     }));
                 }
             }
-            ProtoEvent::FetchCancelled { .. } => {}
+            ProtoEvent::FetchCancelled { request_id } => {
+                // draft-16 FETCH_CANCEL: the publisher stops sending and resets the fetch's
+                // data stream. A FETCH not accepted yet is gone from the session (its
+                // accept fails); one whose response has ended was released already and is
+                // ignored by the session.
+                self.fetch_priority.remove(&request_id);
+                if let Some((cancel, stream)) = self.fetch_responses.remove(&request_id) {
+                    tracing::debug!(request = request_id.0, "fetch cancelled by the requester");
+                    cancel.cancel();
+                    self.send.push(SendCmd::Reset { stream });
+                }
+            }
             ProtoEvent::TrackStatusRequested { request_id, track, params } => match self.conn() {
                 Some(conn) => self.emit(Event::TrackStatus(TrackStatusRequest {
                     conn,

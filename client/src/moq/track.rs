@@ -737,6 +737,32 @@ pub struct FetchResponse {
     /// The first and the last location written (object or End of Range), for the end of a
     /// response given up.
     written: Option<(Location, Location)>,
+    /// The FETCH answered: the driver is told when the response ends (see `ended`).
+    request_id: RequestId,
+    /// Set by the driver when the requester sent FETCH_CANCEL.
+    cancel: Arc<FetchCancel>,
+    cmd: Option<CommandTx>,
+}
+
+/// A fetch response's cancellation, shared between the response and the driver: the
+/// driver sets it when FETCH_CANCEL arrives (and has the stream reset), the response then
+/// writes no more.
+#[derive(Debug, Default)]
+pub(crate) struct FetchCancel {
+    cancelled: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl FetchCancel {
+    /// Marks the fetch cancelled and wakes whoever waits in [`FetchResponse::cancelled`].
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 impl FetchResponse {
@@ -752,6 +778,8 @@ impl FetchResponse {
         subscriber_priority: u8,
         publisher_priority: u8,
         end: Location,
+        cancel: Arc<FetchCancel>,
+        cmd: Option<CommandTx>,
     ) -> Self {
         let stream = send.allocate();
         let spec = fetch_spec(request_id, subscriber_priority, publisher_priority);
@@ -763,11 +791,42 @@ impl FetchResponse {
             closed: false,
             end,
             written: None,
+            request_id,
+            cancel,
+            cmd,
+        }
+    }
+
+    /// The send path's number of the response's stream (the driver resets it on
+    /// FETCH_CANCEL).
+    pub(crate) fn stream(&self) -> u64 {
+        self.stream
+    }
+
+    /// Whether the requester cancelled the fetch (FETCH_CANCEL): its stream was reset and
+    /// writes fail with [`Error::Ended`].
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Resolves once the requester cancels the fetch (FETCH_CANCEL); never resolves for a
+    /// fetch that is not cancelled. A responder producing objects slowly (a relay waiting
+    /// on its upstream) can select on it to stop early.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.cancel.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            notified.await;
         }
     }
 
     /// Writes one object (objects with a status other than Normal are skipped: a fetch
-    /// conveys them by its range).
+    /// conveys them by its range). Fails with [`Error::Ended`] once the requester has
+    /// cancelled the fetch.
     pub fn write(&mut self, object: &Object) -> Result<(), Error> {
         let Some(o) = object.to_fetch_object() else { return Ok(()) };
         self.push_item(&FetchItem::Object(o))
@@ -782,6 +841,9 @@ impl FetchResponse {
 
     /// Queues `item` on the stream and notes its location as the last written.
     fn push_item(&mut self, item: &FetchItem) -> Result<(), Error> {
+        if self.cancel.is_cancelled() {
+            return Err(Error::Ended);
+        }
         let (len, at) = match item {
             FetchItem::Object(o) => (o.payload.len(), Location::new(o.group_id, o.object_id)),
             FetchItem::EndOfRange(r) => (0, Location::new(r.group_id, r.object_id)),
@@ -799,10 +861,23 @@ impl FetchResponse {
         Ok(())
     }
 
-    /// Ends the fetch stream.
+    /// Ends the fetch stream (nothing is sent if the requester cancelled the fetch: its
+    /// stream was reset).
     pub fn finish(mut self) {
         self.closed = true;
-        self.send.push(SendCmd::Finish { stream: self.stream });
+        if !self.cancel.is_cancelled() {
+            self.send.push(SendCmd::Finish { stream: self.stream });
+        }
+        self.ended();
+    }
+
+    /// Tells the driver the response has ended: the fetch's state is released, and a
+    /// FETCH_CANCEL arriving later is ignored (draft-16: the publisher ignores one for a
+    /// fetch it has finished).
+    fn ended(&mut self) {
+        if let Some(cmd) = self.cmd.take() {
+            let _ = cmd.send(Command::FetchResponseEnded { request_id: self.request_id });
+        }
     }
 
     /// Gives up on the fetch: the objects written so far still go, then an End of Unknown
@@ -826,10 +901,13 @@ impl FetchResponse {
     /// queued on the send path like any item), so a response dropped unfinished ends so too.
     fn give_up(&mut self) {
         self.closed = true;
-        if let Some(range) = unknown_rest(self.written, self.end) {
-            let _ = self.push_item(&FetchItem::EndOfRange(range));
+        if !self.cancel.is_cancelled() {
+            if let Some(range) = unknown_rest(self.written, self.end) {
+                let _ = self.push_item(&FetchItem::EndOfRange(range));
+            }
+            self.send.push(SendCmd::Finish { stream: self.stream });
         }
-        self.send.push(SendCmd::Finish { stream: self.stream });
+        self.ended();
     }
 }
 
