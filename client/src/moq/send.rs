@@ -335,9 +335,12 @@ const STATS_CLEAR_MAX_AGE: Duration = Duration::from_millis(100);
 
 /// Bytes a stream finished straight into QUIC must still hold unsent, by the estimate, to
 /// be watched for a STOP_SENDING that would drop them (`watch_finished`, one task each):
-/// about a packet. An audio frame's stream (one a 20 ms frame) is never watched; were such
-/// a stream stopped, the few bytes left counted drain with the estimate's per-packet
-/// slack.
+/// about a packet. An audio frame's stream (one a 20 ms frame) is never watched. A stream
+/// not watched is not mis-counted if the peer stops it after its FIN: its handle is already
+/// dropped, and quinn resets a stopped stream only when the handle is dropped after the stop
+/// (its `Drop` finishes, and resets on `Stopped`; a STOP_SENDING alone only records the
+/// code), so the bytes left (under a packet) are still sent, and drain from the estimate as
+/// sent. What the missing watcher costs is those bytes of link, once per such stream.
 const WATCH_MIN: u64 = 1200;
 
 enum StreamCmd {
