@@ -6,6 +6,8 @@
 //!
 //! [`FetchReader`]: tiermesh_client::moq::FetchReader
 
+#[path = "transport_common/control.rs"]
+mod control;
 mod transport_common;
 
 use std::time::Duration;
@@ -128,4 +130,157 @@ async fn fetch_cancel_stops_the_response_and_the_session_goes_on() {
         cancelled.write_after
     );
     drop(server);
+}
+
+/// A FETCH_CANCEL that arrives after the publisher has finished its response (the
+/// requester drops its reader with objects still unread) is ignored: no error, no panic,
+/// and the session answers the next fetch whole.
+#[tokio::test]
+async fn fetch_cancel_after_the_response_ended_is_ignored() {
+    let (client, server) = moq_pair("moqt", "/", ClientOptions::new).await;
+    let publisher = tokio::spawn(async move {
+        for group in [4, 5] {
+            let Some(Event::Fetch(f)) = within("fetch event", server.next_event()).await else {
+                panic!("expected a FETCH");
+            };
+            let mut resp =
+                f.accept(false, Location::new(group, 3), Extensions::default()).await.unwrap();
+            for o in 0..3 {
+                resp.write(&object(group, o, 100)).unwrap();
+            }
+            resp.finish();
+        }
+        server
+    });
+
+    let mut fetch =
+        within("fetch", client.fetch(track(), Location::new(4, 0), Location::new(4, 3), None))
+            .await
+            .expect("fetch accepted");
+    let first = within("object", fetch.next()).await.expect("the first object");
+    assert_eq!(first.location(), Location::new(4, 0));
+    // The response has long been finished at the publisher: this FETCH_CANCEL is late.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(fetch);
+
+    let mut fetch = within(
+        "second fetch",
+        client.fetch(track(), Location::new(5, 0), Location::new(5, 3), None),
+    )
+    .await
+    .expect("second fetch accepted");
+    let mut got = 0;
+    while let Some(obj) = within("second fetch's objects", fetch.next()).await {
+        assert_eq!(obj.location(), Location::new(5, got));
+        got += 1;
+    }
+    assert_eq!(got, 3, "the session went on after a late FETCH_CANCEL");
+    assert!(client.close_reason().is_none(), "the session closed");
+    drop(within("publisher", publisher).await.unwrap());
+}
+
+/// The requester speaks MoQT itself and watches the fetch's data stream: after its
+/// FETCH_CANCEL the publisher resets the stream (the draft's "MUST reset any open streams
+/// associated with the FETCH"); with the cancel ignored the stream ran on to its FIN. A
+/// second FETCH_CANCEL for the same, now ended, request is ignored and the session goes on.
+#[tokio::test]
+async fn fetch_cancel_resets_the_fetch_stream() {
+    use tiermesh_client::moq::{self, ServerOptions};
+    use tiermesh_client::transport::{self, Error as TransportError};
+    use tiermesh_proto::message::{
+        ClientSetup, Fetch, FetchCancel, FetchType, Message, MessageParams, SetupParams,
+        StandaloneFetch,
+    };
+    use tiermesh_proto::types::RequestId;
+
+    let (mut srv, cert) = transport_common::server();
+    let url = transport_common::url(&srv, "moqt", "/");
+    let tls = cert.pinned();
+    let (client, session) = within("connect", async {
+        tokio::join!(transport::connect(&url, &tls), async {
+            srv.accept().await.unwrap().accept().await.unwrap()
+        })
+    })
+    .await;
+    let client = client.unwrap();
+    std::mem::forget(srv);
+    let (send, recv) = within("control stream", client.open_bi()).await.unwrap();
+    let mut control = control::RawControl::new(send, recv);
+    control
+        .write(&[ClientSetup {
+            params: SetupParams { path: Some("/".into()), ..Default::default() },
+        }
+        .into()])
+        .await;
+    let (server, driver) =
+        within("MoQT accept", moq::accept(session, ServerOptions::default())).await.unwrap();
+    tokio::spawn(driver.run());
+    assert!(matches!(control.read().await, Message::ServerSetup(_)), "SERVER_SETUP");
+
+    let fetch = |id: u64, group: u64, end: u64| -> Message {
+        Fetch {
+            request_id: RequestId(id),
+            fetch_type: FetchType::Standalone(StandaloneFetch {
+                track: track(),
+                start: Location::new(group, 0),
+                end: Location::new(group, end),
+            }),
+            params: MessageParams::default(),
+        }
+        .into()
+    };
+    control.write(&[fetch(0, 1, LARGE)]).await;
+    let publisher = tokio::spawn(async move {
+        let Some(Event::Fetch(f)) = within("fetch event", server.next_event()).await else {
+            panic!("expected a FETCH");
+        };
+        let mut resp =
+            f.accept(false, Location::new(1, LARGE), Extensions::default()).await.unwrap();
+        // Paced and bounded: LARGE objects over LARGE * GAP unless cancelled.
+        for o in 0..LARGE {
+            if resp.write(&object(1, o, 16 * 1024)).is_err() {
+                break;
+            }
+            tokio::time::sleep(GAP).await;
+        }
+        resp.finish();
+        server
+    });
+    assert!(matches!(control.read().await, Message::FetchOk(_)), "FETCH_OK");
+    let mut data = within("fetch stream", client.accept_uni()).await.unwrap();
+    let mut read = 0;
+    while read < 64 * 1024 {
+        let chunk = within("fetch data", data.read_chunk(64 * 1024)).await.unwrap();
+        read += chunk.expect("the fetch stream ended before its cancel").len();
+    }
+    control.write(&[FetchCancel { request_id: RequestId(0) }.into()]).await;
+    let end = within("the fetch stream's end after FETCH_CANCEL", async {
+        loop {
+            match data.read_chunk(64 * 1024).await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    assert!(
+        matches!(end, Err(TransportError::Reset { .. })),
+        "the fetch stream was not reset after FETCH_CANCEL ({end:?}, {read} bytes read)"
+    );
+
+    // The same request cancelled again (it has ended): ignored, the session goes on.
+    control.write(&[FetchCancel { request_id: RequestId(0) }.into()]).await;
+    let server = within("publisher", publisher).await.unwrap();
+    control.write(&[fetch(2, 2, 1)]).await;
+    let Some(Event::Fetch(f)) = within("second fetch event", server.next_event()).await else {
+        panic!("expected a second FETCH");
+    };
+    let mut resp = f.accept(false, Location::new(2, 1), Extensions::default()).await.unwrap();
+    resp.write(&object(2, 0, 100)).unwrap();
+    resp.finish();
+    assert!(matches!(control.read().await, Message::FetchOk(_)), "second FETCH_OK");
+    let mut data = within("second fetch stream", client.accept_uni()).await.unwrap();
+    let whole = within("second fetch data", data.read_to_end(1 << 20)).await.unwrap();
+    assert!(whole.len() > 100, "second fetch stream of {} bytes", whole.len());
 }

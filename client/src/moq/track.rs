@@ -725,6 +725,9 @@ impl Drop for SubgroupStream {
 
 /// The stream answering a peer's FETCH. [`FetchResponse::finish`] ends it whole; dropping
 /// it unfinished ends it as [`FetchResponse::reset`] does (the rest of its range unknown).
+/// A FETCH_CANCEL from the requester resets the stream (draft-16, Fetch State Management):
+/// nothing more of it is sent, writes fail with [`Error::Ended`], and
+/// [`FetchResponse::cancelled`] resolves.
 #[derive(Debug)]
 pub struct FetchResponse {
     pub(crate) send: SendPath,
