@@ -1089,7 +1089,17 @@ async fn fetch_upstream(ctx: &Ctx, req: IncomingFetch) {
         Ok(mut resp) => {
             let idle = ctx.config.limits.upstream_fetch_idle;
             loop {
-                let e = match tokio::time::timeout(idle, upstream.next_event()).await {
+                let next = tokio::select! {
+                    biased;
+                    () = resp.cancelled() => {
+                        // The requester's FETCH_CANCEL goes upstream at once (dropping the
+                        // reader sends it), not when the next upstream object shows it.
+                        tracing::debug!(track = %name, "fetch cancelled: cancelled upstream");
+                        return;
+                    }
+                    next = tokio::time::timeout(idle, upstream.next_event()) => next,
+                };
+                let e = match next {
                     Ok(Some(e)) => e,
                     Ok(None) => break,
                     Err(_) => {

@@ -189,6 +189,31 @@ async fn an_upstream_fetch_whose_publisher_leaves_ends_unknown_at_the_requester(
     relay.shutdown().await;
 }
 
+/// A requester that cancels its fetch while the upstream holds it (nothing more arrives):
+/// the relay cancels the upstream fetch at once, not only when the stall limit ends it or
+/// the next upstream object shows the downstream end gone.
+#[tokio::test]
+async fn a_fetch_cancelled_by_its_requester_is_cancelled_upstream_at_once() {
+    let mut c = config();
+    c.limits.upstream_fetch_idle = std::time::Duration::from_secs(60);
+    let relay = relay(c).await;
+    let (_publisher, mut held) = fetch_publisher(&relay, Answer::Holds).await;
+    let (_sub, mut f) = fetch_through(&relay).await;
+    for _ in 0..3 {
+        within("object of group 0", f.next()).await.expect("group 0 arrives");
+    }
+    let resp = within("the publisher's response", held.recv()).await.unwrap();
+    // Dropping the reader sends FETCH_CANCEL to the relay.
+    drop(f);
+    within_for(
+        "FETCH_CANCEL at the publisher",
+        std::time::Duration::from_secs(3),
+        resp.cancelled(),
+    )
+    .await;
+    relay.shutdown().await;
+}
+
 /// A publisher that drops its response after group 0 without finishing it (an error path,
 /// a task ended): the requester gets group 0 and the rest of the range unknown, as for a
 /// response given up. A dropped response used to end with a plain FIN, which the relay
