@@ -77,10 +77,11 @@ pub struct RelayConfig {
     /// The send scheduler.
     pub scheduler: SchedulerConfig,
     /// The QUIC congestion controller of client sessions and of this relay's end of its mesh
-    /// links: `cubic`, `bbr`, `newreno` or `delay`. The default is `delay`, which measured at
-    /// least as well as cubic on every link profile with either side behind the link, and
-    /// better on `rural` and `congested` (docs/BENCHMARKS.md, "`delay` becomes the default");
-    /// cubic is the choice where the relay's links are shared with loss-based TCP flows.
+    /// links: `cubic`, `bbr`, `newreno` or `delay`. The default, cubic, stays until another
+    /// controller measures at least as well on every link profile, on both sides of the link
+    /// (docs/BENCHMARKS.md, "Congestion controller": `delay` keeps the queue shorter on
+    /// `rural` and `step`, but lets more late video through with the subscriber behind
+    /// `congested`).
     pub congestion: CongestionControl,
     /// The regional mesh; absent (the default), the relay runs alone.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -386,7 +387,7 @@ pub struct Flags {
     /// Folder of the browser pages (web/dist) to serve on the ops listener
     #[arg(long, value_name = "DIR")]
     pub web: Option<PathBuf>,
-    /// QUIC congestion controller: delay, cubic, bbr or newreno [default: delay]
+    /// QUIC congestion controller: cubic, bbr, newreno or delay [default: see docs/BENCHMARKS.md]
     #[arg(long = "cc", value_name = "ALGO")]
     pub congestion: Option<CongestionControl>,
     /// Make the tier ladder of every `<broadcast>/source` (the file's `[ingest]` section, else

@@ -6,7 +6,7 @@
 //! its own relay's setting (A's end is the listener's connection, B's the dialer's), and
 //! both start above their controllers' own initial windows. Media from a publisher at A
 //! reaches a subscriber at B over that link. A pair left at the default shows the default
-//! controller (`delay`).
+//! controller (`cubic`).
 
 mod common;
 mod mesh_common;

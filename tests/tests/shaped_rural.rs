@@ -14,17 +14,17 @@
 //! start-up, 180p 12/12, 12/12, 12/12 (subscriber) and 10/10, 12/12, 12/12 (publisher).
 //!
 //! Printed, not asserted, because they are not met (docs/BENCHMARKS.md, "Shaped links",
-//! says why): p95 of every media object ≤ one-way delay + 150 ms (with cubic, the default
-//! until 9f8838a, 332-582 ms in 12 runs since the upper rungs start at their next group
-//! (ce7aca5): the link's 100 ms queue stays full under a loss-based controller; with
-//! `delay`, the default this test now runs, 195-291 ms, within 210 in 9 of 16:
-//! docs/BENCHMARKS.md, "rural start-up"), and goodput ≥ 70% of the
+//! says why): p95 of every media object ≤ one-way delay + 150 ms (with the default
+//! controller, cubic, which this test runs, 332-582 ms in 12 runs since the upper rungs start
+//! at their next group (ce7aca5): the link's 100 ms queue stays full under a loss-based
+//! controller; with `--cc delay` 195-291 ms, within 210 in 9 of 16: docs/BENCHMARKS.md,
+//! "rural start-up"), and goodput ≥ 70% of the
 //! link rate (whole groups that arrived live, captured in the span the other figures use,
 //! over that span: `shaped_link/mod.rs`; 74.8% when every group of audio, 180p and 360p is
-//! whole). With cubic it was 54.8-74.8%, under 70% in 28 of 44 runs: after random losses
-//! cubic's window falls below the path's and 360p groups pass the capture-age budget; with
-//! `delay` 70.2-74.8% in 34 of 34 (docs/BENCHMARKS.md, "Goodput on rural"), which is why
-//! `delay` became the default ("`delay` becomes the default").
+//! whole). With the default controller (cubic), which this test runs, it was 54.8-74.8%,
+//! under 70% in 28 of 44 runs: after random losses cubic's window falls below the path's
+//! and 360p groups pass the capture-age budget; with `--cc delay` 70.2-74.8% in 34 of 34
+//! (docs/BENCHMARKS.md, "Goodput on rural").
 //! The FIFO baseline runs in `examples/shaped.rs` (docs/BENCHMARKS.md), not here.
 
 mod shaped_link;
