@@ -9,7 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { haveChromium, launch, open, stats, screenshot } from './chromium.mjs';
-import { BIN, child, freeUdpPort, hasSubcommand, killChildren, startRelay, waitOutput } from './procs.mjs';
+import { BIN, hasSubcommand, killChildren, startLink, startRelay, startTestPattern } from './procs.mjs';
 import { frameProgress } from '../dist/lib/media/barcode.js';
 
 const skip = (!haveChromium() && 'no chromium') || (!hasSubcommand('link') && `no tiermesh binary at ${BIN}`);
@@ -59,12 +59,8 @@ after(async () => {
 
 test('over tiermesh link --profile step the player steps down when the rate drops and back up when it returns', { skip }, async () => {
   const broadcast = 'demo/abr-step';
-  const pub = child(['pub', `${relay.base}/${broadcast}`, '--tls-cert-hash', relay.hash, '--test-pattern', '--duration', '90s']);
-  await waitOutput(pub, /published /, 30000, 'tiermesh pub');
-  const port = await freeUdpPort();
-  const link = child(['link', '--listen', `127.0.0.1:${port}`, '--to', relay.addr, '--profile', 'step', '--duration', `${LINK_S}s`, '--stats-interval', '0']);
-  const linkStart = Date.now();
-  await waitOutput(link, /tiermesh link: /, 10000, 'tiermesh link');
+  const pub = await startTestPattern(relay, broadcast, '90s');
+  const { link, port, start: linkStart } = await startLink(relay, ['--profile', 'step', '--duration', `${LINK_S}s`]);
   // The browser talks to the emulator's port; the certificate is the relay's, pinned by hash.
   const { page, pageErrors } = await open(
     browser,

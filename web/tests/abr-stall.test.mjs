@@ -11,7 +11,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { haveChromium, launch, open, stats, screenshot } from './chromium.mjs';
-import { BIN, child, freeUdpPort, hasSubcommand, killChildren, startRelay, waitOutput } from './procs.mjs';
+import { BIN, hasSubcommand, killChildren, startLink, startRelay, startTestPattern } from './procs.mjs';
 import { frameProgress } from '../dist/lib/media/barcode.js';
 
 const skip = (!haveChromium() && 'no chromium') || (!hasSubcommand('link') && `no tiermesh binary at ${BIN}`);
@@ -42,11 +42,8 @@ after(async () => {
 
 test('when the tier playing stops while a switch waits, the player joins the lowest tier afresh instead of freezing', { skip }, async () => {
   const broadcast = 'demo/abr-stall';
-  const pub = child(['pub', `${relay.base}/${broadcast}`, '--tls-cert-hash', relay.hash, '--test-pattern', '--duration', '60s']);
-  await waitOutput(pub, /published /, 30000, 'tiermesh pub');
-  const port = await freeUdpPort();
-  const link = child(['link', '--listen', `127.0.0.1:${port}`, '--to', relay.addr, '--delay', '30ms', '--duration', '45s', '--stats-interval', '0']);
-  await waitOutput(link, /tiermesh link: /, 10000, 'tiermesh link');
+  const pub = await startTestPattern(relay, broadcast, '60s');
+  const { link, port } = await startLink(relay, ['--delay', '30ms', '--duration', '45s']);
   // ABR on, with a hold long enough that it never steps up during the test.
   const { page, pageErrors } = await open(
     browser,

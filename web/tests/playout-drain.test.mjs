@@ -10,7 +10,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { haveChromium, launch, open, stats, screenshot, sampleBarcode } from './chromium.mjs';
-import { BIN, child, freeUdpPort, hasSubcommand, killChildren, startRelay, waitOutput } from './procs.mjs';
+import { BIN, hasSubcommand, killChildren, startLink, startRelay, startTestPattern } from './procs.mjs';
 import { frameProgress } from '../dist/lib/media/barcode.js';
 
 const skip = (!haveChromium() && 'no chromium') || (!hasSubcommand('link') && `no tiermesh binary at ${BIN}`);
@@ -40,12 +40,8 @@ after(async () => {
 
 test('after a queue on the link drains, the picture moves again and the playout delay comes down', { skip }, async () => {
   const broadcast = 'demo/playout-drain';
-  const pub = child(['pub', `${relay.base}/${broadcast}`, '--tls-cert-hash', relay.hash, '--test-pattern', '--duration', '60s']);
-  await waitOutput(pub, /published /, 30000, 'tiermesh pub');
-  const port = await freeUdpPort();
-  const link = child(['link', '--listen', `127.0.0.1:${port}`, '--to', relay.addr, '--profile', 'step', '--rate', '1800kbit', '--queue', '3s', '--duration', `${LINK_S}s`, '--stats-interval', '0']);
-  const linkStart = Date.now();
-  await waitOutput(link, /tiermesh link: /, 10000, 'tiermesh link');
+  const pub = await startTestPattern(relay, broadcast, '60s');
+  const { link, port, start: linkStart } = await startLink(relay, ['--profile', 'step', '--rate', '1800kbit', '--queue', '3s', '--duration', `${LINK_S}s`]);
   const { page, pageErrors } = await open(browser, `${relay.pages}/player.html?url=https://127.0.0.1:${port}/${broadcast}&hash=${relay.hash}&tier=2&audio=0`);
   await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 15, null, { timeout: 20000 });
   // The highest playout delay seen, once a second, for the failure message.

@@ -162,3 +162,26 @@ export async function startRelay(extra = []) {
   ]);
   return { relay, hash: hashLine[1], base: `https://${listen[1]}`, addr: listen[1], pages: `http://${listen[2]}` };
 }
+
+/**
+ * Starts `tiermesh pub --test-pattern` of `broadcast` at `relay` (from `startRelay`) for
+ * `duration` and resolves with the process once it publishes.
+ */
+export async function startTestPattern(relay, broadcast, duration) {
+  const pub = child(['pub', `${relay.base}/${broadcast}`, '--tls-cert-hash', relay.hash, '--test-pattern', '--duration', duration]);
+  await waitOutput(pub, /published /, 30000, 'tiermesh pub');
+  return pub;
+}
+
+/**
+ * Starts `tiermesh link` on a free loopback port in front of `relay` with `args` (profile,
+ * rate, duration…; no periodic stats) and resolves once it forwards, with the process, its
+ * port (the browser connects there, pinning the relay's certificate) and when it started.
+ */
+export async function startLink(relay, args) {
+  const port = await freeUdpPort();
+  const link = child(['link', '--listen', `127.0.0.1:${port}`, '--to', relay.addr, ...args, '--stats-interval', '0']);
+  const start = Date.now();
+  await waitOutput(link, /tiermesh link: /, 10000, 'tiermesh link');
+  return { link, port, start };
+}
