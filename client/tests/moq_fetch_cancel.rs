@@ -6,8 +6,6 @@
 //!
 //! [`FetchReader`]: tiermesh_client::moq::FetchReader
 
-#[path = "transport_common/control.rs"]
-mod control;
 mod transport_common;
 
 use std::time::Duration;
@@ -17,7 +15,7 @@ use tiermesh_client::moq::{ClientOptions, Error, Event};
 use tiermesh_proto::data::{Forwarding, Object, ObjectStatus};
 use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::types::{FullTrackName, Location, TrackNamespace};
-use transport_common::{moq_pair, within};
+use transport_common::{RawPeer, moq_pair, raw_peer, within};
 
 /// Objects in the large fetch: far more than the requester reads before cancelling.
 const LARGE: u64 = 2000;
@@ -185,37 +183,15 @@ async fn fetch_cancel_after_the_response_ended_is_ignored() {
 /// second FETCH_CANCEL for the same, now ended, request is ignored and the session goes on.
 #[tokio::test]
 async fn fetch_cancel_resets_the_fetch_stream() {
-    use tiermesh_client::moq::{self, ServerOptions};
-    use tiermesh_client::transport::{self, Error as TransportError};
+    use tiermesh_client::transport::Error as TransportError;
     use tiermesh_proto::message::{
-        ClientSetup, Fetch, FetchCancel, FetchType, Message, MessageParams, SetupParams,
-        StandaloneFetch,
+        Fetch, FetchCancel, FetchType, Message, MessageParams, StandaloneFetch,
     };
     use tiermesh_proto::types::RequestId;
 
-    let (mut srv, cert) = transport_common::server();
+    let (srv, cert) = transport_common::server();
     let url = transport_common::url(&srv, "moqt", "/");
-    let tls = cert.pinned();
-    let (client, session) = within("connect", async {
-        tokio::join!(transport::connect(&url, &tls), async {
-            srv.accept().await.unwrap().accept().await.unwrap()
-        })
-    })
-    .await;
-    let client = client.unwrap();
-    std::mem::forget(srv);
-    let (send, recv) = within("control stream", client.open_bi()).await.unwrap();
-    let mut control = control::RawControl::new(send, recv);
-    control
-        .write(&[ClientSetup {
-            params: SetupParams { path: Some("/".into()), ..Default::default() },
-        }
-        .into()])
-        .await;
-    let (server, driver) =
-        within("MoQT accept", moq::accept(session, ServerOptions::default())).await.unwrap();
-    tokio::spawn(driver.run());
-    assert!(matches!(control.read().await, Message::ServerSetup(_)), "SERVER_SETUP");
+    let RawPeer { client, mut control, server, .. } = raw_peer(srv, &url, &cert.pinned()).await;
 
     let fetch = |id: u64, group: u64, end: u64| -> Message {
         Fetch {

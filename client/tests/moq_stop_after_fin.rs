@@ -15,8 +15,6 @@
 //! The subscriber is raw (its own control stream, its own data streams) so that it stops
 //! the stream the moment it opens.
 
-#[path = "transport_common/control.rs"]
-mod control;
 mod transport_common;
 
 use std::net::SocketAddr;
@@ -25,14 +23,14 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tiermesh_client::moq::{self, Event, ServerOptions};
+use tiermesh_client::moq::{self, Event};
 use tiermesh_client::transport::{self, TransportConfig};
 use tiermesh_proto::data::ObjectStatus;
 use tiermesh_proto::ext::Extensions;
-use tiermesh_proto::message::{ClientSetup, Message, MessageParams, SetupParams, Subscribe};
+use tiermesh_proto::message::{Message, MessageParams, Subscribe};
 use tiermesh_proto::types::{FullTrackName, RequestId, SubscriptionFilter, TrackNamespace};
 use tokio::net::UdpSocket;
-use transport_common::{server_with, within};
+use transport_common::{RawPeer, raw_peer, server_with, within};
 
 /// The publisher's congestion window at the start, in bytes: large enough that the whole
 /// large object (and its FIN) goes to QUIC at once, cwnd plus headroom.
@@ -142,34 +140,14 @@ async fn next_group(session: &transport::Session) -> usize {
 #[tokio::test]
 async fn later_groups_flow_after_the_peer_stops_a_finished_stream_with_bytes_unsent() {
     let config = TransportConfig::default().initial_window(Some(INITIAL_WINDOW));
-    let (mut srv, cert) = server_with(config);
+    let (srv, cert) = server_with(config);
     let link = link(srv.local_addr()).await;
     let url = format!("moqt://127.0.0.1:{}/", link.addr.port()).parse().unwrap();
 
     // The raw subscriber connects through the link and opens its control stream; the
     // publisher accepts it.
-    let tls = cert.pinned();
-    let (client, session) = within("connect", async {
-        tokio::join!(transport::connect(&url, &tls), async {
-            srv.accept().await.unwrap().accept().await.unwrap()
-        })
-    })
-    .await;
-    let client = client.unwrap();
-    std::mem::forget(srv);
-    let (send, recv) = within("control stream", client.open_bi()).await.unwrap();
-    let mut control = control::RawControl::new(send, recv);
-    control
-        .write(&[ClientSetup {
-            params: SetupParams { path: Some("/".into()), ..Default::default() },
-        }
-        .into()])
-        .await;
-    let publisher_session = session.clone();
-    let (publisher, driver) =
-        within("MoQT accept", moq::accept(session, ServerOptions::default())).await.unwrap();
-    tokio::spawn(driver.run());
-    assert!(matches!(control.read().await, Message::ServerSetup(_)), "SERVER_SETUP");
+    let RawPeer { client, mut control, server: publisher, server_transport: publisher_session } =
+        raw_peer(srv, &url, &cert.pinned()).await;
     control
         .write(&[Subscribe {
             request_id: RequestId(0),

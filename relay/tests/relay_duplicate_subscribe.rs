@@ -13,9 +13,9 @@ mod control;
 use std::time::Duration;
 
 use common::*;
-use tiermesh_client::transport::{self, ClientTls};
+use tiermesh_client::transport;
 use tiermesh_proto::message::{
-    ClientSetup, Message, MessageParams, RequestErrorCode, SetupParams, Subscribe, Unsubscribe,
+    Message, MessageParams, RequestErrorCode, SetupParams, Subscribe, Unsubscribe,
 };
 use tiermesh_proto::types::{Location, RequestId, SubscriptionFilter};
 
@@ -27,25 +27,10 @@ struct Raw {
 
 impl Raw {
     async fn connect(relay: &tiermesh_relay::RelayHandle) -> Self {
-        let session = within(
-            "raw connect",
-            transport::connect(&url(relay, "moqt"), &ClientTls::pinned(relay.cert_hash())),
-        )
-        .await
-        .unwrap();
-        let (send, recv) = within("control stream", session.open_bi()).await.unwrap();
-        let mut raw = Self { session, control: control::RawControl::new(send, recv) };
-        raw.control
-            .write(&[ClientSetup {
-                params: SetupParams { path: Some("/".into()), ..Default::default() },
-            }
-            .into()])
-            .await;
-        match raw.control.read().await {
-            Message::ServerSetup(_) => {}
-            other => panic!("SERVER_SETUP expected, got {other:?}"),
-        }
-        raw
+        let session = raw_session(relay).await;
+        let params = SetupParams { path: Some("/".into()), ..Default::default() };
+        let control = control::RawControl::setup(&session, params).await;
+        Self { session, control }
     }
 }
 

@@ -479,11 +479,10 @@ async fn a_joining_fetch_after_an_incomplete_inline_fill_ends_unknown() {
 /// publisher is raw MoQT, so that the FETCH_CANCEL on its control stream can be read.
 #[tokio::test]
 async fn a_stalled_upstream_fetch_is_cancelled_and_ends_unknown() {
-    use tiermesh_client::transport::{self, ClientTls};
     use tiermesh_proto::coding::Encode;
     use tiermesh_proto::data::{FetchHeader, FetchItem, FetchWriter};
     use tiermesh_proto::message::{
-        ClientSetup, FetchCancel, FetchOk, Message, MessageParams, PublishNamespace, SetupParams,
+        FetchCancel, FetchOk, Message, MessageParams, PublishNamespace, SetupParams,
     };
     use tiermesh_proto::types::RequestId;
 
@@ -492,18 +491,10 @@ async fn a_stalled_upstream_fetch_is_cancelled_and_ends_unknown() {
     c.limits.upstream_fetch_idle = std::time::Duration::from_secs(1);
     let relay = relay(c).await;
 
-    let session = within(
-        "raw connect",
-        transport::connect(&url(&relay, "moqt"), &ClientTls::pinned(relay.cert_hash())),
-    )
-    .await
-    .unwrap();
-    let (send, recv) = within("control stream", session.open_bi()).await.unwrap();
-    let mut control = control::RawControl::new(send, recv);
+    let session = raw_session(&relay).await;
     let params =
         SetupParams { path: Some("/".into()), max_request_id: Some(16), ..Default::default() };
-    control.write(&[ClientSetup { params }.into()]).await;
-    assert!(matches!(control.read().await, Message::ServerSetup(_)));
+    let mut control = control::RawControl::setup(&session, params).await;
     let announce =
         PublishNamespace { request_id: RequestId(0), namespace: ns(), params: Default::default() };
     control.write(&[announce.into()]).await;

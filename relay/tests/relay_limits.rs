@@ -6,19 +6,10 @@ mod common;
 
 use common::*;
 use tiermesh_client::moq::SubscribeOptions;
-use tiermesh_client::transport::{self, ClientTls};
+use tiermesh_client::transport;
 use tiermesh_proto::TerminationCode;
 use tiermesh_proto::message::{ClientSetup, Message, MessageParams, SetupParams, Subscribe};
 use tiermesh_proto::types::RequestId;
-
-async fn raw(relay: &tiermesh_relay::RelayHandle) -> transport::Session {
-    within(
-        "raw connect",
-        transport::connect(&url(relay, "moqt"), &ClientTls::pinned(relay.cert_hash())),
-    )
-    .await
-    .unwrap()
-}
 
 fn app_code(reason: &transport::CloseReason) -> Option<u64> {
     match reason {
@@ -37,7 +28,7 @@ async fn garbage_on_one_control_stream_closes_only_that_session() {
         .unwrap();
     let w = within("upstream", publisher.writers.recv()).await.unwrap();
 
-    let bad = raw(&relay).await;
+    let bad = raw_session(&relay).await;
     let (mut send, _recv) = bad.open_bi().await.unwrap();
     send.write_all(b"GET / HTTP/1.1\r\nHost: relay\r\n\r\n").await.unwrap();
     let reason = within("bad session closed", bad.closed()).await;
@@ -58,7 +49,7 @@ async fn sessions_beyond_the_limit_are_refused() {
     let relay = relay(c).await;
     let _a = connect(&relay, "moqt").await;
     let _b = connect(&relay, "https").await;
-    let third = raw(&relay).await;
+    let third = raw_session(&relay).await;
     let reason = within("refused", third.closed()).await;
     assert_eq!(app_code(&reason), Some(503), "{reason}");
     assert_eq!(relay.metrics().sessions_refused.get(), 1);
@@ -75,7 +66,7 @@ async fn too_many_requests_closes_the_session() {
     let polite = connect(&relay, "moqt").await;
     let _ = polite;
     // A raw client that ignores it sends three SUBSCRIBEs (request IDs 0, 2, 4).
-    let s = raw(&relay).await;
+    let s = raw_session(&relay).await;
     let (mut send, _recv) = s.open_bi().await.unwrap();
     let mut bytes = Vec::new();
     Message::from(ClientSetup {

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use tiermesh_client::transport::{RecvStream, SendStream};
-use tiermesh_proto::message::Message;
+use tiermesh_client::transport::{RecvStream, SendStream, Session};
+use tiermesh_proto::message::{ClientSetup, Message, SetupParams};
 
 /// A control stream, written and read message by message.
 pub struct RawControl {
@@ -19,6 +19,29 @@ pub struct RawControl {
 impl RawControl {
     pub fn new(send: SendStream, recv: RecvStream) -> Self {
         Self { send, recv, buf: Vec::new() }
+    }
+
+    /// Opens the control stream on `session` and sends CLIENT_SETUP with `params`.
+    pub async fn open(session: &Session, params: SetupParams) -> Self {
+        let (send, recv) = within("control stream", session.open_bi()).await.unwrap();
+        let mut control = Self::new(send, recv);
+        control.write(&[ClientSetup { params }.into()]).await;
+        control
+    }
+
+    /// Reads the peer's SERVER_SETUP (a failed test on any other message).
+    pub async fn server_setup(&mut self) {
+        match self.read().await {
+            Message::ServerSetup(_) => {}
+            other => panic!("SERVER_SETUP expected, got {other:?}"),
+        }
+    }
+
+    /// [`RawControl::open`], then [`RawControl::server_setup`].
+    pub async fn setup(session: &Session, params: SetupParams) -> Self {
+        let mut control = Self::open(session, params).await;
+        control.server_setup().await;
+        control
     }
 
     /// Writes `messages` in one write.

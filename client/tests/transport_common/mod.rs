@@ -1,7 +1,10 @@
 //! Shared set-up for the transport tests: a fresh ECDSA P-256 development certificate valid
-//! for less than 14 days (what browsers accept by hash), a server on 127.0.0.1, deadlines.
+//! for less than 14 days (what browsers accept by hash), a server on 127.0.0.1, deadlines,
+//! and raw MoQT clients ([`control`]) for tests that speak the protocol themselves.
 
 #![allow(dead_code)]
+
+pub mod control;
 
 use std::future::Future;
 use std::time::Duration;
@@ -10,6 +13,7 @@ use tiermesh_client::moq::{self, ClientOptions, Connection, ServerOptions};
 use tiermesh_client::transport::{
     self, CertHash, ClientTls, Request, Server, ServerTls, Session, TransportConfig, Url,
 };
+use tiermesh_proto::message::SetupParams;
 
 /// A self-signed certificate and its key, DER.
 pub struct DevCert {
@@ -144,4 +148,42 @@ pub async fn moq_pair_with_transport(
     // The server endpoint must outlive the test's connections.
     std::mem::forget(srv);
     (c, s, transport)
+}
+
+/// A raw MoQT client (see [`control`]) after SETUP, and the client library's MoQT session
+/// that accepted it on the server side, its driver running.
+pub struct RawPeer {
+    /// The raw client's transport session: its data streams arrive here.
+    pub client: Session,
+    /// The raw client's control stream, SETUP done.
+    pub control: control::RawControl,
+    /// The server side's MoQT session.
+    pub server: Connection,
+    /// The server side's transport session, to act on it beside MoQT.
+    pub server_transport: Session,
+}
+
+/// Connects a raw client to `srv` at `url` (the server's address, or a link in front of it)
+/// pinning `tls`, accepts it with `moq::accept` and exchanges SETUP (path `/`). The server
+/// endpoint is kept alive for the rest of the test.
+pub async fn raw_peer(mut srv: Server, url: &Url, tls: &ClientTls) -> RawPeer {
+    let (client, server_transport) = within("connect", async {
+        tokio::join!(transport::connect(url, tls), async {
+            srv.accept().await.unwrap().accept().await.unwrap()
+        })
+    })
+    .await;
+    let client = client.unwrap();
+    // The server endpoint must outlive the test's connections.
+    std::mem::forget(srv);
+    let root = SetupParams { path: Some("/".into()), ..Default::default() };
+    let mut control = control::RawControl::open(&client, root).await;
+    let (server, driver) =
+        within("MoQT accept", moq::accept(server_transport.clone(), ServerOptions::default()))
+            .await
+            .unwrap();
+    // SERVER_SETUP leaves once the driver runs.
+    tokio::spawn(driver.run());
+    control.server_setup().await;
+    RawPeer { client, control, server, server_transport }
 }

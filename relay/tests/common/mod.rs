@@ -57,6 +57,20 @@ pub async fn connect(relay: &RelayHandle, scheme: &str) -> Connection {
     connect_with(relay, scheme, options(relay)).await
 }
 
+/// A QUIC session to `relay` (raw MoQT, `moqt` scheme) with nothing sent on it yet: for
+/// tests that speak the protocol themselves.
+pub async fn raw_session(relay: &RelayHandle) -> tiermesh_client::transport::Session {
+    within(
+        "raw connect",
+        tiermesh_client::transport::connect(
+            &url(relay, "moqt"),
+            &ClientTls::pinned(relay.cert_hash()),
+        ),
+    )
+    .await
+    .unwrap()
+}
+
 /// Runs `f` and fails the test if it takes longer than 10 s.
 pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
     within_for(what, Duration::from_secs(10), f).await
