@@ -6,10 +6,10 @@
 // every animation frame) never stalls longer than DOWN_STALL_BOUND_MS until the rate returns and
 // UP_STALL_BOUND_MS after. Skipped without Chromium
 // or the tiermesh binary.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { haveChromium, launch, open, stats, screenshot } from './chromium.mjs';
-import { BIN, hasSubcommand, killChildren, startLink, startRelay, startTestPattern } from './procs.mjs';
+import { haveChromium, open, stats, screenshot, sampleBarcode } from './chromium.mjs';
+import { BIN, hasSubcommand, startLink, startTestPattern, useBrowser } from './procs.mjs';
 import { frameProgress } from '../dist/lib/media/barcode.js';
 
 const skip = (!haveChromium() && 'no chromium') || (!hasSubcommand('link') && `no tiermesh binary at ${BIN}`);
@@ -35,17 +35,7 @@ const RESTORE_AT_MS = 22000;
 /** The step down must come this soon after the drop (2 to 5 s measured). */
 const DOWN_WITHIN_MS = 8000;
 
-let browser;
-let relay;
-before(async () => {
-  if (skip) return;
-  browser = await launch();
-  relay = await startRelay();
-});
-after(async () => {
-  await browser?.close();
-  killChildren();
-});
+const ctx = useBrowser({ skip, relay: true });
 
 // A relay fault once made the relay-to-player connection carry almost nothing for about 9 s
 // right after the player left 720p under congestion (the send path counted reset streams'
@@ -59,31 +49,17 @@ after(async () => {
 
 test('over tiermesh link --profile step the player steps down when the rate drops and back up when it returns', { skip }, async () => {
   const broadcast = 'demo/abr-step';
-  const pub = await startTestPattern(relay, broadcast, '90s');
-  const { link, port, start: linkStart } = await startLink(relay, ['--profile', 'step', '--duration', `${LINK_S}s`]);
+  const pub = await startTestPattern(ctx.relay, broadcast, '90s');
+  const { link, port, start: linkStart } = await startLink(ctx.relay, ['--profile', 'step', '--duration', `${LINK_S}s`]);
   // The browser talks to the emulator's port; the certificate is the relay's, pinned by hash.
   const { page, pageErrors } = await open(
-    browser,
-    `${relay.pages}/player.html?url=https://127.0.0.1:${port}/${broadcast}&hash=${relay.hash}&start=highest&hold=3000&audio=0`,
+    ctx.browser,
+    `${ctx.relay.pages}/player.html?url=https://127.0.0.1:${port}/${broadcast}&hash=${ctx.relay.hash}&start=highest&hold=3000&audio=0`,
   );
   await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 15, null, { timeout: 20000 });
   const since = (t) => t - linkStart;
   // Watch the picture in the page from now until the end, while the test follows the tiers.
-  const watching = page.evaluate(
-    (ms) =>
-      new Promise((resolve) => {
-        const samples = [];
-        const end = performance.now() + ms;
-        const look = () => {
-          const t = performance.now();
-          samples.push({ t, frame: window.tiermeshReadBarcode(), tier: window.tiermeshStats.tierIndex });
-          if (t < end) requestAnimationFrame(look);
-          else resolve(samples);
-        };
-        requestAnimationFrame(look);
-      }),
-    LINK_S * 1000 - since(Date.now()) - 2500,
-  );
+  const watching = sampleBarcode(page, LINK_S * 1000 - since(Date.now()) - 2500);
   // One line a second of what the player saw, for the failure messages.
   const trace = [];
   let silentRun = 0;
@@ -133,15 +109,14 @@ test('over tiermesh link --profile step the player steps down when the rate drop
   const linkNow = since(Date.now());
   const pageToLink = (t) => Math.round(linkNow - (pageNow - t));
   const s = await stats(page);
-  const progress = frameProgress(samples.map(({ t, frame }) => ({ t, frame })));
+  const progress = frameProgress(samples);
   const freezeAt = pageToLink(progress.longestFreezeAt);
   // The two switches apart: congestion and the step down (before the rate returns), the step
   // up (after it). A freeze spanning the split is counted whole in both halves.
   const restoreOnPage = pageNow - (linkNow - RESTORE_AT_MS);
   const split = samples.findIndex(({ t }) => t >= restoreOnPage);
-  const half = (list) => frameProgress(list.map(({ t, frame }) => ({ t, frame })));
-  const downPhase = half(split > 0 ? samples.slice(0, split + 1) : samples);
-  const upPhase = half(split > 0 ? samples.slice(split - 1) : []);
+  const downPhase = frameProgress(split > 0 ? samples.slice(0, split + 1) : samples);
+  const upPhase = frameProgress(split > 0 ? samples.slice(split - 1) : []);
   await page.close();
   link.kill();
   pub.kill();

@@ -8,10 +8,10 @@
 // will ever bring the switch about. The player must leave 720p (a fresh join of 180p) and
 // show a moving picture again within STALL_BOUND_MS; before, it waited for 720p for good.
 // Skipped without Chromium or the tiermesh binary.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { haveChromium, launch, open, stats, screenshot } from './chromium.mjs';
-import { BIN, hasSubcommand, killChildren, startLink, startRelay, startTestPattern } from './procs.mjs';
+import { haveChromium, open, stats, screenshot } from './chromium.mjs';
+import { BIN, hasSubcommand, startLink, startTestPattern, useBrowser } from './procs.mjs';
 import { frameProgress } from '../dist/lib/media/barcode.js';
 
 const skip = (!haveChromium() && 'no chromium') || (!hasSubcommand('link') && `no tiermesh binary at ${BIN}`);
@@ -28,26 +28,16 @@ const STALL_BOUND_MS = 3500;
 /** How long the picture is watched from the end of 720p. */
 const WATCH_MS = 8000;
 
-let browser;
-let relay;
-before(async () => {
-  if (skip) return;
-  browser = await launch();
-  relay = await startRelay();
-});
-after(async () => {
-  await browser?.close();
-  killChildren();
-});
+const ctx = useBrowser({ skip, relay: true });
 
 test('when the tier playing stops while a switch waits, the player joins the lowest tier afresh instead of freezing', { skip }, async () => {
   const broadcast = 'demo/abr-stall';
-  const pub = await startTestPattern(relay, broadcast, '60s');
-  const { link, port } = await startLink(relay, ['--delay', '30ms', '--duration', '45s']);
+  const pub = await startTestPattern(ctx.relay, broadcast, '60s');
+  const { link, port } = await startLink(ctx.relay, ['--delay', '30ms', '--duration', '45s']);
   // ABR on, with a hold long enough that it never steps up during the test.
   const { page, pageErrors } = await open(
-    browser,
-    `${relay.pages}/player.html?url=https://127.0.0.1:${port}/${broadcast}&hash=${relay.hash}&start=highest&hold=60000&audio=0`,
+    ctx.browser,
+    `${ctx.relay.pages}/player.html?url=https://127.0.0.1:${port}/${broadcast}&hash=${ctx.relay.hash}&start=highest&hold=60000&audio=0`,
   );
   await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 30 && window.tiermeshStats.tierIndex === 2, null, { timeout: 20000 });
   const before = await stats(page);

@@ -2,18 +2,16 @@
 // ABR steps up after a calm hold and steps down within seconds when the link from the
 // publisher drops to 500 kb/s (and the publisher's encoders follow the slower uplink), and
 // the picture never freezes for long across a switch.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { haveChromium, launch, open, pageUrl, stats, longestFreeze, screenshot } from './chromium.mjs';
+import { haveChromium, open, pageUrl, stats, longestFreeze, screenshot } from './chromium.mjs';
+import { useBrowser } from './procs.mjs';
 
-let browser;
-before(async () => {
-  if (haveChromium()) browser = await launch();
-});
-after(async () => browser?.close());
+const skip = !haveChromium() && 'no chromium';
+const ctx = useBrowser({ skip });
 
-test('ABR steps up to the top tier on a calm link, without freezing', { skip: !haveChromium() && 'no chromium' }, async () => {
-  const { page, pageErrors } = await open(browser, pageUrl('loopback.html', '?ladder=1&hold=3000'));
+test('ABR steps up to the top tier on a calm link, without freezing', { skip }, async () => {
+  const { page, pageErrors } = await open(ctx.browser, pageUrl('loopback.html', '?ladder=1&hold=3000'));
   await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 10, null, { timeout: 15000 });
   const freeze = await longestFreeze(page, 9000);
   await page.waitForFunction(() => window.tiermeshStats?.tier === 'video/720p', null, { timeout: 15000 });
@@ -29,8 +27,8 @@ test('ABR steps up to the top tier on a calm link, without freezing', { skip: !h
   await page.close();
 });
 
-test('ABR steps down quickly when the link degrades', { skip: !haveChromium() && 'no chromium' }, async () => {
-  const { page, pageErrors } = await open(browser, pageUrl('loopback.html', '?ladder=1&start=highest&kbps=8000'));
+test('ABR steps down quickly when the link degrades', { skip }, async () => {
+  const { page, pageErrors } = await open(ctx.browser, pageUrl('loopback.html', '?ladder=1&start=highest&kbps=8000'));
   await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 60, null, { timeout: 15000 });
   // Hold 720p by hand until the link drops (a loaded machine can make ABR leave it early),
   // then give the choice back to ABR.

@@ -6,20 +6,20 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { haveChromium, launch, open, pageUrl, stats, longestFreeze, screenshot } from './chromium.mjs';
+import { haveChromium, open, pageUrl, stats, longestFreeze, screenshot } from './chromium.mjs';
+import { useBrowser } from './procs.mjs';
 
 const BRIDGE = fileURLToPath(new URL('./wt_bridge.py', import.meta.url));
 const haveAioquic = spawnSync('python3', ['-c', 'import aioquic'], { stdio: 'ignore' }).status === 0;
 const skip = (!haveChromium() && 'no chromium') || (!haveAioquic && 'python3 with aioquic not installed');
 
-let browser;
+const ctx = useBrowser({ skip });
 let bridge;
 let port;
 let hash;
 
 before(async () => {
   if (skip) return;
-  browser = await launch();
   bridge = spawn('python3', [BRIDGE, '--lifetime', '300'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const line = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('bridge did not start within 10 s')), 10000);
@@ -38,13 +38,10 @@ before(async () => {
   hash = line[2];
 });
 
-after(async () => {
-  await browser?.close();
-  bridge?.kill();
-});
+after(() => bridge?.kill());
 
 test('over WebTransport: video drawn and audio played', { skip }, async () => {
-  const { page, pageErrors } = await open(browser, pageUrl('loopback.html', `?bridge=https://127.0.0.1:${port}/demo/a&hash=${hash}`));
+  const { page, pageErrors } = await open(ctx.browser, pageUrl('loopback.html', `?bridge=https://127.0.0.1:${port}/demo/a&hash=${hash}`));
   await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 30, null, { timeout: 20000 });
   const freeze = await longestFreeze(page, 4000);
   const s = await stats(page);
@@ -60,7 +57,7 @@ test('over WebTransport: video drawn and audio played', { skip }, async () => {
 });
 
 test('over WebTransport: ABR climbs the ladder without a freeze', { skip }, async () => {
-  const { page, pageErrors } = await open(browser, pageUrl('loopback.html', `?bridge=https://127.0.0.1:${port}/demo/b&hash=${hash}&ladder=1&hold=3000`));
+  const { page, pageErrors } = await open(ctx.browser, pageUrl('loopback.html', `?bridge=https://127.0.0.1:${port}/demo/b&hash=${hash}&ladder=1&hold=3000`));
   await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 10, null, { timeout: 20000 });
   const freeze = await longestFreeze(page, 8000);
   await page.waitForFunction(() => window.tiermeshStats?.tier === 'video/720p', null, { timeout: 15000 });

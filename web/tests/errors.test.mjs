@@ -1,19 +1,15 @@
 // Guards: each page says clearly what went wrong: no relay URL, no WebTransport in the
 // browser, the relay unreachable or its certificate refused.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { haveChromium, launch, pageUrl, screenshot, stats } from './chromium.mjs';
-
-let browser;
-before(async () => {
-  if (haveChromium()) browser = await launch();
-});
-after(async () => browser?.close());
+import { haveChromium, pageUrl, screenshot, stats } from './chromium.mjs';
+import { useBrowser } from './procs.mjs';
 
 const skip = !haveChromium() && 'no chromium';
+const ctx = useBrowser({ skip });
 
 async function errorOf(url, init, shot) {
-  const page = await browser.newPage();
+  const page = await ctx.browser.newPage();
   if (init) await page.addInitScript(init);
   await page.goto(url);
   await page.waitForFunction(() => window.tiermeshStats?.state === 'error', null, { timeout: 20000 });

@@ -2,18 +2,16 @@
 // Opus) the player decodes, draws and plays through WebAudio: frames are drawn without
 // freezing, audio plays with little concealment, and capture-to-display latency stays low.
 // The transport is the in-page memory pair (no relay needed), so this checks the media path.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { haveChromium, launch, open, pageUrl, stats, longestFreeze, screenshot } from './chromium.mjs';
+import { haveChromium, open, pageUrl, stats, longestFreeze, screenshot } from './chromium.mjs';
+import { useBrowser } from './procs.mjs';
 
-let browser;
-before(async () => {
-  if (haveChromium()) browser = await launch();
-});
-after(async () => browser?.close());
+const skip = !haveChromium() && 'no chromium';
+const ctx = useBrowser({ skip });
 
-test('loopback: video drawn, audio played, latency low', { skip: !haveChromium() && 'no chromium' }, async () => {
-  const { page, pageErrors } = await open(browser, pageUrl('loopback.html'));
+test('loopback: video drawn, audio played, latency low', { skip }, async () => {
+  const { page, pageErrors } = await open(ctx.browser, pageUrl('loopback.html'));
   await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 30, null, { timeout: 15000 });
   const freeze = await longestFreeze(page, 5000);
   const s = await stats(page);
@@ -29,8 +27,8 @@ test('loopback: video drawn, audio played, latency low', { skip: !haveChromium()
   await page.close();
 });
 
-test('loopback AV1: the player decodes AV1', { skip: !haveChromium() && 'no chromium' }, async () => {
-  const { page, pageErrors } = await open(browser, pageUrl('loopback.html', '?codec=av1'));
+test('loopback AV1: the player decodes AV1', { skip }, async () => {
+  const { page, pageErrors } = await open(ctx.browser, pageUrl('loopback.html', '?codec=av1'));
   await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 20, null, { timeout: 20000 });
   const s = await stats(page);
   const pub = await page.evaluate(() => window.tiermeshPublisherStats.codec);

@@ -7,10 +7,10 @@
 // shrank by 20 ms a second from over 3 s while the player keeps at most 2 s of decoded
 // frames, so every frame was dropped before its turn: the picture stayed frozen long after
 // the link recovered. Skipped without Chromium or the tiermesh binary.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { haveChromium, launch, open, stats, screenshot, sampleBarcode } from './chromium.mjs';
-import { BIN, hasSubcommand, killChildren, startLink, startRelay, startTestPattern } from './procs.mjs';
+import { haveChromium, open, stats, screenshot, sampleBarcode } from './chromium.mjs';
+import { BIN, hasSubcommand, startLink, startTestPattern, useBrowser } from './procs.mjs';
 import { frameProgress } from '../dist/lib/media/barcode.js';
 
 const skip = (!haveChromium() && 'no chromium') || (!hasSubcommand('link') && `no tiermesh binary at ${BIN}`);
@@ -26,23 +26,13 @@ const RESTORE_AT_MS = 21000;
 const JUDGE_FROM_MS = RESTORE_AT_MS + 4000;
 const JUDGE_MS = 5000;
 
-let browser;
-let relay;
-before(async () => {
-  if (skip) return;
-  browser = await launch();
-  relay = await startRelay();
-});
-after(async () => {
-  await browser?.close();
-  killChildren();
-});
+const ctx = useBrowser({ skip, relay: true });
 
 test('after a queue on the link drains, the picture moves again and the playout delay comes down', { skip }, async () => {
   const broadcast = 'demo/playout-drain';
-  const pub = await startTestPattern(relay, broadcast, '60s');
-  const { link, port, start: linkStart } = await startLink(relay, ['--profile', 'step', '--rate', '1800kbit', '--queue', '3s', '--duration', `${LINK_S}s`]);
-  const { page, pageErrors } = await open(browser, `${relay.pages}/player.html?url=https://127.0.0.1:${port}/${broadcast}&hash=${relay.hash}&tier=2&audio=0`);
+  const pub = await startTestPattern(ctx.relay, broadcast, '60s');
+  const { link, port, start: linkStart } = await startLink(ctx.relay, ['--profile', 'step', '--rate', '1800kbit', '--queue', '3s', '--duration', `${LINK_S}s`]);
+  const { page, pageErrors } = await open(ctx.browser, `${ctx.relay.pages}/player.html?url=https://127.0.0.1:${port}/${broadcast}&hash=${ctx.relay.hash}&tier=2&audio=0`);
   await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 15, null, { timeout: 20000 });
   // The highest playout delay seen, once a second, for the failure message.
   let highest = 0;

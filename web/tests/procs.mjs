@@ -5,7 +5,8 @@ import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import { createSocket } from 'node:dgram';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { DIST, favour } from './chromium.mjs';
+import { before, after } from 'node:test';
+import { DIST, favour, launch } from './chromium.mjs';
 
 // The binary cargo built: $TIERMESH_BIN, else in $CARGO_TARGET_DIR (as CI sets it), else in
 // the workspace's target/.
@@ -165,10 +166,11 @@ export async function startRelay(extra = []) {
 
 /**
  * Starts `tiermesh pub --test-pattern` of `broadcast` at `relay` (from `startRelay`) for
- * `duration` and resolves with the process once it publishes.
+ * `duration`, with `extra` arguments (such as `--codec av1`), and resolves with the process
+ * once it publishes.
  */
-export async function startTestPattern(relay, broadcast, duration) {
-  const pub = child(['pub', `${relay.base}/${broadcast}`, '--tls-cert-hash', relay.hash, '--test-pattern', '--duration', duration]);
+export async function startTestPattern(relay, broadcast, duration, extra = []) {
+  const pub = child(['pub', `${relay.base}/${broadcast}`, '--tls-cert-hash', relay.hash, '--test-pattern', '--duration', duration, ...extra]);
   await waitOutput(pub, /published /, 30000, 'tiermesh pub');
   return pub;
 }
@@ -184,4 +186,25 @@ export async function startLink(relay, args) {
   const start = Date.now();
   await waitOutput(link, /tiermesh link: /, 10000, 'tiermesh link');
   return { link, port, start };
+}
+
+/**
+ * Registers the `before` and `after` hooks every browser test file needs and returns the
+ * context they fill in: before the file's tests, Chromium launched (`browser`) and, with
+ * `relay` set, a relay started (`relay`, as {@link startRelay} resolves); after them, the
+ * browser closed and every child process killed. With `skip` set (the reason the file's
+ * tests are skipped) nothing is started.
+ */
+export function useBrowser({ skip = false, relay = false } = {}) {
+  const ctx = { browser: undefined, relay: undefined };
+  before(async () => {
+    if (skip) return;
+    ctx.browser = await launch();
+    if (relay) ctx.relay = await startRelay();
+  });
+  after(async () => {
+    await ctx.browser?.close();
+    killChildren();
+  });
+  return ctx;
 }

@@ -8,39 +8,25 @@
 // (`tiermesh sub`) reads what the browser publishes and the browser player reads what the
 // Rust publisher (`tiermesh pub`) sends. Skipped when the tiermesh binary is not built
 // (TIERMESH_BIN, else $CARGO_TARGET_DIR/debug/tiermesh, else ../target/debug/tiermesh).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { haveChromium, launch, open, stats, longestFreeze, screenshot } from './chromium.mjs';
-import { child, freeUdpPort, hasSubcommand, runToEnd, startRelay, killChildren, waitOutput, BIN } from './procs.mjs';
+import { haveChromium, open, stats, longestFreeze, screenshot } from './chromium.mjs';
+import { BIN, child, hasSubcommand, runToEnd, startLink, startTestPattern, useBrowser, waitOutput } from './procs.mjs';
 
 /** Bound on capture-to-display latency, browser publisher → relay → browser player on loopback. */
 const GLASS_TO_GLASS_MS = 150;
 
 const skip = (!haveChromium() && 'no chromium') || (!hasSubcommand('relay') && `no tiermesh binary with a relay subcommand at ${BIN}`);
 
-let browser;
-let base; // https://127.0.0.1:PORT
-let hash;
-let pages; // http://127.0.0.1:OPS, the relay's ops listener serving dist/
+const ctx = useBrowser({ skip, relay: true });
 
-/** A page as the relay serves it. */
-const pageUrl = (name, query = '') => `${pages}/${name}${query}`;
-
-before(async () => {
-  if (skip) return;
-  browser = await launch();
-  ({ base, hash, pages } = await startRelay());
-});
-
-after(async () => {
-  await browser?.close();
-  killChildren();
-});
+/** A page as the relay serves it (on its ops listener). */
+const pageUrl = (name, query = '') => `${ctx.relay.pages}/${name}${query}`;
 
 test('a browser publisher reaches a browser player through the relay', { skip }, async () => {
-  const pub = await open(browser, pageUrl('publisher.html', `?url=${base}/demo/live&hash=${hash}`));
+  const pub = await open(ctx.browser, pageUrl('publisher.html', `?url=${ctx.relay.base}/demo/live&hash=${ctx.relay.hash}`));
   await pub.page.waitForFunction(() => window.tiermeshStats?.state === 'publishing', null, { timeout: 20000 });
-  const player = await open(browser, pageUrl('player.html', `?url=${base}/demo/live/source&hash=${hash}`));
+  const player = await open(ctx.browser, pageUrl('player.html', `?url=${ctx.relay.base}/demo/live/source&hash=${ctx.relay.hash}`));
   await player.page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 30, null, { timeout: 20000 });
   // 8 s of watching: the latency median below then covers the last 120 frames (6 s at the
   // fake camera's 20 fps), in steady state rather than the start-up's larger playout delay.
@@ -71,16 +57,13 @@ test('a browser publisher reaches a browser player through the relay', { skip },
 });
 
 test('over a rural link the player steps down at once and plays on', { skip }, async () => {
-  const port = await freeUdpPort();
-  const relayAddr = base.replace('https://', '');
   // 1 Mbit/s, 60 ms one way, 1 % loss, the same random run every time.
-  child(['link', '--listen', `127.0.0.1:${port}`, '--to', relayAddr, '--profile', 'rural', '--seed', '7', '--duration', '90s', '--stats-interval', '0']);
+  const { port } = await startLink(ctx.relay, ['--profile', 'rural', '--seed', '7', '--duration', '90s']);
   // The test pattern's 720p (about 1.5 Mbit/s) cannot cross a 1 Mbit/s link, whatever the
   // picture (a browser camera's 720p may need only half of that, and then staying is right).
-  const pub = child(['pub', `${base}/demo/rural`, '--tls-cert-hash', hash, '--test-pattern', '--duration', '90s']);
-  await waitOutput(pub, /published /, 30000, 'tiermesh pub');
+  const pub = await startTestPattern(ctx.relay, 'demo/rural', '90s');
   const t0 = Date.now();
-  const player = await open(browser, pageUrl('player.html', `?url=https://127.0.0.1:${port}/demo/rural&hash=${hash}&start=highest`));
+  const player = await open(ctx.browser, pageUrl('player.html', `?url=https://127.0.0.1:${port}/demo/rural&hash=${ctx.relay.hash}&start=highest`));
   await player.page
     .waitForFunction(() => window.tiermeshStats?.tierIndex >= 0 && window.tiermeshStats.tierIndex < 2, null, { timeout: 20000 })
     .catch(async (e) => {
@@ -109,7 +92,7 @@ test('over a rural link the player steps down at once and plays on', { skip }, a
 });
 
 test('a broadcast that is not there is reported as not found', { skip }, async () => {
-  const { page } = await open(browser, pageUrl('player.html', `?url=${base}/demo/nobody&hash=${hash}`));
+  const { page } = await open(ctx.browser, pageUrl('player.html', `?url=${ctx.relay.base}/demo/nobody&hash=${ctx.relay.hash}`));
   await page.waitForFunction(() => window.tiermeshStats?.state === 'error', null, { timeout: 20000 });
   const s = await stats(page);
   assert.equal(s.errorKind, 'not-found');
@@ -122,23 +105,23 @@ test('a broadcast that is not there is reported as not found', { skip }, async (
 // refuses the handshake, and each page says so instead of hanging or blaming the broadcast.
 for (const name of ['player.html', 'publisher.html', 'room.html']) {
   test(`${name} against a relay whose certificate is not the one given says so`, { skip }, async () => {
-    const wrong = hash.replace(/^./, (c) => (c === '0' ? '1' : '0'));
-    const { page } = await open(browser, pageUrl(name, `?url=${base}/demo/live&hash=${wrong}&role=doctor`));
+    const wrong = ctx.relay.hash.replace(/^./, (c) => (c === '0' ? '1' : '0'));
+    const { page } = await open(ctx.browser, pageUrl(name, `?url=${ctx.relay.base}/demo/live&hash=${wrong}&role=doctor`));
     await page.waitForFunction(() => window.tiermeshStats?.state === 'error', null, { timeout: 20000 });
     const s = await stats(page);
     const banner = await page.locator('#error').textContent();
     await screenshot(page, `relay-wrong-certificate-${name}`);
     assert.equal(s.errorKind, 'connect', banner);
     assert.match(banner, /certificate/);
-    assert.match(banner, new RegExp(`Could not connect to ${base.replace(/\./g, '\\.')}/demo/live`));
+    assert.match(banner, new RegExp(`Could not connect to ${ctx.relay.base.replace(/\./g, '\\.')}/demo/live`));
     await page.close();
   });
 }
 
 test('a doctor and a patient see and hear each other', { skip }, async () => {
-  const q = `?url=${base}/clinic/room-42&hash=${hash}`;
-  const doctor = await open(browser, pageUrl('room.html', `${q}&role=doctor`));
-  const patient = await open(browser, pageUrl('room.html', `${q}&role=patient`));
+  const q = `?url=${ctx.relay.base}/clinic/room-42&hash=${ctx.relay.hash}`;
+  const doctor = await open(ctx.browser, pageUrl('room.html', `${q}&role=doctor`));
+  const patient = await open(ctx.browser, pageUrl('room.html', `${q}&role=patient`));
   for (const side of [doctor, patient]) {
     await side.page.waitForFunction(
       () => window.tiermeshStats?.framesDrawn >= 20 && window.tiermeshStats?.audioFramesDecoded >= 50,
@@ -168,14 +151,14 @@ test('a doctor and a patient see and hear each other', { skip }, async () => {
 // late-starting microphone as missing audio. So `tiermesh sub` starts once audio and video
 // frames are on their way, and a failure says what the publisher had sent.
 test('the Rust subscriber reads what the browser publishes', { skip }, async () => {
-  const pub = await open(browser, pageUrl('publisher.html', `?url=${base}/demo/rust-sub&hash=${hash}`));
+  const pub = await open(ctx.browser, pageUrl('publisher.html', `?url=${ctx.relay.base}/demo/rust-sub&hash=${ctx.relay.hash}`));
   await pub.page.waitForFunction(() => window.tiermeshStats?.state === 'publishing', null, { timeout: 20000 });
   await pub.page
     .waitForFunction(() => window.tiermeshStats.audioFramesEncoded >= 5 && window.tiermeshStats.framesEncoded >= 2, null, { timeout: 20000 })
     .catch(async (e) => {
       throw new Error(`the publisher sends no audio or video: ${JSON.stringify(await stats(pub.page))}`, { cause: e });
     });
-  const sub = child(['sub', `${base}/demo/rust-sub/source`, '--tls-cert-hash', hash, '--duration', '4s', '--json']);
+  const sub = child(['sub', `${ctx.relay.base}/demo/rust-sub/source`, '--tls-cert-hash', ctx.relay.hash, '--duration', '4s', '--json']);
   const { out, err } = await runToEnd(sub, 30000);
   const report = JSON.parse(out.trim().split('\n').at(-1) || '{}');
   assert.equal(report.error ?? null, null, `tiermesh sub: ${err}`);
@@ -192,9 +175,9 @@ test('the Rust subscriber reads what the browser publishes', { skip }, async () 
 // The encoded test pattern of `tiermesh pub` is played (and its barcode read) in
 // testpattern.test.mjs; this one checks the protocol with the synthetic broadcast.
 test('the browser player reads what the Rust publisher sends', { skip }, async () => {
-  const rust = child(['pub', `${base}/demo/synthetic`, '--tls-cert-hash', hash, '--duration', '60s']);
+  const rust = child(['pub', `${ctx.relay.base}/demo/synthetic`, '--tls-cert-hash', ctx.relay.hash, '--duration', '60s']);
   await waitOutput(rust, /published /, 30000, 'tiermesh pub');
-  const { page } = await open(browser, pageUrl('player.html', `?url=${base}/demo/synthetic&hash=${hash}&audio=0`));
+  const { page } = await open(ctx.browser, pageUrl('player.html', `?url=${ctx.relay.base}/demo/synthetic&hash=${ctx.relay.hash}&audio=0`));
   // The synthetic payloads are filler bytes, not media: this checks the protocol, not decoding.
   await page.waitForFunction(() => window.tiermeshStats?.bitrateKbps > 50, null, { timeout: 20000 });
   const s = await stats(page);

@@ -5,25 +5,15 @@
 // advances at 25 fps or more with no frozen stretch over 200 ms (the checker fails a frozen
 // or black canvas: test/barcode.test.ts). The address `tiermesh dev` prints opens as it is
 // and plays. Skipped without Chromium or the tiermesh binary.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { haveChromium, launch, open, stats, screenshot, sampleBarcode } from './chromium.mjs';
-import { BIN, child, hasSubcommand, killChildren, startRelay, waitOutput } from './procs.mjs';
+import { haveChromium, open, stats, screenshot, sampleBarcode } from './chromium.mjs';
+import { BIN, child, hasSubcommand, startTestPattern, useBrowser, waitOutput } from './procs.mjs';
 import { frameProgress, motionFailures } from '../dist/lib/media/barcode.js';
 
 const skip = (!haveChromium() && 'no chromium') || (!hasSubcommand('pub') && `no tiermesh binary at ${BIN}`);
 
-let browser;
-let relay;
-before(async () => {
-  if (skip) return;
-  browser = await launch();
-  relay = await startRelay();
-});
-after(async () => {
-  await browser?.close();
-  killChildren();
-});
+const ctx = useBrowser({ skip, relay: true });
 
 /** How long each tier's picture is watched. */
 const WATCH_MS = 2500;
@@ -34,9 +24,8 @@ const WATCH_MS = 2500;
  */
 async function playEveryTier(codec, name, limits = {}) {
   const broadcast = `demo/pattern-${codec}`;
-  const pub = child(['pub', `${relay.base}/${broadcast}`, '--tls-cert-hash', relay.hash, '--test-pattern', '--codec', codec, '--duration', '120s']);
-  await waitOutput(pub, /published /, 30000, 'tiermesh pub');
-  const { page, pageErrors } = await open(browser, `${relay.pages}/player.html?url=${relay.base}/${broadcast}&hash=${relay.hash}&tier=0`);
+  const pub = await startTestPattern(ctx.relay, broadcast, '120s', ['--codec', codec]);
+  const { page, pageErrors } = await open(ctx.browser, `${ctx.relay.pages}/player.html?url=${ctx.relay.base}/${broadcast}&hash=${ctx.relay.hash}&tier=0`);
   await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 15, null, { timeout: 30000 }).catch(async (e) => {
     throw new Error(`no picture: ${JSON.stringify(await stats(page)).slice(0, 1500)}`, { cause: e });
   });
@@ -123,7 +112,7 @@ test('tiermesh dev prints a player address that plays in Chromium as it is', { s
   assert.equal(u.pathname, '/player.html');
   assert.match(u.searchParams.get('hash'), /^[0-9a-f]{64}$/);
   assert.match(u.searchParams.get('url'), /^https:\/\/127\.0\.0\.1:\d+\/demo\/room-1$/);
-  const { page, pageErrors } = await open(browser, address);
+  const { page, pageErrors } = await open(ctx.browser, address);
   await page.waitForFunction(() => window.tiermeshStats?.framesDrawn >= 15, null, { timeout: 30000 }).catch(async (e) => {
     throw new Error(`no picture: ${JSON.stringify(await stats(page)).slice(0, 1500)}`, { cause: e });
   });
