@@ -12,7 +12,10 @@ mod mesh_common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mesh_common::{mesh_config, mesh_url, node_dir, publish_every_10ms, subscribe_when_routed};
+use mesh_common::{
+    longest_gap, mesh_config, mesh_url, node_dir, note_arrivals, publish_every_10ms,
+    subscribe_when_routed,
+};
 
 #[tokio::test]
 async fn a_peer_sent_away_links_to_the_named_relay_and_keeps_its_route() {
@@ -39,18 +42,11 @@ async fn a_peer_sent_away_links_to_the_named_relay_and_keeps_its_route() {
     // On every subscription x2 gets.
     let (stop_tx, pub_task) = publish_every_10ms(publisher, w);
     let mut seen = Vec::new();
-    while seen.len() < 20 {
-        let o = within("object before", r.next_object()).await.unwrap();
-        seen.push((o.group_id, Instant::now()));
-    }
+    note_arrivals(&mut r, &mut seen, 20, "object before").await;
 
     let drained = Instant::now();
     let drain = tokio::spawn(x1.drain());
-    let before = seen.len();
-    while seen.len() < before + 50 {
-        let o = within("object after the drain", r.next_object()).await.expect("track ended");
-        seen.push((o.group_id, Instant::now()));
-    }
+    note_arrivals(&mut r, &mut seen, 50, "object after the drain").await;
     within("x1's drain ends", drain).await.unwrap();
     let drain_took = drained.elapsed();
     let through_x2 = Some(vec!["p".to_owned(), "x2".to_owned()]);
@@ -62,7 +58,7 @@ async fn a_peer_sent_away_links_to_the_named_relay_and_keeps_its_route() {
     for pair in seen.windows(2) {
         assert!(pair[1].0 > pair[0].0, "group {} after {}: repeated", pair[1].0, pair[0].0);
     }
-    let freeze = seen.windows(2).map(|w| w[1].1 - w[0].1).max().unwrap();
+    let freeze = longest_gap(&seen);
     println!("drain of x1: longest gap at p's subscriber {freeze:?}, drain took {drain_took:?}");
     assert!(freeze < Duration::from_secs(2), "freeze {freeze:?}");
     p.shutdown().await;

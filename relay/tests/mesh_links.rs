@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mesh_common::{
-    direct_route, mesh_config, mesh_url, node_dir, publish_every_10ms, subscribe_when_routed,
+    direct_route, longest_gap, mesh_config, mesh_url, node_dir, note_arrivals, publish_every_10ms,
+    subscribe_when_routed,
 };
 use tiermesh_client::moq::{self, ClientOptions, SubscribeOptions};
 use tiermesh_client::transport::{ClientTls, Url};
@@ -158,17 +159,11 @@ async fn subscriber_at_c_survives_the_loss_of_b() {
     // Each SUBSCRIBE the relay A receives (the re-routed one) gets the stream continued.
     let (stop_tx, pub_task) = publish_every_10ms(publisher, w);
     let mut seen = Vec::new();
-    while seen.len() < 20 {
-        let o = within("object before", r.next_object()).await.unwrap();
-        seen.push((o.group_id, Instant::now()));
-    }
+    note_arrivals(&mut r, &mut seen, 20, "object before").await;
     let killed = Instant::now();
     m.b.shutdown().await;
     let before = seen.len();
-    while seen.len() < before + 30 {
-        let o = within("object after B died", r.next_object()).await.expect("subscription ended");
-        seen.push((o.group_id, Instant::now()));
-    }
+    note_arrivals(&mut r, &mut seen, 30, "object after B died").await;
     let _ = stop_tx.send(());
     let _publisher = pub_task.await.unwrap();
     for pair in seen.windows(2) {
@@ -179,7 +174,7 @@ async fn subscriber_at_c_survives_the_loss_of_b() {
             pair[0].0
         );
     }
-    let freeze = seen.windows(2).map(|p| p[1].1 - p[0].1).max().unwrap();
+    let freeze = longest_gap(&seen);
     let first_after = seen[before].1 - killed;
     println!(
         "mesh failover: longest gap between objects {freeze:?}, first object after the kill {first_after:?}"
@@ -324,22 +319,15 @@ async fn a_better_route_takes_over_without_a_gap() {
     let (m, publisher, mut r, w) = direct_route().await;
     let (stop_tx, pub_task) = publish_every_10ms(publisher, w);
     let mut seen = Vec::new();
-    while seen.len() < 20 {
-        let o = within("object before", r.next_object()).await.unwrap();
-        seen.push((o.group_id, Instant::now()));
-    }
+    note_arrivals(&mut r, &mut seen, 20, "object before").await;
     let b = m.better_route_through_b().await;
-    let before = seen.len();
-    while seen.len() < before + 30 {
-        let o = within("object after the move", r.next_object()).await.expect("track ended");
-        seen.push((o.group_id, Instant::now()));
-    }
+    note_arrivals(&mut r, &mut seen, 30, "object after the move").await;
     let _ = stop_tx.send(());
     let _publisher = pub_task.await.unwrap();
     for pair in seen.windows(2) {
         assert_eq!(pair[1].0, pair[0].0 + 1, "every group once, in order: {pair:?}");
     }
-    let gap = seen.windows(2).map(|p| p[1].1 - p[0].1).max().unwrap();
+    let gap = longest_gap(&seen);
     println!("make-before-break move to a better route: longest gap between objects {gap:?}");
     assert!(gap < Duration::from_millis(500), "gap {gap:?}");
     assert_eq!(m.c.upstream_subscriptions(), 1);

@@ -76,6 +76,23 @@ async fn next_update(rx: &mut mpsc::UnboundedReceiver<Seen>) -> (RequestId, Mess
     }
 }
 
+/// Track `name` of a namespace nobody publishes.
+fn unpublished(name: &str) -> tiermesh_proto::types::FullTrackName {
+    let ns = tiermesh_proto::types::TrackNamespace::from_path("elsewhere").unwrap();
+    tiermesh_proto::types::FullTrackName::new(ns, name).unwrap()
+}
+
+/// Fails the test unless `r` is a refusal with DOES_NOT_EXIST.
+fn assert_does_not_exist<T: std::fmt::Debug>(r: Result<T, tiermesh_client::moq::Error>) {
+    assert!(
+        matches!(
+            r,
+            Err(tiermesh_client::moq::Error::Rejected { code: RequestErrorCode::DoesNotExist, .. })
+        ),
+        "{r:?}"
+    );
+}
+
 fn dynamic() -> Extensions {
     Extensions { dynamic_groups: Some(true), ..Default::default() }
 }
@@ -105,19 +122,9 @@ async fn track_status_from_the_track_state_or_the_publisher() {
     assert_eq!(st.largest_object, Some(Location::new(4, 2)));
 
     // No publisher for the namespace: DOES_NOT_EXIST.
-    let other = tiermesh_proto::types::FullTrackName::new(
-        tiermesh_proto::types::TrackNamespace::from_path("elsewhere").unwrap(),
-        "audio",
-    )
-    .unwrap();
+    let other = unpublished("audio");
     let e = within("track status", sub.track_status(other, MessageParams::default())).await;
-    assert!(
-        matches!(
-            e,
-            Err(tiermesh_client::moq::Error::Rejected { code: RequestErrorCode::DoesNotExist, .. })
-        ),
-        "{e:?}"
-    );
+    assert_does_not_exist(e);
     relay.shutdown().await;
 }
 
@@ -249,19 +256,9 @@ async fn standalone_fetch_older_than_the_cache_is_forwarded_upstream() {
     assert_eq!(got.first(), Some(&(0, 0)));
 
     // No publisher: DOES_NOT_EXIST, not a silent refusal.
-    let other = tiermesh_proto::types::FullTrackName::new(
-        tiermesh_proto::types::TrackNamespace::from_path("elsewhere").unwrap(),
-        "video",
-    )
-    .unwrap();
+    let other = unpublished("video");
     let e = within("fetch", sub.fetch(other, Location::new(0, 0), Location::new(1, 0), None)).await;
-    assert!(
-        matches!(
-            e,
-            Err(tiermesh_client::moq::Error::Rejected { code: RequestErrorCode::DoesNotExist, .. })
-        ),
-        "{e:?}"
-    );
+    assert_does_not_exist(e);
     relay.shutdown().await;
 }
 

@@ -20,17 +20,16 @@
 
 mod mesh_common;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use mesh_common::{
-    Env, StreamEnds, WAIT, decoded_freeze, free_udp_port, late_objects, link_metric,
-    one_stream_per_subgroup, path, plain_metric, record, subscribe_when_routed,
+    Env, MeshRelay, Spec, StreamEnds, WAIT, decoded_freeze, late_objects, link_metric,
+    one_stream_per_subgroup, peer, plain_metric, record, subscribe_when_routed,
 };
 use tiermesh_client::moq::TrackEvent;
-use tiermesh_tests::{Proc, http_get, start_pub};
+use tiermesh_tests::{http_get, start_pub};
 
 const BROADCAST: &str = "e2e/move";
 /// The relays' linger period: the new publisher starts well within it.
@@ -47,68 +46,23 @@ const MOVE_BOUND: Duration = Duration::from_millis(600);
 /// second would show.
 const MOVE_AT_OBJECT: u64 = 3;
 
-/// A `tiermesh relay` process of the mesh, linked to its static `peers` (name, region,
-/// mesh port).
-struct MeshRelay {
-    name: String,
-    proc: Proc,
-    port: u16,
-    mesh_port: u16,
-    ops: SocketAddr,
+/// A `tiermesh relay` process of the mesh (`LINGER`, no discovery), linked to its static
+/// `peers` (name, region, mesh port).
+fn start_relay(
+    env: &Env,
+    name: &str,
+    region: &str,
+    peers: &[(&str, &str, u16)],
+) -> Result<MeshRelay> {
+    let mut spec = Spec::new(name, region, env.node(name, None)?);
+    spec.discover = false;
+    spec.linger = LINGER;
+    spec.goaway_grace = None;
+    spec.peers = peers.iter().map(|&(n, r, p)| peer(n, r, p)).collect();
+    MeshRelay::start(env, spec)
 }
 
 impl MeshRelay {
-    fn start(env: &Env, name: &str, region: &str, peers: &[(&str, &str, u16)]) -> Result<Self> {
-        let (port, mesh_port) = (free_udp_port(), free_udp_port());
-        let mut toml = format!(
-            "listen = \"127.0.0.1:{port}\"\nops = \"127.0.0.1:0\"\nlinger = \"{LINGER}\"\n\n\
-             [tls]\ncert = \"{dev}/cert.pem\"\nkey = \"{dev}/key.pem\"\n\n\
-             [mesh]\nname = \"{name}\"\nregion = \"{region}\"\nurl = \"moqt://127.0.0.1:{port}\"\n\
-             listen = \"127.0.0.1:{mesh_port}\"\ndir = \"{dir}\"\nseeds = []\n",
-            dev = path(&env.root.join("dev")),
-            dir = path(&env.node(name, None)?),
-        );
-        for (n, r, p) in peers {
-            toml.push_str(&format!(
-                "[[mesh.peers]]\nname = \"{n}\"\nregion = \"{r}\"\naddr = \"moqt://127.0.0.1:{p}\"\n"
-            ));
-        }
-        let file = env.root.join(format!("{name}.toml"));
-        std::fs::write(&file, toml)?;
-        let proc = Proc::tiermesh(
-            name,
-            ["relay", "--config", path(&file), "--public", "e2e", "--public-publish", "e2e"],
-        )?;
-        let line = proc.wait_line(WAIT, |l| l.text.contains("ops on "))?;
-        let ops = line
-            .text
-            .split("ops on ")
-            .nth(1)
-            .and_then(|rest| rest.trim_end_matches(')').parse().ok())
-            .context("ops address")?;
-        Ok(MeshRelay { name: name.to_owned(), proc, port, mesh_port, ops })
-    }
-
-    fn url(&self) -> String {
-        format!("moqt://127.0.0.1:{}/{BROADCAST}", self.port)
-    }
-
-    /// Waits until `cond` holds on this relay's metrics (read every 50 ms: metrics change
-    /// without a notification).
-    fn wait_metrics(&self, what: &str, cond: impl Fn(&str) -> bool) -> Result<String> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let text = http_get(self.ops, "/metrics")?;
-            if cond(&text) {
-                return Ok(text);
-            }
-            if Instant::now() >= deadline {
-                bail!("{}: {what} not reached within {WAIT:?}\n{text}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     /// Waits until this relay's routing API names `origin` as the broadcast's origin.
     fn wait_origin(&self, origin: &str) -> Result<()> {
         let deadline = Instant::now() + WAIT;
@@ -294,15 +248,14 @@ fn publisher_moving_to_another_relay_continues_the_subscribers() -> Result<()> {
     let t0 = Instant::now();
     let env = Env::new("mesh-move")?;
     // A triangle of static links: a1 - a2 within A, b1 - a1 and b1 - a2 across.
-    let a1 = MeshRelay::start(&env, "a1", "A", &[])?;
-    let a2 = MeshRelay::start(&env, "a2", "A", &[("a1", "A", a1.mesh_port)])?;
-    let b1 =
-        MeshRelay::start(&env, "b1", "B", &[("a1", "A", a1.mesh_port), ("a2", "A", a2.mesh_port)])?;
+    let a1 = start_relay(&env, "a1", "A", &[])?;
+    let a2 = start_relay(&env, "a2", "A", &[("a1", "A", a1.mesh_port)])?;
+    let b1 = start_relay(&env, "b1", "B", &[("a1", "A", a1.mesh_port), ("a2", "A", a2.mesh_port)])?;
     for r in [&a1, &a2, &b1] {
         r.wait_metrics("links", |t| plain_metric(t, "tiermesh_mesh_links") == Some(2.0))?;
     }
     println!("[{:5.1} s] mesh linked", t0.elapsed().as_secs_f64());
-    let mut first = start_pub("pub-a1", &a1.url(), &env.pin())?;
+    let mut first = start_pub("pub-a1", &a1.url(BROADCAST), &env.pin())?;
     b1.wait_origin("a1")?;
     println!("[{:5.1} s] routed at b1", t0.elapsed().as_secs_f64());
     let rt = tokio::runtime::Runtime::new()?;
@@ -320,7 +273,7 @@ fn publisher_moving_to_another_relay_continues_the_subscribers() -> Result<()> {
     first.kill();
     let moved = Instant::now();
     let moved_us = now_us();
-    let _second = start_pub("pub-a2", &a2.url(), &env.pin())?;
+    let _second = start_pub("pub-a2", &a2.url(BROADCAST), &env.pin())?;
     println!(
         "[{:5.1} s] publisher killed at a1, new one published at a2 {:?} later",
         t0.elapsed().as_secs_f64(),

@@ -43,15 +43,13 @@
 
 mod mesh_common;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use mesh_common::{
-    Env, StreamEnds, WAIT, cli, decoded_freeze, free_udp_port, late_objects, link_metric,
-    one_stream_per_subgroup, path, plain_metric, record, subscribe_when_routed,
+    Env, MeshRelay, Spec, StreamEnds, WAIT, cli, decoded_freeze, free_udp_port, late_objects,
+    link_metric, one_stream_per_subgroup, path, peer, plain_metric, record, subscribe_when_routed,
 };
 use tiermesh_tests::{Proc, http_get, start_pub, sub_json};
 
@@ -71,117 +69,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// How one relay is configured.
-struct Spec<'a> {
-    name: &'a str,
-    region: &'a str,
-    node_dir: PathBuf,
-    /// Mesh ports of seed relays.
-    seeds: Vec<u16>,
-    /// Static peers: (name, region, mesh address).
-    peers: Vec<(String, String, String)>,
-    /// Announce the mesh address (so relays that learn of this one link to it per the
-    /// discover policy); false for a mesh of static links only.
-    discover: bool,
-    port: u16,
-    mesh_port: u16,
-}
-
-impl<'a> Spec<'a> {
-    fn new(name: &'a str, region: &'a str, node_dir: PathBuf) -> Self {
-        Spec {
-            name,
-            region,
-            node_dir,
-            seeds: Vec::new(),
-            peers: Vec::new(),
-            discover: true,
-            port: free_udp_port(),
-            mesh_port: free_udp_port(),
-        }
-    }
-}
-
-/// A `tiermesh relay` process of the mesh.
-struct MeshRelay {
-    name: String,
-    proc: Proc,
-    port: u16,
-    mesh_port: u16,
-    ops: SocketAddr,
-}
-
 impl MeshRelay {
-    fn start(env: &Env, spec: Spec<'_>) -> Result<MeshRelay> {
-        let mut toml = format!(
-            "listen = \"127.0.0.1:{port}\"\nops = \"127.0.0.1:0\"\nlinger = \"5s\"\n\
-             goaway_grace = \"5s\"\n\n[tls]\ncert = \"{dev}/cert.pem\"\nkey = \"{dev}/key.pem\"\n\n\
-             [mesh]\nname = \"{name}\"\nregion = \"{region}\"\nurl = \"moqt://127.0.0.1:{port}\"\n\
-             listen = \"127.0.0.1:{mesh}\"\ndir = \"{dir}\"\n",
-            port = spec.port,
-            dev = path(&env.root.join("dev")),
-            name = spec.name,
-            region = spec.region,
-            mesh = spec.mesh_port,
-            dir = path(&spec.node_dir),
-        );
-        if spec.discover {
-            toml.push_str(&format!("advertise = \"moqt://127.0.0.1:{}\"\n", spec.mesh_port));
-        }
-        let seeds: Vec<String> =
-            spec.seeds.iter().map(|p| format!("\"moqt://127.0.0.1:{p}\"")).collect();
-        toml.push_str(&format!("seeds = [{}]\n", seeds.join(", ")));
-        for (n, r, a) in &spec.peers {
-            toml.push_str(&format!(
-                "[[mesh.peers]]\nname = \"{n}\"\nregion = \"{r}\"\naddr = \"{a}\"\n"
-            ));
-        }
-        let file = env.root.join(format!("{}.toml", spec.name));
-        std::fs::write(&file, toml)?;
-        let proc = Proc::tiermesh(
-            spec.name,
-            ["relay", "--config", path(&file), "--public", "e2e", "--public-publish", "e2e"],
-        )?;
-        let line = proc.wait_line(WAIT, |l| l.text.contains("ops on "))?;
-        let ops = line
-            .text
-            .split("ops on ")
-            .nth(1)
-            .and_then(|rest| rest.trim_end_matches(')').parse().ok())
-            .context("ops address")?;
-        Ok(MeshRelay {
-            name: spec.name.to_owned(),
-            proc,
-            port: spec.port,
-            mesh_port: spec.mesh_port,
-            ops,
-        })
-    }
-
-    fn url(&self) -> String {
-        format!("moqt://127.0.0.1:{}/{BROADCAST}", self.port)
-    }
-
-    fn metrics(&self) -> Result<String> {
-        http_get(self.ops, "/metrics")
-    }
-
-    /// Waits until `cond` holds on this relay's metrics (read every 50 ms: metrics change
-    /// without a notification).
-    fn wait_metrics(&self, what: &str, cond: impl Fn(&str) -> bool) -> Result<String> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let text = self.metrics()?;
-            if cond(&text) {
-                return Ok(text);
-            }
-            if Instant::now() >= deadline {
-                bail!("{}: {what} not reached within {WAIT:?}\n{text}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     /// Waits until this relay has a route to the broadcast (its routing API answers 200).
     fn wait_routed(&self) -> Result<()> {
         let deadline = Instant::now() + WAIT;
@@ -245,7 +133,7 @@ fn seeds_build_the_mesh_and_each_link_carries_a_track_once() -> Result<()> {
         r.wait_metrics("links", |t| plain_metric(t, "tiermesh_mesh_links") == Some(want))?;
     }
     let a2 = by_name(&relays, "a2");
-    let _publisher = start_pub("pub", &a2.url(), &env.pin())?;
+    let _publisher = start_pub("pub", &a2.url(BROADCAST), &env.pin())?;
     let (b1, c2) = (by_name(&relays, "b1"), by_name(&relays, "c2"));
     b1.wait_routed()?;
     c2.wait_routed()?;
@@ -255,7 +143,7 @@ fn seeds_build_the_mesh_and_each_link_carries_a_track_once() -> Result<()> {
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let mut args = vec![r.url(), "--duration".to_owned(), "8s".to_owned()];
+            let mut args = vec![r.url(BROADCAST), "--duration".to_owned(), "8s".to_owned()];
             args.extend(env.pin());
             std::thread::spawn(move || sub_json(&format!("sub{i}"), &args, WAIT))
         })
@@ -504,7 +392,7 @@ fn watched_mesh(env: &Env, t0: Instant) -> Result<Watched> {
     }
     phase(t0, "links up");
     let a2 = by_name(&relays, "a2");
-    let publisher = start_pub("pub", &a2.url(), &env.pin())?;
+    let publisher = start_pub("pub", &a2.url(BROADCAST), &env.pin())?;
     let (b2, c2) = (by_name(&relays, "b2"), by_name(&relays, "c2"));
     b2.wait_routed()?;
     c2.wait_routed()?;
@@ -680,7 +568,7 @@ fn blackholed_link_moves_subscribers() -> Result<()> {
     for (r, n) in [(&a1, 2.0), (&a2, 2.0), (&c1, 2.0), (&c2, 2.0)] {
         r.wait_metrics("links", |t| plain_metric(t, "tiermesh_mesh_links") == Some(n))?;
     }
-    let _publisher = start_pub("pub", &a2.url(), &env.pin())?;
+    let _publisher = start_pub("pub", &a2.url(BROADCAST), &env.pin())?;
     c2.wait_routed()?;
     let rt = tokio::runtime::Runtime::new()?;
     let at_c2 = watch_video(&rt, c2.port, &env.dev_hash)?;
@@ -709,10 +597,6 @@ fn blackholed_link_moves_subscribers() -> Result<()> {
     emulator.kill();
     drop(rt);
     Ok(())
-}
-
-fn peer(name: &str, region: &str, port: u16) -> (String, String, String) {
-    (name.to_owned(), region.to_owned(), format!("moqt://127.0.0.1:{port}"))
 }
 
 #[test]
@@ -783,14 +667,14 @@ fn chain(env: &Env, ab: &[&str], bc: &[&str]) -> Result<(Vec<MeshRelay>, Vec<Pro
     c1.peers = vec![peer("b1", "B", p2)];
     let c1 = MeshRelay::start(env, c1)?;
     c1.wait_metrics("c1 linked", |t| plain_metric(t, "tiermesh_mesh_links") == Some(1.0))?;
-    let publisher = start_pub("pub", &a1.url(), &env.pin())?;
+    let publisher = start_pub("pub", &a1.url(BROADCAST), &env.pin())?;
     c1.wait_routed()?;
     Ok((vec![a1, b1, c1], vec![l1, l2], publisher))
 }
 
 /// Watches the broadcast at `relay` for `secs` with `tiermesh sub --json`.
 fn sub_report(env: &Env, relay: &MeshRelay, secs: u64) -> Result<tiermesh_tests::Report> {
-    let mut args = vec![relay.url(), "--duration".to_owned(), format!("{secs}s")];
+    let mut args = vec![relay.url(BROADCAST), "--duration".to_owned(), format!("{secs}s")];
     args.extend(env.pin());
     let (report, ok, proc) = sub_json("sub", &args, WAIT)?;
     if !ok {
@@ -818,7 +702,8 @@ fn two_mesh_hops_add_little_to_the_links_delays() -> Result<()> {
     // 40 ms one-way between A and B, 90 ms between B and C.
     let (_relays, _links, _publisher) = chain(&env, &["--delay", "40ms"], &["--delay", "90ms"])?;
     let c1 = &_relays[2];
-    let mut args = vec![c1.url(), "--duration".to_owned(), "5s".to_owned(), "--groups".to_owned()];
+    let mut args =
+        vec![c1.url(BROADCAST), "--duration".to_owned(), "5s".to_owned(), "--groups".to_owned()];
     args.extend(env.pin());
     let (report, ok, proc) = sub_json("sub", &args, WAIT)?;
     if !ok {

@@ -3,22 +3,32 @@
 //! subscription, later groups keep arriving, nothing ends), and one that is not replaced
 //! ends them (PUBLISH_DONE reaches the subscriber, which stops early).
 
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tiermesh_tests::{Relay, metric, start_pub, sub_json, wait_metrics};
+use tiermesh_tests::{Proc, Relay, Report, metric, start_pub, sub_json, wait_metrics};
 
 fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
 }
 
-#[test]
-fn publisher_back_within_linger_continues_the_tracks() {
+/// A relay with `--linger linger`, `tiermesh pub` publishing `broadcast` on it and
+/// `tiermesh sub` reading its audio for `sub_for` (in a thread), once the relay has sent 25
+/// objects.
+struct Watched {
+    relay: Relay,
+    url: String,
+    publisher: Proc,
+    watcher: JoinHandle<(Option<Report>, bool, Proc)>,
+}
+
+fn watched(linger: &str, broadcast: &str, sub_for: &str) -> Watched {
     let relay =
-        Relay::start(&["--public", "e2e", "--public-publish", "e2e", "--linger", "10s"]).unwrap();
-    let url = relay.url("moqt", "e2e/reconnect");
-    let mut first = start_pub("pub1", &url, &relay.pin()).unwrap();
+        Relay::start(&["--public", "e2e", "--public-publish", "e2e", "--linger", linger]).unwrap();
+    let url = relay.url("moqt", broadcast);
+    let publisher = start_pub("pub1", &url, &relay.pin()).unwrap();
     let mut args =
-        vec![url.clone(), "--track".into(), "audio".into(), "--duration".into(), "7s".into()];
+        vec![url.clone(), "--track".into(), "audio".into(), "--duration".into(), sub_for.into()];
     args.extend(relay.pin());
     let watcher =
         std::thread::spawn(move || sub_json("sub", &args, Duration::from_secs(60)).unwrap());
@@ -26,6 +36,13 @@ fn publisher_back_within_linger_continues_the_tracks() {
         metric(m, "tiermesh_objects_sent_total").unwrap_or(0.0) >= 25.0
     })
     .unwrap();
+    Watched { relay, url, publisher, watcher }
+}
+
+#[test]
+fn publisher_back_within_linger_continues_the_tracks() {
+    let Watched { relay, url, publisher: mut first, watcher } =
+        watched("10s", "e2e/reconnect", "7s");
     first.kill();
     let killed_us = now_us();
     let _second = start_pub("pub2", &url, &relay.pin()).unwrap();
@@ -41,18 +58,7 @@ fn publisher_back_within_linger_continues_the_tracks() {
 
 #[test]
 fn publisher_gone_past_linger_ends_the_tracks() {
-    let relay =
-        Relay::start(&["--public", "e2e", "--public-publish", "e2e", "--linger", "1s"]).unwrap();
-    let url = relay.url("moqt", "e2e/gone");
-    let mut publisher = start_pub("pub", &url, &relay.pin()).unwrap();
-    let mut args = vec![url, "--track".into(), "audio".into(), "--duration".into(), "30s".into()];
-    args.extend(relay.pin());
-    let watcher =
-        std::thread::spawn(move || sub_json("sub", &args, Duration::from_secs(60)).unwrap());
-    wait_metrics(&relay, Duration::from_secs(20), |m| {
-        metric(m, "tiermesh_objects_sent_total").unwrap_or(0.0) >= 25.0
-    })
-    .unwrap();
+    let Watched { relay: _relay, mut publisher, watcher, .. } = watched("1s", "e2e/gone", "30s");
     publisher.kill();
     let (report, ok, p) = watcher.join().unwrap();
     assert!(ok, "{}", p.dump());

@@ -1,12 +1,13 @@
 //! Shared by the mesh tests (`tests/mesh_*.rs`, `tests/relay_publisher_streams.rs`): a
 //! mesh relay's config, node certificates from a mesh CA, two relays in different regions
 //! with a subscriber routed directly and a better route appearing, a subscription that waits
-//! for the route, and a publisher that writes one object per group every 10 ms.
+//! for the route, a publisher that writes one object per group every 10 ms, and the
+//! subscriber's arrivals of those objects.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tiermesh_certs::ca::Ca;
 use tiermesh_client::moq::{self, SubscribeOptions, TrackReader, TrackWriter};
@@ -154,4 +155,27 @@ pub fn publish_every_10ms(
         publisher
     });
     (stop_tx, task)
+}
+
+/// Reads `count` more objects from `r` (one per group, as [`publish_every_10ms`] sends them)
+/// and notes each one's group and arrival time in `seen`; `what` names the step in a
+/// failure (a deadline passed, or the track ended).
+pub async fn note_arrivals(
+    r: &mut TrackReader,
+    seen: &mut Vec<(u64, Instant)>,
+    count: usize,
+    what: &str,
+) {
+    let until = seen.len() + count;
+    while seen.len() < until {
+        let o =
+            within(what, r.next_object()).await.unwrap_or_else(|| panic!("{what}: track ended"));
+        seen.push((o.group_id, Instant::now()));
+    }
+}
+
+/// The longest time between two arrivals noted by [`note_arrivals`]: the subscriber's
+/// longest frozen stretch.
+pub fn longest_gap(seen: &[(u64, Instant)]) -> Duration {
+    seen.windows(2).map(|p| p[1].1 - p[0].1).max().unwrap_or_default()
 }

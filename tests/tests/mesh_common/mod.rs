@@ -1,8 +1,9 @@
 //! Shared by the mesh tests (`tests/mesh_regions.rs`, `tests/mesh_publisher_move.rs`): a
 //! scratch folder with a mesh CA made with `tiermesh cert`, short `tiermesh` commands, free
-//! UDP ports, reading the relays' metrics, and what a subscriber saw (order, decoded freeze,
-//! one stream per subgroup).
+//! UDP ports, `tiermesh relay` processes of a mesh, reading the relays' metrics, and what a
+//! subscriber saw (order, decoded freeze, one stream per subgroup).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use tiermesh_client::moq::{self, ClientOptions, SubscribeOptions};
 use tiermesh_client::transport::{ClientTls, Url};
 use tiermesh_proto::types::{FullTrackName, TrackNamespace};
-use tiermesh_tests::{Proc, find_hash};
+use tiermesh_tests::{Proc, find_hash, http_get};
 
 /// How long a step may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -88,6 +89,136 @@ pub fn free_udp_port() -> u16 {
         if !given.contains(&port) {
             given.push(port);
             return port;
+        }
+    }
+}
+
+/// How one relay of the mesh is configured.
+pub struct Spec<'a> {
+    pub name: &'a str,
+    pub region: &'a str,
+    pub node_dir: PathBuf,
+    /// Mesh ports of seed relays.
+    pub seeds: Vec<u16>,
+    /// Static peers: (name, region, mesh address), as [`peer`] makes them.
+    pub peers: Vec<(String, String, String)>,
+    /// Announce the mesh address (so relays that learn of this one link to it per the
+    /// discover policy); false for a mesh of static links only.
+    pub discover: bool,
+    /// How long the relay keeps a departed publisher's tracks for its return.
+    pub linger: &'a str,
+    /// How long a draining relay waits for its sessions to leave; `None`: the default.
+    pub goaway_grace: Option<&'a str>,
+    pub port: u16,
+    pub mesh_port: u16,
+}
+
+impl<'a> Spec<'a> {
+    /// Discovery on, no seed or peer, linger and GOAWAY grace of 5 s, fresh ports.
+    pub fn new(name: &'a str, region: &'a str, node_dir: PathBuf) -> Self {
+        Spec {
+            name,
+            region,
+            node_dir,
+            seeds: Vec::new(),
+            peers: Vec::new(),
+            discover: true,
+            linger: "5s",
+            goaway_grace: Some("5s"),
+            port: free_udp_port(),
+            mesh_port: free_udp_port(),
+        }
+    }
+}
+
+/// A static peer of [`Spec::peers`]: the relay `name` of `region` at mesh port `port`.
+pub fn peer(name: &str, region: &str, port: u16) -> (String, String, String) {
+    (name.to_owned(), region.to_owned(), format!("moqt://127.0.0.1:{port}"))
+}
+
+/// A `tiermesh relay` process of the mesh, `e2e` public.
+pub struct MeshRelay {
+    pub name: String,
+    pub proc: Proc,
+    pub port: u16,
+    pub mesh_port: u16,
+    pub ops: SocketAddr,
+}
+
+impl MeshRelay {
+    /// Writes `spec` as the relay's config file and starts it; returns once its ops
+    /// listener is up.
+    pub fn start(env: &Env, spec: Spec<'_>) -> Result<MeshRelay> {
+        let grace = spec.goaway_grace.map(|g| format!("goaway_grace = \"{g}\"\n"));
+        let mut toml = format!(
+            "listen = \"127.0.0.1:{port}\"\nops = \"127.0.0.1:0\"\nlinger = \"{linger}\"\n{grace}\n\
+             [tls]\ncert = \"{dev}/cert.pem\"\nkey = \"{dev}/key.pem\"\n\n\
+             [mesh]\nname = \"{name}\"\nregion = \"{region}\"\nurl = \"moqt://127.0.0.1:{port}\"\n\
+             listen = \"127.0.0.1:{mesh}\"\ndir = \"{dir}\"\n",
+            port = spec.port,
+            linger = spec.linger,
+            grace = grace.unwrap_or_default(),
+            dev = path(&env.root.join("dev")),
+            name = spec.name,
+            region = spec.region,
+            mesh = spec.mesh_port,
+            dir = path(&spec.node_dir),
+        );
+        if spec.discover {
+            toml.push_str(&format!("advertise = \"moqt://127.0.0.1:{}\"\n", spec.mesh_port));
+        }
+        let seeds: Vec<String> =
+            spec.seeds.iter().map(|p| format!("\"moqt://127.0.0.1:{p}\"")).collect();
+        toml.push_str(&format!("seeds = [{}]\n", seeds.join(", ")));
+        for (n, r, a) in &spec.peers {
+            toml.push_str(&format!(
+                "[[mesh.peers]]\nname = \"{n}\"\nregion = \"{r}\"\naddr = \"{a}\"\n"
+            ));
+        }
+        let file = env.root.join(format!("{}.toml", spec.name));
+        std::fs::write(&file, toml)?;
+        let proc = Proc::tiermesh(
+            spec.name,
+            ["relay", "--config", path(&file), "--public", "e2e", "--public-publish", "e2e"],
+        )?;
+        let line = proc.wait_line(WAIT, |l| l.text.contains("ops on "))?;
+        let ops = line
+            .text
+            .split("ops on ")
+            .nth(1)
+            .and_then(|rest| rest.trim_end_matches(')').parse().ok())
+            .context("ops address")?;
+        Ok(MeshRelay {
+            name: spec.name.to_owned(),
+            proc,
+            port: spec.port,
+            mesh_port: spec.mesh_port,
+            ops,
+        })
+    }
+
+    /// `moqt://127.0.0.1:PORT/{broadcast}`, this relay's client address for `broadcast`.
+    pub fn url(&self, broadcast: &str) -> String {
+        format!("moqt://127.0.0.1:{}/{broadcast}", self.port)
+    }
+
+    pub fn metrics(&self) -> Result<String> {
+        http_get(self.ops, "/metrics")
+    }
+
+    /// Waits until `cond` holds on this relay's metrics (read every 50 ms: metrics change
+    /// without a notification).
+    pub fn wait_metrics(&self, what: &str, cond: impl Fn(&str) -> bool) -> Result<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = self.metrics()?;
+            if cond(&text) {
+                return Ok(text);
+            }
+            if Instant::now() >= deadline {
+                bail!("{}: {what} not reached within {WAIT:?}\n{text}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
