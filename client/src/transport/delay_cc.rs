@@ -39,7 +39,15 @@
 //! - **Decrease.** When a round's queueing delay exceeds the target, the window moves
 //!   halfway to `window * (base + target) / round minimum`: the window that would have
 //!   carried the same rate with only the target queue. The next round's samples are of
-//!   packets sent before the decrease, so they are not judged.
+//!   packets sent before the decrease, so they are not judged. An app-limited round
+//!   decreases only when its queue is over twice the target and its raw samples show one
+//!   over the target too: a sender that idles samples only on keep-alives, and quinn's
+//!   smoothed RTT keeps reading a drained queue for many of them.
+//! - **Rate.** The controller reports the rate the window carries (as quinn's pacing rate,
+//!   which only the send scheduler reads): the window per smoothed RTT, but over no more
+//!   than the last round's least raw sample (at least the raw base plus the target), so the
+//!   scheduler does not read a drained queue as a slow path while the sender idles (see
+//!   `Delay::rate_bps`).
 //! - **Loss.** A loss while the queue is over twice the target, two or more full-size
 //!   packets declared lost at once, an ECN mark, or losses above [`LOSS_CONGESTION`] of the
 //!   bytes of recent rounds is congestion: the window is multiplied by 0.7. Any other loss
@@ -107,6 +115,10 @@ const RANDOM_LOSS_DECREASE: f64 = 0.95;
 /// Samples a slow-start round needs before its minimum may end slow start: fewer are too
 /// easily all delayed by the peer's ACK timing.
 const SLOW_START_SAMPLES: u32 = 4;
+/// The round-trip estimate before the first acknowledgement: quinn's default initial RTT,
+/// which tiermesh does not change, so the rate reported before any sample is the one quinn's
+/// own window per RTT would read.
+const INITIAL_RTT: Duration = Duration::from_millis(333);
 
 /// Settings of the `delay` controller; builds one controller per connection.
 #[derive(Debug, Clone)]
@@ -257,6 +269,10 @@ pub(crate) struct Delay {
     /// Bytes acknowledged in the last completed round: what the path delivered in one round
     /// trip, the window a slow start that overflowed the buffer falls back to.
     delivered: u64,
+    /// quinn's smoothed RTT after the last acknowledgement.
+    srtt: Option<Duration>,
+    /// The least raw sample of the last completed round.
+    raw_rtt: Option<Duration>,
 }
 
 impl Delay {
@@ -287,6 +303,8 @@ impl Delay {
             now,
             in_flight_max: 0,
             delivered: 0,
+            srtt: None,
+            raw_rtt: None,
         }
     }
 
@@ -362,6 +380,36 @@ impl Delay {
         (self.window as f64 * factor) as u64
     }
 
+    /// The rate the window carries at the round trip the path shows now, in bits per second:
+    /// what the send scheduler reads as the path's rate (reported as the pacing rate, which
+    /// `transport::Stats::send_rate_estimate_bps` takes over the window per smoothed RTT;
+    /// quinn's pacer does not read it).
+    ///
+    /// The round trip is quinn's smoothed RTT, but never more than the last round's least raw
+    /// sample (or the raw base plus the target, if that is more). The smoothed RTT moves by an
+    /// eighth of each sample, and a sender with nothing to send samples only on keep-alives
+    /// (every 3 s): after a standing queue drained it kept reading the queue for tens of
+    /// seconds, while the raw samples already came back at the base. Traced in the browser
+    /// test `playout-drain` (720p alone behind a cut to 600 kbit/s with a 3 s buffer): once
+    /// the scheduler held the tier back, the window per smoothed RTT read 0.42-0.63 Mbit/s for
+    /// 16 s after the queue had gone (a 19-26 kB window over 415 falling to 270 ms, raw samples
+    /// at 80 ms), so the tier's 1.5 Mbit/s never passed its check again, nothing was sent,
+    /// and nothing corrected the reading: the picture froze after the rate came back. The
+    /// smoothed base cannot stand in for the raw one here: rounds of the lagging smoothed RTT
+    /// are its only samples then, and once the base window has passed they become its base.
+    /// A raw sample cannot read a standing queue shorter than it is, so the cap never hides
+    /// one; while a queue stands the rate is the window per smoothed RTT as before.
+    fn rate_bps(&self) -> u64 {
+        let srtt = self.srtt.unwrap_or(INITIAL_RTT);
+        let rtt = match (self.raw_rtt, self.raw_base.get()) {
+            (Some(raw), Some(base)) => srtt.min(raw.max(base + self.target())),
+            _ => srtt,
+        };
+        (u128::from(self.window) * 8 * 1_000_000 / rtt.as_micros().max(1))
+            .try_into()
+            .unwrap_or(u64::MAX)
+    }
+
     /// Packets were sent; `last` is the number of the last one.
     pub(crate) fn handle_sent(&mut self, last: u64) {
         self.last_sent = Some(last);
@@ -382,6 +430,7 @@ impl Delay {
         app_limited: bool,
     ) {
         self.now = now;
+        self.srtt = Some(rtt);
         let raw = now.saturating_duration_since(sent);
         self.round.min_rtt = Some(self.round.min_rtt.map_or(rtt, |m| m.min(rtt)));
         self.round.min_raw = Some(self.round.min_raw.map_or(raw, |m| m.min(raw)));
@@ -459,9 +508,18 @@ impl Delay {
         // quinn's estimate is still its configured initial RTT (333 ms), which on a
         // satellite path (600 ms) would pass for a base and make the path look queued.
         if self.base.get().is_some() || !round.app_limited {
-            self.base.update(self.now, round_min);
+            // A round whose least smoothed RTT is over its least raw sample by more than the
+            // target reads the smoothed RTT's history, not the path (the raw samples include
+            // the peer's ACK delay, the smoothed ones do not): after a standing queue drained
+            // while the sender idled, the keep-alives' smoothed RTT read 200-420 ms against 80
+            // ms raw, and once the base window had passed, those rounds became the base and
+            // the queue read as none. Such a round neither lowers the base nor ages it out.
+            if self.base.get().is_none() || round_min <= raw_min + self.target() {
+                self.base.update(self.now, round_min);
+            }
             self.raw_base.update(self.now, raw_min);
         }
+        self.raw_rtt = Some(raw_min);
         self.queue = self.queue_of(Some(round_min), None);
         self.queue_least = self.queue_of(Some(round_min), Some(raw_min));
         let target = self.target();
@@ -495,8 +553,13 @@ impl Delay {
             return;
         }
         // An app-limited round with a short queue says nothing about the window; a long one
-        // still means too much was sent for the path.
-        if self.queue > target && (!round.app_limited || self.queue > 2 * target) {
+        // still means too much was sent for the path, if the raw samples show it too. An
+        // app-limited round may hold a single sample (a keep-alive every 3 s while nothing
+        // else is sent), and quinn's smoothed RTT moves by an eighth of each: after a standing
+        // queue drained, such rounds read 335 ms of it by the smoothed RTT against none by
+        // the raw sample, and cut a window that was carrying nothing.
+        let standing = !round.app_limited || (self.queue > 2 * target && self.queue_least > target);
+        if self.queue > target && standing {
             // Halfway to the window that carries the target queue: one round's minimum is
             // still noisy (ACK timing, jitter), and a queue that persists is met again two
             // rounds later.
@@ -658,6 +721,7 @@ impl Controller for Delay {
     fn metrics(&self) -> ControllerMetrics {
         let mut m = ControllerMetrics::default();
         m.congestion_window = self.window;
+        m.pacing_rate = Some(self.rate_bps());
         m
     }
 
@@ -1033,6 +1097,80 @@ mod tests {
         let before = cc.window();
         rounds(&mut cc, now, &mut pn, 3, 640 * MS);
         assert!(cc.window() <= before, "{before} -> {}", cc.window());
+    }
+
+    /// Drives `cc` through what an idle sender sees after a standing queue drained: one
+    /// keep-alive every 3 s, whose raw sample is back at `raw` while quinn's smoothed RTT,
+    /// moving by an eighth of each sample, still reads `smoothed`.
+    fn keep_alives(
+        cc: &mut Delay,
+        mut now: Instant,
+        pn: &mut u64,
+        n: u32,
+        smoothed: Duration,
+        raw: Duration,
+    ) -> Instant {
+        for _ in 0..n {
+            now += Duration::from_secs(3);
+            cc.handle_sent(*pn);
+            cc.handle_ack(now + raw, now, smoothed, 28, true);
+            cc.handle_end_acks(0, Some(*pn));
+            *pn += 1;
+            now += raw;
+        }
+        now
+    }
+
+    /// The rate the scheduler reads, in bits per second.
+    fn rate(cc: &Delay) -> u64 {
+        cc.metrics().pacing_rate.expect("the controller reports its rate")
+    }
+
+    /// While a queue stands, the reported rate is the window per smoothed RTT. Once the
+    /// sender idles after it drained, the keep-alives' raw samples are back at the base while
+    /// the smoothed RTT still holds most of the queue: the rate is then the window over the
+    /// base plus the target, not over the stale smoothed RTT. Before, no rate was reported
+    /// and the scheduler read the window per smoothed RTT, 0.42-0.63 Mbit/s for 16 s on a
+    /// 1.8 Mbit/s path in the browser's `playout-drain` test, and never sent the tier again.
+    #[test]
+    fn the_rate_follows_the_raw_samples_once_a_queue_drained_while_idle() {
+        let mut cc = controller();
+        let mut pn = 0;
+        let now = rounds(&mut cc, Instant::now(), &mut pn, 4, 80 * MS);
+        cc.slow_start = false;
+        // A standing queue of 400 ms: both readings show it.
+        let now = rounds(&mut cc, now, &mut pn, 3, 480 * MS);
+        let queued = rate(&cc) as f64;
+        let per_srtt = cc.window() as f64 * 8.0 / 0.480;
+        assert!((queued - per_srtt).abs() <= per_srtt * 0.01, "{queued} against {per_srtt}");
+        // Idle: quinn's smoothed RTT lags at 420 ms, the raw samples read the 80 ms base.
+        keep_alives(&mut cc, now, &mut pn, 1, 420 * MS, 80 * MS);
+        let idle = rate(&cc) as f64;
+        let per_srtt = cc.window() as f64 * 8.0 / 0.420;
+        let per_base = cc.window() as f64 * 8.0 / (0.080 + MAX_TARGET.as_secs_f64());
+        assert!(idle >= per_base, "{idle} bit/s, under the window per base and target {per_base}");
+        assert!(idle >= 3.0 * per_srtt, "{idle} bit/s against {per_srtt} per smoothed RTT");
+    }
+
+    /// App-limited rounds of single keep-alives after a queue drained, for longer than the
+    /// base window: the smoothed RTT still reads 340 ms of queue, the raw sample none. The
+    /// window is not cut for them (before, every other such round moved it halfway toward the
+    /// target's window, 26 kB to 19 kB in the traced run), nor do they become the base, which
+    /// would hide the next queue; an app-limited round whose raw samples show the queue too
+    /// still cuts the window.
+    #[test]
+    fn keep_alives_on_a_lagging_smoothed_rtt_neither_cut_the_window_nor_become_its_base() {
+        let mut cc = controller();
+        let mut pn = 0;
+        let now = rounds(&mut cc, Instant::now(), &mut pn, 4, 80 * MS);
+        cc.slow_start = false;
+        let now = rounds(&mut cc, now, &mut pn, 3, 480 * MS);
+        let before = cc.window();
+        let now = keep_alives(&mut cc, now, &mut pn, 5, 420 * MS, 80 * MS);
+        assert_eq!(cc.window(), before, "window cut while idle");
+        assert_eq!(cc.base.get(), Some(80 * MS), "the lagging smoothed RTT became the base");
+        keep_alives(&mut cc, now, &mut pn, 2, 420 * MS, 400 * MS);
+        assert!(cc.window() < before, "a standing queue still cuts: {before} -> {}", cc.window());
     }
 
     #[test]
