@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 mod dev;
+mod malloc;
 
 #[derive(Parser)]
 #[command(name = "tiermesh", version, about = "Media relay mesh for real-time video over QUIC")]
@@ -40,7 +41,10 @@ fn main() -> anyhow::Result<()> {
         Command::Cert(args) => tiermesh_certs::cli::run(args)?,
         Command::Link(args) => tiermesh_link::cli::run(args)?,
         Command::Token(args) => tiermesh_relay::token_cli::run(args)?,
-        Command::Relay(args) => tiermesh_relay::cli::run(args)?,
+        Command::Relay(args) => {
+            malloc::tune_for_relay();
+            tiermesh_relay::cli::run(args)?
+        }
         Command::Pub(args) => tiermesh_client::cli::run_pub(args)?,
         Command::Sub(args) => tiermesh_client::cli::run_sub(args)?,
         Command::Dev(args) => dev::run(args)?,
