@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use rav1e::config::SpeedSettings;
 use rav1e::prelude::{
     ChromaSampling, Config, Context, EncoderConfig as RavConfig, EncoderStatus, FrameParameters,
-    FrameType, FrameTypeOverride, Opaque, Rational, SceneDetectionSpeed,
+    FrameType, FrameTypeOverride, Opaque, Rational, SceneDetectionSpeed, Tune,
 };
 
 use crate::frame::I420;
@@ -79,6 +79,12 @@ impl<T> std::fmt::Debug for Encoder<T> {
 }
 
 fn context(config: &EncoderConfig) -> Result<Context<u8>, Error> {
+    let cfg = Config::new().with_encoder_config(rav1e_config(config));
+    cfg.new_context().map_err(|e| Error::Config(format!("rav1e: {e}")))
+}
+
+/// rav1e's settings for `config`.
+fn rav1e_config(config: &EncoderConfig) -> RavConfig {
     let mut enc = RavConfig::with_speed_preset(config.speed);
     enc.width = config.width;
     enc.height = config.height;
@@ -104,22 +110,29 @@ fn context(config: &EncoderConfig) -> Result<Context<u8>, Error> {
     // One frame of RDO lookahead, the least rav1e accepts: every extra frame is latency.
     enc.speed_settings.rdo_lookahead_frames = 1;
     if config.speed >= 10 {
-        realtime(&mut enc.speed_settings);
+        realtime(&mut enc);
     }
-    let cfg = Config::new().with_encoder_config(enc);
-    cfg.new_context().map_err(|e| Error::Config(format!("rav1e: {e}")))
+    enc
 }
 
 /// What speed 10 adds to rav1e's fastest preset so that a 360p and a 180p rung keep up
 /// with 30 fps beside a browser on a shared two-core machine (`tiermesh pub --test-pattern
-/// --codec av1` in the web client's browser tests): rate and distortion are estimated in the
-/// transform domain instead of by coding each candidate, and CDEF (the constrained
-/// directional enhancement filter, a search per 64x64 block) is off. On the noisy 360p test
-/// pattern at 500 kbit/s that takes rav1e from 21.7 to 12.6 ms of CPU a frame (release
-/// build) for 4.2 dB less PSNR (44.6 to 40.4 dB); at 180p, 150 kbit/s, from 6.4 to 3.6 ms for
-/// 3.1 dB (36.0 to 32.9 dB). Every frame still decodes with dav1d and libaom
-/// (`codec/tests/ladder_av1.rs`).
-fn realtime(s: &mut SpeedSettings) {
+/// --codec av1` in the web client's browser tests): rate is estimated in the transform
+/// domain instead of by coding each candidate, CDEF (the constrained directional
+/// enhancement filter, a search per 64x64 block) is off, and rav1e is tuned for PSNR, the
+/// only tuning under which it also estimates distortion in the transform domain (and skips
+/// its psychovisual activity mask). The first two took the noisy 360p test pattern at
+/// 500 kbit/s from 21.7 to 12.6 ms of CPU a frame (release build) for 4.2 dB less PSNR
+/// (44.6 to 40.4 dB), 180p at 150 kbit/s from 6.4 to 3.6 ms for 3.1 dB. The PSNR tuning
+/// took 360p+180p a further 9 % lower in CPU with 0.2 and 0.6 dB more PSNR at the same
+/// rates (docs/BENCHMARKS.md, "AV1 test pattern in the publisher"). Every frame still
+/// decodes with dav1d and libaom (`codec/tests/ladder_av1.rs`).
+fn realtime(enc: &mut RavConfig) {
+    // rav1e uses transform-domain distortion only when tuned for PSNR: under its default
+    // psychovisual tuning `tx_domain_distortion` is ignored, and every candidate is
+    // reconstructed and scored with its CDEF-style distortion and an activity mask.
+    enc.tune = Tune::Psnr;
+    let s = &mut enc.speed_settings;
     s.transform.tx_domain_distortion = true;
     s.transform.tx_domain_rate = true;
     s.cdef = false;
@@ -636,6 +649,18 @@ pub fn codec_string(av1c: &[u8]) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn speed_10_takes_distortion_in_the_transform_domain() {
+        let config =
+            EncoderConfig { width: 640, height: 360, fps: 30.0, bitrate: 550_000, speed: 10 };
+        let enc = rav1e_config(&config);
+        // rav1e honours `tx_domain_distortion` only when tuned for PSNR.
+        assert_eq!(enc.tune, Tune::Psnr);
+        assert!(enc.speed_settings.transform.tx_domain_distortion);
+        assert!(enc.speed_settings.transform.tx_domain_rate && !enc.speed_settings.cdef);
+        assert_eq!(rav1e_config(&EncoderConfig { speed: 9, ..config }).tune, Tune::Psychovisual);
+    }
 
     #[test]
     fn obu_splitting_rejects_truncation_without_panicking() {
