@@ -107,7 +107,9 @@
 //! not started while its level is offered more than its share can carry within a second plus
 //! the object's time left (every push counts, those to a stream already ended too), and on a
 //! new session, before its rate is known, while a more important upper tier's rate is not
-//! known either: a key frame that fits says nothing of the group behind it. An object whose deadline passes while it is queued or half written ends its
+//! known either: a key frame that fits says nothing of the group behind it. Such a group
+//! waits out of the schedule (neither started nor dropped) until both have been offered for
+//! a quarter second, and is then checked at those rates. An object whose deadline passes while it is queued or half written ends its
 //! stream: `Reset` with DELIVERY_TIMEOUT if any byte of the stream was written, otherwise
 //! `Abandon` (no stream is opened). The rest of the subgroup goes with it: objects on a
 //! subgroup stream are delta-coded against the previous one, the draft requires the reset
@@ -282,6 +284,8 @@ struct Stream {
     ready: bool,
     /// In `Scheduler::to_finish`.
     finish_queued: bool,
+    /// Waits out of its flow's ready set until an entry of `Scheduler::holds` releases it.
+    held: bool,
 }
 
 impl Stream {
@@ -312,6 +316,17 @@ enum Step {
     Write(Action, u64),
     Again,
     Idle,
+}
+
+/// What `check_start` says of a stream's next object.
+enum Check {
+    /// It may be started.
+    Go,
+    /// Drop it (alone on a datagram lane, with the rest of its stream otherwise; every
+    /// object if `None`).
+    Drop(DropReason, Option<u64>),
+    /// Not yet: its stream waits out of the schedule until then, and is checked again.
+    Wait(Instant),
 }
 
 /// The send scheduler of one session. See the [module docs](self).
@@ -374,6 +389,8 @@ pub struct Scheduler {
     direct_credit: i64,
     /// Streams in their flow's ready set.
     ready_streams: usize,
+    /// Streams held out of the schedule (`Check::Wait`), and until when.
+    holds: Vec<(Instant, StreamKey)>,
     /// Tests compare the schedule with and without the direct path.
     #[cfg(test)]
     direct_off: bool,
@@ -414,6 +431,7 @@ impl Scheduler {
             direct: None,
             direct_credit: 0,
             ready_streams: 0,
+            holds: Vec::new(),
             #[cfg(test)]
             direct_off: false,
         }
@@ -501,6 +519,7 @@ impl Scheduler {
                 blocked: false,
                 ready: false,
                 finish_queued: false,
+                held: false,
             },
         );
         Ok(())
@@ -565,7 +584,8 @@ impl Scheduler {
             self.expire(key, DropReason::CaptureAge, seq);
             return Ok(());
         }
-        if direct && !s.datagram && !s.blocked && s.rest.is_none() && s.queue.len() == 1 {
+        if direct && !s.datagram && !s.blocked && !s.held && s.rest.is_none() && s.queue.len() == 1
+        {
             self.direct = Some(key);
             self.direct_credit = 0;
             return Ok(());
@@ -683,6 +703,7 @@ impl Scheduler {
     /// Ends every stream holding an object whose deadline is at or before `now`. Nothing
     /// happens if nothing is due; `poll_send` calls it itself.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.release_holds(now);
         if let Some(key) = self.direct {
             let own = self.streams.get(&key).and_then(|s| s.queue.front()?.deadline);
             if self.heap_due(now) || own.is_some_and(|(d, _)| d <= now) {
@@ -712,16 +733,51 @@ impl Scheduler {
         }
     }
 
-    /// When an object next expires: the driver wakes up then (or earlier).
+    /// When an object next expires or a held stream may go: the driver wakes up then (or
+    /// earlier).
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.undirect();
+        let streams = &self.streams;
+        self.holds.retain(|(_, key)| streams.get(key).is_some_and(|s| s.held));
+        let hold = self.holds.iter().map(|(at, _)| *at).min();
         while let Some(&Reverse((deadline, seq, key))) = self.deadlines.peek() {
             if self.queued_deadline(key, seq).is_some() {
-                return Some(deadline);
+                return Some(hold.map_or(deadline, |h| h.min(deadline)));
             }
             self.deadlines.pop();
         }
-        None
+        hold
+    }
+
+    /// Puts the streams whose hold ended by `now` back in the schedule.
+    fn release_holds(&mut self, now: Instant) {
+        if self.holds.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        while let Some(&(at, key)) = self.holds.get(i) {
+            if at > now {
+                i += 1;
+                continue;
+            }
+            self.holds.swap_remove(i);
+            if let Some(s) = self.streams.get_mut(&key) {
+                s.held = false;
+                self.settle(key);
+            }
+        }
+    }
+
+    /// Takes `key` out of the schedule until `until` (see `Check::Wait`).
+    fn hold(&mut self, key: StreamKey, until: Instant) {
+        if self.direct == Some(key) {
+            self.undirect();
+        }
+        self.unready(key);
+        if let Some(s) = self.streams.get_mut(&key) {
+            s.held = true;
+            self.holds.push((until, key));
+        }
     }
 
     /// The next thing to do, or `None` when there is nothing the budget allows. Every
@@ -737,6 +793,7 @@ impl Scheduler {
             // Something comes before it, or may: the full schedule decides.
             self.undirect();
         }
+        self.release_holds(now);
         self.expire_due(now);
         loop {
             if let Some(action) = self.actions.pop_front() {
@@ -831,12 +888,20 @@ impl Scheduler {
                 continue;
             }
             let (_, key) = flow.ready[0];
-            if let Some((reason, seq)) = self.check_start(now, key, level, budget) {
-                match seq {
-                    Some(seq) => self.expire(key, reason, seq),
-                    None => self.kill(key, reason, None),
+            match self.check_start(now, key, level, budget) {
+                Check::Go => {}
+                Check::Drop(reason, Some(seq)) => {
+                    self.expire(key, reason, seq);
+                    return Step::Again;
                 }
-                return Step::Again;
+                Check::Drop(reason, None) => {
+                    self.kill(key, reason, None);
+                    return Step::Again;
+                }
+                Check::Wait(until) => {
+                    self.hold(key, until);
+                    return Step::Again;
+                }
             }
             let allowance = self.allowance_at(level, budget);
             if allowance == 0 {
@@ -895,13 +960,20 @@ impl Scheduler {
         while self.direct_credit <= 0 {
             self.direct_credit += self.config.quantum as i64;
         }
-        if let Some((reason, seq)) = self.check_start(now, key, level, budget) {
-            self.direct = None;
-            match seq {
-                Some(seq) => self.expire(key, reason, seq),
-                None => self.kill(key, reason, None),
+        match self.check_start(now, key, level, budget) {
+            Check::Go => {}
+            Check::Drop(reason, seq) => {
+                self.direct = None;
+                match seq {
+                    Some(seq) => self.expire(key, reason, seq),
+                    None => self.kill(key, reason, None),
+                }
+                return Step::Again;
             }
-            return Step::Again;
+            Check::Wait(until) => {
+                self.hold(key, until);
+                return Step::Again;
+            }
         }
         let allowance = self.allowance_at(level, budget);
         let taken = if allowance == 0 { None } else { self.take_chunk(key, allowance, budget) };
@@ -1026,15 +1098,15 @@ impl Scheduler {
         key: StreamKey,
         level: Level,
         budget: &SendBudget,
-    ) -> Option<(DropReason, Option<u64>)> {
-        let s = self.streams.get(&key)?;
+    ) -> Check {
+        let Some(s) = self.streams.get(&key) else { return Check::Go };
         if s.rest.is_some() || s.offset > 0 {
-            return None;
+            return Check::Go;
         }
-        let head = s.queue.front()?;
+        let Some(head) = s.queue.front() else { return Check::Go };
         if let Some((deadline, reason)) = head.deadline {
             if now >= deadline {
-                return Some((reason, Some(head.seq)));
+                return Check::Drop(reason, Some(head.seq));
             }
             let pending = head.len() + s.header.len() as u64;
             // Audio does not wait behind video QUIC already holds: at a 600 ms round trip
@@ -1052,14 +1124,41 @@ impl Scheduler {
                 // Until its rate shows, a tier starts only if no more important upper tier
                 // is still unmeasured too: on a new session a ladder's upper tiers all
                 // start at once, and the window per round trip of slow start would pass
-                // every one of their key frames (up cautiously, one tier at a time).
+                // every one of their key frames (up cautiously, one tier at a time). A
+                // group not yet started waits a quarter second for those rates, if its key
+                // frame can (see `Check::Wait`, `rate::HOLD_SPAN`), rather than go: where the
+                // tier fits (`step`'s 3 Mbit/s) the whole group was lost, a second of the
+                // top tier on every new session.
+                let mut wait = None;
                 let keeps_up = match self.offered.bps(now, level) {
                     Some(offered) => rate::keeps_up(
                         offered,
                         path.saturating_sub(taken),
                         deadline.saturating_duration_since(now),
                     ),
-                    None => !self.offered.young_above(now, level),
+                    None => match self.offered.young_above(now, level, rate::HOLD_SPAN) {
+                        Some(until) => {
+                            wait = (!s.started && until < deadline).then_some(until);
+                            false
+                        }
+                        None if self
+                            .offered
+                            .young_above(now, level, rate::OFFERED_MIN_SPAN)
+                            .is_none() =>
+                        {
+                            true
+                        }
+                        // Measured over the shorter span only (the hold's end).
+                        None => self.offered.bps_over(now, level, rate::HOLD_SPAN).is_some_and(
+                            |offered| {
+                                rate::keeps_up(
+                                    offered,
+                                    path.saturating_sub(taken),
+                                    deadline.saturating_duration_since(now),
+                                )
+                            },
+                        ),
+                    },
                 };
                 // A tier cut for lateness while offered more than its share starts no new
                 // group until the path reads clearly more (see `FAILED_HOLD`).
@@ -1069,8 +1168,14 @@ impl Scheduler {
                             && now.saturating_duration_since(*at) < FAILED_HOLD
                             && path < failed_path.saturating_add(failed_path / 4)
                     });
-                if path > 0 && (!keeps_up || held) {
-                    return Some((reason, Some(head.seq)));
+                if path > 0 && held {
+                    return Check::Drop(reason, Some(head.seq));
+                }
+                if path > 0 && !keeps_up {
+                    return match wait {
+                        Some(until) => Check::Wait(until),
+                        None => Check::Drop(reason, Some(head.seq)),
+                    };
                 }
                 rate::time_to_send(path, taken, ahead, above, pending)
             } else {
@@ -1079,7 +1184,7 @@ impl Scheduler {
             if let Some(t) = t
                 && now.checked_add(t).is_none_or(|eta| eta > deadline)
             {
-                return Some((reason, Some(head.seq)));
+                return Check::Drop(reason, Some(head.seq));
             }
         }
         if s.drop_stale {
@@ -1088,10 +1193,10 @@ impl Scheduler {
                 && now.saturating_duration_since(head.arrival) >= STALE_GRACE
             {
                 // A datagram goes alone; a subgroup goes with the rest of its stream.
-                return Some((DropReason::Stale, s.datagram.then_some(head.seq)));
+                return Check::Drop(DropReason::Stale, s.datagram.then_some(head.seq));
             }
         }
-        None
+        Check::Go
     }
 
     /// Takes the next chunk of `key`: handed-back bytes, then the stream header, then the
@@ -1201,7 +1306,7 @@ impl Scheduler {
         if self.config.mode == Mode::Fifo {
             return;
         }
-        let want = s.has_data() && !s.blocked;
+        let want = s.has_data() && !s.blocked && !s.held;
         if want && !s.ready {
             self.make_ready(key);
         } else if !want && s.ready {

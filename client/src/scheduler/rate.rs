@@ -174,7 +174,14 @@ const OFFERED_WINDOW: Duration = RATE_WINDOW;
 
 /// The least span of pushes before [`OfferedRates`] gives a rate: half a window, so that a
 /// key frame alone (the first push of a group) is never read as the level's rate.
-const OFFERED_MIN_SPAN: Duration = Duration::from_millis(500);
+pub(super) const OFFERED_MIN_SPAN: Duration = Duration::from_millis(500);
+
+/// The least span of pushes after which a group held for the rates of its level and the
+/// levels above (`Check::Wait`) is checked: a quarter of a second, so that its frames wait
+/// no longer than that. The key frames in it make the rates read high (the synthetic
+/// ladder's 720p reads 2.2 Mbit/s over it against 1.5), which errs on the side of not
+/// starting the group.
+pub(super) const HOLD_SPAN: Duration = Duration::from_millis(250);
 
 /// What each level is offered: the bytes pushed to it per second, sent or dropped, over the
 /// current window and the one before (at least [`OFFERED_MIN_SPAN`] of them). Against the
@@ -225,6 +232,11 @@ impl OfferedRates {
     /// Bits per second offered at `level` as of `now`; `None` before [`OFFERED_MIN_SPAN`]
     /// of pushes, or when nothing was pushed for two windows.
     pub(super) fn bps(&self, now: Instant, level: Level) -> Option<u64> {
+        self.bps_over(now, level, OFFERED_MIN_SPAN)
+    }
+
+    /// [`OfferedRates::bps`] once `min_span` of pushes were counted.
+    pub(super) fn bps_over(&self, now: Instant, level: Level, min_span: Duration) -> Option<u64> {
         let i = self.levels.binary_search_by_key(&level, |e| e.0).ok()?;
         let o = &self.levels[i].1;
         let current = now.saturating_duration_since(o.start);
@@ -233,7 +245,7 @@ impl OfferedRates {
         }
         let (before, before_span) = o.prev.unwrap_or((0, Duration::ZERO));
         let span = current + before_span;
-        if span < OFFERED_MIN_SPAN {
+        if span < min_span {
             return None;
         }
         let bits = (o.bytes + before) as u128 * 8 * 1_000_000;
@@ -242,12 +254,24 @@ impl OfferedRates {
 }
 
 impl OfferedRates {
-    /// Whether a level more important than `level` (a smaller number) was first offered
-    /// less than [`OFFERED_MIN_SPAN`] ago, so that its rate is not known yet.
-    pub(super) fn young_above(&self, now: Instant, level: Level) -> bool {
-        self.levels.iter().take_while(|(l, _)| *l < level).any(|(_, o)| {
-            o.prev.is_none() && now.saturating_duration_since(o.start) < OFFERED_MIN_SPAN
-        })
+    /// If a level more important than `level` (a smaller number) was first offered less
+    /// than `span` ago: when those levels and `level` itself will all have been offered for
+    /// `span`.
+    pub(super) fn young_above(
+        &self,
+        now: Instant,
+        level: Level,
+        span: Duration,
+    ) -> Option<Instant> {
+        let young = |o: &Offered| {
+            (o.prev.is_none() && now.saturating_duration_since(o.start) < span)
+                .then(|| o.start + span)
+        };
+        let above =
+            self.levels.iter().take_while(|(l, _)| *l < level).filter_map(|(_, o)| young(o));
+        let until = above.max()?;
+        let own = self.levels.iter().find(|(l, _)| *l == level).and_then(|(_, o)| young(o));
+        Some(own.map_or(until, |own| own.max(until)))
     }
 }
 

@@ -1431,21 +1431,52 @@ fn an_upper_tier_first_group_stops_once_its_rate_shows_it_cannot_keep_up() {
     assert_eq!(not_writes(&actions), [&abandoned]);
 }
 
-/// A new session whose window per round trip reads 2 Mbit/s (slow start on a 1 Mbit/s
-/// link, say) gets the key frames of every tier at once: the base tier's and 360p's go,
-/// but 720p's group waits until 360p's rate is known, one upper tier at a time.
-#[test]
-fn upper_tiers_of_a_new_session_start_one_at_a_time() {
-    let now = Instant::now();
+/// A new session gets the key frames of every tier at once: the base tier's and 360p's go,
+/// but 720p's group waits, neither started nor dropped, until 360p and 720p have been
+/// offered for a quarter second (`HOLD_SPAN`): one upper tier at a time. Then it is checked
+/// as any group is, at the rates of that quarter second. On a path that reads 3 Mbit/s it goes, key frame and the
+/// frames pushed meanwhile (`step` outside its cut); where the window per round trip reads
+/// 1.2 Mbit/s (`rural`'s 1 Mbit/s) the 2.3 Mbit/s it was offered cannot keep up with the
+/// 0.9 Mbit/s the base tier and 360p leave, and it is dropped without a byte written.
+/// Returns the actions of the release.
+fn new_session_720p(rate: u64) -> Vec<Action> {
+    let t0 = Instant::now();
     let mut s = Scheduler::new(SchedulerConfig::default());
-    let mut b = SendBudget { send_rate_bps: 2_000_000, ..unlimited() };
-    for (key, tier, len) in [(1, 0, 3_200), (2, 1, 11_800), (3, 2, 32_000)] {
+    let mut b = SendBudget { send_rate_bps: rate, ..unlimited() };
+    let tiers = [(1, 0, 3_200, 600), (2, 1, 11_800, 2_200), (3, 2, 32_000, 5_400)];
+    for (key, tier, len, _) in tiers {
         s.open_stream(StreamKey(key), video(10 + key, tier, 7)).unwrap();
-        s.push_object(StreamKey(key), obj(now, len)).unwrap();
+        s.push_object(StreamKey(key), obj(t0, len)).unwrap();
     }
-    let actions = drain(&mut s, now, &mut b);
+    let actions = drain(&mut s, t0, &mut b);
     assert_eq!(written_bytes(&actions, 1), 3_204);
     assert_eq!(written_bytes(&actions, 2), 11_804);
+    assert_eq!(written_bytes(&actions, 3), 0);
+    assert!(not_writes(&actions).is_empty(), "{:?}", not_writes(&actions));
+    let wake = s.poll_timeout().expect("a wake-up for the held group");
+    assert!(wake <= t0 + ms(250), "{wake:?}");
+    let mut at = t0;
+    for frame in 1..=7u64 {
+        at = t0 + ms(33 * frame);
+        for (key, _, _, len) in tiers {
+            s.push_object(StreamKey(key), obj(at, len)).unwrap();
+        }
+        b = SendBudget { send_rate_bps: rate, ..unlimited() };
+        let actions = drain(&mut s, at, &mut b);
+        assert_eq!(written_bytes(&actions, 3), 0, "720p frame {frame}");
+        assert!(not_writes(&actions).is_empty(), "{:?}", not_writes(&actions));
+    }
+    let release = at.max(s.poll_timeout().expect("a wake-up for the held group"));
+    drain(&mut s, release, &mut SendBudget { send_rate_bps: rate, ..unlimited() })
+}
+
+#[test]
+fn upper_tiers_of_a_new_session_start_one_at_a_time() {
+    let actions = new_session_720p(3_000_000);
+    assert_eq!(written_bytes(&actions, 3), 32_004 + 7 * 5_404);
+    assert!(not_writes(&actions).is_empty(), "{:?}", not_writes(&actions));
+    let actions = new_session_720p(1_200_000);
+    assert_eq!(written_bytes(&actions, 3), 0);
     let abandoned = Action::Abandon { key: StreamKey(3), reason: DropReason::DeliveryTimeout };
     assert_eq!(not_writes(&actions), [&abandoned]);
 }
