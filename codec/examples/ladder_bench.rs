@@ -19,16 +19,8 @@ use tiermesh_codec::scale::Scaler;
 use tiermesh_codec::test_pattern::Generator;
 use tiermesh_codec::{Codec, Ladder, LadderConfig, av1, h264};
 
-/// Process CPU time (user + system, all threads) in milliseconds, from /proc/self/stat.
-fn cpu_ms() -> Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').context("stat format")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-    // Linux reports in USER_HZ, 100 on every mainstream configuration.
-    Ok(ticks * 10.0)
-}
+mod common;
+use common::cpu_ms;
 
 struct Row {
     name: String,

@@ -11,19 +11,12 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tiermesh_codec::test_pattern::Generator;
 use tiermesh_codec::{Ladder, LadderConfig};
 
-/// Process CPU time (user + system, all threads) in milliseconds, from /proc/self/stat.
-fn cpu_ms() -> Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let rest = stat.rsplit_once(')').context("stat format")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-    // Linux reports in USER_HZ, 100 on every mainstream configuration.
-    Ok(ticks * 10.0)
-}
+mod common;
+use common::cpu_ms;
 
 fn main() -> Result<()> {
     let frames: u32 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(150);
