@@ -21,3 +21,11 @@ fi
 if [ -f web/package-lock.json ]; then
   (cd web && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# web/tests/bridge.test.mjs joins the browser's publisher and player through an independent
+# WebTransport peer, tests/wt_bridge.py, which needs Python's aioquic (Debian 12 has no package).
+if ! python3 -c 'import aioquic' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check 'aioquic==1.7.2' 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'aioquic==1.7.2' ||
+    { echo "setup: could not install aioquic for the WebTransport bridge test (pip install aioquic)" >&2; exit 1; }
+fi
