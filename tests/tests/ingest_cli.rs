@@ -33,7 +33,6 @@ impl Drop for Scratch {
     }
 }
 
-/// True if ffmpeg and ffprobe run; under CI their absence fails the test.
 /// Each test encodes a ladder in real time (the relay's ingest, `pub --ladder`, rav1e in a
 /// debug build); two at once on a two-core machine starve the encoders, which then drop
 /// frames (seen: AV1 360p with 57 of some 110 frames and 3-4 freezes in 1 of 3 runs of this
@@ -43,6 +42,7 @@ fn one_encoder_at_a_time() -> MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// True if ffmpeg and ffprobe run; under CI their absence fails the test.
 fn have_ffmpeg() -> bool {
     let ok = ["ffmpeg", "ffprobe"]
         .iter()
