@@ -768,6 +768,25 @@ impl Scheduler {
         }
     }
 
+    /// Carries out `check_start`'s verdict on `key` unless it is `Check::Go`: the head
+    /// object (or the whole stream) dropped, or the stream held. True if it was not `Go`.
+    fn refuse(&mut self, key: StreamKey, check: Check) -> bool {
+        match check {
+            Check::Go => return false,
+            Check::Drop(reason, seq) => {
+                if self.direct == Some(key) {
+                    self.direct = None;
+                }
+                match seq {
+                    Some(seq) => self.expire(key, reason, seq),
+                    None => self.kill(key, reason, None),
+                }
+            }
+            Check::Wait(until) => self.hold(key, until),
+        }
+        true
+    }
+
     /// Takes `key` out of the schedule until `until` (see `Check::Wait`).
     fn hold(&mut self, key: StreamKey, until: Instant) {
         if self.direct == Some(key) {
@@ -888,20 +907,9 @@ impl Scheduler {
                 continue;
             }
             let (_, key) = flow.ready[0];
-            match self.check_start(now, key, level, budget) {
-                Check::Go => {}
-                Check::Drop(reason, Some(seq)) => {
-                    self.expire(key, reason, seq);
-                    return Step::Again;
-                }
-                Check::Drop(reason, None) => {
-                    self.kill(key, reason, None);
-                    return Step::Again;
-                }
-                Check::Wait(until) => {
-                    self.hold(key, until);
-                    return Step::Again;
-                }
+            let check = self.check_start(now, key, level, budget);
+            if self.refuse(key, check) {
+                return Step::Again;
             }
             let allowance = self.allowance_at(level, budget);
             if allowance == 0 {
@@ -960,20 +968,9 @@ impl Scheduler {
         while self.direct_credit <= 0 {
             self.direct_credit += self.config.quantum as i64;
         }
-        match self.check_start(now, key, level, budget) {
-            Check::Go => {}
-            Check::Drop(reason, seq) => {
-                self.direct = None;
-                match seq {
-                    Some(seq) => self.expire(key, reason, seq),
-                    None => self.kill(key, reason, None),
-                }
-                return Step::Again;
-            }
-            Check::Wait(until) => {
-                self.hold(key, until);
-                return Step::Again;
-            }
+        let check = self.check_start(now, key, level, budget);
+        if self.refuse(key, check) {
+            return Step::Again;
         }
         let allowance = self.allowance_at(level, budget);
         let taken = if allowance == 0 { None } else { self.take_chunk(key, allowance, budget) };
