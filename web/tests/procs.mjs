@@ -155,6 +155,9 @@ export async function startRelay(extra = []) {
     '--web',
     DIST,
     ...['demo', 'clinic'].flatMap((p) => ['--public', p, '--public-publish', p]),
+    // TIERMESH_RELAY_CC runs the browser suite against a relay on another congestion
+    // controller (`--cc`), for comparing controllers on the same tests.
+    ...(process.env.TIERMESH_RELAY_CC ? ['--cc', process.env.TIERMESH_RELAY_CC] : []),
     ...extra,
   ]);
   const [hashLine, listen] = await Promise.all([
