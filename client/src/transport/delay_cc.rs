@@ -14,7 +14,10 @@
 //!   buckets), so a route change to a longer path is learnt within 10 s; one for each kind of
 //!   sample.
 //! - **Queueing delay** = round minimum - base RTT. The smoothed reading decides decreases
-//!   and whether a loss came with a queue. The lesser of the two readings decides slow start's
+//!   and whether a loss came with a queue, except in a round where the smoothed RTT stayed
+//!   above every raw sample: it is then still falling from a queue that has drained (after
+//!   an idle spell it moves on keep-alives alone), and the raw reading decides (see
+//!   `Delay::judged_queue`). The lesser of the two readings decides slow start's
 //!   end and the probe's growth: the smoothed RTT also averages the queue each of quinn's paced
 //!   ten-packet bursts meets on its way and leaves behind (see `Delay::queue_of`). The
 //!   **target** is an eighth of the base
@@ -208,6 +211,8 @@ struct Round {
     min_rtt: Option<Duration>,
     /// Least raw sample (acknowledgement time less send time, ACK delay included).
     min_raw: Option<Duration>,
+    /// Greatest raw sample.
+    max_raw: Option<Duration>,
     samples: u32,
     /// Bytes acknowledged.
     acked: u64,
@@ -239,8 +244,9 @@ pub(crate) struct Delay {
     raw_base: WindowedMin,
     round: Round,
     last_sent: Option<u64>,
-    /// Queueing delay of the last completed round, by the smoothed RTT: what decreases the
-    /// window and tells congestion from random loss.
+    /// Queueing delay of the last completed round, by the smoothed RTT unless that only read
+    /// its own history (see `Delay::judged_queue`): what decreases the window and tells
+    /// congestion from random loss.
     queue: Duration,
     /// The least queueing delay of the last completed round, by either reading (see
     /// `Delay::queue_of`): what lets the probe grow.
@@ -365,6 +371,32 @@ impl Delay {
         }
     }
 
+    /// The queueing delay that decides decreases and tells congestion from random loss, for a
+    /// round whose least smoothed RTT is `smoothed` and whose raw samples lie within
+    /// `raw_min..=raw_max`: the smoothed reading, unless the smoothed RTT stayed above every
+    /// raw sample of the round, and then the lesser reading of [`Self::queue_of`].
+    ///
+    /// The smoothed RTT is the one to judge by while it averages the samples it is given: it
+    /// also reads the queue that quinn's paced bursts meet and leave, which the least raw
+    /// sample misses. But it moves by an eighth of each sample, and after an idle spell
+    /// (keep-alives every 3 s) it still holds a queue that has drained: a smoothed RTT above
+    /// every raw sample of a round, ACK delay included, reads no packet of that round, only
+    /// its own history, and falls toward the raw samples. Traced in the browser test
+    /// `playout-drain` with the relay on `delay`: when 720p started again after the rate came
+    /// back, the smoothed RTT fell from 400 to 135 ms over a second of busy rounds while the
+    /// raw samples read 0-23 ms of queue, and every other round cut the window on the smoothed
+    /// reading, which stayed at 4-5 packets (600 kbit/s on the restored 1.8 Mbit/s path). A
+    /// queue that stands while the smoothed RTT falls is still read, by the least raw sample.
+    fn judged_queue(
+        &self,
+        smoothed: Option<Duration>,
+        raw_min: Option<Duration>,
+        raw_max: Option<Duration>,
+    ) -> Duration {
+        let stale = smoothed.zip(raw_max).is_some_and(|(s, r)| s > r);
+        if stale { self.queue_of(smoothed, raw_min) } else { self.queue_of(smoothed, None) }
+    }
+
     /// The queueing delay the current round shows so far.
     fn round_queue(&self) -> Duration {
         self.queue_of(self.round.min_rtt, self.round.min_raw)
@@ -434,6 +466,7 @@ impl Delay {
         let raw = now.saturating_duration_since(sent);
         self.round.min_rtt = Some(self.round.min_rtt.map_or(rtt, |m| m.min(rtt)));
         self.round.min_raw = Some(self.round.min_raw.map_or(raw, |m| m.min(raw)));
+        self.round.max_raw = Some(self.round.max_raw.map_or(raw, |m| m.max(raw)));
         self.round.samples += 1;
         self.round.acked += bytes;
         self.round.batch += bytes;
@@ -520,13 +553,14 @@ impl Delay {
             self.raw_base.update(self.now, raw_min);
         }
         self.raw_rtt = Some(raw_min);
-        self.queue = self.queue_of(Some(round_min), None);
+        self.queue = self.judged_queue(Some(round_min), Some(raw_min), round.max_raw);
         self.queue_least = self.queue_of(Some(round_min), Some(raw_min));
         let target = self.target();
         tracing::trace!(
             window = self.window,
             rtt_ms = round_min.as_secs_f64() * 1e3,
             raw_ms = raw_min.as_secs_f64() * 1e3,
+            raw_max_ms = round.max_raw.unwrap_or_default().as_secs_f64() * 1e3,
             queue_ms = self.queue.as_secs_f64() * 1e3,
             queue_least_ms = self.queue_least.as_secs_f64() * 1e3,
             app_limited = round.app_limited,
@@ -624,7 +658,9 @@ impl Delay {
         // random (on `rural` that queue, still shown after the exit, made one random loss cut
         // the window by another 30%).
         let queued = !self.settling
-            && (self.queue > 2 * target || self.queue_of(self.round.min_rtt, None) > 2 * target);
+            && (self.queue > 2 * target
+                || self.judged_queue(self.round.min_rtt, self.round.min_raw, self.round.max_raw)
+                    > 2 * target);
         // Several packets declared lost at once: a drop-tail buffer that overflows drops the
         // tail of a burst (quinn's pacer lets ten packets leave together, more than the 7.5 kB
         // buffer of `congested` holds), while random losses come one at a time (two at 3% in
@@ -1171,6 +1207,106 @@ mod tests {
         assert_eq!(cc.base.get(), Some(80 * MS), "the lagging smoothed RTT became the base");
         keep_alives(&mut cc, now, &mut pn, 2, 420 * MS, 400 * MS);
         assert!(cc.window() < before, "a standing queue still cuts: {before} -> {}", cc.window());
+    }
+
+    /// Drives `cc` through `n` busy round trips (not app-limited) of full-size packets whose
+    /// `i`th packet's raw sample is `raw(i)`, while quinn's smoothed RTT `srtt` moves by an
+    /// eighth of every second sample (one ACK frame per two packets, as browsers acknowledge).
+    fn busy_rounds(
+        cc: &mut Delay,
+        mut now: Instant,
+        pn: &mut u64,
+        n: u32,
+        srtt: &mut Duration,
+        raw: impl Fn(u64) -> Duration,
+    ) -> Instant {
+        let mtu = u64::from(MTU);
+        for _ in 0..n {
+            let packets = (cc.window() / mtu).max(1);
+            let first = *pn;
+            for _ in 0..packets {
+                cc.handle_sent(*pn);
+                *pn += 1;
+            }
+            let mut last = Duration::ZERO;
+            for p in first..*pn {
+                let sample = raw(p - first);
+                if (p - first) % 2 == 1 {
+                    *srtt = (*srtt * 7 + sample) / 8;
+                }
+                cc.handle_ack(now + sample, now, *srtt, mtu, false);
+                cc.handle_end_acks((*pn - p - 1) * mtu, Some(p));
+                last = last.max(sample);
+            }
+            now += last;
+        }
+        now
+    }
+
+    /// Busy rounds after an idle spell that followed a drained queue, from a window of six
+    /// packets: quinn's smoothed RTT starts at the idle spell's 400 ms and falls by an eighth
+    /// per ACK frame, while every raw
+    /// sample reads 80-89 ms (no queue over the 80 ms base). The window is not cut and grows.
+    /// Before, those rounds were judged by the smoothed RTT (hundreds of ms of "queue"), and
+    /// every other one cut the window: traced in `playout-drain`, it stayed at 4-5 packets on
+    /// a 1.8 Mbit/s path. A queue that still stands while the smoothed RTT falls (raw samples
+    /// 100 ms over the base) still cuts it, and so does a queue that paced bursts meet and
+    /// leave (raw samples from the base to 60 ms over it, the smoothed RTT inside that span
+    /// and 50 ms over the base).
+    #[test]
+    fn busy_rounds_after_an_idle_spell_are_judged_by_the_raw_samples_while_the_smoothed_rtt_falls()
+    {
+        let idle = |cc: &mut Delay, pn: &mut u64| {
+            let now = rounds(cc, Instant::now(), pn, 4, 80 * MS);
+            cc.slow_start = false;
+            let now = rounds(cc, now, pn, 3, 480 * MS);
+            let now = keep_alives(cc, now, pn, 5, 420 * MS, 80 * MS);
+            // The window the traced cut had left: six packets.
+            cc.set_window(6 * u64::from(MTU));
+            now
+        };
+        let mut cc = controller();
+        let mut pn = 0;
+        let now = idle(&mut cc, &mut pn);
+        let before = cc.window();
+        let mut srtt = 400 * MS;
+        let mut now = now;
+        for round in 0..12 {
+            now = busy_rounds(&mut cc, now, &mut pn, 1, &mut srtt, |i| {
+                Duration::from_millis(80 + 3 * i.min(3))
+            });
+            assert!(
+                cc.window() >= before,
+                "round {round}: cut from {before} to {} with the smoothed RTT at {srtt:?}",
+                cc.window()
+            );
+        }
+        assert!(srtt < 100 * MS, "the smoothed RTT came down: {srtt:?}");
+        assert!(cc.window() > before + 4 * u64::from(MTU), "{before} -> {}", cc.window());
+
+        // The smoothed RTT falls, but a queue of 100 ms still stands.
+        let mut cc = controller();
+        let mut pn = 0;
+        let now = idle(&mut cc, &mut pn);
+        let before = cc.window();
+        let mut srtt = 400 * MS;
+        busy_rounds(&mut cc, now, &mut pn, 3, &mut srtt, |i| {
+            Duration::from_millis(180 + 3 * i.min(3))
+        });
+        assert!(cc.window() < before, "a standing queue still cuts: {before} -> {}", cc.window());
+
+        // Paced bursts: the first packet of each burst comes back at the base, the rest meet
+        // up to 60 ms of queue; the smoothed RTT averages them at 130 ms.
+        let mut cc = controller();
+        let mut pn = 0;
+        let now = rounds(&mut cc, Instant::now(), &mut pn, 4, 80 * MS);
+        cc.slow_start = false;
+        let before = cc.window();
+        let mut srtt = 130 * MS;
+        busy_rounds(&mut cc, now, &mut pn, 3, &mut srtt, |i| {
+            Duration::from_millis(80 + 20 * (i % 4))
+        });
+        assert!(cc.window() < before, "the bursts' queue still cuts: {before} -> {}", cc.window());
     }
 
     #[test]
