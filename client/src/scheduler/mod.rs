@@ -220,6 +220,20 @@ const GONE_MEMORY: usize = 1024;
 /// `step`'s cut: 1 → 3 Mbit/s) starts the tier at once.
 const FAILED_HOLD: Duration = Duration::from_secs(10);
 
+/// How long an upper tier that is held back (by [`FAILED_HOLD`] or because its level is
+/// offered more than the path reads) must have written nothing before one group of it is
+/// started anyway as a probe, when the levels above it are too quiet to show the path's
+/// rate (see `Probe`). One second: a group of video, so a tier that the link carries again
+/// is back within about two (its next key frame, then the window growing under it).
+const PROBE_GAP: Duration = Duration::from_secs(1);
+
+/// The longest quiet span between probes of a tier: each probe cut for lateness doubles
+/// the span from [`PROBE_GAP`] up to this. Two seconds, so that with the next group's key
+/// frame a tier the link carries again is back within three seconds of the recovery
+/// (the bound after `step`), while a link that stays too slow carries a probe of
+/// at most one group in every three seconds it would otherwise leave idle.
+const PROBE_GAP_MAX: Duration = Duration::from_secs(2);
+
 /// The smallest deadline heap that is swept of entries for objects no longer queued.
 const SWEEP_MIN: usize = 4096;
 
@@ -286,6 +300,9 @@ struct Stream {
     finish_queued: bool,
     /// Waits out of its flow's ready set until an entry of `Scheduler::holds` releases it.
     held: bool,
+    /// A group of a held-back upper tier started as a probe (see `Probe`): the checks of
+    /// its level's offered rate and of `FAILED_HOLD` do not stop it, its deadlines do.
+    probe: bool,
 }
 
 impl Stream {
@@ -318,6 +335,37 @@ enum Step {
     Idle,
 }
 
+/// An upper tier held back while too little else is sent to show the path's rate.
+///
+/// Under a delay-based controller an upper tier is not started while its level is offered
+/// more than the path's rate carries, nor for [`FAILED_HOLD`] after a group of it was cut
+/// for lateness. Both read the path from what the session sends. When the held tier is
+/// (nearly) all a session carries (a player on 720p alone, or with audio), nothing is sent
+/// while it is held: the window of an idle sender does not grow and its delivery rate reads
+/// nothing, so the path never reads the rate it has again, and the tier stayed held long
+/// after the link recovered (the browser's `playout-drain`: a frozen picture for the whole
+/// hold, and beyond). So once such a tier has written nothing for a while (from
+/// [`PROBE_GAP`], doubling after each probe cut for lateness up to [`PROBE_GAP_MAX`]), one
+/// group of it starts anyway, checked only against its objects' deadlines. A probe that
+/// was written whole (its next group arrives with nothing of it left to write, or it
+/// finished or was made stale less than [`PROBE_GAP`] before) is evidence that the link
+/// carries the tier: the next group starts as a probe too, while the path's reading catches
+/// up. One cut for lateness ends the run. Where the levels above are written at a quarter
+/// or more of what the tier is offered (every session that also carries lower tiers),
+/// their traffic keeps the path's reading up to date and no probe is made.
+#[derive(Debug)]
+struct Probe {
+    level: Level,
+    /// How long the level must write nothing before the next probe.
+    gap: Duration,
+    /// When the level last wrote, or was first held back.
+    quiet_since: Instant,
+    /// The probe under way.
+    stream: Option<StreamKey>,
+    /// When the last probe ended written whole.
+    passed: Option<Instant>,
+}
+
 /// What `check_start` says of a stream's next object.
 enum Check {
     /// It may be started.
@@ -325,6 +373,11 @@ enum Check {
     /// Drop it (alone on a datagram lane, with the rest of its stream otherwise; every
     /// object if `None`).
     Drop(DropReason, Option<u64>),
+    /// Drop it with the rest of its stream, an upper tier's group held back at `Level`
+    /// (see `Probe`).
+    Hold(DropReason, u64, Level),
+    /// Start it, and its group as a probe of its held-back tier (see `Probe`).
+    Probe(Level),
     /// Not yet: its stream waits out of the schedule until then, and is checked again.
     Wait(Instant),
 }
@@ -378,6 +431,8 @@ pub struct Scheduler {
     /// while the level was offered over 1.5 times its share, and the path's rate then (see
     /// [`FAILED_HOLD`]).
     failed: Vec<(Level, Instant, u64)>,
+    /// Upper tiers held back while too little else is sent (see `Probe`).
+    probes: Vec<Probe>,
     /// Priority mode: the stream of an object pushed while nothing else was ready, no
     /// action was pending and no deadline was due (see `next_direct`). It is kept out of
     /// the ready sets and its object's deadline out of the heap: on a relay that keeps up,
@@ -428,6 +483,7 @@ impl Scheduler {
             gone_order: VecDeque::new(),
             seen: None,
             failed: Vec::new(),
+            probes: Vec::new(),
             direct: None,
             direct_credit: 0,
             ready_streams: 0,
@@ -520,6 +576,7 @@ impl Scheduler {
                 ready: false,
                 finish_queued: false,
                 held: false,
+                probe: false,
             },
         );
         Ok(())
@@ -768,11 +825,36 @@ impl Scheduler {
         }
     }
 
-    /// Carries out `check_start`'s verdict on `key` unless it is `Check::Go`: the head
-    /// object (or the whole stream) dropped, or the stream held. True if it was not `Go`.
-    fn refuse(&mut self, key: StreamKey, check: Check) -> bool {
+    /// Carries out `check_start`'s verdict on `key` unless it is `Check::Go` or
+    /// `Check::Probe`: the head object (or the whole stream) dropped, or the stream held.
+    /// True if it was neither.
+    fn refuse(&mut self, now: Instant, key: StreamKey, check: Check) -> bool {
         match check {
             Check::Go => return false,
+            Check::Probe(level) => {
+                if let Some(s) = self.streams.get_mut(&key) {
+                    s.probe = true;
+                }
+                if let Some(p) = self.probes.iter_mut().find(|p| p.level == level) {
+                    p.stream = Some(key);
+                }
+                return false;
+            }
+            Check::Hold(reason, seq, level) => {
+                if !self.probes.iter().any(|p| p.level == level) {
+                    self.probes.push(Probe {
+                        level,
+                        gap: PROBE_GAP,
+                        quiet_since: now,
+                        stream: None,
+                        passed: None,
+                    });
+                }
+                if self.direct == Some(key) {
+                    self.direct = None;
+                }
+                self.expire(key, reason, seq);
+            }
             Check::Drop(reason, seq) => {
                 if self.direct == Some(key) {
                     self.direct = None;
@@ -818,7 +900,7 @@ impl Scheduler {
             if let Some(action) = self.actions.pop_front() {
                 return Some(action);
             }
-            if let Some(action) = self.next_finish() {
+            if let Some(action) = self.next_finish(now) {
                 return Some(action);
             }
             let allowance = budget.allowance(&self.config);
@@ -856,13 +938,16 @@ impl Scheduler {
     }
 
     /// `Finish` for the next stream whose bytes were all written, if any.
-    fn next_finish(&mut self) -> Option<Action> {
+    fn next_finish(&mut self, now: Instant) -> Option<Action> {
         while let Some(key) = self.to_finish.pop_front() {
             let Some(s) = self.streams.get_mut(&key) else {
                 continue;
             };
             s.finish_queued = false;
             if s.finishing && !s.has_data() {
+                if s.probe {
+                    self.end_probe(now, key, None);
+                }
                 self.remove_stream(key);
                 self.stats.finishes += 1;
                 return Some(Action::Finish { key });
@@ -908,7 +993,7 @@ impl Scheduler {
             }
             let (_, key) = flow.ready[0];
             let check = self.check_start(now, key, level, budget);
-            if self.refuse(key, check) {
+            if self.refuse(now, key, check) {
                 return Step::Again;
             }
             let allowance = self.allowance_at(level, budget);
@@ -969,7 +1054,7 @@ impl Scheduler {
             self.direct_credit += self.config.quantum as i64;
         }
         let check = self.check_start(now, key, level, budget);
-        if self.refuse(key, check) {
+        if self.refuse(now, key, check) {
             return Step::Again;
         }
         let allowance = self.allowance_at(level, budget);
@@ -1011,6 +1096,9 @@ impl Scheduler {
     fn count_write(&mut self, now: Instant, level: Level, len: u64) {
         if self.config.tier_share {
             self.level_rates.add(now, level, len);
+            if let Some(p) = self.probes.iter_mut().find(|p| p.level == level) {
+                p.quiet_since = now;
+            }
         }
         if let Some(levels) = self.unsent_levels.as_mut() {
             add_at_level(levels, level, len);
@@ -1101,6 +1189,7 @@ impl Scheduler {
             return Check::Go;
         }
         let Some(head) = s.queue.front() else { return Check::Go };
+        let mut probe = None;
         if let Some((deadline, reason)) = head.deadline {
             if now >= deadline {
                 return Check::Drop(reason, Some(head.seq));
@@ -1165,14 +1254,19 @@ impl Scheduler {
                             && now.saturating_duration_since(*at) < FAILED_HOLD
                             && path < failed_path.saturating_add(failed_path / 4)
                     });
-                if path > 0 && held {
-                    return Check::Drop(reason, Some(head.seq));
+                if path > 0
+                    && !keeps_up
+                    && !held
+                    && let Some(until) = wait
+                {
+                    return Check::Wait(until);
                 }
-                if path > 0 && !keeps_up {
-                    return match wait {
-                        Some(until) => Check::Wait(until),
-                        None => Check::Drop(reason, Some(head.seq)),
-                    };
+                if path > 0 && (held || !keeps_up) && !s.probe {
+                    // Unless too little else is sent to show the path's rate (see `Probe`).
+                    if !self.probe_due(now, level, taken) || s.started {
+                        return Check::Hold(reason, head.seq, level);
+                    }
+                    probe = Some(level);
                 }
                 rate::time_to_send(path, taken, ahead, above, pending)
             } else {
@@ -1193,7 +1287,50 @@ impl Scheduler {
                 return Check::Drop(DropReason::Stale, s.datagram.then_some(head.seq));
             }
         }
-        Check::Go
+        probe.map_or(Check::Go, Check::Probe)
+    }
+
+    /// Whether a group of the upper tier at `level`, held back, is to start as a probe
+    /// (see `Probe`): the levels above it were written at under a quarter of what it is
+    /// offered, and either the last probe was written whole or the tier has written nothing
+    /// for its probe's gap with no probe under way.
+    fn probe_due(&self, now: Instant, level: Level, taken_bps: u64) -> bool {
+        let Some(p) = self.probes.iter().find(|p| p.level == level) else {
+            return false;
+        };
+        if self.offered.bps(now, level).is_none_or(|o| taken_bps.saturating_mul(4) >= o) {
+            return false;
+        }
+        match p.stream {
+            Some(key) => self.streams.get(&key).is_none_or(|s| !s.has_data()),
+            None => {
+                p.passed.is_some_and(|at| now.saturating_duration_since(at) < PROBE_GAP)
+                    || now.saturating_duration_since(p.quiet_since) >= p.gap
+            }
+        }
+    }
+
+    /// A probe's stream ended at `now`, finished (`None`) or dropped for `reason` (see
+    /// `Probe`). Cut for lateness, the next probe of its level waits twice as long;
+    /// finished, or made stale by a newer group that started, it passed.
+    fn end_probe(&mut self, now: Instant, key: StreamKey, reason: Option<DropReason>) {
+        let Some(p) = self.probes.iter_mut().find(|p| p.stream == Some(key)) else {
+            return;
+        };
+        p.stream = None;
+        match reason {
+            None | Some(DropReason::Stale) => {
+                p.passed = Some(now);
+                p.gap = PROBE_GAP;
+                let level = p.level;
+                self.failed.retain(|(l, _, _)| *l != level);
+            }
+            Some(DropReason::DeliveryTimeout | DropReason::CaptureAge) => {
+                p.passed = None;
+                p.gap = (p.gap * 2).min(PROBE_GAP_MAX);
+            }
+            Some(DropReason::StreamReset | DropReason::Cancelled) => p.passed = None,
+        }
     }
 
     /// Takes the next chunk of `key`: handed-back bytes, then the stream header, then the
@@ -1399,6 +1536,11 @@ impl Scheduler {
             self.stats.dropped.entry((s.class, r)).or_default().add(q.len());
             self.queued_bytes -= q.len() - offset;
             offset = 0;
+        }
+        if s.probe
+            && let Some((now, _)) = self.seen
+        {
+            self.end_probe(now, key, Some(reason));
         }
         if self.config.tier_share
             && s.class.is_upper_tier()

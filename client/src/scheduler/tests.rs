@@ -1517,3 +1517,119 @@ fn an_upper_tier_cut_for_lateness_waits_for_a_faster_path() {
         assert_eq!(written > 0, starts, "group at {rate} bit/s");
     }
 }
+
+/// 720p alone on a session (a player fixed on it) under a delay-based controller, the link
+/// 3 Mbit/s but for a cut to 600 kbit/s over `cut` (ms). The rate the scheduler reads is
+/// the link's while QUIC has bytes to send, and stays what it last was while the sender
+/// idles: an idle sender's window neither grows nor shrinks. 30 fps, one-second groups of a
+/// 32 kB key frame and 5 kB frames (1.4 Mbit/s), a 1 s delivery timeout. Returns the 720p
+/// bytes written in each second of the run, and the groups written to.
+fn alone_720p_over_a_cut(cut: std::ops::Range<u64>, end: u64) -> (Vec<u64>, Vec<u64>) {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let mut read = 3_000_000u64;
+    let mut unsent = 0u64;
+    let mut per_second = vec![0u64; end.div_ceil(1000) as usize];
+    let mut groups = Vec::new();
+    let mut key = None;
+    for ms in 0..end {
+        let now = t0 + Duration::from_millis(ms);
+        let link = if cut.contains(&ms) { 600_000 } else { 3_000_000 };
+        let frame = (ms * 30).div_ceil(1000);
+        if frame * 1000 / 30 == ms {
+            let group = frame / 30;
+            if frame % 30 == 0 {
+                if let Some(old) = key.take() {
+                    let _ = s.finish_stream(old);
+                }
+                s.open_stream(StreamKey(group), video(13, 2, group)).unwrap();
+                key = Some(StreamKey(group));
+            }
+            let len = if frame % 30 == 0 { 32_000 } else { 5_000 };
+            // Pushing to a stream already ended fails; its frames still count as offered.
+            let _ = s.push_object(StreamKey(group), obj(now, len));
+        }
+        let cwnd = read / 8 * 80 / 1000;
+        let mut b =
+            SendBudget { cwnd, cwnd_available: cwnd, buffered: unsent, send_rate_bps: read };
+        for a in drain(&mut s, now, &mut b) {
+            if let Action::Write { key, chunk, .. } = a {
+                unsent += chunk.len() as u64;
+                per_second[(ms / 1000) as usize] += chunk.len() as u64;
+                if groups.last() != Some(&key.0) {
+                    groups.push(key.0);
+                }
+            }
+        }
+        if unsent > 0 {
+            read = link;
+        }
+        unsent = unsent.saturating_sub(link / 8 / 1000);
+    }
+    (per_second, groups)
+}
+
+/// After the cut, nothing but the held 720p would flow: the rate read stays the cut's, so
+/// the level's offered rate never passes the check again, and a group cut for lateness
+/// held the tier for ten seconds on top (`FAILED_HOLD`): the picture stayed frozen after the
+/// link recovered (the browser's `playout-drain`). Now a group of it starts as a probe once
+/// the tier has been quiet for a second (two after a probe that failed), so 720p is back
+/// within three seconds of the link; during the cut at most one probe in about three
+/// seconds is tried.
+#[test]
+fn a_tier_held_alone_on_its_session_comes_back_when_the_link_does() {
+    for restore in [12_500, 14_000, 15_500] {
+        let (per_second, groups) = alone_720p_over_a_cut(4_000..restore, 22_000);
+        println!(
+            "restored at {restore} ms: 720p bytes per second {per_second:?}, groups {groups:?}"
+        );
+        assert!(per_second[1] > 150_000, "before the cut: {per_second:?}");
+        // Whole seconds of 720p from three seconds after the restore on.
+        let back = (restore as usize + 3_000).div_ceil(1000);
+        for second in back..22 {
+            assert!(per_second[second] > 150_000, "second {second}: {per_second:?}");
+        }
+        // During the cut, from its second second on: about one probe per three seconds.
+        let cut = 5..restore / 1000;
+        let probes = groups.iter().filter(|g| cut.contains(*g)).count() as u64;
+        assert!(probes <= cut.end.div_ceil(3), "{probes} groups started in the cut: {groups:?}");
+    }
+}
+
+/// The probe is for a tier that is all its session sends. Where the levels above are
+/// written at a quarter or more of what the held tier is offered (audio, 180p and 360p at
+/// 750 kbit/s against 720p's 1.5 Mbit/s), their traffic keeps the path's reading current,
+/// and 720p stays held for as long as it does not fit (600 kbit/s read here); offered
+/// alone, a group of it starts after a second of quiet.
+#[test]
+fn a_held_tier_is_probed_only_when_little_else_is_sent() {
+    let hd = TrackClass::Video { tier: 2 };
+    for lower in [true, false] {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(SchedulerConfig::default());
+        let mut key = 1000;
+        let mut sent_at_2s = 0;
+        for i in 0..50 {
+            let at = t0 + ms(100 * i);
+            if i == 20 {
+                sent_at_2s = s.stats().sent(hd).objects;
+            }
+            // 600 kbit/s read: 720p (1.5 Mbit/s offered) does not keep up, alone or not.
+            let mut b = SendBudget { send_rate_bps: 600_000, ..unlimited() };
+            if lower {
+                offer_100ms(&mut s, at, &mut key, true, &mut b);
+                continue;
+            }
+            s.open_stream(StreamKey(key), video(13, 2, key)).unwrap();
+            s.push_object(StreamKey(key), obj(at, 18_750)).unwrap();
+            drain(&mut s, at, &mut b);
+            key += 1;
+        }
+        let sent = s.stats().sent(hd).objects - sent_at_2s;
+        if lower {
+            assert_eq!(sent, 0, "720p started with the levels above busy");
+        } else {
+            assert!(sent > 0, "720p alone was never probed");
+        }
+    }
+}
