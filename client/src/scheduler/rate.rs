@@ -254,6 +254,12 @@ impl OfferedRates {
 }
 
 impl OfferedRates {
+    /// Whether a level more important than `level` (a smaller number) has a rate as of
+    /// `now` (see [`OfferedRates::bps`]).
+    pub(super) fn any_above(&self, now: Instant, level: Level) -> bool {
+        self.levels.iter().take_while(|(l, _)| *l < level).any(|(l, _)| self.bps(now, *l).is_some())
+    }
+
     /// If a level more important than `level` (a smaller number) was first offered less
     /// than `span` ago: when those levels and `level` itself will all have been offered for
     /// `span`.
