@@ -12,7 +12,9 @@
 //! a while and restored. Rungs are listed from the highest to the lowest.
 
 use std::fmt;
-use std::sync::{Arc, mpsc};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant};
 
 use crate::catalog::{Catalog, Track};
 use crate::frame::I420;
@@ -788,6 +790,119 @@ struct Job {
     /// The smallest picture made so far for this frame (the rung above's, scaled).
     nearest: Arc<I420>,
     plan: Arc<Plan>,
+    /// Counts the frame as in flight until every rung is done with it.
+    _done: Arc<InFlight>,
+}
+
+/// Held by every job of one source frame; when the last is dropped, every rung has encoded
+/// the frame (or left it) and handed the result to the sink.
+struct InFlight(Arc<Slot>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.in_flight = s.in_flight.saturating_sub(1);
+        self.0.changed.notify_all();
+    }
+}
+
+/// The state the pushing side shares with the top rung's worker.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    /// [`Pipeline::offer`]: the newest frame offered and not yet taken, with its capture time.
+    newest: Option<(Arc<I420>, u64)>,
+    /// The pipeline is stopping: the top worker takes what is left and ends.
+    closed: bool,
+    /// Source frames taken and not yet done on every rung.
+    in_flight: usize,
+    stats: PipelineStats,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        // A worker that panicked leaves counters behind, nothing inconsistent.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What a [`Pipeline`] did with the source frames it was given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Source frames that went down the pipeline.
+    pub frames_taken: u64,
+    /// Frames [`Pipeline::offer`] replaced with a newer one before the top worker was free
+    /// to take them (skipped to stay real time).
+    pub frames_replaced: u64,
+    /// Rung frames encoded: each frame taken counts once per rung that encodes it.
+    pub rung_frames_encoded: u64,
+    /// Rung frames not encoded because the rung was idle (not wanted, or waiting for the
+    /// next group start).
+    pub rung_frames_idle: u64,
+}
+
+/// How a [`Pipeline`] is given source frames.
+enum Head {
+    /// [`Pipeline::push`]: every frame is encoded; the pusher waits while the top worker is
+    /// [`PIPELINE_DEPTH`] frames behind.
+    Queue(mpsc::SyncSender<Job>),
+    /// [`Pipeline::offer`]: the top worker takes the newest frame whenever it is free.
+    Newest,
+}
+
+/// Where the top rung's worker takes its jobs from.
+enum Input {
+    /// From the rung above (or from [`Pipeline::push`]).
+    Queue(mpsc::Receiver<Job>),
+    /// The newest offered frame, planned when taken.
+    Newest { slot: Arc<Slot>, grid: Arc<Mutex<Grid>> },
+}
+
+impl Input {
+    /// The next job; `None` once the pipeline is stopping and nothing is left.
+    fn next(&self) -> Option<Job> {
+        match self {
+            Input::Queue(rx) => rx.recv().ok(),
+            Input::Newest { slot, grid } => {
+                let mut s = slot.lock();
+                loop {
+                    if let Some((source, capture_us)) = s.newest.take() {
+                        let plan = lock_grid(grid).plan(capture_us);
+                        count(&mut s.stats, &plan);
+                        s.in_flight += 1;
+                        drop(s);
+                        let done = Arc::new(InFlight(slot.clone()));
+                        return Some(Job {
+                            nearest: source.clone(),
+                            source,
+                            plan: Arc::new(plan),
+                            _done: done,
+                        });
+                    }
+                    if s.closed {
+                        return None;
+                    }
+                    s = slot.changed.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            }
+        }
+    }
+}
+
+fn lock_grid(grid: &Mutex<Grid>) -> MutexGuard<'_, Grid> {
+    grid.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Adds one planned frame to `stats`.
+fn count(stats: &mut PipelineStats, plan: &Plan) {
+    stats.frames_taken += 1;
+    stats.rung_frames_encoded += plan.tags.iter().filter(|t| t.is_some()).count() as u64;
+    stats.rung_frames_idle += plan.active.iter().filter(|a| !**a).count() as u64;
 }
 
 /// The ladder on worker threads, one per rung, chained from the highest rung to the lowest:
@@ -803,14 +918,25 @@ struct Job {
 /// scales from the rung above (a quarter of the pixels of the source for the third rung),
 /// and a rung of the source's size encodes the source picture itself, without a copy.
 /// Queues between the workers hold two pictures: a rung that falls behind
-/// makes [`Pipeline::push`] wait rather than letting frames of one rung drift away from
-/// the others. Group IDs and key frames are decided by the pushing thread, as in
-/// [`Ladder::push`], so group N of every rung starts at the same source frame.
+/// makes the rungs above it wait rather than letting frames of one rung drift away from
+/// the others. Group IDs and key frames are decided for each source frame as it enters the
+/// pipeline, as in [`Ladder::push`], so group N of every rung starts at the same source frame.
+///
+/// Two ways in: [`Ladder::into_pipeline`] makes a pipeline that encodes every frame given
+/// to [`Pipeline::push`], which waits when the workers are two frames behind (the relay's
+/// ingest, which drops by its own rule on its own thread). [`Ladder::into_newest_pipeline`]
+/// makes one that never waits: [`Pipeline::offer`] leaves the frame in a slot of one, and
+/// the top rung's worker takes whatever is newest there each time it is free. A ladder
+/// that cannot keep up then encodes every second or third source frame, evenly, at the
+/// rate its slowest rung manages, and a frame waits at most one encoding time before it
+/// starts.
 pub struct Pipeline {
     config: LadderConfig,
-    grid: Grid,
+    grid: Arc<Mutex<Grid>>,
+    slot: Arc<Slot>,
+    bitrates: Arc<[AtomicU32]>,
     codec_strings: Vec<String>,
-    head: Option<mpsc::SyncSender<Job>>,
+    head: Option<Head>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -818,7 +944,7 @@ impl fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
             .field("rungs", &self.config.rungs)
-            .field("next_input", &self.grid.next_input)
+            .field("next_input", &lock_grid(&self.grid).next_input)
             .finish_non_exhaustive()
     }
 }
@@ -833,33 +959,63 @@ pub struct Pushed {
 }
 
 impl Ladder {
-    /// Moves the ladder's encoders onto worker threads (see [`Pipeline`]); every encoded
-    /// frame, or encoder error, is handed to `sink` on the worker that made it. The ladder's
-    /// state (groups so far, wanted rungs) carries over.
+    /// Moves the ladder's encoders onto worker threads (see [`Pipeline`]), fed by
+    /// [`Pipeline::push`]; every encoded frame, or encoder error, is handed to `sink` on the
+    /// worker that made it. The ladder's state (groups so far, wanted rungs) carries over.
     ///
     /// # Errors
     /// [`Error::Encode`] if a worker thread cannot be started.
     pub fn into_pipeline(self, sink: Sink) -> Result<Pipeline, Error> {
+        self.into_workers(sink, false)
+    }
+
+    /// As [`Ladder::into_pipeline`], fed by [`Pipeline::offer`]: the top rung's worker takes
+    /// the newest offered frame whenever it is free, and the caller never waits.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if a worker thread cannot be started.
+    pub fn into_newest_pipeline(self, sink: Sink) -> Result<Pipeline, Error> {
+        self.into_workers(sink, true)
+    }
+
+    fn into_workers(self, sink: Sink, newest: bool) -> Result<Pipeline, Error> {
         let Ladder { config, rungs, grid, .. } = self;
         let codec_strings = rungs.iter().map(|r| r.codec_string.clone()).collect();
+        let bitrates: Arc<[AtomicU32]> =
+            rungs.iter().map(|r| AtomicU32::new(r.rung.bitrate)).collect();
+        let grid = Arc::new(Mutex::new(grid));
+        let slot = Arc::new(Slot::default());
         let mut next: Option<mpsc::SyncSender<Job>> = None;
         let mut workers = Vec::new();
         // Built from the lowest rung up: each worker needs the sender of the one below.
         for rung in rungs.into_iter().rev() {
-            let (tx, rx) = mpsc::sync_channel::<Job>(PIPELINE_DEPTH);
             let below = next.take();
+            let input = if newest && rung.index == 0 {
+                Input::Newest { slot: slot.clone(), grid: grid.clone() }
+            } else {
+                let (tx, rx) = mpsc::sync_channel::<Job>(PIPELINE_DEPTH);
+                next = Some(tx);
+                Input::Queue(rx)
+            };
             let sink = sink.clone();
+            let bitrates = bitrates.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("ladder-{}", rung.rung.name))
-                .spawn(move || worker(rung, rx, below, sink))
+                .spawn(move || worker(rung, input, below, sink, bitrates))
                 .map_err(|e| Error::Encode {
                     codec: "ladder",
                     message: format!("starting a worker thread: {e}"),
                 })?;
             workers.push(handle);
-            next = Some(tx);
         }
-        Ok(Pipeline { config, grid, codec_strings, head: next, workers })
+        let head = if newest {
+            Head::Newest
+        } else {
+            Head::Queue(
+                next.ok_or_else(|| Error::Config("a ladder needs at least one rung".into()))?,
+            )
+        };
+        Ok(Pipeline { config, grid, slot, bitrates, codec_strings, head: Some(head), workers })
     }
 }
 
@@ -867,9 +1023,10 @@ impl Ladder {
 /// on to the rung below, then encodes.
 fn worker(
     mut rung: RungState,
-    input: mpsc::Receiver<Job>,
+    input: Input,
     below: Option<mpsc::SyncSender<Job>>,
     sink: Sink,
+    bitrates: Arc<[AtomicU32]>,
 ) {
     let mut scaler = Scaler::new();
     let (w, h) = (rung.rung.width, rung.rung.height);
@@ -879,7 +1036,7 @@ fn worker(
         Ok(f) if f.is_empty() => {}
         r => sink(r),
     };
-    while let Ok(job) = input.recv() {
+    while let Some(job) = input.next() {
         let active = job.plan.active[i];
         if was_active && !active {
             drain(&mut rung);
@@ -904,10 +1061,20 @@ fn worker(
         }
         if let Some(below) = &below {
             let nearest = own.clone().unwrap_or_else(|| job.nearest.clone());
+            let next = Job {
+                source: job.source.clone(),
+                nearest,
+                plan: job.plan.clone(),
+                _done: job._done.clone(),
+            };
             // A worker below that stopped leaves its rung silent; this one goes on.
-            let _ = below.send(Job { source: job.source.clone(), nearest, plan: job.plan.clone() });
+            let _ = below.send(next);
         }
         if let (Some(tag), Some(picture)) = (tag, own) {
+            let bps = bitrates.get(i).map_or(0, |b| b.load(Ordering::Relaxed));
+            if bps > 0 && bps != rung.rung.bitrate {
+                rung.set_bitrate(bps);
+            }
             sink(rung.encode(&picture, job.plan.new_group, tag));
         }
     }
@@ -932,44 +1099,125 @@ impl Pipeline {
     ///
     /// # Errors
     /// [`Error::InvalidFrame`] for an inconsistent picture, [`Error::Encode`] if the workers
-    /// have stopped.
+    /// have stopped, [`Error::Config`] on a pipeline made by [`Ladder::into_newest_pipeline`].
     pub fn push(&mut self, frame: Arc<I420>, capture_us: u64) -> Result<Pushed, Error> {
         frame.validate()?;
-        let plan = self.grid.plan(capture_us);
+        let head = match &self.head {
+            Some(Head::Queue(tx)) => tx,
+            Some(Head::Newest) => {
+                return Err(Error::Config("this pipeline takes frames by offer".into()));
+            }
+            None => return Err(stopped()),
+        };
+        let plan = lock_grid(&self.grid).plan(capture_us);
         let pushed = Pushed {
             encoding: plan.tags.iter().filter(|t| t.is_some()).count(),
             idle: plan.active.iter().filter(|a| !**a).count(),
         };
-        let stopped =
-            || Error::Encode { codec: "ladder", message: "the ladder's workers stopped".into() };
-        let head = self.head.as_ref().ok_or_else(stopped)?;
-        let job = Job { source: frame.clone(), nearest: frame, plan: Arc::new(plan) };
+        {
+            let mut s = self.slot.lock();
+            count(&mut s.stats, &plan);
+            s.in_flight += 1;
+        }
+        let done = Arc::new(InFlight(self.slot.clone()));
+        let job = Job { source: frame.clone(), nearest: frame, plan: Arc::new(plan), _done: done };
         head.send(job).map_err(|_| stopped())?;
         Ok(pushed)
     }
 
-    /// Makes every active rung start a new group at the next pushed frame.
+    /// Offers `frame` captured at `capture_us` to a pipeline made by
+    /// [`Ladder::into_newest_pipeline`], without waiting: the top rung's worker takes it when
+    /// it is next free, unless a newer frame is offered first. Returns whether an earlier
+    /// frame still waiting was replaced (counted in [`PipelineStats::frames_replaced`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidFrame`] for an inconsistent picture, [`Error::Encode`] if the workers
+    /// have stopped, [`Error::Config`] on a pipeline made by [`Ladder::into_pipeline`].
+    pub fn offer(&self, frame: Arc<I420>, capture_us: u64) -> Result<bool, Error> {
+        frame.validate()?;
+        match &self.head {
+            Some(Head::Newest) => {}
+            Some(Head::Queue(_)) => {
+                return Err(Error::Config("this pipeline takes frames by push".into()));
+            }
+            None => return Err(stopped()),
+        }
+        let mut s = self.slot.lock();
+        if s.closed || self.workers.iter().any(std::thread::JoinHandle::is_finished) {
+            return Err(stopped());
+        }
+        let replaced = s.newest.replace((frame, capture_us)).is_some();
+        if replaced {
+            s.stats.frames_replaced += 1;
+        }
+        self.slot.changed.notify_all();
+        Ok(replaced)
+    }
+
+    /// What the pipeline did with its frames so far.
+    pub fn stats(&self) -> PipelineStats {
+        self.slot.lock().stats
+    }
+
+    /// Waits until every frame given so far has been encoded on every rung and handed to
+    /// the sink (an offered frame waiting in the slot included), at most `timeout`. Returns
+    /// whether it got there.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.slot.lock();
+        while s.newest.is_some() || s.in_flight > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self
+                .slot
+                .changed
+                .wait_timeout(s, left)
+                .map_or_else(|e| e.into_inner().0, |(s, _)| s);
+        }
+        true
+    }
+
+    /// Changes the target bit rate of rung `rung`, as [`Ladder::set_bitrate`]; its worker
+    /// applies it before the next frame it encodes.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unknown rung or a zero rate.
+    pub fn set_bitrate(&mut self, rung: usize, bps: u32) -> Result<(), Error> {
+        if bps == 0 {
+            return Err(Error::Config("bit rate must be positive".into()));
+        }
+        let b = self.bitrates.get(rung).ok_or_else(|| Error::Config(format!("no rung {rung}")))?;
+        b.store(bps, Ordering::Relaxed);
+        self.config.rungs[rung].bitrate = bps;
+        Ok(())
+    }
+
+    /// Makes every active rung start a new group at the next frame taken.
     pub fn request_key_frame(&mut self) {
-        self.grid.key_requested = true;
+        lock_grid(&self.grid).key_requested = true;
     }
 
     /// Starts or stops encoding rung `rung`, as [`Ladder::set_rung_wanted`]: a stopped rung
-    /// stops from the next pushed frame on (its worker drains an AV1 encoder to the sink); a
+    /// stops from the next frame taken on (its worker drains an AV1 encoder to the sink); a
     /// started one begins at the next group start.
     ///
     /// # Errors
     /// [`Error::Config`] for an unknown rung.
     pub fn set_rung_wanted(&mut self, rung: usize, wanted: bool) -> Result<(), Error> {
-        if rung >= self.grid.wanted.len() {
+        let mut grid = lock_grid(&self.grid);
+        if rung >= grid.wanted.len() {
             return Err(Error::Config(format!("no rung {rung}")));
         }
-        self.grid.set_wanted(rung, wanted);
+        grid.set_wanted(rung, wanted);
         Ok(())
     }
 
     /// Whether rung `rung` is being encoded now (before the first frame: whether it will).
     pub fn rung_active(&self, rung: usize) -> bool {
-        let state = if self.grid.started { &self.grid.active } else { &self.grid.wanted };
+        let grid = lock_grid(&self.grid);
+        let state = if grid.started { &grid.active } else { &grid.wanted };
         state.get(rung).copied().unwrap_or(false)
     }
 
@@ -981,14 +1229,103 @@ impl Pipeline {
 
     fn stop(&mut self) {
         self.head = None;
+        self.slot.lock().closed = true;
+        self.slot.changed.notify_all();
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
     }
 }
 
+fn stopped() -> Error {
+    Error::Encode { codec: "ladder", message: "the ladder's workers stopped".into() }
+}
+
 impl Drop for Pipeline {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::test_pattern::Generator;
+
+    fn collecting() -> (Sink, Arc<Mutex<Vec<EncodedFrame>>>) {
+        let out: Arc<Mutex<Vec<EncodedFrame>>> = Arc::default();
+        let sink: Sink = {
+            let out = out.clone();
+            Arc::new(move |r: Result<Vec<EncodedFrame>, Error>| {
+                out.lock().unwrap().extend(r.expect("encoding failed"));
+            })
+        };
+        (sink, out)
+    }
+
+    fn small_ladder() -> LadderConfig {
+        LadderConfig::default()
+            .rungs(vec![
+                Rung::new("180p", 320, 180, 30.0, 150_000, Codec::H264),
+                Rung::new("90p", 160, 90, 30.0, 60_000, Codec::H264),
+            ])
+            .group_length(GroupLength::Frames(10))
+    }
+
+    /// Frames offered faster than the workers encode replace each other: the caller never
+    /// waits, the newest frame is always encoded, every frame is either taken or counted as
+    /// replaced, and what is encoded keeps groups aligned across rungs (object 0 a key
+    /// frame in every group, object IDs without holes, the same source frames on both).
+    #[test]
+    fn offered_frames_replace_each_other_and_groups_stay_aligned() {
+        let (sink, out) = collecting();
+        let pipeline = Ladder::new(small_ladder()).unwrap().into_newest_pipeline(sink).unwrap();
+        let g = Generator::new(320, 180, 30.0).unwrap();
+        let offered = 90u32;
+        let capture = |i: u32| 1_000_000 + u64::from(i) * 33_333;
+        for i in 0..offered {
+            pipeline.offer(Arc::new(g.frame(i, capture(i))), capture(i)).unwrap();
+        }
+        assert!(pipeline.wait_idle(Duration::from_secs(60)), "the workers stalled");
+        let stats = pipeline.stats();
+        assert_eq!(stats.frames_taken + stats.frames_replaced, u64::from(offered), "{stats:?}");
+        assert!(stats.frames_replaced > 0, "no frame replaced: {stats:?}");
+        assert_eq!(stats.rung_frames_encoded, 2 * stats.frames_taken);
+        let frames = out.lock().unwrap().clone();
+        let mut per_rung: BTreeMap<usize, Vec<&EncodedFrame>> = BTreeMap::new();
+        for f in &frames {
+            per_rung.entry(f.rung).or_default().push(f);
+        }
+        let captures = |r: usize| per_rung[&r].iter().map(|f| f.capture_us).collect::<Vec<_>>();
+        assert_eq!(captures(0), captures(1), "the rungs encoded different source frames");
+        assert_eq!(captures(0).len() as u64, stats.frames_taken);
+        assert_eq!(captures(0).last(), Some(&capture(offered - 1)), "the newest was skipped");
+        for fs in per_rung.values() {
+            assert!(fs.windows(2).all(|w| w[0].capture_us < w[1].capture_us));
+            let mut expected = (0, 0);
+            for f in fs {
+                if f.group_id != expected.0 {
+                    assert_eq!(f.group_id, expected.0 + 1, "{f:?}");
+                    expected = (f.group_id, 0);
+                }
+                assert_eq!(f.object_id, expected.1, "{f:?}");
+                assert_eq!(f.key_frame, f.object_id == 0, "{f:?}");
+                expected.1 += 1;
+            }
+        }
+    }
+
+    /// Each way in is refused on a pipeline made for the other.
+    #[test]
+    fn push_and_offer_each_need_their_own_pipeline() {
+        let frame = Arc::new(I420::new(320, 180).unwrap());
+        let (sink, _) = collecting();
+        let mut newest = Ladder::new(small_ladder()).unwrap().into_newest_pipeline(sink).unwrap();
+        assert!(matches!(newest.push(frame.clone(), 0), Err(Error::Config(_))));
+        let (sink, _) = collecting();
+        let queue = Ladder::new(small_ladder()).unwrap().into_pipeline(sink).unwrap();
+        assert!(matches!(queue.offer(frame, 0), Err(Error::Config(_))));
     }
 }
