@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! test pattern / Y4M frames ─┐
-//! decoded H.264 / AV1 (--ladder) ─► codec::Ladder ─► one LOC object per frame per rung
+//! decoded H.264 / AV1 (--ladder) ─► codec Pipeline (a worker per rung) ─► one LOC object per frame per rung
 //! tone ─► Opus ─────────────────────────────────────► `audio`, one object per group
 //! H.264 / AV1 / Opus samples of a file (no --ladder) ─► passed through as one tier
 //! ```
@@ -21,17 +21,24 @@
 //! WebCodecs codec string, size, frame rate, bit rate and the alternate group that ties
 //! them together.
 //!
-//! Real time comes first: when encoding falls behind the frame clock by more than
-//! [`MAX_LAG_FRAMES`] frames, source frames are skipped (and counted in
-//! [`MediaStats::frames_dropped`]) rather than sent late.
+//! Real time comes first, and the publisher's driver never waits for an encoder. The
+//! ladder runs on worker threads, one per rung ([`Pipeline`]); each source frame is
+//! offered to it when it falls due, and the top rung's worker takes the newest frame
+//! offered whenever it is free. Encoded frames come back through a channel, and the
+//! publisher is woken for them ([`Source::wakeup`]). When the encoders cannot keep up
+//! (a slow machine, a busy core), the frames they had no time for are skipped evenly: the
+//! picture moves at a steady lower frame rate (every second or third source frame) rather
+//! than in runs of frames broken by freezes, and audio, the catalog and the network keep
+//! their pace. Skipped source frames are counted in [`MediaStats::frames_dropped`].
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tiermesh_codec::catalog::{Catalog, Track};
-use tiermesh_codec::ladder::{GroupLength, Rung};
+use tiermesh_codec::ladder::{GroupLength, Pipeline, Rung, Sink};
 use tiermesh_codec::media::{self, Input, MediaSample, RawSource, SampleKind};
 use tiermesh_codec::{Codec, EncodedFrame, I420, Ladder, LadderConfig, h264, opus, test_pattern};
 use tiermesh_proto::catalog::CATALOG_TRACK_NAME;
@@ -41,10 +48,12 @@ use tiermesh_proto::loc::{self, LocProperties};
 use crate::publish::Source;
 use crate::synthetic::{self, AUDIO_FRAME_US, BroadcastSpec, TrackKind, TrackSpec};
 use crate::uplink::{UplinkConfig, UplinkController, UplinkMeter};
+use tokio::sync::Notify;
 
-/// How many frame intervals the encoder may lag behind the frame clock before source
-/// frames are skipped: two frames (66 ms at 30 fps) absorb a slow key frame without
-/// dropping, more would add latency every viewer sees.
+/// How many frame intervals late a decoded frame of a file (`--input --ladder`) may be and
+/// still be offered to the encoders: two frames (66 ms at 30 fps) absorb a slow key frame
+/// without dropping, more would add latency every viewer sees. (The decoder itself decodes
+/// every frame, so that references stay intact.)
 pub const MAX_LAG_FRAMES: u64 = 2;
 
 /// Audio bit rate of the test tone's Opus encoding (speech quality, with FEC room).
@@ -69,7 +78,8 @@ pub enum MediaError {
 pub struct MediaStats {
     /// Source video frames taken in (pattern pictures, file frames or samples).
     pub frames_in: u64,
-    /// Source frames skipped because encoding fell behind real time.
+    /// Source frames skipped to stay real time: the encoders were busy with an earlier
+    /// frame until a newer one came, or the frame was already late when due.
     pub frames_dropped: u64,
     /// Encoded video objects handed out, all tiers together.
     pub video_objects: u64,
@@ -144,10 +154,19 @@ impl Decoder {
     }
 }
 
+/// The ladder's encoders on their worker threads, and what comes back from them.
+struct Encoder {
+    pipeline: Pipeline,
+    /// Encoded frames (or an encoder's error) in the order the workers finished them.
+    done: mpsc::Receiver<Result<Vec<EncodedFrame>, tiermesh_codec::Error>>,
+}
+
 /// Publishes real encoded media as the tracks of one broadcast.
 pub struct MediaBroadcast {
     spec: BroadcastSpec,
-    ladder: Option<Ladder>,
+    encoder: Option<Encoder>,
+    /// Notified by the encoders' workers when frames come back.
+    wake: Arc<Notify>,
     /// Track index of each ladder rung (rungs are highest first, tracks lowest first).
     rung_track: Vec<usize>,
     video: Video,
@@ -181,6 +200,8 @@ pub struct MediaBroadcast {
     /// Per rung (highest first): somebody subscribed to its track. Every rung counts as
     /// watched until the publisher reports otherwise.
     watched: Vec<bool>,
+    /// Per rung (highest first): its name and the objects handed out on its track.
+    rung_objects: Vec<(String, u64)>,
 }
 
 impl std::fmt::Debug for MediaBroadcast {
@@ -331,15 +352,26 @@ impl MediaBroadcast {
         }
         let mut this =
             Self::blank(BroadcastSpec { tracks }, Video::Pattern(dummy_pattern()?), now_us);
+        let (tx, done) = mpsc::channel();
+        let sink: Sink = {
+            let wake = this.wake.clone();
+            Arc::new(move |r| {
+                // The receiver is gone only while the broadcast is being dropped.
+                let _ = tx.send(r);
+                wake.notify_one();
+            })
+        };
+        let pipeline = ladder.into_newest_pipeline(sink)?;
         this.video = video;
         let configured: Vec<u32> = rungs.iter().map(|r| r.bitrate).collect();
         this.stats.video_bitrate_bps = configured.iter().map(|&b| u64::from(b)).sum();
         this.stats.min_video_bitrate_bps = this.stats.video_bitrate_bps;
         let audio_bps = if audio { TONE_BITRATE } else { 0 };
         this.uplink = Some(UplinkController::new(UplinkConfig::default(), configured, audio_bps));
-        this.ladder = Some(ladder);
+        this.encoder = Some(Encoder { pipeline, done });
         this.rung_track = rung_track;
         this.watched = vec![true; n];
+        this.rung_objects = rungs.iter().map(|r| (r.name.clone(), 0)).collect();
         this.catalog_tracks = catalog_tracks;
         if audio {
             this.next_audio_us = now_us.div_ceil(AUDIO_FRAME_US) * AUDIO_FRAME_US;
@@ -350,7 +382,8 @@ impl MediaBroadcast {
     fn blank(spec: BroadcastSpec, video: Video, now_us: u64) -> Self {
         Self {
             spec,
-            ladder: None,
+            encoder: None,
+            wake: Arc::new(Notify::new()),
             rung_track: Vec::new(),
             video,
             tone: None,
@@ -372,6 +405,7 @@ impl MediaBroadcast {
             uplink: None,
             meter: UplinkMeter::new(),
             watched: Vec::new(),
+            rung_objects: Vec::new(),
         }
     }
 
@@ -421,7 +455,23 @@ impl MediaBroadcast {
 
     /// What happened so far.
     pub fn stats(&self) -> MediaStats {
-        self.stats
+        let mut s = self.stats;
+        if let Some(e) = &self.encoder {
+            let p = e.pipeline.stats();
+            s.frames_dropped += p.frames_replaced;
+            s.rung_frames_encoded = p.rung_frames_encoded;
+            s.rung_frames_idle = p.rung_frames_idle;
+        }
+        s
+    }
+
+    /// Waits until the encoders have encoded every frame offered so far and handed it back
+    /// (at most `timeout`); the frames are then returned by the next
+    /// [`Source::poll_object`]. Returns whether they got there. For tests and tools that
+    /// drive the broadcast on a virtual clock faster than real time, where frames would
+    /// otherwise be skipped as they are under overload.
+    pub fn wait_encoded(&self, timeout: Duration) -> bool {
+        self.encoder.as_ref().is_none_or(|e| e.pipeline.wait_idle(timeout))
     }
 
     /// Keeps the configured bit rates whatever the uplink does (`tiermesh pub
@@ -437,22 +487,21 @@ impl MediaBroadcast {
     }
 
     fn apply_uplink(&mut self, now_us: u64, estimate_bps: u64) {
-        let (Some(ctl), Some(ladder)) = (&mut self.uplink, &mut self.ladder) else { return };
+        let (Some(ctl), Some(enc)) = (&mut self.uplink, &mut self.encoder) else { return };
         let change = ctl.on_estimate(now_us, estimate_bps);
         self.stats.uplink_estimate_bps = ctl.smoothed_bps().unwrap_or(0);
         let Some(change) = change else { return };
         if change.top_rung == Some(false) {
-            match ladder.drop_top_rung() {
-                Ok(frames) => self.push_encoded(frames),
-                Err(e) => {
-                    self.stats.errors += 1;
-                    tracing::warn!(error = %e, "stopping the top rung failed");
-                }
+            // A one-rung ladder keeps its rung whatever the uplink does.
+            if enc.pipeline.config().rungs.len() >= 2
+                && let Err(e) = enc.pipeline.set_rung_wanted(0, false)
+            {
+                self.stats.errors += 1;
+                tracing::warn!(error = %e, "stopping the top rung failed");
             }
-            let (Some(ctl), Some(ladder)) = (&self.uplink, &self.ladder) else { return };
             self.stats.top_rung_drops += 1;
             tracing::info!(
-                rung = %ladder.config().rungs.first().map_or("", |r| r.name.as_str()),
+                rung = %enc.pipeline.config().rungs.first().map_or("", |r| r.name.as_str()),
                 estimate_kbps = ctl.smoothed_bps().unwrap_or(0) / 1000,
                 "uplink cannot carry the top rung: dropped"
             );
@@ -460,17 +509,17 @@ impl MediaBroadcast {
         if change.top_rung == Some(true) {
             self.apply_wanted(0);
         }
-        let (Some(ctl), Some(ladder)) = (&self.uplink, &mut self.ladder) else { return };
+        let (Some(ctl), Some(enc)) = (&self.uplink, &mut self.encoder) else { return };
         if change.top_rung == Some(true) {
             tracing::info!(
-                rung = %ladder.config().rungs.first().map_or("", |r| r.name.as_str()),
+                rung = %enc.pipeline.config().rungs.first().map_or("", |r| r.name.as_str()),
                 estimate_kbps = ctl.smoothed_bps().unwrap_or(0) / 1000,
                 "uplink carries the top rung again: back at the next group"
             );
         }
         for (rung, &bps) in change.rates.iter().enumerate() {
             if bps > 0
-                && let Err(e) = ladder.set_bitrate(rung, bps)
+                && let Err(e) = enc.pipeline.set_bitrate(rung, bps)
             {
                 tracing::warn!(error = %e, rung, "setting the bit rate failed");
             }
@@ -497,13 +546,10 @@ impl MediaBroadcast {
     fn apply_wanted(&mut self, rung: usize) {
         let top_dropped = self.uplink.as_ref().is_some_and(UplinkController::top_dropped);
         let want = self.watched.get(rung).copied().unwrap_or(true) && !(rung == 0 && top_dropped);
-        let Some(ladder) = &mut self.ladder else { return };
-        match ladder.set_rung_wanted(rung, want) {
-            Ok(frames) => self.push_encoded(frames),
-            Err(e) => {
-                self.stats.errors += 1;
-                tracing::warn!(error = %e, rung, "starting or stopping a rung failed");
-            }
+        let Some(enc) = &mut self.encoder else { return };
+        if let Err(e) = enc.pipeline.set_rung_wanted(rung, want) {
+            self.stats.errors += 1;
+            tracing::warn!(error = %e, rung, "starting or stopping a rung failed");
         }
     }
 
@@ -543,6 +589,9 @@ impl MediaBroadcast {
         for f in frames {
             let Some(&track) = self.rung_track.get(f.rung) else { continue };
             self.stats.video_objects += 1;
+            if let Some((_, n)) = self.rung_objects.get_mut(f.rung) {
+                *n += 1;
+            }
             self.pending.push_back(Self::object(
                 track,
                 self.group_base + f.group_id,
@@ -555,28 +604,35 @@ impl MediaBroadcast {
         }
     }
 
-    fn encode(&mut self, picture: &I420, capture_us: u64) {
-        let Some(ladder) = &mut self.ladder else { return };
-        match ladder.push(picture, capture_us) {
-            Ok(frames) => {
-                let rungs = ladder.config().rungs.len() as u64;
-                let active = (0..ladder.config().rungs.len()).filter(|&r| ladder.rung_active(r));
-                let active = active.count() as u64;
-                self.stats.rung_frames_encoded += active;
-                self.stats.rung_frames_idle += rungs - active;
-                self.push_encoded(frames);
-            }
-            Err(e) => {
-                self.stats.errors += 1;
-                tracing::warn!(error = %e, "encoding a frame failed");
+    /// Offers `picture` to the encoders, which take the newest picture offered whenever
+    /// they are free; never waits.
+    fn encode(&mut self, picture: I420, capture_us: u64) {
+        let Some(enc) = &self.encoder else { return };
+        if let Err(e) = enc.pipeline.offer(Arc::new(picture), capture_us) {
+            self.stats.errors += 1;
+            tracing::warn!(error = %e, "offering a frame to the encoders failed");
+        }
+    }
+
+    /// Moves what the encoders finished to the objects to hand out.
+    fn collect_encoded(&mut self) {
+        let Some(enc) = &self.encoder else { return };
+        let done: Vec<_> = enc.done.try_iter().collect();
+        for r in done {
+            match r {
+                Ok(frames) => self.push_encoded(frames),
+                Err(e) => {
+                    self.stats.errors += 1;
+                    tracing::warn!(error = %e, "encoding a frame failed");
+                }
             }
         }
     }
 
-    /// Takes the video frame due at `at` (skipping frames if far behind `now_us`).
+    /// Takes the video frame due at `at`, or the newest one due by `now_us` if the driver
+    /// comes late (the older ones are skipped: the encoders would take the newest anyway).
     fn video_frame(&mut self, at: u64, now_us: u64) {
-        let behind = now_us.saturating_sub(at) as f64 / self.frame_us;
-        let skip = if behind > MAX_LAG_FRAMES as f64 { behind as u64 } else { 0 };
+        let skip = (now_us.saturating_sub(at) as f64 / self.frame_us) as u64;
         match &mut self.video {
             Video::Pattern(p) => {
                 self.stats.frames_dropped += skip;
@@ -585,7 +641,7 @@ impl MediaBroadcast {
                 let picture = p.frame(u32::try_from(self.next_frame).unwrap_or(u32::MAX), capture);
                 self.next_frame += 1;
                 self.stats.frames_in += 1;
-                self.encode(&picture, capture);
+                self.encode(picture, capture);
             }
             Video::Raw(src) => {
                 let mut skipped = 0;
@@ -606,7 +662,7 @@ impl MediaBroadcast {
                     Some(f) => {
                         self.stats.frames_in += 1;
                         let capture = self.start_us + duration_us(f.pts);
-                        self.encode(&f.picture, capture);
+                        self.encode(f.picture, capture);
                     }
                     None => self.next_video_us = u64::MAX,
                 }
@@ -688,7 +744,7 @@ impl MediaBroadcast {
                             if late > MAX_LAG_FRAMES as f64 && !*key {
                                 self.stats.frames_dropped += 1;
                             } else {
-                                self.encode(&picture, at);
+                                self.encode(picture, at);
                             }
                         }
                         Ok(None) => {}
@@ -771,6 +827,9 @@ impl Source for MediaBroadcast {
     }
 
     fn poll_object(&mut self, now_us: u64) -> Option<synthetic::Object> {
+        if self.pending.is_empty() {
+            self.collect_encoded();
+        }
         loop {
             if let Some(o) = self.pending.pop_front() {
                 return Some(o);
@@ -822,9 +881,13 @@ impl Source for MediaBroadcast {
         Some(Self::object(track, group_id, 0, now_us, true, None, self.catalog_json(now_us)))
     }
 
+    fn wakeup(&self) -> Option<Arc<Notify>> {
+        self.encoder.as_ref().map(|_| self.wake.clone())
+    }
+
     fn request_key_frame(&mut self) {
-        if let Some(l) = &mut self.ladder {
-            l.request_key_frame();
+        if let Some(e) = &mut self.encoder {
+            e.pipeline.request_key_frame();
             self.stats.key_frame_requests += 1;
         }
     }
@@ -842,7 +905,7 @@ impl Source for MediaBroadcast {
 
     fn is_idle(&self, track: usize) -> bool {
         let Some(rung) = self.rung_track.iter().position(|&t| t == track) else { return false };
-        self.ladder.as_ref().is_some_and(|l| !l.rung_active(rung))
+        self.encoder.as_ref().is_some_and(|e| !e.pipeline.rung_active(rung))
     }
 
     fn connected(&mut self, now_us: u64) {
@@ -863,12 +926,14 @@ impl Source for MediaBroadcast {
 
     fn summary(&self) -> Option<String> {
         let ctl = self.uplink.as_ref()?;
-        let s = &self.stats;
+        let s = &self.stats();
         let rates: Vec<String> = ctl.rates().iter().map(|b| format!("{}", b / 1000)).collect();
+        let objects: Vec<String> =
+            self.rung_objects.iter().map(|(name, n)| format!("{name} {n}")).collect();
         Some(format!(
             "uplink: estimate {} kbit/s, video {} kbit/s now ({} kbit/s per rung), lowest {} \
              kbit/s, {} rate changes, top rung dropped {} times{}, tried again {} times; rung \
-             frames encoded {}, idle {}",
+             frames encoded {}, idle {}; source frames {}, skipped {}; objects per rung: {}",
             s.uplink_estimate_bps / 1000,
             s.video_bitrate_bps / 1000,
             rates.join("/"),
@@ -879,6 +944,9 @@ impl Source for MediaBroadcast {
             ctl.probes(),
             s.rung_frames_encoded,
             s.rung_frames_idle,
+            s.frames_in,
+            s.frames_dropped,
+            objects.join(", "),
         ))
     }
 }
@@ -889,11 +957,18 @@ mod tests {
 
     const T0: u64 = 1_800_000_000_000_000;
 
-    /// Polls `b` every 10 ms of virtual time from `from_us` for `ms` milliseconds.
+    /// Polls `b` every 10 ms of virtual time from `from_us` for `ms` milliseconds, letting
+    /// the encoders finish each frame before the clock moves on (the virtual clock runs
+    /// faster than real time, where frames would be skipped as under overload).
     fn poll_for(b: &mut MediaBroadcast, from_us: u64, ms: u64) -> Vec<synthetic::Object> {
         let mut out = Vec::new();
         for step in 0..ms / 10 {
-            while let Some(o) = b.poll_object(from_us + step * 10_000) {
+            let now = from_us + step * 10_000;
+            while let Some(o) = b.poll_object(now) {
+                out.push(o);
+            }
+            assert!(b.wait_encoded(Duration::from_secs(30)), "the encoders stalled");
+            while let Some(o) = b.poll_object(now) {
                 out.push(o);
             }
         }

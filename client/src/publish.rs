@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -136,6 +137,12 @@ pub trait Source: Send {
     fn poll_timeout(&self) -> Option<u64>;
     /// A catalog object for group `group_id`, generated at `now_us`.
     fn catalog_object(&self, group_id: u64, now_us: u64) -> Option<synthetic::Object>;
+    /// For a source whose objects are made on other threads (encoders): notified when
+    /// [`Source::poll_object`] has something new before [`Source::poll_timeout`], so that
+    /// the publisher polls at once. `None` (the default): the timeout alone drives it.
+    fn wakeup(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
     /// A subscriber asked for a new group (NEW GROUP REQUEST): start one at the next frame.
     fn request_key_frame(&mut self) {}
     /// Whether `object`, of a track of kind `kind`, is the last of its group, so that its
@@ -332,6 +339,7 @@ impl<S: Source> Publisher<S> {
         self.generator.connected(now_us());
         let mut uplink = tokio::time::interval(UPLINK_INTERVAL);
         uplink.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let wakeup = self.generator.wakeup();
         loop {
             self.report_subscribers();
             let now = now_us();
@@ -367,6 +375,7 @@ impl<S: Source> Publisher<S> {
                     None => return Ok(Served::Closed(conn.closed().await)),
                 },
                 () = tokio::time::sleep(wait) => {}
+                () = woken(wakeup.as_deref()) => {}
                 _ = uplink.tick() => {
                     if let Some(stats) = conn.transport_stats() {
                         self.generator.uplink_stats(now_us(), &stats);
@@ -452,6 +461,14 @@ impl<S: Source> Publisher<S> {
             }
             Err(e) => tracing::warn!(error = %e, "accepting FETCH failed"),
         }
+    }
+}
+
+/// Resolves when `wakeup` is notified; never without one.
+async fn woken(wakeup: Option<&tokio::sync::Notify>) {
+    match wakeup {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
     }
 }
 
