@@ -10,7 +10,7 @@
 // (TIERMESH_BIN, else $CARGO_TARGET_DIR/debug/tiermesh, else ../target/debug/tiermesh).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { haveChromium, open, stats, longestFreeze, screenshot } from './chromium.mjs';
+import { haveChromium, open, stats, longestFreeze, screenshot, playoutSummary } from './chromium.mjs';
 import { BIN, child, hasSubcommand, runToEnd, startLink, startTestPattern, useBrowser, waitOutput } from './procs.mjs';
 
 /** Bound on capture-to-display latency, browser publisher → relay → browser player on loopback. */
@@ -37,7 +37,7 @@ test('a browser publisher reaches a browser player through the relay', { skip },
   console.log(
     `relay: ${s.framesDrawn} frames drawn, audio ${s.audioFramesPlayed} played / ${s.audioFramesConcealed} concealed, ` +
       `latency p50 ${s.latencyMs.p50} ms (arrival ${s.arrivalLatencyMs.p50} ms, decoded ${s.decodeLatencyMs.p50} ms, playout delay ${s.playoutDelayMs} ms, ` +
-        `audio late ${s.audioFramesLate}), publisher ${p.sentKbps} kb/s`,
+        `audio late ${s.audioFramesLate}), publisher ${p.sentKbps} kb/s; ${playoutSummary(s)}`,
   );
   assert.deepEqual(pub.pageErrors, []);
   assert.deepEqual(player.pageErrors, []);
@@ -51,7 +51,7 @@ test('a browser publisher reaches a browser player through the relay', { skip },
   // Glass to glass on loopback: capture (the LOC timestamp the browser publisher stamps) to
   // the frame drawn on the player's canvas, median of the last 120 frames drawn (the LOC
   // timestamp is the camera frame's capture time; both pages share this machine's clock).
-  assert.ok(s.latencyMs.p50 > 0 && s.latencyMs.p50 < GLASS_TO_GLASS_MS, `capture-to-display latency p50 ${s.latencyMs.p50} ms`);
+  assert.ok(s.latencyMs.p50 > 0 && s.latencyMs.p50 < GLASS_TO_GLASS_MS, `capture-to-display latency p50 ${s.latencyMs.p50} ms; ${playoutSummary(s)}`);
   await player.page.close();
   await pub.page.close();
 });
@@ -78,15 +78,15 @@ test('over a rural link the player steps down at once and plays on', { skip }, a
   await screenshot(player.page, 'relay-rural-link');
   const played = s.audioFramesPlayed - before.audioFramesPlayed;
   const concealed = s.audioFramesConcealed - before.audioFramesConcealed;
+  console.log(
+    `rural link: down to ${s.switches[0]?.to} ${took} ms after opening (${s.switches[0]?.reason}); then freeze ${freeze} ms, ` +
+      `audio ${concealed}/${played} concealed, latency p50 ${s.latencyMs.p50} ms, tier ${s.tier}; ${playoutSummary(s)}`,
+  );
   assert.deepEqual(player.pageErrors, []);
   assert.ok(freeze < 1000, `picture froze for ${freeze} ms`);
   assert.ok(played >= 300, `audio frames played in 8 s: ${played}`);
-  assert.ok(concealed <= 0.05 * played, `audio concealed ${concealed} of ${played}`);
+  assert.ok(concealed <= 0.05 * played, `audio concealed ${concealed} of ${played}; ${playoutSummary(s)}`);
   assert.ok(s.latencyMs.p50 < 800, `latency p50 ${s.latencyMs.p50} ms`);
-  console.log(
-    `rural link: down to ${s.switches[0]?.to} ${took} ms after opening (${s.switches[0]?.reason}); then freeze ${freeze} ms, ` +
-      `audio ${concealed}/${played} concealed, latency p50 ${s.latencyMs.p50} ms, tier ${s.tier}`,
-  );
   await player.page.close();
   pub.kill();
 });

@@ -17,8 +17,20 @@ export interface PlayoutConfig {
   maxMarginMs: number;
   /** Transit samples kept (ms of history). */
   windowMs: number;
-  /** How fast the delay shrinks when the network calms down (ms per second). */
+  /** How fast the delay shrinks when the network calms down (ms per second), at least. */
   shrinkPerSecond: number;
+  /**
+   * Share of the excess above the target shed per second, when that is more than
+   * {@link shrinkPerSecond}: a delay 200 ms too long (a start-up on a busy machine, 220-290 ms
+   * where 80 ms do) is down to 45 ms too long in 3 s, where 20 ms a second took 8 s, most of
+   * the first 10 s of a call (and of the glass-to-glass test's window).
+   */
+  shrinkShare: number;
+  /**
+   * Added to a late frame's capture-to-decoded time to make the delay it needed (ms): the
+   * audio scheduler conceals a missing frame 15 ms before its turn, plus one 10 ms timer tick.
+   */
+  lateMarginMs: number;
 }
 
 /** Defaults of {@link PlayoutConfig}. */
@@ -27,7 +39,28 @@ export const DEFAULT_PLAYOUT: PlayoutConfig = {
   maxMarginMs: 600,
   windowMs: 5000,
   shrinkPerSecond: 20,
+  shrinkShare: 0.5,
+  lateMarginMs: 25,
 };
+
+/** What {@link PlayoutClock.late} did with a late frame. */
+export type LateOutcome = 'raised' | 'enough' | 'stall';
+
+/** Figures of a {@link PlayoutClock}, for diagnostics. */
+export interface PlayoutStats {
+  /** Lowest transit in the window (ms). */
+  floorMs: number;
+  /** 95th percentile of transit minus the floor (ms): the jitter the margin covers. */
+  spreadMs: number;
+  /** Late frames that raised the delay. */
+  lateRaised: number;
+  /** Late frames the delay already covered (an earlier one of the same burst raised it). */
+  lateCovered: number;
+  /** Late frames blamed on the page stalling, which left the delay as it was. */
+  lateStalled: number;
+  /** Milliseconds the delay was raised by late frames, in total. */
+  raisedMs: number;
+}
 
 /** Capture-to-playout delay from the transit of recent objects. */
 export class PlayoutClock {
@@ -35,6 +68,10 @@ export class PlayoutClock {
   private samples: { t: number; transit: number }[] = [];
   private current?: number;
   private lastUpdate = 0;
+  private lateRaised = 0;
+  private lateCovered = 0;
+  private lateStalled = 0;
+  private raisedMs = 0;
 
   constructor(cfg: Partial<PlayoutConfig> = {}) {
     this.cfg = { ...DEFAULT_PLAYOUT, ...cfg };
@@ -64,7 +101,8 @@ export class PlayoutClock {
     if (this.current === undefined || target > this.current) {
       this.current = target;
     } else {
-      const step = ((now - this.lastUpdate) / 1000) * this.cfg.shrinkPerSecond;
+      const rate = Math.max(this.cfg.shrinkPerSecond, this.cfg.shrinkShare * (this.current - target));
+      const step = ((now - this.lastUpdate) / 1000) * rate;
       // Never more than the largest margin above the transit floor: a delay beyond it is no
       // jitter but a queue on the path that drained (the floor itself fell). Shrinking that
       // by 20 ms a second would keep a conversation seconds behind for minutes, and the
@@ -77,13 +115,45 @@ export class PlayoutClock {
   }
 
   /**
-   * Raises the delay by `ms` (up to the largest margin): called when a frame arrived too late
-   * to play, which transit alone does not show (decoding and scheduling take time too).
+   * A frame came too late to play, `decodedMs` after its capture (wall clock, decoded and
+   * ready): transit alone does not show that, decoding and scheduling take time too. Raises
+   * the delay to what that frame needed (capped at the largest margin), so a burst of late
+   * frames raises it once to the worst of them, not once per frame. A frame made late by the
+   * page itself stalling (`stalled`: the scheduler's timer did not run when its slot was
+   * decided) leaves it alone: the sound is lost during a stall whatever the delay (only the
+   * next 40 ms are handed to the audio output ahead), so a longer delay would only add latency.
    */
-  bump(ms: number): void {
-    if (this.current === undefined) return;
+  late(decodedMs: number, stalled = false): LateOutcome {
+    if (stalled) {
+      this.lateStalled++;
+      return 'stall';
+    }
+    if (this.current === undefined) return 'enough';
     const floor = this.floorMs ?? 0;
-    this.current = Math.min(floor + this.cfg.maxMarginMs, this.current + ms);
+    const need = Math.min(floor + this.cfg.maxMarginMs, decodedMs + this.cfg.lateMarginMs);
+    if (need <= this.current) {
+      this.lateCovered++;
+      return 'enough';
+    }
+    this.raisedMs += need - this.current;
+    this.current = need;
+    this.lateRaised++;
+    return 'raised';
+  }
+
+  /** Figures for diagnostics. */
+  get stats(): PlayoutStats {
+    const s = this.samples.map((x) => x.transit).sort((a, b) => a - b);
+    const floor = s[0] ?? 0;
+    const p95 = s[Math.min(s.length - 1, Math.floor(s.length * 0.95))] ?? 0;
+    return {
+      floorMs: floor,
+      spreadMs: p95 - floor,
+      lateRaised: this.lateRaised,
+      lateCovered: this.lateCovered,
+      lateStalled: this.lateStalled,
+      raisedMs: this.raisedMs,
+    };
   }
 
   /** The delay (ms) from capture to playout, or undefined before the first object. */
@@ -125,6 +195,8 @@ export class AudioJitter<T> {
   late = 0;
   /** Slots concealed. */
   concealed = 0;
+  /** Slots concealed by a call of {@link next} that said the page had stalled (newest last). */
+  private stalledSlots = new Set<number>();
 
   constructor(
     /** Frame duration in ms. */
@@ -156,9 +228,10 @@ export class AudioJitter<T> {
    * reaches `deadlineCaptureMs` (now - delay + the scheduler's lookahead); a missing frame
    * is concealed only once its capture time reaches `concealCaptureMs` (by default the same;
    * later gives a late frame until the last moment). Returns undefined when the next slot
-   * can still wait.
+   * can still wait. `stalled` says the caller runs late (the page stalled): slots it
+   * conceals are remembered as such ({@link concealedInStall}).
    */
-  next(deadlineCaptureMs: number, concealCaptureMs = deadlineCaptureMs): AudioSlot<T> | undefined {
+  next(deadlineCaptureMs: number, concealCaptureMs = deadlineCaptureMs, stalled = false): AudioSlot<T> | undefined {
     if (this.nextSeq === undefined) {
       if (this.frames.size === 0) return undefined;
       const first = Math.min(...this.frames.keys());
@@ -183,7 +256,7 @@ export class AudioJitter<T> {
       if (oldest - seq > this.maxConcealRun) {
         this.nextSeq = oldest;
         this.nextCapture = this.frames.get(oldest)!.captureMs;
-        return this.next(deadlineCaptureMs, concealCaptureMs);
+        return this.next(deadlineCaptureMs, concealCaptureMs, stalled);
       }
     }
     if (this.frames.size === 0 && this.run >= this.maxConcealRun) {
@@ -196,7 +269,17 @@ export class AudioJitter<T> {
     this.nextSeq = seq + 1;
     this.nextCapture += this.frameMs;
     this.concealed++;
+    if (stalled) {
+      this.stalledSlots.add(seq);
+      // A few seconds of them are plenty: a late frame comes well within that.
+      if (this.stalledSlots.size > 256) this.stalledSlots.delete(this.stalledSlots.values().next().value!);
+    }
     return { kind: 'conceal', seq, captureMs };
+  }
+
+  /** Whether slot `seq` was concealed while the page stalled (see {@link next}). */
+  concealedInStall(seq: number): boolean {
+    return this.stalledSlots.has(seq);
   }
 
   /** Drops everything (after a long silence the timeline restarts at the next frame). */
@@ -204,5 +287,37 @@ export class AudioJitter<T> {
     this.frames.clear();
     this.nextSeq = undefined;
     this.run = 0;
+  }
+}
+
+/**
+ * Watches a periodic timer of the page (the audio scheduler's) for stalls: a run that comes
+ * long after the previous one means the page's main thread was busy (a long task, the
+ * machine loaded) and everything it should have done meanwhile, including handing audio
+ * over and taking decoded frames in, is late by as much.
+ */
+export class TimerWatch {
+  private last?: number;
+  /** Longest time between two runs (ms). */
+  longestGapMs = 0;
+  /** Runs that came after a stall. */
+  stalls = 0;
+
+  constructor(
+    /**
+     * A gap longer than this (ms) is a stall: 30 ms for a 10 ms timer, as a run more than
+     * 20 ms late can reach a slot after the 15 ms its frame had left to be handed over.
+     */
+    readonly stallMs = 30,
+  ) {}
+
+  /** Records a run at `nowMs`; returns whether it came after a stall. */
+  tick(nowMs: number): boolean {
+    const gap = this.last === undefined ? 0 : nowMs - this.last;
+    this.last = nowMs;
+    this.longestGapMs = Math.max(this.longestGapMs, gap);
+    if (gap <= this.stallMs) return false;
+    this.stalls++;
+    return true;
   }
 }

@@ -12,7 +12,7 @@ import { captureTimestampUs, locFromExtensions } from '../wire/ext.js';
 import { toHex } from '../wire/coding.js';
 import { Abr, type AbrConfig } from './abr.js';
 import { Switcher, TierBuffer, DEFAULT_SWITCHER } from './switcher.js';
-import { AudioJitter, PlayoutClock } from './jitter.js';
+import { AudioJitter, PlayoutClock, TimerWatch, type PlayoutStats } from './jitter.js';
 
 /** Why playback failed; `kind` says what to tell the user. */
 export class PlayerError extends Error {
@@ -48,6 +48,13 @@ export interface PlayerStats {
   audioFramesConcealed: number;
   /** Audio frames that arrived after their slot was concealed. */
   audioFramesLate: number;
+  /**
+   * Audio frames whose time had passed when the scheduler reached them (the page was busy):
+   * not heard, though they were there.
+   */
+  audioFramesSkipped: number;
+  /** The audio output's own latency (ms): a frame is heard this long after it leaves the player. */
+  audioOutputLatencyMs: number;
   /** State of the WebAudio context (`running`, `suspended`: click to enable sound). */
   audioState: string;
   /** The video track playing. */
@@ -72,6 +79,12 @@ export interface PlayerStats {
   decodeLatencyMs: { p50: number; last: number };
   /** The playout delay in use (ms after capture). */
   playoutDelayMs: number;
+  /**
+   * Why the playout delay is what it is: the transit floor and spread it covers, what late
+   * audio frames did to it, and how the page's 10 ms audio timer kept time (longest gap
+   * between two runs, runs after a stall over 30 ms).
+   */
+  playout: PlayoutStats & { longestTimerGapMs: number; timerStalls: number };
   /** Errors met, newest last. */
   errors: string[];
 }
@@ -173,6 +186,8 @@ export class Player {
     audioFramesPlayed: 0,
     audioFramesConcealed: 0,
     audioFramesLate: 0,
+    audioFramesSkipped: 0,
+    audioOutputLatencyMs: 0,
     audioState: 'none',
     tier: '',
     tierIndex: -1,
@@ -185,6 +200,7 @@ export class Player {
     arrivalLatencyMs: { p50: 0, last: 0 },
     decodeLatencyMs: { p50: 0, last: 0 },
     playoutDelayMs: 0,
+    playout: { floorMs: 0, spreadMs: 0, lateRaised: 0, lateCovered: 0, lateStalled: 0, raisedMs: 0, longestTimerGapMs: 0, timerStalls: 0 },
     errors: [],
   };
   /** The broadcast namespace. */
@@ -694,9 +710,19 @@ export class Player {
     this.stats.arrivalLatencyMs = { p50: Math.round(median(this.arrivalLatency)), last: Math.round(this.arrivalLatency.at(-1) ?? 0) };
     this.stats.decodeLatencyMs = { p50: Math.round(median(this.decodeLatency)), last: Math.round(this.decodeLatency.at(-1) ?? 0) };
     this.stats.playoutDelayMs = Math.round(this.clock.delayMs ?? 0);
+    const p = this.clock.stats;
+    this.stats.playout = {
+      ...p,
+      floorMs: Math.round(p.floorMs),
+      spreadMs: Math.round(p.spreadMs),
+      raisedMs: Math.round(p.raisedMs),
+      longestTimerGapMs: Math.round(this.audio?.timer.longestGapMs ?? 0),
+      timerStalls: this.audio?.timer.stalls ?? 0,
+    };
     if (this.audio) {
       this.stats.audioState = this.audio.state;
       this.stats.audioFramesLate = this.audio.late;
+      this.stats.audioOutputLatencyMs = this.audio.outputLatencyMs;
     }
     if (this.abr) {
       this.stats.throughputKbps = Math.round(this.abr.throughput / 1000);
@@ -773,7 +799,9 @@ class AudioPipeline {
   private last?: Float32Array[];
   private run = 0;
   private nextStart = 0;
-  private timer: ReturnType<typeof setInterval>;
+  private interval: ReturnType<typeof setInterval>;
+  /** Stalls of the page, seen by the scheduler's timer. */
+  readonly timer = new TimerWatch();
   private readonly channels: number;
   private readonly rate: number;
 
@@ -792,7 +820,7 @@ class AudioPipeline {
       error: (e) => this.error(`audio decoder: ${e.message}`),
     });
     this.decoder.configure({ codec: track.codec ?? 'opus', sampleRate: this.rate, numberOfChannels: this.channels });
-    this.timer = setInterval(() => this.schedule(), 10);
+    this.interval = setInterval(() => this.schedule(), 10);
   }
 
   get state(): string {
@@ -801,6 +829,10 @@ class AudioPipeline {
 
   get late(): number {
     return this.jitter.late;
+  }
+
+  get outputLatencyMs(): number {
+    return Math.round((this.ctx.baseLatency + (this.ctx.outputLatency ?? 0)) * 1000);
   }
 
   resume(): Promise<void> {
@@ -832,27 +864,47 @@ class AudioPipeline {
     }
     d.close();
     // A frame too late for its slot means the delay is short of what decoding and
-    // scheduling need here: lengthen it (it shrinks again slowly when things calm down).
-    if (meta && !this.jitter.push(meta.seq, meta.captureMs, planes)) this.clock.bump(10);
+    // scheduling need here, unless the page stalled when its slot was decided: the clock
+    // lengthens it to what this frame needed (it shrinks again when things calm down).
+    if (meta && !this.jitter.push(meta.seq, meta.captureMs, planes)) {
+      this.clock.late(Date.now() - meta.captureMs, this.jitter.concealedInStall(meta.seq));
+    }
   }
 
-  /** Maps a wall-clock time (ms) to the AudioContext's clock (s). */
+  /**
+   * Maps a wall-clock time (ms) to the AudioContext's clock (s), as the time a buffer leaves
+   * the player: the context renders `currentTime` now. Audio is then heard
+   * {@link outputLatencyMs} later, as a frame drawn on the canvas is seen a display
+   * refresh or two later. (Mapped to the time it is heard, from getOutputTimestamp, a frame
+   * handed over 40 ms ahead fell behind `currentTime` wherever the output latency was over
+   * 40 ms, 41-43 ms in headless Chromium, and was dropped unheard: 250-390 of 450-490.)
+   */
   private ctxTime(wallMs: number): number {
-    const ts = this.ctx.getOutputTimestamp?.();
-    if (ts && ts.contextTime !== undefined && ts.performanceTime !== undefined && ts.performanceTime > 0) {
-      return ts.contextTime + (wallMs - (performance.timeOrigin + ts.performanceTime)) / 1000;
-    }
     return this.ctx.currentTime + (wallMs - Date.now()) / 1000;
   }
 
   private schedule(): void {
+    const stalled = this.timer.tick(performance.now());
     const delay = this.clock.delayMs;
     if (delay === undefined) return;
     // Frames that are there go to the context up to 40 ms ahead of their playout; a missing
     // frame is concealed only 15 ms before its turn (the timer runs every 10 ms), so a
     // frame that is a little late still plays.
     const base = Date.now() - delay;
-    for (let slot = this.jitter.next(base + 40, base + 15); slot; slot = this.jitter.next(base + 40, base + 15)) {
+    for (let slot = this.jitter.next(base + 40, base + 15, stalled); slot; slot = this.jitter.next(base + 40, base + 15, stalled)) {
+      let at = this.ctxTime(slot.captureMs + delay);
+      // Frames follow each other without gaps when they are close to back to back.
+      if (Math.abs(at - this.nextStart) < 0.015) at = this.nextStart;
+      if (at < this.ctx.currentTime) {
+        // Its time passed while the page was busy: nothing to play.
+        if (slot.kind === 'play') {
+          this.last = slot.frame;
+          this.stats.audioFramesSkipped++;
+        } else {
+          this.stats.audioFramesConcealed++;
+        }
+        continue;
+      }
       let planes: Float32Array[];
       if (slot.kind === 'play') {
         planes = slot.frame;
@@ -872,10 +924,6 @@ class AudioPipeline {
           return p;
         });
       }
-      let at = this.ctxTime(slot.captureMs + delay);
-      // Frames follow each other without gaps when they are close to back to back.
-      if (Math.abs(at - this.nextStart) < 0.015) at = this.nextStart;
-      if (at < this.ctx.currentTime) continue;
       const buf = this.ctx.createBuffer(this.channels, planes[0].length, this.rate);
       for (let c = 0; c < this.channels; c++) buf.copyToChannel((planes[c] ?? planes[0]) as Float32Array<ArrayBuffer>, c);
       const src = this.ctx.createBufferSource();
@@ -887,7 +935,7 @@ class AudioPipeline {
   }
 
   close(): void {
-    clearInterval(this.timer);
+    clearInterval(this.interval);
     try {
       this.decoder.close();
     } catch {
