@@ -31,6 +31,14 @@ export interface PlayoutConfig {
    * audio scheduler conceals a missing frame 15 ms before its turn, plus one 10 ms timer tick.
    */
   lateMarginMs: number;
+  /**
+   * Most a late frame raises the delay by (ms): one frame held up 150 ms is an outlier,
+   * as one slow transit is (the 95th percentile leaves it out), not a reason to add 150 ms
+   * to every frame after it; a lasting shortfall raises it again a burst later.
+   */
+  lateStepMs: number;
+  /** Late frames within this long (ms) of a raise are one burst and raise nothing more. */
+  lateBurstMs: number;
 }
 
 /** Defaults of {@link PlayoutConfig}. */
@@ -41,6 +49,8 @@ export const DEFAULT_PLAYOUT: PlayoutConfig = {
   shrinkPerSecond: 20,
   shrinkShare: 0.5,
   lateMarginMs: 25,
+  lateStepMs: 30,
+  lateBurstMs: 500,
 };
 
 /** What {@link PlayoutClock.late} did with a late frame. */
@@ -54,7 +64,7 @@ export interface PlayoutStats {
   spreadMs: number;
   /** Late frames that raised the delay. */
   lateRaised: number;
-  /** Late frames the delay already covered (an earlier one of the same burst raised it). */
+  /** Late frames the delay covered by then, or whose burst had raised it already. */
   lateCovered: number;
   /** Late frames blamed on the page stalling, which left the delay as it was. */
   lateStalled: number;
@@ -72,6 +82,7 @@ export class PlayoutClock {
   private lateCovered = 0;
   private lateStalled = 0;
   private raisedMs = 0;
+  private lastRaise = -Infinity;
 
   constructor(cfg: Partial<PlayoutConfig> = {}) {
     this.cfg = { ...DEFAULT_PLAYOUT, ...cfg };
@@ -115,15 +126,17 @@ export class PlayoutClock {
   }
 
   /**
-   * A frame came too late to play, `decodedMs` after its capture (wall clock, decoded and
-   * ready): transit alone does not show that, decoding and scheduling take time too. Raises
-   * the delay to what that frame needed (capped at the largest margin), so a burst of late
-   * frames raises it once to the worst of them, not once per frame. A frame made late by the
-   * page itself stalling (`stalled`: the scheduler's timer did not run when its slot was
-   * decided) leaves it alone: the sound is lost during a stall whatever the delay (only the
-   * next 40 ms are handed to the audio output ahead), so a longer delay would only add latency.
+   * A frame came too late to play at `nowMs`, `decodedMs` after its capture (wall clock,
+   * decoded and ready): transit alone does not show that, decoding and scheduling take time
+   * too. Raises the delay towards what that frame needed, by at most
+   * {@link PlayoutConfig.lateStepMs} and once per burst ({@link PlayoutConfig.lateBurstMs}),
+   * capped at the largest margin: before, each late frame added 10 ms, and one hold-up that
+   * made eight frames late added 80 ms. A frame made late by the page itself stalling
+   * (`stalled`: the scheduler's timer did not run when its slot was decided) leaves it
+   * alone: the sound is lost during a stall whatever the delay (only the next 40 ms are
+   * handed to the audio output ahead), so a longer delay would only add latency.
    */
-  late(decodedMs: number, stalled = false): LateOutcome {
+  late(nowMs: number, decodedMs: number, stalled = false): LateOutcome {
     if (stalled) {
       this.lateStalled++;
       return 'stall';
@@ -131,12 +144,14 @@ export class PlayoutClock {
     if (this.current === undefined) return 'enough';
     const floor = this.floorMs ?? 0;
     const need = Math.min(floor + this.cfg.maxMarginMs, decodedMs + this.cfg.lateMarginMs);
-    if (need <= this.current) {
+    if (need <= this.current || nowMs - this.lastRaise < this.cfg.lateBurstMs) {
       this.lateCovered++;
       return 'enough';
     }
-    this.raisedMs += need - this.current;
-    this.current = need;
+    const raised = Math.min(need, this.current + this.cfg.lateStepMs);
+    this.raisedMs += raised - this.current;
+    this.current = raised;
+    this.lastRaise = nowMs;
     this.lateRaised++;
     return 'raised';
   }

@@ -865,9 +865,9 @@ class AudioPipeline {
     d.close();
     // A frame too late for its slot means the delay is short of what decoding and
     // scheduling need here, unless the page stalled when its slot was decided: the clock
-    // lengthens it to what this frame needed (it shrinks again when things calm down).
+    // lengthens it towards what this frame needed (it shrinks again when things calm down).
     if (meta && !this.jitter.push(meta.seq, meta.captureMs, planes)) {
-      this.clock.late(Date.now() - meta.captureMs, this.jitter.concealedInStall(meta.seq));
+      this.clock.late(performance.now(), Date.now() - meta.captureMs, this.jitter.concealedInStall(meta.seq));
     }
   }
 
