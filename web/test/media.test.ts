@@ -306,3 +306,31 @@ test('after a standing queue drains, the playout delay comes down to the largest
   for (let i = 1; i <= 50; i++) c.observe(15_000 + i * 20 + 40, 15_000 + i * 20);
   assert.ok(c.delayMs! > 40 + 600 - 30, `delay ${c.delayMs} ms a second later`);
 });
+
+test('transits taken in while the page stalled do not widen the playout margin', () => {
+  const stalled = new PlayoutClock();
+  const counted = new PlayoutClock();
+  // 10 ms transits, 50 objects a second; every second the page stalls and the next eight
+  // objects are taken in at once, 150 down to 10 ms late on top (16 % of the samples).
+  for (let i = 0; i < 250; i++) {
+    const k = i % 50;
+    const extra = k < 8 ? 150 - k * 20 : 0;
+    stalled.observe(10_000 + i * 20 + 10 + extra, 10_000 + i * 20, extra > 0);
+    counted.observe(10_000 + i * 20 + 10 + extra, 10_000 + i * 20);
+  }
+  assert.ok(counted.delayMs! > 10 + 100, `counted: ${counted.delayMs}`);
+  assert.equal(stalled.delayMs, 10 + 70);
+  assert.equal(stalled.stats.spreadMs, 0);
+  assert.ok(stalled.stats.samplesStalled >= 35);
+});
+
+test('a page is busy while its timer is overdue and until the run after a stall is followed', () => {
+  const w = new TimerWatch();
+  w.tick(0);
+  assert.equal(w.busy(5), false);
+  assert.equal(w.busy(45), true, 'overdue');
+  assert.equal(w.tick(100), true);
+  assert.equal(w.busy(101), true, 'taking in what was queued');
+  assert.equal(w.tick(110), false);
+  assert.equal(w.busy(112), false);
+});

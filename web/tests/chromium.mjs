@@ -191,14 +191,14 @@ export function sampleBarcode(page, ms) {
 
 /**
  * One line on why a player's playout delay is what it is (from its stats): the transit
- * floor and spread it covers, what late audio frames did to it (raised it, were covered by
+ * floor and spread it covers (and the samples left out of it as stalled), what late audio frames did to it (raised it, were covered by
  * a raise already, or were blamed on the page stalling), audio skipped because the page
  * was busy, and how the page's 10 ms audio timer kept time. A failed timing test prints it.
  */
 export function playoutSummary(s) {
   const p = s.playout ?? {};
   return (
-    `playout delay ${s.playoutDelayMs} ms = transit floor ${p.floorMs} + margin (spread ${p.spreadMs}); ` +
+    `playout delay ${s.playoutDelayMs} ms = transit floor ${p.floorMs} + margin (spread ${p.spreadMs}, ${p.samplesStalled} samples taken in during stalls left out); ` +
     `late audio ${s.audioFramesLate}: raised ${p.lateRaised} (+${p.raisedMs} ms), covered ${p.lateCovered}, stalled ${p.lateStalled}; ` +
     `audio decoded ${s.audioFramesDecoded}, skipped ${s.audioFramesSkipped}, output latency ${s.audioOutputLatencyMs} ms; ` +
     `timer longest gap ${p.longestTimerGapMs} ms, stalls ${p.timerStalls}`

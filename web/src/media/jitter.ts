@@ -62,6 +62,8 @@ export interface PlayoutStats {
   floorMs: number;
   /** 95th percentile of transit minus the floor (ms): the jitter the margin covers. */
   spreadMs: number;
+  /** Transit samples in the window taken in while the page stalled (not in the spread). */
+  samplesStalled: number;
   /** Late frames that raised the delay. */
   lateRaised: number;
   /** Late frames the delay covered by then, or whose burst had raised it already. */
@@ -75,7 +77,7 @@ export interface PlayoutStats {
 /** Capture-to-playout delay from the transit of recent objects. */
 export class PlayoutClock {
   private readonly cfg: PlayoutConfig;
-  private samples: { t: number; transit: number }[] = [];
+  private samples: { t: number; transit: number; stalled: boolean }[] = [];
   private current?: number;
   private lastUpdate = 0;
   private lateRaised = 0;
@@ -88,19 +90,32 @@ export class PlayoutClock {
     this.cfg = { ...DEFAULT_PLAYOUT, ...cfg };
   }
 
-  /** Records one object's arrival at `arrivalMs` (wall clock) captured at `captureMs`. */
-  observe(arrivalMs: number, captureMs: number): void {
+  /**
+   * Records one object's arrival at `arrivalMs` (wall clock) captured at `captureMs`.
+   * `stalled`: it was taken in while the page stalled ({@link TimerWatch.busy}), so its
+   * transit holds the stall too: it is left out of the spread, as a longer delay brings
+   * back nothing lost in a stall (see {@link late}).
+   */
+  observe(arrivalMs: number, captureMs: number, stalled = false): void {
     const transit = arrivalMs - captureMs;
-    this.samples.push({ t: arrivalMs, transit });
+    this.samples.push({ t: arrivalMs, transit, stalled });
     while (this.samples.length > 0 && arrivalMs - this.samples[0].t > this.cfg.windowMs) this.samples.shift();
     this.update(arrivalMs);
   }
 
-  private target(): number | undefined {
+  /** The lowest transit in the window and the 95th percentile of those not stalled. */
+  private spread(): { floor: number; p95: number } | undefined {
     if (this.samples.length === 0) return undefined;
-    const s = this.samples.map((x) => x.transit).sort((a, b) => a - b);
-    const floor = s[0];
-    const p95 = s[Math.min(s.length - 1, Math.floor(s.length * 0.95))];
+    const calm = this.samples.filter((x) => !x.stalled);
+    const s = (calm.length > 0 ? calm : this.samples).map((x) => x.transit).sort((a, b) => a - b);
+    const floor = Math.min(s[0], this.floorMs!);
+    return { floor, p95: s[Math.min(s.length - 1, Math.floor(s.length * 0.95))] };
+  }
+
+  private target(): number | undefined {
+    const sp = this.spread();
+    if (sp === undefined) return undefined;
+    const { floor, p95 } = sp;
     // 30 ms above the 95th percentile: time to decode and schedule what arrives last.
     const margin = Math.min(this.cfg.maxMarginMs, Math.max(this.cfg.minMarginMs, p95 - floor + 30));
     return floor + margin;
@@ -158,12 +173,11 @@ export class PlayoutClock {
 
   /** Figures for diagnostics. */
   get stats(): PlayoutStats {
-    const s = this.samples.map((x) => x.transit).sort((a, b) => a - b);
-    const floor = s[0] ?? 0;
-    const p95 = s[Math.min(s.length - 1, Math.floor(s.length * 0.95))] ?? 0;
+    const sp = this.spread() ?? { floor: 0, p95: 0 };
     return {
-      floorMs: floor,
-      spreadMs: p95 - floor,
+      floorMs: sp.floor,
+      spreadMs: sp.p95 - sp.floor,
+      samplesStalled: this.samples.filter((x) => x.stalled).length,
       lateRaised: this.lateRaised,
       lateCovered: this.lateCovered,
       lateStalled: this.lateStalled,
@@ -313,6 +327,7 @@ export class AudioJitter<T> {
  */
 export class TimerWatch {
   private last?: number;
+  private lastStalled = false;
   /** Longest time between two runs (ms). */
   longestGapMs = 0;
   /** Runs that came after a stall. */
@@ -331,8 +346,17 @@ export class TimerWatch {
     const gap = this.last === undefined ? 0 : nowMs - this.last;
     this.last = nowMs;
     this.longestGapMs = Math.max(this.longestGapMs, gap);
-    if (gap <= this.stallMs) return false;
-    this.stalls++;
-    return true;
+    this.lastStalled = gap > this.stallMs;
+    if (this.lastStalled) this.stalls++;
+    return this.lastStalled;
+  }
+
+  /**
+   * Whether the page is in a stall at `nowMs`: the timer is overdue, or its last run came
+   * after a stall and the next has not come yet (what was queued meanwhile is being taken in).
+   */
+  busy(nowMs: number): boolean {
+    if (this.last === undefined) return false;
+    return nowMs - this.last > this.stallMs || this.lastStalled;
   }
 }

@@ -200,7 +200,7 @@ export class Player {
     arrivalLatencyMs: { p50: 0, last: 0 },
     decodeLatencyMs: { p50: 0, last: 0 },
     playoutDelayMs: 0,
-    playout: { floorMs: 0, spreadMs: 0, lateRaised: 0, lateCovered: 0, lateStalled: 0, raisedMs: 0, longestTimerGapMs: 0, timerStalls: 0 },
+    playout: { floorMs: 0, spreadMs: 0, samplesStalled: 0, lateRaised: 0, lateCovered: 0, lateStalled: 0, raisedMs: 0, longestTimerGapMs: 0, timerStalls: 0 },
     errors: [],
   };
   /** The broadcast namespace. */
@@ -486,7 +486,7 @@ export class Player {
     if (us !== undefined && !fetched) {
       const captureMs = us / 1000;
       const lat = Date.now() - captureMs;
-      this.clock.observe(Date.now(), captureMs);
+      this.clock.observe(Date.now(), captureMs, this.audio?.timer.busy(performance.now()));
       if (st === this.switcher.feed) {
         this.arrivalLatency.push(lat);
         if (this.arrivalLatency.length > SAMPLES) this.arrivalLatency.shift();
@@ -843,7 +843,7 @@ class AudioPipeline {
     if (o.status !== ObjectStatus.Normal || o.payload.length === 0) return;
     const us = captureTimestampUs(o.extensions);
     if (us === undefined) return;
-    this.clock.observe(Date.now(), us / 1000);
+    this.clock.observe(Date.now(), us / 1000, this.timer.busy(performance.now()));
     if (this.decoder.state !== 'configured') return;
     try {
       this.decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp: us, data: o.payload }));
@@ -877,7 +877,7 @@ class AudioPipeline {
    * {@link outputLatencyMs} later, as a frame drawn on the canvas is seen a display
    * refresh or two later. (Mapped to the time it is heard, from getOutputTimestamp, a frame
    * handed over 40 ms ahead fell behind `currentTime` wherever the output latency was over
-   * 40 ms, 41-43 ms in headless Chromium, and was dropped unheard: 250-390 of 450-490.)
+   * 40 ms, 40-43 ms in headless Chromium, and was dropped unheard: 250-391 of 451-494.)
    */
   private ctxTime(wallMs: number): number {
     return this.ctx.currentTime + (wallMs - Date.now()) / 1000;
