@@ -29,7 +29,9 @@
 //! hook in the relay's session or track code. Its publishing side is the client library's
 //! [`Publisher`], so joining fetches, the catalog and NEW GROUP REQUEST in a SUBSCRIBE work
 //! as for `tiermesh pub`: a NEW GROUP REQUEST makes every rung start a new group at the next
-//! frame ([`Ladder::request_key_frame`]).
+//! frame ([`Ladder::request_key_frame`]). Its source has nothing due at a time of its own:
+//! the rungs' workers and the audio pass-through wake the publisher when they hand it
+//! objects (`Handover`, [`Source::wakeup`]), and it sleeps otherwise.
 //!
 //! Real time comes first. Decoding and encoding run on dedicated OS threads per broadcast,
 //! never on the async runtime: a decoder thread, a ladder thread that decides groups and
@@ -72,7 +74,7 @@ use tiermesh_proto::catalog::CATALOG_TRACK_NAME;
 use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::loc::LocProperties;
 use tiermesh_proto::types::{FullTrackName, TrackName, TrackNamespace};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::auth::{Action, Algorithm, Authorizer, Claims, KeyError, SigningKey};
 use crate::config::RelayConfig;
@@ -85,12 +87,6 @@ pub const SOURCE_FIELD: &str = "source";
 /// the next key frame: one second at 30 fps. Behind that, frames would reach viewers too
 /// late for a 500 ms glass-to-glass budget anyway, and memory stays bounded.
 pub const MAX_DECODE_BACKLOG: usize = 30;
-
-/// How often the publishing side looks for frames the ladder thread finished. The client
-/// library's publisher is driven by poll timeouts, not by channel wake-ups; 5 ms is a sixth
-/// of a 30 fps frame interval (the latency it can add) and costs 200 cheap wake-ups a second
-/// per broadcast.
-const POLL_INTERVAL_US: u64 = 5_000;
 
 /// How long the ingest waits for the source's catalog before giving up (and retrying).
 const CATALOG_WAIT: Duration = Duration::from_secs(10);
@@ -778,18 +774,49 @@ fn decode_loop(
     }
 }
 
+/// The way objects reach the publishing side: a channel, and a wake-up for the publisher,
+/// which sleeps until objects come ([`Source::wakeup`]). Objects handed over together are
+/// followed by one notification, sent after them: `Notify::notify_one` leaves a permit when
+/// the publisher is not waiting yet (busy with earlier objects), so its next wait returns at
+/// once and no object is left to wait for a later one.
+#[derive(Clone)]
+struct Handover {
+    tx: mpsc::Sender<synthetic::Object>,
+    wake: Arc<Notify>,
+}
+
+impl Handover {
+    fn new() -> (Self, mpsc::Receiver<synthetic::Object>) {
+        let (tx, rx) = mpsc::channel();
+        (Self { tx, wake: Arc::new(Notify::new()) }, rx)
+    }
+
+    /// Hands `objects` to the publishing side and wakes it once for them.
+    fn send(&self, objects: impl IntoIterator<Item = synthetic::Object>) {
+        let mut any = false;
+        for o in objects {
+            // The receiver is gone only while the broadcast is ending.
+            let _ = self.tx.send(o);
+            any = true;
+        }
+        if any {
+            self.wake.notify_one();
+        }
+    }
+}
+
 /// Where the ladder's frames go: the rung's track index, and the group ID offset.
 #[derive(Clone)]
 struct Output {
-    tx: mpsc::Sender<synthetic::Object>,
+    to: Handover,
     rung_track: Vec<usize>,
     group_base: u64,
 }
 
 impl Output {
     fn send(&self, frames: Vec<tiermesh_codec::EncodedFrame>, stats: &Stats) {
-        for f in frames {
-            let Some(&track) = self.rung_track.get(f.rung) else { continue };
+        let objects = frames.into_iter().filter_map(|f| {
+            let &track = self.rung_track.get(f.rung)?;
             let mut extensions = Extensions::default();
             let props = LocProperties {
                 timestamp: Some(f.capture_us),
@@ -800,7 +827,7 @@ impl Output {
                 tracing::warn!(error = %e, "LOC properties not written");
             }
             stats.add(|c| &c.video_objects, 1);
-            let _ = self.tx.send(synthetic::Object {
+            Some(synthetic::Object {
                 track,
                 group_id: self.group_base + f.group_id,
                 object_id: f.object_id,
@@ -808,8 +835,9 @@ impl Output {
                 key: f.key_frame,
                 extensions,
                 payload: Bytes::from(f.data),
-            });
-        }
+            })
+        });
+        self.to.send(objects);
     }
 }
 
@@ -883,13 +911,16 @@ fn encode_loop(
     pipeline.finish();
 }
 
-/// The publishing side's view of one ingested broadcast: objects come from the ladder
-/// thread and the audio pass-through through a channel.
+/// The publishing side's view of one ingested broadcast: objects come from the ladder's
+/// workers and the audio pass-through through a channel, each with a wake-up
+/// ([`Handover`]); nothing is due at a time of its own but the first catalog.
 struct IngestSource {
     spec: BroadcastSpec,
     catalog_json: Bytes,
     catalog_due: Option<u64>,
     rx: mpsc::Receiver<synthetic::Object>,
+    /// Notified after objects are sent on `rx`.
+    wake: Arc<Notify>,
     key_request: Arc<AtomicBool>,
     /// Per track of `spec`, the ladder rung it carries.
     track_rung: Vec<Option<usize>>,
@@ -910,7 +941,11 @@ impl Source for IngestSource {
     }
 
     fn poll_timeout(&self) -> Option<u64> {
-        Some(now_us() + POLL_INTERVAL_US)
+        self.catalog_due
+    }
+
+    fn wakeup(&self) -> Option<Arc<Notify>> {
+        Some(self.wake.clone())
     }
 
     fn catalog_object(&self, group_id: u64, now_us: u64) -> Option<synthetic::Object> {
@@ -1071,10 +1106,10 @@ async fn ingest(
     tracing::info!(broadcast = %broadcast, source = %video.name, codec = %codec, rungs = ?rung_names, "ingest: making the ladder");
 
     let stats = Stats { own: Arc::new(Counters::default()), all: all.clone() };
-    let (out_tx, out_rx) = mpsc::channel();
+    let (handover, out_rx) = Handover::new();
     let key_request = Arc::new(AtomicBool::new(false));
     let output = Output {
-        tx: out_tx.clone(),
+        to: handover.clone(),
         rung_track: layout.rung_track.clone(),
         group_base: now_us() / 1_000_000,
     };
@@ -1107,6 +1142,7 @@ async fn ingest(
         catalog_json: Bytes::from(layout.catalog.to_json().into_bytes()),
         catalog_due: Some(now_us()),
         rx: out_rx,
+        wake: handover.wake.clone(),
         key_request,
         track_rung: layout.track_rung,
         watched,
@@ -1171,7 +1207,7 @@ async fn ingest(
                     let Some(track) = audio_index else { continue };
                     stats.add(|c| &c.audio_objects, 1);
                     let capture_us = tiermesh_proto::loc::capture_timestamp_us(&o.extensions).unwrap_or_else(now_us);
-                    let _ = out_tx.send(synthetic::Object {
+                    handover.send([synthetic::Object {
                         track,
                         group_id: o.group_id,
                         object_id: o.object_id,
@@ -1179,7 +1215,7 @@ async fn ingest(
                         key: o.object_id == 0,
                         extensions: o.extensions,
                         payload: o.payload,
-                    });
+                    }]);
                 }
                 _ = log.tick() => log_stats(broadcast, &stats.own.snapshot(), started.elapsed()),
             }
@@ -1387,8 +1423,8 @@ mod tests {
             ..IngestConfig::default()
         };
         let ladder = Ladder::new(config.ladder(Some((160, 90)), 30.0)).unwrap();
-        let (out_tx, out_rx) = mpsc::channel();
-        let output = Output { tx: out_tx, rung_track: vec![1], group_base: 0 };
+        let (to, out_rx) = Handover::new();
+        let output = Output { to, rung_track: vec![1], group_base: 0 };
         let (picture_tx, picture_rx) = mpsc::sync_channel(10);
         let pattern = test_pattern::Generator::new(160, 90, 30.0).unwrap();
         // Ten pictures queued while the decoder is already at 300 ms.
@@ -1408,6 +1444,130 @@ mod tests {
         assert_eq!((got.frames_dropped, got.frames_encoded), (4, 6), "{got:?}");
         let first = out_rx.try_iter().next().unwrap();
         assert_eq!((first.object_id, first.key, first.capture_us), (0, true, 4 * 33_333));
+    }
+
+    /// A two-rung ladder cheap enough for a debug build: 180p and 90p H.264.
+    fn two_rungs() -> IngestConfig {
+        let rung = |name: &str, width, height, bitrate| RungConfig {
+            name: name.into(),
+            width,
+            height,
+            fps: None,
+            bitrate,
+            codec: RungCodec::H264,
+        };
+        IngestConfig {
+            rungs: vec![rung("180p", 320, 180, 150_000), rung("90p", 160, 90, 60_000)],
+            ..IngestConfig::default()
+        }
+    }
+
+    /// The publishing side of `ladder`'s broadcast, every rung watched, and the ladder
+    /// thread's output feeding it.
+    fn source_and_output(ladder: &Ladder) -> (IngestSource, Output) {
+        let layout = layout(ladder, None);
+        let (to, rx) = Handover::new();
+        let watched: Arc<[AtomicBool]> =
+            layout.rung_track.iter().map(|_| AtomicBool::new(true)).collect();
+        let source = IngestSource {
+            spec: layout.spec,
+            catalog_json: Bytes::from(layout.catalog.to_json().into_bytes()),
+            catalog_due: Some(0),
+            rx,
+            wake: to.wake.clone(),
+            key_request: Arc::default(),
+            track_rung: layout.track_rung,
+            watched,
+        };
+        (source, Output { to, rung_track: layout.rung_track, group_base: 0 })
+    }
+
+    fn picture(pattern: &test_pattern::Generator, i: u32) -> Picture {
+        Picture { image: Arc::new(pattern.next_frame(i)), capture_us: u64::from(i) * 33_333 }
+    }
+
+    /// Frames handed over while the publisher is busy elsewhere (not waiting) still wake
+    /// it: its next wait returns at once, rather than leaving them until later frames come.
+    #[tokio::test]
+    async fn frames_handed_over_while_the_publisher_is_busy_still_wake_it() {
+        let ladder = Ladder::new(two_rungs().ladder(Some((320, 180)), 30.0)).unwrap();
+        let (mut source, output) = source_and_output(&ladder);
+        let wake = source.wakeup().expect("the ingest's source has no wake-up");
+        let pattern = test_pattern::Generator::new(320, 180, 30.0).unwrap();
+        let (picture_tx, picture_rx) = mpsc::sync_channel(10);
+        for i in 0..3 {
+            picture_tx.send(picture(&pattern, i)).unwrap();
+        }
+        drop(picture_tx);
+        // Every frame is encoded and handed over while nobody waits.
+        let watched = source.watched.clone();
+        encode_loop(
+            ladder,
+            picture_rx,
+            Arc::default(),
+            200_000,
+            Arc::default(),
+            watched,
+            output,
+            stats(),
+        );
+        let woken = tokio::time::timeout(Duration::from_secs(5), wake.notified()).await;
+        assert!(woken.is_ok(), "the wake-up for frames handed over earlier was lost");
+        let objects: Vec<_> = std::iter::from_fn(|| source.poll_object(now_us())).collect();
+        assert_eq!(objects.iter().filter(|o| o.track != 0).count(), 6, "{objects:?}");
+    }
+
+    /// The publishing side asks for no polling (nothing is due at a time of its own after
+    /// the first catalog), and a publisher that only sleeps until woken still gets every
+    /// frame of every rung as the rungs' workers hand them over, one source frame every
+    /// 10 ms. A lost wake-up leaves frames waiting for ever (here: until the bound).
+    #[tokio::test]
+    async fn frames_keep_flowing_to_a_publisher_that_sleeps_until_woken() {
+        const FRAMES: u32 = 60;
+        let ladder = Ladder::new(two_rungs().ladder(Some((320, 180)), 30.0)).unwrap();
+        let (mut source, output) = source_and_output(&ladder);
+        let wake = source.wakeup().expect("the ingest's source has no wake-up");
+        let catalog = source.poll_object(now_us()).expect("the first catalog");
+        assert_eq!(catalog.track, 0);
+        assert_eq!(source.poll_timeout(), None, "the publishing side asks to be polled");
+
+        let (picture_tx, picture_rx) = mpsc::sync_channel(10);
+        let watched = source.watched.clone();
+        let encoder = std::thread::spawn(move || {
+            let (newest, key) = (Arc::default(), Arc::default());
+            encode_loop(ladder, picture_rx, newest, 200_000, key, watched, output, stats());
+        });
+        let feeder = std::thread::spawn(move || {
+            let pattern = test_pattern::Generator::new(320, 180, 30.0).unwrap();
+            for i in 0..FRAMES {
+                // The source's pace (a third of a 30 fps interval, so that the workers'
+                // hand-overs meet the publisher both waiting and busy).
+                std::thread::sleep(Duration::from_millis(10));
+                if picture_tx.send(picture(&pattern, i)).is_err() {
+                    return;
+                }
+            }
+        });
+        let expected = 2 * FRAMES as usize;
+        let mut got = Vec::new();
+        let flowed = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                got.extend(std::iter::from_fn(|| source.poll_object(now_us())));
+                if got.len() >= expected {
+                    return;
+                }
+                wake.notified().await;
+            }
+        })
+        .await;
+        assert!(flowed.is_ok(), "{} of {expected} frames came: a wake-up was lost", got.len());
+        feeder.join().unwrap();
+        encoder.join().unwrap();
+        for track in [1, 2] {
+            let ids: Vec<u64> =
+                got.iter().filter(|o| o.track == track).map(|o| o.object_id).collect();
+            assert_eq!(ids.len(), FRAMES as usize, "track {track}: {ids:?}");
+        }
     }
 
     /// What a NEW GROUP REQUEST does: the publisher calls `request_key_frame` on its source,
@@ -1438,18 +1598,19 @@ mod tests {
         let ladder = Ladder::new(config.ladder(Some((320, 180)), 30.0)).unwrap();
         let layout = layout(&ladder, None);
         assert_eq!(layout.catalog.tracks.len(), 2);
-        let (out_tx, out_rx) = mpsc::channel();
+        let (to, out_rx) = Handover::new();
         let key_request = Arc::new(AtomicBool::new(false));
         let mut source = IngestSource {
             spec: layout.spec,
             catalog_json: Bytes::from(layout.catalog.to_json().into_bytes()),
             catalog_due: Some(0),
             rx: out_rx,
+            wake: to.wake.clone(),
             key_request: key_request.clone(),
             track_rung: layout.track_rung.clone(),
             watched: Arc::new([AtomicBool::new(true), AtomicBool::new(true)]),
         };
-        let output = Output { tx: out_tx, rung_track: layout.rung_track.clone(), group_base: 1000 };
+        let output = Output { to, rung_track: layout.rung_track.clone(), group_base: 1000 };
         let (picture_tx, picture_rx) = mpsc::sync_channel(1);
         let s = stats();
         let encoder = {
