@@ -491,32 +491,24 @@ impl MediaBroadcast {
         let change = ctl.on_estimate(now_us, estimate_bps);
         self.stats.uplink_estimate_bps = ctl.smoothed_bps().unwrap_or(0);
         let Some(change) = change else { return };
-        if change.top_rung == Some(false) {
-            // A one-rung ladder keeps its rung whatever the uplink does.
-            if enc.pipeline.config().rungs.len() >= 2
-                && let Err(e) = enc.pipeline.set_rung_wanted(0, false)
-            {
-                self.stats.errors += 1;
-                tracing::warn!(error = %e, "stopping the top rung failed");
+        let top = enc.pipeline.config().rungs.first().map_or("", |r| r.name.as_str());
+        let estimate_kbps = ctl.smoothed_bps().unwrap_or(0) / 1000;
+        match change.top_rung {
+            Some(false) => {
+                self.stats.top_rung_drops += 1;
+                tracing::info!(rung = %top, estimate_kbps, "uplink cannot carry the top rung: dropped");
             }
-            self.stats.top_rung_drops += 1;
-            tracing::info!(
-                rung = %enc.pipeline.config().rungs.first().map_or("", |r| r.name.as_str()),
-                estimate_kbps = ctl.smoothed_bps().unwrap_or(0) / 1000,
-                "uplink cannot carry the top rung: dropped"
-            );
+            Some(true) => tracing::info!(
+                rung = %top,
+                estimate_kbps,
+                "uplink carries the top rung again: back at the next group"
+            ),
+            None => {}
         }
-        if change.top_rung == Some(true) {
+        if change.top_rung.is_some() {
             self.apply_wanted(0);
         }
         let (Some(ctl), Some(enc)) = (&self.uplink, &mut self.encoder) else { return };
-        if change.top_rung == Some(true) {
-            tracing::info!(
-                rung = %enc.pipeline.config().rungs.first().map_or("", |r| r.name.as_str()),
-                estimate_kbps = ctl.smoothed_bps().unwrap_or(0) / 1000,
-                "uplink carries the top rung again: back at the next group"
-            );
-        }
         for (rung, &bps) in change.rates.iter().enumerate() {
             if bps > 0
                 && let Err(e) = enc.pipeline.set_bitrate(rung, bps)
@@ -541,13 +533,22 @@ impl MediaBroadcast {
     }
 
     /// Encodes rung `rung` (highest first) when somebody watches it and, for the top rung,
-    /// the uplink carries it; else stops it. A rung that starts again begins at the
-    /// ladder's next group start, with a key frame, aligned with the other rungs.
+    /// the uplink carries it (the pipeline decides whether a ladder may lose its top rung);
+    /// else stops it. A rung that starts again begins at the ladder's next group start, with
+    /// a key frame, aligned with the other rungs.
     fn apply_wanted(&mut self, rung: usize) {
         let top_dropped = self.uplink.as_ref().is_some_and(UplinkController::top_dropped);
-        let want = self.watched.get(rung).copied().unwrap_or(true) && !(rung == 0 && top_dropped);
+        let watched = self.watched.get(rung).copied().unwrap_or(true);
         let Some(enc) = &mut self.encoder else { return };
-        if let Err(e) = enc.pipeline.set_rung_wanted(rung, want) {
+        if rung == 0 && watched {
+            if top_dropped {
+                enc.pipeline.drop_top_rung();
+            } else {
+                enc.pipeline.restore_top_rung();
+            }
+            return;
+        }
+        if let Err(e) = enc.pipeline.set_rung_wanted(rung, watched) {
             self.stats.errors += 1;
             tracing::warn!(error = %e, rung, "starting or stopping a rung failed");
         }

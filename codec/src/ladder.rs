@@ -642,30 +642,6 @@ impl Ladder {
         state.get(rung).copied().unwrap_or(false)
     }
 
-    /// Stops encoding the top rung from the next frame on (the uplink cannot carry it).
-    /// Frames an AV1 encoder still held are returned. Does nothing on a one-rung ladder.
-    ///
-    /// # Errors
-    /// [`Error::Encode`] if draining the encoder fails.
-    pub fn drop_top_rung(&mut self) -> Result<Vec<EncodedFrame>, Error> {
-        if self.rungs.len() < 2 {
-            return Ok(Vec::new());
-        }
-        self.set_rung_wanted(0, false)
-    }
-
-    /// Resumes the top rung at the next group start, so that its groups stay aligned.
-    pub fn restore_top_rung(&mut self) {
-        if let Some(w) = self.grid.wanted.first_mut() {
-            *w = true;
-        }
-    }
-
-    /// Whether the top rung is being encoded now (before the first frame: whether it will).
-    pub fn top_rung_active(&self) -> bool {
-        self.rung_active(0)
-    }
-
     /// Encodes one source picture captured at `capture_us` (wall-clock microseconds) on
     /// every active rung. Returns the frames that came out, in rung order; AV1 rungs return
     /// each frame up to 4 pushes later than H.264 rungs (rav1e's lookahead).
@@ -1219,6 +1195,30 @@ impl Pipeline {
         let grid = lock_grid(&self.grid);
         let state = if grid.started { &grid.active } else { &grid.wanted };
         state.get(rung).copied().unwrap_or(false)
+    }
+
+    /// Stops encoding the top rung from the next frame taken on, because the uplink cannot
+    /// carry it (its worker drains an AV1 encoder to the sink). A one-rung ladder keeps its
+    /// rung whatever the uplink does: there is no lower rung for its viewers to move to.
+    /// Returns whether the top rung is stopped.
+    pub fn drop_top_rung(&mut self) -> bool {
+        let mut grid = lock_grid(&self.grid);
+        if grid.wanted.len() < 2 {
+            return false;
+        }
+        grid.set_wanted(0, false);
+        true
+    }
+
+    /// Resumes the top rung at the next group start, so that its groups stay aligned with
+    /// the other rungs'.
+    pub fn restore_top_rung(&mut self) {
+        lock_grid(&self.grid).set_wanted(0, true);
+    }
+
+    /// Whether the top rung is being encoded now (before the first frame: whether it will).
+    pub fn top_rung_active(&self) -> bool {
+        self.rung_active(0)
     }
 
     /// Ends the stream: every worker encodes what it holds, drains its encoder to the sink

@@ -1,14 +1,17 @@
 //! Guards run-time control of the ladder: a key-frame request makes every rung (H.264 and
 //! AV1) start a new group at the very next frame; a bit-rate change takes effect at the
-//! next group; dropping the top rung stops it at once and restoring it resumes it at the
-//! next group start with the same group ID as the other rungs.
+//! next group; dropping the top rung of a pipeline (what the publisher does when its uplink
+//! cannot carry it) stops it at once and restoring it resumes it at the next group start
+//! with the same group ID as the other rungs, while a one-rung ladder keeps its rung.
 
 mod common;
+
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, ensure};
 use common::{av1_rung, default_rung};
 use tiermesh_codec::frame::I420;
-use tiermesh_codec::ladder::GroupLength;
+use tiermesh_codec::ladder::{GroupLength, Pipeline, Sink};
 use tiermesh_codec::test_pattern::Generator;
 use tiermesh_codec::{Codec, EncodedFrame, Ladder, LadderConfig, Rung, av1, h264};
 
@@ -27,6 +30,25 @@ fn push_all(
         out.extend(ladder.push(&sources[i], common::capture_us(i as u32))?);
     }
     Ok(out)
+}
+
+/// A pipeline (every frame pushed is encoded) whose sink collects what the rungs made.
+fn pipeline(cfg: LadderConfig) -> Result<(Pipeline, Arc<Mutex<Vec<EncodedFrame>>>)> {
+    let out: Arc<Mutex<Vec<EncodedFrame>>> = Arc::default();
+    let sink: Sink = {
+        let out = out.clone();
+        Arc::new(move |r: Result<Vec<EncodedFrame>, tiermesh_codec::Error>| {
+            out.lock().unwrap().extend(r.expect("encoding failed"));
+        })
+    };
+    Ok((Ladder::new(cfg)?.into_pipeline(sink)?, out))
+}
+
+fn push_pipeline(p: &mut Pipeline, sources: &[I420], range: std::ops::Range<usize>) -> Result<()> {
+    for i in range {
+        p.push(Arc::new(sources[i].clone()), common::capture_us(i as u32))?;
+    }
+    Ok(())
 }
 
 #[test]
@@ -73,7 +95,7 @@ fn key_frame_request_starts_a_group_on_every_rung_at_the_next_frame() -> Result<
 }
 
 #[test]
-fn bitrate_changes_and_top_rung_drop_follow_group_boundaries() -> Result<()> {
+fn bitrate_changes_follow_group_boundaries() -> Result<()> {
     let cfg = LadderConfig::default()
         .rungs(vec![
             default_rung("360p"),
@@ -83,7 +105,7 @@ fn bitrate_changes_and_top_rung_drop_follow_group_boundaries() -> Result<()> {
         ])
         .group_length(GroupLength::Frames(10));
     let mut ladder = Ladder::new(cfg)?;
-    let sources = small_sources(50);
+    let sources = small_sources(20);
 
     // Group 0 at 300 kbit/s; the change asked in group 0 applies from group 1 on.
     let mut out = push_all(&mut ladder, &sources, 0..5)?;
@@ -101,28 +123,65 @@ fn bitrate_changes_and_top_rung_drop_follow_group_boundaries() -> Result<()> {
     );
     ensure!(ladder.rungs()[1].bitrate == 60_000, "rung reports its new rate");
     ensure!(ladder.catalog(None, None).tracks[1].bitrate == Some(60_000), "catalog follows");
+    Ok(())
+}
+
+#[test]
+fn a_dropped_top_rung_stops_at_once_and_comes_back_at_the_next_group() -> Result<()> {
+    let cfg = LadderConfig::default()
+        .rungs(vec![default_rung("360p"), default_rung("180p")])
+        .group_length(GroupLength::Frames(10));
+    let (mut p, out) = pipeline(cfg)?;
+    let sources = small_sources(50);
 
     // Drop the top rung in the middle of group 2: nothing more from it from the next frame.
-    out.extend(push_all(&mut ladder, &sources, 20..24)?);
-    out.extend(ladder.drop_top_rung()?);
-    ensure!(!ladder.top_rung_active());
-    let dropped = push_all(&mut ladder, &sources, 24..33)?;
-    ensure!(dropped.iter().all(|e| e.rung == 1), "top rung must stay silent while dropped");
+    push_pipeline(&mut p, &sources, 0..24)?;
+    ensure!(p.drop_top_rung(), "a two-rung ladder drops its top rung");
+    ensure!(!p.top_rung_active());
+    push_pipeline(&mut p, &sources, 24..33)?;
     // Restored at frame 33 (group 3): it comes back at frame 40, group 4, with a key frame.
-    ladder.restore_top_rung();
-    let back = push_all(&mut ladder, &sources, 33..50)?;
-    let top: Vec<&EncodedFrame> = back.iter().filter(|e| e.rung == 0).collect();
+    p.restore_top_rung();
+    ensure!(!p.top_rung_active(), "the top rung waits for the next group start");
+    push_pipeline(&mut p, &sources, 33..40)?;
+    ensure!(!p.top_rung_active(), "the top rung waits for the next group start");
+    push_pipeline(&mut p, &sources, 40..50)?;
+    ensure!(p.top_rung_active());
+    p.finish();
+
+    let out = out.lock().unwrap().clone();
+    let mut top: Vec<&EncodedFrame> = out.iter().filter(|e| e.rung == 0).collect();
+    top.sort_by_key(|e| e.input_index);
+    let inputs: Vec<u64> = top.iter().map(|e| e.input_index).collect();
     ensure!(
-        top.first().is_some_and(|e| e.input_index == 40
-            && e.key_frame
-            && e.group_id == 4
-            && e.object_id == 0),
-        "top rung resumed with {:?}",
-        top.first()
+        inputs == (0..24).chain(40..50).collect::<Vec<u64>>(),
+        "top rung encoded source frames {inputs:?}"
     );
-    let low40 = back.iter().find(|e| e.rung == 1 && e.input_index == 40).unwrap();
+    let back = top.iter().find(|e| e.input_index >= 24);
+    ensure!(
+        back.is_some_and(|e| e.key_frame && e.group_id == 4 && e.object_id == 0),
+        "top rung resumed with {back:?}"
+    );
+    let low: Vec<&EncodedFrame> = out.iter().filter(|e| e.rung == 1).collect();
+    ensure!(low.len() == 50, "the lower rung encodes every frame: {}", low.len());
+    let low40 = low.iter().find(|e| e.input_index == 40).unwrap();
     ensure!(low40.group_id == 4 && low40.key_frame, "both rungs start group 4 at frame 40");
-    ensure!(top.len() == 10, "top rung encodes every frame again: {}", top.len());
+    Ok(())
+}
+
+#[test]
+fn a_one_rung_ladder_keeps_its_rung_when_the_top_is_dropped() -> Result<()> {
+    let cfg = LadderConfig::default()
+        .rungs(vec![default_rung("180p")])
+        .group_length(GroupLength::Frames(10));
+    let (mut p, out) = pipeline(cfg)?;
+    let sources = small_sources(15);
+    push_pipeline(&mut p, &sources, 0..5)?;
+    ensure!(!p.drop_top_rung(), "the only rung was dropped");
+    ensure!(p.top_rung_active(), "the only rung stopped");
+    push_pipeline(&mut p, &sources, 5..15)?;
+    p.finish();
+    let n = out.lock().unwrap().len();
+    ensure!(n == 15, "the only rung encoded {n} of 15 frames");
     Ok(())
 }
 
