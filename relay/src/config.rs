@@ -77,11 +77,11 @@ pub struct RelayConfig {
     /// The send scheduler.
     pub scheduler: SchedulerConfig,
     /// The QUIC congestion controller of client sessions and of this relay's end of its mesh
-    /// links: `cubic`, `bbr`, `newreno` or `delay`. The default, cubic, stays until another
-    /// controller measures at least as well on every link profile, on both sides of the link
-    /// (docs/BENCHMARKS.md, "Congestion controller": `delay` keeps the queue shorter on
-    /// `rural` and `step`, but lets more late video through with the subscriber behind
-    /// `congested`).
+    /// links: `cubic`, `bbr`, `newreno` or `delay`. The default stays cubic: `delay` measures
+    /// better on `rural` and `congested`, but in one `step` run of twelve with the subscriber
+    /// behind the link it lost nearly everything, and the browser test `playout-drain` with
+    /// the relay on `delay` failed 5 of 12 runs; neither is traced yet (docs/ARCHITECTURE.md,
+    /// "Cubic stays the default").
     pub congestion: CongestionControl,
     /// The regional mesh; absent (the default), the relay runs alone.
     #[serde(skip_serializing_if = "Option::is_none")]
