@@ -148,6 +148,7 @@ fn dump_dir() -> anyhow::Result<Option<PathBuf>> {
 fn main() -> anyhow::Result<()> {
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let args = Args::parse(&raw)?;
+    let dump = if args.dumped.is_none() { dump_dir()? } else { None };
     println!("{} 720p back after step (s) |", shaped::HEADER.lines().next().unwrap_or(""));
     println!("{}---|", shaped::HEADER.lines().nth(1).unwrap_or(""));
     if let Some(dir) = &args.dumped {
@@ -160,7 +161,6 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let dump = dump_dir()?;
     for &p in &args.profiles {
         for &side in &args.sides {
             for &cc in &args.ccs {
