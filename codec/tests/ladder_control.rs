@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Result, ensure};
-use common::{av1_rung, default_rung};
+use common::{av1_rung, default_rung, pipeline};
 use tiermesh_codec::frame::I420;
-use tiermesh_codec::ladder::{GroupLength, Pipeline, Sink};
+use tiermesh_codec::ladder::{GroupLength, Pipeline};
 use tiermesh_codec::test_pattern::Generator;
 use tiermesh_codec::{Codec, EncodedFrame, Ladder, LadderConfig, Rung, av1, h264};
 
@@ -30,18 +30,6 @@ fn push_all(
         out.extend(ladder.push(&sources[i], common::capture_us(i as u32))?);
     }
     Ok(out)
-}
-
-/// A pipeline (every frame pushed is encoded) whose sink collects what the rungs made.
-fn pipeline(cfg: LadderConfig) -> Result<(Pipeline, Arc<Mutex<Vec<EncodedFrame>>>)> {
-    let out: Arc<Mutex<Vec<EncodedFrame>>> = Arc::default();
-    let sink: Sink = {
-        let out = out.clone();
-        Arc::new(move |r: Result<Vec<EncodedFrame>, tiermesh_codec::Error>| {
-            out.lock().unwrap().extend(r.expect("encoding failed"));
-        })
-    };
-    Ok((Ladder::new(cfg)?.into_pipeline(sink)?, out))
 }
 
 fn push_pipeline(p: &mut Pipeline, sources: &[I420], range: std::ops::Range<usize>) -> Result<()> {

@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Result, ensure};
-use common::{default_rung, ffmpeg_decode, have};
+use common::{default_rung, ffmpeg_decode, have, pipeline};
 use tiermesh_codec::frame::I420;
-use tiermesh_codec::ladder::{GroupLength, Pushed, Sink};
+use tiermesh_codec::ladder::{GroupLength, Pushed};
 use tiermesh_codec::test_pattern::{Generator, read_barcode};
 use tiermesh_codec::{Codec, EncodedFrame, Ladder, LadderConfig, Rung, av1, h264};
 
@@ -30,20 +30,6 @@ fn config() -> LadderConfig {
             Rung::new("90p-av1", 160, 90, 30.0, 60_000, Codec::Av1),
         ])
         .group_length(GroupLength::Frames(10))
-}
-
-/// A pipeline whose sink collects every frame (and fails the test on an encoder error).
-fn pipeline(
-    cfg: LadderConfig,
-) -> Result<(tiermesh_codec::ladder::Pipeline, Arc<Mutex<Vec<EncodedFrame>>>)> {
-    let out: Arc<Mutex<Vec<EncodedFrame>>> = Arc::default();
-    let sink: Sink = {
-        let out = out.clone();
-        Arc::new(move |r: Result<Vec<EncodedFrame>, tiermesh_codec::Error>| {
-            out.lock().unwrap().extend(r.expect("encoding failed"));
-        })
-    };
-    Ok((Ladder::new(cfg)?.into_pipeline(sink)?, out))
 }
 
 /// Decodes a rung's frames in order with OpenH264 or dav1d, and the H.264 stream again with

@@ -5,9 +5,11 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail, ensure};
 use tiermesh_codec::frame::{I420, psnr};
+use tiermesh_codec::ladder::{Pipeline, Sink};
 use tiermesh_codec::scale::Scaler;
 use tiermesh_codec::test_pattern::{Generator, read_barcode};
 use tiermesh_codec::{EncodedFrame, Ladder, LadderConfig, Rung};
@@ -197,4 +199,17 @@ fn tempdir() -> Result<std::path::PathBuf> {
         }
     }
     bail!("no temporary directory")
+}
+
+/// A pipeline (every frame pushed is encoded) whose sink collects what the rungs made, and
+/// fails the test on an encoder error.
+pub fn pipeline(cfg: LadderConfig) -> Result<(Pipeline, Arc<Mutex<Vec<EncodedFrame>>>)> {
+    let out: Arc<Mutex<Vec<EncodedFrame>>> = Arc::default();
+    let sink: Sink = {
+        let out = out.clone();
+        Arc::new(move |r: Result<Vec<EncodedFrame>, tiermesh_codec::Error>| {
+            out.lock().unwrap().extend(r.expect("encoding failed"));
+        })
+    };
+    Ok((Ladder::new(cfg)?.into_pipeline(sink)?, out))
 }
