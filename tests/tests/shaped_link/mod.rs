@@ -94,9 +94,12 @@ pub const SATELLITE: Profile = Profile { name: "satellite", rate: 2_000_000.0, d
 /// `step`: 3 Mbit/s, 30 ms, a third of the rate for 10 s in the middle of the link's run.
 pub const STEP: Profile = Profile { name: "step", rate: 3_000_000.0, delay_ms: 30.0 };
 
+/// Every profile, by name in [`profile`].
+pub const PROFILES: [Profile; 4] = [RURAL, CONGESTED, SATELLITE, STEP];
+
 /// The profile named `name`.
 pub fn profile(name: &str) -> Option<Profile> {
-    [RURAL, CONGESTED, SATELLITE, STEP].into_iter().find(|p| p.name == name)
+    PROFILES.into_iter().find(|p| p.name == name)
 }
 
 /// One shaped run.
@@ -184,6 +187,9 @@ pub struct Outcome {
     pub out: SubOutput,
     /// Wall-clock ms when the link started (its schedule's zero), within a few ms.
     pub link_start_ms: f64,
+    /// Where `TIERMESH_SHAPED_DUMP` had the report saved (its folder is created if missing),
+    /// or why it could not be; `None` without that variable (and for a saved run read back).
+    pub saved: Option<Result<std::path::PathBuf, String>>,
 }
 
 fn free_udp_port() -> SocketAddr {
@@ -258,6 +264,7 @@ pub fn run(r: &Run) -> Outcome {
     let Some(line) = stdout.lines().find(|l| l.starts_with('{')) else {
         panic!("no report ({status})\n{}\n{}", sub.dump(), relay.proc.dump())
     };
+    let mut saved = None;
     if let Some(dir) = std::env::var_os("TIERMESH_SHAPED_DUMP") {
         let name = format!(
             "{}-{:?}-{}-{}-{:.0}.json",
@@ -267,10 +274,19 @@ pub fn run(r: &Run) -> Outcome {
             r.cc.unwrap_or("default"),
             link_start_ms
         );
-        let _ = std::fs::write(std::path::Path::new(&dir).join(name), line);
+        let path = std::path::Path::new(&dir).join(name);
+        let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, line));
+        saved = Some(match written {
+            Ok(()) => Ok(path),
+            Err(e) => {
+                let why = format!("report not saved to {}: {e}", path.display());
+                eprintln!("shaped: {why}");
+                Err(why)
+            }
+        });
     }
     let out: SubOutput = serde_json::from_str(line).expect("report JSON");
-    Outcome { run: r.clone(), out, link_start_ms }
+    Outcome { run: r.clone(), out, link_start_ms, saved }
 }
 
 /// The outcome a `TIERMESH_SHAPED_DUMP` file holds, named as [`run`] names it
@@ -304,7 +320,7 @@ pub fn dumped(path: &std::path::Path) -> Option<Outcome> {
     let mut run = profile_run(profile, side);
     run.mode = mode;
     run.cc = cc;
-    Some(Outcome { run, out, link_start_ms })
+    Some(Outcome { run, out, link_start_ms, saved: None })
 }
 
 /// The figures of one run (see the module docs).
