@@ -7,8 +7,8 @@
 //! wall-clock time and hands out the objects due by then, encoding as it goes.
 //!
 //! ```text
-//! test pattern / Y4M frames ─┐
-//! decoded H.264 / AV1 (--ladder) ─► codec Pipeline (a worker per rung) ─► one LOC object per frame per rung
+//! test pattern / Y4M frames ──────────────────────────┐
+//! H.264 / AV1 of a file (--ladder) ─► decoding thread ─► codec Pipeline (a worker per rung) ─► one LOC object per frame per rung
 //! tone ─► Opus ─────────────────────────────────────► `audio`, one object per group
 //! H.264 / AV1 / Opus samples of a file (no --ladder) ─► passed through as one tier
 //! ```
@@ -21,15 +21,18 @@
 //! WebCodecs codec string, size, frame rate, bit rate and the alternate group that ties
 //! them together.
 //!
-//! Real time comes first, and the publisher's driver never waits for an encoder. The
-//! ladder runs on worker threads, one per rung ([`Pipeline`]); each source frame is
-//! offered to it when it falls due, and the top rung's worker takes the newest frame
-//! offered whenever it is free. Encoded frames come back through a channel, and the
-//! publisher is woken for them ([`Source::wakeup`]). When the encoders cannot keep up
-//! (a slow machine, a busy core), the frames they had no time for are skipped evenly: the
-//! picture moves at a steady lower frame rate (every second or third source frame) rather
-//! than in runs of frames broken by freezes, and audio, the catalog and the network keep
-//! their pace. Skipped source frames are counted in [`MediaStats::frames_dropped`].
+//! Real time comes first, and the publisher's driver never waits for an encoder or a
+//! decoder. The ladder runs on worker threads, one per rung ([`Pipeline`]); each source
+//! frame is offered to it when it falls due, and the top rung's worker takes the newest
+//! frame offered whenever it is free. Encoded frames come back through a channel, and the
+//! publisher is woken for them ([`Handover`], [`Source::wakeup`]). A file's video
+//! (`--input --ladder`) is read and decoded on a thread of its own, at most
+//! [`DECODE_AHEAD`] samples ahead, so a frame is a picture ready to offer when it falls
+//! due. When the encoders cannot keep up (a slow machine, a busy core), the frames they
+//! had no time for are skipped evenly: the picture moves at a steady lower frame rate
+//! (every second or third source frame) rather than in runs of frames broken by freezes,
+//! and audio, the catalog and the network keep their pace. Skipped source frames are
+//! counted in [`MediaStats::frames_dropped`].
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -45,7 +48,7 @@ use tiermesh_proto::catalog::CATALOG_TRACK_NAME;
 use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::loc::{self, LocProperties};
 
-use crate::publish::Source;
+use crate::publish::{Handover, Source};
 use crate::synthetic::{self, AUDIO_FRAME_US, BroadcastSpec, TrackKind, TrackSpec};
 use crate::uplink::{UplinkConfig, UplinkController, UplinkMeter};
 use tokio::sync::Notify;
@@ -55,6 +58,12 @@ use tokio::sync::Notify;
 /// without dropping, more would add latency every viewer sees. (The decoder itself decodes
 /// every frame, so that references stay intact.)
 pub const MAX_LAG_FRAMES: u64 = 2;
+
+/// Samples of a file (`--input --ladder`; video pictures and audio packets, in file order)
+/// that its decoding thread may have ready before they fall due: about 100 ms of a 30 fps
+/// file with 20 ms audio packets, enough for a key frame that decodes slowly to be ready
+/// on time, while at most this many decoded pictures are held (24 MB at 1080p).
+pub const DECODE_AHEAD: usize = 8;
 
 /// Audio bit rate of the test tone's Opus encoding (speech quality, with FEC room).
 const TONE_BITRATE: u32 = 32_000;
@@ -71,6 +80,9 @@ pub enum MediaError {
     /// The input holds nothing tiermesh can publish.
     #[error("{0}")]
     Unsupported(String),
+    /// The thread that decodes a file's video could not be started.
+    #[error("starting the decoding thread: {0}")]
+    Thread(#[from] std::io::Error),
 }
 
 /// What a [`MediaBroadcast`] did so far.
@@ -130,10 +142,64 @@ enum Video {
     Pattern(test_pattern::Generator),
     /// Raw pictures from a file (Y4M).
     Raw(Box<dyn RawSource>),
-    /// Encoded samples of a file, decoded and encoded again on the ladder.
-    Transcode { source: Box<dyn media::Source>, decoder: Decoder },
+    /// Encoded samples of a file, decoded on their own thread ([`decode_ahead`]) and
+    /// encoded again on the ladder.
+    Transcode(mpsc::Receiver<FileSample>),
     /// Encoded samples of a file sent as they are (video and audio).
     Pass(Box<dyn media::Source>),
+}
+
+/// A sample of a file as the publisher takes it when it falls due.
+enum FileSample {
+    /// Sent as it is: audio, or video without `--ladder`.
+    Sample(MediaSample),
+    /// A video sample decoded ahead of its time (`--ladder`): its picture (`None` while
+    /// the decoder holds pictures back), or why decoding it failed.
+    Decoded { pts: Duration, key: bool, picture: Result<Option<I420>, tiermesh_codec::Error> },
+    /// Nothing more comes: the file ended, or (`Some`) it cannot be read further.
+    End(Option<media::Error>),
+}
+
+impl FileSample {
+    /// When the sample falls due, given the broadcast's start; the end at once.
+    fn due(&self, start_us: u64) -> u64 {
+        match self {
+            FileSample::Sample(s) => start_us + duration_us(s.pts),
+            FileSample::Decoded { pts, .. } => start_us + duration_us(*pts),
+            FileSample::End(_) => start_us,
+        }
+    }
+}
+
+/// The samples of `source` in file order, its video decoded by `decoder` on a thread of its
+/// own, each hand-over notifying `wake`. The thread reads at most [`DECODE_AHEAD`] samples
+/// ahead of the publisher, hands over [`FileSample::End`] last, and stops when the file ends
+/// or cannot be read, or when the receiving end is dropped.
+fn decode_ahead(
+    mut source: Box<dyn media::Source>,
+    mut decoder: Decoder,
+    wake: Arc<Notify>,
+) -> Result<mpsc::Receiver<FileSample>, MediaError> {
+    let (to, rx) = Handover::bounded(wake, DECODE_AHEAD);
+    std::thread::Builder::new().name("pub-decode".into()).spawn(move || {
+        loop {
+            let next = match source.next_sample() {
+                Ok(Some(s)) => match &s.kind {
+                    SampleKind::Video { key, .. } => {
+                        FileSample::Decoded { pts: s.pts, key: *key, picture: decoder.decode(&s) }
+                    }
+                    SampleKind::Audio { .. } => FileSample::Sample(s),
+                },
+                Ok(None) => FileSample::End(None),
+                Err(e) => FileSample::End(Some(e)),
+            };
+            let end = matches!(next, FileSample::End(_));
+            if !to.send([next]) || end {
+                return;
+            }
+        }
+    })?;
+    Ok(rx)
 }
 
 /// A video decoder of either codec.
@@ -157,7 +223,8 @@ impl Decoder {
 /// The ladder's encoders on their worker threads, and what comes back from them.
 struct Encoder {
     pipeline: Pipeline,
-    /// Encoded frames (or an encoder's error) in the order the workers finished them.
+    /// Encoded frames (or an encoder's error) in the order the workers finished them,
+    /// handed over with a wake-up.
     done: mpsc::Receiver<Result<Vec<EncodedFrame>, tiermesh_codec::Error>>,
 }
 
@@ -165,7 +232,8 @@ struct Encoder {
 pub struct MediaBroadcast {
     spec: BroadcastSpec,
     encoder: Option<Encoder>,
-    /// Notified by the encoders' workers when frames come back.
+    /// Notified by the encoders' workers when frames come back, and by the decoding thread
+    /// of a file when a sample is ready.
     wake: Arc<Notify>,
     /// Track index of each ladder rung (rungs are highest first, tracks lowest first).
     rung_track: Vec<usize>,
@@ -181,9 +249,9 @@ pub struct MediaBroadcast {
     next_video_us: u64,
     /// Capture time of the next audio frame (`u64::MAX`: no audio or it ended).
     next_audio_us: u64,
-    /// A file sample read ahead of its time.
-    ahead: Option<MediaSample>,
-    /// The file source returned its last sample.
+    /// A file sample read (or decoded) ahead of its time.
+    ahead: Option<FileSample>,
+    /// Nothing more of the file comes: it ended, or it (or its decoding thread) failed.
     file_ended: bool,
     audio_group: u64,
     /// Group IDs start at the start time in seconds, so a restarted publisher keeps them
@@ -265,7 +333,8 @@ impl MediaBroadcast {
             ..opus::EncoderConfig::default()
         })?;
         let fps = ladder.source_fps;
-        let mut this = Self::with_ladder(ladder, Video::Pattern(pattern), true, now_us)?;
+        let mut this =
+            Self::with_ladder(ladder, Video::Pattern(pattern), true, now_us, Arc::default())?;
         this.tone = Some((tone, encoder));
         this.frame_us = 1_000_000.0 / fps;
         Ok(this)
@@ -295,7 +364,8 @@ impl MediaBroadcast {
                 })?;
                 let ladder = fit_ladder(ladder, v.width, v.height, v.fps);
                 let fps = ladder.source_fps;
-                let mut this = Self::with_ladder(ladder, Video::Raw(src), false, now_us)?;
+                let mut this =
+                    Self::with_ladder(ladder, Video::Raw(src), false, now_us, Arc::default())?;
                 this.frame_us = 1_000_000.0 / fps;
                 Ok(this)
             }
@@ -309,11 +379,15 @@ impl MediaBroadcast {
                 };
                 let ladder = fit_ladder(ladder, v.width, v.height, v.fps);
                 let fps = ladder.source_fps;
+                // The decoding thread wakes the publisher as the encoders do.
+                let wake = Arc::new(Notify::new());
+                let samples = decode_ahead(src, decoder, wake.clone())?;
                 let mut this = Self::with_ladder(
                     ladder,
-                    Video::Transcode { source: src, decoder },
+                    Video::Transcode(samples),
                     info.audio.is_some(),
                     now_us,
+                    wake,
                 )?;
                 this.frame_us = 1_000_000.0 / fps;
                 Ok(this)
@@ -322,11 +396,14 @@ impl MediaBroadcast {
         }
     }
 
+    /// A broadcast of `video` encoded on the ladder `config` (and of audio if `audio`),
+    /// whose encoders notify `wake` as they hand their frames back.
     fn with_ladder(
         config: LadderConfig,
         video: Video,
         audio: bool,
         now_us: u64,
+        wake: Arc<Notify>,
     ) -> Result<Self, MediaError> {
         let ladder = Ladder::new(config)?;
         let rungs = ladder.rungs();
@@ -352,15 +429,12 @@ impl MediaBroadcast {
         }
         let mut this =
             Self::blank(BroadcastSpec { tracks }, Video::Pattern(dummy_pattern()?), now_us);
-        let (tx, done) = mpsc::channel();
-        let sink: Sink = {
-            let wake = this.wake.clone();
-            Arc::new(move |r| {
-                // The receiver is gone only while the broadcast is being dropped.
-                let _ = tx.send(r);
-                wake.notify_one();
-            })
-        };
+        this.wake = wake;
+        // The receiving end is gone only while the broadcast is being dropped.
+        let (to, done) = Handover::new(this.wake.clone());
+        let sink: Sink = Arc::new(move |r| {
+            to.send([r]);
+        });
         let pipeline = ladder.into_newest_pipeline(sink)?;
         this.video = video;
         let configured: Vec<u32> = rungs.iter().map(|r| r.bitrate).collect();
@@ -668,7 +742,7 @@ impl MediaBroadcast {
                     None => self.next_video_us = u64::MAX,
                 }
             }
-            Video::Transcode { .. } | Video::Pass(_) => {}
+            Video::Transcode(_) | Video::Pass(_) => {}
         }
         if self.next_video_us != u64::MAX && matches!(self.video, Video::Pattern(_) | Video::Raw(_))
         {
@@ -701,20 +775,30 @@ impl MediaBroadcast {
         }
     }
 
-    /// The next sample of a file source, read ahead once.
-    fn peek_sample(&mut self) -> Option<&MediaSample> {
+    /// The next sample of a file source, read ahead once; for `--ladder`, the next one the
+    /// decoding thread has ready (none yet: it wakes the publisher when it has).
+    fn peek_sample(&mut self) -> Option<&FileSample> {
         if self.ahead.is_none() && !self.file_ended {
-            let src = match &mut self.video {
-                Video::Pass(s) | Video::Transcode { source: s, .. } => s,
-                _ => return None,
-            };
-            match src.next_sample() {
-                Ok(Some(s)) => self.ahead = Some(s),
-                Ok(None) => self.file_ended = true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the input failed");
-                    self.file_ended = true;
+            match &mut self.video {
+                Video::Pass(src) => {
+                    self.ahead = Some(match src.next_sample() {
+                        Ok(Some(s)) => FileSample::Sample(s),
+                        Ok(None) => FileSample::End(None),
+                        Err(e) => FileSample::End(Some(e)),
+                    });
                 }
+                Video::Transcode(samples) => match samples.try_recv() {
+                    Ok(s) => self.ahead = Some(s),
+                    Err(mpsc::TryRecvError::Empty) => {}
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        // The thread hands over an end before it stops: it died.
+                        tracing::error!(
+                            "decoding the input stopped unexpectedly; no more of its video and audio is sent"
+                        );
+                        self.file_ended = true;
+                    }
+                },
+                _ => {}
             }
         }
         self.ahead.as_ref()
@@ -722,12 +806,44 @@ impl MediaBroadcast {
 
     fn sample_due(&mut self) -> Option<u64> {
         let start = self.start_us;
-        self.peek_sample().map(|s| start + duration_us(s.pts))
+        self.peek_sample().map(|s| s.due(start))
     }
 
     fn file_sample(&mut self, now_us: u64) {
-        let Some(sample) = self.ahead.take() else { return };
-        let at = self.start_us + duration_us(sample.pts);
+        let Some(next) = self.ahead.take() else { return };
+        let at = next.due(self.start_us);
+        let sample = match next {
+            FileSample::Sample(s) => s,
+            FileSample::Decoded { key, picture, .. } => {
+                self.stats.frames_in += 1;
+                match picture {
+                    Ok(Some(picture)) => {
+                        let late = now_us.saturating_sub(at) as f64 / self.frame_us;
+                        if late > MAX_LAG_FRAMES as f64 && !key {
+                            self.stats.frames_dropped += 1;
+                        } else {
+                            self.encode(picture, at);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.stats.errors += 1;
+                        tracing::warn!(error = %e, "decoding the input failed");
+                    }
+                }
+                return;
+            }
+            FileSample::End(error) => {
+                self.file_ended = true;
+                match error {
+                    Some(e) => {
+                        tracing::error!(error = %e, "reading the input failed; no more of it is sent")
+                    }
+                    None => tracing::info!("the input ended; no more of it is sent"),
+                }
+                return;
+            }
+        };
         match &sample.kind {
             SampleKind::Audio { .. } => {
                 let Some(track) = self.track_index(TrackKind::Audio) else { return };
@@ -738,24 +854,6 @@ impl MediaBroadcast {
             }
             SampleKind::Video { key, config, .. } => {
                 self.stats.frames_in += 1;
-                if let Video::Transcode { decoder, .. } = &mut self.video {
-                    match decoder.decode(&sample) {
-                        Ok(Some(picture)) => {
-                            let late = now_us.saturating_sub(at) as f64 / self.frame_us;
-                            if late > MAX_LAG_FRAMES as f64 && !*key {
-                                self.stats.frames_dropped += 1;
-                            } else {
-                                self.encode(picture, at);
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            self.stats.errors += 1;
-                            tracing::warn!(error = %e, "decoding the input failed");
-                        }
-                    }
-                    return;
-                }
                 let Some(track) = self.track_index(TrackKind::Video) else { return };
                 let group = match (self.pass_group, *key) {
                     (None, false) => return,
@@ -841,7 +939,7 @@ impl Source for MediaBroadcast {
                 self.catalog_due = None;
                 return self.catalog_object(at / 1_000_000, at);
             }
-            let file = matches!(self.video, Video::Pass(_) | Video::Transcode { .. });
+            let file = matches!(self.video, Video::Pass(_) | Video::Transcode(_));
             let video_at =
                 if file { self.sample_due().unwrap_or(u64::MAX) } else { self.next_video_us };
             let audio_at = self.next_audio_us;
@@ -864,9 +962,11 @@ impl Source for MediaBroadcast {
             return Some(0);
         }
         let video = match &self.video {
-            Video::Pass(_) | Video::Transcode { .. } => match &self.ahead {
-                Some(s) => self.start_us + duration_us(s.pts),
+            Video::Pass(_) | Video::Transcode(_) => match &self.ahead {
+                Some(s) => s.due(self.start_us),
                 None if self.file_ended => u64::MAX,
+                // The decoding thread wakes the publisher when its next sample is ready.
+                None if matches!(self.video, Video::Transcode(_)) => u64::MAX,
                 // Not read ahead yet: poll at once and read.
                 None => self.start_us,
             },
@@ -978,6 +1078,90 @@ mod tests {
 
     fn track(b: &MediaBroadcast, name: &str) -> usize {
         b.spec().tracks.iter().position(|t| t.name == name).unwrap()
+    }
+
+    /// Writes `frames` pictures of the test pattern at `width`x`height` as an H.264 Annex B
+    /// file (a key frame every 15) at `path`; returns where each frame starts in it.
+    fn h264_file(path: &Path, width: usize, height: usize, frames: u32) -> Vec<u64> {
+        let pattern = test_pattern::Generator::new(width, height, 30.0).unwrap();
+        let config = h264::EncoderConfig { width, height, fps: 30.0, bitrate: 400_000 };
+        let mut encoder = h264::Encoder::new(config).unwrap();
+        let (mut bytes, mut starts) = (Vec::new(), Vec::new());
+        for i in 0..frames {
+            let p = encoder.encode(&pattern.next_frame(i), i % 15 == 0).unwrap();
+            starts.push(bytes.len() as u64);
+            bytes.extend(h264::to_annexb(&p.data, p.config.as_deref()).unwrap());
+        }
+        std::fs::write(path, bytes).unwrap();
+        starts
+    }
+
+    /// Drives `b` (a file on the ladder) as [`crate::publish::Publisher::serve`] does, on a
+    /// virtual clock from `T0`: takes what is due and lets the encoders finish it, then waits
+    /// until the next due time (the clock jumps there, so nothing is late) or, when nothing
+    /// is due, until the decoding thread's wake-up (the clock stands still). Returns what
+    /// was handed out once the file has ended.
+    async fn drive_file(b: &mut MediaBroadcast) -> Vec<synthetic::Object> {
+        let wake = b.wakeup().expect("a file on the ladder has no wake-up");
+        let mut now = T0;
+        let mut out = Vec::new();
+        while !b.file_ended {
+            out.extend(std::iter::from_fn(|| b.poll_object(now)));
+            assert!(b.wait_encoded(Duration::from_secs(30)), "the encoders stalled");
+            out.extend(std::iter::from_fn(|| b.poll_object(now)));
+            match b.poll_timeout() {
+                Some(t) => now = now.max(t),
+                None => {
+                    let woken = tokio::time::timeout(Duration::from_secs(30), wake.notified());
+                    assert!(woken.await.is_ok(), "the decoder's hand-over woke nobody");
+                }
+            }
+        }
+        out
+    }
+
+    /// `--input FILE --ladder`: the file's video is decoded on a thread of its own, ahead of
+    /// time, and a publisher that sleeps until something is due or it is woken still gets
+    /// every frame of the file on every rung, none dropped, and nothing more once it ends.
+    #[tokio::test]
+    async fn every_frame_of_a_file_reaches_every_rung_from_the_decoding_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("camera.h264");
+        h264_file(&path, 640, 360, 45);
+        let mut b = MediaBroadcast::file(&path, light_ladder(), true, false, T0).unwrap();
+        let out = drive_file(&mut b).await;
+        for name in ["video/360p", "video/180p"] {
+            let t = track(&b, name);
+            let frames: Vec<_> = out.iter().filter(|o| o.track == t).collect();
+            let ids: Vec<u64> = frames.iter().map(|o| o.object_id).collect();
+            assert_eq!(frames.len(), 45, "{name}: {ids:?}");
+            assert!(frames[0].key && frames[0].object_id == 0, "{name}: {ids:?}");
+            let captured: Vec<u64> = frames.iter().map(|o| o.capture_us - T0).collect();
+            assert_eq!(captured[44], 44 * 1_000_000 / 30, "{name}: not at the file's times");
+        }
+        let s = b.stats();
+        assert_eq!((s.frames_in, s.frames_dropped, s.errors), (45, 0, 0), "{s:?}");
+        assert_eq!(b.poll_timeout(), None, "something is due after the end");
+    }
+
+    /// A file that cannot be read any further (here: cut short after it was opened) ends
+    /// its video there with an error in the log, not a panic: the frames before the cut
+    /// are all sent, and the broadcast goes on without video.
+    #[tokio::test]
+    async fn a_file_cut_short_while_read_ends_its_video_at_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.h264");
+        let starts = h264_file(&path, 320, 180, 45);
+        let mut b = MediaBroadcast::file(&path, light_ladder(), true, false, T0).unwrap();
+        // The decoding thread has read at most DECODE_AHEAD + 1 frames by now.
+        let cut = starts[20] + (starts[21] - starts[20]) / 2;
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(cut).unwrap();
+        let out = drive_file(&mut b).await;
+        let t = track(&b, "video/180p");
+        let ids: Vec<u64> = out.iter().filter(|o| o.track == t).map(|o| o.object_id).collect();
+        assert_eq!(ids, (0..20).map(|i| i % 30).collect::<Vec<_>>());
+        assert_eq!(b.stats().frames_in, 20);
+        assert_eq!(b.poll_timeout(), None, "something is due after the end");
     }
 
     #[test]

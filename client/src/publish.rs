@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -27,6 +27,7 @@ use tiermesh_proto::types::{
 use crate::moq::{CloseReason, TrackWriter};
 use crate::moq::{Connection, Error, Event, IncomingFetch, SubgroupStream, SubscribeRequest};
 use crate::synthetic::{self, BroadcastSpec, Generator, TrackKind, VIDEO_FPS};
+use tokio::sync::Notify;
 
 /// Wall-clock microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
@@ -138,9 +139,10 @@ pub trait Source: Send {
     /// A catalog object for group `group_id`, generated at `now_us`.
     fn catalog_object(&self, group_id: u64, now_us: u64) -> Option<synthetic::Object>;
     /// For a source whose objects are made on other threads (encoders): notified when
-    /// [`Source::poll_object`] has something new before [`Source::poll_timeout`], so that
-    /// the publisher polls at once. `None` (the default): the timeout alone drives it.
-    fn wakeup(&self) -> Option<Arc<tokio::sync::Notify>> {
+    /// [`Source::poll_object`] has something new before [`Source::poll_timeout`] (see
+    /// [`Handover`]), so that the publisher polls at once. `None` (the default): the
+    /// timeout alone drives it.
+    fn wakeup(&self) -> Option<Arc<Notify>> {
         None
     }
     /// A subscriber asked for a new group (NEW GROUP REQUEST): start one at the next frame.
@@ -175,6 +177,84 @@ pub trait Source: Send {
     /// One line on what the source did (printed when the publisher stops), if it has one.
     fn summary(&self) -> Option<String> {
         None
+    }
+}
+
+/// How items made on other threads (encoded frames, decoded pictures, passed-through audio)
+/// reach a [`Source`] that sleeps until they come: a channel, and after each hand-over one
+/// notification of the wake-up the source returns from [`Source::wakeup`].
+///
+/// The notification is `Notify::notify_one`, sent after the items: when the publisher is
+/// not waiting yet (busy with earlier objects) it leaves a permit, so the publisher's next
+/// wait returns at once and nothing handed over waits for a later hand-over
+/// (`notify_waiters` would wake only a publisher already waiting). Hand-overs of different
+/// items may share one wake-up (a source fed by its encoders and by a decoder).
+pub struct Handover<T> {
+    tx: Tx<T>,
+    wake: Arc<Notify>,
+}
+
+enum Tx<T> {
+    Unbounded(mpsc::Sender<T>),
+    Bounded(mpsc::SyncSender<T>),
+}
+
+impl<T> Clone for Handover<T> {
+    fn clone(&self) -> Self {
+        let tx = match &self.tx {
+            Tx::Unbounded(tx) => Tx::Unbounded(tx.clone()),
+            Tx::Bounded(tx) => Tx::Bounded(tx.clone()),
+        };
+        Self { tx, wake: self.wake.clone() }
+    }
+}
+
+impl<T> Handover<T> {
+    /// A hand-over without a bound, for producers that must never wait (encoders), that
+    /// notifies `wake`; and its receiving end, which the source polls.
+    pub fn new(wake: Arc<Notify>) -> (Self, mpsc::Receiver<T>) {
+        let (tx, rx) = mpsc::channel();
+        (Self { tx: Tx::Unbounded(tx), wake }, rx)
+    }
+
+    /// A hand-over that holds at most `capacity` items (at least one), for a producer that
+    /// may run ahead (a decoder reading a file): [`Handover::send`] waits for room.
+    pub fn bounded(wake: Arc<Notify>, capacity: usize) -> (Self, mpsc::Receiver<T>) {
+        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+        (Self { tx: Tx::Bounded(tx), wake }, rx)
+    }
+
+    /// Hands `items` over and then notifies the wake-up once for them (also before waiting
+    /// for room in a full bounded hand-over, so that the receiving side takes what fills
+    /// it). Returns `false` once the receiving end is gone: nothing more can be handed over.
+    pub fn send(&self, items: impl IntoIterator<Item = T>) -> bool {
+        let mut any = false;
+        for item in items {
+            let sent = match &self.tx {
+                Tx::Unbounded(tx) => tx.send(item).is_ok(),
+                Tx::Bounded(tx) => match tx.try_send(item) {
+                    Ok(()) => true,
+                    Err(mpsc::TrySendError::Full(item)) => {
+                        self.wake.notify_one();
+                        tx.send(item).is_ok()
+                    }
+                    Err(mpsc::TrySendError::Disconnected(_)) => false,
+                },
+            };
+            if !sent {
+                return false;
+            }
+            any = true;
+        }
+        if any {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// The wake-up notified after each hand-over.
+    pub fn wakeup(&self) -> &Arc<Notify> {
+        &self.wake
     }
 }
 
@@ -465,7 +545,7 @@ impl<S: Source> Publisher<S> {
 }
 
 /// Resolves when `wakeup` is notified; never without one.
-async fn woken(wakeup: Option<&tokio::sync::Notify>) {
+async fn woken(wakeup: Option<&Notify>) {
     match wakeup {
         Some(n) => n.notified().await,
         None => std::future::pending().await,
@@ -517,6 +597,40 @@ mod tests {
             extensions,
             payload: Bytes::from(vec![0u8; bytes]),
         }
+    }
+
+    /// Items handed over while the receiving side is busy (not waiting) still wake it: the
+    /// wake-up leaves a permit, so its next wait returns at once.
+    #[tokio::test]
+    async fn a_hand_over_while_nobody_waits_wakes_the_next_wait() {
+        let (to, rx) = Handover::new(Arc::default());
+        assert!(to.send([1, 2]));
+        let woken = tokio::time::timeout(Duration::from_secs(5), to.wakeup().notified()).await;
+        assert!(woken.is_ok(), "the wake-up for items handed over earlier was lost");
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![1, 2]);
+        drop(rx);
+        assert!(!to.send([3]), "handed over to nobody");
+    }
+
+    /// A batch larger than a bounded hand-over's room does not leave the producer waiting
+    /// for room while the receiving side sleeps for want of a wake-up: the receiver is woken
+    /// for what fills the channel, before the producer waits.
+    #[tokio::test]
+    async fn a_full_bounded_hand_over_wakes_the_receiver_before_it_waits() {
+        let (to, rx) = Handover::bounded(Arc::default(), 1);
+        let wake = to.wakeup().clone();
+        let producer = std::thread::spawn(move || to.send(0..5));
+        let mut got = Vec::new();
+        let all = tokio::time::timeout(Duration::from_secs(10), async {
+            while got.len() < 5 {
+                wake.notified().await;
+                got.extend(rx.try_iter());
+            }
+        })
+        .await;
+        assert!(all.is_ok(), "{got:?}: the producer waits for room nobody was woken to make");
+        assert!(producer.join().unwrap());
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
     }
 
     /// A 360p group joined 500 ms in (45 kB cached) at a 860 kbit/s uplink would arrive

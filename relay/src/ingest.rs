@@ -31,7 +31,7 @@
 //! as for `tiermesh pub`: a NEW GROUP REQUEST makes every rung start a new group at the next
 //! frame ([`Ladder::request_key_frame`]). Its source has nothing due at a time of its own:
 //! the rungs' workers and the audio pass-through wake the publisher when they hand it
-//! objects (`Handover`, [`Source::wakeup`]), and it sleeps otherwise.
+//! objects ([`Handover`], [`Source::wakeup`]), and it sleeps otherwise.
 //!
 //! Real time comes first. Decoding and encoding run on dedicated OS threads per broadcast,
 //! never on the async runtime: a decoder thread, a ladder thread that decides groups and
@@ -64,7 +64,7 @@ use tiermesh_certs::CertHash;
 use tiermesh_client::moq::{
     self, ClientOptions, Connection, JoinedTrack, NamespaceEvent, SubscribeOptions,
 };
-use tiermesh_client::publish::{Publisher, Source, now_us};
+use tiermesh_client::publish::{Handover, Publisher, Source, now_us};
 use tiermesh_client::synthetic::{self, BroadcastSpec, TrackKind, TrackSpec};
 use tiermesh_client::transport::ClientTls;
 use tiermesh_codec::catalog::{Catalog, Track};
@@ -774,41 +774,12 @@ fn decode_loop(
     }
 }
 
-/// The way objects reach the publishing side: a channel, and a wake-up for the publisher,
-/// which sleeps until objects come ([`Source::wakeup`]). Objects handed over together are
-/// followed by one notification, sent after them: `Notify::notify_one` leaves a permit when
-/// the publisher is not waiting yet (busy with earlier objects), so its next wait returns at
-/// once and no object is left to wait for a later one.
-#[derive(Clone)]
-struct Handover {
-    tx: mpsc::Sender<synthetic::Object>,
-    wake: Arc<Notify>,
-}
-
-impl Handover {
-    fn new() -> (Self, mpsc::Receiver<synthetic::Object>) {
-        let (tx, rx) = mpsc::channel();
-        (Self { tx, wake: Arc::new(Notify::new()) }, rx)
-    }
-
-    /// Hands `objects` to the publishing side and wakes it once for them.
-    fn send(&self, objects: impl IntoIterator<Item = synthetic::Object>) {
-        let mut any = false;
-        for o in objects {
-            // The receiver is gone only while the broadcast is ending.
-            let _ = self.tx.send(o);
-            any = true;
-        }
-        if any {
-            self.wake.notify_one();
-        }
-    }
-}
-
 /// Where the ladder's frames go: the rung's track index, and the group ID offset.
 #[derive(Clone)]
 struct Output {
-    to: Handover,
+    /// To the publishing side, which sleeps until objects come (the receiving end is gone
+    /// only while the broadcast is ending).
+    to: Handover<synthetic::Object>,
     rung_track: Vec<usize>,
     group_base: u64,
 }
@@ -926,6 +897,34 @@ struct IngestSource {
     track_rung: Vec<Option<usize>>,
     /// Per rung, whether somebody subscribed to its track.
     watched: Arc<[AtomicBool]>,
+}
+
+impl IngestSource {
+    /// The publishing side of the broadcast laid out as `layout`, and the output that the
+    /// ladder's thread hands its frames to, their group IDs counted from `group_base`:
+    /// every object reaches the source through the output's [`Handover`] (the audio
+    /// pass-through hands over on a clone of it). The first catalog is due at
+    /// `catalog_due`; every rung starts `watched` or not.
+    fn with_output(
+        layout: Layout,
+        watched: bool,
+        group_base: u64,
+        catalog_due: u64,
+    ) -> (Self, Output) {
+        let wake = Arc::new(Notify::new());
+        let (to, rx) = Handover::new(wake.clone());
+        let source = Self {
+            spec: layout.spec,
+            catalog_json: Bytes::from(layout.catalog.to_json().into_bytes()),
+            catalog_due: Some(catalog_due),
+            rx,
+            wake,
+            key_request: Arc::default(),
+            watched: layout.rung_track.iter().map(|_| AtomicBool::new(watched)).collect(),
+            track_rung: layout.track_rung,
+        };
+        (source, Output { to, rung_track: layout.rung_track, group_base })
+    }
 }
 
 impl Source for IngestSource {
@@ -1106,13 +1105,12 @@ async fn ingest(
     tracing::info!(broadcast = %broadcast, source = %video.name, codec = %codec, rungs = ?rung_names, "ingest: making the ladder");
 
     let stats = Stats { own: Arc::new(Counters::default()), all: all.clone() };
-    let (handover, out_rx) = Handover::new();
-    let key_request = Arc::new(AtomicBool::new(false));
-    let output = Output {
-        to: handover.clone(),
-        rung_track: layout.rung_track.clone(),
-        group_base: now_us() / 1_000_000,
-    };
+    let audio_index = layout.audio_track;
+    let now = now_us();
+    // No rung is encoded until somebody subscribes to it (the relay subscribes here once
+    // per track, for all its viewers).
+    let (source, output) = IngestSource::with_output(layout, false, now / 1_000_000, now);
+    let handover = output.to.clone();
     let (sample_tx, sample_rx) = mpsc::channel::<Sample>();
     let (picture_tx, picture_rx) = mpsc::sync_channel::<Picture>(config.queue);
     let backlog = Arc::new(AtomicUsize::new(0));
@@ -1125,28 +1123,15 @@ async fn ingest(
             .name(format!("ingest-decode {name}"))
             .spawn(move || decode_loop(decoder, sample_rx, backlog, picture_tx, newest, stats))?;
     }
-    // No rung is encoded until somebody subscribes to it (the relay subscribes here once
-    // per track, for all its viewers).
-    let watched: Arc<[AtomicBool]> =
-        layout.rung_track.iter().map(|_| AtomicBool::new(false)).collect();
     {
-        let (key_request, watched, stats) = (key_request.clone(), watched.clone(), stats.clone());
+        let (key_request, watched) = (source.key_request.clone(), source.watched.clone());
+        let stats = stats.clone();
         let max_lag_us = u64::try_from(config.max_lag.as_micros()).unwrap_or(u64::MAX);
         std::thread::Builder::new().name(format!("ingest-ladder {name}")).spawn(move || {
             encode_loop(ladder, picture_rx, newest, max_lag_us, key_request, watched, output, stats)
         })?;
     }
 
-    let source = IngestSource {
-        spec: layout.spec,
-        catalog_json: Bytes::from(layout.catalog.to_json().into_bytes()),
-        catalog_due: Some(now_us()),
-        rx: out_rx,
-        wake: handover.wake.clone(),
-        key_request,
-        track_rung: layout.track_rung,
-        watched,
-    };
     // No request token: the session's (CLIENT_SETUP) covers the ingest prefix.
     let mut publisher = Publisher::with_source(broadcast.clone(), source, None);
 
@@ -1169,7 +1154,6 @@ async fn ingest(
         },
         None => None,
     };
-    let audio_index = layout.audio_track;
 
     let (end_tx, end_rx) = tokio::sync::oneshot::channel::<()>();
     let serve = publisher.serve(
@@ -1423,7 +1407,7 @@ mod tests {
             ..IngestConfig::default()
         };
         let ladder = Ladder::new(config.ladder(Some((160, 90)), 30.0)).unwrap();
-        let (to, out_rx) = Handover::new();
+        let (to, out_rx) = Handover::new(Arc::default());
         let output = Output { to, rung_track: vec![1], group_base: 0 };
         let (picture_tx, picture_rx) = mpsc::sync_channel(10);
         let pattern = test_pattern::Generator::new(160, 90, 30.0).unwrap();
@@ -1462,24 +1446,11 @@ mod tests {
         }
     }
 
-    /// The publishing side of `ladder`'s broadcast, every rung watched, and the ladder
-    /// thread's output feeding it.
-    fn source_and_output(ladder: &Ladder) -> (IngestSource, Output) {
-        let layout = layout(ladder, None);
-        let (to, rx) = Handover::new();
-        let watched: Arc<[AtomicBool]> =
-            layout.rung_track.iter().map(|_| AtomicBool::new(true)).collect();
-        let source = IngestSource {
-            spec: layout.spec,
-            catalog_json: Bytes::from(layout.catalog.to_json().into_bytes()),
-            catalog_due: Some(0),
-            rx,
-            wake: to.wake.clone(),
-            key_request: Arc::default(),
-            track_rung: layout.track_rung,
-            watched,
-        };
-        (source, Output { to, rung_track: layout.rung_track, group_base: 0 })
+    /// The publishing side of `ladder`'s broadcast (no audio, the first catalog due at 0),
+    /// every rung watched, and the ladder thread's output feeding it, its groups counted
+    /// from `group_base`.
+    fn source_and_output(ladder: &Ladder, group_base: u64) -> (IngestSource, Output) {
+        IngestSource::with_output(layout(ladder, None), true, group_base, 0)
     }
 
     fn picture(pattern: &test_pattern::Generator, i: u32) -> Picture {
@@ -1491,7 +1462,7 @@ mod tests {
     #[tokio::test]
     async fn frames_handed_over_while_the_publisher_is_busy_still_wake_it() {
         let ladder = Ladder::new(two_rungs().ladder(Some((320, 180)), 30.0)).unwrap();
-        let (mut source, output) = source_and_output(&ladder);
+        let (mut source, output) = source_and_output(&ladder, 0);
         let wake = source.wakeup().expect("the ingest's source has no wake-up");
         let pattern = test_pattern::Generator::new(320, 180, 30.0).unwrap();
         let (picture_tx, picture_rx) = mpsc::sync_channel(10);
@@ -1525,7 +1496,7 @@ mod tests {
     async fn frames_keep_flowing_to_a_publisher_that_sleeps_until_woken() {
         const FRAMES: u32 = 60;
         let ladder = Ladder::new(two_rungs().ladder(Some((320, 180)), 30.0)).unwrap();
-        let (mut source, output) = source_and_output(&ladder);
+        let (mut source, output) = source_and_output(&ladder, 0);
         let wake = source.wakeup().expect("the ingest's source has no wake-up");
         let catalog = source.poll_object(now_us()).expect("the first catalog");
         assert_eq!(catalog.track, 0);
@@ -1574,43 +1545,11 @@ mod tests {
     /// and at the next frame every rung starts a new group at the same source frame.
     #[test]
     fn a_key_frame_request_starts_a_new_group_on_every_rung_at_the_next_frame() {
-        let config = IngestConfig {
-            rungs: vec![
-                RungConfig {
-                    name: "180p".into(),
-                    width: 320,
-                    height: 180,
-                    fps: None,
-                    bitrate: 150_000,
-                    codec: RungCodec::H264,
-                },
-                RungConfig {
-                    name: "90p".into(),
-                    width: 160,
-                    height: 90,
-                    fps: None,
-                    bitrate: 60_000,
-                    codec: RungCodec::H264,
-                },
-            ],
-            ..IngestConfig::default()
-        };
-        let ladder = Ladder::new(config.ladder(Some((320, 180)), 30.0)).unwrap();
-        let layout = layout(&ladder, None);
-        assert_eq!(layout.catalog.tracks.len(), 2);
-        let (to, out_rx) = Handover::new();
-        let key_request = Arc::new(AtomicBool::new(false));
-        let mut source = IngestSource {
-            spec: layout.spec,
-            catalog_json: Bytes::from(layout.catalog.to_json().into_bytes()),
-            catalog_due: Some(0),
-            rx: out_rx,
-            wake: to.wake.clone(),
-            key_request: key_request.clone(),
-            track_rung: layout.track_rung.clone(),
-            watched: Arc::new([AtomicBool::new(true), AtomicBool::new(true)]),
-        };
-        let output = Output { to, rung_track: layout.rung_track.clone(), group_base: 1000 };
+        let ladder = Ladder::new(two_rungs().ladder(Some((320, 180)), 30.0)).unwrap();
+        let (mut source, output) = source_and_output(&ladder, 1000);
+        let rung_track = output.rung_track.clone();
+        assert_eq!(rung_track.len(), 2);
+        let key_request = source.key_request.clone();
         let (picture_tx, picture_rx) = mpsc::sync_channel(1);
         let s = stats();
         let encoder = {
@@ -1647,7 +1586,7 @@ mod tests {
         drop(picture_tx);
         encoder.join().unwrap();
         // Objects 0..9 of group 1000 on both rungs, then a new group from frame 10 on.
-        for track in layout.rung_track {
+        for track in rung_track {
             let mine: Vec<(u64, u64, bool, u64)> = objects
                 .iter()
                 .filter(|o| o.track == track)
