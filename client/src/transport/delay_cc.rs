@@ -51,6 +51,10 @@
 //!   than the last round's least raw sample (at least the raw base plus the target), so the
 //!   scheduler does not read a drained queue as a slow path while the sender idles (see
 //!   `Delay::rate_bps`).
+//! - **In-flight bound.** Out of slow start quinn sends by the window, but by no more than
+//!   what the path delivered at most lately carries over the raw base RTT plus two targets,
+//!   so a group boundary's key frames cannot leave in one burst that overflows a short
+//!   buffer (see `Delay::bounded_window`).
 //! - **Loss.** A loss while the queue is over twice the target, two or more full-size
 //!   packets declared lost at once, an ECN mark, or losses above [`LOSS_CONGESTION`] of the
 //!   bytes of recent rounds is congestion: the window is multiplied by 0.7. Any other loss
@@ -74,6 +78,7 @@
 //! short queue on the links tiermesh serves, where its own media is most of the traffic.
 
 use std::any::Any;
+use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,6 +123,15 @@ const RANDOM_LOSS_DECREASE: f64 = 0.95;
 /// Samples a slow-start round needs before its minimum may end slow start: fewer are too
 /// easily all delayed by the peer's ACK timing.
 const SLOW_START_SAMPLES: u32 = 4;
+/// Targets of queue the window quinn sends by may hold above what the path delivered at most
+/// lately over the raw base RTT (see `Delay::bounded_window`). One target is what the window
+/// aims at; a second leaves room for a path faster than any rate seen yet to show itself (the
+/// bound then grows by that share each busy round trip: a quarter on `rural`'s 130 ms, half on
+/// `step`'s 70 ms) and for a rate that reads the link a little low. Measured on `rural`
+/// (docs/BENCHMARKS.md, *rural p95: faster loss detection and an in-flight bound*): with one
+/// target 360p's key frame came about 30 ms later with the subscriber behind the link (it
+/// waited at the sender behind a bound under the link); with two it did not.
+const BOUND_TARGETS: u32 = 2;
 /// The round-trip estimate before the first acknowledgement: quinn's default initial RTT,
 /// which tiermesh does not change, so the rate reported before any sample is the one quinn's
 /// own window per RTT would read.
@@ -170,18 +184,18 @@ impl ControllerFactory for DelayConfig {
 /// The least value over a sliding time window, kept as two buckets of half the window each:
 /// it forgets a value between half a window and a window after it was seen.
 #[derive(Debug, Clone)]
-struct WindowedMin {
+struct WindowedMin<T = Duration> {
     window: Duration,
-    current: Option<(Instant, Duration)>,
-    previous: Option<Duration>,
+    current: Option<(Instant, T)>,
+    previous: Option<T>,
 }
 
-impl WindowedMin {
+impl<T: Copy + Ord> WindowedMin<T> {
     fn new(window: Duration) -> Self {
         Self { window, current: None, previous: None }
     }
 
-    fn update(&mut self, now: Instant, sample: Duration) {
+    fn update(&mut self, now: Instant, sample: T) {
         match &mut self.current {
             Some((start, min)) if now.saturating_duration_since(*start) < self.window / 2 => {
                 *min = (*min).min(sample);
@@ -193,12 +207,52 @@ impl WindowedMin {
         }
     }
 
-    fn get(&self) -> Option<Duration> {
+    fn get(&self) -> Option<T> {
         match (self.current, self.previous) {
             (Some((_, c)), Some(p)) => Some(c.min(p)),
             (Some((_, c)), None) => Some(c),
             (None, p) => p,
         }
+    }
+}
+
+/// What the path delivered at most lately: bytes acknowledged per span of at least the least
+/// raw RTT, the largest span of the base window. A span as long as a round trip holds many
+/// acknowledgements, so one batch of them (the peer acknowledges every 8th packet or after 5
+/// ms) does not make it read above the path; an idle span only reads low, which the largest
+/// ignores.
+#[derive(Debug, Clone)]
+struct DeliveryRate {
+    /// When the current span began, and the bytes acknowledged since.
+    span: Option<(Instant, u64)>,
+    /// The largest rate of a span, bytes per second.
+    max: WindowedMin<Reverse<u64>>,
+}
+
+impl DeliveryRate {
+    fn new(window: Duration) -> Self {
+        Self { span: None, max: WindowedMin::new(window) }
+    }
+
+    /// `bytes` were acknowledged at `now`; a span ends once it has lasted `least`.
+    fn handle_ack(&mut self, now: Instant, bytes: u64, least: Duration) {
+        let Some((start, acked)) = &mut self.span else {
+            // The first acknowledgement's bytes were delivered before the span began.
+            self.span = Some((now, 0));
+            return;
+        };
+        *acked += bytes;
+        let elapsed = now.saturating_duration_since(*start);
+        if elapsed >= least && !elapsed.is_zero() {
+            let rate = u128::from(*acked) * 1_000_000 / elapsed.as_micros().max(1);
+            self.max.update(now, Reverse(rate.try_into().unwrap_or(u64::MAX)));
+            self.span = Some((now, 0));
+        }
+    }
+
+    /// The largest rate of the window, bytes per second.
+    fn get(&self) -> Option<u64> {
+        self.max.get().map(|r| r.0)
     }
 }
 
@@ -279,12 +333,15 @@ pub(crate) struct Delay {
     srtt: Option<Duration>,
     /// The least raw sample of the last completed round.
     raw_rtt: Option<Duration>,
+    /// What the path delivered at most lately: with the raw base, the in-flight bound.
+    delivery: DeliveryRate,
 }
 
 impl Delay {
     fn new(config: Arc<DelayConfig>, now: Instant, mtu: u16) -> Self {
         let base = WindowedMin::new(config.base_window);
         let raw_base = WindowedMin::new(config.base_window);
+        let delivery_window = config.base_window;
         let mtu = u64::from(mtu).max(1);
         let window = config.initial_window.clamp(config.min_window_packets * mtu, MAX_WINDOW);
         Self {
@@ -311,6 +368,7 @@ impl Delay {
             delivered: 0,
             srtt: None,
             raw_rtt: None,
+            delivery: DeliveryRate::new(delivery_window),
         }
     }
 
@@ -442,6 +500,33 @@ impl Delay {
             .unwrap_or(u64::MAX)
     }
 
+    /// The window quinn sends by: the window, but out of slow start no more than what the
+    /// path delivered at most lately (largest over the base window) carries over the raw base
+    /// RTT plus [`BOUND_TARGETS`] targets of queue.
+    ///
+    /// While the sender is app-limited the window grows past what it needs (up to twice what
+    /// was in flight), and on `rural` it read 1.06-1.5 Mbit/s per RTT on the 1 Mbit/s link.
+    /// At a group boundary the key frames of two tiers (15 kB) then left in one of quinn's
+    /// paced bursts (ten packets at once) into a 12.5 kB buffer that held the standing queue
+    /// already: 11-39 packets a run dropped from the full buffer, most at group boundaries,
+    /// each resent a round trip later with the frames behind it waiting. Bounded, the rest
+    /// of such a burst waits at the sender, where the scheduler still decides what leaves.
+    /// The window itself keeps growing and is what the rate reported to the scheduler is
+    /// read from, so a path faster than any rate seen yet is still offered more: a busy
+    /// round trip at the bound then delivers more, and the bound follows.
+    fn bounded_window(&self) -> u64 {
+        if self.slow_start {
+            return self.window;
+        }
+        let (Some(rate), Some(base)) = (self.delivery.get(), self.raw_base.get()) else {
+            return self.window;
+        };
+        let span = base + self.target() * BOUND_TARGETS;
+        let bound =
+            (u128::from(rate) * span.as_micros() / 1_000_000).try_into().unwrap_or(u64::MAX);
+        self.window.min(bound.max(self.min_window()))
+    }
+
     /// Packets were sent; `last` is the number of the last one.
     pub(crate) fn handle_sent(&mut self, last: u64) {
         self.last_sent = Some(last);
@@ -464,6 +549,7 @@ impl Delay {
         self.now = now;
         self.srtt = Some(rtt);
         let raw = now.saturating_duration_since(sent);
+        self.delivery.handle_ack(now, bytes, self.raw_base.get().unwrap_or(rtt));
         self.round.min_rtt = Some(self.round.min_rtt.map_or(rtt, |m| m.min(rtt)));
         self.round.min_raw = Some(self.round.min_raw.map_or(raw, |m| m.min(raw)));
         self.round.max_raw = Some(self.round.max_raw.map_or(raw, |m| m.max(raw)));
@@ -597,6 +683,9 @@ impl Delay {
             // Halfway to the window that carries the target queue: one round's minimum is
             // still noisy (ACK timing, jitter), and a queue that persists is met again two
             // rounds later.
+            // From what was in flight: a window above the in-flight bound, scaled alone, could
+            // stay above the bound and leave the queue the bound allows standing.
+            self.window = self.bounded_window();
             let scaled = self.scaled_to_target(self.queue);
             self.set_window((self.window + scaled) / 2);
             self.probe = 1;
@@ -751,12 +840,12 @@ impl Controller for Delay {
     }
 
     fn window(&self) -> u64 {
-        self.window
+        self.bounded_window()
     }
 
     fn metrics(&self) -> ControllerMetrics {
         let mut m = ControllerMetrics::default();
-        m.congestion_window = self.window;
+        m.congestion_window = self.bounded_window();
         m.pacing_rate = Some(self.rate_bps());
         m
     }
@@ -777,11 +866,18 @@ impl Controller for Delay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cmp::Reverse;
     use std::collections::{BTreeMap, BinaryHeap};
 
     const MTU: u16 = 1200;
     const MS: Duration = Duration::from_millis(1);
+
+    impl Delay {
+        /// The window itself, which the tests follow; quinn sends by `Controller::window`,
+        /// the bounded one.
+        fn window(&self) -> u64 {
+            self.window
+        }
+    }
 
     fn controller() -> Delay {
         Delay::new(Arc::new(DelayConfig::default()), Instant::now(), MTU)
@@ -1309,6 +1405,48 @@ mod tests {
         assert!(cc.window() < before, "the bursts' queue still cuts: {before} -> {}", cc.window());
     }
 
+    /// A window grown past the path while the sender was app-limited (as on `rural`, where
+    /// it read up to 1.5 times the link per RTT) is not what quinn sends by: out of slow start
+    /// in-flight stays within what the path delivered over the raw base RTT plus two targets,
+    /// so one paced burst cannot overflow the bottleneck's buffer. In slow start the window
+    /// alone counts. (Before, quinn was given the window itself.)
+    #[test]
+    fn out_of_slow_start_in_flight_is_bounded_by_the_delivery_rate_over_the_base_rtt() {
+        let mut cc = controller();
+        let mut pn = 0;
+        // Four rounds of 100 ms without a queue: the path delivers a window per round trip.
+        let now = rounds(&mut cc, Instant::now(), &mut pn, 4, 100 * MS);
+        let delivered = cc.window();
+        cc.set_window(3 * delivered);
+        assert_eq!(Controller::window(&cc), 3 * delivered, "slow start is not bounded");
+        cc.slow_start = false;
+        let rate = cc.delivery.get().expect("a delivery rate") as f64;
+        let base = cc.raw_base.get().expect("a raw base");
+        let bound = rate * (base + cc.target() * BOUND_TARGETS).as_secs_f64();
+        let sent_by = Controller::window(&cc);
+        assert!(sent_by < 2 * delivered, "{sent_by} against {delivered} delivered per round trip");
+        assert!((sent_by as f64 - bound).abs() <= 1.0, "{sent_by} against the bound {bound}");
+        assert_eq!(cc.metrics().congestion_window, sent_by);
+        // The rate the scheduler reads still comes from the window.
+        assert!(rate_of(&cc) > 2.0 * delivered as f64 * 8.0 / 0.1, "{}", rate_of(&cc));
+        // A sender that fills the bound on a path with room finds it: each busy round trip
+        // delivers the bound, and the bound follows (100 ms base, 15 ms targets: +30% a round).
+        let mut now = now;
+        for _ in 0..6 {
+            now = rounds(&mut cc, now, &mut pn, 1, 100 * MS);
+        }
+        assert!(
+            Controller::window(&cc) >= 2 * sent_by.min(cc.window() / 2),
+            "{sent_by} -> {} (window {})",
+            Controller::window(&cc),
+            cc.window()
+        );
+    }
+
+    fn rate_of(cc: &Delay) -> f64 {
+        cc.metrics().pacing_rate.unwrap_or(0) as f64
+    }
+
     #[test]
     fn base_rtt_is_forgotten_after_its_window() {
         let t0 = Instant::now();
@@ -1367,7 +1505,7 @@ mod tests {
             let (mut delivered, mut capacity) = (0u64, 0.0f64);
             let mut overflows = 0;
             while now < t0 + span {
-                while (in_flight.len() as u64 + 1) * mtu <= cc.window() {
+                while (in_flight.len() as u64 + 1) * mtu <= Controller::window(&cc) {
                     let at = now.duration_since(t0);
                     let rate = (self.rate)(at);
                     in_flight.insert(pn, now);
