@@ -126,11 +126,12 @@ const SLOW_START_SAMPLES: u32 = 4;
 /// Targets of queue the window quinn sends by may hold above what the path delivered at most
 /// lately over the raw base RTT (see `Delay::bounded_window`). One target is what the window
 /// aims at; a second leaves room for a path faster than any rate seen yet to show itself (the
-/// bound then grows by that share each busy round trip: a quarter on `rural`'s 130 ms, half on
-/// `step`'s 70 ms) and for a rate that reads the link a little low. Measured on `rural`
-/// (docs/BENCHMARKS.md, *rural p95: faster loss detection and an in-flight bound*): with one
-/// target 360p's key frame came about 30 ms later with the subscriber behind the link (it
-/// waited at the sender behind a bound under the link); with two it did not.
+/// bound then grows by that share each busy round trip: a quarter on `rural`'s 130 ms, about
+/// 40% on `step`'s 70 ms, a tenth on `satellite`'s 600 ms) and for a rate that reads the link
+/// a little low. Measured on `rural` (docs/BENCHMARKS.md, *rural p95: faster loss detection
+/// and an in-flight bound for `delay`*): with one target 360p's key frame came about 30 ms
+/// later with the subscriber behind the link (it waited at the sender behind a bound under
+/// the link); with two it did not.
 const BOUND_TARGETS: u32 = 2;
 /// The round-trip estimate before the first acknowledgement: quinn's default initial RTT,
 /// which tiermesh does not change, so the rate reported before any sample is the one quinn's
