@@ -18,7 +18,8 @@
 //! controller, cubic, which this test runs, 332-582 ms in 12 runs since the upper rungs start
 //! at their next group (ce7aca5): the link's 100 ms queue stays full under a loss-based
 //! controller; with `--cc delay` 195-291 ms, within 210 in 9 of 16: docs/BENCHMARKS.md,
-//! "rural start-up"), and goodput ≥ 70% of the
+//! "rural start-up"; since `delay` bounds what it has in flight, 174-199 ms in 8 of 8 runs
+//! on a quiet machine: "rural p95: faster loss detection and an in-flight bound"), and goodput ≥ 70% of the
 //! link rate (whole groups that arrived live, captured in the span the other figures use,
 //! over that span: `shaped_link/mod.rs`; 74.8% when every group of audio, 180p and 360p is
 //! whole). With the default controller (cubic), which this test runs, it was 54.8-74.8%,
