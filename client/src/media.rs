@@ -161,6 +161,19 @@ enum FileSample {
 }
 
 impl FileSample {
+    /// The next sample of `source`, its video decoded by `decoder` if there is one (`--ladder`).
+    fn read(source: &mut dyn media::Source, decoder: Option<&mut Decoder>) -> Self {
+        match (source.next_sample(), decoder) {
+            (Ok(Some(s)), Some(decoder)) if matches!(s.kind, SampleKind::Video { .. }) => {
+                let key = matches!(s.kind, SampleKind::Video { key: true, .. });
+                FileSample::Decoded { pts: s.pts, key, picture: decoder.decode(&s) }
+            }
+            (Ok(Some(s)), _) => FileSample::Sample(s),
+            (Ok(None), _) => FileSample::End(None),
+            (Err(e), _) => FileSample::End(Some(e)),
+        }
+    }
+
     /// When the sample falls due, given the broadcast's start; the end at once.
     fn due(&self, start_us: u64) -> u64 {
         match self {
@@ -183,16 +196,7 @@ fn decode_ahead(
     let (to, rx) = Handover::bounded(wake, DECODE_AHEAD);
     std::thread::Builder::new().name("pub-decode".into()).spawn(move || {
         loop {
-            let next = match source.next_sample() {
-                Ok(Some(s)) => match &s.kind {
-                    SampleKind::Video { key, .. } => {
-                        FileSample::Decoded { pts: s.pts, key: *key, picture: decoder.decode(&s) }
-                    }
-                    SampleKind::Audio { .. } => FileSample::Sample(s),
-                },
-                Ok(None) => FileSample::End(None),
-                Err(e) => FileSample::End(Some(e)),
-            };
+            let next = FileSample::read(source.as_mut(), Some(&mut decoder));
             let end = matches!(next, FileSample::End(_));
             if !to.send([next]) || end {
                 return;
@@ -780,13 +784,7 @@ impl MediaBroadcast {
     fn peek_sample(&mut self) -> Option<&FileSample> {
         if self.ahead.is_none() && !self.file_ended {
             match &mut self.video {
-                Video::Pass(src) => {
-                    self.ahead = Some(match src.next_sample() {
-                        Ok(Some(s)) => FileSample::Sample(s),
-                        Ok(None) => FileSample::End(None),
-                        Err(e) => FileSample::End(Some(e)),
-                    });
-                }
+                Video::Pass(src) => self.ahead = Some(FileSample::read(src.as_mut(), None)),
                 Video::Transcode(samples) => match samples.try_recv() {
                     Ok(s) => self.ahead = Some(s),
                     Err(mpsc::TryRecvError::Empty) => {}
