@@ -306,6 +306,12 @@ struct Counts {
     wakes: u64,
     /// Sends dropped after the socket stayed full (proto mode).
     dropped: u64,
+    /// From the connections' own statistics (both modes): UDP send calls, datagrams sent
+    /// (GSO segments one by one), datagrams received, ACK frames received.
+    ios: u64,
+    wire_out: u64,
+    wire_in: u64,
+    acks_in: u64,
 }
 
 impl Counts {
@@ -320,7 +326,23 @@ impl Counts {
             recv_calls: self.recv_calls - o.recv_calls,
             wakes: self.wakes - o.wakes,
             dropped: self.dropped - o.dropped,
+            ios: self.ios - o.ios,
+            wire_out: self.wire_out - o.wire_out,
+            wire_in: self.wire_in - o.wire_in,
+            acks_in: self.acks_in - o.acks_in,
         }
+    }
+
+    /// These counts with the wire figures summed over `stats` (read outside the window).
+    fn with_wire(mut self, stats: impl Iterator<Item = quinn::ConnectionStats>) -> Self {
+        (self.ios, self.wire_out, self.wire_in, self.acks_in) = (0, 0, 0, 0);
+        for s in stats {
+            self.ios += s.udp_tx.ios;
+            self.wire_out += s.udp_tx.datagrams;
+            self.wire_in += s.udp_rx.datagrams;
+            self.acks_in += s.frame_rx.acks;
+        }
+        self
     }
 }
 
@@ -340,7 +362,7 @@ fn print_outcome(mode: &str, load: &Load, o: &Outcome, syscall: f64) {
     println!(
         "result mode={mode} n={} cpu={:.4} wall={:.3} objects={} bytes={} short={} \
          written={} short_total={} sends={} datagrams_out={} datagrams_in={} recv_calls={} \
-         wakes={} dropped={} lag_ms={:.1} connected={} lost={} syscall_ns={syscall:.0}",
+         wakes={} dropped={} ios={} wire_out={} wire_in={} acks_in={} lag_ms={:.1} connected={} lost={} syscall_ns={syscall:.0}",
         load.n,
         o.cpu,
         o.wall,
@@ -355,6 +377,10 @@ fn print_outcome(mode: &str, load: &Load, o: &Outcome, syscall: f64) {
         w.recv_calls,
         w.wakes,
         w.dropped,
+        w.ios,
+        w.wire_out,
+        w.wire_in,
+        w.acks_in,
         o.lag_max.as_secs_f64() * 1e3,
         o.connected,
         o.lost,
@@ -439,10 +465,12 @@ async fn send_quinn(load: Load) -> Result<Outcome> {
         let due = tick.tick().await;
         lag_max = lag_max.max(tokio::time::Instant::now() - due);
         if k == load.ticks_warm() {
-            (at_warm, cpu0, t0) = (counts, cpu_seconds()?, Instant::now());
+            at_warm = counts.with_wire(conns.iter().map(|c| c.conn.stats()));
+            (cpu0, t0) = (cpu_seconds()?, Instant::now());
         }
         if k == load.ticks_total() {
             (cpu, wall) = (cpu_seconds()? - cpu0, t0.elapsed().as_secs_f64());
+            counts = counts.with_wire(conns.iter().map(|c| c.conn.stats()));
             break;
         }
         let (group, header, payload) = objects.at(k);
@@ -792,6 +820,10 @@ impl Driver {
         }
     }
 
+    fn stats(&self) -> impl Iterator<Item = quinn::ConnectionStats> + '_ {
+        self.conns.iter().flatten().map(|c| c.conn.stats())
+    }
+
     fn open(&self) -> usize {
         self.conns.iter().filter(|c| c.is_some()).count()
     }
@@ -870,11 +902,12 @@ async fn send_proto(load: Load) -> Result<Outcome> {
                 while now >= next_tick {
                     lag_max = lag_max.max(now - next_tick);
                     if k == load.ticks_warm() {
-                        (at_warm, cpu0, t0) = (d.counts, cpu_seconds()?, Instant::now());
+                        at_warm = d.counts.with_wire(d.stats());
+                        (cpu0, t0) = (cpu_seconds()?, Instant::now());
                     }
                     if k == load.ticks_total() {
                         (cpu, wall) = (cpu_seconds()? - cpu0, t0.elapsed().as_secs_f64());
-                        window = Some(d.counts.minus(&at_warm));
+                        window = Some(d.counts.with_wire(d.stats()).minus(&at_warm));
                         d.finish_all();
                         phase = Phase::Draining(now + DRAIN);
                         break;
@@ -1216,21 +1249,21 @@ fn run_once(
         field(&result, "short_total").unwrap_or_default(),
         field(&result, "lost").unwrap_or_default(),
     );
+    extra.push_str(&format!(
+        ", per object: {:.2} sendmsg, {:.2} datagrams out, {:.2} in ({:.2} ACK frames)",
+        num(&result, "ios") / objects,
+        num(&result, "wire_out") / objects,
+        num(&result, "wire_in") / objects,
+        num(&result, "acks_in") / objects,
+    ));
     if mode == "proto" {
         extra.push_str(&format!(
-            ", per object: {:.2} sendmsg, {:.2} datagrams out, {:.2} in, {:.3} recvmmsg, {:.3} \
-             wake-ups; getpid {} ns",
-            num(&result, "sends") / objects,
-            num(&result, "datagrams_out") / objects,
-            num(&result, "datagrams_in") / objects,
+            ", {:.3} recvmmsg, {:.3} wake-ups",
             num(&result, "recv_calls") / objects,
             num(&result, "wakes") / objects,
-            field(&result, "syscall_ns").unwrap_or_default(),
         ));
-    } else {
-        extra
-            .push_str(&format!(", getpid {} ns", field(&result, "syscall_ns").unwrap_or_default()));
     }
+    extra.push_str(&format!("; getpid {} ns", field(&result, "syscall_ns").unwrap_or_default()));
     if field(&recv_line, "failed").is_some_and(|f| f != "0") {
         extra.push_str(&format!(", receiver: {}", recv_line.trim()));
     }
