@@ -1105,7 +1105,13 @@ struct Run {
     us_per_mb: f64,
     gbit_per_core: f64,
     share: f64,
+    /// Every object written was delivered and no tick ran late by more than [`LATE`]: the
+    /// sender kept up. Other runs (a starved CPU) are left out of the summary.
+    clean: bool,
 }
+
+/// A tick later than this means the sender (or the machine) did not keep up: six periods.
+const LATE: Duration = Duration::from_millis(200);
 
 fn compare(args: &Args) -> Result<()> {
     args.check(&["rounds", "n", "warm", "secs", "bytes", "modes", "send_cpu", "recv_cpu"])?;
@@ -1141,7 +1147,7 @@ fn compare(args: &Args) -> Result<()> {
                 .with_context(|| format!("round {} {mode}", round + 1))?;
             println!(
                 "round {} {mode:5}: {:6.2} µs/object {:8.1} µs/MB {:5.2} Gbit/s per core | \
-                 CPU {:.2} s of {:.1} s | delivered {} | {} | load {loadavg}",
+                 CPU {:.2} s of {:.1} s | delivered {} | {} | load {loadavg}{}",
                 round + 1,
                 r.0.us_per_object,
                 r.0.us_per_mb,
@@ -1150,6 +1156,7 @@ fn compare(args: &Args) -> Result<()> {
                 r.1,
                 r.2,
                 r.3,
+                if r.0.clean { "" } else { " | NOT CLEAN (left out below)" },
             );
             runs.push(r.0);
         }
@@ -1158,12 +1165,22 @@ fn compare(args: &Args) -> Result<()> {
     println!("| mode | µs / object (each run) | mean | µs / MB, mean | Gbit/s per core, mean |");
     println!("|---|---|---|---|---|");
     for mode in &modes {
-        let mine: Vec<&Run> = runs.iter().filter(|r| &r.mode == mode).collect();
+        let all = runs.iter().filter(|r| &r.mode == mode).count();
+        let mine: Vec<&Run> = runs.iter().filter(|r| &r.mode == mode && r.clean).collect();
+        if mine.is_empty() {
+            println!("| {mode} | no clean run of {all} | | | |");
+            continue;
+        }
         let each: Vec<String> = mine.iter().map(|r| format!("{:.2}", r.us_per_object)).collect();
         let mean = |f: fn(&Run) -> f64| mine.iter().map(|r| f(r)).sum::<f64>() / mine.len() as f64;
         println!(
-            "| {mode} | {} | {:.2} | {:.0} | {:.2} |",
+            "| {mode} | {}{} | {:.2} | {:.0} | {:.2} |",
             each.join(", "),
+            if mine.len() < all {
+                format!(" ({} of {all} runs clean)", mine.len())
+            } else {
+                String::new()
+            },
             mean(|r| r.us_per_object),
             mean(|r| r.us_per_mb),
             mean(|r| r.gbit_per_core),
@@ -1237,6 +1254,8 @@ fn run_once(
         us_per_mb: cpu * 1e6 / (bytes / 1e6),
         gbit_per_core: bytes * 8.0 / cpu / 1e9,
         share: cpu / wall,
+        clean: field(&recv_line, "objects") == field(&result, "written")
+            && num(&result, "lag_ms") < LATE.as_secs_f64() * 1e3,
     };
     let delivered = format!(
         "{}/{}",
