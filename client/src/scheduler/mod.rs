@@ -217,8 +217,27 @@ const GONE_MEMORY: usize = 1024;
 /// enough for a 1.5 Mbit/s tier to pass the check with the time its objects may wait: every
 /// such group was cut, after taking the link from the tiers below for 300-800 ms. Ten
 /// seconds: a few such tries a minute at most, while a link that really grew (the end of
-/// `step`'s cut: 1 → 3 Mbit/s) starts the tier at once.
+/// `step`'s cut: 1 → 3 Mbit/s) starts the tier at once. The reading cannot always show
+/// that: the delivery rate at the failure counts bytes sent into the link's buffer (1.15-1.77
+/// Mbit/s on `step`'s 1 Mbit/s cut) and, with the tier held, a delay-based window reads
+/// 1.8-2.1 Mbit/s whether the link is cut or not, so a tier the link carried before the cut
+/// stayed held for all ten seconds past it. Such a tier is probed instead (see `Probe` and
+/// [`CARRIED_MEMORY`]).
 const FAILED_HOLD: Duration = Duration::from_secs(10);
+
+/// How many groups of an upper tier in a row must be written whole (none of them cut for
+/// lateness) before the session's link counts as one that carried the tier (see `Probe`).
+/// Two: on `step` 720p writes every group whole for the ten seconds before the cut, while
+/// on `rural` (1 Mbit/s against 720p's 1.5) no group of it is written whole at all, and a
+/// single group slipping through between losses is not a link that carries the tier.
+const CARRIED_RUN: u32 = 2;
+
+/// How long after the last group of such a run the tier, if held back, is probed even while
+/// the levels above it are busy (see `Probe`): twenty seconds, longer than `step`'s
+/// ten-second cut with the three seconds after it in which the tier must be back, while a
+/// link that fell for good costs at most a probe every two seconds for that long before only
+/// [`FAILED_HOLD`]'s rare tries are left.
+const CARRIED_MEMORY: Duration = Duration::from_secs(20);
 
 /// How long an upper tier that is held back (by [`FAILED_HOLD`] or because its level is
 /// offered more than the path reads) must have written nothing before one group of it is
@@ -356,6 +375,22 @@ enum Step {
 /// takes the link from them (suspected, not traced: on `rural`, publisher side, the rule
 /// without the first condition measured 30-40 ms more p95 of all media in 3 of 3 pairs,
 /// likely 720p probed while 360p was held).
+///
+/// Unless the link carried the tier lately: [`CARRIED_RUN`] groups of it in a row written
+/// whole, the last less than [`CARRIED_MEMORY`] ago. Then the busy levels above do not keep
+/// the reading current after all: with the tier held the session is app-limited, and a
+/// delay-based window then reads about twice what is sent whether the link is cut or not
+/// (`step`: 1.8-2.1 Mbit/s on the 1 Mbit/s cut and on the restored 3 Mbit/s alike), so
+/// only sending more tells a link that came back from one that did not. Such a tier, if
+/// only [`FAILED_HOLD`] holds it (the path's reading now carries what its level is
+/// offered), is probed once it has written nothing for [`PROBE_GAP`] (no doubling: a probe
+/// every two seconds or so, a group and a second of quiet, so that it is back within three
+/// seconds of the link), a group of it at a time, however busy the levels above. Where the
+/// reading itself is too low (a window at its floor on a CPU-starved path), no such probe
+/// is made: it would only deliver late what the reading says cannot keep up. A tier the
+/// link never carried (`rural`'s 720p) is not probed this way, so the tiers below do not
+/// pay for tries that cannot pass: every 720p group started on `rural` took the link from
+/// them for 300-800 ms before it was cut.
 #[derive(Debug)]
 struct Probe {
     level: Level,
@@ -436,6 +471,10 @@ pub struct Scheduler {
     failed: Vec<(Level, Instant, u64)>,
     /// Upper tiers held back while too little else is sent (see `Probe`).
     probes: Vec<Probe>,
+    /// Per upper-tier level, while the share is on: groups written whole in a row since the
+    /// last one cut for lateness, and when the last of a run of [`CARRIED_RUN`] or more was
+    /// (see `Probe`).
+    carried: Vec<(Level, u32, Option<Instant>)>,
     /// Priority mode: the stream of an object pushed while nothing else was ready, no
     /// action was pending and no deadline was due (see `next_direct`). It is kept out of
     /// the ready sets and its object's deadline out of the heap: on a relay that keeps up,
@@ -487,6 +526,7 @@ impl Scheduler {
             seen: None,
             failed: Vec::new(),
             probes: Vec::new(),
+            carried: Vec::new(),
             direct: None,
             direct_credit: 0,
             ready_streams: 0,
@@ -948,8 +988,13 @@ impl Scheduler {
             };
             s.finish_queued = false;
             if s.finishing && !s.has_data() {
+                let whole = (self.config.tier_share && s.class.is_upper_tier() && s.started)
+                    .then(|| level_of(&s.order));
                 if s.probe {
                     self.end_probe(now, key, None);
+                }
+                if let Some(level) = whole {
+                    self.note_carried(now, level, true);
                 }
                 self.remove_stream(key);
                 self.stats.finishes += 1;
@@ -1266,7 +1311,7 @@ impl Scheduler {
                 }
                 if path > 0 && (held || !keeps_up) && !s.probe {
                     // Unless too little else is sent to show the path's rate (see `Probe`).
-                    if !self.probe_due(now, level, taken) || s.started {
+                    if !self.probe_due(now, level, taken, keeps_up) || s.started {
                         return Check::Hold(reason, head.seq, level);
                     }
                     probe = Some(level);
@@ -1294,24 +1339,59 @@ impl Scheduler {
     }
 
     /// Whether a group of the upper tier at `level`, held back, is to start as a probe
-    /// (see `Probe`): no more important upper tier is offered, the levels above it were
-    /// written at under a quarter of what it is offered, and either the last probe was written whole or the tier has written nothing
-    /// for its probe's gap with no probe under way.
-    fn probe_due(&self, now: Instant, level: Level, taken_bps: u64) -> bool {
+    /// (see `Probe`): either the link carried the tier lately and the path's reading now
+    /// `keeps_up` with what it is offered (only `FAILED_HOLD` holds it), or no more important
+    /// upper tier is offered and the levels above it were written at under a quarter of what
+    /// it is offered; and either the last probe was written whole or the tier has written
+    /// nothing for its probe's gap ([`PROBE_GAP`] if carried lately) with no probe under way.
+    fn probe_due(&self, now: Instant, level: Level, taken_bps: u64, keeps_up: bool) -> bool {
         let Some(p) = self.probes.iter().find(|p| p.level == level) else {
             return false;
         };
-        if self.offered.bps(now, level).is_none_or(|o| taken_bps.saturating_mul(4) >= o)
-            || self.offered.any_above(now, level)
+        let carried = keeps_up && self.carried_lately(now, level);
+        if !carried
+            && (self.offered.bps(now, level).is_none_or(|o| taken_bps.saturating_mul(4) >= o)
+                || self.offered.any_above(now, level))
         {
             return false;
         }
         match p.stream {
             Some(key) => self.streams.get(&key).is_none_or(|s| !s.has_data()),
             None => {
+                let gap = if carried { PROBE_GAP } else { p.gap };
                 p.passed.is_some_and(|at| now.saturating_duration_since(at) < PROBE_GAP)
-                    || now.saturating_duration_since(p.quiet_since) >= p.gap
+                    || now.saturating_duration_since(p.quiet_since) >= gap
             }
+        }
+    }
+
+    /// Whether the link carried the upper tier at `level` lately: [`CARRIED_RUN`] groups of
+    /// it in a row written whole, the last less than [`CARRIED_MEMORY`] before `now` (see
+    /// `Probe`).
+    fn carried_lately(&self, now: Instant, level: Level) -> bool {
+        self.carried.iter().any(|&(l, _, at)| {
+            l == level && at.is_some_and(|at| now.saturating_duration_since(at) < CARRIED_MEMORY)
+        })
+    }
+
+    /// A group of the upper tier at `level` was written whole (`whole`) or cut for lateness,
+    /// at `now`: the run of whole groups that tells whether the link carries the tier.
+    fn note_carried(&mut self, now: Instant, level: Level, whole: bool) {
+        let i = match self.carried.iter().position(|(l, _, _)| *l == level) {
+            Some(i) => i,
+            None => {
+                self.carried.push((level, 0, None));
+                self.carried.len() - 1
+            }
+        };
+        let (_, run, at) = &mut self.carried[i];
+        if whole {
+            *run = run.saturating_add(1);
+            if *run >= CARRIED_RUN {
+                *at = Some(now);
+            }
+        } else {
+            *run = 0;
         }
     }
 
@@ -1546,6 +1626,14 @@ impl Scheduler {
             && let Some((now, _)) = self.seen
         {
             self.end_probe(now, key, Some(reason));
+        }
+        if self.config.tier_share
+            && s.class.is_upper_tier()
+            && s.started
+            && matches!(reason, DropReason::DeliveryTimeout | DropReason::CaptureAge)
+            && let Some((now, _)) = self.seen
+        {
+            self.note_carried(now, level_of(&s.order), false);
         }
         if self.config.tier_share
             && s.class.is_upper_tier()
