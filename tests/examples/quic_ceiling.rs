@@ -393,8 +393,13 @@ fn send(args: &Args) -> Result<()> {
     let syscall = syscall_ns();
     let mode = args.get("mode").unwrap_or("quinn").to_owned();
     let outcome = match mode.as_str() {
-        // The relay's runtime: tokio's default, one worker under `taskset -c 0`.
-        "quinn" => tokio::runtime::Runtime::new()?.block_on(send_quinn(load))?,
+        // The relay's runtime: tokio's default, one worker under `taskset -c 0`, the writing
+        // task spawned on it as the relay's fan-out is (not run on the main thread, which
+        // would add a cross-thread wake-up between it and the connection drivers).
+        "quinn" => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async { tokio::spawn(send_quinn(load)).await })??
+        }
         // One thread: tokio only for the socket's readiness and the sleep between wake-ups.
         "proto" => tokio::runtime::Builder::new_current_thread()
             .enable_all()
