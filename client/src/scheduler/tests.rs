@@ -1641,12 +1641,15 @@ fn a_held_tier_is_probed_only_when_little_else_is_sent() {
 /// after it. The rate the scheduler reads is modelled on what was traced on `step`: while
 /// bytes wait for the link, the delivery rate counting bytes sent into its buffer, 1.7
 /// times the link; while the session is app-limited, the window at twice what it sends and
-/// never under 1.9 Mbit/s, whether the link is cut or not. Returns, per 720p group, whether
-/// it was written whole (`Finish`), cut or dropped (`false`), or never started (absent).
+/// never under 1.9 Mbit/s before the cut and `idle_read` from its start on (1.9 Mbit/s
+/// traced), whether the link is cut or not. Returns, per
+/// 720p group, whether it was written whole (`Finish`), cut or dropped (`false`), or never
+/// started (absent).
 fn ladder_over_a_cut(
     before: u64,
     cut: std::ops::Range<u64>,
     end: u64,
+    idle_read: u64,
 ) -> std::collections::BTreeMap<u64, bool> {
     let t0 = Instant::now();
     let mut s = Scheduler::new(SchedulerConfig::default());
@@ -1722,7 +1725,7 @@ fn ladder_over_a_cut(
             link / 10 * 17
         } else {
             let sent_bps = recent.iter().map(|(_, b)| b).sum::<u64>() * 8 * 2;
-            (2 * sent_bps).max(1_900_000)
+            (2 * sent_bps).max(if ms < cut.start { 1_900_000 } else { idle_read })
         };
     }
     groups
@@ -1738,7 +1741,7 @@ fn ladder_over_a_cut(
 #[test]
 fn a_held_tier_the_link_carried_comes_back_after_the_cut_with_the_ladder_busy() {
     for restore in [9_000, 9_500, 10_200] {
-        let groups = ladder_over_a_cut(3_000_000, 4_000..restore, 18_000);
+        let groups = ladder_over_a_cut(3_000_000, 4_000..restore, 18_000, 1_900_000);
         println!("restored at {restore} ms: 720p groups (whole?) {groups:?}");
         assert!(groups.range(1..4).all(|(_, whole)| *whole), "before the cut: {groups:?}");
         assert!(groups.range(5..=(restore / 1000 - 1)).any(|(_, whole)| !*whole), "{groups:?}");
@@ -1748,9 +1751,22 @@ fn a_held_tier_the_link_carried_comes_back_after_the_cut_with_the_ladder_busy() 
             assert_eq!(groups.get(&g), Some(&true), "group {g}: {groups:?}");
         }
     }
-    let groups = ladder_over_a_cut(1_000_000, 0..18_000, 18_000);
+    let groups = ladder_over_a_cut(1_000_000, 0..18_000, 18_000, 1_900_000);
     println!("1 Mbit/s throughout: 720p groups (whole?) {groups:?}");
     assert!(groups.values().all(|whole| !*whole), "{groups:?}");
     let tried = groups.range(2..18).count();
     assert!(tried <= 2, "{tried} groups of 720p started on a link that never carried it");
+}
+
+/// The probe of a carried tier stands in for `FAILED_HOLD`'s stale reading only. Where the
+/// reading itself says the tier cannot keep up (an app-limited window of 1.2 Mbit/s, say a
+/// window held low by late acknowledgements), no group of 720p is started: a probe would
+/// only deliver late what the reading says cannot leave in time.
+#[test]
+fn a_carried_tier_is_not_probed_while_the_reading_is_too_low_for_it() {
+    let groups = ladder_over_a_cut(3_000_000, 4_000..10_000, 18_000, 1_200_000);
+    println!("720p groups (whole?) {groups:?}");
+    assert!(groups.range(1..4).filter(|(_, whole)| **whole).count() == 3, "{groups:?}");
+    let tried = groups.range(6..18).count();
+    assert_eq!(tried, 0, "720p started on a reading too low for it: {groups:?}");
 }
