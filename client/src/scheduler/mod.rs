@@ -220,9 +220,9 @@ const GONE_MEMORY: usize = 1024;
 /// `step`'s cut: 1 → 3 Mbit/s) starts the tier at once. The reading cannot always show
 /// that: the delivery rate at the failure counts bytes sent into the link's buffer (1.15-1.77
 /// Mbit/s on `step`'s 1 Mbit/s cut) and, with the tier held, a delay-based window reads
-/// 1.8-2.1 Mbit/s whether the link is cut or not, so a tier the link carried before the cut
-/// stayed held for all ten seconds past it. Such a tier is probed instead (see `Probe` and
-/// [`CARRIED_MEMORY`]).
+/// 1.8-2.1 Mbit/s whether the link is cut or not, so after a failure late in the cut a tier
+/// the link carried before it stayed held for up to ten seconds past its end (traced at
+/// 16df398). Such a tier is probed instead (see `Probe` and [`CARRIED_MEMORY`]).
 const FAILED_HOLD: Duration = Duration::from_secs(10);
 
 /// How many groups of an upper tier in a row must be written whole (none of them cut for
