@@ -78,10 +78,10 @@ pub struct RelayConfig {
     pub scheduler: SchedulerConfig,
     /// The QUIC congestion controller of client sessions and of this relay's end of its mesh
     /// links: `cubic`, `bbr`, `newreno` or `delay`. The default stays cubic: `delay` measures
-    /// better on `rural` and `congested`, but after `step`'s cut 720p was not back within 3 s
-    /// in 7 of 64 loaded runs with the subscriber behind the link (cubic 0 of 10): the
-    /// scheduler's hold of a failed upper tier waits for a rate reading it cannot get while
-    /// the tier is held (docs/ARCHITECTURE.md, "Cubic stays the default").
+    /// better on `rural`, `congested` and `step` (every tier back within 3 s after the cut in
+    /// 11 of 11 loaded pairs, as cubic), but the native client's ABR keeps 720p through a
+    /// cut whose 720p groups `delay`'s relay cuts short instead of delivering late
+    /// (docs/ARCHITECTURE.md, "Cubic stays the default").
     pub congestion: CongestionControl,
     /// The regional mesh; absent (the default), the relay runs alone.
     #[serde(skip_serializing_if = "Option::is_none")]
