@@ -11,6 +11,16 @@
 //!   (queueing: latency above the least seen), the backlog has stopped draining and the
 //!   next boundary moves to the highest tier the measured throughput carries (at least one
 //!   step). A link cut to two thirds of the tier gets there about two seconds in.
+//! - **Down fast when the relay cuts the tier's groups short.** A relay whose send
+//!   scheduler cannot carry a tier in time does not queue it: it resets the tier's group
+//!   streams (objects past their delivery timeout or capture-age budget) and keeps the
+//!   objects that do leave early, so the tier arrives in part, on time, and no backlog
+//!   builds. The subscriber tells [`Abr::on_group_end`] how each group of the watched tier
+//!   ended; when the last two both ended cut short and together brought at most
+//!   [`AbrConfig::cut_share`] of two whole groups' objects (the picture frozen for the rest),
+//!   the tier does not fit and the next boundary is one step down (lower if the measured
+//!   throughput says so). One group cut short (a burst of losses, a loss recovery running
+//!   into a key frame) is no reason to leave, and a group that arrived whole ends the run.
 //! - **A loss recovery is not congestion.** A lost packet holds its stream back for a round
 //!   trip or more, and a few losses close together hold a loss-based congestion window
 //!   below the tier's rate for seconds; the objects behind then arrive late in bursts and
@@ -22,13 +32,14 @@
 //!   without falling; neither counts while the newest second brought more than the tier's
 //!   rate (a backlog draining). A tier delivered on time fits, whatever its byte rate.
 //! - **Up cautiously.** One step up only after the current tier has been delivered whole and
-//!   on time (latency under half the limit, throughput at least its rate) for
-//!   [`AbrConfig::up_hold`], and only if the link's capacity, estimated from how long key
-//!   frames take to arrive beyond the smallest objects ([`Abr::capacity`]), carries the
-//!   higher tier. A step up that fails (a step down within the hold; the tier tried gets
-//!   only [`AbrConfig::behind_for_after_up`] of patience) doubles the hold before the next
-//!   try, up to [`AbrConfig::max_hold`], and goes back to the tier it came from (known to
-//!   fit) rather than to what the failed tier's throughput suggests.
+//!   on time (latency under half the limit, throughput at least its rate, no group cut short
+//!   below [`AbrConfig::cut_share`]) for [`AbrConfig::up_hold`], and only if the link's
+//!   capacity, estimated from how long key frames take to arrive beyond the smallest
+//!   objects ([`Abr::capacity`]), carries the higher tier. A step up that fails (a step down
+//!   within the hold, groups cut short too; the tier tried gets only
+//!   [`AbrConfig::behind_for_after_up`] of patience) doubles the hold before the next try,
+//!   up to [`AbrConfig::max_hold`], and goes back to the tier it came from (known to fit)
+//!   rather than to what the failed tier's throughput suggests.
 //! - **A quicker climb from the start.** Until its first step down, the ABR may step up after
 //!   [`AbrConfig::start_hold`] instead of the hold and the full window, on the same
 //!   evidence (delivered on time, at its rate, and the capacity estimate carrying the higher
@@ -77,13 +88,20 @@ pub struct AbrConfig {
     /// rate measured since it started rather than over the full [`AbrConfig::window`]
     /// (`None`: the hold and the window from the start too).
     pub start_hold: Option<Duration>,
+    /// Groups cut short: the tier does not fit once the last two groups of it that ended both
+    /// ended cut short (a stream reset, or objects missing) and together brought at most
+    /// this share of the objects of two whole groups (the least of the last three whole
+    /// groups seen; before the first one nothing counts). A single group cut short never
+    /// switches on its own, and a whole group ends the run. A group that brought less than
+    /// this share of a whole group's objects also restarts the hold before a step up.
+    pub cut_share: f64,
 }
 
 impl AbrConfig {
     /// Defaults for `tiers`: 400 ms latency limit held for 5 s, 0.8 down ratio judged after
-    /// 5 s with nothing on time (1.5 s after a step up), 600 ms backlog held for 2 s, 4 s
-    /// hold (up to 16 s), 5 s window, capacity at least the higher tier's rate to step up,
-    /// 1.5 s start hold.
+    /// 5 s with nothing on time (1.5 s after a step up), 600 ms backlog held for 2 s, two
+    /// groups cut short to at most 60% of their objects, 4 s hold (up to 16 s), 5 s window,
+    /// capacity at least the higher tier's rate to step up, 1.5 s start hold.
     pub fn new(tiers: Vec<u64>) -> Self {
         Self {
             tiers,
@@ -129,6 +147,16 @@ impl AbrConfig {
             // backlog rule 2 s into it (1.5 s of patience otherwise) and counts as a failed
             // step up, which ends the quick climb.
             start_hold: Some(Duration::from_millis(1500)),
+            // Measured with `shaped_abr` (30 objects a group; docs/BENCHMARKS.md, "ABR: groups
+            // cut short"): on `rural` (360p fits) a few losses close together hold cubic's
+            // window down and the relay cuts two or three 360p groups in a row by their
+            // capture age; two consecutive ones brought 40 to 49 of 60 objects (67-82%, ten
+            // runs; with `delay` no group was cut). On `step`'s cut (the link a third of
+            // 3 Mbit/s: about 60% of 720p's bytes fit) with `delay` every 720p group arrives
+            // cut short, 9 to 20 objects, the first (cut at its tail) 17 to 29: two in a row
+            // brought 23 to 33 once the first was past (with cubic 22 to 36). 60% (36 of 60)
+            // lies between.
+            cut_share: 0.6,
         }
     }
 }
@@ -160,6 +188,14 @@ pub struct Abr {
     reason: Option<&'static str>,
     /// No step down yet: [`AbrConfig::start_hold`] applies.
     climbing: bool,
+    /// The object counts of the last whole groups (of any tier: the tiers share one grid of
+    /// groups), newest last.
+    whole: VecDeque<u64>,
+    /// How many objects the last group of the current tier that ended cut short brought, if
+    /// the last group that ended was cut short.
+    cut_before: Option<u64>,
+    /// The last two groups of the current tier ended cut short (see [`AbrConfig::cut_share`]).
+    cut: bool,
 }
 
 /// How many parts [`Abr::throughput`] takes the median of: five one-second parts of the
@@ -179,6 +215,11 @@ const CAPACITY_SAMPLES: usize = 3;
 /// The shortest arrival stretch a capacity estimate divides by: below a few milliseconds
 /// the timer's and scheduler's granularity dominates and the estimate means nothing.
 const MIN_STRETCH: Duration = Duration::from_millis(3);
+
+/// How many whole groups' object counts [`Abr::on_group_end`] keeps; the least of them is a
+/// whole group's length. The least, so that a longer group (one begun early at a key-frame
+/// request lasts up to two group times) does not make ordinary groups look cut short.
+const WHOLE_SAMPLES: usize = 3;
 
 impl Abr {
     /// Starts on tier `start` (clamped to the ladder) at `now`.
@@ -200,13 +241,17 @@ impl Abr {
             capacity: VecDeque::new(),
             reason: None,
             climbing: true,
+            whole: VecDeque::new(),
+            cut_before: None,
+            cut: false,
         }
     }
 
     /// Why the last switch was decided: `"backlog"` (every object of the last
     /// [`AbrConfig::backlog_for`] over [`AbrConfig::backlog_limit`] late), `"late"` (queueing
     /// stayed over the limit and did not fall), `"starved"` (throughput below the down
-    /// ratio with nothing on time), `"failed step up"` or `"up"`.
+    /// ratio with nothing on time), `"cut"` (two groups in a row cut short, see
+    /// [`AbrConfig::cut_share`]), `"failed step up"` or `"up"`.
     pub fn reason(&self) -> Option<&'static str> {
         self.reason
     }
@@ -268,6 +313,38 @@ impl Abr {
                 self.fitting_since = Some(now);
             }
         }
+    }
+
+    /// A group of the watched tier ended: `objects` of it arrived, `whole` if its stream
+    /// ended with FIN and no object ID was missing (a reset stream, or objects missing, is
+    /// a group cut short). The subscriber leaves out what says nothing of the tier: the
+    /// first group after a switch (it carries the start-up), a joining FETCH, and a group
+    /// the watch ended in.
+    pub fn on_group_end(&mut self, objects: u64, whole: bool) {
+        if whole {
+            self.whole.push_back(objects);
+            if self.whole.len() > WHOLE_SAMPLES {
+                self.whole.pop_front();
+            }
+            self.cut_before = None;
+            return;
+        }
+        // Before any whole group a group's length is unknown, and so is how much of it is
+        // missing: the other rules judge the tier then.
+        let Some(len) = self.whole.iter().copied().min() else {
+            return;
+        };
+        let share = self.config.cut_share;
+        if (objects as f64) < share * len as f64 {
+            // Far from whole: no step up from here until the hold has passed again.
+            self.fitting_since = None;
+        }
+        if let Some(before) = self.cut_before
+            && (before + objects) as f64 <= share * 2.0 * len as f64
+        {
+            self.cut = true;
+        }
+        self.cut_before = Some(objects);
     }
 
     fn trim(&mut self, now: Instant) {
@@ -336,11 +413,12 @@ impl Abr {
         bytes.map(|b| b as f64 * 8.0 / part.as_secs_f64())
     }
 
-    /// Between group boundaries: if the watched tier has stopped fitting (late objects or
-    /// starved throughput), decides at once to go down and returns the lower tier. The
-    /// caller makes the switch take effect at the next group boundary (subscribing the lower
-    /// tier from its next group), so deciding early costs no mid-group switch and gains up
-    /// to a group's time over waiting for [`Abr::at_group_start`].
+    /// Between group boundaries: if the watched tier has stopped fitting (late objects,
+    /// starved throughput or groups cut short), decides at once to go down and returns the
+    /// lower tier. The caller makes the switch take effect at the next group boundary
+    /// (subscribing the lower tier from its next group), so deciding early costs no
+    /// mid-group switch and gains up to a group's time over waiting for
+    /// [`Abr::at_group_start`].
     pub fn poll_down(&mut self, now: Instant) -> Option<usize> {
         self.trim(now);
         let rate = self.config.tiers[self.current] as f64;
@@ -361,10 +439,18 @@ impl Abr {
         // draining, not a tier too heavy (that one never delivers above its rate).
         let late = self.too_late && !draining;
         let backlog = self.backlog(now).is_some_and(|q| q >= self.config.backlog_limit);
-        if !(backlog || late || starved) || self.current == 0 {
+        // Groups cut short: the relay carried part of each in time. One step down is a tier
+        // its scheduler keeps flowing (it cuts the least important first); lower only if
+        // the measured throughput says so, and two more groups cut short take it further.
+        let cut = self.cut;
+        if !(backlog || late || starved || cut) || self.current == 0 {
             return None;
         }
-        let fits = measured.unwrap_or(0.0);
+        let fits = match measured {
+            Some(m) => m,
+            None if cut => self.config.tiers[self.current - 1] as f64,
+            None => 0.0,
+        };
         let below = self.config.tiers[..self.current]
             .iter()
             .rposition(|&r| (r as f64) <= fits)
@@ -381,8 +467,10 @@ impl Abr {
             "backlog"
         } else if late {
             "late"
-        } else {
+        } else if starved {
             "starved"
+        } else {
+            "cut"
         });
         Some(self.switch(now, below))
     }
@@ -395,9 +483,10 @@ impl Abr {
         }
         let rate = self.config.tiers[self.current] as f64;
         let measured = self.throughput(now);
-        if self.too_late {
+        if self.too_late || self.cut {
             // Already at the lowest tier: nothing lighter to go to.
             self.too_late = false;
+            self.cut = false;
         }
         let fit_long = self.fitting_since.is_some_and(|t| now.duration_since(t) >= self.hold)
             && now.duration_since(self.last_change) >= self.hold
@@ -427,6 +516,8 @@ impl Abr {
         self.samples.clear();
         self.fitting_since = None;
         self.too_late = false;
+        self.cut_before = None;
+        self.cut = false;
         self.late_since = None;
         self.on_time_at = now;
         self.last_change = now;
@@ -437,6 +528,8 @@ impl Abr {
         self.samples.clear();
         self.fitting_since = None;
         self.too_late = false;
+        self.cut_before = None;
+        self.cut = false;
         self.late_since = None;
         self.on_time_at = now;
         self.last_change = now;
@@ -697,6 +790,133 @@ mod tests {
         let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 1, t);
         let tiers = feed(&mut abr, &mut t, 12, r360() / 2, 10);
         assert!(tiers.iter().all(|&x| x == 1), "{tiers:?}");
+    }
+
+    /// Feeds one group per entry of `ends` over `link`: that many of its 30 objects arrive
+    /// (on time, at the link's usual pace), then its end is reported, whole if all 30 came
+    /// (otherwise its stream was reset), and the ABR asked as the subscriber does at a group
+    /// end. Returns the tier after each group boundary.
+    fn feed_ends(abr: &mut Abr, t: &mut Instant, link: Link, ends: &[u64]) -> Vec<usize> {
+        let delta = link.rate / 8 / 35;
+        let mut out = Vec::new();
+        for &n in ends {
+            out.push(abr.at_group_start(*t));
+            for i in 0..30 {
+                *t += Duration::from_millis(33);
+                if i >= n {
+                    continue;
+                }
+                let (bytes, extra) = if i == 0 {
+                    let key = delta * 6;
+                    (key, Duration::from_secs_f64((key * 8) as f64 / link.capacity as f64))
+                } else {
+                    (delta, Duration::ZERO)
+                };
+                abr.on_object(*t, bytes, Duration::from_millis(link.latency_ms) + extra, i == 0);
+                if let Some(lower) = abr.poll_down(*t) {
+                    out.push(lower);
+                }
+            }
+            abr.on_group_end(n, n == 30);
+            if let Some(lower) = abr.poll_down(*t) {
+                out.push(lower);
+            }
+            *t += Duration::from_millis(10);
+        }
+        out
+    }
+
+    /// `step`'s cut with a relay that keeps its queue short (`delay`): 720p's groups arrive
+    /// early but cut short, 10 to 17 of 30 objects (docs/BENCHMARKS.md "Groups cut short").
+    /// Latency alone says nothing (the objects that come are early), throughput not before
+    /// five seconds with nothing on time: the end of the second group cut short to about
+    /// half takes it down.
+    #[test]
+    fn groups_cut_short_go_down_at_the_end_of_the_second() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 2, t);
+        let link = Link { rate: ladder_rates()[2], latency_ms: 10, capacity: 3_000_000 };
+        let tiers = feed_ends(&mut abr, &mut t, link, &[30; 8]);
+        assert!(tiers.iter().all(|&x| x == 2), "{tiers:?}");
+        // The link now carries about 60% of 720p; what arrives, arrives within 150 ms.
+        let cut = Link { latency_ms: 150, capacity: 1_000_000, ..link };
+        let tiers = feed_ends(&mut abr, &mut t, cut, &[29, 10, 17]);
+        // The first lost only its last object: 39 of 60 over the first two.
+        assert_eq!(tiers, [2, 2, 2, 1], "down as the second group cut short to half ends");
+        assert_eq!(abr.reason(), Some("cut"));
+        // Without the rule (a share no pair of groups comes under) it stays on 720p for
+        // the whole cut: nothing else reads these groups as a tier that does not fit.
+        let config = AbrConfig { cut_share: 0.0, ..AbrConfig::new(ladder_rates()) };
+        let mut abr = Abr::new(config, 2, t);
+        feed_ends(&mut abr, &mut t, link, &[30; 8]);
+        let tiers = feed_ends(&mut abr, &mut t, cut, &[29, 10, 17, 16, 16, 12]);
+        assert!(tiers.iter().all(|&x| x == 2), "{tiers:?}");
+    }
+
+    #[test]
+    fn whole_groups_on_time_are_never_cut_short() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 2, t);
+        let link = Link { rate: ladder_rates()[2], latency_ms: 10, capacity: 3_000_000 };
+        let tiers = feed_ends(&mut abr, &mut t, link, &[30; 30]);
+        assert!(tiers.iter().all(|&x| x == 2), "{tiers:?}");
+        assert_eq!(abr.reason(), None);
+    }
+
+    /// One group cut short (a burst of losses, even one that leaves only its key frame) does
+    /// not switch, nor do the two or three groups `rural`'s loss stretches cut by their
+    /// capture age while 360p fits (19 to 29 of 30 objects, measured).
+    #[test]
+    fn groups_cut_short_by_a_loss_stretch_are_no_reason_to_leave() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 1, t);
+        let rural = Link { rate: r360(), latency_ms: 10, capacity: 1_000_000 };
+        let mut tiers = feed_ends(&mut abr, &mut t, rural, &[30; 4]);
+        tiers.extend(feed_ends(&mut abr, &mut t, rural, &[1, 30, 30, 30]));
+        for stretch in [[29, 18, 30], [22, 23, 30], [29, 19, 21], [29, 20, 22]] {
+            tiers.extend(feed_ends(&mut abr, &mut t, rural, &stretch));
+            tiers.extend(feed_ends(&mut abr, &mut t, rural, &[30; 3]));
+        }
+        assert!(tiers.iter().all(|&x| x == 1), "{tiers:?}");
+    }
+
+    /// A step up into a tier whose groups the relay keeps cutting short fails: back to the
+    /// tier it came from after two of them, and the hold doubles, so it does not flap back.
+    #[test]
+    fn a_step_up_into_groups_cut_short_fails_and_holds() {
+        let mut t = Instant::now();
+        let config = AbrConfig { start_hold: None, ..AbrConfig::new(ladder_rates()) };
+        let mut abr = Abr::new(config, 1, t);
+        let link = Link { rate: r360(), latency_ms: 10, capacity: 3_000_000 };
+        let tiers = feed_ends(&mut abr, &mut t, link, &[30; 6]);
+        assert_eq!(tiers.last(), Some(&2), "{tiers:?}");
+        // 720p's first group is not measured (the subscriber leaves it out); then the relay
+        // cuts every group short.
+        abr.started(t);
+        let cut = Link { rate: ladder_rates()[2], latency_ms: 100, ..link };
+        let tiers = feed_ends(&mut abr, &mut t, cut, &[15, 14]);
+        assert_eq!(tiers, [2, 2, 1]);
+        assert_eq!(abr.reason(), Some("failed step up"));
+        // 360p fits again, but the next try waits 8 s, not 4.
+        let tiers = feed_ends(&mut abr, &mut t, link, &[30; 8]);
+        assert!(tiers.iter().all(|&x| x == 1), "{tiers:?}");
+        let tiers = feed_ends(&mut abr, &mut t, link, &[30; 3]);
+        assert_eq!(tiers.last(), Some(&2), "{tiers:?}");
+    }
+
+    /// On the lowest tier groups cut short have nowhere to go, and leave nothing behind that
+    /// would take the next tier down at once.
+    #[test]
+    fn groups_cut_short_on_the_lowest_tier_are_forgotten_at_the_next_step() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 0, t);
+        let link = Link { rate: ladder_rates()[0], latency_ms: 10, capacity: 3_000_000 };
+        let tiers = feed_ends(&mut abr, &mut t, link, &[30, 5, 5, 30, 30, 30, 30, 30, 30]);
+        assert_eq!(tiers.first(), Some(&0));
+        assert_eq!(abr.current(), 1, "climbs once whole again: {tiers:?}");
+        let link = Link { rate: r360(), ..link };
+        let tiers = feed_ends(&mut abr, &mut t, link, &[30; 2]);
+        assert!(tiers.iter().all(|&x| x >= 1), "{tiers:?}");
     }
 
     #[test]

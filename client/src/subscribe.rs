@@ -483,8 +483,8 @@ pub struct TierSwitch {
     pub from: String,
     /// Tier taken.
     pub to: String,
-    /// Why ([`crate::abr::Abr::reason`]: `backlog`, `late`, `starved`, `failed step up`,
-    /// `up`).
+    /// Why ([`crate::abr::Abr::reason`]: `backlog`, `late`, `starved`, `cut`, `failed step
+    /// up`, `up`).
     #[serde(default)]
     pub reason: Option<String>,
 }
@@ -672,8 +672,56 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
     let mut first_group: Option<u64> = None;
     let mut measuring = false;
     let mut base_latency: Option<Duration> = None;
+    // A switch decided (at an object, or at the end of a group): to which tier, and the
+    // last group seen when it was.
+    let mut decided: Option<(usize, u64)> = None;
 
     loop {
+        if let Some((next, after)) = decided.take() {
+            let now = Instant::now();
+            tracing::debug!(
+                target: "tiermesh_client::abr",
+                at_ms = ms(now),
+                from = %tiers[cur_tier].0,
+                to = %tiers[next].0,
+                reason = abr.reason().unwrap_or("?"),
+                throughput = ?abr.throughput(now),
+                capacity = ?abr.capacity(),
+                "switch decided"
+            );
+            abr_report.switches.push(TierSwitch {
+                decided_ms: ms(now),
+                at_ms: None,
+                group: None,
+                from: tiers[cur_tier].0.clone(),
+                to: tiers[next].0.clone(),
+                reason: abr.reason().map(str::to_owned),
+            });
+            let sub = match track(&tiers[next].0) {
+                Ok(t) => {
+                    let options = SubscribeOptions {
+                        filter: Some(SubscriptionFilter::NextGroupStart),
+                        ..options.clone()
+                    };
+                    tokio::select! {
+                        r = conn.subscribe(t, options) => r.map_err(|e| crate::cli::explain(&e)),
+                        () = tokio::time::sleep_until(deadline) => break,
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match sub {
+                Ok(reader) => {
+                    let from = reader.largest().map_or(0, |l| l.group.0 + 1).max(after + 1);
+                    until = Some(from);
+                    pending = Some(TierSub { tier: next, reader, fetch: None, from });
+                }
+                Err(e) => {
+                    tracing::warn!(tier = %tiers[next].0, error = %e, "tier switch failed");
+                    stats[next].set_error(e);
+                }
+            }
+        }
         let has_fetch = cur.as_ref().is_some_and(|c| c.fetch.is_some());
         let has_cur = cur.is_some();
         let (cur_fetch, cur_reader) = match cur.as_mut() {
@@ -717,15 +765,37 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
                 (o, fetched, cur_tier)
             }
             Source::CurrentEnd(group, reset) => {
-                if let Some((t, g)) = played.get_mut(&group)
-                    && *t == cur_tier
-                {
-                    if reset {
-                        g.reset = true;
-                    } else {
-                        g.fin = true;
-                    }
+                let Some((_, g)) = played.get_mut(&group).filter(|(t, _)| *t == cur_tier) else {
+                    continue;
+                };
+                let first_end = !(g.fin || g.reset);
+                if reset {
+                    g.reset = true;
+                } else {
+                    g.fin = true;
                 }
+                // How a group of the watched tier ended tells the ABR whether the relay
+                // carried it whole or cut it short (a reset, objects missing). Not the
+                // tier's first group (its start-up, or the joining FETCH), nor one that
+                // ends while a switch waits.
+                if !first_end || pending.is_some() || first_group.is_none_or(|f| group <= f) {
+                    continue;
+                }
+                let objects = g.ids.len() as u64;
+                let whole = !reset && g.ids.last().is_some_and(|&last| last + 1 == objects);
+                abr.on_group_end(objects, whole);
+                let now = Instant::now();
+                tracing::trace!(
+                    target: "tiermesh_client::abr",
+                    at_ms = ms(now),
+                    group,
+                    objects,
+                    whole,
+                    tier = cur_tier,
+                    "group end"
+                );
+                let seen = played.last_key_value().map_or(group, |(&g, _)| g);
+                decided = abr.poll_down(now).map(|next| (next, seen));
                 continue;
             }
             Source::Pending(Some(TrackEvent::Object(o))) => {
@@ -840,49 +910,8 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
             }
             next = abr.poll_down(now);
         }
-        let Some(next) = next else { continue };
-        tracing::debug!(
-            target: "tiermesh_client::abr",
-            at_ms = ms(now),
-            from = %tiers[cur_tier].0,
-            to = %tiers[next].0,
-            reason = abr.reason().unwrap_or("?"),
-            throughput = ?abr.throughput(now),
-            capacity = ?abr.capacity(),
-            "switch decided"
-        );
-        abr_report.switches.push(TierSwitch {
-            decided_ms: ms(now),
-            at_ms: None,
-            group: None,
-            from: tiers[cur_tier].0.clone(),
-            to: tiers[next].0.clone(),
-            reason: abr.reason().map(str::to_owned),
-        });
-        let sub = match track(&tiers[next].0) {
-            Ok(t) => {
-                let options = SubscribeOptions {
-                    filter: Some(SubscriptionFilter::NextGroupStart),
-                    ..options.clone()
-                };
-                tokio::select! {
-                    r = conn.subscribe(t, options) => r.map_err(|e| crate::cli::explain(&e)),
-                    () = tokio::time::sleep_until(deadline) => break,
-                }
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        match sub {
-            Ok(reader) => {
-                let from = reader.largest().map_or(0, |l| l.group.0 + 1).max(o.group_id + 1);
-                until = Some(from);
-                pending = Some(TierSub { tier: next, reader, fetch: None, from });
-            }
-            Err(e) => {
-                tracing::warn!(tier = %tiers[next].0, error = %e, "tier switch failed");
-                stats[next].set_error(e);
-            }
-        }
+        // The switch is made at the top of the loop, before the next event.
+        decided = next.map(|next| (next, o.group_id));
     }
     drop(cur);
     drop(pending);
