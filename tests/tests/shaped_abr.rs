@@ -122,8 +122,11 @@ fn abr_on_step_leaves_720p_during_the_cut_and_returns() {
     );
     // The backlog rule needs two seconds of 720p all at least 600 ms late: the switch is
     // decided about 2.2 s into the cut and takes effect at the next group (measured: at
-    // most two 720p groups from 2 s into the cut on); one more under load.
-    assert!(in_cut_720 <= 3, "720p during the cut: {abr:?}");
+    // most two 720p groups from 2 s into the cut on); one more under load. A relay that
+    // keeps its queue short (`--cc delay`) cuts 720p's groups short instead of sending them
+    // late: two in a row cut short take it down 2.0-3.2 s into the cut (measured: at most
+    // one 720p group from 2 s in; before the ABR read cut groups, four in 3 of 5 runs).
+    assert!(in_cut_720 <= 3, "720p during the cut (groups cut short, or late): {abr:?}");
     // After the cut it climbs back: the last groups are 720p again.
     let last = abr.played.iter().rev().find(|p| (p.group as f64) < start_s + 32.0);
     assert_eq!(last.map(|p| p.tier.as_str()), Some("video/720p"), "{abr:?}");
