@@ -150,11 +150,11 @@ impl AbrConfig {
             // Measured with `shaped_abr` (30 objects a group; docs/BENCHMARKS.md, "Groups cut
             // short"): on `rural` (360p fits) a few losses close together hold cubic's window
             // down and the relay cuts two or three 360p groups in a row by their capture age;
-            // two consecutive ones brought 40 to 49 of 60 objects (67-82%, 14 runs; with
+            // two consecutive ones brought 40 to 49 of 60 objects (67-82%, 16 runs; with
             // `delay` no two were cut). On `step`'s cut (the link a third of 3 Mbit/s: about
             // 60% of 720p's bytes fit) with `delay` every 720p group arrives cut short, the
             // first at its tail (9 to 29 objects), then 8 to 18: two in a row brought 22 to
-            // 39, and two of the first three at most 34 in every run (12 runs; with cubic,
+            // 39, and two of the first three at most 34 in every run (14 runs; with cubic,
             // where the backlog rule mostly decides, 22 to 36). 60% (36 of 60) lies between.
             cut_share: 0.6,
         }
