@@ -76,11 +76,12 @@ pub struct RelayConfig {
     pub goaway_grace: Duration,
     /// The send scheduler.
     pub scheduler: SchedulerConfig,
-    /// links: `cubic`, `bbr`, `newreno` or `delay`. The default is `delay`: on the link
-    /// profiles it keeps `rural`'s p95 within 210 ms where cubic's full buffer does not, and
-    /// after `step`'s cut every tier came back within 3 s under load as under cubic
-    /// (docs/ARCHITECTURE.md, "`delay` is the default"). Choose `cubic` for links shared
-    /// with loss-based flows, which a delay-based controller yields to.
+    /// The QUIC congestion controller of client sessions and of this relay's end of its mesh
+    /// links: `cubic`, `bbr`, `newreno` or `delay`. The default stays cubic: `delay` measures
+    /// better on `rural`, `congested` and `step` (every tier back within 3 s after the cut in
+    /// 11 of 11 loaded pairs, as cubic), but in a connection's first seconds it still lets
+    /// an upper tier's first objects wait (loopback) or overflow a long link's queue ahead
+    /// of the lowest tier (`satellite`) (docs/ARCHITECTURE.md, "Cubic stays the default").
     pub congestion: CongestionControl,
     /// The regional mesh; absent (the default), the relay runs alone.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -386,8 +387,7 @@ pub struct Flags {
     /// Folder of the browser pages (web/dist) to serve on the ops listener
     #[arg(long, value_name = "DIR")]
     pub web: Option<PathBuf>,
-    /// QUIC congestion controller: delay (the default), cubic, bbr or newreno; cubic for links
-    /// shared with TCP downloads (docs/ARCHITECTURE.md)
+    /// QUIC congestion controller: cubic, bbr, newreno or delay [default: see docs/BENCHMARKS.md]
     #[arg(long = "cc", value_name = "ALGO")]
     pub congestion: Option<CongestionControl>,
     /// Make the tier ladder of every `<broadcast>/source` (the file's `[ingest]` section, else
