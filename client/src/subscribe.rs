@@ -957,7 +957,7 @@ mod tests {
     use crate::moq::{self, ClientOptions, Event, ServerOptions};
     use crate::publish::{Publisher, now_us};
     use crate::synthetic::BroadcastSpec;
-    use crate::transport::{ClientTls, Server, ServerTls};
+    use crate::transport::{ClientTls, CongestionControl, Server, ServerTls, TransportConfig};
 
     /// The lowest rung of each ladder (alternate group) is joined at once, the rungs above
     /// it at their next group; audio and tracks of no alternate group at once.
@@ -1004,12 +1004,20 @@ mod tests {
     /// server on 127.0.0.1, and the client's connection to it.
     async fn synthetic_broadcast() -> (moq::Connection, TrackNamespace, tokio::task::JoinHandle<()>)
     {
+        synthetic_broadcast_with(TransportConfig::default()).await
+    }
+
+    /// [`synthetic_broadcast`] with both ends on the given transport configuration.
+    async fn synthetic_broadcast_with(
+        transport: TransportConfig,
+    ) -> (moq::Connection, TrackNamespace, tokio::task::JoinHandle<()>) {
         let names: Vec<String> = dev::DEFAULT_NAMES.iter().map(|s| s.to_string()).collect();
         let cert = dev::generate(&names, dev::DEFAULT_VALIDITY).unwrap();
         let tls =
             ServerTls::from_der(vec![cert.cert.to_vec()], cert.key.secret_pkcs8_der().to_vec())
                 .unwrap();
-        let mut server = Server::bind("127.0.0.1:0".parse().unwrap(), tls).unwrap();
+        let mut server =
+            Server::bind_with("127.0.0.1:0".parse().unwrap(), tls, transport.clone()).unwrap();
         let url = format!("moqt://127.0.0.1:{}/clinic/room-42", server.local_addr().port())
             .parse()
             .unwrap();
@@ -1027,8 +1035,8 @@ mod tests {
             drop(server);
         });
 
-        let (conn, driver) =
-            moq::connect(&url, ClientOptions::new(ClientTls::pinned(cert.sha256))).await.unwrap();
+        let options = ClientOptions::new(ClientTls::pinned(cert.sha256)).transport(transport);
+        let (conn, driver) = moq::connect(&url, options).await.unwrap();
         tokio::spawn(driver.run());
         let events = conn.clone();
         tokio::spawn(async move {
@@ -1063,7 +1071,20 @@ mod tests {
     /// the tracks in the catalog, joins each at a key frame, and counts nothing missing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn watch_joins_every_catalog_track_at_a_key_frame() {
-        let (conn, namespace, publisher) = synthetic_broadcast().await;
+        joins_every_track_at_a_key_frame(TransportConfig::default()).await;
+    }
+
+    /// The same under the `delay` controller, where the scheduler holds a new session's upper
+    /// tiers until their offered rates show: on a path that reads far above them (loopback),
+    /// 720p's first key frame must not wait that quarter second (its p99 read 223-253 ms).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watch_joins_every_catalog_track_at_a_key_frame_under_delay() {
+        let transport = TransportConfig::default().congestion(CongestionControl::Delay);
+        joins_every_track_at_a_key_frame(transport).await;
+    }
+
+    async fn joins_every_track_at_a_key_frame(transport: TransportConfig) {
+        let (conn, namespace, publisher) = synthetic_broadcast_with(transport).await;
         let report = watch(
             &conn,
             WatchConfig {

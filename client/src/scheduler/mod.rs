@@ -1271,6 +1271,16 @@ impl Scheduler {
                         deadline.saturating_duration_since(now),
                     ),
                     None => match self.offered.young_above(now, level, rate::HOLD_SPAN) {
+                        // Unless what it and the young levels above were offered so far
+                        // already fits the path with no slack at all, read over so short a
+                        // span that the rest of the hold can only lower it (a loopback
+                        // path: the hold cost the key frame and the frames behind it a
+                        // quarter second, for a check that could only pass).
+                        Some(_)
+                            if self.offered.early_bps(now, level) <= path.saturating_sub(taken) =>
+                        {
+                            true
+                        }
                         Some(until) => {
                             wait = (!s.started && until < deadline).then_some(until);
                             false

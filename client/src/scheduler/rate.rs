@@ -183,6 +183,14 @@ pub(super) const OFFERED_MIN_SPAN: Duration = Duration::from_millis(500);
 /// starting the group.
 pub(super) const HOLD_SPAN: Duration = Duration::from_millis(250);
 
+/// The least span over which [`OfferedRates::early_bps`] reads a level's pushes: 50 ms, so
+/// that a key frame alone reads several times its group's rate (the synthetic ladder's 720p
+/// key frame, 32 kB, reads 5.1 Mbit/s over it against 1.5 for the group and 2.2 over
+/// [`HOLD_SPAN`]). Only a path that reads well above what the check at the hold's end would
+/// need lets a group skip the hold that way: loopback's hundreds of Mbit/s, never a
+/// shaped link's few (`satellite`'s slow start read at most 2.67 Mbit/s, `step` 3).
+pub(super) const EARLY_SPAN_MIN: Duration = Duration::from_millis(50);
+
 /// What each level is offered: the bytes pushed to it per second, sent or dropped, over the
 /// current window and the one before (at least [`OFFERED_MIN_SPAN`] of them). Against the
 /// share the level gets it tells whether a group of it can leave in time at all, which the
@@ -278,6 +286,24 @@ impl OfferedRates {
         let until = above.max()?;
         let own = self.levels.iter().find(|(l, _)| *l == level).and_then(|(_, o)| young(o));
         Some(own.map_or(until, |own| own.max(until)))
+    }
+
+    /// What `level` and the levels above it that are still in their first window of pushes
+    /// were offered so far, each read over the time since its first push but at least
+    /// [`EARLY_SPAN_MIN`]: a reading taken early in a group's hold (`Check::Wait`) that, for
+    /// groups that start with their largest object (a key frame), only falls as the rest of
+    /// the span's pushes come in, so it reads at least what the check at the hold's end will.
+    pub(super) fn early_bps(&self, now: Instant, level: Level) -> u64 {
+        self.levels
+            .iter()
+            .take_while(|(l, _)| *l <= level)
+            .filter(|(_, o)| o.prev.is_none())
+            .map(|(_, o)| {
+                let span = now.saturating_duration_since(o.start).max(EARLY_SPAN_MIN);
+                let bits = o.bytes as u128 * 8 * 1_000_000;
+                u64::try_from(bits / span.as_micros().max(1)).unwrap_or(u64::MAX)
+            })
+            .fold(0, u64::saturating_add)
     }
 }
 

@@ -1481,6 +1481,29 @@ fn upper_tiers_of_a_new_session_start_one_at_a_time() {
     assert_eq!(not_writes(&actions), [&abandoned]);
 }
 
+/// Where the path reads far above what the key frames of the new tiers read over a few tens
+/// of milliseconds (loopback under `delay`: 300 Mbit/s), 720p's group does not wait the
+/// quarter second for its rate: the check at the hold's end could only pass, and the wait
+/// alone put 720p's p99 over 200 ms on loopback. The key frames (47 kB, 7.5 Mbit/s over
+/// `EARLY_SPAN_MIN`) just over the path's reading still wait.
+#[test]
+fn a_new_sessions_upper_tier_starts_at_once_on_a_path_far_above_its_key_frames() {
+    for (rate, written_720p) in [(300_000_000, 32_004), (7_000_000, 0)] {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(SchedulerConfig::default());
+        let mut b = SendBudget { send_rate_bps: rate, ..unlimited() };
+        for (key, tier, len) in [(1, 0, 3_200), (2, 1, 11_800), (3, 2, 32_000)] {
+            s.open_stream(StreamKey(key), video(10 + key, tier, 7)).unwrap();
+            s.push_object(StreamKey(key), obj(t0, len)).unwrap();
+        }
+        let actions = drain(&mut s, t0, &mut b);
+        assert_eq!(written_bytes(&actions, 1), 3_204, "{rate}");
+        assert_eq!(written_bytes(&actions, 2), 11_804, "{rate}");
+        assert_eq!(written_bytes(&actions, 3), written_720p, "{rate}");
+        assert!(not_writes(&actions).is_empty(), "{rate}: {:?}", not_writes(&actions));
+    }
+}
+
 /// The window per round trip reads 1.6 Mbit/s on a path that carries far less: a 720p
 /// group offered 1.5 Mbit/s passes the check with the time its objects may wait, and is
 /// then cut for lateness (an object too old on arrival here). Its next group is not
