@@ -523,16 +523,10 @@ impl Abr {
         self.last_change = now;
     }
 
+    /// Moves to `tier`, measuring it afresh from `now` (as [`Abr::started`]).
     fn switch(&mut self, now: Instant, tier: usize) -> usize {
         self.current = tier;
-        self.samples.clear();
-        self.fitting_since = None;
-        self.too_late = false;
-        self.cut_before = None;
-        self.cut = false;
-        self.late_since = None;
-        self.on_time_at = now;
-        self.last_change = now;
+        self.started(now);
         tier
     }
 }
