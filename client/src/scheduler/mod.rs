@@ -1255,53 +1255,45 @@ impl Scheduler {
                 let taken = self.level_rates.above_bps(now, level);
                 // A level offered more than its share carries falls ever further behind:
                 // its next object is not started, so its group goes (see `OfferedRates`).
-                // Until its rate shows, a tier starts only if no more important upper tier
-                // is still unmeasured too: on a new session a ladder's upper tiers all
-                // start at once, and the window per round trip of slow start would pass
-                // every one of their key frames (up cautiously, one tier at a time). A
-                // group not yet started waits a quarter second for those rates, if its key
-                // frame can (see `Check::Wait`, `rate::HOLD_SPAN`), rather than go: where the
-                // tier fits (`step`'s 3 Mbit/s) the whole group was lost, a second of the
-                // top tier on every new session.
+                // Until its rate shows, a tier that joins levels already measured starts on
+                // its key frame's check below (up cautiously, one tier at a time). One that
+                // starts while a more important upper tier is unmeasured too (a new session,
+                // whose ladder starts at one group boundary, where the window per round trip
+                // of slow start would pass every key frame) is checked at the rates of its
+                // and their first quarter second (`rate::HOLD_SPAN`), and its group, not yet
+                // started, waits out of the schedule for them if its key frame can (see
+                // `Check::Wait`) rather than go: where the tier fits (`step`'s 3 Mbit/s) the
+                // whole group was lost, a second of the top tier on every new session.
+                let share = path.saturating_sub(taken);
+                let fits = |offered: u64| {
+                    rate::keeps_up(offered, share, deadline.saturating_duration_since(now))
+                };
                 let mut wait = None;
                 let keeps_up = match self.offered.bps(now, level) {
-                    Some(offered) => rate::keeps_up(
-                        offered,
-                        path.saturating_sub(taken),
-                        deadline.saturating_duration_since(now),
-                    ),
-                    None => match self.offered.young_above(now, level, rate::HOLD_SPAN) {
-                        // Unless what it and the young levels above were offered so far
-                        // already fits the path with no slack at all, read over so short a
-                        // span that the rest of the hold can only lower it (a loopback
-                        // path: the hold cost the key frame and the frames behind it a
-                        // quarter second, for a check that could only pass).
-                        Some(_)
-                            if self.offered.early_bps(now, level) <= path.saturating_sub(taken) =>
-                        {
-                            true
+                    Some(offered) => fits(offered),
+                    None => match self.offered.hold_until(level) {
+                        None => true,
+                        Some(until) if until <= now => {
+                            self.offered.bps_over(now, level, rate::HOLD_SPAN).is_some_and(fits)
                         }
+                        // Unless what it and the levels above still in their first window
+                        // were offered so far already fits what the other levels above
+                        // leave of the path, with no slack at all, read over so short a span
+                        // that the rest of the hold can only lower it (a loopback path: the
+                        // hold cost the key frame and the frames behind it a quarter second,
+                        // for a check that could only pass). What those levels were written
+                        // at is in their reading already, not taken from the path again.
                         Some(until) => {
-                            wait = (!s.started && until < deadline).then_some(until);
-                            false
+                            let others = self
+                                .level_rates
+                                .bps_where(now, |l| l < level && !self.offered.in_first_window(l));
+                            let starts =
+                                self.offered.early_bps(now, level) <= path.saturating_sub(others);
+                            if !starts {
+                                wait = (!s.started && until < deadline).then_some(until);
+                            }
+                            starts
                         }
-                        None if self
-                            .offered
-                            .young_above(now, level, rate::OFFERED_MIN_SPAN)
-                            .is_none() =>
-                        {
-                            true
-                        }
-                        // Measured over the shorter span only (the hold's end).
-                        None => self.offered.bps_over(now, level, rate::HOLD_SPAN).is_some_and(
-                            |offered| {
-                                rate::keeps_up(
-                                    offered,
-                                    path.saturating_sub(taken),
-                                    deadline.saturating_duration_since(now),
-                                )
-                            },
-                        ),
                     },
                 };
                 // A tier cut for lateness while offered more than its share starts no new

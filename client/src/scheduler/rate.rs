@@ -142,13 +142,18 @@ impl LevelRates {
     /// of `now`: over the completed windows of the last two, or before one has completed,
     /// what was written so far counted over one whole window.
     pub(super) fn above_bps(&self, now: Instant, level: Level) -> u64 {
+        self.bps_where(now, |l| l < level)
+    }
+
+    /// [`LevelRates::above_bps`] of the levels for which `counted` is true.
+    pub(super) fn bps_where(&self, now: Instant, counted: impl Fn(Level) -> bool) -> u64 {
         if self.start.is_none() {
             return 0;
         }
         let ended = self.ended(now);
         let completed = (self.completed as usize + ended).min(WINDOWS - 1);
         let (mut bytes, windows) = (0u64, completed.max(1) as u32);
-        for (_, counts) in self.levels.iter().take_while(|e| e.0 < level) {
+        for (_, counts) in self.levels.iter().filter(|e| counted(e.0)) {
             let counts = shifted(counts, ended);
             bytes += if completed == 0 { counts[0] } else { counts[1..=completed].iter().sum() };
         }
@@ -268,24 +273,24 @@ impl OfferedRates {
         self.levels.iter().take_while(|(l, _)| *l < level).any(|(l, _)| self.bps(now, *l).is_some())
     }
 
-    /// If a level more important than `level` (a smaller number) was first offered less
-    /// than `span` ago: when those levels and `level` itself will all have been offered for
-    /// `span`.
-    pub(super) fn young_above(
-        &self,
-        now: Instant,
-        level: Level,
-        span: Duration,
-    ) -> Option<Instant> {
-        let young = |o: &Offered| {
-            (o.prev.is_none() && now.saturating_duration_since(o.start) < span)
-                .then(|| o.start + span)
-        };
+    /// Whether `level` is still in its first window of pushes (see
+    /// [`OfferedRates::early_bps`]).
+    pub(super) fn in_first_window(&self, level: Level) -> bool {
+        self.levels.iter().any(|(l, o)| *l == level && o.prev.is_none())
+    }
+
+    /// For a `level` not yet measured ([`OfferedRates::bps`] is `None`) that started while
+    /// a more important level was unmeasured too (first offered less than
+    /// [`OFFERED_MIN_SPAN`] after that level's first push, or before it): when it and the
+    /// levels above still in their first window will all have been offered for
+    /// [`HOLD_SPAN`]. `None` for a level that joined levels already measured.
+    pub(super) fn hold_until(&self, level: Level) -> Option<Instant> {
+        let first = |o: &&Offered| o.prev.is_none();
+        let own = self.levels.iter().find(|(l, _)| *l == level).map(|(_, o)| o).filter(first)?;
         let above =
-            self.levels.iter().take_while(|(l, _)| *l < level).filter_map(|(_, o)| young(o));
-        let until = above.max()?;
-        let own = self.levels.iter().find(|(l, _)| *l == level).and_then(|(_, o)| young(o));
-        Some(own.map_or(until, |own| own.max(until)))
+            self.levels.iter().take_while(|(l, _)| *l < level).map(|(_, o)| o).filter(first);
+        let joined = above.clone().any(|o| own.start < o.start + OFFERED_MIN_SPAN);
+        joined.then(|| above.map(|o| o.start).fold(own.start, Instant::max) + HOLD_SPAN)
     }
 
     /// What `level` and the levels above it that are still in their first window of pushes
@@ -429,6 +434,27 @@ mod tests {
         assert_eq!(o.bps(t0 + ms(4_100), 64), None);
         o.add(t0 + ms(4_100), 64, 1_000);
         assert_eq!(o.bps(t0 + ms(4_200), 64), None);
+    }
+
+    #[test]
+    fn a_level_started_beside_an_unmeasured_one_is_held_for_both_quarter_seconds() {
+        let t0 = Instant::now();
+        let mut o = OfferedRates::default();
+        o.add(t0, 48, 11_800);
+        o.add(t0 + ms(20), 64, 32_000);
+        assert_eq!(o.hold_until(64), Some(t0 + ms(20) + HOLD_SPAN));
+        assert_eq!(o.hold_until(48), None, "nothing above it");
+        // Joining 300 ms after the level above: its own quarter second, not a drop.
+        let mut late = OfferedRates::default();
+        late.add(t0, 48, 11_800);
+        late.add(t0 + ms(300), 64, 32_000);
+        assert_eq!(late.hold_until(64), Some(t0 + ms(300) + HOLD_SPAN));
+        // Joining once the level above has half a second of pushes: one tier at a time.
+        let mut measured = OfferedRates::default();
+        measured.add(t0, 48, 11_800);
+        measured.add(t0 + ms(500), 64, 32_000);
+        assert_eq!(measured.hold_until(64), None);
+        assert!(measured.in_first_window(48) && !measured.in_first_window(32));
     }
 
     #[test]
