@@ -872,7 +872,7 @@ impl Scheduler {
     /// `Check::Probe`: the head object (or the whole stream) dropped, or the stream held.
     /// True if it was neither.
     fn refuse(&mut self, now: Instant, key: StreamKey, check: Check) -> bool {
-        match check {
+        let (reason, seq) = match check {
             Check::Go => return false,
             Check::Probe(level) => {
                 if let Some(s) = self.streams.get_mut(&key) {
@@ -882,6 +882,10 @@ impl Scheduler {
                     p.stream = Some(key);
                 }
                 return false;
+            }
+            Check::Wait(until) => {
+                self.hold(key, until);
+                return true;
             }
             Check::Hold(reason, seq, level) => {
                 if !self.probes.iter().any(|p| p.level == level) {
@@ -893,21 +897,16 @@ impl Scheduler {
                         passed: None,
                     });
                 }
-                if self.direct == Some(key) {
-                    self.direct = None;
-                }
-                self.expire(key, reason, seq);
+                (reason, Some(seq))
             }
-            Check::Drop(reason, seq) => {
-                if self.direct == Some(key) {
-                    self.direct = None;
-                }
-                match seq {
-                    Some(seq) => self.expire(key, reason, seq),
-                    None => self.kill(key, reason, None),
-                }
-            }
-            Check::Wait(until) => self.hold(key, until),
+            Check::Drop(reason, seq) => (reason, seq),
+        };
+        if self.direct == Some(key) {
+            self.direct = None;
+        }
+        match seq {
+            Some(seq) => self.expire(key, reason, seq),
+            None => self.kill(key, reason, None),
         }
         true
     }
@@ -1629,42 +1628,32 @@ impl Scheduler {
         {
             self.end_probe(now, key, Some(reason));
         }
-        if self.config.tier_share
-            && s.class.is_upper_tier()
-            && s.started
-            && matches!(reason, DropReason::DeliveryTimeout | DropReason::CaptureAge)
-            && let Some((now, _)) = self.seen
-        {
-            self.note_carried(now, level_of(&s.order), false);
-        }
-        if self.config.tier_share
-            && s.class.is_upper_tier()
-            && s.started
-            && matches!(
-                reason,
-                DropReason::DeliveryTimeout | DropReason::CaptureAge | DropReason::Stale
-            )
-            && let Some((now, path)) = self.seen
-        {
+        if self.config.tier_share && s.class.is_upper_tier() {
             let level = level_of(&s.order);
-            let share = path.saturating_sub(self.level_rates.above_bps(now, level));
-            // Clearly more (half as much again): a tier that fits and loses a group to a burst
-            // of losses is not held.
-            if self.offered.bps(now, level).is_some_and(|o| o > share.saturating_add(share / 2)) {
-                self.failed.retain(|(l, _, _)| *l != level);
-                self.failed.push((level, now, path));
+            let late = matches!(reason, DropReason::DeliveryTimeout | DropReason::CaptureAge);
+            if s.started
+                && (late || reason == DropReason::Stale)
+                && let Some((now, path)) = self.seen
+            {
+                if late {
+                    self.note_carried(now, level, false);
+                }
+                let share = path.saturating_sub(self.level_rates.above_bps(now, level));
+                // Clearly more (half as much again): a tier that fits and loses a group to a
+                // burst of losses is not held.
+                if self.offered.bps(now, level).is_some_and(|o| o > share.saturating_add(share / 2))
+                {
+                    self.failed.retain(|(l, _, _)| *l != level);
+                    self.failed.push((level, now, path));
+                }
             }
-        }
-        if self.config.tier_share
-            && s.class.is_upper_tier()
-            && !s.finishing
-            && reason != DropReason::Cancelled
-        {
-            self.gone.insert(key, level_of(&s.order));
-            self.gone_order.push_back(key);
-            while self.gone_order.len() > GONE_MEMORY {
-                if let Some(old) = self.gone_order.pop_front() {
-                    self.gone.remove(&old);
+            if !s.finishing && reason != DropReason::Cancelled {
+                self.gone.insert(key, level);
+                self.gone_order.push_back(key);
+                while self.gone_order.len() > GONE_MEMORY {
+                    if let Some(old) = self.gone_order.pop_front() {
+                        self.gone.remove(&old);
+                    }
                 }
             }
         }
