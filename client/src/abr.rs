@@ -16,11 +16,14 @@
 //!   streams (objects past their delivery timeout or capture-age budget) and keeps the
 //!   objects that do leave early, so the tier arrives in part, on time, and no backlog
 //!   builds. The subscriber tells [`Abr::on_group_end`] how each group of the watched tier
-//!   ended; when the last two both ended cut short and together brought at most
-//!   [`AbrConfig::cut_share`] of two whole groups' objects (the picture frozen for the rest),
-//!   the tier does not fit and the next boundary is one step down (lower if the measured
-//!   throughput says so). One group cut short (a burst of losses, a loss recovery running
-//!   into a key frame) is no reason to leave, and a group that arrived whole ends the run.
+//!   ended ([`GroupEnds`] says which groups, and when); when the last two both ended cut
+//!   short and together brought at most [`AbrConfig::cut_share`] of two whole groups'
+//!   objects (the picture frozen for the rest), the tier does not fit and the next boundary
+//!   is one step down (lower if the measured throughput says so). A group of which nothing
+//!   arrived (its stream reset before its first object, or skipped IDs: no stream opened)
+//!   is a group cut to nothing. One group cut short (a burst of losses, a loss recovery
+//!   running into a key frame) is no reason to leave, and a group that arrived whole ends
+//!   the run. Tracks of one subgroup per group only (see [`GroupEnds`]).
 //! - **A loss recovery is not congestion.** A lost packet holds its stream back for a round
 //!   trip or more, and a few losses close together hold a loss-based congestion window
 //!   below the tier's rate for seconds; the objects behind then arrive late in bursts and
@@ -47,7 +50,7 @@
 //!   that carries a picture at all; this climb takes it to the tier the link carries about
 //!   as soon as a start on the middle tier got there.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Tuning of [`Abr`].
@@ -317,9 +320,10 @@ impl Abr {
 
     /// A group of the watched tier ended: `objects` of it arrived, `whole` if its stream
     /// ended with FIN and no object ID was missing (a reset stream, or objects missing, is
-    /// a group cut short). The subscriber leaves out what says nothing of the tier: the
-    /// first group after a switch (it carries the start-up), a joining FETCH, and a group
-    /// the watch ended in.
+    /// a group cut short; nothing of it, a group cut to nothing). The subscriber leaves out
+    /// what says nothing of the tier ([`GroupEnds`]): the first group after a switch (it
+    /// carries the start-up), a joining FETCH, a group the watch ended in, and the groups of
+    /// a tier sent on several subgroups.
     pub fn on_group_end(&mut self, objects: u64, whole: bool) {
         if whole {
             self.whole.push_back(objects);
@@ -528,6 +532,98 @@ impl Abr {
         self.current = tier;
         self.started(now);
         tier
+    }
+}
+
+/// How many groups newer than the last one judged [`GroupEnds`] remembers as seen: far more
+/// than the groups of one tier in flight at once (two or three).
+const SEEN_GROUPS: usize = 64;
+
+/// Which groups of the watched tier [`Abr::on_group_end`] hears of, and when: the subscriber
+/// hands it what arrives of the tier (each object's group and subgroup, each subgroup
+/// stream's end) and tells the ABR what [`GroupEnds::on_stream_end`] returns. Sans-IO.
+///
+/// - Groups are judged in order, each once, after the tier's first group
+///   ([`GroupEnds::start`]: it carries the start-up of the subscription, or the joining
+///   FETCH). A stream end of a group no newer than one already judged is left out.
+/// - A group is judged when its stream ends: whole, or cut short with the objects it
+///   brought. A stream reset before its first object arrived brought none.
+/// - Group IDs skipped between the last group judged and the one whose stream ended, of
+///   which nothing arrived (no stream opened: the relay's scheduler drops a group it cannot
+///   start in time), count as one group cut to nothing, however many they are: a publisher
+///   away for a few seconds (a reconnect; tiermesh's publishers number groups by wall-clock
+///   second) or a top rung its uplink dropped leaves IDs that never exist, which nothing
+///   declares, and a group that arrives whole after it ends the run.
+/// - Tracks of one subgroup per group only (tiermesh's publishers and ingest send each group
+///   on subgroup 0): with several, the end of one subgroup is not the end of the group, and
+///   which subgroups a group has is not known. Once an object or a stream of a subgroup
+///   other than 0 arrives, nothing more of the tier is judged until the next
+///   [`GroupEnds::start`]; the other rules still judge it.
+#[derive(Debug, Default)]
+pub struct GroupEnds {
+    /// The newest group judged, or the tier's first group (`None` before [`GroupEnds::start`]).
+    judged: Option<u64>,
+    /// Groups newer than `judged` of which something arrived.
+    seen: BTreeSet<u64>,
+    /// A subgroup other than 0 arrived since the last [`GroupEnds::start`].
+    layered: bool,
+}
+
+impl GroupEnds {
+    /// Nothing judged before [`GroupEnds::start`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The tier's first group played is `first` (after a switch, or at the join): groups from
+    /// the next one on are judged, the skipped IDs before `first` are not.
+    pub fn start(&mut self, first: u64) {
+        self.judged = Some(first);
+        self.seen.clear();
+        self.layered = false;
+    }
+
+    /// An object of the tier arrived: `subgroup` is `None` for a datagram.
+    pub fn on_object(&mut self, group: u64, subgroup: Option<u64>) {
+        if subgroup.is_some_and(|s| s != 0) {
+            self.layered = true;
+        }
+        if self.judged.is_some_and(|j| group > j) {
+            self.seen.insert(group);
+            // Bounded where no stream end comes to judge them (datagrams, several subgroups).
+            if self.seen.len() > SEEN_GROUPS {
+                self.seen.pop_first();
+            }
+        }
+    }
+
+    /// A subgroup stream of the tier ended: the group's `objects` so far, `whole` if the
+    /// stream ended with FIN and no object ID is missing. Returns what to tell
+    /// [`Abr::on_group_end`], oldest first: a group cut to nothing for skipped IDs before
+    /// this one, then this one's end; nothing if it is not judged.
+    pub fn on_stream_end(
+        &mut self,
+        group: u64,
+        subgroup: u64,
+        objects: u64,
+        whole: bool,
+    ) -> impl Iterator<Item = (u64, bool)> + use<> {
+        if subgroup != 0 {
+            self.layered = true;
+        }
+        let judged = match self.judged {
+            Some(j) if group > j && !self.layered => Some(j),
+            _ => None,
+        };
+        let mut skipped = false;
+        if let Some(j) = judged {
+            let between = group - j - 1;
+            skipped = (self.seen.range(j + 1..group).count() as u64) < between;
+            self.judged = Some(group);
+            self.seen = self.seen.split_off(&(group + 1));
+        }
+        let gap = skipped.then_some((0, false));
+        gap.into_iter().chain(judged.map(|_| (objects, whole)))
     }
 }
 
@@ -911,6 +1007,183 @@ mod tests {
         let link = Link { rate: r360(), ..link };
         let tiers = feed_ends(&mut abr, &mut t, link, &[30; 2]);
         assert!(tiers.iter().all(|&x| x >= 1), "{tiers:?}");
+    }
+
+    /// What arrives of one group in [`feed_ids`]: `Objects(n)`: `n` of its 30 objects on
+    /// subgroup 0, then its stream ends (FIN if all came, else reset); `Finished(n)`: its
+    /// first `n` objects, then FIN (the relay finishes a stream its publisher left); `Empty`:
+    /// its stream is reset before its first object; `Never`: nothing (no stream was opened).
+    #[derive(Clone, Copy)]
+    enum Arrives {
+        Objects(u64),
+        Finished(u64),
+        Empty,
+        Never,
+    }
+
+    /// Feeds the groups `groups` (ID, what arrives) of the watched tier over `link` through
+    /// `ends` as the subscriber does, each in a group time of 30 objects; returns the tier
+    /// after each group boundary and group end.
+    fn feed_ids(
+        abr: &mut Abr,
+        ends: &mut GroupEnds,
+        t: &mut Instant,
+        link: Link,
+        groups: &[(u64, Arrives)],
+    ) -> Vec<usize> {
+        let delta = link.rate / 8 / 35;
+        let mut out = Vec::new();
+        for &(id, arrives) in groups {
+            let (n, whole) = match arrives {
+                Arrives::Objects(n) => (n, n == 30),
+                Arrives::Finished(n) => (n, true),
+                Arrives::Empty | Arrives::Never => (0, false),
+            };
+            if n > 0 {
+                out.push(abr.at_group_start(*t));
+            }
+            for i in 0..30 {
+                *t += Duration::from_millis(33);
+                if i >= n {
+                    continue;
+                }
+                let (bytes, extra) = if i == 0 {
+                    let key = delta * 6;
+                    (key, Duration::from_secs_f64((key * 8) as f64 / link.capacity as f64))
+                } else {
+                    (delta, Duration::ZERO)
+                };
+                ends.on_object(id, Some(0));
+                abr.on_object(*t, bytes, Duration::from_millis(link.latency_ms) + extra, i == 0);
+                out.extend(abr.poll_down(*t));
+            }
+            if !matches!(arrives, Arrives::Never) {
+                for (objects, whole) in ends.on_stream_end(id, 0, n, whole) {
+                    abr.on_group_end(objects, whole);
+                }
+                out.extend(abr.poll_down(*t));
+            }
+            *t += Duration::from_millis(10);
+        }
+        out
+    }
+
+    /// `n` whole groups from ID `from` on.
+    fn whole_ids(from: u64, n: u64) -> Vec<(u64, Arrives)> {
+        (from..from + n).map(|g| (g, Arrives::Objects(30))).collect()
+    }
+
+    /// 720p on `step`'s cut where the relay's scheduler does not start a group at all (no
+    /// stream: its objects could not leave in time) and cuts the next one to 7 objects (as
+    /// in a cubic run of "Groups cut short"): nothing of the missing group is a group cut
+    /// to nothing, so the pair takes the tier down as the second one ends. (It used to be
+    /// left out, and `starved` decided 4.9 s into the cut.)
+    #[test]
+    fn a_group_the_relay_never_started_counts_as_cut_short() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 2, t);
+        let mut ends = GroupEnds::new();
+        ends.start(100);
+        let link = Link { rate: ladder_rates()[2], latency_ms: 10, capacity: 3_000_000 };
+        let tiers = feed_ids(&mut abr, &mut ends, &mut t, link, &whole_ids(101, 8));
+        assert!(tiers.iter().all(|&x| x == 2), "{tiers:?}");
+        let cut = Link { latency_ms: 150, capacity: 1_000_000, ..link };
+        let groups = [(109, Arrives::Never), (110, Arrives::Objects(7))];
+        let tiers = feed_ids(&mut abr, &mut ends, &mut t, cut, &groups);
+        assert_eq!(tiers, [2, 1], "down as the group after the missing one ends");
+        assert_eq!(abr.reason(), Some("cut"));
+    }
+
+    /// A subgroup stream reset before its first object arrived (the relay wrote the header,
+    /// then the key frame passed its deadline) is a group cut to nothing too.
+    #[test]
+    fn a_stream_reset_before_its_first_object_counts_as_cut_short() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 2, t);
+        let mut ends = GroupEnds::new();
+        ends.start(100);
+        let link = Link { rate: ladder_rates()[2], latency_ms: 10, capacity: 3_000_000 };
+        feed_ids(&mut abr, &mut ends, &mut t, link, &whole_ids(101, 8));
+        let cut = Link { latency_ms: 150, capacity: 1_000_000, ..link };
+        let groups = [(109, Arrives::Empty), (110, Arrives::Objects(7))];
+        let tiers = feed_ids(&mut abr, &mut ends, &mut t, cut, &groups);
+        assert_eq!(tiers, [2, 1], "down as the group after the empty one ends");
+        assert_eq!(abr.reason(), Some("cut"));
+    }
+
+    /// IDs that are skipped but say nothing of the link: those before the tier's first group
+    /// (a switch subscribes from the next group; the relay may not have it), and those of a
+    /// publisher away for a few seconds (killed and replaced: its last group ends early,
+    /// the relay finishes it, and the new one numbers its groups by the clock: three IDs
+    /// that never exist count as one group cut to nothing, which the next whole group
+    /// ends). Neither takes the tier down, nor does the end of a group already judged.
+    #[test]
+    fn ids_skipped_at_a_switch_or_by_a_publisher_away_are_no_reason_to_leave() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 2, t);
+        let mut ends = GroupEnds::new();
+        let link = Link { rate: ladder_rates()[2], latency_ms: 10, capacity: 3_000_000 };
+        ends.start(90);
+        let mut tiers = feed_ids(&mut abr, &mut ends, &mut t, link, &whole_ids(91, 6));
+        // The tier's first group after a switch is 100 (96 to 99 were never received).
+        ends.start(100);
+        let groups = [(101, Arrives::Objects(25)), (102, Arrives::Objects(30))];
+        tiers.extend(feed_ids(&mut abr, &mut ends, &mut t, link, &groups));
+        // The publisher is killed 12 objects into 103 and replaced three seconds later; the
+        // relay finishes 103's stream when the new one has carried a group to its end.
+        let groups = [(103, Arrives::Finished(12)), (107, Arrives::Objects(30))];
+        tiers.extend(feed_ids(&mut abr, &mut ends, &mut t, link, &groups));
+        tiers.extend(feed_ids(&mut abr, &mut ends, &mut t, link, &whole_ids(108, 4)));
+        // A second end of a group judged (or of an older one) is left out.
+        assert_eq!(ends.on_stream_end(110, 0, 0, false).count(), 0);
+        assert_eq!(ends.on_stream_end(104, 0, 0, false).count(), 0);
+        assert!(tiers.iter().all(|&x| x == 2), "{tiers:?}");
+        assert_eq!(abr.reason(), None);
+    }
+
+    /// A tier that sends each group on two subgroups (even frames on 0, odd ones on 1): the
+    /// relay resets subgroup 1 after its fifth object while subgroup 0 arrives whole, so
+    /// each group brings 20 of 30 objects, and a pair 40 of 60, above the share. Its first
+    /// stream end (the reset, 10 objects in) is not the group's end: such a tier is left to
+    /// the other rules, which see it on time, and it stays.
+    #[test]
+    fn the_first_stream_end_of_a_group_of_several_subgroups_is_not_its_end() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 2, t);
+        let mut ends = GroupEnds::new();
+        ends.start(100);
+        let link = Link { rate: ladder_rates()[2], latency_ms: 10, capacity: 3_000_000 };
+        let mut tiers = feed_ids(&mut abr, &mut ends, &mut t, link, &whole_ids(101, 4));
+        let delta = link.rate / 8 / 35;
+        for g in 105..115 {
+            tiers.push(abr.at_group_start(t));
+            let mut got = 0;
+            for i in 0..30 {
+                t += Duration::from_millis(33);
+                let subgroup = i % 2;
+                if subgroup == 1 && i / 2 >= 5 {
+                    continue;
+                }
+                got += 1;
+                ends.on_object(g, Some(subgroup));
+                let bytes = if i == 0 { delta * 6 } else { delta };
+                abr.on_object(t, bytes, Duration::from_millis(10), i == 0);
+                tiers.extend(abr.poll_down(t));
+                if subgroup == 1 && i / 2 == 4 {
+                    // Subgroup 1 reset after its fifth object.
+                    for (objects, whole) in ends.on_stream_end(g, 1, got, false) {
+                        abr.on_group_end(objects, whole);
+                    }
+                    tiers.extend(abr.poll_down(t));
+                }
+            }
+            for (objects, whole) in ends.on_stream_end(g, 0, got, false) {
+                abr.on_group_end(objects, whole);
+            }
+            tiers.extend(abr.poll_down(t));
+            t += Duration::from_millis(10);
+        }
+        assert!(tiers.iter().all(|&x| x == 2), "{tiers:?}");
     }
 
     #[test]

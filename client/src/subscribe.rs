@@ -514,7 +514,7 @@ struct TierSub {
 /// Where a video object came from.
 enum Source {
     Current(Option<ReceivedObject>, bool),
-    CurrentEnd(u64, bool),
+    CurrentEnd(u64, u64, bool),
     CurrentGone,
     Pending(Option<TrackEvent>),
 }
@@ -565,7 +565,7 @@ async fn abr_catalog(
 /// as soon as a start on the middle tier got there. A video tier named in
 /// [`WatchConfig::tracks`] is the one to start on instead.
 pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrReport) {
-    use crate::abr::{Abr, AbrConfig};
+    use crate::abr::{Abr, AbrConfig, GroupEnds};
     let clock = Clock::now();
     let deadline = tokio::time::Instant::now() + config.duration;
     let options = SubscribeOptions { token: config.token.clone(), ..Default::default() };
@@ -636,6 +636,8 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
         }
     };
     let mut abr = Abr::new(AbrConfig::new(abr_report.rates.clone()), start, Instant::now());
+    // Which groups of the watched tier the ABR hears the end of.
+    let mut ends = GroupEnds::new();
     let mut stats: Vec<TrackStats> =
         tiers.iter().map(|(n, _)| TrackStats::new(n, clock.wall_us, true)).collect();
     let mut played: BTreeMap<u64, (usize, GroupTally)> = BTreeMap::new();
@@ -735,8 +737,8 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
             o = async { cur_fetch?.next().await }, if has_fetch => Some(Source::Current(o, true)),
             e = async { cur_reader?.next().await }, if has_cur => Some(match e {
                 Some(TrackEvent::Object(o)) => Source::Current(Some(o), false),
-                Some(TrackEvent::StreamEnd { group_id, reset, .. }) => {
-                    Source::CurrentEnd(group_id, reset.is_some())
+                Some(TrackEvent::StreamEnd { group_id, subgroup_id, reset }) => {
+                    Source::CurrentEnd(group_id, subgroup_id, reset.is_some())
                 }
                 Some(TrackEvent::Done(_)) | None => Source::CurrentGone,
             }),
@@ -764,37 +766,50 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
                 }
                 (o, fetched, cur_tier)
             }
-            Source::CurrentEnd(group, reset) => {
-                let Some((_, g)) = played.get_mut(&group).filter(|(t, _)| *t == cur_tier) else {
-                    continue;
-                };
-                let first_end = !(g.fin || g.reset);
-                if reset {
-                    g.reset = true;
-                } else {
-                    g.fin = true;
-                }
+            Source::CurrentEnd(group, subgroup, reset) => {
                 // How a group of the watched tier ended tells the ABR whether the relay
-                // carried it whole or cut it short (a reset, objects missing). Not the
-                // tier's first group (its start-up, or the joining FETCH), nor one that
-                // ends while a switch waits.
-                if !first_end || pending.is_some() || first_group.is_none_or(|f| group <= f) {
+                // carried it whole or cut it short (a reset, objects missing, or nothing of it
+                // at all). Not a group played from another tier, nor one that ends while a
+                // switch waits; `ends` leaves out the tier's first group (its start-up, or the
+                // joining FETCH) and keeps the groups in order.
+                let (objects, whole) = match played.get_mut(&group) {
+                    Some((t, _)) if *t != cur_tier => continue,
+                    Some((_, g)) => {
+                        if reset {
+                            g.reset = true;
+                        } else {
+                            g.fin = true;
+                        }
+                        let objects = g.ids.len() as u64;
+                        (objects, !reset && g.ids.last().is_some_and(|&last| last + 1 == objects))
+                    }
+                    // A stream reset before its first object arrived.
+                    None => (0, false),
+                };
+                if pending.is_some() {
                     continue;
                 }
-                let objects = g.ids.len() as u64;
-                let whole = !reset && g.ids.last().is_some_and(|&last| last + 1 == objects);
-                abr.on_group_end(objects, whole);
                 let now = Instant::now();
-                tracing::trace!(
-                    target: "tiermesh_client::abr",
-                    at_ms = ms(now),
-                    group,
-                    objects,
-                    whole,
-                    tier = cur_tier,
-                    "group end"
-                );
-                let seen = played.last_key_value().map_or(group, |(&g, _)| g);
+                let judged: Vec<_> = ends.on_stream_end(group, subgroup, objects, whole).collect();
+                if judged.is_empty() {
+                    continue;
+                }
+                for (i, &(objects, whole)) in judged.iter().enumerate() {
+                    abr.on_group_end(objects, whole);
+                    // Of two, the first stands for IDs skipped before this group.
+                    let skipped = i + 1 < judged.len();
+                    tracing::trace!(
+                        target: "tiermesh_client::abr",
+                        at_ms = ms(now),
+                        group,
+                        objects,
+                        whole,
+                        skipped,
+                        tier = cur_tier,
+                        "group end"
+                    );
+                }
+                let seen = played.last_key_value().map_or(group, |(&g, _)| g.max(group));
                 decided = abr.poll_down(now).map(|next| (next, seen));
                 continue;
             }
@@ -871,7 +886,11 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
         let latency = tiermesh_proto::loc::capture_timestamp_us(&o.extensions)
             .map(|c| Duration::from_micros(arrival_us.saturating_sub(c)));
         let mut next = None;
-        first_group.get_or_insert(o.group_id);
+        if first_group.is_none() {
+            first_group = Some(o.group_id);
+            ends.start(o.group_id);
+        }
+        ends.on_object(o.group_id, o.subgroup_id);
         if o.object_id == 0 && !fetched && last_boundary != Some(o.group_id) {
             last_boundary = Some(o.group_id);
             let t = abr.at_group_start(now);
