@@ -24,9 +24,15 @@
 //!   RTT or two packets at the current rate, whichever is longer, clamped to
 //!   [`MIN_TARGET`]..=[`MAX_TARGET`] (15-30 ms): above the timing noise of a 1 Mbit/s link
 //!   (one packet is 10 ms there), small against the 150 ms latency budget.
-//! - **Slow start** doubles the window per round trip, and ends as soon as a round's
-//!   queueing delay passes the target (as HyStart does), with the window scaled down to
-//!   what carries the target queue; if packets sent before the exit are then lost together
+//! - **Busy rate.** A run of packets that each met a queue (raw samples over the raw base by
+//!   more than [`MIN_TARGET`]) left the bottleneck back to back, so their acknowledgements
+//!   read the link's rate, long before the window fills the path: the largest such reading
+//!   of the last 10 s (see `BusyRate`).
+//! - **Slow start** doubles the window per round trip, and ends when the window reaches what
+//!   the busy rate carries over the raw base RTT plus the target (the window is set to that),
+//!   or as soon as a round's queueing delay passes the target (as HyStart does), with the
+//!   window scaled down to what carries the target queue, but to no more than the busy rate
+//!   carries; if packets sent before the exit are then lost together
 //!   (the queue showed a round late and the buffer overflowed), it falls to what the last
 //!   round delivered. Other losses of packets sent before that exit are the overshoot
 //!   it already answered and do not cut the window again; nor does a single loss in the two
@@ -52,9 +58,12 @@
 //!   scheduler does not read a drained queue as a slow path while the sender idles (see
 //!   `Delay::rate_bps`).
 //! - **In-flight bound.** Out of slow start quinn sends by the window, but by no more than
-//!   what the path delivered at most lately carries over the raw base RTT plus two targets,
-//!   so a group boundary's key frames cannot leave in one burst that overflows a short
-//!   buffer (see `Delay::bounded_window`).
+//!   what the path delivered at most lately (or its busy rate, if more) carries over the raw
+//!   base RTT plus two targets, so a group boundary's key frames cannot leave in one burst
+//!   that overflows a short buffer; and on paths over 240 ms by no more than the last
+//!   round's most in flight plus eight targets' worth of sending, so a sender turning from
+//!   app-limited to busy does not fill the window's room at quinn's pacing rate (1.25 times
+//!   the window per RTT) and leave a quarter of it as queue (see `Delay::bounded_window`).
 //! - **Loss.** A loss while the queue is over twice the target, two or more full-size
 //!   packets declared lost at once, an ECN mark, or losses above [`LOSS_CONGESTION`] of the
 //!   bytes of recent rounds is congestion: the window is multiplied by 0.7. Any other loss
@@ -133,6 +142,29 @@ const SLOW_START_SAMPLES: u32 = 4;
 /// later with the subscriber behind the link (it waited at the sender behind a bound under
 /// the link); with two it did not.
 const BOUND_TARGETS: u32 = 2;
+/// Queue a raw sample must read above the raw base for its packet to have found the bottleneck
+/// busy (see `BusyRate`): the peer's ACK delay (at most 5 ms from tiermesh peers, see
+/// TransportConfig) and timing noise stay under it, and the smallest target is this much.
+const BUSY_QUEUE: Duration = MIN_TARGET;
+/// The least span of acknowledgements a busy-link reading is taken over. One end of a span
+/// may come up to the peer's 5 ms ACK delay early or late, so a span this long reads the link
+/// at most 10% high; a 720p key frame (32 kB) keeps a 2 Mbit/s link busy for 128 ms.
+const BUSY_SPAN: Duration = Duration::from_millis(50);
+/// Packets a busy-link reading counts at least, besides the first batch: with fewer, a
+/// sparse flow whose every acknowledgement the peer delays (a browser's 25 ms timer) could
+/// pass for a busy link at its own low rate.
+const BUSY_PACKETS: u64 = 8;
+/// Targets of queue's worth of sending (at the path's rate) that what quinn has in flight may
+/// grow by in one round trip, out of slow start (see `Delay::bounded_window`). quinn paces at
+/// 1.25 times the window per RTT, so a sender that turns from app-limited to busy (a tier
+/// starts, a group boundary's key frames) fills the window's room at up to about 1.4 times
+/// the link's rate and leaves about a quarter of that room as queue: eight targets leave at
+/// most two. Only on paths where eight targets are shorter than the base RTT (over 240 ms,
+/// where the target is held at [`MAX_TARGET`]); on shorter ones the room is the whole path
+/// and the rate's bound alone counts. On `satellite` (600 ms, 30 ms targets) the room
+/// of a 165 kB bound over the ~70 kB that 180p, 360p and audio keep in flight was 95 kB,
+/// about 24 kB of queue when 720p started: the link's whole 25 kB buffer.
+const ROOM_TARGETS: u32 = 8;
 /// The round-trip estimate before the first acknowledgement: quinn's default initial RTT,
 /// which tiermesh does not change, so the rate reported before any sample is the one quinn's
 /// own window per RTT would read.
@@ -257,6 +289,78 @@ impl DeliveryRate {
     }
 }
 
+/// The rate of the bottleneck while it was busy: bytes acknowledged per second over runs of
+/// consecutive packets that each met a queue (a raw sample more than [`BUSY_QUEUE`] over the
+/// raw base), the largest of the base window.
+///
+/// A packet that met a queue found the link busy, and the next one, which met a queue too,
+/// was queued behind it (one flow, first in first out), so the link sent the run's packets
+/// back to back and their acknowledgements come at the link's rate, whatever the sender did.
+/// Any burst that queues reads it, well before the path is full: on `satellite` (publisher
+/// behind the link) a key frame's burst showed 60 ms of queue two round trips before slow
+/// start's window passed the path. [`DeliveryRate`] reads only what was sent until then.
+#[derive(Debug, Clone)]
+struct BusyRate {
+    /// The current run: when its first batch of acknowledgements came, when its last did, and
+    /// the bytes acknowledged after the first batch.
+    run: Option<(Instant, Instant, u64)>,
+    /// Packets counted in the current run.
+    packets: u64,
+    /// The largest rate of a run, bytes per second.
+    max: WindowedMin<Reverse<u64>>,
+}
+
+impl BusyRate {
+    fn new(window: Duration) -> Self {
+        Self { run: None, packets: 0, max: WindowedMin::new(window) }
+    }
+
+    /// A packet of `bytes` was acknowledged at `now`; `queued` says whether it met a queue.
+    fn handle_ack(&mut self, now: Instant, bytes: u64, queued: bool) {
+        if !queued {
+            self.run = None;
+            self.packets = 0;
+            return;
+        }
+        match &mut self.run {
+            // The rest of the run's first batch left before the run's span began.
+            Some((start, last, acked)) if now > *start => {
+                *last = now;
+                *acked += bytes;
+                self.packets += 1;
+            }
+            Some(_) => {}
+            None => {
+                self.run = Some((now, now, 0));
+                self.packets = 0;
+            }
+        }
+    }
+
+    /// A batch of acknowledgements ended: a run long enough is read, and the next span of it
+    /// starts at its last batch. A run that took twice [`BUSY_SPAN`] to count
+    /// [`BUSY_PACKETS`] is dropped unread: its packets were too sparse to tell a busy link from
+    /// a peer that delays each acknowledgement.
+    fn handle_end_acks(&mut self) {
+        let Some((start, last, acked)) = self.run else { return };
+        let span = last.saturating_duration_since(start);
+        if span < BUSY_SPAN || (self.packets < BUSY_PACKETS && span < 2 * BUSY_SPAN) {
+            return;
+        }
+        if self.packets >= BUSY_PACKETS {
+            let rate = u128::from(acked) * 1_000_000 / span.as_micros().max(1);
+            self.max.update(last, Reverse(rate.try_into().unwrap_or(u64::MAX)));
+        }
+        self.run = Some((last, last, 0));
+        self.packets = 0;
+    }
+
+    /// The largest rate of the window, bytes per second.
+    fn get(&self) -> Option<u64> {
+        self.max.get().map(|r| r.0)
+    }
+}
+
 /// What one round trip saw.
 #[derive(Debug, Clone, Default)]
 struct Round {
@@ -336,6 +440,9 @@ pub(crate) struct Delay {
     raw_rtt: Option<Duration>,
     /// What the path delivered at most lately: with the raw base, the in-flight bound.
     delivery: DeliveryRate,
+    /// The bottleneck's rate while it was busy: what ends slow start before its window
+    /// passes the path.
+    busy: BusyRate,
 }
 
 impl Delay {
@@ -370,6 +477,7 @@ impl Delay {
             srtt: None,
             raw_rtt: None,
             delivery: DeliveryRate::new(delivery_window),
+            busy: BusyRate::new(delivery_window),
         }
     }
 
@@ -503,7 +611,8 @@ impl Delay {
 
     /// The window quinn sends by: the window, but out of slow start no more than what the
     /// path delivered at most lately (largest over the base window) carries over the raw base
-    /// RTT plus [`BOUND_TARGETS`] targets of queue.
+    /// RTT plus [`BOUND_TARGETS`] targets of queue, nor more than the last round's most in
+    /// flight plus [`ROOM_TARGETS`] targets' worth of sending at that rate.
     ///
     /// While the sender is app-limited the window grows past what it needs (up to twice what
     /// was in flight), and on `rural` it read 1.06-1.5 Mbit/s per RTT on the 1 Mbit/s link.
@@ -519,13 +628,44 @@ impl Delay {
         if self.slow_start {
             return self.window;
         }
-        let (Some(rate), Some(base)) = (self.delivery.get(), self.raw_base.get()) else {
+        let (Some(rate), Some(base)) = (self.path_rate(), self.raw_base.get()) else {
             return self.window;
         };
-        let span = base + self.target() * BOUND_TARGETS;
+        let target = self.target();
+        let span = base + target * BOUND_TARGETS;
         let bound =
             (u128::from(rate) * span.as_micros() / 1_000_000).try_into().unwrap_or(u64::MAX);
+        // Only where the target is held at its largest: elsewhere the room is the path.
+        let room_span = target * ROOM_TARGETS;
+        let bound = if room_span < base {
+            let room: u64 = (u128::from(rate) * room_span.as_micros() / 1_000_000)
+                .try_into()
+                .unwrap_or(u64::MAX);
+            bound.min(self.in_flight_max.saturating_add(room))
+        } else {
+            bound
+        };
         self.window.min(bound.max(self.min_window()))
+    }
+
+    /// What the path carries at most lately, bytes per second: the larger of what it
+    /// delivered per round trip ([`DeliveryRate`]) and what its bottleneck sent while busy
+    /// ([`BusyRate`]). A sender that was app-limited since its start has delivered only
+    /// what it sent, while a burst that queued read the link.
+    fn path_rate(&self) -> Option<u64> {
+        match (self.delivery.get(), self.busy.get()) {
+            (Some(d), Some(b)) => Some(d.max(b)),
+            (d, b) => d.or(b),
+        }
+    }
+
+    /// The window that carries what the bottleneck sent while busy over the raw base RTT plus
+    /// the target: the path's bandwidth-delay product and the target queue, once a burst has
+    /// shown the link's rate.
+    fn busy_window(&self) -> Option<u64> {
+        let (rate, base) = self.busy.get().zip(self.raw_base.get())?;
+        let span = base + self.target();
+        Some((u128::from(rate) * span.as_micros() / 1_000_000).try_into().unwrap_or(u64::MAX))
     }
 
     /// Packets were sent; `last` is the number of the last one.
@@ -551,6 +691,8 @@ impl Delay {
         self.srtt = Some(rtt);
         let raw = now.saturating_duration_since(sent);
         self.delivery.handle_ack(now, bytes, self.raw_base.get().unwrap_or(rtt));
+        let queued = self.raw_base.get().is_some_and(|base| raw > base + BUSY_QUEUE);
+        self.busy.handle_ack(now, bytes, queued);
         self.round.min_rtt = Some(self.round.min_rtt.map_or(rtt, |m| m.min(rtt)));
         self.round.min_raw = Some(self.round.min_raw.map_or(raw, |m| m.min(raw)));
         self.round.max_raw = Some(self.round.max_raw.map_or(raw, |m| m.max(raw)));
@@ -568,7 +710,20 @@ impl Delay {
         }
         if self.slow_start {
             let queue = self.round_queue();
-            if self.round.samples >= SLOW_START_SAMPLES && queue > self.target() {
+            if let Some(cap) = self.busy_window()
+                && self.window.saturating_add(bytes) >= cap
+            {
+                // The window would pass what the link showed it carries: slow start has
+                // found the path's rate. Its queue would show a round trip after the
+                // packets that build it leave, and on a long path that round's doubling
+                // overflows a short buffer before the queue is read (`satellite`, publisher
+                // behind the link: a 179-205 kB window against a 150 kB path and a 25 kB
+                // buffer, 14-21 packets lost in the round, 180p's among them). Never below
+                // half the window, should the reading be low.
+                self.slow_start = false;
+                self.set_window(cap.max(self.window / 2));
+                tracing::trace!(window = self.window, "delay cc exit at the busy rate");
+            } else if self.round.samples >= SLOW_START_SAMPLES && queue > self.target() {
                 self.slow_start = false;
                 // The window that carries the target queue at the rate the queue shows. When
                 // the queue shows a round late, the doubled window already holds over twice
@@ -582,7 +737,13 @@ impl Delay {
                 if self.delivered > 0 {
                     self.exit_fallback = Some(self.delivered.max(self.window / 2));
                 }
-                self.set_window(self.scaled_to_target(queue));
+                // Scaled, the window keeps 0.95-1.0 of itself on a 600 ms path (the target
+                // is 30 ms), however far it passed the path; no more than the busy link's
+                // rate carries, where a burst has read it.
+                let scaled = self.scaled_to_target(queue);
+                let capped =
+                    self.busy_window().map_or(scaled, |cap| scaled.min(cap.max(self.window / 2)));
+                self.set_window(capped);
                 // Mid-round: this round and the next still carry packets sent before.
                 self.skip_rounds = 2;
                 // The doubled window's overshoot may already have overflowed the buffer: the
@@ -609,6 +770,7 @@ impl Delay {
     /// A batch of acknowledgements ended, leaving `in_flight` bytes unacknowledged;
     /// `largest` is the largest packet number it acked.
     pub(crate) fn handle_end_acks(&mut self, in_flight: u64, largest: Option<u64>) {
+        self.busy.handle_end_acks();
         self.round.in_flight_max = self.round.in_flight_max.max(in_flight + self.round.batch);
         self.round.batch = 0;
         let (Some(largest), Some(end)) = (largest, self.round.end) else { return };
@@ -1444,6 +1606,57 @@ mod tests {
         );
     }
 
+    /// On `satellite` (600 ms, 30 ms targets, 250 kB/s) a sender that kept 70 kB in flight
+    /// while app-limited may put no more than eight targets' worth (60 kB) more in flight in
+    /// the next round trip, below the 165 kB the delivery rate's bound allows; on a 100 ms path
+    /// the room is the whole path and only the bound counts. Before, quinn could send by the
+    /// bound at once, and its pacer (1.25 times the window per RTT) left a quarter of the 95 kB
+    /// room as queue, the link's whole buffer.
+    #[test]
+    fn in_flight_grows_by_at_most_eight_targets_worth_a_round_trip_on_a_long_path() {
+        let mtu = u64::from(MTU);
+        for (base, room_binds) in [(600 * MS, true), (100 * MS, false)] {
+            let mut cc = controller();
+            let mut pn = 0;
+            let rate = 250_000u64;
+            let now = rounds(&mut cc, Instant::now(), &mut pn, 2, base);
+            // Busy rounds at the link's rate: the delivery rate reads it.
+            let per_round = (rate as f64 * base.as_secs_f64()) as u64 / mtu;
+            let mut now = now;
+            for _ in 0..3 {
+                let first = pn;
+                for _ in 0..per_round {
+                    cc.handle_sent(pn);
+                    pn += 1;
+                }
+                for p in first..pn {
+                    let at = now + base.mul_f64((p - first + 1) as f64 / per_round as f64);
+                    cc.handle_ack(at, at - base, base, mtu, false);
+                    cc.handle_end_acks((pn - p - 1) * mtu, Some(p));
+                }
+                now += base;
+            }
+            cc.slow_start = false;
+            cc.set_window(3 * rate * base.as_millis() as u64 / 1000);
+            // An app-limited round with 70 kB in flight at most.
+            cc.in_flight_max = 70_000;
+            let rate = cc.path_rate().expect("a rate") as f64;
+            let bound =
+                rate * (cc.raw_base.get().unwrap() + cc.target() * BOUND_TARGETS).as_secs_f64();
+            let room = rate * (cc.target() * ROOM_TARGETS).as_secs_f64();
+            let sent_by = Controller::window(&cc) as f64;
+            if room_binds {
+                assert!(70_000.0 + room < bound, "{room} {bound}");
+                assert!(
+                    (sent_by - (70_000.0 + room)).abs() <= 1.0,
+                    "{sent_by} against 70 kB + {room}"
+                );
+            } else {
+                assert!((sent_by - bound).abs() <= 1.0, "{sent_by} against the bound {bound}");
+            }
+        }
+    }
+
     fn rate_of(cc: &Delay) -> f64 {
         cc.metrics().pacing_rate.unwrap_or(0) as f64
     }
@@ -1616,6 +1829,94 @@ mod tests {
         // alone (the smoothed RTT showed the queue when the window was 2.4 times the path).
         assert!(f.overflows <= 25, "{} packets dropped by the full buffer", f.overflows);
         assert!(f.utilisation > 0.6, "utilisation {:.2}", f.utilisation);
+    }
+
+    /// One burst of `packets` full-size packets sent at once at `now` into a bottleneck of
+    /// `rate` bytes per second behind `base` of round trip: each packet is acknowledged by
+    /// itself as it leaves the link. Returns when the last acknowledgement came.
+    fn burst(
+        cc: &mut Delay,
+        now: Instant,
+        pn: &mut u64,
+        packets: u64,
+        rate: u64,
+        base: Duration,
+    ) -> Instant {
+        let mtu = u64::from(MTU);
+        let first = *pn;
+        for _ in 0..packets {
+            cc.handle_sent(*pn);
+            *pn += 1;
+        }
+        let mut at = now;
+        for p in first..*pn {
+            let sent_through = Duration::from_micros((p - first + 1) * mtu * 1_000_000 / rate);
+            at = now + base + sent_through;
+            cc.handle_ack(at, now, base, mtu, false);
+            cc.handle_end_acks((*pn - p - 1) * mtu, Some(p));
+        }
+        at
+    }
+
+    /// `satellite` with the publisher behind the link: 2 Mbit/s (250 kB/s), 600 ms of round
+    /// trip. A key frame's burst of 30 packets queues at the link (the raw samples rise by 4.8
+    /// ms a packet) while the window is far below the path; the link's rate it shows ends slow
+    /// start once the window reaches what that rate carries over the raw base plus the
+    /// target (157 kB; the rest of that round grows it by a packet at most), though no
+    /// round's least sample reads a queue. Before, slow start went
+    /// on doubling past the path (to 236 kB here), as it did to 179-205 kB in the shaped runs.
+    #[test]
+    fn slow_start_ends_at_the_window_the_busy_links_rate_carries() {
+        let mut cc = controller();
+        let mut pn = 0;
+        let base = 600 * MS;
+        let rate = 250_000;
+        let now = rounds(&mut cc, Instant::now(), &mut pn, 2, base);
+        let now = burst(&mut cc, now, &mut pn, 30, rate, base);
+        let read = cc.busy.get().expect("the burst read the link");
+        assert!((read as f64 - rate as f64).abs() < 0.05 * rate as f64, "read {read} B/s");
+        assert!(cc.slow_start, "a burst alone does not end slow start");
+        // Rounds without a queue: the window would double past the path.
+        let mut now = now;
+        for _ in 0..4 {
+            if !cc.slow_start {
+                break;
+            }
+            now = rounds(&mut cc, now, &mut pn, 1, base);
+        }
+        assert!(!cc.slow_start, "slow start still on at {} B", cc.window());
+        let carries = rate as f64 * (base + cc.target()).as_secs_f64();
+        assert!(
+            (cc.window() as f64) < carries * 1.06 && cc.window() as f64 > carries * 0.9,
+            "window {} against {carries:.0} B",
+            cc.window()
+        );
+    }
+
+    /// Packets that do not each meet a queue, or too few of them, read no busy link: a run
+    /// broken by a packet at the base, and a sparse flow whose every acknowledgement is
+    /// delayed 25 ms (a browser's ACK timer), five packets in 100 ms.
+    #[test]
+    fn no_busy_link_is_read_from_sparse_or_unqueued_packets() {
+        let mtu = u64::from(MTU);
+        let t0 = Instant::now();
+        let mut busy = BusyRate::new(Duration::from_secs(10));
+        for i in 0..40u32 {
+            busy.handle_ack(t0 + 5 * MS * i, mtu, i % 5 != 4);
+            busy.handle_end_acks();
+        }
+        assert_eq!(busy.get(), None, "every fifth packet met no queue");
+        for i in 0..20u32 {
+            busy.handle_ack(t0 + Duration::from_secs(1) + 20 * MS * i, mtu, true);
+            busy.handle_end_acks();
+        }
+        assert_eq!(busy.get(), None, "a sparse flow");
+        for i in 0..20u32 {
+            busy.handle_ack(t0 + Duration::from_secs(2) + 5 * MS * i, mtu, true);
+            busy.handle_end_acks();
+        }
+        let read = busy.get().expect("a busy run");
+        assert_eq!(read, mtu * 1000 / 5, "one packet per 5 ms");
     }
 
     /// `step`: 3 Mbit/s, 30 ms each way, cut to a third for 10 s. From a second into the cut
