@@ -34,6 +34,9 @@
 //!   [`AbrConfig::latency_limit`] only once it has stayed there [`AbrConfig::late_for`]
 //!   without falling; neither counts while the newest second brought more than the tier's
 //!   rate (a backlog draining). A tier delivered on time fits, whatever its byte rate.
+//!   Nothing of the tier at all for [`AbrConfig::behind_for`] (a rung its publisher dropped,
+//!   a path that carries nothing of it) is starved too, even before the window has filled;
+//!   the subscriber polls [`Abr::poll_down`] on a timer, since no arrival would ask it.
 //! - **Up cautiously.** One step up only after the current tier has been delivered whole and
 //!   on time (latency under half the limit, throughput at least its rate, no group cut short
 //!   below [`AbrConfig::cut_share`]) for [`AbrConfig::up_hold`], and only if the link's
@@ -253,7 +256,7 @@ impl Abr {
     /// Why the last switch was decided: `"backlog"` (every object of the last
     /// [`AbrConfig::backlog_for`] over [`AbrConfig::backlog_limit`] late), `"late"` (queueing
     /// stayed over the limit and did not fall), `"starved"` (throughput below the down
-    /// ratio with nothing on time), `"cut"` (two groups in a row cut short, see
+    /// ratio, or nothing at all, with nothing on time), `"cut"` (two groups in a row cut short, see
     /// [`AbrConfig::cut_share`]), `"failed step up"` or `"up"`.
     pub fn reason(&self) -> Option<&'static str> {
         self.reason
@@ -437,8 +440,12 @@ impl Abr {
         let patience = if tried { self.config.behind_for_after_up } else { self.config.behind_for };
         let behind = now.duration_since(self.on_time_at) >= patience;
         let draining = self.newest(now).is_some_and(|n| n >= rate);
-        let starved =
-            behind && !draining && measured.is_some_and(|m| m < rate * self.config.down_ratio);
+        // Nothing of the tier at all for as long (its publisher dropped it, or the path to it
+        // carries nothing): starved too, even before the window has filled since the switch.
+        let silent = self.samples.back().is_none_or(|&(t, _, _)| now.duration_since(t) >= patience);
+        let starved = behind
+            && !draining
+            && (silent || measured.is_some_and(|m| m < rate * self.config.down_ratio));
         // A late stretch whose newest second brought more than the tier's rate is a backlog
         // draining, not a tier too heavy (that one never delivers above its rate).
         let late = self.too_late && !draining;
@@ -1184,6 +1191,54 @@ mod tests {
             t += Duration::from_millis(10);
         }
         assert!(tiers.iter().all(|&x| x == 2), "{tiers:?}");
+    }
+
+    /// Polls [`Abr::poll_down`] every 250 ms for `secs` with nothing arriving, as the
+    /// subscriber's timer does; returns when it decided and the tier.
+    fn silence(abr: &mut Abr, t: &mut Instant, secs: u64) -> Option<(Duration, usize)> {
+        let from = *t;
+        while t.duration_since(from) < Duration::from_secs(secs) {
+            *t += Duration::from_millis(250);
+            if let Some(lower) = abr.poll_down(*t) {
+                return Some((t.duration_since(from), lower));
+            }
+        }
+        None
+    }
+
+    /// A tier that fitted stops arriving entirely (its publisher dropped the rung): down
+    /// once nothing has come for [`AbrConfig::behind_for`], not before.
+    #[test]
+    fn a_tier_that_stops_arriving_is_left_after_the_patience() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 2, t);
+        let tiers = feed(&mut abr, &mut t, 8, ladder_rates()[2], 10);
+        assert!(tiers.iter().all(|&x| x == 2), "{tiers:?}");
+        let (after, tier) = silence(&mut abr, &mut t, 10).expect("no decision in 10 s of silence");
+        assert!(
+            after >= Duration::from_secs(5) && after <= Duration::from_millis(5250),
+            "{after:?}"
+        );
+        assert!(tier < 2);
+        assert_eq!(abr.reason(), Some("starved"));
+    }
+
+    /// A tier just stepped up to that sends nothing after its first group is a failed step
+    /// up after [`AbrConfig::behind_for_after_up`] of silence; it used to wait until the
+    /// window had filled since the switch.
+    #[test]
+    fn a_tier_stepped_up_to_that_stays_silent_fails_after_its_patience() {
+        let mut t = Instant::now();
+        let config = AbrConfig { start_hold: None, ..AbrConfig::new(ladder_rates()) };
+        let mut abr = Abr::new(config, 1, t);
+        let link = Link { rate: r360(), latency_ms: 10, capacity: 3_000_000 };
+        let tiers = feed_ends(&mut abr, &mut t, link, &[30; 6]);
+        assert_eq!(tiers.last(), Some(&2), "{tiers:?}");
+        abr.started(t);
+        let (after, tier) = silence(&mut abr, &mut t, 10).expect("no decision in 10 s of silence");
+        assert!(after <= Duration::from_millis(1750), "{after:?}");
+        assert_eq!(tier, 1);
+        assert_eq!(abr.reason(), Some("failed step up"));
     }
 
     #[test]

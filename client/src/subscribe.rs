@@ -513,6 +513,8 @@ struct TierSub {
 
 /// Where a video object came from.
 enum Source {
+    /// The ABR's timer: nothing arrived to decide at.
+    Idle,
     Current(Option<ReceivedObject>, bool),
     CurrentEnd(u64, u64, bool),
     CurrentGone,
@@ -677,6 +679,11 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
     // A switch decided (at an object, or at the end of a group): to which tier, and the
     // last group seen when it was.
     let mut decided: Option<(usize, u64)> = None;
+    // Between arrivals: a tier that stops arriving entirely (its publisher dropped the rung,
+    // or the path carries nothing of it) brings no object or stream end to decide at, so the
+    // ABR is asked on a timer too. A quarter of a second: a small share of its patience.
+    let mut idle = tokio::time::interval(Duration::from_millis(250));
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         if let Some((next, after)) = decided.take() {
@@ -732,8 +739,10 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
         };
         let pending_reader = pending.as_mut().map(|p| &mut p.reader);
         let has_pending = pending_reader.is_some();
+        let idle_check = measuring && !has_pending;
         let source = tokio::select! {
             () = tokio::time::sleep_until(deadline) => None,
+            _ = idle.tick(), if idle_check => Some(Source::Idle),
             o = async { cur_fetch?.next().await }, if has_fetch => Some(Source::Current(o, true)),
             e = async { cur_reader?.next().await }, if has_cur => Some(match e {
                 Some(TrackEvent::Object(o)) => Source::Current(Some(o), false),
@@ -748,6 +757,16 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
         };
         let Some(source) = source else { break };
         let (o, fetched, tier) = match source {
+            Source::Idle => {
+                // As at a stream end: the switch subscribes the lower tier from the group
+                // after the last one seen.
+                let now = Instant::now();
+                if let Some(next) = abr.poll_down(now) {
+                    let seen = played.last_key_value().map_or(0, |(&g, _)| g);
+                    decided = Some((next, seen));
+                }
+                continue;
+            }
             Source::CurrentGone => {
                 cur = None;
                 continue;
