@@ -98,8 +98,8 @@ pub struct ConnectArgs {
     /// Access token (a JWT from `tiermesh token issue`), sent as AUTHORIZATION TOKEN.
     #[arg(long, env = "TIERMESH_TOKEN", hide_env_values = true, value_name = "JWT")]
     pub token: Option<String>,
-    /// QUIC congestion controller of this connection: cubic, bbr, newreno or delay [default:
-    /// see docs/BENCHMARKS.md]
+    /// QUIC congestion controller of this connection: delay (the default), cubic, bbr or
+    /// newreno; cubic for links shared with TCP downloads (docs/ARCHITECTURE.md)
     #[arg(long = "cc", value_name = "ALGO")]
     pub congestion: Option<CongestionControl>,
     /// Ask a mesh's routing API which relay to use, e.g.

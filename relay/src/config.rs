@@ -77,12 +77,13 @@ pub struct RelayConfig {
     /// The send scheduler.
     pub scheduler: SchedulerConfig,
     /// The QUIC congestion controller of client sessions and of this relay's end of its mesh
-    /// links: `cubic`, `bbr`, `newreno` or `delay`. The default stays cubic: `delay` measures
-    /// better on `rural`, `congested` and `step` (every tier back within 3 s after the cut in
-    /// 11 of 11 loaded pairs, as cubic), and since 3e18171 its slow start no longer overshoots
-    /// a long link (`satellite` with the publisher behind it: the lowest tier 65 of 70 groups
-    /// whole against 55 of 69), but the test suites have not yet been run with it as the
-    /// default (docs/ARCHITECTURE.md, "Cubic stays the default").
+    /// links: `cubic`, `bbr`, `newreno` or `delay`. The default is `delay`: on the link
+    /// profiles it keeps `rural`'s p95 within 210 ms where cubic's full buffer does not,
+    /// after `step`'s cut every tier came back within 3 s under load as under cubic, and
+    /// since 3e18171 its slow start no longer overshoots a long link (`satellite` with the
+    /// publisher behind it: the lowest tier 65 of 70 groups whole against 55 of 69)
+    /// (docs/ARCHITECTURE.md, "`delay` is the default"). Choose `cubic` for links shared
+    /// with loss-based flows, which a delay-based controller yields to.
     pub congestion: CongestionControl,
     /// The regional mesh; absent (the default), the relay runs alone.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -388,7 +389,8 @@ pub struct Flags {
     /// Folder of the browser pages (web/dist) to serve on the ops listener
     #[arg(long, value_name = "DIR")]
     pub web: Option<PathBuf>,
-    /// QUIC congestion controller: cubic, bbr, newreno or delay [default: see docs/BENCHMARKS.md]
+    /// QUIC congestion controller: delay (the default), cubic, bbr or newreno; cubic for links
+    /// shared with TCP downloads (docs/ARCHITECTURE.md)
     #[arg(long = "cc", value_name = "ALGO")]
     pub congestion: Option<CongestionControl>,
     /// Make the tier ladder of every `<broadcast>/source` (the file's `[ingest]` section, else

@@ -13,7 +13,7 @@
 //! Asserted on `rural`: 720p is never played (a step up needs the capacity estimated from
 //! key frames to carry it, and on 1 Mbit/s it never does), and every group of the last
 //! 20 s is 360p. With the link's seed 7 a few losses about 21-24 s into the watch hold the
-//! relay's cubic window below 360p's rate for 4-5 s (360p up to 1-1.5 s late, then the
+//! relay's window below 360p's rate for 4-5 s under cubic (360p up to 1-1.5 s late, then the
 //! backlog drains); the 30 s watch covers that stretch whole, and the last 20 s leave the
 //! first 10 s to start-up. The ABR used to step down to 180p there (7 of 9 runs before
 //! 7e1699d). docs/BENCHMARKS.md, "ABR".

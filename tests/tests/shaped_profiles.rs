@@ -30,7 +30,8 @@
 //!   delivers every group whole again within 3 s of the cut's end (measured: 720p from
 //!   −0.3 to +0.2 s, the lower tiers never stopped), and audio ≥ 90% on time (during the
 //!   cut audio waits in the link's 300 ms queue behind what cubic keeps in it, so p95 is
-//!   about 315 ms; measured 99.9-100% in five runs after 761ac4f, one of them with two
+//!   about 315 ms under `--cc cubic`, 178-252 ms under `delay`, the default; measured
+//!   99.9-100% in five runs after 761ac4f under cubic, one of them with two
 //!   CPU-bound loops beside it). Before 761ac4f the subscriber's stream limit (64) ran out
 //!   during the cut and new audio streams waited for credit behind video, up to 1.3 s:
 //!   86.6-100% in CI and here, which is what this bound caught.

@@ -18,9 +18,9 @@ use std::time::Duration;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum CongestionControl {
-    /// CUBIC (RFC 9438): the default, the most widely deployed controller and the one whose
-    /// behaviour against competing TCP and QUIC flows is best understood.
-    #[default]
+    /// CUBIC (RFC 9438): the most widely deployed controller and the one whose behaviour
+    /// against competing TCP and QUIC flows is best understood; the one to choose for links
+    /// shared with loss-based flows, which a delay-based controller yields to.
     Cubic,
     /// BBR (v1 as quinn implements it): probes for bandwidth and RTT instead of reacting to
     /// loss, keeping queues short on links with random loss. Still marked experimental in
@@ -30,9 +30,11 @@ pub enum CongestionControl {
     #[value(name = "newreno", alias = "new-reno", alias = "reno")]
     #[serde(alias = "new-reno", alias = "reno")]
     NewReno,
-    /// tiermesh's delay-based controller: keeps the bottleneck's queue near 15-30 ms of
-    /// round-trip time above the least seen, and backs off on loss only when the queue
-    /// was long too, so random loss costs little.
+    /// tiermesh's delay-based controller, the default: keeps the bottleneck's queue near
+    /// 15-30 ms of round-trip time above the least seen, and backs off on loss only when the
+    /// queue was long too, so random loss costs little. Measured against cubic on every link
+    /// profile (docs/ARCHITECTURE.md, "`delay` is the default").
+    #[default]
     Delay,
 }
 
@@ -181,10 +183,11 @@ impl Default for TransportConfig {
             // so loss detection is not delayed. Peers without the extension (browsers) keep
             // their own ACK policy.
             ack_eliciting_threshold: 8,
-            congestion: CongestionControl::Cubic,
-            // The controller's own (quinn's cubic and newreno: 12 000 bytes, ten of its
-            // 1 200-byte base datagrams): a client's link may have a queue of a few packets
-            // (`congested`'s holds 7.5 KB), and a larger first burst would overflow it.
+            congestion: CongestionControl::Delay,
+            // The controller's own (`delay`'s 14 720 bytes; quinn's cubic and newreno: 12 000,
+            // ten of its 1 200-byte base datagrams): a client's link may have a queue of a
+            // few packets (`congested`'s holds 7.5 KB), and a larger first burst would
+            // overflow it.
             initial_window: None,
             protocols: vec![tiermesh_proto::ALPN.to_owned()],
         }
@@ -270,7 +273,7 @@ impl TransportConfig {
         self
     }
 
-    /// The congestion controller (default [`CongestionControl::Cubic`]).
+    /// The congestion controller (default [`CongestionControl::Delay`]).
     pub fn congestion(mut self, value: CongestionControl) -> Self {
         self.congestion = value;
         self
@@ -449,14 +452,14 @@ mod tests {
         let window = |c: &TransportConfig| {
             c.controller_factory().build(std::time::Instant::now(), 1200).window()
         };
-        let cubic = TransportConfig::default();
+        let cubic = TransportConfig::default().congestion(CongestionControl::Cubic);
         assert_eq!(window(&cubic), 12_000, "quinn's own by default");
         assert_eq!(window(&cubic.initial_window(Some(64_000))), 64_000);
         for cc in [CongestionControl::Bbr, CongestionControl::NewReno, CongestionControl::Delay] {
             let set = TransportConfig::default().congestion(cc).initial_window(Some(64_000));
             assert_eq!(window(&set), 64_000, "{cc:?}");
         }
-        let delay = TransportConfig::default().congestion(CongestionControl::Delay);
+        let delay = TransportConfig::default();
         assert_eq!(window(&delay), 14_720, "`delay`'s own by default");
         // Below four packets (1 200 bytes each here) it keeps its least window.
         assert_eq!(window(&delay.initial_window(Some(1_000))), 4 * 1_200);
@@ -466,7 +469,7 @@ mod tests {
     fn defaults_offer_the_one_moqt_version() {
         let c = TransportConfig::default();
         assert_eq!(c.get_protocols(), [tiermesh_proto::ALPN.to_owned()]);
-        assert_eq!(c.get_congestion(), CongestionControl::Cubic);
+        assert_eq!(c.get_congestion(), CongestionControl::Delay);
         // Building quinn's config must accept every default.
         let _ = c.quinn();
     }
