@@ -1109,7 +1109,9 @@ mod tests {
     /// the tracks in the catalog, joins each at a key frame, and counts nothing missing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn watch_joins_every_catalog_track_at_a_key_frame() {
-        joins_every_track_at_a_key_frame(TransportConfig::default()).await;
+        // Under cubic: `delay`, the default, has its own variant below.
+        let transport = TransportConfig::default().congestion(CongestionControl::Cubic);
+        joins_every_track_at_a_key_frame(transport).await;
     }
 
     /// The same under the `delay` controller, where the scheduler holds a new session's upper

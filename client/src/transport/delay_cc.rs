@@ -277,8 +277,7 @@ impl DeliveryRate {
         *acked += bytes;
         let elapsed = now.saturating_duration_since(*start);
         if elapsed >= least && !elapsed.is_zero() {
-            let rate = u128::from(*acked) * 1_000_000 / elapsed.as_micros().max(1);
-            self.max.update(now, Reverse(rate.try_into().unwrap_or(u64::MAX)));
+            self.max.update(now, Reverse(per_second(*acked, elapsed)));
             self.span = Some((now, 0));
         }
     }
@@ -287,6 +286,16 @@ impl DeliveryRate {
     fn get(&self) -> Option<u64> {
         self.max.get().map(|r| r.0)
     }
+}
+
+/// Bytes per second of `bytes` over `span` (saturating; a zero span counts as 1 µs).
+fn per_second(bytes: u64, span: Duration) -> u64 {
+    (u128::from(bytes) * 1_000_000 / span.as_micros().max(1)).try_into().unwrap_or(u64::MAX)
+}
+
+/// Bytes that `rate` (bytes per second) carries over `span` (saturating).
+fn carried(rate: u64, span: Duration) -> u64 {
+    (u128::from(rate) * span.as_micros() / 1_000_000).try_into().unwrap_or(u64::MAX)
 }
 
 /// The rate of the bottleneck while it was busy: bytes acknowledged per second over runs of
@@ -348,8 +357,7 @@ impl BusyRate {
             return;
         }
         if self.packets >= BUSY_PACKETS {
-            let rate = u128::from(acked) * 1_000_000 / span.as_micros().max(1);
-            self.max.update(last, Reverse(rate.try_into().unwrap_or(u64::MAX)));
+            self.max.update(last, Reverse(per_second(acked, span)));
         }
         self.run = Some((last, last, 0));
         self.packets = 0;
@@ -633,15 +641,11 @@ impl Delay {
         };
         let target = self.target();
         let span = base + target * BOUND_TARGETS;
-        let bound =
-            (u128::from(rate) * span.as_micros() / 1_000_000).try_into().unwrap_or(u64::MAX);
+        let bound = carried(rate, span);
         // Only where the target is held at its largest: elsewhere the room is the path.
         let room_span = target * ROOM_TARGETS;
         let bound = if room_span < base {
-            let room: u64 = (u128::from(rate) * room_span.as_micros() / 1_000_000)
-                .try_into()
-                .unwrap_or(u64::MAX);
-            bound.min(self.in_flight_max.saturating_add(room))
+            bound.min(self.in_flight_max.saturating_add(carried(rate, room_span)))
         } else {
             bound
         };
@@ -664,8 +668,7 @@ impl Delay {
     /// shown the link's rate.
     fn busy_window(&self) -> Option<u64> {
         let (rate, base) = self.busy.get().zip(self.raw_base.get())?;
-        let span = base + self.target();
-        Some((u128::from(rate) * span.as_micros() / 1_000_000).try_into().unwrap_or(u64::MAX))
+        Some(carried(rate, base + self.target()))
     }
 
     /// Packets were sent; `last` is the number of the last one.
