@@ -34,9 +34,27 @@
 //!   [`AbrConfig::latency_limit`] only once it has stayed there [`AbrConfig::late_for`]
 //!   without falling; neither counts while the newest second brought more than the tier's
 //!   rate (a backlog draining). A tier delivered on time fits, whatever its byte rate.
-//!   Nothing of the tier at all for [`AbrConfig::behind_for`] (a rung its publisher dropped,
-//!   a path that carries nothing of it) is starved too, even before the window has filled;
-//!   the subscriber polls [`Abr::poll_down`] on a timer, since no arrival would ask it.
+//! - **A silent tier is left one step at a time; a silent link is waited out.** Nothing of
+//!   the tier at all for [`AbrConfig::behind_for`] (a rung its publisher dropped, a path
+//!   that carries nothing of it), its first group after a switch included, is starved too,
+//!   even before the window has filled; the subscriber polls [`Abr::poll_down`] on a timer,
+//!   since no arrival would ask it. It goes one step down, not to the lowest tier: a tier
+//!   that delivers nothing says nothing of the link's rate (the rung above it stopped, or
+//!   the relay holds it back), the tier below is the one most likely to flow (relays drop
+//!   the highest first), and a climb back from the lowest tier takes a hold per step. Where
+//!   that tier is silent too, its switch is given up within [`SWITCH_WAIT`] and the next one
+//!   down is tried: one step per wait while lower tiers stay silent. But while nothing of
+//!   the session arrives at all (no audio for [`LINK_GAP`], [`Abr::on_link`]) the link is
+//!   out, not the tier: no tier would play better, and a user whose link comes back wants
+//!   the tier that fitted, so no rule that reads silence or short throughput switches then,
+//!   and their patience counts from the link's return.
+//! - **A switch whose tier never comes is given up.** The new tier starts at its next group;
+//!   the tier left plays up to that boundary ([`Abr::on_left_object`]). If nothing of the new
+//!   tier has arrived [`SWITCH_GRACE`] after the tier left reached the boundary (or
+//!   [`SWITCH_WAIT`] after the SUBSCRIBE was answered, where it never did), the switch is
+//!   given up: back to the tier left if it still delivers (a step up that fails so doubles
+//!   the hold), else one step below both. A tier given up so is not switched down to again
+//!   for the hold ([`Abr::poll_down`] goes past it).
 //! - **Up cautiously.** One step up only after the current tier has been delivered whole and
 //!   on time (latency under half the limit, throughput at least its rate, no group cut short
 //!   below [`AbrConfig::cut_share`]) for [`AbrConfig::up_hold`], and only if the link's
@@ -202,6 +220,31 @@ pub struct Abr {
     cut_before: Option<u64>,
     /// The last two groups of the current tier ended cut short (see [`AbrConfig::cut_share`]).
     cut: bool,
+    /// When an object of the current tier last arrived, measured or not, or when it started.
+    heard: Instant,
+    /// A switch decided whose tier has not begun to arrive yet.
+    waiting: Option<Waiting>,
+    /// The newest arrival of the rest of the session (its audio), if one was reported.
+    link_heard: Option<Instant>,
+    /// When the rest of the session began to arrive again after [`LINK_GAP`] of nothing (or
+    /// the watch began): silence of the tier counts from here.
+    link_back: Instant,
+    /// The last tier a switch to which was given up for delivering nothing, and when.
+    refused: Option<(usize, Instant)>,
+}
+
+/// A switch decided whose tier has not begun to arrive (see [`Abr::poll_down`]).
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    /// The tier the subscriber still plays (up to the boundary) or played last.
+    left: usize,
+    /// When the switch was decided, or its SUBSCRIBE answered ([`Abr::subscribed`]).
+    since: Instant,
+    /// When the tier left first brought an object of the new tier's first group or a later
+    /// one: from there the picture waits for the new tier.
+    boundary: Option<Instant>,
+    /// When an object of the tier left last arrived during the wait.
+    left_heard: Option<Instant>,
 }
 
 /// How many parts [`Abr::throughput`] takes the median of: five one-second parts of the
@@ -221,6 +264,32 @@ const CAPACITY_SAMPLES: usize = 3;
 /// The shortest arrival stretch a capacity estimate divides by: below a few milliseconds
 /// the timer's and scheduler's granularity dominates and the estimate means nothing.
 const MIN_STRETCH: Duration = Duration::from_millis(3);
+
+/// How long after the tier left reached the new tier's first group a switch waits for the
+/// new tier before it is given up. The new tier's first group starts at the same source
+/// frame (same capture time) as the tier left's, and every relay drops objects older than
+/// the capture-age budget (800 ms by default), so its key frame arrives within that budget
+/// plus its own transfer and one retransmission of the other's (at most 0.75 s more, on
+/// `satellite`: a 600 ms round trip), or never. A relay whose scheduler holds the tier back
+/// (its path reading too low) starts one group as a probe once it has written nothing for a
+/// second (`scheduler::PROBE_GAP`): the next group, about a second after the boundary, in
+/// well under 1.75 s where the link carries it. A tier its relay keeps holding for longer
+/// (probes that failed) does not fit, and the tier left does. Not two seconds: given up
+/// just after the tier left's second group boundary past the switch, it is resubscribed from
+/// its third (measured on loopback: three groups without a picture, not two).
+pub const SWITCH_GRACE: Duration = Duration::from_millis(1750);
+
+/// How long after a switch was decided (or its SUBSCRIBE answered) it waits for the new
+/// tier when the tier left never reaches the boundary (it is silent): one group time (one
+/// second for tiermesh's publishers and ingest) for the new tier's next group to begin, then
+/// [`SWITCH_GRACE`].
+pub const SWITCH_WAIT: Duration = Duration::from_millis(2750);
+
+/// Nothing of the rest of the session (its audio, a group every 20 ms, the most important
+/// media) for this long means nothing gets through: the link is out, not a tier. A second:
+/// audio keeps flowing on every link profile (99% on time on `rural`), and a lost packet
+/// holds one frame for a round trip and its retransmission (at most 0.6 s on `satellite`).
+pub const LINK_GAP: Duration = Duration::from_secs(1);
 
 /// How many whole groups' object counts [`Abr::on_group_end`] keeps; the least of them is a
 /// whole group's length. The least, so that a longer group (one begun early at a key-frame
@@ -250,6 +319,11 @@ impl Abr {
             whole: VecDeque::new(),
             cut_before: None,
             cut: false,
+            heard: now,
+            waiting: None,
+            link_heard: None,
+            link_back: now,
+            refused: None,
         }
     }
 
@@ -257,7 +331,9 @@ impl Abr {
     /// [`AbrConfig::backlog_for`] over [`AbrConfig::backlog_limit`] late), `"late"` (queueing
     /// stayed over the limit and did not fall), `"starved"` (throughput below the down
     /// ratio, or nothing at all, with nothing on time), `"cut"` (two groups in a row cut short, see
-    /// [`AbrConfig::cut_share`]), `"failed step up"` or `"up"`.
+    /// [`AbrConfig::cut_share`]), `"failed step up"` (a step up that failed, or whose tier
+    /// never came), `"no delivery"` (a switch down whose tier never came: back to the tier
+    /// left, or one step further down) or `"up"`.
     pub fn reason(&self) -> Option<&'static str> {
         self.reason
     }
@@ -282,6 +358,7 @@ impl Abr {
     /// An object of the watched tier arrived: `bytes` of payload, `latency` its queueing
     /// (capture-to-arrival latency above the least seen), `key` if it starts a group.
     pub fn on_object(&mut self, now: Instant, bytes: u64, latency: Duration, key: bool) {
+        self.on_heard(now);
         self.samples.push_back((now, bytes, latency));
         self.trim(now);
         if key {
@@ -319,6 +396,63 @@ impl Abr {
                 self.fitting_since = Some(now);
             }
         }
+    }
+
+    /// An object of the watched tier arrived that [`Abr::on_object`] does not measure (a
+    /// joining FETCH, the tier's first group after a switch): the tier is not silent. Ends
+    /// the wait for a switch's tier, as [`Abr::on_object`] does.
+    pub fn on_heard(&mut self, now: Instant) {
+        self.heard = self.heard.max(now);
+        self.waiting = None;
+    }
+
+    /// While a switch waits for its tier: an object of the tier left arrived at `now`;
+    /// `past` if it belongs to the new tier's first group or a later one (it is not played:
+    /// the picture waits for the new tier from the first such object).
+    pub fn on_left_object(&mut self, now: Instant, past: bool) {
+        if let Some(w) = &mut self.waiting {
+            w.left_heard = Some(now);
+            if past && w.boundary.is_none() {
+                w.boundary = Some(now);
+            }
+        }
+    }
+
+    /// The rest of the session (its audio) last delivered an object at `at`: the link
+    /// works. The subscriber may report only the newest arrival of several, at least every
+    /// quarter of [`LINK_GAP`].
+    pub fn on_link(&mut self, at: Instant) {
+        match self.link_heard {
+            Some(prev) if at <= prev => return,
+            Some(prev) if at.duration_since(prev) >= LINK_GAP => self.link_back = at,
+            _ => {}
+        }
+        self.link_heard = Some(at);
+    }
+
+    /// The SUBSCRIBE of the tier decided last was answered at `now`: its wait counts from
+    /// here ([`SWITCH_WAIT`]), the round trips of the subscription left out.
+    pub fn subscribed(&mut self, now: Instant) {
+        if let Some(w) = &mut self.waiting {
+            w.since = w.since.max(now);
+        }
+    }
+
+    /// The switch decided last cannot be made (its SUBSCRIBE was refused, or its
+    /// subscription ended before its first object): the tier left is watched again,
+    /// measured afresh from `now`, and the refused one is not switched down to for the
+    /// hold.
+    pub fn cancel(&mut self, now: Instant) {
+        if let Some(w) = self.waiting {
+            self.refused = Some((self.current, now));
+            self.current = w.left;
+            self.started(now);
+        }
+    }
+
+    /// Nothing of the rest of the session has arrived for [`LINK_GAP`]: the link is out.
+    fn link_silent(&self, now: Instant) -> bool {
+        self.link_heard.is_some_and(|t| now.saturating_duration_since(t) >= LINK_GAP)
     }
 
     /// A group of the watched tier ended: `objects` of it arrived, `whole` if its stream
@@ -426,8 +560,15 @@ impl Abr {
     /// (subscribing the lower tier from its next group), so deciding early costs no
     /// mid-group switch and gains up to a group's time over waiting for
     /// [`Abr::at_group_start`].
+    ///
+    /// While a switch waits for its tier, decides only whether to give it up (see
+    /// [`SWITCH_GRACE`]): back to the tier left if it still delivers, else one step below
+    /// both.
     pub fn poll_down(&mut self, now: Instant) -> Option<usize> {
         self.trim(now);
+        if let Some(w) = self.waiting {
+            return self.give_up(now, w);
+        }
         let rate = self.config.tiers[self.current] as f64;
         let measured = self.throughput(now);
         // Failed: it stopped fitting within the hold plus the time lateness takes to judge.
@@ -438,12 +579,16 @@ impl Abr {
         // than the tier's rate). A tier delivered on time fits, whatever its byte rate (the
         // publisher may produce less than the catalog says).
         let patience = if tried { self.config.behind_for_after_up } else { self.config.behind_for };
-        let behind = now.duration_since(self.on_time_at) >= patience;
+        // While nothing of the session arrives the link is out, not the tier; after it came
+        // back the tier is judged from its return.
+        let link_up = !self.link_silent(now);
+        let behind = now.duration_since(self.on_time_at.max(self.link_back)) >= patience;
         let draining = self.newest(now).is_some_and(|n| n >= rate);
         // Nothing of the tier at all for as long (its publisher dropped it, or the path to it
         // carries nothing): starved too, even before the window has filled since the switch.
-        let silent = self.samples.back().is_none_or(|&(t, _, _)| now.duration_since(t) >= patience);
-        let starved = behind
+        let silent = now.duration_since(self.heard.max(self.link_back)) >= patience;
+        let starved = link_up
+            && behind
             && !draining
             && (silent || measured.is_some_and(|m| m < rate * self.config.down_ratio));
         // A late stretch whose newest second brought more than the tier's rate is a backlog
@@ -457,23 +602,37 @@ impl Abr {
         if !(backlog || late || starved || cut) || self.current == 0 {
             return None;
         }
-        let fits = match measured {
-            Some(m) => m,
-            None if cut => self.config.tiers[self.current - 1] as f64,
-            None => 0.0,
-        };
-        let below = self.config.tiers[..self.current]
-            .iter()
-            .rposition(|&r| (r as f64) <= fits)
-            .unwrap_or(0);
-        self.climbing = false;
         if tried {
             // A failed step up: back to the tier it came from, which fitted (what a tier
-            // too heavy for the link still receives understates the link).
+            // too heavy for the link still receives understates the link). That tier was
+            // not stepped up to: it gets the usual patience again.
+            self.climbing = false;
             self.hold = (self.hold * 2).min(self.config.max_hold);
+            self.last_up = None;
             self.reason = Some("failed step up");
             return Some(self.switch(now, self.current - 1));
         }
+        let one_step = self.current - 1;
+        let below = if starved && silent && !(backlog || late || cut) {
+            // Silence says nothing of the link's rate (what arrived before it does not
+            // either): one step, the tier most likely to flow.
+            one_step
+        } else {
+            let fits = match measured {
+                Some(m) => m,
+                None if cut => self.config.tiers[one_step] as f64,
+                None => 0.0,
+            };
+            self.config.tiers[..self.current].iter().rposition(|&r| (r as f64) <= fits).unwrap_or(0)
+        };
+        // Not to a tier that delivered nothing lately when switched to: the one below it.
+        let below = match self.refused {
+            Some((tier, at)) if tier == below && now.duration_since(at) < self.hold => {
+                below.checked_sub(1)?
+            }
+            _ => below,
+        };
+        self.climbing = false;
         self.reason = Some(if backlog {
             "backlog"
         } else if late {
@@ -491,6 +650,10 @@ impl Abr {
     pub fn at_group_start(&mut self, now: Instant) -> usize {
         if let Some(lower) = self.poll_down(now) {
             return lower;
+        }
+        if self.waiting.is_some() {
+            // Nothing of the tier decided has arrived yet: nothing to judge it by.
+            return self.current;
         }
         let rate = self.config.tiers[self.current] as f64;
         let measured = self.throughput(now);
@@ -521,9 +684,54 @@ impl Abr {
         self.current
     }
 
+    /// A switch waits for its tier (`w`): gives it up once [`SWITCH_GRACE`] has passed since
+    /// the tier left reached the boundary ([`SWITCH_WAIT`] since the decision or the answer to
+    /// its SUBSCRIBE, if it never did) with nothing of the new tier, unless the link is out:
+    /// back to the tier left if it still delivers, else one step below both (none below:
+    /// waits on).
+    fn give_up(&mut self, now: Instant, w: Waiting) -> Option<usize> {
+        let due = match w.boundary {
+            Some(b) => b + SWITCH_GRACE,
+            None => w.since + SWITCH_WAIT,
+        };
+        if now < due.max(self.link_back + SWITCH_GRACE) || self.link_silent(now) {
+            return None;
+        }
+        let refused = self.current;
+        // It reached the boundary, or brought something lately.
+        let delivers = w.left != refused
+            && (w.boundary.is_some()
+                || w.left_heard.is_some_and(|t| now.duration_since(t) < SWITCH_GRACE));
+        let next = if delivers {
+            w.left
+        } else {
+            match w.left.min(refused).checked_sub(1) {
+                Some(lower) => lower,
+                None => {
+                    // Nothing lower to try: wait on for this tier.
+                    self.waiting = Some(Waiting { since: now, ..w });
+                    return None;
+                }
+            }
+        };
+        self.refused = Some((refused, now));
+        self.climbing = false;
+        if next < refused && next == w.left {
+            // A step up whose tier never came.
+            self.hold = (self.hold * 2).min(self.config.max_hold);
+            self.last_up = None;
+            self.reason = Some("failed step up");
+        } else {
+            self.reason = Some("no delivery");
+        }
+        Some(self.switch(now, next))
+    }
+
     /// The tier decided last has begun to arrive (its first group started at `now`):
     /// throughput is measured from here, not from the decision.
     pub fn started(&mut self, now: Instant) {
+        self.waiting = None;
+        self.heard = now;
         self.samples.clear();
         self.fitting_since = None;
         self.too_late = false;
@@ -534,10 +742,15 @@ impl Abr {
         self.last_change = now;
     }
 
-    /// Moves to `tier`, measuring it afresh from `now` (as [`Abr::started`]).
+    /// Moves to `tier`, measuring it afresh from `now` (as [`Abr::started`]), and waits for
+    /// it to begin to arrive.
     fn switch(&mut self, now: Instant, tier: usize) -> usize {
+        // The tier the subscriber plays until the new one begins: if a switch was waiting
+        // already, still the one it left.
+        let left = self.waiting.map_or(self.current, |w| w.left);
         self.current = tier;
         self.started(now);
+        self.waiting = Some(Waiting { left, since: now, boundary: None, left_heard: None });
         tier
     }
 }
@@ -1215,7 +1428,7 @@ mod tests {
             after >= Duration::from_secs(5) && after <= Duration::from_millis(5250),
             "{after:?}"
         );
-        assert!(tier < 2);
+        assert_eq!(tier, 1, "one step down, not to the lowest tier");
         assert_eq!(abr.reason(), Some("starved"));
     }
 
@@ -1245,5 +1458,199 @@ mod tests {
         feed(&mut abr, &mut t, 6, 200_000, 300);
         assert_eq!(abr.current(), 0, "straight to 180p, not via 360p");
         assert_eq!(abr.reason(), Some("starved"));
+    }
+
+    /// Polls [`Abr::poll_down`] every 33 ms for `ms` milliseconds, as the subscriber's timer
+    /// and arrivals do while a switch waits for its tier. The tier left brings an object each
+    /// time until `boundary_ms`, then one of the new tier's first group (the subscriber then
+    /// unsubscribes it); `None`: it is silent. With `audio`, the rest of the session arrives
+    /// throughout ([`Abr::on_link`]). Returns the first decision: when (ms) and the tier.
+    fn wait_for_switch(
+        abr: &mut Abr,
+        t: &mut Instant,
+        ms: u64,
+        boundary_ms: Option<u64>,
+        audio: bool,
+    ) -> Option<(u64, usize)> {
+        let mut passed = false;
+        for step in 1..=ms / 33 {
+            *t += Duration::from_millis(33);
+            let at = step * 33;
+            match boundary_ms {
+                Some(b) if at < b => abr.on_left_object(*t, false),
+                Some(_) if !passed => {
+                    passed = true;
+                    abr.on_left_object(*t, true);
+                }
+                _ => {}
+            }
+            if audio {
+                abr.on_link(*t);
+            }
+            if let Some(tier) = abr.poll_down(*t) {
+                return Some((at, tier));
+            }
+        }
+        None
+    }
+
+    /// 360p fits on 3 Mbit/s and the ABR steps up to 720p at a group boundary (no quick
+    /// climb): returns the ABR waiting for 720p's first group.
+    fn stepped_up_to_720p(t: &mut Instant) -> Abr {
+        let config = AbrConfig { start_hold: None, ..AbrConfig::new(ladder_rates()) };
+        let mut abr = Abr::new(config, 1, *t);
+        let link = Link { rate: r360(), latency_ms: 10, capacity: 3_000_000 };
+        for _ in 0..6 {
+            if abr.at_group_start(*t) == 2 {
+                return abr;
+            }
+            group(&mut abr, t, link);
+            abr.on_group_end(30, true);
+        }
+        panic!("no step up to 720p in 6 s");
+    }
+
+    /// A step up whose tier never comes (its publisher stopped the rung; the relay holds it):
+    /// 360p plays to the boundary, a second after the decision, then the picture waits. The
+    /// switch is given up 1.75 s after the boundary ([`SWITCH_GRACE`]), not before, and
+    /// the ABR goes back to 360p as after a failed step up: the next try waits 8 s, not 4.
+    /// (The subscriber used to wait for 720p for good: a frozen picture.)
+    #[test]
+    fn a_step_up_whose_tier_never_comes_goes_back_to_the_tier_playing() {
+        let mut t = Instant::now();
+        let mut abr = stepped_up_to_720p(&mut t);
+        let decided = wait_for_switch(&mut abr, &mut t, 6000, Some(1000), true);
+        let (at, tier) = decided.expect("the switch is never given up");
+        assert!((2750..=2850).contains(&at), "given up {at} ms after the decision");
+        assert_eq!(tier, 1);
+        assert_eq!(abr.reason(), Some("failed step up"));
+        // 360p is subscribed again and arrives from its next group on.
+        abr.started(t);
+        let link = Link { rate: r360(), latency_ms: 10, capacity: 3_000_000 };
+        let tiers = feed_ends(&mut abr, &mut t, link, &[30; 7]);
+        assert!(tiers.iter().all(|&x| x == 1), "the hold doubled: {tiers:?}");
+        let tiers = feed_ends(&mut abr, &mut t, link, &[30; 3]);
+        assert_eq!(tiers.last(), Some(&2), "{tiers:?}");
+    }
+
+    /// A step up whose tier comes late (a relay that held it back probes it at the next
+    /// group; its key frame 1.6 s after 360p's boundary) is not given up.
+    #[test]
+    fn a_step_up_whose_tier_comes_within_the_grace_is_kept() {
+        let mut t = Instant::now();
+        let mut abr = stepped_up_to_720p(&mut t);
+        assert_eq!(wait_for_switch(&mut abr, &mut t, 2600, Some(1000), true), None);
+        abr.started(t);
+        let link = Link { rate: ladder_rates()[2], latency_ms: 10, capacity: 3_000_000 };
+        let tiers = feed_ends(&mut abr, &mut t, link, &[30; 6]);
+        assert!(tiers.iter().all(|&x| x == 2), "{tiers:?}");
+    }
+
+    /// 720p stops arriving while the audio flows: one step down to 360p (the link works, the
+    /// rung stopped). 360p never comes either, and 720p brings nothing: 2.75 s after the
+    /// subscription was answered ([`SWITCH_WAIT`]: a group for it to begin, and the grace)
+    /// the next step down, 180p. (It used to go straight to 180p.)
+    #[test]
+    fn a_silent_tier_is_left_one_step_at_a_time_while_the_audio_flows() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 2, t);
+        let tiers = feed(&mut abr, &mut t, 8, ladder_rates()[2], 10);
+        assert!(tiers.iter().all(|&x| x == 2), "{tiers:?}");
+        let (at, tier) = wait_for_switch(&mut abr, &mut t, 10_000, None, true).expect("stays");
+        assert!((5000..=5100).contains(&at), "left {at} ms into the silence");
+        assert_eq!(tier, 1, "one step down");
+        assert_eq!(abr.reason(), Some("starved"));
+        t += Duration::from_millis(40);
+        abr.subscribed(t);
+        let (at, tier) = wait_for_switch(&mut abr, &mut t, 10_000, None, true).expect("waits");
+        assert!((2750..=2850).contains(&at), "360p given up {at} ms after its SUBSCRIBE_OK");
+        assert_eq!(tier, 0);
+        assert_eq!(abr.reason(), Some("no delivery"));
+    }
+
+    /// A step down whose tier never comes while the tier left still arrives (late: a standing
+    /// queue) goes back to it 1.75 s after its boundary; when the tier left is found too
+    /// heavy again, the tier that delivered nothing is passed over: 180p.
+    #[test]
+    fn a_step_down_whose_tier_never_comes_goes_back_and_then_past_it() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 2, t);
+        feed(&mut abr, &mut t, 5, ladder_rates()[2], 10);
+        // A standing queue of 700 ms: every object late, until the backlog rule decides.
+        let late = |abr: &mut Abr, t: &mut Instant| {
+            for n in 0..200 {
+                *t += Duration::from_millis(33);
+                abr.on_link(*t);
+                abr.on_object(*t, 5000, Duration::from_millis(700), n % 30 == 0);
+                if let Some(tier) = abr.poll_down(*t) {
+                    return tier;
+                }
+            }
+            panic!("never left 720p");
+        };
+        assert_eq!(late(&mut abr, &mut t), 1);
+        assert_eq!(abr.reason(), Some("backlog"));
+        let (at, tier) = wait_for_switch(&mut abr, &mut t, 6000, Some(800), true).expect("waits");
+        assert!((2550..=2650).contains(&at), "given up {at} ms after the decision");
+        assert_eq!(tier, 2, "back to the tier still arriving");
+        assert_eq!(abr.reason(), Some("no delivery"));
+        abr.started(t);
+        assert_eq!(late(&mut abr, &mut t), 0, "past 360p, which delivered nothing");
+        assert_eq!(abr.reason(), Some("backlog"));
+    }
+
+    /// Nothing of the session arrives for ten seconds (the audio stops too): the link is out,
+    /// not the tier, and no tier is left. When the audio comes back and 720p does not, 720p
+    /// is left after the patience counted from the audio's return, one step down.
+    #[test]
+    fn while_nothing_of_the_session_arrives_no_tier_is_left() {
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 2, t);
+        for _ in 0..8 {
+            assert_eq!(abr.at_group_start(t), 2);
+            let mut g = t;
+            group(
+                &mut abr,
+                &mut g,
+                Link { rate: ladder_rates()[2], latency_ms: 10, capacity: 3_000_000 },
+            );
+            abr.on_link(g);
+            t = g;
+        }
+        assert_eq!(wait_for_switch(&mut abr, &mut t, 10_000, None, false), None);
+        let (at, tier) = wait_for_switch(&mut abr, &mut t, 10_000, None, true).expect("stays");
+        assert!((5000..=5100).contains(&at), "left {at} ms after the audio's return");
+        assert_eq!(tier, 1);
+        // And a link that comes back with the tier goes on with it.
+        let mut t = Instant::now();
+        let mut abr = Abr::new(AbrConfig::new(ladder_rates()), 2, t);
+        let link = Link { rate: ladder_rates()[2], latency_ms: 10, capacity: 3_000_000 };
+        feed_link(&mut abr, &mut t, 8, link);
+        abr.on_link(t);
+        assert_eq!(wait_for_switch(&mut abr, &mut t, 8000, None, false), None);
+        abr.on_link(t);
+        let tiers = feed_link(&mut abr, &mut t, 6, link);
+        assert!(tiers.iter().all(|&x| x == 2), "{tiers:?}");
+    }
+
+    /// A tier stepped up to that brings its first group (which the subscriber does not
+    /// measure: it carries the switch's start-up) and then nothing: left after the patience
+    /// of a step up counted from the first group's last object, not from its start.
+    #[test]
+    fn a_tier_that_stops_after_its_first_group_is_left_after_the_patience() {
+        let mut t = Instant::now();
+        let mut abr = stepped_up_to_720p(&mut t);
+        t += Duration::from_millis(900);
+        abr.started(t);
+        for _ in 0..40 {
+            // A first group of 40 objects (begun early at a key-frame request).
+            t += Duration::from_millis(33);
+            abr.on_heard(t);
+            assert_eq!(abr.poll_down(t), None);
+        }
+        let (at, tier) = wait_for_switch(&mut abr, &mut t, 5000, None, true).expect("stays");
+        assert!((1500..=1550).contains(&at), "left {at} ms after its last object");
+        assert_eq!(tier, 1);
+        assert_eq!(abr.reason(), Some("failed step up"));
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tiermesh_proto::catalog::{CATALOG_TRACK_NAME, Catalog};
 use tiermesh_proto::types::{FullTrackName, SubscriptionFilter, TrackNamespace};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::moq::{Connection, ReceivedObject, SubscribeOptions, TrackEvent};
@@ -261,7 +261,7 @@ async fn watch_inner(
                     options.clone(),
                     clock,
                     deadline,
-                    Some(tx),
+                    Taps { catalog: Some(tx), ..Taps::default() },
                 ));
             }
             Err(e) => {
@@ -297,7 +297,15 @@ async fn watch_inner(
         order.push(name.clone());
         match track(&name) {
             Ok(t) => {
-                tasks.spawn(follow(conn.clone(), t, join, options.clone(), clock, deadline, None));
+                tasks.spawn(follow(
+                    conn.clone(),
+                    t,
+                    join,
+                    options.clone(),
+                    clock,
+                    deadline,
+                    Taps::default(),
+                ));
             }
             Err(e) => {
                 let mut s = TrackStats::new(&name, clock.wall_us, false);
@@ -345,9 +353,18 @@ pub fn path(namespace: &TrackNamespace) -> String {
     namespace.fields().iter().map(|f| String::from_utf8_lossy(f)).collect::<Vec<_>>().join("/")
 }
 
+/// What [`follow`] hands on as it happens, beside the statistics it returns.
+#[derive(Default)]
+struct Taps {
+    /// For the catalog: receives the tracks of the first catalog object and how each is to
+    /// be joined ([`joins`]).
+    catalog: Option<oneshot::Sender<Vec<(String, Join)>>>,
+    /// Receives the arrival of every object (the audio of [`watch_abr`]).
+    heard: Option<watch::Sender<Option<Instant>>>,
+}
+
 /// Joins one track as `join` says and records what arrives until `deadline` or the track's
-/// end. For the catalog, `catalog` receives the tracks of the first catalog object and how
-/// each is to be joined ([`joins`]).
+/// end, handing on what `taps` ask for.
 async fn follow(
     conn: Connection,
     track: FullTrackName,
@@ -355,8 +372,9 @@ async fn follow(
     options: SubscribeOptions,
     clock: Clock,
     deadline: tokio::time::Instant,
-    mut catalog: Option<oneshot::Sender<Vec<(String, Join)>>>,
+    taps: Taps,
 ) -> (TrackStats, TrackGroups) {
+    let Taps { mut catalog, heard } = taps;
     let name = String::from_utf8_lossy(&track.name.0).into_owned();
     let started = Instant::now();
     let mut stats = TrackStats::new(&name, clock.wall_us(started), name != CATALOG_TRACK_NAME);
@@ -396,6 +414,9 @@ async fn follow(
         }
     };
     let mut record = |stats: &mut TrackStats, log: &mut GroupLog, o: &ReceivedObject, fetched| {
+        if let Some(h) = &heard {
+            h.send_replace(Some(o.arrival));
+        }
         log.object(o, clock.wall_us(o.arrival));
         stats.record(
             o.group_id,
@@ -610,6 +631,9 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
     abr_report.rates = tiers.iter().map(|t| t.1).collect();
 
     let mut audio_task = JoinSet::new();
+    // The newest audio arrival: while it flows the link works, and a silent video tier is
+    // the tier's doing (`Abr::on_link`).
+    let (audio_heard, audio_rx) = watch::channel(None);
     if let Some(name) = &audio
         && let Ok(t) = track(name)
     {
@@ -620,7 +644,7 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
             options.clone(),
             clock,
             deadline,
-            None,
+            Taps { heard: Some(audio_heard), ..Taps::default() },
         ));
     }
 
@@ -680,18 +704,25 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
     // last group seen when it was.
     let mut decided: Option<(usize, u64)> = None;
     // Between arrivals: a tier that stops arriving entirely (its publisher dropped the rung,
-    // or the path carries nothing of it) brings no object or stream end to decide at, so the
-    // ABR is asked on a timer too. A quarter of a second: a small share of its patience.
+    // or the path carries nothing of it), its first group after a switch included, and a
+    // switch whose tier never comes bring no object or stream end to decide at, so the ABR
+    // is asked on a timer too. A quarter of a second: a small share of its patience and of
+    // a switch's wait, and often enough to see a gap in the audio (`abr::LINK_GAP`).
     let mut idle = tokio::time::interval(Duration::from_millis(250));
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A switch given up while the tier it left still played: the report's entry for it
+    // takes the next group played.
+    let mut resumed = false;
 
     loop {
         if let Some((next, after)) = decided.take() {
             let now = Instant::now();
+            // What the switch leaves: the tier a waiting switch gives up, else the one playing.
+            let left = pending.as_ref().map_or(cur_tier, |p| p.tier);
             tracing::debug!(
                 target: "tiermesh_client::abr",
                 at_ms = ms(now),
-                from = %tiers[cur_tier].0,
+                from = %tiers[left].0,
                 to = %tiers[next].0,
                 reason = abr.reason().unwrap_or("?"),
                 throughput = ?abr.throughput(now),
@@ -702,10 +733,25 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
                 decided_ms: ms(now),
                 at_ms: None,
                 group: None,
-                from: tiers[cur_tier].0.clone(),
+                from: tiers[left].0.clone(),
                 to: tiers[next].0.clone(),
                 reason: abr.reason().map(str::to_owned),
             });
+            if next == cur_tier && cur.is_some() {
+                // A switch given up before the tier it left reached the boundary: that tier
+                // plays on, with nothing missed, measured afresh from its next group.
+                pending = None;
+                until = None;
+                first_group = None;
+                measuring = false;
+                last_boundary = None;
+                abr.started(now);
+                if let Some(sw) = abr_report.switches.last_mut() {
+                    sw.at_ms = Some(ms(now));
+                }
+                resumed = true;
+                continue;
+            }
             let sub = match track(&tiers[next].0) {
                 Ok(t) => {
                     let options = SubscribeOptions {
@@ -721,13 +767,19 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
             };
             match sub {
                 Ok(reader) => {
+                    // Its wait for the first group counts from here.
+                    abr.subscribed(Instant::now());
                     let from = reader.largest().map_or(0, |l| l.group.0 + 1).max(after + 1);
                     until = Some(from);
+                    // A switch given up is unsubscribed here (its reader dropped).
                     pending = Some(TierSub { tier: next, reader, fetch: None, from });
                 }
                 Err(e) => {
                     tracing::warn!(tier = %tiers[next].0, error = %e, "tier switch failed");
                     stats[next].set_error(e);
+                    pending = None;
+                    until = None;
+                    abr.cancel(Instant::now());
                 }
             }
         }
@@ -739,10 +791,9 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
         };
         let pending_reader = pending.as_mut().map(|p| &mut p.reader);
         let has_pending = pending_reader.is_some();
-        let idle_check = measuring && !has_pending;
         let source = tokio::select! {
             () = tokio::time::sleep_until(deadline) => None,
-            _ = idle.tick(), if idle_check => Some(Source::Idle),
+            _ = idle.tick() => Some(Source::Idle),
             o = async { cur_fetch?.next().await }, if has_fetch => Some(Source::Current(o, true)),
             e = async { cur_reader?.next().await }, if has_cur => Some(match e {
                 Some(TrackEvent::Object(o)) => Source::Current(Some(o), false),
@@ -756,10 +807,13 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
             }
         };
         let Some(source) = source else { break };
+        if let Some(at) = *audio_rx.borrow() {
+            abr.on_link(at);
+        }
         let (o, fetched, tier) = match source {
             Source::Idle => {
                 // As at a stream end: the switch subscribes the lower tier from the group
-                // after the last one seen.
+                // after the last one seen (or gives up a switch whose tier never came).
                 let now = Instant::now();
                 if let Some(next) = abr.poll_down(now) {
                     let seen = played.last_key_value().map_or(0, |(&g, _)| g);
@@ -779,7 +833,9 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
             }
             Source::Current(Some(o), fetched) => {
                 if until.is_some_and(|u| o.group_id >= u) {
-                    // The old tier's part is over: stop receiving it.
+                    // The old tier's part is over: stop receiving it. The picture waits for
+                    // the new tier from here.
+                    abr.on_left_object(o.arrival, true);
                     cur = None;
                     continue;
                 }
@@ -864,8 +920,10 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
                 continue;
             }
             Source::Pending(_) => {
+                // Its subscription ended before its first group: the switch is not made.
                 pending = None;
                 until = None;
+                abr.cancel(Instant::now());
                 continue;
             }
         };
@@ -888,6 +946,12 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
         if entry.1.ids.insert(o.object_id) {
             entry.1.bytes += o.payload.len() as u64;
         }
+        if resumed && tier == cur_tier {
+            resumed = false;
+            if let Some(sw) = abr_report.switches.last_mut() {
+                sw.group = Some(o.group_id);
+            }
+        }
         if let Some(prev) = last_played {
             let gap = o.arrival.saturating_duration_since(prev);
             largest_gap = largest_gap.max(gap);
@@ -899,6 +963,9 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
 
         // Adapt.
         if pending.is_some() {
+            // The tier left, up to the boundary: whether it still delivers decides where a
+            // switch whose tier never comes goes back to.
+            abr.on_left_object(o.arrival, false);
             continue;
         }
         let now = Instant::now();
@@ -919,8 +986,13 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
         }
         // The joining FETCH is history by design, and a tier's first group after a switch
         // carries the start-up of its subscription (an upstream subscribe, a key frame
-        // queued behind the old tier): neither says whether the tier fits.
-        if next.is_none() && !fetched && first_group.is_some_and(|g| o.group_id > g) {
+        // queued behind the old tier): neither says whether the tier fits, but either says
+        // that the tier is not silent.
+        let counts = !fetched && first_group.is_some_and(|g| o.group_id > g);
+        if next.is_none() && !counts {
+            abr.on_heard(o.arrival);
+        }
+        if next.is_none() && counts {
             if !measuring {
                 // Throughput is measured from the first group that counts.
                 measuring = true;
@@ -945,6 +1017,8 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
                     tier = cur_tier,
                     "object"
                 );
+            } else {
+                abr.on_heard(o.arrival);
             }
             next = abr.poll_down(now);
         }
