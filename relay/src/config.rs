@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tiermesh_client::transport::CongestionControl;
+use tiermesh_client::transport::{CongestionControl, TransportDriver};
 
 use crate::auth::{Action, Authorizer, KeyError, Prefix};
 
@@ -85,6 +85,12 @@ pub struct RelayConfig {
     /// (docs/ARCHITECTURE.md, "`delay` is the default"). Choose `cubic` for links shared
     /// with loss-based flows, which a delay-based controller yields to.
     pub congestion: CongestionControl,
+    /// What drives the connections of the MoQT port: `quinn` (the default: raw QUIC and
+    /// WebTransport) or `batched`, one task driving every connection through quinn-proto
+    /// (opt-in; raw QUIC only: WebTransport clients are refused after the handshake with a
+    /// reason saying so). Mesh links keep quinn on the mesh's own port
+    /// (docs/ARCHITECTURE.md, "The batched transport driver").
+    pub transport_driver: TransportDriver,
     /// The regional mesh; absent (the default), the relay runs alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mesh: Option<MeshConfig>,
@@ -205,6 +211,7 @@ impl Default for RelayConfig {
             goaway_grace: Duration::from_secs(10),
             scheduler: SchedulerConfig::default(),
             congestion: CongestionControl::default(),
+            transport_driver: TransportDriver::default(),
             mesh: None,
             web: None,
             ingest: None,
@@ -393,6 +400,10 @@ pub struct Flags {
     /// shared with TCP downloads (docs/ARCHITECTURE.md)
     #[arg(long = "cc", value_name = "ALGO")]
     pub congestion: Option<CongestionControl>,
+    /// What drives the MoQT port's connections: quinn (the default) or batched (raw QUIC
+    /// only, opt-in; docs/ARCHITECTURE.md)
+    #[arg(long, value_name = "DRIVER", env = "TIERMESH_TRANSPORT_DRIVER")]
+    pub transport_driver: Option<TransportDriver>,
     /// Make the tier ladder of every `<broadcast>/source` (the file's `[ingest]` section, else
     /// the default ladder)
     #[arg(long)]
@@ -476,6 +487,7 @@ impl RelayConfig {
         set(&mut self.goaway_grace, &flags.goaway_grace);
         set(&mut self.scheduler.mode, &flags.scheduler);
         set(&mut self.congestion, &flags.congestion);
+        set(&mut self.transport_driver, &flags.transport_driver);
         if flags.web.is_some() {
             self.web = flags.web.clone();
         }
@@ -620,5 +632,21 @@ mod tests {
         assert_eq!(config.congestion, CongestionControl::Bbr);
         let e = RelayConfig::parse("congestion = \"vegas\"\n", Path::new("x.toml")).unwrap_err();
         assert!(e.to_string().contains("vegas"), "{e}");
+    }
+
+    #[test]
+    fn transport_driver_from_file_and_flag() {
+        assert_eq!(RelayConfig::default().transport_driver, TransportDriver::Quinn);
+        let file =
+            RelayConfig::parse("transport_driver = \"batched\"\n", Path::new("x.toml")).unwrap();
+        assert_eq!(file.transport_driver, TransportDriver::Batched);
+        let mut config = file.clone();
+        config.apply(&Flags::default());
+        assert_eq!(config.transport_driver, TransportDriver::Batched, "no flag keeps the file's");
+        config.apply(&Flags { transport_driver: Some(TransportDriver::Quinn), ..Flags::default() });
+        assert_eq!(config.transport_driver, TransportDriver::Quinn);
+        let e =
+            RelayConfig::parse("transport_driver = \"tokio\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("tokio"), "{e}");
     }
 }

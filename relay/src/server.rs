@@ -80,7 +80,8 @@ impl Relay {
         };
         let transport = TransportConfig::default()
             .idle_timeout(config.limits.idle_timeout)
-            .congestion(config.congestion);
+            .congestion(config.congestion)
+            .driver(config.transport_driver);
         let mut server = Server::bind_with(config.listen, tls, transport)?;
         let local_addr = server.local_addr();
         let mesh = match &config.mesh {

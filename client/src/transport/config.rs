@@ -54,6 +54,54 @@ impl std::str::FromStr for CongestionControl {
     }
 }
 
+/// What drives a server endpoint's connections (`quinn` or `batched` in configuration files
+/// and on the command line).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportDriver {
+    /// quinn's async layer: a driver task, a channel and a timer per connection. Serves raw
+    /// QUIC and WebTransport and dials out. The default.
+    #[default]
+    Quinn,
+    /// One task drives every connection through quinn-proto: batched receives (GRO,
+    /// `recvmmsg`), one timer structure, one flush of every touched connection with GSO.
+    /// Opt-in and server-side only: raw QUIC (`moqt-16`) is served, WebTransport clients
+    /// are refused with a reason, and the endpoint does not dial out
+    /// (docs/ARCHITECTURE.md, "The batched transport driver").
+    Batched,
+}
+
+impl std::str::FromStr for TransportDriver {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "quinn" => Ok(Self::Quinn),
+            "batched" => Ok(Self::Batched),
+            other => Err(format!("unknown transport driver `{other}`: expected quinn or batched")),
+        }
+    }
+}
+
+impl std::fmt::Display for TransportDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Quinn => "quinn",
+            Self::Batched => "batched",
+        })
+    }
+}
+
 /// The least stream limit a client grants its server from the start, each direction (the
 /// configured initial limit, 16 by default, keeps a relay's idle subscribers cheap). A relay
 /// that starts a subscription opens an audio stream every 20 ms plus video groups, and on a
@@ -125,6 +173,7 @@ pub struct TransportConfig {
     congestion: CongestionControl,
     initial_window: Option<u64>,
     protocols: Vec<String>,
+    driver: TransportDriver,
 }
 
 impl Default for TransportConfig {
@@ -190,6 +239,7 @@ impl Default for TransportConfig {
             // overflow it.
             initial_window: None,
             protocols: vec![tiermesh_proto::ALPN.to_owned()],
+            driver: TransportDriver::Quinn,
         }
     }
 }
@@ -300,6 +350,18 @@ impl TransportConfig {
     {
         self.protocols = value.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// What drives a server endpoint's connections (default [`TransportDriver::Quinn`]);
+    /// only [`Server::bind_with`](super::Server::bind_with) reads it.
+    pub fn driver(mut self, value: TransportDriver) -> Self {
+        self.driver = value;
+        self
+    }
+
+    /// What drives a server endpoint's connections.
+    pub fn get_driver(&self) -> TransportDriver {
+        self.driver
     }
 
     /// The idle timeout.

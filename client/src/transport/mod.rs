@@ -31,6 +31,7 @@ mod args;
 mod client;
 mod config;
 mod delay_cc;
+mod driver;
 mod error;
 mod server;
 mod session;
@@ -39,7 +40,7 @@ mod tls;
 
 pub use args::TlsArgs;
 pub use client::{connect, connect_with};
-pub use config::{CongestionControl, TransportConfig};
+pub use config::{CongestionControl, TransportConfig, TransportDriver};
 pub use error::Error;
 pub use server::{Request, Server};
 pub use session::{CloseReason, RecvStream, SendStream, Session, Side, Stats};

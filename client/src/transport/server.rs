@@ -12,7 +12,8 @@ use tracing::Instrument;
 use url::Url;
 use web_transport_quinn as wt;
 
-use super::{ClientTls, Error, Kind, ServerTls, Session, Target, TransportConfig};
+use super::driver;
+use super::{ClientTls, Error, Kind, ServerTls, Session, Target, TransportConfig, TransportDriver};
 
 /// The receive buffer asked for on a server's UDP socket. A relay's one socket takes the
 /// ACKs of every subscriber and its publishers' media; while its runtime works through one
@@ -52,11 +53,20 @@ fn enlarge_receive_buffer(socket: &std::net::UdpSocket) {
 ///
 /// The same endpoint can also dial out ([`connect`](Self::connect)), so a relay's links to
 /// other relays leave from its public port.
+///
+/// With [`TransportDriver::Batched`] (see [`TransportConfig::driver`]) one task drives every
+/// connection through quinn-proto instead: raw QUIC only (WebTransport clients are refused
+/// after the handshake with a reason saying so), and [`connect`](Self::connect) is refused.
 pub struct Server {
-    endpoint: quinn::Endpoint,
+    backend: Backend,
     local_addr: SocketAddr,
     config: TransportConfig,
     pending: FuturesUnordered<BoxFuture<'static, Option<Request>>>,
+}
+
+enum Backend {
+    Quinn(quinn::Endpoint),
+    Batched(driver::Endpoint),
 }
 
 impl Server {
@@ -76,6 +86,19 @@ impl Server {
         let socket =
             std::net::UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?;
         enlarge_receive_buffer(&socket);
+        if config.get_driver() == TransportDriver::Batched {
+            let protocols: Arc<[String]> = config.get_protocols().into();
+            let endpoint = driver::Endpoint::new(socket, server_config, protocols)
+                .map_err(|source| Error::Bind { addr, source })?;
+            let local_addr = endpoint.local_addr();
+            tracing::info!(%local_addr, protocols = ?config.get_protocols(), "listening (raw QUIC only, batched transport driver)");
+            return Ok(Self {
+                backend: Backend::Batched(endpoint),
+                local_addr,
+                config,
+                pending: FuturesUnordered::new(),
+            });
+        }
         let runtime = quinn::default_runtime().ok_or_else(|| Error::Bind {
             addr,
             source: std::io::Error::other("no async runtime found"),
@@ -89,7 +112,12 @@ impl Server {
         .map_err(|source| Error::Bind { addr, source })?;
         let local_addr = endpoint.local_addr().map_err(|source| Error::Bind { addr, source })?;
         tracing::info!(%local_addr, protocols = ?config.get_protocols(), "listening (raw QUIC and WebTransport)");
-        Ok(Self { endpoint, local_addr, config, pending: FuturesUnordered::new() })
+        Ok(Self {
+            backend: Backend::Quinn(endpoint),
+            local_addr,
+            config,
+            pending: FuturesUnordered::new(),
+        })
     }
 
     /// The bound address (with the real port when bound to port 0).
@@ -99,7 +127,11 @@ impl Server {
 
     /// Replaces the certificates for new connections; established ones keep theirs.
     pub fn set_tls(&self, tls: ServerTls) -> Result<(), Error> {
-        self.endpoint.set_server_config(Some(server_config(&tls, &self.config)?));
+        let config = server_config(&tls, &self.config)?;
+        match &self.backend {
+            Backend::Quinn(e) => e.set_server_config(Some(config)),
+            Backend::Batched(e) => e.set_server_config(config),
+        }
         Ok(())
     }
 
@@ -110,6 +142,19 @@ impl Server {
     /// Clients that fail the handshake (wrong ALPN, a TLS alert, no CONNECT within the
     /// handshake timeout) are logged and skipped.
     pub async fn accept(&mut self) -> Option<Request> {
+        let endpoint = match &self.backend {
+            Backend::Quinn(e) => e,
+            Backend::Batched(e) => {
+                let conn = e.accept().await?;
+                let alpn = conn.alpn().unwrap_or_default();
+                return Some(Request {
+                    peer: conn.remote_address(),
+                    protocols: self.config.get_protocols().into(),
+                    limits: self.config.stream_limits(),
+                    inner: Inner::Batched { conn, alpn },
+                });
+            }
+        };
         loop {
             tokio::select! {
                 // Finished handshakes first: they are bounded by the clients already taken,
@@ -120,7 +165,7 @@ impl Server {
                         return Some(request);
                     }
                 }
-                incoming = self.endpoint.accept() => {
+                incoming = endpoint.accept() => {
                     let incoming = incoming?;
                     let protocols: Arc<[String]> = self.config.get_protocols().into();
                     let timeout = self.config.get_handshake_timeout();
@@ -133,20 +178,37 @@ impl Server {
 
     /// Dials a server from this endpoint's port (a mesh link, for example).
     pub async fn connect(&self, url: &Url, tls: &ClientTls) -> Result<Session, Error> {
+        let endpoint = match &self.backend {
+            Backend::Quinn(e) => e,
+            Backend::Batched(_) => {
+                return Err(Error::Connect {
+                    server: url.to_string(),
+                    reason: "this endpoint runs the batched transport driver, which does not \
+                             dial out"
+                        .into(),
+                });
+            }
+        };
         let target = Target::from_url(url)?;
         let addr = super::client::resolve(&target).await?;
-        super::client::dial(&self.endpoint, &target, addr, tls, &self.config).await
+        super::client::dial(endpoint, &target, addr, tls, &self.config).await
     }
 
     /// Closes every connection with `code` and `reason` and stops accepting.
     pub fn close(&self, code: u32, reason: &str) {
-        self.endpoint.close(code.into(), reason.as_bytes());
+        match &self.backend {
+            Backend::Quinn(e) => e.close(code.into(), reason.as_bytes()),
+            Backend::Batched(e) => e.close(code.into(), reason.as_bytes()),
+        }
     }
 
     /// Waits until every connection has finished closing (call after [`close`](Self::close)
     /// so that peers receive the close).
     pub async fn wait_idle(&self) {
-        self.endpoint.wait_idle().await;
+        match &self.backend {
+            Backend::Quinn(e) => e.wait_idle().await,
+            Backend::Batched(e) => e.wait_idle().await,
+        }
     }
 }
 
@@ -243,16 +305,27 @@ pub struct Request {
 }
 
 enum Inner {
-    Raw { conn: quinn::Connection, alpn: String },
+    Raw {
+        conn: quinn::Connection,
+        alpn: String,
+    },
+    /// A raw QUIC connection of the batched driver.
+    Batched {
+        conn: driver::Connection,
+        alpn: String,
+    },
     // Boxed: the CONNECT request (headers and all) is far larger than a raw connection.
-    WebTransport { request: Box<wt::Request>, url: Url },
+    WebTransport {
+        request: Box<wt::Request>,
+        url: Url,
+    },
 }
 
 impl Request {
     /// Raw QUIC or WebTransport.
     pub fn kind(&self) -> Kind {
         match self.inner {
-            Inner::Raw { .. } => Kind::RawQuic,
+            Inner::Raw { .. } | Inner::Batched { .. } => Kind::RawQuic,
             Inner::WebTransport { .. } => Kind::WebTransport,
         }
     }
@@ -266,7 +339,7 @@ impl Request {
     pub fn path(&self) -> Option<&str> {
         match &self.inner {
             Inner::WebTransport { url, .. } => Some(url.path()),
-            Inner::Raw { .. } => None,
+            Inner::Raw { .. } | Inner::Batched { .. } => None,
         }
     }
 
@@ -274,7 +347,7 @@ impl Request {
     pub fn query(&self) -> Option<&str> {
         match &self.inner {
             Inner::WebTransport { url, .. } => url.query(),
-            Inner::Raw { .. } => None,
+            Inner::Raw { .. } | Inner::Batched { .. } => None,
         }
     }
 
@@ -282,7 +355,7 @@ impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
         match &self.inner {
             Inner::WebTransport { request, .. } => request.headers.get(name)?.to_str().ok(),
-            Inner::Raw { .. } => None,
+            Inner::Raw { .. } | Inner::Batched { .. } => None,
         }
     }
 
@@ -290,7 +363,7 @@ impl Request {
     /// `WT-Available-Protocols` over WebTransport (possibly empty).
     pub fn offered_protocols(&self) -> Vec<String> {
         match &self.inner {
-            Inner::Raw { alpn, .. } => vec![alpn.clone()],
+            Inner::Raw { alpn, .. } | Inner::Batched { alpn, .. } => vec![alpn.clone()],
             Inner::WebTransport { request, .. } => request.protocols.clone(),
         }
     }
@@ -305,6 +378,7 @@ impl Request {
             Inner::Raw { conn, .. } => {
                 Ok(Session::new(wt::Session::raw(conn), Kind::RawQuic, None, None, self.limits))
             }
+            Inner::Batched { conn, .. } => Ok(Session::batched(conn, self.limits)),
             Inner::WebTransport { request, url } => {
                 let offered = request.protocols.clone();
                 let chosen = self.protocols.iter().find(|ours| offered.contains(ours)).cloned();
@@ -340,6 +414,11 @@ impl Request {
     pub async fn reject(self, status: u16) -> Result<(), Error> {
         match self.inner {
             Inner::Raw { conn, .. } => {
+                let reason = format!("rejected with HTTP status {status}");
+                conn.close(u32::from(status).into(), reason.as_bytes());
+                Ok(())
+            }
+            Inner::Batched { conn, .. } => {
                 let reason = format!("rejected with HTTP status {status}");
                 conn.close(u32::from(status).into(), reason.as_bytes());
                 Ok(())

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use web_transport_quinn as wt;
 
+use super::driver;
 use super::{Error, Kind};
 
 /// Who ended a session.
@@ -211,6 +212,9 @@ struct Shared {
     /// (a lock and an allocation), and a controller either always has a pacing rate (BBR)
     /// or never (CUBIC, NewReno, delay), so the copy is made again only for one that has.
     pacing: OnceLock<bool>,
+    /// The negotiated ALPN of a session of the batched driver (quinn's sessions keep their
+    /// own).
+    alpn: Option<String>,
 }
 
 /// Index of bidirectional streams in [`StreamLimits`]' arrays.
@@ -296,9 +300,29 @@ impl StreamLimits {
 /// session. Cheap to clone; every clone is the same session.
 #[derive(Clone)]
 pub struct Session {
-    inner: wt::Session,
+    inner: Backend,
     kind: Kind,
     shared: Arc<Shared>,
+}
+
+/// What carries a session: quinn's async layer (through web-transport-quinn, raw QUIC or
+/// WebTransport) or the batched driver (raw QUIC on a server endpoint).
+///
+/// The quinn variant is as large as the session was before the batched one existed; boxing
+/// it would add an allocation to every clone (a clone per stream) on the default path.
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
+enum Backend {
+    Quinn(wt::Session),
+    Batched(driver::Connection),
+}
+
+/// A stream code the peer sent, as the 32-bit code of [`SendStream::reset`]: a code in the
+/// HTTP/3 range (a peer that maps raw QUIC codes as WebTransport does) is mapped back, as
+/// web-transport-quinn does for raw sessions.
+fn stream_code(code: driver::VarInt) -> Option<u32> {
+    let code = code.into_inner();
+    wt::proto::error_from_http3(code).or_else(|| u32::try_from(code).ok())
 }
 
 impl Session {
@@ -316,8 +340,23 @@ impl Session {
             _endpoint: endpoint,
             limits,
             pacing: OnceLock::new(),
+            alpn: None,
         };
-        Self { inner, kind, shared: Arc::new(shared) }
+        Self { inner: Backend::Quinn(inner), kind, shared: Arc::new(shared) }
+    }
+
+    /// A raw QUIC session of the batched driver.
+    pub(crate) fn batched(conn: driver::Connection, limits: StreamLimits) -> Self {
+        let shared = Shared {
+            local_close: OnceLock::new(),
+            path: None,
+            query: None,
+            _endpoint: None,
+            limits,
+            pacing: OnceLock::new(),
+            alpn: conn.alpn(),
+        };
+        Self { inner: Backend::Batched(conn), kind: Kind::RawQuic, shared: Arc::new(shared) }
     }
 
     /// Raw QUIC or WebTransport.
@@ -329,18 +368,27 @@ impl Session {
     /// (`delay`), whose window per RTT reads about the path's rate, rather than a
     /// loss-based one whose window falls under it after each loss.
     pub fn delay_based(&self) -> bool {
-        self.inner.congestion_state().into_any().is::<super::delay_cc::Delay>()
+        match &self.inner {
+            Backend::Quinn(s) => s.congestion_state().into_any().is::<super::delay_cc::Delay>(),
+            Backend::Batched(c) => c.controller_is::<super::delay_cc::Delay>(),
+        }
     }
 
     /// A number that identifies this session among the endpoint's live sessions (for maps
     /// and logs); it may be reused once the session has ended.
     pub fn id(&self) -> u64 {
-        self.inner.stable_id() as u64
+        match &self.inner {
+            Backend::Quinn(s) => s.stable_id() as u64,
+            Backend::Batched(c) => c.id(),
+        }
     }
 
     /// The peer's UDP address (it may change if the peer migrates).
     pub fn peer(&self) -> SocketAddr {
-        self.inner.remote_address()
+        match &self.inner {
+            Backend::Quinn(s) => s.remote_address(),
+            Backend::Batched(c) => c.remote_address(),
+        }
     }
 
     /// The WebTransport CONNECT path (`/room/42`); `None` on raw QUIC, where the path arrives
@@ -357,32 +405,64 @@ impl Session {
     /// The negotiated MoQT version: the ALPN on raw QUIC, the WebTransport protocol the
     /// server selected otherwise. `None` when a WebTransport peer negotiated no protocol.
     pub fn protocol(&self) -> Option<&str> {
-        self.inner.protocol()
+        match &self.inner {
+            Backend::Quinn(s) => s.protocol(),
+            Backend::Batched(_) => self.shared.alpn.as_deref(),
+        }
     }
 
     /// The certificate chain (DER, leaf first) the peer presented, if any: the server's on a
     /// client, the client's on a server that asked for mutual TLS.
     pub fn peer_certificates(&self) -> Option<Vec<Vec<u8>>> {
-        let identity = self.inner.peer_identity()?;
+        let s = match &self.inner {
+            Backend::Quinn(s) => s,
+            Backend::Batched(c) => return c.peer_certificates(),
+        };
+        let identity = s.peer_identity()?;
         let chain = identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
         Some(chain.iter().map(|c| c.to_vec()).collect())
     }
 
     /// Opens a bidirectional stream (waits while the peer's stream limit is reached).
     pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), Error> {
-        let (s, r) = self.inner.open_bi().await.map_err(|e| self.session_error(e))?;
+        let (s, r) = match &self.inner {
+            Backend::Quinn(q) => {
+                let (s, r) = q.open_bi().await.map_err(|e| self.session_error(e))?;
+                (SendInner::Quinn(s), RecvInner::Quinn(r))
+            }
+            Backend::Batched(c) => {
+                let (s, r) = c.open_bi().await.map_err(|e| self.lost(e))?;
+                (SendInner::Batched(s), RecvInner::Batched(r))
+            }
+        };
         Ok((self.send(s), self.recv(r)))
     }
 
     /// Waits for the peer to open a bidirectional stream.
     pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), Error> {
-        let (s, r) = self.inner.accept_bi().await.map_err(|e| self.session_error(e))?;
+        let (s, r) = match &self.inner {
+            Backend::Quinn(q) => {
+                let (s, r) = q.accept_bi().await.map_err(|e| self.session_error(e))?;
+                (SendInner::Quinn(s), RecvInner::Quinn(r))
+            }
+            Backend::Batched(c) => {
+                let (s, r) = c.accept_bi().await.map_err(|e| self.lost(e))?;
+                (SendInner::Batched(s), RecvInner::Batched(r))
+            }
+        };
         Ok((self.send(s), self.accepted(r, BI)))
     }
 
     /// Opens a unidirectional stream (waits while the peer's stream limit is reached).
     pub async fn open_uni(&self) -> Result<SendStream, Error> {
-        let s = self.inner.open_uni().await.map_err(|e| self.session_error(e))?;
+        let s = match &self.inner {
+            Backend::Quinn(q) => {
+                SendInner::Quinn(q.open_uni().await.map_err(|e| self.session_error(e))?)
+            }
+            Backend::Batched(c) => {
+                SendInner::Batched(c.open_uni().await.map_err(|e| self.lost(e))?)
+            }
+        };
         Ok(self.send(s))
     }
 
@@ -394,22 +474,38 @@ impl Session {
         if self.kind != Kind::RawQuic {
             return None;
         }
+        let q = match &self.inner {
+            Backend::Quinn(q) => q,
+            Backend::Batched(c) => {
+                return Some(match c.try_open_uni()? {
+                    Ok(s) => Ok(self.send(SendInner::Batched(s))),
+                    Err(e) => Err(self.lost(e)),
+                });
+            }
+        };
         // A raw QUIC stream has no header: quinn's `open_uni` either opens one at once or
         // waits with nothing opened, so polling it once and dropping it loses nothing.
-        match self.inner.open_uni().now_or_never()? {
-            Ok(s) => Some(Ok(self.send(s))),
+        match q.open_uni().now_or_never()? {
+            Ok(s) => Some(Ok(self.send(SendInner::Quinn(s)))),
             Err(e) => Some(Err(self.session_error(e))),
         }
     }
 
     /// Waits for the peer to open a unidirectional stream.
     pub async fn accept_uni(&self) -> Result<RecvStream, Error> {
-        let r = self.inner.accept_uni().await.map_err(|e| self.session_error(e))?;
+        let r = match &self.inner {
+            Backend::Quinn(q) => {
+                RecvInner::Quinn(q.accept_uni().await.map_err(|e| self.session_error(e))?)
+            }
+            Backend::Batched(c) => {
+                RecvInner::Batched(c.accept_uni().await.map_err(|e| self.lost(e))?)
+            }
+        };
         Ok(self.accepted(r, UNI))
     }
 
     /// A stream the peer opened: counted, and the peer's limit raised when a quarter is in use.
-    fn accepted(&self, inner: wt::RecvStream, dir: usize) -> RecvStream {
+    fn accepted(&self, inner: RecvInner, dir: usize) -> RecvStream {
         if self.shared.limits.opened(dir).is_some() {
             self.hand_limit_to_quinn(dir);
         }
@@ -430,12 +526,20 @@ impl Session {
     /// Gives quinn the peer's stream limit in direction `dir` as granted now (under the
     /// limits' lock, so the last one applied is the largest).
     fn hand_limit_to_quinn(&self, dir: usize) {
-        let conn: &quinn::Connection = &self.inner;
         self.shared.limits.apply(dir, |limit| {
-            if dir == UNI {
-                conn.set_max_concurrent_uni_streams(limit.into());
-            } else {
-                conn.set_max_concurrent_bi_streams(limit.into());
+            match &self.inner {
+                Backend::Quinn(q) => {
+                    let conn: &quinn::Connection = q;
+                    if dir == UNI {
+                        conn.set_max_concurrent_uni_streams(limit.into());
+                    } else {
+                        conn.set_max_concurrent_bi_streams(limit.into());
+                    }
+                }
+                Backend::Batched(c) => {
+                    let d = if dir == UNI { driver::Dir::Uni } else { driver::Dir::Bi };
+                    c.set_max_concurrent_streams(d, limit);
+                }
             }
             tracing::debug!(limit, uni = dir == UNI, "peer's stream limit raised");
         });
@@ -451,7 +555,19 @@ impl Session {
         if data.len() > max {
             return Err(Error::DatagramTooLarge { size: data.len(), max });
         }
-        self.inner.send_datagram(data).map_err(|e| match e {
+        let q = match &self.inner {
+            Backend::Quinn(q) => q,
+            Backend::Batched(c) => {
+                return c.send_datagram(data).map_err(|e| match e {
+                    driver::DatagramError::TooLarge => {
+                        Error::DatagramTooLarge { size: 0, max: self.max_datagram_size() }
+                    }
+                    driver::DatagramError::Unsupported => Error::DatagramsUnsupported,
+                    driver::DatagramError::Lost(e) => self.lost(e),
+                });
+            }
+        };
+        q.send_datagram(data).map_err(|e| match e {
             wt::SessionError::SendDatagramError(quinn::SendDatagramError::TooLarge) => {
                 Error::DatagramTooLarge { size: 0, max: self.max_datagram_size() }
             }
@@ -464,12 +580,18 @@ impl Session {
 
     /// Waits for the next datagram.
     pub async fn read_datagram(&self) -> Result<Bytes, Error> {
-        self.inner.read_datagram().await.map_err(|e| self.session_error(e))
+        match &self.inner {
+            Backend::Quinn(q) => q.read_datagram().await.map_err(|e| self.session_error(e)),
+            Backend::Batched(c) => c.read_datagram().await.map_err(|e| self.lost(e)),
+        }
     }
 
     /// The largest datagram payload that can be sent now, 0 if the peer accepts none.
     pub fn max_datagram_size(&self) -> usize {
-        self.inner.max_datagram_size()
+        match &self.inner {
+            Backend::Quinn(q) => q.max_datagram_size(),
+            Backend::Batched(c) => c.max_datagram_size(),
+        }
     }
 
     /// Closes the session with a MoQT termination code and a reason phrase; the peer sees
@@ -477,7 +599,23 @@ impl Session {
     /// CLOSE_WEBTRANSPORT_SESSION capsule, whose code is 32 bits (larger codes are sent as
     /// `0xffff_ffff`). A second close does nothing.
     pub fn close(&self, code: u64, reason: &str) {
-        if self.inner.close_reason().is_some() {
+        let q = match &self.inner {
+            Backend::Quinn(q) => q,
+            Backend::Batched(c) => {
+                if c.close_reason().is_some() {
+                    return;
+                }
+                let _ = self.shared.local_close.set(CloseReason::Application {
+                    by: Side::Local,
+                    code,
+                    reason: reason.to_owned(),
+                });
+                let code = quinn::VarInt::from_u64(code).unwrap_or(quinn::VarInt::MAX);
+                c.close(code, reason.as_bytes());
+                return;
+            }
+        };
+        if q.close_reason().is_some() {
             return;
         }
         let _ = self.shared.local_close.set(CloseReason::Application {
@@ -489,37 +627,58 @@ impl Session {
             Kind::RawQuic => {
                 // Straight to QUIC: the whole 62-bit code range fits in CONNECTION_CLOSE.
                 let code = quinn::VarInt::from_u64(code).unwrap_or(quinn::VarInt::MAX);
-                let conn: &quinn::Connection = &self.inner;
+                let conn: &quinn::Connection = q;
                 conn.close(code, reason.as_bytes());
             }
             Kind::WebTransport => {
-                self.inner.close(u32::try_from(code).unwrap_or(u32::MAX), reason.as_bytes());
+                q.close(u32::try_from(code).unwrap_or(u32::MAX), reason.as_bytes());
             }
         }
     }
 
     /// Waits until the session has ended and says why.
     pub async fn closed(&self) -> CloseReason {
-        let e = self.inner.closed().await;
-        self.reason_of(&e)
+        match &self.inner {
+            Backend::Quinn(q) => {
+                let e = q.closed().await;
+                self.reason_of(&e)
+            }
+            Backend::Batched(c) => {
+                let e = c.closed().await;
+                self.reason_of_conn(&e)
+            }
+        }
     }
 
     /// Why the session ended, or `None` while it is open.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        let e = self.inner.close_reason()?;
-        Some(self.reason_of(&e))
+        match &self.inner {
+            Backend::Quinn(q) => {
+                let e = q.close_reason()?;
+                Some(self.reason_of(&e))
+            }
+            Backend::Batched(c) => Some(self.reason_of_conn(&c.close_reason()?)),
+        }
     }
 
     /// Connection figures now.
     pub fn stats(&self) -> Stats {
-        let conn: &quinn::Connection = &self.inner;
-        let s = conn.stats();
+        let s = match &self.inner {
+            Backend::Quinn(q) => {
+                let conn: &quinn::Connection = q;
+                conn.stats()
+            }
+            Backend::Batched(c) => c.stats(),
+        };
         let rtt = s.path.rtt;
         let cwnd = s.path.cwnd;
         let pacing = if self.shared.pacing.get() == Some(&false) {
             None
         } else {
-            let rate = self.inner.congestion_state().metrics().pacing_rate;
+            let rate = match &self.inner {
+                Backend::Quinn(q) => q.congestion_state().metrics().pacing_rate,
+                Backend::Batched(c) => c.pacing_rate(),
+            };
             let _ = self.shared.pacing.set(rate.is_some());
             rate
         };
@@ -543,12 +702,27 @@ impl Session {
         }
     }
 
-    fn send(&self, inner: wt::SendStream) -> SendStream {
+    fn send(&self, inner: SendInner) -> SendStream {
         SendStream { inner, session: self.clone() }
     }
 
-    fn recv(&self, inner: wt::RecvStream) -> RecvStream {
+    fn recv(&self, inner: RecvInner) -> RecvStream {
         RecvStream { inner, session: self.clone(), counted: None }
+    }
+
+    /// Why a session of the batched driver ended: our own close's code and reason when we
+    /// closed it, else what QUIC reported.
+    fn reason_of_conn(&self, e: &driver::ConnectionError) -> CloseReason {
+        if let Some(local) = self.shared.local_close.get() {
+            return local.clone();
+        }
+        CloseReason::from_quinn(e, Kind::RawQuic)
+    }
+
+    /// The error for an operation of the batched driver that failed because the connection
+    /// ended.
+    fn lost(&self, e: driver::ConnectionError) -> Error {
+        Error::Closed(self.reason_of_conn(&e))
     }
 
     fn reason_of(&self, e: &wt::SessionError) -> CloseReason {
@@ -584,7 +758,15 @@ impl Session {
 
     /// The error for an operation that failed because of the session, not the stream.
     fn session_error(&self, e: wt::SessionError) -> Error {
-        match self.inner.close_reason() {
+        let closed = match &self.inner {
+            Backend::Quinn(q) => q.close_reason(),
+            Backend::Batched(c) => {
+                return c
+                    .close_reason()
+                    .map_or_else(|| Error::Protocol(e.to_string()), |c| self.lost(c));
+            }
+        };
+        match closed {
             Some(c) => Error::Closed(self.reason_of(&c)),
             None => match e {
                 wt::SessionError::WebTransportError(wt::WebTransportError::Closed(..))
@@ -611,41 +793,77 @@ impl fmt::Debug for Session {
 ///
 /// Dropping it finishes the stream gracefully; call [`reset`](Self::reset) to abandon it.
 pub struct SendStream {
-    inner: wt::SendStream,
+    inner: SendInner,
     session: Session,
+}
+
+enum SendInner {
+    Quinn(wt::SendStream),
+    Batched(driver::SendStream),
 }
 
 impl SendStream {
     /// Writes some of `buf`, returning how many bytes were taken (waits for flow control).
     pub async fn write(&mut self, buf: &[u8]) -> Result<usize, Error> {
-        self.inner.write(buf).await.map_err(|e| self.error(e))
+        match &mut self.inner {
+            SendInner::Quinn(s) => s.write(buf).await.map_err(|e| self.error(e)),
+            SendInner::Batched(s) => std::future::poll_fn(|cx| s.poll_write(cx, buf))
+                .await
+                .map_err(|e| self.batched_error(e)),
+        }
     }
 
     /// Writes all of `buf`.
     pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), Error> {
-        self.inner.write_all(buf).await.map_err(|e| self.error(e))
+        match &mut self.inner {
+            SendInner::Quinn(s) => s.write_all(buf).await.map_err(|e| self.error(e)),
+            SendInner::Batched(s) => s.write_all(buf).await.map_err(|e| self.batched_error(e)),
+        }
     }
 
     /// Writes a whole chunk without copying it.
     pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), Error> {
-        self.inner.write_chunk(chunk).await.map_err(|e| self.error(e))
+        match &mut self.inner {
+            SendInner::Quinn(s) => s.write_chunk(chunk).await.map_err(|e| self.error(e)),
+            SendInner::Batched(s) => {
+                s.write_all_chunks(&mut [chunk]).await.map_err(|e| self.batched_error(e))
+            }
+        }
     }
 
     /// Writes as much of `chunks` as QUIC takes now without waiting, advancing them past
     /// what was taken; `None` when flow control takes nothing now (nothing was written).
     pub fn try_write_chunks(&mut self, chunks: &mut [Bytes]) -> Option<Result<usize, Error>> {
         use futures::FutureExt;
-        // quinn's `write_chunks` is cancel-safe: when it does not resolve, nothing was
-        // written, so polling it once and dropping it loses nothing.
-        match self.inner.write_chunks(chunks).now_or_never()? {
-            Ok(written) => Some(Ok(written.bytes)),
-            Err(e) => Some(Err(self.error(e))),
-        }
+        let written = match &mut self.inner {
+            // quinn's `write_chunks` is cancel-safe: when it does not resolve, nothing was
+            // written, so polling it once and dropping it loses nothing.
+            SendInner::Quinn(s) => match s.write_chunks(chunks).now_or_never()? {
+                Ok(written) => Ok(written.bytes),
+                Err(e) => Err(self.error(e)),
+            },
+            // Polled once without a task to wake: a stream that takes nothing now is left
+            // as it was (a later write registers a real waker).
+            SendInner::Batched(s) => {
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                match s.poll_write_chunks(&mut cx, chunks) {
+                    std::task::Poll::Pending => return None,
+                    std::task::Poll::Ready(Ok(n)) => Ok(n),
+                    std::task::Poll::Ready(Err(e)) => Err(self.batched_error(e)),
+                }
+            }
+        };
+        Some(written)
     }
 
     /// Writes several chunks without copying them.
     pub async fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), Error> {
-        self.inner.write_all_chunks(chunks).await.map_err(|e| self.error(e))
+        match &mut self.inner {
+            SendInner::Quinn(s) => s.write_all_chunks(chunks).await.map_err(|e| self.error(e)),
+            SendInner::Batched(s) => {
+                s.write_all_chunks(chunks).await.map_err(|e| self.batched_error(e))
+            }
+        }
     }
 
     /// Sets the send priority among this session's streams. **Higher values are sent
@@ -653,25 +871,46 @@ impl SendStream {
     /// important): the MoQT layer maps its priorities onto this. Streams of equal priority
     /// share the link round-robin.
     pub fn set_priority(&self, priority: i32) -> Result<(), Error> {
-        self.inner.set_priority(priority).map_err(|_| Error::StreamClosed)
+        match &self.inner {
+            SendInner::Quinn(s) => s.set_priority(priority).map_err(|_| Error::StreamClosed),
+            SendInner::Batched(s) => s.set_priority(priority).map_err(|()| Error::StreamClosed),
+        }
     }
 
     /// Ends the stream: everything written is still delivered.
     pub fn finish(&mut self) -> Result<(), Error> {
-        self.inner.finish().map_err(|_| Error::StreamClosed)
+        match &mut self.inner {
+            SendInner::Quinn(s) => s.finish().map_err(|_| Error::StreamClosed),
+            SendInner::Batched(s) => s.finish().map_err(|()| Error::StreamClosed),
+        }
     }
 
     /// Abandons the stream: unsent data is dropped and the peer's reads fail with `code`.
     /// Stream codes are 32 bits on both transports (WebTransport's range), so a code means
     /// the same over raw QUIC and WebTransport.
     pub fn reset(&mut self, code: u32) -> Result<(), Error> {
-        self.inner.reset(code).map_err(|_| Error::StreamClosed)
+        match &mut self.inner {
+            SendInner::Quinn(s) => s.reset(code).map_err(|_| Error::StreamClosed),
+            SendInner::Batched(s) => s.reset(code.into()).map_err(|()| Error::StreamClosed),
+        }
     }
 
     /// Waits until the peer has read everything (`Ok(None)`) or asked us to stop
     /// (`Ok(Some(code))`).
     pub async fn stopped(&self) -> Result<Option<u32>, Error> {
-        self.inner.stopped().await.map_err(|e| self.session.session_error(e))
+        match &self.inner {
+            SendInner::Quinn(s) => s.stopped().await.map_err(|e| self.session.session_error(e)),
+            SendInner::Batched(s) => match s.stopped().await {
+                Ok(None) => Ok(None),
+                Ok(Some(code)) => stream_code(code).map(Some).ok_or_else(|| {
+                    Error::Protocol(format!(
+                        "the peer stopped the stream with a code outside the WebTransport \
+                         range: {code}"
+                    ))
+                }),
+                Err(e) => Err(self.session.lost(e)),
+            },
+        }
     }
 
     fn error(&self, e: wt::WriteError) -> Error {
@@ -684,6 +923,20 @@ impl SendStream {
             wt::WriteError::ClosedStream => Error::StreamClosed,
         }
     }
+
+    fn batched_error(&self, e: driver::WriteError) -> Error {
+        match e {
+            driver::WriteError::Stopped(code) => match stream_code(code) {
+                Some(code) => Error::Stopped { code },
+                None => Error::Protocol(format!(
+                    "the peer stopped the stream with a code outside the WebTransport range: \
+                     {code}"
+                )),
+            },
+            driver::WriteError::ClosedStream => Error::StreamClosed,
+            driver::WriteError::Lost(e) => self.session.lost(e),
+        }
+    }
 }
 
 impl fmt::Debug for SendStream {
@@ -694,10 +947,15 @@ impl fmt::Debug for SendStream {
 
 /// The receiving half of a stream.
 pub struct RecvStream {
-    inner: wt::RecvStream,
+    inner: RecvInner,
     session: Session,
     /// The direction it counts against in the peer's stream limits, when the peer opened it.
     counted: Option<usize>,
+}
+
+enum RecvInner {
+    Quinn(wt::RecvStream),
+    Batched(driver::RecvStream),
 }
 
 impl Drop for RecvStream {
@@ -712,15 +970,21 @@ impl RecvStream {
     /// Reads the next chunk of at most `max` bytes, in order, without copying; `None` at
     /// the end of the stream.
     pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, Error> {
-        match self.inner.read_chunk(max, true).await {
-            Ok(chunk) => Ok(chunk.map(|c| c.bytes)),
-            Err(e) => Err(self.error(e)),
+        match &mut self.inner {
+            RecvInner::Quinn(s) => match s.read_chunk(max, true).await {
+                Ok(chunk) => Ok(chunk.map(|c| c.bytes)),
+                Err(e) => Err(self.error(e)),
+            },
+            RecvInner::Batched(s) => s.read_chunk(max).await.map_err(|e| self.batched_error(e)),
         }
     }
 
     /// Reads into `buf`, returning how many bytes were read; `None` at the end of the stream.
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Error> {
-        self.inner.read(buf).await.map_err(|e| self.error(e))
+        match &mut self.inner {
+            RecvInner::Quinn(s) => s.read(buf).await.map_err(|e| self.error(e)),
+            RecvInner::Batched(s) => s.read(buf).await.map_err(|e| self.batched_error(e)),
+        }
     }
 
     /// Reads the whole stream, refusing one longer than `limit` bytes.
@@ -737,7 +1001,10 @@ impl RecvStream {
 
     /// Asks the peer to stop sending, with a 32-bit code (see [`SendStream::reset`]).
     pub fn stop(&mut self, code: u32) -> Result<(), Error> {
-        self.inner.stop(code).map_err(|_| Error::StreamClosed)
+        match &mut self.inner {
+            RecvInner::Quinn(s) => s.stop(code).map_err(|_| Error::StreamClosed),
+            RecvInner::Batched(s) => s.stop(code.into()).map_err(|()| Error::StreamClosed),
+        }
     }
 
     fn error(&self, e: wt::ReadError) -> Error {
@@ -751,6 +1018,19 @@ impl RecvStream {
             wt::ReadError::IllegalOrderedRead => {
                 Error::Protocol("ordered read on an unordered stream".into())
             }
+        }
+    }
+
+    fn batched_error(&self, e: driver::ReadError) -> Error {
+        match e {
+            driver::ReadError::Reset(code) => match stream_code(code) {
+                Some(code) => Error::Reset { code },
+                None => Error::Protocol(format!(
+                    "the peer reset the stream with a code outside the WebTransport range: {code}"
+                )),
+            },
+            driver::ReadError::ClosedStream => Error::StreamClosed,
+            driver::ReadError::Lost(e) => self.session.lost(e),
         }
     }
 }
