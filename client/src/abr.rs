@@ -274,9 +274,12 @@ const MIN_STRETCH: Duration = Duration::from_millis(3);
 /// (its path reading too low) starts one group as a probe once it has written nothing for a
 /// second (`scheduler::PROBE_GAP`): the next group, about a second after the boundary, in
 /// well under 1.75 s where the link carries it. A tier its relay keeps holding for longer
-/// (probes that failed) does not fit, and the tier left does. Not two seconds: given up
-/// just after the tier left's second group boundary past the switch, it is resubscribed from
-/// its third (measured on loopback: three groups without a picture, not two).
+/// (probes that failed) does not fit, and the tier left does. The tier left is resubscribed
+/// from its next group, so what a give-up costs is the groups from the boundary to that one:
+/// with the subscriber's 250 ms timer the give-up comes 1.75-2 s after the boundary, and on
+/// loopback it came just as the tier left's second group past the boundary began (a hair
+/// too late for it: three groups without a picture; see docs/BENCHMARKS.md, "A tier that
+/// stops").
 pub const SWITCH_GRACE: Duration = Duration::from_millis(1750);
 
 /// How long after a switch was decided (or its SUBSCRIBE answered) it waits for the new
