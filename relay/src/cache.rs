@@ -15,7 +15,8 @@
 //!   received on it nothing of that subgroup is missing; a stream ended with FIN leaves
 //!   nothing after it. A group's locations are known up to the smallest such point of its
 //!   subgroups (every subgroup with a FIN: to the end of the group). A stream reset
-//!   (delivery timeout, the publisher gone) or still open leaves what follows its last
+//!   (delivery timeout, the publisher gone), still open, or cut (its upstream session died
+//!   or was released before it ended: [`Cache::live_cut`]) leaves what follows its last
 //!   object unknown; so does a datagram, which no stream end confirms. A subgroup the
 //!   relay never saw a stream of is taken not to exist.
 //! - what a fetch served whole, up to its last item when it did not end whole, less the
@@ -192,6 +193,24 @@ impl Cache {
         self.live_from = Some(largest.map_or(Location::new(0, 0), |l| {
             Location::new(l.group.0, l.object.0.saturating_add(1))
         }));
+    }
+
+    /// The current upstream subscription ends before its open subgroup streams did: its
+    /// session died, or the relay released it for another upstream. Those streams read as
+    /// reset from now on (what follows each one's last object is unknown, also after a new
+    /// upstream starts, unless it or a fetch brings it), and are returned as (group,
+    /// subgroup), oldest first, so that the relay ends the streams mirroring them the same
+    /// way rather than as complete. Only cached groups are known.
+    pub fn live_cut(&mut self) -> Vec<(u64, u64)> {
+        let mut cut = Vec::new();
+        for g in &mut self.groups {
+            let Some(live) = g.live.as_mut() else { continue };
+            for s in live.subgroups.iter_mut().filter(|s| s.state == StreamState::Open) {
+                s.state = StreamState::Reset;
+                cut.push((g.id, s.id));
+            }
+        }
+        cut
     }
 
     /// Adds an object; `live` when it came from the current upstream subscription (see
@@ -583,6 +602,46 @@ mod tests {
         let mut f = Cache::new(4);
         f.insert(obj(0, 0), false);
         assert_eq!(f.unknown(l(0, 0), l(0, 1)), [(l(0, 1), l(0, 1))]);
+    }
+
+    #[test]
+    fn a_subgroup_cut_with_its_upstream_stays_unknown_after_its_last_object() {
+        let mut c = Cache::new(4);
+        c.live_started(None);
+        // Group 0 ended whole; group 1 was at object 13 when the publisher's session died.
+        live(&mut c, 0, 0..30);
+        c.stream_ended(0, 0, true);
+        live(&mut c, 1, 0..14);
+        assert_eq!(c.live_cut(), [(1, 0)], "only the open stream is cut");
+        assert_eq!(c.unknown(l(1, 0), l(1, LAST_OBJECT)), [(l(1, 14), l(1, LAST_OBJECT))]);
+        assert_eq!(c.unknown(l(0, 0), l(0, LAST_OBJECT)), []);
+        // A FIN of the old upstream's that comes after the cut does not make it whole.
+        c.stream_ended(1, 0, true);
+        assert_eq!(c.unknown(l(1, 0), l(1, LAST_OBJECT)), [(l(1, 14), l(1, LAST_OBJECT))]);
+        // Nor does a new upstream that starts in a later group.
+        c.live_started(Some(l(2, 4)));
+        live(&mut c, 2, 5..9);
+        c.stream_ended(2, 0, true);
+        assert_eq!(c.unknown(l(1, 0), l(1, LAST_OBJECT)), [(l(1, 14), l(1, LAST_OBJECT))]);
+        assert_eq!(c.live_cut(), [], "nothing open to cut");
+    }
+
+    #[test]
+    fn a_cut_subgroup_continued_by_a_fetch_is_known_again() {
+        let mut c = Cache::new(4);
+        c.live_started(None);
+        live(&mut c, 1, 0..5);
+        assert_eq!(c.live_cut(), [(1, 0)]);
+        // The new upstream's joining fetch brings the group up to object 6, and its
+        // subscription the rest with a FIN.
+        for o in 5..=6 {
+            c.insert(obj(1, o), false);
+        }
+        c.note_known(l(1, 0), l(1, 6));
+        c.live_started(Some(l(1, 6)));
+        live(&mut c, 1, 7..10);
+        c.stream_ended(1, 0, true);
+        assert_eq!(c.unknown(l(1, 0), l(1, LAST_OBJECT)), []);
     }
 
     #[test]

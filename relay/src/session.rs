@@ -9,6 +9,7 @@ use tiermesh_client::moq::{
     NamespaceSubscribeRequest, ServerOptions, SubscribeOptions, SubscribeRequest, TrackEvent,
     TrackReader, TrackStatusRequest,
 };
+use tiermesh_client::scheduler::reset_code;
 use tiermesh_client::transport;
 use tiermesh_proto::TerminationCode;
 use tiermesh_proto::coding::VARINT_MAX;
@@ -507,7 +508,9 @@ pub(crate) async fn upstream(
     conn: Connection,
 ) {
     match join_upstream(&track, &conn, &ctx).await {
-        Ok((reader, ngr)) => run_upstream(ctx, track, session, reader, Some((conn, ngr))).await,
+        Ok((reader, ngr, epoch)) => {
+            run_upstream(ctx, track, session, reader, Some((conn, ngr, epoch))).await
+        }
         Err((code, reason)) => {
             tracing::info!(track = %track.name, ?code, %reason, "upstream subscription failed");
             // Under the registry lock, as `route` parks requests: none can be parked
@@ -553,7 +556,9 @@ pub(crate) async fn take_over(
     conn: Connection,
 ) {
     match join_upstream(&track, &conn, &ctx).await {
-        Ok((reader, ngr)) => run_upstream(ctx, track, session, reader, Some((conn, ngr))).await,
+        Ok((reader, ngr, epoch)) => {
+            run_upstream(ctx, track, session, reader, Some((conn, ngr, epoch))).await
+        }
         Err((code, reason)) => {
             // A mesh move whose old upstream was lost while it waited: the mesh held back
             // the track's new subscription for it (`Mesh::reroute`) and subscribes now.
@@ -574,6 +579,9 @@ pub(crate) async fn take_over(
 /// objects are forwarded (to the cache and to subscribers already held on the track, so
 /// that a track continued by a new publisher restarts at its group's first object).
 ///
+/// Returns the subscription, the NEW_GROUP_REQUEST it carried, and the feed its joining
+/// fetch's objects were forwarded as (none without one).
+///
 /// On failure, the REQUEST_ERROR code and reason for the downstream subscribers: the
 /// publisher's own refusal, TIMEOUT when it does not answer in time, DOES_NOT_EXIST when its
 /// session ended first (the track is no longer available, as for a SUBSCRIBE that arrives
@@ -582,7 +590,7 @@ async fn join_upstream(
     track: &Arc<Track>,
     conn: &Connection,
     ctx: &Arc<Ctx>,
-) -> Result<(TrackReader, Option<u64>), (RequestErrorCode, String)> {
+) -> Result<(TrackReader, Option<u64>, Option<crate::track::Feed>), (RequestErrorCode, String)> {
     // Largest Object: downstream subscribers with different filters come and go without
     // changing the upstream subscription (draft-16 §8.4).
     let mut options = SubscribeOptions::largest_object();
@@ -622,7 +630,7 @@ async fn join_upstream(
         Ok(f) => f,
         Err(e) => {
             tracing::debug!(track = %track.name, answered_ms, error = %e, "no upstream joining fetch");
-            return Ok((reader, new_group));
+            return Ok((reader, new_group, None));
         }
     };
     tracing::debug!(track = %track.name, answered_ms, end = ?f.end_location(), "upstream joining fetch answered");
@@ -666,7 +674,7 @@ async fn join_upstream(
             fill_from_upstream(ctx.clone(), track.clone(), f, fill_start, feed, tx, asked).await;
         }
     }
-    Ok((reader, new_group))
+    Ok((reader, new_group, Some(feed)))
 }
 
 /// Forwards the objects of the relay's upstream joining FETCH (to the cache, and to the
@@ -796,13 +804,15 @@ fn last_location(end: Location) -> Location {
     }
 }
 
-/// Forwards an established upstream subscription's objects until it ends.
+/// Forwards an established upstream subscription's objects until it ends. `subscribed`:
+/// the session, NEW_GROUP_REQUEST and joining fetch's feed of the relay's own SUBSCRIBE
+/// (none for a publisher's PUBLISH).
 pub(crate) async fn run_upstream(
     ctx: Arc<Ctx>,
     track: Arc<Track>,
     session: SessionId,
     mut reader: TrackReader,
-    subscribed: Option<(Connection, Option<u64>)>,
+    subscribed: Option<(Connection, Option<u64>, Option<crate::track::Feed>)>,
 ) {
     let pushed = subscribed.is_none();
     let (release, mut released) = tokio::sync::oneshot::channel();
@@ -818,8 +828,8 @@ pub(crate) async fn run_upstream(
             return;
         }
         // A newer publisher takes the track over: the older upstream is released. The
-        // streams that mirrored it stay open for the new one to continue
-        // (`TrackState::upstream_established`).
+        // streams that mirrored it stay open for the new one to continue; those it does not
+        // continue are reset (`TrackState::upstream_established`, `upstream_cut`).
         let replaced = match &mut st.upstream {
             Upstream::Active { release, .. } => Some(release.take()),
             _ => None,
@@ -828,14 +838,16 @@ pub(crate) async fn run_upstream(
             if let Some(r) = old {
                 let _ = r.send(());
             }
+            st.upstream_cut(crate::track::RESET_HANDOFF);
             tracing::info!(track = %track.name, "new publisher takes over the track");
         }
         st.set_upstream_info(reader.extensions(), reader.largest());
-        let feed = st.upstream_established(reader.largest());
+        let epoch = subscribed.as_ref().and_then(|(_, _, e)| *e);
+        let feed = st.upstream_established(reader.largest(), epoch);
         st.upstream = Upstream::Active { session, pushed, release: Some(release) };
         st.upstream_forward = true;
-        st.upstream_request = subscribed.as_ref().map(|(c, _)| (c.clone(), reader.request_id()));
-        if let Some((_, Some(v))) = &subscribed {
+        st.upstream_request = subscribed.as_ref().map(|(c, _, _)| (c.clone(), reader.request_id()));
+        if let Some((_, Some(v), _)) = &subscribed {
             st.new_group_sent_on_subscribe(*v);
         }
         st.generation += 1;
@@ -900,7 +912,8 @@ pub(crate) async fn run_upstream(
             let n = {
                 let mut st = track.lock();
                 st.removed = true;
-                st.end_all(d.code, &d.reason)
+                // Streams it did not end: the publisher ended the subscription (CANCELLED).
+                st.end_all(d.code, &d.reason, reset_code::CANCELLED)
             };
             ctx.metrics.subscriptions.set(ctx.metrics.subscriptions.get() - n as i64);
             remove_track(&ctx, &track);
@@ -926,8 +939,10 @@ fn lose_upstream(ctx: &Arc<Ctx>, track: &Arc<Track>, lost: Option<SessionId>) {
             return;
         }
         // The subscribers' open streams stay open: the next upstream continues the
-        // subgroups it has more objects of, and finishes the others
-        // (`TrackState::upstream_established`); the linger's end finishes them all.
+        // subgroups it has more objects of, and the others are reset with SESSION_CLOSED
+        // (`TrackState::upstream_established`), as they all are when the linger ends. A
+        // subgroup cut so is never finished as whole, nor served whole from the cache.
+        st.upstream_cut(reset_code::SESSION_CLOSED);
         st.upstream = Upstream::Lingering;
         st.generation += 1;
         st.generation
@@ -955,7 +970,11 @@ fn lose_upstream(ctx: &Arc<Ctx>, track: &Arc<Track>, lost: Option<SessionId>) {
                 return;
             }
             st.removed = true;
-            st.end_all(PublishDoneCode::TrackEnded, "the publisher left")
+            st.end_all(
+                PublishDoneCode::TrackEnded,
+                "the publisher left",
+                reset_code::SESSION_CLOSED,
+            )
         };
         tracing::info!(track = %track.name, subscribers = n, "linger over: PUBLISH_DONE");
         ctx.metrics.subscriptions.set(ctx.metrics.subscriptions.get() - n as i64);

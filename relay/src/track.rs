@@ -8,19 +8,25 @@
 //!   subscriber's stream for the object's (group, subgroup), as the same `Bytes`;
 //! - a downstream stream is finished when its upstream stream ends (or reset with the
 //!   same code), so the relay holds no stream longer than its publisher does;
+//! - a downstream stream ends with FIN only when the relay knows its subgroup is whole
+//!   from the subscriber's start: its upstream stream ended with FIN. One the relay ends
+//!   for any other reason (the upstream session died or was released mid-subgroup and no
+//!   new upstream continued it, the linger ended, a limit) is reset, so that a subscriber
+//!   never takes a cut subgroup for a whole one (draft-16 §10.4.3);
 //! - a subscriber gets each subgroup on one stream, its objects once and in ascending
 //!   Object ID order, also across a change of upstream (a make-before-break move, a
 //!   publisher taking over, a re-route after a loss): the new upstream continues the
 //!   streams the old one left open (draft-16 §2.2: one stream per subgroup unless one was
 //!   reset; §10.4.3: only the next object goes on an existing stream).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tiermesh_client::moq::{
     Connection, Forwarded, ReceivedObject, SubgroupStream, SubscribeRequest, TrackWriter,
 };
+use tiermesh_client::scheduler::reset_code;
 use tiermesh_proto::data::Object;
 use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::message::{MessageParams, PublishDoneCode};
@@ -57,7 +63,17 @@ pub(crate) type Feed = u64;
 /// The reset code of a downstream stream that cannot take the next object the new upstream
 /// has for its subgroup (objects between are missing): INTERNAL_ERROR (0x0); the draft's
 /// stream reset codes (§10.4.3) have none closer.
-const RESET_NOT_NEXT: u32 = 0x0;
+const RESET_NOT_NEXT: u32 = reset_code::INTERNAL_ERROR;
+
+/// The reset code of a downstream stream whose upstream the relay released for another
+/// (a publisher taking over, a make-before-break move) before the subgroup ended, and that
+/// the new upstream did not continue: a hand-off to a different sender, for which the draft
+/// (§10.4.3) asks for a reset but names no code; INTERNAL_ERROR as for [`RESET_NOT_NEXT`].
+pub(crate) const RESET_HANDOFF: u32 = reset_code::INTERNAL_ERROR;
+
+/// The reset code of a downstream stream the relay ends because a subscriber has more open
+/// streams than [`MAX_STREAMS_PER_SUBSCRIBER`]: the relay's own limit, INTERNAL_ERROR.
+const RESET_LIMIT: u32 = reset_code::INTERNAL_ERROR;
 
 /// Subgroups one subscriber remembers as ended early (before their upstream stream ended:
 /// its open streams ran over [`MAX_STREAMS_PER_SUBSCRIBER`], an upstream change left them
@@ -66,10 +82,10 @@ const RESET_NOT_NEXT: u32 = 0x0;
 /// practice; 32 bounds the memory.
 const MAX_CLOSED_PER_SUBSCRIBER: usize = 32;
 
-/// Open downstream streams one subscriber may have on one track before the oldest are
-/// finished: a publisher normally ends each group's stream, but one that vanishes mid-group
-/// must not make the relay hold streams forever. 64 covers several groups of many
-/// subgroups each.
+/// Open downstream streams one subscriber may have on one track before the oldest is
+/// ended (reset: its subgroup did not end upstream): a publisher normally ends each group's
+/// stream, but one that vanishes mid-group must not make the relay hold streams forever. 64
+/// covers several groups of many subgroups each.
 const MAX_STREAMS_PER_SUBSCRIBER: usize = 64;
 
 /// Where a track's objects come from.
@@ -111,9 +127,10 @@ pub struct Downstream {
 }
 
 impl Downstream {
-    /// Finishes the stream of `key` before its upstream stream ended, remembering it.
-    fn finish_early(&mut self, key: (u64, u64), stream: SubgroupStream) {
-        stream.finish();
+    /// Ends the stream of `key` before its upstream stream ended, remembering it: with FIN
+    /// when `reset` is `None` (the subgroup is known whole), else reset with that code.
+    fn end_early(&mut self, key: (u64, u64), stream: SubgroupStream, reset: Option<u32>) {
+        end(stream, reset);
         self.remember_closed(key);
     }
 
@@ -166,18 +183,19 @@ impl Streams {
         self.0.iter().map(|(k, _)| *k)
     }
 
-    /// Takes out the streams `take` selects (by key and the feed that wrote last).
+    /// Takes out the streams `take` selects (by key and the feed that wrote last), each
+    /// with that feed.
     fn take(
         &mut self,
         mut take: impl FnMut((u64, u64), Feed) -> bool,
-    ) -> Vec<((u64, u64), SubgroupStream)> {
+    ) -> Vec<((u64, u64), SubgroupStream, Feed)> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < self.0.len() {
             let (key, open) = &self.0[i];
             if take(*key, open.feed) {
                 let (key, open) = self.0.remove(i);
-                out.push((key, open.stream));
+                out.push((key, open.stream, open.feed));
             } else {
                 i += 1;
             }
@@ -187,15 +205,35 @@ impl Streams {
 }
 
 impl IntoIterator for Streams {
-    type Item = SubgroupStream;
+    type Item = ((u64, u64), SubgroupStream);
     type IntoIter = std::iter::Map<
         std::vec::IntoIter<((u64, u64), Open)>,
-        fn(((u64, u64), Open)) -> SubgroupStream,
+        fn(((u64, u64), Open)) -> ((u64, u64), SubgroupStream),
     >;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter().map(|(_, s)| s.stream)
+        self.0.into_iter().map(|(k, s)| (k, s.stream))
     }
+}
+
+/// Ends a downstream stream: with FIN when `reset` is `None`, else reset with that code.
+fn end(stream: SubgroupStream, reset: Option<u32>) {
+    match reset {
+        Some(code) => stream.reset(code),
+        None => stream.finish(),
+    }
+}
+
+/// How a downstream stream of `key` that the relay ends before it saw the end of the
+/// current upstream's stream must end (`None`: FIN, else the reset code): as the upstream
+/// stream ended, if the relay knows (`ended`: a FIN, a reset's code, or the code of a stream
+/// cut with its upstream), else as `otherwise` says.
+fn early_end(
+    ended: &HashMap<(u64, u64), Option<u32>>,
+    key: (u64, u64),
+    otherwise: Option<u32>,
+) -> Option<u32> {
+    ended.get(&key).copied().unwrap_or(otherwise)
 }
 
 /// The mutable state of a track.
@@ -214,8 +252,18 @@ pub struct TrackState {
     /// Bumped whenever the upstream changes, so that a stale linger timer does nothing.
     pub(crate) generation: u64,
     pub(crate) removed: bool,
-    /// Upstream (group, subgroup) streams that have ended, for groups still cached.
-    ended_streams: HashSet<(u64, u64)>,
+    /// How upstream (group, subgroup) streams ended, for recent groups: `None` with FIN,
+    /// else the reset code: the upstream's own, or the code of a stream cut open with its
+    /// upstream (`upstream_cut`: SESSION_CLOSED when its session died).
+    ended_streams: HashMap<(u64, u64), Option<u32>>,
+    /// The first feed of the current upstream (its joining fetch's, else its
+    /// subscription's). A stream last written by an older feed mirrors a stream of an
+    /// earlier upstream that the current one has not continued.
+    epoch: Feed,
+    /// How to reset a stream an earlier upstream left open that the current one does not
+    /// continue: SESSION_CLOSED when that upstream's session died, [`RESET_HANDOFF`] when
+    /// the relay released it for another.
+    cut_code: u32,
     /// The relay's own established SUBSCRIBE (session and request ID), to send
     /// REQUEST_UPDATE on; `None` for a pushed track or while there is none.
     pub(crate) upstream_request: Option<(Connection, RequestId)>,
@@ -265,7 +313,9 @@ impl Track {
                 attaching: 0,
                 generation: 0,
                 removed: false,
-                ended_streams: HashSet::new(),
+                ended_streams: HashMap::new(),
+                epoch: 0,
+                cut_code: RESET_HANDOFF,
                 upstream_request: None,
                 upstream_forward: true,
                 new_group_for_subscribe: None,
@@ -502,10 +552,18 @@ impl TrackState {
                 metrics.object_out(self.class, obj.payload.len());
             }
         }
-        let ended: Vec<_> = d.streams.keys().filter(|k| self.ended_streams.contains(k)).collect();
-        for k in ended {
+        // Replayed subgroups whose upstream stream has ended end the same way: with FIN if
+        // it did (every object was cached and replayed), else reset with its code (its
+        // objects written first may be lost with the reset: a subgroup the relay knows to
+        // be cut is never handed on as whole).
+        let ended: Vec<_> =
+            d.streams.keys().filter_map(|k| self.ended_streams.get(&k).map(|e| (k, *e))).collect();
+        for (k, reset) in ended {
             if let Some(s) = d.streams.remove(k) {
-                s.finish();
+                match reset {
+                    None => s.finish(),
+                    Some(_) => d.end_early(k, s, reset),
+                }
             }
         }
         self.downstream.insert(key, d);
@@ -516,7 +574,7 @@ impl TrackState {
     pub(crate) fn remove_downstream(&mut self, key: u64) -> bool {
         match self.downstream.remove(&key) {
             Some(d) => {
-                for s in d.streams {
+                for (_, s) in d.streams {
                     s.finish();
                 }
                 true
@@ -533,27 +591,63 @@ impl TrackState {
 
     /// A new upstream subscription (or PUBLISH) is established, whose objects start after
     /// `largest` (none: it has published nothing yet); returns the feed its objects are
-    /// forwarded as.
+    /// forwarded as. `epoch` is the feed of its joining fetch, if it has one (created
+    /// before this call).
     ///
     /// The subscribers' open streams stay open: the new upstream continues each subgroup
     /// it has more objects of on the same stream (those already sent are not sent again).
-    /// Streams of groups before `largest`'s are finished: the new subscription starts after
+    /// Streams of groups before `largest`'s are ended: the new subscription starts after
     /// them, so nothing will continue them. A stream of `largest`'s group that the new
-    /// upstream does not continue is finished once the new upstream has ended a stream of
-    /// a newer group (`end_stream`).
-    pub(crate) fn upstream_established(&mut self, largest: Option<Location>) -> Feed {
+    /// upstream does not continue is ended once the new upstream has ended a stream of a
+    /// newer group (`end_stream`). Either way a stream the old upstream left open is reset
+    /// ([`TrackState::upstream_cut`]), since objects of it may be missing.
+    pub(crate) fn upstream_established(
+        &mut self,
+        largest: Option<Location>,
+        epoch: Option<Feed>,
+    ) -> Feed {
         self.live_feed = self.new_feed();
+        self.epoch = epoch.unwrap_or(self.live_feed);
         self.cache.live_started(largest);
         self.finish_inherited(largest.map(|l| l.group.0));
         self.live_feed
     }
 
-    /// Finishes the inherited streams (those no feed of the current upstream has written
-    /// on) of groups before `before` (all of them with `None`).
+    /// The current upstream subscription ends before its open subgroup streams did:
+    /// `code` SESSION_CLOSED when its session died, [`RESET_HANDOFF`] when the relay
+    /// releases it for a new upstream. The cache marks those subgroups cut (what follows
+    /// their last object is unknown to a FETCH), and a subscriber stream mirroring one is
+    /// reset with `code` when the relay ends it, unless a new upstream continues the
+    /// subgroup to its FIN (the draft lets a relay try to recover the missing objects
+    /// before it resets, §10.4.3): at once for a subscriber added later, else when the new
+    /// upstream's streams show it will not continue it, or when the linger ends.
+    pub(crate) fn upstream_cut(&mut self, code: u32) {
+        self.cut_code = code;
+        for key in self.cache.live_cut() {
+            self.note_ended(key, Some(code));
+        }
+    }
+
+    /// Remembers how the upstream stream of `key` ended (`None`: FIN), for recent groups.
+    fn note_ended(&mut self, key: (u64, u64), end: Option<u32>) {
+        self.ended_streams.insert(key, end);
+        if self.ended_streams.len() > 4 * MAX_STREAMS_PER_SUBSCRIBER {
+            let oldest = self.ended_streams.keys().map(|k| k.0).min().unwrap_or(0);
+            self.ended_streams.retain(|k, _| k.0 != oldest);
+        }
+    }
+
+    /// Ends the inherited streams (those no feed of the current upstream's subscription
+    /// has written on) of groups before `before` (all of them with `None`). One whose
+    /// upstream stream was cut or reset, or last written by an earlier upstream, is reset;
+    /// one the current upstream's joining fetch (or a replay since) wrote last is finished:
+    /// the fetch brought its group up to the subscription's start, and the subscription
+    /// has gone on to a newer group without more of it (objects are produced in group
+    /// order).
     fn finish_inherited(&mut self, before: Option<u64>) {
-        let live = self.live_feed;
+        let (live, epoch, cut) = (self.live_feed, self.epoch, self.cut_code);
         let mut left = false;
-        let mut finished = 0;
+        let (mut finished, mut reset) = (0, 0);
         for d in self.downstream.values_mut() {
             let ended = d.streams.take(|(g, _), feed| {
                 let inherited = feed < live;
@@ -561,14 +655,19 @@ impl TrackState {
                 left |= inherited && !end;
                 end
             });
-            finished += ended.len();
-            for (key, stream) in ended {
-                d.finish_early(key, stream);
+            for (key, stream, feed) in ended {
+                let how = early_end(&self.ended_streams, key, (feed < epoch).then_some(cut));
+                if how.is_some() {
+                    reset += 1;
+                } else {
+                    finished += 1;
+                }
+                d.end_early(key, stream, how);
             }
         }
         self.inherited = left;
-        if finished > 0 {
-            tracing::debug!(finished, ?before, "streams no upstream continues finished");
+        if finished + reset > 0 {
+            tracing::debug!(finished, reset, ?before, "streams no upstream continues ended");
         }
     }
 
@@ -629,18 +728,11 @@ impl TrackState {
             self.finish_inherited(Some(group));
         }
         self.cache.stream_ended(group, subgroup, reset.is_none());
-        self.ended_streams.insert((group, subgroup));
-        if self.ended_streams.len() > 4 * MAX_STREAMS_PER_SUBSCRIBER {
-            let oldest = self.ended_streams.iter().map(|k| k.0).min().unwrap_or(0);
-            self.ended_streams.retain(|k| k.0 != oldest);
-        }
+        self.note_ended((group, subgroup), reset);
         let mut over = Vec::new();
         for (key, d) in self.downstream.iter_mut() {
             if let Some(s) = d.streams.remove((group, subgroup)) {
-                match reset {
-                    Some(code) => s.reset(code),
-                    None => s.finish(),
-                }
+                end(s, reset);
             }
             if d.end_group == Some(group) {
                 over.push(*key);
@@ -648,8 +740,10 @@ impl TrackState {
         }
         for key in &over {
             if let Some(d) = self.downstream.remove(key) {
-                for s in d.streams {
-                    s.finish();
+                // Its other streams end before their upstream streams did: whole only if
+                // the relay knows so (the publisher ended the subscription: CANCELLED).
+                for (k, s) in d.streams {
+                    end(s, early_end(&self.ended_streams, k, Some(reset_code::CANCELLED)));
                 }
                 d.writer
                     .publish_done(PublishDoneCode::SubscriptionEnded, "end of the filter's range");
@@ -658,12 +752,20 @@ impl TrackState {
         over.len()
     }
 
-    /// Ends every downstream subscription with PUBLISH_DONE.
-    pub(crate) fn end_all(&mut self, code: PublishDoneCode, reason: &str) -> usize {
+    /// Ends every downstream subscription with PUBLISH_DONE. Streams still open are reset
+    /// (their subgroups did not end upstream while the relay watched): with `stream_reset`
+    /// (SESSION_CLOSED when the linger of a lost publisher ends, CANCELLED when the
+    /// publisher ended the track), or as their upstream stream ended if the relay knows.
+    pub(crate) fn end_all(
+        &mut self,
+        code: PublishDoneCode,
+        reason: &str,
+        stream_reset: u32,
+    ) -> usize {
         let n = self.downstream.len();
         for (_, d) in self.downstream.drain() {
-            for s in d.streams {
-                s.finish();
+            for (k, s) in d.streams {
+                end(s, early_end(&self.ended_streams, k, Some(stream_reset)));
             }
             d.writer.publish_done(code, reason);
         }
@@ -752,7 +854,8 @@ fn send(
                         && let Some(oldest) = d.streams.keys().min()
                         && let Some(s) = d.streams.remove(oldest)
                     {
-                        d.finish_early(oldest, s);
+                        // Its upstream stream has not ended: objects may still be missing.
+                        d.end_early(oldest, s, Some(RESET_LIMIT));
                     }
                     let stream =
                         d.writer.open_subgroup(obj.group_id, sg, Some(obj.publisher_priority));

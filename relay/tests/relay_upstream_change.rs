@@ -16,10 +16,15 @@
 //!   and the rest of the subgroup is dropped (the send scheduler opens no second stream
 //!   for a reset subgroup; a video frame after a hole does not decode anyway);
 //! - `a_stream_of_an_older_group_ends_at_the_change`: the new upstream starts in a newer
-//!   group, so the open stream of the older one is finished once;
+//!   group, so the open stream of the older one ends once: reset with SESSION_CLOSED, since
+//!   the first publisher's session died before it ended the subgroup (objects of it may be
+//!   missing; a FIN would tell the subscriber it had them all, draft-16 §10.4.3);
+//! - `a_stream_a_new_publisher_does_not_continue_is_reset`: the same when the first
+//!   publisher is still there and the relay releases it for a newer one (a hand-off:
+//!   INTERNAL_ERROR, the draft names no code for it);
 //! - `a_stream_the_new_upstream_does_not_continue_ends_once`: the new upstream has nothing
-//!   more of the open group; the stream is finished once it ends a newer group's stream,
-//!   and a late object of the finished subgroup opens no second stream.
+//!   more of the open group; the stream is reset once it ends a newer group's stream, and
+//!   a late object of the ended subgroup opens no second stream.
 
 mod common;
 
@@ -33,6 +38,10 @@ use tiermesh_proto::ext::Extensions;
 use tiermesh_proto::message::RequestErrorCode;
 use tiermesh_proto::types::Location;
 use tokio::sync::mpsc;
+
+/// The draft's stream reset codes (§10.4.3) these tests expect.
+const INTERNAL_ERROR: u32 = 0x0;
+const SESSION_CLOSED: u32 = 0x3;
 
 /// A publisher of `ns()` that answers the relay's SUBSCRIBE with `largest` and its joining
 /// FETCH with `fetched` (refused when `None`); hands out each subscription's writer.
@@ -102,6 +111,11 @@ impl Seen {
 
     fn ended(&self, g: u64) -> bool {
         self.ends.get(&(g, 0)).is_some_and(|e| e.contains(&None))
+    }
+
+    /// Whether the stream of group `g` has ended, with FIN or reset.
+    fn ended_somehow(&self, g: u64) -> bool {
+        self.ends.contains_key(&(g, 0))
     }
 }
 
@@ -212,10 +226,37 @@ async fn a_stream_of_an_older_group_ends_at_the_change() {
     let fetched = (0..=1).map(|o| object(2, o)).collect();
     let (_p2, _writers, w2) = back_after_loss(&m, Location::new(2, 1), Some(fetched)).await;
     write_group(&w2, 2, 2..4, false);
-    m.seen.read_until(&mut m.r, |s| s.ended(1) && s.ended(2)).await;
+    m.seen.read_until(&mut m.r, |s| s.ended_somehow(1) && s.ended(2)).await;
     assert_eq!(m.seen.group(1), vec![0, 1, 2, 3, 4]);
     assert_eq!(m.seen.group(2), vec![0, 1, 2, 3]);
-    assert_eq!(m.seen.ends[&(1, 0)], vec![None], "group 1's stream finished once");
+    assert_eq!(
+        m.seen.ends[&(1, 0)],
+        vec![Some(SESSION_CLOSED)],
+        "group 1's stream reset once, with SESSION_CLOSED: {:?}",
+        m.seen
+    );
+    m.relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stream_a_new_publisher_does_not_continue_is_reset() {
+    let mut m = mid_group().await;
+    // A newer publisher, already in group 2, while the first one's session stays open: the
+    // relay releases the first one with group 1's stream still open upstream.
+    let fetched = (0..=1).map(|o| object(2, o)).collect();
+    let (_p2, mut writers) = source(&m.relay, Some(Location::new(2, 1)), Some(fetched)).await;
+    let w2 = within("subscribed to the new publisher", writers.recv()).await.unwrap();
+    assert_eq!(within("old upstream released", m.w1.closed()).await, WriterEnd::Unsubscribed);
+    write_group(&w2, 2, 2..4, false);
+    m.seen.read_until(&mut m.r, |s| s.ended_somehow(1) && s.ended(2)).await;
+    assert_eq!(m.seen.group(1), vec![0, 1, 2, 3, 4]);
+    assert_eq!(m.seen.group(2), vec![0, 1, 2, 3]);
+    assert_eq!(
+        m.seen.ends[&(1, 0)],
+        vec![Some(INTERNAL_ERROR)],
+        "group 1's stream reset once, not finished: {:?}",
+        m.seen
+    );
     m.relay.shutdown().await;
 }
 
@@ -227,12 +268,18 @@ async fn a_stream_the_new_upstream_does_not_continue_ends_once() {
     let fetched = (0..=3).map(|o| object(1, o)).collect();
     let (_p2, _writers, w2) = back_after_loss(&m, Location::new(1, 3), Some(fetched)).await;
     write_group(&w2, 2, 0..3, false);
-    m.seen.read_until(&mut m.r, |s| s.ended(1) && s.ended(2)).await;
-    // A late object of group 1 after its stream was finished: not on a second stream.
+    m.seen.read_until(&mut m.r, |s| s.ended_somehow(1) && s.ended(2)).await;
+    // A late object of group 1 after its stream was ended: not on a second stream. (It
+    // shows why the stream was reset rather than finished: group 1 had more objects.)
     write_group(&w2, 1, 5..6, false);
     write_group(&w2, 3, 0..2, false);
     m.seen.read_until(&mut m.r, |s| s.ended(3)).await;
     assert_eq!(m.seen.group(1), vec![0, 1, 2, 3, 4], "{:?}", m.seen);
-    assert_eq!(m.seen.ends[&(1, 0)], vec![None], "group 1's stream finished once: {:?}", m.seen);
+    assert_eq!(
+        m.seen.ends[&(1, 0)],
+        vec![Some(SESSION_CLOSED)],
+        "group 1's stream reset once: {:?}",
+        m.seen
+    );
     m.relay.shutdown().await;
 }

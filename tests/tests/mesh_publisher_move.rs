@@ -23,13 +23,13 @@ mod mesh_common;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use mesh_common::{
     Env, MeshRelay, Spec, StreamEnds, WAIT, decoded_freeze, late_objects, link_metric,
     one_stream_per_subgroup, peer, plain_metric, record, subscribe_when_routed,
 };
 use tiermesh_client::moq::TrackEvent;
-use tiermesh_tests::{http_get, start_pub};
+use tiermesh_tests::start_pub;
 
 const BROADCAST: &str = "e2e/move";
 /// The relays' linger period: the new publisher starts well within it.
@@ -60,25 +60,6 @@ fn start_relay(
     spec.goaway_grace = None;
     spec.peers = peers.iter().map(|&(n, r, p)| peer(n, r, p)).collect();
     MeshRelay::start(env, spec)
-}
-
-impl MeshRelay {
-    /// Waits until this relay's routing API names `origin` as the broadcast's origin.
-    fn wait_origin(&self, origin: &str) -> Result<()> {
-        let deadline = Instant::now() + WAIT;
-        let q = format!("/route?broadcast={BROADCAST}&region=B");
-        loop {
-            let body = http_get(self.ops, &q).unwrap_or_default();
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            if v["origin"] == origin {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!("{}: origin not {origin} within {WAIT:?}: {body}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 /// Objects one subscription received: (group, object, arrival), and its subgroup streams'
@@ -256,7 +237,7 @@ fn publisher_moving_to_another_relay_continues_the_subscribers() -> Result<()> {
     }
     println!("[{:5.1} s] mesh linked", t0.elapsed().as_secs_f64());
     let mut first = start_pub("pub-a1", &a1.url(BROADCAST), &env.pin())?;
-    b1.wait_origin("a1")?;
+    b1.wait_origin(BROADCAST, "B", "a1")?;
     println!("[{:5.1} s] routed at b1", t0.elapsed().as_secs_f64());
     let rt = tokio::runtime::Runtime::new()?;
     let video = watch(&rt, b1.port, &env.dev_hash, "video/180p")?;

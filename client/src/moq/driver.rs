@@ -34,6 +34,7 @@ use super::track::{
     WriterInner,
 };
 use super::{CloseReason, Connection, Error, Inner};
+use crate::scheduler::reset_code;
 use crate::transport::{self, RecvStream, SendStream};
 
 /// How long an incoming data stream whose Track Alias is not known yet waits for the
@@ -1002,7 +1003,7 @@ impl Driver {
                 if let Some((cancel, stream)) = self.fetch_responses.remove(&request_id) {
                     tracing::debug!(request = request_id.0, "fetch cancelled by the requester");
                     cancel.cancel();
-                    self.send.push(SendCmd::Reset { stream });
+                    self.send.push(SendCmd::Reset { stream, code: reset_code::CANCELLED });
                 }
             }
             ProtoEvent::TrackStatusRequested { request_id, track, params } => match self.conn() {

@@ -65,10 +65,13 @@ pub(crate) enum SendCmd {
         /// The stream.
         stream: u64,
     },
-    /// Drop a stream: what was not sent is not sent.
+    /// Drop a stream: what was not sent is not sent; a stream already started is reset
+    /// with `code`.
     Reset {
         /// The stream.
         stream: u64,
+        /// The RESET_STREAM code (draft-16 §10.4.3).
+        code: u32,
     },
     /// Send one datagram.
     Datagram {
@@ -847,7 +850,7 @@ impl Writer {
                 scheduler.push_object(StreamKey(stream), object)
             }
             SendCmd::Finish { stream } => scheduler.finish_stream(StreamKey(stream)),
-            SendCmd::Reset { stream } => scheduler.cancel_stream(StreamKey(stream)),
+            SendCmd::Reset { stream, code } => scheduler.reset_stream(StreamKey(stream), code),
             SendCmd::Datagram { data } => {
                 let len = data.len() as u64;
                 match self.session.send_datagram(data) {

@@ -707,11 +707,12 @@ impl SubgroupStream {
         self.send.push(SendCmd::Finish { stream: self.stream });
     }
 
-    /// Abandons the stream with a reset code.
+    /// Abandons the stream: what was not sent yet is not sent, and a stream already opened
+    /// is reset with `code` (RESET_STREAM; one never opened is not opened).
     pub fn reset(mut self, code: u32) {
         self.closed = true;
         tracing::debug!(code, "subgroup stream dropped");
-        self.send.push(SendCmd::Reset { stream: self.stream });
+        self.send.push(SendCmd::Reset { stream: self.stream, code });
     }
 }
 

@@ -46,7 +46,8 @@
 //! A session driver:
 //! 1. pushes each object as it arrives ([`Scheduler::push_object`], after
 //!    [`Scheduler::open_stream`] for a new subgroup, [`Scheduler::finish_stream`] when the
-//!    subgroup ends, [`Scheduler::cancel_stream`] on STOP_SENDING or an upstream reset,
+//!    subgroup ends, [`Scheduler::cancel_stream`] on STOP_SENDING,
+//!    [`Scheduler::reset_stream`] with an upstream reset's code,
 //!    [`Scheduler::remove_track`] when the request ends);
 //! 2. on each wake-up measures the transport into a [`SendBudget`] (congestion window,
 //!    what it can take now, what sits unsent in QUIC, the send rate), calls
@@ -716,16 +717,23 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Abandons a stream (UNSUBSCRIBE, STOP_SENDING, an upstream reset): its queued
-    /// objects are dropped as `Cancelled`, and `poll_send` returns `Reset` with CANCELLED
-    /// if any byte was written, else `Abandon`.
+    /// Abandons a stream (UNSUBSCRIBE, STOP_SENDING): its queued objects are dropped as
+    /// `Cancelled`, and `poll_send` returns `Reset` with CANCELLED if any byte was written,
+    /// else `Abandon`.
     pub fn cancel_stream(&mut self, key: StreamKey) -> Result<(), Error> {
+        self.reset_stream(key, reset_code::CANCELLED)
+    }
+
+    /// Abandons a stream as [`Scheduler::cancel_stream`] does, but `poll_send`'s `Reset`
+    /// carries `code`: a relay passing on how its upstream stream ended (an upstream reset's
+    /// own code, SESSION_CLOSED when the upstream session died mid-subgroup).
+    pub fn reset_stream(&mut self, key: StreamKey, code: u32) -> Result<(), Error> {
         self.undirect();
         if !self.streams.contains_key(&key) {
             self.gone.remove(&key);
             return Err(Error::UnknownStream(key));
         }
-        self.kill(key, DropReason::Cancelled, None);
+        self.kill(key, DropReason::Cancelled, None, code);
         Ok(())
     }
 
@@ -739,7 +747,7 @@ impl Scheduler {
             .map(|t| t.streams.iter().copied().collect())
             .unwrap_or_default();
         for key in keys {
-            self.kill(key, DropReason::Cancelled, None);
+            self.kill(key, DropReason::Cancelled, None, reset_code::CANCELLED);
         }
         self.tracks.remove(&track);
         self.flows.retain(|(t, _), _| *t != track);
@@ -906,7 +914,7 @@ impl Scheduler {
         }
         match seq {
             Some(seq) => self.expire(key, reason, seq),
-            None => self.kill(key, reason, None),
+            None => self.kill(key, reason, None, reason.reset_code()),
         }
         true
     }
@@ -1596,7 +1604,7 @@ impl Scheduler {
             return;
         };
         if !s.datagram {
-            self.kill(key, reason, Some(seq));
+            self.kill(key, reason, Some(seq), reason.reset_code());
             return;
         }
         let Ok(i) = s.queue.binary_search_by_key(&seq, |q| q.seq) else {
@@ -1609,9 +1617,10 @@ impl Scheduler {
         self.settle(key);
     }
 
-    /// Ends a stream early. Object `trigger` (or every object, if `None`) is counted under
-    /// `reason`, the others as `StreamReset`.
-    fn kill(&mut self, key: StreamKey, reason: DropReason, trigger: Option<u64>) {
+    /// Ends a stream early, with `code` on its RESET_STREAM if it was started. Object
+    /// `trigger` (or every object, if `None`) is counted under `reason`, the others as
+    /// `StreamReset`.
+    fn kill(&mut self, key: StreamKey, reason: DropReason, trigger: Option<u64>, code: u32) {
         let Some(s) = self.remove_stream(key) else {
             return;
         };
@@ -1665,7 +1674,7 @@ impl Scheduler {
         }
         if s.started && !s.datagram {
             self.stats.resets += 1;
-            self.actions.push_back(Action::Reset { key, code: reason.reset_code(), reason });
+            self.actions.push_back(Action::Reset { key, code, reason });
         } else {
             self.stats.abandons += 1;
             self.actions.push_back(Action::Abandon { key, reason });

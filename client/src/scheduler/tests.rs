@@ -562,6 +562,30 @@ fn cancel_and_remove_track() {
     s.open_stream(StreamKey(2), video(2, 0, 1)).unwrap();
 }
 
+/// A relay passing on how its upstream stream ended resets with that code, not CANCELLED:
+/// a subscriber reads SESSION_CLOSED for a subgroup cut by its publisher's death.
+#[test]
+fn reset_stream_carries_its_code() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.open_stream(StreamKey(1), video(1, 0, 1)).unwrap();
+    s.push_object(StreamKey(1), obj(t0, 10_000)).unwrap();
+    let _ = drain(&mut s, t0, &mut budget(2000));
+    s.reset_stream(StreamKey(1), reset_code::SESSION_CLOSED).unwrap();
+    assert_eq!(
+        drain(&mut s, t0, &mut budget(0)),
+        [Action::Reset {
+            key: StreamKey(1),
+            code: reset_code::SESSION_CLOSED,
+            reason: DropReason::Cancelled
+        }]
+    );
+    assert_eq!(
+        s.reset_stream(StreamKey(1), reset_code::SESSION_CLOSED),
+        Err(Error::UnknownStream(StreamKey(1)))
+    );
+}
+
 /// Misuse of the stream life cycle is an error, never a panic; a timeout call with nothing
 /// due does nothing.
 #[test]

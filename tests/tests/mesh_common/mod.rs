@@ -206,6 +206,25 @@ impl MeshRelay {
         http_get(self.ops, "/metrics")
     }
 
+    /// Waits until this relay's routing API names `origin` as the origin of `broadcast`
+    /// for a client of `region`.
+    #[allow(dead_code)] // mesh_regions waits on its subscriptions instead
+    pub fn wait_origin(&self, broadcast: &str, region: &str, origin: &str) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        let q = format!("/route?broadcast={broadcast}&region={region}");
+        loop {
+            let body = http_get(self.ops, &q).unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if v["origin"] == origin {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("{}: origin not {origin} within {WAIT:?}: {body}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until `cond` holds on this relay's metrics (read every 50 ms: metrics change
     /// without a notification).
     pub fn wait_metrics(&self, what: &str, cond: impl Fn(&str) -> bool) -> Result<String> {
