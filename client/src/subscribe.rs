@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tiermesh_proto::catalog::{CATALOG_TRACK_NAME, Catalog};
 use tiermesh_proto::types::{FullTrackName, SubscriptionFilter, TrackNamespace};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::moq::{Connection, ReceivedObject, SubscribeOptions, TrackEvent};
@@ -360,7 +360,7 @@ struct Taps {
     /// be joined ([`joins`]).
     catalog: Option<oneshot::Sender<Vec<(String, Join)>>>,
     /// Receives the arrival of every object (the audio of [`watch_abr`]).
-    heard: Option<watch::Sender<Option<Instant>>>,
+    heard: Option<tokio::sync::watch::Sender<Option<Instant>>>,
 }
 
 /// Joins one track as `join` says and records what arrives until `deadline` or the track's
@@ -633,7 +633,7 @@ pub async fn watch_abr(conn: &Connection, config: WatchConfig) -> (Report, AbrRe
     let mut audio_task = JoinSet::new();
     // The newest audio arrival: while it flows the link works, and a silent video tier is
     // the tier's doing (`Abr::on_link`).
-    let (audio_heard, audio_rx) = watch::channel(None);
+    let (audio_heard, audio_rx) = tokio::sync::watch::channel(None);
     if let Some(name) = &audio
         && let Ok(t) = track(name)
     {
