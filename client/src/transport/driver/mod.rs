@@ -210,7 +210,8 @@ impl State {
             self.slots[slot] = None;
             self.timers.set(slot, None);
             self.free.push(slot);
-            if self.slots.iter().all(Option::is_none) {
+            // Every slot is free: no connection is left.
+            if self.free.len() == self.slots.len() {
                 self.wake.append(&mut self.idle_wakers);
             }
         }
@@ -807,56 +808,50 @@ impl Connection {
         .flatten()
     }
 
-    async fn open(&self, dir: Dir) -> Result<StreamId, ConnectionError> {
-        poll_fn(|cx| {
-            self.with(|c| {
-                if let Some(e) = &c.error {
-                    return (Poll::Ready(Err(e.clone())), false);
-                }
-                match c.conn.streams().open(dir) {
-                    Some(id) => (Poll::Ready(Ok(id)), false),
-                    None => {
-                        register(&mut c.open[dir_index(dir)], cx.waker());
-                        (Poll::Pending, false)
+    /// Opens (`accept` false) or accepts a stream of `dir` under the lock: the connection's
+    /// error once it ended, else the stream if there is one, else pending, with `cx`'s waker
+    /// (when given) registered for the event that may bring one.
+    fn take_stream(
+        &self,
+        dir: Dir,
+        accept: bool,
+        cx: Option<&Context<'_>>,
+    ) -> Poll<Result<StreamId, ConnectionError>> {
+        self.with(|c| {
+            if let Some(e) = &c.error {
+                return (Poll::Ready(Err(e.clone())), false);
+            }
+            let mut streams = c.conn.streams();
+            let id = if accept { streams.accept(dir) } else { streams.open(dir) };
+            match id {
+                // Accepting may let quinn-proto grant the peer more streams.
+                Some(id) => (Poll::Ready(Ok(id)), accept),
+                None => {
+                    if let Some(cx) = cx {
+                        let waiters = if accept { &mut c.accept } else { &mut c.open };
+                        register(&mut waiters[dir_index(dir)], cx.waker());
                     }
+                    (Poll::Pending, false)
                 }
-            })
-            .unwrap_or(Poll::Ready(Err(Self::lost())))
+            }
         })
-        .await
+        .unwrap_or(Poll::Ready(Err(Self::lost())))
+    }
+
+    async fn open(&self, dir: Dir) -> Result<StreamId, ConnectionError> {
+        poll_fn(|cx| self.take_stream(dir, false, Some(cx))).await
     }
 
     /// Opens a unidirectional stream if the peer's limit allows one now.
     pub(crate) fn try_open_uni(&self) -> Option<Result<SendStream, ConnectionError>> {
-        let id = self
-            .with(|c| {
-                if let Some(e) = &c.error {
-                    return (Some(Err(e.clone())), false);
-                }
-                (c.conn.streams().open(Dir::Uni).map(Ok), false)
-            })
-            .unwrap_or(Some(Err(Self::lost())))?;
-        Some(id.map(|id| self.send(id)))
+        match self.take_stream(Dir::Uni, false, None) {
+            Poll::Pending => None,
+            Poll::Ready(r) => Some(r.map(|id| self.send(id))),
+        }
     }
 
     async fn accept(&self, dir: Dir) -> Result<StreamId, ConnectionError> {
-        poll_fn(|cx| {
-            self.with(|c| {
-                if let Some(e) = &c.error {
-                    return (Poll::Ready(Err(e.clone())), false);
-                }
-                match c.conn.streams().accept(dir) {
-                    // Accepting may let quinn-proto grant the peer more streams.
-                    Some(id) => (Poll::Ready(Ok(id)), true),
-                    None => {
-                        register(&mut c.accept[dir_index(dir)], cx.waker());
-                        (Poll::Pending, false)
-                    }
-                }
-            })
-            .unwrap_or(Poll::Ready(Err(Self::lost())))
-        })
-        .await
+        poll_fn(|cx| self.take_stream(dir, true, Some(cx))).await
     }
 
     pub(crate) fn set_max_concurrent_streams(&self, dir: Dir, count: u32) {
